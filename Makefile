@@ -1,0 +1,33 @@
+# Two commands a new user needs: `make run` and `make test`.
+# Both create .venv when absent and install the project into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; a GPU user pre-installs their own torch in .venv
+# (or sets TORCH_SPEC) and this step leaves it alone.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench report clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tui-quantreport $(MODEL)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+report: $(STAMP)
+	$(VENV)/bin/tui-quantreport report $(or $(MODEL),showcase) --format text
+
+clean:
+	rm -rf $(VENV) build *.egg-info

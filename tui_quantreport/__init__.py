@@ -1,0 +1,3 @@
+"""tui-quantreport: module-by-module quantization advice for PyTorch models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""Command line: open the app, run a headless report, or list the samples.
+
+    tui-quantreport [MODEL] [options]            the app (no MODEL: the default sample)
+    tui-quantreport report MODEL [options]       headless report (json, markdown, text)
+    tui-quantreport samples                      the bundled samples
+
+Bad input prints one line naming the cause and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+PROG = "tui-quantreport"
+EXIT_USAGE = 2
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
+    parser.add_argument("--batches", metavar="N", type=_positive_int, help="calibrate on at most N batches")
+    parser.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)")
+    parser.add_argument(
+        "--detectors", metavar="LIST",
+        help="comma-separated: per_channel,dynamic_static,equalization,outlier (default: all)",
+    )
+    parser.add_argument("--tolerance", metavar="FLOAT", help="dynamic-vs-static tolerance in [0, 1] (default 0.5)")
+    parser.add_argument(
+        "--param", metavar="DETECTOR.NAME=VALUE", action="append", default=[],
+        help="set any detector parameter, e.g. outlier.ratio_threshold=5 (repeatable)",
+    )
+    parser.add_argument("--ch-axis", metavar="AXIS", help="channel axis for all observed tensors (default: per module type)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    app = argparse.ArgumentParser(
+        prog=PROG,
+        description="Module-by-module quantization advice for a PyTorch model. "
+        f"Also: '{PROG} report MODEL' (headless) and '{PROG} samples'.",
+    )
+    app.add_argument("model", nargs="?", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
+    _common_options(app)
+
+    report = argparse.ArgumentParser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
+    report.add_argument("model", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
+    _common_options(report)
+    report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
+    report.add_argument("--output", metavar="PATH", help="write here (atomically) instead of stdout")
+
+    samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
+    return app, report, samples
+
+
+def settings_from(args: argparse.Namespace):
+    """Engine settings from the common options (raises ParamError on bad values)."""
+    from tui_quantreport.engine import ParamError, Settings
+
+    params: dict[str, dict[str, str]] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        detector, dot, name = key.strip().rpartition(".")
+        if not sep or not dot or not detector or not name:
+            raise ParamError(f"--param {item!r} must look like DETECTOR.NAME=VALUE, e.g. outlier.ratio_threshold=5")
+        params.setdefault(detector, {})[name] = value.strip()
+    if args.tolerance is not None:
+        params.setdefault("dynamic_vs_static_detector", {})["tolerance"] = args.tolerance
+    if args.backend is not None:
+        params.setdefault("per_channel_detector", {})["backend"] = args.backend
+    detectors = [d for d in args.detectors.split(",") if d.strip()] if args.detectors is not None else None
+    ch_axis = None
+    if args.ch_axis not in (None, "", "auto"):
+        try:
+            ch_axis = int(args.ch_axis)
+        except ValueError:
+            raise ParamError(f"--ch-axis must be 'auto' or an integer, not {args.ch_axis!r}") from None
+    return Settings.build(detectors, params, ch_axis)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine import (
+        Session, evaluate, load_model, observation_plan, open_batches, render, write_atomic,
+    )
+
+    settings = settings_from(args)
+    loaded = load_model(args.model, args.calibration)
+    session = Session(loaded.model, label=loaded.spec)
+    stats = session.calibrate(
+        open_batches(loaded), observation_plan(session.catalog, settings), max_batches=args.batches
+    )
+    report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+    text = render(report, args.format)
+    if args.output:
+        path = write_atomic(args.output, text)
+        print(f"wrote {args.format} report to {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_samples() -> int:
+    from tui_quantreport.engine import list_samples
+
+    samples = list_samples()
+    width = max(len(s.name) for s in samples)
+    for i, sample in enumerate(samples):
+        mark = " (default)" if i == 0 else ""
+        print(f"{sample.name.ljust(width)}  {sample.description}{mark}")
+    return 0
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine.spec import check_spec, default_sample
+
+    spec = args.model or default_sample()
+    check_spec(spec)
+    if args.calibration:
+        check_spec(args.calibration)
+    from tui_quantreport.tui.app import QuantReportApp
+
+    app = QuantReportApp(spec=spec, options=args)
+    app.run()
+    return app.return_code or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app_parser, report_parser, samples_parser = build_parsers()
+    from tui_quantreport.engine.errors import UserError
+
+    try:
+        if argv and argv[0] == "report":
+            return run_report(report_parser.parse_args(argv[1:]))
+        if argv and argv[0] == "samples":
+            samples_parser.parse_args(argv[1:])
+            return run_samples()
+        return run_app(app_parser.parse_args(argv))
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,159 @@
+"""Settings in, report out: the one entry point the app and the command line use.
+
+:class:`Settings` says which detectors are enabled with which parameters.
+:func:`observation_plan` turns settings into the points to observe;
+:func:`evaluate` turns a stats snapshot and settings into a :class:`Report`,
+without touching the model, so it can run after every threshold change.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tui_quantreport.engine.detectors import DETECTORS, EvaluationContext, resolve_detector
+from tui_quantreport.engine.errors import ParamError
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.report import ModuleSummary, PointSummary, Report
+from tui_quantreport.engine.session import Point, PointRequest, Stats
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Which detectors run, with which (validated) parameters, and the channel axis."""
+
+    enabled: tuple[str, ...] = tuple(DETECTORS)
+    params: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: {name: cls.defaults() for name, cls in DETECTORS.items()}
+    )
+    ch_axis: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        detectors: Iterable[str] | None = None,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        ch_axis: int | None = None,
+    ) -> "Settings":
+        """Validated settings; detector names may be short ("outlier") or full."""
+        enabled = tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
+        if detectors is not None and not enabled:
+            raise ParamError("no detector selected; choose at least one")
+        given = {resolve_detector(k): v for k, v in (params or {}).items()}
+        resolved = {name: det.validate(given.get(name)) for name, det in DETECTORS.items()}
+        return cls(enabled, resolved, ch_axis)
+
+    def with_param(self, detector: str, name: str, value: Any) -> "Settings":
+        """A copy with one parameter changed (parsed and validated)."""
+        cls = DETECTORS[resolve_detector(detector)]
+        parsed = cls.param(name).parse(value, cls.name)
+        params = {k: dict(v) for k, v in self.params.items()}
+        params[cls.name][name] = parsed
+        return replace(self, params=params)
+
+    def with_enabled(self, detector: str, on: bool) -> "Settings":
+        name = resolve_detector(detector)
+        enabled = [d for d in DETECTORS if (d == name and on) or (d != name and d in self.enabled)]
+        return replace(self, enabled=tuple(enabled))
+
+
+def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, PointRequest]:
+    """The union of what the enabled detectors need observed.
+
+    Every detector's points are merged: one point observed for two detectors is
+    reduced once per batch, with the union of their percentiles.
+    """
+    plan: dict[Point, PointRequest] = {}
+    for name in settings.enabled:
+        detector = DETECTORS[name]()
+        for point, request in detector.observations(catalog, settings.params[name]).items():
+            known = plan.get(point)
+            percentiles = tuple(sorted(set(request.percentiles) | set(known.percentiles if known else ())))
+            plan[point] = PointRequest(axis=settings.ch_axis, percentiles=percentiles)
+    return plan
+
+
+def stale_params(catalog: ModelCatalog, stats: Stats, settings: Settings) -> tuple[str, ...]:
+    """Parameters whose current value needs data the last calibration did not record."""
+    if stats.batches == 0:
+        return ()
+    wanted = observation_plan(catalog, settings)
+    stale: set[str] = set()
+    for point, request in wanted.items():
+        recorded = stats.plan.get(point)
+        if recorded is None or recorded.axis != request.axis or not set(request.percentiles) <= set(recorded.percentiles):
+            for name in settings.enabled:
+                for p in DETECTORS[name].params:
+                    if p.observed:
+                        stale.add(f"{name}.{p.name}")
+            if recorded is None or recorded.axis != request.axis:
+                stale.add("ch_axis" if recorded is not None else "detectors")
+    return tuple(sorted(stale))
+
+
+def evaluate(catalog: ModelCatalog, stats: Stats, settings: Settings, spec: str = "") -> Report:
+    """Judge every module with every enabled detector. Pure and fast: no model access."""
+    ctx = EvaluationContext(catalog, stats, settings.ch_axis)
+    detectors = {}
+    for name in settings.enabled:
+        detectors[name] = DETECTORS[name]().evaluate(ctx, settings.params[name])
+    return Report(
+        spec=spec or catalog.class_name,
+        model_class=catalog.class_name,
+        modules=module_summaries(catalog, stats),
+        batches=stats.batches,
+        detectors=detectors,
+        stale_params=stale_params(catalog, stats, settings),
+    )
+
+
+_SUMMARIES: "weakref.WeakKeyDictionary[Stats, dict[str, ModuleSummary]]" = weakref.WeakKeyDictionary()
+
+
+def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSummary]:
+    """The module tree with what calibration saw at each module's input and output.
+
+    Depends on the stats alone, so it is built once per snapshot and reused by
+    every re-evaluation.
+    """
+    cached = _SUMMARIES.get(stats)
+    if cached is not None:
+        return cached
+    summaries = {}
+    for fqn, info in catalog.modules.items():
+        points = []
+        for role in ("pre", "post"):
+            point = stats.point(fqn, role)
+            if point is None:
+                continue
+            observed = point.calls > 0 and point.global_min <= point.global_max
+            points.append(
+                PointSummary(
+                    role=role,
+                    calls=point.calls,
+                    shapes=point.shapes,
+                    minimum=point.global_min if observed else None,
+                    maximum=point.global_max if observed else None,
+                    comparison_stat=point.comparison_stat,
+                    channels=point.channels,
+                    axis=point.axis,
+                    finite=point.finite or not observed,
+                    channel_min=tuple(point.channel_min.tolist()) if point.channel_min is not None else (),
+                    channel_max=tuple(point.channel_max.tolist()) if point.channel_max is not None else (),
+                )
+            )
+        summaries[fqn] = ModuleSummary(
+            fqn=fqn,
+            name=info.label,
+            class_name=info.class_name,
+            parent=info.parent,
+            depth=info.depth,
+            children=info.children,
+            is_quant_helper=info.is_quant_helper,
+            params=info.total_params,
+            points=tuple(points),
+        )
+    _SUMMARIES[stats] = summaries
+    return summaries

@@ -1,0 +1,141 @@
+"""Dynamic or static quantization, from how stable each activation's range is.
+
+For one observation point over calls b = 1..B, with ``min_b`` and ``max_b`` the
+tensor's extremes in call b::
+
+    S = mean_b(max_b - min_b) / (max over all b of max_b - min over all b of min_b)
+
+S lies in [0, 1]. Close to 1, every batch spans the whole range seen (the data
+is *stationary*, static quantization with calibrated ranges fits); close to 0,
+each batch covers a small, moving part of it (*non-stationary*: ranges
+calibrated once will not fit later batches). The point is stationary when
+S > tolerance. Dynamic quantization is recommended when the module's output is
+non-stationary. Observed at the input ("pre") and output ("post") of Linear and
+Conv1d/2d/3d; only Linear has dynamic kernels today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.params import Param
+from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Status
+from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.stats import PointStats
+
+STATIONARY = "stationary"
+NON_STATIONARY = "non-stationary"
+CONSTANT = "constant"
+NON_FINITE = "non-finite"
+NOT_OBSERVED = "not observed"
+
+
+def classify(point: PointStats | None, tolerance: float) -> tuple[str, float | None]:
+    """The distribution class of a point and its S (None where S is undefined)."""
+    if point is None or point.calls == 0:
+        return NOT_OBSERVED, None
+    if not point.finite:
+        return NON_FINITE, None
+    stat = point.comparison_stat
+    if stat is None:
+        return CONSTANT, None
+    return (STATIONARY if stat > tolerance else NON_STATIONARY), stat
+
+
+class DynamicStaticDetector(Detector):
+    name = "dynamic_vs_static_detector"
+    title = "Dynamic vs static"
+    glyph = "D"
+    description = "inputs and outputs of Linear and Conv1d/2d/3d"
+    params = (
+        Param(
+            "tolerance", 0.5,
+            "S above this is stationary (static quantization); at or below, non-stationary (dynamic)",
+            low=0.0, high=1.0,
+        ),
+    )
+
+    def targets(self, catalog: ModelCatalog) -> list[str]:
+        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+
+    def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
+        return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
+
+    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
+        tolerance = params["tolerance"]
+        findings = {}
+        for fqn in self.targets(ctx.catalog):
+            class_name = ctx.catalog.modules[fqn].class_name
+            supported = ctx.catalog.modules[fqn].is_linear
+            pre_dist, pre_stat = classify(ctx.stats.point(fqn, "pre"), tolerance)
+            post_dist, post_stat = classify(ctx.stats.point(fqn, "post"), tolerance)
+            values = {
+                "tolerance": tolerance,
+                "dynamic_recommended": post_dist == NON_STATIONARY,
+                "pre_observer_comp_stat": pre_stat,
+                "pre_observer_data_dist": pre_dist,
+                "post_observer_comp_stat": post_stat,
+                "post_observer_data_dist": post_dist,
+                "is_dynamic_supported": supported,
+            }
+            if post_dist == NOT_OBSERVED:
+                findings[fqn] = self.unjudged(
+                    fqn, Status.NOT_OBSERVED,
+                    f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
+                    "about its activations.",
+                    values,
+                )
+                continue
+            if post_dist in (CONSTANT, NON_FINITE):
+                why = (
+                    "its output was the same single value in every batch (range 0), so S is undefined"
+                    if post_dist == CONSTANT
+                    else "its output held NaN or infinite values, so its range is undefined"
+                )
+                findings[fqn] = self.unjudged(
+                    fqn, Status.NOT_APPLICABLE, f"Cannot choose for {class_name} '{fqn}': {why}.", values
+                )
+                continue
+            evidence = (
+                Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
+                Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
+            )
+            findings[fqn] = self._finding(fqn, class_name, values, evidence, supported)
+        return self.report(params, findings, "Linear/Conv modules")
+
+    def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
+        dynamic = values["dynamic_recommended"]
+        pre, post = values["pre_observer_data_dist"], values["post_observer_data_dist"]
+        tolerance = values["tolerance"]
+        reason = (
+            f"The data before {class_name} '{fqn}' is {pre} (S = {_fmt(values['pre_observer_comp_stat'])}) "
+            f"and after it is {post} (S = {_fmt(values['post_observer_comp_stat'])}, tolerance {tolerance:g}). "
+        )
+        if dynamic:
+            reason += (
+                "Its output range moves from batch to batch, so ranges calibrated once would clip "
+                "or waste levels later: dynamic quantization, which measures the range of every "
+                "batch, will be more accurate."
+            )
+            if not supported:
+                reason += f" Note: {class_name} has no dynamic quantized kernel yet."
+        else:
+            reason += (
+                "Each batch spans most of the range seen overall, so static quantization with "
+                "calibrated ranges is accurate and faster."
+            )
+            if pre == NON_STATIONARY:
+                reason += (
+                    " Its input is non-stationary, though: if you quantize statically, add a dynamic "
+                    "per-tensor quantize step before this module."
+                )
+        headline = "Use dynamic quantization" if dynamic else "Use static quantization"
+        status = Status.RECOMMEND if dynamic else Status.OK
+        return Finding(self.name, fqn, status, headline, reason, values, evidence)
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"

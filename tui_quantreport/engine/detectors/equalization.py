@@ -1,0 +1,159 @@
+"""Input-weight equalization: are input and weight channel ranges out of balance?
+
+Per input channel c of a Linear or Conv: ``i_c`` is the range (max − min over
+all batches) of the input's channel c and ``I`` the input's global range;
+``w_c`` is the range of the weight along its input-channel axis (weight dim 1)
+and ``W`` the weight's global range::
+
+    s_c = sqrt(w_c / W) / sqrt(i_c / I)
+
+Equalization rescales channel c of the input by 1/e_c and the weight's input
+channel c by e_c, so both quantize with less error. A channel is recommended
+when ``ratio_threshold <= s_c <= 1 / ratio_threshold`` (the computation of
+torch's reference, whose docstring states the opposite), and the module when at
+least 40% of its channels are. With grouped convolutions the input has k times
+the weight's channels; the weight ratios then repeat k times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.params import Param
+from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Series, Status
+from tui_quantreport.engine.session import Point, PointRequest
+
+#: Fraction of channels that must benefit for the module to be recommended.
+MODULE_FRACTION = 0.4
+
+
+class InputWeightEqualizationDetector(Detector):
+    name = "input_weight_equalization_detector"
+    title = "Input-weight equalization"
+    glyph = "E"
+    description = "inputs and weights of Linear and Conv1d/2d/3d"
+    params = (
+        Param(
+            "ratio_threshold", 0.5,
+            "a channel benefits when threshold <= s_c <= 1/threshold",
+            low=0.0, high=1.0, low_inclusive=False, high_inclusive=False,
+        ),
+    )
+
+    def targets(self, catalog: ModelCatalog) -> list[str]:
+        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+
+    def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
+        return {(fqn, "pre"): PointRequest() for fqn in self.targets(catalog)}
+
+    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
+        threshold = params["ratio_threshold"]
+        findings = {}
+        for fqn in self.targets(ctx.catalog):
+            findings[fqn] = self._judge(ctx, fqn, threshold)
+        return self.report(params, findings, "Linear/Conv modules")
+
+    def _judge(self, ctx: EvaluationContext, fqn: str, threshold: float) -> Finding:
+        class_name = ctx.catalog.modules[fqn].class_name
+        point = ctx.stats.point(fqn, "pre")
+        weight = ctx.stats.weights.get(fqn)
+        values: dict[str, Any] = {
+            "recommended": False,
+            "channel_recommended": [],
+            "channel_metric": [],
+            "ratio_threshold": threshold,
+            "input_channel_min": [],
+            "input_channel_max": [],
+            "weight_channel_min": [] if weight is None else weight.channel_min.tolist(),
+            "weight_channel_max": [] if weight is None else weight.channel_max.tolist(),
+        }
+        if point is None or point.calls == 0:
+            return self.unjudged(
+                fqn, Status.NOT_OBSERVED,
+                f"{class_name} '{fqn}' was never called during calibration.", values,
+            )
+        if point.channel_min is None:
+            return self.unjudged(
+                fqn, Status.NOT_APPLICABLE,
+                f"The input of '{fqn}' changed its number of channels between batches "
+                f"(shapes {', '.join(map(str, point.shapes))}), so per-channel ranges do not add up.",
+                values,
+            )
+        values["input_channel_min"] = point.channel_min.tolist()
+        values["input_channel_max"] = point.channel_max.tolist()
+        if weight is None:
+            return self.unjudged(fqn, Status.NOT_APPLICABLE, f"'{fqn}' has no 2-D or larger weight.", values)
+        if not point.finite:
+            return self.unjudged(
+                fqn, Status.NOT_APPLICABLE,
+                f"The input of '{fqn}' held NaN or infinite values, so its ranges are undefined.", values,
+            )
+        input_ratio, input_global = _range_ratio(point.channel_min, point.channel_max)
+        weight_ratio, weight_global = _range_ratio(weight.channel_min, weight.channel_max)
+        if input_global == 0 or weight_global == 0:
+            which = "input" if input_global == 0 else "weight"
+            return self.unjudged(
+                fqn, Status.NOT_APPLICABLE,
+                f"The {which} of '{fqn}' is constant (global range 0), so no channel can be "
+                "compared against it.",
+                values,
+            )
+        n_in, n_w = input_ratio.numel(), weight_ratio.numel()
+        if n_in != n_w:
+            if n_in % n_w:
+                return self.unjudged(
+                    fqn, Status.NOT_APPLICABLE,
+                    f"The input of '{fqn}' has {n_in} channels on axis {point.axis}, which the "
+                    f"weight's {n_w} input channels do not divide.",
+                    values,
+                )
+            weight_ratio = weight_ratio.repeat(n_in // n_w)
+        metric = (torch.sqrt(weight_ratio) / torch.sqrt(input_ratio)).tolist()
+        upper = 1 / threshold
+        per_channel = [threshold <= s <= upper for s in metric]
+        share = sum(per_channel) / len(per_channel)
+        recommended = share >= MODULE_FRACTION
+        values.update(
+            recommended=recommended,
+            channel_recommended=per_channel,
+            channel_metric=metric,
+        )
+        evidence = (
+            Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True),
+        )
+        series = (
+            Series("equalization metric s_c per input channel", tuple(metric), threshold, upper, "s_c"),
+            Series(
+                "input range per channel",
+                tuple((point.channel_max - point.channel_min).tolist()),
+                ylabel="max - min",
+            ),
+        )
+        band = f"[{threshold:g}, {upper:g}]"
+        counted = f"{sum(per_channel)} of {len(per_channel)} input channels ({share:.0%}) have s_c in {band}"
+        if recommended:
+            return Finding(
+                self.name, fqn, Status.RECOMMEND, "Apply input-weight equalization",
+                f"{counted}, at least {MODULE_FRACTION:.0%}: their input and weight ranges are out "
+                "of balance in a way equalization fixes. Scaling each input channel down and the "
+                "matching weight column up (torch.ao's _equalize, or an equalization qconfig) "
+                "should reduce quantization error noticeably.",
+                values, evidence, series,
+            )
+        return Finding(
+            self.name, fqn, Status.OK, "Equalization not needed",
+            f"Only {counted}, under {MODULE_FRACTION:.0%}: little to gain from input-weight equalization.",
+            values, evidence, series,
+        )
+
+
+def _range_ratio(channel_min: torch.Tensor, channel_max: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per-channel range over global range (float32, as the reference computes it)."""
+    per_channel = channel_max - channel_min
+    global_range = channel_max.max() - channel_min.min()
+    return per_channel / global_range, float(global_range)

@@ -1,0 +1,154 @@
+"""Outlier channels: activations whose maximum towers over their bulk.
+
+Per channel c of a leaf module's input, per batch b: ``q_p`` is the
+``reference_percentile`` quantile of the channel's values ("lower"
+interpolation), ``q_max`` its maximum and ``q_0`` its minimum. A batch counts
+for the channel when ``q_p != 0``; its ratio is ``q_max / q_p``. Then::
+
+    percentile_ratio_c = | mean of q_max / q_p over counted batches |, inverted when below 1
+
+and the channel has outliers when ``percentile_ratio_c > ratio_threshold``. The
+result is trustworthy when ``batches_used / batches >= fraction_batches_used_threshold``.
+
+Unlike torch's reference, batches with ``q_p == 0`` are skipped rather than
+counted as a ratio of infinity (which flags every sparse post-ReLU channel);
+they lower ``batches_used`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.params import Param
+from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Series, Status
+from tui_quantreport.engine.session import Point, PointRequest
+
+CHANNELS_NAMED = 8
+
+
+class OutlierDetector(Detector):
+    name = "outlier_detector"
+    title = "Outlier channels"
+    glyph = "O"
+    description = "inputs of every leaf module"
+    params = (
+        Param("ratio_threshold", 3.5, "a channel has outliers when its percentile ratio is above this", low=1.0),
+        Param(
+            "reference_percentile", 0.975, "the percentile the maximum is compared with",
+            low=0.0, high=1.0, low_inclusive=False, high_inclusive=False, observed=True,
+        ),
+        Param(
+            "fraction_batches_used_threshold", 0.95,
+            "the share of batches a channel must use for its result to be reliable",
+            low=0.0, high=1.0,
+        ),
+    )
+
+    def targets(self, catalog: ModelCatalog) -> list[str]:
+        return [fqn for fqn, m in catalog.modules.items() if m.is_leaf]
+
+    def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
+        request = PointRequest(percentiles=(params["reference_percentile"],))
+        return {(fqn, "pre"): request for fqn in self.targets(catalog)}
+
+    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
+        findings = {fqn: self._judge(ctx, fqn, params) for fqn in self.targets(ctx.catalog)}
+        return self.report(params, findings, "leaf modules")
+
+    def _judge(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Finding:
+        threshold = params["ratio_threshold"]
+        percentile = params["reference_percentile"]
+        fraction = params["fraction_batches_used_threshold"]
+        class_name = ctx.catalog.modules[fqn].class_name
+        point = ctx.stats.point(fqn, "pre")
+        values: dict[str, Any] = {
+            "outliers_detected": [],
+            "percentile_ratio": [],
+            "batches_used": [],
+            "sufficient_batches": [],
+            "constant_batches": [],
+            "channel_max": [],
+            "ratio_threshold": threshold,
+            "reference_percentile": percentile,
+            "fraction_batches_used_threshold": fraction,
+        }
+        if point is None or point.calls == 0:
+            return self.unjudged(
+                fqn, Status.NOT_OBSERVED,
+                f"{class_name} '{fqn}' was never called (or never with a tensor input) during calibration.",
+                values,
+            )
+        if point.channel_min is None:
+            return self.unjudged(
+                fqn, Status.NOT_APPLICABLE,
+                f"The input of '{fqn}' changed its number of channels between batches "
+                f"(shapes {', '.join(map(str, point.shapes))}); set a channel axis that stays fixed.",
+                values,
+            )
+        stats = point.percentiles.get(percentile)
+        if stats is None:
+            recorded = ", ".join(f"{p:g}" for p in point.percentiles) or "none"
+            return self.unjudged(
+                fqn, Status.NOT_APPLICABLE,
+                f"Calibration recorded percentile {recorded}, not {percentile:g}: calibrate again "
+                "to use the new reference_percentile.",
+                values,
+            )
+        used = stats.used
+        mean = torch.where(used > 0, stats.ratio_sum / used.clamp(min=1), torch.full_like(stats.ratio_sum, float("nan")))
+        ratio = mean.abs()
+        ratio = torch.where(ratio < 1, 1 / ratio, ratio)
+        ratios = ratio.tolist()
+        detected = [r > threshold for r in ratios]
+        used_list = used.tolist()
+        sufficient = [u / point.calls >= fraction for u in used_list]
+        values.update(
+            outliers_detected=detected,
+            percentile_ratio=ratios,
+            batches_used=used_list,
+            sufficient_batches=sufficient,
+            constant_batches=stats.constant.tolist(),
+            channel_max=point.channel_max.tolist(),
+        )
+        flagged = [c for c, d in enumerate(detected) if d]
+        finite = [r for r in ratios if r == r]
+        worst = max(finite) if finite else None
+        evidence = (Evidence("largest percentile ratio", worst, f"> {threshold:g} flags a channel", bool(flagged)),)
+        series = (
+            Series(
+                f"max / p{percentile * 100:g} ratio per channel",
+                tuple(r if r == r else None for r in ratios), None, threshold, "ratio",
+            ),
+        )
+        short = [c for c, s in enumerate(sufficient) if not s]
+        note = ""
+        if short:
+            note = (
+                f" {len(short)} channel(s) used fewer than {fraction:.0%} of the {point.calls} batches "
+                "(their percentile was 0, common after ReLU), so their ratios rest on less data."
+            )
+        if not point.finite:
+            note += " The input held NaN or infinite values; channels holding them have undefined ratios."
+        if flagged:
+            names = ", ".join(str(c) for c in flagged[:CHANNELS_NAMED]) + (", …" if len(flagged) > CHANNELS_NAMED else "")
+            return Finding(
+                self.name, fqn, Status.RECOMMEND,
+                f"Outliers in {len(flagged)} input channel{'s' if len(flagged) != 1 else ''}",
+                f"Input channel{'s' if len(flagged) != 1 else ''} {names} of {class_name} '{fqn}' "
+                f"{'have' if len(flagged) != 1 else 'has'} a maximum far above the {percentile * 100:g}th "
+                f"percentile (ratio up to {worst:.3g} > {threshold:g}). A min-max observer would spend most "
+                "quantization levels on those rare values: use a percentile or histogram observer for this "
+                "input, clip the activation, or handle these channels separately." + note,
+                values, evidence, series,
+            )
+        return Finding(
+            self.name, fqn, Status.OK, "No outlier channels",
+            f"Every channel's maximum stays within {threshold:g}x its {percentile * 100:g}th percentile"
+            + (f" (largest ratio {worst:.3g})." if worst is not None else ".") + note,
+            values, evidence, series,
+        )

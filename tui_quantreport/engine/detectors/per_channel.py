@@ -1,0 +1,95 @@
+"""Per-channel weight quantization: is it supported, and is it used?
+
+For every Linear and Conv1d/2d/3d (subclasses included: QAT, lazy, and the float
+modules inside fused ones), decide
+
+- ``per_channel_supported``: the backend quantizes this module type's weights per
+  channel (all four backends do for these types);
+- ``per_channel_used``: the module's weight quantizer is per channel. Read from
+  the module's qconfig when the model carries one; otherwise the planned scheme
+  (``weight_scheme``; "backend_default" follows the backend's default qconfig).
+
+A module where it is supported but not used should be configured for
+per-channel weight quantization: each output channel then gets its own scale,
+which keeps small-range channels from being crushed by one large channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.params import Param
+from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Status
+
+BACKENDS = ("fbgemm", "x86", "qnnpack", "onednn")
+
+#: Whether each backend's default qconfig quantizes weights per channel
+#: (``torch.ao.quantization.get_default_qconfig(backend).weight``).
+BACKEND_DEFAULT_PER_CHANNEL = {"fbgemm": True, "x86": True, "qnnpack": False, "onednn": True}
+
+
+class PerChannelDetector(Detector):
+    name = "per_channel_detector"
+    title = "Per-channel weights"
+    glyph = "P"
+    description = "Linear and Conv1d/2d/3d weights"
+    params = (
+        Param("backend", "x86", "quantized engine the model will run on", kind="choice", choices=BACKENDS),
+        Param(
+            "weight_scheme",
+            "backend_default",
+            "weight quantization planned for modules without a qconfig",
+            kind="choice",
+            choices=("backend_default", "per_tensor", "per_channel"),
+        ),
+    )
+
+    def targets(self, catalog: ModelCatalog) -> list[str]:
+        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+
+    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
+        backend = params["backend"]
+        planned = params["weight_scheme"]
+        planned_per_channel = (
+            BACKEND_DEFAULT_PER_CHANNEL[backend] if planned == "backend_default" else planned == "per_channel"
+        )
+        findings: dict[str, Finding] = {}
+        for fqn in self.targets(ctx.catalog):
+            scheme = ctx.catalog.weight_schemes[fqn]
+            class_name = ctx.catalog.modules[fqn].class_name
+            if scheme.source == "none":
+                findings[fqn] = self.unjudged(
+                    fqn,
+                    Status.NOT_APPLICABLE,
+                    f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
+                    {"per_channel_supported": True, "per_channel_used": False},
+                )
+                continue
+            used = planned_per_channel if scheme.source == "planned" else bool(scheme.per_channel)
+            how = (
+                f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is "
+                + ("per-channel" if used else "per-tensor")
+                if scheme.source == "planned"
+                else f"its qconfig's weight quantizer is {scheme.description}"
+            )
+            values = {"per_channel_supported": True, "per_channel_used": used}
+            evidence = (Evidence("weights quantized per channel", float(used), "= 1 (yes)", not used),)
+            if used:
+                findings[fqn] = Finding(
+                    self.name, fqn, Status.OK, "Per-channel weights already used",
+                    f"{backend} supports per-channel weights for {class_name}, and {how}.",
+                    values, evidence,
+                )
+            else:
+                findings[fqn] = Finding(
+                    self.name, fqn, Status.RECOMMEND, "Configure per-channel weight quantization",
+                    f"{backend} supports per-channel weights for {class_name}, but {how}. "
+                    "Give this module a qconfig whose weight observer is per channel "
+                    "(e.g. default_per_channel_weight_observer): each output channel then gets "
+                    "its own scale, so channels with small weights keep their precision.",
+                    values, evidence,
+                )
+        return self.report(params, findings, "weighted modules", backend=backend)

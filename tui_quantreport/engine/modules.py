@@ -1,0 +1,168 @@
+"""What the engine knows about a model's modules before any data flows.
+
+:class:`ModelCatalog` walks ``named_modules()`` once and records plain facts the
+detectors and the app need: the tree, each module's class, whether it is an
+observer or fake quantizer inserted by ``torch.ao`` (not one of the user's
+modules), whether it is a leaf, which channel axis its tensors use, and how its
+weights are planned to be quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+from torch.ao.nn.intrinsic import _FusedModule
+from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+
+#: Module types whose weights can be quantized per channel (subclasses, so QAT,
+#: lazy and fused-QAT variants, count too).
+WEIGHTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+#: Module types whose tensors carry features on the last axis.
+LAST_AXIS_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention)
+
+
+def is_quant_helper(module: nn.Module) -> bool:
+    """True for observers and fake quantizers that ``torch.ao`` inserts."""
+    return isinstance(module, (ObserverBase, FakeQuantizeBase))
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """Plain facts about one module, by fully qualified name (``""`` is the root)."""
+
+    fqn: str
+    name: str
+    class_name: str
+    parent: str | None
+    depth: int
+    children: tuple[str, ...]
+    is_quant_helper: bool
+    is_leaf: bool
+    is_weighted: bool
+    is_linear: bool
+    own_params: int
+    total_params: int
+    last_axis: bool
+    fused_parent: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+
+@dataclass(frozen=True)
+class WeightScheme:
+    """How a module's weights are set to be quantized, read from its qconfig.
+
+    ``source`` is ``"qconfig"`` when the module carries one, ``"none"`` when the
+    module was explicitly left unquantized (``qconfig=None`` in a model that has
+    qconfigs elsewhere), and ``"planned"`` when the model has no qconfig at all.
+    """
+
+    source: str
+    per_channel: bool | None
+    description: str
+
+
+@dataclass
+class ModelCatalog:
+    """The model's module tree and static facts, built once per model."""
+
+    class_name: str
+    modules: dict[str, ModuleInfo]
+    weight_schemes: dict[str, WeightScheme] = field(default_factory=dict)
+    has_qconfig: bool = False
+
+    @classmethod
+    def build(cls, model: nn.Module) -> "ModelCatalog":
+        named = list(model.named_modules(remove_duplicate=False))
+        seen: set[int] = set()
+        infos: dict[str, ModuleInfo] = {}
+        totals: dict[str, int] = {}
+        for fqn, module in named:
+            if fqn in infos or id(module) in seen and fqn:
+                # A module shared under two names is shown once, at its first name.
+                continue
+            seen.add(id(module))
+            parent = fqn.rpartition(".")[0] if fqn else None
+            children = tuple(f"{fqn}.{n}" if fqn else n for n, _ in module.named_children())
+            helper = is_quant_helper(module)
+            user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
+            own = sum(p.numel() for p in module.parameters(recurse=False) if not _is_lazy(p))
+            totals[fqn] = sum(p.numel() for p in module.parameters() if not _is_lazy(p))
+            parent_module = model.get_submodule(parent) if parent is not None else None
+            infos[fqn] = ModuleInfo(
+                fqn=fqn,
+                name=fqn.rpartition(".")[2],
+                class_name=type(module).__name__,
+                parent=parent,
+                depth=0 if not fqn else fqn.count(".") + 1,
+                children=children,
+                is_quant_helper=helper,
+                is_leaf=not helper and not user_children,
+                is_weighted=isinstance(module, WEIGHTED_TYPES),
+                is_linear=isinstance(module, nn.Linear),
+                own_params=own,
+                total_params=totals[fqn],
+                last_axis=isinstance(module, LAST_AXIS_TYPES),
+                fused_parent=parent if isinstance(parent_module, _FusedModule) else None,
+            )
+        # Children that were skipped as duplicates must not dangle in the tree.
+        for fqn, info in list(infos.items()):
+            kept = tuple(c for c in info.children if c in infos)
+            if kept != info.children:
+                infos[fqn] = replace(info, children=kept)
+        has_qconfig = any(getattr(m, "qconfig", None) is not None for _, m in named)
+        schemes = {
+            fqn: _weight_scheme(model.get_submodule(fqn), has_qconfig)
+            for fqn, info in infos.items()
+            if info.is_weighted
+        }
+        return cls(type(model).__name__, infos, schemes, has_qconfig)
+
+    def user_modules(self) -> list[ModuleInfo]:
+        """Every module except observers and fake quantizers, in tree order."""
+        return [m for m in self.modules.values() if not m.is_quant_helper]
+
+    def channel_axis(self, fqn: str, ndim: int, override: int | None = None) -> int:
+        """The feature axis of an ``ndim``-D tensor seen at module ``fqn``."""
+        if ndim <= 1:
+            return 0
+        if override is not None:
+            axis = override if override >= 0 else ndim + override
+            return min(max(axis, 0), ndim - 1)
+        return ndim - 1 if self.modules[fqn].last_axis else 1
+
+
+def _is_lazy(p: torch.Tensor) -> bool:
+    return isinstance(p, nn.parameter.UninitializedParameter)
+
+
+def _weight_scheme(module: nn.Module, model_has_qconfig: bool) -> WeightScheme:
+    qconfig = getattr(module, "qconfig", None)
+    if qconfig is None:
+        if model_has_qconfig:
+            return WeightScheme("none", None, "left unquantized (qconfig is None)")
+        return WeightScheme("planned", None, "no qconfig: the planned scheme applies")
+    weight_factory = getattr(qconfig, "weight", None)
+    if weight_factory is None:
+        return WeightScheme("none", None, "qconfig has no weight quantization")
+    try:
+        quantizer = weight_factory()
+    except Exception as exc:  # a user's qconfig that cannot be built is reported, not raised
+        return WeightScheme("none", None, f"weight quantizer could not be built: {exc}")
+    name = type(quantizer).__name__
+    if isinstance(quantizer, FakeQuantizeBase):
+        per_channel = bool(getattr(quantizer, "is_per_channel", False))
+    else:
+        qscheme = getattr(quantizer, "qscheme", None)
+        per_channel = hasattr(quantizer, "ch_axis") or qscheme in (
+            torch.per_channel_affine,
+            torch.per_channel_symmetric,
+            torch.per_channel_affine_float_qparams,
+        )
+    kind = "per-channel" if per_channel else "per-tensor"
+    return WeightScheme("qconfig", per_channel, f"{kind} ({name})")

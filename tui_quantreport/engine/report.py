@@ -1,0 +1,141 @@
+"""The report: plain, immutable data that every front end renders.
+
+Nothing here holds a tensor. A :class:`Report` is what the app's tree, detail
+view and exporters read; building one never touches the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Status(str, Enum):
+    """A detector's verdict on one module."""
+
+    RECOMMEND = "recommend"  # a change is recommended
+    OK = "ok"  # observed, nothing to change
+    NOT_OBSERVED = "not_observed"  # never called during calibration
+    NOT_APPLICABLE = "not_applicable"  # the detector cannot judge (with a reason)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The deciding number against its threshold, e.g. ``S = 0.31 <= 0.5``."""
+
+    label: str
+    value: float | None
+    threshold: str  # as people read it: "<= 0.5", "in [0.5, 2]", "> 3.5"
+    decides: bool  # whether this comparison is the one that triggered the verdict
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per-channel numbers worth a plot, with the band or line they are held against."""
+
+    title: str
+    values: tuple[float | None, ...]
+    lower: float | None = None
+    upper: float | None = None
+    ylabel: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One detector's verdict on one module, with its reason and numbers."""
+
+    detector: str
+    module: str
+    status: Status
+    headline: str
+    reason: str
+    values: dict[str, Any]
+    evidence: tuple[Evidence, ...] = ()
+    series: tuple[Series, ...] = ()
+
+    @property
+    def recommended(self) -> bool:
+        return self.status is Status.RECOMMEND
+
+
+@dataclass(frozen=True)
+class DetectorReport:
+    """One detector's findings over the model, keyed by module fqn."""
+
+    name: str
+    title: str
+    glyph: str
+    params: dict[str, Any]
+    summary: str
+    findings: dict[str, Finding]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recommended(self) -> list[str]:
+        return [fqn for fqn, f in self.findings.items() if f.recommended]
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    """What was seen at one side of a module, for the statistics table."""
+
+    role: str  # "pre" or "post"
+    calls: int
+    shapes: tuple[tuple[int, ...], ...]
+    minimum: float | None
+    maximum: float | None
+    comparison_stat: float | None
+    channels: int | None
+    axis: int | None
+    finite: bool
+    channel_min: tuple[float, ...] = ()
+    channel_max: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModuleSummary:
+    """A module of the tree with what calibration saw there."""
+
+    fqn: str
+    name: str
+    class_name: str
+    parent: str | None
+    depth: int
+    children: tuple[str, ...]
+    is_quant_helper: bool
+    params: int
+    points: tuple[PointSummary, ...] = ()
+
+    @property
+    def observed(self) -> bool:
+        return any(p.calls for p in self.points)
+
+    @property
+    def calls(self) -> int:
+        return max((p.calls for p in self.points), default=0)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole analysis of one model after one calibration."""
+
+    spec: str
+    model_class: str
+    modules: dict[str, ModuleSummary]
+    batches: int
+    detectors: dict[str, DetectorReport]
+    stale_params: tuple[str, ...] = ()
+
+    def findings_for(self, fqn: str) -> list[Finding]:
+        """Every enabled detector's finding on module ``fqn``, in registry order."""
+        return [d.findings[fqn] for d in self.detectors.values() if fqn in d.findings]
+
+    def recommended_modules(self) -> list[str]:
+        """Modules with at least one recommendation, in tree order."""
+        flagged = {fqn for d in self.detectors.values() for fqn in d.recommended}
+        return [fqn for fqn in self.modules if fqn in flagged]
+
+    @property
+    def user_module_count(self) -> int:
+        return sum(1 for m in self.modules.values() if not m.is_quant_helper)

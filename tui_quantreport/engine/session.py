@@ -1,0 +1,307 @@
+"""Instrumenting a model with forward hooks and calibrating it.
+
+A :class:`Session` owns one model and its :class:`~.modules.ModelCatalog`. Its
+:meth:`Session.calibrate` attaches hooks where the detectors asked to observe,
+feeds the batches, and returns an immutable :class:`Stats` snapshot; the hooks
+are removed and the model is put back as it was (training flags, and the
+buffers of any ``torch.ao`` observers, which running data would otherwise
+move). No FX tracing is involved, so any eager module works.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError
+from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
+from tui_quantreport.engine.stats import Accumulator, PointStats, summarize
+
+#: A point is a module and a side: ("encoder.fc1", "pre") or ("encoder.fc1", "post").
+Point = tuple[str, str]
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class PointRequest:
+    """What to record at one observation point: an optional axis override, percentiles."""
+
+    axis: int | None = None
+    percentiles: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class WeightRange:
+    """Per input channel (weight dim 1) min and max of a module's weight."""
+
+    channel_min: torch.Tensor
+    channel_max: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Stats:
+    """What one calibration produced: immutable, CPU-resident, mergeable."""
+
+    batches: int
+    points: Mapping[Point, PointStats]
+    weights: Mapping[str, WeightRange]
+    plan: Mapping[Point, PointRequest]
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls) -> "Stats":
+        return cls(0, {}, {}, {})
+
+    def point(self, fqn: str, role: str) -> PointStats | None:
+        return self.points.get((fqn, role))
+
+    def merge(self, other: "Stats") -> "Stats":
+        """Stats of both calibrations' batches, as if they had run as one."""
+        points = dict(self.points)
+        for key, value in other.points.items():
+            points[key] = points[key].merge(value) if key in points else value
+        return Stats(
+            self.batches + other.batches,
+            points,
+            {**self.weights, **other.weights},
+            {**self.plan, **other.plan},
+            self.seconds + other.seconds,
+        )
+
+
+def call_batch(model: nn.Module, batch: Any) -> Any:
+    """Run one batch: a tensor is passed as is, a tuple/list spread, a dict as keywords."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in a module's inputs or outputs (nested tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        value = value.values()
+    if isinstance(value, (tuple, list)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+        for item in value:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+class _Observer:
+    """The per-batch path: reduce each distinct tensor once, fold it into its points."""
+
+    def __init__(self, catalog: ModelCatalog):
+        self.catalog = catalog
+        self.accumulators: dict[Point, Accumulator] = {}
+        self.requests: dict[Point, PointRequest] = {}
+        self._cache: dict[tuple, tuple[weakref.ref, Any]] = {}
+
+    def new_batch(self) -> None:
+        self._cache.clear()
+
+    def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
+        if tensor is None or tensor.is_complex():
+            return
+        fqn = point[0]
+        request = self.requests[point]
+        axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
+        key = (id(tensor), tensor._version, axis, request.percentiles)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0]() is tensor:
+            summary = cached[1]
+        else:
+            summary = summarize(tensor, axis, request.percentiles)
+            self._cache[key] = (weakref.ref(tensor), summary)
+        self.accumulators[point].update(tuple(tensor.shape), axis, summary)
+
+
+class Session:
+    """One model, its catalog, and the calibrations run on it."""
+
+    def __init__(self, model: nn.Module, *, label: str = ""):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.label = label or type(model).__name__
+        self.catalog = ModelCatalog.build(model)
+
+    def calibrate(
+        self,
+        batches: Iterable[Any],
+        plan: Mapping[Point, PointRequest],
+        *,
+        max_batches: int | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Stats:
+        """Run ``batches`` through the model with observers at ``plan``'s points.
+
+        Runs in eval mode under ``torch.no_grad()``; afterwards the model's
+        training flags and its ``torch.ao`` observer buffers are as they were.
+        Raises :class:`CalibrationError` naming the batch and module when the
+        model rejects a batch, and :class:`CalibrationCancelled` when
+        ``should_cancel()`` turns true between batches.
+        """
+        total = _length(batches)
+        if max_batches is not None:
+            total = max_batches if total is None else min(total, max_batches)
+        observer = _Observer(self.catalog)
+        handles = self._attach(observer, plan)
+        restore = _freeze_model_state(self.model)
+        started = time.perf_counter()
+        done = 0
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                for batch in batches:
+                    if max_batches is not None and done >= max_batches:
+                        break
+                    if should_cancel is not None and should_cancel():
+                        raise CalibrationCancelled()
+                    observer.new_batch()
+                    try:
+                        call_batch(self.model, batch)
+                    except Exception as exc:
+                        raise self._explain_failure(batch, done + 1, exc) from exc
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        finally:
+            for handle in handles:
+                handle.remove()
+            observer.new_batch()
+            restore()
+        points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
+        return Stats(
+            batches=done,
+            points=points,
+            weights=self.weight_ranges(),
+            plan=dict(plan),
+            seconds=time.perf_counter() - started,
+        )
+
+    def weight_ranges(self) -> dict[str, WeightRange]:
+        """Per input channel (weight dim 1) min/max of every weighted module."""
+        ranges = {}
+        with torch.no_grad():
+            for fqn, info in self.catalog.modules.items():
+                if not info.is_weighted:
+                    continue
+                weight = getattr(self.model.get_submodule(fqn), "weight", None)
+                if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
+                    continue
+                if weight.dim() < 2:
+                    continue
+                w = weight.detach().float().transpose(0, 1).reshape(weight.shape[1], -1)
+                ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu())
+        return ranges
+
+    def _attach(self, observer: _Observer, plan: Mapping[Point, PointRequest]) -> list:
+        handles = []
+        for (fqn, role), request in plan.items():
+            if fqn not in self.catalog.modules:
+                continue
+            point = (fqn, role)
+            observer.requests[point] = request
+            observer.accumulators[point] = Accumulator(request.percentiles)
+            info = self.catalog.modules[fqn]
+            if role == "pre":
+                module = self.model.get_submodule(fqn)
+                handles.append(module.register_forward_pre_hook(_pre_hook(observer, point), with_kwargs=True))
+            else:
+                # The output of a Linear/Conv inside a fused module (LinearReLU, ConvReLU2d)
+                # is what the fused module returns: that is the tensor that gets quantized.
+                source = info.fused_parent if info.fused_parent is not None else fqn
+                module = self.model.get_submodule(source)
+                handles.append(module.register_forward_hook(_post_hook(observer, point)))
+        return handles
+
+    def _explain_failure(self, batch: Any, index: int, exc: Exception) -> CalibrationError:
+        """Re-run the failing batch with a tracer to name the innermost module that raised."""
+        stack: list[str] = []
+        failed_in: list[str] = []
+        handles = []
+        for fqn, module in self.model.named_modules():
+            if is_quant_helper(module):
+                continue
+            handles.append(module.register_forward_pre_hook(lambda m, a, f=fqn: stack.append(f)))
+            handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+        try:
+            call_batch(self.model, batch)
+        except Exception:
+            failed_in = list(stack)
+        finally:
+            for handle in handles:
+                handle.remove()
+        module = failed_in[-1] if failed_in else None
+        where = ""
+        if module:
+            where = f" in module '{module}' ({self.catalog.modules[module].class_name})"
+        elif module == "":
+            where = f" in the model's own forward ({self.catalog.class_name})"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CalibrationError(
+            f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}",
+            batch=index,
+            module=module,
+        )
+
+
+def _pre_hook(observer: _Observer, point: Point):
+    def hook(module, args, kwargs):
+        observer.observe(point, first_tensor(args) if args else first_tensor(kwargs))
+
+    return hook
+
+
+def _post_hook(observer: _Observer, point: Point):
+    def hook(module, args, output):
+        observer.observe(point, first_tensor(output))
+
+    return hook
+
+
+def _length(batches: Iterable[Any]) -> int | None:
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
+    """Remember what calibration could change, and return a function that restores it."""
+    training = {module: module.training for module in model.modules()}
+    helpers = [module for module in model.modules() if is_quant_helper(module)]
+    buffers = [
+        (module, name, buffer.detach().clone())
+        for module in helpers
+        for name, buffer in module._buffers.items()
+        if buffer is not None
+    ]
+    attributes = [
+        (module, {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)})
+        for module in helpers
+    ]
+
+    def restore() -> None:
+        for module, flag in training.items():
+            module.training = flag
+        for module, name, copy in buffers:
+            module._buffers[name] = copy
+        for module, attrs in attributes:
+            for name, value in attrs.items():
+                setattr(module, name, value)
+
+    return restore

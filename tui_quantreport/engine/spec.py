@@ -1,0 +1,276 @@
+"""Loading a model and its calibration data from a spec, with one clear error.
+
+A spec is one of:
+
+- a bundled sample's name (``showcase``, see ``tui-quantreport samples``);
+- ``path/to/file.py``: the file's ``build_model`` (and ``calibration_batches``);
+- ``path/to/file.py:factory``: that function of the file;
+- ``package.module:factory``: that function of an importable module.
+
+Every failure (missing file, syntax error, missing name, factory raising,
+wrong return type, no batches) raises :class:`SpecError` with one sentence that
+names the spec and the cause.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import itertools
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tui_quantreport.engine.errors import SpecError
+
+MODEL_FACTORY = "build_model"
+BATCHES_FACTORY = "calibration_batches"
+SAMPLES_PACKAGE = "sample_models"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    description: str
+
+
+def list_samples() -> list[Sample]:
+    """The bundled samples, default first."""
+    package = importlib.import_module(SAMPLES_PACKAGE)
+    result = []
+    for name in package.SAMPLES:
+        module = importlib.import_module(f"{SAMPLES_PACKAGE}.{name}")
+        result.append(Sample(name, getattr(module, "DESCRIPTION", "").strip()))
+    return result
+
+
+def default_sample() -> str:
+    return importlib.import_module(SAMPLES_PACKAGE).DEFAULT_SAMPLE
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model built from a spec, and where its calibration batches come from."""
+
+    spec: str
+    model: Any  # torch.nn.Module
+    batches_factory: Callable[[], Iterable[Any]] | None
+    batches_spec: str
+
+
+def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
+    """Build the model named by ``spec``; find its calibration data."""
+    from torch import nn
+
+    module, factory_name = _resolve(spec, MODEL_FACTORY)
+    factory = _get_callable(module, factory_name, spec)
+    model = _call(factory, spec, factory_name)
+    if not isinstance(model, nn.Module):
+        raise SpecError(
+            f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    if calibration:
+        cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
+        batches_factory = _get_callable(cal_module, cal_name, calibration)
+        batches_spec = calibration
+    else:
+        batches_factory = getattr(module, BATCHES_FACTORY, None)
+        batches_spec = f"{spec} ({BATCHES_FACTORY})"
+        if batches_factory is not None and not callable(batches_factory):
+            raise SpecError(f"{spec}: {BATCHES_FACTORY} is not a function")
+    return LoadedModel(spec, model, batches_factory, batches_spec)
+
+
+def open_batches(loaded: LoadedModel) -> Iterator[Any]:
+    """An iterator over the calibration batches; a clear error when there are none."""
+    if loaded.batches_factory is None:
+        raise SpecError(
+            f"{loaded.spec}: no calibration data: define {BATCHES_FACTORY}() in the model file "
+            "or pass --calibration SPEC"
+        )
+    batches = _call(loaded.batches_factory, loaded.batches_spec, getattr(loaded.batches_factory, "__name__", "factory"))
+    try:
+        iterator = iter(batches)
+    except TypeError:
+        raise SpecError(
+            f"{loaded.batches_spec}: returned {type(batches).__name__}, which is not an iterable of batches"
+        ) from None
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise SpecError(f"{loaded.batches_spec}: yielded zero batches; calibration needs at least one") from None
+    except Exception as exc:
+        raise SpecError(f"{loaded.batches_spec}: failed while producing the first batch: {_describe(exc)}") from None
+    return itertools.chain([first], _guarded(iterator, loaded.batches_spec))
+
+
+def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
+    index = 1
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise SpecError(f"{spec}: failed while producing batch {index + 1}: {_describe(exc)}") from None
+        index += 1
+        yield batch
+
+
+def check_spec(spec: str) -> None:
+    """A quick check of a spec that imports nothing heavy (no torch, no user code).
+
+    Catches what can be known without running the user's code: an unknown
+    sample, a missing file, a syntax error, a factory the file does not define,
+    a module that cannot be found. Raises :class:`SpecError` like
+    :func:`load_model`; the full load may still fail later, with the same kind
+    of message.
+    """
+    text = spec.strip()
+    if not text:
+        raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
+    target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
+    target = target or text
+    if _is_path(target):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        except SyntaxError as exc:
+            raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
+        defined = {
+            node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        } | {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+        imported = any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body)
+        wanted = name or MODEL_FACTORY
+        if wanted not in defined and not imported:
+            raise SpecError(f"{spec}: {path} defines no {wanted}()")
+        return
+    if ":" not in text and "." not in target:
+        samples = importlib.import_module(SAMPLES_PACKAGE).SAMPLES
+        if target not in samples:
+            raise SpecError(
+                f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory"
+            )
+        return
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise SpecError(f"{spec}: no module named {target!r}")
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _resolve(spec: str, default_name: str) -> tuple[ModuleType, str]:
+    """The module a spec points at, and the function name to take from it."""
+    text = spec.strip()
+    if not text:
+        raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
+    path_part, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
+    target = path_part or text
+    name = name or default_name
+    if _is_path(target):
+        return _load_file(Path(target).expanduser(), spec), name
+    if ":" not in text and "." not in target:
+        samples = importlib.import_module(SAMPLES_PACKAGE).SAMPLES
+        if target in samples:
+            return _import(f"{SAMPLES_PACKAGE}.{target}", spec), name
+        if Path(target).exists():
+            return _load_file(Path(target), spec), name
+        raise SpecError(
+            f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory"
+        )
+    return _import(target, spec), name
+
+
+def _has_factory(text: str) -> bool:
+    # "C:\\x.py" style drive letters are not factories; "file.py:make" and "pkg.mod:make" are.
+    head, sep, tail = text.rpartition(":")
+    return bool(sep) and bool(tail) and "/" not in tail and "\\" not in tail and len(head) > 1
+
+
+def _load_file(path: Path, spec: str) -> ModuleType:
+    if not path.exists():
+        raise SpecError(f"{spec}: file {path} does not exist")
+    if not path.is_file():
+        raise SpecError(f"{spec}: {path} is not a file")
+    module_name = f"_tui_quantreport_user_{abs(hash(str(path.resolve())))}"
+    try:
+        source = path.read_text(encoding="utf-8")
+        code = compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
+    module = ModuleType(module_name)
+    module.__file__ = str(path)
+    sys.modules[module_name] = module
+    directory = str(path.resolve().parent)
+    added = directory not in sys.path
+    if added:
+        sys.path.insert(0, directory)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(code, module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise SpecError(f"{spec}: importing {path} failed: {_describe(exc)}") from None
+    finally:
+        if added:
+            sys.path.remove(directory)
+    return module
+
+
+def _import(name: str, spec: str) -> ModuleType:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise SpecError(f"{spec}: no module named {exc.name!r}") from None
+        raise SpecError(f"{spec}: importing {name} failed: {_describe(exc)}") from None
+    except SyntaxError as exc:
+        raise SpecError(f"{spec}: syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        raise SpecError(f"{spec}: importing {name} failed: {_describe(exc)}") from None
+
+
+def _get_callable(module: ModuleType, name: str, spec: str) -> Callable:
+    value = getattr(module, name, None)
+    if value is None:
+        raise SpecError(f"{spec}: {getattr(module, '__file__', module.__name__)} defines no {name}()")
+    if not callable(value):
+        raise SpecError(f"{spec}: {name} is a {type(value).__name__}, not a function")
+    return value
+
+
+def _call(factory: Callable, spec: str, name: str) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return factory()
+    except Exception as exc:
+        raise SpecError(f"{spec}: {name}() raised {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    text = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+    return text + where

@@ -1,0 +1,234 @@
+"""Calibration statistics: O(channels) per observation point, mergeable.
+
+During calibration each observed tensor is reduced once per batch to a
+:class:`TensorSummary` (per-channel min, max and, when asked for, one exact
+percentile per channel). An :class:`Accumulator` folds those summaries into
+running tensors that stay on the model's device: nothing in the per-batch path
+reads a value back to the host. When calibration ends, :meth:`Accumulator.freeze`
+moves the few numbers to the CPU once and returns an immutable
+:class:`PointStats`, which is all the detectors ever see.
+
+Notation, for one observation point over calls b = 1..B (a "call" is one
+execution of the module; a module run twice per forward contributes twice):
+
+- ``min_b``/``max_b``: the tensor's extremes in call b;
+- ``range_sum`` = Σ_b (max_b − min_b); ``global_min``/``global_max`` over all b;
+- per channel c: ``channel_min[c]``/``channel_max[c]`` over all b;
+- per channel and percentile p: with ``q_p`` the p-quantile ("lower"), ``q_max``
+  and ``q_0`` the channel's max and min in call b,
+  ``ratio_sum[c]`` = Σ over calls where ``q_p != 0`` of ``q_max / q_p``,
+  ``used[c]`` = the number of such calls, ``constant[c]`` = calls with ``q_max == q_0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tui_quantreport.engine.selection import kth_smallest, lower_quantile_index
+
+MAX_SHAPES_KEPT = 4
+
+
+@dataclass(frozen=True)
+class TensorSummary:
+    """One tensor's per-channel reductions along one axis (on the tensor's device)."""
+
+    channel_min: torch.Tensor
+    channel_max: torch.Tensor
+    percentiles: dict[float, torch.Tensor]
+
+
+def as_channels(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """View ``x`` as ``(A, C, B)`` with the channel axis in the middle (no copy when contiguous)."""
+    if x.dim() == 0:
+        return x.reshape(1, 1, 1)
+    shape = x.shape
+    a = math.prod(shape[:axis])
+    b = math.prod(shape[axis + 1 :])
+    return x.reshape(a, shape[axis], b)
+
+
+def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary:
+    """Reduce ``x`` (any float dtype, any device) along channel ``axis``."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    x3 = as_channels(x, axis)
+    if x3.numel() == 0:
+        empty = torch.empty(x3.shape[1], device=x.device)
+        return TensorSummary(empty, empty, {p: empty for p in percentiles})
+    channel_min = x3.amin(dim=(0, 2))
+    channel_max = x3.amax(dim=(0, 2))
+    n = x3.shape[0] * x3.shape[2]
+    picked: dict[float, torch.Tensor] = {}
+    if percentiles:
+        nan = torch.isnan(channel_min) | torch.isnan(channel_max)
+        for p in percentiles:
+            value = kth_smallest(x3, lower_quantile_index(p, n)).to(x.device)
+            # torch.quantile gives NaN for a channel holding NaN; so do we.
+            picked[p] = torch.where(nan, torch.full_like(value, math.nan), value)
+    return TensorSummary(channel_min, channel_max, picked)
+
+
+@dataclass(frozen=True)
+class PercentileStats:
+    """Per-channel outlier statistics for one percentile (CPU tensors)."""
+
+    ratio_sum: torch.Tensor
+    used: torch.Tensor
+    constant: torch.Tensor
+
+    def merge(self, other: "PercentileStats") -> "PercentileStats":
+        return PercentileStats(
+            self.ratio_sum + other.ratio_sum, self.used + other.used, self.constant + other.constant
+        )
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """Everything kept about one observation point, frozen on the CPU.
+
+    ``channel_min``/``channel_max`` are ``None`` when calls disagreed on the
+    number of channels (the per-channel view is then meaningless), and
+    ``axis`` is ``None`` when calls disagreed on the tensor rank.
+    """
+
+    calls: int
+    axis: int | None
+    shapes: tuple[tuple[int, ...], ...]
+    global_min: float
+    global_max: float
+    range_sum: float
+    channel_min: torch.Tensor | None
+    channel_max: torch.Tensor | None
+    percentiles: dict[float, PercentileStats] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int | None:
+        return None if self.channel_min is None else int(self.channel_min.numel())
+
+    @property
+    def finite(self) -> bool:
+        """False when a NaN or an infinity was seen at this point."""
+        return math.isfinite(self.global_min) and math.isfinite(self.global_max)
+
+    @property
+    def comparison_stat(self) -> float | None:
+        """S = mean_b(max_b − min_b) / (max over all − min over all); None when undefined."""
+        spread = self.global_max - self.global_min
+        if self.calls == 0 or not self.finite or spread == 0:
+            return None
+        return (self.range_sum / self.calls) / spread
+
+    def merge(self, other: "PointStats") -> "PointStats":
+        """The stats of both sets of calls, as if observed together."""
+        same_channels = (
+            self.channel_min is not None
+            and other.channel_min is not None
+            and self.channel_min.shape == other.channel_min.shape
+        )
+        percentiles = {
+            p: s.merge(other.percentiles[p])
+            for p, s in self.percentiles.items()
+            if p in other.percentiles and same_channels
+        }
+        shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
+        return PointStats(
+            calls=self.calls + other.calls,
+            axis=self.axis if self.axis == other.axis else None,
+            shapes=shapes,
+            global_min=min(self.global_min, other.global_min),
+            global_max=max(self.global_max, other.global_max),
+            range_sum=self.range_sum + other.range_sum,
+            channel_min=torch.minimum(self.channel_min, other.channel_min) if same_channels else None,
+            channel_max=torch.maximum(self.channel_max, other.channel_max) if same_channels else None,
+            percentiles=percentiles,
+        )
+
+
+class Accumulator:
+    """Running statistics of one observation point, kept on the tensors' device."""
+
+    def __init__(self, percentiles: tuple[float, ...]):
+        self.percentile_keys = percentiles
+        self.calls = 0
+        self.axis: int | None = None
+        self.axis_consistent = True
+        self.channels_consistent = True
+        self.shapes: list[tuple[int, ...]] = []
+        self.range_sum: torch.Tensor | None = None
+        self.global_min: torch.Tensor | None = None
+        self.global_max: torch.Tensor | None = None
+        self.channel_min: torch.Tensor | None = None
+        self.channel_max: torch.Tensor | None = None
+        self.ratio_sum: dict[float, torch.Tensor] = {}
+        self.used: dict[float, torch.Tensor] = {}
+        self.constant: dict[float, torch.Tensor] = {}
+
+    def update(self, shape: tuple[int, ...], axis: int, s: TensorSummary) -> None:
+        """Fold one call's summary in. Device ops only: no value is read back."""
+        self.calls += 1
+        if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
+            self.shapes.append(shape)
+        if s.channel_min.numel() == 0:
+            return
+        call_min = s.channel_min.min()
+        call_max = s.channel_max.max()
+        if self.range_sum is None:
+            self.axis = axis
+            self.range_sum = call_max - call_min
+            self.global_min, self.global_max = call_min, call_max
+            self.channel_min, self.channel_max = s.channel_min, s.channel_max
+            for p, q in s.percentiles.items():
+                ratio, used, constant = _percentile_terms(q, s)
+                self.ratio_sum[p], self.used[p], self.constant[p] = ratio, used, constant
+            return
+        self.range_sum = self.range_sum + (call_max - call_min)
+        self.global_min = torch.minimum(self.global_min, call_min)
+        self.global_max = torch.maximum(self.global_max, call_max)
+        if axis != self.axis:
+            self.axis_consistent = False
+        if not self.channels_consistent or s.channel_min.shape != self.channel_min.shape:
+            self.channels_consistent = False
+            return
+        self.channel_min = torch.minimum(self.channel_min, s.channel_min)
+        self.channel_max = torch.maximum(self.channel_max, s.channel_max)
+        for p, q in s.percentiles.items():
+            ratio, used, constant = _percentile_terms(q, s)
+            self.ratio_sum[p] += ratio
+            self.used[p] += used
+            self.constant[p] += constant
+
+    def freeze(self) -> PointStats:
+        """Move the running tensors to the CPU once and return immutable stats."""
+        if self.range_sum is None:
+            return PointStats(self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None)
+        per_channel = self.channels_consistent
+        percentiles = {}
+        if per_channel:
+            percentiles = {
+                p: PercentileStats(
+                    self.ratio_sum[p].cpu(), self.used[p].cpu(), self.constant[p].cpu()
+                )
+                for p in self.ratio_sum
+            }
+        return PointStats(
+            calls=self.calls,
+            axis=self.axis if self.axis_consistent else None,
+            shapes=tuple(self.shapes),
+            global_min=float(self.global_min),
+            global_max=float(self.global_max),
+            range_sum=float(self.range_sum),
+            channel_min=self.channel_min.cpu() if per_channel else None,
+            channel_max=self.channel_max.cpu() if per_channel else None,
+            percentiles=percentiles,
+        )
+
+
+def _percentile_terms(q: torch.Tensor, s: TensorSummary) -> tuple[torch.Tensor, ...]:
+    counted = q != 0
+    ratio = torch.where(counted, s.channel_max / torch.where(counted, q, 1.0), 0.0)
+    return ratio, counted.to(torch.int64), (s.channel_max == s.channel_min).to(torch.int64)
