@@ -64,27 +64,12 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
 
 def settings_from(args: argparse.Namespace):
     """Engine settings from the common options (raises ParamError on bad values)."""
-    from tui_quantreport.engine import ParamError, Settings
+    from tui_quantreport.engine import Settings
 
-    params: dict[str, dict[str, str]] = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        detector, dot, name = key.strip().rpartition(".")
-        if not sep or not dot or not detector or not name:
-            raise ParamError(f"--param {item!r} must look like DETECTOR.NAME=VALUE, e.g. outlier.ratio_threshold=5")
-        params.setdefault(detector, {})[name] = value.strip()
-    if args.tolerance is not None:
-        params.setdefault("dynamic_vs_static_detector", {})["tolerance"] = args.tolerance
-    if args.backend is not None:
-        params.setdefault("per_channel_detector", {})["backend"] = args.backend
-    detectors = [d for d in args.detectors.split(",") if d.strip()] if args.detectors is not None else None
-    ch_axis = None
-    if args.ch_axis not in (None, "", "auto"):
-        try:
-            ch_axis = int(args.ch_axis)
-        except ValueError:
-            raise ParamError(f"--ch-axis must be 'auto' or an integer, not {args.ch_axis!r}") from None
-    return Settings.build(detectors, params, ch_axis)
+    return Settings.from_options(
+        detectors=args.detectors, params=args.param, tolerance=args.tolerance,
+        backend=args.backend, ch_axis=args.ch_axis,
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:

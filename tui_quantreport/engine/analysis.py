@@ -45,6 +45,36 @@ class Settings:
         resolved = {name: det.validate(given.get(name)) for name, det in DETECTORS.items()}
         return cls(enabled, resolved, ch_axis)
 
+    @classmethod
+    def from_options(
+        cls,
+        detectors: str | None = None,
+        params: Iterable[str] = (),
+        tolerance: str | float | None = None,
+        backend: str | None = None,
+        ch_axis: str | int | None = None,
+    ) -> "Settings":
+        """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``."""
+        given: dict[str, dict[str, Any]] = {}
+        for item in params:
+            key, sep, value = item.partition("=")
+            detector, dot, name = key.strip().rpartition(".")
+            if not sep or not dot or not detector or not name:
+                raise ParamError(f"--param {item!r} must look like DETECTOR.NAME=VALUE, e.g. outlier.ratio_threshold=5")
+            given.setdefault(resolve_detector(detector), {})[name.strip()] = value.strip()
+        if tolerance is not None:
+            given.setdefault("dynamic_vs_static_detector", {})["tolerance"] = tolerance
+        if backend is not None:
+            given.setdefault("per_channel_detector", {})["backend"] = backend
+        names = [d for d in detectors.split(",") if d.strip()] if detectors is not None else None
+        axis = None
+        if ch_axis is not None and str(ch_axis).strip().lower() not in ("", "auto"):
+            try:
+                axis = int(ch_axis)
+            except ValueError:
+                raise ParamError(f"the channel axis must be 'auto' or an integer, not {ch_axis!r}") from None
+        return cls.build(names, given, axis)
+
     def with_param(self, detector: str, name: str, value: Any) -> "Settings":
         """A copy with one parameter changed (parsed and validated)."""
         cls = DETECTORS[resolve_detector(detector)]
