@@ -24,6 +24,23 @@ WEIGHTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, 
 LAST_AXIS_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention)
 
 
+#: Elementwise modules that never reorder values (monotone non-decreasing):
+#: per-channel min, max and order statistics of their output are the module
+#: applied to those of their input, exactly. Checked by exact type, so a
+#: subclass with its own forward is not trusted.
+MONOTONE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+)
+
+
+def is_monotone(module: nn.Module) -> bool:
+    """True for elementwise, order-preserving modules (see :data:`MONOTONE_TYPES`)."""
+    if type(module) is nn.LeakyReLU:
+        return module.negative_slope >= 0
+    return type(module) in MONOTONE_TYPES
+
+
 def is_quant_helper(module: nn.Module) -> bool:
     """True for observers and fake quantizers that ``torch.ao`` inserts."""
     return isinstance(module, (ObserverBase, FakeQuantizeBase))
@@ -46,6 +63,7 @@ class ModuleInfo:
     own_params: int
     total_params: int
     last_axis: bool
+    monotone: bool = False
     fused_parent: str | None = None
 
     @property
@@ -108,6 +126,7 @@ class ModelCatalog:
                 own_params=own,
                 total_params=totals[fqn],
                 last_axis=isinstance(module, LAST_AXIS_TYPES),
+                monotone=is_monotone(module),
                 fused_parent=parent if isinstance(parent_module, _FusedModule) else None,
             )
         # Children that were skipped as duplicates must not dangle in the tree.

@@ -38,7 +38,11 @@ def kth_smallest(x3: torch.Tensor, k: int) -> torch.Tensor:
     c = x3.shape[1]
     rows = x3.transpose(0, 1).reshape(c, -1)
     if x3.device.type == "cpu":
-        array = np.ascontiguousarray(rows.numpy())
-        picked = np.partition(array, k, axis=1)[:, k]
-        return torch.from_numpy(np.ascontiguousarray(picked))
+        if rows.untyped_storage().data_ptr() == x3.untyped_storage().data_ptr():
+            # reshape returned a (possibly strided) view: partition our own contiguous copy,
+            # never the model's tensor.
+            rows = rows.clone(memory_format=torch.contiguous_format)
+        array = rows.numpy()
+        array.partition(k, axis=1)  # in place, on our own copy
+        return torch.from_numpy(array[:, k].copy())
     return rows.kthvalue(k + 1, dim=1).values

@@ -21,7 +21,7 @@ from torch import nn
 
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
-from tui_quantreport.engine.stats import Accumulator, PointStats, summarize
+from tui_quantreport.engine.stats import Accumulator, PointStats, TensorSummary, summarize
 
 #: A point is a module and a side: ("encoder.fc1", "pre") or ("encoder.fc1", "post").
 Point = tuple[str, str]
@@ -106,10 +106,12 @@ class _Observer:
         self.catalog = catalog
         self.accumulators: dict[Point, Accumulator] = {}
         self.requests: dict[Point, PointRequest] = {}
-        self._cache: dict[tuple, tuple[weakref.ref, Any]] = {}
+        self._cache: dict[tuple, tuple[weakref.ref, TensorSummary]] = {}
+        self._last_input: dict[str, tuple[tuple, TensorSummary]] = {}
 
     def new_batch(self) -> None:
         self._cache.clear()
+        self._last_input.clear()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
         if tensor is None or tensor.is_complex():
@@ -124,7 +126,29 @@ class _Observer:
         else:
             summary = summarize(tensor, axis, request.percentiles)
             self._cache[key] = (weakref.ref(tensor), summary)
+        if point[1] == "pre":
+            self._last_input[fqn] = ((tuple(tensor.shape), axis, request.percentiles), summary)
         self.accumulators[point].update(tuple(tensor.shape), axis, summary)
+
+    def propagate(self, fqn: str, module: nn.Module, output: Any) -> None:
+        """Derive the output summary of an order-preserving module from its input's.
+
+        For f elementwise and monotone non-decreasing (ReLU, clamps, identity),
+        the per-channel min, max and k-th smallest of f(x) are f of those of x,
+        exactly; the next module reading this output then needs no selection.
+        """
+        last = self._last_input.get(fqn)
+        if last is None or not isinstance(output, torch.Tensor):
+            return
+        (shape, axis, percentiles), s = last
+        if tuple(output.shape) != shape:
+            return
+        derived = TensorSummary(
+            module.forward(s.channel_min.clone()),
+            module.forward(s.channel_max.clone()),
+            {p: module.forward(q.clone()) for p, q in s.percentiles.items()},
+        )
+        self._cache[(id(output), output._version, axis, percentiles)] = (weakref.ref(output), derived)
 
 
 class Session:
@@ -220,6 +244,8 @@ class Session:
             if role == "pre":
                 module = self.model.get_submodule(fqn)
                 handles.append(module.register_forward_pre_hook(_pre_hook(observer, point), with_kwargs=True))
+                if info.monotone:
+                    handles.append(module.register_forward_hook(_propagate_hook(observer, fqn)))
             else:
                 # The output of a Linear/Conv inside a fused module (LinearReLU, ConvReLU2d)
                 # is what the fused module returns: that is the tensor that gets quantized.
@@ -269,6 +295,13 @@ def _pre_hook(observer: _Observer, point: Point):
 def _post_hook(observer: _Observer, point: Point):
     def hook(module, args, output):
         observer.observe(point, first_tensor(output))
+
+    return hook
+
+
+def _propagate_hook(observer: _Observer, fqn: str):
+    def hook(module, args, output):
+        observer.propagate(fqn, module, output)
 
     return hook
 
