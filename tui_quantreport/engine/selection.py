@@ -29,6 +29,11 @@ def lower_quantile_index(q: float, n: int) -> int:
     return int(math.floor(float(rank)))
 
 
+def on_host(x: torch.Tensor) -> bool:
+    """Whether ``x`` lives in host memory, where NumPy can read it without a device sync."""
+    return x.device.type == "cpu"
+
+
 def kth_smallest(x3: torch.Tensor, k: int) -> torch.Tensor:
     """Per-channel ``k``-th smallest value (0-based) of ``x3`` shaped ``(A, C, B)``.
 
@@ -37,7 +42,7 @@ def kth_smallest(x3: torch.Tensor, k: int) -> torch.Tensor:
     """
     c = x3.shape[1]
     rows = x3.transpose(0, 1).reshape(c, -1)
-    if x3.device.type == "cpu":
+    if on_host(x3):
         if rows.untyped_storage().data_ptr() == x3.untyped_storage().data_ptr():
             # reshape returned a (possibly strided) view: partition our own contiguous copy,
             # never the model's tensor.

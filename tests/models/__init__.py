@@ -1,0 +1,1 @@
+"""Small model files used by the engine and command-line tests."""

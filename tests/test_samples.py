@@ -1,0 +1,62 @@
+"""Every bundled sample calibrates headless and produces the documented JSON."""
+
+import json
+
+import pytest
+
+from sample_models import DEFAULT_SAMPLE, SAMPLES
+from tui_quantreport.cli import main
+
+DETECTOR_KEYS = {
+    "per_channel_detector": {"per_channel_supported", "per_channel_used"},
+    "dynamic_vs_static_detector": {
+        "tolerance", "dynamic_recommended", "pre_observer_comp_stat", "pre_observer_data_dist",
+        "post_observer_comp_stat", "post_observer_data_dist", "is_dynamic_supported",
+    },
+    "input_weight_equalization_detector": {
+        "recommended", "channel_recommended", "channel_metric", "ratio_threshold",
+        "input_channel_min", "input_channel_max", "weight_channel_min", "weight_channel_max",
+    },
+    "outlier_detector": {
+        "outliers_detected", "percentile_ratio", "batches_used", "sufficient_batches",
+        "constant_batches", "channel_max", "ratio_threshold", "reference_percentile",
+        "fraction_batches_used_threshold",
+    },
+}
+STATUSES = {"recommend", "ok", "not_observed", "not_applicable"}
+
+
+def validate_report(data: dict) -> None:
+    """Check a report against the shape documented in the README."""
+    assert data["format"] == "tui-quantreport.report/1"
+    assert isinstance(data["model"]["spec"], str) and isinstance(data["model"]["class"], str)
+    assert isinstance(data["model"]["modules"], int) and data["model"]["modules"] > 0
+    assert isinstance(data["calibration"]["batches"], int) and data["calibration"]["batches"] > 0
+    assert set(data["detectors"]) == set(DETECTOR_KEYS)
+    for name, det in data["detectors"].items():
+        assert isinstance(det["params"], dict) and isinstance(det["summary"], str)
+        for fqn, entry in det["modules"].items():
+            assert isinstance(fqn, str)
+            assert DETECTOR_KEYS[name] <= set(entry), (name, fqn, DETECTOR_KEYS[name] - set(entry))
+            assert entry["status"] in STATUSES
+            assert (entry["recommendation"] is not None) == (entry["status"] == "recommend")
+            for key in entry:
+                value = entry[key]
+                if isinstance(value, list):
+                    assert all(v is None or isinstance(v, (bool, int, float)) for v in value)
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_each_sample_reports_valid_json(sample, capsys):
+    assert main(["report", sample, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    validate_report(data)
+    assert data["model"]["spec"] == sample
+
+
+def test_the_default_sample_has_something_for_every_detector(capsys):
+    assert main(["report", DEFAULT_SAMPLE, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    for name, det in data["detectors"].items():
+        flagged = [fqn for fqn, m in det["modules"].items() if m["status"] == "recommend"]
+        assert flagged, f"{name} recommends nothing on {DEFAULT_SAMPLE}"

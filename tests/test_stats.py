@@ -1,0 +1,163 @@
+"""Per-batch reductions, accumulation, merging, and the per-batch path's contracts."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tui_quantreport.engine import Session, Settings, observation_plan
+from tui_quantreport.engine import selection
+from tui_quantreport.engine.selection import kth_smallest, lower_quantile_index
+from tui_quantreport.engine.stats import summarize
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 500), (3, 5, 1), (1, 4, 3000), (64, 2, 17)])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.9, 0.975, 1.0])
+def test_kth_smallest_equals_torch_quantile_lower(shape, q):
+    gen = torch.Generator().manual_seed(sum(shape))
+    x3 = torch.randn(shape, generator=gen)
+    x3[:, 0, :] = 1.5  # a constant channel
+    n = shape[0] * shape[2]
+    rows = x3.transpose(0, 1).reshape(shape[1], -1)
+    expected = torch.quantile(rows, q, dim=1, interpolation="lower")
+    assert torch.equal(kth_smallest(x3, lower_quantile_index(q, n)), expected)
+
+
+def test_kth_smallest_never_reorders_the_input():
+    x = torch.randn(1, 6, 1000)
+    before = x.clone()
+    kth_smallest(x, 900)
+    assert torch.equal(x, before)
+
+
+def test_device_path_selection_is_exact(monkeypatch):
+    """The path taken on accelerators (torch.kthvalue, no host copy) gives the same answer."""
+    x3 = torch.randn(8, 4, 300)
+    host = kth_smallest(x3, 2000)
+    monkeypatch.setattr(selection, "on_host", lambda x: False)
+    assert torch.equal(kth_smallest(x3, 2000), host)
+
+
+def test_lower_quantile_index_matches_torch_at_float32_boundaries():
+    # 0.975 * (n - 1) lands near an integer for some n; torch rounds in float32.
+    for n in (2, 41, 81, 121, 401, 1001, 65536):
+        values = torch.arange(n, dtype=torch.float32)
+        expected = torch.quantile(values, 0.975, interpolation="lower").item()
+        assert lower_quantile_index(0.975, n) == int(expected)
+
+
+def test_summarize_reduces_along_the_requested_axis():
+    x = torch.randn(4, 3, 5, 6)
+    s = summarize(x, 1, (0.5,))
+    per_channel = x.transpose(0, 1).reshape(3, -1)
+    assert torch.equal(s.channel_min, per_channel.min(dim=1).values)
+    assert torch.equal(s.channel_max, per_channel.max(dim=1).values)
+    assert torch.equal(s.percentiles[0.5], torch.quantile(per_channel, 0.5, dim=1, interpolation="lower"))
+    last = summarize(x, 3, ())
+    assert last.channel_min.shape == (6,)
+
+
+def test_summarize_gives_nan_for_channels_holding_nan():
+    x = torch.randn(10, 3)
+    x[4, 1] = math.nan
+    s = summarize(x, 1, (0.975,))
+    assert math.isnan(s.percentiles[0.975][1])
+    assert not math.isnan(s.percentiles[0.975][0])
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
+
+
+def _batches(count, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, 6, generator=gen) * (1 + 0.3 * i) for i in range(count)]
+
+
+def _calibrate(model, batches):
+    session = Session(model)
+    settings = Settings.build()
+    return session.calibrate(batches, observation_plan(session.catalog, settings))
+
+
+def test_stats_merge_equals_stats_of_all_batches():
+    model = _mlp()
+    batches = _batches(10)
+    whole = _calibrate(model, batches)
+    merged = _calibrate(model, batches[:4]).merge(_calibrate(model, batches[4:]))
+    assert merged.batches == whole.batches == 10
+    assert merged.points.keys() == whole.points.keys()
+    for key, point in whole.points.items():
+        other = merged.points[key]
+        assert other.calls == point.calls
+        assert other.global_min == point.global_min and other.global_max == point.global_max
+        assert other.range_sum == pytest.approx(point.range_sum, rel=1e-6)
+        assert torch.equal(other.channel_min, point.channel_min)
+        assert torch.equal(other.channel_max, point.channel_max)
+        for p, stats in point.percentiles.items():
+            assert torch.allclose(other.percentiles[p].ratio_sum, stats.ratio_sum, rtol=1e-6)
+            assert torch.equal(other.percentiles[p].used, stats.used)
+            assert torch.equal(other.percentiles[p].constant, stats.constant)
+
+
+def _stats_bytes(stats) -> int:
+    total = 0
+    for point in stats.points.values():
+        for t in (point.channel_min, point.channel_max):
+            total += 0 if t is None else t.numel() * t.element_size()
+        for p in point.percentiles.values():
+            total += sum(t.numel() * t.element_size() for t in (p.ratio_sum, p.used, p.constant))
+    return total
+
+
+def test_stats_size_does_not_grow_with_batches():
+    model = _mlp()
+    small = _calibrate(model, _batches(10))
+    large = _calibrate(model, _batches(100))
+    assert large.batches == 100
+    assert _stats_bytes(small) == _stats_bytes(large) > 0
+
+
+class _HostReadTrap:
+    """Makes every host read of a tensor value raise while armed."""
+
+    NAMES = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        self.armed = False
+        self.hits: list[str] = []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, original))
+
+    def _wrap(self, name, original):
+        trap = self
+
+        def guarded(self, *args, **kwargs):
+            if trap.armed:
+                trap.hits.append(name)
+                raise AssertionError(f"host read {name}() in the per-batch path")
+            return original(self, *args, **kwargs)
+
+        return guarded
+
+
+def test_per_batch_path_reads_nothing_back_to_the_host(monkeypatch):
+    """No .item()/.cpu()/.tolist()/bool() while batches run (the accelerator path)."""
+    monkeypatch.setattr(selection, "on_host", lambda x: False)
+    trap = _HostReadTrap(monkeypatch)
+    model = _mlp()
+    data = _batches(5)
+
+    def batches():
+        for batch in data:
+            trap.armed = True
+            yield batch
+            trap.armed = False
+
+    stats = _calibrate(model, batches())
+    assert trap.hits == []
+    assert stats.batches == 5
+    assert stats.point("0", "pre").percentiles  # the outlier statistics were recorded

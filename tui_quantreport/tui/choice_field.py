@@ -1,0 +1,45 @@
+"""A parameter with a fixed set of values (the backend, say), as a select box."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Select
+
+from tui_quantreport.engine.params import Param
+from tui_quantreport.tui.messages import ParamChanged
+from tui_quantreport.tui.param_field import APP_OWNER, field_id
+
+
+class ChoiceField(Vertical):
+    """A labelled select for a ``choice`` :class:`Param`; a change is posted as ``ParamChanged``."""
+
+    def __init__(self, owner: str, param: Param, value: Any) -> None:
+        super().__init__(id=f"field-{owner or APP_OWNER}-{param.name}", classes="param-field")
+        self.owner = owner
+        self.param = param
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.param.name, classes="param-label")
+        select = Select(
+            [(choice, choice) for choice in self.param.choices],
+            value=self.value,
+            allow_blank=False,
+            id=field_id(self.owner, self.param.name),
+        )
+        select.tooltip = self.param.help
+        yield select
+
+    @on(Select.Changed)
+    def _changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value != self.value and event.value is not Select.NULL:
+            self.value = event.value
+            self.post_message(ParamChanged(self.owner, self.param.name, event.value))
+
+    def set_stale(self, stale: bool) -> None:
+        """Choices never need new data; kept so the sidebar can treat every field alike."""

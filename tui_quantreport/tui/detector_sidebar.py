@@ -1,0 +1,101 @@
+"""The sidebar: detectors on and off, their parameters, and the calibration settings.
+
+Everything here is read from the engine's detector registry (each detector's
+title, glyph, description and :class:`Param` list), so a detector added to the
+engine appears with its parameters without a change to this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Button, Checkbox, Label, Static
+
+from tui_quantreport.engine.params import Param
+from tui_quantreport.tui.badges import badge
+from tui_quantreport.tui.choice_field import ChoiceField
+from tui_quantreport.tui.messages import CalibrateRequested, DetectorToggled
+from tui_quantreport.tui.param_field import ParamField
+
+#: The app's own settings, validated like detector parameters.
+CH_AXIS = Param(
+    "ch_axis", None, "channel axis of every observed tensor (auto: the last for Linear/LayerNorm, else 1)",
+    kind="axis", observed=True,
+)
+BATCHES = Param("batches", None, "calibrate on at most this many batches (empty: all of them)", kind="int", low=1)
+
+DETECTORS_STALE = "A detector enabled since the last calibration has no data yet: press c to calibrate."
+
+
+class DetectorSidebar(VerticalScroll):
+    """Checkboxes for the detectors, inputs for their parameters, and the Calibrate action."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("Loading detectors…", classes="sidebar-note")
+
+    def populate(self, detectors: Sequence[Any], settings: Any, max_batches: int | None) -> None:
+        """Fill the sidebar from the registry's ``detectors`` and the current engine ``settings``."""
+        self.remove_children()
+        widgets: list[Any] = [Label("Detectors", classes="section-title")]
+        for index, detector in enumerate(detectors):
+            enabled = detector.name in settings.enabled
+            box = Checkbox(
+                Text.assemble(badge(detector.glyph, index), " ", detector.title),
+                value=enabled,
+                id=f"detector-{detector.name}",
+            )
+            box.tooltip = f"{detector.title}: {detector.description}"
+            fields = [self._field(detector.name, p, settings.params[detector.name][p.name]) for p in detector.params]
+            group = Vertical(*fields, id=f"params-{detector.name}", classes="param-group")
+            group.display = enabled
+            widgets += [box, group]
+        note = Static(DETECTORS_STALE, id="detectors-stale", classes="sidebar-note -stale")
+        note.display = False
+        widgets += [
+            note,
+            Label("Calibration", classes="section-title"),
+            ParamField("", CH_AXIS, settings.ch_axis),
+            ParamField("", BATCHES, max_batches, blank="all"),
+            Button("Calibrate  (c)", id="calibrate", variant="primary"),
+        ]
+        self.mount_all(widgets)
+
+    @staticmethod
+    def _field(owner: str, param: Param, value: Any) -> ParamField | ChoiceField:
+        if param.kind == "choice":
+            return ChoiceField(owner, param, value)
+        return ParamField(owner, param, value)
+
+    def show_enabled(self, enabled: Collection[str]) -> None:
+        """Tick exactly the ``enabled`` detectors (after a change from the command palette)."""
+        for box in self.query(Checkbox):
+            name = (box.id or "").removeprefix("detector-")
+            if box.value != (name in enabled):
+                box.value = name in enabled
+
+    def show_stale(self, stale: Collection[str]) -> None:
+        """Mark the parameters whose values need a new calibration (``Report.stale_params``)."""
+        for field in self.query(".param-field"):
+            if isinstance(field, (ParamField, ChoiceField)):
+                key = f"{field.owner}.{field.param.name}" if field.owner else field.param.name
+                field.set_stale(key in stale)
+        for note in self.query("#detectors-stale"):
+            note.display = "detectors" in stale
+
+    @on(Checkbox.Changed)
+    def _toggled(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        name = (event.checkbox.id or "").removeprefix("detector-")
+        for group in self.query(f"#params-{name}"):
+            group.display = event.value
+        self.post_message(DetectorToggled(name, event.value))
+
+    @on(Button.Pressed, "#calibrate")
+    def _calibrate(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.post_message(CalibrateRequested())

@@ -1,0 +1,127 @@
+"""Every custom message of the app, in one place.
+
+Messages from worker threads (loading, calibrating, evaluating) carry plain
+engine data (:class:`~tui_quantreport.engine.report.Report`, the immutable
+stats snapshot, settings); messages from widgets carry what the user asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+from tui_quantreport.engine.report import Report
+
+# Worker -> app ---------------------------------------------------------------
+
+
+class ModelLoaded(Message):
+    """The model is built and instrumented; ``report`` is its uncalibrated report."""
+
+    def __init__(self, report: Report, detectors: tuple[Any, ...], settings: Any) -> None:
+        super().__init__()
+        self.report = report
+        self.detectors = detectors  # the registry's detector classes, in order
+        self.settings = settings  # engine Settings
+
+
+class ModelLoadFailed(Message):
+    """Loading or building the model failed; ``text`` says why in one sentence."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class CalibrationProgress(Message):
+    """``done`` batches of ``total`` (None when unknown) have run."""
+
+    def __init__(self, done: int, total: int | None) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+
+
+class CalibrationFinished(Message):
+    """A calibration completed: new stats, and the report evaluated with ``settings``."""
+
+    def __init__(self, stats: Any, report: Report, settings: Any) -> None:
+        super().__init__()
+        self.stats = stats
+        self.report = report
+        self.settings = settings
+
+
+class CalibrationFailed(Message):
+    """The model rejected a batch (or the data could not be read); ``text`` says which and why."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class CalibrationStopped(Message):
+    """The user cancelled a calibration; the previous results stay."""
+
+
+class ReportUpdated(Message):
+    """A re-evaluation with new settings finished; ``generation`` orders concurrent ones."""
+
+    def __init__(self, report: Report, generation: int) -> None:
+        super().__init__()
+        self.report = report
+        self.generation = generation
+
+
+# Widgets -> app --------------------------------------------------------------
+
+
+class ModuleHighlighted(Message):
+    """The tree's cursor moved to module ``fqn`` ("" is the model itself)."""
+
+    def __init__(self, fqn: str) -> None:
+        super().__init__()
+        self.fqn = fqn
+
+
+class DetectorToggled(Message):
+    """The user enabled or disabled detector ``detector``."""
+
+    def __init__(self, detector: str, enabled: bool) -> None:
+        super().__init__()
+        self.detector = detector
+        self.enabled = enabled
+
+
+class ParamChanged(Message):
+    """A validated new value for parameter ``name`` of ``detector``.
+
+    ``detector`` is empty for the app's own settings (``ch_axis``, ``batches``).
+    """
+
+    def __init__(self, detector: str, name: str, value: Any) -> None:
+        super().__init__()
+        self.detector = detector
+        self.name = name
+        self.value = value
+
+
+class CalibrateRequested(Message):
+    """The user pressed the sidebar's Calibrate button."""
+
+
+class FilterChanged(Message):
+    """The tree filter's text changed ("" shows every module)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class FilterClosed(Message):
+    """The user left the filter box (Escape clears it, Enter keeps it)."""
+
+    def __init__(self, cleared: bool) -> None:
+        super().__init__()
+        self.cleared = cleared

@@ -1,0 +1,141 @@
+"""The app's handle on the engine: load, calibrate and evaluate, off the UI thread.
+
+Every method here may import torch (through the engine's analysis, session,
+spec and detectors modules), so they are imported inside the methods and the
+methods are only called from worker threads. The class holds what does not
+change once loaded (the model and its engine session); the stats snapshot and
+the settings live in the app and are passed in, so concurrent calls never share
+mutable state.
+"""
+
+from __future__ import annotations
+
+import functools
+from argparse import Namespace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tui_quantreport.engine.report import Report
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What loading produced: the session, its first (uncalibrated) report, settings and detectors."""
+
+    session: "ModelSession"
+    report: Report
+    settings: Any  # engine Settings
+    stats: Any  # engine Stats (empty)
+    detectors: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What a calibration produced: the new stats and the report evaluated with ``settings``."""
+
+    stats: Any
+    report: Report
+    settings: Any
+
+
+class ModelSession:
+    """One loaded model and its engine session."""
+
+    def __init__(self, loaded_model: Any, session: Any) -> None:
+        self.loaded_model = loaded_model  # engine LoadedModel
+        self.session = session  # engine Session
+        self.spec: str = loaded_model.spec
+
+    @classmethod
+    def load(cls, spec: str, options: Namespace | None) -> Loaded:
+        """Build settings from the command-line options, load the model, and evaluate it uncalibrated.
+
+        Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
+        options, the model spec or the model's factory are wrong.
+        """
+        from tui_quantreport.engine.analysis import Settings, evaluate
+        from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.engine.session import Session, Stats
+        from tui_quantreport.engine.spec import load_model
+
+        settings = Settings.from_options(
+            detectors=_option(options, "detectors"),
+            params=_option(options, "param") or (),
+            tolerance=_option(options, "tolerance"),
+            backend=_option(options, "backend"),
+            ch_axis=_option(options, "ch_axis"),
+        )
+        loaded_model = load_model(spec, _option(options, "calibration"))
+        session = Session(loaded_model.model, label=loaded_model.spec)
+        stats = Stats.empty()
+        report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
+        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
+
+    def evaluate(self, stats: Any, settings: Any) -> Report:
+        """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
+        from tui_quantreport.engine.analysis import evaluate
+
+        return evaluate(self.session.catalog, stats, settings, spec=self.spec)
+
+    def calibrate(
+        self,
+        settings: Any,
+        max_batches: int | None,
+        progress: Callable[[int, int | None], None],
+        should_cancel: Callable[[], bool],
+    ) -> Calibrated:
+        """Run the calibration batches with what ``settings`` needs observed, then evaluate.
+
+        Raises :class:`~tui_quantreport.engine.errors.CalibrationError` (which batch, which
+        module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
+        calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
+        """
+        from tui_quantreport.engine.analysis import evaluate, observation_plan
+        from tui_quantreport.engine.spec import open_batches
+
+        loaded_model = self.loaded_model
+        counted = None
+        if loaded_model.batches_factory is not None:
+            counted = _CountingFactory(loaded_model.batches_factory)
+            loaded_model = replace(loaded_model, batches_factory=counted)
+        batches = open_batches(loaded_model)
+        limit = max_batches
+        if counted is not None and counted.length is not None:
+            # A known length lets the progress bar show batches done of total.
+            limit = counted.length if max_batches is None else min(max_batches, counted.length)
+        stats = self.session.calibrate(
+            batches,
+            observation_plan(self.session.catalog, settings),
+            max_batches=limit,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        return Calibrated(stats, report, settings)
+
+
+class _CountingFactory:
+    """Wraps the model's ``calibration_batches`` to learn how many batches it returned.
+
+    The engine's :func:`open_batches` hides the length behind an iterator; the
+    factory is still called exactly once, by the engine, with its errors
+    reported the engine's way.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.length: int | None = None
+        functools.update_wrapper(self, factory)
+
+    def __call__(self) -> Any:
+        batches = self.factory()
+        try:
+            self.length = len(batches)
+        except TypeError:
+            self.length = None
+        return batches
+
+
+def _option(options: Namespace | None, name: str) -> Any:
+    return getattr(options, name, None) if options is not None else None

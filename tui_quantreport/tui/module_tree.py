@@ -1,0 +1,185 @@
+"""The module tree: every module by fully qualified name, with its class and badges.
+
+A badge (the detector's glyph on its colour) marks each detector that
+recommends a change at a module. Modules no detector observed are dimmed after
+a calibration; observers and fake quantizers of a ``torch.ao``-prepared model
+are hidden unless asked for. Badges are kept beside the nodes and drawn in
+:meth:`ModuleTree.render_label`, so a new report repaints the nodes whose
+badges changed instead of rebuilding the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from tui_quantreport.engine.report import ModuleSummary, Report
+from tui_quantreport.tui.badges import badge_row
+from tui_quantreport.tui.messages import ModuleHighlighted
+
+#: Nodes at this depth or above start expanded ("" is depth 0): the root and its children.
+EXPANDED_DEPTH = 1
+
+#: Styles of the parts of a label (the colours come from the app's theme).
+NAME_STYLE = Style(bold=True)
+CLASS_STYLE = Style(italic=True, dim=True)
+DIMMED = Style(dim=True)
+
+
+class ModuleTree(Tree[str]):
+    """The model's module tree; each node's data is the module's fqn ("" for the model)."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__("Loading the model…", data="", id=id)
+        self.guide_depth = 3
+        self.modules: Mapping[str, ModuleSummary] = {}
+        self.nodes: dict[str, TreeNode[str]] = {}
+        self.show_helpers = False
+        self.filter_text = ""
+        self._badges: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._dimmed: frozenset[str] = frozenset()
+        self._detector_index: dict[str, int] = {}
+
+    # Building ---------------------------------------------------------------
+
+    def show_model(self, report: Report, detector_index: Mapping[str, int]) -> None:
+        """Build the tree for ``report``'s modules; ``detector_index`` fixes each detector's colour."""
+        self.modules = report.modules
+        self._detector_index = dict(detector_index)
+        self._badges, self._dimmed = self._marks(report)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild the nodes for the current filter and helper visibility, keeping the cursor's module."""
+        keep = self.current_fqn
+        self.clear()
+        self.nodes = {"": self.root}
+        root = self.modules.get("")
+        if root is not None:
+            self.root.set_label(self._label(root, is_root=True))
+        shown = self._visible_modules()
+        filtering = bool(self.filter_text)
+        for module in self.modules.values():
+            if not module.fqn or module.fqn not in shown:
+                continue
+            parent = self.nodes.get(module.parent or "")
+            if parent is None:
+                continue
+            has_children = any(child in shown for child in module.children)
+            self.nodes[module.fqn] = parent.add(
+                self._label(module),
+                data=module.fqn,
+                expand=has_children and (filtering or module.depth <= EXPANDED_DEPTH),
+                allow_expand=has_children,
+            )
+        self.root.expand()
+        self.reveal(keep if keep in self.nodes else "")
+
+    def _visible_modules(self) -> set[str]:
+        """The fqns to show: helpers only when asked, and only matches of the filter and their ancestors."""
+        candidates = [m for m in self.modules.values() if self.show_helpers or not m.is_quant_helper]
+        if not self.filter_text:
+            return {m.fqn for m in candidates}
+        needle = self.filter_text.lower()
+        shown: set[str] = {""}
+        for module in candidates:
+            if needle in module.fqn.lower() or needle in module.class_name.lower():
+                fqn: str | None = module.fqn
+                while fqn is not None and fqn not in shown:
+                    shown.add(fqn)
+                    fqn = self.modules[fqn].parent
+        return shown
+
+    def _label(self, module: ModuleSummary, is_root: bool = False) -> Text:
+        name = module.name if not is_root else "(model)"
+        return Text.assemble((name, NAME_STYLE), " ", (module.class_name, CLASS_STYLE))
+
+    # Badges -----------------------------------------------------------------
+
+    def show_report(self, report: Report) -> None:
+        """Repaint the badges and dimming for a new report of the same model."""
+        badges, dimmed = self._marks(report)
+        changed = {fqn for fqn in set(badges) | set(self._badges) if badges.get(fqn) != self._badges.get(fqn)}
+        changed |= dimmed ^ self._dimmed
+        self._badges, self._dimmed = badges, dimmed
+        for fqn in changed:
+            node = self.nodes.get(fqn)
+            if node is not None:
+                node.refresh()
+
+    def _marks(self, report: Report) -> tuple[dict[str, tuple[tuple[str, int], ...]], frozenset[str]]:
+        """Badges per module (in registry order) and the modules to dim, read from ``report``."""
+        badges: dict[str, list[tuple[str, int]]] = {}
+        for name, detector in report.detectors.items():
+            chip = (detector.glyph, self._detector_index.get(name, 0))
+            for fqn in detector.recommended:
+                badges.setdefault(fqn, []).append(chip)
+        dimmed: frozenset[str] = frozenset()
+        if report.batches:
+            dimmed = frozenset(fqn for fqn, m in report.modules.items() if fqn and not m.observed)
+        return {fqn: tuple(chips) for fqn, chips in badges.items()}, dimmed
+
+    def badges_of(self, fqn: str) -> tuple[str, ...]:
+        """The glyphs shown beside module ``fqn``."""
+        return tuple(glyph for glyph, _ in self._badges.get(fqn, ()))
+
+    def is_dimmed(self, fqn: str) -> bool:
+        return fqn in self._dimmed
+
+    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
+        """The node's name and class, dimmed when unobserved, then its badges."""
+        text = super().render_label(node, base_style, style)
+        fqn = node.data or ""
+        if fqn in self._dimmed:
+            text.stylize(DIMMED)
+        chips = self._badges.get(fqn)
+        if chips:
+            text.append(" ")
+            text.append_text(badge_row(chips))
+        return text
+
+    # Moving -----------------------------------------------------------------
+
+    @property
+    def current_fqn(self) -> str:
+        """The fqn under the cursor ("" when the cursor is on the model or nowhere)."""
+        node = self.cursor_node
+        return node.data or "" if node is not None else ""
+
+    def reveal(self, fqn: str) -> None:
+        """Expand the ancestors of module ``fqn``, then move the cursor to it."""
+        node = self.nodes.get(fqn)
+        if node is None:
+            return
+        parent = node.parent
+        while parent is not None:
+            if not parent.is_expanded:
+                parent.expand()
+            parent = parent.parent
+        _ = self.last_line  # lay the lines out now, so the node knows its line
+        self.move_cursor(node)
+
+    def jump(self, targets: Iterable[str], forward: bool) -> str | None:
+        """Move to the next (or previous) of ``targets`` after the cursor, wrapping; returns its fqn."""
+        order = {fqn: position for position, fqn in enumerate(self.modules)}
+        here = order.get(self.current_fqn, -1)
+        ranked = sorted((order[fqn], fqn) for fqn in targets if fqn in self.nodes and fqn in order)
+        if not ranked:
+            return None
+        if forward:
+            after = [fqn for position, fqn in ranked if position > here]
+            chosen = after[0] if after else ranked[0][1]
+        else:
+            before = [fqn for position, fqn in ranked if position < here]
+            chosen = before[-1] if before else ranked[-1][1]
+        self.reveal(chosen)
+        return chosen
+
+    @on(Tree.NodeHighlighted)
+    def _announce(self, event: Tree.NodeHighlighted[str]) -> None:
+        self.post_message(ModuleHighlighted(event.node.data or ""))

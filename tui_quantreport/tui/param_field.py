@@ -1,0 +1,127 @@
+"""One validated parameter input: a label with the valid range, an input, an inline message.
+
+The value is checked with the engine's :meth:`Param.parse` (so the message is
+the same sentence the command line prints). A bad value shows the message
+under the input and the last good value stays in force; a good one is posted
+as :class:`~tui_quantreport.tui.messages.ParamChanged` on Enter or when focus
+leaves the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Label, Static
+
+from tui_quantreport.engine.errors import ParamError
+from tui_quantreport.engine.params import Param
+from tui_quantreport.tui.messages import ParamChanged
+
+#: Owner name used in widget ids for the app's own settings (not a detector's).
+APP_OWNER = "app"
+
+STALE_NOTE = "needs new data: press c to calibrate"
+
+
+def field_id(owner: str, name: str) -> str:
+    """The id of the input of parameter ``name`` of ``owner`` (a detector name, or "" for the app)."""
+    return f"param-{owner or APP_OWNER}-{name}"
+
+
+def format_value(param: Param, value: Any) -> str:
+    """A parameter value as the user would type it."""
+    if value is None:
+        return "auto" if param.kind == "axis" else ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class ParamField(Vertical):
+    """A labelled input for one :class:`Param`, validated as the user types."""
+
+    def __init__(self, owner: str, param: Param, value: Any, *, blank: str | None = None) -> None:
+        """``owner`` is the detector's name ("" for the app's settings); ``blank`` is what an empty input means."""
+        super().__init__(id=f"field-{owner or APP_OWNER}-{param.name}", classes="param-field")
+        self.owner = owner
+        self.param = param
+        self.value = value
+        self.blank = blank
+        self.stale = False
+
+    def compose(self) -> ComposeResult:
+        observed = " ⟳" if self.param.observed else ""
+        label = Text.assemble(f"{self.param.name}{observed} ", (self.param.describe_range(), "dim"))
+        yield Label(label, classes="param-label")
+        field = Input(
+            format_value(self.param, self.value),
+            placeholder=self.blank or "",
+            id=field_id(self.owner, self.param.name),
+            select_on_focus=True,
+        )
+        tip = self.param.help
+        if self.param.observed:
+            tip += " (⟳ changing it needs a new calibration)"
+        field.tooltip = tip
+        yield field
+        yield Static("", classes="param-message")
+
+    @property
+    def input(self) -> Input:
+        return self.query_one(Input)
+
+    def parse(self, text: str) -> Any:
+        """The value ``text`` stands for, or :class:`ParamError`."""
+        if self.blank is not None and not text.strip():
+            return None
+        return self.param.parse(text, self.owner)
+
+    @on(Input.Changed)
+    def _check(self, event: Input.Changed) -> None:
+        event.stop()
+        try:
+            self.parse(event.value)
+        except ParamError as exc:
+            self._say(str(exc), error=True)
+        else:
+            self._say("")
+
+    @on(Input.Submitted)
+    @on(Input.Blurred)
+    def _commit(self, event: Input.Submitted | Input.Blurred) -> None:
+        event.stop()
+        self.commit()
+
+    def commit(self) -> bool:
+        """Apply the input's text if it is valid; otherwise say why and keep the last good value."""
+        text = self.input.value
+        try:
+            value = self.parse(text)
+        except ParamError as exc:
+            self._say(f"{exc}; keeping {format_value(self.param, self.value) or self.blank}", error=True)
+            return False
+        self._say("")
+        if value != self.value:
+            self.value = value
+            self.post_message(ParamChanged(self.owner, self.param.name, value))
+        return True
+
+    def set_stale(self, stale: bool) -> None:
+        """Say whether the current value needs data the last calibration did not record."""
+        self.stale = stale
+        message = self.query_one(".param-message", Static)
+        if not message.has_class("-error"):
+            self._say("")
+
+    def _say(self, text: str, error: bool = False) -> None:
+        message = self.query_one(".param-message", Static)
+        if not text and self.stale:
+            text = STALE_NOTE
+        message.update(text)
+        message.set_class(error, "-error")
+        message.set_class(not error and bool(text), "-stale")
+        message.display = bool(text)
