@@ -1,0 +1,164 @@
+"""Calibration sessions: progress, cancelling, errors, and models torch.ao already prepared."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import prepare_fx
+
+from tui_quantreport.engine import (
+    CalibrationCancelled, CalibrationError, Session, Settings, Stats, evaluate, load_model,
+    observation_plan, open_batches,
+)
+from tui_quantreport.engine.report import Status
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+
+
+def _plan(session):
+    return observation_plan(session.catalog, Settings.build())
+
+
+def test_progress_reports_every_batch_with_the_total():
+    session = Session(_model())
+    seen = []
+    stats = session.calibrate([torch.randn(3, 4)] * 5, _plan(session), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert stats.batches == 5
+
+
+def test_max_batches_limits_calibration_and_unknown_length_is_none():
+    session = Session(_model())
+    seen = []
+    batches = (torch.randn(3, 4) for _ in range(10))
+    stats = session.calibrate(batches, _plan(session), max_batches=3, progress=lambda d, t: seen.append((d, t)))
+    assert stats.batches == 3
+    assert seen[-1] == (3, 3)
+    seen.clear()
+    session.calibrate((torch.randn(3, 4) for _ in range(2)), _plan(session), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, None), (2, None)]
+
+
+def test_cancel_between_batches_removes_hooks_and_restores_mode():
+    model = _model().train()
+    session = Session(model)
+    done = []
+    with pytest.raises(CalibrationCancelled):
+        session.calibrate(
+            [torch.randn(3, 4)] * 10, _plan(session),
+            progress=lambda d, t: done.append(d), should_cancel=lambda: len(done) >= 2,
+        )
+    assert done == [1, 2]
+    assert model.training and all(m.training for m in model.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_rejected_batch_names_batch_module_and_cause():
+    session = Session(_model())
+    batches = [torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 7)]
+    with pytest.raises(CalibrationError) as caught:
+        session.calibrate(batches, _plan(session))
+    error = caught.value
+    assert error.batch == 3 and error.module == "0"
+    assert str(error).startswith("batch 3 was rejected in module '0' (Linear): RuntimeError: mat1 and mat2")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in session.model.modules())
+
+
+def test_calibration_runs_in_eval_mode_without_grad():
+    seen = {}
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen["training"] = self.training
+            seen["grad"] = torch.is_grad_enabled()
+            return x
+
+    model = nn.Sequential(nn.Linear(2, 2), Probe()).train()
+    session = Session(model)
+    session.calibrate([torch.randn(1, 2)], _plan(session))
+    assert seen == {"training": False, "grad": False}
+    assert model.training
+
+
+def test_module_called_twice_per_batch_counts_both_calls():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    session = Session(Twice())
+    stats = session.calibrate([torch.randn(2, 3)] * 4, _plan(session))
+    assert stats.point("fc", "pre").calls == 8
+
+
+def test_fx_prepared_model_observers_are_told_apart_and_left_untouched():
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (torch.randn(2, 4),))
+    before = {k: v.clone() for k, v in prepared.state_dict().items()}
+    session = Session(prepared)
+    helpers = [fqn for fqn, m in session.catalog.modules.items() if m.is_quant_helper]
+    assert helpers and all(fqn.startswith("activation_post_process_") for fqn in helpers)
+    settings = Settings.build()
+    stats = session.calibrate([torch.randn(5, 4) for _ in range(3)], observation_plan(session.catalog, settings))
+    report = evaluate(session.catalog, stats, settings)
+    outlier = report.detectors["outlier_detector"].findings
+    assert not set(helpers) & set(outlier)  # observers are not judged as user modules
+    after = prepared.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_prepared_model_per_channel_reads_the_qconfig():
+    loaded = load_model("convnet_per_tensor")
+    session = Session(loaded.model)
+    settings = Settings.build(["per_channel"])
+    report = evaluate(session.catalog, Stats.empty(), settings)
+    findings = report.detectors["per_channel_detector"].findings
+    assert findings and all(f.status is Status.RECOMMEND for f in findings.values())
+    assert all(f.values == {"per_channel_supported": True, "per_channel_used": False} for f in findings.values())
+
+
+def test_untraceable_sample_with_keyword_batches_calibrates():
+    loaded = load_model("untraceable")
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(loaded.model)
+    session = Session(loaded.model)
+    settings = Settings.build()
+    stats = session.calibrate(open_batches(loaded), observation_plan(session.catalog, settings))
+    report = evaluate(session.catalog, stats, settings)
+    assert stats.batches > 0
+    assert any(f.status is Status.OK or f.recommended for f in report.detectors["dynamic_vs_static_detector"].findings.values())
+
+
+def test_evaluation_before_calibration_reports_everything_not_observed():
+    session = Session(_model())
+    report = evaluate(session.catalog, Stats.empty(), Settings.build())
+    dyn = report.detectors["dynamic_vs_static_detector"].findings
+    assert {f.status for f in dyn.values()} == {Status.NOT_OBSERVED}
+    assert {f.status for f in report.detectors["outlier_detector"].findings.values()} == {Status.NOT_OBSERVED}
+    # Per-channel needs no data: on x86 the planned default is already per channel.
+    assert report.recommended_modules() == []
+
+
+def test_changing_an_observed_parameter_marks_it_stale():
+    session = Session(_model())
+    settings = Settings.build()
+    stats = session.calibrate([torch.randn(6, 4)] * 3, observation_plan(session.catalog, settings))
+    assert evaluate(session.catalog, stats, settings).stale_params == ()
+    changed = settings.with_param("outlier", "reference_percentile", 0.9)
+    report = evaluate(session.catalog, stats, changed)
+    assert report.stale_params == ("outlier_detector.reference_percentile",)
+    finding = report.detectors["outlier_detector"].findings["0"]
+    assert finding.status is Status.NOT_APPLICABLE and "calibrate again" in finding.reason
+    # A threshold is applied from the kept stats: nothing stale.
+    assert evaluate(session.catalog, stats, settings.with_param("outlier", "ratio_threshold", 9)).stale_params == ()
