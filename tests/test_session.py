@@ -9,7 +9,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import prepare_fx
 
 from tui_quantreport.engine import (
-    CalibrationCancelled, CalibrationError, Session, Settings, Stats, evaluate, load_model,
+    CalibrationCancelled, CalibrationError, Session, Settings, Stats, calibrate, evaluate, load_model,
     observation_plan, open_batches,
 )
 from tui_quantreport.engine.report import Status
@@ -153,7 +153,7 @@ def test_evaluation_before_calibration_reports_everything_not_observed():
 def test_changing_an_observed_parameter_marks_it_stale():
     session = Session(_model())
     settings = Settings.build()
-    stats = session.calibrate([torch.randn(6, 4)] * 3, observation_plan(session.catalog, settings))
+    stats = calibrate(session, [torch.randn(6, 4)] * 3, settings)
     assert evaluate(session.catalog, stats, settings).stale_params == ()
     changed = settings.with_param("outlier", "reference_percentile", 0.9)
     report = evaluate(session.catalog, stats, changed)
@@ -162,3 +162,9 @@ def test_changing_an_observed_parameter_marks_it_stale():
     assert finding.status is Status.NOT_APPLICABLE and "calibrate again" in finding.reason
     # A threshold is applied from the kept stats: nothing stale.
     assert evaluate(session.catalog, stats, settings.with_param("outlier", "ratio_threshold", 9)).stale_params == ()
+    # A detector that was off during calibration needs data; per-channel needs none.
+    only_outlier = calibrate(session, [torch.randn(6, 4)] * 3, Settings.build(["outlier"]))
+    assert evaluate(session.catalog, only_outlier, Settings.build()).stale_params == (
+        "dynamic_vs_static_detector", "input_weight_equalization_detector",
+    )
+    assert evaluate(session.catalog, stats, settings.with_enabled("per_channel", False)).stale_params == ()

@@ -19,7 +19,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Settings": "analysis", "evaluate": "analysis", "observation_plan": "analysis", "stale_params": "analysis",
+    "Settings": "analysis", "calibrate": "analysis", "evaluate": "analysis", "observed_settings": "analysis", "observation_plan": "analysis", "stale_params": "analysis",
     "DETECTORS": "detectors", "Detector": "detectors", "resolve_detector": "detectors",
     "CalibrationCancelled": "errors", "CalibrationError": "errors", "ParamError": "errors",
     "SpecError": "errors", "UserError": "errors",

@@ -16,8 +16,8 @@ from typing import Any
 from tui_quantreport.engine.detectors import DETECTORS, EvaluationContext, resolve_detector
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
-from tui_quantreport.engine.report import ModuleSummary, PointSummary, Report
-from tui_quantreport.engine.session import Point, PointRequest, Stats
+from tui_quantreport.engine.report import DetectorReport, ModuleSummary, PointSummary, Report
+from tui_quantreport.engine.session import Point, PointRequest, Session, Stats
 
 
 @dataclass(frozen=True)
@@ -105,37 +105,76 @@ def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, P
     return plan
 
 
-def stale_params(catalog: ModelCatalog, stats: Stats, settings: Settings) -> tuple[str, ...]:
-    """Parameters whose current value needs data the last calibration did not record."""
-    if stats.batches == 0:
+def observed_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that decide what calibration records (recorded with the stats)."""
+    recorded: dict[str, Any] = {"ch_axis": settings.ch_axis}
+    for name in settings.enabled:
+        detector = DETECTORS[name]
+        if detector.observes:
+            recorded[name] = True
+        for p in detector.params:
+            if p.observed:
+                recorded[f"{name}.{p.name}"] = settings.params[name][p.name]
+    return recorded
+
+
+def calibrate(session: Session, batches: Iterable[Any], settings: Settings, **options: Any) -> Stats:
+    """Calibrate for what ``settings`` needs, and remember which settings those were.
+
+    ``options`` go to :meth:`Session.calibrate` (``max_batches``, ``progress``,
+    ``should_cancel``).
+    """
+    stats = session.calibrate(batches, observation_plan(session.catalog, settings), **options)
+    return replace(stats, observed=observed_settings(settings))
+
+
+def stale_params(stats: Stats, settings: Settings) -> tuple[str, ...]:
+    """What the current settings need that the last calibration did not record.
+
+    Names like ``outlier_detector.reference_percentile``, ``ch_axis``, or a
+    detector's name when it was off during calibration. Empty before any
+    calibration, and for stats whose settings are unknown.
+    """
+    if stats.batches == 0 or stats.observed is None:
         return ()
-    wanted = observation_plan(catalog, settings)
-    stale: set[str] = set()
-    for point, request in wanted.items():
-        recorded = stats.plan.get(point)
-        if recorded is None or recorded.axis != request.axis or not set(request.percentiles) <= set(recorded.percentiles):
-            for name in settings.enabled:
-                for p in DETECTORS[name].params:
-                    if p.observed:
-                        stale.add(f"{name}.{p.name}")
-            if recorded is None or recorded.axis != request.axis:
-                stale.add("ch_axis" if recorded is not None else "detectors")
-    return tuple(sorted(stale))
+    return tuple(
+        key for key, value in observed_settings(settings).items()
+        if key not in stats.observed or stats.observed[key] != value
+    )
+
+
+#: Detector reports per stats snapshot, keyed by detector, parameters and axis.
+_REPORTS: "weakref.WeakKeyDictionary[Stats, dict[tuple, DetectorReport]]" = weakref.WeakKeyDictionary()
+_REPORTS_KEPT = 16
 
 
 def evaluate(catalog: ModelCatalog, stats: Stats, settings: Settings, spec: str = "") -> Report:
-    """Judge every module with every enabled detector. Pure and fast: no model access."""
+    """Judge every module with every enabled detector. Pure and fast: no model access.
+
+    A detector whose parameters did not change since the last evaluation of the
+    same stats returns its previous report, so a threshold change re-judges one
+    detector only.
+    """
     ctx = EvaluationContext(catalog, stats, settings.ch_axis)
+    cache = _REPORTS.setdefault(stats, {})
     detectors = {}
     for name in settings.enabled:
-        detectors[name] = DETECTORS[name]().evaluate(ctx, settings.params[name])
+        params = settings.params[name]
+        key = (name, id(catalog), settings.ch_axis, tuple(sorted(params.items())))
+        report = cache.get(key)
+        if report is None:
+            report = DETECTORS[name]().evaluate(ctx, params)
+            if len(cache) >= _REPORTS_KEPT:
+                cache.pop(next(iter(cache)))
+            cache[key] = report
+        detectors[name] = report
     return Report(
         spec=spec or catalog.class_name,
         model_class=catalog.class_name,
         modules=module_summaries(catalog, stats),
         batches=stats.batches,
         detectors=detectors,
-        stale_params=stale_params(catalog, stats, settings),
+        stale_params=stale_params(stats, settings),
     )
 
 

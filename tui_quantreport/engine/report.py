@@ -6,6 +6,7 @@ view and exporters read; building one never touches the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -59,6 +60,37 @@ class Finding:
         return self.status is Status.RECOMMEND
 
 
+class Findings(Mapping[str, Finding]):
+    """A detector's findings by module fqn: verdicts known at once, details built on first read.
+
+    On a model of thousands of modules the tree needs only each module's
+    verdict; the reason text, evidence and plots of a module are built when
+    someone looks at it (or exports), and then kept.
+    """
+
+    def __init__(self, statuses: Mapping[str, Status], build: Callable[[str], Finding]):
+        self.statuses = dict(statuses)
+        self._build = build
+        self._built: dict[str, Finding] = {}
+
+    def __getitem__(self, fqn: str) -> Finding:
+        finding = self._built.get(fqn)
+        if finding is None:
+            if fqn not in self.statuses:
+                raise KeyError(fqn)
+            finding = self._built[fqn] = self._build(fqn)
+        return finding
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.statuses)
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    def __contains__(self, fqn: object) -> bool:
+        return fqn in self.statuses
+
+
 @dataclass(frozen=True)
 class DetectorReport:
     """One detector's findings over the model, keyed by module fqn."""
@@ -68,12 +100,15 @@ class DetectorReport:
     glyph: str
     params: dict[str, Any]
     summary: str
-    findings: dict[str, Finding]
+    findings: Findings
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def status(self, fqn: str) -> Status | None:
+        return self.findings.statuses.get(fqn)
 
     @property
     def recommended(self) -> list[str]:
-        return [fqn for fqn, f in self.findings.items() if f.recommended]
+        return [fqn for fqn, s in self.findings.statuses.items() if s is Status.RECOMMEND]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class Stats:
     weights: Mapping[str, WeightRange]
     plan: Mapping[Point, PointRequest]
     seconds: float = 0.0
+    #: The settings that decided what was recorded (see analysis.observed_settings); None if unknown.
+    observed: Mapping[str, Any] | None = None
 
     @classmethod
     def empty(cls) -> "Stats":
@@ -73,6 +75,7 @@ class Stats:
             {**self.weights, **other.weights},
             {**self.plan, **other.plan},
             self.seconds + other.seconds,
+            self.observed if self.observed == other.observed else None,
         )
 
 

@@ -44,3 +44,9 @@ def badge_row(glyphs: Sequence[tuple[str, int]]) -> Text:
             text.append(" ")
         text.append_text(badge(glyph, index))
     return text
+
+
+def badge_rgb(index: int) -> tuple[int, int, int]:
+    """The badge colour of detector ``index`` as an RGB triple (for plots)."""
+    colour = BADGE_COLOURS[index % len(BADGE_COLOURS)].lstrip("#")
+    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)

@@ -29,6 +29,7 @@ class ChoiceField(Vertical):
             [(choice, choice) for choice in self.param.choices],
             value=self.value,
             allow_blank=False,
+            compact=True,
             id=field_id(self.owner, self.param.name),
         )
         select.tooltip = self.param.help

@@ -12,18 +12,17 @@ from typing import Any
 from textual.message import Message
 
 from tui_quantreport.engine.report import Report
+from tui_quantreport.tui.model_session import Calibrated, Loaded
 
 # Worker -> app ---------------------------------------------------------------
 
 
 class ModelLoaded(Message):
-    """The model is built and instrumented; ``report`` is its uncalibrated report."""
+    """The model is built and instrumented: its session, uncalibrated report, settings, detectors."""
 
-    def __init__(self, report: Report, detectors: tuple[Any, ...], settings: Any) -> None:
+    def __init__(self, loaded: Loaded) -> None:
         super().__init__()
-        self.report = report
-        self.detectors = detectors  # the registry's detector classes, in order
-        self.settings = settings  # engine Settings
+        self.loaded = loaded
 
 
 class ModelLoadFailed(Message):
@@ -44,13 +43,11 @@ class CalibrationProgress(Message):
 
 
 class CalibrationFinished(Message):
-    """A calibration completed: new stats, and the report evaluated with ``settings``."""
+    """A calibration completed: new stats, and the report evaluated with the settings it ran with."""
 
-    def __init__(self, stats: Any, report: Report, settings: Any) -> None:
+    def __init__(self, calibrated: Calibrated) -> None:
         super().__init__()
-        self.stats = stats
-        self.report = report
-        self.settings = settings
+        self.calibrated = calibrated
 
 
 class CalibrationFailed(Message):

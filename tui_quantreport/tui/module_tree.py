@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from rich.style import Style
 from rich.text import Text
 from textual import on
+from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -33,6 +34,11 @@ DIMMED = Style(dim=True)
 
 class ModuleTree(Tree[str]):
     """The model's module tree; each node's data is the module's fqn ("" for the model)."""
+
+    BINDINGS = [
+        Binding("right", "expand_or_enter", "Expand, or go to the first child", show=False),
+        Binding("left", "collapse_or_leave", "Collapse, or go to the parent", show=False),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__("Loading the model…", data="", id=id)
@@ -179,6 +185,24 @@ class ModuleTree(Tree[str]):
             chosen = before[-1] if before else ranked[-1][1]
         self.reveal(chosen)
         return chosen
+
+    def action_expand_or_enter(self) -> None:
+        node = self.cursor_node
+        if node is None or not node.allow_expand:
+            return
+        if not node.is_expanded:
+            node.expand()
+        else:
+            self.action_cursor_down()
+
+    def action_collapse_or_leave(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.is_expanded and node.allow_expand and not node.is_root:
+            node.collapse()
+        else:
+            self.action_cursor_parent()
 
     @on(Tree.NodeHighlighted)
     def _announce(self, event: Tree.NodeHighlighted[str]) -> None:

@@ -52,27 +52,22 @@ class ParamField(Vertical):
         self.value = value
         self.blank = blank
         self.stale = False
+        self.input = Input(
+            format_value(param, value),
+            placeholder=blank or "",
+            id=field_id(owner, param.name),
+            select_on_focus=True,
+            compact=True,
+        )
+        self.input.tooltip = param.help + (" (⟳ changing it needs a new calibration)" if param.observed else "")
+        self.message = Static("", classes="param-message")
 
     def compose(self) -> ComposeResult:
         observed = " ⟳" if self.param.observed else ""
-        label = Text.assemble(f"{self.param.name}{observed} ", (self.param.describe_range(), "dim"))
-        yield Label(label, classes="param-label")
-        field = Input(
-            format_value(self.param, self.value),
-            placeholder=self.blank or "",
-            id=field_id(self.owner, self.param.name),
-            select_on_focus=True,
-        )
-        tip = self.param.help
-        if self.param.observed:
-            tip += " (⟳ changing it needs a new calibration)"
-        field.tooltip = tip
-        yield field
-        yield Static("", classes="param-message")
-
-    @property
-    def input(self) -> Input:
-        return self.query_one(Input)
+        yield Label(Text.assemble(f"{self.param.name}{observed} ", (self.param.describe_range(), "dim")),
+                    classes="param-label")
+        yield self.input
+        yield self.message
 
     def parse(self, text: str) -> Any:
         """The value ``text`` stands for, or :class:`ParamError`."""
@@ -113,15 +108,14 @@ class ParamField(Vertical):
     def set_stale(self, stale: bool) -> None:
         """Say whether the current value needs data the last calibration did not record."""
         self.stale = stale
-        message = self.query_one(".param-message", Static)
-        if not message.has_class("-error"):
+        if not self.message.has_class("-error"):
             self._say("")
 
     def _say(self, text: str, error: bool = False) -> None:
-        message = self.query_one(".param-message", Static)
+        message = self.message
         if not text and self.stale:
             text = STALE_NOTE
-        message.update(text)
+        message.update(Text(text))
         message.set_class(error, "-error")
         message.set_class(not error and bool(text), "-stale")
         message.display = bool(text)

@@ -11,16 +11,20 @@ It states
 - :meth:`Detector.observations`: which points it needs observed during
   calibration (a module's input, "pre", or output, "post"), and what to record
   there;
-- :meth:`Detector.evaluate`: how it turns kept statistics into one
-  :class:`~tui_quantreport.engine.report.Finding` per target module.
+- how it turns kept statistics into one
+  :class:`~tui_quantreport.engine.report.Finding` per target module, in two
+  steps: :meth:`Detector.measure` derives the numbers that no threshold
+  changes (a percentile ratio, an equalization metric), and
+  :meth:`Detector.judge` holds them against the thresholds.
 
-``evaluate`` is pure: it reads the catalog (static facts about the model) and
-the stats snapshot, never the model or the data, so a changed threshold is a
-new call with new parameters and nothing else.
+Both steps are pure: they read the catalog (static facts about the model) and
+the stats snapshot, never the model or the data. Measurements are cached per
+stats snapshot, so a changed threshold costs only the comparisons.
 """
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from typing import Any, ClassVar
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Finding, Status
+from tui_quantreport.engine.report import DetectorReport, Finding, Findings, Status
 from tui_quantreport.engine.session import Point, PointRequest, Stats
 
 
@@ -42,6 +46,19 @@ class EvaluationContext:
     ch_axis: int | None = None
 
 
+@dataclass(frozen=True)
+class Unjudged:
+    """A measurement that ends in no verdict: not observed, or not applicable, and why."""
+
+    status: Status
+    reason: str
+    values: dict[str, Any]
+
+
+#: Measurements per stats snapshot: {(detector, catalog id, axis, observed params): {fqn: measure}}.
+_MEASURES: "weakref.WeakKeyDictionary[Stats, dict[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
 class Detector(ABC):
     """Base class of the four (and any future) detectors."""
 
@@ -50,6 +67,12 @@ class Detector(ABC):
     glyph: ClassVar[str]
     description: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
+    #: What the summary counts, e.g. "leaf modules".
+    noun: ClassVar[str] = "modules"
+    #: Whether the detector needs data observed during calibration.
+    observes: ClassVar[bool] = True
+    #: Parameters repeated in every module's values (the report's per-module keys).
+    module_param_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def param(cls, name: str) -> Param:
@@ -80,21 +103,66 @@ class Detector(ABC):
         return {}
 
     @abstractmethod
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+        """Threshold-independent numbers for module ``fqn``, or an :class:`Unjudged`.
+
+        May read only the parameters marked ``observed``: the result is cached
+        per stats snapshot and reused for every threshold.
+        """
+
+    @abstractmethod
+    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
+        """The status :meth:`judge` would give, computed cheaply (no text)."""
+
+    @abstractmethod
+    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
+        """Hold one module's measurement against the thresholds in ``params``, in words and numbers."""
+
+    def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Detector-level values for the report besides ``params`` (e.g. the backend)."""
+        return {}
+
     def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
-        """Turn the kept statistics into one finding per target module."""
+        """One finding per target module, from cached measurements.
+
+        Verdicts are computed now; each finding's words and numbers when first read.
+        """
+        measurements = self.measurements(ctx, params)
+        statuses = {
+            fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params)
+            for fqn, m in measurements.items()
+        }
+
+        def build(fqn: str) -> Finding:
+            measured = measurements[fqn]
+            if isinstance(measured, Unjudged):
+                values = {**measured.values, **{k: params[k] for k in self.module_param_keys}}
+                return self.unjudged(fqn, measured.status, measured.reason, values)
+            return self.judge(fqn, measured, params)
+
+        return self.report(params, Findings(statuses, build), self.noun, **self.extra(params))
+
+    def measurements(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, Any]:
+        observed = tuple(params[p.name] for p in self.params if p.observed)
+        key = (self.name, id(ctx.catalog), ctx.ch_axis, observed)
+        cache = _MEASURES.setdefault(ctx.stats, {})
+        if key not in cache:
+            cache[key] = {fqn: self.measure(ctx, fqn, params) for fqn in self.targets(ctx.catalog)}
+        return cache[key]
 
     # Helpers shared by the detectors.
 
-    def report(self, params: Mapping[str, Any], findings: dict[str, Finding], noun: str, **extra) -> DetectorReport:
+    def report(self, params: Mapping[str, Any], findings: Findings, noun: str, **extra) -> DetectorReport:
         """Wrap findings with a one-line summary: how many of how many were flagged."""
-        judged = [f for f in findings.values() if f.status in (Status.RECOMMEND, Status.OK)]
-        flagged = [f for f in findings.values() if f.recommended]
-        skipped = len(findings) - len(judged)
-        if not findings:
+        statuses = findings.statuses
+        judged = [fqn for fqn, s in statuses.items() if s in (Status.RECOMMEND, Status.OK)]
+        flagged = [fqn for fqn, s in statuses.items() if s is Status.RECOMMEND]
+        skipped = len(statuses) - len(judged)
+        if not statuses:
             summary = f"No modules this detector applies to ({self.description})."
         elif flagged:
             summary = f"{len(flagged)} of {len(judged)} {noun} would benefit: " + ", ".join(
-                f.module for f in flagged[:5]
+                fqn or "(model)" for fqn in flagged[:5]
             ) + (", …" if len(flagged) > 5 else "") + "."
         else:
             summary = f"No changes recommended for the {len(judged)} {noun} judged."

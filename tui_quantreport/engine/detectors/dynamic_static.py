@@ -22,7 +22,7 @@ from typing import Any
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Status
+from tui_quantreport.engine.report import Evidence, Finding, Status
 from tui_quantreport.engine.session import Point, PointRequest
 from tui_quantreport.engine.stats import PointStats
 
@@ -50,6 +50,7 @@ class DynamicStaticDetector(Detector):
     title = "Dynamic vs static"
     glyph = "D"
     description = "inputs and outputs of Linear and Conv1d/2d/3d"
+    noun = "Linear/Conv modules"
     params = (
         Param(
             "tolerance", 0.5,
@@ -64,47 +65,51 @@ class DynamicStaticDetector(Detector):
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
 
-    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+        info = ctx.catalog.modules[fqn]
+        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+
+    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
+        dist, _ = classify(measured[3], params["tolerance"])
+        return {
+            NOT_OBSERVED: Status.NOT_OBSERVED,
+            NON_STATIONARY: Status.RECOMMEND,
+            STATIONARY: Status.OK,
+        }.get(dist, Status.NOT_APPLICABLE)
+
+    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
+        class_name, supported, pre, post = measured
         tolerance = params["tolerance"]
-        findings = {}
-        for fqn in self.targets(ctx.catalog):
-            class_name = ctx.catalog.modules[fqn].class_name
-            supported = ctx.catalog.modules[fqn].is_linear
-            pre_dist, pre_stat = classify(ctx.stats.point(fqn, "pre"), tolerance)
-            post_dist, post_stat = classify(ctx.stats.point(fqn, "post"), tolerance)
-            values = {
-                "tolerance": tolerance,
-                "dynamic_recommended": post_dist == NON_STATIONARY,
-                "pre_observer_comp_stat": pre_stat,
-                "pre_observer_data_dist": pre_dist,
-                "post_observer_comp_stat": post_stat,
-                "post_observer_data_dist": post_dist,
-                "is_dynamic_supported": supported,
-            }
-            if post_dist == NOT_OBSERVED:
-                findings[fqn] = self.unjudged(
-                    fqn, Status.NOT_OBSERVED,
-                    f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
-                    "about its activations.",
-                    values,
-                )
-                continue
-            if post_dist in (CONSTANT, NON_FINITE):
-                why = (
-                    "its output was the same single value in every batch (range 0), so S is undefined"
-                    if post_dist == CONSTANT
-                    else "its output held NaN or infinite values, so its range is undefined"
-                )
-                findings[fqn] = self.unjudged(
-                    fqn, Status.NOT_APPLICABLE, f"Cannot choose for {class_name} '{fqn}': {why}.", values
-                )
-                continue
-            evidence = (
-                Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
-                Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
+        pre_dist, pre_stat = classify(pre, tolerance)
+        post_dist, post_stat = classify(post, tolerance)
+        values = {
+            "tolerance": tolerance,
+            "dynamic_recommended": post_dist == NON_STATIONARY,
+            "pre_observer_comp_stat": pre_stat,
+            "pre_observer_data_dist": pre_dist,
+            "post_observer_comp_stat": post_stat,
+            "post_observer_data_dist": post_dist,
+            "is_dynamic_supported": supported,
+        }
+        if post_dist == NOT_OBSERVED:
+            return self.unjudged(
+                fqn, Status.NOT_OBSERVED,
+                f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
+                "about its activations.",
+                values,
             )
-            findings[fqn] = self._finding(fqn, class_name, values, evidence, supported)
-        return self.report(params, findings, "Linear/Conv modules")
+        if post_dist in (CONSTANT, NON_FINITE):
+            why = (
+                "its output was the same single value in every batch (range 0), so S is undefined"
+                if post_dist == CONSTANT
+                else "its output held NaN or infinite values, so its range is undefined"
+            )
+            return self.unjudged(fqn, Status.NOT_APPLICABLE, f"Cannot choose for {class_name} '{fqn}': {why}.", values)
+        evidence = (
+            Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
+            Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
+        )
+        return self._finding(fqn, class_name, values, evidence, supported)
 
     def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
         dynamic = values["dynamic_recommended"]

@@ -17,19 +17,35 @@ the weight's channels; the weight ratios then repeat k times.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Series, Status
+from tui_quantreport.engine.report import Evidence, Finding, Series, Status
 from tui_quantreport.engine.session import Point, PointRequest
 
 #: Fraction of channels that must benefit for the module to be recommended.
 MODULE_FRACTION = 0.4
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One module's threshold-independent equalization numbers."""
+
+    values: dict[str, Any]
+    input_range: tuple[float, ...]
+    sorted_metric: list[float]  # finite and infinite s_c, ascending (NaN dropped: never in band)
+
+    def in_band(self, threshold: float) -> tuple[int, int]:
+        """How many channels have threshold <= s_c <= 1/threshold, of how many."""
+        inside = bisect_right(self.sorted_metric, 1 / threshold) - bisect_left(self.sorted_metric, threshold)
+        return inside, len(self.values["channel_metric"])
 
 
 class InputWeightEqualizationDetector(Detector):
@@ -37,6 +53,8 @@ class InputWeightEqualizationDetector(Detector):
     title = "Input-weight equalization"
     glyph = "E"
     description = "inputs and weights of Linear and Conv1d/2d/3d"
+    noun = "Linear/Conv modules"
+    module_param_keys = ("ratio_threshold",)
     params = (
         Param(
             "ratio_threshold", 0.5,
@@ -51,14 +69,8 @@ class InputWeightEqualizationDetector(Detector):
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, "pre"): PointRequest() for fqn in self.targets(catalog)}
 
-    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
-        threshold = params["ratio_threshold"]
-        findings = {}
-        for fqn in self.targets(ctx.catalog):
-            findings[fqn] = self._judge(ctx, fqn, threshold)
-        return self.report(params, findings, "Linear/Conv modules")
-
-    def _judge(self, ctx: EvaluationContext, fqn: str, threshold: float) -> Finding:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+        """The metric s_c per input channel, or why there is none."""
         class_name = ctx.catalog.modules[fqn].class_name
         point = ctx.stats.point(fqn, "pre")
         weight = ctx.stats.weights.get(fqn)
@@ -66,20 +78,16 @@ class InputWeightEqualizationDetector(Detector):
             "recommended": False,
             "channel_recommended": [],
             "channel_metric": [],
-            "ratio_threshold": threshold,
             "input_channel_min": [],
             "input_channel_max": [],
             "weight_channel_min": [] if weight is None else weight.channel_min.tolist(),
             "weight_channel_max": [] if weight is None else weight.channel_max.tolist(),
         }
         if point is None or point.calls == 0:
-            return self.unjudged(
-                fqn, Status.NOT_OBSERVED,
-                f"{class_name} '{fqn}' was never called during calibration.", values,
-            )
+            return Unjudged(Status.NOT_OBSERVED, f"{class_name} '{fqn}' was never called during calibration.", values)
         if point.channel_min is None:
-            return self.unjudged(
-                fqn, Status.NOT_APPLICABLE,
+            return Unjudged(
+                Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' changed its number of channels between batches "
                 f"(shapes {', '.join(map(str, point.shapes))}), so per-channel ranges do not add up.",
                 values,
@@ -87,55 +95,55 @@ class InputWeightEqualizationDetector(Detector):
         values["input_channel_min"] = point.channel_min.tolist()
         values["input_channel_max"] = point.channel_max.tolist()
         if weight is None:
-            return self.unjudged(fqn, Status.NOT_APPLICABLE, f"'{fqn}' has no 2-D or larger weight.", values)
+            return Unjudged(Status.NOT_APPLICABLE, f"'{fqn}' has no 2-D or larger weight.", values)
         if not point.finite:
-            return self.unjudged(
-                fqn, Status.NOT_APPLICABLE,
+            return Unjudged(
+                Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' held NaN or infinite values, so its ranges are undefined.", values,
             )
         input_ratio, input_global = _range_ratio(point.channel_min, point.channel_max)
         weight_ratio, weight_global = _range_ratio(weight.channel_min, weight.channel_max)
         if input_global == 0 or weight_global == 0:
             which = "input" if input_global == 0 else "weight"
-            return self.unjudged(
-                fqn, Status.NOT_APPLICABLE,
-                f"The {which} of '{fqn}' is constant (global range 0), so no channel can be "
-                "compared against it.",
+            return Unjudged(
+                Status.NOT_APPLICABLE,
+                f"The {which} of '{fqn}' is constant (global range 0), so no channel can be compared against it.",
                 values,
             )
         n_in, n_w = input_ratio.numel(), weight_ratio.numel()
         if n_in != n_w:
             if n_in % n_w:
-                return self.unjudged(
-                    fqn, Status.NOT_APPLICABLE,
+                return Unjudged(
+                    Status.NOT_APPLICABLE,
                     f"The input of '{fqn}' has {n_in} channels on axis {point.axis}, which the "
                     f"weight's {n_w} input channels do not divide.",
                     values,
                 )
             weight_ratio = weight_ratio.repeat(n_in // n_w)
         metric = (torch.sqrt(weight_ratio) / torch.sqrt(input_ratio)).tolist()
+        values["channel_metric"] = metric
+        input_range = tuple((point.channel_max - point.channel_min).tolist())
+        return Balance(values, input_range, sorted(s for s in metric if s == s))
+
+    def verdict(self, measured: Balance, params: Mapping[str, Any]) -> Status:
+        in_band, total = measured.in_band(params["ratio_threshold"])
+        return Status.RECOMMEND if in_band / total >= MODULE_FRACTION else Status.OK
+
+    def judge(self, fqn: str, measured: Balance, params: Mapping[str, Any]) -> Finding:
+        threshold = params["ratio_threshold"]
         upper = 1 / threshold
+        metric = measured.values["channel_metric"]
         per_channel = [threshold <= s <= upper for s in metric]
         share = sum(per_channel) / len(per_channel)
         recommended = share >= MODULE_FRACTION
-        values.update(
-            recommended=recommended,
-            channel_recommended=per_channel,
-            channel_metric=metric,
-        )
-        evidence = (
-            Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True),
-        )
+        input_range = measured.input_range
+        values = dict(measured.values, recommended=recommended, channel_recommended=per_channel, ratio_threshold=threshold)
+        evidence = (Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True),)
         series = (
             Series("equalization metric s_c per input channel", tuple(metric), threshold, upper, "s_c"),
-            Series(
-                "input range per channel",
-                tuple((point.channel_max - point.channel_min).tolist()),
-                ylabel="max - min",
-            ),
+            Series("input range per channel", input_range, ylabel="max - min"),
         )
-        band = f"[{threshold:g}, {upper:g}]"
-        counted = f"{sum(per_channel)} of {len(per_channel)} input channels ({share:.0%}) have s_c in {band}"
+        counted = f"{sum(per_channel)} of {len(per_channel)} input channels ({share:.0%}) have s_c in [{threshold:g}, {upper:g}]"
         if recommended:
             return Finding(
                 self.name, fqn, Status.RECOMMEND, "Apply input-weight equalization",

@@ -17,18 +17,34 @@ they lower ``batches_used`` instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Series, Status
+from tui_quantreport.engine.report import Evidence, Finding, Series, Status
 from tui_quantreport.engine.session import Point, PointRequest
 
 CHANNELS_NAMED = 8
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """One module's threshold-independent outlier numbers, per input channel."""
+
+    class_name: str
+    calls: int
+    finite: bool
+    percentile_ratio: list[float]
+    batches_used: list[int]
+    constant_batches: list[int]
+    channel_max: list[float]
+    worst: float | None  # the largest ratio that is not NaN; None when every ratio is NaN
 
 
 class OutlierDetector(Detector):
@@ -36,6 +52,7 @@ class OutlierDetector(Detector):
     title = "Outlier channels"
     glyph = "O"
     description = "inputs of every leaf module"
+    noun = "leaf modules"
     params = (
         Param("ratio_threshold", 3.5, "a channel has outliers when its percentile ratio is above this", low=1.0),
         Param(
@@ -48,6 +65,7 @@ class OutlierDetector(Detector):
             low=0.0, high=1.0,
         ),
     )
+    module_param_keys = ("ratio_threshold", "reference_percentile", "fraction_batches_used_threshold")
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
         return [fqn for fqn, m in catalog.modules.items() if m.is_leaf]
@@ -56,99 +74,103 @@ class OutlierDetector(Detector):
         request = PointRequest(percentiles=(params["reference_percentile"],))
         return {(fqn, "pre"): request for fqn in self.targets(catalog)}
 
-    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
-        findings = {fqn: self._judge(ctx, fqn, params) for fqn in self.targets(ctx.catalog)}
-        return self.report(params, findings, "leaf modules")
-
-    def _judge(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Finding:
-        threshold = params["ratio_threshold"]
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+        """Mean ratio per channel (absolute, inverted below 1, as the reference does)."""
         percentile = params["reference_percentile"]
-        fraction = params["fraction_batches_used_threshold"]
         class_name = ctx.catalog.modules[fqn].class_name
         point = ctx.stats.point(fqn, "pre")
-        values: dict[str, Any] = {
-            "outliers_detected": [],
-            "percentile_ratio": [],
-            "batches_used": [],
-            "sufficient_batches": [],
-            "constant_batches": [],
-            "channel_max": [],
-            "ratio_threshold": threshold,
-            "reference_percentile": percentile,
-            "fraction_batches_used_threshold": fraction,
+        empty = {
+            "outliers_detected": [], "percentile_ratio": [], "batches_used": [],
+            "sufficient_batches": [], "constant_batches": [], "channel_max": [],
         }
         if point is None or point.calls == 0:
-            return self.unjudged(
-                fqn, Status.NOT_OBSERVED,
+            return Unjudged(
+                Status.NOT_OBSERVED,
                 f"{class_name} '{fqn}' was never called (or never with a tensor input) during calibration.",
-                values,
+                empty,
             )
         if point.channel_min is None:
-            return self.unjudged(
-                fqn, Status.NOT_APPLICABLE,
+            return Unjudged(
+                Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' changed its number of channels between batches "
                 f"(shapes {', '.join(map(str, point.shapes))}); set a channel axis that stays fixed.",
-                values,
+                empty,
             )
         stats = point.percentiles.get(percentile)
         if stats is None:
             recorded = ", ".join(f"{p:g}" for p in point.percentiles) or "none"
-            return self.unjudged(
-                fqn, Status.NOT_APPLICABLE,
+            return Unjudged(
+                Status.NOT_APPLICABLE,
                 f"Calibration recorded percentile {recorded}, not {percentile:g}: calibrate again "
                 "to use the new reference_percentile.",
-                values,
+                empty,
             )
         used = stats.used
-        mean = torch.where(used > 0, stats.ratio_sum / used.clamp(min=1), torch.full_like(stats.ratio_sum, float("nan")))
+        mean = torch.where(used > 0, stats.ratio_sum / used.clamp(min=1), torch.full_like(stats.ratio_sum, math.nan))
         ratio = mean.abs()
         ratio = torch.where(ratio < 1, 1 / ratio, ratio)
         ratios = ratio.tolist()
-        detected = [r > threshold for r in ratios]
-        used_list = used.tolist()
-        sufficient = [u / point.calls >= fraction for u in used_list]
-        values.update(
-            outliers_detected=detected,
-            percentile_ratio=ratios,
-            batches_used=used_list,
-            sufficient_batches=sufficient,
-            constant_batches=stats.constant.tolist(),
-            channel_max=point.channel_max.tolist(),
-        )
-        flagged = [c for c, d in enumerate(detected) if d]
         finite = [r for r in ratios if r == r]
-        worst = max(finite) if finite else None
+        return Ratios(
+            class_name, point.calls, point.finite, ratios, used.tolist(),
+            stats.constant.tolist(), point.channel_max.tolist(), max(finite) if finite else None,
+        )
+
+    def verdict(self, m: Ratios, params: Mapping[str, Any]) -> Status:
+        flagged = m.worst is not None and m.worst > params["ratio_threshold"]
+        return Status.RECOMMEND if flagged else Status.OK
+
+    def judge(self, fqn: str, m: Ratios, params: Mapping[str, Any]) -> Finding:
+        threshold = params["ratio_threshold"]
+        percentile = params["reference_percentile"]
+        fraction = params["fraction_batches_used_threshold"]
+        detected = [r > threshold for r in m.percentile_ratio]
+        sufficient = [u / m.calls >= fraction for u in m.batches_used]
+        values = {
+            "outliers_detected": detected,
+            "percentile_ratio": m.percentile_ratio,
+            "batches_used": m.batches_used,
+            "sufficient_batches": sufficient,
+            "constant_batches": m.constant_batches,
+            "channel_max": m.channel_max,
+            "ratio_threshold": threshold,
+            "reference_percentile": percentile,
+            "fraction_batches_used_threshold": fraction,
+        }
+        flagged = [c for c, d in enumerate(detected) if d]
+        worst = m.worst
         evidence = (Evidence("largest percentile ratio", worst, f"> {threshold:g} flags a channel", bool(flagged)),)
         series = (
             Series(
                 f"max / p{percentile * 100:g} ratio per channel",
-                tuple(r if r == r else None for r in ratios), None, threshold, "ratio",
+                tuple(r if r == r else None for r in m.percentile_ratio), None, threshold, "ratio",
             ),
         )
-        short = [c for c, s in enumerate(sufficient) if not s]
+        short = sufficient.count(False)
         note = ""
         if short:
             note = (
-                f" {len(short)} channel(s) used fewer than {fraction:.0%} of the {point.calls} batches "
+                f" {short} channel(s) used fewer than {fraction:.0%} of the {m.calls} batches "
                 "(their percentile was 0, common after ReLU), so their ratios rest on less data."
             )
-        if not point.finite:
+        if not m.finite:
             note += " The input held NaN or infinite values; channels holding them have undefined ratios."
-        if flagged:
-            names = ", ".join(str(c) for c in flagged[:CHANNELS_NAMED]) + (", …" if len(flagged) > CHANNELS_NAMED else "")
+        if not flagged:
             return Finding(
-                self.name, fqn, Status.RECOMMEND,
-                f"Outliers in {len(flagged)} input channel{'s' if len(flagged) != 1 else ''}",
-                f"Input channel{'s' if len(flagged) != 1 else ''} {names} of {class_name} '{fqn}' "
-                f"{'have' if len(flagged) != 1 else 'has'} a maximum far above the {percentile * 100:g}th "
-                f"percentile (ratio up to {worst:.3g} > {threshold:g}). A min-max observer would spend most "
-                "quantization levels on those rare values: use a percentile or histogram observer for this "
-                "input, clip the activation, or handle these channels separately." + note,
+                self.name, fqn, Status.OK, "No outlier channels",
+                f"Every channel's maximum stays within {threshold:g}x its {percentile * 100:g}th percentile"
+                + (f" (largest ratio {worst:.3g})." if worst is not None else ".") + note,
                 values, evidence, series,
             )
+        plural = len(flagged) != 1
+        names = ", ".join(str(c) for c in flagged[:CHANNELS_NAMED]) + (", …" if len(flagged) > CHANNELS_NAMED else "")
         return Finding(
-            self.name, fqn, Status.OK, "No outlier channels",
-            f"Every channel's maximum stays within {threshold:g}x its {percentile * 100:g}th percentile"
-            + (f" (largest ratio {worst:.3g})." if worst is not None else ".") + note,
+            self.name, fqn, Status.RECOMMEND,
+            f"Outliers in {len(flagged)} input channel{'s' if plural else ''}",
+            f"Input channel{'s' if plural else ''} {names} of {m.class_name} '{fqn}' "
+            f"{'have' if plural else 'has'} a maximum far above the {percentile * 100:g}th "
+            f"percentile (ratio up to {worst:.3g} > {threshold:g}). A min-max observer would spend most "
+            "quantization levels on those rare values: use a percentile or histogram observer for this "
+            "input, clip the activation, or handle these channels separately." + note,
             values, evidence, series,
         )

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
-from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
+from tui_quantreport.engine.modules import ModelCatalog, WeightScheme
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Status
+from tui_quantreport.engine.report import Evidence, Finding, Status
 
 BACKENDS = ("fbgemm", "x86", "qnnpack", "onednn")
 
@@ -36,6 +36,8 @@ class PerChannelDetector(Detector):
     title = "Per-channel weights"
     glyph = "P"
     description = "Linear and Conv1d/2d/3d weights"
+    noun = "weighted modules"
+    observes = False
     params = (
         Param("backend", "x86", "quantized engine the model will run on", kind="choice", choices=BACKENDS),
         Param(
@@ -50,46 +52,56 @@ class PerChannelDetector(Detector):
     def targets(self, catalog: ModelCatalog) -> list[str]:
         return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
 
-    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
-        backend = params["backend"]
-        planned = params["weight_scheme"]
-        planned_per_channel = (
-            BACKEND_DEFAULT_PER_CHANNEL[backend] if planned == "backend_default" else planned == "per_channel"
-        )
-        findings: dict[str, Finding] = {}
-        for fqn in self.targets(ctx.catalog):
-            scheme = ctx.catalog.weight_schemes[fqn]
-            class_name = ctx.catalog.modules[fqn].class_name
-            if scheme.source == "none":
-                findings[fqn] = self.unjudged(
-                    fqn,
-                    Status.NOT_APPLICABLE,
-                    f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
-                    {"per_channel_supported": True, "per_channel_used": False},
-                )
-                continue
-            used = planned_per_channel if scheme.source == "planned" else bool(scheme.per_channel)
-            how = (
-                f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is "
-                + ("per-channel" if used else "per-tensor")
-                if scheme.source == "planned"
-                else f"its qconfig's weight quantizer is {scheme.description}"
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+        scheme = ctx.catalog.weight_schemes[fqn]
+        class_name = ctx.catalog.modules[fqn].class_name
+        if scheme.source == "none":
+            return Unjudged(
+                Status.NOT_APPLICABLE,
+                f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
+                {"per_channel_supported": True, "per_channel_used": False},
             )
-            values = {"per_channel_supported": True, "per_channel_used": used}
-            evidence = (Evidence("weights quantized per channel", float(used), "= 1 (yes)", not used),)
-            if used:
-                findings[fqn] = Finding(
-                    self.name, fqn, Status.OK, "Per-channel weights already used",
-                    f"{backend} supports per-channel weights for {class_name}, and {how}.",
-                    values, evidence,
-                )
-            else:
-                findings[fqn] = Finding(
-                    self.name, fqn, Status.RECOMMEND, "Configure per-channel weight quantization",
-                    f"{backend} supports per-channel weights for {class_name}, but {how}. "
-                    "Give this module a qconfig whose weight observer is per channel "
-                    "(e.g. default_per_channel_weight_observer): each output channel then gets "
-                    "its own scale, so channels with small weights keep their precision.",
-                    values, evidence,
-                )
-        return self.report(params, findings, "weighted modules", backend=backend)
+        return class_name, scheme
+
+    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
+        return Status.OK if _per_channel_used(measured[1], params) else Status.RECOMMEND
+
+    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
+        class_name, scheme = measured
+        backend, planned = params["backend"], params["weight_scheme"]
+        used = _per_channel_used(scheme, params)
+        if scheme.source == "planned":
+            how = f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is " + (
+                "per-channel" if used else "per-tensor"
+            )
+        else:
+            how = f"its qconfig's weight quantizer is {scheme.description}"
+        values = {"per_channel_supported": True, "per_channel_used": used}
+        evidence = (Evidence("weights quantized per channel", float(used), "= 1 (yes)", not used),)
+        if used:
+            return Finding(
+                self.name, fqn, Status.OK, "Per-channel weights already used",
+                f"{backend} supports per-channel weights for {class_name}, and {how}.",
+                values, evidence,
+            )
+        return Finding(
+            self.name, fqn, Status.RECOMMEND, "Configure per-channel weight quantization",
+            f"{backend} supports per-channel weights for {class_name}, but {how}. "
+            "Give this module a qconfig whose weight observer is per channel "
+            "(e.g. default_per_channel_weight_observer): each output channel then gets "
+            "its own scale, so channels with small weights keep their precision.",
+            values, evidence,
+        )
+
+    def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"backend": params["backend"]}
+
+
+def _per_channel_used(scheme: WeightScheme, params: Mapping[str, Any]) -> bool:
+    """Per channel per the module's qconfig, or per the planned scheme when it has none."""
+    if scheme.source != "planned":
+        return bool(scheme.per_channel)
+    planned = params["weight_scheme"]
+    if planned == "backend_default":
+        return BACKEND_DEFAULT_PER_CHANNEL[params["backend"]]
+    return planned == "per_channel"

@@ -1,0 +1,456 @@
+"""The tui-quantreport app: composes the panes and routes engine results to them.
+
+Layout: the module tree (with its filter box and badge legend) on the left,
+the detail view of the selected module in the middle, the detector sidebar on
+the right, the calibration strip and the footer at the bottom. A terminal
+narrower than :data:`NARROW_WIDTH` hides the sidebar (``b`` shows it in place
+of the detail view) rather than clipping text.
+
+Loading, calibrating and re-evaluating run in thread workers
+(:class:`~tui_quantreport.tui.model_session.ModelSession` does the engine
+calls); their results come back as messages (:mod:`.messages`). This module
+imports no torch: the first frame is painted while the loader imports it.
+"""
+
+from __future__ import annotations
+
+import threading
+from argparse import Namespace
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
+from textual.widgets import Footer, Header, Tree
+from textual.worker import get_current_worker
+
+from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.report import Report
+from tui_quantreport.tui.badge_legend import BadgeLegend
+from tui_quantreport.tui.calibration_bar import CalibrationBar
+from tui_quantreport.tui.commands import QuantReportCommands
+from tui_quantreport.tui.detector_sidebar import DetectorSidebar
+from tui_quantreport.tui.error_screen import ErrorScreen
+from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.filter_input import FilterInput
+from tui_quantreport.tui.help_screen import HelpScreen, HelpSection
+from tui_quantreport.tui.messages import (
+    CalibrateRequested,
+    CalibrationFailed,
+    CalibrationFinished,
+    CalibrationProgress,
+    CalibrationStopped,
+    DetectorToggled,
+    FilterChanged,
+    FilterClosed,
+    ModelLoaded,
+    ModelLoadFailed,
+    ModuleHighlighted,
+    ParamChanged,
+    ReportUpdated,
+)
+from tui_quantreport.tui.model_session import ModelSession
+from tui_quantreport.tui.module_detail import ModuleDetail
+from tui_quantreport.tui.module_tree import ModuleTree
+
+#: Below this many columns the sidebar is collapsed.
+NARROW_WIDTH = 100
+
+NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches through the model."
+
+#: Actions that need a loaded model (shown disabled in the footer until then).
+MODEL_ACTIONS = frozenset({"calibrate", "export", "next_finding", "previous_finding", "filter", "toggle_helpers"})
+
+
+class QuantReportApp(App[None]):
+    """Module-by-module quantization advice for one PyTorch model."""
+
+    TITLE = "tui-quantreport"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {QuantReportCommands}
+    BINDINGS: list[BindingType] = [
+        Binding("c", "calibrate", "Calibrate"),
+        Binding("escape", "cancel_calibration", "Cancel calibration"),
+        Binding("n", "next_finding", "Next finding"),
+        Binding("N", "previous_finding", "Prev finding", key_display="N"),
+        Binding("slash", "filter", "Filter"),
+        Binding("e", "export", "Export"),
+        Binding("o", "toggle_helpers", "Observers", show=False),
+        Binding("b", "toggle_sidebar", "Sidebar"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, spec: str, options: Namespace | None = None) -> None:
+        """``spec`` names the model (see the engine's spec forms); ``options`` are the command line's."""
+        super().__init__()
+        self.spec = spec
+        self.options = options
+        self.model: ModelSession | None = None
+        self.settings: Any = None  # engine Settings, replaced (never mutated) on every change
+        self.stats: Any = None  # the kept engine Stats snapshot
+        self.report: Report | None = None
+        self.detectors: tuple[Any, ...] = ()
+        self.detector_index: dict[str, int] = {}
+        self.max_batches: int | None = getattr(options, "batches", None) if options is not None else None
+        self.calibrating = False
+        self.load_failed = False
+        self._cancel = threading.Event()
+        self._generation = 0
+        self._recommended: list[str] = []
+
+    # Layout -----------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            with Vertical(id="tree-pane"):
+                yield FilterInput(id="filter")
+                yield ModuleTree(id="tree")
+                yield BadgeLegend(id="legend")
+            yield ModuleDetail(id="detail")
+            yield DetectorSidebar(id="sidebar")
+        yield CalibrationBar(id="calibration")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.spec
+        self.query_one(FilterInput).display = False
+        self._fit_width(self.size.width)
+        self.query_one(ModuleTree).focus()
+        self._load()
+
+    def on_resize(self, event: Resize) -> None:
+        self._fit_width(event.size.width)
+
+    def _fit_width(self, width: int) -> None:
+        self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
+
+    # Loading ----------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self) -> None:
+        """Import torch, build the model and its session, evaluate it uncalibrated (worker thread)."""
+        try:
+            loaded = ModelSession.load(self.spec, self.options)
+        except UserError as exc:
+            self.post_message(ModelLoadFailed(str(exc)))
+        except Exception as exc:  # the user's code can raise anything; show it, never a traceback
+            self.post_message(ModelLoadFailed(f"{self.spec}: {type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(ModelLoaded(loaded))
+
+    @on(ModelLoaded)
+    def _model_loaded(self, message: ModelLoaded) -> None:
+        loaded = message.loaded
+        self.model, self.settings, self.stats = loaded.session, loaded.settings, loaded.stats
+        self.detectors = loaded.detectors
+        self.detector_index = {detector.name: index for index, detector in enumerate(self.detectors)}
+        self.query_one(DetectorSidebar).populate(self.detectors, self.settings, self.max_batches)
+        self.query_one(ModuleTree).show_model(loaded.report, self.detector_index)
+        self._show_report(loaded.report)
+        self.query_one(CalibrationBar).say(NOT_CALIBRATED)
+        self.refresh_bindings()
+
+    @on(ModelLoadFailed)
+    def _model_failed(self, message: ModelLoadFailed) -> None:
+        self.load_failed = True
+        self.push_screen(ErrorScreen("The model could not be loaded", message.text))
+
+    # Reports ----------------------------------------------------------------
+
+    def _show_report(self, report: Report) -> None:
+        """Make ``report`` current: badges, legend, detail view, stale-parameter notes."""
+        self.report = report
+        self._recommended = report.recommended_modules()
+        tree = self.query_one(ModuleTree)
+        tree.show_report(report)
+        self.query_one(BadgeLegend).show_detectors(self.detectors, report.detectors)
+        self.query_one(ModuleDetail).show_module(report, tree.current_fqn, self.detector_index)
+        self.query_one(DetectorSidebar).show_stale(report.stale_params)
+
+    def _reevaluate(self) -> None:
+        """Judge the kept stats with the current settings, off the UI thread."""
+        if self.model is None:
+            return
+        self._generation += 1
+        self._evaluate(self.stats, self.settings, self._generation)
+
+    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
+    def _evaluate(self, stats: Any, settings: Any, generation: int) -> None:
+        model = self.model
+        if model is None:
+            return
+        try:
+            report = model.evaluate(stats, settings)
+        except Exception as exc:  # a detector bug must not take the app down
+            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
+                                  severity="error")
+            return
+        self.post_message(ReportUpdated(report, generation))
+
+    @on(ReportUpdated)
+    def _report_updated(self, message: ReportUpdated) -> None:
+        if message.generation == self._generation:
+            self._show_report(message.report)
+
+    @on(ModuleHighlighted)
+    def _module_highlighted(self, message: ModuleHighlighted) -> None:
+        if self.report is not None:
+            self.query_one(ModuleDetail).show_module(self.report, message.fqn, self.detector_index)
+
+    # Settings ---------------------------------------------------------------
+
+    @on(ParamChanged)
+    def _param_changed(self, message: ParamChanged) -> None:
+        if self.settings is None:
+            return
+        if not message.detector:
+            if message.name == "batches":
+                self.max_batches = message.value
+                return
+            if message.name == "ch_axis":
+                self.settings = replace(self.settings, ch_axis=message.value)
+        else:
+            try:
+                self.settings = self.settings.with_param(message.detector, message.name, message.value)
+            except UserError as exc:
+                self.notify(str(exc), title="Parameter not applied", severity="error")
+                return
+        self._reevaluate()
+
+    @on(DetectorToggled)
+    def _detector_toggled(self, message: DetectorToggled) -> None:
+        self.set_detector_enabled(message.detector, message.enabled)
+
+    def set_detector_enabled(self, detector: str, enabled: bool) -> None:
+        """Turn ``detector`` on or off; its badges and findings follow from the kept stats."""
+        if self.settings is None or (detector in self.settings.enabled) == enabled:
+            return
+        self.settings = self.settings.with_enabled(detector, enabled)
+        self.query_one(DetectorSidebar).show_enabled(self.settings.enabled)
+        self._reevaluate()
+
+    # Calibration ------------------------------------------------------------
+
+    def action_calibrate(self) -> None:
+        """Run the calibration batches through the model in a worker thread."""
+        if self.model is None:
+            self.notify("The model is still loading.")
+            return
+        if self.calibrating:
+            self.notify("Already calibrating: Esc cancels.")
+            return
+        self.calibrating = True
+        self._cancel.clear()
+        self.query_one(CalibrationBar).start("Calibrating…  Esc cancels")
+        self.refresh_bindings()
+        self._calibrate(self.settings, self.max_batches)
+
+    @on(CalibrateRequested)
+    def _calibrate_requested(self) -> None:
+        self.action_calibrate()
+
+    @work(thread=True, exclusive=True, group="calibrate", exit_on_error=False)
+    def _calibrate(self, settings: Any, max_batches: int | None) -> None:
+        worker = get_current_worker()
+        model = self.model
+        if model is None:
+            return
+        try:
+            calibrated = model.calibrate(
+                settings,
+                max_batches,
+                progress=lambda done, total: self.post_message(CalibrationProgress(done, total)),
+                should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
+            )
+        except CalibrationCancelled:
+            self.post_message(CalibrationStopped())
+        except UserError as exc:
+            self.post_message(CalibrationFailed(str(exc)))
+        except Exception as exc:  # anything else the user's model or data raised
+            self.post_message(CalibrationFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(CalibrationFinished(calibrated))
+
+    @on(CalibrationProgress)
+    def _calibration_progress(self, message: CalibrationProgress) -> None:
+        self.query_one(CalibrationBar).advance(message.done, message.total)
+
+    @on(CalibrationFinished)
+    def _calibration_finished(self, message: CalibrationFinished) -> None:
+        calibrated = message.calibrated
+        self._end_calibration()
+        self.stats = calibrated.stats
+        batches = calibrated.stats.batches
+        self.query_one(CalibrationBar).stop(f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}.")
+        self._show_report(calibrated.report)
+        if calibrated.settings is not self.settings:  # changed while calibrating
+            self._reevaluate()
+
+    @on(CalibrationFailed)
+    def _calibration_failed(self, message: CalibrationFailed) -> None:
+        self._end_calibration()
+        self.query_one(CalibrationBar).stop(f"Calibration failed: {message.text}  {self._kept()}", "error")
+        self.notify(message.text, title="Calibration failed", severity="error", timeout=10)
+
+    @on(CalibrationStopped)
+    def _calibration_stopped(self) -> None:
+        self._end_calibration()
+        self.query_one(CalibrationBar).stop(f"Calibration cancelled.  {self._kept()}", "warning")
+
+    def _end_calibration(self) -> None:
+        self.calibrating = False
+        self.refresh_bindings()
+
+    def _kept(self) -> str:
+        batches = self.report.batches if self.report is not None else 0
+        if not batches:
+            return "Nothing was calibrated yet: press c to try again."
+        return f"The previous results ({batches:,} batches) are still shown."
+
+    def action_cancel_calibration(self) -> None:
+        """Stop the running calibration between batches; the previous results stay."""
+        if self.calibrating:
+            self._cancel.set()
+            self.query_one(CalibrationBar).say("Cancelling after the current batch…", "warning")
+
+    # Moving around ----------------------------------------------------------
+
+    def action_next_finding(self) -> None:
+        self._jump(forward=True)
+
+    def action_previous_finding(self) -> None:
+        self._jump(forward=False)
+
+    def _jump(self, forward: bool) -> None:
+        tree = self.query_one(ModuleTree)
+        if not self._recommended:
+            calibrated = self.report is not None and self.report.batches > 0
+            self.notify(
+                "No module has a recommendation with the current settings."
+                if calibrated else "No recommendations yet: press c to calibrate."
+            )
+            return
+        if tree.jump(self._recommended, forward) is None:
+            self.notify("No module with a recommendation matches the filter.")
+            return
+        tree.focus()
+
+    def go_to_module(self, fqn: str) -> None:
+        """Show module ``fqn`` in the tree (clearing a filter that hides it) and the detail view."""
+        tree = self.query_one(ModuleTree)
+        if fqn not in tree.nodes:
+            self.query_one(FilterInput).value = ""
+            tree.filter_text = ""
+            tree.show_helpers = tree.show_helpers or self._is_helper(fqn)
+            tree.rebuild()
+        tree.reveal(fqn)
+        tree.focus()
+
+    def _is_helper(self, fqn: str) -> bool:
+        module = self.report.modules.get(fqn) if self.report is not None else None
+        return module is not None and module.is_quant_helper
+
+    def action_filter(self) -> None:
+        """Show the filter box and focus it."""
+        box = self.query_one(FilterInput)
+        box.display = True
+        box.focus()
+
+    @on(FilterChanged)
+    def _filter_changed(self, message: FilterChanged) -> None:
+        tree = self.query_one(ModuleTree)
+        if tree.filter_text != message.text:
+            tree.filter_text = message.text
+            tree.rebuild()
+
+    @on(FilterClosed)
+    def _filter_closed(self, message: FilterClosed) -> None:
+        if message.cleared:
+            self.query_one(FilterInput).display = False
+        self.query_one(ModuleTree).focus()
+
+    def action_toggle_helpers(self) -> None:
+        """Show or hide the observers and fake quantizers of a prepared model."""
+        tree = self.query_one(ModuleTree)
+        tree.show_helpers = not tree.show_helpers
+        tree.rebuild()
+        self.notify("Observers and fake quantizers are " + ("shown." if tree.show_helpers else "hidden."))
+
+    def action_toggle_sidebar(self) -> None:
+        """Show or hide the sidebar (on a narrow terminal it takes the detail view's place)."""
+        self.query_one("#main").toggle_class("-sidebar-toggled")
+
+    # Export, help, quit -----------------------------------------------------
+
+    def action_export(self) -> None:
+        """Open the export dialog for the current report."""
+        if self.report is None:
+            self.notify("Nothing to export yet: the model is still loading.")
+            return
+        self.push_screen(ExportDialog(self.report, default_export_path(self.report.spec)), self._exported)
+
+    def _exported(self, path: str | None) -> None:
+        if path:
+            self.notify(f"Wrote the report to {path}", title="Exported")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    async def action_quit(self) -> None:
+        """Quit, asking a running calibration to stop between batches."""
+        self._cancel.set()
+        self.exit()
+
+    def help_sections(self) -> list[HelpSection]:
+        """Every key, by where it works, read from the bindings themselves."""
+
+        def rows(bindings: list[BindingType]) -> list[tuple[str, str]]:
+            found = []
+            for binding in bindings:
+                if isinstance(binding, Binding) and binding.description:
+                    found.append((self.get_key_display(binding), binding.description))
+            return found
+
+        return [
+            ("Anywhere", rows(self.BINDINGS) + [
+                ("^p", "Command palette: every action, detector toggles, jump to a module"),
+                ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
+            ]),
+            ("Module tree", [
+                ("↑ / ↓", "Move between modules (the detail view follows)"),
+                *rows(ModuleTree.BINDINGS),
+                *rows([b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down")]),
+                ("home / end / pgup / pgdn", "First, last, previous or next page of modules"),
+            ]),
+            ("Filter box", [("enter", "Keep the filter and go back to the tree"), *rows(FilterInput.BINDINGS)]),
+            ("Sidebar", [
+                ("space / enter", "Tick or untick a detector, press the Calibrate button"),
+                ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
+            ]),
+            ("Detail view", [("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots")]),
+            ("Export dialog", [("enter", "Write the file"), *rows(ExportDialog.BINDINGS)]),
+        ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide Cancel unless calibrating; disable model actions until the model is loaded."""
+        if self.load_failed and action not in ("quit", "help", "command_palette"):
+            return False
+        if action == "cancel_calibration":
+            return self.calibrating
+        if action in MODEL_ACTIONS and self.model is None:
+            return None
+        return True
+
+
+def default_export_path(spec: str) -> str:
+    """A file name for a report of ``spec`` in the current directory: ``showcase.quantreport.json``."""
+    target = spec.rpartition(":")[0] if ":" in spec and not spec.endswith(".py") else spec
+    stem = Path(target).stem or "model"
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+    return f"{stem}.quantreport.json"

@@ -1,0 +1,71 @@
+"""The calibration strip above the footer: what calibration did last, and its progress while it runs."""
+
+from __future__ import annotations
+
+from time import monotonic
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.timer import Timer
+from textual.widgets import ProgressBar, Static
+
+#: How often the elapsed time is redrawn while calibrating (seconds).
+TICK = 0.5
+
+
+class CalibrationBar(Horizontal):
+    """A status line; while calibrating, a progress bar of batches done / total and the elapsed time."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self.running = False
+        self.done = 0
+        self.total: int | None = None
+        self._started = 0.0
+        self._timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("Loading the model…", id="calibration-status")
+        yield ProgressBar(show_eta=False, id="calibration-progress")
+        yield Static("", id="calibration-count")
+
+    def start(self, text: str) -> None:
+        """Show the progress bar at zero with ``text`` beside it."""
+        self.running, self.done, self.total = True, 0, None
+        self._started = monotonic()
+        self.add_class("-running")
+        self._status(text, "")
+        self.query_one(ProgressBar).update(total=None, progress=0)
+        self._count()
+        self._timer = self.set_interval(TICK, self._count)
+
+    def advance(self, done: int, total: int | None) -> None:
+        """``done`` batches of ``total`` (None: unknown) have run."""
+        self.done, self.total = done, total
+        self.query_one(ProgressBar).update(total=total, progress=done)
+        self._count()
+
+    def stop(self, text: str, kind: str = "") -> None:
+        """Hide the progress bar and show ``text``; ``kind`` is "", "error" or "warning"."""
+        self.running = False
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.remove_class("-running")
+        self._status(text, kind)
+
+    def say(self, text: str, kind: str = "") -> None:
+        """Show ``text`` (when not calibrating, or beside the progress bar)."""
+        self._status(text, kind)
+
+    def _status(self, text: str, kind: str) -> None:
+        status = self.query_one("#calibration-status", Static)
+        status.update(Text(text))
+        status.set_class(kind == "error", "-error")
+        status.set_class(kind == "warning", "-warning")
+
+    def _count(self) -> None:
+        of = f"/{self.total}" if self.total is not None else ""
+        elapsed = monotonic() - self._started
+        self.query_one("#calibration-count", Static).update(f"{self.done}{of} batches · {elapsed:.1f} s")

@@ -1,0 +1,49 @@
+"""A per-channel bar chart, with the threshold line(s) it is held against.
+
+Plots only what it is given: a :class:`Series` from a finding (values, and a
+lower and/or upper threshold), or the per-channel minimum and maximum a
+:class:`PointSummary` recorded. Channels without a value (None) are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual_plotext import PlotextPlot
+
+from tui_quantreport.engine.report import Series
+
+THRESHOLD_COLOUR = "red"
+MAX_COLOUR = "orange"
+MIN_COLOUR = "blue"
+
+
+class ChannelPlot(PlotextPlot):
+    """One per-channel bar chart."""
+
+    def show_series(self, series: Series, colour: str) -> None:
+        """Bars of ``series.values`` per channel, and its ``lower``/``upper`` thresholds as lines."""
+        plt = self.plt
+        plt.clear_figure()
+        channels = [c for c, v in enumerate(series.values) if v is not None]
+        values = [v for v in series.values if v is not None]
+        plt.bar(channels, values, color=colour, width=0.6)
+        for line in (series.lower, series.upper):
+            if line is not None:
+                plt.hline(line, THRESHOLD_COLOUR)
+        thresholds = " / ".join(f"{v:g}" for v in (series.lower, series.upper) if v is not None)
+        plt.title(series.title + (f"  (threshold {thresholds})" if thresholds else ""))
+        plt.xlabel("channel")
+        plt.ylabel(series.ylabel)
+        self.refresh()
+
+    def show_range(self, title: str, channel_min: Sequence[float], channel_max: Sequence[float]) -> None:
+        """The minimum and maximum of every channel, as bars down and up from zero."""
+        plt = self.plt
+        plt.clear_figure()
+        channels = list(range(len(channel_max)))
+        plt.bar(channels, list(channel_max), color=MAX_COLOUR, width=0.6, label="max")
+        plt.bar(channels, list(channel_min), color=MIN_COLOUR, width=0.6, label="min")
+        plt.title(title)
+        plt.xlabel("channel")
+        self.refresh()

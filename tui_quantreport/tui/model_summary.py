@@ -1,0 +1,79 @@
+"""The model-level view, shown when the tree's root is selected.
+
+Counts of recommendations per detector, each detector's one-line summary, and
+the modules where the most detectors recommend a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Group
+from rich.text import Text
+from textual.widgets import Static
+
+from tui_quantreport.engine.report import Report
+from tui_quantreport.tui.badges import badge, badge_row
+
+#: How many modules the "matter most" list names.
+TOP_MODULES = 10
+
+
+class ModelSummary(Static):
+    """Findings per detector and the modules that matter most, for the whole model."""
+
+    def show_report(self, report: Report, detector_index: Mapping[str, int]) -> None:
+        """Render the summary of ``report``."""
+        heading = Text.assemble(
+            (report.spec, "bold"), f"  {report.model_class}, {report.user_module_count:,} modules, ",
+        )
+        if report.batches:
+            heading.append(f"calibrated on {report.batches:,} batches.")
+        else:
+            heading.append("not calibrated yet: press ")
+            heading.append("c", style="bold reverse")
+            heading.append(" to run the calibration batches through the model.")
+        parts: list[object] = [heading, Text()]
+
+        for name, detector in report.detectors.items():
+            count = len(detector.recommended)
+            parts.append(
+                Text.assemble(
+                    badge(detector.glyph, detector_index.get(name, 0)), " ", (detector.title, "bold"), "  ",
+                    (f"{count:,} recommended" if count else "nothing recommended", "bold #e5a84b" if count else "dim"),
+                )
+            )
+            summary = detector.summary if report.batches or count else "Waiting for calibration."
+            parts.append(Text(f"  {summary}", style="" if count else "dim"))
+        if not report.detectors:
+            parts.append(Text("No detector is enabled: tick one in the sidebar.", style="dim"))
+
+        ranked = self._modules_that_matter(report, detector_index)
+        if ranked:
+            parts += [Text(), Text("Modules that matter most", style="bold underline")]
+            for fqn, chips in ranked:
+                parts.append(Text.assemble("  ", badge_row(chips), "  ", fqn))
+            parts.append(Text("Press n / N to walk through every recommendation.", style="dim"))
+        if report.stale_params:
+            parts += [
+                Text(),
+                Text(
+                    "Settings changed since the last calibration need new data ("
+                    + ", ".join(report.stale_params) + "): press c to calibrate again.",
+                    style="#e5a84b",
+                ),
+            ]
+        self.update(Group(*parts))
+
+    @staticmethod
+    def _modules_that_matter(
+        report: Report, detector_index: Mapping[str, int]
+    ) -> list[tuple[str, list[tuple[str, int]]]]:
+        """Modules ranked by how many detectors recommend a change there (ties: tree order)."""
+        chips: dict[str, list[tuple[str, int]]] = {}
+        for name, detector in report.detectors.items():
+            for fqn in detector.recommended:
+                chips.setdefault(fqn, []).append((detector.glyph, detector_index.get(name, 0)))
+        order = {fqn: position for position, fqn in enumerate(report.modules)}
+        ranked = sorted(chips.items(), key=lambda item: (-len(item[1]), order.get(item[0], 0)))
+        return ranked[:TOP_MODULES]

@@ -1,0 +1,94 @@
+"""The detail view of the selected module: its recommendations, statistics and plots.
+
+With the model (the tree's root) selected it shows the model summary instead.
+The plots are bar charts of what the report holds: the per-channel input range
+the calibration recorded, and each finding's :class:`Series` (outlier ratios,
+the equalization metric) against its threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, Static
+
+from tui_quantreport.engine.report import Report
+from tui_quantreport.tui.badges import badge_rgb
+from tui_quantreport.tui.channel_plot import ChannelPlot
+from tui_quantreport.tui.findings_panel import FindingsPanel
+from tui_quantreport.tui.model_summary import ModelSummary
+from tui_quantreport.tui.stats_table import StatsTable
+
+
+RANGE_TITLE = "input range per channel (min and max seen)"
+
+
+class ModuleDetail(VerticalScroll):
+    """Everything about one module (or, for the root, the whole model)."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self.fqn: str | None = None
+        self._plots: list[ChannelPlot] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("Loading the model…", id="detail-title")
+        yield ModelSummary(id="model-summary")
+        with Vertical(id="module-view"):
+            yield FindingsPanel(id="findings")
+            yield Label("Statistics", classes="detail-heading")
+            yield StatsTable(id="stats")
+            yield Label("Per-channel plots", classes="detail-heading", id="plots-heading")
+            yield Vertical(id="plots")
+
+    def show_module(self, report: Report, fqn: str, detector_index: Mapping[str, int]) -> None:
+        """Show module ``fqn`` of ``report`` ("" shows the model summary)."""
+        self.fqn = fqn
+        module = report.modules.get(fqn)
+        summary = self.query_one(ModelSummary)
+        view = self.query_one("#module-view")
+        title = self.query_one("#detail-title", Static)
+        if not fqn or module is None:
+            title.update(Text.assemble(("Model summary", "bold"), f"  {report.model_class}"))
+            summary.show_report(report, detector_index)
+            summary.display, view.display = True, False
+            return
+        summary.display, view.display = False, True
+        title.update(
+            Text.assemble(
+                (fqn, "bold"), "  ", (module.class_name, "italic"),
+                (f"  · {module.params:,} parameters" if module.params else "", "dim"),
+            )
+        )
+        self.query_one(FindingsPanel).show_module(report, fqn, detector_index)
+        table = self.query_one(StatsTable)
+        table.show_points(module.points)
+        table.display = bool(module.points)
+        self._show_plots(report, fqn, detector_index)
+
+    def _show_plots(self, report: Report, fqn: str, detector_index: Mapping[str, int]) -> None:
+        """One plot per per-channel record: the input range, then each finding's series."""
+        draws: list[Callable[[ChannelPlot], None]] = []
+        for point in report.modules[fqn].points:
+            if point.role == "pre" and point.channel_max:
+                draws.append(partial(ChannelPlot.show_range, title=RANGE_TITLE, channel_min=point.channel_min,
+                                     channel_max=point.channel_max))
+        for finding in report.findings_for(fqn):
+            colour = badge_rgb(detector_index.get(finding.detector, 0))
+            for series in finding.series:
+                if any(v is not None for v in series.values):
+                    draws.append(partial(ChannelPlot.show_series, series=series, colour=colour))
+        while len(self._plots) < len(draws):
+            plot = ChannelPlot(classes="channel-plot")
+            self._plots.append(plot)
+            self.query_one("#plots").mount(plot)
+        for plot, draw in zip(self._plots, draws):
+            draw(plot)
+            plot.display = True
+        for plot in self._plots[len(draws):]:
+            plot.display = False
+        self.query_one("#plots-heading").display = bool(draws)
