@@ -8,6 +8,7 @@ without touching the model, so it can run after every threshold change.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -197,7 +198,8 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
             point = stats.point(fqn, role)
             if point is None:
                 continue
-            observed = point.calls > 0 and point.global_min <= point.global_max
+            # An accumulator that never started keeps (inf, -inf); NaN extremes still count as seen.
+            observed = point.calls > 0 and not (point.global_min == math.inf and point.global_max == -math.inf)
             points.append(
                 PointSummary(
                     role=role,

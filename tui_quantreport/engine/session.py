@@ -146,7 +146,9 @@ class _Observer:
         (shape, axis, percentiles), s = last
         if tuple(output.shape) != shape:
             return
-        derived = TensorSummary(
+        if s is None:
+            return
+        derived = TensorSummary.of(
             module.forward(s.channel_min.clone()),
             module.forward(s.channel_max.clone()),
             {p: module.forward(q.clone()) for p, q in s.percentiles.items()},
@@ -200,6 +202,8 @@ class Session:
                     observer.new_batch()
                     try:
                         call_batch(self.model, batch)
+                    except ObserverFault:
+                        raise
                     except Exception as exc:
                         raise self._explain_failure(batch, done + 1, exc) from exc
                     done += 1
@@ -288,23 +292,35 @@ class Session:
         )
 
 
+class ObserverFault(RuntimeError):
+    """A bug in our own hooks: kept apart from errors in the user's model or batches."""
+
+
+def _guarded_hook(run):
+    """Run a hook body; an exception there is ours, not the model's, and says so."""
+    try:
+        run()
+    except Exception as exc:
+        raise ObserverFault(f"tui-quantreport failed while observing: {type(exc).__name__}: {exc}") from exc
+
+
 def _pre_hook(observer: _Observer, point: Point):
     def hook(module, args, kwargs):
-        observer.observe(point, first_tensor(args) if args else first_tensor(kwargs))
+        _guarded_hook(lambda: observer.observe(point, first_tensor(args) if args else first_tensor(kwargs)))
 
     return hook
 
 
 def _post_hook(observer: _Observer, point: Point):
     def hook(module, args, output):
-        observer.observe(point, first_tensor(output))
+        _guarded_hook(lambda: observer.observe(point, first_tensor(output)))
 
     return hook
 
 
 def _propagate_hook(observer: _Observer, fqn: str):
     def hook(module, args, output):
-        observer.propagate(fqn, module, output)
+        _guarded_hook(lambda: observer.propagate(fqn, module, output))
 
     return hook
 

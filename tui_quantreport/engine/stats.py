@@ -33,12 +33,38 @@ MAX_SHAPES_KEPT = 4
 
 
 @dataclass(frozen=True)
+class OutlierTerms:
+    """One call's contribution to a channel's outlier statistics for one percentile."""
+
+    ratio: torch.Tensor  # q_max / q_p where q_p != 0, else 0
+    counted: torch.Tensor  # q_p != 0
+    constant: torch.Tensor  # q_max == q_0
+
+
+@dataclass(frozen=True)
 class TensorSummary:
-    """One tensor's per-channel reductions along one axis (on the tensor's device)."""
+    """One tensor's reductions along one channel axis (on the tensor's device).
+
+    Computed once per distinct tensor per batch and shared by every point that
+    sees it, so the accumulators only add.
+    """
 
     channel_min: torch.Tensor
     channel_max: torch.Tensor
+    call_min: torch.Tensor  # 0-d
+    call_max: torch.Tensor  # 0-d
     percentiles: dict[float, torch.Tensor]
+    outlier_terms: dict[float, OutlierTerms]
+
+    @classmethod
+    def of(cls, channel_min: torch.Tensor, channel_max: torch.Tensor, percentiles: dict[float, torch.Tensor]) -> "TensorSummary":
+        terms = {}
+        for p, q in percentiles.items():
+            counted = q != 0
+            terms[p] = OutlierTerms(
+                torch.where(counted, channel_max / q, 0.0), counted, channel_max == channel_min
+            )
+        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles, terms)
 
 
 def as_channels(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -51,26 +77,25 @@ def as_channels(x: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(a, shape[axis], b)
 
 
-def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary:
-    """Reduce ``x`` (any float dtype, any device) along channel ``axis``."""
+def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
+    """Reduce ``x`` (any float dtype, any device) along channel ``axis``; None when ``x`` is empty."""
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.float()
     x3 = as_channels(x, axis)
     if x3.numel() == 0:
-        empty = torch.empty(x3.shape[1], device=x.device)
-        return TensorSummary(empty, empty, {p: empty for p in percentiles})
+        return None
     channel_min = x3.amin(dim=(0, 2))
     channel_max = x3.amax(dim=(0, 2))
     n = x3.shape[0] * x3.shape[2]
     picked: dict[float, torch.Tensor] = {}
     if percentiles:
-        nan = torch.isnan(channel_min) | torch.isnan(channel_max)
+        # A channel holding NaN has a NaN maximum; torch.quantile then gives NaN, and so do we.
+        nan = torch.isnan(channel_max)
         for p in percentiles:
-            value = kth_smallest(x3, lower_quantile_index(p, n)).to(x.device)
-            # torch.quantile gives NaN for a channel holding NaN; so do we.
-            picked[p] = torch.where(nan, torch.full_like(value, math.nan), value)
-    return TensorSummary(channel_min, channel_max, picked)
+            value = kth_smallest(x3, lower_quantile_index(p, n))
+            picked[p] = torch.where(nan, channel_max, value.to(x.device, non_blocking=True))
+    return TensorSummary.of(channel_min, channel_max, picked)
 
 
 @dataclass(frozen=True)
@@ -168,39 +193,42 @@ class Accumulator:
         self.used: dict[float, torch.Tensor] = {}
         self.constant: dict[float, torch.Tensor] = {}
 
-    def update(self, shape: tuple[int, ...], axis: int, s: TensorSummary) -> None:
-        """Fold one call's summary in. Device ops only: no value is read back."""
+    def update(self, shape: tuple[int, ...], axis: int, s: TensorSummary | None) -> None:
+        """Fold one call's summary in: in-place device ops only, nothing read back."""
         self.calls += 1
         if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
             self.shapes.append(shape)
-        if s.channel_min.numel() == 0:
+        if s is None:
             return
-        call_min = s.channel_min.min()
-        call_max = s.channel_max.max()
         if self.range_sum is None:
-            self.axis = axis
-            self.range_sum = call_max - call_min
-            self.global_min, self.global_max = call_min, call_max
-            self.channel_min, self.channel_max = s.channel_min, s.channel_max
-            for p, q in s.percentiles.items():
-                ratio, used, constant = _percentile_terms(q, s)
-                self.ratio_sum[p], self.used[p], self.constant[p] = ratio, used, constant
+            self._start(axis, s)
             return
-        self.range_sum = self.range_sum + (call_max - call_min)
-        self.global_min = torch.minimum(self.global_min, call_min)
-        self.global_max = torch.maximum(self.global_max, call_max)
+        self.range_sum.add_(s.call_max - s.call_min)
+        torch.minimum(self.global_min, s.call_min, out=self.global_min)
+        torch.maximum(self.global_max, s.call_max, out=self.global_max)
         if axis != self.axis:
             self.axis_consistent = False
         if not self.channels_consistent or s.channel_min.shape != self.channel_min.shape:
             self.channels_consistent = False
             return
-        self.channel_min = torch.minimum(self.channel_min, s.channel_min)
-        self.channel_max = torch.maximum(self.channel_max, s.channel_max)
-        for p, q in s.percentiles.items():
-            ratio, used, constant = _percentile_terms(q, s)
-            self.ratio_sum[p] += ratio
-            self.used[p] += used
-            self.constant[p] += constant
+        torch.minimum(self.channel_min, s.channel_min, out=self.channel_min)
+        torch.maximum(self.channel_max, s.channel_max, out=self.channel_max)
+        for p, terms in s.outlier_terms.items():
+            self.ratio_sum[p].add_(terms.ratio)
+            self.used[p].add_(terms.counted)
+            self.constant[p].add_(terms.constant)
+
+    def _start(self, axis: int, s: TensorSummary) -> None:
+        # Copies: the summary may be shared with other points, and we update in place.
+        self.axis = axis
+        self.range_sum = s.call_max - s.call_min
+        self.global_min, self.global_max = s.call_min.clone(), s.call_max.clone()
+        self.channel_min, self.channel_max = s.channel_min.clone(), s.channel_max.clone()
+        for p, terms in s.outlier_terms.items():
+            self.ratio_sum[p] = terms.ratio.clone()
+            # Counts kept as float32 (exact below 2**24 calls) so adding a bool mask needs no cast.
+            self.used[p] = terms.counted.to(torch.float32)
+            self.constant[p] = terms.constant.to(torch.float32)
 
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
@@ -211,7 +239,9 @@ class Accumulator:
         if per_channel:
             percentiles = {
                 p: PercentileStats(
-                    self.ratio_sum[p].cpu(), self.used[p].cpu(), self.constant[p].cpu()
+                    self.ratio_sum[p].cpu(),
+                    self.used[p].to(torch.int64).cpu(),
+                    self.constant[p].to(torch.int64).cpu(),
                 )
                 for p in self.ratio_sum
             }
@@ -226,9 +256,3 @@ class Accumulator:
             channel_max=self.channel_max.cpu() if per_channel else None,
             percentiles=percentiles,
         )
-
-
-def _percentile_terms(q: torch.Tensor, s: TensorSummary) -> tuple[torch.Tensor, ...]:
-    counted = q != 0
-    ratio = torch.where(counted, s.channel_max / torch.where(counted, q, 1.0), 0.0)
-    return ratio, counted.to(torch.int64), (s.channel_max == s.channel_min).to(torch.int64)

@@ -25,6 +25,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Tree
 from textual.worker import get_current_worker
 
@@ -56,11 +57,15 @@ from tui_quantreport.tui.messages import (
 from tui_quantreport.tui.model_session import ModelSession
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.param_field import ParamField
 
 #: Below this many columns the sidebar is collapsed.
 NARROW_WIDTH = 100
 
 NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches through the model."
+
+#: Seconds the tree cursor must rest on a module before the detail view redraws.
+DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset({"calibrate", "export", "next_finding", "previous_finding", "filter", "toggle_helpers"})
@@ -73,16 +78,20 @@ class QuantReportApp(App[None]):
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {QuantReportCommands}
     BINDINGS: list[BindingType] = [
-        Binding("c", "calibrate", "Calibrate"),
-        Binding("escape", "cancel_calibration", "Cancel calibration"),
-        Binding("n", "next_finding", "Next finding"),
-        Binding("N", "previous_finding", "Prev finding", key_display="N"),
-        Binding("slash", "filter", "Filter"),
-        Binding("e", "export", "Export"),
-        Binding("o", "toggle_helpers", "Observers", show=False),
-        Binding("b", "toggle_sidebar", "Sidebar"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("c", "calibrate", "Calibrate", tooltip="Run the calibration batches through the model"),
+        Binding("escape", "cancel_calibration", "Cancel", priority=True,
+                tooltip="Cancel the calibration between batches; the previous results stay"),
+        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
+        Binding("N", "previous_finding", "Prev", key_display="N",
+                tooltip="Jump to the previous module with a recommendation"),
+        Binding("slash", "filter", "Filter", tooltip="Filter the module tree by name or class"),
+        Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
+        Binding("o", "toggle_helpers", "Observers", show=False,
+                tooltip="Show or hide the observers and fake quantizers of a prepared model"),
+        Binding("b", "toggle_sidebar", "Sidebar",
+                tooltip="Show or hide the sidebar (on a narrow terminal: in place of the detail view)"),
+        Binding("question_mark", "help", "Help", tooltip="This list of keys"),
+        Binding("q", "quit", "Quit", tooltip="Quit (a running calibration stops between batches)"),
     ]
 
     def __init__(self, spec: str, options: Namespace | None = None) -> None:
@@ -102,6 +111,8 @@ class QuantReportApp(App[None]):
         self._cancel = threading.Event()
         self._generation = 0
         self._recommended: list[str] = []
+        self._detail_fqn = ""
+        self._detail_timer: Timer | None = None
 
     # Layout -----------------------------------------------------------------
 
@@ -115,7 +126,7 @@ class QuantReportApp(App[None]):
             yield ModuleDetail(id="detail")
             yield DetectorSidebar(id="sidebar")
         yield CalibrationBar(id="calibration")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = self.spec
@@ -132,7 +143,9 @@ class QuantReportApp(App[None]):
 
     # Loading ----------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    # Each worker names itself: Textual would otherwise repr() the arguments (settings, stats) for its
+    # description, which formats every recorded tensor.
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
     def _load(self) -> None:
         """Import torch, build the model and its session, evaluate it uncalibrated (worker thread)."""
         try:
@@ -180,7 +193,7 @@ class QuantReportApp(App[None]):
         self._generation += 1
         self._evaluate(self.stats, self.settings, self._generation)
 
-    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
     def _evaluate(self, stats: Any, settings: Any, generation: int) -> None:
         model = self.model
         if model is None:
@@ -200,8 +213,17 @@ class QuantReportApp(App[None]):
 
     @on(ModuleHighlighted)
     def _module_highlighted(self, message: ModuleHighlighted) -> None:
+        """Show the highlighted module once the cursor rests (holding a key stays smooth)."""
+        self._detail_fqn = message.fqn
+        if self._detail_timer is None:
+            self._detail_timer = self.set_timer(DETAIL_DELAY, self._show_detail)
+        else:
+            self._detail_timer.reset()
+
+    def _show_detail(self) -> None:
+        self._detail_timer = None
         if self.report is not None:
-            self.query_one(ModuleDetail).show_module(self.report, message.fqn, self.detector_index)
+            self.query_one(ModuleDetail).show_module(self.report, self._detail_fqn, self.detector_index)
 
     # Settings ---------------------------------------------------------------
 
@@ -255,7 +277,7 @@ class QuantReportApp(App[None]):
     def _calibrate_requested(self) -> None:
         self.action_calibrate()
 
-    @work(thread=True, exclusive=True, group="calibrate", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="calibrate", exit_on_error=False, description="calibrate")
     def _calibrate(self, settings: Any, max_batches: int | None) -> None:
         worker = get_current_worker()
         model = self.model
@@ -375,6 +397,10 @@ class QuantReportApp(App[None]):
             self.query_one(FilterInput).display = False
         self.query_one(ModuleTree).focus()
 
+    def action_focus_tree(self) -> None:
+        """Put the keyboard back on the module tree."""
+        self.query_one(ModuleTree).focus()
+
     def action_toggle_helpers(self) -> None:
         """Show or hide the observers and fake quantizers of a prepared model."""
         tree = self.query_one(ModuleTree)
@@ -414,7 +440,7 @@ class QuantReportApp(App[None]):
             found = []
             for binding in bindings:
                 if isinstance(binding, Binding) and binding.description:
-                    found.append((self.get_key_display(binding), binding.description))
+                    found.append((self.get_key_display(binding), binding.tooltip or binding.description))
             return found
 
         return [
@@ -432,6 +458,7 @@ class QuantReportApp(App[None]):
             ("Sidebar", [
                 ("space / enter", "Tick or untick a detector, press the Calibrate button"),
                 ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
+                *rows(ParamField.BINDINGS),
             ]),
             ("Detail view", [("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots")]),
             ("Export dialog", [("enter", "Write the file"), *rows(ExportDialog.BINDINGS)]),
@@ -441,8 +468,8 @@ class QuantReportApp(App[None]):
         """Hide Cancel unless calibrating; disable model actions until the model is loaded."""
         if self.load_failed and action not in ("quit", "help", "command_palette"):
             return False
-        if action == "cancel_calibration":
-            return self.calibrating
+        if action == "cancel_calibration":  # a priority key: only while calibrating, on the main screen
+            return self.calibrating and len(self.screen_stack) == 1
         if action in MODEL_ACTIONS and self.model is None:
             return None
         return True

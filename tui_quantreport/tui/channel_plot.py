@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui_quantreport.engine.report import Series
@@ -19,7 +20,20 @@ MIN_COLOUR = "blue"
 
 
 class ChannelPlot(PlotextPlot):
-    """One per-channel bar chart."""
+    """One per-channel bar chart; the drawing is kept until the data or the size changes."""
+
+    def __init__(self, *, classes: str | None = None) -> None:
+        super().__init__(classes=classes)
+        self._drawn: tuple[object, ...] | None = None
+        self._drawing: RenderResult = ""
+        self._version = 0
+
+    def render(self) -> RenderResult:
+        key = (self._version, self.size, self.app.theme)
+        if key != self._drawn:
+            self._drawing = super().render()
+            self._drawn = key
+        return self._drawing
 
     def show_series(self, series: Series, colour: str) -> None:
         """Bars of ``series.values`` per channel, and its ``lower``/``upper`` thresholds as lines."""
@@ -35,6 +49,7 @@ class ChannelPlot(PlotextPlot):
         plt.title(series.title + (f"  (threshold {thresholds})" if thresholds else ""))
         plt.xlabel("channel")
         plt.ylabel(series.ylabel)
+        self._version += 1
         self.refresh()
 
     def show_range(self, title: str, channel_min: Sequence[float], channel_max: Sequence[float]) -> None:
@@ -46,4 +61,5 @@ class ChannelPlot(PlotextPlot):
         plt.bar(channels, list(channel_min), color=MIN_COLOUR, width=0.6, label="min")
         plt.title(title)
         plt.xlabel("channel")
+        self._version += 1
         self.refresh()

@@ -6,6 +6,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Label, Select
 
@@ -16,6 +17,8 @@ from tui_quantreport.tui.param_field import APP_OWNER, field_id
 
 class ChoiceField(Vertical):
     """A labelled select for a ``choice`` :class:`Param`; a change is posted as ``ParamChanged``."""
+
+    BINDINGS = [Binding("escape", "app.focus_tree", "Back to the tree")]
 
     def __init__(self, owner: str, param: Param, value: Any) -> None:
         super().__init__(id=f"field-{owner or APP_OWNER}-{param.name}", classes="param-field")

@@ -29,11 +29,15 @@ CH_AXIS = Param(
 )
 BATCHES = Param("batches", None, "calibrate on at most this many batches (empty: all of them)", kind="int", low=1)
 
-DETECTORS_STALE = "A detector enabled since the last calibration has no data yet: press c to calibrate."
+DETECTORS_STALE = "No data yet for {names} (enabled since the last calibration): press c to calibrate."
 
 
 class DetectorSidebar(VerticalScroll):
     """Checkboxes for the detectors, inputs for their parameters, and the Calibrate action."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self._titles: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Loading detectors…", classes="sidebar-note")
@@ -54,7 +58,8 @@ class DetectorSidebar(VerticalScroll):
             group = Vertical(*fields, id=f"params-{detector.name}", classes="param-group")
             group.display = enabled
             widgets += [box, group]
-        note = Static(DETECTORS_STALE, id="detectors-stale", classes="sidebar-note -stale")
+        self._titles = {detector.name: detector.title for detector in detectors}
+        note = Static("", id="detectors-stale", classes="sidebar-note -stale")
         note.display = False
         widgets += [
             note,
@@ -84,8 +89,10 @@ class DetectorSidebar(VerticalScroll):
             if isinstance(field, (ParamField, ChoiceField)):
                 key = f"{field.owner}.{field.param.name}" if field.owner else field.param.name
                 field.set_stale(key in stale)
-        for note in self.query("#detectors-stale"):
-            note.display = "detectors" in stale
+        missing = [title for name, title in self._titles.items() if name in stale]
+        for note in self.query("#detectors-stale").results(Static):
+            note.update(Text(DETECTORS_STALE.format(names=", ".join(missing))))
+            note.display = bool(missing)
 
     @on(Checkbox.Changed)
     def _toggled(self, event: Checkbox.Changed) -> None:

@@ -48,7 +48,5 @@ class FindingsPanel(Static):
             text.append(f"  {marker} {evidence.label} = ", style="bold" if evidence.decides else "")
             text.append(number(evidence.value), style="bold" if evidence.decides else "")
             text.append(f"   ({evidence.threshold})", style="dim")
-            if evidence.decides:
-                text.append("  decides", style="italic")
             text.append("\n")
         return text

@@ -91,7 +91,7 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.analysis import evaluate, observation_plan
+        from tui_quantreport.engine.analysis import calibrate, evaluate
         from tui_quantreport.engine.spec import open_batches
 
         loaded_model = self.loaded_model
@@ -104,9 +104,10 @@ class ModelSession:
         if counted is not None and counted.length is not None:
             # A known length lets the progress bar show batches done of total.
             limit = counted.length if max_batches is None else min(max_batches, counted.length)
-        stats = self.session.calibrate(
+        stats = calibrate(
+            self.session,
             batches,
-            observation_plan(self.session.catalog, settings),
+            settings,
             max_batches=limit,
             progress=progress,
             should_cancel=should_cancel,

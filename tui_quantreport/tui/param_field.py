@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Label, Static
 
@@ -43,6 +44,8 @@ def format_value(param: Param, value: Any) -> str:
 
 class ParamField(Vertical):
     """A labelled input for one :class:`Param`, validated as the user types."""
+
+    BINDINGS = [Binding("escape", "app.focus_tree", "Back to the tree")]
 
     def __init__(self, owner: str, param: Param, value: Any, *, blank: str | None = None) -> None:
         """``owner`` is the detector's name ("" for the app's settings); ``blank`` is what an empty input means."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from textual.widgets import DataTable
+from rich import box
+from rich.table import Table
+from textual.widgets import Static
 
 from tui_quantreport.engine.report import PointSummary
 from tui_quantreport.tui.formatting import number, shapes
@@ -24,18 +26,23 @@ ROWS: tuple[tuple[str, Callable[[PointSummary], str]], ...] = (
 )
 
 
-class StatsTable(DataTable):
+class StatsTable(Static):
     """One column per observed side of the module (input, output), one row per statistic."""
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
-        super().__init__(id=id, cursor_type="none", zebra_stripes=True, show_cursor=False)
-        self.can_focus = False
+    points: tuple[PointSummary, ...] = ()
 
     def show_points(self, points: Sequence[PointSummary]) -> None:
         """Show ``points`` (a module's :attr:`ModuleSummary.points`)."""
-        self.clear(columns=True)
-        self.add_column("statistic", key="statistic")
+        self.points = tuple(points)
+        table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False, show_edge=False)
+        table.add_column("statistic", style="dim", no_wrap=True)
         for point in points:
-            self.add_column(ROLE_TITLES.get(point.role, point.role), key=point.role)
+            table.add_column(ROLE_TITLES.get(point.role, point.role), overflow="fold")
         for label, read in ROWS:
-            self.add_row(label, *(read(point) for point in points))
+            table.add_row(label, *(read(point) for point in points))
+        self.update(table)
+
+    @property
+    def row_count(self) -> int:
+        """How many statistics are shown (0 when the module was not observed)."""
+        return len(ROWS) if self.points else 0

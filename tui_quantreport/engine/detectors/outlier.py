@@ -111,6 +111,17 @@ class OutlierDetector(Detector):
         ratio = torch.where(ratio < 1, 1 / ratio, ratio)
         ratios = ratio.tolist()
         finite = [r for r in ratios if r == r]
+        if not finite:
+            why = (
+                "its input held NaN or infinite values"
+                if not point.finite
+                else f"the {percentile * 100:g}th percentile was 0 in every batch for every channel"
+            )
+            return Unjudged(
+                Status.NOT_APPLICABLE,
+                f"No channel of the input of '{fqn}' has a usable percentile ratio: {why}.",
+                empty,
+            )
         return Ratios(
             class_name, point.calls, point.finite, ratios, used.tolist(),
             stats.constant.tolist(), point.channel_max.tolist(), max(finite) if finite else None,
