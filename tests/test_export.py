@@ -87,3 +87,15 @@ def test_write_into_a_directory_or_missing_directory_fails_clearly(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         write_atomic(tmp_path / "nope" / "r.json", "x")
     assert os.listdir(tmp_path) == []
+
+
+def test_exported_file_gets_the_usual_permissions(tmp_path):
+    fresh = write_atomic(tmp_path / "new.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    write_atomic(kept, "new")
+    assert kept.stat().st_mode & 0o777 == 0o640

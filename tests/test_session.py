@@ -168,3 +168,21 @@ def test_changing_an_observed_parameter_marks_it_stale():
         "dynamic_vs_static_detector", "input_weight_equalization_detector",
     )
     assert evaluate(session.catalog, stats, settings.with_enabled("per_channel", False)).stale_params == ()
+
+
+def test_open_batches_keeps_the_length_of_a_list_source():
+    loaded = load_model("drifting_mlp")
+    batches = open_batches(loaded)
+    assert len(batches) == 24
+    assert sum(1 for _ in batches) == 24
+
+
+def test_ranked_modules_put_the_most_flagged_first():
+    loaded = load_model("showcase")
+    session = Session(loaded.model)
+    settings = Settings.build()
+    report = evaluate(session.catalog, calibrate(session, open_batches(loaded), settings), settings)
+    ranked = report.ranked_modules()
+    counts = [len(detectors) for _, detectors in ranked]
+    assert counts == sorted(counts, reverse=True) and counts[0] >= 3
+    assert {fqn for fqn, _ in ranked} == set(report.recommended_modules())

@@ -51,9 +51,10 @@ def test_summarize_reduces_along_the_requested_axis():
     x = torch.randn(4, 3, 5, 6)
     s = summarize(x, 1, (0.5,))
     per_channel = x.transpose(0, 1).reshape(3, -1)
-    assert torch.equal(s.channel_min, per_channel.min(dim=1).values)
-    assert torch.equal(s.channel_max, per_channel.max(dim=1).values)
-    assert torch.equal(s.percentiles[0.5], torch.quantile(per_channel, 0.5, dim=1, interpolation="lower"))
+    assert torch.equal(torch.as_tensor(s.channel_min), per_channel.min(dim=1).values)
+    assert torch.equal(torch.as_tensor(s.channel_max), per_channel.max(dim=1).values)
+    expected = torch.quantile(per_channel, 0.5, dim=1, interpolation="lower")
+    assert torch.equal(torch.as_tensor(s.percentiles[0.5]), expected)
     last = summarize(x, 3, ())
     assert last.channel_min.shape == (6,)
 
@@ -64,6 +65,8 @@ def test_summarize_gives_nan_for_channels_holding_nan():
     s = summarize(x, 1, (0.975,))
     assert math.isnan(s.percentiles[0.975][1])
     assert not math.isnan(s.percentiles[0.975][0])
+    # Like torch.amin/amax, the channel's min and max are NaN too.
+    assert math.isnan(s.channel_min[1]) and math.isnan(s.channel_max[1])
 
 
 def _mlp():
@@ -142,6 +145,32 @@ class _HostReadTrap:
             return original(self, *args, **kwargs)
 
         return guarded
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_host_and_device_paths_give_identical_stats(monkeypatch, dense):
+    """The NumPy path used for CPU tensors and the torch path used on accelerators agree exactly."""
+    model = _mlp()
+    batches = _batches(6)
+    if not dense:  # repeated values (zeros) and a NaN take the sorting branch and the NaN handling
+        batches = [b.clamp(min=0) for b in batches]
+        batches[2][0, 3] = math.nan
+    host = _calibrate(model, batches)
+    monkeypatch.setattr(selection, "on_host", lambda x: False)
+    device = _calibrate(model, batches)
+    assert host.points.keys() == device.points.keys()
+    for key, a in host.points.items():
+        b = device.points[key]
+        assert (a.calls, a.shapes) == (b.calls, b.shapes)
+        same = lambda x, y: x == y or (math.isnan(x) and math.isnan(y))  # noqa: E731
+        assert same(a.global_min, b.global_min) and same(a.global_max, b.global_max)
+        assert same(a.range_sum, b.range_sum)
+        assert torch.equal(a.channel_min.nan_to_num(7.0), b.channel_min.nan_to_num(7.0))
+        assert torch.equal(a.channel_max.nan_to_num(7.0), b.channel_max.nan_to_num(7.0))
+        for p, stats in a.percentiles.items():
+            other = b.percentiles[p]
+            assert torch.equal(stats.ratio_sum.nan_to_num(7.0), other.ratio_sum.nan_to_num(7.0))
+            assert torch.equal(stats.used, other.used) and torch.equal(stats.constant, other.constant)
 
 
 def test_per_batch_path_reads_nothing_back_to_the_host(monkeypatch):

@@ -122,6 +122,8 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp_name, _existing_mode(target) or 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -137,6 +139,19 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
             except OSError:
                 pass
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _existing_mode(target: Path) -> int | None:
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        return None
 
 
 def _finite(value: Any) -> Any:

@@ -29,6 +29,12 @@ class Evidence:
     value: float | None
     threshold: str  # as people read it: "<= 0.5", "in [0.5, 2]", "> 3.5"
     decides: bool  # whether this comparison is the one that triggered the verdict
+    shown: str = ""  # the value as people read it, in the threshold's unit ("43%", "yes")
+
+    def __post_init__(self) -> None:
+        if not self.shown:
+            text = "undefined" if self.value is None else f"{self.value:.4g}"
+            object.__setattr__(self, "shown", text)
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,18 @@ class Report:
     def findings_for(self, fqn: str) -> list[Finding]:
         """Every enabled detector's finding on module ``fqn``, in registry order."""
         return [d.findings[fqn] for d in self.detectors.values() if fqn in d.findings]
+
+    def ranked_modules(self) -> list[tuple[str, list[str]]]:
+        """Modules with recommendations, most recommending detectors first (then tree order).
+
+        Each entry is the module's fqn and the names of the detectors that recommend a change.
+        """
+        order = {fqn: i for i, fqn in enumerate(self.modules)}
+        flagged: dict[str, list[str]] = {}
+        for name, det in self.detectors.items():
+            for fqn in det.recommended:
+                flagged.setdefault(fqn, []).append(name)
+        return sorted(flagged.items(), key=lambda item: (-len(item[1]), order.get(item[0], len(order))))
 
     def recommended_modules(self) -> list[str]:
         """Modules with at least one recommendation, in tree order."""

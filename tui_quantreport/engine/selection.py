@@ -1,26 +1,36 @@
 """Exact per-channel order statistics without ``torch.quantile``'s limits.
 
-``kth_smallest(x3, k)`` returns, for every channel ``c`` of a ``(A, C, B)``
-float32 tensor, the ``k``-th smallest (0-based) of its ``A * B`` values: what
-``torch.quantile(..., interpolation="lower")`` returns for ``k = floor(q (n-1))``,
-with no input-size limit.
+For every channel ``c`` of a ``(A, C, B)`` float32 tensor, the ``k``-th smallest
+(0-based) of its ``A * B`` values: what ``torch.quantile(...,
+interpolation="lower")`` returns for ``k = floor(q (n-1))``, with no input-size
+limit.
 
-On the CPU it works on one contiguous per-channel copy with NumPy: its
-introselect (``np.partition``, linear time, about 7x faster than
-``torch.kthvalue``) on ordinary data, and its vectorised sort where values
-repeat a lot (post-ReLU zeros, quantized inputs), which slow introselect down
-by 10x or more while the sort is unaffected. On other devices it uses
-``torch.kthvalue``, which stays on the device and needs no host synchronisation.
+On the host (CPU tensors) the work is one contiguous per-channel copy and, in
+place on it, NumPy's introselect (``np.partition``: linear time, about 7x faster
+than ``torch.kthvalue``) or NumPy's vectorised sort. The sort is used for short
+rows (as fast as selecting, and it yields each channel's min and max for free)
+and where values repeat a lot (post-ReLU zeros, quantized inputs), which slow
+introselect down by 10x or more. On other devices ``torch.kthvalue`` is used:
+it stays on the device and needs no host synchronisation.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
 
+#: Rows this short are sorted outright: as fast as selecting, and immune to repeats.
+SORT_BELOW = 2048
+#: Values probed per row to estimate how often values repeat.
+REPEAT_PROBE = 256
+#: Share of equal neighbours in the sorted probe above which rows are sorted.
+REPEAT_SHARE = 0.05
 
+
+@lru_cache(maxsize=4096)
 def lower_quantile_index(q: float, n: int) -> int:
     """The 0-based sorted index that ``torch.quantile(..., interpolation="lower")`` reads.
 
@@ -31,12 +41,28 @@ def lower_quantile_index(q: float, n: int) -> int:
     return int(math.floor(float(rank)))
 
 
-#: Rows this short are sorted outright: as fast as selecting, and immune to repeats.
-SORT_BELOW = 2048
-#: Values probed per row to estimate how often values repeat.
-REPEAT_PROBE = 256
-#: Share of equal neighbours in the sorted probe above which rows are sorted.
-REPEAT_SHARE = 0.05
+def on_host(x: torch.Tensor) -> bool:
+    """Whether ``x`` lives in host memory, where NumPy can read it without a device sync."""
+    return x.device.type == "cpu"
+
+
+def host_rows(x3: torch.Tensor) -> np.ndarray:
+    """A contiguous ``(C, A*B)`` NumPy copy of a host tensor, ours to reorder (never a view)."""
+    a, c, b = x3.shape
+    return np.array(x3.numpy().transpose(1, 0, 2), order="C").reshape(c, a * b)
+
+
+def order_rows(rows: np.ndarray, ks: list[int]) -> bool:
+    """Reorder each row in place so that the ``ks`` positions hold their order statistics.
+
+    Returns True when the rows were fully sorted (so column 0 is each row's
+    minimum and column -1 its maximum, NaN sorting last).
+    """
+    if rows.shape[1] <= SORT_BELOW or _repeats_a_lot(rows):
+        rows.sort(axis=1)
+        return True
+    rows.partition(ks, axis=1)
+    return False
 
 
 def _repeats_a_lot(rows: np.ndarray) -> bool:
@@ -47,29 +73,15 @@ def _repeats_a_lot(rows: np.ndarray) -> bool:
     return equal > REPEAT_SHARE * probe.size
 
 
-def on_host(x: torch.Tensor) -> bool:
-    """Whether ``x`` lives in host memory, where NumPy can read it without a device sync."""
-    return x.device.type == "cpu"
-
-
 def kth_smallest(x3: torch.Tensor, k: int) -> torch.Tensor:
     """Per-channel ``k``-th smallest value (0-based) of ``x3`` shaped ``(A, C, B)``.
 
     NaN sorts last here; callers that need NaN to propagate (as
     ``torch.quantile`` does) mask those channels themselves.
     """
-    c = x3.shape[1]
-    rows = x3.transpose(0, 1).reshape(c, -1)
     if on_host(x3):
-        if rows.untyped_storage().data_ptr() == x3.untyped_storage().data_ptr():
-            # reshape returned a (possibly strided) view: partition our own contiguous copy,
-            # never the model's tensor.
-            rows = rows.clone(memory_format=torch.contiguous_format)
-        array = rows.numpy()
-        # In place, on our own copy.
-        if array.shape[1] <= SORT_BELOW or _repeats_a_lot(array):
-            array.sort(axis=1)
-        else:
-            array.partition(k, axis=1)
-        return torch.from_numpy(array[:, k].copy())
-    return rows.kthvalue(k + 1, dim=1).values
+        rows = host_rows(x3)
+        order_rows(rows, [k])
+        return torch.from_numpy(rows[:, k].copy())
+    c = x3.shape[1]
+    return x3.transpose(0, 1).reshape(c, -1).kthvalue(k + 1, dim=1).values

@@ -50,12 +50,12 @@ class Stats:
     """What one calibration produced: immutable, CPU-resident, mergeable."""
 
     batches: int
-    points: Mapping[Point, PointStats]
-    weights: Mapping[str, WeightRange]
-    plan: Mapping[Point, PointRequest]
+    points: Mapping[Point, PointStats] = field(repr=False)
+    weights: Mapping[str, WeightRange] = field(repr=False)
+    plan: Mapping[Point, PointRequest] = field(repr=False)
     seconds: float = 0.0
     #: The settings that decided what was recorded (see analysis.observed_settings); None if unknown.
-    observed: Mapping[str, Any] | None = None
+    observed: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def empty(cls) -> "Stats":
@@ -148,11 +148,7 @@ class _Observer:
             return
         if s is None:
             return
-        derived = TensorSummary.of(
-            module.forward(s.channel_min.clone()),
-            module.forward(s.channel_max.clone()),
-            {p: module.forward(q.clone()) for p, q in s.percentiles.items()},
-        )
+        derived = s.mapped(module.forward)
         self._cache[(id(output), output._version, axis, percentiles)] = (weakref.ref(output), derived)
 
 

@@ -87,8 +87,27 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
     return LoadedModel(spec, model, batches_factory, batches_spec)
 
 
-def open_batches(loaded: LoadedModel) -> Iterator[Any]:
-    """An iterator over the calibration batches; a clear error when there are none."""
+class Batches:
+    """The calibration batches: an iterator that knows its length when the source did."""
+
+    def __init__(self, iterator: Iterator[Any], length: int | None):
+        self._iterator = iterator
+        self.length = length
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterator
+
+    def __next__(self) -> Any:
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("these calibration batches come from a generator of unknown length")
+        return self.length
+
+
+def open_batches(loaded: LoadedModel) -> Batches:
+    """The calibration batches (sized when the source is); a clear error when there are none."""
     if loaded.batches_factory is None:
         raise SpecError(
             f"{loaded.spec}: no calibration data: define {BATCHES_FACTORY}() in the model file "
@@ -102,12 +121,16 @@ def open_batches(loaded: LoadedModel) -> Iterator[Any]:
             f"{loaded.batches_spec}: returned {type(batches).__name__}, which is not an iterable of batches"
         ) from None
     try:
+        length = len(batches)
+    except TypeError:
+        length = None
+    try:
         first = next(iterator)
     except StopIteration:
         raise SpecError(f"{loaded.batches_spec}: yielded zero batches; calibration needs at least one") from None
     except Exception as exc:
         raise SpecError(f"{loaded.batches_spec}: failed while producing the first batch: {_describe(exc)}") from None
-    return itertools.chain([first], _guarded(iterator, loaded.batches_spec))
+    return Batches(itertools.chain([first], _guarded(iterator, loaded.batches_spec)), length)
 
 
 def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:

@@ -23,48 +23,105 @@ execution of the module; a module run twice per forward contributes twice):
 from __future__ import annotations
 
 import math
+from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
-from tui_quantreport.engine.selection import kth_smallest, lower_quantile_index
+from tui_quantreport.engine import selection
+from tui_quantreport.engine.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
 
 MAX_SHAPES_KEPT = 4
+
+#: One array library's in-place operations, so one accumulator serves both paths:
+#: NumPy for host tensors (a small op costs a third of a torch op there) and torch
+#: for device tensors (which never leave the device).
+Ops = namedtuple("Ops", "minimum maximum add copy counts to_cpu")
+HOST_OPS = Ops(
+    np.minimum, np.maximum, np.add, np.copy,
+    lambda a: a.astype(np.float32),
+    torch.from_numpy,
+)
+DEVICE_OPS = Ops(
+    torch.minimum, torch.maximum, torch.add, torch.clone,
+    lambda t: t.to(torch.float32),
+    lambda t: t.cpu(),
+)
 
 
 @dataclass(frozen=True)
 class OutlierTerms:
     """One call's contribution to a channel's outlier statistics for one percentile."""
 
-    ratio: torch.Tensor  # q_max / q_p where q_p != 0, else 0
-    counted: torch.Tensor  # q_p != 0
-    constant: torch.Tensor  # q_max == q_0
+    ratio: Any  # q_max / q_p where q_p != 0, else 0
+    counted: Any  # q_p != 0
+    constant: Any  # q_max == q_0
 
 
 @dataclass(frozen=True)
 class TensorSummary:
-    """One tensor's reductions along one channel axis (on the tensor's device).
+    """One tensor's reductions along one channel axis.
 
-    Computed once per distinct tensor per batch and shared by every point that
-    sees it, so the accumulators only add.
+    NumPy arrays for host tensors, torch tensors (on the tensor's device)
+    otherwise. Computed once per distinct tensor per batch and shared by every
+    point that sees it, so the accumulators only add.
     """
 
-    channel_min: torch.Tensor
-    channel_max: torch.Tensor
-    call_min: torch.Tensor  # 0-d
-    call_max: torch.Tensor  # 0-d
-    percentiles: dict[float, torch.Tensor]
+    channel_min: Any
+    channel_max: Any
+    call_min: Any  # scalar (NumPy) or 0-d tensor
+    call_max: Any
+    percentiles: dict[float, Any]
     outlier_terms: dict[float, OutlierTerms]
 
+    @property
+    def ops(self) -> Ops:
+        return HOST_OPS if isinstance(self.channel_min, np.ndarray) else DEVICE_OPS
+
     @classmethod
-    def of(cls, channel_min: torch.Tensor, channel_max: torch.Tensor, percentiles: dict[float, torch.Tensor]) -> "TensorSummary":
+    def on_host(cls, channel_min: np.ndarray, channel_max: np.ndarray, percentiles: dict[float, np.ndarray]) -> "TensorSummary":
         terms = {}
         for p, q in percentiles.items():
             counted = q != 0
-            terms[p] = OutlierTerms(
-                torch.where(counted, channel_max / q, 0.0), counted, channel_max == channel_min
-            )
+            ratio = np.zeros_like(channel_max)
+            if np.isinf(channel_max).any():
+                with np.errstate(invalid="ignore"):  # inf / inf is NaN, as on the device
+                    np.divide(channel_max, q, out=ratio, where=counted)
+            else:
+                np.divide(channel_max, q, out=ratio, where=counted)
+            terms[p] = OutlierTerms(ratio, counted, channel_max == channel_min)
         return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles, terms)
+
+    @classmethod
+    def on_device(cls, channel_min: torch.Tensor, channel_max: torch.Tensor, percentiles: dict[float, torch.Tensor]) -> "TensorSummary":
+        terms = {}
+        for p, q in percentiles.items():
+            counted = q != 0
+            terms[p] = OutlierTerms(torch.where(counted, channel_max / q, 0.0), counted, channel_max == channel_min)
+        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles, terms)
+
+    def mapped(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TensorSummary":
+        """The summary of ``fn(x)`` for an elementwise, order-preserving ``fn``.
+
+        Per-channel min, max and order statistics commute with such a function,
+        so they are ``fn`` of this summary's, exactly.
+        """
+        if isinstance(self.channel_min, np.ndarray):
+            def apply(a):
+                return fn(torch.from_numpy(a.copy())).numpy()
+
+            build = TensorSummary.on_host
+        else:
+            def apply(t):
+                return fn(t.clone())
+
+            build = TensorSummary.on_device
+        return build(
+            apply(self.channel_min), apply(self.channel_max), {p: apply(q) for p, q in self.percentiles.items()}
+        )
 
 
 def as_channels(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -85,17 +142,42 @@ def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> Ten
     x3 = as_channels(x, axis)
     if x3.numel() == 0:
         return None
+    if selection.on_host(x3):
+        return _summarize_on_host(x3, percentiles)
+    return _summarize_on_device(x3, percentiles)
+
+
+def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...]) -> TensorSummary:
+    if not percentiles:
+        return TensorSummary.on_host(x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy(), {})
+    n = x3.shape[0] * x3.shape[2]
+    ks = [lower_quantile_index(p, n) for p in percentiles]
+    rows = host_rows(x3)
+    if order_rows(rows, ks):
+        channel_min, channel_max = rows[:, 0].copy(), rows[:, -1].copy()
+    else:
+        channel_min, channel_max = x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy()
+    picked = {p: rows[:, k].copy() for p, k in zip(percentiles, ks)}
+    # NaN sorts last, so a channel holding NaN has a NaN maximum. torch.amin and
+    # torch.quantile give NaN for such a channel; so do we.
+    nan = np.isnan(channel_max)
+    if nan.any():
+        channel_min[nan] = np.nan
+        for q in picked.values():
+            q[nan] = np.nan
+    return TensorSummary.on_host(channel_min, channel_max, picked)
+
+
+def _summarize_on_device(x3: torch.Tensor, percentiles: tuple[float, ...]) -> TensorSummary:
     channel_min = x3.amin(dim=(0, 2))
     channel_max = x3.amax(dim=(0, 2))
     n = x3.shape[0] * x3.shape[2]
-    picked: dict[float, torch.Tensor] = {}
+    picked = {}
     if percentiles:
-        # A channel holding NaN has a NaN maximum; torch.quantile then gives NaN, and so do we.
         nan = torch.isnan(channel_max)
         for p in percentiles:
-            value = kth_smallest(x3, lower_quantile_index(p, n))
-            picked[p] = torch.where(nan, channel_max, value.to(x.device, non_blocking=True))
-    return TensorSummary.of(channel_min, channel_max, picked)
+            picked[p] = torch.where(nan, channel_max, kth_smallest(x3, lower_quantile_index(p, n)))
+    return TensorSummary.on_device(channel_min, channel_max, picked)
 
 
 @dataclass(frozen=True)
@@ -184,17 +266,18 @@ class Accumulator:
         self.axis_consistent = True
         self.channels_consistent = True
         self.shapes: list[tuple[int, ...]] = []
-        self.range_sum: torch.Tensor | None = None
-        self.global_min: torch.Tensor | None = None
-        self.global_max: torch.Tensor | None = None
-        self.channel_min: torch.Tensor | None = None
-        self.channel_max: torch.Tensor | None = None
-        self.ratio_sum: dict[float, torch.Tensor] = {}
-        self.used: dict[float, torch.Tensor] = {}
-        self.constant: dict[float, torch.Tensor] = {}
+        self.range_sum: Any = None
+        self.global_min: Any = None
+        self.global_max: Any = None
+        self.channel_min: Any = None
+        self.channel_max: Any = None
+        self.ratio_sum: dict[float, Any] = {}
+        self.used: dict[float, Any] = {}
+        self.constant: dict[float, Any] = {}
+        self.ops: Ops = HOST_OPS
 
     def update(self, shape: tuple[int, ...], axis: int, s: TensorSummary | None) -> None:
-        """Fold one call's summary in: in-place device ops only, nothing read back."""
+        """Fold one call's summary in: in-place array ops only, nothing read back."""
         self.calls += 1
         if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
             self.shapes.append(shape)
@@ -203,45 +286,48 @@ class Accumulator:
         if self.range_sum is None:
             self._start(axis, s)
             return
-        self.range_sum.add_(s.call_max - s.call_min)
-        torch.minimum(self.global_min, s.call_min, out=self.global_min)
-        torch.maximum(self.global_max, s.call_max, out=self.global_max)
+        ops = self.ops
+        self.range_sum = self.range_sum + (s.call_max - s.call_min)
+        self.global_min = ops.minimum(self.global_min, s.call_min)
+        self.global_max = ops.maximum(self.global_max, s.call_max)
         if axis != self.axis:
             self.axis_consistent = False
         if not self.channels_consistent or s.channel_min.shape != self.channel_min.shape:
             self.channels_consistent = False
             return
-        torch.minimum(self.channel_min, s.channel_min, out=self.channel_min)
-        torch.maximum(self.channel_max, s.channel_max, out=self.channel_max)
+        ops.minimum(self.channel_min, s.channel_min, out=self.channel_min)
+        ops.maximum(self.channel_max, s.channel_max, out=self.channel_max)
         for p, terms in s.outlier_terms.items():
-            self.ratio_sum[p].add_(terms.ratio)
-            self.used[p].add_(terms.counted)
-            self.constant[p].add_(terms.constant)
+            ops.add(self.ratio_sum[p], terms.ratio, out=self.ratio_sum[p])
+            ops.add(self.used[p], terms.counted, out=self.used[p])
+            ops.add(self.constant[p], terms.constant, out=self.constant[p])
 
     def _start(self, axis: int, s: TensorSummary) -> None:
         # Copies: the summary may be shared with other points, and we update in place.
+        self.ops = ops = s.ops
         self.axis = axis
         self.range_sum = s.call_max - s.call_min
-        self.global_min, self.global_max = s.call_min.clone(), s.call_max.clone()
-        self.channel_min, self.channel_max = s.channel_min.clone(), s.channel_max.clone()
+        self.global_min, self.global_max = s.call_min, s.call_max
+        self.channel_min, self.channel_max = ops.copy(s.channel_min), ops.copy(s.channel_max)
         for p, terms in s.outlier_terms.items():
-            self.ratio_sum[p] = terms.ratio.clone()
+            self.ratio_sum[p] = ops.copy(terms.ratio)
             # Counts kept as float32 (exact below 2**24 calls) so adding a bool mask needs no cast.
-            self.used[p] = terms.counted.to(torch.float32)
-            self.constant[p] = terms.constant.to(torch.float32)
+            self.used[p] = ops.counts(terms.counted)
+            self.constant[p] = ops.counts(terms.constant)
 
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
         if self.range_sum is None:
             return PointStats(self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None)
         per_channel = self.channels_consistent
+        to_cpu = self.ops.to_cpu
         percentiles = {}
         if per_channel:
             percentiles = {
                 p: PercentileStats(
-                    self.ratio_sum[p].cpu(),
-                    self.used[p].to(torch.int64).cpu(),
-                    self.constant[p].to(torch.int64).cpu(),
+                    to_cpu(self.ratio_sum[p]),
+                    to_cpu(self.used[p]).to(torch.int64),
+                    to_cpu(self.constant[p]).to(torch.int64),
                 )
                 for p in self.ratio_sum
             }
@@ -252,7 +338,7 @@ class Accumulator:
             global_min=float(self.global_min),
             global_max=float(self.global_max),
             range_sum=float(self.range_sum),
-            channel_min=self.channel_min.cpu() if per_channel else None,
-            channel_max=self.channel_max.cpu() if per_channel else None,
+            channel_min=to_cpu(self.channel_min) if per_channel else None,
+            channel_max=to_cpu(self.channel_max) if per_channel else None,
             percentiles=percentiles,
         )

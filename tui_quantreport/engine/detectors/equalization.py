@@ -138,7 +138,9 @@ class InputWeightEqualizationDetector(Detector):
         recommended = share >= MODULE_FRACTION
         input_range = measured.input_range
         values = dict(measured.values, recommended=recommended, channel_recommended=per_channel, ratio_threshold=threshold)
-        evidence = (Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True),)
+        evidence = (
+            Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True, f"{share:.0%}"),
+        )
         series = (
             Series("equalization metric s_c per input channel", tuple(metric), threshold, upper, "s_c"),
             Series("input range per channel", input_range, ylabel="max - min"),

@@ -77,7 +77,9 @@ class PerChannelDetector(Detector):
         else:
             how = f"its qconfig's weight quantizer is {scheme.description}"
         values = {"per_channel_supported": True, "per_channel_used": used}
-        evidence = (Evidence("weights quantized per channel", float(used), "= 1 (yes)", not used),)
+        evidence = (
+            Evidence("weights quantized per channel", float(used), "yes is best", not used, "yes" if used else "no"),
+        )
         if used:
             return Finding(
                 self.name, fqn, Status.OK, "Per-channel weights already used",
