@@ -26,7 +26,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Tree
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
@@ -38,7 +39,7 @@ from tui_quantreport.tui.detector_sidebar import DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.filter_input import FilterInput
-from tui_quantreport.tui.help_screen import HelpScreen, HelpSection
+from tui_quantreport.tui.help_screen import HelpScreen, key_sections
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
     CalibrationFailed,
@@ -54,21 +55,29 @@ from tui_quantreport.tui.messages import (
     ParamChanged,
     ReportUpdated,
 )
-from tui_quantreport.tui.model_session import ModelSession
+from tui_quantreport.tui.model_session import ModelSession, warm_up
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.param_field import ParamField
+from tui_quantreport.tui.param_field import field_id
 
 #: Below this many columns the sidebar is collapsed.
 NARROW_WIDTH = 100
 
 NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches through the model."
 
+#: The parameter the ``t`` key edits: (detector, parameter).
+TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
+
+#: Actions bound to priority keys (see :meth:`QuantReportApp.check_action`).
+PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance"})
+
 #: Seconds the tree cursor must rest on a module before the detail view redraws.
 DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
-MODEL_ACTIONS = frozenset({"calibrate", "export", "next_finding", "previous_finding", "filter", "toggle_helpers"})
+MODEL_ACTIONS = frozenset(
+    {"export", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
+)
 
 
 class QuantReportApp(App[None]):
@@ -84,8 +93,11 @@ class QuantReportApp(App[None]):
         Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
         Binding("N", "previous_finding", "Prev", key_display="N",
                 tooltip="Jump to the previous module with a recommendation"),
-        Binding("slash", "filter", "Filter", tooltip="Filter the module tree by name or class"),
+        Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
         Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
+        Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
+                tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
                 tooltip="Show or hide the observers and fake quantizers of a prepared model"),
         Binding("b", "toggle_sidebar", "Sidebar",
@@ -108,6 +120,7 @@ class QuantReportApp(App[None]):
         self.max_batches: int | None = getattr(options, "batches", None) if options is not None else None
         self.calibrating = False
         self.load_failed = False
+        self._calibrate_when_loaded = False
         self._cancel = threading.Event()
         self._generation = 0
         self._recommended: list[str] = []
@@ -127,6 +140,11 @@ class QuantReportApp(App[None]):
             yield DetectorSidebar(id="sidebar")
         yield CalibrationBar(id="calibration")
         yield Footer(compact=True)
+
+    def on_load(self) -> None:
+        # Start importing torch while Textual sets up the screen; the loader worker then finds it
+        # (partly) imported. A daemon thread: quitting never waits for it.
+        threading.Thread(target=warm_up, name="import-torch", daemon=True).start()
 
     def on_mount(self) -> None:
         self.sub_title = self.spec
@@ -168,6 +186,8 @@ class QuantReportApp(App[None]):
         self._show_report(loaded.report)
         self.query_one(CalibrationBar).say(NOT_CALIBRATED)
         self.refresh_bindings()
+        if self._calibrate_when_loaded:
+            self.action_calibrate()
 
     @on(ModelLoadFailed)
     def _model_failed(self, message: ModelLoadFailed) -> None:
@@ -262,7 +282,8 @@ class QuantReportApp(App[None]):
     def action_calibrate(self) -> None:
         """Run the calibration batches through the model in a worker thread."""
         if self.model is None:
-            self.notify("The model is still loading.")
+            self._calibrate_when_loaded = True
+            self.query_one(CalibrationBar).say("Calibration starts as soon as the model has loaded…")
             return
         if self.calibrating:
             self.notify("Already calibrating: Esc cancels.")
@@ -301,7 +322,10 @@ class QuantReportApp(App[None]):
 
     @on(CalibrationProgress)
     def _calibration_progress(self, message: CalibrationProgress) -> None:
-        self.query_one(CalibrationBar).advance(message.done, message.total)
+        bar = self.query_one(CalibrationBar)
+        bar.advance(message.done, message.total)
+        if message.total is not None and message.done == message.total:
+            bar.say("All batches seen; judging the modules…")
 
     @on(CalibrationFinished)
     def _calibration_finished(self, message: CalibrationFinished) -> None:
@@ -382,7 +406,15 @@ class QuantReportApp(App[None]):
         """Show the filter box and focus it."""
         box = self.query_one(FilterInput)
         box.display = True
-        box.focus()
+        self._focus_now(box)
+
+    def action_clear_filter(self) -> None:
+        """Show every module again."""
+        box = self.query_one(FilterInput)
+        box.value = ""
+        box.display = False
+        self.query_one(ModuleTree).filter_text = ""
+        self.query_one(ModuleTree).rebuild()
 
     @on(FilterChanged)
     def _filter_changed(self, message: FilterChanged) -> None:
@@ -395,11 +427,27 @@ class QuantReportApp(App[None]):
     def _filter_closed(self, message: FilterClosed) -> None:
         if message.cleared:
             self.query_one(FilterInput).display = False
-        self.query_one(ModuleTree).focus()
+        self._focus_now(self.query_one(ModuleTree))
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus ``widget`` before the next key is handled (``Widget.focus`` waits a turn, so
+        quickly typed keys after ``/`` would otherwise go to the tree)."""
+        self.screen.set_focus(widget)
 
     def action_focus_tree(self) -> None:
         """Put the keyboard back on the module tree."""
-        self.query_one(ModuleTree).focus()
+        self._focus_now(self.query_one(ModuleTree))
+
+    def action_focus_tolerance(self) -> None:
+        """Focus the dynamic-vs-static tolerance in the sidebar (showing the sidebar if needed)."""
+        detector, name = TOLERANCE
+        if self.settings is None or detector not in self.settings.enabled:
+            self.notify("The dynamic-vs-static detector is off: tick it in the sidebar first.")
+            return
+        main = self.query_one("#main")
+        if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
+            main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
+        self._focus_now(self.query_one(f"#{field_id(detector, name)}"))
 
     def action_toggle_helpers(self) -> None:
         """Show or hide the observers and fake quantizers of a prepared model."""
@@ -426,50 +474,27 @@ class QuantReportApp(App[None]):
             self.notify(f"Wrote the report to {path}", title="Exported")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.help_sections()))
+        self.push_screen(HelpScreen(key_sections(self)))
 
     async def action_quit(self) -> None:
         """Quit, asking a running calibration to stop between batches."""
         self._cancel.set()
         self.exit()
 
-    def help_sections(self) -> list[HelpSection]:
-        """Every key, by where it works, read from the bindings themselves."""
-
-        def rows(bindings: list[BindingType]) -> list[tuple[str, str]]:
-            found = []
-            for binding in bindings:
-                if isinstance(binding, Binding) and binding.description:
-                    found.append((self.get_key_display(binding), binding.tooltip or binding.description))
-            return found
-
-        return [
-            ("Anywhere", rows(self.BINDINGS) + [
-                ("^p", "Command palette: every action, detector toggles, jump to a module"),
-                ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
-            ]),
-            ("Module tree", [
-                ("↑ / ↓", "Move between modules (the detail view follows)"),
-                *rows(ModuleTree.BINDINGS),
-                *rows([b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down")]),
-                ("home / end / pgup / pgdn", "First, last, previous or next page of modules"),
-            ]),
-            ("Filter box", [("enter", "Keep the filter and go back to the tree"), *rows(FilterInput.BINDINGS)]),
-            ("Sidebar", [
-                ("space / enter", "Tick or untick a detector, press the Calibrate button"),
-                ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
-                *rows(ParamField.BINDINGS),
-            ]),
-            ("Detail view", [("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots")]),
-            ("Export dialog", [("enter", "Write the file"), *rows(ExportDialog.BINDINGS)]),
-        ]
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide Cancel unless calibrating; disable model actions until the model is loaded."""
+        """Hide Cancel unless calibrating; disable model actions until the model is loaded; let text
+        fields and dialogs have the priority keys."""
         if self.load_failed and action not in ("quit", "help", "command_palette"):
             return False
-        if action == "cancel_calibration":  # a priority key: only while calibrating, on the main screen
-            return self.calibrating and len(self.screen_stack) == 1
+        if action in PRIORITY_ACTIONS and (len(self.screen_stack) > 1 or isinstance(self.focused, Input)):
+            # Priority keys act before the focused widget sees them (so "/gate" typed fast lands in
+            # the filter box), except on a dialog or in a text field, where the key is typed; there
+            # Escape first leaves the field (press it again to cancel a calibration).
+            return False
+        if action == "cancel_calibration":
+            return self.calibrating
+        if action == "clear_filter":
+            return bool(self.query_one(ModuleTree).filter_text)
         if action in MODEL_ACTIONS and self.model is None:
             return None
         return True

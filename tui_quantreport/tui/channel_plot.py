@@ -45,8 +45,8 @@ class ChannelPlot(PlotextPlot):
         for line in (series.lower, series.upper):
             if line is not None:
                 plt.hline(line, THRESHOLD_COLOUR)
-        thresholds = " / ".join(f"{v:g}" for v in (series.lower, series.upper) if v is not None)
-        plt.title(series.title + (f"  (threshold {thresholds})" if thresholds else ""))
+        self.border_title = series.title
+        self.border_subtitle = _limits(series.lower, series.upper)
         plt.xlabel("channel")
         plt.ylabel(series.ylabel)
         self._version += 1
@@ -59,7 +59,17 @@ class ChannelPlot(PlotextPlot):
         channels = list(range(len(channel_max)))
         plt.bar(channels, list(channel_max), color=MAX_COLOUR, width=0.6, label="max")
         plt.bar(channels, list(channel_min), color=MIN_COLOUR, width=0.6, label="min")
-        plt.title(title)
+        self.border_title = title
+        self.border_subtitle = ""
         plt.xlabel("channel")
         self._version += 1
         self.refresh()
+
+
+def _limits(lower: float | None, upper: float | None) -> str:
+    """The red lines in words: ``red: band [0.5, 2]`` or ``red: threshold 3.5``."""
+    if lower is not None and upper is not None:
+        return f"red: band [{lower:g}, {upper:g}]"
+    if lower is not None or upper is not None:
+        return f"red: threshold {lower if lower is not None else upper:g}"
+    return ""

@@ -34,6 +34,7 @@ class QuantReportCommands(Provider):
             ("Previous finding", "Move to the previous module with a recommendation (N)",
              app.action_previous_finding),
             ("Filter modules", "Filter the module tree by name or class (/)", app.action_filter),
+            ("Edit the tolerance", "The dynamic-vs-static tolerance in the sidebar (t)", app.action_focus_tolerance),
             ("Show or hide observers", "Observers and fake quantizers of a prepared model (o)",
              app.action_toggle_helpers),
             ("Show or hide the sidebar", "Detectors, parameters and calibration settings (b)",
@@ -49,9 +50,13 @@ class QuantReportCommands(Provider):
                  partial(app.set_detector_enabled, detector.name, detector.name not in enabled))
             )
         if app.report is not None:
+            advice: dict[str, list[str]] = {}
+            for detector in app.report.detectors.values():
+                for fqn in detector.recommended:
+                    advice.setdefault(fqn, []).append(detector.title)
             for fqn in app.report.recommended_modules():
-                headlines = "; ".join(f.headline for f in app.report.findings_for(fqn) if f.recommended)
-                found.append((f"Go to {fqn}", headlines, partial(app.go_to_module, fqn)))
+                help_text = "Recommended by: " + ", ".join(advice[fqn])
+                found.append((f"Go to {fqn}", help_text, partial(app.go_to_module, fqn)))
         return found
 
     async def discover(self) -> Hits:

@@ -46,7 +46,7 @@ class FindingsPanel(Static):
         for evidence in finding.evidence:
             marker = "▶" if evidence.decides else "·"
             text.append(f"  {marker} {evidence.label} = ", style="bold" if evidence.decides else "")
-            text.append(number(evidence.value), style="bold" if evidence.decides else "")
+            text.append(evidence.shown, style="bold" if evidence.decides else "")
             text.append(f"   ({evidence.threshold})", style="dim")
             text.append("\n")
         return text

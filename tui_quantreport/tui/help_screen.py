@@ -1,16 +1,25 @@
-"""The help screen (``?``): every key the app answers to, by where it works."""
+"""The help screen (``?``): every key the app answers to, by where it works.
+
+The rows are read from the bindings themselves (their tooltip, or else their
+description), so a new binding shows up here without a change to this file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Static, Tree
+
+from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.filter_input import FilterInput
+from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.param_field import ParamField
 
 #: A section of the help: its title and (keys, what they do) rows.
 HelpSection = tuple[str, Sequence[tuple[str, str]]]
@@ -34,10 +43,44 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("tui-quantreport: keys", style="bold"), id="help-title")
             for title, rows in self.sections:
                 table = Table.grid(padding=(0, 2))
-                table.add_column(style="bold #e5a84b", no_wrap=True, min_width=14)
+                table.add_column(style="bold #e5a84b", no_wrap=True, min_width=24)
                 table.add_column()
                 for keys, description in rows:
                     table.add_row(keys, description)
                 yield Static(Text(title, style="bold underline"), classes="help-section-title")
                 yield Static(table, classes="help-section")
             yield Static(Text("Escape closes this screen.", style="dim"), id="help-footer")
+
+
+def key_sections(app: App) -> list[HelpSection]:
+    """Every key of ``app``, by where it works."""
+
+    def rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
+        return [
+            (app.get_key_display(binding), binding.tooltip or binding.description)
+            for binding in bindings
+            if isinstance(binding, Binding) and binding.description
+        ]
+
+    tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down")]
+    return [
+        ("Anywhere", [
+            *rows(app.BINDINGS),
+            ("^p", "Command palette: every action, detector toggles, jump to a module"),
+            ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
+        ]),
+        ("Module tree", [
+            ("↑ / ↓", "Move between modules (the detail view follows)"),
+            *rows(ModuleTree.BINDINGS),
+            *rows(tree_keys),
+            ("home / end / pgup / pgdn", "First, last, previous or next page of modules"),
+        ]),
+        ("Filter box", [("enter", "Keep the filter and go back to the tree"), *rows(FilterInput.BINDINGS)]),
+        ("Sidebar", [
+            ("space / enter", "Tick or untick a detector, press the Calibrate button"),
+            ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
+            *rows(ParamField.BINDINGS),
+        ]),
+        ("Detail view", [("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots")]),
+        ("Export dialog", [("enter", "Write the file"), *rows(ExportDialog.BINDINGS)]),
+    ]

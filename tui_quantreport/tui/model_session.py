@@ -39,6 +39,12 @@ class Calibrated:
     settings: Any
 
 
+def warm_up() -> None:
+    """Import torch and the engine's torch side (run in a background thread while the app starts)."""
+    import tui_quantreport.engine.analysis  # noqa: F401 - imports torch, the session and the detectors
+    import tui_quantreport.engine.spec  # noqa: F401
+
+
 class ModelSession:
     """One loaded model and its engine session."""
 

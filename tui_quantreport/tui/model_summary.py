@@ -69,11 +69,8 @@ class ModelSummary(Static):
     def _modules_that_matter(
         report: Report, detector_index: Mapping[str, int]
     ) -> list[tuple[str, list[tuple[str, int]]]]:
-        """Modules ranked by how many detectors recommend a change there (ties: tree order)."""
-        chips: dict[str, list[tuple[str, int]]] = {}
-        for name, detector in report.detectors.items():
-            for fqn in detector.recommended:
-                chips.setdefault(fqn, []).append((detector.glyph, detector_index.get(name, 0)))
-        order = {fqn: position for position, fqn in enumerate(report.modules)}
-        ranked = sorted(chips.items(), key=lambda item: (-len(item[1]), order.get(item[0], 0)))
-        return ranked[:TOP_MODULES]
+        """The engine's ranking (most recommending detectors first), as badge chips."""
+        return [
+            (fqn, [(report.detectors[name].glyph, detector_index.get(name, 0)) for name in names])
+            for fqn, names in report.ranked_modules()[:TOP_MODULES]
+        ]

@@ -24,7 +24,7 @@ from tui_quantreport.tui.model_summary import ModelSummary
 from tui_quantreport.tui.stats_table import StatsTable
 
 
-RANGE_TITLE = "input range per channel (min and max seen)"
+RANGE_TITLE = "input min and max per channel"
 
 
 class ModuleDetail(VerticalScroll):
@@ -40,7 +40,7 @@ class ModuleDetail(VerticalScroll):
         yield ModelSummary(id="model-summary")
         with Vertical(id="module-view"):
             yield FindingsPanel(id="findings")
-            yield Label("Statistics", classes="detail-heading")
+            yield Label("Statistics", classes="detail-heading", id="stats-heading")
             yield StatsTable(id="stats")
             yield Label("Per-channel plots", classes="detail-heading", id="plots-heading")
             yield Vertical(id="plots")
@@ -68,6 +68,7 @@ class ModuleDetail(VerticalScroll):
         table = self.query_one(StatsTable)
         table.show_points(module.points)
         table.display = bool(module.points)
+        self.query_one("#stats-heading").display = bool(module.points)
         self._show_plots(report, fqn, detector_index)
 
     def _show_plots(self, report: Report, fqn: str, detector_index: Mapping[str, int]) -> None:

@@ -1,0 +1,90 @@
+"""Snapshots of the app's screens (pytest-textual-snapshot), at 120x40.
+
+Regenerate after an intended change with ``pytest tests/test_app_snapshots.py
+--snapshot-update`` and look at the SVGs in ``tests/__snapshots__/``. Each
+snapshot is taken when nothing moves: no calibration running (so no elapsed
+time or progress bar), no notification, the tree focused.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from tui_quantreport.tui.app import QuantReportApp
+from tui_quantreport.tui.module_detail import ModuleDetail
+from tui_quantreport.tui.module_tree import ModuleTree
+
+MODELS = Path(__file__).parent / "app_models"
+SIZE = (120, 40)
+SHOWCASE_BATCHES = 8
+
+
+def make_app(model: str = "showcase") -> QuantReportApp:
+    options = Namespace(
+        model=model, calibration=None, batches=SHOWCASE_BATCHES, backend=None, detectors=None,
+        tolerance=None, param=[], ch_axis=None,
+    )
+    return QuantReportApp(model, options)
+
+
+async def loaded(pilot) -> None:
+    """Wait for the model to load (the loader imports torch in a worker thread)."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def calibrated(pilot) -> None:
+    await loaded(pilot)
+    await pilot.press("c")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def on_a_module_with_findings(pilot) -> None:
+    """Calibrate, then press n until the cursor is on the first conv layer, and let the detail view follow."""
+    await calibrated(pilot)
+    tree = pilot.app.query_one(ModuleTree)
+    while tree.current_fqn != "rgb_stem.conv1":
+        await pilot.press("n")
+    detail = pilot.app.query_one(ModuleDetail)
+    while detail.fqn != tree.current_fqn:
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+def test_main_screen_before_calibration(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=loaded)
+
+
+def test_main_screen_after_calibration(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=calibrated)
+
+
+def test_detail_view_of_a_module_with_findings(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=on_a_module_with_findings)
+
+
+def test_help_screen(snap_compare) -> None:
+    async def help_open(pilot) -> None:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=help_open)
+
+
+def test_error_screen(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(MODELS)  # a relative spec keeps the message the same on every machine
+    assert snap_compare(make_app("broken_model.py"), terminal_size=SIZE, run_before=loaded)
+
+
+def test_detail_view_plots(snap_compare) -> None:
+    async def plots_in_view(pilot) -> None:
+        await on_a_module_with_findings(pilot)
+        detail = pilot.app.query_one(ModuleDetail)
+        detail.scroll_to_widget(detail.query_one("#plots-heading"), top=True, animate=False)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=plots_in_view)
