@@ -1,0 +1,76 @@
+"""Where our calibration time goes: ``python -m benchmarks.profile_calibration [MODEL] [--top 10] [--torch]``.
+
+Profiles ``Session.calibrate`` (all four detectors) on one benchmark model
+(default: the float conv net) with cProfile, sorted by own time, after a
+warm-up; ``--torch`` also prints torch.profiler's operator table. Threads are
+fixed at 1, as in the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+import warnings
+
+import torch
+
+from benchmarks.models import all_cases
+from benchmarks.run import plain_pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_calibration")
+    parser.add_argument("model", nargs="?", default="convnet_per_tensor", choices=list(all_cases()))
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"))
+    parser.add_argument("--torch", action="store_true", help="also run torch.profiler")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+
+    from tui_quantreport.engine import Session, Settings, observation_plan
+
+    case = all_cases()[args.model]
+    model, _ = case.build()
+    batches = case.batches(args.batches)
+    session = Session(model.eval())
+    plan = observation_plan(session.catalog, Settings.build())
+    session.calibrate(batches, plan)  # warm-up
+    plain_pass(model, batches)
+
+    started = time.perf_counter()
+    plain_pass(model, batches)
+    plain = time.perf_counter() - started
+    started = time.perf_counter()
+    session.calibrate(batches, plan)
+    ours = time.perf_counter() - started
+    n = len(batches)
+    print(
+        f"{args.model}: {n} batches, {len(plan)} points; plain {plain / n * 1e3:.2f} ms/batch, "
+        f"ours {ours / n * 1e3:.2f} ms/batch ({ours / plain:.2f}x), unprofiled"
+    )
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    session.calibrate(batches, plan)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(args.sort).print_stats(args.top)
+    print(out.getvalue())
+
+    if args.torch:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            session.calibrate(batches, plan)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""benchmarks/results.md: one section per device, merged, never clobbering the others.
+
+Sections are delimited by HTML comments (``<!-- section: KEY -->`` ...
+``<!-- end section: KEY -->``) with KEY ``cpu`` or ``cuda: <card name>``; a run
+replaces only its own device's section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TITLE = "# tui-quantreport performance benchmark"
+INTRO = (
+    "Produced by `python -m benchmarks.run` (see `benchmarks/README.md`). One section per device; "
+    "each run replaces only its own device's section. Medians of the repetitions after a warm-up; "
+    "numbers are measurements, not pass/fail tests."
+)
+_SECTION = re.compile(r"<!-- section: (?P<key>.+?) -->\n(?P<body>.*?)<!-- end section: (?P=key) -->\n?", re.S)
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    return {m.group("key"): m.group("body") for m in _SECTION.finditer(text)}
+
+
+def read_header(path: Path) -> str | None:
+    """The machine/date block between the intro and the first section, if any."""
+    if not path.exists():
+        return None
+    text = path.read_text(encoding="utf-8")
+    start = text.find(INTRO)
+    end = text.find("<!-- section: ")
+    if start < 0 or end < 0:
+        return None
+    header = text[start + len(INTRO) : end].strip()
+    return header or None
+
+
+def write_results(path: Path, key: str, body: str, header: str) -> None:
+    """Merge ``body`` as section ``key``; ``header`` (machine, date) goes under the title.
+
+    The header describes the CPU run's machine: a CUDA run (often on another
+    machine) keeps the existing header and carries its own machine lines.
+    """
+    sections = read_sections(path)
+    if key != "cpu":
+        header = read_header(path) or header
+    sections[key] = body if body.endswith("\n") else body + "\n"
+    order = sorted(sections, key=lambda k: (k != "cpu", k))
+    parts = [TITLE, "", INTRO, "", header.rstrip(), ""]
+    for name in order:
+        parts.append(f"<!-- section: {name} -->")
+        parts.append(sections[name].rstrip("\n"))
+        parts.append(f"<!-- end section: {name} -->")
+        parts.append("")
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,441 @@
+"""The benchmark: ``python -m benchmarks.run [--threads 1] [--repeats 3] [--batches N]
+[--device cpu|cuda] [--models a,b] [--quick] [--no-write]``.
+
+In one process, on the same batches, with the thread count fixed, it times per
+model:
+
+- **plain**: ``model.eval()`` + ``torch.no_grad()`` forward over the batches;
+- **ours**: ``Session.calibrate(batches, plan)`` with all four detectors, end to
+  end (hooks attached and removed, stats frozen); ``evaluate`` is timed apart;
+- **reference**: torch's ``ModelReport`` with the same four detectors on a
+  ``prepare_fx`` copy of the model (``get_default_qconfig_mapping("x86")``),
+  timing the batches after ``prepare_detailed_calibration()``; its
+  ``generate_model_report`` is timed apart. Failures are reported, not raised.
+
+Each contender runs once as a warm-up, then ``--repeats`` times, interleaved;
+the table shows medians in ms per batch. Then: re-evaluation after a threshold
+change on the 2,000+ module sample, the stats snapshot's bytes after 10 and 100
+batches, and the app's launch-to-populated-tree time. The report is printed and
+written to ``benchmarks/results.md`` (one section per device, merged).
+
+A benchmark is not a test: nothing here asserts on a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import os
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import extras
+from benchmarks.machine import cpu_model, describe
+from benchmarks.models import DEFAULT_MODELS, all_cases
+from benchmarks.reference import describe_failure, generate_report, prepare_reference, short_reason
+from benchmarks.results_file import write_results
+from benchmarks.timing import call_batch, fmt_bytes, fmt_ms, fmt_ratio, median, timed, to_device
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+#: The issue's targets (CPU, 1 thread, medians). Reported, never asserted.
+TARGET_OURS_PLAIN = 1.3
+TARGET_REF_OURS = 10.0
+TARGET_REEVAL_MS = 20.0
+TARGET_LAUNCH_S = 2.0
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    batches: int = 0
+    batch_shape: str = ""
+    modules: int = 0
+    points: int = 0
+    plain_ms: float | None = None
+    ours_ms: float | None = None
+    ours_failure: str | None = None
+    evaluate_ms: float | None = None
+    ref_ms: float | None = None
+    ref_failure: str | None = None
+    ref_prepare_s: float | None = None
+    ref_observers: int = 0
+    ref_report_ms: float | None = None
+    ref_report_failure: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ours_over_plain(self) -> float | None:
+        if self.ours_ms is None or not self.plain_ms:
+            return None
+        return self.ours_ms / self.plain_ms
+
+    @property
+    def ref_over_ours(self) -> float | None:
+        if self.ref_ms is None or not self.ours_ms:
+            return None
+        return self.ref_ms / self.ours_ms
+
+
+def log(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def shape_of(batch: Any) -> str:
+    if isinstance(batch, torch.Tensor):
+        return "x".join(str(d) for d in batch.shape)
+    if isinstance(batch, dict):
+        return ", ".join(f"{k}: {shape_of(v)}" for k, v in batch.items())
+    if isinstance(batch, (tuple, list)):
+        return "(" + ", ".join(shape_of(v) for v in batch) + ")"
+    return type(batch).__name__
+
+
+def plain_pass(model: torch.nn.Module, batches: list[Any]) -> None:
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            call_batch(model, batch)
+
+
+def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | None, label_suffix: str) -> Row:
+    from tui_quantreport.engine import Session, Settings, evaluate, observation_plan
+
+    case = all_cases()[key]
+    row = Row(key, key + label_suffix)
+    model, note = case.build()
+    model = model.eval()
+    if note:
+        row.notes.append(note)
+    batches_cpu = case.batches(n_batches)
+    row.batches = len(batches_cpu)
+    row.batch_shape = shape_of(batches_cpu[0])
+
+    # The reference is prepared first, on a deep copy of the untouched CPU model.
+    reference = None
+    try:
+        reference = prepare_reference(model, batches_cpu[0], device)
+        row.ref_prepare_s = reference.prepare_seconds
+        row.ref_observers = reference.observers
+    except Exception as exc:  # noqa: BLE001 - the table reports why
+        row.ref_failure = short_reason(exc)
+
+    model = model.to(device)
+    batches = to_device(batches_cpu, device)
+    if device.type != "cpu":
+        del batches_cpu
+    session = Session(model, label=key)
+    settings = Settings.build()
+    plan = observation_plan(session.catalog, settings)
+    row.modules = len(session.catalog.modules)
+    row.points = len(plan)
+
+    def ours() -> Any:
+        return session.calibrate(batches, plan)
+
+    def run_reference() -> None:
+        plain_pass(reference.model, batches)
+
+    # Warm-up: one pass of each contender.
+    plain_pass(model, batches)
+    try:
+        stats = ours()
+    except Exception as exc:  # noqa: BLE001
+        row.ours_failure = "fails: " + describe_failure(exc)
+    if reference is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run_reference()
+        except Exception as exc:  # noqa: BLE001
+            row.ref_failure = short_reason(exc)
+            reference = None
+
+    plain_s, ours_s, ref_s, eval_s = [], [], [], []
+    for _ in range(repeats):
+        seconds, _ = timed(lambda: plain_pass(model, batches), device)
+        plain_s.append(seconds)
+        if row.ours_failure is None:
+            seconds, stats = timed(ours, device)
+            ours_s.append(seconds)
+            seconds, _ = timed(lambda: evaluate(session.catalog, stats, settings), device)
+            eval_s.append(seconds)
+        if reference is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                seconds, _ = timed(run_reference, device)
+            ref_s.append(seconds)
+
+    n = len(batches)
+    row.plain_ms = median(plain_s) / n * 1e3
+    if ours_s:
+        row.ours_ms = median(ours_s) / n * 1e3
+        row.evaluate_ms = median(eval_s) * 1e3
+    if ref_s:
+        row.ref_ms = median(ref_s) / n * 1e3
+        try:
+            seconds, _ = timed(lambda: generate_report(reference), device)
+            row.ref_report_ms = seconds * 1e3
+        except Exception as exc:  # noqa: BLE001
+            row.ref_report_failure = describe_failure(exc)
+
+    del model, batches, session, reference
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def main_table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| model | plain ms/batch | ours ms/batch | ours/plain | reference ms/batch | reference/ours |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ours = row.ours_failure or fmt_ms(row.ours_ms)
+        if row.ref_failure:
+            ref, ratio = row.ref_failure, "-"
+        else:
+            mark = " †" if row.ref_report_failure else ""
+            ref, ratio = fmt_ms(row.ref_ms) + mark, fmt_ratio(row.ref_over_ours)
+        lines.append(
+            f"| {row.label} | {fmt_ms(row.plain_ms)} | {ours} | {fmt_ratio(row.ours_over_plain)} | {ref} | {ratio} |"
+        )
+    return lines
+
+
+def detail_table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| model | batches | batch shape | modules | points observed (ours) | ours evaluate ms | "
+        "reference prepare s | reference observers | reference generate_model_report ms |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        prep = f"{row.ref_prepare_s:.2f}" if row.ref_prepare_s is not None else "-"
+        report = row.ref_report_failure and "fails" or fmt_ms(row.ref_report_ms)
+        lines.append(
+            f"| {row.label} | {row.batches} | {row.batch_shape} | {row.modules} | {row.points} | "
+            f"{fmt_ms(row.evaluate_ms)} | {prep} | {row.ref_observers or '-'} | {report} |"
+        )
+    return lines
+
+
+def notes(rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        for note in row.notes:
+            lines.append(f"- {row.label}: {note}.")
+        if row.ref_report_failure:
+            lines.append(
+                f"- † {row.label}: the reference's calibration ran, but `generate_model_report()` "
+                f"failed: {row.ref_report_failure}"
+            )
+    lines.append(
+        "- plain: `model.eval()`, `torch.no_grad()`; ours: `Session.calibrate` end to end (hooks attached and "
+        "removed, stats frozen), all four detectors; reference: the batches through `prepare_fx(deepcopy(model), "
+        "get_default_qconfig_mapping(\"x86\"))` after `ModelReport(...).prepare_detailed_calibration()` with "
+        "PerChannelDetector(\"x86\"), DynamicStaticDetector(), InputWeightEqualizationDetector(0.5), "
+        "OutlierDetector(); its time includes the default qconfig's observers that `prepare_fx` inserts, as its "
+        "documented workflow requires. Preparation and report generation are timed apart (table above)."
+    )
+    return lines
+
+
+def target_lines(rows: list[Row], reeval: dict | None, launch: dict | None) -> list[str]:
+    measured = [r for r in rows if r.ours_over_plain is not None]
+    over = [f"{r.label} {fmt_ratio(r.ours_over_plain)}" for r in measured if r.ours_over_plain > TARGET_OURS_PLAIN]
+    ref_rows = [r for r in rows if r.ref_over_ours is not None]
+    under = [f"{r.label} {fmt_ratio(r.ref_over_ours)}" for r in ref_rows if r.ref_over_ours < TARGET_REF_OURS]
+    lines = [
+        f"- ours/plain <= {TARGET_OURS_PLAIN}: {len(measured) - len(over)}/{len(measured)} models"
+        + (f" (over: {'; '.join(over)})" if over else ""),
+        f"- reference/ours >= {TARGET_REF_OURS:g}: {len(ref_rows) - len(under)}/{len(ref_rows)} models the reference ran"
+        + (f" (under: {'; '.join(under)})" if under else ""),
+    ]
+    failed = [r.label for r in rows if r.ref_failure and r.ours_failure is None]
+    if failed:
+        lines.append(f"- reference fails, ours runs: {', '.join(failed)}")
+    if reeval is not None:
+        lines.append(f"- re-evaluation <= {TARGET_REEVAL_MS:g} ms: {fmt_ms(reeval['median_ms'])} ms")
+    if launch is not None and launch.get("ok"):
+        lines.append(f"- launch to populated tree <= {TARGET_LAUNCH_S:g} s: {launch['seconds']:.2f} s")
+    return lines
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            f"error: --device {name} was given but CUDA is not available "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'none'}; "
+            f"{torch.cuda.device_count()} CUDA devices visible). Install a CUDA build of torch "
+            "or run with --device cpu."
+        )
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def command_line(argv: list[str]) -> str:
+    exe = Path(sys.executable)
+    try:
+        python = str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        python = "python"
+    return " ".join([python, "-m", "benchmarks.run", *map(shlex.quote, argv)])
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    cases = all_cases()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Time plain forward vs tui-quantreport calibration vs torch's ModelReport.",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions after one warm-up (default 3)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="batches per model, cycling the sample's own (default: the sample's count; "
+        "large_activation: 2, at most 4)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated, from: {', '.join(cases)} (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 2 batches, implies --no-write")
+    parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
+    parser.add_argument("--skip-extras", action="store_true", help="only the main table")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in cases]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(cases)}")
+    if args.threads < 1 or args.repeats < 1 or (args.batches is not None and args.batches < 1):
+        parser.error("--threads, --repeats and --batches must be >= 1")
+    if args.quick:
+        args.repeats = 1
+        args.batches = args.batches or 2
+        args.no_write = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(args.threads)
+    except RuntimeError:
+        pass
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    machine = describe(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"threads: {torch.get_num_threads()}  torch: {torch.__version__}  CPU: {cpu_model()}")
+    print(f"device: {device}{f' ({gpu})' if gpu else ''}  repeats: {args.repeats} (+1 warm-up)  models: {', '.join(args.models)}")
+    if args.repeats < 3 and not args.quick:
+        print("note: fewer than 3 repeats; medians are less reliable")
+    sys.stdout.flush()
+
+    started = time.perf_counter()
+    suffix = f" [{gpu}]" if gpu else ""
+    rows = []
+    for key in args.models:
+        log(f"{key} ...")
+        t = time.perf_counter()
+        rows.append(bench_case(key, device, args.repeats, args.batches, suffix))
+        log(f"{key} done in {time.perf_counter() - t:.1f} s")
+
+    reeval = memory = launch = None
+    if not args.skip_extras:
+        log("re-evaluation on large_generated ...")
+        reeval = extras.reevaluation(device, runs=5 if args.quick else 11)
+        log("stats memory on drifting_mlp ...")
+        memory = extras.stats_memory(device)
+        if device.type == "cpu":
+            log("app launch (subprocess) ...")
+            launch = extras.app_launch()
+
+    when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    machine_line = "; ".join(f"{k}: {v}" for k, v in machine.items())
+    key = "cpu" if device.type == "cpu" else f"cuda: {gpu}"
+    title = "CPU" if device.type == "cpu" else f"CUDA: {gpu}"
+    out = [
+        f"## {title}",
+        "",
+        f"Machine: {machine_line}.  ",
+        f"Date: {when}. Repeats: {args.repeats} after 1 warm-up, medians; threads fixed at {torch.get_num_threads()}.",
+        "",
+        *main_table(rows),
+        "",
+        *detail_table(rows),
+        "",
+        *notes(rows),
+        "",
+    ]
+    if not args.skip_extras:
+        out += ["### Other measurements", ""]
+        out.append(
+            f"- re-evaluation after a threshold change (large_generated, {reeval['modules']} modules, "
+            f"{reeval['points']} points): median {fmt_ms(reeval['median_ms'])} ms over {reeval['runs']} runs, "
+            f"each `evaluate(catalog, stats, settings.with_param(\"dynamic_vs_static_detector\", \"tolerance\", t))` "
+            f"with a t not used before (0.30, 0.31, ...). For context: a value seen before (0.3/0.5 alternating, "
+            f"served from evaluate's per-stats cache) {fmt_ms(reeval['cached_ms'])} ms; the first evaluate of a "
+            f"fresh snapshot (all four detectors + module summaries) {fmt_ms(reeval['first_ms'])} ms"
+        )
+        a, b = memory[0], memory[-1]
+        growth = b["bytes"] / a["bytes"] if a["bytes"] else float("nan")
+        out.append(
+            f"- stats snapshot size (drifting_mlp, {a['points']} points, tensors in `Stats.points` + `Stats.weights`): "
+            f"{fmt_bytes(a['bytes'])} ({a['bytes']:,} B) after {a['batches']} batches vs "
+            f"{fmt_bytes(b['bytes'])} ({b['bytes']:,} B) after {b['batches']} batches: x{growth:.2f}"
+        )
+        if launch is None:
+            out.append("- app launch to populated tree: measured in the CPU section only")
+        elif launch.get("ok"):
+            out.append(
+                f"- app launch to populated tree (large_generated, fresh process incl. `import torch`, headless "
+                f"`run_test` at {launch.get('size', '?')}): {launch['seconds']:.2f} s until the {launch.get('widget', 'Tree')} held "
+                f"{launch['nodes']:,} nodes"
+            )
+        else:
+            out.append(f"- app: not measured ({launch.get('reason', 'unknown reason')})")
+        out.append("")
+    out += ["### Against the targets (CPU, 1 thread)" if device.type == "cpu" else "### Against the CPU targets (for reference)", ""]
+    out += target_lines(rows, reeval, launch)
+    out += ["", f"Command: `{command_line(argv)}` (total {time.perf_counter() - started:.0f} s)", ""]
+
+    text = "\n".join(out)
+    print()
+    print(text)
+    if not args.no_write:
+        header = "\n".join(
+            [
+                f"Machine: {machine_line}.  ",
+                f"Date: {when}.",
+            ]
+        )
+        write_results(RESULTS, key, text, header)
+        print(f"written: {os.path.relpath(RESULTS)} (section '{key}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
