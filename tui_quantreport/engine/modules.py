@@ -97,6 +97,7 @@ class ModelCatalog:
     @classmethod
     def build(cls, model: nn.Module) -> "ModelCatalog":
         named = list(model.named_modules(remove_duplicate=False))
+        by_name = dict(named)
         seen: set[int] = set()
         infos: dict[str, ModuleInfo] = {}
         totals: dict[str, int] = {}
@@ -111,7 +112,7 @@ class ModelCatalog:
             user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
             own = sum(p.numel() for p in module.parameters(recurse=False) if not _is_lazy(p))
             totals[fqn] = sum(p.numel() for p in module.parameters() if not _is_lazy(p))
-            parent_module = model.get_submodule(parent) if parent is not None else None
+            parent_module = by_name.get(parent) if parent is not None else None
             infos[fqn] = ModuleInfo(
                 fqn=fqn,
                 name=fqn.rpartition(".")[2],
@@ -136,7 +137,7 @@ class ModelCatalog:
                 infos[fqn] = replace(info, children=kept)
         has_qconfig = any(getattr(m, "qconfig", None) is not None for _, m in named)
         schemes = {
-            fqn: _weight_scheme(model.get_submodule(fqn), has_qconfig)
+            fqn: _weight_scheme(by_name[fqn], has_qconfig)
             for fqn, info in infos.items()
             if info.is_weighted
         }

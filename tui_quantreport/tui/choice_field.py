@@ -8,11 +8,27 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Label, Select
 
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
 from tui_quantreport.tui.param_field import APP_OWNER, field_id
+
+
+class _Select(Select):
+    """A Select that tolerates being torn down while it mounts.
+
+    Textual 8.2's Select sets its initial value on mount, and the watcher then
+    updates a label that is gone if the app is quitting at that moment (``q``
+    right after a model loads). Nothing is on screen any more, so skip it.
+    """
+
+    def _watch_value(self, value: Any) -> None:
+        try:
+            super()._watch_value(value)
+        except NoMatches:
+            pass
 
 
 class ChoiceField(Vertical):
@@ -28,7 +44,7 @@ class ChoiceField(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label(self.param.name, classes="param-label")
-        select = Select(
+        select = _Select(
             [(choice, choice) for choice in self.param.choices],
             value=self.value,
             allow_blank=False,
