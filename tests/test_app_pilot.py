@@ -234,6 +234,13 @@ async def test_calibrate_walk_jump_and_export(tmp_path: Path) -> None:
         await pilot.pause()
         assert (tmp_path / "report.md").read_text().startswith("# Quantization report: showcase")
 
+        # A typed .md path is written as Markdown even with JSON still chosen.
+        await pilot.press("e")
+        app.screen.query_one("#export-path", Input).value = str(tmp_path / "typed.md")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert (tmp_path / "typed.md").read_text().startswith("# Quantization report: showcase")
+
 
 async def test_thresholds_and_detector_toggles_update_from_kept_stats() -> None:
     app = make_app(batches=SHOWCASE_BATCHES)

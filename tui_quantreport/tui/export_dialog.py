@@ -23,6 +23,8 @@ from tui_quantreport.engine.report import Report
 
 #: The formats offered, with their file suffix, in the order shown.
 EXPORT_FORMATS: dict[str, tuple[str, str]] = {"json": ("JSON", ".json"), "markdown": ("Markdown", ".md")}
+#: File suffixes that decide the format whatever the radio buttons say.
+FORMAT_OF_SUFFIX = {".json": "json", ".md": "markdown", ".markdown": "markdown"}
 
 
 class ExportDialog(ModalScreen[str | None]):
@@ -70,8 +72,10 @@ class ExportDialog(ModalScreen[str | None]):
         if not path:
             self._error("Give a path to write the report to.")
             return
+        # A typed suffix wins over the radio buttons: "report.md" is written as Markdown.
+        fmt = FORMAT_OF_SUFFIX.get(Path(path).suffix.lower(), self.format)
         try:
-            written = write_atomic(path, render(self.report, self.format))
+            written = write_atomic(path, render(self.report, fmt))
         except UserError as exc:
             self._error(str(exc))
             return

@@ -129,8 +129,8 @@ class DynamicStaticDetector(Detector):
                 reason += f" Note: {class_name} has no dynamic quantized kernel yet."
         else:
             reason += (
-                "Each batch spans most of the range seen overall, so static quantization with "
-                "calibrated ranges is accurate and faster."
+                "Its output range is stable enough from batch to batch (S above the tolerance) for "
+                "static quantization with calibrated ranges, which is faster."
             )
             if pre == NON_STATIONARY:
                 reason += (

@@ -1,4 +1,4 @@
-"""Input-weight equalization: are input and weight channel ranges out of balance?
+"""Input-weight equalization: would rescaling input channels against weight columns help?
 
 Per input channel c of a Linear or Conv: ``i_c`` is the range (max − min over
 all batches) of the input's channel c and ``I`` the input's global range;
@@ -149,10 +149,10 @@ class InputWeightEqualizationDetector(Detector):
         if recommended:
             return Finding(
                 self.name, fqn, Status.RECOMMEND, "Apply input-weight equalization",
-                f"{counted}, at least {MODULE_FRACTION:.0%}: their input and weight ranges are out "
-                "of balance in a way equalization fixes. Scaling each input channel down and the "
-                "matching weight column up (torch.ao's _equalize, or an equalization qconfig) "
-                "should reduce quantization error noticeably.",
+                f"{counted}, at least {MODULE_FRACTION:.0%}. s_c compares a channel's share of the "
+                "weight's range with its share of the input's range; inside this band, scaling the "
+                "input channel by 1/e_c and the weight column by e_c (torch.ao's _equalize, or an "
+                "equalization qconfig) is expected to reduce quantization error.",
                 values, evidence, series,
             )
         return Finding(
