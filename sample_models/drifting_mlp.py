@@ -20,6 +20,7 @@ DESCRIPTION = (
 )
 
 IN_FEATURES = 256
+HIDDEN = 1024
 
 
 class DriftingMLP(nn.Module):
@@ -27,14 +28,14 @@ class DriftingMLP(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(IN_FEATURES, 256)
+        self.fc1 = nn.Linear(IN_FEATURES, HIDDEN)
         self.relu1 = nn.ReLU()
-        self.fc2 = nn.Linear(256, 128)
+        self.fc2 = nn.Linear(HIDDEN, HIDDEN)
         self.relu2 = nn.ReLU()
-        self.norm = nn.LayerNorm(128)
-        self.fc3 = nn.Linear(128, 64)
+        self.norm = nn.LayerNorm(HIDDEN)
+        self.fc3 = nn.Linear(HIDDEN, HIDDEN // 2)
         self.relu3 = nn.ReLU()
-        self.fc4 = nn.Linear(64, num_classes)
+        self.fc4 = nn.Linear(HIDDEN // 2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.fc1(x))
