@@ -109,8 +109,9 @@ class _Observer:
         self.catalog = catalog
         self.accumulators: dict[Point, Accumulator] = {}
         self.requests: dict[Point, PointRequest] = {}
-        self._cache: dict[tuple, tuple[weakref.ref, TensorSummary]] = {}
-        self._last_input: dict[str, tuple[tuple, TensorSummary]] = {}
+        # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary})
+        self._cache: dict[tuple, tuple[weakref.ref, dict[tuple[float, ...], TensorSummary | None]]] = {}
+        self._last_input: dict[str, tuple[tuple, TensorSummary | None]] = {}
 
     def new_batch(self) -> None:
         self._cache.clear()
@@ -122,16 +123,30 @@ class _Observer:
         fqn = point[0]
         request = self.requests[point]
         axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
-        key = (id(tensor), tensor._version, axis, request.percentiles)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0]() is tensor:
-            summary = cached[1]
-        else:
-            summary = summarize(tensor, axis, request.percentiles)
-            self._cache[key] = (weakref.ref(tensor), summary)
+        summary = self._summary(tensor, axis, request.percentiles)
         if point[1] == "pre":
             self._last_input[fqn] = ((tuple(tensor.shape), axis, request.percentiles), summary)
         self.accumulators[point].update(tuple(tensor.shape), axis, summary)
+
+    def _summary(self, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
+        """This batch's summary of ``tensor`` along ``axis`` with at least ``percentiles``.
+
+        A tensor seen at several points (one module's output is the next one's
+        input) is reduced once; a later point that needs more percentiles reuses
+        the channel min and max already computed.
+        """
+        key = (id(tensor), tensor._version, axis)
+        entry = self._cache.get(key)
+        if entry is None or entry[0]() is not tensor:
+            entry = self._cache[key] = (weakref.ref(tensor), {})
+        known = entry[1]
+        wanted = set(percentiles)
+        for recorded, summary in known.items():
+            if wanted <= set(recorded):
+                return summary
+        reuse = next(iter(known.values()), None)
+        summary = known[percentiles] = summarize(tensor, axis, percentiles, known=reuse)
+        return summary
 
     def propagate(self, fqn: str, module: nn.Module, output: Any) -> None:
         """Derive the output summary of an order-preserving module from its input's.
@@ -141,15 +156,12 @@ class _Observer:
         exactly; the next module reading this output then needs no selection.
         """
         last = self._last_input.get(fqn)
-        if last is None or not isinstance(output, torch.Tensor):
+        if last is None or last[1] is None or not isinstance(output, torch.Tensor):
             return
         (shape, axis, percentiles), s = last
         if tuple(output.shape) != shape:
             return
-        if s is None:
-            return
-        derived = s.mapped(module.forward)
-        self._cache[(id(output), output._version, axis, percentiles)] = (weakref.ref(output), derived)
+        self._cache[(id(output), output._version, axis)] = (weakref.ref(output), {percentiles: s.mapped(module.forward)})
 
 
 class Session:

@@ -134,8 +134,14 @@ def as_channels(x: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(a, shape[axis], b)
 
 
-def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
-    """Reduce ``x`` (any float dtype, any device) along channel ``axis``; None when ``x`` is empty."""
+def summarize(
+    x: torch.Tensor, axis: int, percentiles: tuple[float, ...], known: TensorSummary | None = None
+) -> TensorSummary | None:
+    """Reduce ``x`` (any float dtype, any device) along channel ``axis``; None when ``x`` is empty.
+
+    ``known``, an earlier summary of the same tensor along the same axis,
+    lends its channel min and max, so only the percentiles are computed.
+    """
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.float()
@@ -143,11 +149,11 @@ def summarize(x: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> Ten
     if x3.numel() == 0:
         return None
     if selection.on_host(x3):
-        return _summarize_on_host(x3, percentiles)
-    return _summarize_on_device(x3, percentiles)
+        return _summarize_on_host(x3, percentiles, known)
+    return _summarize_on_device(x3, percentiles, known)
 
 
-def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...]) -> TensorSummary:
+def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: TensorSummary | None) -> TensorSummary:
     if not percentiles:
         return TensorSummary.on_host(x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy(), {})
     n = x3.shape[0] * x3.shape[2]
@@ -155,6 +161,8 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...]) -> Tens
     rows = host_rows(x3)
     if order_rows(rows, ks):
         channel_min, channel_max = rows[:, 0].copy(), rows[:, -1].copy()
+    elif known is not None:
+        channel_min, channel_max = known.channel_min, known.channel_max
     else:
         channel_min, channel_max = x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy()
     picked = {p: rows[:, k].copy() for p, k in zip(percentiles, ks)}
@@ -162,15 +170,18 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...]) -> Tens
     # torch.quantile give NaN for such a channel; so do we.
     nan = np.isnan(channel_max)
     if nan.any():
+        channel_min = channel_min.copy()  # it may be lent by an earlier summary
         channel_min[nan] = np.nan
         for q in picked.values():
             q[nan] = np.nan
     return TensorSummary.on_host(channel_min, channel_max, picked)
 
 
-def _summarize_on_device(x3: torch.Tensor, percentiles: tuple[float, ...]) -> TensorSummary:
-    channel_min = x3.amin(dim=(0, 2))
-    channel_max = x3.amax(dim=(0, 2))
+def _summarize_on_device(x3: torch.Tensor, percentiles: tuple[float, ...], known: TensorSummary | None) -> TensorSummary:
+    if known is not None:
+        channel_min, channel_max = known.channel_min, known.channel_max
+    else:
+        channel_min, channel_max = x3.amin(dim=(0, 2)), x3.amax(dim=(0, 2))
     n = x3.shape[0] * x3.shape[2]
     picked = {}
     if percentiles:
@@ -297,7 +308,8 @@ class Accumulator:
             return
         ops.minimum(self.channel_min, s.channel_min, out=self.channel_min)
         ops.maximum(self.channel_max, s.channel_max, out=self.channel_max)
-        for p, terms in s.outlier_terms.items():
+        for p in self.percentile_keys:
+            terms = s.outlier_terms[p]
             ops.add(self.ratio_sum[p], terms.ratio, out=self.ratio_sum[p])
             ops.add(self.used[p], terms.counted, out=self.used[p])
             ops.add(self.constant[p], terms.constant, out=self.constant[p])
@@ -309,7 +321,8 @@ class Accumulator:
         self.range_sum = s.call_max - s.call_min
         self.global_min, self.global_max = s.call_min, s.call_max
         self.channel_min, self.channel_max = ops.copy(s.channel_min), ops.copy(s.channel_max)
-        for p, terms in s.outlier_terms.items():
+        for p in self.percentile_keys:
+            terms = s.outlier_terms[p]
             self.ratio_sum[p] = ops.copy(terms.ratio)
             # Counts kept as float32 (exact below 2**24 calls) so adding a bool mask needs no cast.
             self.used[p] = ops.counts(terms.counted)
