@@ -147,3 +147,12 @@ def test_python_dash_m_is_the_same_program():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "tui-quantreport: error: missing.py: file missing.py does not exist"
+
+
+def test_app_checks_the_factory_before_the_ui(tmp_path, capsys):
+    f = tmp_path / "nofactory.py"
+    f.write_text("import torch\nfrom torch import nn\n\ndef make():\n    return nn.Linear(2, 2)\n")
+    code, out, err = run(capsys, str(f))
+    assert_one_clear_line(code, err, "defines no build_model()")
+    code, out, err = run(capsys, f"{f}:nope")
+    assert_one_clear_line(code, err, "defines no nope()")

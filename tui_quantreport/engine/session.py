@@ -92,9 +92,9 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor in a module's inputs or outputs (nested tuples, lists, dicts)."""
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, Mapping):
-        value = value.values()
-    if isinstance(value, (tuple, list)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+    if isinstance(value, Mapping):  # keyword inputs, and outputs like HuggingFace's ModelOutput
+        value = tuple(value.values())
+    if isinstance(value, (tuple, list)):  # never other iterables: iterating may consume them
         for item in value:
             found = first_tensor(item)
             if found is not None:

@@ -155,13 +155,9 @@ def check_spec(spec: str) -> None:
     :func:`load_model`; the full load may still fail later, with the same kind
     of message.
     """
-    text = spec.strip()
-    if not text:
-        raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
-    target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
-    target = target or text
-    if _is_path(target):
-        path = Path(target).expanduser()
+    parsed = _parse(spec)
+    if parsed.kind == "file":
+        path = Path(parsed.target).expanduser()
         if not path.is_file():
             raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
         try:
@@ -170,53 +166,80 @@ def check_spec(spec: str) -> None:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
-        defined = {
-            node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        } | {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
-        imported = any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body)
-        wanted = name or MODEL_FACTORY
-        if wanted not in defined and not imported:
+        wanted = parsed.name or MODEL_FACTORY
+        names = _top_level_names(tree)
+        if names is not None and wanted not in names:
             raise SpecError(f"{spec}: {path} defines no {wanted}()")
-        return
-    if ":" not in text and "." not in target:
-        samples = importlib.import_module(SAMPLES_PACKAGE).SAMPLES
-        if target not in samples:
-            raise SpecError(
-                f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory"
-            )
-        return
-    try:
-        found = importlib.util.find_spec(target)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
-        raise SpecError(f"{spec}: no module named {target!r}")
+    elif parsed.kind == "module":
+        try:
+            found = importlib.util.find_spec(parsed.target)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise SpecError(f"{spec}: no module named {parsed.target!r}")
+
+
+def _top_level_names(tree: ast.Module) -> set[str] | None:
+    """Names a module defines or imports at top level; None when a star import hides them."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.partition(".")[0])
+        elif not isinstance(node, (ast.Expr, ast.Pass)):
+            return None  # if/try blocks may define it: leave it to the real import
+    return names
 
 
 def _is_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or "\\" in target
 
 
-def _resolve(spec: str, default_name: str) -> tuple[ModuleType, str]:
-    """The module a spec points at, and the function name to take from it."""
+@dataclass(frozen=True)
+class _ParsedSpec:
+    kind: str  # "file", "sample" or "module"
+    target: str  # the path, the sample's name, or the dotted module name
+    name: str | None  # the factory named after ":", if any
+
+
+def _parse(spec: str) -> _ParsedSpec:
+    """Tell the four spec forms apart (no import, no file read)."""
     text = spec.strip()
     if not text:
         raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
-    path_part, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
-    target = path_part or text
-    name = name or default_name
+    target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
+    target = target or text
     if _is_path(target):
-        return _load_file(Path(target).expanduser(), spec), name
+        return _ParsedSpec("file", target, name or None)
     if ":" not in text and "." not in target:
         samples = importlib.import_module(SAMPLES_PACKAGE).SAMPLES
         if target in samples:
-            return _import(f"{SAMPLES_PACKAGE}.{target}", spec), name
+            return _ParsedSpec("sample", target, None)
         if Path(target).exists():
-            return _load_file(Path(target), spec), name
+            return _ParsedSpec("file", target, None)
         raise SpecError(
             f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory"
         )
-    return _import(target, spec), name
+    return _ParsedSpec("module", target, name or None)
+
+
+def _resolve(spec: str, default_name: str) -> tuple[ModuleType, str]:
+    """The module a spec points at, and the function name to take from it."""
+    parsed = _parse(spec)
+    name = parsed.name or default_name
+    if parsed.kind == "file":
+        return _load_file(Path(parsed.target).expanduser(), spec), name
+    if parsed.kind == "sample":
+        return _import(f"{SAMPLES_PACKAGE}.{parsed.target}", spec), name
+    return _import(parsed.target, spec), name
 
 
 def _has_factory(text: str) -> bool:
