@@ -182,6 +182,8 @@ async def test_calibrate_walk_jump_and_export(tmp_path: Path) -> None:
         assert report.batches == SHOWCASE_BATCHES
         assert "calibrated on 8 batches" in text_of(app.query_one(ModelSummary))
         assert "Calibrated on 8 batches" in text_of(app.query_one("#calibration-status", Static))
+        # The sample's batches are a list: the progress bar knew the total.
+        assert app.query_one(CalibrationBar).total == SHOWCASE_BATCHES
         # Badges: one glyph per recommending detector; unobserved containers are dimmed.
         expected = tuple(d.glyph for d in report.detectors.values() if "rgb_stem.conv2" in d.recommended)
         assert tree.badges_of("rgb_stem.conv2") == expected and len(expected) >= 2

@@ -10,10 +10,9 @@ mutable state.
 
 from __future__ import annotations
 
-import functools
 from argparse import Namespace
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tui_quantreport.engine.report import Report
@@ -100,48 +99,16 @@ class ModelSession:
         from tui_quantreport.engine.analysis import calibrate, evaluate
         from tui_quantreport.engine.spec import open_batches
 
-        loaded_model = self.loaded_model
-        counted = None
-        if loaded_model.batches_factory is not None:
-            counted = _CountingFactory(loaded_model.batches_factory)
-            loaded_model = replace(loaded_model, batches_factory=counted)
-        batches = open_batches(loaded_model)
-        limit = max_batches
-        if counted is not None and counted.length is not None:
-            # A known length lets the progress bar show batches done of total.
-            limit = counted.length if max_batches is None else min(max_batches, counted.length)
         stats = calibrate(
             self.session,
-            batches,
+            open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
             settings,
-            max_batches=limit,
+            max_batches=max_batches,
             progress=progress,
             should_cancel=should_cancel,
         )
         report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
         return Calibrated(stats, report, settings)
-
-
-class _CountingFactory:
-    """Wraps the model's ``calibration_batches`` to learn how many batches it returned.
-
-    The engine's :func:`open_batches` hides the length behind an iterator; the
-    factory is still called exactly once, by the engine, with its errors
-    reported the engine's way.
-    """
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self.factory = factory
-        self.length: int | None = None
-        functools.update_wrapper(self, factory)
-
-    def __call__(self) -> Any:
-        batches = self.factory()
-        try:
-            self.length = len(batches)
-        except TypeError:
-            self.length = None
-        return batches
 
 
 def _option(options: Namespace | None, name: str) -> Any:
