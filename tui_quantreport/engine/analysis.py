@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tui_quantreport.engine.detectors import DETECTORS, EvaluationContext, resolve_detector
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
-from tui_quantreport.engine.report import DetectorReport, ModuleSummary, PointSummary, Report
+from tui_quantreport.engine.report import DetectorReport, ModuleInfo, ModuleSummary, PointSummary, Report
 from tui_quantreport.engine.session import Point, PointRequest, Session, Stats
 
 
@@ -179,6 +179,7 @@ def evaluate(catalog: ModelCatalog, stats: Stats, settings: Settings, spec: str 
     )
 
 
+INFO_FIELDS = fields(ModuleInfo)
 _SUMMARIES: "weakref.WeakKeyDictionary[Stats, dict[str, ModuleSummary]]" = weakref.WeakKeyDictionary()
 
 
@@ -215,16 +216,6 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
                     channel_max=tuple(point.channel_max.tolist()) if point.channel_max is not None else (),
                 )
             )
-        summaries[fqn] = ModuleSummary(
-            fqn=fqn,
-            name=info.label,
-            class_name=info.class_name,
-            parent=info.parent,
-            depth=info.depth,
-            children=info.children,
-            is_quant_helper=info.is_quant_helper,
-            params=info.total_params,
-            points=tuple(points),
-        )
+        summaries[fqn] = ModuleSummary(**{f.name: getattr(info, f.name) for f in INFO_FIELDS}, points=tuple(points))
     _SUMMARIES[stats] = summaries
     return summaries

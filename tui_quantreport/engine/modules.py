@@ -16,6 +16,8 @@ from torch import nn
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
+from tui_quantreport.engine.report import ModuleInfo
+
 #: Module types whose weights can be quantized per channel (subclasses, so QAT,
 #: lazy and fused-QAT variants, count too).
 WEIGHTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -44,31 +46,6 @@ def is_monotone(module: nn.Module) -> bool:
 def is_quant_helper(module: nn.Module) -> bool:
     """True for observers and fake quantizers that ``torch.ao`` inserts."""
     return isinstance(module, (ObserverBase, FakeQuantizeBase))
-
-
-@dataclass(frozen=True)
-class ModuleInfo:
-    """Plain facts about one module, by fully qualified name (``""`` is the root)."""
-
-    fqn: str
-    name: str
-    class_name: str
-    parent: str | None
-    depth: int
-    children: tuple[str, ...]
-    is_quant_helper: bool
-    is_leaf: bool
-    is_weighted: bool
-    is_linear: bool
-    own_params: int
-    total_params: int
-    last_axis: bool
-    monotone: bool = False
-    fused_parent: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or "(model)"
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,8 @@ class PointSummary:
 
 
 @dataclass(frozen=True)
-class ModuleSummary:
-    """A module of the tree with what calibration saw there."""
+class ModuleInfo:
+    """Plain facts about one module, by fully qualified name (``""`` is the root)."""
 
     fqn: str
     name: str
@@ -145,8 +145,30 @@ class ModuleSummary:
     depth: int
     children: tuple[str, ...]
     is_quant_helper: bool
-    params: int
+    is_leaf: bool
+    is_weighted: bool
+    is_linear: bool
+    own_params: int
+    total_params: int
+    last_axis: bool
+    monotone: bool = False
+    fused_parent: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+
+@dataclass(frozen=True)
+class ModuleSummary(ModuleInfo):
+    """A module of the tree with what calibration saw at its input and output."""
+
     points: tuple[PointSummary, ...] = ()
+
+    @property
+    def params(self) -> int:
+        """Parameters of the module and its children (shared ones once)."""
+        return self.total_params
 
     @property
     def observed(self) -> bool:
