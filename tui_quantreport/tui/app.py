@@ -55,7 +55,7 @@ from tui_quantreport.tui.messages import (
     ParamChanged,
     ReportUpdated,
 )
-from tui_quantreport.tui.model_session import ModelSession, warm_up
+from tui_quantreport.tui.model_session import ModelSession
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
 from tui_quantreport.tui.param_field import field_id
@@ -126,6 +126,9 @@ class QuantReportApp(App[None]):
         self._recommended: list[str] = []
         self._detail_fqn = ""
         self._detail_timer: Timer | None = None
+        # Start importing torch and building the model now, in a background thread, so that the
+        # work overlaps Textual's own start-up; the loader worker collects the result.
+        self._loading = ModelSession.load_in_background(spec, options)
 
     # Layout -----------------------------------------------------------------
 
@@ -140,11 +143,6 @@ class QuantReportApp(App[None]):
             yield DetectorSidebar(id="sidebar")
         yield CalibrationBar(id="calibration")
         yield Footer(compact=True)
-
-    def on_load(self) -> None:
-        # Start importing torch while Textual sets up the screen; the loader worker then finds it
-        # (partly) imported. A daemon thread: quitting never waits for it.
-        threading.Thread(target=warm_up, name="import-torch", daemon=True).start()
 
     def on_mount(self) -> None:
         self.sub_title = self.spec
@@ -165,9 +163,9 @@ class QuantReportApp(App[None]):
     # description, which formats every recorded tensor.
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
     def _load(self) -> None:
-        """Import torch, build the model and its session, evaluate it uncalibrated (worker thread)."""
+        """Wait for the model started in ``__init__``: built, with its session, evaluated uncalibrated."""
         try:
-            loaded = ModelSession.load(self.spec, self.options)
+            loaded = self._loading.result()
         except UserError as exc:
             self.post_message(ModelLoadFailed(str(exc)))
         except Exception as exc:  # the user's code can raise anything; show it, never a traceback

@@ -10,7 +10,9 @@ mutable state.
 
 from __future__ import annotations
 
+import threading
 from argparse import Namespace
+from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +40,6 @@ class Calibrated:
     settings: Any
 
 
-def warm_up() -> None:
-    """Import torch and the engine's torch side (run in a background thread while the app starts)."""
-    import tui_quantreport.engine.analysis  # noqa: F401 - imports torch, the session and the detectors
-    import tui_quantreport.engine.spec  # noqa: F401
-
-
 class ModelSession:
     """One loaded model and its engine session."""
 
@@ -51,6 +47,20 @@ class ModelSession:
         self.loaded_model = loaded_model  # engine LoadedModel
         self.session = session  # engine Session
         self.spec: str = loaded_model.spec
+
+    @classmethod
+    def load_in_background(cls, spec: str, options: Namespace | None) -> Future:
+        """Start :meth:`load` in a daemon thread (quitting never waits for it); a future of its result."""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(cls.load(spec, options))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="load-model", daemon=True).start()
+        return future
 
     @classmethod
     def load(cls, spec: str, options: Namespace | None) -> Loaded:
