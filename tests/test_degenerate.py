@@ -517,3 +517,27 @@ def test_rejected_batch_names_batch_and_module():
     assert "batch 1" in str(raised.value) and "'1'" in str(raised.value)
     # Our hooks are gone even though calibration failed.
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_quantized_and_sparse_activations_do_not_crash():
+    """A converted (quantized) tensor is read through dequantize(); a sparse one is skipped."""
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quantized_in = nn.Identity()
+            self.sparse_in = nn.Identity()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            q = torch.quantize_per_tensor(x, 0.1, 0, torch.quint8)
+            self.quantized_in(q)
+            self.sparse_in(x.to_sparse())
+            return self.fc(x)
+
+    report, stats = run(Mixed().eval(), [torch.rand(3, 4) for _ in range(2)])
+    quantized = stats.point("quantized_in", "pre")
+    assert quantized.calls == 2 and quantized.channels == 4
+    assert stats.point("sparse_in", "pre").calls == 0
+    assert finding(report, OUTLIER, "sparse_in").status is Status.NOT_OBSERVED

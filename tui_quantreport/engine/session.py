@@ -118,8 +118,10 @@ class _Observer:
         self._last_input.clear()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
-        if tensor is None or tensor.is_complex():
-            return
+        if tensor is None or tensor.is_complex() or tensor.layout != torch.strided:
+            return  # nothing to order (complex) or no dense values to read (sparse, nested)
+        if tensor.is_quantized:
+            tensor = tensor.dequantize()
         fqn = point[0]
         request = self.requests[point]
         axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
