@@ -174,13 +174,16 @@ class OutlierDetector(Detector):
                 values, evidence, series,
             )
         plural = len(flagged) != 1
-        names = ", ".join(str(c) for c in flagged[:CHANNELS_NAMED]) + (", …" if len(flagged) > CHANNELS_NAMED else "")
+        # The worst channels first, each with its ratio.
+        worst_first = sorted(flagged, key=lambda c: -m.percentile_ratio[c])
+        names = ", ".join(f"{c} ({m.percentile_ratio[c]:.3g})" for c in worst_first[:CHANNELS_NAMED])
+        names += f" and {len(flagged) - CHANNELS_NAMED} more" if len(flagged) > CHANNELS_NAMED else ""
         return Finding(
             self.name, fqn, Status.RECOMMEND,
             f"Outliers in {len(flagged)} input channel{'s' if plural else ''}",
             f"Input channel{'s' if plural else ''} {names} of {m.class_name} '{fqn}' "
             f"{'have' if plural else 'has'} a maximum far above the {percentile * 100:g}th "
-            f"percentile (ratio up to {worst:.3g} > {threshold:g}). A min-max observer would spend most "
+            f"percentile (max / percentile ratio > {threshold:g}). A min-max observer would spend most "
             "quantization levels on those rare values: use a percentile or histogram observer for this "
             "input, clip the activation, or handle these channels separately." + note,
             values, evidence, series,
