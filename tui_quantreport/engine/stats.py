@@ -164,7 +164,10 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: 
     elif known is not None:
         channel_min, channel_max = known.channel_min, known.channel_max
     else:
-        channel_min, channel_max = x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy()
+        # Partitioned around the ks: the minimum lies left of the lowest, the maximum
+        # (and any NaN) right of the highest, so one contiguous pass finds both.
+        channel_min = rows[:, : min(ks) + 1].min(axis=1)
+        channel_max = rows[:, max(ks) :].max(axis=1)
     picked = {p: rows[:, k].copy() for p, k in zip(percentiles, ks)}
     # NaN sorts last, so a channel holding NaN has a NaN maximum. torch.amin and
     # torch.quantile give NaN for such a channel; so do we.
