@@ -130,7 +130,7 @@ def test_prepared_model_per_channel_reads_the_qconfig():
 
 def test_untraceable_sample_with_keyword_batches_calibrates():
     loaded = load_model("untraceable")
-    with pytest.raises(Exception):
+    with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(loaded.model)
     session = Session(loaded.model)
     settings = Settings.build()

@@ -77,7 +77,6 @@ class ModelCatalog:
         by_name = dict(named)
         seen: set[int] = set()
         infos: dict[str, ModuleInfo] = {}
-        totals: dict[str, int] = {}
         for fqn, module in named:
             if fqn in infos or id(module) in seen and fqn:
                 # A module shared under two names is shown once, at its first name.
@@ -87,8 +86,6 @@ class ModelCatalog:
             children = tuple(f"{fqn}.{n}" if fqn else n for n, _ in module.named_children())
             helper = is_quant_helper(module)
             user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
-            own = sum(p.numel() for p in module.parameters(recurse=False) if not _is_lazy(p))
-            totals[fqn] = sum(p.numel() for p in module.parameters() if not _is_lazy(p))
             parent_module = by_name.get(parent) if parent is not None else None
             infos[fqn] = ModuleInfo(
                 fqn=fqn,
@@ -101,8 +98,7 @@ class ModelCatalog:
                 is_leaf=not helper and not user_children,
                 is_weighted=isinstance(module, WEIGHTED_TYPES),
                 is_linear=isinstance(module, nn.Linear),
-                own_params=own,
-                total_params=totals[fqn],
+                total_params=sum(p.numel() for p in module.parameters() if not _is_lazy(p)),
                 last_axis=isinstance(module, LAST_AXIS_TYPES),
                 monotone=is_monotone(module),
                 fused_parent=parent if isinstance(parent_module, _FusedModule) else None,

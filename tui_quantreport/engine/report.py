@@ -109,9 +109,6 @@ class DetectorReport:
     findings: Findings
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def status(self, fqn: str) -> Status | None:
-        return self.findings.statuses.get(fqn)
-
     @property
     def recommended(self) -> list[str]:
         return [fqn for fqn, s in self.findings.statuses.items() if s is Status.RECOMMEND]
@@ -148,7 +145,6 @@ class ModuleInfo:
     is_leaf: bool
     is_weighted: bool
     is_linear: bool
-    own_params: int
     total_params: int
     last_axis: bool
     monotone: bool = False

@@ -10,7 +10,6 @@ move). No FX tracing is involved, so any eager module works.
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,14 +51,12 @@ class Stats:
     batches: int
     points: Mapping[Point, PointStats] = field(repr=False)
     weights: Mapping[str, WeightRange] = field(repr=False)
-    plan: Mapping[Point, PointRequest] = field(repr=False)
-    seconds: float = 0.0
     #: The settings that decided what was recorded (see analysis.observed_settings); None if unknown.
     observed: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def empty(cls) -> "Stats":
-        return cls(0, {}, {}, {})
+        return cls(0, {}, {})
 
     def point(self, fqn: str, role: str) -> PointStats | None:
         return self.points.get((fqn, role))
@@ -73,8 +70,6 @@ class Stats:
             self.batches + other.batches,
             points,
             {**self.weights, **other.weights},
-            {**self.plan, **other.plan},
-            self.seconds + other.seconds,
             self.observed if self.observed == other.observed else None,
         )
 
@@ -199,7 +194,6 @@ class Session:
         observer = _Observer(self.catalog)
         handles = self._attach(observer, plan)
         restore = _freeze_model_state(self.model)
-        started = time.perf_counter()
         done = 0
         try:
             self.model.eval()
@@ -229,8 +223,6 @@ class Session:
             batches=done,
             points=points,
             weights=self.weight_ranges(),
-            plan=dict(plan),
-            seconds=time.perf_counter() - started,
         )
 
     def weight_ranges(self) -> dict[str, WeightRange]:

@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from tui_quantreport.engine.report import Finding, Report
 from tui_quantreport.tui.badges import badge
-from tui_quantreport.tui.formatting import STATUS_WORDS, number
+from tui_quantreport.tui.formatting import STATUS_WORDS
 
 
 class FindingsPanel(Static):
