@@ -121,9 +121,10 @@ class _Observer:
         request = self.requests[point]
         axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
         summary = self._summary(tensor, axis, request.percentiles)
+        shape = tuple(tensor.shape)
         if point[1] == "pre":
-            self._last_input[fqn] = ((tuple(tensor.shape), axis, request.percentiles), summary)
-        self.accumulators[point].update(tuple(tensor.shape), axis, summary)
+            self._last_input[fqn] = ((shape, axis, request.percentiles), summary)
+        self.accumulators[point].update(shape, axis, summary)
 
     def _summary(self, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
         """This batch's summary of ``tensor`` along ``axis`` with at least ``percentiles``.
