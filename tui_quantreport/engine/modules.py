@@ -9,6 +9,7 @@ weights are planned to be quantized.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -70,6 +71,9 @@ class ModelCatalog:
     modules: dict[str, ModuleInfo]
     weight_schemes: dict[str, WeightScheme] = field(default_factory=dict)
     has_qconfig: bool = False
+    #: A hash of the model's class and its parameters' names, shapes and dtypes: two models
+    #: with the same fingerprint take the same stats files and plans.
+    fingerprint: str = ""
 
     @classmethod
     def build(cls, model: nn.Module) -> "ModelCatalog":
@@ -114,7 +118,7 @@ class ModelCatalog:
             for fqn, info in infos.items()
             if info.is_weighted
         }
-        return cls(type(model).__name__, infos, schemes, has_qconfig)
+        return cls(type(model).__name__, infos, schemes, has_qconfig, model_fingerprint(model))
 
     def user_modules(self) -> list[ModuleInfo]:
         """Every module except observers and fake quantizers, in tree order."""
@@ -128,6 +132,18 @@ class ModelCatalog:
             axis = override if override >= 0 else ndim + override
             return min(max(axis, 0), ndim - 1)
         return ndim - 1 if self.modules[fqn].last_axis else 1
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype.
+
+    Buffers are left out: an observer's buffers change shape while it calibrates.
+    """
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for name, tensor in model.named_parameters():
+        shape = "lazy" if _is_lazy(tensor) else "x".join(map(str, tensor.shape))
+        digest.update(f"|{name}:{shape}:{tensor.dtype}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _is_lazy(p: torch.Tensor) -> bool:
