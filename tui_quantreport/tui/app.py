@@ -20,7 +20,7 @@ from tui_quantreport.tui.main_screen import MainScreen, default_export_path
 from tui_quantreport.tui.model_session import ModelSession
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.analysis import Settings
+    from tui_quantreport.engine.settings import Settings
 
 __all__ = ["QuantReportApp", "default_export_path"]
 

@@ -29,7 +29,7 @@ from tui_quantreport.tui.model_session import DetectorInfo
 from tui_quantreport.tui.param_field import ParamField
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.analysis import Settings
+    from tui_quantreport.engine.settings import Settings
 
 #: The app's own settings, validated like detector parameters.
 CH_AXIS = Param(

@@ -67,8 +67,8 @@ from tui_quantreport.tui.param_field import field_id
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from tui_quantreport.engine.analysis import Settings
-    from tui_quantreport.engine.session import Stats
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.stats import Stats
 
 #: Below this many columns the sidebar is collapsed.
 NARROW_WIDTH = 100

@@ -21,9 +21,10 @@ from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
-    from tui_quantreport.engine.analysis import Settings
+    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import Detector
-    from tui_quantreport.engine.session import Session, Stats
+    from tui_quantreport.engine.session import Session
+    from tui_quantreport.engine.stats import Stats
     from tui_quantreport.engine.spec import LoadedModel
 
 
