@@ -48,10 +48,11 @@ def test_non_finite_numbers_are_written_as_null(report):
 def test_markdown_names_each_recommendation_and_its_reason(report):
     text = render(report, "markdown")
     assert text.startswith(f"# Quantization report: {TINY}")
-    assert "| Detector | Recommended | Summary |" in text
+    assert "| Detector | Modules flagged | Parameters | Summary |" in text
     eq = report.detectors["input_weight_equalization_detector"]
-    for fqn in eq.recommended:
-        assert f"- **`{fqn}`**: Apply input-weight equalization." in text
+    for fqn in eq.recommended:  # grouped by module: a heading per module, then each detector's advice
+        section = text.split(f"### `{fqn}`", 1)[1].split("###", 1)[0]
+        assert "- **Input-weight equalization**: Apply input-weight equalization." in section
 
 
 def test_unknown_format_is_a_user_error(report):

@@ -10,16 +10,40 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
-from tui_quantreport.engine.report import Report, Status
+from tui_quantreport.engine.report import NOT_CALIBRATED, Finding, Report, Status, verdict_caveat
 
 FORMAT_ID = "tui-quantreport.report/1"
 FORMATS = ("json", "markdown", "text")
+
+
+def provenance(report: Report) -> dict[str, Any]:
+    """Who wrote the report, when, with which detectors: the tool and torch versions (read from the
+    installed packages, without importing torch), the UTC time, and the enabled detectors."""
+    return {
+        "tool": "tui-quantreport",
+        "version": _version("tui-quantreport"),
+        "torch": _version("torch"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "enabled_detectors": list(report.detectors),
+        "calibrated": report.batches > 0,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def to_json_data(report: Report) -> dict[str, Any]:
@@ -47,6 +71,7 @@ def to_json_data(report: Report) -> dict[str, Any]:
             "modules": report.user_module_count,
         },
         "calibration": {"batches": report.batches},
+        "generated": provenance(report),
         "detectors": detectors,
     }
     return _finite(data)
@@ -56,39 +81,75 @@ def to_json(report: Report) -> str:
     return json.dumps(to_json_data(report), indent=2, allow_nan=False) + "\n"
 
 
-def to_markdown(report: Report) -> str:
-    """A human-readable report: a summary table, then each recommendation and its reason."""
+def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
+    """A report a colleague reads: the detectors, then each flagged module (most flagged first, in
+    the engine's order) with its advice, then what was not judged, grouped instead of repeated.
+
+    ``disabled`` names the registry's detectors that were off (their titles), to say so.
+    """
+    calibrated = report.batches > 0
+    info = provenance(report)
     lines = [
         f"# Quantization report: {report.spec}",
         "",
-        f"Model `{report.model_class}`, {report.user_module_count} modules, "
-        f"calibrated on {report.batches} batches.",
+        f"Model `{report.model_class}`, {report.user_module_count:,} modules, "
+        + (f"calibrated on {report.batches:,} batches." if calibrated else "**not calibrated**: "
+           "only what the model's structure and qconfigs show is judged; detectors that need "
+           "activations say \"not calibrated\"."),
         "",
-        "| Detector | Recommended | Summary |",
-        "| --- | ---: | --- |",
+        f"Written by tui-quantreport {info['version'] or '(unknown version)'} with torch "
+        f"{info['torch'] or '(unknown)'} at {info['time']}.",
+        "",
+        "| Detector | Modules flagged | Parameters | Summary |",
+        "| --- | ---: | --- | --- |",
     ]
     for det in report.detectors.values():
-        lines.append(f"| {det.title} | {len(det.recommended)} | {_cell(det.summary)} |")
-    for det in report.detectors.values():
-        lines += ["", f"## {det.title} (`{det.name}`)", ""]
         params = ", ".join(f"{k} = {v}" for k, v in det.params.items())
-        lines += [f"Parameters: {params}.", ""]
-        flagged = [f for f in det.findings.values() if f.recommended]
-        if not flagged:
-            lines.append("No changes recommended.")
-        for finding in flagged:
-            lines += [f"- **`{finding.module or '(model)'}`**: {finding.headline}. {finding.reason}"]
-        skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
-        if skipped:
-            lines += ["", "Not judged:", ""]
-            lines += [f"- `{f.module or '(model)'}`: {f.reason}" for f in skipped]
-    return "\n".join(lines) + "\n"
+        caveats = {verdict_caveat(report, f) for f in det.findings.values()} - {None}
+        if caveats and not det.recommended:
+            count, summary = "–", ", ".join(sorted(str(c) for c in caveats))
+        else:
+            count, summary = f"{len(det.recommended):,}", det.summary
+        lines.append(f"| {det.title} | {count} | {_cell(params)} | {_cell(summary)} |")
+    for title in disabled:
+        lines.append(f"| {title} | – | – | disabled |")
+
+    ranked = report.ranked_modules()
+    said: set[str] = set()  # sentences already written: general advice is said once, not per module
+    lines += ["", "## Modules to change", ""]
+    if not ranked:
+        lines.append("No module has a recommendation." if calibrated else "Nothing recommended before calibration.")
+    for fqn, names in ranked:
+        module = report.modules.get(fqn)
+        kind = f" ({module.class_name})" if module is not None else ""
+        lines += [f"### `{fqn or '(model)'}`{kind}", ""]
+        for name in names:
+            finding = report.detectors[name].findings[fqn]
+            reason = _unseen_sentences(finding.reason, said)
+            lines.append(f"- **{report.detectors[name].title}**: {finding.headline}." + (f" {reason}" if reason else ""))
+        lines.append("")
+
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for det in report.detectors.values():
+        for finding in det.findings.values():
+            if finding.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE):
+                state = verdict_caveat(report, finding) or finding.status.value.replace("_", " ")
+                groups.setdefault((det.title, state), []).append(finding)
+    if groups:
+        lines += ["## Not judged", ""]
+        for (title, state), findings in groups.items():
+            names = ", ".join(f"`{f.module or '(model)'}`" for f in findings)
+            lines.append(f"- **{title}**, {state} ({len(findings):,} modules): {names}.")
+            if state != NOT_CALIBRATED:
+                lines.append(f"  For example: {findings[0].reason}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def to_text(report: Report) -> str:
     """A compact plain-text report for terminals and logs."""
     lines = [
-        f"{report.spec}: {report.model_class}, {report.user_module_count} modules, {report.batches} batches",
+        f"{report.spec}: {report.model_class}, {report.user_module_count:,} modules, {report.batches:,} batches",
     ]
     for det in report.detectors.values():
         lines += ["", f"{det.title} [{det.glyph}]: {det.summary}"]
@@ -101,9 +162,12 @@ def to_text(report: Report) -> str:
 RENDERERS = {"json": to_json, "markdown": to_markdown, "text": to_text}
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report, fmt: str, disabled: Sequence[str] = ()) -> str:
+    """``report`` as ``fmt``; ``disabled`` (titles of detectors that were off) is named in Markdown."""
     if fmt not in RENDERERS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "markdown":
+        return to_markdown(report, disabled)
     return RENDERERS[fmt](report)
 
 
@@ -162,6 +226,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def _unseen_sentences(text: str, said: set[str]) -> str:
+    """The sentences of ``text`` not in ``said`` (which then holds them all)."""
+    sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip())
+    fresh = [s for s in sentences if s not in said]
+    said.update(sentences)
+    return " ".join(fresh)
 
 
 def _cell(text: str) -> str:

@@ -210,3 +210,20 @@ class Report:
     @property
     def user_module_count(self) -> int:
         return sum(1 for m in self.modules.values() if not m.is_quant_helper)
+
+
+#: Why a finding cannot be read as a verdict yet (see :func:`verdict_caveat`).
+NOT_CALIBRATED = "not calibrated"
+NEEDS_RECALIBRATION = "needs recalibration"
+
+
+def verdict_caveat(report: Report, finding: Finding) -> str | None:
+    """``NOT_CALIBRATED`` when nothing was calibrated yet and the detector needs data,
+    ``NEEDS_RECALIBRATION`` when the detector was enabled, or one of its observed parameters
+    changed, after the last calibration (``report.stale_params``); else None."""
+    detector = finding.detector
+    if any(key == detector or key.startswith(detector + ".") for key in report.stale_params):
+        return NEEDS_RECALIBRATION
+    if report.batches == 0 and finding.status is Status.NOT_OBSERVED:
+        return NOT_CALIBRATED
+    return None

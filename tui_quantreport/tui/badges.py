@@ -62,3 +62,8 @@ def badge_rgb(index: int, variables: Mapping[str, str]) -> tuple[int, int, int]:
 def theme_rgb(name: str, variables: Mapping[str, str]) -> tuple[int, int, int]:
     """Theme variable ``name`` (without ``$``) as an RGB triple."""
     return Color.parse(variables[name]).rgb
+
+
+def badge_variable(index: int) -> str:
+    """The theme variable (without ``$``) of detector ``index``'s badge colour."""
+    return BADGE_VARIABLES[index % len(BADGE_VARIABLES)]

@@ -66,6 +66,6 @@ class CalibrationBar(Horizontal):
         status.set_class(kind == "warning", "-warning")
 
     def _count(self) -> None:
-        of = f"/{self.total}" if self.total is not None else ""
+        of = f"/{self.total:,}" if self.total is not None else ""
         elapsed = monotonic() - self._started
-        self.query_one("#calibration-count", Static).update(f"{self.done}{of} batches · {elapsed:.1f} s")
+        self.query_one("#calibration-count", Static).update(f"{self.done:,}{of} batches · {elapsed:.1f} s")

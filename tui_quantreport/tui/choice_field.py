@@ -9,11 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.widgets import Label, Select
+from textual.content import Content
+from textual.widgets import Label, Select, Static
 
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
-from tui_quantreport.tui.param_field import APP_OWNER, field_id
+from tui_quantreport.tui.param_field import APP_OWNER, cli_spelling, field_id, human_label
 
 
 class _Select(Select):
@@ -43,7 +44,7 @@ class ChoiceField(Vertical):
         self.value = value
 
     def compose(self) -> ComposeResult:
-        yield Label(self.param.name, classes="param-label")
+        yield Label(human_label(self.owner, self.param), classes="param-label")
         select = _Select(
             [(choice, choice) for choice in self.param.choices],
             value=self.value,
@@ -51,8 +52,10 @@ class ChoiceField(Vertical):
             compact=True,
             id=field_id(self.owner, self.param.name),
         )
-        select.tooltip = self.param.help
+        select.tooltip = f"{self.param.help}. Command line: {cli_spelling(self.owner, self.param)}"
         yield select
+        yield Static(Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"),
+                     classes="param-help")
 
     @on(Select.Changed)
     def _changed(self, event: Select.Changed) -> None:

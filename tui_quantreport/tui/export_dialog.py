@@ -1,81 +1,149 @@
-"""The export dialog (``e``): a path and a format; the report is written atomically.
+"""The export dialog (``e``): what to write (a list of targets), and where.
 
-A failed write (missing directory, no permission, a directory in the way)
-leaves no partial file (the engine's :func:`write_atomic` sees to that) and the
-dialog stays open with the reason.
+Each :class:`ExportTarget` names a file kind (the JSON report, the Markdown
+report…) and how to write it; the main screen builds the list, so a new kind of
+file (a plan, a config) is one more entry. A target writes what is current
+*when Export is pressed*, not when the dialog opened: a calibration that
+finishes while the dialog is open is in the file, and while one runs the dialog
+says so. The path starts absolute; a typed suffix picks the matching target; an
+existing file is overwritten only after a second Enter. A failed write leaves
+no partial file (the engine's :func:`write_atomic`) and the dialog stays open
+with the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.dom import DOMNode
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Static
 
 from tui_quantreport.engine.errors import UserError
-from tui_quantreport.engine.export import render, write_atomic
-from tui_quantreport.engine.report import Report
+from tui_quantreport.tui.ordered_input import OrderedInput
 
-#: The formats offered, with their file suffix, in the order shown.
-EXPORT_FORMATS: dict[str, tuple[str, str]] = {"json": ("JSON", ".json"), "markdown": ("Markdown", ".md")}
-#: File suffixes that decide the format whatever the radio buttons say.
-FORMAT_OF_SUFFIX = {".json": "json", ".md": "markdown", ".markdown": "markdown"}
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """One kind of file the dialog can write."""
+
+    key: str  # short id, used in widget ids: "json"
+    title: str  # shown beside its radio button: "JSON report"
+    suffix: str  # the file suffix it is written with: ".json"
+    write: Callable[[Path], Path]  # writes the file (atomically), returns the path; UserError on failure
+
+
+def target_for_suffix(targets: Sequence[ExportTarget], path: str) -> ExportTarget | None:
+    """The target whose suffix ``path`` ends with (the longest match: ``.plan.json`` before ``.json``)."""
+    name = path.strip().lower()
+    matches = [t for t in targets if name.endswith(t.suffix.lower())]
+    return max(matches, key=lambda t: len(t.suffix)) if matches else None
 
 
 class ExportDialog(ModalScreen[str | None]):
-    """Dismisses with the written path, or None when cancelled."""
+    """Dismisses with the written path (absolute), or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, report: Report, path: str) -> None:
+    def __init__(self, targets: Sequence[ExportTarget], path: str, owner: DOMNode | None = None) -> None:
+        """``owner`` is watched for ``calibrating`` (to say the file will hold the results as they are)."""
         super().__init__()
-        self.report = report
+        self.targets = tuple(targets)
         self.default_path = path
-        self.format = "json"
+        self.target = self.targets[0]
+        self.owner = owner
+        self._confirm_overwrite: Path | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Static(Text("Export the report", style="bold"), id="export-title")
-            yield Label("Format")
+            yield Static(Content.styled("Export", "bold"), id="export-title")
+            yield Label("What")
             with RadioSet(id="export-format"):
-                for index, (fmt, (title, _)) in enumerate(EXPORT_FORMATS.items()):
-                    yield RadioButton(title, value=index == 0, id=f"format-{fmt}")
+                for index, target in enumerate(self.targets):
+                    yield RadioButton(target.title, value=index == 0, id=f"format-{target.key}")
             yield Label("Path")
-            yield Input(self.default_path, id="export-path", select_on_focus=False)
+            yield OrderedInput(self.default_path, id="export-path", select_on_focus=False)
+            yield Static("", id="export-note")
             yield Static("", id="export-error")
             with Horizontal(id="export-buttons"):
                 yield Button("Export", variant="primary", id="export")
                 yield Button("Cancel", id="cancel")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#export-error").display = False
-        self.query_one("#export-path", Input).focus()
+        self.query_one("#export-note").display = False
+        self.set_focus(self.query_one("#export-path", Input))
+        if self.owner is not None:
+            self.watch(self.owner, "calibrating", self._show_calibrating)
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys typed before the path field had focus (right after ``e``) go to it, in order."""
+        field = self.query_one("#export-path", Input)
+        if self.focused is None and event.key != "escape":
+            event.stop()
+            event.prevent_default()
+            self.set_focus(field)
+            field.post_message(events.Key(event.key, event.character))
+
+    def _show_calibrating(self, calibrating: bool) -> None:
+        note = self.query_one("#export-note", Static)
+        note.update(
+            Content.styled(
+                "A calibration is running: the file will hold the results as they are when you press "
+                "Export (the finished calibration if it ends first).",
+                "$warning",
+            )
+        )
+        note.display = calibrating
 
     @on(RadioSet.Changed)
-    def _format_chosen(self, event: RadioSet.Changed) -> None:
-        self.format = (event.pressed.id or "format-json").removeprefix("format-")
+    def _target_chosen(self, event: RadioSet.Changed) -> None:
+        key = (event.pressed.id or "").removeprefix("format-")
+        self.target = next((t for t in self.targets if t.key == key), self.targets[0])
         path_input = self.query_one("#export-path", Input)
-        path = Path(path_input.value)
-        if path.suffix in {suffix for _, suffix in EXPORT_FORMATS.values()}:
-            path_input.value = str(path.with_suffix(EXPORT_FORMATS[self.format][1]))
+        current = target_for_suffix(self.targets, path_input.value)
+        if current is not None and current is not self.target:
+            value = path_input.value.strip()
+            path_input.value = value[: len(value) - len(current.suffix)] + self.target.suffix
+
+    @on(Input.Changed, "#export-path")
+    def _path_typed(self, event: Input.Changed) -> None:
+        """A typed suffix picks its target (``report.md`` ticks Markdown)."""
+        self._confirm_overwrite = None
+        self.query_one("#export-error").display = False
+        target = target_for_suffix(self.targets, event.value)
+        if target is not None and target is not self.target:
+            self.target = target
+            self.query_one(f"#format-{target.key}", RadioButton).value = True
 
     @on(Input.Submitted, "#export-path")
     @on(Button.Pressed, "#export")
     def action_export(self) -> None:
-        """Render the report in the chosen format and write it; on failure, say why and stay open."""
-        path = self.query_one("#export-path", Input).value.strip()
-        if not path:
-            self._error("Give a path to write the report to.")
+        """Write the chosen target; ask before overwriting; on failure, say why and stay open."""
+        text = self.query_one("#export-path", Input).value.strip()
+        if not text:
+            self._error("Give a path to write to.")
             return
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
         # A typed suffix wins over the radio buttons: "report.md" is written as Markdown.
-        fmt = FORMAT_OF_SUFFIX.get(Path(path).suffix.lower(), self.format)
+        target = target_for_suffix(self.targets, text) or self.target
+        if path.is_file() and self._confirm_overwrite != path:
+            self._confirm_overwrite = path
+            self._error(f"{path} exists: press Enter (or Export) again to overwrite it, or change the path.")
+            return
         try:
-            written = write_atomic(path, render(self.report, fmt))
+            written = target.write(path)
         except UserError as exc:
             self._error(str(exc))
             return
@@ -87,5 +155,5 @@ class ExportDialog(ModalScreen[str | None]):
 
     def _error(self, text: str) -> None:
         error = self.query_one("#export-error", Static)
-        error.update(Text(text))
+        error.update(Content(text))
         error.display = True

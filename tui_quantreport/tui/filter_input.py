@@ -7,9 +7,10 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from tui_quantreport.tui.messages import FilterChanged, FilterClosed
+from tui_quantreport.tui.ordered_input import OrderedInput
 
 
-class FilterInput(Input):
+class FilterInput(OrderedInput):
     """An input that reports its text as a :class:`FilterChanged`; Escape clears it, Enter keeps it."""
 
     BINDINGS = [Binding("escape", "close(True)", "Clear filter")]

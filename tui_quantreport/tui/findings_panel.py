@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from textual.content import Content
 from textual.widgets import Static
 
-from tui_quantreport.engine.report import Finding, Report
+from tui_quantreport.engine.report import NOT_CALIBRATED, Finding, Report, verdict_caveat
 from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.formatting import STATUS_WORDS
 
@@ -37,11 +37,22 @@ class FindingsPanel(Static):
     def _finding(finding: Finding, report: Report, index: int) -> Content:
         detector = report.detectors[finding.detector]
         word, style = STATUS_WORDS[finding.status]
+        caveat = verdict_caveat(report, finding)
+        if caveat == NOT_CALIBRATED:
+            # Before any calibration "never called during calibration" would read as a verdict.
+            return Content.assemble(
+                badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (caveat, "$warning"), "\n",
+                ("This detector judges what calibration records: press c to calibrate.", "dim"), "\n",
+            )
+        if caveat is not None:
+            word, style = caveat, "bold $warning"
         parts: list[Content | str | tuple[str, str]] = [
             badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (word, style), "\n",
-            (finding.headline, "bold" if finding.recommended else ""), "\n",
-            finding.reason, "\n",
         ]
+        if caveat is not None:
+            parts += [("Its settings changed since the last calibration: press c to calibrate again. "
+                       "Until then this is what the old data says:", "$warning"), "\n"]
+        parts += [(finding.headline, "bold" if finding.recommended else ""), "\n", finding.reason, "\n"]
         for evidence in finding.evidence:
             marker = "▶" if evidence.decides else "·"
             strong = "bold" if evidence.decides else ""

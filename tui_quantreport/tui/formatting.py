@@ -35,3 +35,12 @@ def shapes(seen: Sequence[Sequence[int]]) -> str:
     shown = ", ".join("(" + ", ".join(str(d) for d in shape) + ")" for shape in seen[:SHAPES_SHOWN])
     rest = len(seen) - SHAPES_SHOWN
     return shown + (f" +{rest} more" if rest > 0 else "")
+
+
+def compact_shapes(seen: Sequence[Sequence[int]], shown: int = 2) -> str:
+    """Shapes without spaces, so they never wrap mid-shape: ``16×4×16×16, 8×4×16×16 +1``."""
+    if not seen:
+        return "–"
+    text = ", ".join("×".join(str(d) for d in shape) or "scalar" for shape in seen[:shown])
+    rest = len(seen) - shown
+    return text + (f" +{rest:,}" if rest > 0 else "")

@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static, Tree
+from textual.widgets import Footer, Static, Tree
 
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.filter_input import FilterInput
@@ -53,6 +53,7 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(Content.styled(title, "bold underline"), classes="help-section-title")
                 yield Static(table, classes="help-section")
             yield Static(Content.styled("Escape closes this screen.", "dim"), id="help-footer")
+        yield Footer(compact=True)  # this screen's keys, not the main screen's (dead here)
 
 
 def key_sections(app: App) -> list[HelpSection]:

@@ -18,7 +18,7 @@ command palette are built from them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -36,12 +36,13 @@ from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.export import render, write_atomic
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.detector_sidebar import DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
-from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.export_dialog import ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
 from tui_quantreport.tui.help_screen import HelpScreen, key_sections
 from tui_quantreport.tui.messages import (
@@ -79,7 +80,7 @@ NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches thr
 TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
 
 #: Actions bound to priority keys (see :meth:`MainScreen.check_action`).
-PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance"})
+PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "export"})
 
 #: Seconds the tree cursor must rest on a module before the detail view redraws.
 DETAIL_DELAY = 0.04
@@ -104,7 +105,7 @@ class MainScreen(Screen[None]):
                 tooltip="Jump to the previous module with a recommendation"),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
-        Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
+        Binding("e", "export", "Export", priority=True, tooltip="Export the report as JSON or Markdown"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
                 tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
@@ -471,6 +472,9 @@ class MainScreen(Screen[None]):
 
     def action_toggle_helpers(self) -> None:
         """Show or hide the observers and fake quantizers of a prepared model."""
+        if self.report is not None and not any(m.is_quant_helper for m in self.report.modules.values()):
+            self.notify("This model has no observers or fake quantizers to show.")
+            return
         self.show_helpers = not self.show_helpers
         self.notify("Observers and fake quantizers are " + ("shown." if self.show_helpers else "hidden."))
 
@@ -480,16 +484,35 @@ class MainScreen(Screen[None]):
 
     # Export, help, quit -----------------------------------------------------
 
+    def export_targets(self) -> list[ExportTarget]:
+        """What ``e`` can write. Each target reads the state when it writes, not when the dialog opened."""
+
+        def report_writer(fmt: str) -> Callable[[Path], Path]:
+            def write(path: Path) -> Path:
+                if self.report is None:
+                    raise UserError("nothing to export: the model is still loading")
+                enabled = self.report.detectors
+                disabled = [d.title for d in self.detectors if d.name not in enabled]
+                return write_atomic(path, render(self.report, fmt, disabled))
+
+            return write
+
+        return [
+            ExportTarget("json", "JSON report", ".json", report_writer("json")),
+            ExportTarget("markdown", "Markdown report", ".md", report_writer("markdown")),
+        ]
+
     def action_export(self) -> None:
-        """Open the export dialog for the current report."""
+        """Open the export dialog (it writes the report current when Export is pressed)."""
         if self.report is None:
             self.notify("Nothing to export yet: the model is still loading.")
             return
-        self.app.push_screen(ExportDialog(self.report, default_export_path(self.report.spec)), self._exported)
+        path = str(Path.cwd() / default_export_path(self.report.spec))
+        self.app.push_screen(ExportDialog(self.export_targets(), path, owner=self), self._exported)
 
     def _exported(self, path: str | None) -> None:
         if path:
-            self.notify(f"Wrote the report to {path}", title="Exported", markup=False)
+            self.notify(f"Wrote {path}", title="Exported", markup=False)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(key_sections(self.app)))

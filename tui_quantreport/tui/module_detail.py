@@ -18,7 +18,7 @@ from textual.reactive import var
 from textual.widgets import Label, Static
 
 from tui_quantreport.engine.report import Report
-from tui_quantreport.tui.badges import badge_rgb
+from tui_quantreport.tui.badges import badge_variable
 from tui_quantreport.tui.channel_plot import ChannelPlot
 from tui_quantreport.tui.findings_panel import FindingsPanel
 from tui_quantreport.tui.model_summary import ModelSummary
@@ -48,6 +48,7 @@ class ModuleDetail(VerticalScroll):
 
     def watch_fqn(self) -> None:
         self._redraw()
+        self.scroll_home(animate=False)  # a new module opens at its title, not mid-page
 
     def _redraw(self) -> None:
         if self.report is not None and self.fqn is not None and self.is_mounted:
@@ -83,7 +84,7 @@ class ModuleDetail(VerticalScroll):
         )
         self.query_one(FindingsPanel).show_module(report, fqn, detector_index)
         table = self.query_one(StatsTable)
-        table.show_points(module.points)
+        table.show_points(module.points, report.batches)
         table.display = bool(module.points)
         self.query_one("#stats-heading").display = bool(module.points)
         self._show_plots(report, fqn, detector_index)
@@ -96,7 +97,7 @@ class ModuleDetail(VerticalScroll):
                 draws.append(partial(ChannelPlot.show_range, title=RANGE_TITLE, channel_min=point.channel_min,
                                      channel_max=point.channel_max))
         for finding in report.findings_for(fqn):
-            colour = badge_rgb(detector_index.get(finding.detector, 0), self.app.theme_variables)
+            colour = badge_variable(detector_index.get(finding.detector, 0))
             for series in finding.series:
                 if any(v is not None for v in series.values):
                     draws.append(partial(ChannelPlot.show_series, series=series, colour=colour))

@@ -4,14 +4,15 @@ The value is checked with the engine's :meth:`Param.parse` (so the message is
 the same sentence the command line prints). A bad value shows the message
 under the input and the last good value stays in force; a good one is posted
 as :class:`~tui_quantreport.tui.messages.ParamChanged` on Enter or when focus
-leaves the input.
+leaves the input; after Enter the keyboard goes back to the module tree (so the
+next ``n`` moves the tree instead of being typed into the field).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
+from textual.content import Content
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +22,7 @@ from textual.widgets import Input, Label, Static
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
+from tui_quantreport.tui.ordered_input import OrderedInput
 
 #: Owner name used in widget ids for the app's own settings (not a detector's).
 APP_OWNER = "app"
@@ -31,6 +33,32 @@ STALE_NOTE = "needs new data: press c to calibrate"
 def field_id(owner: str, name: str) -> str:
     """The id of the input of parameter ``name`` of ``owner`` (a detector name, or "" for the app)."""
     return f"param-{owner or APP_OWNER}-{name}"
+
+
+#: People's names for the parameters (the snake_case name stays the command line's spelling).
+LABELS: dict[tuple[str, str], str] = {
+    ("per_channel_detector", "backend"): "Backend",
+    ("per_channel_detector", "weight_scheme"): "Weight scheme",
+    ("dynamic_vs_static_detector", "tolerance"): "Tolerance (S)",
+    ("input_weight_equalization_detector", "ratio_threshold"): "Band ratio",
+    ("outlier_detector", "ratio_threshold"): "Outlier ratio threshold",
+    ("outlier_detector", "reference_percentile"): "Reference percentile",
+    ("outlier_detector", "fraction_batches_used_threshold"): "Batches a channel must use",
+    ("", "ch_axis"): "Channel axis",
+    ("", "batches"): "Calibration batches",
+}
+
+
+def human_label(owner: str, param: Param) -> str:
+    """What a person calls parameter ``param`` of ``owner`` ("Outlier ratio", not ``ratio_threshold``)."""
+    return LABELS.get((owner, param.name)) or param.name.replace("_", " ").capitalize()
+
+
+def cli_spelling(owner: str, param: Param) -> str:
+    """How the command line spells the parameter: ``--param outlier_detector.ratio_threshold=…``."""
+    if not owner:
+        return f"--{param.name.replace('_', '-')}"
+    return f"--param {owner}.{param.name}=…"
 
 
 def format_value(param: Param, value: Any) -> str:
@@ -55,22 +83,26 @@ class ParamField(Vertical):
         self.value = value
         self.blank = blank
         self.stale = False
-        self.input = Input(
+        self.input = OrderedInput(
             format_value(param, value),
             placeholder=blank or "",
             id=field_id(owner, param.name),
             select_on_focus=True,
             compact=True,
         )
-        self.input.tooltip = param.help + (" (⟳ changing it needs a new calibration)" if param.observed else "")
+        self.input.tooltip = (param.help + (" (⟳ changing it needs a new calibration)" if param.observed else "")
+                              + f". Command line: {cli_spelling(owner, param)}")
         self.message = Static("", classes="param-message")
 
     def compose(self) -> ComposeResult:
         observed = " ⟳" if self.param.observed else ""
-        yield Label(Text.assemble(f"{self.param.name}{observed} ", (self.param.describe_range(), "dim")),
-                    classes="param-label")
+        yield Label(Content.assemble(f"{human_label(self.owner, self.param)}{observed} ",
+                                     (self.param.describe_range(), "dim")), classes="param-label")
         yield self.input
         yield self.message
+        # Shown while the field has focus (see app.tcss): what it means, and its command-line name.
+        yield Static(Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"),
+                     classes="param-help")
 
     def parse(self, text: str) -> Any:
         """The value ``text`` stands for, or :class:`ParamError`."""
@@ -89,8 +121,13 @@ class ParamField(Vertical):
             self._say("")
 
     @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.commit():
+            await self.run_action("screen.focus_tree")
+
     @on(Input.Blurred)
-    def _commit(self, event: Input.Submitted | Input.Blurred) -> None:
+    def _blurred(self, event: Input.Blurred) -> None:
         event.stop()
         self.commit()
 
@@ -118,7 +155,7 @@ class ParamField(Vertical):
         message = self.message
         if not text and self.stale:
             text = STALE_NOTE
-        message.update(Text(text))
+        message.update(Content(text))
         message.set_class(error, "-error")
         message.set_class(not error and bool(text), "-stale")
         message.display = bool(text)

@@ -161,13 +161,13 @@ class Detector(ABC):
         if not statuses:
             summary = f"No modules this detector applies to ({self.description})."
         elif flagged:
-            summary = f"{len(flagged)} of {len(judged)} {noun} would benefit: " + ", ".join(
+            summary = f"{len(flagged):,} of {len(judged):,} {noun} would benefit: " + ", ".join(
                 fqn or "(model)" for fqn in flagged[:5]
-            ) + (", …" if len(flagged) > 5 else "") + "."
+            ) + (f" and {len(flagged) - 5:,} more" if len(flagged) > 5 else "") + "."
         else:
-            summary = f"No changes recommended for the {len(judged)} {noun} judged."
+            summary = f"No changes recommended for the {len(judged):,} {noun} judged."
         if skipped:
-            summary += f" {skipped} not judged (not observed or not applicable)."
+            summary += f" {skipped:,} not judged (not observed or not applicable)."
         return DetectorReport(
             name=self.name,
             title=self.title,
