@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,6 +131,13 @@ class _Target:
     range_source: str = "none"
     channel_range: tuple[torch.Tensor, torch.Tensor] | None = None
     clip_range: tuple[float, float] | None = None
+    #: Calls seen in the range pass (0: never called on the probes).
+    calls: int = 0
+    #: Where its output goes: fqns of the quantizable modules that read it (directly or
+    #: through ReLU-like modules), "" for anything else (another module, the model output).
+    consumers: set[str] = field(default_factory=set)
+    #: qparams for its output edge: the range after a ReLU-like successor, else its own output range.
+    out_static: StaticInput | None = None
 
 
 @dataclass
@@ -299,8 +307,11 @@ class ErrorAnalysis:
                     return
                 x = x.detach().to(torch.float32)
                 acc.calls += 1
-                acc.lo = min(acc.lo, float(x.amin()))
-                acc.hi = max(acc.hi, float(x.amax()))
+                lo, hi = float(x.amin()), float(x.amax())
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    acc.finite = False
+                    return
+                acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
                 axis = target.kind.input_axis(x.dim())
                 moved = x.movedim(axis, 0).reshape(x.shape[axis], -1) if x.dim() > 0 else x.reshape(1, 1)
                 c_lo, c_hi = moved.amin(dim=1), moved.amax(dim=1)
@@ -323,25 +334,36 @@ class ErrorAnalysis:
             return hook
 
         handles = [t.module.register_forward_pre_hook(make_hook(t), with_kwargs=True) for t in self.targets.values()]
+        edges = _EdgeTracer(self)
+        handles += edges.attach()
         outputs: list[torch.Tensor | None] = []
         try:
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
-                    outputs.append(_output_tensor(self._run(batch, i)))
+                    edges.new_batch()
+                    output = self._run(batch, i)
+                    edges.model_output(output)
+                    outputs.append(_output_tensor(output))
                     progress(i + 1, len(self.probes))
-            self._pass_seconds = time.perf_counter() - started
+            self._note_pass(time.perf_counter() - started)
         finally:
             for h in handles:
                 h.remove()
+            edges.new_batch()
         self._reference = outputs
+        edges.finish()
         for fqn, target in self.targets.items():
             acc = sums[fqn]
+            target.calls = acc.calls
             if acc.calls == 0:
                 continue
             if target.range is None:
-                self._set_range(target, acc.lo, acc.hi, "probes")
+                lo, hi = (acc.lo, acc.hi) if acc.finite else (math.nan, math.nan)
+                self._set_range(target, lo, hi, "probes")
+            if not acc.finite:
+                continue
             if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None:
                 target.channel_range = (acc.channel_lo, acc.channel_hi)
             target.clip_range = (acc.p_lo / acc.calls, acc.p_hi / acc.calls)
@@ -364,8 +386,7 @@ class ErrorAnalysis:
                     _check_cancel(should_cancel)
                     outputs.append(_output_tensor(self._run(batch, i)))
                     progress(i + 1, len(self.probes))
-            if self._pass_seconds is None:
-                self._pass_seconds = time.perf_counter() - started
+            self._note_pass(time.perf_counter() - started)
         finally:
             for h in handles:
                 h.remove()
@@ -573,9 +594,31 @@ class ErrorAnalysis:
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
                     outputs.append(_output_tensor(self._run(batch, i)))
-            self._pass_seconds = self._pass_seconds or time.perf_counter() - started
+            self._note_pass(time.perf_counter() - started)
             self._reference = outputs
         return self._reference
+
+    def _note_pass(self, seconds: float) -> None:
+        """Remember the fastest pass over the probes: the unit of every cost estimate."""
+        self._pass_seconds = seconds if self._pass_seconds is None else min(self._pass_seconds, seconds)
+
+    def _output_quantized(self, fqn: str, quantized: Mapping[str, str]) -> StaticInput | None:
+        """The qparams a static module's output edge is quantized with under ``quantized``, if any.
+
+        As in a converted int8 model, a static module emits int8: its output is
+        quantized once. Where every reader of that output is a module this plan
+        quantizes statically, the reader's input quantization is that step (not
+        repeated here); otherwise (a float module, another op, the model's output)
+        the output is quantized with its own calibrated range (after a ReLU-like
+        successor, whose range is the one a fused module would use).
+        """
+        target = self.targets[fqn]
+        if target.out_static is None:
+            return None
+        readers = target.consumers
+        if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
+            return None
+        return target.out_static
 
     def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
         unknown = [fqn for fqn in quantized if fqn not in self.targets]
@@ -587,10 +630,12 @@ class ErrorAnalysis:
             why = SCHEMES[scheme].unsupported(target.kind)
             if why is not None:
                 return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {why}")
-            if SCHEMES[scheme].needs_range and target.static is None:
+            if SCHEMES[scheme].needs_range and target.static is None and target.calls:
                 return Sqnr.undefined(
                     f"'{fqn}' has no finite calibrated input range, so {scheme} has no qparams"
                 )
+        if not self._ranges_done and any(SCHEMES[s].needs_range for s in quantized.values()):
+            self._range_pass(lambda done, total: None, should_cancel)
         reference = self.reference_outputs()
         if not self.probes:
             return Sqnr.undefined("there are no probe batches")
@@ -615,10 +660,13 @@ class ErrorAnalysis:
             for fqn, scheme_name in quantized.items():
                 target = self.targets[fqn]
                 scheme = SCHEMES[scheme_name]
+                if scheme.needs_range and target.static is None:
+                    continue  # never called on the probes: nothing to simulate
                 ctx = InputContext(target.static, self.quant_min, self.quant_max)
                 wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
                 saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
-                target.module.forward = _simulated_forward(target.module, target.kind, scheme, ctx, wq)
+                target.module.forward = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
             yield
         finally:
             for module, previous in reversed(saved):
@@ -629,12 +677,20 @@ class ErrorAnalysis:
 
     @contextmanager
     def _float_mode(self) -> Iterator[None]:
+        """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
+        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated)."""
         restore = _freeze_model_state(self.model)
+        mha = getattr(torch.backends, "mha", None)
+        fastpath = mha.get_fastpath_enabled() if mha is not None else None
         try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
             self.model.eval()
             with torch.no_grad():
                 yield
         finally:
+            if mha is not None:
+                mha.set_fastpath_enabled(fastpath)
             restore()
 
     def _run(self, batch: Any, index: int) -> Any:
@@ -650,14 +706,134 @@ class ErrorAnalysis:
 _MISSING = object()
 
 
-def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor):
+def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
+                       out: StaticInput | None = None):
     def forward(input, *args, **kwargs):
         x = input
         if isinstance(x, torch.Tensor) and x.is_floating_point():
             x = scheme.input(x, ctx)
-        return kind.call(module, x, wq)
+        y = kind.call(module, x, wq)
+        return out.apply(y) if out is not None else y
 
     return forward
+
+
+class _EdgeTracer:
+    """Who reads each quantizable module's output, during one float pass (by tensor identity).
+
+    A ReLU-like (monotone, elementwise) module passes its input's producer on to
+    its output, and its output range becomes the producer's output range (what
+    a fused Linear/Conv + ReLU quantizes). Readers seen through anything else
+    count as "" (not a quantizable module).
+    """
+
+    def __init__(self, analysis: "ErrorAnalysis"):
+        self.analysis = analysis
+        #: id(tensor) -> (weak ref, producing target, whether it is the producer's raw output)
+        self.live: dict[int, tuple[weakref.ref, str, bool]] = {}
+        self._pending: list = []
+        self.out_lo: dict[str, float] = {}
+        self.out_hi: dict[str, float] = {}
+        self.chain_lo: dict[str, float] = {}
+        self.chain_hi: dict[str, float] = {}
+        self.raw_readers: dict[str, set[str]] = {}
+        self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
+
+    def new_batch(self) -> None:
+        self.live.clear()
+        for h in self._pending:
+            h.remove()
+        self._pending.clear()
+
+    def producer(self, tensor: Any) -> tuple[str, bool] | None:
+        """(producing target, raw output?) of a tensor seen in this batch, or None."""
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        entry = self.live.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1], entry[2]
+
+    def attach(self) -> list:
+        handles = []
+        targets = self.analysis.targets
+        for fqn, info in self.analysis.catalog.modules.items():
+            if info.is_quant_helper or not (info.is_leaf or fqn in targets):
+                continue
+            module = self.analysis.model.get_submodule(fqn)
+            handles.append(module.register_forward_pre_hook(self._reader(fqn, info.monotone), with_kwargs=True))
+            if fqn in targets:
+                handles.append(module.register_forward_hook(self._produced(fqn)))
+        return handles
+
+    def _reader(self, fqn: str, monotone: bool):
+        targets = self.analysis.targets
+
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            source = self.producer(x)
+            if source is None:
+                return None
+            key, raw = source
+            if raw:
+                self.raw_readers.setdefault(key, set()).add(fqn)
+            if fqn in targets:
+                self.consumers[key].add(fqn)
+            elif monotone:
+                # The output of this module carries the producer on: tracked by a one-off forward hook.
+                self._pending.append(module.register_forward_hook(self._chain(key, raw)))
+            else:
+                self.consumers[key].add("")
+            return None
+
+        return hook
+
+    def _chain(self, key: str, direct: bool):
+        def hook(module, args, output):
+            for h in self._pending:
+                h.remove()
+            self._pending.clear()
+            if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+                self.live[id(output)] = (weakref.ref(output), key, False)
+                if direct:
+                    self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
+                    self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+            return None
+
+        return hook
+
+    def _produced(self, fqn: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+                self.live[id(output)] = (weakref.ref(output), fqn, True)
+                self.out_lo[fqn] = min(self.out_lo.get(fqn, math.inf), float(output.detach().amin()))
+                self.out_hi[fqn] = max(self.out_hi.get(fqn, -math.inf), float(output.detach().amax()))
+            return None
+
+        return hook
+
+    def model_output(self, output: Any) -> None:
+        source = self.producer(first_tensor(output))
+        if source is not None:
+            self.consumers[source[0]].add("")
+
+    def finish(self) -> None:
+        analysis = self.analysis
+        for fqn, target in analysis.targets.items():
+            target.consumers = self.consumers.get(fqn, set())
+            lo, hi = self.out_lo.get(fqn), self.out_hi.get(fqn)
+            readers = self.raw_readers.get(fqn, set())
+            if fqn in self.chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
+                lo, hi = self.chain_lo[fqn], self.chain_hi[fqn]
+            if lo is None or hi is None:
+                continue
+            qp = activation_qparams(lo, hi, analysis.backend)
+            if qp is not None:
+                target.out_static = StaticInput(
+                    torch.tensor(qp.scale, dtype=torch.float32, device=target.device),
+                    torch.tensor(qp.zero_point, dtype=torch.int32, device=target.device),
+                    qp.quant_min, qp.quant_max,
+                )
 
 
 def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], accs: Mapping[str, SqnrAccumulator]):
