@@ -17,13 +17,30 @@ import pytest
 import torch
 from torch import nn
 
-from tui_quantreport.engine import ModelCatalog, Session, Settings, load_model, open_batches
+from tui_quantreport.engine import (
+    ModelCatalog,
+    Session,
+    Settings,
+    load_model,
+    open_batches,
+)
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim import (
-    FLOAT, SCHEMES, ErrorAnalysis, MeasurementCancelled, Plan, PlanError, ProbeRecorder, Sqnr, sqnr_db,
+    FLOAT,
+    SCHEMES,
+    ErrorAnalysis,
+    MeasurementCancelled,
+    Plan,
+    PlanError,
+    ProbeRecorder,
+    Sqnr,
+    sqnr_db,
 )
 from tui_quantreport.engine.quantsim.qparams import (
-    activation_qparams, affine_qparams, fake_quantize_weight, symmetric_qparams,
+    activation_qparams,
+    affine_qparams,
+    fake_quantize_weight,
+    symmetric_qparams,
 )
 from tui_quantreport.engine.session import call_batch
 
@@ -268,7 +285,7 @@ def test_plan_json_round_trip_and_errors(tmp_path, showcase):
     data = json.loads(path.read_text())
     assert data["format"] == "tui-quantreport.plan/1"
     assert data["model"] == {"class": catalog.class_name, "fingerprint": catalog.fingerprint}
-    for fqn, entry in data["modules"].items():
+    for entry in data["modules"].values():
         static = entry["scheme"] in ("static_per_tensor", "static_per_channel")
         assert (entry["activation"] is not None) == static
         if static:

@@ -14,13 +14,24 @@ Only torch is needed; qparams equal those torch's observers compute.
 from __future__ import annotations
 
 from tui_quantreport.engine.quantsim.error_analysis import (
-    DEFAULT_CLIP_PERCENTILE, DEFAULT_MIN_GAIN_DB, DEFAULT_PROBE_BATCHES, Cost, ErrorAnalysis,
-    LocalMeasurement, MeasurementCancelled, SimulationError, ranges_from_stats,
+    DEFAULT_CLIP_PERCENTILE,
+    DEFAULT_MIN_GAIN_DB,
+    DEFAULT_PROBE_BATCHES,
+    Cost,
+    ErrorAnalysis,
+    LocalMeasurement,
+    MeasurementCancelled,
+    SimulationError,
+    ranges_from_stats,
 )
 from tui_quantreport.engine.quantsim.kinds import KINDS, ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.plan import PLAN_FORMAT, Plan, PlanError
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder, take_probes
-from tui_quantreport.engine.quantsim.qparams import REDUCE_RANGE, QParams, activation_qparams
+from tui_quantreport.engine.quantsim.qparams import (
+    REDUCE_RANGE,
+    QParams,
+    activation_qparams,
+)
 from tui_quantreport.engine.quantsim.schemes import FLOAT, SCHEMES, Scheme
 from tui_quantreport.engine.quantsim.sqnr import Sqnr, gain, sqnr_db
 

@@ -51,9 +51,18 @@ from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
-    QParams, activation_qparams, activation_range, affine_qparams, fake_quantize_weight,
+    QParams,
+    activation_qparams,
+    activation_range,
+    affine_qparams,
+    fake_quantize_weight,
 )
-from tui_quantreport.engine.quantsim.schemes import FLOAT, SCHEMES, InputContext, StaticInput
+from tui_quantreport.engine.quantsim.schemes import (
+    FLOAT,
+    SCHEMES,
+    InputContext,
+    StaticInput,
+)
 from tui_quantreport.engine.quantsim.sqnr import Sqnr, SqnrAccumulator
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
@@ -219,7 +228,7 @@ class ErrorAnalysis:
 
     @classmethod
     def from_stats(cls, model: nn.Module, catalog: ModelCatalog, probes: Sequence[Any], stats: Any,
-                   backend: str = "x86", **options: Any) -> "ErrorAnalysis":
+                   backend: str = "x86", **options: Any) -> ErrorAnalysis:
         """An analysis whose static ranges come from a calibration's input ("pre") points."""
         ranges, channels = ranges_from_stats(stats)
         return cls(model, catalog, probes, ranges, backend, channel_ranges=channels, **options)
@@ -727,7 +736,7 @@ class _EdgeTracer:
     count as "" (not a quantizable module).
     """
 
-    def __init__(self, analysis: "ErrorAnalysis"):
+    def __init__(self, analysis: ErrorAnalysis):
         self.analysis = analysis
         #: id(tensor) -> (weak ref, producing target, whether it is the producer's raw output)
         self.live: dict[int, tuple[weakref.ref, str, bool]] = {}
@@ -773,7 +782,7 @@ class _EdgeTracer:
             x = first_tensor(args) if args else first_tensor(kwargs)
             source = self.producer(x)
             if source is None:
-                return None
+                return
             key, raw = source
             if raw:
                 self.raw_readers.setdefault(key, set()).add(fqn)
@@ -784,7 +793,7 @@ class _EdgeTracer:
                 self._pending.append(module.register_forward_hook(self._chain(key, raw)))
             else:
                 self.consumers[key].add("")
-            return None
+            return
 
         return hook
 
@@ -798,7 +807,6 @@ class _EdgeTracer:
                 if direct:
                     self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
                     self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
-            return None
 
         return hook
 
@@ -808,7 +816,6 @@ class _EdgeTracer:
                 self.live[id(output)] = (weakref.ref(output), fqn, True)
                 self.out_lo[fqn] = min(self.out_lo.get(fqn, math.inf), float(output.detach().amin()))
                 self.out_hi[fqn] = max(self.out_hi.get(fqn, -math.inf), float(output.detach().amax()))
-            return None
 
         return hook
 
@@ -840,10 +847,10 @@ def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
     def hook(module, args, kwargs, output):
         x = first_tensor(args) if args else first_tensor(kwargs)
         if x is None or not isinstance(output, torch.Tensor):
-            return None
+            return
         for name, run in variants.items():
             accs[name].add(output, run(x))
-        return None
+        return
 
     return hook
 

@@ -70,7 +70,7 @@ class Plan:
         """What decides the plan's measurement: a hashable key for caches."""
         return (self.model_class, self.fingerprint, self.backend, tuple(sorted(self.modules.items())))
 
-    def with_scheme(self, fqns: Iterable[str], scheme: str) -> "Plan":
+    def with_scheme(self, fqns: Iterable[str], scheme: str) -> Plan:
         """A copy where every module in ``fqns`` (those this plan covers) uses ``scheme``."""
         if scheme not in CHOICES:
             raise ParamError(f"unknown scheme {scheme!r}; choose one of {', '.join(CHOICES)}")
@@ -80,7 +80,7 @@ class Plan:
                 modules[fqn] = scheme
         return replace(self, modules=modules, predicted_sqnr_db=None)
 
-    def with_prediction(self, sqnr_db: float | None, probe_batches: int) -> "Plan":
+    def with_prediction(self, sqnr_db: float | None, probe_batches: int) -> Plan:
         return replace(self, predicted_sqnr_db=sqnr_db, probe_batches=probe_batches)
 
     @property
@@ -111,7 +111,7 @@ class Plan:
         return json.dumps(self.to_json_data(), indent=2, allow_nan=False) + "\n"
 
     @classmethod
-    def from_json_data(cls, data: Any, source: str = "plan") -> "Plan":
+    def from_json_data(cls, data: Any, source: str = "plan") -> Plan:
         """A plan from parsed JSON; :class:`PlanError` (one line) when it is not a valid plan."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise PlanError(f"{source} is not a tui-quantreport plan (expected \"format\": \"{PLAN_FORMAT}\")")
@@ -151,7 +151,7 @@ class Plan:
                    float(predicted) if predicted is not None else None)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Plan":
+    def load(cls, path: str | os.PathLike) -> Plan:
         target = Path(path).expanduser()
         try:
             text = target.read_text(encoding="utf-8")

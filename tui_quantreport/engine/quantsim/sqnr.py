@@ -46,7 +46,7 @@ class Sqnr:
         return f"{self.db:.1f} dB" if self.db is not None else self.reason
 
     @classmethod
-    def undefined(cls, why: str) -> "Sqnr":
+    def undefined(cls, why: str) -> Sqnr:
         return cls(None, UNDEFINED + why)
 
 
@@ -63,7 +63,7 @@ class SqnrAccumulator:
     Nothing is read back to the host until :meth:`result`.
     """
 
-    __slots__ = ("signal", "noise", "ref_finite", "approx_finite", "calls", "_device")
+    __slots__ = ("_device", "approx_finite", "calls", "noise", "ref_finite", "signal")
 
     def __init__(self) -> None:
         self.signal: torch.Tensor | None = None

@@ -6,7 +6,11 @@ Adding a scheme is one file here (a :class:`Scheme` subclass) and one line in
 
 from __future__ import annotations
 
-from tui_quantreport.engine.quantsim.schemes.base import InputContext, Scheme, StaticInput
+from tui_quantreport.engine.quantsim.schemes.base import (
+    InputContext,
+    Scheme,
+    StaticInput,
+)
 from tui_quantreport.engine.quantsim.schemes.dynamic import Dynamic
 from tui_quantreport.engine.quantsim.schemes.static_per_channel import StaticPerChannel
 from tui_quantreport.engine.quantsim.schemes.static_per_tensor import StaticPerTensor

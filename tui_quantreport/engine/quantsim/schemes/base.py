@@ -8,7 +8,10 @@ from typing import ClassVar
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.qparams import fake_quantize_static, fake_quantize_weight
+from tui_quantreport.engine.quantsim.qparams import (
+    fake_quantize_static,
+    fake_quantize_weight,
+)
 
 
 @dataclass(frozen=True)
