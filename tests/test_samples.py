@@ -23,7 +23,7 @@ DETECTOR_KEYS = {
         "fraction_batches_used_threshold",
     },
 }
-STATUSES = {"recommend", "ok", "not_observed", "not_applicable"}
+STATUSES = {"recommend", "ok", "not_observed", "not_applicable", "info"}
 
 
 def validate_report(data: dict) -> None:

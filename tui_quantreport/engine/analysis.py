@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from tui_quantreport.engine.channel_axis import AxisOverrides
 from tui_quantreport.engine.detectors import DETECTORS, EvaluationContext, resolve_detector
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
@@ -23,20 +24,28 @@ from tui_quantreport.engine.session import Point, PointRequest, Session, Stats
 
 @dataclass(frozen=True)
 class Settings:
-    """Which detectors run, with which (validated) parameters, and the channel axis."""
+    """Which detectors run, with which (validated) parameters, and channel-axis overrides.
+
+    ``ch_axis`` is None (every point's axis decided from what its tensor is) or
+    :class:`~.channel_axis.AxisOverrides` (global, or per module pattern).
+    """
 
     enabled: tuple[str, ...] = tuple(DETECTORS)
     params: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: {name: cls.defaults() for name, cls in DETECTORS.items()}
     )
-    ch_axis: int | None = None
+    ch_axis: AxisOverrides | None = None
+
+    def __post_init__(self) -> None:
+        if self.ch_axis is not None and not isinstance(self.ch_axis, AxisOverrides):
+            object.__setattr__(self, "ch_axis", AxisOverrides.parse(self.ch_axis))
 
     @classmethod
     def build(
         cls,
         detectors: Iterable[str] | None = None,
         params: Mapping[str, Mapping[str, Any]] | None = None,
-        ch_axis: int | None = None,
+        ch_axis: AxisOverrides | int | str | None = None,
     ) -> "Settings":
         """Validated settings; detector names may be short ("outlier") or full."""
         enabled = tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
@@ -44,7 +53,7 @@ class Settings:
             raise ParamError("no detector selected; choose at least one")
         given = {resolve_detector(k): v for k, v in (params or {}).items()}
         resolved = {name: det.validate(given.get(name)) for name, det in DETECTORS.items()}
-        return cls(enabled, resolved, ch_axis)
+        return cls(enabled, resolved, AxisOverrides.parse(ch_axis))
 
     @classmethod
     def from_options(
@@ -53,9 +62,12 @@ class Settings:
         params: Iterable[str] = (),
         tolerance: str | float | None = None,
         backend: str | None = None,
-        ch_axis: str | int | None = None,
+        ch_axis: str | int | list[str] | None = None,
     ) -> "Settings":
-        """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``."""
+        """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``.
+
+        ``ch_axis``: ``"auto"``, an integer, or ``PATTERN=AXIS`` rules (comma-separated, or a list).
+        """
         given: dict[str, dict[str, Any]] = {}
         for item in params:
             key, sep, value = item.partition("=")
@@ -68,13 +80,7 @@ class Settings:
         if backend is not None:
             given.setdefault("per_channel_detector", {})["backend"] = backend
         names = [d for d in detectors.split(",") if d.strip()] if detectors is not None else None
-        axis = None
-        if ch_axis is not None and str(ch_axis).strip().lower() not in ("", "auto"):
-            try:
-                axis = int(ch_axis)
-            except ValueError:
-                raise ParamError(f"the channel axis must be 'auto' or an integer, not {ch_axis!r}") from None
-        return cls.build(names, given, axis)
+        return cls.build(names, given, AxisOverrides.parse(ch_axis))
 
     def with_param(self, detector: str, name: str, value: Any) -> "Settings":
         """A copy with one parameter changed (parsed and validated)."""
@@ -102,13 +108,15 @@ def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, P
         for point, request in detector.observations(catalog, settings.params[name]).items():
             known = plan.get(point)
             percentiles = tuple(sorted(set(request.percentiles) | set(known.percentiles if known else ())))
-            plan[point] = PointRequest(axis=settings.ch_axis, percentiles=percentiles)
+            override = settings.ch_axis.for_module(point[0]) if settings.ch_axis is not None else None
+            axis, rule = override if override is not None else (None, "")
+            plan[point] = PointRequest(axis=axis, percentiles=percentiles, axis_rule=rule)
     return plan
 
 
 def observed_settings(settings: Settings) -> dict[str, Any]:
     """The settings that decide what calibration records (recorded with the stats)."""
-    recorded: dict[str, Any] = {"ch_axis": settings.ch_axis}
+    recorded: dict[str, Any] = {"ch_axis": None if settings.ch_axis is None else str(settings.ch_axis)}
     for name in settings.enabled:
         detector = DETECTORS[name]
         if detector.observes:
@@ -199,6 +207,7 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
             point = stats.point(fqn, role)
             if point is None:
                 continue
+            layout = stats.layout(fqn, role)
             # An accumulator that never started keeps (inf, -inf); NaN extremes still count as seen.
             observed = point.calls > 0 and not (point.global_min == math.inf and point.global_max == -math.inf)
             points.append(
@@ -212,6 +221,8 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
                     channels=point.channels,
                     axis=point.axis,
                     finite=point.finite or not observed,
+                    axis_reason=layout.reason if layout is not None else "",
+                    dtype=layout.dtype if layout is not None else "",
                     channel_min=tuple(point.channel_min.tolist()) if point.channel_min is not None else (),
                     channel_max=tuple(point.channel_max.tolist()) if point.channel_max is not None else (),
                 )

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
-from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.modules import DYNAMIC, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Status
 from tui_quantreport.engine.session import Point, PointRequest
@@ -60,25 +60,29 @@ class DynamicStaticDetector(Detector):
     )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
-        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+        return catalog.weighted(DYNAMIC)
+
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        return catalog.skipped(DYNAMIC)
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
         info = ctx.catalog.modules[fqn]
-        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+        kind = ctx.catalog.kinds[fqn]
+        return info.class_name, ctx.catalog.dynamic_kernel(fqn), ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post"), kind.note
 
     def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
         dist, _ = classify(measured[3], params["tolerance"])
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
-            NON_STATIONARY: Status.RECOMMEND,
+            NON_STATIONARY: Status.RECOMMEND if measured[1] else Status.INFO,
             STATIONARY: Status.OK,
         }.get(dist, Status.NOT_APPLICABLE)
 
     def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        class_name, supported, pre, post = measured
+        class_name, supported, pre, post, note = measured
         tolerance = params["tolerance"]
         pre_dist, pre_stat = classify(pre, tolerance)
         post_dist, post_stat = classify(post, tolerance)
@@ -109,9 +113,9 @@ class DynamicStaticDetector(Detector):
             Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
             Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
         )
-        return self._finding(fqn, class_name, values, evidence, supported)
+        return self._finding(fqn, class_name, values, evidence, supported, note)
 
-    def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
+    def _finding(self, fqn, class_name, values, evidence, supported, note="") -> Finding:
         dynamic = values["dynamic_recommended"]
         pre, post = values["pre_observer_data_dist"], values["post_observer_data_dist"]
         tolerance = values["tolerance"]
@@ -126,7 +130,14 @@ class DynamicStaticDetector(Detector):
                 "batch, will be more accurate."
             )
             if not supported:
-                reason += f" Note: {class_name} has no dynamic quantized kernel yet."
+                reason += (
+                    f" But {class_name} has no dynamic quantized kernel"
+                    + (f" ({note})" if note else "")
+                    + ", so this is information, not a change you can apply: quantize it statically "
+                    "with ranges calibrated on data that covers every regime, or keep it in float."
+                )
+            elif note:
+                reason += f" ({class_name}: {note}.)"
         else:
             reason += (
                 "Its output range is stable enough from batch to batch (S above the tolerance) for "
@@ -139,6 +150,8 @@ class DynamicStaticDetector(Detector):
                 )
         headline = "Use dynamic quantization" if dynamic else "Use static quantization"
         status = Status.RECOMMEND if dynamic else Status.OK
+        if dynamic and not supported:
+            headline, status = f"Non-stationary output (no dynamic kernel for {class_name})", Status.INFO
         return Finding(self.name, fqn, status, headline, reason, values, evidence)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
+from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Series, Status
@@ -83,6 +84,9 @@ class OutlierDetector(Detector):
             "outliers_detected": [], "percentile_ratio": [], "batches_used": [],
             "sufficient_batches": [], "constant_batches": [], "channel_max": [],
         }
+        blocked = why_not_judged(ctx.catalog, ctx.stats, fqn, "pre")
+        if blocked is not None:
+            return Unjudged(Status(blocked[0]), blocked[1], empty)
         if point is None or point.calls == 0:
             return Unjudged(
                 Status.NOT_OBSERVED,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
-from tui_quantreport.engine.modules import ModelCatalog, WeightScheme
+from tui_quantreport.engine.modules import PER_CHANNEL, ModelCatalog, WeightScheme
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Status
 
@@ -35,7 +35,7 @@ class PerChannelDetector(Detector):
     name = "per_channel_detector"
     title = "Per-channel weights"
     glyph = "P"
-    description = "Linear and Conv1d/2d/3d weights"
+    description = "weights of Linear, Conv, transformers Conv1D, attention and embedding layers"
     noun = "weighted modules"
     observes = False
     params = (
@@ -50,7 +50,10 @@ class PerChannelDetector(Detector):
     )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
-        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+        return catalog.weighted(PER_CHANNEL)
+
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        return catalog.skipped(PER_CHANNEL)
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
         scheme = ctx.catalog.weight_schemes[fqn]
@@ -61,49 +64,86 @@ class PerChannelDetector(Detector):
                 f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
                 {"per_channel_supported": True, "per_channel_used": False},
             )
-        return class_name, scheme
+        kind = ctx.catalog.kinds[fqn]
+        rows = ctx.stats.weights.get(fqn)
+        spread = _row_spread(rows) if kind.weight_only and rows is not None and rows.rows else None
+        return class_name, scheme, kind, spread
 
     def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
-        return Status.OK if _per_channel_used(measured[1], params) else Status.RECOMMEND
+        return Status.OK if _per_channel_used(measured[1], params, measured[2].weight_only) else Status.RECOMMEND
 
     def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        class_name, scheme = measured
+        class_name, scheme, kind, spread = measured
         backend, planned = params["backend"], params["weight_scheme"]
-        used = _per_channel_used(scheme, params)
+        used = _per_channel_used(scheme, params, kind.weight_only)
+        unit = "per row" if kind.weight_only else "per channel"
         if scheme.source == "planned":
-            how = f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is " + (
-                "per-channel" if used else "per-tensor"
-            )
+            if kind.weight_only and planned == "backend_default":
+                how = "the planned scheme is weight-only per row (float_qparams_weight_only_qconfig, what torch.ao uses for embeddings)"
+            else:
+                how = f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is " + (
+                    "per-channel" if used else "per-tensor"
+                )
         else:
             how = f"its qconfig's weight quantizer is {scheme.description}"
-        values = {"per_channel_supported": True, "per_channel_used": used}
-        evidence = (
-            Evidence("weights quantized per channel", float(used), "yes is best", not used, "yes" if used else "no"),
-        )
+        values: dict[str, Any] = {"per_channel_supported": True, "per_channel_used": used}
+        evidence = [
+            Evidence(f"weights quantized {unit}", float(used), "yes is best", not used, "yes" if used else "no"),
+        ]
+        layer = f"{class_name} ({kind.description})"
+        note = f" Note: {kind.note}." if kind.note else ""
+        rows_text = ""
+        if spread is not None:
+            smallest, median, largest = spread
+            values.update(weight_row_range_min=smallest, weight_row_range_median=median, weight_row_range_max=largest)
+            ratio = largest / median if median > 0 else None
+            evidence.append(Evidence("largest / median row range", ratio, "per row keeps small rows precise", False))
+            rows_text = (
+                f" Its rows' weight ranges go from {smallest:.3g} to {largest:.3g} (median {median:.3g}); "
+                "one scale for the whole table would be set by the widest row."
+            )
+        if kind.weight_only:
+            advice = (
+                "Quantize this table weight-only, one scale and offset per row "
+                "(float_qparams_weight_only_qconfig): its input is indices, so there is no activation to quantize."
+            )
+        else:
+            advice = (
+                "Give this module a qconfig whose weight observer is per channel "
+                "(e.g. default_per_channel_weight_observer): each output channel then gets "
+                "its own scale, so channels with small weights keep their precision."
+            )
         if used:
             return Finding(
-                self.name, fqn, Status.OK, "Per-channel weights already used",
-                f"{backend} supports per-channel weights for {class_name}, and {how}.",
-                values, evidence,
+                self.name, fqn, Status.OK, f"Weights already quantized {unit}",
+                f"{backend} supports {unit} weights for {layer}, and {how}.{rows_text}{note}",
+                values, tuple(evidence),
             )
         return Finding(
-            self.name, fqn, Status.RECOMMEND, "Configure per-channel weight quantization",
-            f"{backend} supports per-channel weights for {class_name}, but {how}. "
-            "Give this module a qconfig whose weight observer is per channel "
-            "(e.g. default_per_channel_weight_observer): each output channel then gets "
-            "its own scale, so channels with small weights keep their precision.",
-            values, evidence,
+            self.name, fqn, Status.RECOMMEND, f"Configure {unit} weight quantization",
+            f"{backend} supports {unit} weights for {layer}, but {how}. {advice}{rows_text}{note}",
+            values, tuple(evidence),
         )
 
     def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {"backend": params["backend"]}
 
 
-def _per_channel_used(scheme: WeightScheme, params: Mapping[str, Any]) -> bool:
-    """Per channel per the module's qconfig, or per the planned scheme when it has none."""
+def _per_channel_used(scheme: WeightScheme, params: Mapping[str, Any], weight_only: bool = False) -> bool:
+    """Per channel per the module's qconfig, or per the planned scheme when it has none.
+
+    For weight-only layers (embeddings) the backend default is per row
+    (``float_qparams_weight_only_qconfig``, the scheme torch.ao takes for them).
+    """
     if scheme.source != "planned":
         return bool(scheme.per_channel)
     planned = params["weight_scheme"]
     if planned == "backend_default":
-        return BACKEND_DEFAULT_PER_CHANNEL[params["backend"]]
+        return True if weight_only else BACKEND_DEFAULT_PER_CHANNEL[params["backend"]]
     return planned == "per_channel"
+
+
+def _row_spread(rows: Any) -> tuple[float, float, float]:
+    """Smallest, median and largest per-row weight range of a table."""
+    ranges = (rows.channel_max - rows.channel_min).float()
+    return float(ranges.min()), float(ranges.median()), float(ranges.max())
