@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tui_quantreport.cli import main
-from tui_quantreport.engine import Session, Settings, calibrate, evaluate
+from tui_quantreport.engine import Session, Settings, evaluate
 from tui_quantreport.engine.report import Status
 
 PER_CHANNEL = "per_channel_detector"
@@ -24,8 +24,9 @@ WEIGHT_BASED = (PER_CHANNEL, DYNAMIC, EQUALIZATION)
 
 def run(model, batches, **settings):
     session = Session(model)
-    stats = calibrate(session, batches, Settings.build(**settings))
-    return evaluate(session.catalog, stats, Settings.build(**settings)), stats, session.catalog
+    chosen = Settings.build(**settings)
+    stats = session.calibrate(batches, chosen)
+    return evaluate(session.catalog, stats, chosen), stats, session.catalog
 
 
 def axis(stats, fqn, role="pre"):

@@ -32,7 +32,6 @@ and get no per-channel statistics.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,25 +41,7 @@ from torch import nn
 from tui_quantreport.engine.modules import (
     AXIS_CHANNELS, AXIS_FOLLOW, AXIS_LAST, AXIS_NORM, ModelCatalog, is_quant_helper, norm_axis,
 )
-
-Point = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class PointLayout:
-    """How one observation point's tensors were read: the channel axis and why.
-
-    ``axis`` is the axis used for the first tensor seen (None when no
-    per-channel view was taken: integer tensors, an override out of range).
-    ``integer`` marks integer or bool tensors (indices, masks: not
-    activations); ``error`` says why per-channel statistics are missing.
-    """
-
-    axis: int | None
-    reason: str
-    dtype: str = ""
-    integer: bool = False
-    error: str = ""
+from tui_quantreport.engine.stats import Point, PointLayout
 
 
 @dataclass(frozen=True)

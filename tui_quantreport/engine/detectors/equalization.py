@@ -29,7 +29,7 @@ from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import EQUALIZATION, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Series, Status
-from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.stats import Point, PointRequest
 
 #: Fraction of channels that must benefit for the module to be recommended.
 MODULE_FRACTION = 0.4

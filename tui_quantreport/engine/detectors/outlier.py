@@ -29,7 +29,7 @@ from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Series, Status
-from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.stats import Point, PointRequest
 
 CHANNELS_NAMED = 8
 
