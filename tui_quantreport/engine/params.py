@@ -39,7 +39,7 @@ class Param:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind == "axis":
-            return "'auto', an integer axis, or PATTERN=AXIS rules (comma-separated)"
+            return "'auto', AXIS or PATTERN=AXIS"
         if self.low is not None and self.high is not None:
             left = "[" if self.low_inclusive else "("
             right = "]" if self.high_inclusive else ")"

@@ -76,7 +76,7 @@ class PerChannelDetector(Detector):
         class_name, scheme, kind, spread = measured
         backend, planned = params["backend"], params["weight_scheme"]
         used = _per_channel_used(scheme, params, kind.weight_only)
-        unit = "per row" if kind.weight_only else "per channel"
+        unit = "per row" if kind.weight_only else "per-channel"
         if scheme.source == "planned":
             if kind.weight_only and planned == "backend_default":
                 how = "the planned scheme is weight-only per row (float_qparams_weight_only_qconfig, what torch.ao uses for embeddings)"
@@ -88,9 +88,9 @@ class PerChannelDetector(Detector):
             how = f"its qconfig's weight quantizer is {scheme.description}"
         values: dict[str, Any] = {"per_channel_supported": True, "per_channel_used": used}
         evidence = [
-            Evidence(f"weights quantized {unit}", float(used), "yes is best", not used, "yes" if used else "no"),
+            Evidence(f"weights quantized {unit.replace('-', ' ')}", float(used), "yes is best", not used, "yes" if used else "no"),
         ]
-        layer = f"{class_name} ({kind.description})"
+        layer = class_name if kind.name in ("linear", "conv") else f"{class_name} ({kind.description})"
         note = f" Note: {kind.note}." if kind.note else ""
         rows_text = ""
         if spread is not None:
@@ -115,7 +115,8 @@ class PerChannelDetector(Detector):
             )
         if used:
             return Finding(
-                self.name, fqn, Status.OK, f"Weights already quantized {unit}",
+                self.name, fqn, Status.OK,
+                "Per-row weights already used" if kind.weight_only else "Per-channel weights already used",
                 f"{backend} supports {unit} weights for {layer}, and {how}.{rows_text}{note}",
                 values, tuple(evidence),
             )
