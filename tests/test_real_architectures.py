@@ -94,8 +94,9 @@ def test_llama_weighted_layers_and_embedding(llama):
     # The embedding: weight-only advice with its per-row ranges; its token ids are not activations.
     embedding = per_channel["model.embed_tokens"]
     assert embedding.status is Status.OK and "per-row" in embedding.headline.lower()
-    assert embedding.values["weight_row_range_min"] <= embedding.values["weight_row_range_median"]
-    assert embedding.values["weight_row_range_median"] <= embedding.values["weight_row_range_max"]
+    rows = embedding.values["weight_row_range"]
+    assert embedding.values["weight_only"] and 0 < rows["min"] <= rows["median"] <= rows["max"]
+    assert per_channel["lm_head"].values["weight_row_range"] is None
     assert "Embedding: its input is integer indices" in report.detectors[DYNAMIC].summary
     outlier = report.detectors[OUTLIER].findings["model.embed_tokens"]
     assert outlier.status is Status.NOT_APPLICABLE and "int64 tensor" in outlier.reason
@@ -189,7 +190,7 @@ def test_bert_token_ids_are_never_called_outliers(bert):
         assert not finding.headline.startswith("Outliers")
         # Embeddings get weight-only, per-row advice instead.
         per_channel = report.detectors[PER_CHANNEL].findings[fqn]
-        assert per_channel.status is Status.OK and "weight_row_range_max" in per_channel.values
+        assert per_channel.status is Status.OK and per_channel.values["weight_row_range"]["max"] > 0
     assert not any(f in report.detectors[EQUALIZATION].findings for f in embeddings)
     assert not any(f in report.detectors[DYNAMIC].findings for f in embeddings)
     first = report.ranked_modules()[0][0] if report.ranked_modules() else ""
@@ -323,7 +324,8 @@ def test_skipped_weighted_layers_are_listed_with_the_reason_and_advice_only_wher
     assert set(per_channel.extra["skipped"]) == {"lstm", "up"}
     # The LSTM has a dynamic kernel: judged by the dynamic detector; the conv has none: information.
     dynamic = report.detectors[DYNAMIC].findings
-    assert dynamic["gray"].values["dynamic_recommended"]
+    assert dynamic["gray"].values["post_observer_data_dist"] == "non-stationary"
+    assert not dynamic["gray"].values["dynamic_recommended"]
     assert dynamic["gray"].status is Status.INFO and "no dynamic kernel" in dynamic["gray"].headline
     assert "gray" not in report.detectors[DYNAMIC].recommended
     assert dynamic["lstm"].status in (Status.OK, Status.RECOMMEND)  # judged: tanh-bounded, so stationary here
