@@ -10,3 +10,9 @@ MODELS = Path(__file__).parent / "models"
 @pytest.fixture
 def models_dir() -> Path:
     return MODELS
+
+
+@pytest.fixture(autouse=True)
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app saves settings per user (XDG_CONFIG_HOME): never the real one in tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

@@ -220,7 +220,7 @@ async def test_enter_in_a_sidebar_field_gives_the_keyboard_back_to_the_tree() ->
         await pilot.press(*"0.4", "enter")
         assert tree.has_focus
         await pilot.press("n")
-        assert tree.current_fqn == app.report.recommended_modules()[0]
+        assert tree.current_fqn == app.report.ranked_modules()[0][0]
         assert app.query_one(TOLERANCE_INPUT, Input).value == "0.4"
 
 

@@ -193,7 +193,7 @@ async def test_calibrate_walk_jump_and_export(tmp_path: Path) -> None:
         assert tree.badges_of("rgb_stem.conv2") == expected and len(expected) >= 2
         assert tree.is_dimmed("rgb_stem") and not tree.is_dimmed("rgb_stem.conv2")
 
-        flagged = report.recommended_modules()
+        flagged = [fqn for fqn, _ in report.ranked_modules()]  # n walks the engine's order
         await pilot.press("n")
         assert tree.current_fqn == flagged[0]
         await pilot.press("n")
@@ -436,7 +436,7 @@ async def test_large_model_tree_is_lazy_and_jumps_expand_ancestors() -> None:
         assert time.perf_counter() - started < 10
         await pilot.press("c")
         await settle(app, pilot)
-        flagged = app.report.recommended_modules()
+        flagged = [fqn for fqn, _ in app.report.ranked_modules()]
         deep = next(fqn for fqn in flagged if fqn.count(".") >= 4)
         app.main.go_to_module(deep)
         await pilot.pause()

@@ -37,9 +37,14 @@ async def loaded(pilot) -> None:
 
 
 async def calibrated(pilot) -> None:
+    """Calibrate, then wait for the measurement that follows it (the plan's SQNR in the header)."""
     await loaded(pilot)
     await pilot.press("c")
-    await pilot.app.workers.wait_for_complete()
+    for _ in range(600):
+        await pilot.app.workers.wait_for_complete()
+        if pilot.app.main.measured is not None and not pilot.app.main.measuring:
+            break
+        await pilot.pause(0.05)
     await pilot.pause()
 
 
@@ -88,3 +93,30 @@ def test_detail_view_plots(snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=plots_in_view)
+
+
+def test_detail_view_sqnr_with_a_module_kept_float(snap_compare) -> None:
+    """The measured error of thermal_stem.conv after f kept it in float; the header's plan SQNR."""
+
+    async def kept_float(pilot) -> None:
+        await calibrated(pilot)
+        tree = pilot.app.query_one(ModuleTree)
+        while tree.current_fqn != "thermal_stem.conv":
+            await pilot.press("n")
+        await pilot.press("f")
+        for _ in range(600):
+            await pilot.app.workers.wait_for_complete()
+            if not pilot.app.main.plan_pending:
+                break
+            await pilot.pause(0.05)
+        detail = pilot.app.query_one(ModuleDetail)
+        while detail.fqn != tree.current_fqn:
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=kept_float)
+
+
+def test_root_plan_view_at_200x60(snap_compare) -> None:
+    """The what-if plan at the root: end-to-end SQNR, keep-float list, SQNR by layer."""
+    assert snap_compare(make_app(), terminal_size=(200, 60), run_before=calibrated)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from textual.app import App
 
 from tui_quantreport.engine.report import Report
+from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.commands import QuantReportCommands
 from tui_quantreport.tui.main_screen import MainScreen, default_export_path
 from tui_quantreport.tui.model_session import ModelSession
@@ -40,6 +41,9 @@ class QuantReportApp(App[None]):
         # Start importing torch and building the model now, in a background thread, so that the
         # work overlaps Textual's own start-up; the main screen's loader worker collects the result.
         self._loading = ModelSession.load_in_background(spec, options)
+        saved, _ = user_settings.load()
+        if saved.theme in self.available_themes:
+            self.theme = saved.theme
 
     def get_default_screen(self) -> MainScreen:
         max_batches = getattr(self.options, "batches", None) if self.options is not None else None
@@ -69,6 +73,10 @@ class QuantReportApp(App[None]):
     @property
     def max_batches(self) -> int | None:
         return self.main.max_batches
+
+    def watch_theme(self) -> None:
+        if self.screen_stack and isinstance(self.screen_stack[0], MainScreen):
+            self.main.save_user_settings()
 
     async def action_quit(self) -> None:
         """Quit (also ctrl+q), asking a running calibration to stop between batches."""

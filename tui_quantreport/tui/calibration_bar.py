@@ -17,7 +17,7 @@ TICK = 0.5
 class CalibrationBar(Horizontal):
     """A status line; while calibrating, a progress bar of batches done / total and the elapsed time."""
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.running = False
         self.done = 0

@@ -81,7 +81,7 @@ class ChannelPlot(Widget, can_focus=True):
         self.border_title = title
         self.border_subtitle = ""
 
-    def _set(self, rows: list[_Row], key, lines, colours: tuple[str, str], what: str) -> None:  # noqa: ANN001
+    def _set(self, rows: list[_Row], key, lines, colours: tuple[str, str], what: str) -> None:
         self._ranked = len(rows) > PAGE_ROWS
         self._rows = sorted(rows, key=key, reverse=True) if self._ranked else rows
         self._lines = tuple(x for x in lines if x is not None)
@@ -150,7 +150,7 @@ class ChannelPlot(Widget, can_focus=True):
         lines.append(self._axis(label_width, bar_width, column, lo, hi))
         return Content("\n").join(lines)
 
-    def _axis(self, label_width: int, bar_width: int, column, lo: float, hi: float) -> Content:  # noqa: ANN001
+    def _axis(self, label_width: int, bar_width: int, column, lo: float, hi: float) -> Content:
         """The scale under the bars: its ends, and each threshold at its column."""
         cells = [" "] * bar_width
         styles: list[str] = [""] * bar_width

@@ -8,13 +8,18 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.css.query import NoMatches
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.widgets import Label, Select, Static
 
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
-from tui_quantreport.tui.param_field import APP_OWNER, cli_spelling, field_id, human_label
+from tui_quantreport.tui.param_field import (
+    APP_OWNER,
+    cli_spelling,
+    field_id,
+    human_label,
+)
 
 
 class _Select(Select):

@@ -40,6 +40,10 @@ class QuantReportCommands(Provider):
             name = binding.tooltip or binding.description
             found.append((name, f"{binding.description} ({app.get_key_display(binding)})",
                           partial(main.run_action, binding.action)))
+        found.append(("Reset saved settings", "Forget the saved theme, detectors and parameters; back to the defaults",
+                      main.reset_user_settings))
+        found.append(("Copy the selected module's findings", "Its verdicts and reasons, as text",
+                      main.copy_findings))
         enabled = main.settings.enabled if main.settings is not None else ()
         for detector in main.detectors:
             verb = "Disable" if detector.name in enabled else "Enable"

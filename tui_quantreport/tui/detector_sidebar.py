@@ -49,7 +49,7 @@ class DetectorSidebar(VerticalScroll):
     report: var[Report | None] = var(None, always_update=True)
     max_batches: var[int | None] = var(None)
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._titles: dict[str, str] = {}
         self._populated = False

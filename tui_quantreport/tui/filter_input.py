@@ -15,7 +15,7 @@ class FilterInput(OrderedInput):
 
     BINDINGS = [Binding("escape", "close(True)", "Clear filter")]
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(placeholder="filter: name or class  (Enter keeps, Esc clears)", id=id)
 
     @on(Input.Changed)

@@ -18,7 +18,7 @@ STATUS_WORDS: dict[Status, tuple[str, str]] = {
 SHAPES_SHOWN = 3
 
 
-def number(value: float | int | None) -> str:
+def number(value: float | None) -> str:
     """A number in at most four significant digits; ``undefined`` for None."""
     if value is None:
         return "undefined"

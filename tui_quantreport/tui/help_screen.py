@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rich.table import Table
-from textual.content import Content
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static, Tree
 
@@ -67,7 +67,11 @@ def key_sections(app: App) -> list[HelpSection]:
             if isinstance(binding, Binding) and binding.description
         ]
 
-    tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down")]
+    from tui_quantreport.tui.channel_plot import ChannelPlot
+    from tui_quantreport.tui.module_detail import ModuleDetail
+
+    own = {b.key for b in ModuleTree.BINDINGS if isinstance(b, Binding)}
+    tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down", *own)]
     return [
         ("Anywhere", [
             *rows(MainScreen.BINDINGS),
@@ -86,6 +90,25 @@ def key_sections(app: App) -> list[HelpSection]:
             ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
             *rows(ParamField.BINDINGS),
         ]),
-        ("Detail view", [("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots")]),
-        ("Export dialog", [("enter", "Write the file"), *rows(ExportDialog.BINDINGS)]),
+        ("Detail view", [
+            ("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots"),
+            *rows(ModuleDetail.BINDINGS),
+            ("tab", "Focus a plot; then:"),
+            *rows(ChannelPlot.BINDINGS),
+        ]),
+        ("Export dialog", [("enter", "Write the file (a second enter overwrites an existing one)"),
+                           *rows(ExportDialog.BINDINGS)]),
+        ("Symbols", [
+            ("P D E O", "A detector's badge: it recommends a change on that module"),
+            ("▶", "In a finding: the number that decided the verdict, against its threshold"),
+            ("·", "In a finding: a number also considered, that did not decide"),
+            ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),
+            ("│", "In a plot: the threshold, at the column of its value"),
+            ("◀ plan", "In measured error: the scheme the what-if plan uses for this module"),
+        ]),
+        ("Mouse", [
+            ("click", "Select a module, tick a detector, focus a field, press a button"),
+            ("wheel", "Scroll the pane under the pointer"),
+            ("ctrl+q", "Quit at once, from anywhere (also from a dialog)"),
+        ]),
     ]

@@ -38,6 +38,7 @@ from textual.worker import get_current_worker
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.export import render, write_atomic
 from tui_quantreport.engine.report import Report
+from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.detector_sidebar import DetectorSidebar
@@ -54,20 +55,34 @@ from tui_quantreport.tui.messages import (
     DetectorToggled,
     FilterChanged,
     FilterClosed,
+    MeasurementFailed,
+    MeasurementFinished,
     ModelLoaded,
     ModelLoadFailed,
     ModuleHighlighted,
     ParamChanged,
+    PlanEvaluated,
     ReportUpdated,
+    SensitivityMeasured,
+    WorkProgress,
 )
-from tui_quantreport.tui.model_session import DetectorInfo, Loaded, ModelSession
+from tui_quantreport.tui.model_session import (
+    DetectorInfo,
+    Loaded,
+    Measured,
+    ModelSession,
+    measure,
+)
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
 from tui_quantreport.tui.param_field import field_id
+from tui_quantreport.tui.scheme_picker import SchemePicker
+from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
 
@@ -90,6 +105,15 @@ MODEL_ACTIONS = frozenset(
     {"export", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
 )
 
+#: Actions that need the measured error (after a calibration).
+PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity"})
+
+#: Probe batches the error analysis runs on (the first K calibration batches).
+PROBE_BATCHES = 4
+
+#: Seconds a plan must stay unchanged before its end-to-end SQNR is recomputed (toggles coalesce).
+PLAN_DELAY = 0.25
+
 
 class MainScreen(Screen[None]):
     """Module-by-module quantization advice for one PyTorch model: the app's one working screen."""
@@ -105,11 +129,23 @@ class MainScreen(Screen[None]):
                 tooltip="Jump to the previous module with a recommendation"),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
-        Binding("e", "export", "Export", priority=True, tooltip="Export the report as JSON or Markdown"),
+        Binding("e", "export", "Export", priority=True,
+                tooltip="Export the report (JSON or Markdown) or the what-if plan (JSON)"),
+        Binding("f", "toggle_float", "Float", tooltip="Keep the selected module (and its subtree) in float, "
+                "or quantize it again with its recommended scheme"),
+        Binding("p", "pick_scheme", "Scheme", show=False,
+                tooltip="Pick the quantization scheme of the selected module (and its subtree)"),
+        Binding("S", "sensitivity", "Sensitivity", show=False, key_display="S",
+                tooltip="Measure each quantized module's sensitivity: the plan's SQNR with only it quantized"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
                 tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
                 tooltip="Show or hide the observers and fake quantizers of a prepared model"),
+        Binding("z", "zoom", "Zoom", show=False,
+                tooltip="Zoom the detail view to the full width (z again, or Esc in the detail view, restores)"),
+        Binding("y", "copy('name')", "Copy", show=False, tooltip="Copy the selected module's name"),
+        Binding("Y", "copy('command')", "Copy command", show=False, key_display="Y",
+                tooltip="Copy the command line that reproduces the current settings"),
         Binding("b", "toggle_sidebar", "Sidebar",
                 tooltip="Show or hide the sidebar (on a narrow terminal: in place of the detail view)"),
         Binding("question_mark", "help", "Help", tooltip="This list of keys"),
@@ -136,6 +172,16 @@ class MainScreen(Screen[None]):
     #: Whether a calibration is running, and whether the model is loaded (both decide the footer's keys).
     calibrating = var(False, bindings=True)
     loaded = var(False, bindings=True)
+    #: The measured error of the last calibration (None until measured), the what-if plan, its
+    #: end-to-end SQNR (the last computed value stays while a new one is computed: ``plan_pending``),
+    #: and the one-at-a-time sensitivity when measured.
+    measured: var[Measured | None] = var(None, always_update=True, bindings=True)
+    plan: var[Plan | None] = var(None, always_update=True)
+    plan_sqnr: var[Sqnr | None] = var(None, always_update=True)
+    plan_pending = var(False)
+    sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    #: What a running measurement is doing ("" when none): Esc cancels it.
+    measuring = var("", bindings=True)
 
     def __init__(self, spec: str, loading: Future[Loaded], max_batches: int | None = None) -> None:
         """``loading`` is the model being built in the background (see :meth:`ModelSession.load_in_background`)."""
@@ -152,6 +198,8 @@ class MainScreen(Screen[None]):
         self._recommended: list[str] = []
         self._detail_timer: Timer | None = None
         self._pending_fqn = ""
+        self._plan_timer: Timer | None = None
+        self._measure_cancel = threading.Event()
 
     # Layout -----------------------------------------------------------------
 
@@ -165,7 +213,8 @@ class MainScreen(Screen[None]):
                 )
                 yield BadgeLegend(id="legend").data_bind(MainScreen.detectors, MainScreen.report)
             yield ModuleDetail(id="detail").data_bind(
-                MainScreen.detector_index, MainScreen.report, fqn=MainScreen.detail_fqn
+                MainScreen.detector_index, MainScreen.report, MainScreen.measured, MainScreen.plan,
+                MainScreen.plan_sqnr, MainScreen.plan_pending, MainScreen.sensitivity, fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
                 MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report
@@ -188,8 +237,42 @@ class MainScreen(Screen[None]):
 
     # Reacting ---------------------------------------------------------------
 
+    def watch_settings(self, settings: Settings | None) -> None:
+        if settings is not None and self.loaded:
+            self.save_user_settings()
+
+    def save_user_settings(self) -> None:
+        """Remember the theme, the enabled detectors and the changed parameters for next time."""
+        settings = self.settings
+        if settings is None:
+            return
+        params = {
+            d.name: {p.name: settings.params[d.name][p.name] for p in d.params
+                     if settings.params[d.name][p.name] != p.default}
+            for d in self.detectors
+        }
+        enabled = None if list(settings.enabled) == [d.name for d in self.detectors] else tuple(settings.enabled)
+        try:
+            user_settings.save(user_settings.UserSettings(
+                theme=self.app.theme, enabled=enabled, params={k: v for k, v in params.items() if v},
+                ch_axis=settings.ch_axis,
+            ))
+        except OSError as exc:
+            self.notify(f"Settings not saved: {exc}", severity="warning", markup=False)
+
+    def reset_user_settings(self) -> None:
+        """Forget the saved settings and return to the defaults (this session too)."""
+        user_settings.reset()
+        if self.settings is not None:
+            self.settings = type(self.settings)()
+            self._reevaluate()
+        self.app.theme = "textual-dark"
+        user_settings.reset()
+        self.notify("Saved settings reset to the defaults.")
+
     def watch_report(self, report: Report | None) -> None:
-        self._recommended = report.recommended_modules() if report is not None else []
+        # n / N walk the findings in the engine's order (most important first), not tree order.
+        self._recommended = [fqn for fqn, _ in report.ranked_modules()] if report is not None else []
 
     # Loading ----------------------------------------------------------------
 
@@ -219,6 +302,8 @@ class MainScreen(Screen[None]):
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
         self.query_one(CalibrationBar).say(NOT_CALIBRATED)
         self.loaded = True
+        if loaded.notice:
+            self.notify(loaded.notice, title="Settings", severity="warning", markup=False)
         if self._calibrate_when_loaded:
             self.action_calibrate()
 
@@ -362,6 +447,7 @@ class MainScreen(Screen[None]):
         self.report = calibrated.report
         if calibrated.settings is not self.settings:  # changed while calibrating
             self._reevaluate()
+        self.start_measurement()
 
     @on(CalibrationFailed)
     def _calibration_failed(self, message: CalibrationFailed) -> None:
@@ -381,14 +467,210 @@ class MainScreen(Screen[None]):
         return f"The previous results ({batches:,} batches) are still shown."
 
     def action_cancel_calibration(self) -> None:
-        """Stop the running calibration between batches; the previous results stay."""
+        """Stop the running calibration between batches (the previous results stay), or the running
+        measurement."""
         if self.calibrating:
             self._cancel.set()
             self.query_one(CalibrationBar).say("Cancelling after the current batch…", "warning")
+        elif self.measuring:
+            self._measure_cancel.set()
+            self.query_one(CalibrationBar).say("Cancelling the measurement…", "warning")
 
     def cancel_work(self) -> None:
         """Ask every running worker to stop at its next check (used when quitting)."""
         self._cancel.set()
+        self._measure_cancel.set()
+        for worker in self.workers:
+            worker.cancel()
+
+    # Measured error and the what-if plan -------------------------------------
+
+    def start_measurement(self) -> None:
+        """Measure local SQNR per module and scheme, the recommended plan and its SQNR, in a worker."""
+        if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
+            return
+        self._measure_cancel.clear()
+        self.measuring = f"Measuring the quantization error on {PROBE_BATCHES} probe batches…  Esc cancels"
+        self.query_one(CalibrationBar).start(self.measuring)
+        self._measure(self.stats, self.settings)
+
+    @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="measure SQNR")
+    def _measure(self, stats: Stats, settings: Settings) -> None:
+        worker = get_current_worker()
+        model = self.model
+        if model is None:
+            return
+
+        def progress(done: int, total: int | None) -> None:
+            self.post_message(WorkProgress(done, total))
+
+        try:
+            measured = measure(model, stats, settings, PROBE_BATCHES, progress,
+                               lambda: self._measure_cancel.is_set() or worker.is_cancelled)
+        except CalibrationCancelled:
+            self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
+        except Exception as exc:  # the simulation of the user's model can fail in many ways
+            self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(MeasurementFinished(measured))
+
+    @on(WorkProgress)
+    def _work_progress(self, message: WorkProgress) -> None:
+        self.query_one(CalibrationBar).advance(message.done, message.total)
+
+    @on(MeasurementFinished)
+    def _measurement_finished(self, message: MeasurementFinished) -> None:
+        measured = message.measured
+        self.measuring = ""
+        self.sensitivity = None
+        self.measured = measured
+        self.plan = measured.recommended
+        self.plan_sqnr = measured.recommended_sqnr
+        self.plan_pending = False
+        batches = self.report.batches if self.report is not None else 0
+        self.query_one(CalibrationBar).stop(
+            f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}; recommended plan: "
+            f"{sqnr_text(measured.recommended_sqnr)} end to end."
+        )
+
+    @on(MeasurementFailed)
+    def _measurement_failed(self, message: MeasurementFailed) -> None:
+        self.measuring = ""
+        self.query_one(CalibrationBar).stop(message.text, "warning" if message.cancelled else "error")
+        if not message.cancelled:
+            self.notify(message.text, title="Measurement failed", severity="error", markup=False)
+
+    def watch_plan_sqnr(self) -> None:
+        self._show_plan_in_header()
+
+    def watch_plan_pending(self) -> None:
+        self._show_plan_in_header()
+
+    def _show_plan_in_header(self) -> None:
+        plan = self.plan
+        if plan is None:
+            self.app.sub_title = self.spec
+            return
+        running = " (recomputing…)" if self.plan_pending else ""
+        self.app.sub_title = (f"{self.spec} · plan {sqnr_text(self.plan_sqnr)}{running} · "
+                              f"{len(plan.quantized):,} quantized, {len(plan.kept_float):,} float")
+
+    def subtree(self, fqn: str) -> list[str]:
+        """The quantizable modules at or below ``fqn`` ("" is the whole model)."""
+        if self.plan is None:
+            return []
+        return [m for m in self.plan.modules if not fqn or m == fqn or m.startswith(fqn + ".")]
+
+    def set_plan(self, plan: Plan) -> None:
+        """Make ``plan`` current; its end-to-end SQNR is recomputed once the plan rests."""
+        self.plan = plan
+        self.sensitivity = None
+        self.plan_pending = True
+        self._show_plan_in_header()
+        if self._plan_timer is None:
+            self._plan_timer = self.set_timer(PLAN_DELAY, self._evaluate_current_plan)
+        else:
+            self._plan_timer.reset()
+
+    def _evaluate_current_plan(self) -> None:
+        self._plan_timer = None
+        if self.plan is not None and self.measured is not None:
+            self._evaluate_plan(self.measured, self.plan)
+
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False, description="plan SQNR")
+    def _evaluate_plan(self, measured: Measured, plan: Plan) -> None:
+        worker = get_current_worker()
+        try:
+            sqnr = measured.analysis.plan_sqnr(plan, should_cancel=lambda: worker.is_cancelled)
+        except CalibrationCancelled:
+            return  # a newer plan replaced this one
+        except Exception as exc:
+            self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(PlanEvaluated(plan, sqnr))
+
+    @on(PlanEvaluated)
+    def _plan_evaluated(self, message: PlanEvaluated) -> None:
+        if message.plan is self.plan:
+            self.plan_pending = False
+            self.plan_sqnr = message.sqnr
+
+    def action_toggle_float(self) -> None:
+        """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None:
+            return
+        fqn = self.query_one(ModuleTree).current_fqn
+        targets = self.subtree(fqn)
+        if not targets:
+            self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…) to keep in float.")
+            return
+        if any(plan.modules[m] != FLOAT for m in targets):
+            new = plan.with_scheme(targets, FLOAT)
+        else:
+            new = plan
+            for m in targets:
+                new = new.with_scheme([m], measured.scheme_of(m))
+        self.set_plan(new)
+
+    def action_pick_scheme(self) -> None:
+        """Choose the scheme of the selected module (and its subtree) from a list with local SQNR."""
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None:
+            return
+        fqn = self.query_one(ModuleTree).current_fqn
+        targets = self.subtree(fqn)
+        if not targets:
+            self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…).")
+            return
+        from tui_quantreport.engine.quantsim import SCHEMES
+
+        local = measured.local.get(fqn) if fqn in plan.modules else None
+        current = plan.modules.get(fqn, "") if fqn in plan.modules else ""
+        label = fqn if fqn in plan.modules else f"{fqn or 'the model'} ({len(targets):,} modules)"
+
+        def chosen(scheme: str | None) -> None:
+            if scheme is not None and self.plan is not None:
+                self.set_plan(self.plan.with_scheme(targets, scheme))
+
+        self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
+
+    def action_sensitivity(self) -> None:
+        """One-at-a-time sensitivity of the plan's quantized modules, in a worker (Esc cancels)."""
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None or self.measuring:
+            return
+        cost = measured.analysis.cost("sensitivity", plan)
+        self._measure_cancel.clear()
+        self.measuring = f"Sensitivity of {len(plan.quantized):,} modules (about {cost})…  Esc cancels"
+        self.query_one(CalibrationBar).start(self.measuring)
+        self._sensitivity(measured, plan)
+
+    @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
+    def _sensitivity(self, measured: Measured, plan: Plan) -> None:
+        worker = get_current_worker()
+
+        def progress(done: int, total: int | None) -> None:
+            self.post_message(WorkProgress(done, total))
+
+        try:
+            result = measured.analysis.sensitivity(
+                plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled)
+        except CalibrationCancelled:
+            self.post_message(MeasurementFailed("Sensitivity cancelled.", cancelled=True))
+        except Exception as exc:
+            self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(SensitivityMeasured(result))
+
+    @on(SensitivityMeasured)
+    def _sensitivity_measured(self, message: SensitivityMeasured) -> None:
+        self.measuring = ""
+        self.sensitivity = message.sensitivity
+        worst = sorted(message.sensitivity.items(), key=lambda item: item[1].value)[:3]
+        self.query_one(CalibrationBar).stop(
+            "Sensitivity measured; most sensitive: " + ", ".join(f"{f} ({sqnr_text(s)})" for f, s in worst)
+        )
 
     # Moving around ----------------------------------------------------------
 
@@ -456,7 +738,8 @@ class MainScreen(Screen[None]):
         self.set_focus(widget)
 
     def action_focus_tree(self) -> None:
-        """Put the keyboard back on the module tree."""
+        """Put the keyboard back on the module tree (leaving the zoomed detail view)."""
+        self.query_one("#main").remove_class("-zoomed")
         self._focus_now(self.query_one(ModuleTree))
 
     def action_focus_tolerance(self) -> None:
@@ -478,6 +761,67 @@ class MainScreen(Screen[None]):
         self.show_helpers = not self.show_helpers
         self.notify("Observers and fake quantizers are " + ("shown." if self.show_helpers else "hidden."))
 
+    def action_focus_detail(self) -> None:
+        """Put the keyboard on the detail view (Esc comes back to the tree)."""
+        main = self.query_one("#main")
+        if main.has_class("-narrow") and main.has_class("-sidebar-toggled"):
+            main.remove_class("-sidebar-toggled")  # the detail view was hidden by the sidebar
+        self._focus_now(self.query_one(ModuleDetail))
+
+    def action_scroll_detail(self, direction: int) -> None:
+        """Scroll the detail view by half a page without leaving the tree."""
+        detail = self.query_one(ModuleDetail)
+        detail.scroll_relative(y=direction * max(1, detail.size.height // 2), animate=False)
+
+    def action_zoom(self) -> None:
+        """Show the detail view alone, at the full width, or restore the panes."""
+        main = self.query_one("#main")
+        main.toggle_class("-zoomed")
+        if main.has_class("-zoomed"):
+            self._focus_now(self.query_one(ModuleDetail))
+        else:
+            self._focus_now(self.query_one(ModuleTree))
+
+    def action_copy(self, what: str) -> None:
+        """Copy the selected module's name, or the command line for the current settings."""
+        if what == "command":
+            text = self.command_line()
+        else:
+            text = self.query_one(ModuleTree).current_fqn or (self.report.model_class if self.report else "")
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied: {text}", markup=False)
+
+    def copy_findings(self) -> None:
+        """Copy the selected module's findings (headline and reason of each) as plain text."""
+        fqn = self.query_one(ModuleTree).current_fqn
+        if self.report is None:
+            return
+        text = "\n".join(f"{self.report.detectors[f.detector].title}: {f.headline}. {f.reason}"
+                         for f in self.report.findings_for(fqn))
+        self.app.copy_to_clipboard(text or f"{fqn}: no findings")
+        self.notify(f"Copied the findings of {fqn or 'the model'}.", markup=False)
+
+    def command_line(self) -> str:
+        """``tui-quantreport MODEL --detectors … --param …`` for the current settings (changed ones only)."""
+        import shlex
+
+        parts = ["tui-quantreport", shlex.quote(self.spec)]
+        settings = self.settings
+        if settings is not None:
+            names = [d.name for d in self.detectors]
+            if list(settings.enabled) != names:
+                parts += ["--detectors", ",".join(settings.enabled)]
+            for detector in self.detectors:
+                for param in detector.params:
+                    value = settings.params[detector.name][param.name]
+                    if value != param.default:
+                        parts += ["--param", shlex.quote(f"{detector.name}.{param.name}={value}")]
+            if settings.ch_axis is not None:
+                parts += ["--ch-axis", shlex.quote(str(settings.ch_axis))]
+        if self.max_batches is not None:
+            parts += ["--batches", str(self.max_batches)]
+        return " ".join(parts)
+
     def action_toggle_sidebar(self) -> None:
         """Show or hide the sidebar (on a narrow terminal it takes the detail view's place)."""
         self.query_one("#main").toggle_class("-sidebar-toggled")
@@ -497,10 +841,20 @@ class MainScreen(Screen[None]):
 
             return write
 
-        return [
+        def write_plan(path: Path) -> Path:
+            if self.plan is None:
+                raise UserError("no plan yet: calibrate first (c), the plan follows the measurement")
+            db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
+            probes = self.measured.probe_batches if self.measured is not None else 0
+            return self.plan.with_prediction(db, probes).save(path)
+
+        targets = [
             ExportTarget("json", "JSON report", ".json", report_writer("json")),
             ExportTarget("markdown", "Markdown report", ".md", report_writer("markdown")),
         ]
+        if self.plan is not None:
+            targets.append(ExportTarget("plan", "What-if plan (JSON)", ".plan.json", write_plan))
+        return targets
 
     def action_export(self) -> None:
         """Open the export dialog (it writes the report current when Export is pressed)."""
@@ -519,6 +873,8 @@ class MainScreen(Screen[None]):
 
     async def action_quit(self) -> None:
         """Quit, asking a running calibration to stop between batches."""
+        if self.calibrating or self.measuring:
+            self.query_one(CalibrationBar).say("Stopping after the current batch, then quitting…", "warning")
         self.cancel_work()
         self.app.exit()
 
@@ -533,7 +889,9 @@ class MainScreen(Screen[None]):
             # leaves the field (press it again to cancel a calibration).
             return False
         if action == "cancel_calibration":
-            return self.calibrating
+            return self.calibrating or bool(self.measuring)
+        if action in PLAN_ACTIONS:
+            return True if self.measured is not None else None
         if action == "clear_filter":
             return bool(self.filter_text)
         if action in MODEL_ACTIONS and not self.loaded:

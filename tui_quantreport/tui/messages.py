@@ -12,7 +12,7 @@ from typing import Any
 from textual.message import Message
 
 from tui_quantreport.engine.report import Report
-from tui_quantreport.tui.model_session import Calibrated, Loaded
+from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
 
 # Worker -> app ---------------------------------------------------------------
 
@@ -122,3 +122,49 @@ class FilterClosed(Message):
     def __init__(self, cleared: bool) -> None:
         super().__init__()
         self.cleared = cleared
+
+
+# Measured error (issue 7) ---------------------------------------------------
+
+
+class WorkProgress(Message):
+    """``done`` of ``total`` steps of a measurement (probe passes, or modules for sensitivity)."""
+
+    def __init__(self, done: int, total: int | None) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+
+
+class MeasurementFinished(Message):
+    """Local SQNR, the recommended plan and its end-to-end SQNR were measured."""
+
+    def __init__(self, measured: Measured) -> None:
+        super().__init__()
+        self.measured = measured
+
+
+class MeasurementFailed(Message):
+    """A measurement failed or was cancelled; ``text`` says which and why."""
+
+    def __init__(self, text: str, cancelled: bool = False) -> None:
+        super().__init__()
+        self.text = text
+        self.cancelled = cancelled
+
+
+class PlanEvaluated(Message):
+    """The end-to-end SQNR of ``plan`` (an engine Plan) was computed."""
+
+    def __init__(self, plan: Any, sqnr: Any) -> None:
+        super().__init__()
+        self.plan = plan
+        self.sqnr = sqnr
+
+
+class SensitivityMeasured(Message):
+    """One-at-a-time sensitivity: {fqn: end-to-end Sqnr with only that module quantized}."""
+
+    def __init__(self, sensitivity: Any) -> None:
+        super().__init__()
+        self.sensitivity = sensitivity

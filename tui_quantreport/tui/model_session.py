@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 from argparse import Namespace
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,11 +21,12 @@ from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
-    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import Detector
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.session import Session
-    from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import LoadedModel
+    from tui_quantreport.engine.stats import Stats
 
 
 class DetectorInfo(Protocol):
@@ -42,11 +43,12 @@ class DetectorInfo(Protocol):
 class Loaded:
     """What loading produced: the session, its first (uncalibrated) report, settings and detectors."""
 
-    session: "ModelSession"
+    session: ModelSession
     report: Report
     settings: Settings
     stats: Stats  # empty
     detectors: tuple[type[Detector], ...]
+    notice: str | None = None  # e.g. saved settings that were ignored, and why
 
 
 @dataclass(frozen=True)
@@ -88,24 +90,38 @@ class ModelSession:
         options, the model spec or the model's factory are wrong.
         """
         from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.engine.errors import ParamError
         from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
-        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
+        from tui_quantreport.engine.stats import Stats
+        from tui_quantreport.tui import user_settings
 
-        settings = Settings.from_options(
-            detectors=_option(options, "detectors"),
-            params=_option(options, "param") or (),
-            tolerance=_option(options, "tolerance"),
-            backend=_option(options, "backend"),
-            ch_axis=_option(options, "ch_axis"),
-        )
+        saved, notice = user_settings.load()
+        saved_detectors, saved_params = saved.as_options()
+        given_detectors = _option(options, "detectors")
+
+        def build(with_saved: bool) -> Settings:
+            return Settings.from_options(
+                detectors=given_detectors if given_detectors is not None or not with_saved else saved_detectors,
+                params=[*(saved_params if with_saved else ()), *(_option(options, "param") or ())],
+                tolerance=_option(options, "tolerance"),
+                backend=_option(options, "backend"),
+                ch_axis=_option(options, "ch_axis") if _option(options, "ch_axis") is not None or not with_saved
+                else saved.ch_axis,
+            )
+
+        try:
+            settings = build(with_saved=True)
+        except ParamError as exc:  # a saved value no longer valid: the command line alone decides
+            settings = build(with_saved=False)
+            notice = f"ignored saved settings {user_settings.settings_path()}: {exc}"
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
         report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
+        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()), notice)
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
@@ -142,3 +158,45 @@ class ModelSession:
 
 def _option(options: Namespace | None, name: str) -> Any:
     return getattr(options, name, None) if options is not None else None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the error analysis measured after a calibration: plain data for the panes.
+
+    ``local`` is {fqn: {scheme: Sqnr}} (every scheme, and ``clipped``/``equalized`` where the
+    advice was simulated); ``recommended`` the recommended plan, with its end-to-end SQNR.
+    """
+
+    analysis: Any  # the engine ErrorAnalysis (kept for plan evaluations; only used in workers)
+    local: Mapping[str, Mapping[str, Sqnr]]
+    recommended: Plan
+    recommended_sqnr: Sqnr
+    probe_batches: int
+
+    def scheme_of(self, fqn: str) -> str:
+        """The recommended scheme of ``fqn``."""
+        return self.recommended.modules.get(fqn, "float")
+
+
+def measure(
+    session: ModelSession,
+    stats: Stats,
+    settings: Settings,
+    probe_batches: int,
+    progress: Callable[[int, int | None], None],
+    should_cancel: Callable[[], bool],
+) -> Measured:
+    """Local SQNR per module and scheme on the first ``probe_batches`` batches, the recommended
+    plan and its end-to-end SQNR (torch work: call from a worker)."""
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, take_probes
+    from tui_quantreport.engine.spec import open_batches
+
+    probes = take_probes(open_batches(session.loaded_model), probe_batches)
+    backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
+    analysis = ErrorAnalysis.from_stats(session.loaded_model.model, session.session.catalog, probes, stats,
+                                        backend=backend)
+    local = analysis.local_sqnr(progress, should_cancel)
+    plan = analysis.recommended_plan()
+    sqnr = analysis.plan_sqnr(plan, should_cancel)
+    return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes))

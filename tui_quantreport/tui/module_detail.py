@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.reactive import var
@@ -21,25 +23,39 @@ from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge_variable
 from tui_quantreport.tui.channel_plot import ChannelPlot
 from tui_quantreport.tui.findings_panel import FindingsPanel
+from tui_quantreport.tui.model_session import Measured
 from tui_quantreport.tui.model_summary import ModelSummary
+from tui_quantreport.tui.plan_summary import PlanSummary
+from tui_quantreport.tui.sqnr_panel import SqnrPanel
 from tui_quantreport.tui.stats_table import StatsTable
-
 
 RANGE_TITLE = "input min and max per channel"
 
 
-class ModuleDetail(VerticalScroll):
+class ModuleDetail(VerticalScroll, can_focus=True):
     """Everything about one module (or, for the root, the whole model).
 
     Reacts to ``report``, ``fqn`` (the module shown, "" for the model) and
     ``detector_index`` (badge colours), which the main screen binds.
     """
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "screen.focus_tree", "Back to the tree"),
+        Binding("j", "scroll_down", "Scroll down", show=False),
+        Binding("k", "scroll_up", "Scroll up", show=False),
+    ]
+
     report: var[Report | None] = var(None, always_update=True)
     fqn: var[str | None] = var(None)
     detector_index: var[Mapping[str, int]] = var(dict)
+    # The measured error and the what-if plan, passed on to the SQNR panes.
+    measured: var[Measured | None] = var(None, always_update=True)
+    plan: var[Any] = var(None, always_update=True)
+    plan_sqnr: var[Any] = var(None, always_update=True)
+    plan_pending = var(False)
+    sensitivity: var[Mapping[str, Any] | None] = var(None, always_update=True)
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._plots: list[ChannelPlot] = []
 
@@ -56,8 +72,14 @@ class ModuleDetail(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the model…", id="detail-title")
+        yield PlanSummary(id="plan-summary").data_bind(
+            ModuleDetail.measured, ModuleDetail.plan, ModuleDetail.plan_sqnr, ModuleDetail.plan_pending
+        )
         yield ModelSummary(id="model-summary")
         with Vertical(id="module-view"):
+            yield SqnrPanel(id="sqnr").data_bind(
+                ModuleDetail.measured, ModuleDetail.plan, ModuleDetail.sensitivity, ModuleDetail.fqn
+            )
             yield FindingsPanel(id="findings")
             yield Label("Statistics", classes="detail-heading", id="stats-heading")
             yield StatsTable(id="stats")
@@ -74,8 +96,10 @@ class ModuleDetail(VerticalScroll):
             title.update(Content.assemble(("Model summary", "bold"), f"  {report.model_class}"))
             summary.show_report(report, detector_index)
             summary.display, view.display = True, False
+            self.query_one(PlanSummary).set_class(False, "-hidden")
             return
         summary.display, view.display = False, True
+        self.query_one(PlanSummary).set_class(True, "-hidden")
         title.update(
             Content.assemble(
                 (fqn, "bold"), "  ", (module.class_name, "italic"),

@@ -12,12 +12,13 @@ badges changed instead of rebuilding the tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
 from textual import on
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.reactive import var
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -38,9 +39,16 @@ DIMMED = Style(dim=True)
 class ModuleTree(Tree[str]):
     """The model's module tree; each node's data is the module's fqn ("" for the model)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("right", "expand_or_enter", "Expand, or go to the first child", show=False),
         Binding("left", "collapse_or_leave", "Collapse, or go to the parent", show=False),
+        Binding("enter", "screen.focus_detail", "Open the module's detail view (Esc comes back)", show=False),
+        Binding("j", "cursor_down", "Next module (as ↓)", show=False),
+        Binding("k", "cursor_up", "Previous module (as ↑)", show=False),
+        Binding("g", "scroll_home", "First module", show=False),
+        Binding("G", "scroll_end", "Last module", show=False, key_display="G"),
+        Binding("J", "screen.scroll_detail(1)", "Scroll the detail view down", show=False, key_display="J"),
+        Binding("K", "screen.scroll_detail(-1)", "Scroll the detail view up", show=False, key_display="K"),
     ]
 
     #: The report shown (None while loading); a new one repaints badges, a new model rebuilds.
@@ -52,7 +60,7 @@ class ModuleTree(Tree[str]):
     #: Show the observers and fake quantizers of a prepared model.
     show_helpers = var(False)
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__("Loading the model…", data="", id=id)
         self.guide_depth = 3
         self.modules: Mapping[str, ModuleSummary] = {}
@@ -202,19 +210,18 @@ class ModuleTree(Tree[str]):
         _ = self.last_line  # lay the lines out now, so the node knows its line
         self.move_cursor(node)
 
-    def jump(self, targets: Iterable[str], forward: bool) -> str | None:
-        """Move to the next (or previous) of ``targets`` after the cursor, wrapping; returns its fqn."""
-        order = {fqn: position for position, fqn in enumerate(self.modules)}
-        here = order.get(self.current_fqn, -1)
-        ranked = sorted((order[fqn], fqn) for fqn in targets if fqn in self.nodes and fqn in order)
-        if not ranked:
+    def jump(self, targets: Sequence[str], forward: bool) -> str | None:
+        """Move to the next (or previous) of ``targets``, in their order, after the cursor's module
+        (wrapping; from a module not in ``targets``, the first or the last); returns its fqn."""
+        shown = [fqn for fqn in targets if fqn in self.nodes]
+        if not shown:
             return None
-        if forward:
-            after = [fqn for position, fqn in ranked if position > here]
-            chosen = after[0] if after else ranked[0][1]
+        here = self.current_fqn
+        if here in shown:
+            position = shown.index(here) + (1 if forward else -1)
+            chosen = shown[position % len(shown)]
         else:
-            before = [fqn for position, fqn in ranked if position < here]
-            chosen = before[-1] if before else ranked[-1][1]
+            chosen = shown[0] if forward else shown[-1]
         self.reveal(chosen)
         return chosen
 

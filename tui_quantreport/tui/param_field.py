@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.content import Content
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import Input, Label, Static
 
 from tui_quantreport.engine.errors import ParamError

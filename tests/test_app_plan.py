@@ -1,0 +1,112 @@
+"""The what-if plan (issue 7 item 5), driven as a user does: the recommended plan after a
+calibration, f toggling a module and a subtree to float and back, the header's end-to-end SQNR,
+p picking a scheme, e saving the plan, S measuring sensitivity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textual.widgets import Input, OptionList
+
+from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
+from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.plan_summary import PlanSummary
+from tui_quantreport.tui.scheme_picker import SchemePicker
+from tui_quantreport.tui.sqnr_panel import SqnrPanel
+
+SENSITIVE = "thermal_stem.conv"  # the showcase's one module whose quantization costs accuracy
+
+
+async def plan_settled(app, pilot) -> None:
+    """Wait for the debounced plan evaluation (it starts once the plan rests) and its worker."""
+    for _ in range(400):
+        if not app.main.plan_pending:
+            break
+        await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert not app.main.plan_pending
+
+
+async def _measured(app, pilot) -> None:
+    await calibrate(app, pilot)
+    await settle(app, pilot)  # the measurement follows the calibration
+    assert app.main.measured is not None and app.main.plan is not None
+
+
+async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path: Path) -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await _measured(app, pilot)
+        main = app.main
+        recommended = main.measured.recommended
+        assert all(scheme != "float" for scheme in recommended.modules.values())
+        before = main.plan_sqnr
+        assert f"plan {before.db:.1f} dB" in app.sub_title and "0 float" in app.sub_title
+
+        await walk_to(app, pilot, SENSITIVE)
+        panel = app.query_one(SqnrPanel)
+        shown = text_of(panel)
+        assert "◀ plan" in shown and recommended.modules[SENSITIVE] in shown
+        await pilot.press("f")
+        assert main.plan.modules[SENSITIVE] == "float"
+        assert main.plan_pending and "recomputing" in app.sub_title  # the last value stays visible
+        assert f"{before.db:.1f} dB" in app.sub_title
+        await plan_settled(app, pilot)
+        assert not main.plan_pending and "1 float" in app.sub_title
+        assert main.plan_sqnr.db is not None and main.plan_sqnr.db > before.db  # keeping it float helps
+        assert "kept in float" in text_of(panel)
+
+        await pilot.press("f")  # back to its recommended scheme
+        await plan_settled(app, pilot)
+        assert main.plan.modules[SENSITIVE] == recommended.modules[SENSITIVE]
+        assert main.plan_sqnr == before
+
+        await walk_to(app, pilot, "rgb_stem")  # a subtree: both convs at once
+        await pilot.press("f")
+        await plan_settled(app, pilot)
+        assert main.plan.kept_float == ("rgb_stem.conv1", "rgb_stem.conv2")
+
+        await walk_to(app, pilot, "")
+        summary = text_of(app.query_one(PlanSummary))
+        assert "Keep float: rgb_stem.conv1, rgb_stem.conv2" in summary and "SQNR by layer" in summary
+
+        # p picks a scheme from a list that shows each one's local SQNR.
+        await walk_to(app, pilot, "head.fc")
+        await pilot.press("p")
+        assert isinstance(app.screen, SchemePicker)
+        options = app.screen.query_one(OptionList)
+        options.highlighted = app.screen.schemes.index("weight_only")
+        await pilot.press("enter")
+        await plan_settled(app, pilot)
+        assert main.plan.modules["head.fc"] == "weight_only"
+
+        # e saves the plan with its end-to-end SQNR.
+        await pilot.press("e")
+        assert isinstance(app.screen, ExportDialog)
+        target = tmp_path / "showcase.plan.json"
+        app.screen.query_one("#export-path", Input).value = str(target)
+        await pilot.pause()
+        assert app.screen.target.key == "plan"  # the radio followed the .plan.json suffix
+        await pilot.press("enter")
+        await pilot.pause()
+        data = json.loads(target.read_text())
+        assert data["format"] == "tui-quantreport.plan/1"
+        assert data["modules"]["rgb_stem.conv1"]["scheme"] == "float"
+        assert data["modules"]["head.fc"]["scheme"] == "weight_only"
+        assert abs(data["predicted_sqnr_db"] - main.plan_sqnr.db) < 1e-6
+
+
+async def test_sensitivity_runs_in_a_worker_and_shows_per_module() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await _measured(app, pilot)
+        await pilot.press("S")
+        assert app.main.measuring and "Esc cancels" in app.main.measuring
+        await settle(app, pilot)
+        sensitivity = app.main.sensitivity
+        assert set(sensitivity) == set(app.main.plan.quantized)
+        assert min(sensitivity, key=lambda f: sensitivity[f].value) == SENSITIVE
+        await walk_to(app, pilot, SENSITIVE)
+        assert "only this module quantized" in text_of(app.query_one(SqnrPanel))

@@ -1,0 +1,95 @@
+"""A module's measured error: its local SQNR under every scheme, the plan's choice, its sensitivity.
+
+Plain data from the engine's error analysis (:class:`~.model_session.Measured`):
+this widget only lays it out. Higher SQNR is better; "undefined" values carry
+the engine's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from textual.content import Content
+from textual.reactive import var
+from textual.widgets import Static
+
+from tui_quantreport.tui.model_session import Measured
+
+if TYPE_CHECKING:
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
+
+FLOAT = "float"
+#: Rows that are not schemes: the simulated advice of the outlier and equalization detectors.
+ADVICE_ROWS = {"clipped": "input clipped to percentiles", "equalized": "input-weight equalized"}
+
+
+def sqnr_text(sqnr: Sqnr | None) -> str:
+    """``31.2 dB``, ``exact`` (no error at all), or the engine's "SQNR undefined: …" reason."""
+    if sqnr is None:
+        return "–"
+    if sqnr.db is not None:
+        return f"{sqnr.db:.1f} dB"
+    return "exact (no error)" if sqnr.infinite else sqnr.reason
+
+
+class SqnrPanel(Static):
+    """Local SQNR per scheme for the module ``fqn``, marking the plan's scheme; its sensitivity."""
+
+    measured: var[Measured | None] = var(None, always_update=True)
+    plan: var[Any] = var(None, always_update=True)
+    sensitivity: var[Mapping[str, Any] | None] = var(None, always_update=True)
+    fqn: var[str | None] = var(None)
+
+    def watch_measured(self) -> None:
+        self._redraw()
+
+    def watch_plan(self) -> None:
+        self._redraw()
+
+    def watch_sensitivity(self) -> None:
+        self._redraw()
+
+    def watch_fqn(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        measured, fqn = self.measured, self.fqn
+        local = measured.local.get(fqn) if measured is not None and fqn else None
+        self.display = local is not None
+        if measured is None or local is None or fqn is None:
+            return
+        plan: Plan | None = self.plan
+        chosen = plan.modules.get(fqn, FLOAT) if plan is not None else FLOAT
+        recommended = measured.scheme_of(fqn)
+        lines: list[Content] = [
+            Content.assemble(("Measured error", "bold underline"),
+                             (f"  local SQNR on {measured.probe_batches} probe batches, higher is better", "dim")),
+        ]
+        for scheme, sqnr in local.items():
+            if scheme in ADVICE_ROWS:
+                continue
+            marks: list[tuple[str, str]] = []
+            if scheme == chosen:
+                marks.append(("◀ plan", "bold $accent"))
+            if scheme == recommended and scheme != chosen:
+                marks.append(("recommended", "dim"))
+            parts: list[str | tuple[str, str]] = [f"  {scheme:<20} ",
+                                                  (sqnr_text(sqnr), "bold" if scheme == chosen else "")]
+            for mark in marks:
+                parts += [" ", mark]
+            lines.append(Content.assemble(*parts))
+        if chosen == FLOAT:
+            lines.append(Content.assemble("  ", ("kept in float by the plan", "bold $accent"),
+                                          ("  (f toggles, p picks a scheme)", "dim")))
+        for key, title in ADVICE_ROWS.items():
+            if key in local:
+                lines.append(Content.assemble(f"  {title:<20} ", sqnr_text(local[key]),
+                                              ("  (the detectors' advice, simulated)", "dim")))
+        sensitivity = self.sensitivity
+        if sensitivity is not None and fqn in sensitivity:
+            lines.append(Content.assemble("  only this module quantized: ", (sqnr_text(sensitivity[fqn]), "bold"),
+                                          (" end to end (sensitivity)", "dim")))
+        elif chosen != FLOAT:
+            lines.append(Content.styled("  S measures each module's sensitivity (one pass per module).", "dim"))
+        self.update(Content("\n").join(lines))
