@@ -21,9 +21,27 @@ from torch import nn
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
-from tui_quantreport.engine.stats import Accumulator, Point, PointRequest, Stats, TensorSummary, WeightRange, summarize
+from tui_quantreport.engine.stats import (
+    Accumulator,
+    Point,
+    PointRequest,
+    Reducer,
+    Stats,
+    TensorSummary,
+    WeightRange,
+    channels_view,
+    summarize,
+)
 
 ProgressCallback = Callable[[int, int | None], None]
+
+#: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
+#: the percentiles they hold, and each reducer's contribution.
+_CacheEntry = tuple["weakref.ref[torch.Tensor]", dict[tuple[float, ...], "TensorSummary | None"], dict[Reducer, Any]]
+
+
+def _no_contribution(reducer: Reducer) -> Any:
+    raise AssertionError("a point without reducers asked for a contribution")
 
 
 def call_batch(model: nn.Module, batch: Any) -> Any:
@@ -55,10 +73,15 @@ class _Observer:
     def __init__(self, catalog: ModelCatalog):
         self.catalog = catalog
         self.accumulators: dict[Point, Accumulator] = {}
-        self.requests: dict[Point, PointRequest] = {}
-        # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary})
-        self._cache: dict[tuple, tuple[weakref.ref, dict[tuple[float, ...], TensorSummary | None]]] = {}
+        # point -> (axis override, percentiles, reducers), resolved once per calibration
+        self.requests: dict[Point, tuple[int | None, tuple[float, ...], frozenset[Reducer]]] = {}
+        # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary}, {reducer: contribution})
+        self._cache: dict[tuple, _CacheEntry] = {}
         self._last_input: dict[str, tuple[tuple, TensorSummary | None]] = {}
+
+    def request(self, point: Point, request: PointRequest) -> None:
+        self.requests[point] = (request.axis, request.percentiles, request.reducers)
+        self.accumulators[point] = Accumulator(request.reducers)
 
     def new_batch(self) -> None:
         self._cache.clear()
@@ -70,25 +93,41 @@ class _Observer:
         if tensor.is_quantized:
             tensor = tensor.dequantize()
         fqn = point[0]
-        request = self.requests[point]
-        axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
-        summary = self._summary(tensor, axis, request.percentiles)
+        axis_override, percentiles, reducers = self.requests[point]
+        axis = self.catalog.channel_axis(fqn, tensor.dim(), axis_override)
+        entry = self._entry(tensor, axis)
+        summary = self._summary(entry, tensor, axis, percentiles)
         shape = tuple(tensor.shape)
         if point[1] == "pre":
-            self._last_input[fqn] = ((shape, axis, request.percentiles), summary)
-        self.accumulators[point].update(shape, axis, summary)
+            self._last_input[fqn] = ((shape, axis, percentiles), summary)
+        contribution = _no_contribution
+        if reducers and summary is not None:
+            known = entry[2]
 
-    def _summary(self, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
+            def contribution(reducer: Reducer) -> Any:
+                if reducer not in known:
+                    known[reducer] = reducer.contribution(summary, lambda: channels_view(tensor, axis))
+                return known[reducer]
+
+        self.accumulators[point].update(shape, axis, summary, contribution)
+
+    def _entry(self, tensor: torch.Tensor, axis: int) -> _CacheEntry:
+        """This batch's cache entry for ``tensor`` along ``axis`` (a fresh one for a new tensor)."""
+        key = (id(tensor), tensor._version, axis)
+        entry = self._cache.get(key)
+        if entry is None or entry[0]() is not tensor:
+            entry = self._cache[key] = (weakref.ref(tensor), {}, {})
+        return entry
+
+    def _summary(
+        self, entry: _CacheEntry, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]
+    ) -> TensorSummary | None:
         """This batch's summary of ``tensor`` along ``axis`` with at least ``percentiles``.
 
         A tensor seen at several points (one module's output is the next one's
         input) is reduced once; a later point that needs more percentiles reuses
         the channel min and max already computed.
         """
-        key = (id(tensor), tensor._version, axis)
-        entry = self._cache.get(key)
-        if entry is None or entry[0]() is not tensor:
-            entry = self._cache[key] = (weakref.ref(tensor), {})
         known = entry[1]
         wanted = set(percentiles)
         for recorded, summary in known.items():
@@ -111,7 +150,9 @@ class _Observer:
         (shape, axis, percentiles), s = last
         if tuple(output.shape) != shape:
             return
-        self._cache[(id(output), output._version, axis)] = (weakref.ref(output), {percentiles: s.mapped(module.forward)})
+        self._cache[(id(output), output._version, axis)] = (
+            weakref.ref(output), {percentiles: s.mapped(module.forward)}, {},
+        )
 
 
 class Session:
@@ -218,8 +259,7 @@ class Session:
             if fqn not in self.catalog.modules:
                 continue
             point = (fqn, role)
-            observer.requests[point] = request
-            observer.accumulators[point] = Accumulator(request.percentiles)
+            observer.request(point, request)
             info = self.catalog.modules[fqn]
             if role == "pre":
                 module = self.model.get_submodule(fqn)

@@ -92,15 +92,14 @@ def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, P
     """The union of what the enabled detectors need observed.
 
     Every detector's points are merged: one point observed for two detectors is
-    reduced once per batch, with the union of their percentiles.
+    reduced once per batch, with the union of their reducers.
     """
     plan: dict[Point, PointRequest] = {}
     for name in settings.enabled:
         detector = DETECTORS[name]()
         for point, request in detector.observations(catalog, settings.params[name]).items():
             known = plan.get(point)
-            percentiles = tuple(sorted(set(request.percentiles) | set(known.percentiles if known else ())))
-            plan[point] = PointRequest(axis=settings.ch_axis, percentiles=percentiles)
+            plan[point] = request.union([known] if known else [], axis=settings.ch_axis)
     return plan
 
 
