@@ -20,7 +20,7 @@ from tui_quantreport.engine.stats.accumulator import (
     summarize,
 )
 from tui_quantreport.engine.stats.reducers import DEVICE_OPS, HOST_OPS, Ops, Reducer, reducer_from_spec
-from tui_quantreport.engine.stats.snapshot import Point, PointRequest, Stats, WeightRange
+from tui_quantreport.engine.stats.snapshot import Point, PointLayout, PointRequest, Stats, WeightRange
 
 __all__ = [
     "DEVICE_OPS",
@@ -28,6 +28,7 @@ __all__ = [
     "Accumulator",
     "Ops",
     "Point",
+    "PointLayout",
     "PointRequest",
     "PointStats",
     "Reducer",
