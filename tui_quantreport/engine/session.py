@@ -42,10 +42,6 @@ ProgressCallback = Callable[[int, int | None], None]
 _CacheEntry = tuple["weakref.ref[torch.Tensor]", dict[tuple[float, ...], "TensorSummary | None"], dict[Reducer, Any]]
 
 
-def _no_contribution(reducer: Reducer) -> Any:
-    raise AssertionError("a point without reducers asked for a contribution")
-
-
 def call_batch(model: nn.Module, batch: Any) -> Any:
     """Run one batch: a tensor is passed as is, a tuple/list spread, a dict as keywords."""
     if isinstance(batch, Mapping):
@@ -144,7 +140,7 @@ class _Observer:
         summary = self._summary(entry, tensor, axis, percentiles)
         if point[1] == "pre":
             self._last_input[point[0]] = ((shape, axis, percentiles), summary)
-        contribution = _no_contribution
+        contribution = None
         if reducers and summary is not None:
             known = entry[2]
 

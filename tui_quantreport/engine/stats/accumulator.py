@@ -289,6 +289,10 @@ class PointStats:
         )
 
 
+def _no_contribution(reducer: Reducer) -> Any:
+    raise AssertionError(f"no contribution for {reducer!r}")
+
+
 def percentiles_of(reducers: Iterable[Reducer]) -> tuple[float, ...]:
     """The percentiles a set of reducers reads from the shared summary, ascending."""
     return tuple(sorted({p for r in reducers for p in r.percentiles}))
@@ -313,7 +317,11 @@ class Accumulator:
         self.ops: Ops = HOST_OPS
 
     def update(
-        self, shape: tuple[int, ...], axis: int, s: TensorSummary | None, contribution: Callable[[Reducer], Any]
+        self,
+        shape: tuple[int, ...],
+        axis: int,
+        s: TensorSummary | None,
+        contribution: Callable[[Reducer], Any] | None = None,
     ) -> None:
         """Fold one call's summary in: in-place array ops only, nothing read back.
 
@@ -325,6 +333,10 @@ class Accumulator:
             self.shapes.append(shape)
         if s is None:
             return
+        if contribution is None:
+            if self.reducers:
+                raise ValueError("a point with reducers needs each call's contributions")
+            contribution = _no_contribution
         if self.range_sum is None:
             self._start(axis, s, contribution)
             return
