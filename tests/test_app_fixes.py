@@ -237,7 +237,7 @@ async def test_small_ones() -> None:
         assert set(tree.nodes) == before and not tree.show_helpers
         assert any("no observers" in str(n.message) for n in app._notifications)
 
-    app = make_app("large_generated", batches=1)
+    app = make_app(batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         cancel = [b for b in app.screen.active_bindings.values() if b.binding.action == "cancel_calibration"]

@@ -93,3 +93,19 @@ async def test_help_explains_the_symbols_the_mouse_and_ctrl_q() -> None:
         shown = "\n".join(text_of(s) for s in app.screen.query(".help-section"))
         for needle in ("⟳", "▶", "·", "click", "ctrl+q", "enter", "Open the module's detail view"):
             assert needle in shown, needle
+
+
+async def test_a_collapsed_node_shows_the_badges_beneath_it_and_their_count() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        tree = app.query_one(ModuleTree)
+        node = tree.nodes["rgb_stem"]
+        glyphs, count = tree.rollup_of("rgb_stem")
+        flagged = [f for f in app.report.recommended_modules() if f.startswith("rgb_stem.")]
+        assert count == len(flagged) and set(glyphs) == {g for f in flagged for g in tree.badges_of(f)}
+        assert "×" not in tree.render_label(node, tree.rich_style, tree.rich_style).plain  # expanded
+        node.collapse()
+        await pilot.pause()
+        label = tree.render_label(node, tree.rich_style, tree.rich_style).plain
+        assert f"▸ {' '.join(glyphs)} ×{count}" in label

@@ -17,7 +17,7 @@ from textual.app import App
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.commands import QuantReportCommands
-from tui_quantreport.tui.main_screen import MainScreen, default_export_path
+from tui_quantreport.tui.main_screen import PROBE_BATCHES, MainScreen, default_export_path
 from tui_quantreport.tui.model_session import ModelSession
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ class QuantReportApp(App[None]):
             self.theme = saved.theme
 
     def get_default_screen(self) -> MainScreen:
-        max_batches = getattr(self.options, "batches", None) if self.options is not None else None
-        return MainScreen(self.spec, self._loading, max_batches)
+        max_batches = getattr(self.options, "batches", None)
+        probes = getattr(self.options, "probe_batches", None)
+        return MainScreen(self.spec, self._loading, max_batches, PROBE_BATCHES if probes is None else probes)
 
     @property
     def main(self) -> MainScreen:

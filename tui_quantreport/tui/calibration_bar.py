@@ -24,15 +24,17 @@ class CalibrationBar(Horizontal):
         self.total: int | None = None
         self._started = 0.0
         self._timer: Timer | None = None
+        self.unit = "batches"
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the model…", id="calibration-status")
         yield ProgressBar(show_eta=False, id="calibration-progress")
         yield Static("", id="calibration-count")
 
-    def start(self, text: str) -> None:
-        """Show the progress bar at zero with ``text`` beside it."""
+    def start(self, text: str, unit: str = "batches") -> None:
+        """Show the progress bar at zero with ``text`` beside it; ``unit`` names what is counted."""
         self.running, self.done, self.total = True, 0, None
+        self.unit = unit
         self._started = monotonic()
         self.add_class("-running")
         self._status(text, "")
@@ -68,4 +70,4 @@ class CalibrationBar(Horizontal):
     def _count(self) -> None:
         of = f"/{self.total:,}" if self.total is not None else ""
         elapsed = monotonic() - self._started
-        self.query_one("#calibration-count", Static).update(f"{self.done:,}{of} batches · {elapsed:.1f} s")
+        self.query_one("#calibration-count", Static).update(f"{self.done:,}{of} {self.unit} · {elapsed:.1f} s")

@@ -183,10 +183,14 @@ class MainScreen(Screen[None]):
     #: What a running measurement is doing ("" when none): Esc cancels it.
     measuring = var("", bindings=True)
 
-    def __init__(self, spec: str, loading: Future[Loaded], max_batches: int | None = None) -> None:
-        """``loading`` is the model being built in the background (see :meth:`ModelSession.load_in_background`)."""
+    def __init__(
+        self, spec: str, loading: Future[Loaded], max_batches: int | None = None, probe_batches: int = PROBE_BATCHES
+    ) -> None:
+        """``loading`` is the model being built in the background (see :meth:`ModelSession.load_in_background`);
+        ``probe_batches`` is how many batches the measured error runs on (0: no measurement)."""
         super().__init__()
         self.spec = spec
+        self.probe_batches = probe_batches
         self.model: ModelSession | None = None
         self.stats: Stats | None = None  # the kept engine Stats snapshot
         self.load_failed = False
@@ -397,7 +401,7 @@ class MainScreen(Screen[None]):
             return
         self.calibrating = True
         self._cancel.clear()
-        self.query_one(CalibrationBar).start("Calibrating…  Esc cancels")
+        self.query_one(CalibrationBar).start("Calibrating: running the first batch…  Esc cancels")
         self._calibrate(self.settings, self.max_batches)
 
     @on(CalibrateRequested)
@@ -434,6 +438,8 @@ class MainScreen(Screen[None]):
     def _calibration_progress(self, message: CalibrationProgress) -> None:
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
+        if message.done == 1:
+            bar.say("Calibrating…  Esc cancels")
         if message.total is not None and message.done == message.total:
             bar.say("All batches seen; judging the modules…")
 
@@ -487,11 +493,12 @@ class MainScreen(Screen[None]):
 
     def start_measurement(self) -> None:
         """Measure local SQNR per module and scheme, the recommended plan and its SQNR, in a worker."""
-        if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
+        if (self.model is None or self.stats is None or self.settings is None or not self.stats.batches
+                or self.probe_batches <= 0):
             return
         self._measure_cancel.clear()
-        self.measuring = f"Measuring the quantization error on {PROBE_BATCHES} probe batches…  Esc cancels"
-        self.query_one(CalibrationBar).start(self.measuring)
+        self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
+        self.query_one(CalibrationBar).start(self.measuring, unit="passes")
         self._measure(self.stats, self.settings)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="measure SQNR")
@@ -505,7 +512,7 @@ class MainScreen(Screen[None]):
             self.post_message(WorkProgress(done, total))
 
         try:
-            measured = measure(model, stats, settings, PROBE_BATCHES, progress,
+            measured = measure(model, stats, settings, self.probe_batches, progress,
                                lambda: self._measure_cancel.is_set() or worker.is_cancelled)
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
@@ -643,7 +650,7 @@ class MainScreen(Screen[None]):
         cost = measured.analysis.cost("sensitivity", plan)
         self._measure_cancel.clear()
         self.measuring = f"Sensitivity of {len(plan.quantized):,} modules (about {cost})…  Esc cancels"
-        self.query_one(CalibrationBar).start(self.measuring)
+        self.query_one(CalibrationBar).start(self.measuring, unit="modules")
         self._sensitivity(measured, plan)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")

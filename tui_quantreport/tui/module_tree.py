@@ -68,6 +68,8 @@ class ModuleTree(Tree[str]):
         self._badges: dict[str, tuple[tuple[str, int], ...]] = {}
         self._dimmed: frozenset[str] = frozenset()
         self._badge_styles: dict[tuple[int, str], Style] = {}
+        #: Per module with flagged descendants: their badges (registry order) and how many are flagged.
+        self._rollup: dict[str, tuple[tuple[tuple[str, int], ...], int]] = {}
 
     # Reacting ---------------------------------------------------------------
 
@@ -77,6 +79,7 @@ class ModuleTree(Tree[str]):
         if old is None or not self.modules or old.modules.keys() != report.modules.keys():
             self.modules = report.modules
             self._badges, self._dimmed = self._marks(report)
+            self._rollup = self._rollup_of(self._badges)
             self.rebuild()
         else:
             self.modules = report.modules
@@ -145,6 +148,9 @@ class ModuleTree(Tree[str]):
         changed = {fqn for fqn in set(badges) | set(self._badges) if badges.get(fqn) != self._badges.get(fqn)}
         changed |= dimmed ^ self._dimmed
         self._badges, self._dimmed = badges, dimmed
+        rollup = self._rollup_of(badges)
+        changed |= {fqn for fqn in set(rollup) | set(self._rollup) if rollup.get(fqn) != self._rollup.get(fqn)}
+        self._rollup = rollup
         for fqn in changed:
             node = self.nodes.get(fqn)
             if node is not None:
@@ -169,10 +175,39 @@ class ModuleTree(Tree[str]):
     def is_dimmed(self, fqn: str) -> bool:
         return fqn in self._dimmed
 
+    def _rollup_of(
+        self, badges: Mapping[str, tuple[tuple[str, int], ...]]
+    ) -> dict[str, tuple[tuple[tuple[str, int], ...], int]]:
+        """For every ancestor of a flagged module: the badges found beneath it and the flagged count."""
+        chips: dict[str, set[tuple[str, int]]] = {}
+        counts: dict[str, int] = {}
+        for fqn, marks in badges.items():
+            module = self.modules.get(fqn)
+            parent = module.parent if module is not None else None
+            while parent is not None:
+                chips.setdefault(parent, set()).update(marks)
+                counts[parent] = counts.get(parent, 0) + 1
+                up = self.modules.get(parent)
+                parent = up.parent if up is not None else None
+        return {fqn: (tuple(sorted(found, key=lambda chip: chip[1])), counts[fqn]) for fqn, found in chips.items()}
+
+    def rollup_of(self, fqn: str) -> tuple[tuple[str, ...], int]:
+        """The glyphs flagged beneath ``fqn`` and how many modules carry them (shown when collapsed)."""
+        chips, count = self._rollup.get(fqn, ((), 0))
+        return tuple(glyph for glyph, _ in chips), count
+
     def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
-        """The node's name and class, dimmed when unobserved, then its badges."""
+        """The node's name and class, dimmed when unobserved, then its badges; a collapsed node also
+        shows the badges beneath it and how many modules there are flagged."""
         text = super().render_label(node, base_style, style)
         fqn = node.data or ""
+        if node.allow_expand and not node.is_expanded and fqn in self._rollup:
+            chips, count = self._rollup[fqn]
+            text.append("  ▸", DIMMED)
+            for glyph, index in chips:
+                text.append(" ")
+                text.append(glyph, self._badge_style(index))
+            text.append(f" ×{count:,}", DIMMED)
         if fqn in self._dimmed:
             text.stylize(DIMMED)
         chips = self._badges.get(fqn)
