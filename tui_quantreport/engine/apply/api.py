@@ -29,6 +29,7 @@ class Subject:
     catalog: Any
     plan: PlanFile
     loaded: Any  # spec.LoadedModel
+    calibration: str | None = None
 
     def batches(self, count: int | None) -> list[Any]:
         from tui_quantreport.engine.spec import open_batches
@@ -53,7 +54,7 @@ def load_subject(spec: str, plan_path: str | None, calibration: str | None = Non
     if plan is None:
         plan = recommended_plan(loaded, catalog, backend)
     check_plan(plan, catalog, spec)
-    return Subject(spec, loaded.model, catalog, plan, loaded)
+    return Subject(spec, loaded.model, catalog, plan, loaded, calibration)
 
 
 def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
@@ -77,14 +78,14 @@ def export_plan(subject: Subject, target: str) -> Export:
     if target == "torchao":
         from tui_quantreport.engine.apply.torchao_target import export_torchao
 
-        return export_torchao(subject.model, subject.plan, subject.spec, first)
+        return export_torchao(subject.model, subject.plan, subject.spec, first, subject.calibration)
     if target == "pt2e":
         from tui_quantreport.engine.apply.pt2e_target import export_pt2e
 
-        return export_pt2e(subject.model, subject.plan, subject.spec, first)
+        return export_pt2e(subject.model, subject.plan, subject.spec, first, subject.calibration)
     from tui_quantreport.engine.apply.qconfig_target import export_qconfig_mapping
 
-    return export_qconfig_mapping(subject.model, subject.plan, subject.spec, first)
+    return export_qconfig_mapping(subject.model, subject.plan, subject.spec, first, subject.calibration)
 
 
 def verify_plan(
@@ -110,15 +111,16 @@ def verify_plan(
             return namespace["quantize"](model, False)
 
         library = f"torchao {torchao_version()}"
+        inspect = None
     else:
-        from tui_quantreport.engine.apply import pt2e_target, qconfig_target
+        import importlib
 
-        module = pt2e_target if target == "pt2e" else qconfig_target
-        apply, library = module.applier(export, subject, count)
+        module = importlib.import_module(f"tui_quantreport.engine.apply.{'pt2e_target' if target == 'pt2e' else 'qconfig_target'}")
+        apply, library, inspect = module.applier(export, subject, count)
     prediction = export_prediction(subject, export, target, probes)
     return verify_export(
         subject.model, subject.plan, export, apply, probes, library=library,
-        export_prediction=prediction, progress=progress, should_cancel=should_cancel,
+        export_prediction=prediction, inspect=inspect, progress=progress, should_cancel=should_cancel,
     )
 
 

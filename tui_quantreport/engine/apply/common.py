@@ -122,31 +122,58 @@ def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: 
     return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
 
-def model_loader_code(spec: str) -> str:
-    """Source of ``build_model()`` that rebuilds the model a spec names, without tui-quantreport."""
-    from tui_quantreport.engine.spec import MODEL_FACTORY, SAMPLES_PACKAGE, _parse
+def model_loader_code(spec: str, calibration: str | None = None) -> str:
+    """Source of ``build_model()`` and ``calibration_batches()`` rebuilding what a spec names,
+    without tui-quantreport (the model file, sample or module is imported as is)."""
+    from tui_quantreport.engine.spec import BATCHES_FACTORY, MODEL_FACTORY
 
-    parsed = _parse(spec)
-    name = parsed.name or MODEL_FACTORY
-    if parsed.kind == "file":
-        path = str(Path(parsed.target).expanduser().resolve())
-        body = (
-            f"    path = {path!r}\n"
-            "    sys.path.insert(0, os.path.dirname(path))\n"
-            "    loader = importlib.util.spec_from_file_location('_quantized_model_source', path)\n"
-            "    module = importlib.util.module_from_spec(loader)\n"
-            "    loader.loader.exec_module(module)\n"
-        )
-    else:
-        module_name = f"{SAMPLES_PACKAGE}.{parsed.target}" if parsed.kind == "sample" else parsed.target
-        root = _import_root(module_name)
-        body = (f"    sys.path.insert(0, {root!r})\n" if root else "") + f"    module = importlib.import_module({module_name!r})\n"
-    return (
+    model_module, model_name = _module_code(spec, MODEL_FACTORY)
+    code = (
+        "def _import(kind, target):\n"
+        "    import importlib\n    import importlib.util\n    import os\n    import sys\n\n"
+        "    if kind == 'file':\n"
+        "        sys.path.insert(0, os.path.dirname(target))\n"
+        "        spec = importlib.util.spec_from_file_location('_model_source_' + str(abs(hash(target))), target)\n"
+        "        module = importlib.util.module_from_spec(spec)\n"
+        "        spec.loader.exec_module(module)\n"
+        "        return module\n"
+        "    root, name = target\n"
+        "    if root and root not in sys.path:\n"
+        "        sys.path.insert(0, root)\n"
+        "    return importlib.import_module(name)\n\n\n"
         "def build_model():\n"
         f'    """The float model, rebuilt as tui-quantreport loaded it (spec {spec!r})."""\n'
-        "    import importlib\n    import importlib.util\n    import os\n    import sys\n\n"
-        + body
-        + f"    return module.{name}()\n"
+        f"    return _import(*{model_module!r}).{model_name}()\n\n\n"
+    )
+    cal_module, cal_name = _module_code(calibration, BATCHES_FACTORY) if calibration else (model_module, BATCHES_FACTORY)
+    code += (
+        "def calibration_batches():\n"
+        f'    """The calibration batches (spec {calibration or spec!r})."""\n'
+        f"    return _import(*{cal_module!r}).{cal_name}()\n"
+    )
+    return code
+
+
+def _module_code(spec: str, default_name: str) -> tuple[tuple, str]:
+    from tui_quantreport.engine.spec import SAMPLES_PACKAGE, _parse
+
+    parsed = _parse(spec)
+    name = parsed.name or default_name
+    if parsed.kind == "file":
+        return ("file", str(Path(parsed.target).expanduser().resolve())), name
+    module_name = f"{SAMPLES_PACKAGE}.{parsed.target}" if parsed.kind == "sample" else parsed.target
+    return ("module", (_import_root(module_name), module_name)), name
+
+
+def call_code() -> str:
+    """Source of ``_call(model, batch)``: a tensor as is, a tuple spread, a dict as keywords."""
+    return (
+        "def _call(model, batch):\n"
+        "    if isinstance(batch, dict):\n"
+        "        return model(**batch)\n"
+        "    if isinstance(batch, (tuple, list)):\n"
+        "        return model(*batch)\n"
+        "    return model(batch)\n"
     )
 
 

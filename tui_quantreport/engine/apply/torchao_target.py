@@ -76,7 +76,7 @@ def _config_code(scheme: str, facts: ModuleFacts, plan: PlanFile) -> str:
     )
 
 
-def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None) -> Export:
+def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
@@ -110,7 +110,7 @@ def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any
         "def quantize(model: torch.nn.Module, set_inductor_config: bool = True) -> torch.nn.Module:\n"
         "    quantize_(model, quantization_config(set_inductor_config), filter_fn=None)\n"
         "    return model\n\n\n"
-        + model_loader_code(spec)
+        + model_loader_code(spec, calibration)
         + "\n\n"
         'if __name__ == "__main__":\n'
         "    model = quantize(build_model().eval())\n"

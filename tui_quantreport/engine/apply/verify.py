@@ -112,15 +112,22 @@ def is_quantized_tensor(tensor: Any) -> bool:
 
 
 def weight_type(module: nn.Module) -> str:
+    """The weight's type, as a reader wants it: a tensor subclass, a quantized dtype, or the float module."""
     weight = getattr(module, "weight", None)
+    if weight is None and isinstance(module, nn.Sequential) and len(module) > 0:  # a fused LinearReLU's inner module
+        return weight_type(module[0])
     if callable(weight) and not isinstance(weight, torch.Tensor):  # torch.ao quantized modules: weight()
         try:
             weight = weight()
         except Exception:  # noqa: BLE001 - an unreadable weight is reported as "?"
             return "?"
-    if isinstance(weight, nn.Parameter) and type(weight) is nn.Parameter:
-        return "Parameter (float)" if not getattr(weight, "is_quantized", False) else "Parameter (quantized)"
-    return type(weight).__name__ if weight is not None else "none"
+    if not isinstance(weight, torch.Tensor):
+        return f"{type(module).__name__} without a weight tensor"
+    if getattr(weight, "is_quantized", False):
+        return f"quantized {weight.dtype} tensor".replace("torch.", "")
+    if type(weight) in (nn.Parameter, torch.Tensor):
+        return f"float tensor in {type(module).__name__}"
+    return type(weight).__name__
 
 
 class SqnrSum:
@@ -176,6 +183,7 @@ def verify_export(
     *,
     library: str,
     export_prediction: tuple[float | None, str] = (None, ""),
+    inspect: Callable[[nn.Module, list[str]], dict[str, tuple[bool, str]]] | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> VerifyResult:
@@ -191,25 +199,20 @@ def verify_export(
     weight_types: dict[str, str] = {}
     quantized: list[str] = []
     findings: list[VerifyFinding] = []
-    modules = dict(quantized_model.named_modules())
+    states = (inspect or module_weight_states)(quantized_model, list(plan.modules))
     for fqn in planned:
-        module = modules.get(fqn)
-        if module is None:
-            weight_types[fqn] = "missing"
-            findings.append(VerifyFinding("not_quantized", fqn, f"{fqn}: the module is gone from the quantized model"))
-            continue
-        weight_types[fqn] = weight_type(module)
-        if _module_quantized(module):
+        is_quantized, weight_types[fqn] = states.get(fqn, (False, "missing"))
+        if is_quantized:
             quantized.append(fqn)
         else:
             change = next((c for c in export.changes if c.fqn == fqn), None)
-            cause = change.reason if change else f"{library} left its weight a {weight_types[fqn]}"
+            cause = change.reason if change else f"{library} left it a {weight_types[fqn]}"
             findings.append(VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}"))
     kept_float = []
     for fqn in plan.kept_float:
-        module = modules.get(fqn)
-        if module is not None and _module_quantized(module):
-            findings.append(VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {weight_type(module)}"))
+        is_quantized, kind = states.get(fqn, (False, "missing"))
+        if is_quantized:
+            findings.append(VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}"))
         else:
             kept_float.append(fqn)
     sums = SqnrSum()
@@ -252,8 +255,16 @@ def verify_export(
     return result
 
 
+def module_weight_states(model: nn.Module, fqns: list[str]) -> dict[str, tuple[bool, str]]:
+    """Per module: whether its weight is a quantized tensor, and the weight's type."""
+    modules = dict(model.named_modules())
+    return {fqn: (_module_quantized(modules[fqn]), weight_type(modules[fqn])) for fqn in fqns if fqn in modules}
+
+
 def _module_quantized(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
+    if weight is None and isinstance(module, nn.Sequential) and len(module) > 0:
+        return _module_quantized(module[0])
     if callable(weight) and not isinstance(weight, torch.Tensor):
         try:
             weight = weight()
