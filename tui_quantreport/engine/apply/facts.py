@@ -24,7 +24,7 @@ class ModuleFacts:
 
 
 def _kind(module: nn.Module) -> str:
-    for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d):
+    for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding):
         if isinstance(module, cls):
             return cls.__name__
     return type(module).__name__

@@ -86,6 +86,10 @@ class PlanFile:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def backend(self) -> str:
+        return str(self.extra.get("backend", "x86"))
+
+    @property
     def quantized(self) -> dict[str, str]:
         return {fqn: e.scheme for fqn, e in self.modules.items() if e.scheme != FLOAT}
 
@@ -101,12 +105,13 @@ class PlanFile:
         for fqn, scheme in changes.items():
             old = modules[fqn]
             modules[fqn] = PlanEntry(scheme, old.activation if scheme in STATIC_SCHEMES else None)
-        return PlanFile(self.model_class, self.fingerprint, modules, None, self.probe_batches, self.source)
+        return PlanFile(self.model_class, self.fingerprint, modules, None, self.probe_batches, self.source, self.extra)
 
     def to_json_data(self) -> dict[str, Any]:
         return {
             "format": PLAN_FORMAT,
             "model": {"class": self.model_class, "fingerprint": self.fingerprint},
+            "backend": self.backend,
             "probe_batches": self.probe_batches,
             "predicted_sqnr_db": _finite(self.predicted_sqnr_db),
             "modules": {
@@ -144,10 +149,13 @@ class PlanFile:
         if predicted is not None and not isinstance(predicted, (int, float)):
             raise bad("'predicted_sqnr_db' is not a number")
         probes = data.get("probe_batches")
+        backend = data.get("backend", "x86")
+        if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
+            raise bad(f"unknown backend {backend!r}")
         return cls(
             model["class"], model["fingerprint"], modules,
             float(predicted) if predicted is not None else None,
-            probes if isinstance(probes, int) else None, source,
+            probes if isinstance(probes, int) else None, source, {"backend": backend},
         )
 
     @classmethod
@@ -206,12 +214,6 @@ def check_plan(plan: PlanFile, catalog: Any, spec: str) -> None:
     if missing:
         shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise PlanError(f"{plan.source or 'plan'} names {len(missing)} module(s) {spec} lacks: {shown}")
-    unweighted = [fqn for fqn, e in plan.modules.items() if e.scheme != FLOAT and not catalog.modules[fqn].is_weighted]
-    if unweighted:
-        raise PlanError(
-            f"{plan.source or 'plan'} quantizes {unweighted[0]!r}, which is a {catalog.modules[unweighted[0]].class_name}, "
-            "not a Linear or Conv module"
-        )
 
 
 def _finite(value: float | None) -> float | None:

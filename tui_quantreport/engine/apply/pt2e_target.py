@@ -25,7 +25,7 @@ from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
 
 def choose_mode(plan: PlanFile) -> str:
     counts = Counter("static" if s in STATIC_SCHEMES else s for s in plan.quantized.values())
-    return "dynamic" if counts["dynamic"] > counts["static"] else "static"
+    return "static" if counts["static"] > counts["dynamic"] else "dynamic"
 
 
 def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
@@ -127,8 +127,11 @@ def applier(export: Export, subject: Any, probe_count: int):
 
         from tui_quantreport.engine.errors import UserError
 
+        import contextlib
+        import io
+
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 return namespace["quantize"](model, batches)
         except Exception as exc:  # noqa: BLE001 - torch.export/prepare failures are reported in one line

@@ -43,7 +43,7 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
     act = next((e.activation for e in plan.modules.values() if e.activation), None)
     qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
-    backend = str(plan.extra.get("backend", "x86")) if plan.extra else "x86"
+    backend = plan.backend
     lines = ["    mapping = QConfigMapping().set_global(None)"]
     lines += [f"    mapping.set_module_name({fqn!r}, {scheme.upper()})" for fqn, scheme in assigned.items()]
     lines += [f"    mapping.set_module_name({fqn!r}, None)  # kept float" for fqn in keep_float]
@@ -106,8 +106,11 @@ def applier(export: Export, subject: Any, probe_count: int):
 
         from tui_quantreport.engine.errors import UserError
 
+        import contextlib
+        import io
+
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 return namespace["quantize"](model, batches)
         except Exception as exc:  # noqa: BLE001 - FX tracing/convert failures are reported in one line

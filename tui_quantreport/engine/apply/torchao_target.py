@@ -42,6 +42,8 @@ ATTENTION_PARENTS = ("MultiheadAttention",)
 
 def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
     """Why torchao cannot apply ``scheme`` to this module, or None."""
+    if facts.kind == "Embedding" and scheme == "weight_only":
+        return None
     if facts.kind != "Linear":
         return f"torchao 0.18's int8 workflows quantize Linear only, not {facts.kind}"
     if facts.parent_class in ATTENTION_PARENTS:

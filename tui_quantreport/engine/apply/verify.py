@@ -279,8 +279,9 @@ def _gap_message(result: VerifyResult, applied_float: set[str]) -> str:
     causes = []
     if applied_float and result.export_predicted_db is None:
         causes.append(f"{len(applied_float)} planned module(s) kept float by the target ({', '.join(sorted(applied_float)[:4])})")
-    if result.export_prediction_note and result.export_predicted_db is None:
-        causes.append(result.export_prediction_note)
+    note = result.export_prediction_note
+    if note and (result.export_predicted_db is None or "does not model" in note):
+        causes.append(note)
     if not causes:
         causes.append(
             f"{result.library}'s kernels differ from the simulation (rounding, activation granularity or range); "
