@@ -17,7 +17,13 @@ from typing import Any
 
 from torch import nn
 
-from tui_quantreport.engine.apply.common import Change, Export, call_code, header, model_loader_code
+from tui_quantreport.engine.apply.common import (
+    Change,
+    Export,
+    call_code,
+    header,
+    model_loader_code,
+)
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
 from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
@@ -123,12 +129,11 @@ def applier(export: Export, subject: Any, probe_count: int):
     batches = subject.batches(None)
 
     def apply(model: nn.Module) -> nn.Module:
+        import contextlib
+        import io
         import warnings
 
         from tui_quantreport.engine.errors import UserError
-
-        import contextlib
-        import io
 
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
