@@ -16,6 +16,17 @@ from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 DEFAULT_PROBES = 4
 
 
+class _FloatOutputAnalysis(ErrorAnalysis):
+    """The simulation as torchao runs a static Linear: int8 input and weight, float output.
+
+    (quantsim models torch.ao's converted int8 modules, whose output edges are
+    quantized too; torchao's ``Int8StaticActivationInt8WeightConfig`` returns float.)
+    """
+
+    def _output_quantized(self, fqn: str, quantized: Any) -> None:
+        return None
+
+
 def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
     modules = {}
     for fqn, scheme in plan.modules.items():
@@ -95,12 +106,15 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
         notes.append(f"activations on torchao's 8-bit grid (the {plan.backend} plan simulates 7 bits, reduce_range)")
     if export.changes:
         notes.append(f"{len(export.changes)} module(s) changed by the target")
+    if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
+        notes.append("static outputs left float, as torchao leaves them")
     if target != "torchao":
-        notes.append(f"{target} also quantizes op outputs, which the simulation does not model")
+        notes.append(f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model")
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
         ranges = {**calibrated_ranges(subject), **ranges}  # the plan's own calibration wins where it has one
-    analysis = ErrorAnalysis(subject.model, subject.catalog, probes, ranges, backend)
+    cls = _FloatOutputAnalysis if target == "torchao" else ErrorAnalysis
+    analysis = cls(subject.model, subject.catalog, probes, ranges, backend)
     modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)
