@@ -222,6 +222,8 @@ class ErrorAnalysis:
         self._local: dict[str, LocalMeasurement] | None = None
         self._local_advice = False
         self._plan_cache: dict[tuple, Sqnr] = {}
+        #: Who quantizes the tensor each leaf reads (after the first range pass).
+        self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
 
     # Construction helpers.
@@ -344,7 +346,8 @@ class ErrorAnalysis:
 
         handles = [t.module.register_forward_pre_hook(make_hook(t), with_kwargs=True) for t in self.targets.values()]
         edges = _EdgeTracer(self)
-        handles += edges.attach()
+        flow = _DataflowTracer(self)
+        handles += edges.attach() + flow.attach()
         outputs: list[torch.Tensor | None] = []
         try:
             started = time.perf_counter()
@@ -352,6 +355,7 @@ class ErrorAnalysis:
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
                     edges.new_batch()
+                    flow.new_batch()
                     output = self._run(batch, i)
                     edges.model_output(output)
                     outputs.append(_output_tensor(output))
@@ -363,6 +367,7 @@ class ErrorAnalysis:
             edges.new_batch()
         self._reference = outputs
         edges.finish()
+        self.dataflow = flow.finish()
         for fqn, target in self.targets.items():
             acc = sums[fqn]
             target.calls = acc.calls
@@ -725,6 +730,124 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
         return out.apply(y) if out is not None else y
 
     return forward
+
+
+#: Modules whose output carries their input's values on (elementwise monotone, reshapes,
+#: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
+PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+    nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """Which leaf modules read the same tensor, and who produced each leaf's input.
+
+    ``quantizer_of[fqn]`` is the quantizable module that quantizes the tensor
+    ``fqn`` reads (itself when quantizable; else a quantizable module reading the
+    same tensor; else, through a pass-through module, one reading its output),
+    or None when no quantizable module reads it.
+    """
+
+    quantizer_of: Mapping[str, str | None]
+
+
+class _DataflowTracer:
+    """Tensor identity between leaf modules during one float pass."""
+
+    def __init__(self, analysis: ErrorAnalysis):
+        self.analysis = analysis
+        self.live: dict[int, tuple[weakref.ref, str]] = {}
+        #: id(tensor) -> (weak ref, the leaves that read it): ids are reused once a tensor dies.
+        self.readers_now: dict[int, tuple[weakref.ref, list[str]]] = {}
+        self.siblings: dict[str, set[str]] = {}
+        self.source: dict[str, str] = {}
+        self.seen: set[str] = set()
+
+    def new_batch(self) -> None:
+        for _, group in self.readers_now.values():
+            self._group(group)
+        self.readers_now.clear()
+        self.live.clear()
+
+    def _group(self, readers: list[str]) -> None:
+        for fqn in readers:
+            self.siblings.setdefault(fqn, set()).update(readers)
+
+    def attach(self) -> list:
+        handles = []
+        for fqn, info in self.analysis.catalog.modules.items():
+            if info.is_quant_helper or not (info.is_leaf or fqn in self.analysis.targets):
+                continue
+            module = self.analysis.model.get_submodule(fqn)
+            handles.append(module.register_forward_pre_hook(self._read(fqn), with_kwargs=True))
+            handles.append(module.register_forward_hook(self._wrote(fqn)))
+        return handles
+
+    def _read(self, fqn: str):
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            self.seen.add(fqn)
+            if x is None:
+                return
+            group = self.readers_now.get(id(x))
+            if group is None or group[0]() is not x:
+                if group is not None:
+                    self._group(group[1])
+                group = self.readers_now[id(x)] = (weakref.ref(x), [])
+            group[1].append(fqn)
+            entry = self.live.get(id(x))
+            if entry is not None and entry[0]() is x:
+                self.source.setdefault(fqn, entry[1])
+            return
+
+        return hook
+
+    def _wrote(self, fqn: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor):
+                self.live[id(output)] = (weakref.ref(output), fqn)
+
+        return hook
+
+    def finish(self) -> Dataflow:
+        self.new_batch()
+        analysis = self.analysis
+        order = {fqn: i for i, fqn in enumerate(analysis.catalog.modules)}
+        readers_of: dict[str, list[str]] = {}
+        for reader, producer in self.source.items():
+            readers_of.setdefault(producer, []).append(reader)
+        memo: dict[str, str | None] = {}
+
+        def quantizer(fqn: str, depth: int = 0) -> str | None:
+            if fqn in memo:
+                return memo[fqn]
+            memo[fqn] = None  # cycles (a module called twice) end here
+            found = None
+            if fqn in analysis.targets:
+                found = fqn
+            else:
+                same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=order.get)
+                if same:
+                    found = same[0]
+                elif depth < 64 and _passes_through(analysis.model.get_submodule(fqn), analysis.catalog.modules[fqn].monotone):
+                    for reader in sorted(readers_of.get(fqn, ()), key=order.get):
+                        found = quantizer(reader, depth + 1)
+                        if found is not None:
+                            break
+            memo[fqn] = found
+            return found
+
+        return Dataflow({fqn: quantizer(fqn) for fqn in sorted(self.seen, key=order.get)})
+
+
+def _passes_through(module: nn.Module, monotone: bool) -> bool:
+    if monotone or isinstance(module, PASS_THROUGH_TYPES):
+        return True
+    name = type(module).__name__
+    return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(module, nn.modules.dropout._DropoutNd)
 
 
 class _EdgeTracer:
