@@ -21,6 +21,12 @@ from typing import Any
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.report import NOT_CALIBRATED, Finding, Report, Status, verdict_caveat
+from tui_quantreport.engine.severity import (
+    finding_json,
+    measured_json,
+    measured_markdown,
+    measured_text,
+)
 
 FORMAT_ID = "tui-quantreport.report/1"
 FORMATS = ("json", "markdown", "text")
@@ -56,6 +62,7 @@ def to_json_data(report: Report) -> dict[str, Any]:
             entry["status"] = finding.status.value
             entry["recommendation"] = finding.headline if finding.recommended else None
             entry["reason"] = finding.reason
+            entry.update(finding_json(report, name, fqn))
             modules[fqn] = entry
         detectors[name] = {
             "params": dict(det.params),
@@ -75,6 +82,9 @@ def to_json_data(report: Report) -> dict[str, Any]:
         "detectors": detectors,
         "points": points_json(report),
     }
+    measured = measured_json(report)
+    if measured is not None:
+        data["measured"] = measured
     return _finite(data)
 
 
@@ -142,7 +152,10 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
         for name in names:
             finding = report.detectors[name].findings[fqn]
             reason = _unseen_sentences(finding.reason, said)
-            lines.append(f"- **{report.detectors[name].title}**: {finding.headline}." + (f" {reason}" if reason else ""))
+            sev = report.severity(name, fqn)
+            measured = f" *{sev.level.value}*: {sev.note}" if sev is not None else ""
+            lines.append(f"- **{report.detectors[name].title}**: {finding.headline}."
+                         + (f" {reason}" if reason else "") + measured)
         lines.append("")
 
     groups: dict[tuple[str, str], list[Finding]] = {}
@@ -159,6 +172,7 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
             if state != NOT_CALIBRATED:
                 lines.append(f"  For example: {findings[0].reason}")
         lines.append("")
+    lines += measured_markdown(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -171,7 +185,10 @@ def to_text(report: Report) -> str:
         lines += ["", f"{det.title} [{det.glyph}]: {det.summary}"]
         for finding in det.findings.values():
             if finding.recommended:
-                lines.append(f"  {finding.module or '(model)'}: {finding.headline}")
+                sev = report.severity(det.name, finding.module)
+                level = f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
+                lines.append(f"  {finding.module or '(model)'}: {finding.headline}{level}")
+    lines += measured_text(report)
     return "\n".join(lines) + "\n"
 
 

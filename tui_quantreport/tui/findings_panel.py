@@ -58,6 +58,12 @@ class FindingsPanel(Static):
             parts += [("Its settings changed since the last calibration: press c to calibrate again. "
                        "Until then this is what the old data says:", "$warning"), "\n"]
         parts += [(finding.headline, "bold" if finding.recommended else ""), "\n", finding.reason, "\n"]
+        severity = report.severity(finding.detector, finding.module)
+        if severity is not None and severity.level.value != "none":
+            gain = f" ({severity.gain_db:+.1f} dB)" if severity.gain_db is not None else ""
+            style = "bold $warning" if severity.badged and severity.level.value == "major" else "dim"
+            parts += [("  measured: ", "dim"), (f"{severity.level.value}{gain}", style), " ",
+                      (severity.note, "dim"), "\n"]
         for evidence in finding.evidence:
             marker = "▶" if evidence.decides else "·"
             strong = "bold" if evidence.decides else ""

@@ -324,15 +324,16 @@ class MainScreen(Screen[None]):
         if self.model is None or self.stats is None or self.settings is None:
             return
         self._generation += 1
-        self._evaluate(self.stats, self.settings, self._generation)
+        error = self.measured.error if self.measured is not None else None
+        self._evaluate(self.stats, self.settings, self._generation, error)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
-    def _evaluate(self, stats: Stats, settings: Settings, generation: int) -> None:
+    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None) -> None:
         model = self.model
         if model is None:
             return
         try:
-            report = model.evaluate(stats, settings)
+            report = model.evaluate(stats, settings, error)
         except Exception as exc:  # a detector bug must not take the app down
             self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
                                       severity="error", markup=False)
@@ -448,6 +449,7 @@ class MainScreen(Screen[None]):
         calibrated = message.calibrated
         self.calibrating = False
         self.stats = calibrated.stats
+        self.measured, self.plan, self.plan_sqnr, self.sensitivity = None, None, None, None  # of the old stats
         batches = calibrated.stats.batches
         self.query_one(CalibrationBar).stop(f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}.")
         self.report = calibrated.report
@@ -534,6 +536,8 @@ class MainScreen(Screen[None]):
         self.plan = measured.recommended
         self.plan_sqnr = measured.recommended_sqnr
         self.plan_pending = False
+        if measured.error is not None:
+            self._reevaluate()  # the same findings, now with their measured severity
         batches = self.report.batches if self.report is not None else 0
         self.query_one(CalibrationBar).stop(
             f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}; recommended plan: "

@@ -123,11 +123,14 @@ class ModelSession:
         report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
         return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()), notice)
 
-    def evaluate(self, stats: Stats, settings: Settings) -> Report:
-        """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
+    def evaluate(self, stats: Stats, settings: Settings, error: Any = None) -> Report:
+        """The report for ``stats`` judged with ``settings`` (with severities from the measured
+        ``error`` of the same stats, when given): pure, never touches the model."""
         from tui_quantreport.engine.evaluation import evaluate
+        from tui_quantreport.engine.severity import assess
 
-        return evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        return assess(report, error) if error is not None else report
 
     def calibrate(
         self,
@@ -173,6 +176,7 @@ class Measured:
     recommended: Plan
     recommended_sqnr: Sqnr
     probe_batches: int
+    error: Any = None  # the engine's report.Measured: what severities are assessed from
 
     def scheme_of(self, fqn: str) -> str:
         """The recommended scheme of ``fqn``."""
@@ -196,7 +200,10 @@ def measure(
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     analysis = ErrorAnalysis.from_stats(session.loaded_model.model, session.session.catalog, probes, stats,
                                         backend=backend)
+    from tui_quantreport.engine.severity import measure as measure_error
+
     local = analysis.local_sqnr(progress, should_cancel)
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan, should_cancel)
-    return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes))
+    error = measure_error(analysis, plan=plan, should_cancel=should_cancel)  # reuses the kept measurements
+    return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes), error)

@@ -162,7 +162,8 @@ class ModuleTree(Tree[str]):
         for name, detector in report.detectors.items():
             chip = (detector.glyph, self.detector_index.get(name, 0))
             for fqn in detector.recommended:
-                badges.setdefault(fqn, []).append(chip)
+                if report.badged(name, fqn):  # measured as minor, or reported on another module: no badge
+                    badges.setdefault(fqn, []).append(chip)
         dimmed: frozenset[str] = frozenset()
         if report.batches:
             dimmed = frozenset(fqn for fqn, m in report.modules.items() if fqn and not m.observed)
