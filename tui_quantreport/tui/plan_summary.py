@@ -89,10 +89,10 @@ class PlanSummary(Static):
             rows = sorted(rows, key=lambda r: (r[2] is not None, r[2] or 0.0))[:LAYERS_SHOWN]
             title = f"SQNR by layer: the {LAYERS_SHOWN} lowest of {len(modules):,} (local, plan's scheme)"
         out = [Content.styled(title, "bold")]
-        width = max(self.size.width, 40)
+        width = max(min(self.content_size.width or 40, self.app.size.width // 2), 40)
         name_width = min(max((len(r[0]) for r in rows), default=8), max(12, width // 3))
         value_width = 9
-        bar_width = max(width - name_width - value_width - 4, 4)
+        bar_width = min(max(width - name_width - value_width - 8, 4), 40)
         top = max([r[2] for r in rows if r[2] is not None] + [1.0])
         for fqn, scheme, db, _ in rows:
             name = fqn if len(fqn) <= name_width else "…" + fqn[-(name_width - 1):]
