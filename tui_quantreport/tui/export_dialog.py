@@ -9,6 +9,11 @@ says so. The path starts absolute; a typed suffix picks the matching target; an
 existing file is overwritten only after a second Enter. A failed write leaves
 no partial file (the engine's :func:`write_atomic`) and the dialog stays open
 with the reason.
+
+Beside the reports and the plan it offers the plan's configuration for
+torchao, PT2E and torch.ao (issue 8): such a target is *deferred*, the dialog
+dismisses with a :class:`ConfigRequest` and the main screen exports it in a
+worker (the recommended plan needs a measurement).
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ class ExportTarget:
     key: str  # short id, used in widget ids: "json"
     title: str  # shown beside its radio button: "JSON report"
     suffix: str  # the file suffix it is written with: ".json"
-    write: Callable[[Path], Path]  # writes the file (atomically), returns the path; UserError on failure
+    write: Callable[[Path], Path] | None  # writes the file (atomically), returns the path; UserError on failure
+    deferred: bool = False  # True: the dialog dismisses with a ConfigRequest instead of writing
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """Export the plan for ``target`` to ``path`` (the main screen does it in a worker)."""
+
+    target: str
+    path: str
 
 
 def target_for_suffix(targets: Sequence[ExportTarget], path: str) -> ExportTarget | None:
@@ -48,8 +62,8 @@ def target_for_suffix(targets: Sequence[ExportTarget], path: str) -> ExportTarge
     return max(matches, key=lambda t: len(t.suffix)) if matches else None
 
 
-class ExportDialog(ModalScreen[str | None]):
-    """Dismisses with the written path (absolute), or None when cancelled."""
+class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
+    """Dismisses with the written path (absolute), a :class:`ConfigRequest`, or None when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
@@ -121,7 +135,7 @@ class ExportDialog(ModalScreen[str | None]):
         self._confirm_overwrite = None
         self.query_one("#export-error").display = False
         target = target_for_suffix(self.targets, event.value)
-        if target is not None and target is not self.target:
+        if target is not None and target is not self.target and not event.value.lower().endswith(self.target.suffix):
             self.target = target
             self.query_one(f"#format-{target.key}", RadioButton).value = True
 
@@ -137,7 +151,11 @@ class ExportDialog(ModalScreen[str | None]):
         if not path.is_absolute():
             path = Path.cwd() / path
         # A typed suffix wins over the radio buttons: "report.md" is written as Markdown.
-        target = target_for_suffix(self.targets, text) or self.target
+        target = self.target if text.lower().endswith(self.target.suffix) else (
+            target_for_suffix(self.targets, text) or self.target)
+        if target.deferred or target.write is None:
+            self.dismiss(ConfigRequest(target.key, str(path)))
+            return
         if path.is_file() and self._confirm_overwrite != path:
             self._confirm_overwrite = path
             self._error(f"{path} exists: press Enter (or Export) again to overwrite it, or change the path.")

@@ -64,9 +64,13 @@ class ModelSession:
     """One loaded model and its engine session."""
 
     def __init__(self, loaded_model: LoadedModel, session: Session) -> None:
+        from tui_quantreport.engine.evaluation import Evaluator
+
         self.loaded_model = loaded_model
         self.session = session
         self.spec: str = loaded_model.spec
+        #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
+        self.evaluator = Evaluator(session.catalog)
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -91,7 +95,6 @@ class ModelSession:
         """
         from tui_quantreport.engine.detectors import DETECTORS
         from tui_quantreport.engine.errors import ParamError
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
         from tui_quantreport.engine.spec import load_model
@@ -120,16 +123,16 @@ class ModelSession:
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
-        report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()), notice)
+        model = cls(loaded_model, session)
+        report = model.evaluate(stats, settings)
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), notice)
 
     def evaluate(self, stats: Stats, settings: Settings, error: Any = None) -> Report:
         """The report for ``stats`` judged with ``settings`` (with severities from the measured
         ``error`` of the same stats, when given): pure, never touches the model."""
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.severity import assess
 
-        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = self.evaluator.evaluate(stats, settings, spec=self.spec)
         return assess(report, error) if error is not None else report
 
     def calibrate(
@@ -145,7 +148,6 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
         stats = self.session.calibrate(
@@ -155,7 +157,7 @@ class ModelSession:
             progress=progress,
             should_cancel=should_cancel,
         )
-        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 from textual.events import Resize
 from textual.widgets import Static
 
@@ -71,11 +72,14 @@ class StatsTable(Static):
         side_by_side = label_width + sum(widths) + PADDING * len(widths)
         available = self.size.width or self.app.size.width
         self.stacked = len(self.points) > 1 and side_by_side > available
+        # Why each side's channel axis is the one it is (decided per tensor by the engine).
+        reasons = [f"{ROLE_TITLES.get(p.role, p.role)} axis: {p.axis_reason}" for p in self.points if p.axis_reason]
+        note: list[RenderableType] = [Text("\n".join(reasons), style="dim")] if reasons else []
         if not self.stacked:
-            self.update(self._table(range(len(self.points)), cells))
+            self.update(Group(self._table(range(len(self.points)), cells), *note))
             return
         parts: list[RenderableType] = [self._table([i], cells) for i in range(len(self.points))]
-        self.update(Group(*parts))
+        self.update(Group(*parts, *note))
 
     def _table(self, columns: Sequence[int] | range, cells: list[list[str]]) -> Table:
         table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False, show_edge=False, padding=(0, 1))
