@@ -202,19 +202,18 @@ class ModuleTree(Tree[str]):
         shows the badges beneath it and how many modules there are flagged."""
         text = super().render_label(node, base_style, style)
         fqn = node.data or ""
+        if fqn in self._dimmed:
+            text.stylize(DIMMED)
+        for glyph, index in self._badges.get(fqn) or ():
+            text.append(" ")
+            text.append(glyph, self._badge_style(index))
         if node.allow_expand and not node.is_expanded and fqn in self._rollup:
-            chips, count = self._rollup[fqn]
+            beneath, count = self._rollup[fqn]
             text.append("  ▸", DIMMED)
-            for glyph, index in chips:
+            for glyph, index in beneath:
                 text.append(" ")
                 text.append(glyph, self._badge_style(index))
             text.append(f" ×{count:,}", DIMMED)
-        if fqn in self._dimmed:
-            text.stylize(DIMMED)
-        chips = self._badges.get(fqn)
-        for glyph, index in chips or ():
-            text.append(" ")
-            text.append(glyph, self._badge_style(index))
         return text
 
     def _badge_style(self, index: int) -> Style:
