@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -244,8 +244,18 @@ class PointStats:
             return None
         return (self.range_sum / self.calls) / spread
 
+    @property
+    def started(self) -> bool:
+        """False while no call has brought a non-empty tensor (the extremes are still (inf, -inf))."""
+        return not (self.global_min == math.inf and self.global_max == -math.inf)
+
     def merge(self, other: "PointStats") -> "PointStats":
         """The stats of both sets of calls, as if observed together."""
+        if not self.started or not other.started:
+            # Calls that saw no values add their count and shapes and nothing else, as in one run.
+            kept = self if self.started else other
+            shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
+            return replace(kept, calls=self.calls + other.calls, shapes=shapes)
         same_channels = (
             self.channel_min is not None
             and other.channel_min is not None
