@@ -151,20 +151,12 @@ def _open_stats(path: str, args: argparse.Namespace):
 
 def stats_settings(sf, args: argparse.Namespace, source: str):
     """The stats file's settings with the command line's options over them; refused when they need new data."""
-    from tui_quantreport.engine.analysis import stale_params
     from tui_quantreport.engine import statsfile
 
-    settings = statsfile.settings_over(
-        sf.settings, detectors=args.detectors, params=args.param, tolerance=args.tolerance,
+    return statsfile.settings_for(
+        sf, source, detectors=args.detectors, params=args.param, tolerance=args.tolerance,
         backend=args.backend, ch_axis=args.ch_axis,
     )
-    stale = stale_params(sf.stats, settings)
-    if stale:
-        raise statsfile.StatsFileError(
-            f"{source} was calibrated without what these settings need ({', '.join(stale)}); "
-            "calibrate again with the model"
-        )
-    return settings
 
 
 class Progress:

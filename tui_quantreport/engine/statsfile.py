@@ -362,6 +362,25 @@ def settings_over(base: Any, detectors: str | None = None, params: Iterable[str]
     return settings
 
 
+def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
+    """``sf``'s settings with the given command-line options over them.
+
+    Raises :class:`StatsFileError` when they need statistics the file does not hold
+    (another percentile, channel axis, or a detector that was off): that takes a new
+    calibration, with the model.
+    """
+    from tui_quantreport.engine.analysis import stale_params
+
+    settings = settings_over(sf.settings, **options)
+    stale = stale_params(sf.stats, settings)
+    if stale:
+        raise StatsFileError(
+            f"{source} was calibrated without what these settings need ({', '.join(stale)}); "
+            "calibrate again with the model"
+        )
+    return settings
+
+
 # The statistics as tensors --------------------------------------------------------
 #
 # Flat tensors, one per kind of number, so that a model of thousands of modules is a

@@ -76,7 +76,7 @@ DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
-    {"export", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
+    {"export", "save_stats", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
 )
 
 
@@ -96,6 +96,8 @@ class QuantReportApp(App[None]):
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
         Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
+        Binding("s", "save_stats", "Save stats", show=False,
+                tooltip="Save the statistics to a stats file (.qstats) to reopen without the model"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
                 tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
@@ -182,7 +184,7 @@ class QuantReportApp(App[None]):
         self.query_one(DetectorSidebar).populate(self.detectors, self.settings, self.max_batches)
         self.query_one(ModuleTree).show_model(loaded.report, self.detector_index)
         self._show_report(loaded.report)
-        self.query_one(CalibrationBar).say(NOT_CALIBRATED)
+        self.query_one(CalibrationBar).say(loaded.status or NOT_CALIBRATED)
         self.refresh_bindings()
         if self._calibrate_when_loaded:
             self.action_calibrate()
@@ -282,6 +284,9 @@ class QuantReportApp(App[None]):
         if self.model is None:
             self._calibrate_when_loaded = True
             self.query_one(CalibrationBar).say("Calibration starts as soon as the model has loaded…")
+            return
+        if self.model.unavailable is not None:
+            self.notify(f"Calibration is unavailable: {self.model.unavailable}", markup=False)
             return
         if self.calibrating:
             self.notify("Already calibrating: Esc cancels.")
@@ -471,6 +476,28 @@ class QuantReportApp(App[None]):
         if path:
             self.notify(f"Wrote the report to {path}", title="Exported")
 
+    def action_save_stats(self) -> None:
+        """Save the current statistics to ``<model>.qstats`` (written atomically), to reopen without the model."""
+        if self.model is None or self.stats is None or not self.stats.batches:
+            self.notify("Nothing to save yet: press c to calibrate first.")
+            return
+        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec))
+
+    @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
+    def _save_stats(self, stats: Any, settings: Any, path: str) -> None:
+        model = self.model
+        if model is None:
+            return
+        try:
+            written = model.save_stats(stats, settings, path)
+        except UserError as exc:
+            self.call_from_thread(self.notify, str(exc), title="Statistics not saved", severity="error", markup=False)
+        else:
+            self.call_from_thread(
+                self.notify, f"Wrote the statistics of {stats.batches:,} batches to {written}",
+                title="Saved", markup=False,
+            )
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(key_sections(self)))
 
@@ -495,6 +522,8 @@ class QuantReportApp(App[None]):
             return bool(self.query_one(ModuleTree).filter_text)
         if action in MODEL_ACTIONS and self.model is None:
             return None
+        if action == "calibrate" and self.model is not None and self.model.unavailable is not None:
+            return None  # opened from a stats file: shown disabled; the calibration strip says why
         return True
 
 
@@ -504,3 +533,8 @@ def default_export_path(spec: str) -> str:
     stem = Path(target).stem or "model"
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
     return f"{stem}.quantreport.json"
+
+
+def default_stats_path(spec: str) -> str:
+    """A stats file name for ``spec`` in the current directory: ``showcase.qstats``."""
+    return default_export_path(spec).removesuffix(".quantreport.json") + ".qstats"

@@ -27,8 +27,10 @@ class Loaded:
     session: "ModelSession"
     report: Report
     settings: Any  # engine Settings
-    stats: Any  # engine Stats (empty)
+    stats: Any  # engine Stats (empty, or read from a stats file)
     detectors: tuple[Any, ...]
+    #: What the calibration strip says once loaded (None: not calibrated yet).
+    status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,16 @@ class Calibrated:
 
 
 class ModelSession:
-    """One loaded model and its engine session."""
+    """One loaded model and its engine session, or a stats file's catalog and statistics without a model."""
 
-    def __init__(self, loaded_model: Any, session: Any) -> None:
-        self.loaded_model = loaded_model  # engine LoadedModel
-        self.session = session  # engine Session
-        self.spec: str = loaded_model.spec
+    def __init__(self, loaded_model: Any, session: Any, *, catalog: Any = None, spec: str | None = None,
+                 unavailable: str | None = None) -> None:
+        self.loaded_model = loaded_model  # engine LoadedModel (None when opened from a stats file)
+        self.session = session  # engine Session (None when opened from a stats file)
+        self.catalog = catalog if catalog is not None else session.catalog  # engine ModelCatalog
+        self.spec: str = spec if spec is not None else loaded_model.spec
+        #: Why what needs the model (recalibration, SQNR probes, verify) is unavailable; None when it is not.
+        self.unavailable = unavailable
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future:
@@ -69,29 +75,58 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
+        from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.analysis import Settings, evaluate
         from tui_quantreport.engine.detectors import DETECTORS
         from tui_quantreport.engine.session import Session, Stats
         from tui_quantreport.engine.spec import load_model
 
-        settings = Settings.from_options(
-            detectors=_option(options, "detectors"),
-            params=_option(options, "param") or (),
-            tolerance=_option(options, "tolerance"),
-            backend=_option(options, "backend"),
-            ch_axis=_option(options, "ch_axis"),
-        )
+        if statsfile.is_stats_path(spec):
+            return cls.load_stats_file(spec, options)
+        settings = Settings.from_options(**_setting_options(options))
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
+        status = None
+        stats_path = _option(options, "stats")
+        if stats_path:  # reuse a stats file taken on this model
+            sf = statsfile.load(stats_path)
+            sf.check_model(session.catalog, stats_path)
+            settings = statsfile.settings_for(sf, stats_path, **_setting_options(options))
+            stats = sf.stats
+            status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
+        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()), status)
+
+    @classmethod
+    def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
+        """A session on a stats file: its catalog, statistics and settings, and no model."""
+        from tui_quantreport.engine import statsfile
+        from tui_quantreport.engine.analysis import evaluate
+        from tui_quantreport.engine.detectors import DETECTORS
+
+        sf = statsfile.load(path)
+        settings = statsfile.settings_for(sf, path, **_setting_options(options))
+        reason = (
+            f"opened from the stats file {path}, without the model: to calibrate again, run "
+            f"tui-quantreport {sf.spec} --stats {path}"
+        )
+        session = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
+        report = evaluate(sf.catalog, sf.stats, settings, spec=sf.spec)
+        status = f"Statistics of {sf.stats.batches:,} batches from {path} (no model: recalibration unavailable)."
+        return Loaded(session, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
     def evaluate(self, stats: Any, settings: Any) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
         from tui_quantreport.engine.analysis import evaluate
 
-        return evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        return evaluate(self.catalog, stats, settings, spec=self.spec)
+
+    def save_stats(self, stats: Any, settings: Any, path: str) -> str:
+        """Write ``stats`` (taken with ``settings``) to a stats file at ``path``, atomically."""
+        from tui_quantreport.engine import statsfile
+
+        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings)))
 
     def calibrate(
         self,
@@ -107,7 +142,11 @@ class ModelSession:
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
         from tui_quantreport.engine.analysis import calibrate, evaluate
+        from tui_quantreport.engine.errors import UserError
         from tui_quantreport.engine.spec import open_batches
+
+        if self.unavailable is not None:
+            raise UserError(f"Calibration is unavailable: {self.unavailable}")
 
         stats = calibrate(
             self.session,
@@ -117,8 +156,19 @@ class ModelSession:
             progress=progress,
             should_cancel=should_cancel,
         )
-        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = evaluate(self.catalog, stats, settings, spec=self.spec)
         return Calibrated(stats, report, settings)
+
+
+def _setting_options(options: Namespace | None) -> dict[str, Any]:
+    """The command line's detector options, as Settings.from_options takes them."""
+    return {
+        "detectors": _option(options, "detectors"),
+        "params": _option(options, "param") or (),
+        "tolerance": _option(options, "tolerance"),
+        "backend": _option(options, "backend"),
+        "ch_axis": _option(options, "ch_axis"),
+    }
 
 
 def _option(options: Namespace | None, name: str) -> Any:
