@@ -11,7 +11,7 @@ import torch
 
 from tui_quantreport.cli import main
 from tui_quantreport.engine import (
-    Session, Settings, calibrate, evaluate, list_samples, load_model, open_batches, render, statsfile,
+    Session, Settings, evaluate, list_samples, load_model, open_batches, render, statsfile,
 )
 from tui_quantreport.engine.distributed import World, open_shard, shard_batches, takes_rank
 from tui_quantreport.engine.statsfile import StatsFileError
@@ -41,7 +41,7 @@ def calibrated(spec, batches=None, settings=None):
     session = Session(loaded.model, label=loaded.spec)
     settings = settings or Settings.build()
     data = list(open_batches(loaded)) if batches is None else batches
-    return loaded, session, settings, calibrate(session, data, settings)
+    return loaded, session, settings, session.calibrate(data, settings)
 
 
 def assert_same_stats(a, b, exact_sums=False):
@@ -332,7 +332,7 @@ def test_two_gloo_ranks_equal_one_process(spec, tmp_path, capsys):
     parts = []
     for rank in range(2):
         session = Session(loaded.model, label=loaded.spec)
-        parts.append(calibrate(session, open_shard(load_model(spec), World(rank, 2)), Settings.build()))
+        parts.append(session.calibrate(open_shard(load_model(spec), World(rank, 2)), Settings.build()))
     assert_same_stats(two.stats, parts[0].merge(parts[1]), exact_sums=True)
 
 

@@ -60,23 +60,23 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert not isinstance(app.screen, ErrorScreen)
-        assert app.model is not None and app.model.unavailable is not None
+        assert app.main.model is not None and app.main.model.unavailable is not None
         assert render(app.report, "json") == render(live, "json")
         tree = app.query_one(ModuleTree)
         assert badges and tree.badges_of("rgb_stem.conv2") == badges
         assert "6 batches from showcase.qstats" in status_text(app) and "unavailable" in status_text(app)
         # Recalibrating needs the model: shown disabled, and nothing starts.
-        assert app.check_action("calibrate", ()) is None
+        assert app.main.check_action("calibrate", ()) is None
         await pilot.press("c")
         await settle(app, pilot)
         assert not app.calibrating and app.report.batches == 6
-        app.action_calibrate()  # from the palette: says why
+        app.main.action_calibrate()  # from the palette: says why
         await pilot.pause()
         assert any("unavailable" in n.message and "--stats showcase.qstats" in n.message
                    for n in app._notifications)
         # Thresholds still re-judge the kept statistics.
-        app.settings = app.settings.with_param(DYNAMIC, "tolerance", 0.0)
-        app._reevaluate()
+        app.main.settings = app.settings.with_param(DYNAMIC, "tolerance", 0.0)
+        app.main._reevaluate()
         await settle(app, pilot)
         assert app.report.detectors[DYNAMIC].recommended == []
         assert app.report.batches == 6
@@ -92,7 +92,7 @@ async def test_stats_option_reuses_a_matching_file_and_refuses_another_model(tmp
         await settle(app, pilot)
         assert app.report.batches == 3 and not app.calibrating
         assert f"3 batches from {path}" in status_text(app)
-        assert app.check_action("calibrate", ()) is True
+        assert app.main.check_action("calibrate", ()) is True
 
     app = make_app("tiny_transformer", stats=str(path))
     async with app.run_test(size=SIZE) as pilot:

@@ -111,7 +111,7 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
-        Session, calibrate, evaluate, load_model, open_batches, render, write_atomic,
+        Session, evaluate, load_model, open_batches, render, write_atomic,
     )
     from tui_quantreport.engine import statsfile
 
@@ -128,7 +128,7 @@ def run_report(args: argparse.Namespace) -> int:
             settings = stats_settings(sf, args, args.stats)
             stats = sf.stats
         else:
-            stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
+            stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches)
         report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
     if args.output:
@@ -218,7 +218,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_here(args: argparse.Namespace, world):
     """Load, calibrate this process's batches; (StatsFile, seconds)."""
-    from tui_quantreport.engine import Session, calibrate, load_model, open_batches, statsfile
+    from tui_quantreport.engine import Session, load_model, open_batches, statsfile
     from tui_quantreport.engine import distributed
 
     main_rank = world is None or world.is_main
@@ -232,9 +232,9 @@ def _calibrate_here(args: argparse.Namespace, world):
     started = time.perf_counter()
     try:
         if world is None:
-            stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches, progress=progress)
+            stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches, progress=progress)
         else:
-            stats = calibrate(session, distributed.open_shard(loaded, world, args.batches), settings, progress=progress)
+            stats = session.calibrate(distributed.open_shard(loaded, world, args.batches), settings, progress=progress)
     finally:
         if progress is not None:
             progress.close()

@@ -17,7 +17,7 @@ nothing is changed.
 
 The statistics are encoded by :func:`stats_state` and decoded by
 :func:`stats_from_state`, the one seam that knows the layout of
-:class:`~.session.Stats`.
+:class:`~.stats.Stats`.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def settings_state(settings: Any) -> dict[str, Any]:
 
 def settings_from_state(state: Mapping[str, Any]) -> Any:
     """The recorded settings, validated by today's detectors (a detector unknown here is dropped)."""
-    from tui_quantreport.engine.analysis import Settings
+    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import DETECTORS
 
     enabled = [name for name in state["enabled"] if name in DETECTORS]
@@ -343,7 +343,7 @@ def settings_over(base: Any, detectors: str | None = None, params: Iterable[str]
     """``base`` settings with what the command line set explicitly laid over them."""
     from dataclasses import replace
 
-    from tui_quantreport.engine.analysis import Settings
+    from tui_quantreport.engine.settings import Settings
 
     given = Settings.from_options(detectors, params, tolerance, backend, ch_axis)  # validates everything given
     settings = base
@@ -369,7 +369,7 @@ def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
     (another percentile, channel axis, or a detector that was off): that takes a new
     calibration, with the model.
     """
-    from tui_quantreport.engine.analysis import stale_params
+    from tui_quantreport.engine.settings import stale_params
 
     settings = settings_over(sf.settings, **options)
     stale = stale_params(sf.stats, settings)
@@ -441,9 +441,8 @@ def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def stats_from_state(tensors: Mapping[str, Any], meta: Mapping[str, Any], batches: int,
                      observed: Mapping[str, Any] | None) -> Any:
-    """Rebuild :class:`~.session.Stats` from :func:`stats_state`'s output (checking every length)."""
-    from tui_quantreport.engine.session import Stats, WeightRange
-    from tui_quantreport.engine.stats import PercentileStats, PointStats
+    """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output (checking every length)."""
+    from tui_quantreport.engine.stats import PercentileStats, PointStats, Stats, WeightRange
 
     if not isinstance(batches, int) or batches < 0:
         raise ValueError(f"batch count {batches!r}")

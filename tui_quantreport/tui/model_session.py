@@ -1,6 +1,6 @@
 """The app's handle on the engine: load, calibrate and evaluate, off the UI thread.
 
-Every method here may import torch (through the engine's analysis, session,
+Every method here may import torch (through the engine's settings, evaluation, session,
 spec and detectors modules), so they are imported inside the methods and the
 methods are only called from worker threads. The class holds what does not
 change once loaded (the model and its engine session); the stats snapshot and
@@ -15,9 +15,28 @@ from argparse import Namespace
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
+
+if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
+    from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.detectors import Detector
+    from tui_quantreport.engine.session import Session
+    from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.engine.spec import LoadedModel
+
+
+class DetectorInfo(Protocol):
+    """What the app reads of a detector class (its registry entry): no torch needed to use it."""
+
+    name: str
+    title: str
+    glyph: str
+    description: str
+    params: tuple[Param, ...]
 
 
 @dataclass(frozen=True)
@@ -26,9 +45,9 @@ class Loaded:
 
     session: "ModelSession"
     report: Report
-    settings: Any  # engine Settings
-    stats: Any  # engine Stats (empty, or read from a stats file)
-    detectors: tuple[Any, ...]
+    settings: Settings
+    stats: Stats  # empty, or read from a stats file
+    detectors: tuple[type[Detector], ...]
     #: What the calibration strip says once loaded (None: not calibrated yet).
     status: str | None = None
 
@@ -37,27 +56,37 @@ class Loaded:
 class Calibrated:
     """What a calibration produced: the new stats and the report evaluated with ``settings``."""
 
-    stats: Any
+    stats: Stats
     report: Report
-    settings: Any
+    settings: Settings
 
 
 class ModelSession:
     """One loaded model and its engine session, or a stats file's catalog and statistics without a model."""
 
-    def __init__(self, loaded_model: Any, session: Any, *, catalog: Any = None, spec: str | None = None,
-                 unavailable: str | None = None) -> None:
-        self.loaded_model = loaded_model  # engine LoadedModel (None when opened from a stats file)
-        self.session = session  # engine Session (None when opened from a stats file)
-        self.catalog = catalog if catalog is not None else session.catalog  # engine ModelCatalog
-        self.spec: str = spec if spec is not None else loaded_model.spec
+    def __init__(
+        self,
+        loaded_model: LoadedModel | None,
+        session: Session | None,
+        *,
+        catalog: ModelCatalog | None = None,
+        spec: str | None = None,
+        unavailable: str | None = None,
+    ) -> None:
+        self.loaded_model = loaded_model  # None when opened from a stats file
+        self.session = session  # None when opened from a stats file
+        if catalog is None:
+            assert session is not None, "a ModelSession needs a session or a catalog"
+            catalog = session.catalog
+        self.catalog: ModelCatalog = catalog
+        self.spec: str = spec if spec is not None else loaded_model.spec if loaded_model is not None else ""
         #: Why what needs the model (recalibration, SQNR probes, verify) is unavailable; None when it is not.
         self.unavailable = unavailable
 
     @classmethod
-    def load_in_background(cls, spec: str, options: Namespace | None) -> Future:
+    def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
         """Start :meth:`load` in a daemon thread (quitting never waits for it); a future of its result."""
-        future: Future = Future()
+        future: Future[Loaded] = Future()
 
         def run() -> None:
             try:
@@ -76,9 +105,11 @@ class ModelSession:
         options, the model spec or the model's factory are wrong.
         """
         from tui_quantreport.engine import statsfile
-        from tui_quantreport.engine.analysis import Settings, evaluate
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.session import Session, Stats
+        from tui_quantreport.engine.evaluation import evaluate
+        from tui_quantreport.engine.session import Session
+        from tui_quantreport.engine.settings import Settings
+        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
 
         if statsfile.is_stats_path(spec):
@@ -102,8 +133,8 @@ class ModelSession:
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
         """A session on a stats file: its catalog, statistics and settings, and no model."""
         from tui_quantreport.engine import statsfile
-        from tui_quantreport.engine.analysis import evaluate
         from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.engine.evaluation import evaluate
 
         sf = statsfile.load(path)
         settings = statsfile.settings_for(sf, path, **_setting_options(options))
@@ -116,13 +147,13 @@ class ModelSession:
         status = f"Statistics of {sf.stats.batches:,} batches from {path} (no model: recalibration unavailable)."
         return Loaded(session, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
-    def evaluate(self, stats: Any, settings: Any) -> Report:
+    def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.analysis import evaluate
+        from tui_quantreport.engine.evaluation import evaluate
 
         return evaluate(self.catalog, stats, settings, spec=self.spec)
 
-    def save_stats(self, stats: Any, settings: Any, path: str) -> str:
+    def save_stats(self, stats: Stats, settings: Settings, path: str) -> str:
         """Write ``stats`` (taken with ``settings``) to a stats file at ``path``, atomically."""
         from tui_quantreport.engine import statsfile
 
@@ -130,7 +161,7 @@ class ModelSession:
 
     def calibrate(
         self,
-        settings: Any,
+        settings: Settings,
         max_batches: int | None,
         progress: Callable[[int, int | None], None],
         should_cancel: Callable[[], bool],
@@ -141,15 +172,13 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.analysis import calibrate, evaluate
         from tui_quantreport.engine.errors import UserError
+        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
-        if self.unavailable is not None:
+        if self.unavailable is not None or self.session is None or self.loaded_model is None:
             raise UserError(f"Calibration is unavailable: {self.unavailable}")
-
-        stats = calibrate(
-            self.session,
+        stats = self.session.calibrate(
             open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
             settings,
             max_batches=max_batches,
