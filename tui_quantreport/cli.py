@@ -24,13 +24,29 @@ PROG = "tui-quantreport"
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help lists the registered detectors.
+
+    The list is read from the registry when help is printed, not when the
+    parser is built: reading it imports torch, which the app must not wait for.
+    """
+
+    def format_help(self) -> str:
+        from tui_quantreport.engine.detectors import short_names
+
+        for action in self._actions:
+            if action.dest == "detectors":
+                action.help = f"comma-separated: {','.join(short_names())} (default: all)"
+        return super().format_help()
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
     parser.add_argument("--batches", metavar="N", type=_positive_int, help="calibrate on at most N batches")
     parser.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)")
     parser.add_argument(
         "--detectors", metavar="LIST",
-        help="comma-separated: per_channel,dynamic_static,equalization,outlier (default: all)",
+        help="comma-separated detector names (default: all)",
     )
     parser.add_argument("--tolerance", metavar="FLOAT", help="dynamic-vs-static tolerance in [0, 1] (default 0.5)")
     parser.add_argument(
@@ -55,7 +71,7 @@ STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was cali
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
-    app = argparse.ArgumentParser(
+    app = _Parser(
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless), '{PROG} calibrate MODEL --output run.qstats', "
@@ -65,7 +81,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
 
-    report = argparse.ArgumentParser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
+    report = _Parser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
     report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
@@ -77,7 +93,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
 
 
 def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    calibrate = argparse.ArgumentParser(
+    calibrate = _Parser(
         prog=f"{PROG} calibrate",
         description="Calibrate MODEL headless and save its statistics to a stats file, to report on or open "
         "in the app anywhere, without the model. Under torchrun each rank calibrates its share of the batches.",
@@ -89,7 +105,7 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         "--dist-backend", choices=("gloo", "nccl"),
         help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
     )
-    merge = argparse.ArgumentParser(
+    merge = _Parser(
         prog=f"{PROG} merge",
         description="Merge stats files of the same model and settings: the result equals one calibration "
         "on all of their batches.",
