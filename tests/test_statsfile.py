@@ -55,11 +55,17 @@ def assert_same_stats(a, b, exact_sums=False):
         assert p.range_sum == q.range_sum if exact_sums else p.range_sum == pytest.approx(q.range_sum, rel=1e-5)
         for x, y in ((p.channel_min, q.channel_min), (p.channel_max, q.channel_max)):
             assert (x is None) == (y is None) and (x is None or torch.equal(x, y)), key
-        assert p.percentiles.keys() == q.percentiles.keys()
-        for pct, s in p.percentiles.items():
-            t = q.percentiles[pct]
-            assert torch.equal(s.used, t.used) and torch.equal(s.constant, t.constant)
-            torch.testing.assert_close(s.ratio_sum, t.ratio_sum, rtol=1e-5, atol=0)
+        assert p.reduced.keys() == q.reduced.keys()
+        for reducer, result in p.reduced.items():
+            mine, meta = result.state()
+            theirs, their_meta = q.reduced[reducer].state()
+            assert meta == their_meta and mine.keys() == theirs.keys()
+            for name, x in mine.items():
+                y = theirs[name]
+                if x.is_floating_point() and not exact_sums:  # sums: within float tolerance
+                    torch.testing.assert_close(x, y, rtol=1e-5, atol=0)
+                else:  # counts (and everything, after a round trip): exactly
+                    assert torch.equal(x, y), (key, reducer, name)
     for fqn, w in a.weights.items():
         assert torch.equal(w.channel_min, b.weights[fqn].channel_min)
         assert torch.equal(w.channel_max, b.weights[fqn].channel_max)
@@ -164,15 +170,13 @@ def test_merge_refuses_other_models_and_other_plans(tmp_path, capsys):
 
 def test_merge_keeps_per_channel_stats_when_one_side_saw_nothing():
     """A point observed only in some batches (or on some ranks) merges as if calibrated in one run."""
-    from tui_quantreport.engine.stats import Accumulator
+    from tui_quantreport.engine.stats import Accumulator, summarize
 
-    empty = Accumulator((0.5,))
+    empty = Accumulator()
     empty.update((0, 3), 1, None)  # a call that brought no values
-    seen = Accumulator((0.5,))
-    from tui_quantreport.engine.stats import summarize
-
+    seen = Accumulator()
     x = torch.randn(4, 3)
-    seen.update((4, 3), 1, summarize(x, 1, (0.5,)))
+    seen.update((4, 3), 1, summarize(x, 1, ()))
     merged = empty.freeze().merge(seen.freeze())
     assert merged.calls == 2 and merged.channel_min is not None and merged.axis == 1
     assert torch.equal(merged.channel_min, x.amin(0)) and merged.shapes == ((0, 3), (4, 3))
@@ -229,8 +233,8 @@ BAD_FILES = {
     "tampered header": (lambda d: d.replace(b'\\"batches\\":3', b'\\"batches\\":9', 1), "checksum"),
     "wrong version": (lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="tui-quantreport.stats/2")), "'2' is not readable"),
     "another format": (lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="something-else")), "not a tui-quantreport stats file"),
-    "layout disagrees": (lambda d: _rewrite(d, edit_tensors=lambda t: t.update({"point.channel_min": t["point.channel_min"][:-1]})), "malformed"),
-    "unknown module": (lambda d: _rewrite(d, edit_header=lambda h: h["stats"]["points"][0].__setitem__(0, "nope")), "unknown module"),
+    "layout disagrees": (lambda d: _rewrite(d, edit_tensors=lambda t: t.update({"pack.float32": t["pack.float32"][:-1]})), "malformed"),
+    "unknown module": (lambda d: _rewrite(d, edit_header=lambda h: h["stats"]["state"]["points"][0].update(fqn="nope")), "unknown module"),
     "bad settings": (lambda d: _rewrite(d, edit_header=lambda h: h["settings"]["params"]["dynamic_vs_static_detector"].update(tolerance=7)), "tolerance"),
     "catalog disagrees": (lambda d: _rewrite(d, edit_header=lambda h: h["catalog"].update(fingerprint="0" * 16)), "malformed"),
 }

@@ -201,8 +201,7 @@ def encode_stats(stats: Any) -> bytes:
     from tui_quantreport.engine.statsfile import stats_state
 
     tensors, meta = stats_state(stats)
-    header = {"stats": meta, "batches": stats.batches, "observed": stats.observed}
-    return save(tensors, metadata={"header": json.dumps(header, allow_nan=False)})
+    return save(tensors, metadata={"stats": json.dumps(meta, allow_nan=False)})
 
 
 def decode_stats(blob: bytes) -> Any:
@@ -211,9 +210,8 @@ def decode_stats(blob: bytes) -> Any:
     from tui_quantreport.engine.statsfile import stats_from_state
 
     size = int.from_bytes(blob[:8], "little")
-    header = json.loads(json.loads(blob[8 : 8 + size])["__metadata__"]["header"])
-    observed = header["observed"]
-    return stats_from_state(load(blob), header["stats"], header["batches"], observed)
+    meta = json.loads(json.loads(blob[8 : 8 + size])["__metadata__"]["stats"])
+    return stats_from_state(load(blob), meta)
 
 
 def _all_gather_bytes(world: World, payload: bytes) -> list[bytes]:

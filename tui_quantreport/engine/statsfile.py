@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -109,7 +110,6 @@ def encode(sf: StatsFile) -> bytes:
         "batches": sf.stats.batches,
         "provenance": dict(sf.provenance),
         "settings": settings_state(sf.settings),
-        "observed": dict(sf.stats.observed) if sf.stats.observed is not None else None,
         "catalog": catalog_state(sf.catalog),
         "stats": stats_meta,
     }
@@ -208,8 +208,7 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     catalog = catalog_from_state(header["catalog"])
     if catalog.fingerprint != header["model"]["fingerprint"] or catalog.class_name != header["model"]["class"]:
         raise StatsFileError(f"{source}: malformed stats file (its catalog and model fields disagree)")
-    observed = header["observed"]
-    stats = stats_from_state(tensors, header["stats"], header["batches"], observed)
+    stats = stats_from_state(tensors, header["stats"], header["batches"])
     unknown = {fqn for fqn, _ in stats.points} | set(stats.weights)
     unknown -= set(catalog.modules)
     if unknown:
@@ -272,25 +271,36 @@ def _differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> st
 
 
 def catalog_state(catalog: Any) -> dict[str, Any]:
-    """The catalog as plain JSON data: one row of :class:`ModuleInfo` fields per module, in tree order."""
+    """The catalog as plain JSON data.
+
+    Modules are rows of :class:`ModuleInfo` fields, in tree order; weight schemes are
+    their three fields; weighted-layer kinds are their registered names (rebuilt from
+    the registry when read); every other field is written as its plain value (sets
+    sorted), so a field added to the catalog needs no change here.
+    """
     from tui_quantreport.engine.report import ModuleInfo
 
     names = [f.name for f in fields(ModuleInfo)]
-    return {
-        "class_name": catalog.class_name,
-        "fingerprint": catalog.fingerprint,
-        "has_qconfig": catalog.has_qconfig,
-        "module_fields": names,
-        "modules": [[getattr(info, n) for n in names] for info in catalog.modules.values()],
-        "weight_schemes": {
-            fqn: [s.source, s.per_channel, s.description] for fqn, s in catalog.weight_schemes.items()
-        },
-    }
+    state: dict[str, Any] = {}
+    for f in fields(catalog):
+        value = getattr(catalog, f.name)
+        if f.name == "modules":
+            state["module_fields"] = names
+            state["modules"] = [[getattr(info, n) for n in names] for info in value.values()]
+        elif f.name == "weight_schemes":
+            state[f.name] = {fqn: [w.source, w.per_channel, w.description] for fqn, w in value.items()}
+        elif f.name == "kinds":
+            state[f.name] = {fqn: kind.name for fqn, kind in value.items()}
+        elif isinstance(value, (set, frozenset)):
+            state[f.name] = sorted(value)
+        else:
+            state[f.name] = value
+    return state
 
 
 def catalog_from_state(state: Mapping[str, Any]) -> Any:
     """Rebuild the :class:`~.modules.ModelCatalog` without the model."""
-    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme
+    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
     from tui_quantreport.engine.report import ModuleInfo
 
     known = {f.name for f in fields(ModuleInfo)}
@@ -298,24 +308,50 @@ def catalog_from_state(state: Mapping[str, Any]) -> Any:
     missing = [f.name for f in fields(ModuleInfo) if f.name not in names and f.default is MISSING and f.default_factory is MISSING]
     if missing:
         raise ValueError(f"module field {missing[0]!r} missing")
-    modules = {}
-    for row in state["modules"]:
-        if len(row) != len(names):
-            raise ValueError("a module row has the wrong length")
-        values = {n: tuple(v) if isinstance(v, list) else v for n, v in zip(names, row) if n in known}
-        info = ModuleInfo(**values)
-        modules[info.fqn] = info
-    schemes = {
-        fqn: WeightScheme(str(source), per_channel if per_channel is None else bool(per_channel), str(text))
-        for fqn, (source, per_channel, text) in state["weight_schemes"].items()
-    }
-    return ModelCatalog(
-        class_name=str(state["class_name"]),
-        modules=modules,
-        weight_schemes=schemes,
-        has_qconfig=bool(state["has_qconfig"]),
-        fingerprint=str(state["fingerprint"]),
-    )
+    values: dict[str, Any] = {}
+    for f in fields(ModelCatalog):
+        if f.name not in state and f.name != "modules":
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"catalog field {f.name!r} missing")
+            continue
+        if f.name == "modules":
+            modules = {}
+            for row in state["modules"]:
+                if len(row) != len(names):
+                    raise ValueError("a module row has the wrong length")
+                info = ModuleInfo(**{n: _tuples(v) for n, v in zip(names, row) if n in known})
+                modules[info.fqn] = info
+            values[f.name] = modules
+        elif f.name == "weight_schemes":
+            values[f.name] = {
+                fqn: WeightScheme(str(source), per_channel if per_channel is None else bool(per_channel), str(text))
+                for fqn, (source, per_channel, text) in state[f.name].items()
+            }
+        elif f.name == "kinds":
+            kinds = {}
+            for fqn, name in state[f.name].items():
+                kind = kind_named(name)
+                if kind is None:
+                    raise StatsFileError(
+                        f"its module {fqn!r} is a weighted layer of kind {name!r}, which this installation "
+                        "does not register (register_weighted_kind) "
+                    )
+                kinds[fqn] = kind
+            values[f.name] = kinds
+        elif isinstance(f.default, (set, frozenset)):
+            values[f.name] = frozenset(state[f.name])
+        else:
+            values[f.name] = _tuples(state[f.name])
+    return ModelCatalog(**values)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the catalog holds (also inside dict values)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 def settings_state(settings: Any) -> dict[str, Any]:
@@ -383,133 +419,57 @@ def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
 
 # The statistics as tensors --------------------------------------------------------
 #
-# Flat tensors, one per kind of number, so that a model of thousands of modules is a
-# handful of safetensors entries (fast to write, read and check):
-#   point.scalars    float64 (P, 3): global_min, global_max, range_sum (inf and NaN kept)
-#   point.calls      int64   (P,)
-#   point.channel_min / point.channel_max   float32, the per-channel points concatenated
-#   point.ratio_sum  float32, point.used / point.constant int64: per (point, percentile)
-#   weight.min / weight.max   float32, the weighted modules concatenated
-# and, in JSON, per point [fqn, role, axis, shapes, channels, percentiles] and per
-# weight [fqn, channels], which say how to cut the flat tensors back up.
+# Stats.state() names every tensor of the snapshot (a point's channel min and max, each
+# reducer's result, each weight range): thousands of small tensors on a large model. They
+# are packed into one flat tensor per dtype ("pack.float32", "pack.int64", ...), with
+# [name, dtype, shape, offset] per tensor in the JSON, so that the safetensors file has a
+# handful of entries and opening one is a few slices.
 
 
 def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``stats`` as flat CPU tensors and the JSON that lays them out."""
+    """``stats`` as a few flat CPU tensors, and the JSON that names and lays them out."""
     import torch
 
-    points_meta = []
-    scalars, calls = [], []
-    mins, maxs, ratio, used, constant = [], [], [], [], []
-    for (fqn, role), p in stats.points.items():
-        channels = None if p.channel_min is None else int(p.channel_min.numel())
-        percentiles = list(p.percentiles)
-        points_meta.append([fqn, role, p.axis, [list(s) for s in p.shapes], channels, percentiles])
-        scalars.append((p.global_min, p.global_max, p.range_sum))
-        calls.append(p.calls)
-        if channels is not None:
-            mins.append(p.channel_min.reshape(-1))
-            maxs.append(p.channel_max.reshape(-1))
-            for q in percentiles:
-                s = p.percentiles[q]
-                ratio.append(s.ratio_sum.reshape(-1))
-                used.append(s.used.reshape(-1))
-                constant.append(s.constant.reshape(-1))
-    weights_meta = []
-    wmins, wmaxs = [], []
-    for fqn, w in stats.weights.items():
-        weights_meta.append([fqn, int(w.channel_min.numel())])
-        wmins.append(w.channel_min.reshape(-1))
-        wmaxs.append(w.channel_max.reshape(-1))
-
-    def flat(parts: list, dtype: Any) -> Any:
-        return torch.cat([t.to(dtype) for t in parts]) if parts else torch.zeros(0, dtype=dtype)
-
-    tensors = {
-        "point.scalars": torch.tensor(scalars, dtype=torch.float64).reshape(-1, 3),
-        "point.calls": torch.tensor(calls, dtype=torch.int64),
-        "point.channel_min": flat(mins, torch.float32),
-        "point.channel_max": flat(maxs, torch.float32),
-        "point.ratio_sum": flat(ratio, torch.float32),
-        "point.used": flat(used, torch.int64),
-        "point.constant": flat(constant, torch.int64),
-        "weight.min": flat(wmins, torch.float32),
-        "weight.max": flat(wmaxs, torch.float32),
-    }
-    return tensors, {"points": points_meta, "weights": weights_meta}
+    tensors, meta = stats.state()
+    groups: dict[str, list[Any]] = {}
+    index = []
+    offsets: dict[str, int] = {}
+    for name, tensor in tensors.items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        dtype = str(flat.dtype).removeprefix("torch.")
+        at = offsets.get(dtype, 0)
+        index.append([name, dtype, list(tensor.shape), at])
+        groups.setdefault(dtype, []).append(flat)
+        offsets[dtype] = at + flat.numel()
+    packed = {f"pack.{dtype}": torch.cat(parts) for dtype, parts in groups.items()}
+    return packed, {"state": meta, "tensors": index}
 
 
-def stats_from_state(tensors: Mapping[str, Any], meta: Mapping[str, Any], batches: int,
-                     observed: Mapping[str, Any] | None) -> Any:
-    """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output (checking every length)."""
-    from tui_quantreport.engine.stats import PercentileStats, PointStats, Stats, WeightRange
+def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches: int | None = None) -> Any:
+    """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
+    from tui_quantreport.engine.stats import Stats
 
-    if not isinstance(batches, int) or batches < 0:
-        raise ValueError(f"batch count {batches!r}")
-    points_meta, weights_meta = meta["points"], meta["weights"]
-    scalars, calls = tensors["point.scalars"], tensors["point.calls"]
-    if tuple(scalars.shape) != (len(points_meta), 3) or tuple(calls.shape) != (len(points_meta),):
-        raise ValueError("the point tables and the point list disagree in length")
-    cut = {name: _Cutter(tensors[name], name) for name in (
-        "point.channel_min", "point.channel_max", "point.ratio_sum", "point.used", "point.constant",
-        "weight.min", "weight.max",
-    )}
-    rows = scalars.tolist()
-    counts = calls.tolist()
-    points = {}
-    for i, (fqn, role, axis, shapes, channels, percentiles) in enumerate(points_meta):
-        if role not in ("pre", "post") or (axis is not None and not isinstance(axis, int)):
-            raise ValueError(f"point {fqn!r} {role!r}")
-        channel_min = channel_max = None
-        kept = {}
-        if channels is not None:
-            channel_min = cut["point.channel_min"].take(channels)
-            channel_max = cut["point.channel_max"].take(channels)
-            for q in percentiles:
-                kept[float(q)] = PercentileStats(
-                    cut["point.ratio_sum"].take(channels),
-                    cut["point.used"].take(channels),
-                    cut["point.constant"].take(channels),
-                )
-        global_min, global_max, range_sum = rows[i]
-        points[(str(fqn), role)] = PointStats(
-            calls=int(counts[i]),
-            axis=axis,
-            shapes=tuple(tuple(int(d) for d in s) for s in shapes),
-            global_min=global_min,
-            global_max=global_max,
-            range_sum=range_sum,
-            channel_min=channel_min,
-            channel_max=channel_max,
-            percentiles=kept,
-        )
-    weights = {
-        str(fqn): WeightRange(cut["weight.min"].take(channels), cut["weight.max"].take(channels))
-        for fqn, channels in weights_meta
-    }
-    for c in cut.values():
-        c.finish()
-    return Stats(batches, points, weights, dict(observed) if observed is not None else None)
-
-
-class _Cutter:
-    """Consecutive slices of one flat tensor; every element must be used exactly once."""
-
-    def __init__(self, tensor: Any, name: str):
-        if tensor.dim() != 1:
-            raise ValueError(f"{name} is not flat")
-        self.tensor, self.name, self.at = tensor, name, 0
-
-    def take(self, n: Any) -> Any:
-        if not isinstance(n, int) or n < 0 or self.at + n > self.tensor.numel():
-            raise ValueError(f"{self.name} is shorter than its layout says")
-        part = self.tensor[self.at : self.at + n]
-        self.at += n
-        return part
-
-    def finish(self) -> None:
-        if self.at != self.tensor.numel():
-            raise ValueError(f"{self.name} is longer than its layout says")
+    tensors = {}
+    used = {name: 0 for name in packed}
+    for name, dtype, shape, offset in meta["tensors"]:
+        flat = packed[f"pack.{dtype}"]
+        count = math.prod(shape)
+        if not isinstance(offset, int) or offset < 0 or offset + count > flat.numel():
+            raise ValueError(f"tensor {name!r} lies outside its pack")
+        tensors[str(name)] = flat[offset : offset + count].reshape(shape)
+        used[f"pack.{dtype}"] += count
+    if any(used[name] != packed[name].numel() for name in packed):
+        raise ValueError("the packed tensors hold more than their layout says")
+    stats = Stats.from_state(tensors, meta["state"])
+    for key, point in stats.points.items():
+        if (point.channel_min is None) != (point.channel_max is None) or (
+            point.channel_min is not None
+            and (point.channel_min.dim() != 1 or point.channel_min.shape != point.channel_max.shape)
+        ):
+            raise ValueError(f"point {key} has mismatched channel tensors")
+    if batches is not None and stats.batches != batches:
+        raise ValueError("the batch counts disagree")
+    return stats
 
 
 def describe(sf: StatsFile) -> str:
