@@ -22,6 +22,8 @@ The statistics are encoded by :func:`stats_state` and decoded by
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -100,6 +102,11 @@ def make(spec: str, catalog: Any, stats: Any, settings: Any, **provenance: Any) 
 
 def encode(sf: StatsFile) -> bytes:
     """The file's bytes: safetensors, with the JSON header and its checksum in the metadata."""
+    with _gc_paused():
+        return _encode(sf)
+
+
+def _encode(sf: StatsFile) -> bytes:
     from safetensors.torch import save
 
     tensors, stats_meta = stats_state(sf.stats)
@@ -144,6 +151,25 @@ def load(path: str | os.PathLike) -> StatsFile:
 
 def decode(data: bytes, source: str = "stats file") -> StatsFile:
     """Parse and check a stats file's bytes (JSON and raw numbers only; nothing is unpickled)."""
+    with _gc_paused():
+        return _decode(data, source)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while building thousands of small objects that it
+    would otherwise scan again and again (a full collection in a process holding torch costs
+    more than the whole decode); they hold no cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _decode(data: bytes, source: str) -> StatsFile:
     header_text, digest = _read_metadata(data, source)
     try:
         from safetensors.torch import load as load_tensors
@@ -449,17 +475,25 @@ def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches
     """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
     from tui_quantreport.engine.stats import Stats
 
-    tensors = {}
-    used = {name: 0 for name in packed}
+    # Each pack holds its tensors back to back, in index order: one split per pack.
+    entries: dict[str, list[tuple[str, list[int], int]]] = {}
+    ends: dict[str, int] = {}
     for name, dtype, shape, offset in meta["tensors"]:
-        flat = packed[f"pack.{dtype}"]
+        key = f"pack.{dtype}"
+        if key not in packed:
+            raise ValueError(f"tensor {name!r} names a missing pack")
         count = math.prod(shape)
-        if not isinstance(offset, int) or offset < 0 or offset + count > flat.numel():
-            raise ValueError(f"tensor {name!r} lies outside its pack")
-        tensors[str(name)] = flat[offset : offset + count].reshape(shape)
-        used[f"pack.{dtype}"] += count
-    if any(used[name] != packed[name].numel() for name in packed):
-        raise ValueError("the packed tensors hold more than their layout says")
+        if offset != ends.get(key, 0) or count < 0:
+            raise ValueError(f"tensor {name!r} is not where its layout says")
+        ends[key] = offset + count
+        entries.setdefault(key, []).append((str(name), list(shape), count))
+    tensors = {}
+    for key, flat in packed.items():
+        items = entries.get(key, [])
+        if ends.get(key, 0) != flat.numel() or flat.dim() != 1:
+            raise ValueError(f"{key} holds other than its layout says")
+        for (name, shape, _), part in zip(items, flat.split([n for _, _, n in items])):
+            tensors[name] = part.view(shape)
     stats = Stats.from_state(tensors, meta["state"])
     for key, point in stats.points.items():
         if (point.channel_min is None) != (point.channel_max is None) or (
