@@ -282,6 +282,16 @@ def test_opening_a_pickle_never_runs_it(tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_a_header_length_that_looks_like_a_pickle_opcode_is_still_read(good_bytes):
+    """The first byte is the low byte of the header's length: 0x80 there is not a pickle."""
+    for pad in range(300):
+        data = _rewrite(good_bytes, edit_header=lambda h: h.update(spec="x" * pad))
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    assert statsfile.decode(data).spec == "x" * pad
+
+
 def test_missing_and_unwritable_paths(tmp_path, capsys):
     one_line(*run(capsys, "report", str(tmp_path / "none.qstats"))[::2], "no such file")
     one_line(*run(capsys, str(tmp_path / "none.qstats"))[::2], "no such file")

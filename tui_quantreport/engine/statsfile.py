@@ -195,16 +195,16 @@ def _decode(data: bytes, source: str) -> StatsFile:
 
 def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
     """The JSON header and checksum from the safetensors metadata, with a clear error for anything else."""
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if data[8:9] != b"{" and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):
         raise StatsFileError(
             f"{source}: this is a pickle or torch.save file, not a tui-quantreport stats file "
             "(stats files are never unpickled)"
         )
     if len(data) < 8:
         raise StatsFileError(f"{source}: truncated: {len(data)} bytes, too short for a stats file")
-    size = int.from_bytes(data[:8], "little")
     if size > len(data) - 8:
-        if data[8:9] != b"{" and data[:1] != b"{":
+        if data[8:9] != b"{":
             raise StatsFileError(f"{source}: not a tui-quantreport stats file (no safetensors header)")
         raise StatsFileError(
             f"{source}: truncated: the header needs {size:,} bytes, only {len(data) - 8:,} follow"
