@@ -11,9 +11,21 @@ import torch
 
 from tui_quantreport.cli import main
 from tui_quantreport.engine import (
-    Session, Settings, evaluate, list_samples, load_model, open_batches, render, statsfile,
+    Session,
+    Settings,
+    evaluate,
+    list_samples,
+    load_model,
+    open_batches,
+    render,
+    statsfile,
 )
-from tui_quantreport.engine.distributed import World, open_shard, shard_batches, takes_rank
+from tui_quantreport.engine.distributed import (
+    World,
+    open_shard,
+    shard_batches,
+    takes_rank,
+)
 from tui_quantreport.engine.statsfile import StatsFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,9 +104,9 @@ def test_saved_and_opened_stats_give_the_live_report(sample, tmp_path):
 
 def test_calibrate_command_then_report_from_the_file_equals_the_live_report(tmp_path, capsys):
     target = tmp_path / "tiny.qstats"
-    code, out, err = run(capsys, "calibrate", TINY, "--output", str(target), "--tolerance", "0.9")
+    code, _, err = run(capsys, "calibrate", TINY, "--output", str(target), "--tolerance", "0.9")
     assert code == 0, err
-    assert f"calibrated 6 batches in" in err and str(target) in err
+    assert "calibrated 6 batches in" in err and str(target) in err
     assert "calibrating: 6/6 batches" in err  # plain lines when stderr is not a terminal
     live = run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.9")[1]
     from_file = run(capsys, "report", str(target), "--format", "json")[1]
@@ -285,7 +297,7 @@ def test_opening_a_pickle_never_runs_it(tmp_path, capsys):
 def test_a_header_length_that_looks_like_a_pickle_opcode_is_still_read(good_bytes):
     """The first byte is the low byte of the header's length: 0x80 there is not a pickle."""
     for pad in range(300):
-        data = _rewrite(good_bytes, edit_header=lambda h: h.update(spec="x" * pad))
+        data = _rewrite(good_bytes, edit_header=lambda h, pad=pad: h.update(spec="x" * pad))
         if data[0] == 0x80:
             break
     assert data[0] == 0x80
@@ -321,7 +333,7 @@ def _torchrun(*args, env=None, timeout=180):
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "tui_quantreport", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
 

@@ -20,10 +20,10 @@ DYNAMIC = "dynamic_vs_static_detector"
 
 
 def make_app(model: str, **options: object) -> QuantReportApp:
-    values: dict[str, object] = dict(
-        model=model, calibration=None, batches=None, backend=None, detectors=None,
-        tolerance=None, param=[], ch_axis=None, stats=None,
-    )
+    values: dict[str, object] = {
+        "model": model, "calibration": None, "batches": None, "backend": None, "detectors": None,
+        "tolerance": None, "param": [], "ch_axis": None, "stats": None,
+    }
     values.update(options)
     return QuantReportApp(model, Namespace(**values))
 

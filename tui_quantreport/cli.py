@@ -7,6 +7,8 @@
     tui-quantreport calibrate MODEL --output run.qstats [options]   calibrate, save the statistics
     tui-quantreport merge a.qstats b.qstats --output c.qstats      one file for both files' batches
     tui-quantreport samples                      the bundled samples
+    tui-quantreport config MODEL [--plan P] --target T --output F   export the plan for torchao/pt2e/torch.ao
+    tui-quantreport verify MODEL --plan P [--target T]              apply the export, measure its SQNR
 
 ``calibrate`` also runs under ``torchrun`` (one share of the batches per rank).
 
@@ -73,6 +75,107 @@ def _positive_int(text: str) -> int:
 
 MODEL_HELP = "sample name, file.py, file.py:factory or package.module:factory"
 STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was calibrated on MODEL"
+TARGETS = ("torchao", "pt2e", "qconfig_mapping")
+
+
+def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """`config` (export a plan for a library) and `verify` (apply that export and measure it)."""
+    model_help = "sample name, file.py, file.py:factory or package.module:factory"
+    config = argparse.ArgumentParser(
+        prog=f"{PROG} config",
+        description="Write the plan as a configuration torchao, PT2E or torch.ao runs "
+        "(without --plan: calibrate and use the recommended plan).",
+    )
+    config.add_argument("model", metavar="MODEL", help=model_help)
+    config.add_argument("--plan", metavar="PLAN.json", help="the plan file (saved with `e` in the app)")
+    config.add_argument("--target", choices=TARGETS, required=True, help="which library the file is for")
+    config.add_argument("--output", metavar="FILE", required=True,
+                        help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)")
+    config.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
+    config.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
+                        help="backend of the recommended plan when there is no --plan (default x86)")
+    verify = argparse.ArgumentParser(
+        prog=f"{PROG} verify",
+        description="Apply the exported configuration with the real library to a copy of MODEL and "
+        "compare its end-to-end SQNR on the probe batches with the predicted one.",
+    )
+    verify.add_argument("model", metavar="MODEL", help=model_help)
+    verify.add_argument("--plan", metavar="PLAN.json", help="the plan file (default: the recommended plan)")
+    verify.add_argument("--target", choices=TARGETS, default="torchao", help="which export to verify (default torchao)")
+    verify.add_argument("--probe-batches", metavar="K", type=_positive_int,
+                        help="measure on the first K calibration batches (default: the plan's, else 4)")
+    verify.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
+    verify.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
+                        help="backend of the recommended plan when there is no --plan (default x86)")
+    verify.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    return config, verify
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine.apply.api import export_plan, load_subject
+    from tui_quantreport.engine.errors import UserError
+
+    _check_output(args.output)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    export = export_plan(subject, args.target)
+    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
+        raise UserError(f"--output {args.output}: give the .py file; its .json and .safetensors are written beside it")
+    paths = export.write(args.output)
+    print(f"wrote {args.target} configuration to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    for change in export.changes:
+        print(f"  changed: {change.line()}", file=sys.stderr)
+    return 0
+
+
+def _check_output(output: str) -> None:
+    """Refuse an output that cannot be written before the (slow) model load and export."""
+    import os
+    from pathlib import Path
+
+    from tui_quantreport.engine.errors import UserError
+
+    target = Path(output).expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a directory")
+    if not directory.is_dir():
+        raise UserError(f"cannot write {target}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"cannot write {target}: permission denied")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
+    else:
+        sys.stdout.write(result.to_text())
+    return 0
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of dB, 0 or more, not {text}")
+    return value
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -92,6 +195,19 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
     report.add_argument("--output", metavar="PATH", help="write here (atomically) instead of stdout")
+    report.add_argument(
+        "--probe-batches", metavar="K", type=_count, default=4,
+        help="measure quantization error (SQNR) on the first K calibration batches (default 4; 0: do not measure)",
+    )
+    report.add_argument(
+        "--sensitivity", action="store_true",
+        help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
+    )
+    report.add_argument(
+        "--min-gain", metavar="DB", type=_non_negative_float, default=1.0,
+        help="findings whose advice gains less than this many dB are minor (default 1)",
+    )
+    report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
     samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
@@ -132,25 +248,56 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
-        Session, evaluate, load_model, open_batches, render, write_atomic,
+        Session,
+        evaluate,
+        load_model,
+        open_batches,
+        render,
+        statsfile,
+        write_atomic,
     )
-    from tui_quantreport.engine import statsfile
+    from tui_quantreport.engine.errors import UserError
 
     if statsfile.is_stats_path(args.model):
+        # No model: the report is judged from the file; measured error needs the model's forward.
         sf = _open_stats(args.model, args)
+        for option, given in (("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out)):
+            if given:
+                raise statsfile.StatsFileError(
+                    f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
+                    f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
+                )
+        if args.probe_batches:
+            print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
         report = evaluate(sf.catalog, sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
     else:
         settings = settings_from(args)
+        if args.plan_out and not args.probe_batches:
+            raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
         loaded = load_model(args.model, args.calibration)
         session = Session(loaded.model, label=loaded.spec)
-        if args.stats:
+        probes = None
+        if args.stats:  # reuse the file's statistics; probe batches (if any) are read afresh
             sf = statsfile.load(args.stats)
             sf.check_model(session.catalog, args.stats)
             settings = stats_settings(sf, args, args.stats)
             stats = sf.stats
+            if args.probe_batches:
+                from tui_quantreport.engine.quantsim.probes import take_probes
+
+                probes = take_probes(open_batches(loaded), args.probe_batches)
         else:
-            stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches)
+            batches = open_batches(loaded)
+            recorder = None
+            if args.probe_batches:
+                from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                batches = recorder = ProbeRecorder(batches, args.probe_batches)
+            stats = session.calibrate(batches, settings, max_batches=args.batches)
+            probes = recorder.probes if recorder is not None else None
         report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+        if probes is not None:
+            report = _measure(args, session, stats, settings, probes, report)
     text = render(report, args.format)
     if args.output:
         path = write_atomic(args.output, text)
@@ -158,6 +305,24 @@ def run_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _measure(args, session, stats, settings, probes, report):
+    """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
+    from tui_quantreport.engine.severity import assess, measure
+
+    backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
+    analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
+    if args.sensitivity:
+        analysis.local_measurements()
+        plan = analysis.recommended_plan(args.min_gain)
+        print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    if args.plan_out:
+        path = Plan.from_json_data(measured.plan_data).save(args.plan_out)
+        print(f"wrote plan to {path}", file=sys.stderr)
+    return assess(report, measured, args.min_gain)
 
 
 def _open_stats(path: str, args: argparse.Namespace):
@@ -228,8 +393,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     world = distributed.from_environment()
     if world is None or (world.size == 1 and args.dist_backend is None):
-        stats_file, seconds = _calibrate_here(args, None)
-        return _write_stats(args, stats_file, seconds)
+        stats_file, started = _calibrate_here(args, None)
+        return _write_stats(args, stats_file, time.perf_counter() - started)
     world = distributed.start(world, args.dist_backend)
     try:
         return _calibrate_distributed(args, world)
@@ -238,13 +403,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_here(args: argparse.Namespace, world):
-    """Load, calibrate this process's batches; (StatsFile, seconds)."""
-    from tui_quantreport.engine import Session, load_model, open_batches, statsfile
-    from tui_quantreport.engine import distributed
+    """Load, calibrate this process's batches; (StatsFile, when its first batch started)."""
+    from tui_quantreport.engine import (
+        Session,
+        distributed,
+        load_model,
+        open_batches,
+        statsfile,
+    )
 
     main_rank = world is None or world.is_main
     if main_rank:
-        _check_output(args.output)  # before calibrating, not after
+        _check_stats_output(args.output)  # before calibrating, not after
     settings = settings_from(args)
     loaded = load_model(args.model, args.calibration)
     session = Session(loaded.model, label=loaded.spec)
@@ -259,12 +429,11 @@ def _calibrate_here(args: argparse.Namespace, world):
     finally:
         if progress is not None:
             progress.close()
-    seconds = time.perf_counter() - started
     extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
-    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), seconds
+    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started
 
 
-def _check_output(path: str) -> None:
+def _check_stats_output(path: str) -> None:
     from pathlib import Path
 
     from tui_quantreport.engine.errors import UserError
@@ -285,16 +454,17 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
 
     error = None
     stats_file = None
-    seconds = 0.0
+    started = time.perf_counter()
     try:
-        stats_file, seconds = _calibrate_here(args, world)
+        stats_file, started = _calibrate_here(args, world)
     except UserError as exc:
         error = str(exc)
-    except Exception as exc:  # the user's model or data can raise anything: every rank must hear of it
+    except Exception as exc:  # noqa: BLE001 - the user's model or data can raise anything: every rank must hear of it
         text = str(exc).strip().splitlines()
         error = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
     try:
         distributed.settle(world, error)  # raises RankFailed on every rank if any rank failed
+        assert stats_file is not None  # this rank succeeded, or settle raised
         merged = distributed.combine(world, stats_file.stats)
     except UserError as exc:
         if not world.is_main:
@@ -302,7 +472,8 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
         raise exc from None
     if not world.is_main:
         return 0
-    return _write_stats(args, replace(stats_file, stats=merged), seconds)
+    # From rank 0's first batch until every rank's statistics are merged (it waits for the slowest).
+    return _write_stats(args, replace(stats_file, stats=merged), time.perf_counter() - started)
 
 
 def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
@@ -344,7 +515,6 @@ def run_samples() -> int:
 
 def run_app(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.spec import check_spec, default_sample
-
     from tui_quantreport.engine.statsfile import StatsFileError, is_stats_path
 
     spec = args.model or default_sample()
@@ -390,6 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv[0] == "calibrate":
                 return run_calibrate(calibrate_parser.parse_args(argv[1:]))
             return run_merge(merge_parser.parse_args(argv[1:]))
+        if argv and argv[0] in ("config", "verify"):
+            config_parser, verify_parser = build_apply_parsers()
+            if argv[0] == "config":
+                return run_config(config_parser.parse_args(argv[1:]))
+            return run_verify(verify_parser.parse_args(argv[1:]))
         if argv and argv[0] == "samples":
             samples_parser.parse_args(argv[1:])
             return run_samples()

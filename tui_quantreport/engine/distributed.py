@@ -91,7 +91,7 @@ def start(world: World, backend: str | None = None, timeout: timedelta = DEFAULT
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size, timeout=timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to join is reported, in one line
             raise RankFailed(f"rank {world.rank}: could not join the process group ({backend}): {_one_line(exc)}") from None
     return replace(world, backend=backend)
 
@@ -233,7 +233,7 @@ def _all_gather_bytes(world: World, payload: bytes) -> list[bytes]:
             buffer[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
         gathered = [torch.empty_like(buffer) for _ in range(world.size)]
         dist.all_gather(gathered, buffer)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a peer that died surfaces as any backend error
         raise RankFailed(f"rank {world.rank}: lost contact with the other ranks: {_one_line(exc)}") from None
     return [bytes(t[:n].cpu().numpy().tobytes()) for t, n in zip(gathered, sizes)]
 

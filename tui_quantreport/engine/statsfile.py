@@ -175,7 +175,7 @@ def _decode(data: bytes, source: str) -> StatsFile:
         from safetensors.torch import load as load_tensors
 
         tensors = load_tensors(data)
-    except Exception as exc:  # the safetensors parser's own checks: offsets, sizes, dtypes
+    except Exception as exc:  # noqa: BLE001 - the safetensors parser's own checks: offsets, sizes, dtypes
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StatsFileError(f"{source}: truncated or corrupt stats file ({detail})") from None
     if _digest(header_text, tensors) != digest:
@@ -222,6 +222,7 @@ def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
             f"{source}: stats file format {fmt.removeprefix(FORMAT_PREFIX)!r} is not readable by this version "
             f"(it reads {FORMAT.removeprefix(FORMAT_PREFIX)!r}); recalibrate or use the matching tui-quantreport"
         )
+    assert isinstance(meta, dict)  # fmt was read from it
     header, digest = meta.get("header"), meta.get("sha256")
     if not isinstance(header, str) or not isinstance(digest, str):
         raise StatsFileError(f"{source}: malformed stats file (no header or checksum)")
@@ -238,7 +239,7 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     unknown = {fqn for fqn, _ in stats.points} | set(stats.weights)
     unknown -= set(catalog.modules)
     if unknown:
-        raise StatsFileError(f"{source}: malformed stats file (statistics for unknown module {sorted(unknown)[0]!r})")
+        raise StatsFileError(f"{source}: malformed stats file (statistics for unknown module {min(unknown)!r})")
     settings = settings_from_state(header["settings"])
     return StatsFile(str(header["spec"]), catalog, stats, settings, dict(header.get("provenance") or {}))
 
@@ -390,8 +391,8 @@ def settings_state(settings: Any) -> dict[str, Any]:
 
 def settings_from_state(state: Mapping[str, Any]) -> Any:
     """The recorded settings, validated by today's detectors (a detector unknown here is dropped)."""
-    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import DETECTORS
+    from tui_quantreport.engine.settings import Settings
 
     enabled = [name for name in state["enabled"] if name in DETECTORS]
     params = {name: values for name, values in state["params"].items() if name in DETECTORS}
@@ -495,12 +496,12 @@ def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches
         for (name, shape, _), part in zip(items, flat.split([n for _, _, n in items])):
             tensors[name] = part.view(shape)
     stats = Stats.from_state(tensors, meta["state"])
-    for key, point in stats.points.items():
-        if (point.channel_min is None) != (point.channel_max is None) or (
-            point.channel_min is not None
-            and (point.channel_min.dim() != 1 or point.channel_min.shape != point.channel_max.shape)
+    for point_key, point in stats.points.items():
+        low, high = point.channel_min, point.channel_max
+        if (low is None) != (high is None) or (
+            low is not None and high is not None and (low.dim() != 1 or low.shape != high.shape)
         ):
-            raise ValueError(f"point {key} has mismatched channel tensors")
+            raise ValueError(f"point {point_key} has mismatched channel tensors")
     if batches is not None and stats.batches != batches:
         raise ValueError("the batch counts disagree")
     return stats

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 from argparse import Namespace
-from concurrent.futures import Future
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,12 +21,12 @@ from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
-    from tui_quantreport.engine.modules import ModelCatalog
-    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import Detector
+    from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.session import Session
-    from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import LoadedModel
+    from tui_quantreport.engine.stats import Stats
 
 
 class DetectorInfo(Protocol):
@@ -43,7 +43,7 @@ class DetectorInfo(Protocol):
 class Loaded:
     """What loading produced: the session, its first (uncalibrated) report, settings and detectors."""
 
-    session: "ModelSession"
+    session: ModelSession
     report: Report
     settings: Settings
     stats: Stats  # empty, or read from a stats file
@@ -109,8 +109,8 @@ class ModelSession:
         from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
-        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
+        from tui_quantreport.engine.stats import Stats
 
         if statsfile.is_stats_path(spec):
             return cls.load_stats_file(spec, options)

@@ -41,7 +41,12 @@ from tui_quantreport.engine.stats.reducers import (
     encode_float,
     reducer_from_spec,
 )
-from tui_quantreport.engine.stats.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
+from tui_quantreport.engine.stats.selection import (
+    host_rows,
+    kth_smallest,
+    lower_quantile_index,
+    order_rows,
+)
 
 MAX_SHAPES_KEPT = 4
 
