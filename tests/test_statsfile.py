@@ -108,14 +108,20 @@ def test_calibrate_command_then_report_from_the_file_equals_the_live_report(tmp_
     assert code == 0, err
     assert "calibrated 6 batches in" in err and str(target) in err
     assert "calibrating: 6/6 batches" in err  # plain lines when stderr is not a terminal
-    live = run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.9")[1]
-    from_file = run(capsys, "report", str(target), "--format", "json")[1]
+    # Measured SQNR needs the model's forward: compared without it (--probe-batches 0).
+    live = run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.9", "--probe-batches", "0")[1]
+    from_file = run(capsys, "report", str(target), "--format", "json", "--probe-batches", "0")[1]
     assert from_file == live
     assert json.loads(from_file)["detectors"]["dynamic_vs_static_detector"]["params"]["tolerance"] == 0.9
     # Thresholds still move without the model; and --stats with the model reuses the file.
     assert run(capsys, "report", str(target), "--format", "json", "--tolerance", "0.1")[1] == \
-        run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.1")[1]
-    assert run(capsys, "report", TINY, "--stats", str(target), "--format", "json")[1] == live
+        run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.1", "--probe-batches", "0")[1]
+    assert run(capsys, "report", TINY, "--stats", str(target), "--format", "json", "--probe-batches", "0")[1] == live
+    # Without the model nothing is measured (a note says so); with it, --stats still measures.
+    code, out, err = run(capsys, "report", str(target), "--format", "json")
+    assert code == 0 and json.loads(out) == json.loads(live) and "no measured SQNR" in err
+    measured = json.loads(run(capsys, "report", TINY, "--stats", str(target), "--format", "json")[1])
+    assert measured["calibration"]["batches"] == 6 and measured != json.loads(live)
 
 
 def test_a_stats_file_refuses_what_needs_the_model(tmp_path, capsys):
@@ -127,6 +133,8 @@ def test_a_stats_file_refuses_what_needs_the_model(tmp_path, capsys):
         "outlier_detector.reference_percentile", "calibrate again",
     )
     one_line(*run(capsys, "report", "showcase", "--stats", str(target))[::2], "different model", "fingerprint")
+    one_line(*run(capsys, "report", str(target), "--sensitivity")[::2], "--sensitivity measures the model",
+             f"--stats {target}")
 
 
 def test_progress_bar_on_a_terminal():

@@ -267,9 +267,9 @@ def run_report(args: argparse.Namespace) -> int:
                     f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
                     f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
                 )
+        report = evaluate(sf.catalog, sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
         if args.probe_batches:
             print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
-        report = evaluate(sf.catalog, sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
     else:
         settings = settings_from(args)
         if args.plan_out and not args.probe_batches:
