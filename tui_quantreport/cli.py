@@ -248,8 +248,8 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
+        Evaluator,
         Session,
-        evaluate,
         load_model,
         open_batches,
         render,
@@ -267,7 +267,7 @@ def run_report(args: argparse.Namespace) -> int:
                     f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
                     f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
                 )
-        report = evaluate(sf.catalog, sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
+        report = Evaluator(sf.catalog).evaluate(sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
         if args.probe_batches:
             print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
     else:
@@ -295,7 +295,7 @@ def run_report(args: argparse.Namespace) -> int:
                 batches = recorder = ProbeRecorder(batches, args.probe_batches)
             stats = session.calibrate(batches, settings, max_batches=args.batches)
             probes = recorder.probes if recorder is not None else None
-        report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+        report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
         if probes is not None:
             report = _measure(args, session, stats, settings, probes, report)
     text = render(report, args.format)

@@ -73,6 +73,8 @@ class ModelSession:
         spec: str | None = None,
         unavailable: str | None = None,
     ) -> None:
+        from tui_quantreport.engine.evaluation import Evaluator
+
         self.loaded_model = loaded_model  # None when opened from a stats file
         self.session = session  # None when opened from a stats file
         if catalog is None:
@@ -82,6 +84,8 @@ class ModelSession:
         self.spec: str = spec if spec is not None else loaded_model.spec if loaded_model is not None else ""
         #: Why what needs the model (recalibration, SQNR probes, verify) is unavailable; None when it is not.
         self.unavailable = unavailable
+        #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
+        self.evaluator = Evaluator(catalog)
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -106,7 +110,6 @@ class ModelSession:
         """
         from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
         from tui_quantreport.engine.spec import load_model
@@ -126,15 +129,15 @@ class ModelSession:
             settings = statsfile.settings_for(sf, stats_path, **_setting_options(options))
             stats = sf.stats
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
-        report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()), status)
+        model = cls(loaded_model, session)
+        report = model.evaluate(stats, settings)
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status)
 
     @classmethod
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
         """A session on a stats file: its catalog, statistics and settings, and no model."""
         from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.evaluation import evaluate
 
         sf = statsfile.load(path)
         settings = statsfile.settings_for(sf, path, **_setting_options(options))
@@ -142,16 +145,14 @@ class ModelSession:
             f"opened from the stats file {path}, without the model: to calibrate again, run "
             f"tui-quantreport {sf.spec} --stats {path}"
         )
-        session = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
-        report = evaluate(sf.catalog, sf.stats, settings, spec=sf.spec)
+        model = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
+        report = model.evaluate(sf.stats, settings)
         status = f"Statistics of {sf.stats.batches:,} batches from {path} (no model: recalibration unavailable)."
-        return Loaded(session, report, settings, sf.stats, tuple(DETECTORS.values()), status)
+        return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.evaluation import evaluate
-
-        return evaluate(self.catalog, stats, settings, spec=self.spec)
+        return self.evaluator.evaluate(stats, settings, spec=self.spec)
 
     def save_stats(self, stats: Stats, settings: Settings, path: str) -> str:
         """Write ``stats`` (taken with ``settings``) to a stats file at ``path``, atomically."""
@@ -173,7 +174,6 @@ class ModelSession:
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
         from tui_quantreport.engine.errors import UserError
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
         if self.unavailable is not None or self.session is None or self.loaded_model is None:
@@ -185,7 +185,7 @@ class ModelSession:
             progress=progress,
             should_cancel=should_cancel,
         )
-        report = evaluate(self.catalog, stats, settings, spec=self.spec)
+        report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
 
 
