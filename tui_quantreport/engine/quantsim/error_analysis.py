@@ -533,7 +533,7 @@ class ErrorAnalysis:
         target = self.targets.get(fqn)
         if target is None:
             return FLOAT
-        allowed = [s for s in PREFERENCE if s != "dynamic" or target.kind.dynamic_kernel]
+        allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
         quantizing = {s: v for s, v in values.items() if s != "weight_only"}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
