@@ -69,6 +69,17 @@ class ModuleKind:
     def dynamic_kernel(self) -> bool:
         return bool(self.dynamic_backends)
 
+    def bind(self, module: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``call`` with the module's attributes read once (for the per-batch path)."""
+        if self.call is _linear:
+            bias = module.bias
+            return lambda x, w: F.linear(x, w, bias)
+        if self.call is _conv:
+            conv, bias = module._conv_forward, module.bias
+            return lambda x, w: conv(x, w, bias)
+        call = self.call
+        return lambda x, w: call(module, x, w)
+
     def supports(self, module: nn.Module) -> bool:
         """The module's forward is one this kind reproduces (not a subclass's own)."""
         return type(module).forward in self.forwards
