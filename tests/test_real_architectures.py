@@ -293,6 +293,7 @@ def test_multihead_attention_is_judged_and_out_proj_input_is_said_unobservable()
     dynamic = report.detectors[DYNAMIC].findings["attn.out_proj"]
     assert dynamic.values["post_observer_comp_stat"] is not None
     assert dynamic.status in (Status.OK, Status.INFO)  # NonDynamicallyQuantizableLinear: never "recommend"
+    assert "Its input is not observed" in dynamic.reason and "F.multi_head_attention_forward" in dynamic.reason
     assert axis(stats, "drop")[0] == 2
 
 
@@ -374,3 +375,26 @@ def test_bert_with_dynamic_padding_keeps_per_channel_views(bert):
     }
     assert not unjudged, {fqn: outliers[fqn].reason for fqn in unjudged}
     assert channels(stats, "encoder.layer.1.output.LayerNorm") == 48
+
+
+class Chained(nn.Module):
+    """Two activations after a functional op, then a Linear: the second tells the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 16)
+        self.act1 = nn.GELU()
+        self.act2 = nn.Tanh()
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(self.act2(self.act1(self.fc1(x) * 2)))
+
+
+def test_layout_passes_back_through_a_chain_of_activations():
+    torch.manual_seed(9)
+    report, stats, _ = run(Chained().eval(), [torch.randn(2, 5, 16) for _ in range(2)])
+    ax, reason = axis(stats, "act2")
+    assert ax == 2 and "goes to 'fc2' (Linear)" in reason
+    ax, reason = axis(stats, "act1")
+    assert ax == 2 and "goes to 'act2' (Tanh)" in reason
