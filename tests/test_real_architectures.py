@@ -67,7 +67,7 @@ def llama():
 
 
 def test_llama_rmsnorm_and_silu_are_measured_over_features(llama):
-    model, (report, stats, catalog) = llama
+    _, (report, stats, _) = llama
     hidden, inner = 48, 136
     for fqn in ("model.norm", "model.layers.0.input_layernorm", "model.layers.1.post_attention_layernorm"):
         ax, reason = axis(stats, fqn)
@@ -84,7 +84,7 @@ def test_llama_rmsnorm_and_silu_are_measured_over_features(llama):
 
 
 def test_llama_weighted_layers_and_embedding(llama):
-    model, (report, stats, catalog) = llama
+    model, (report, stats, _) = llama
     linears = {fqn for fqn, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert len(linears) == 15
     per_channel = report.detectors[PER_CHANNEL].findings
@@ -153,7 +153,7 @@ def test_gpt2_conv1d_projections_are_judged_by_every_weight_based_detector(gpt2)
 
 
 def test_gpt2_axis_by_producer_and_by_consumer(gpt2):
-    model, (report, stats, catalog) = gpt2
+    _, (_, stats, _) = gpt2
     ax, reason = axis(stats, "transformer.h.0.mlp.act")
     assert ax == 2 and "producer 'transformer.h.0.mlp.c_fc' (Conv1D)" in reason
     # transformer.drop reads wte + wpe (a functional add): its output goes to ln_1, a LayerNorm.
@@ -181,7 +181,7 @@ def bert():
 
 
 def test_bert_token_ids_are_never_called_outliers(bert):
-    model, (report, stats, catalog) = bert
+    _, (report, stats, _) = bert
     embeddings = [f"embeddings.{n}" for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
     outliers = report.detectors[OUTLIER].findings
     for fqn in embeddings:
@@ -245,7 +245,7 @@ def test_convnext_layernorm2d_gets_channels_and_the_block_gets_features():
     model = ConvNeXtStyle().eval()
     # 40 channels, 8x12 after the stem: no spatial size equals the channel count.
     batches = [torch.randn(2, 3, 32, 48) for _ in range(2)]
-    report, stats, _ = run(model, batches)
+    _, stats, _ = run(model, batches)
     ax, reason = axis(stats, "stem.1")
     assert ax == 1 and channels(stats, "stem.1") == 40 and "normalises axis 1" in reason
     ax, reason = axis(stats, "act")  # GELU on NCHW, after LayerNorm2d
@@ -260,7 +260,7 @@ def test_convnext_layernorm2d_gets_channels_and_the_block_gets_features():
 def test_layernorm2d_when_a_spatial_size_equals_the_channel_count():
     torch.manual_seed(5)
     model = nn.Sequential(nn.Conv2d(3, 16, 1), LayerNorm2d(16), nn.ReLU()).eval()
-    report, stats, _ = run(model, [torch.randn(2, 3, 16, 16) for _ in range(2)])
+    _, stats, _ = run(model, [torch.randn(2, 3, 16, 16) for _ in range(2)])
     assert axis(stats, "1")[0] == 1 and axis(stats, "2")[0] == 1
 
 
@@ -317,7 +317,7 @@ def test_skipped_weighted_layers_are_listed_with_the_reason_and_advice_only_wher
     model = OddLayers().eval()
     # Non-stationary: each batch at its own scale.
     batches = [torch.randn(2, 1, 6, 6) * s for s in (0.01, 1.0, 100.0)]
-    report, stats, catalog = run(model, batches)
+    report, _, _ = run(model, batches)
     per_channel = report.detectors[PER_CHANNEL]
     assert "Skipped 2 weighted modules" in per_channel.summary
     assert "lstm (LSTM: it holds several weight matrices" in per_channel.summary
@@ -393,7 +393,7 @@ class Chained(nn.Module):
 
 def test_layout_passes_back_through_a_chain_of_activations():
     torch.manual_seed(9)
-    report, stats, _ = run(Chained().eval(), [torch.randn(2, 5, 16) for _ in range(2)])
+    _, stats, _ = run(Chained().eval(), [torch.randn(2, 5, 16) for _ in range(2)])
     ax, reason = axis(stats, "act2")
     assert ax == 2 and "goes to 'fc2' (Linear)" in reason
     ax, reason = axis(stats, "act1")

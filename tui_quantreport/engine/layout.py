@@ -39,7 +39,13 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.modules import (
-    AXIS_CHANNELS, AXIS_FOLLOW, AXIS_LAST, AXIS_NORM, ModelCatalog, is_quant_helper, norm_axis,
+    AXIS_CHANNELS,
+    AXIS_FOLLOW,
+    AXIS_LAST,
+    AXIS_NORM,
+    ModelCatalog,
+    is_quant_helper,
+    norm_axis,
 )
 from tui_quantreport.engine.stats import Point, PointLayout
 
