@@ -398,3 +398,19 @@ def test_layout_passes_back_through_a_chain_of_activations():
     assert ax == 2 and "goes to 'fc2' (Linear)" in reason
     ax, reason = axis(stats, "act1")
     assert ax == 2 and "goes to 'act2' (Tanh)" in reason
+
+
+def test_information_is_exported_apart_from_recommendations():
+    from tui_quantreport.engine.export import render
+
+    torch.manual_seed(7)
+    report, _, _ = run(OddLayers().eval(), [torch.randn(2, 1, 6, 6) * s for s in (0.01, 1.0, 100.0)])
+    text = render(report, "markdown")
+    info = text.split("Information (no change applies to these modules):", 1)[1]
+    assert "`gray`: Non-stationary output (no dynamic kernel for Conv2d)" in info.split("##", 1)[0]
+    import json
+
+    data = json.loads(render(report, "json"))
+    gray = data["detectors"][DYNAMIC]["modules"]["gray"]
+    assert gray["status"] == "info" and gray["recommendation"] is None and gray["dynamic_recommended"] is False
+    assert set(data["detectors"][PER_CHANNEL]["skipped"]) == {"lstm", "up"}
