@@ -65,6 +65,7 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         tree = app.query_one(ModuleTree)
         assert badges and tree.badges_of("rgb_stem.conv2") == badges
         assert "6 batches from showcase.qstats" in status_text(app) and "unavailable" in status_text(app)
+        assert "--stats showcase.qstats" in status_text(app)
         # Recalibrating needs the model: shown disabled, and nothing starts.
         assert app.main.check_action("calibrate", ()) is None
         await pilot.press("c")

@@ -147,7 +147,10 @@ class ModelSession:
         )
         model = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
         report = model.evaluate(sf.stats, settings)
-        status = f"Statistics of {sf.stats.batches:,} batches from {path} (no model: recalibration unavailable)."
+        status = (
+            f"Statistics of {sf.stats.batches:,} batches from {path}, without the model: recalibration and "
+            f"verify are unavailable (tui-quantreport {sf.spec} --stats {path} brings them back)."
+        )
         return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
