@@ -14,10 +14,25 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
-from torch.ao.nn.intrinsic import _FusedModule
-from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
 from tui_quantreport.engine.report import ModuleInfo
+
+# Nothing here imports torch.ao.quantization or torchao: observers and fake quantizers
+# (torch.ao's and torchao's PT2E ones) and fused modules are recognized by their base
+# classes' names, so a torch without torch.ao.quantization still loads the engine.
+_HELPER_BASES = frozenset({
+    ("torch.ao.quantization.observer", "ObserverBase"),
+    ("torch.ao.quantization.fake_quantize", "FakeQuantizeBase"),
+    ("torchao.quantization.pt2e.observer", "ObserverBase"),
+    ("torchao.quantization.pt2e.fake_quantize", "FakeQuantizeBase"),
+    ("torchao.quantization.pt2e.observer", "AffineQuantizedObserverBase"),
+})
+_FAKE_QUANT_BASES = frozenset(b for b in _HELPER_BASES if b[1] == "FakeQuantizeBase")
+_FUSED_BASES = frozenset({("torch.ao.nn.intrinsic.modules.fused", "_FusedModule")})
+
+
+def _has_base(cls: type, bases: frozenset[tuple[str, str]]) -> bool:
+    return any((base.__module__, base.__name__) in bases for base in cls.__mro__)
 
 #: Module types whose weights can be quantized per channel (subclasses, so QAT,
 #: lazy and fused-QAT variants, count too).
@@ -45,8 +60,13 @@ def is_monotone(module: nn.Module) -> bool:
 
 
 def is_quant_helper(module: nn.Module) -> bool:
-    """True for observers and fake quantizers that ``torch.ao`` inserts."""
-    return isinstance(module, (ObserverBase, FakeQuantizeBase))
+    """True for observers and fake quantizers that ``torch.ao`` or torchao's PT2E quantizers insert."""
+    return _has_base(type(module), _HELPER_BASES)
+
+
+def is_fused(module: nn.Module | None) -> bool:
+    """True for ``torch.ao``'s fused modules (ConvReLU2d, LinearReLU…)."""
+    return module is not None and _has_base(type(module), _FUSED_BASES)
 
 
 @dataclass(frozen=True)
@@ -74,9 +94,15 @@ class ModelCatalog:
     #: A hash of the model's class and its parameters' names, shapes and dtypes: two models
     #: with the same fingerprint take the same stats files and plans.
     fingerprint: str = ""
+    #: How a quantizer annotated each weighted module's input ("dynamic" or "static"); PT2E graphs only.
+    activation_schemes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module) -> "ModelCatalog":
+        from tui_quantreport.engine.graph import GraphView, is_exported_graph
+
+        if is_exported_graph(model):  # torch.export / PT2E: the tree comes from the nodes' module stacks
+            return GraphView(model).catalog  # type: ignore[arg-type]
         named = list(model.named_modules(remove_duplicate=False))
         by_name = dict(named)
         seen: set[int] = set()
@@ -105,7 +131,7 @@ class ModelCatalog:
                 total_params=sum(p.numel() for p in module.parameters() if not _is_lazy(p)),
                 last_axis=isinstance(module, LAST_AXIS_TYPES),
                 monotone=is_monotone(module),
-                fused_parent=parent if isinstance(parent_module, _FusedModule) else None,
+                fused_parent=parent if is_fused(parent_module) else None,
             )
         # Children that were skipped as duplicates must not dangle in the tree.
         for fqn, info in list(infos.items()):
@@ -134,12 +160,13 @@ class ModelCatalog:
         return ndim - 1 if self.modules[fqn].last_axis else 1
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
     """sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype.
 
     Buffers are left out: an observer's buffers change shape while it calibrates.
+    ``class_name`` overrides the model's (an exported graph names its original class).
     """
-    digest = hashlib.sha256(type(model).__name__.encode())
+    digest = hashlib.sha256((class_name or type(model).__name__).encode())
     for name, tensor in model.named_parameters():
         shape = "lazy" if _is_lazy(tensor) else "x".join(map(str, tensor.shape))
         digest.update(f"|{name}:{shape}:{tensor.dtype}".encode())
@@ -164,7 +191,7 @@ def _weight_scheme(module: nn.Module, model_has_qconfig: bool) -> WeightScheme:
     except Exception as exc:  # a user's qconfig that cannot be built is reported, not raised
         return WeightScheme("none", None, f"weight quantizer could not be built: {exc}")
     name = type(quantizer).__name__
-    if isinstance(quantizer, FakeQuantizeBase):
+    if _has_base(type(quantizer), _FAKE_QUANT_BASES):
         per_channel = bool(getattr(quantizer, "is_per_channel", False))
     else:
         qscheme = getattr(quantizer, "qscheme", None)

@@ -171,6 +171,8 @@ class Session:
         self.model = model
         self.label = label or type(model).__name__
         self.catalog = ModelCatalog.build(model)
+        #: For a torch.export / PT2E graph, how to observe it at its nodes (engine/graph.py); else None.
+        self.graph = _graph_view(model, self.catalog)
 
     def calibrate(
         self,
@@ -189,6 +191,12 @@ class Session:
         model rejects a batch, and :class:`CalibrationCancelled` when
         ``should_cancel()`` turns true between batches.
         """
+        if self.graph is not None:  # never .eval() an exported graph: observe it at its nodes
+            from tui_quantreport.engine.graph import calibrate_graph
+
+            return calibrate_graph(
+                self, batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel
+            )
         total = _length(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
@@ -228,6 +236,10 @@ class Session:
 
     def weight_ranges(self) -> dict[str, WeightRange]:
         """Per input channel (weight dim 1) min/max of every weighted module."""
+        if self.graph is not None:
+            from tui_quantreport.engine.graph import weight_ranges
+
+            return weight_ranges(self.graph)
         ranges = {}
         with torch.no_grad():
             for fqn, info in self.catalog.modules.items():
@@ -326,6 +338,12 @@ def _propagate_hook(observer: _Observer, fqn: str):
         _guarded_hook(lambda: observer.propagate(fqn, module, output))
 
     return hook
+
+
+def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
+    from tui_quantreport.engine.graph import GraphView, is_exported_graph
+
+    return GraphView(model, catalog) if is_exported_graph(model) else None
 
 
 def _length(batches: Iterable[Any]) -> int | None:
