@@ -396,7 +396,7 @@ async def test_broken_model_shows_error_screen_and_quits_with_status_2() -> None
 
 def test_first_paint_does_not_wait_for_torch() -> None:
     """Importing the app loads neither torch nor the engine modules that import it."""
-    heavy = ["torch", *(f"tui_quantreport.engine.{m}" for m in ("analysis", "session", "detectors", "modules", "stats"))]
+    heavy = ["torch", *(f"tui_quantreport.engine.{m}" for m in ("settings", "evaluation", "session", "detectors", "modules", "stats"))]
     code = f"import sys, tui_quantreport.tui.app; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

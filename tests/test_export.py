@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_quantreport.engine import Session, Settings, UserError, evaluate, load_model, observation_plan, open_batches
+from tui_quantreport.engine import Session, Settings, UserError, evaluate, load_model, open_batches
 from tui_quantreport.engine import export
 from tui_quantreport.engine.export import render, to_json_data, write_atomic
 
@@ -19,7 +19,7 @@ def report():
     loaded = load_model(TINY)
     session = Session(loaded.model, label=loaded.spec)
     settings = Settings.build()
-    stats = session.calibrate(open_batches(loaded), observation_plan(session.catalog, settings))
+    stats = session.calibrate(open_batches(loaded), settings)
     return evaluate(session.catalog, stats, settings, spec=loaded.spec)
 
 

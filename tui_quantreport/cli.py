@@ -74,13 +74,13 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
-        Session, calibrate, evaluate, load_model, open_batches, render, write_atomic,
+        Session, evaluate, load_model, open_batches, render, write_atomic,
     )
 
     settings = settings_from(args)
     loaded = load_model(args.model, args.calibration)
     session = Session(loaded.model, label=loaded.spec)
-    stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
+    stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches)
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
     if args.output:

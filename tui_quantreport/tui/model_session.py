@@ -1,6 +1,6 @@
 """The app's handle on the engine: load, calibrate and evaluate, off the UI thread.
 
-Every method here may import torch (through the engine's analysis, session,
+Every method here may import torch (through the engine's settings, evaluation, session,
 spec and detectors modules), so they are imported inside the methods and the
 methods are only called from worker threads. The class holds what does not
 change once loaded (the model and its engine session); the stats snapshot and
@@ -69,9 +69,11 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
-        from tui_quantreport.engine.analysis import Settings, evaluate
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.session import Session, Stats
+        from tui_quantreport.engine.evaluation import evaluate
+        from tui_quantreport.engine.session import Session
+        from tui_quantreport.engine.settings import Settings
+        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
 
         settings = Settings.from_options(
@@ -89,7 +91,7 @@ class ModelSession:
 
     def evaluate(self, stats: Any, settings: Any) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.analysis import evaluate
+        from tui_quantreport.engine.evaluation import evaluate
 
         return evaluate(self.session.catalog, stats, settings, spec=self.spec)
 
@@ -106,11 +108,10 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.analysis import calibrate, evaluate
+        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
-        stats = calibrate(
-            self.session,
+        stats = self.session.calibrate(
             open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
             settings,
             max_batches=max_batches,

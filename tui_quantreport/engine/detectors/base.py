@@ -34,7 +34,7 @@ from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import DetectorReport, Finding, Findings, Status
-from tui_quantreport.engine.session import Point, PointRequest, Stats
+from tui_quantreport.engine.stats import Point, PointRequest, Stats
 
 
 @dataclass(frozen=True)

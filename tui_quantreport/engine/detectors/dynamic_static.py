@@ -23,8 +23,7 @@ from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Status
-from tui_quantreport.engine.session import Point, PointRequest
-from tui_quantreport.engine.stats import PointStats
+from tui_quantreport.engine.stats import Point, PointRequest, PointStats
 
 STATIONARY = "stationary"
 NON_STATIONARY = "non-stationary"

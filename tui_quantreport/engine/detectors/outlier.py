@@ -28,7 +28,7 @@ from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, U
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Finding, Series, Status
-from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.stats import Point, PointRequest
 
 CHANNELS_NAMED = 8
 
