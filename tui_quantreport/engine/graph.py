@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -279,6 +279,10 @@ class GraphView:
             self.is_helper(n) for n in self.nodes if n.op == "call_function"
         )
         schemes = {fqn: self._weight_scheme(fqn, annotated) for fqn, info in infos.items() if info.is_weighted}
+        for fqn, scheme in schemes.items():
+            if scheme.source == "converted":  # convert_pt2e already replaced the weight by int8 + dequantize
+                infos[fqn] = replace(infos[fqn], quantized=scheme.description)
+                schemes[fqn] = WeightScheme("none", None, f"already quantized: {scheme.description}")
         activations = {fqn: self._activation_scheme(fqn) for fqn, info in infos.items() if info.is_weighted}
         catalog = ModelCatalog(
             root_class.rpartition(".")[2], infos, schemes, annotated,
@@ -373,8 +377,8 @@ class GraphView:
             name = op_name(node)
             if name.startswith("dequantize") or name.startswith("quantize"):
                 per_channel = "per_channel" in name
-                kind = "per-channel" if per_channel else "per-tensor"
-                return WeightScheme("qconfig", per_channel, f"{kind} ({_namespace(node)}.{name} in the converted graph)")
+                kind = "per channel" if per_channel else "per tensor"
+                return WeightScheme("converted", per_channel, f"int8 weights {kind}, by convert_pt2e")
         return WeightScheme("none", None, "weight passes quantizer nodes of unknown kind")
 
     def _activation_scheme(self, fqn: str) -> str | None:
@@ -390,10 +394,8 @@ class GraphView:
                 observer = self.gm.get_submodule(str(item.target))
                 if getattr(observer, "is_dynamic", False) or getattr(getattr(observer, "activation_post_process", None), "is_dynamic", False):
                     return "dynamic"
-            elif "choose_qparams" in op_name(item) or (
-                op_name(item).startswith("quantize") and any("choose_qparams" in op_name(a) for a in _args(item) if a.op == "call_function")
-            ):
-                return "dynamic"
+            elif any(_is_choose_qparams(a) for a in [item, *_args(item)]):
+                return "dynamic"  # converted: the input's qparams are computed per batch
         return "static"
 
     # Weights.
@@ -458,6 +460,15 @@ class GraphView:
             if n is node:
                 return name
         return None
+
+
+def _is_choose_qparams(node: torch.fx.Node) -> bool:
+    """choose_qparams, or an item of its result (a converted graph's dynamic quantization)."""
+    if node.op != "call_function":
+        return False
+    if op_name(node) == "getitem" and node.args and isinstance(node.args[0], torch.fx.Node):
+        node = node.args[0]
+    return "choose_qparams" in op_name(node)
 
 
 def observer_is_per_channel(observer: nn.Module) -> bool:
@@ -548,7 +559,7 @@ def calibrate_graph(
     """:meth:`Session.calibrate` for an exported graph: the same loop, observed at nodes."""
     from tui_quantreport.engine import session as session_module
     from tui_quantreport.engine.errors import CalibrationCancelled
-    from tui_quantreport.engine.stats import Accumulator
+    from tui_quantreport.engine.stats import Accumulator, Stats
 
     view: GraphView = session.graph
     total = session_module._length(batches)
@@ -594,7 +605,7 @@ def calibrate_graph(
         runner.env = {}
         restore()
     points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
-    return session_module.Stats(batches=done, points=points, weights=weight_ranges(view))
+    return Stats(batches=done, points=points, weights=weight_ranges(view))
 
 
 def _rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Exception) -> Exception:
@@ -613,7 +624,7 @@ def _rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Excepti
 
 def weight_ranges(view: GraphView) -> dict[str, Any]:
     """Per input channel (weight dim 1) min/max of every weighted module's float weight."""
-    from tui_quantreport.engine.session import WeightRange
+    from tui_quantreport.engine.stats import WeightRange
 
     ranges = {}
     with torch.no_grad():

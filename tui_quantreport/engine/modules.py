@@ -69,6 +69,52 @@ def is_fused(module: nn.Module | None) -> bool:
     return module is not None and _has_base(type(module), _FUSED_BASES)
 
 
+def quantized_weights(module: nn.Module) -> str:
+    """How torchao already quantized the module's own weights ("" when it did not).
+
+    ``quantize_`` swaps a weight for a tensor subclass (``Int8Tensor``,
+    ``AffineQuantizedTensor``, ``Float8Tensor``…); read by name, torchao is not imported.
+    """
+    for _, param in module.named_parameters(recurse=False):
+        cls = type(param)
+        if not cls.__module__.startswith("torchao"):
+            continue
+        return describe_quantized_tensor(param)
+    return ""
+
+
+def describe_quantized_tensor(tensor: torch.Tensor) -> str:
+    """``int8 weights per row (Int8Tensor), dynamic int8 activations`` and the like, from its attributes."""
+    cls = type(tensor).__name__
+    inner = getattr(tensor, "original_weight_tensor", None)  # LinearActivationQuantizedTensor wraps one
+    dynamic = inner is not None or getattr(tensor, "act_quant_kwargs", None) is not None
+    if inner is not None:
+        tensor, cls = inner, f"{cls} of {type(inner).__name__}"
+    qdata = getattr(tensor, "qdata", None)
+    if qdata is None:
+        qdata = getattr(tensor, "int_data", None)
+    bits = ""
+    if isinstance(qdata, torch.Tensor) and qdata.dtype in (torch.int8, torch.uint8):
+        bits = "int8" if qdata.dtype == torch.int8 else "uint8"
+    if "Int4" in cls or "int4" in cls.lower():
+        bits = "int4"
+    if "Float8" in cls:
+        bits = "float8"
+    granularity = ""
+    block = getattr(tensor, "block_size", None)
+    shape = tuple(tensor.shape)
+    if block is not None and len(shape) == 2 and len(block) == 2:
+        block = tuple(int(b) for b in block)
+        if block == shape:
+            granularity = " per tensor"
+        elif block == (1, shape[1]):
+            granularity = " per row"
+        elif block[0] == 1:
+            granularity = f" in groups of {block[1]}"
+    text = f"{bits or 'quantized'} weights{granularity} ({cls})"
+    return text + (", dynamic activations" if dynamic else "")
+
+
 @dataclass(frozen=True)
 class WeightScheme:
     """How a module's weights are set to be quantized, read from its qconfig.
@@ -132,6 +178,7 @@ class ModelCatalog:
                 last_axis=isinstance(module, LAST_AXIS_TYPES),
                 monotone=is_monotone(module),
                 fused_parent=parent if is_fused(parent_module) else None,
+                quantized=quantized_weights(module),
             )
         # Children that were skipped as duplicates must not dangle in the tree.
         for fqn, info in list(infos.items()):

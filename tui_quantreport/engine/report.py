@@ -149,6 +149,9 @@ class ModuleInfo:
     last_axis: bool
     monotone: bool = False
     fused_parent: str | None = None
+    #: How the module is already quantized (torchao tensor subclass weights, or a converted
+    #: PT2E graph), e.g. "int8 weights per row (Int8Tensor)"; "" for a float module.
+    quantized: str = ""
 
     @property
     def label(self) -> str:

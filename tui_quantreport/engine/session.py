@@ -213,7 +213,7 @@ class Session:
         ranges = {}
         with torch.no_grad():
             for fqn, info in self.catalog.modules.items():
-                if not info.is_weighted:
+                if not info.is_weighted or info.quantized:  # torchao's weights are not plain tensors
                     continue
                 weight = getattr(self.model.get_submodule(fqn), "weight", None)
                 if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):

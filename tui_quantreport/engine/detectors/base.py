@@ -27,7 +27,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from tui_quantreport.engine.errors import ParamError
@@ -57,6 +57,18 @@ class Unjudged:
 
 #: Measurements per stats snapshot: {(detector, catalog id, axis, observed params): {fqn: measure}}.
 _MEASURES: "weakref.WeakKeyDictionary[Stats, dict[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def already_quantized(finding: Finding, class_name: str, how: str) -> Finding:
+    """The finding on a module that is already quantized: not applicable, numbers kept."""
+    return replace(
+        finding,
+        status=Status.NOT_APPLICABLE,
+        headline="Already quantized",
+        reason=f"{class_name} '{finding.module}' is already quantized ({how}); nothing is recommended for it. "
+        "The numbers are what calibration measured.",
+        evidence=tuple(replace(e, decides=False) for e in finding.evidence),
+    )
 
 
 class Detector(ABC):
@@ -132,13 +144,22 @@ class Detector(ABC):
             fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params)
             for fqn, m in measurements.items()
         }
+        # A module already quantized (torchao weights, a converted graph) is not recommended
+        # to be quantized again: its finding keeps the numbers but is "not applicable".
+        quantized = {fqn: ctx.catalog.modules[fqn].quantized for fqn in measurements if ctx.catalog.modules[fqn].quantized}
+        for fqn in quantized:
+            statuses[fqn] = Status.NOT_APPLICABLE
 
         def build(fqn: str) -> Finding:
             measured = measurements[fqn]
             if isinstance(measured, Unjudged):
                 values = {**measured.values, **{k: params[k] for k in self.module_param_keys}}
-                return self.unjudged(fqn, measured.status, measured.reason, values)
-            return self.judge(fqn, measured, params)
+                finding = self.unjudged(fqn, measured.status, measured.reason, values)
+            else:
+                finding = self.judge(fqn, measured, params)
+            if fqn in quantized:
+                finding = already_quantized(finding, ctx.catalog.modules[fqn].class_name, quantized[fqn])
+            return finding
 
         return self.report(params, Findings(statuses, build), self.noun, **self.extra(params))
 

@@ -17,6 +17,7 @@ Conv1d/2d/3d; only Linear has dynamic kernels today.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
@@ -66,10 +67,14 @@ class DynamicStaticDetector(Detector):
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
         info = ctx.catalog.modules[fqn]
-        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+        # How a PT2E quantizer annotated the input ("dynamic"/"static"), None for eager models.
+        annotated = getattr(ctx.catalog, "activation_schemes", {}).get(fqn)
+        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post"), annotated
 
     def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
         dist, _ = classify(measured[3], params["tolerance"])
+        if dist == NON_STATIONARY and measured[4] == "dynamic":
+            return Status.OK  # the quantizer already quantizes this input dynamically
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
             NON_STATIONARY: Status.RECOMMEND,
@@ -77,7 +82,7 @@ class DynamicStaticDetector(Detector):
         }.get(dist, Status.NOT_APPLICABLE)
 
     def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        class_name, supported, pre, post = measured
+        class_name, supported, pre, post, annotated = measured
         tolerance = params["tolerance"]
         pre_dist, pre_stat = classify(pre, tolerance)
         post_dist, post_stat = classify(post, tolerance)
@@ -90,6 +95,8 @@ class DynamicStaticDetector(Detector):
             "post_observer_data_dist": post_dist,
             "is_dynamic_supported": supported,
         }
+        if annotated is not None:
+            values["quantizer_input"] = annotated
         if post_dist == NOT_OBSERVED:
             return self.unjudged(
                 fqn, Status.NOT_OBSERVED,
@@ -108,7 +115,10 @@ class DynamicStaticDetector(Detector):
             Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
             Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
         )
-        return self._finding(fqn, class_name, values, evidence, supported)
+        finding = self._finding(fqn, class_name, values, evidence, supported)
+        if annotated == "dynamic":
+            return _annotated_dynamic(finding)
+        return finding
 
     def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
         dynamic = values["dynamic_recommended"]
@@ -139,6 +149,20 @@ class DynamicStaticDetector(Detector):
         headline = "Use dynamic quantization" if dynamic else "Use static quantization"
         status = Status.RECOMMEND if dynamic else Status.OK
         return Finding(self.name, fqn, status, headline, reason, values, evidence)
+
+
+def _annotated_dynamic(finding: Finding) -> Finding:
+    """The verdict on a module whose input the PT2E quantizer already quantizes dynamically."""
+    if finding.values["dynamic_recommended"]:
+        return replace(
+            finding, status=Status.OK, headline="Dynamic quantization already used",
+            reason=finding.reason + " The quantizer already annotated its input as dynamic: nothing to change.",
+        )
+    return replace(
+        finding,
+        reason=finding.reason + " The quantizer annotated its input as dynamic; static quantization would "
+        "fit these ranges and run faster.",
+    )
 
 
 def _fmt(value: float | None) -> str:
