@@ -200,7 +200,7 @@ class GraphView:
                 if node in self.constant or op_name(node) in STRUCTURAL_OPS:
                     continue
                 # Work no module claims: shown under the root as its own entry, observed like a module.
-                name = node.name if node.name not in self.unattributed else f"{node.name}_{len(self.unattributed)}"
+                name = f"[{node.name}]"  # brackets: a node, never mistaken for a module's name
                 self.unattributed[name] = node
                 invocation = Invocation(f"node:{node.name}", name, [node])
                 self.invocations.append(invocation)
@@ -375,7 +375,7 @@ class GraphView:
                 kind = "per-channel" if per_channel else "per-tensor"
                 return WeightScheme("qconfig", per_channel, f"{kind} ({type(observer).__name__}, attached by the quantizer)")
             name = op_name(node)
-            if name.startswith("dequantize") or name.startswith("quantize"):
+            if name.startswith(("dequantize", "quantize")):
                 per_channel = "per_channel" in name
                 kind = "per channel" if per_channel else "per tensor"
                 return WeightScheme("converted", per_channel, f"int8 weights {kind}, by convert_pt2e")
