@@ -502,3 +502,11 @@ def test_helpers_are_recognized_by_class_name_for_torch_ao_and_torchao():
     for helper in (MinMaxObserver(), FakeQuantize(), HistogramObserver(), AoFakeQuantize()):
         assert is_quant_helper(helper), type(helper)
     assert not is_quant_helper(nn.Linear(2, 2))
+
+
+def test_an_fx_traced_graph_is_observed_as_an_eager_model():
+    traced = torch.fx.symbolic_trace(_float_model())
+    assert not is_exported_graph(traced)
+    _, stats, _ = _report(traced)
+    _, eager_stats, _ = _report(_float_model())
+    assert set(stats.points) == set(eager_stats.points)

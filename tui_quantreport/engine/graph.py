@@ -62,10 +62,17 @@ STRUCTURAL_OPS = frozenset({"getitem", "sym_size", "sym_numel", "sym_stride", "_
 
 
 def is_exported_graph(model: Any) -> bool:
-    """A GraphModule whose nodes name their original modules (torch.export's, PT2E's)."""
+    """A GraphModule of aten ops whose nodes name their original modules (torch.export's, PT2E's).
+
+    An FX-traced graph (``symbolic_trace``, torch.ao's ``prepare_fx``) keeps its leaf
+    modules as ``call_module`` nodes: forward hooks see it as an eager model does.
+    """
     if not isinstance(model, torch.fx.GraphModule):
         return False
-    return any(node.meta.get("nn_module_stack") for node in model.graph.nodes)
+    return any(
+        node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and node.meta.get("nn_module_stack")
+        for node in model.graph.nodes
+    )
 
 
 def op_name(node: torch.fx.Node) -> str:
