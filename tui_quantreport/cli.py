@@ -17,13 +17,29 @@ PROG = "tui-quantreport"
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help lists the registered detectors.
+
+    The list is read from the registry when help is printed, not when the
+    parser is built: reading it imports torch, which the app must not wait for.
+    """
+
+    def format_help(self) -> str:
+        from tui_quantreport.engine.detectors import short_names
+
+        for action in self._actions:
+            if action.dest == "detectors":
+                action.help = f"comma-separated: {','.join(short_names())} (default: all)"
+        return super().format_help()
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
     parser.add_argument("--batches", metavar="N", type=_positive_int, help="calibrate on at most N batches")
     parser.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)")
     parser.add_argument(
         "--detectors", metavar="LIST",
-        help="comma-separated: per_channel,dynamic_static,equalization,outlier (default: all)",
+        help="comma-separated detector names (default: all)",
     )
     parser.add_argument("--tolerance", metavar="FLOAT", help="dynamic-vs-static tolerance in [0, 1] (default 0.5)")
     parser.add_argument(
@@ -44,7 +60,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
-    app = argparse.ArgumentParser(
+    app = _Parser(
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless) and '{PROG} samples'.",
@@ -52,7 +68,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     app.add_argument("model", nargs="?", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
     _common_options(app)
 
-    report = argparse.ArgumentParser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
+    report = _Parser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
     report.add_argument("model", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
     _common_options(report)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")

@@ -17,13 +17,13 @@ Conv1d/2d/3d; only Linear has dynamic kernels today.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, unjudged_headline
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import Evidence, Finding, Status
+from tui_quantreport.engine.report import Evidence, Status
 from tui_quantreport.engine.stats import Point, PointRequest, PointStats
 
 STATIONARY = "stationary"
@@ -33,24 +33,62 @@ NON_FINITE = "non-finite"
 NOT_OBSERVED = "not observed"
 
 
-def classify(point: PointStats | None, tolerance: float) -> tuple[str, float | None]:
-    """The distribution class of a point and its S (None where S is undefined)."""
-    if point is None or point.calls == 0:
-        return NOT_OBSERVED, None
-    if not point.finite:
-        return NON_FINITE, None
-    stat = point.comparison_stat
-    if stat is None:
-        return CONSTANT, None
-    return (STATIONARY if stat > tolerance else NON_STATIONARY), stat
+@dataclass(frozen=True)
+class Spread:
+    """One point's S, or why it has none (``undefined``: not observed, non-finite, constant)."""
+
+    stat: float | None
+    undefined: str | None = None
+
+    @classmethod
+    def of(cls, point: PointStats | None) -> Spread:
+        if point is None or point.calls == 0:
+            return cls(None, NOT_OBSERVED)
+        if not point.finite:
+            return cls(None, NON_FINITE)
+        stat = point.comparison_stat
+        return cls(None, CONSTANT) if stat is None else cls(stat)
+
+    def classify(self, tolerance: float) -> str:
+        """The distribution class at this point under ``tolerance``."""
+        if self.undefined is not None or self.stat is None:
+            return self.undefined or CONSTANT
+        return STATIONARY if self.stat > tolerance else NON_STATIONARY
 
 
-class DynamicStaticDetector(Detector):
+@dataclass(frozen=True)
+class Stationarity:
+    """One module's threshold-independent numbers: S before and after it."""
+
+    class_name: str
+    dynamic_supported: bool
+    pre: Spread
+    post: Spread
+    #: How a PT2E quantizer annotated the input ("dynamic" or "static"); None for eager models.
+    annotated: str | None = None
+
+
+class DynamicStaticDetector(Detector[Stationarity]):
     name = "dynamic_vs_static_detector"
+    aliases = ("dynamic_static", "dynamic_vs_static")
     title = "Dynamic vs static"
     glyph = "D"
+    order = 20
     description = "inputs and outputs of Linear and Conv1d/2d/3d"
     noun = "Linear/Conv modules"
+    TOLERANCE = "tolerance"
+    DYNAMIC_RECOMMENDED = "dynamic_recommended"
+    PRE_COMP_STAT = "pre_observer_comp_stat"
+    PRE_DATA_DIST = "pre_observer_data_dist"
+    POST_COMP_STAT = "post_observer_comp_stat"
+    POST_DATA_DIST = "post_observer_data_dist"
+    IS_DYNAMIC_SUPPORTED = "is_dynamic_supported"
+    #: "dynamic"/"static" as a PT2E quantizer annotated the module's input; None where none did.
+    QUANTIZER_INPUT = "quantizer_input"
+    report_keys = (
+        TOLERANCE, DYNAMIC_RECOMMENDED, PRE_COMP_STAT, PRE_DATA_DIST, POST_COMP_STAT, POST_DATA_DIST,
+        IS_DYNAMIC_SUPPORTED, QUANTIZER_INPUT,
+    )
     params = (
         Param(
             "tolerance", 0.5,
@@ -65,68 +103,67 @@ class DynamicStaticDetector(Detector):
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
 
-    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Stationarity:
         info = ctx.catalog.modules[fqn]
-        # How a PT2E quantizer annotated the input ("dynamic"/"static"), None for eager models.
-        annotated = getattr(ctx.catalog, "activation_schemes", {}).get(fqn)
-        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post"), annotated
+        pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+        annotated = ctx.catalog.activation_schemes.get(fqn)
+        return Stationarity(info.class_name, info.is_linear, Spread.of(pre), Spread.of(post), annotated)
 
-    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
-        dist, _ = classify(measured[3], params["tolerance"])
-        if dist == NON_STATIONARY and measured[4] == "dynamic":
+    def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
+        if measured.annotated == "dynamic" and measured.post.classify(params["tolerance"]) == NON_STATIONARY:
             return Status.OK  # the quantizer already quantizes this input dynamically
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
             NON_STATIONARY: Status.RECOMMEND,
             STATIONARY: Status.OK,
-        }.get(dist, Status.NOT_APPLICABLE)
+        }.get(measured.post.classify(params["tolerance"]), Status.NOT_APPLICABLE)
 
-    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        class_name, supported, pre, post, annotated = measured
+    def judge(self, fqn: str, measured: Stationarity, params: Mapping[str, Any], status: Status) -> Judgement:
+        class_name, supported = measured.class_name, measured.dynamic_supported
         tolerance = params["tolerance"]
-        pre_dist, pre_stat = classify(pre, tolerance)
-        post_dist, post_stat = classify(post, tolerance)
+        pre_dist, post_dist = measured.pre.classify(tolerance), measured.post.classify(tolerance)
         values = {
-            "tolerance": tolerance,
-            "dynamic_recommended": post_dist == NON_STATIONARY,
-            "pre_observer_comp_stat": pre_stat,
-            "pre_observer_data_dist": pre_dist,
-            "post_observer_comp_stat": post_stat,
-            "post_observer_data_dist": post_dist,
-            "is_dynamic_supported": supported,
+            self.TOLERANCE: tolerance,
+            self.DYNAMIC_RECOMMENDED: post_dist == NON_STATIONARY,
+            self.PRE_COMP_STAT: measured.pre.stat,
+            self.PRE_DATA_DIST: pre_dist,
+            self.POST_COMP_STAT: measured.post.stat,
+            self.POST_DATA_DIST: post_dist,
+            self.IS_DYNAMIC_SUPPORTED: supported,
+            self.QUANTIZER_INPUT: measured.annotated,
         }
-        if annotated is not None:
-            values["quantizer_input"] = annotated
-        if post_dist == NOT_OBSERVED:
-            return self.unjudged(
-                fqn, Status.NOT_OBSERVED,
+        if status is Status.NOT_OBSERVED:
+            return Judgement(
+                unjudged_headline(status),
                 f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
                 "about its activations.",
                 values,
             )
-        if post_dist in (CONSTANT, NON_FINITE):
+        if status is Status.NOT_APPLICABLE:
             why = (
                 "its output was the same single value in every batch (range 0), so S is undefined"
                 if post_dist == CONSTANT
                 else "its output held NaN or infinite values, so its range is undefined"
             )
-            return self.unjudged(fqn, Status.NOT_APPLICABLE, f"Cannot choose for {class_name} '{fqn}': {why}.", values)
+            return Judgement(unjudged_headline(status), f"Cannot choose for {class_name} '{fqn}': {why}.", values)
         evidence = (
-            Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
-            Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
+            Evidence("output S", measured.post.stat, f"> {tolerance:g} is stationary", True),
+            Evidence("input S", measured.pre.stat, f"> {tolerance:g} is stationary", False),
         )
-        finding = self._finding(fqn, class_name, values, evidence, supported)
-        if annotated == "dynamic":
-            return _annotated_dynamic(finding)
-        return finding
+        judgement = self._finding(fqn, class_name, values, evidence, supported)
+        if measured.annotated == "dynamic":
+            return _annotated_dynamic(judgement, values[self.DYNAMIC_RECOMMENDED])
+        return judgement
 
-    def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
-        dynamic = values["dynamic_recommended"]
-        pre, post = values["pre_observer_data_dist"], values["post_observer_data_dist"]
-        tolerance = values["tolerance"]
+    def _finding(
+        self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool
+    ) -> Judgement:
+        dynamic = values[self.DYNAMIC_RECOMMENDED]
+        pre, post = values[self.PRE_DATA_DIST], values[self.POST_DATA_DIST]
+        tolerance = values[self.TOLERANCE]
         reason = (
-            f"The data before {class_name} '{fqn}' is {pre} (S = {_fmt(values['pre_observer_comp_stat'])}) "
-            f"and after it is {post} (S = {_fmt(values['post_observer_comp_stat'])}, tolerance {tolerance:g}). "
+            f"The data before {class_name} '{fqn}' is {pre} (S = {_fmt(values[self.PRE_COMP_STAT])}) "
+            f"and after it is {post} (S = {_fmt(values[self.POST_COMP_STAT])}, tolerance {tolerance:g}). "
         )
         if dynamic:
             reason += (
@@ -147,20 +184,19 @@ class DynamicStaticDetector(Detector):
                     "per-tensor quantize step before this module."
                 )
         headline = "Use dynamic quantization" if dynamic else "Use static quantization"
-        status = Status.RECOMMEND if dynamic else Status.OK
-        return Finding(self.name, fqn, status, headline, reason, values, evidence)
+        return Judgement(headline, reason, values, evidence)
 
 
-def _annotated_dynamic(finding: Finding) -> Finding:
-    """The verdict on a module whose input the PT2E quantizer already quantizes dynamically."""
-    if finding.values["dynamic_recommended"]:
+def _annotated_dynamic(judgement: Judgement, dynamic: bool) -> Judgement:
+    """The explanation for a module whose input the PT2E quantizer already quantizes dynamically."""
+    if dynamic:
         return replace(
-            finding, status=Status.OK, headline="Dynamic quantization already used",
-            reason=finding.reason + " The quantizer already annotated its input as dynamic: nothing to change.",
+            judgement, headline="Dynamic quantization already used",
+            reason=judgement.reason + " The quantizer already annotated its input as dynamic: nothing to change.",
         )
     return replace(
-        finding,
-        reason=finding.reason + " The quantizer annotated its input as dynamic; static quantization would "
+        judgement,
+        reason=judgement.reason + " The quantizer annotated its input as dynamic; static quantization would "
         "fit these ranges and run faster.",
     )
 
