@@ -178,9 +178,9 @@ def test_graph_and_eager_give_the_same_statistics_and_findings(kind):
         assert dict(mine.findings.statuses) == dict(det.findings.statuses), name
         for fqn in det.findings:
             a, b = mine.findings[fqn].values, det.findings[fqn].values
-            common = set(a) & set(b)
-            assert common == set(b), (name, fqn)
-            for key in common:
+            assert set(a) == set(b), (name, fqn)
+            # What the quantizer annotated is the graph's own fact ("static" there, None eagerly).
+            for key in set(b) - {"quantizer_input"}:
                 assert _close(a[key], b[key]), (name, fqn, key, a[key], b[key])
         flagged += len(det.recommended)
     assert flagged >= 3  # the comparison covers recommendations, not only "ok"
