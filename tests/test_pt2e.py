@@ -109,7 +109,8 @@ def test_tree_is_rebuilt_from_the_module_stacks(kind):
     assert catalog.modules["head"].children == ("head.0", "head.1", "head.2")
     assert catalog.modules["head.0"].is_weighted and catalog.modules["head.0"].is_linear
     assert catalog.modules["conv"].is_weighted and not catalog.modules["conv"].is_linear
-    assert catalog.modules["norm"].last_axis and not catalog.modules["norm"].is_weighted
+    assert catalog.axis_rules["norm"][:2] == ("norm", 4) and not catalog.modules["norm"].is_weighted
+    assert catalog.kinds["head.0"].name == "linear" and catalog.kinds["conv"].name == "conv"
     assert "_guards_fn" not in catalog.modules  # export's guard: not the user's module, not a helper
     helpers = {fqn: m.class_name for fqn, m in catalog.modules.items() if m.is_quant_helper}
     if kind == "exported":
@@ -167,6 +168,7 @@ def test_graph_and_eager_give_the_same_statistics_and_findings(kind):
         assert ours.global_min == theirs.global_min and ours.global_max == theirs.global_max, key
         assert _close(ours.comparison_stat, theirs.comparison_stat), key
         assert torch.equal(ours.channel_min, theirs.channel_min) and torch.equal(ours.channel_max, theirs.channel_max), key
+    assert {k: v.axis for k, v in graph_stats.layouts.items()} == {k: v.axis for k, v in eager_stats.layouts.items()}
     assert set(graph_stats.weights) == set(eager_stats.weights)
     for fqn, w in graph_stats.weights.items():
         assert torch.equal(w.channel_min, eager_stats.weights[fqn].channel_min)
@@ -434,7 +436,7 @@ def test_the_pt2e_sample_is_listed_and_finds_what_its_description_says(capsys):
     assert per_channel["conv1"]["status"] == "ok" and per_channel["fc1"]["status"] == "ok"
     assert per_channel["fc2"]["status"] == "not_applicable"
     dynamic = data["detectors"]["dynamic_vs_static_detector"]["modules"]
-    assert any(entry["status"] == "recommend" for entry in dynamic.values())
+    assert dynamic["fc1"]["status"] == "recommend" and dynamic["fc1"]["quantizer_input"] == "static"
 
 
 # No hard dependency on torch.ao.quantization -------------------------------------------

@@ -36,13 +36,20 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.modules import (
-    LAST_AXIS_TYPES,
+    AXIS_CHANNELS,
+    AXIS_FOLLOW,
+    AXIS_LAST,
+    AXIS_NORM,
+    CHANNEL_AXIS_TYPES,
     MONOTONE_TYPES,
-    WEIGHTED_TYPES,
     ModelCatalog,
+    WeightedKind,
     WeightScheme,
+    forward_overridden,
     is_quant_helper,
+    kind_named,
     model_fingerprint,
+    weighted_kind,
 )
 from tui_quantreport.engine.report import ModuleInfo
 
@@ -50,11 +57,10 @@ from tui_quantreport.engine.report import ModuleInfo
 WEIGHT_OPS: dict[str, int] = {
     "linear": 1, "conv1d": 1, "conv2d": 1, "conv3d": 1, "convolution": 1,
     "conv_transpose1d": 1, "conv_transpose2d": 1, "conv_transpose3d": 1,
-    "addmm": 2, "mm": 1, "matmul": 1, "bmm": 1,
+    "addmm": 2, "mm": 1, "matmul": 1, "bmm": 1, "embedding": 0,
 }
-LINEAR_OPS = frozenset({"linear", "addmm", "mm", "matmul", "bmm"})
-#: Ops whose tensors carry features on the last axis (as Linear/LayerNorm modules do).
-LAST_AXIS_OPS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "layer_norm", "native_layer_norm", "embedding"})
+LINEAR_OPS = frozenset({"linear", "addmm", "mm"})
+CONV_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution"})
 #: quantized_decomposed ops (quantize, dequantize, choose_qparams…): the quantizer's, not the user's work.
 QUANT_NAMESPACES = frozenset({"quantized_decomposed", "torchao"})
 #: Nodes that only move values around: never shown as unattributed work.
@@ -138,6 +144,53 @@ def _args(node: torch.fx.Node) -> list[torch.fx.Node]:
     found: list[torch.fx.Node] = []
     torch.fx.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
     return found
+
+
+@dataclass
+class _Facts:
+    """What the catalog records beside the tree: weighted kinds, axis rules, feature sizes."""
+
+    kinds: dict[str, WeightedKind] = field(default_factory=dict)
+    rules: dict[str, tuple[str, int | None, str]] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    own_forward: set[str] = field(default_factory=set)
+
+
+def _proxy(qualified: str) -> nn.Module | None:
+    """An uninitialised instance of the class a stack names, for isinstance-style matching only."""
+    cls = _resolve_class(qualified)
+    if cls is None or not issubclass(cls, nn.Module):
+        return None
+    try:
+        return cls.__new__(cls)
+    except Exception:
+        return None
+
+
+def _kind_by_ops(ops: set[str]) -> WeightedKind | None:
+    """The registered kind doing a leaf's work, read from its aten ops."""
+    for names, kind in ((LINEAR_OPS, "linear"), (CONV_OPS, "conv"), ({"embedding"}, "embedding")):
+        if ops & names:
+            return kind_named(kind)
+    return None
+
+
+def _meta_shape(node: torch.fx.Node | None) -> tuple[int, ...] | None:
+    value = node.meta.get("val") if node is not None else None
+    try:
+        return tuple(int(d) for d in value.shape) if value is not None else None
+    except (TypeError, AttributeError):
+        return None
+
+
+def _norm_features_of(own: list[torch.fx.Node]) -> int | None:
+    """C for a module that runs aten.layer_norm / rms_norm over C features."""
+    for node in own:
+        if op_name(node) in ("layer_norm", "native_layer_norm", "rms_norm") and len(node.args) > 1:
+            shape = node.args[1]
+            if isinstance(shape, (list, tuple)) and shape and isinstance(shape[-1], int):
+                return int(shape[-1])
+    return None
 
 
 @dataclass
@@ -250,9 +303,9 @@ class GraphView:
                     paths.append(prefix)
         order = {p: i for i, p in enumerate(paths)}
         paths.sort(key=lambda p: tuple(order.get(".".join(p.split(".")[: i + 1]), 0) for i in range(p.count(".") + 1)))
-        ops_of: dict[str, set[str]] = {}
+        nodes_of: dict[str, list[torch.fx.Node]] = {}
         for inv in self.invocations:
-            ops_of.setdefault(inv.fqn, set()).update(op_name(n) for n in inv.nodes if n.op == "call_function")
+            nodes_of.setdefault(inv.fqn, []).extend(n for n in inv.nodes if n.op == "call_function")
         children: dict[str, list[str]] = {"": []}
         for path in paths:
             children.setdefault(path, [])
@@ -262,19 +315,15 @@ class GraphView:
         children[""].extend(self.unattributed)
         children[""].extend(top_helpers)
 
+        facts = _Facts()
         infos: dict[str, ModuleInfo] = {}
-        infos[""] = self._info("", root_class, None, tuple(children[""]), ops_of.get("", set()), leaf=False)
+        infos[""] = self._info("", root_class, None, tuple(children[""]), [], facts, leaf=False)
         for path in paths:
             kids = tuple(children.get(path, ()))
-            infos[path] = self._info(path, self.classes[path], path.rpartition(".")[0], kids, ops_of.get(path, set()), leaf=not kids)
+            own = nodes_of.get(path, []) if not kids else []
+            infos[path] = self._info(path, self.classes[path], path.rpartition(".")[0], kids, own, facts, leaf=not kids)
         for name, node in self.unattributed.items():
-            ops = {op_name(node)}
-            infos[name] = ModuleInfo(
-                fqn=name, name=name, class_name=f"{_namespace(node) or 'fn'}.{op_name(node)}", parent="", depth=1,
-                children=(), is_quant_helper=False, is_leaf=True,
-                is_weighted=bool(ops & set(WEIGHT_OPS)), is_linear=bool(ops & LINEAR_OPS),
-                total_params=0, last_axis=bool(ops & LAST_AXIS_OPS),
-            )
+            infos[name] = self._info(name, f"{_namespace(node) or 'fn'}.{op_name(node)}", "", (), [node], facts, leaf=True)
         for name in top_helpers:
             module = self.gm.get_submodule(name)
             infos[name] = ModuleInfo(
@@ -291,12 +340,12 @@ class GraphView:
                 infos[fqn] = replace(infos[fqn], quantized=scheme.description)
                 schemes[fqn] = WeightScheme("none", None, f"already quantized: {scheme.description}")
         activations = {fqn: self._activation_scheme(fqn) for fqn, info in infos.items() if info.is_weighted}
-        catalog = ModelCatalog(
-            root_class.rpartition(".")[2], infos, schemes, annotated,
-            model_fingerprint(self.gm, class_name=root_class.rpartition(".")[2]),
+        name = root_class.rpartition(".")[2]
+        return ModelCatalog(
+            name, infos, schemes, annotated, model_fingerprint(self.gm, class_name=name),
+            kinds=facts.kinds, axis_rules=facts.rules, own_forward=frozenset(facts.own_forward),
+            feature_sizes=facts.sizes, activation_schemes={k: v for k, v in activations.items() if v is not None},
         )
-        catalog.activation_schemes = {k: v for k, v in activations.items() if v is not None}
-        return catalog
 
     def _first_use(self, target: str) -> int:
         for i, node in enumerate(self.nodes):
@@ -304,41 +353,64 @@ class GraphView:
                 return i
         return len(self.nodes)
 
-    def _info(self, path: str, qualified: str, parent: str | None, kids: tuple[str, ...], ops: set[str], *, leaf: bool) -> ModuleInfo:
-        cls = _resolve_class(qualified)
-        own_ops = ops if leaf else set()
-        if cls is not None and issubclass(cls, nn.Module):
-            weighted = issubclass(cls, WEIGHTED_TYPES) or (
-                cls.__module__.startswith("torch.") is False and bool(own_ops & set(WEIGHT_OPS)) and leaf
-            )
-            linear = issubclass(cls, nn.Linear) or (weighted and not issubclass(cls, WEIGHTED_TYPES) and bool(own_ops & LINEAR_OPS))
-            last_axis = issubclass(cls, LAST_AXIS_TYPES) or (not issubclass(cls, WEIGHTED_TYPES) and bool(own_ops & LAST_AXIS_OPS) and leaf)
-            monotone = cls in MONOTONE_TYPES
+    def _info(
+        self, path: str, qualified: str, parent: str | None, kids: tuple[str, ...],
+        own: list[torch.fx.Node], facts: _Facts, *, leaf: bool,
+    ) -> ModuleInfo:
+        """One module's facts from its class (when importable) and the aten ops it runs."""
+        proxy = _proxy(qualified)
+        ops = {op_name(n) for n in own}
+        kind: WeightedKind | None = weighted_kind(proxy) if proxy is not None else None
+        if kind is None and leaf and (proxy is None or not type(proxy).__module__.startswith("torch.")):
+            kind = _kind_by_ops(ops)  # a class we cannot see (a .pt2 from elsewhere) or a custom layer
+        if kind is not None:
+            facts.kinds[path] = kind
+            facts.rules[path] = (AXIS_LAST if kind.layout == "last" else AXIS_CHANNELS, None, f"{qualified.rpartition('.')[2]}: "
+                                 + ("features on the last axis" if kind.layout == "last" else "channels on axis 1"))
+            weight = self._weight_node_of(own)
+            shape = _meta_shape(weight)
+            if shape is not None and len(shape) >= 2:
+                facts.sizes[path] = (shape[kind.in_axis if kind.in_axis is not None else 1], shape[kind.out_axis])
+        elif proxy is not None and isinstance(proxy, CHANNEL_AXIS_TYPES):
+            facts.rules[path] = (AXIS_CHANNELS, None, f"{type(proxy).__name__}: channels on axis 1")
         else:
-            weighted = leaf and bool(own_ops & set(WEIGHT_OPS))
-            linear = weighted and bool(own_ops & LINEAR_OPS)
-            last_axis = leaf and bool(own_ops & LAST_AXIS_OPS)
-            monotone = False
+            features = _norm_features_of(own)
+            if features is not None:
+                facts.rules[path] = (AXIS_NORM, features, f"{qualified.rpartition('.')[2]} normalises {features} features")
+                facts.sizes[path] = (features,)
+                if proxy is not None and forward_overridden(proxy):
+                    facts.own_forward.add(path)
+            else:
+                facts.rules[path] = (AXIS_FOLLOW, None, f"{qualified.rpartition('.')[2]} does not say")
         try:
-            module = self.gm.get_submodule(path)
-            params = sum(p.numel() for p in module.parameters())
+            params = sum(p.numel() for p in self.gm.get_submodule(path).parameters()) if not path.startswith("[") else 0
         except AttributeError:
             params = 0
         return ModuleInfo(
             fqn=path,
             name=path.rpartition(".")[2],
-            class_name=qualified.rpartition(".")[2],
+            class_name=qualified if path.startswith("[") else qualified.rpartition(".")[2],  # "[relu]": aten.relu
             parent=parent,
             depth=0 if not path else path.count(".") + 1,
             children=kids,
             is_quant_helper=False,
             is_leaf=leaf,
-            is_weighted=weighted,
-            is_linear=linear,
+            is_weighted=kind is not None,
+            is_linear=isinstance(proxy, nn.Linear) if proxy is not None else bool(kind and kind.name == "linear"),
             total_params=params,
-            last_axis=last_axis,
-            monotone=monotone,
+            last_axis=facts.rules[path][0] == AXIS_LAST,
+            monotone=proxy is not None and type(proxy) in MONOTONE_TYPES,
+            weight_kind=kind.name if kind is not None else "",
         )
+
+    def _weight_node_of(self, own: list[torch.fx.Node]) -> torch.fx.Node | None:
+        for node in own:
+            name = op_name(node)
+            if name in WEIGHT_OPS:
+                index = WEIGHT_OPS[name]
+                arg = node.args[index] if len(node.args) > index else node.kwargs.get("weight")
+                return arg if isinstance(arg, torch.fx.Node) else None
+        return None
 
     # What the quantizer planned.
 
@@ -493,13 +565,13 @@ def observer_is_per_channel(observer: nn.Module) -> bool:
 
 
 class GraphRunner(torch.fx.Interpreter):
-    """Runs a graph node by node, handing the values at observed nodes to ``observe``."""
+    """Runs a graph node by node, handing the values at watched nodes to ``on_value``."""
 
-    def __init__(self, view: GraphView, at: Mapping[torch.fx.Node, list[tuple[Any, str]]], observe: Callable[[Any, Any], None]):
+    def __init__(self, view: GraphView, watched: set[torch.fx.Node], on_value: Callable[[torch.fx.Node, Any], None]):
         super().__init__(view.gm, garbage_collect_values=True)
         self.extra_traceback = False
-        self.at = at
-        self.observe = observe
+        self.watched = watched
+        self.on_value = on_value
         self.failed_at: torch.fx.Node | None = None
 
     def run_node(self, n: torch.fx.Node) -> Any:
@@ -509,20 +581,29 @@ class GraphRunner(torch.fx.Interpreter):
             if self.failed_at is None:
                 self.failed_at = n
             raise
-        for point in self.at.get(n, ()):
-            self.observe(point, value)
+        if n in self.watched:
+            self.on_value(n, value)
         return value
 
 
-def observation_sites(view: GraphView, points: Iterable[tuple[str, str]]) -> dict[torch.fx.Node, list[tuple[str, str]]]:
-    """For each node, the points (module, "pre"/"post") its value is observed for."""
-    wanted = set(points)
-    at: dict[torch.fx.Node, list[tuple[str, str]]] = {}
-    for inv in view.invocations:
-        for role, node in (("pre", inv.input), ("post", inv.output)):
-            if node is not None and (inv.fqn, role) in wanted:
-                at.setdefault(node, []).append((inv.fqn, role))
-    return at
+class _Sites:
+    """What happens at each watched node, in the order forward hooks would do it on the eager model:
+    modules ending there (innermost first: discovery's producer tag, then the "post" point),
+    then modules starting there (outermost first: discovery's consumer record, then "pre")."""
+
+    def __init__(self, view: GraphView, points: Iterable[tuple[str, str]]):
+        wanted = set(points)
+        self.ends: dict[torch.fx.Node, list[tuple[Invocation, bool]]] = {}
+        self.starts: dict[torch.fx.Node, list[tuple[Invocation, bool]]] = {}
+        depth = {inv.key: (inv.fqn.count(".") + 1 if inv.fqn else 0) for inv in view.invocations}
+        for inv in sorted(view.invocations, key=lambda i: depth[i.key]):
+            if inv.input is not None:
+                self.starts.setdefault(inv.input, []).append((inv, (inv.fqn, "pre") in wanted))
+            if inv.output is not None:
+                self.ends.setdefault(inv.output, []).append((inv, (inv.fqn, "post") in wanted))
+        for entries in self.ends.values():
+            entries.reverse()  # innermost first
+        self.nodes = set(self.ends) | set(self.starts)
 
 
 def freeze_graph_state(gm: nn.Module) -> Callable[[], None]:
@@ -553,7 +634,6 @@ def freeze_graph_state(gm: nn.Module) -> Callable[[], None]:
     return restore
 
 
-
 def calibrate_graph(
     session: Any,
     batches: Iterable[Any],
@@ -577,16 +657,30 @@ def calibrate_graph(
         if point[0] in session.catalog.modules:
             observer.requests[point] = request
             observer.accumulators[point] = Accumulator(request.percentiles)
+    sites = _Sites(view, observer.accumulators)
+    tracker = observer.tracker
+    inputs: dict[str, Any] = {}  # invocation key -> its input value (first batch: producer tags need it)
 
-    def observe(point: tuple[str, str], value: Any) -> None:
+    def on_value(node: torch.fx.Node, value: Any) -> None:
         try:
-            observer.observe(point, session_module.first_tensor(value))
+            for inv, observed in sites.ends.get(node, ()):
+                if tracker.discovering:
+                    source = inputs.get(inv.key)
+                    tracker._producer_hook(inv.fqn)(None, (source,) if source is not None else (), {}, value)
+                if observed:
+                    observer.observe((inv.fqn, "post"), session_module.first_tensor(value))
+            for inv, observed in sites.starts.get(node, ()):
+                if tracker.discovering:
+                    inputs[inv.key] = value
+                    tracker._consumer_hook(inv.fqn)(None, (value,), {})
+                if observed:
+                    observer.observe((inv.fqn, "pre"), session_module.first_tensor(value))
         except Exception as exc:
             raise session_module.ObserverFault(
                 f"tui-quantreport failed while observing: {type(exc).__name__}: {exc}"
             ) from exc
 
-    runner = GraphRunner(view, observation_sites(view, observer.accumulators), observe)
+    runner = GraphRunner(view, sites.nodes, on_value)
     restore = freeze_graph_state(view.gm)
     done = 0
     try:
@@ -604,15 +698,20 @@ def calibrate_graph(
                     raise
                 except Exception as exc:
                     raise _rejected(session, runner.failed_at, done + 1, exc) from exc
+                finally:
+                    runner.env = {}
+                observer.end_batch()
+                inputs.clear()
                 done += 1
                 if progress is not None:
                     progress(done, total)
     finally:
+        observer.end_discovery()
         observer.new_batch()
-        runner.env = {}
+        inputs.clear()
         restore()
     points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
-    return Stats(batches=done, points=points, weights=weight_ranges(view))
+    return Stats(batches=done, points=points, weights=weight_ranges(view), layouts=dict(observer.layouts))
 
 
 def _rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Exception) -> Exception:
@@ -630,20 +729,21 @@ def _rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Excepti
 
 
 def weight_ranges(view: GraphView) -> dict[str, Any]:
-    """Per input channel (weight dim 1) min/max of every weighted module's float weight."""
+    """Per-channel min/max of every weighted layer's float weight, along the axis its kind declares."""
     from tui_quantreport.engine.stats import WeightRange
 
     ranges = {}
     with torch.no_grad():
-        for fqn, info in view.catalog.modules.items():
-            if not info.is_weighted:
-                continue
+        for fqn, kind in view.catalog.kinds.items():
             try:
                 weight = view.weight(fqn)
             except Exception:
                 weight = None
             if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
                 continue
-            w = weight.detach().float().transpose(0, 1).reshape(weight.shape[1], -1)
-            ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu())
+            rows = kind.in_axis is None
+            axis = kind.out_axis if rows else kind.in_axis
+            w = weight.detach().float().transpose(0, axis)
+            w = w.reshape(w.shape[0], -1)
+            ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)
     return ranges
