@@ -27,6 +27,7 @@ pytest.importorskip(
     reason="this torch has no torch.ao.quantization model report to compare against",
 )
 
+from tui_quantreport.engine.detectors.outlier import OutlierRatio  # noqa: E402
 from reference_models import (  # noqa: E402
     ALL_DETECTORS,
     CONV_BN_RELU_FUSION,
@@ -487,5 +488,5 @@ def test_difference_percentile_beyond_torch_quantile_limit():
     del shuffled
     assert finding.values["batches_used"] == [1]
     assert finding.values["percentile_ratio"][0] == pytest.approx(expected_ratio, rel=1e-6)
-    point = stats.point("0", "pre").percentiles[0.975]
+    point = stats.point("0", "pre").get(OutlierRatio(0.975))
     assert float(point.ratio_sum[0]) == pytest.approx(expected_ratio, rel=1e-6)

@@ -646,7 +646,7 @@ def calibrate_graph(
     """:meth:`Session.calibrate` for an exported graph: the same loop, observed at nodes."""
     from tui_quantreport.engine import session as session_module
     from tui_quantreport.engine.errors import CalibrationCancelled
-    from tui_quantreport.engine.stats import Accumulator, Stats
+    from tui_quantreport.engine.stats import Stats
 
     view: GraphView = session.graph
     total = session_module._length(batches)
@@ -655,8 +655,7 @@ def calibrate_graph(
     observer = session_module._Observer(session.catalog)
     for point, request in plan.items():
         if point[0] in session.catalog.modules:
-            observer.requests[point] = request
-            observer.accumulators[point] = Accumulator(request.percentiles)
+            observer.request(point, request)
     sites = _Sites(view, observer.accumulators)
     tracker = observer.tracker
     inputs: dict[str, Any] = {}  # invocation key -> its input value (first batch: producer tags need it)
