@@ -512,3 +512,13 @@ def test_an_fx_traced_graph_is_observed_as_an_eager_model():
     _, stats, _ = _report(traced)
     _, eager_stats, _ = _report(_float_model())
     assert set(stats.points) == set(eager_stats.points)
+
+
+def test_the_app_accepts_a_calibration_file_without_build_model(tmp_path):
+    from tui_quantreport.engine import SpecError
+    from tui_quantreport.engine.spec import BATCHES_FACTORY, check_spec
+
+    (tmp_path / "cal.py").write_text(CALIBRATION)
+    check_spec(str(tmp_path / "cal.py"), BATCHES_FACTORY)
+    with pytest.raises(SpecError, match="defines no build_model"):
+        check_spec(str(tmp_path / "cal.py"))

@@ -124,12 +124,12 @@ def run_samples() -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine.spec import check_spec, default_sample
+    from tui_quantreport.engine.spec import BATCHES_FACTORY, check_spec, default_sample
 
     spec = args.model or default_sample()
     check_spec(spec)
     if args.calibration:
-        check_spec(args.calibration)
+        check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     from tui_quantreport.tui.app import QuantReportApp
 
     app = QuantReportApp(spec=spec, options=args)

@@ -171,7 +171,7 @@ def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
         yield batch
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, default_name: str = MODEL_FACTORY) -> None:
     """A quick check of a spec that imports nothing heavy (no torch, no user code).
 
     Catches what can be known without running the user's code: an unknown
@@ -193,7 +193,7 @@ def check_spec(spec: str) -> None:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
-        wanted = parsed.name or MODEL_FACTORY
+        wanted = parsed.name or default_name
         names = _top_level_names(tree)
         if names is not None and wanted not in names:
             raise SpecError(f"{spec}: {path} defines no {wanted}()")
