@@ -62,9 +62,13 @@ class ModelSession:
     """One loaded model and its engine session."""
 
     def __init__(self, loaded_model: LoadedModel, session: Session) -> None:
+        from tui_quantreport.engine.evaluation import Evaluator
+
         self.loaded_model = loaded_model
         self.session = session
         self.spec: str = loaded_model.spec
+        #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
+        self.evaluator = Evaluator(session.catalog)
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -88,7 +92,6 @@ class ModelSession:
         options, the model spec or the model's factory are wrong.
         """
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
         from tui_quantreport.engine.stats import Stats
@@ -104,14 +107,13 @@ class ModelSession:
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
-        report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
+        model = cls(loaded_model, session)
+        report = model.evaluate(stats, settings)
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()))
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.evaluation import evaluate
-
-        return evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        return self.evaluator.evaluate(stats, settings, spec=self.spec)
 
     def calibrate(
         self,
@@ -126,7 +128,6 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
         stats = self.session.calibrate(
@@ -136,7 +137,7 @@ class ModelSession:
             progress=progress,
             should_cancel=should_cancel,
         )
-        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
 
 
