@@ -522,3 +522,32 @@ def test_the_app_accepts_a_calibration_file_without_build_model(tmp_path):
     check_spec(str(tmp_path / "cal.py"), BATCHES_FACTORY)
     with pytest.raises(SpecError, match="defines no build_model"):
         check_spec(str(tmp_path / "cal.py"))
+
+
+def test_a_qat_prepared_graph_is_observed_without_touching_it():
+    class ConvBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.relu, self.fc = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_qat=True))
+    batch = torch.export.Dim("batch", min=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.export.export(ConvBN().train(), (torch.randn(4, 3, 8, 8),), dynamic_shapes=({0: batch},)).module()
+        graph = pt2e.prepare_qat_pt2e(graph, quantizer)
+    state = {k: v.clone() for k, v in graph.state_dict().items()}
+    session, stats, report = _report(graph, [torch.randn(4, 3, 8, 8) for _ in range(3)])
+    modules = session.catalog.modules
+    assert {f: m.class_name for f, m in modules.items() if not m.is_quant_helper} == {
+        "": "ConvBN", "conv": "Conv2d", "bn": "BatchNorm2d", "relu": "ReLU", "fc": "Linear",
+    }
+    assert {m.class_name for m in modules.values() if m.is_quant_helper} == {"FusedMovingAvgObsFakeQuantize"}
+    assert session.catalog.weight_schemes["conv"].per_channel and session.catalog.weight_schemes["fc"].per_channel
+    assert stats.point("fc", "pre").calls == 3
+    after = graph.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())  # BN running stats and fake quantizers
