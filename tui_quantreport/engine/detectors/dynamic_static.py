@@ -65,6 +65,7 @@ class Stationarity:
     pre: Spread
     post: Spread
     note: str = ""  # what the layer's kind adds (e.g. how torch.ao takes transformers' Conv1D)
+    hidden_input: str = ""  # why no hook can see the layer's input (MultiheadAttention's out_proj)
     #: How a PT2E quantizer annotated the input ("dynamic" or "static"); None for eager models.
     annotated: str | None = None
 
@@ -112,7 +113,7 @@ class DynamicStaticDetector(Detector[Stationarity]):
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
         return Stationarity(
             info.class_name, ctx.catalog.dynamic_kernel(fqn), Spread.of(pre), Spread.of(post),
-            ctx.catalog.kinds[fqn].note, ctx.catalog.activation_schemes.get(fqn),
+            ctx.catalog.kinds[fqn].note, info.hidden_input, ctx.catalog.activation_schemes.get(fqn),
         )
 
     def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
@@ -162,6 +163,9 @@ class DynamicStaticDetector(Detector[Stationarity]):
             Evidence("input S", measured.pre.stat, f"> {tolerance:g} is stationary", False),
         )
         judgement = self._finding(fqn, class_name, values, evidence, supported, measured.note)
+        if measured.hidden_input and pre_dist == NOT_OBSERVED:
+            reason = f"{judgement.reason} Its input is not observed: {measured.hidden_input}."
+            judgement = Judgement(judgement.headline, reason, judgement.values, judgement.evidence, judgement.series)
         if measured.annotated == "dynamic":
             return _annotated_dynamic(judgement, values[self.DYNAMIC_RECOMMENDED])
         return judgement
