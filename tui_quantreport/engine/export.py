@@ -143,31 +143,31 @@ def render(report: Report, fmt: str) -> str:
     return RENDERERS[fmt](report)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+def write_atomic(path: str | os.PathLike, text: str | bytes, *, what: str = "report") -> Path:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file and a rename.
 
     Raises :class:`UserError` naming the path and the cause; on failure no
     partial file is left behind and an existing file keeps its old content.
     """
     target = Path(path).expanduser()
     if target.is_dir():
-        raise UserError(f"cannot write report to {target}: it is a directory")
+        raise UserError(f"cannot write {what} to {target}: it is a directory")
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
+        raise UserError(f"cannot write {what} to {target}: directory {directory} does not exist")
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp_name, _existing_mode(target) or 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
         tmp_name = None
     except OSError as exc:
-        raise UserError(f"cannot write report to {target}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {what} to {target}: {exc.strerror or exc}") from None
     finally:
         if tmp_name is not None:
             try:
