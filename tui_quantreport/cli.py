@@ -56,7 +56,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     report.add_argument("model", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
     _common_options(report)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
-    report.add_argument("--output", metavar="PATH", help="write here (atomically) instead of stdout")
+    report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
 
     samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
@@ -83,7 +83,7 @@ def run_report(args: argparse.Namespace) -> int:
     stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
-    if args.output:
+    if args.output and args.output != "-":
         path = write_atomic(args.output, text)
         print(f"wrote {args.format} report to {path}", file=sys.stderr)
     else:

@@ -8,10 +8,15 @@ leaves a partial file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import stat
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,38 +112,137 @@ def render(report: Report, fmt: str) -> str:
     return RENDERERS[fmt](report)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+#: Temporary names are ".<stem>.<random>.tmp": the stem is cut so the whole name fits NAME_MAX.
+_TMP_STEM_BYTES = 200
 
-    Raises :class:`UserError` naming the path and the cause; on failure no
-    partial file is left behind and an existing file keeps its old content.
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` without replacing anything the user did not name.
+
+    - a regular file (or a new one) is written through a temporary file beside it
+      and a rename, so a failed export never leaves a partial file;
+    - a symlink is followed, and its final target is replaced that way (the link stays);
+    - a character device or a named pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is
+      opened and written plainly: it is never replaced;
+    - anything else that is not a regular file (a directory, a socket, a block
+      device) is refused, and so is a trailing slash (a folder) on a path that
+      is not a folder.
+
+    ``-`` is not special here: the command line writes it to stdout itself.
+    Raises :class:`UserError` naming the path and the cause. SIGTERM during the
+    write removes the temporary file before the process ends.
     """
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise UserError(f"cannot write report to {target}: it is a directory")
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
-    tmp_name = None
+    raw = os.fspath(path)
+    target = Path(raw).expanduser()
+    if raw.endswith(("/", os.sep)) or (os.altsep and raw.endswith(os.altsep)):
+        if target.is_dir():
+            raise UserError(f"cannot write report to {raw}: it is a directory")
+        raise UserError(f"cannot write report to {raw}: the trailing slash names a folder, and there is none")
+    resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_name, _existing_mode(target) or 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-        tmp_name = None
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        mode = None
     except OSError as exc:
         raise UserError(f"cannot write report to {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UserError(f"cannot write report to {target}: it is a directory")
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        _write_plainly(resolved, text, target)
+        return target
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UserError(f"cannot write report to {target}: it is {_kind(mode)}, not a regular file")
+    directory = resolved.parent
+    if not directory.is_dir():
+        raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
+    _replace_atomically(resolved, text, target)
     return target
+
+
+def _write_plainly(resolved: Path, text: str, shown: Path) -> None:
+    """Write into a device or a pipe as it is: open, write, close (no temporary, no rename)."""
+    try:
+        with open(resolved, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise UserError(f"cannot write report to {shown}: {exc.strerror or exc}") from None
+
+
+def _replace_atomically(resolved: Path, text: str, shown: Path) -> None:
+    stem = resolved.name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
+    tmp_name: str | None = None
+    with _cleanup_on_sigterm(lambda: tmp_name):
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, resolved)
+            tmp_name = None
+        except OSError as exc:
+            raise UserError(f"cannot write report to {shown}: {exc.strerror or exc}") from None
+        finally:
+            _unlink_quietly(tmp_name)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while a temporary file existed."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
+    """While the block runs, SIGTERM removes the temporary file, then ends the process as SIGTERM would.
+
+    Signal handlers can only be set from the main thread; elsewhere (the app's
+    workers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        previous = signal.SIG_IGN
+    if previous == signal.SIG_IGN or previous is None:  # ignored (or not set from Python): leave it so
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        _unlink_quietly(pending())
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signal.SIGTERM, None)
+        elif previous != signal.SIG_IGN:
+            signal.raise_signal(signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _unlink_quietly(name: str | None) -> None:
+    if name is not None:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
 
 
 def _umask() -> int:

@@ -1,0 +1,215 @@
+"""Issue 14: what a hostile or careless user tried, one test (or more) per numbered item.
+
+Each test names its item (``test_i04_…`` is item 4). Model files are written
+into a temporary folder by the test that needs them, so each case reads whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from tui_quantreport.cli import main
+from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.export import write_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(Path(__file__).parent / "models" / "tiny.py")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(code, err, *fragments):
+    """The promise: exit 2, one line starting with the program's name, no traceback."""
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tui-quantreport: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def model_file(folder: Path, source: str, name: str = "model.py") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def subprocess_cli(*argv, cwd=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "tui_quantreport", *map(str, argv)],
+        capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+# 4. --output never replaces what the user did not name ---------------------------------------
+
+
+def test_i04_output_dash_writes_to_stdout(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "report", TINY, "--format", "json", "--output", "-", "--batches", "2")
+    assert code == 0, err
+    assert json.loads(out)["calibration"]["batches"] == 2
+    assert not (tmp_path / "-").exists()
+
+
+def test_i04_a_fifo_is_written_plainly_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+
+    def reader():
+        with open(fifo) as handle:
+            received.append(handle.read())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    write_atomic(fifo, "hello\n")
+    thread.join(10)
+    assert received == ["hello\n"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_i04_a_character_device_is_written_plainly_not_replaced(tmp_path):
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a character device here: {exc}")
+    write_atomic(null, "x" * 1000)
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_i04_a_full_character_device_reports_the_failure(tmp_path):
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a private /dev/full
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a character device here: {exc}")
+    with pytest.raises(UserError, match="cannot write report to .*full"):
+        write_atomic(full, "x" * 100_000)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+def test_i04_a_symlink_is_followed_and_its_target_replaced(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_atomic(link, "new")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real.json"]
+
+
+def test_i04_a_chain_of_relative_symlinks_is_followed(tmp_path):
+    (tmp_path / "d").mkdir()
+    real = tmp_path / "d" / "real.json"
+    real.write_text("old")
+    (tmp_path / "a").symlink_to("d/real.json")
+    (tmp_path / "b").symlink_to("a")
+    write_atomic(tmp_path / "b", "new")
+    assert real.read_text() == "new" and (tmp_path / "b").is_symlink() and (tmp_path / "a").is_symlink()
+
+
+def test_i04_a_socket_is_refused_in_one_line(capsys):
+    folder = tempfile.mkdtemp(prefix="tqr", dir="/tmp")  # AF_UNIX paths are short
+    path = os.path.join(folder, "s")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(path)
+        code, out, err = run(capsys, "report", TINY, "--output", path, "--batches", "1")
+        one_line(code, err, "not a regular file")
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        server.close()
+        os.unlink(path)
+        os.rmdir(folder)
+
+
+def test_i04_cli_says_where_it_wrote_a_fifo(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    thread = threading.Thread(target=lambda: received.append(open(fifo).read()), daemon=True)
+    thread.start()
+    code, out, err = run(capsys, "report", TINY, "--format", "json", "--output", fifo, "--batches", "1")
+    thread.join(10)
+    assert code == 0, err
+    assert json.loads(received[0])["calibration"]["batches"] == 1
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+# 5. Export path edges -------------------------------------------------------------------------
+
+
+def test_i05_trailing_slash_on_a_missing_folder_is_refused(tmp_path):
+    with pytest.raises(UserError, match="folder"):
+        write_atomic(str(tmp_path / "missing") + "/", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_i05_trailing_slash_on_an_existing_file_is_refused(tmp_path):
+    (tmp_path / "f.json").write_text("old")
+    with pytest.raises(UserError):
+        write_atomic(str(tmp_path / "f.json") + "/", "x")
+    assert (tmp_path / "f.json").read_text() == "old"
+
+
+def test_i05_a_250_character_name_can_be_written(tmp_path):
+    name = "r" * 245 + ".json"
+    write_atomic(tmp_path / name, "ok")
+    assert (tmp_path / name).read_text() == "ok"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_i05_a_255_byte_multibyte_name_can_be_written(tmp_path):
+    name = "é" * 125 + ".json"  # 250 + 5 bytes
+    assert len(name.encode()) == 255
+    write_atomic(tmp_path / name, "ok")
+    assert (tmp_path / name).read_text() == "ok"
+
+
+def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from tui_quantreport.engine import export
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            real_fsync(fd)
+        export.os.fsync = slow_fsync
+        export.write_atomic({str(target)!r}, "new" * 1_000_000)
+        print("survived")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert "survived" not in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.read_text() == "old"
