@@ -213,3 +213,225 @@ def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
     assert "survived" not in proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert target.read_text() == "old"
+
+
+# 7. SystemExit from a model file is bad input --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, body",
+    [
+        ("build_model", "def build_model():\n    sys.exit(0)\n"),
+        ("build_model", "def build_model():\n    raise SystemExit('no GPU here')\n"),
+        ("importing", "sys.exit(3)\n"),
+        ("calibration_batches", "def build_model():\n    return nn.Linear(2, 2)\n\ndef calibration_batches():\n    sys.exit(0)\n"),
+        ("batch 2", "def build_model():\n    return nn.Linear(2, 2)\n\n"
+                    "def calibration_batches():\n    yield torch.ones(1, 2)\n    sys.exit(0)\n"),
+        ("forward", "class M(nn.Module):\n    def forward(self, x):\n        sys.exit(0)\n\n"
+                    "def build_model():\n    return M()\n\ndef calibration_batches():\n    return [torch.ones(1)]\n"),
+    ],
+)
+def test_i07_system_exit_in_a_model_file_is_one_line_exit_2(tmp_path, capsys, where, body):
+    path = model_file(tmp_path, "import sys\nimport torch\nfrom torch import nn\n\n" + body)
+    code, out, err = run(capsys, "report", path)
+    line = one_line(code, err, "exit")
+    assert where.split()[0] in line
+    assert out == ""
+
+
+def test_i07_system_exit_in_build_model_is_an_error_in_the_app(tmp_path):
+    from tui_quantreport.tui.model_session import ModelSession
+
+    path = model_file(tmp_path, "import sys\n\ndef build_model():\n    sys.exit(0)\n")
+    with pytest.raises(UserError, match=r"build_model\(\) called sys.exit\(0\)"):
+        ModelSession.load(str(path), None)
+
+
+# 8. Argument errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["report"], "MODEL"),
+        (["report", TINY, "--format", "yaml"], "--format"),
+        (["report", TINY, "--bogus"], "--bogus"),
+        (["--batches", "0"], "--batches"),
+        (["samples", "extra"], "extra"),
+    ],
+)
+def test_i08_argument_errors_are_one_line_with_a_hint(capsys, argv, fragment):
+    code, out, err = run(capsys, *argv)
+    line = one_line(code, err, fragment, "--help")
+    assert "usage:" not in err
+
+
+def test_i08_a_5000_digit_batches_gets_a_true_message(capsys):
+    code, out, err = run(capsys, "report", TINY, "--batches", "9" * 5000)
+    line = one_line(code, err, "--batches", "5000-digit")
+    assert "whole number" not in line and len(line) < 300
+
+
+def test_i08_help_still_works(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["report", "--help"])
+    assert raised.value.code == 0
+    assert "--output" in capsys.readouterr().out
+
+
+# 9. --batches N pulls exactly N batches -------------------------------------------------------
+
+
+def test_i09_batches_n_never_pulls_batch_n_plus_1(tmp_path, capsys):
+    path = model_file(tmp_path, """
+        import torch
+        from torch import nn
+
+        def build_model():
+            return nn.Linear(2, 2)
+
+        def calibration_batches():
+            for i in range(10):
+                if i == 4:
+                    raise RuntimeError("batch 5 must not be read")
+                yield torch.ones(1, 2) * i
+    """)
+    code, out, err = run(capsys, "report", path, "--batches", "4", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["calibration"]["batches"] == 4
+
+
+def test_i09_session_pulls_exactly_max_batches():
+    import torch
+    from torch import nn
+
+    from tui_quantreport.engine import Session, Settings, observation_plan
+
+    pulled = []
+
+    def source():
+        for i in range(10):
+            pulled.append(i)
+            yield torch.ones(1, 2)
+
+    session = Session(nn.Linear(2, 2))
+    stats = session.calibrate(source(), observation_plan(session.catalog, Settings.build()), max_batches=3)
+    assert stats.batches == 3 and pulled == [0, 1, 2]
+
+
+# 10. The model's prints stay off the report's stream -----------------------------------------
+
+
+def test_i10_model_prints_go_to_stderr_and_json_stays_valid(tmp_path):
+    path = model_file(tmp_path, """
+        import os
+        import torch
+        from torch import nn
+
+        print("building the model")
+
+        class Chatty(nn.Linear):
+            def forward(self, x):
+                print("forward!")
+                os.write(1, b"raw fd write\\n")
+                return super().forward(x)
+
+        def build_model():
+            print("in build_model")
+            return Chatty(2, 2)
+
+        def calibration_batches():
+            print("making batches")
+            return [torch.ones(1, 2)] * 3
+    """)
+    proc = subprocess_cli("report", path, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["calibration"]["batches"] == 3
+    for said in ("building the model", "in build_model", "forward!", "raw fd write", "making batches"):
+        assert said in proc.stderr
+
+
+def test_i10_in_process_prints_go_to_stderr(tmp_path, capsys):
+    path = model_file(tmp_path, """
+        import torch
+        from torch import nn
+
+        def build_model():
+            print("hello from build_model")
+            return nn.Linear(2, 2)
+
+        def calibration_batches():
+            return [torch.ones(1, 2)]
+    """)
+    code, out, err = run(capsys, "report", path, "--format", "json")
+    assert code == 0, err
+    json.loads(out)
+    assert "hello from build_model" in err
+
+
+# 11. Model files Python runs, we load -----------------------------------------------------------
+
+
+def test_i11_importing_a_sibling_inside_build_model(tmp_path, capsys):
+    (tmp_path / "sibling_layers_i11.py").write_text("from torch import nn\n\ndef make():\n    return nn.Linear(2, 2)\n")
+    path = model_file(tmp_path, """
+        import torch
+
+        def build_model():
+            import sibling_layers_i11
+            return sibling_layers_i11.make()
+
+        def calibration_batches():
+            import sibling_layers_i11  # and while producing batches
+            return [torch.ones(1, 2)]
+    """)
+    code, out, err = run(capsys, "report", path)
+    assert code == 0, err
+
+
+def test_i11_latin_1_coding_line(tmp_path, capsys):
+    path = tmp_path / "latin.py"
+    source = ("# -*- coding: latin-1 -*-\nimport torch\nfrom torch import nn\n"
+              "NAME = 'caf\xe9'\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
+              "def calibration_batches():\n    return [torch.ones(1, 2)]\n")
+    path.write_bytes(source.encode("latin-1"))
+    code, out, err = run(capsys, "report", path)
+    assert code == 0, err
+    from tui_quantreport.engine.spec import check_spec
+    check_spec(str(path))
+
+
+def test_i11_utf8_bom(tmp_path, capsys):
+    path = tmp_path / "bom.py"
+    source = ("import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
+              "def calibration_batches():\n    return [torch.ones(1, 2)]\n")
+    path.write_bytes(b"\xef\xbb\xbf" + source.encode())
+    code, out, err = run(capsys, "report", path)
+    assert code == 0, err
+    from tui_quantreport.engine.spec import check_spec
+    check_spec(str(path))
+
+
+def test_i11_an_existing_file_whose_name_has_a_colon_is_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model_file(tmp_path, """
+        import torch
+        from torch import nn
+
+        def build_model():
+            return nn.Linear(2, 2)
+
+        def calibration_batches():
+            return [torch.ones(1, 2)]
+    """, name="model:v2")
+    code, out, err = run(capsys, "report", "model:v2")
+    assert code == 0, err
+    (tmp_path / "sub").mkdir()
+    model_file(tmp_path / "sub", "import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n"
+               "\ndef calibration_batches():\n    return [torch.ones(1, 2)]\n", name="m.py:make")
+    code, out, err = run(capsys, "report", "sub/m.py:make")
+    assert code == 0, err
+    from tui_quantreport.engine.spec import check_spec
+    check_spec("model:v2")
+    check_spec("sub/m.py:make")

@@ -10,11 +10,26 @@ Bad input prints one line naming the cause and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 PROG = "tui-quantreport"
 EXIT_USAGE = 2
+#: The most batches --batches accepts (any more is "all of them" on any real loader).
+MAX_BATCHES = 2**63 - 1
+
+
+class ArgumentError(Exception):
+    """A command-line error, already worded as one line (see :class:`OneLineParser`)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line with a hint to ``--help`` instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ArgumentError(f"{message} (see '{self.prog} --help')")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -34,17 +49,22 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
+    digits = text.strip().lstrip("+").lstrip("0")
+    if digits.isdigit() and (len(digits) > len(str(MAX_BATCHES)) or int(digits) > MAX_BATCHES):
+        # int() itself refuses more than 4,300 digits; either way the number is simply too large.
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCHES}, not a {len(digits)}-digit number")
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shown!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
-    app = argparse.ArgumentParser(
+    app = OneLineParser(
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless) and '{PROG} samples'.",
@@ -52,13 +72,13 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     app.add_argument("model", nargs="?", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
     _common_options(app)
 
-    report = argparse.ArgumentParser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
+    report = OneLineParser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
     report.add_argument("model", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
     _common_options(report)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
     report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
 
-    samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
+    samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
 
 
@@ -78,9 +98,10 @@ def run_report(args: argparse.Namespace) -> int:
     )
 
     settings = settings_from(args)
-    loaded = load_model(args.model, args.calibration)
-    session = Session(loaded.model, label=loaded.spec)
-    stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
+    with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
+        loaded = load_model(args.model, args.calibration)
+        session = Session(loaded.model, label=loaded.spec)
+        stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
     if args.output and args.output != "-":
@@ -89,6 +110,28 @@ def run_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+@contextlib.contextmanager
+def model_output_to_stderr() -> Iterator[None]:
+    """While the user's code runs, what it prints goes to stderr: ``print`` (sys.stdout) and,
+    when stdout is a real file descriptor, writes to fd 1 from C code or ``os.write``."""
+    sys.stdout.flush()
+    saved = None
+    try:
+        if sys.stdout.fileno() == 1 and sys.stderr.fileno() != 1:
+            saved = os.dup(1)
+            os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError):  # no real fd (captured, replaced): sys.stdout only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def run_samples() -> int:
@@ -128,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples_parser.parse_args(argv[1:])
             return run_samples()
         return run_app(app_parser.parse_args(argv))
-    except UserError as exc:
+    except (UserError, ArgumentError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError
+from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.stats import Accumulator, PointStats, TensorSummary, summarize
 
@@ -199,8 +199,11 @@ class Session:
         try:
             self.model.eval()
             with torch.no_grad():
-                for batch in batches:
-                    if max_batches is not None and done >= max_batches:
+                iterator = iter(batches)
+                # Stop before pulling batch N+1: a slow or failing loader pays for N batches only.
+                while max_batches is None or done < max_batches:
+                    batch = next(iterator, _END)
+                    if batch is _END:
                         break
                     if should_cancel is not None and should_cancel():
                         raise CalibrationCancelled()
@@ -209,7 +212,7 @@ class Session:
                         call_batch(self.model, batch)
                     except ObserverFault:
                         raise
-                    except Exception as exc:
+                    except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
                         raise self._explain_failure(batch, done + 1, exc) from exc
                     done += 1
                     if progress is not None:
@@ -264,7 +267,7 @@ class Session:
                 handles.append(module.register_forward_hook(_post_hook(observer, point)))
         return handles
 
-    def _explain_failure(self, batch: Any, index: int, exc: Exception) -> CalibrationError:
+    def _explain_failure(self, batch: Any, index: int, exc: BaseException) -> CalibrationError:
         """Re-run the failing batch with a tracer to name the innermost module that raised."""
         stack: list[str] = []
         failed_in: list[str] = []
@@ -276,7 +279,7 @@ class Session:
             handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
         try:
             call_batch(self.model, batch)
-        except Exception:
+        except (Exception, SystemExit):
             failed_in = list(stack)
         finally:
             for handle in handles:
@@ -287,12 +290,19 @@ class Session:
             where = f" in module '{module}' ({self.catalog.modules[module].class_name})"
         elif module == "":
             where = f" in the model's own forward ({self.catalog.class_name})"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, SystemExit):
+            cause = exit_call(exc)
+        else:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = f"{type(exc).__name__}: {detail}"
         return CalibrationError(
-            f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}",
+            f"batch {index} was rejected{where}: {cause}",
             batch=index,
             module=module,
         )
+
+
+_END = object()
 
 
 class ObserverFault(RuntimeError):

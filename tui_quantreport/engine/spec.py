@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tui_quantreport.engine.errors import SpecError
+from tui_quantreport.engine.errors import SpecError, exit_call
 
 MODEL_FACTORY = "build_model"
 BATCHES_FACTORY = "calibration_batches"
@@ -128,6 +128,8 @@ def open_batches(loaded: LoadedModel) -> Batches:
         first = next(iterator)
     except StopIteration:
         raise SpecError(f"{loaded.batches_spec}: yielded zero batches; calibration needs at least one") from None
+    except SystemExit as exc:
+        raise SpecError(f"{loaded.batches_spec}: {exit_call(exc)} while producing batch 1") from None
     except Exception as exc:
         raise SpecError(f"{loaded.batches_spec}: failed while producing the first batch: {_describe(exc)}") from None
     return Batches(itertools.chain([first], _guarded(iterator, loaded.batches_spec)), length)
@@ -140,6 +142,8 @@ def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
             batch = next(iterator)
         except StopIteration:
             return
+        except SystemExit as exc:
+            raise SpecError(f"{spec}: {exit_call(exc)} while producing batch {index + 1}") from None
         except Exception as exc:
             raise SpecError(f"{spec}: failed while producing batch {index + 1}: {_describe(exc)}") from None
         index += 1
@@ -161,10 +165,10 @@ def check_spec(spec: str) -> None:
         if not path.is_file():
             raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            tree = ast.parse(path.read_bytes(), str(path))  # bytes: Python's own coding rules (BOM, coding line)
         except SyntaxError as exc:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
         wanted = parsed.name or MODEL_FACTORY
         names = _top_level_names(tree)
@@ -215,6 +219,8 @@ def _parse(spec: str) -> _ParsedSpec:
     text = spec.strip()
     if not text:
         raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
+    if ":" in text and Path(text).expanduser().is_file():
+        return _ParsedSpec("file", text, None)  # a file whose name has a colon, not file:factory
     target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
     target = target or text
     if _is_path(target):
@@ -255,29 +261,30 @@ def _load_file(path: Path, spec: str) -> ModuleType:
         raise SpecError(f"{spec}: {path} is not a file")
     module_name = f"_tui_quantreport_user_{abs(hash(str(path.resolve())))}"
     try:
-        source = path.read_text(encoding="utf-8")
-        code = compile(source, str(path), "exec")
+        # Bytes, so Python's own rules pick the encoding: a UTF-8 BOM, a "coding:" line.
+        code = compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as exc:
         raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
     module = ModuleType(module_name)
     module.__file__ = str(path)
     sys.modules[module_name] = module
+    # The file's folder stays on sys.path, as when Python runs the file: its siblings can be
+    # imported at the top, inside build_model() and while the batches are produced.
     directory = str(path.resolve().parent)
-    added = directory not in sys.path
-    if added:
+    if directory not in sys.path:
         sys.path.insert(0, directory)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(code, module.__dict__)
+    except SystemExit as exc:
+        sys.modules.pop(module_name, None)
+        raise SpecError(f"{spec}: importing {path} {exit_call(exc)}") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise SpecError(f"{spec}: importing {path} failed: {_describe(exc)}") from None
-    finally:
-        if added:
-            sys.path.remove(directory)
     return module
 
 
@@ -286,6 +293,8 @@ def _import(name: str, spec: str) -> ModuleType:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return importlib.import_module(name)
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: importing {name} {exit_call(exc)}") from None
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise SpecError(f"{spec}: no module named {exc.name!r}") from None
@@ -310,6 +319,8 @@ def _call(factory: Callable, spec: str, name: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return factory()
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: {name}() {exit_call(exc)}") from None
     except Exception as exc:
         raise SpecError(f"{spec}: {name}() raised {_describe(exc)}") from None
 
