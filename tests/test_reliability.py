@@ -435,3 +435,110 @@ def test_i11_an_existing_file_whose_name_has_a_colon_is_a_file(tmp_path, capsys,
     from tui_quantreport.engine.spec import check_spec
     check_spec("model:v2")
     check_spec("sub/m.py:make")
+
+
+# 6. Models the hooks cannot observe: one line each, before anything expensive runs -----------
+
+HEADER = """
+import torch
+from torch import nn
+
+def calibration_batches():
+    return [torch.randn(2, 4) for _ in range(3)]
+
+"""
+
+UNOBSERVABLE = {
+    "script": ("def build_model():\n    return torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))\n",
+               ["torch.jit.script", "eager"]),
+    "trace": ("def build_model():\n"
+              "    return torch.jit.trace(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.randn(2, 4))\n",
+              ["torch.jit.trace", "cannot be observed", "hooks"]),
+    "compiled_eager": ("def build_model():\n"
+                       "    return torch.compile(nn.Sequential(nn.Linear(4, 3)), backend='eager')\n",
+                       ["torch.compile", "_orig_mod"]),
+    "compiled_inductor": ("def build_model():\n    return torch.compile(nn.Sequential(nn.Linear(4, 3)))\n",
+                          ["torch.compile", "_orig_mod"]),
+    "nested_script": ("def build_model():\n"
+                      "    return nn.Sequential(nn.Linear(4, 4), torch.jit.script(nn.Linear(4, 3)))\n",
+                      ["'1'", "torch.jit.script"]),
+    "meta": ("def build_model():\n    with torch.device('meta'):\n        return nn.Sequential(nn.Linear(4, 3))\n",
+             ["meta device", "0.weight"]),
+    "no_super": ("class M(nn.Module):\n    def __init__(self):\n        self.scale = 2\n\n"
+                 "    def forward(self, x):\n        return x * self.scale\n\n"
+                 "def build_model():\n    return M()\n",
+                 ["M.__init__", "super().__init__()"]),
+    "child_no_super": ("class C(nn.Module):\n    def __init__(self):\n        pass\n\n"
+                       "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                       "        self.fc = nn.Linear(4, 3)\n        self.c = C()\n\n"
+                       "def build_model():\n    return M()\n",
+                       ["C.__init__", "'c'", "super().__init__()"]),
+    "int_name": ("def build_model():\n    m = nn.Sequential()\n    m._modules[7] = nn.Linear(4, 3)\n    return m\n",
+                 ["module name 7"]),
+    "dotted_name": ("def build_model():\n    m = nn.Sequential(nn.Linear(4, 3))\n"
+                    "    m._modules['x.y'] = nn.Linear(3, 3)\n    return m\n",
+                    ["module name 'x.y'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNOBSERVABLE))
+@pytest.mark.parametrize("fmt", ["markdown", "json"])
+def test_i06_unobservable_models_are_one_line(tmp_path, capsys, case, fmt):
+    body, fragments = UNOBSERVABLE[case]
+    path = model_file(tmp_path, HEADER + body)
+    code, out, err = run(capsys, "report", path, "--format", fmt)
+    one_line(code, err, *fragments)
+    assert out == ""
+
+
+def test_i06_a_submodule_made_in_forward_that_fails_is_named(tmp_path, capsys):
+    path = model_file(tmp_path, HEADER + textwrap.dedent("""
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 3)
+
+            def forward(self, x):
+                if not hasattr(self, "extra"):
+                    self.extra = nn.Linear(5, 2)  # made on the first call, with the wrong width
+                return self.extra(self.fc(x))
+
+        def build_model():
+            return M()
+    """))
+    code, out, err = run(capsys, "report", path, "--format", "markdown")
+    one_line(code, err, "batch 1", "'extra' (Linear)", "mat1 and mat2")
+
+
+def test_i06_odd_module_names_export_in_every_format(tmp_path, capsys):
+    path = model_file(tmp_path, HEADER + textwrap.dedent("""
+        def build_model():
+            m = nn.Sequential()
+            m.add_module("a|b`c<b>x</b>\\n\\x1b[31mred", nn.Linear(4, 3))
+            m.add_module("[bold red]boom[/]", nn.ReLU())
+            return m
+    """))
+    for fmt in ("markdown", "text", "json"):
+        code, out, err = run(capsys, "report", path, "--format", fmt)
+        assert code == 0, err
+        if fmt == "json":
+            assert "a|b`c<b>x</b>\n\x1b[31mred" in json.loads(out)["detectors"]["outlier_detector"]["modules"]
+        else:
+            assert "\x1b" not in out
+
+
+# 12. Exporters escape names ----------------------------------------------------------------------
+
+
+def test_i12_markdown_and_text_escape_names():
+    from tui_quantreport.engine.export import _code, _md, _printable
+
+    assert _printable("a\nb\x1b[31mc\rd") == "a\\nb\\x1b[31mc\\rd"
+    assert "\n" not in _md("x\ny") and "\x1b" not in _md("\x1b[2J")
+    assert _md("a|b") == "a\\|b"
+    assert _md("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert _md("`x`") == "\\`x\\`"
+    assert _code("plain") == "`plain`"
+    assert _code("a`b") == "``a`b``"
+    assert _code("`a``") == "``` `a`` ```"
+    assert _code("<b>") == "`<b>`"

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import stat
 import tempfile
@@ -64,16 +65,16 @@ def to_json(report: Report) -> str:
 def to_markdown(report: Report) -> str:
     """A human-readable report: a summary table, then each recommendation and its reason."""
     lines = [
-        f"# Quantization report: {report.spec}",
+        f"# Quantization report: {_md(report.spec)}",
         "",
-        f"Model `{report.model_class}`, {report.user_module_count} modules, "
+        f"Model {_code(report.model_class)}, {report.user_module_count} modules, "
         f"calibrated on {report.batches} batches.",
         "",
         "| Detector | Recommended | Summary |",
         "| --- | ---: | --- |",
     ]
     for det in report.detectors.values():
-        lines.append(f"| {det.title} | {len(det.recommended)} | {_cell(det.summary)} |")
+        lines.append(f"| {_md(det.title)} | {len(det.recommended)} | {_md(det.summary)} |")
     for det in report.detectors.values():
         lines += ["", f"## {det.title} (`{det.name}`)", ""]
         params = ", ".join(f"{k} = {v}" for k, v in det.params.items())
@@ -82,24 +83,25 @@ def to_markdown(report: Report) -> str:
         if not flagged:
             lines.append("No changes recommended.")
         for finding in flagged:
-            lines += [f"- **`{finding.module or '(model)'}`**: {finding.headline}. {finding.reason}"]
+            lines += [f"- **{_code(finding.module or '(model)')}**: {_md(finding.headline)}. {_md(finding.reason)}"]
         skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
         if skipped:
             lines += ["", "Not judged:", ""]
-            lines += [f"- `{f.module or '(model)'}`: {f.reason}" for f in skipped]
+            lines += [f"- {_code(f.module or '(model)')}: {_md(f.reason)}" for f in skipped]
     return "\n".join(lines) + "\n"
 
 
 def to_text(report: Report) -> str:
     """A compact plain-text report for terminals and logs."""
     lines = [
-        f"{report.spec}: {report.model_class}, {report.user_module_count} modules, {report.batches} batches",
+        f"{_printable(report.spec)}: {_printable(report.model_class)}, {report.user_module_count} modules, "
+        f"{report.batches} batches",
     ]
     for det in report.detectors.values():
-        lines += ["", f"{det.title} [{det.glyph}]: {det.summary}"]
+        lines += ["", f"{det.title} [{det.glyph}]: {_printable(det.summary)}"]
         for finding in det.findings.values():
             if finding.recommended:
-                lines.append(f"  {finding.module or '(model)'}: {finding.headline}")
+                lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}")
     return "\n".join(lines) + "\n"
 
 
@@ -268,5 +270,29 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _printable(text: str) -> str:
+    """``text`` on one line with nothing a terminal acts on: newlines, escape sequences and other
+    non-printable characters are written as Python escapes (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+#: Characters Markdown would act on in running text: emphasis, code, tables, raw HTML, escapes.
+_MD_SPECIAL = {ch: "\\" + ch for ch in "\\`*|"}
+_MD_SPECIAL.update({"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def _md(text: str) -> str:
+    """Running text (a reason, a summary, a path) shown literally in Markdown, also inside a table cell."""
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in _printable(text))
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span, whatever backticks it holds (CommonMark: a longer fence).
+    Raw HTML is not interpreted inside a code span. Not for table cells (use :func:`_md`)."""
+    text = _printable(text)
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

@@ -267,6 +267,16 @@ class Session:
                 handles.append(module.register_forward_hook(_post_hook(observer, point)))
         return handles
 
+    def _class_name(self, fqn: str) -> str:
+        """The class of module ``fqn``, also of one the model made during a forward (not in the catalog)."""
+        info = self.catalog.modules.get(fqn)
+        if info is not None:
+            return info.class_name
+        try:
+            return type(self.model.get_submodule(fqn)).__name__
+        except (AttributeError, TypeError):
+            return "made during the forward"
+
     def _explain_failure(self, batch: Any, index: int, exc: BaseException) -> CalibrationError:
         """Re-run the failing batch with a tracer to name the innermost module that raised."""
         stack: list[str] = []
@@ -287,7 +297,7 @@ class Session:
         module = failed_in[-1] if failed_in else None
         where = ""
         if module:
-            where = f" in module '{module}' ({self.catalog.modules[module].class_name})"
+            where = f" in module '{module}' ({self._class_name(module)})"
         elif module == "":
             where = f" in the model's own forward ({self.catalog.class_name})"
         if isinstance(exc, SystemExit):

@@ -75,6 +75,7 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
         )
+    check_model(model, f"{spec}: {factory_name}() returned")
     if calibration:
         cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
         batches_factory = _get_callable(cal_module, cal_name, calibration)
@@ -85,6 +86,75 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         if batches_factory is not None and not callable(batches_factory):
             raise SpecError(f"{spec}: {BATCHES_FACTORY} is not a function")
     return LoadedModel(spec, model, batches_factory, batches_spec)
+
+
+def check_model(model: Any, said: str = "the model is") -> None:
+    """Refuse, in one sentence and before anything runs, a model forward hooks cannot observe.
+
+    Walks the module tree without ``named_modules()`` (which itself fails on a
+    module whose ``__init__`` skipped ``super().__init__()``): TorchScript
+    (scripted or traced) and ``torch.compile``d modules, modules that were never
+    initialised, names ``add_module`` would refuse, and parameters or buffers on
+    the ``meta`` device (no values to read). ``said`` begins the message
+    (``"m.py: build_model() returned"``).
+    """
+    import torch
+
+    stack: list[tuple[str, Any]] = [("", model)]
+    while stack:
+        fqn, module = stack.pop()
+        where = f"a model whose submodule '{fqn}' is" if fqn else "a model that is"
+        kind = _unobservable_kind(module)
+        if kind is not None:
+            raise SpecError(f"{said} {where} {kind}")
+        state = vars(module)
+        if "_modules" not in state or "_parameters" not in state:
+            cls = type(module).__name__
+            raise SpecError(
+                f"{said} {where} not initialised: {cls}.__init__() does not call super().__init__() first"
+            )
+        for name, tensor in itertools.chain(state["_parameters"].items(), state.get("_buffers", {}).items()):
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                full = f"{fqn}.{name}" if fqn else name
+                raise SpecError(
+                    f"{said} a model whose tensor '{full}' is on the meta device (a shape without values): "
+                    "materialize it (to_empty(), then load the weights) before returning the model"
+                )
+        children = []
+        for name, child in state["_modules"].items():
+            if not isinstance(name, str) or not name or "." in name:
+                under = f"under '{fqn}'" if fqn else "at the top"
+                raise SpecError(
+                    f"{said} a model with module name {name!r} {under}: a module name must be a non-empty "
+                    "string without '.' (as add_module requires)"
+                )
+            if child is not None:
+                children.append((f"{fqn}.{name}" if fqn else name, child))
+        stack.extend(reversed(children))
+
+
+def _unobservable_kind(module: Any) -> str | None:
+    """Why forward hooks cannot observe ``module`` itself, or None when they can."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        if any(cls.__name__ == "TracedModule" for cls in type(module).__mro__):
+            return (
+                "traced TorchScript (torch.jit.trace): it cannot be observed, because its forward replays the "
+                "recorded graph and never calls its submodules, so their forward hooks never run; "
+                "return the eager nn.Module"
+            )
+        return (
+            "TorchScript (torch.jit.script): forward hooks are not supported on compiled TorchScript, "
+            "so it cannot be observed; return the eager nn.Module"
+        )
+    # torch._dynamo's OptimizedModule, recognised without importing torch._dynamo (slow to import).
+    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in getattr(module, "_modules", {}):
+        return (
+            "compiled with torch.compile: observing it would recompile for every hook; "
+            "return the model before torch.compile (its ._orig_mod)"
+        )
+    return None
 
 
 class Batches:
