@@ -220,7 +220,7 @@ class QuantReportApp(App[None]):
             report = model.evaluate(stats, settings)
         except Exception as exc:  # a detector bug must not take the app down
             self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
-                                  severity="error")
+                                  severity="error", markup=False)
             return
         self.post_message(ReportUpdated(report, generation))
 
@@ -259,7 +259,7 @@ class QuantReportApp(App[None]):
             try:
                 self.settings = self.settings.with_param(message.detector, message.name, message.value)
             except UserError as exc:
-                self.notify(str(exc), title="Parameter not applied", severity="error")
+                self.notify(str(exc), title="Parameter not applied", severity="error", markup=False)
                 return
         self._reevaluate()
 
@@ -284,7 +284,7 @@ class QuantReportApp(App[None]):
             self.query_one(CalibrationBar).say("Calibration starts as soon as the model has loaded…")
             return
         if self.calibrating:
-            self.notify("Already calibrating: Esc cancels.")
+            self.notify("Already calibrating: Esc cancels.", markup=False)
             return
         self.calibrating = True
         self._cancel.clear()
@@ -340,7 +340,7 @@ class QuantReportApp(App[None]):
     def _calibration_failed(self, message: CalibrationFailed) -> None:
         self._end_calibration()
         self.query_one(CalibrationBar).stop(f"Calibration failed: {message.text}  {self._kept()}", "error")
-        self.notify(message.text, title="Calibration failed", severity="error", timeout=10)
+        self.notify(message.text, title="Calibration failed", severity="error", timeout=10, markup=False)
 
     @on(CalibrationStopped)
     def _calibration_stopped(self) -> None:
@@ -377,11 +377,12 @@ class QuantReportApp(App[None]):
             calibrated = self.report is not None and self.report.batches > 0
             self.notify(
                 "No module has a recommendation with the current settings."
-                if calibrated else "No recommendations yet: press c to calibrate."
+                if calibrated else "No recommendations yet: press c to calibrate.",
+                markup=False,
             )
             return
         if tree.jump(self._recommended, forward) is None:
-            self.notify("No module with a recommendation matches the filter.")
+            self.notify("No module with a recommendation matches the filter.", markup=False)
             return
         tree.focus()
 
@@ -440,7 +441,7 @@ class QuantReportApp(App[None]):
         """Focus the dynamic-vs-static tolerance in the sidebar (showing the sidebar if needed)."""
         detector, name = TOLERANCE
         if self.settings is None or detector not in self.settings.enabled:
-            self.notify("The dynamic-vs-static detector is off: tick it in the sidebar first.")
+            self.notify("The dynamic-vs-static detector is off: tick it in the sidebar first.", markup=False)
             return
         main = self.query_one("#main")
         if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
@@ -452,7 +453,8 @@ class QuantReportApp(App[None]):
         tree = self.query_one(ModuleTree)
         tree.show_helpers = not tree.show_helpers
         tree.rebuild()
-        self.notify("Observers and fake quantizers are " + ("shown." if tree.show_helpers else "hidden."))
+        self.notify("Observers and fake quantizers are " + ("shown." if tree.show_helpers else "hidden."),
+                    markup=False)
 
     def action_toggle_sidebar(self) -> None:
         """Show or hide the sidebar (on a narrow terminal it takes the detail view's place)."""
@@ -463,13 +465,13 @@ class QuantReportApp(App[None]):
     def action_export(self) -> None:
         """Open the export dialog for the current report."""
         if self.report is None:
-            self.notify("Nothing to export yet: the model is still loading.")
+            self.notify("Nothing to export yet: the model is still loading.", markup=False)
             return
         self.push_screen(ExportDialog(self.report, default_export_path(self.report.spec)), self._exported)
 
     def _exported(self, path: str | None) -> None:
         if path:
-            self.notify(f"Wrote the report to {path}", title="Exported")
+            self.notify(f"Wrote the report to {path}", title="Exported", markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(key_sections(self)))
