@@ -30,14 +30,14 @@ def reevaluation(device: torch.device, runs: int = 11) -> dict[str, Any]:
     first evaluation of a fresh snapshot (every detector, module summaries)
     are reported beside it.
     """
-    from tui_quantreport.engine import Session, Settings, evaluate, load_model, observation_plan
+    from tui_quantreport.engine import Session, Settings, evaluate, load_model
 
     loaded = load_model("large_generated")
     model = loaded.model.to(device)
     batches = to_device(list(loaded.batches_factory()), device)
     session = Session(model, label="large_generated")
     settings = Settings.build()
-    stats = session.calibrate(batches, observation_plan(session.catalog, settings))
+    stats = session.calibrate(batches, settings)
 
     def once(tolerance: float | None) -> float:
         started = time.perf_counter()
@@ -79,17 +79,17 @@ def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
 
 def stats_memory(device: torch.device, counts: tuple[int, ...] = (10, 100)) -> list[dict[str, Any]]:
     """Bytes held by the Stats snapshot after N batches of drifting_mlp (batches repeated cyclically)."""
-    from tui_quantreport.engine import Session, Settings, load_model, observation_plan
+    from tui_quantreport.engine import Session, Settings, load_model
 
     loaded = load_model("drifting_mlp")
     model = loaded.model.to(device)
     base = to_device(list(loaded.batches_factory()), device)
     session = Session(model, label="drifting_mlp")
-    plan = observation_plan(session.catalog, Settings.build())
+    settings = Settings.build()
     rows = []
     for n in counts:
         batches = list(itertools.islice(itertools.cycle(base), n))
-        stats = session.calibrate(batches, plan)
+        stats = session.calibrate(batches, settings)
         rows.append(
             {
                 "batches": stats.batches,

@@ -39,15 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = case.build()
     batches = case.batches(args.batches)
     session = Session(model.eval())
-    plan = observation_plan(session.catalog, Settings.build())
-    session.calibrate(batches, plan)  # warm-up
+    settings = Settings.build()
+    plan = observation_plan(session.catalog, settings)
+    session.calibrate(batches, settings)  # warm-up
     plain_pass(model, batches)
 
     started = time.perf_counter()
     plain_pass(model, batches)
     plain = time.perf_counter() - started
     started = time.perf_counter()
-    session.calibrate(batches, plan)
+    session.calibrate(batches, settings)
     ours = time.perf_counter() - started
     n = len(batches)
     print(
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     profiler = cProfile.Profile()
     profiler.enable()
-    session.calibrate(batches, plan)
+    session.calibrate(batches, settings)
     profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(args.sort).print_stats(args.top)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            session.calibrate(batches, plan)
+            session.calibrate(batches, settings)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     return 0
 

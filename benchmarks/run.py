@@ -5,7 +5,7 @@ In one process, on the same batches, with the thread count fixed, it times per
 model:
 
 - **plain**: ``model.eval()`` + ``torch.no_grad()`` forward over the batches;
-- **ours**: ``Session.calibrate(batches, plan)`` with all four detectors, end to
+- **ours**: ``Session.calibrate(batches, settings)`` with all four detectors, end to
   end (hooks attached and removed, stats frozen); ``evaluate`` is timed apart;
 - **reference**: torch's ``ModelReport`` with the same four detectors on a
   ``prepare_fx`` copy of the model (``get_default_qconfig_mapping("x86")``),
@@ -140,7 +140,7 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
     row.points = len(plan)
 
     def ours() -> Any:
-        return session.calibrate(batches, plan)
+        return session.calibrate(batches, settings)
 
     def run_reference() -> None:
         plain_pass(reference.model, batches)
@@ -188,11 +188,14 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
         except Exception as exc:  # noqa: BLE001
             row.ref_report_failure = describe_failure(exc)
 
-    del model, batches, session, reference
+    return row  # the model, batches and session go with this frame: the caller frees the memory
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect what the last case left and hand cached device memory back."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{key} ...")
         t = time.perf_counter()
         rows.append(bench_case(key, device, args.repeats, args.batches, suffix))
+        release_memory(device)
         log(f"{key} done in {time.perf_counter() - t:.1f} s")
 
     reeval = memory = launch = None

@@ -38,7 +38,7 @@ from torch.ao.quantization import (
     default_observer,
 )
 
-from tui_quantreport.engine import Report, Session, Settings, Stats, evaluate, observation_plan
+from tui_quantreport.engine import Report, Session, Settings, Stats, evaluate
 from tui_quantreport.engine.modules import is_quant_helper
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -405,7 +405,7 @@ def our_run(
     """Calibrate and evaluate with our engine (on a deep copy unless told otherwise)."""
     session = Session(copy.deepcopy(model) if copy_model else model)
     settings = Settings.build(detectors, params, ch_axis)
-    stats = session.calibrate(batches, observation_plan(session.catalog, settings))
+    stats = session.calibrate(batches, settings)
     return evaluate(session.catalog, stats, settings), stats
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.content import Content
 from textual.widgets import Checkbox, Input, Static
 
 from tui_quantreport import cli
@@ -28,6 +29,7 @@ from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.findings_panel import FindingsPanel
 from tui_quantreport.tui.help_screen import HelpScreen
+from tui_quantreport.tui.main_screen import MainScreen
 from tui_quantreport.tui.model_summary import ModelSummary
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -67,6 +69,8 @@ async def calibrate(app: QuantReportApp, pilot) -> None:
 
 def text_of(widget: Static) -> str:
     """What a Static shows, as plain text."""
+    if isinstance(widget.content, Content):
+        return widget.content.plain
     console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
     console.print(widget.content)
     return console.export_text()
@@ -143,7 +147,7 @@ async def test_before_calibration_tree_observers_filter_help_palette_and_quit(tm
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         shown = "\n".join(text_of(s) for s in app.screen.query(".help-section"))
-        for binding in QuantReportApp.BINDINGS:
+        for binding in MainScreen.BINDINGS:
             assert f"{app.get_key_display(binding)} " in shown and binding.tooltip in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -396,7 +400,7 @@ async def test_broken_model_shows_error_screen_and_quits_with_status_2() -> None
 
 def test_first_paint_does_not_wait_for_torch() -> None:
     """Importing the app loads neither torch nor the engine modules that import it."""
-    heavy = ["torch", *(f"tui_quantreport.engine.{m}" for m in ("analysis", "session", "detectors", "modules", "stats"))]
+    heavy = ["torch", *(f"tui_quantreport.engine.{m}" for m in ("settings", "evaluation", "session", "detectors", "modules", "stats"))]
     code = f"import sys, tui_quantreport.tui.app; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -434,7 +438,7 @@ async def test_large_model_tree_is_lazy_and_jumps_expand_ancestors() -> None:
         await settle(app, pilot)
         flagged = app.report.recommended_modules()
         deep = next(fqn for fqn in flagged if fqn.count(".") >= 4)
-        app.go_to_module(deep)
+        app.main.go_to_module(deep)
         await pilot.pause()
         assert tree.current_fqn == deep
         await pilot.press("n")

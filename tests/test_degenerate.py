@@ -30,7 +30,7 @@ from reference_models import (  # noqa: E402
     reference_report,
 )
 
-from tui_quantreport.engine import ParamError, Session, Settings, Status, observation_plan  # noqa: E402
+from tui_quantreport.engine import ParamError, Session, Settings, Status  # noqa: E402
 
 OBSERVING = (DYNAMIC, EQUALIZATION, OUTLIER)
 
@@ -512,7 +512,7 @@ def test_rejected_batch_names_batch_and_module():
     session = Session(model)
     settings = Settings.build()
     with pytest.raises(CalibrationError) as raised:
-        session.calibrate([torch.randn(2, 4)], observation_plan(session.catalog, settings))
+        session.calibrate([torch.randn(2, 4)], settings)
     assert raised.value.batch == 1 and raised.value.module == "1"
     assert "batch 1" in str(raised.value) and "'1'" in str(raised.value)
     # Our hooks are gone even though calibration failed.

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_quantreport.engine import Session, Settings, UserError, evaluate, load_model, observation_plan, open_batches
+from tui_quantreport.engine import Session, Settings, UserError, evaluate, load_model, open_batches
 from tui_quantreport.engine import export
+from tui_quantreport.engine.detectors import DETECTORS
 from tui_quantreport.engine.export import render, to_json_data, write_atomic
 
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
@@ -19,7 +20,7 @@ def report():
     loaded = load_model(TINY)
     session = Session(loaded.model, label=loaded.spec)
     settings = Settings.build()
-    stats = session.calibrate(open_batches(loaded), observation_plan(session.catalog, settings))
+    stats = session.calibrate(open_batches(loaded), settings)
     return evaluate(session.catalog, stats, settings, spec=loaded.spec)
 
 
@@ -28,10 +29,7 @@ def test_json_has_the_documented_top_level_shape(report):
     assert data["format"] == "tui-quantreport.report/1"
     assert data["model"] == {"spec": TINY, "class": "Sequential", "modules": 7}
     assert data["calibration"] == {"batches": 6}
-    assert list(data["detectors"]) == [
-        "per_channel_detector", "dynamic_vs_static_detector",
-        "input_weight_equalization_detector", "outlier_detector",
-    ]
+    assert list(data["detectors"]) == list(DETECTORS)
     for det in data["detectors"].values():
         assert set(det) >= {"params", "summary", "modules"}
     assert data["detectors"]["per_channel_detector"]["backend"] == "x86"

@@ -305,7 +305,7 @@ def test_i09_session_pulls_exactly_max_batches():
     import torch
     from torch import nn
 
-    from tui_quantreport.engine import Session, Settings, observation_plan
+    from tui_quantreport.engine import Session, Settings
 
     pulled = []
 
@@ -315,7 +315,7 @@ def test_i09_session_pulls_exactly_max_batches():
             yield torch.ones(1, 2)
 
     session = Session(nn.Linear(2, 2))
-    stats = session.calibrate(source(), observation_plan(session.catalog, Settings.build()), max_batches=3)
+    stats = session.calibrate(source(), Settings.build(), max_batches=3)
     assert stats.batches == 3 and pulled == [0, 1, 2]
 
 

@@ -6,23 +6,10 @@ import pytest
 
 from sample_models import DEFAULT_SAMPLE, SAMPLES
 from tui_quantreport.cli import main
+from tui_quantreport.engine.detectors import DETECTORS
 
-DETECTOR_KEYS = {
-    "per_channel_detector": {"per_channel_supported", "per_channel_used"},
-    "dynamic_vs_static_detector": {
-        "tolerance", "dynamic_recommended", "pre_observer_comp_stat", "pre_observer_data_dist",
-        "post_observer_comp_stat", "post_observer_data_dist", "is_dynamic_supported",
-    },
-    "input_weight_equalization_detector": {
-        "recommended", "channel_recommended", "channel_metric", "ratio_threshold",
-        "input_channel_min", "input_channel_max", "weight_channel_min", "weight_channel_max",
-    },
-    "outlier_detector": {
-        "outliers_detected", "percentile_ratio", "batches_used", "sufficient_batches",
-        "constant_batches", "channel_max", "ratio_threshold", "reference_percentile",
-        "fraction_batches_used_threshold",
-    },
-}
+#: Every detector's per-module keys, as each detector class declares them.
+DETECTOR_KEYS = {name: set(cls.report_keys) for name, cls in DETECTORS.items()}
 STATUSES = {"recommend", "ok", "not_observed", "not_applicable"}
 
 

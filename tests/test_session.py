@@ -9,8 +9,8 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import prepare_fx
 
 from tui_quantreport.engine import (
-    CalibrationCancelled, CalibrationError, Session, Settings, Stats, calibrate, evaluate, load_model,
-    observation_plan, open_batches,
+    CalibrationCancelled, CalibrationError, Session, Settings, Stats, evaluate, load_model,
+    open_batches,
 )
 from tui_quantreport.engine.report import Status
 
@@ -20,14 +20,10 @@ def _model():
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
 
 
-def _plan(session):
-    return observation_plan(session.catalog, Settings.build())
-
-
 def test_progress_reports_every_batch_with_the_total():
     session = Session(_model())
     seen = []
-    stats = session.calibrate([torch.randn(3, 4)] * 5, _plan(session), progress=lambda d, t: seen.append((d, t)))
+    stats = session.calibrate([torch.randn(3, 4)] * 5, Settings.build(), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
     assert stats.batches == 5
 
@@ -36,11 +32,11 @@ def test_max_batches_limits_calibration_and_unknown_length_is_none():
     session = Session(_model())
     seen = []
     batches = (torch.randn(3, 4) for _ in range(10))
-    stats = session.calibrate(batches, _plan(session), max_batches=3, progress=lambda d, t: seen.append((d, t)))
+    stats = session.calibrate(batches, Settings.build(), max_batches=3, progress=lambda d, t: seen.append((d, t)))
     assert stats.batches == 3
     assert seen[-1] == (3, 3)
     seen.clear()
-    session.calibrate((torch.randn(3, 4) for _ in range(2)), _plan(session), progress=lambda d, t: seen.append((d, t)))
+    session.calibrate((torch.randn(3, 4) for _ in range(2)), Settings.build(), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, None), (2, None)]
 
 
@@ -50,7 +46,7 @@ def test_cancel_between_batches_removes_hooks_and_restores_mode():
     done = []
     with pytest.raises(CalibrationCancelled):
         session.calibrate(
-            [torch.randn(3, 4)] * 10, _plan(session),
+            [torch.randn(3, 4)] * 10, Settings.build(),
             progress=lambda d, t: done.append(d), should_cancel=lambda: len(done) >= 2,
         )
     assert done == [1, 2]
@@ -62,7 +58,7 @@ def test_rejected_batch_names_batch_module_and_cause():
     session = Session(_model())
     batches = [torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 7)]
     with pytest.raises(CalibrationError) as caught:
-        session.calibrate(batches, _plan(session))
+        session.calibrate(batches, Settings.build())
     error = caught.value
     assert error.batch == 3 and error.module == "0"
     assert str(error).startswith("batch 3 was rejected in module '0' (Linear): RuntimeError: mat1 and mat2")
@@ -80,7 +76,7 @@ def test_calibration_runs_in_eval_mode_without_grad():
 
     model = nn.Sequential(nn.Linear(2, 2), Probe()).train()
     session = Session(model)
-    session.calibrate([torch.randn(1, 2)], _plan(session))
+    session.calibrate([torch.randn(1, 2)], Settings.build())
     assert seen == {"training": False, "grad": False}
     assert model.training
 
@@ -95,7 +91,7 @@ def test_module_called_twice_per_batch_counts_both_calls():
             return self.fc(self.fc(x))
 
     session = Session(Twice())
-    stats = session.calibrate([torch.randn(2, 3)] * 4, _plan(session))
+    stats = session.calibrate([torch.randn(2, 3)] * 4, Settings.build())
     assert stats.point("fc", "pre").calls == 8
 
 
@@ -109,7 +105,7 @@ def test_fx_prepared_model_observers_are_told_apart_and_left_untouched():
     helpers = [fqn for fqn, m in session.catalog.modules.items() if m.is_quant_helper]
     assert helpers and all(fqn.startswith("activation_post_process_") for fqn in helpers)
     settings = Settings.build()
-    stats = session.calibrate([torch.randn(5, 4) for _ in range(3)], observation_plan(session.catalog, settings))
+    stats = session.calibrate([torch.randn(5, 4) for _ in range(3)], settings)
     report = evaluate(session.catalog, stats, settings)
     outlier = report.detectors["outlier_detector"].findings
     assert not set(helpers) & set(outlier)  # observers are not judged as user modules
@@ -134,7 +130,7 @@ def test_untraceable_sample_with_keyword_batches_calibrates():
         torch.fx.symbolic_trace(loaded.model)
     session = Session(loaded.model)
     settings = Settings.build()
-    stats = session.calibrate(open_batches(loaded), observation_plan(session.catalog, settings))
+    stats = session.calibrate(open_batches(loaded), settings)
     report = evaluate(session.catalog, stats, settings)
     assert stats.batches > 0
     assert any(f.status is Status.OK or f.recommended for f in report.detectors["dynamic_vs_static_detector"].findings.values())
@@ -153,7 +149,7 @@ def test_evaluation_before_calibration_reports_everything_not_observed():
 def test_changing_an_observed_parameter_marks_it_stale():
     session = Session(_model())
     settings = Settings.build()
-    stats = calibrate(session, [torch.randn(6, 4)] * 3, settings)
+    stats = session.calibrate([torch.randn(6, 4)] * 3, settings)
     assert evaluate(session.catalog, stats, settings).stale_params == ()
     changed = settings.with_param("outlier", "reference_percentile", 0.9)
     report = evaluate(session.catalog, stats, changed)
@@ -163,7 +159,7 @@ def test_changing_an_observed_parameter_marks_it_stale():
     # A threshold is applied from the kept stats: nothing stale.
     assert evaluate(session.catalog, stats, settings.with_param("outlier", "ratio_threshold", 9)).stale_params == ()
     # A detector that was off during calibration needs data; per-channel needs none.
-    only_outlier = calibrate(session, [torch.randn(6, 4)] * 3, Settings.build(["outlier"]))
+    only_outlier = session.calibrate([torch.randn(6, 4)] * 3, Settings.build(["outlier"]))
     assert evaluate(session.catalog, only_outlier, Settings.build()).stale_params == (
         "dynamic_vs_static_detector", "input_weight_equalization_detector",
     )
@@ -181,8 +177,18 @@ def test_ranked_modules_put_the_most_flagged_first():
     loaded = load_model("showcase")
     session = Session(loaded.model)
     settings = Settings.build()
-    report = evaluate(session.catalog, calibrate(session, open_batches(loaded), settings), settings)
+    report = evaluate(session.catalog, session.calibrate(open_batches(loaded), settings), settings)
     ranked = report.ranked_modules()
     counts = [len(detectors) for _, detectors in ranked]
     assert counts == sorted(counts, reverse=True) and counts[0] >= 3
     assert {fqn for fqn, _ in ranked} == set(report.recommended_modules())
+
+
+def test_calibrate_records_the_settings_that_decided_what_was_observed():
+    session = Session(_model())
+    settings = Settings.build(["outlier"]).with_param("outlier", "reference_percentile", 0.9)
+    stats = session.calibrate([torch.randn(6, 4)] * 2, settings)
+    assert stats.observed == {"ch_axis": None, "outlier_detector": True, "outlier_detector.reference_percentile": 0.9}
+    assert evaluate(session.catalog, stats, settings.with_param("outlier", "reference_percentile", 0.5)).stale_params == (
+        "outlier_detector.reference_percentile",
+    )

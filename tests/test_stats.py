@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tui_quantreport.engine import Session, Settings, observation_plan
-from tui_quantreport.engine import selection
-from tui_quantreport.engine.selection import kth_smallest, lower_quantile_index
+from tui_quantreport.engine import Session, Settings
+from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats.selection import kth_smallest, lower_quantile_index
 from tui_quantreport.engine.stats import summarize
 
 
@@ -82,7 +82,7 @@ def _batches(count, seed=0):
 def _calibrate(model, batches):
     session = Session(model)
     settings = Settings.build()
-    return session.calibrate(batches, observation_plan(session.catalog, settings))
+    return session.calibrate(batches, settings)
 
 
 def test_stats_merge_equals_stats_of_all_batches():

@@ -25,7 +25,23 @@ class ArgumentError(Exception):
     """A command-line error, already worded as one line (see :class:`OneLineParser`)."""
 
 
-class OneLineParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help lists the registered detectors.
+
+    The list is read from the registry when help is printed, not when the
+    parser is built: reading it imports torch, which the app must not wait for.
+    """
+
+    def format_help(self) -> str:
+        from tui_quantreport.engine.detectors import short_names
+
+        for action in self._actions:
+            if action.dest == "detectors":
+                action.help = f"comma-separated: {','.join(short_names())} (default: all)"
+        return super().format_help()
+
+
+class OneLineParser(_Parser):
     """argparse, but an error is one line with a hint to ``--help`` instead of the usage block."""
 
     def error(self, message: str):  # type: ignore[override]
@@ -38,7 +54,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)")
     parser.add_argument(
         "--detectors", metavar="LIST",
-        help="comma-separated: per_channel,dynamic_static,equalization,outlier (default: all)",
+        help="comma-separated detector names (default: all)",
     )
     parser.add_argument("--tolerance", metavar="FLOAT", help="dynamic-vs-static tolerance in [0, 1] (default 0.5)")
     parser.add_argument(
@@ -94,14 +110,14 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
-        Session, calibrate, evaluate, load_model, open_batches, render, write_atomic,
+        Session, evaluate, load_model, open_batches, render, write_atomic,
     )
 
     settings = settings_from(args)
     with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
         loaded = load_model(args.model, args.calibration)
         session = Session(loaded.model, label=loaded.spec)
-        stats = calibrate(session, open_batches(loaded), settings, max_batches=args.batches)
+        stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches)
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
     if args.output and args.output != "-":

@@ -5,7 +5,7 @@ Typical use::
     loaded = load_model("showcase")
     session = Session(loaded.model, label=loaded.spec)
     settings = Settings.build()
-    stats = session.calibrate(open_batches(loaded), observation_plan(session.catalog, settings))
+    stats = session.calibrate(open_batches(loaded), settings)
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
 
 Names are loaded on first use, so ``import tui_quantreport.engine`` (and the
@@ -19,7 +19,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Settings": "analysis", "calibrate": "analysis", "evaluate": "analysis", "observed_settings": "analysis", "observation_plan": "analysis", "stale_params": "analysis",
+    "Settings": "settings", "observed_settings": "settings", "observation_plan": "settings", "stale_params": "settings",
+    "evaluate": "evaluation", "module_summaries": "evaluation",
     "DETECTORS": "detectors", "Detector": "detectors", "resolve_detector": "detectors",
     "CalibrationCancelled": "errors", "CalibrationError": "errors", "ParamError": "errors",
     "SpecError": "errors", "UserError": "errors",
@@ -27,7 +28,8 @@ _EXPORTS = {
     "ModelCatalog": "modules", "ModuleInfo": "report",
     "DetectorReport": "report", "Evidence": "report", "Finding": "report", "ModuleSummary": "report",
     "PointSummary": "report", "Report": "report", "Series": "report", "Status": "report",
-    "Session": "session", "Stats": "session",
+    "Session": "session",
+    "Point": "stats", "PointRequest": "stats", "PointStats": "stats", "Stats": "stats", "WeightRange": "stats",
     "LoadedModel": "spec", "check_spec": "spec", "default_sample": "spec", "list_samples": "spec",
     "load_model": "spec", "open_batches": "spec",
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,58 +20,10 @@ from torch import nn
 
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
-from tui_quantreport.engine.stats import Accumulator, PointStats, TensorSummary, summarize
-
-#: A point is a module and a side: ("encoder.fc1", "pre") or ("encoder.fc1", "post").
-Point = tuple[str, str]
+from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
+from tui_quantreport.engine.stats import Accumulator, Point, PointRequest, Stats, TensorSummary, WeightRange, summarize
 
 ProgressCallback = Callable[[int, int | None], None]
-
-
-@dataclass(frozen=True)
-class PointRequest:
-    """What to record at one observation point: an optional axis override, percentiles."""
-
-    axis: int | None = None
-    percentiles: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class WeightRange:
-    """Per input channel (weight dim 1) min and max of a module's weight."""
-
-    channel_min: torch.Tensor
-    channel_max: torch.Tensor
-
-
-@dataclass(frozen=True, eq=False)
-class Stats:
-    """What one calibration produced: immutable, CPU-resident, mergeable."""
-
-    batches: int
-    points: Mapping[Point, PointStats] = field(repr=False)
-    weights: Mapping[str, WeightRange] = field(repr=False)
-    #: The settings that decided what was recorded (see analysis.observed_settings); None if unknown.
-    observed: Mapping[str, Any] | None = field(default=None, repr=False)
-
-    @classmethod
-    def empty(cls) -> "Stats":
-        return cls(0, {}, {})
-
-    def point(self, fqn: str, role: str) -> PointStats | None:
-        return self.points.get((fqn, role))
-
-    def merge(self, other: "Stats") -> "Stats":
-        """Stats of both calibrations' batches, as if they had run as one."""
-        points = dict(self.points)
-        for key, value in other.points.items():
-            points[key] = points[key].merge(value) if key in points else value
-        return Stats(
-            self.batches + other.batches,
-            points,
-            {**self.weights, **other.weights},
-            self.observed if self.observed == other.observed else None,
-        )
 
 
 def call_batch(model: nn.Module, batch: Any) -> Any:
@@ -175,20 +127,38 @@ class Session:
     def calibrate(
         self,
         batches: Iterable[Any],
-        plan: Mapping[Point, PointRequest],
+        settings: Settings,
         *,
         max_batches: int | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> Stats:
-        """Run ``batches`` through the model with observers at ``plan``'s points.
+        """Run ``batches`` through the model, recording what ``settings`` needs.
 
-        Runs in eval mode under ``torch.no_grad()``; afterwards the model's
-        training flags and its ``torch.ao`` observer buffers are as they were.
-        Raises :class:`CalibrationError` naming the batch and module when the
-        model rejects a batch, and :class:`CalibrationCancelled` when
-        ``should_cancel()`` turns true between batches.
+        The points observed are :func:`~.settings.observation_plan`'s; the
+        returned stats remember which settings decided that
+        (:func:`~.settings.observed_settings`), so a later change that needs
+        new data is detected. Runs in eval mode under ``torch.no_grad()``;
+        afterwards the model's training flags and its ``torch.ao`` observer
+        buffers are as they were. Raises :class:`CalibrationError` naming the
+        batch and module when the model rejects a batch, and
+        :class:`CalibrationCancelled` when ``should_cancel()`` turns true
+        between batches.
         """
+        plan = observation_plan(self.catalog, settings)
+        stats = self._observe(batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel)
+        return replace(stats, observed=observed_settings(settings))
+
+    def _observe(
+        self,
+        batches: Iterable[Any],
+        plan: Mapping[Point, PointRequest],
+        *,
+        max_batches: int | None,
+        progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> Stats:
+        """Feed ``batches`` with observers at ``plan``'s points; the stats carry no settings."""
         total = _length(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)

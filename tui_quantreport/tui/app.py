@@ -1,83 +1,28 @@
-"""The tui-quantreport app: composes the panes and routes engine results to them.
+"""The tui-quantreport app: starts loading the model, then shows the main screen.
 
-Layout: the module tree (with its filter box and badge legend) on the left,
-the detail view of the selected module in the middle, the detector sidebar on
-the right, the calibration strip and the footer at the bottom. A terminal
-narrower than :data:`NARROW_WIDTH` hides the sidebar (``b`` shows it in place
-of the detail view) rather than clipping text.
-
-Loading, calibrating and re-evaluating run in thread workers
-(:class:`~tui_quantreport.tui.model_session.ModelSession` does the engine
-calls); their results come back as messages (:mod:`.messages`). This module
-imports no torch: the first frame is painted while the loader imports it.
+The state and the keys live in :class:`~.main_screen.MainScreen`; this class
+holds what is app-wide (the stylesheet, the command palette's provider) and
+starts building the model as soon as it is constructed, so that importing
+torch overlaps Textual's own start-up. This module imports no torch: the first
+frame is painted while the loader imports it.
 """
 
 from __future__ import annotations
 
-import threading
 from argparse import Namespace
-from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from textual import on, work
-from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.events import Resize
-from textual.timer import Timer
-from textual.widget import Widget
-from textual.widgets import Footer, Header, Input
-from textual.worker import get_current_worker
+from textual.app import App
 
-from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.report import Report
-from tui_quantreport.tui.badge_legend import BadgeLegend
-from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.commands import QuantReportCommands
-from tui_quantreport.tui.detector_sidebar import DetectorSidebar
-from tui_quantreport.tui.error_screen import ErrorScreen
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.filter_input import FilterInput
-from tui_quantreport.tui.help_screen import HelpScreen, key_sections
-from tui_quantreport.tui.messages import (
-    CalibrateRequested,
-    CalibrationFailed,
-    CalibrationFinished,
-    CalibrationProgress,
-    CalibrationStopped,
-    DetectorToggled,
-    FilterChanged,
-    FilterClosed,
-    ModelLoaded,
-    ModelLoadFailed,
-    ModuleHighlighted,
-    ParamChanged,
-    ReportUpdated,
-)
+from tui_quantreport.tui.main_screen import MainScreen, default_export_path
 from tui_quantreport.tui.model_session import ModelSession
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.param_field import field_id
 
-#: Below this many columns the sidebar is collapsed.
-NARROW_WIDTH = 100
+if TYPE_CHECKING:
+    from tui_quantreport.engine.settings import Settings
 
-NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches through the model."
-
-#: The parameter the ``t`` key edits: (detector, parameter).
-TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
-
-#: Actions bound to priority keys (see :meth:`QuantReportApp.check_action`).
-PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance"})
-
-#: Seconds the tree cursor must rest on a module before the detail view redraws.
-DETAIL_DELAY = 0.04
-
-#: Actions that need a loaded model (shown disabled in the footer until then).
-MODEL_ACTIONS = frozenset(
-    {"export", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
-)
+__all__ = ["QuantReportApp", "default_export_path"]
 
 
 class QuantReportApp(App[None]):
@@ -86,423 +31,46 @@ class QuantReportApp(App[None]):
     TITLE = "tui-quantreport"
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {QuantReportCommands}
-    BINDINGS: list[BindingType] = [
-        Binding("c", "calibrate", "Calibrate", tooltip="Run the calibration batches through the model"),
-        Binding("escape", "cancel_calibration", "Cancel", priority=True,
-                tooltip="Cancel the calibration between batches; the previous results stay"),
-        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
-        Binding("N", "previous_finding", "Prev", key_display="N",
-                tooltip="Jump to the previous module with a recommendation"),
-        Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
-        Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
-        Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
-                tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
-        Binding("o", "toggle_helpers", "Observers", show=False,
-                tooltip="Show or hide the observers and fake quantizers of a prepared model"),
-        Binding("b", "toggle_sidebar", "Sidebar",
-                tooltip="Show or hide the sidebar (on a narrow terminal: in place of the detail view)"),
-        Binding("question_mark", "help", "Help", tooltip="This list of keys"),
-        Binding("q", "quit", "Quit", tooltip="Quit (a running calibration stops between batches)"),
-    ]
 
     def __init__(self, spec: str, options: Namespace | None = None) -> None:
         """``spec`` names the model (see the engine's spec forms); ``options`` are the command line's."""
         super().__init__()
         self.spec = spec
         self.options = options
-        self.model: ModelSession | None = None
-        self.settings: Any = None  # engine Settings, replaced (never mutated) on every change
-        self.stats: Any = None  # the kept engine Stats snapshot
-        self.report: Report | None = None
-        self.detectors: tuple[Any, ...] = ()
-        self.detector_index: dict[str, int] = {}
-        self.max_batches: int | None = getattr(options, "batches", None) if options is not None else None
-        self.calibrating = False
-        self.load_failed = False
-        self._calibrate_when_loaded = False
-        self._cancel = threading.Event()
-        self._generation = 0
-        self._recommended: list[str] = []
-        self._detail_fqn = ""
-        self._detail_timer: Timer | None = None
         # Start importing torch and building the model now, in a background thread, so that the
-        # work overlaps Textual's own start-up; the loader worker collects the result.
+        # work overlaps Textual's own start-up; the main screen's loader worker collects the result.
         self._loading = ModelSession.load_in_background(spec, options)
 
-    # Layout -----------------------------------------------------------------
+    def get_default_screen(self) -> MainScreen:
+        max_batches = getattr(self.options, "batches", None) if self.options is not None else None
+        return MainScreen(self.spec, self._loading, max_batches)
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Horizontal(id="main"):
-            with Vertical(id="tree-pane"):
-                yield FilterInput(id="filter")
-                yield ModuleTree(id="tree")
-                yield BadgeLegend(id="legend")
-            yield ModuleDetail(id="detail")
-            yield DetectorSidebar(id="sidebar")
-        yield CalibrationBar(id="calibration")
-        yield Footer(compact=True)
+    @property
+    def main(self) -> MainScreen:
+        """The main screen, which owns the report state (the bottom of the screen stack)."""
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
 
-    def on_mount(self) -> None:
-        self.sub_title = self.spec
-        self.query_one(FilterInput).display = False
-        self._fit_width(self.size.width)
-        self.query_one(ModuleTree).focus()
-        self._load()
+    # Read-only views of the main screen's state, for hooks and tests.
 
-    def on_resize(self, event: Resize) -> None:
-        self._fit_width(event.size.width)
+    @property
+    def report(self) -> Report | None:
+        return self.main.report
 
-    def _fit_width(self, width: int) -> None:
-        self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
+    @property
+    def settings(self) -> Settings | None:
+        return self.main.settings
 
-    # Loading ----------------------------------------------------------------
+    @property
+    def calibrating(self) -> bool:
+        return self.main.calibrating
 
-    # Each worker names itself: Textual would otherwise repr() the arguments (settings, stats) for its
-    # description, which formats every recorded tensor.
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
-    def _load(self) -> None:
-        """Wait for the model started in ``__init__``: built, with its session, evaluated uncalibrated."""
-        try:
-            loaded = self._loading.result()
-        except UserError as exc:
-            self.post_message(ModelLoadFailed(str(exc)))
-        except Exception as exc:  # the user's code can raise anything; show it, never a traceback
-            self.post_message(ModelLoadFailed(f"{self.spec}: {type(exc).__name__}: {exc}"))
-        else:
-            self.post_message(ModelLoaded(loaded))
-
-    @on(ModelLoaded)
-    def _model_loaded(self, message: ModelLoaded) -> None:
-        loaded = message.loaded
-        self.model, self.settings, self.stats = loaded.session, loaded.settings, loaded.stats
-        self.detectors = loaded.detectors
-        self.detector_index = {detector.name: index for index, detector in enumerate(self.detectors)}
-        self.query_one(DetectorSidebar).populate(self.detectors, self.settings, self.max_batches)
-        self.query_one(ModuleTree).show_model(loaded.report, self.detector_index)
-        self._show_report(loaded.report)
-        self.query_one(CalibrationBar).say(NOT_CALIBRATED)
-        self.refresh_bindings()
-        if self._calibrate_when_loaded:
-            self.action_calibrate()
-
-    @on(ModelLoadFailed)
-    def _model_failed(self, message: ModelLoadFailed) -> None:
-        self.load_failed = True
-        self.push_screen(ErrorScreen("The model could not be loaded", message.text))
-
-    # Reports ----------------------------------------------------------------
-
-    def _show_report(self, report: Report) -> None:
-        """Make ``report`` current: badges, legend, detail view, stale-parameter notes."""
-        self.report = report
-        self._recommended = report.recommended_modules()
-        tree = self.query_one(ModuleTree)
-        tree.show_report(report)
-        self.query_one(BadgeLegend).show_detectors(self.detectors, report.detectors)
-        self.query_one(ModuleDetail).show_module(report, tree.current_fqn, self.detector_index)
-        self.query_one(DetectorSidebar).show_stale(report.stale_params)
-
-    def _reevaluate(self) -> None:
-        """Judge the kept stats with the current settings, off the UI thread."""
-        if self.model is None:
-            return
-        self._generation += 1
-        self._evaluate(self.stats, self.settings, self._generation)
-
-    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
-    def _evaluate(self, stats: Any, settings: Any, generation: int) -> None:
-        model = self.model
-        if model is None:
-            return
-        try:
-            report = model.evaluate(stats, settings)
-        except Exception as exc:  # a detector bug must not take the app down
-            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
-                                  severity="error", markup=False)
-            return
-        self.post_message(ReportUpdated(report, generation))
-
-    @on(ReportUpdated)
-    def _report_updated(self, message: ReportUpdated) -> None:
-        if message.generation == self._generation:
-            self._show_report(message.report)
-
-    @on(ModuleHighlighted)
-    def _module_highlighted(self, message: ModuleHighlighted) -> None:
-        """Show the highlighted module once the cursor rests (holding a key stays smooth)."""
-        self._detail_fqn = message.fqn
-        if self._detail_timer is None:
-            self._detail_timer = self.set_timer(DETAIL_DELAY, self._show_detail)
-        else:
-            self._detail_timer.reset()
-
-    def _show_detail(self) -> None:
-        self._detail_timer = None
-        if self.report is not None:
-            self.query_one(ModuleDetail).show_module(self.report, self._detail_fqn, self.detector_index)
-
-    # Settings ---------------------------------------------------------------
-
-    @on(ParamChanged)
-    def _param_changed(self, message: ParamChanged) -> None:
-        if self.settings is None:
-            return
-        if not message.detector:
-            if message.name == "batches":
-                self.max_batches = message.value
-                return
-            if message.name == "ch_axis":
-                self.settings = replace(self.settings, ch_axis=message.value)
-        else:
-            try:
-                self.settings = self.settings.with_param(message.detector, message.name, message.value)
-            except UserError as exc:
-                self.notify(str(exc), title="Parameter not applied", severity="error", markup=False)
-                return
-        self._reevaluate()
-
-    @on(DetectorToggled)
-    def _detector_toggled(self, message: DetectorToggled) -> None:
-        self.set_detector_enabled(message.detector, message.enabled)
-
-    def set_detector_enabled(self, detector: str, enabled: bool) -> None:
-        """Turn ``detector`` on or off; its badges and findings follow from the kept stats."""
-        if self.settings is None or (detector in self.settings.enabled) == enabled:
-            return
-        self.settings = self.settings.with_enabled(detector, enabled)
-        self.query_one(DetectorSidebar).show_enabled(self.settings.enabled)
-        self._reevaluate()
-
-    # Calibration ------------------------------------------------------------
-
-    def action_calibrate(self) -> None:
-        """Run the calibration batches through the model in a worker thread."""
-        if self.model is None:
-            self._calibrate_when_loaded = True
-            self.query_one(CalibrationBar).say("Calibration starts as soon as the model has loaded…")
-            return
-        if self.calibrating:
-            self.notify("Already calibrating: Esc cancels.", markup=False)
-            return
-        self.calibrating = True
-        self._cancel.clear()
-        self.query_one(CalibrationBar).start("Calibrating…  Esc cancels")
-        self.refresh_bindings()
-        self._calibrate(self.settings, self.max_batches)
-
-    @on(CalibrateRequested)
-    def _calibrate_requested(self) -> None:
-        self.action_calibrate()
-
-    @work(thread=True, exclusive=True, group="calibrate", exit_on_error=False, description="calibrate")
-    def _calibrate(self, settings: Any, max_batches: int | None) -> None:
-        worker = get_current_worker()
-        model = self.model
-        if model is None:
-            return
-        try:
-            calibrated = model.calibrate(
-                settings,
-                max_batches,
-                progress=lambda done, total: self.post_message(CalibrationProgress(done, total)),
-                should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
-            )
-        except CalibrationCancelled:
-            self.post_message(CalibrationStopped())
-        except UserError as exc:
-            self.post_message(CalibrationFailed(str(exc)))
-        except Exception as exc:  # anything else the user's model or data raised
-            self.post_message(CalibrationFailed(f"{type(exc).__name__}: {exc}"))
-        else:
-            self.post_message(CalibrationFinished(calibrated))
-
-    @on(CalibrationProgress)
-    def _calibration_progress(self, message: CalibrationProgress) -> None:
-        bar = self.query_one(CalibrationBar)
-        bar.advance(message.done, message.total)
-        if message.total is not None and message.done == message.total:
-            bar.say("All batches seen; judging the modules…")
-
-    @on(CalibrationFinished)
-    def _calibration_finished(self, message: CalibrationFinished) -> None:
-        calibrated = message.calibrated
-        self._end_calibration()
-        self.stats = calibrated.stats
-        batches = calibrated.stats.batches
-        self.query_one(CalibrationBar).stop(f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}.")
-        self._show_report(calibrated.report)
-        if calibrated.settings is not self.settings:  # changed while calibrating
-            self._reevaluate()
-
-    @on(CalibrationFailed)
-    def _calibration_failed(self, message: CalibrationFailed) -> None:
-        self._end_calibration()
-        self.query_one(CalibrationBar).stop(f"Calibration failed: {message.text}  {self._kept()}", "error")
-        self.notify(message.text, title="Calibration failed", severity="error", timeout=10, markup=False)
-
-    @on(CalibrationStopped)
-    def _calibration_stopped(self) -> None:
-        self._end_calibration()
-        self.query_one(CalibrationBar).stop(f"Calibration cancelled.  {self._kept()}", "warning")
-
-    def _end_calibration(self) -> None:
-        self.calibrating = False
-        self.refresh_bindings()
-
-    def _kept(self) -> str:
-        batches = self.report.batches if self.report is not None else 0
-        if not batches:
-            return "Nothing was calibrated yet: press c to try again."
-        return f"The previous results ({batches:,} batches) are still shown."
-
-    def action_cancel_calibration(self) -> None:
-        """Stop the running calibration between batches; the previous results stay."""
-        if self.calibrating:
-            self._cancel.set()
-            self.query_one(CalibrationBar).say("Cancelling after the current batch…", "warning")
-
-    # Moving around ----------------------------------------------------------
-
-    def action_next_finding(self) -> None:
-        self._jump(forward=True)
-
-    def action_previous_finding(self) -> None:
-        self._jump(forward=False)
-
-    def _jump(self, forward: bool) -> None:
-        tree = self.query_one(ModuleTree)
-        if not self._recommended:
-            calibrated = self.report is not None and self.report.batches > 0
-            self.notify(
-                "No module has a recommendation with the current settings."
-                if calibrated else "No recommendations yet: press c to calibrate.",
-                markup=False,
-            )
-            return
-        if tree.jump(self._recommended, forward) is None:
-            self.notify("No module with a recommendation matches the filter.", markup=False)
-            return
-        tree.focus()
-
-    def go_to_module(self, fqn: str) -> None:
-        """Show module ``fqn`` in the tree (clearing a filter that hides it) and the detail view."""
-        tree = self.query_one(ModuleTree)
-        if fqn not in tree.nodes:
-            self.query_one(FilterInput).value = ""
-            tree.filter_text = ""
-            tree.show_helpers = tree.show_helpers or self._is_helper(fqn)
-            tree.rebuild()
-        tree.reveal(fqn)
-        tree.focus()
-
-    def _is_helper(self, fqn: str) -> bool:
-        module = self.report.modules.get(fqn) if self.report is not None else None
-        return module is not None and module.is_quant_helper
-
-    def action_filter(self) -> None:
-        """Show the filter box and focus it."""
-        box = self.query_one(FilterInput)
-        box.display = True
-        self._focus_now(box)
-
-    def action_clear_filter(self) -> None:
-        """Show every module again."""
-        box = self.query_one(FilterInput)
-        box.value = ""
-        box.display = False
-        self.query_one(ModuleTree).filter_text = ""
-        self.query_one(ModuleTree).rebuild()
-
-    @on(FilterChanged)
-    def _filter_changed(self, message: FilterChanged) -> None:
-        tree = self.query_one(ModuleTree)
-        if tree.filter_text != message.text:
-            tree.filter_text = message.text
-            tree.rebuild()
-
-    @on(FilterClosed)
-    def _filter_closed(self, message: FilterClosed) -> None:
-        if message.cleared:
-            self.query_one(FilterInput).display = False
-        self._focus_now(self.query_one(ModuleTree))
-
-    def _focus_now(self, widget: Widget) -> None:
-        """Focus ``widget`` before the next key is handled (``Widget.focus`` waits a turn, so
-        quickly typed keys after ``/`` would otherwise go to the tree)."""
-        self.screen.set_focus(widget)
-
-    def action_focus_tree(self) -> None:
-        """Put the keyboard back on the module tree."""
-        self._focus_now(self.query_one(ModuleTree))
-
-    def action_focus_tolerance(self) -> None:
-        """Focus the dynamic-vs-static tolerance in the sidebar (showing the sidebar if needed)."""
-        detector, name = TOLERANCE
-        if self.settings is None or detector not in self.settings.enabled:
-            self.notify("The dynamic-vs-static detector is off: tick it in the sidebar first.", markup=False)
-            return
-        main = self.query_one("#main")
-        if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
-            main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
-        self._focus_now(self.query_one(f"#{field_id(detector, name)}"))
-
-    def action_toggle_helpers(self) -> None:
-        """Show or hide the observers and fake quantizers of a prepared model."""
-        tree = self.query_one(ModuleTree)
-        tree.show_helpers = not tree.show_helpers
-        tree.rebuild()
-        self.notify("Observers and fake quantizers are " + ("shown." if tree.show_helpers else "hidden."),
-                    markup=False)
-
-    def action_toggle_sidebar(self) -> None:
-        """Show or hide the sidebar (on a narrow terminal it takes the detail view's place)."""
-        self.query_one("#main").toggle_class("-sidebar-toggled")
-
-    # Export, help, quit -----------------------------------------------------
-
-    def action_export(self) -> None:
-        """Open the export dialog for the current report."""
-        if self.report is None:
-            self.notify("Nothing to export yet: the model is still loading.", markup=False)
-            return
-        self.push_screen(ExportDialog(self.report, default_export_path(self.report.spec)), self._exported)
-
-    def _exported(self, path: str | None) -> None:
-        if path:
-            self.notify(f"Wrote the report to {path}", title="Exported", markup=False)
-
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen(key_sections(self)))
+    @property
+    def max_batches(self) -> int | None:
+        return self.main.max_batches
 
     async def action_quit(self) -> None:
-        """Quit, asking a running calibration to stop between batches."""
-        self._cancel.set()
+        """Quit (also ctrl+q), asking a running calibration to stop between batches."""
+        self.main.cancel_work()
         self.exit()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide Cancel unless calibrating; disable model actions until the model is loaded; let text
-        fields and dialogs have the priority keys."""
-        if self.load_failed and action not in ("quit", "help", "command_palette"):
-            return False
-        if action in PRIORITY_ACTIONS and (len(self.screen_stack) > 1 or isinstance(self.focused, Input)):
-            # Priority keys act before the focused widget sees them (so "/gate" typed fast lands in
-            # the filter box), except on a dialog or in a text field, where the key is typed; there
-            # Escape first leaves the field (press it again to cancel a calibration).
-            return False
-        if action == "cancel_calibration":
-            return self.calibrating
-        if action == "clear_filter":
-            return bool(self.query_one(ModuleTree).filter_text)
-        if action in MODEL_ACTIONS and self.model is None:
-            return None
-        return True
-
-
-def default_export_path(spec: str) -> str:
-    """A file name for a report of ``spec`` in the current directory: ``showcase.quantreport.json``."""
-    target = spec.rpartition(":")[0] if ":" in spec and not spec.endswith(".py") else spec
-    stem = Path(target).stem or "model"
-    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-    return f"{stem}.quantreport.json"

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from rich.text import Text
+from textual.content import Content
+from textual.reactive import var
 from textual.widgets import Static
 
+from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge
+from tui_quantreport.tui.model_session import DetectorInfo
 
 
 class BadgeLegend(Static):
-    """One line per detector: its badge and title; disabled detectors are shown struck out."""
+    """One line per detector: its badge and title; disabled detectors are shown struck out.
 
-    def show_detectors(self, detectors: Sequence[Any], enabled: Collection[str]) -> None:
-        """``detectors`` are the registry's classes in order; ``enabled`` their names that run."""
-        text = Text()
-        for index, detector in enumerate(detectors):
-            if index:
-                text.append("\n")
-            text.append_text(badge(detector.glyph, index))
-            title = Text(f" {detector.title}")
-            if detector.name not in enabled:
-                title.stylize("dim strike")
-            text.append_text(title)
-        self.update(text)
+    Reacts to ``detectors`` (the registry, in order) and ``report`` (which are enabled).
+    """
+
+    detectors: var[Sequence[DetectorInfo]] = var(tuple)
+    report: var[Report | None] = var(None, always_update=True)
+
+    def watch_detectors(self) -> None:
+        self._redraw()
+
+    def watch_report(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        enabled = self.report.detectors if self.report is not None else ()
+        lines = [
+            Content.assemble(
+                badge(detector.glyph, index),
+                (f" {detector.title}", "" if detector.name in enabled else "dim strike"),
+            )
+            for index, detector in enumerate(self.detectors)
+        ]
+        self.update(Content("\n").join(lines))

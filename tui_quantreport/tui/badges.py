@@ -1,52 +1,64 @@
 """Detector badges: a glyph on a colour, one colour per detector in registry order.
 
-Colours follow the registry's order, so a detector added to the engine gets
-the next colour with no change here. The tree, the legend, the sidebar and the
-detail view all draw badges with :func:`badge`, so a detector looks the same
-everywhere.
+The colours are the theme's own variables (``$primary``, ``$success``…), so a
+badge follows the theme the user picks. Colours follow the registry's order,
+so a detector added to the engine gets the next colour with no change here.
+Everything that draws a badge (the tree, the legend, the sidebar, the detail
+view) goes through this module, so a detector looks the same everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from rich.style import Style
-from rich.text import Text
+from rich.style import Style as RichStyle
+from textual.color import Color
+from textual.content import Content
+from textual.style import Style
 
-#: Badge backgrounds, assigned to detectors in registry order (then reused).
-BADGE_COLOURS: tuple[str, ...] = (
-    "#c678dd",  # violet
-    "#56b6c2",  # cyan
-    "#98c379",  # green
-    "#e5a84b",  # amber
-    "#61afef",  # blue
-    "#e06c75",  # red
-    "#d19a66",  # orange
-    "#abb2bf",  # grey
+#: Theme variables used as badge backgrounds, assigned to detectors in registry order (then reused).
+BADGE_VARIABLES: tuple[str, ...] = (
+    "primary-lighten-2",
+    "error-lighten-1",
+    "success",
+    "accent",
+    "secondary-lighten-2",
+    "warning-darken-2",
+    "success-darken-2",
+    "foreground-darken-1",
 )
 
 
-def badge_style(index: int) -> Style:
-    """The style of the badge of the detector at position ``index`` of the registry."""
-    return Style(color="#1e1e1e", bgcolor=BADGE_COLOURS[index % len(BADGE_COLOURS)], bold=True)
+def badge_style(index: int) -> str:
+    """The Textual style of the badge of the detector at position ``index`` of the registry."""
+    return f"bold $background on ${BADGE_VARIABLES[index % len(BADGE_VARIABLES)]}"
 
 
-def badge(glyph: str, index: int) -> Text:
+def badge(glyph: str, index: int) -> Content:
     """The glyph of a detector as a one-cell coloured chip."""
-    return Text(glyph, style=badge_style(index))
+    return Content.styled(glyph, badge_style(index))
 
 
-def badge_row(glyphs: Sequence[tuple[str, int]]) -> Text:
+def badge_row(glyphs: Sequence[tuple[str, int]]) -> Content:
     """Chips for several detectors, separated by a space: ``[P] [D]``."""
-    text = Text()
+    parts: list[Content | str] = []
     for position, (glyph, index) in enumerate(glyphs):
         if position:
-            text.append(" ")
-        text.append_text(badge(glyph, index))
-    return text
+            parts.append(" ")
+        parts.append(badge(glyph, index))
+    return Content.assemble(*parts)
 
 
-def badge_rgb(index: int) -> tuple[int, int, int]:
-    """The badge colour of detector ``index`` as an RGB triple (for plots)."""
-    colour = BADGE_COLOURS[index % len(BADGE_COLOURS)].lstrip("#")
-    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+def rich_badge_style(index: int, variables: Mapping[str, str]) -> RichStyle:
+    """The badge style resolved against the theme's ``variables`` (for Rich text, e.g. tree labels)."""
+    return Style.parse(badge_style(index), dict(variables)).rich_style
+
+
+def badge_rgb(index: int, variables: Mapping[str, str]) -> tuple[int, int, int]:
+    """The badge colour of detector ``index`` in the current theme, as an RGB triple."""
+    return theme_rgb(BADGE_VARIABLES[index % len(BADGE_VARIABLES)], variables)
+
+
+def theme_rgb(name: str, variables: Mapping[str, str]) -> tuple[int, int, int]:
+    """Theme variable ``name`` (without ``$``) as an RGB triple."""
+    return Color.parse(variables[name]).rgb

@@ -13,10 +13,12 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from tui_quantreport.engine.report import Series
+from tui_quantreport.tui.badges import theme_rgb
 
-THRESHOLD_COLOUR = "red"
-MAX_COLOUR = "orange"
-MIN_COLOUR = "blue"
+#: Theme variables the plot draws with.
+THRESHOLD_COLOUR = "error"
+MAX_COLOUR = "accent"
+MIN_COLOUR = "primary"
 
 
 class ChannelPlot(PlotextPlot):
@@ -35,7 +37,10 @@ class ChannelPlot(PlotextPlot):
             self._drawn = key
         return self._drawing
 
-    def show_series(self, series: Series, colour: str) -> None:
+    def _rgb(self, name: str) -> tuple[int, int, int]:
+        return theme_rgb(name, self.app.theme_variables)
+
+    def show_series(self, series: Series, colour: tuple[int, int, int]) -> None:
         """Bars of ``series.values`` per channel, and its ``lower``/``upper`` thresholds as lines."""
         plt = self.plt
         plt.clear_figure()
@@ -44,7 +49,7 @@ class ChannelPlot(PlotextPlot):
         plt.bar(channels, values, color=colour, width=0.6)
         for line in (series.lower, series.upper):
             if line is not None:
-                plt.hline(line, THRESHOLD_COLOUR)
+                plt.hline(line, self._rgb(THRESHOLD_COLOUR))
         self.border_title = series.title
         self.border_subtitle = _limits(series.lower, series.upper)
         plt.xlabel("channel")
@@ -57,8 +62,8 @@ class ChannelPlot(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         channels = list(range(len(channel_max)))
-        plt.bar(channels, list(channel_max), color=MAX_COLOUR, width=0.6, label="max")
-        plt.bar(channels, list(channel_min), color=MIN_COLOUR, width=0.6, label="min")
+        plt.bar(channels, list(channel_max), color=self._rgb(MAX_COLOUR), width=0.6, label="max")
+        plt.bar(channels, list(channel_min), color=self._rgb(MIN_COLOUR), width=0.6, label="min")
         self.border_title = title
         self.border_subtitle = ""
         plt.xlabel("channel")

@@ -34,7 +34,7 @@ class _Select(Select):
 class ChoiceField(Vertical):
     """A labelled select for a ``choice`` :class:`Param`; a change is posted as ``ParamChanged``."""
 
-    BINDINGS = [Binding("escape", "app.focus_tree", "Back to the tree")]
+    BINDINGS = [Binding("escape", "screen.focus_tree", "Back to the tree")]
 
     def __init__(self, owner: str, param: Param, value: Any) -> None:
         super().__init__(id=f"field-{owner or APP_OWNER}-{param.name}", classes="param-field")

@@ -1,7 +1,9 @@
-"""The command palette's provider (``ctrl+p``): the app's actions, detector toggles, and jumps.
+"""The command palette's provider (``ctrl+p``): every key's action, detector toggles, and jumps.
 
-Detector toggles come from the registry, and "Go to" entries from the current
-report's recommendations, so both follow the model and the engine.
+The actions are read from the main screen's bindings (the palette shows each
+binding's tooltip and its key), detector toggles from the registry, and "Go to"
+entries from the current report's recommendations, so all three follow the
+bindings, the engine and the model without a change here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
+from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.fuzzy import Matcher
@@ -27,38 +30,34 @@ class QuantReportCommands(Provider):
     def commands(self) -> list[Command]:
         """Every command available now, actions first."""
         app = cast("QuantReportApp", self.app)
-        found: list[Command] = [
-            ("Calibrate", "Run the calibration batches through the model (c)", app.action_calibrate),
-            ("Cancel calibration", "Stop between batches and keep the previous results (Esc)",
-             app.action_cancel_calibration),
-            ("Export report", "Write the report as JSON or Markdown to a file (e)", app.action_export),
-            ("Next finding", "Move to the next module with a recommendation (n)", app.action_next_finding),
-            ("Previous finding", "Move to the previous module with a recommendation (N)",
-             app.action_previous_finding),
-            ("Filter modules", "Filter the module tree by name or class (/)", app.action_filter),
-            ("Edit the tolerance", "The dynamic-vs-static tolerance in the sidebar (t)", app.action_focus_tolerance),
-            ("Show or hide observers", "Observers and fake quantizers of a prepared model (o)",
-             app.action_toggle_helpers),
-            ("Show or hide the sidebar", "Detectors, parameters and calibration settings (b)",
-             app.action_toggle_sidebar),
-            ("Help", "Every key binding (?)", app.action_help),
-            ("Quit", "Leave the app, cancelling any calibration (q)", app.action_quit),
-        ]
-        enabled = app.settings.enabled if app.settings is not None else ()
-        for detector in app.detectors:
+        main = app.main
+        found: list[Command] = []
+        seen: set[str] = set()
+        for binding in main.BINDINGS:
+            if not isinstance(binding, Binding) or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            if main.check_action(binding.action, ()) is not True:
+                continue  # not available now (Cancel without a calibration, say)
+            name = binding.tooltip or binding.description
+            found.append((name, f"{binding.description} ({app.get_key_display(binding)})",
+                          partial(main.run_action, binding.action)))
+        enabled = main.settings.enabled if main.settings is not None else ()
+        for detector in main.detectors:
             verb = "Disable" if detector.name in enabled else "Enable"
             found.append(
                 (f"{verb} detector: {detector.title}", detector.description,
-                 partial(app.set_detector_enabled, detector.name, detector.name not in enabled))
+                 partial(main.set_detector_enabled, detector.name, detector.name not in enabled))
             )
-        if app.report is not None:
+        report = main.report
+        if report is not None:
             advice: dict[str, list[str]] = {}
-            for detector in app.report.detectors.values():
-                for fqn in detector.recommended:
-                    advice.setdefault(fqn, []).append(detector.title)
-            for fqn in app.report.recommended_modules():
+            for detector_report in report.detectors.values():
+                for fqn in detector_report.recommended:
+                    advice.setdefault(fqn, []).append(detector_report.title)
+            for fqn in report.recommended_modules():
                 help_text = "Recommended by: " + ", ".join(advice[fqn])
-                found.append((f"Go to {fqn}", help_text, partial(app.go_to_module, fqn)))
+                found.append((f"Go to {fqn}", help_text, partial(main.go_to_module, fqn)))
         return found
 
     async def discover(self) -> Hits:

@@ -2,25 +2,34 @@
 
 Everything here is read from the engine's detector registry (each detector's
 title, glyph, description and :class:`Param` list), so a detector added to the
-engine appears with its parameters without a change to this file.
+engine appears with its parameters without a change to this file. It reacts to
+the main screen's ``detectors``, ``settings`` (which are ticked) and ``report``
+(which parameters need a new calibration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.reactive import var
+from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Label, Static
 
 from tui_quantreport.engine.params import Param
+from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.choice_field import ChoiceField
 from tui_quantreport.tui.messages import CalibrateRequested, DetectorToggled
+from tui_quantreport.tui.model_session import DetectorInfo
 from tui_quantreport.tui.param_field import ParamField
+
+if TYPE_CHECKING:
+    from tui_quantreport.engine.settings import Settings
 
 #: The app's own settings, validated like detector parameters.
 CH_AXIS = Param(
@@ -35,21 +44,40 @@ DETECTORS_STALE = "No data yet for {names} (enabled since the last calibration):
 class DetectorSidebar(VerticalScroll):
     """Checkboxes for the detectors, inputs for their parameters, and the Calibrate action."""
 
+    detectors: var[Sequence[DetectorInfo]] = var(tuple)
+    settings: var[Settings | None] = var(None, always_update=True)
+    report: var[Report | None] = var(None, always_update=True)
+    max_batches: var[int | None] = var(None)
+
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
         self._titles: dict[str, str] = {}
+        self._populated = False
 
     def compose(self) -> ComposeResult:
         yield Static("Loading detectors…", classes="sidebar-note")
 
-    def populate(self, detectors: Sequence[Any], settings: Any, max_batches: int | None) -> None:
+    def watch_settings(self, settings: Settings | None) -> None:
+        if settings is None or not self.detectors:
+            return
+        if not self._populated:
+            self.populate(self.detectors, settings, self.max_batches)
+        else:
+            self.show_enabled(settings.enabled)
+
+    def watch_report(self, report: Report | None) -> None:
+        if report is not None and self._populated:
+            self.show_stale(report.stale_params)
+
+    def populate(self, detectors: Sequence[DetectorInfo], settings: Settings, max_batches: int | None) -> None:
         """Fill the sidebar from the registry's ``detectors`` and the current engine ``settings``."""
+        self._populated = True
         self.remove_children()
-        widgets: list[Any] = [Label("Detectors", classes="section-title")]
+        widgets: list[Widget] = [Label("Detectors", classes="section-title")]
         for index, detector in enumerate(detectors):
             enabled = detector.name in settings.enabled
             box = Checkbox(
-                Text.assemble(badge(detector.glyph, index), " ", detector.title),
+                Content.assemble(badge(detector.glyph, index), " ", detector.title),
                 value=enabled,
                 id=f"detector-{detector.name}",
             )
@@ -91,7 +119,7 @@ class DetectorSidebar(VerticalScroll):
                 field.set_stale(key in stale)
         missing = [title for name, title in self._titles.items() if name in stale]
         for note in self.query("#detectors-stale").results(Static):
-            note.update(Text(DETECTORS_STALE.format(names=", ".join(missing))))
+            note.update(Content(DETECTORS_STALE.format(names=", ".join(missing))))
             note.display = bool(missing)
 
     @on(Checkbox.Changed)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rich.console import Group
-from rich.text import Text
+from textual.content import Content
 from textual.widgets import Static
 
 from tui_quantreport.engine.report import Finding, Report
@@ -24,29 +23,30 @@ class FindingsPanel(Static):
             kind = module.class_name if module is not None else "module"
             enabled = ", ".join(d.title for d in report.detectors.values()) or "none"
             self.update(
-                Text(
+                Content.styled(
                     f"No enabled detector judges a {kind} (enabled: {enabled}). Move to a Linear, "
                     "a Conv or a leaf module, or press n for the next recommendation.",
-                    style="dim",
+                    "dim",
                 )
             )
             return
         blocks = [self._finding(f, report, detector_index.get(f.detector, 0)) for f in findings]
-        self.update(Group(*blocks))
+        self.update(Content("\n").join(blocks))
 
     @staticmethod
-    def _finding(finding: Finding, report: Report, index: int) -> Text:
+    def _finding(finding: Finding, report: Report, index: int) -> Content:
         detector = report.detectors[finding.detector]
         word, style = STATUS_WORDS[finding.status]
-        text = Text.assemble(badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (word, style), "\n")
-        text.append(finding.headline, style="bold" if finding.recommended else "")
-        text.append("\n")
-        text.append(finding.reason)
-        text.append("\n")
+        parts: list[Content | str | tuple[str, str]] = [
+            badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (word, style), "\n",
+            (finding.headline, "bold" if finding.recommended else ""), "\n",
+            finding.reason, "\n",
+        ]
         for evidence in finding.evidence:
             marker = "▶" if evidence.decides else "·"
-            text.append(f"  {marker} {evidence.label} = ", style="bold" if evidence.decides else "")
-            text.append(evidence.shown, style="bold" if evidence.decides else "")
-            text.append(f"   ({evidence.threshold})", style="dim")
-            text.append("\n")
-        return text
+            strong = "bold" if evidence.decides else ""
+            parts += [
+                (f"  {marker} {evidence.label} = ", strong), (evidence.shown, strong),
+                (f"   ({evidence.threshold})", "dim"), "\n",
+            ]
+        return Content.assemble(*parts)

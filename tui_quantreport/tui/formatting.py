@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from tui_quantreport.engine.report import Status
 
-#: A verdict in words, and the style it is written in.
+#: A verdict in words, and the style it is written in (theme variables).
 STATUS_WORDS: dict[Status, tuple[str, str]] = {
-    Status.RECOMMEND: ("change recommended", "bold #e5a84b"),
-    Status.OK: ("no change needed", "#98c379"),
+    Status.RECOMMEND: ("change recommended", "bold $warning"),
+    Status.OK: ("no change needed", "$success"),
     Status.NOT_OBSERVED: ("not observed", "dim"),
     Status.NOT_APPLICABLE: ("not applicable", "dim"),
 }

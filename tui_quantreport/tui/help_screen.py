@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rich.table import Table
-from rich.text import Text
+from textual.content import Content
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -28,6 +28,8 @@ HelpSection = tuple[str, Sequence[tuple[str, str]]]
 class HelpScreen(ModalScreen[None]):
     """A modal table of key bindings; Escape, q or ? closes it."""
 
+    COMPONENT_CLASSES = {"help-screen--key"}
+
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
         Binding("q", "dismiss", "Close", show=False),
@@ -39,21 +41,23 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
+        key_style = self.get_component_rich_style("help-screen--key")
         with VerticalScroll(id="help-box"):
-            yield Static(Text("tui-quantreport: keys", style="bold"), id="help-title")
+            yield Static(Content.styled("tui-quantreport: keys", "bold"), id="help-title")
             for title, rows in self.sections:
                 table = Table.grid(padding=(0, 2))
-                table.add_column(style="bold #e5a84b", no_wrap=True, min_width=24)
+                table.add_column(style=key_style, no_wrap=True, min_width=24)
                 table.add_column()
                 for keys, description in rows:
                     table.add_row(keys, description)
-                yield Static(Text(title, style="bold underline"), classes="help-section-title")
+                yield Static(Content.styled(title, "bold underline"), classes="help-section-title")
                 yield Static(table, classes="help-section")
-            yield Static(Text("Escape closes this screen.", style="dim"), id="help-footer")
+            yield Static(Content.styled("Escape closes this screen.", "dim"), id="help-footer")
 
 
 def key_sections(app: App) -> list[HelpSection]:
-    """Every key of ``app``, by where it works."""
+    """Every key of ``app`` (the main screen's bindings), by where it works."""
+    from tui_quantreport.tui.main_screen import MainScreen
 
     def rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
         return [
@@ -65,7 +69,7 @@ def key_sections(app: App) -> list[HelpSection]:
     tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down")]
     return [
         ("Anywhere", [
-            *rows(app.BINDINGS),
+            *rows(MainScreen.BINDINGS),
             ("^p", "Command palette: every action, detector toggles, jump to a module"),
             ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
         ]),

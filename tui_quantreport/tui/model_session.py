@@ -1,6 +1,6 @@
 """The app's handle on the engine: load, calibrate and evaluate, off the UI thread.
 
-Every method here may import torch (through the engine's analysis, session,
+Every method here may import torch (through the engine's settings, evaluation, session,
 spec and detectors modules), so they are imported inside the methods and the
 methods are only called from worker threads. The class holds what does not
 change once loaded (the model and its engine session); the stats snapshot and
@@ -15,9 +15,27 @@ from argparse import Namespace
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
+
+if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.detectors import Detector
+    from tui_quantreport.engine.session import Session
+    from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.engine.spec import LoadedModel
+
+
+class DetectorInfo(Protocol):
+    """What the app reads of a detector class (its registry entry): no torch needed to use it."""
+
+    name: str
+    title: str
+    glyph: str
+    description: str
+    params: tuple[Param, ...]
 
 
 @dataclass(frozen=True)
@@ -26,32 +44,32 @@ class Loaded:
 
     session: "ModelSession"
     report: Report
-    settings: Any  # engine Settings
-    stats: Any  # engine Stats (empty)
-    detectors: tuple[Any, ...]
+    settings: Settings
+    stats: Stats  # empty
+    detectors: tuple[type[Detector], ...]
 
 
 @dataclass(frozen=True)
 class Calibrated:
     """What a calibration produced: the new stats and the report evaluated with ``settings``."""
 
-    stats: Any
+    stats: Stats
     report: Report
-    settings: Any
+    settings: Settings
 
 
 class ModelSession:
     """One loaded model and its engine session."""
 
-    def __init__(self, loaded_model: Any, session: Any) -> None:
-        self.loaded_model = loaded_model  # engine LoadedModel
-        self.session = session  # engine Session
+    def __init__(self, loaded_model: LoadedModel, session: Session) -> None:
+        self.loaded_model = loaded_model
+        self.session = session
         self.spec: str = loaded_model.spec
 
     @classmethod
-    def load_in_background(cls, spec: str, options: Namespace | None) -> Future:
+    def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
         """Start :meth:`load` in a daemon thread (quitting never waits for it); a future of its result."""
-        future: Future = Future()
+        future: Future[Loaded] = Future()
 
         def run() -> None:
             try:
@@ -69,9 +87,11 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
-        from tui_quantreport.engine.analysis import Settings, evaluate
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.session import Session, Stats
+        from tui_quantreport.engine.evaluation import evaluate
+        from tui_quantreport.engine.session import Session
+        from tui_quantreport.engine.settings import Settings
+        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
 
         settings = Settings.from_options(
@@ -87,15 +107,15 @@ class ModelSession:
         report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
         return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
 
-    def evaluate(self, stats: Any, settings: Any) -> Report:
+    def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.analysis import evaluate
+        from tui_quantreport.engine.evaluation import evaluate
 
         return evaluate(self.session.catalog, stats, settings, spec=self.spec)
 
     def calibrate(
         self,
-        settings: Any,
+        settings: Settings,
         max_batches: int | None,
         progress: Callable[[int, int | None], None],
         should_cancel: Callable[[], bool],
@@ -106,11 +126,10 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.analysis import calibrate, evaluate
+        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
-        stats = calibrate(
-            self.session,
+        stats = self.session.calibrate(
             open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
             settings,
             max_batches=max_batches,

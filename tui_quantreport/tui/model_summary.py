@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rich.console import Group
-from rich.text import Text
+from textual.content import Content
 from textual.widgets import Static
 
 from tui_quantreport.engine.report import Report
@@ -24,46 +23,45 @@ class ModelSummary(Static):
 
     def show_report(self, report: Report, detector_index: Mapping[str, int]) -> None:
         """Render the summary of ``report``."""
-        heading = Text.assemble(
+        heading: list[Content | str | tuple[str, str]] = [
             (report.spec, "bold"), f"  {report.model_class}, {report.user_module_count:,} modules, ",
-        )
+        ]
         if report.batches:
             heading.append(f"calibrated on {report.batches:,} batches.")
         else:
-            heading.append("not calibrated yet: press ")
-            heading.append("c", style="bold reverse")
-            heading.append(" to run the calibration batches through the model.")
-        parts: list[object] = [heading, Text()]
+            heading += ["not calibrated yet: press ", ("c", "bold reverse"),
+                        " to run the calibration batches through the model."]
+        parts: list[Content] = [Content.assemble(*heading), Content("")]
 
         for name, detector in report.detectors.items():
             count = len(detector.recommended)
             parts.append(
-                Text.assemble(
+                Content.assemble(
                     badge(detector.glyph, detector_index.get(name, 0)), " ", (detector.title, "bold"), "  ",
-                    (f"{count:,} recommended" if count else "nothing recommended", "bold #e5a84b" if count else "dim"),
+                    (f"{count:,} recommended" if count else "nothing recommended", "bold $warning" if count else "dim"),
                 )
             )
             summary = detector.summary if report.batches or count else "Waiting for calibration."
-            parts.append(Text(f"  {summary}", style="" if count else "dim"))
+            parts.append(Content.styled(f"  {summary}", "" if count else "dim"))
         if not report.detectors:
-            parts.append(Text("No detector is enabled: tick one in the sidebar.", style="dim"))
+            parts.append(Content.styled("No detector is enabled: tick one in the sidebar.", "dim"))
 
         ranked = self._modules_that_matter(report, detector_index)
         if ranked:
-            parts += [Text(), Text("Modules that matter most", style="bold underline")]
+            parts += [Content(""), Content.styled("Modules that matter most", "bold underline")]
             for fqn, chips in ranked:
-                parts.append(Text.assemble("  ", badge_row(chips), "  ", fqn))
-            parts.append(Text("Press n / N to walk through every recommendation.", style="dim"))
+                parts.append(Content.assemble("  ", badge_row(chips), "  ", fqn))
+            parts.append(Content.styled("Press n / N to walk through every recommendation.", "dim"))
         if report.stale_params:
             parts += [
-                Text(),
-                Text(
+                Content(""),
+                Content.styled(
                     "Settings changed since the last calibration need new data ("
                     + ", ".join(report.stale_params) + "): press c to calibrate again.",
-                    style="#e5a84b",
+                    "$warning",
                 ),
             ]
-        self.update(Group(*parts))
+        self.update(Content("\n").join(parts))
 
     @staticmethod
     def _modules_that_matter(

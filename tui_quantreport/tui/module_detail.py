@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.reactive import var
 from textual.widgets import Label, Static
 
 from tui_quantreport.engine.report import Report
@@ -28,12 +29,29 @@ RANGE_TITLE = "input min and max per channel"
 
 
 class ModuleDetail(VerticalScroll):
-    """Everything about one module (or, for the root, the whole model)."""
+    """Everything about one module (or, for the root, the whole model).
+
+    Reacts to ``report``, ``fqn`` (the module shown, "" for the model) and
+    ``detector_index`` (badge colours), which the main screen binds.
+    """
+
+    report: var[Report | None] = var(None, always_update=True)
+    fqn: var[str | None] = var(None)
+    detector_index: var[Mapping[str, int]] = var(dict)
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
-        self.fqn: str | None = None
         self._plots: list[ChannelPlot] = []
+
+    def watch_report(self) -> None:
+        self._redraw()
+
+    def watch_fqn(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.report is not None and self.fqn is not None and self.is_mounted:
+            self.show_module(self.report, self.fqn, self.detector_index)
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the model…", id="detail-title")
@@ -47,19 +65,18 @@ class ModuleDetail(VerticalScroll):
 
     def show_module(self, report: Report, fqn: str, detector_index: Mapping[str, int]) -> None:
         """Show module ``fqn`` of ``report`` ("" shows the model summary)."""
-        self.fqn = fqn
         module = report.modules.get(fqn)
         summary = self.query_one(ModelSummary)
         view = self.query_one("#module-view")
         title = self.query_one("#detail-title", Static)
         if not fqn or module is None:
-            title.update(Text.assemble(("Model summary", "bold"), f"  {report.model_class}"))
+            title.update(Content.assemble(("Model summary", "bold"), f"  {report.model_class}"))
             summary.show_report(report, detector_index)
             summary.display, view.display = True, False
             return
         summary.display, view.display = False, True
         title.update(
-            Text.assemble(
+            Content.assemble(
                 (fqn, "bold"), "  ", (module.class_name, "italic"),
                 (f"  · {module.params:,} parameters" if module.params else "", "dim"),
             )
@@ -79,7 +96,7 @@ class ModuleDetail(VerticalScroll):
                 draws.append(partial(ChannelPlot.show_range, title=RANGE_TITLE, channel_min=point.channel_min,
                                      channel_max=point.channel_max))
         for finding in report.findings_for(fqn):
-            colour = badge_rgb(detector_index.get(finding.detector, 0))
+            colour = badge_rgb(detector_index.get(finding.detector, 0), self.app.theme_variables)
             for series in finding.series:
                 if any(v is not None for v in series.values):
                     draws.append(partial(ChannelPlot.show_series, series=series, colour=colour))

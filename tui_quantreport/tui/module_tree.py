@@ -1,7 +1,9 @@
 """The module tree: every module by fully qualified name, with its class and badges.
 
-A badge (the detector's glyph on its colour) marks each detector that
-recommends a change at a module. Modules no detector observed are dimmed after
+The tree reacts to its owner's state (bound with ``data_bind`` by the main
+screen): ``report`` (badges and dimming), ``filter_text`` and ``show_helpers``
+(which nodes exist). A badge (the detector's glyph on its colour) marks each
+detector that recommends a change at a module. Modules no detector observed are dimmed after
 a calibration; observers and fake quantizers of a ``torch.ao``-prepared model
 are hidden unless asked for. Badges are kept beside the nodes and drawn in
 :meth:`ModuleTree.render_label`, so a new report repaints the nodes whose
@@ -16,11 +18,12 @@ from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.binding import Binding
+from textual.reactive import var
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tui_quantreport.engine.report import ModuleSummary, Report
-from tui_quantreport.tui.badges import badge_row
+from tui_quantreport.tui.badges import rich_badge_style
 from tui_quantreport.tui.messages import ModuleHighlighted
 
 #: Nodes at this depth or above start expanded ("" is depth 0): the root and its children.
@@ -40,25 +43,46 @@ class ModuleTree(Tree[str]):
         Binding("left", "collapse_or_leave", "Collapse, or go to the parent", show=False),
     ]
 
+    #: The report shown (None while loading); a new one repaints badges, a new model rebuilds.
+    report: var[Report | None] = var(None, always_update=True)
+    #: Each detector's position in the registry (fixes its badge colour).
+    detector_index: var[Mapping[str, int]] = var(dict)
+    #: Show only modules whose name or class contains this text (and their ancestors).
+    filter_text = var("")
+    #: Show the observers and fake quantizers of a prepared model.
+    show_helpers = var(False)
+
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__("Loading the model…", data="", id=id)
         self.guide_depth = 3
         self.modules: Mapping[str, ModuleSummary] = {}
         self.nodes: dict[str, TreeNode[str]] = {}
-        self.show_helpers = False
-        self.filter_text = ""
         self._badges: dict[str, tuple[tuple[str, int], ...]] = {}
         self._dimmed: frozenset[str] = frozenset()
-        self._detector_index: dict[str, int] = {}
+        self._badge_styles: dict[tuple[int, str], Style] = {}
+
+    # Reacting ---------------------------------------------------------------
+
+    def watch_report(self, old: Report | None, report: Report | None) -> None:
+        if report is None:
+            return
+        if old is None or not self.modules or old.modules.keys() != report.modules.keys():
+            self.modules = report.modules
+            self._badges, self._dimmed = self._marks(report)
+            self.rebuild()
+        else:
+            self.modules = report.modules
+            self._show_marks(report)
+
+    def watch_filter_text(self) -> None:
+        if self.modules:
+            self.rebuild()
+
+    def watch_show_helpers(self) -> None:
+        if self.modules:
+            self.rebuild()
 
     # Building ---------------------------------------------------------------
-
-    def show_model(self, report: Report, detector_index: Mapping[str, int]) -> None:
-        """Build the tree for ``report``'s modules; ``detector_index`` fixes each detector's colour."""
-        self.modules = report.modules
-        self._detector_index = dict(detector_index)
-        self._badges, self._dimmed = self._marks(report)
-        self.rebuild()
 
     def rebuild(self) -> None:
         """Rebuild the nodes for the current filter and helper visibility, keeping the cursor's module."""
@@ -107,7 +131,7 @@ class ModuleTree(Tree[str]):
 
     # Badges -----------------------------------------------------------------
 
-    def show_report(self, report: Report) -> None:
+    def _show_marks(self, report: Report) -> None:
         """Repaint the badges and dimming for a new report of the same model."""
         badges, dimmed = self._marks(report)
         changed = {fqn for fqn in set(badges) | set(self._badges) if badges.get(fqn) != self._badges.get(fqn)}
@@ -122,7 +146,7 @@ class ModuleTree(Tree[str]):
         """Badges per module (in registry order) and the modules to dim, read from ``report``."""
         badges: dict[str, list[tuple[str, int]]] = {}
         for name, detector in report.detectors.items():
-            chip = (detector.glyph, self._detector_index.get(name, 0))
+            chip = (detector.glyph, self.detector_index.get(name, 0))
             for fqn in detector.recommended:
                 badges.setdefault(fqn, []).append(chip)
         dimmed: frozenset[str] = frozenset()
@@ -144,10 +168,18 @@ class ModuleTree(Tree[str]):
         if fqn in self._dimmed:
             text.stylize(DIMMED)
         chips = self._badges.get(fqn)
-        if chips:
+        for glyph, index in chips or ():
             text.append(" ")
-            text.append_text(badge_row(chips))
+            text.append(glyph, self._badge_style(index))
         return text
+
+    def _badge_style(self, index: int) -> Style:
+        """Badge ``index`` in the current theme's colours (Rich styles, as tree labels are Rich text)."""
+        key = (index, self.app.theme)
+        style = self._badge_styles.get(key)
+        if style is None:
+            style = self._badge_styles[key] = rich_badge_style(index, self.app.theme_variables)
+        return style
 
     # Moving -----------------------------------------------------------------
 

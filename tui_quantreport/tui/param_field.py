@@ -45,7 +45,7 @@ def format_value(param: Param, value: Any) -> str:
 class ParamField(Vertical):
     """A labelled input for one :class:`Param`, validated as the user types."""
 
-    BINDINGS = [Binding("escape", "app.focus_tree", "Back to the tree")]
+    BINDINGS = [Binding("escape", "screen.focus_tree", "Back to the tree")]
 
     def __init__(self, owner: str, param: Param, value: Any, *, blank: str | None = None) -> None:
         """``owner`` is the detector's name ("" for the app's settings); ``blank`` is what an empty input means."""

@@ -1,23 +1,31 @@
 """The detector base class: what a detector observes and how it judges.
 
-A detector is one file in this package holding one :class:`Detector` subclass.
-It states
+A detector is one file in this package holding one :class:`Detector` subclass;
+the registry (``detectors/__init__.py``) finds it there, so adding a detector
+edits nothing else. The class declares
 
-- its ``name`` (the report key), a ``title`` and a one-character ``glyph`` for
-  badges, and a ``description``;
-- its ``params``: each a :class:`~tui_quantreport.engine.params.Param` with a
+- ``name`` (the report key), ``aliases`` (short names for the command line,
+  the first one shown in help and errors), a ``title``, a one-character
+  ``glyph`` for badges (unique among detectors), a ``description``, and
+  ``order`` (its place in reports and the sidebar);
+- ``report_keys``: every key of its per-module values in the report, each
+  also a class constant (``OUTLIERS_DETECTED = "outliers_detected"``);
+- ``params``: each a :class:`~tui_quantreport.engine.params.Param` with a
   default and a valid range;
 - :meth:`Detector.targets`: which modules it judges;
 - :meth:`Detector.observations`: which points it needs observed during
   calibration (a module's input, "pre", or output, "post"), and what to record
-  there;
-- how it turns kept statistics into one
-  :class:`~tui_quantreport.engine.report.Finding` per target module, in two
-  steps: :meth:`Detector.measure` derives the numbers that no threshold
-  changes (a percentile ratio, an equalization metric), and
-  :meth:`Detector.judge` holds them against the thresholds.
+  there.
 
-Both steps are pure: they read the catalog (static facts about the model) and
+It turns kept statistics into one
+:class:`~tui_quantreport.engine.report.Finding` per target module in three
+steps: :meth:`Detector.measure` derives the numbers that no threshold changes
+(a frozen dataclass per detector, or :class:`Unjudged`), :meth:`Detector.verdict`
+decides the module's status once, and :meth:`Detector.judge` explains that
+status in words and numbers (a :class:`Judgement`, which carries no status of
+its own, so the badge and the finding cannot disagree).
+
+All steps are pure: they read the catalog (static facts about the model) and
 the stats snapshot, never the model or the data. Measurements are cached per
 stats snapshot, so a changed threshold costs only the comparisons.
 """
@@ -28,13 +36,13 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import DetectorReport, Finding, Findings, Status
-from tui_quantreport.engine.session import Point, PointRequest, Stats
+from tui_quantreport.engine.report import DetectorReport, Evidence, Finding, Findings, Series, Status
+from tui_quantreport.engine.stats import Point, PointRequest, Stats
 
 
 @dataclass(frozen=True)
@@ -55,24 +63,55 @@ class Unjudged:
     values: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict explained: the finding's words and numbers, without its status.
+
+    :meth:`Detector.verdict` decides the status; :meth:`Detector.judge` returns
+    this, and the base class puts the two together into a
+    :class:`~tui_quantreport.engine.report.Finding`.
+    """
+
+    headline: str
+    reason: str
+    values: dict[str, Any]
+    evidence: tuple[Evidence, ...] = ()
+    series: tuple[Series, ...] = ()
+
+
+#: A detector's threshold-independent numbers for one module (a frozen dataclass per detector).
+M = TypeVar("M")
+
+
 #: Measurements per stats snapshot: {(detector, catalog id, axis, observed params): {fqn: measure}}.
 _MEASURES: "weakref.WeakKeyDictionary[Stats, dict[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
 
 
-class Detector(ABC):
+class Detector(ABC, Generic[M]):
     """Base class of the four (and any future) detectors."""
 
     name: ClassVar[str]
+    #: Short names accepted on the command line; the first is the one shown in help and errors.
+    aliases: ClassVar[tuple[str, ...]] = ()
     title: ClassVar[str]
     glyph: ClassVar[str]
     description: ClassVar[str]
+    #: Place in reports, the sidebar and the command line's lists (ascending).
+    order: ClassVar[int]
     params: ClassVar[tuple[Param, ...]] = ()
+    #: Every key of a module's values in the report (class constants of the detector).
+    report_keys: ClassVar[tuple[str, ...]] = ()
     #: What the summary counts, e.g. "leaf modules".
     noun: ClassVar[str] = "modules"
     #: Whether the detector needs data observed during calibration.
     observes: ClassVar[bool] = True
-    #: Parameters repeated in every module's values (the report's per-module keys).
+    #: Parameters repeated in every module's values (a subset of ``report_keys``).
     module_param_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def short_name(cls) -> str:
+        """The name people type: the first alias, or the full name."""
+        return cls.aliases[0] if cls.aliases else cls.name
 
     @classmethod
     def param(cls, name: str) -> Param:
@@ -103,7 +142,7 @@ class Detector(ABC):
         return {}
 
     @abstractmethod
-    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> M | Unjudged:
         """Threshold-independent numbers for module ``fqn``, or an :class:`Unjudged`.
 
         May read only the parameters marked ``observed``: the result is cached
@@ -111,12 +150,12 @@ class Detector(ABC):
         """
 
     @abstractmethod
-    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
-        """The status :meth:`judge` would give, computed cheaply (no text)."""
+    def verdict(self, measured: M, params: Mapping[str, Any]) -> Status:
+        """The module's status under the thresholds in ``params``: decided here, and only here."""
 
     @abstractmethod
-    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        """Hold one module's measurement against the thresholds in ``params``, in words and numbers."""
+    def judge(self, fqn: str, measured: M, params: Mapping[str, Any], status: Status) -> Judgement:
+        """Explain ``status`` (what :meth:`verdict` decided) for one module, in words and numbers."""
 
     def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Detector-level values for the report besides ``params`` (e.g. the backend)."""
@@ -125,7 +164,8 @@ class Detector(ABC):
     def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
         """One finding per target module, from cached measurements.
 
-        Verdicts are computed now; each finding's words and numbers when first read.
+        Statuses are decided now, once; each finding's words and numbers are
+        built from that status when first read.
         """
         measurements = self.measurements(ctx, params)
         statuses = {
@@ -135,14 +175,16 @@ class Detector(ABC):
 
         def build(fqn: str) -> Finding:
             measured = measurements[fqn]
+            status = statuses[fqn]
             if isinstance(measured, Unjudged):
                 values = {**measured.values, **{k: params[k] for k in self.module_param_keys}}
-                return self.unjudged(fqn, measured.status, measured.reason, values)
-            return self.judge(fqn, measured, params)
+                return self.unjudged(fqn, status, measured.reason, values)
+            j = self.judge(fqn, measured, params, status)
+            return Finding(self.name, fqn, status, j.headline, j.reason, j.values, j.evidence, j.series)
 
         return self.report(params, Findings(statuses, build), self.noun, **self.extra(params))
 
-    def measurements(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, Any]:
+    def measurements(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, M | Unjudged]:
         observed = tuple(params[p.name] for p in self.params if p.observed)
         key = (self.name, id(ctx.catalog), ctx.ch_axis, observed)
         cache = _MEASURES.setdefault(ctx.stats, {})
@@ -179,5 +221,9 @@ class Detector(ABC):
         )
 
     def unjudged(self, fqn: str, status: Status, reason: str, values: dict[str, Any]) -> Finding:
-        headline = "Not observed during calibration" if status is Status.NOT_OBSERVED else "Not applicable"
-        return Finding(self.name, fqn, status, headline, reason, values)
+        return Finding(self.name, fqn, status, unjudged_headline(status), reason, values)
+
+
+def unjudged_headline(status: Status) -> str:
+    """The headline of a module a detector could not judge."""
+    return "Not observed during calibration" if status is Status.NOT_OBSERVED else "Not applicable"

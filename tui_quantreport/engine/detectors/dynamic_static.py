@@ -17,14 +17,14 @@ Conv1d/2d/3d; only Linear has dynamic kernels today.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, unjudged_headline
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import Evidence, Finding, Status
-from tui_quantreport.engine.session import Point, PointRequest
-from tui_quantreport.engine.stats import PointStats
+from tui_quantreport.engine.report import Evidence, Status
+from tui_quantreport.engine.stats import Point, PointRequest, PointStats
 
 STATIONARY = "stationary"
 NON_STATIONARY = "non-stationary"
@@ -33,24 +33,58 @@ NON_FINITE = "non-finite"
 NOT_OBSERVED = "not observed"
 
 
-def classify(point: PointStats | None, tolerance: float) -> tuple[str, float | None]:
-    """The distribution class of a point and its S (None where S is undefined)."""
-    if point is None or point.calls == 0:
-        return NOT_OBSERVED, None
-    if not point.finite:
-        return NON_FINITE, None
-    stat = point.comparison_stat
-    if stat is None:
-        return CONSTANT, None
-    return (STATIONARY if stat > tolerance else NON_STATIONARY), stat
+@dataclass(frozen=True)
+class Spread:
+    """One point's S, or why it has none (``undefined``: not observed, non-finite, constant)."""
+
+    stat: float | None
+    undefined: str | None = None
+
+    @classmethod
+    def of(cls, point: PointStats | None) -> Spread:
+        if point is None or point.calls == 0:
+            return cls(None, NOT_OBSERVED)
+        if not point.finite:
+            return cls(None, NON_FINITE)
+        stat = point.comparison_stat
+        return cls(None, CONSTANT) if stat is None else cls(stat)
+
+    def classify(self, tolerance: float) -> str:
+        """The distribution class at this point under ``tolerance``."""
+        if self.undefined is not None or self.stat is None:
+            return self.undefined or CONSTANT
+        return STATIONARY if self.stat > tolerance else NON_STATIONARY
 
 
-class DynamicStaticDetector(Detector):
+@dataclass(frozen=True)
+class Stationarity:
+    """One module's threshold-independent numbers: S before and after it."""
+
+    class_name: str
+    dynamic_supported: bool
+    pre: Spread
+    post: Spread
+
+
+class DynamicStaticDetector(Detector[Stationarity]):
     name = "dynamic_vs_static_detector"
+    aliases = ("dynamic_static", "dynamic_vs_static")
     title = "Dynamic vs static"
     glyph = "D"
+    order = 20
     description = "inputs and outputs of Linear and Conv1d/2d/3d"
     noun = "Linear/Conv modules"
+    TOLERANCE = "tolerance"
+    DYNAMIC_RECOMMENDED = "dynamic_recommended"
+    PRE_COMP_STAT = "pre_observer_comp_stat"
+    PRE_DATA_DIST = "pre_observer_data_dist"
+    POST_COMP_STAT = "post_observer_comp_stat"
+    POST_DATA_DIST = "post_observer_data_dist"
+    IS_DYNAMIC_SUPPORTED = "is_dynamic_supported"
+    report_keys = (
+        TOLERANCE, DYNAMIC_RECOMMENDED, PRE_COMP_STAT, PRE_DATA_DIST, POST_COMP_STAT, POST_DATA_DIST,
+        IS_DYNAMIC_SUPPORTED,
+    )
     params = (
         Param(
             "tolerance", 0.5,
@@ -65,59 +99,60 @@ class DynamicStaticDetector(Detector):
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
 
-    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Stationarity:
         info = ctx.catalog.modules[fqn]
-        return info.class_name, info.is_linear, ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+        pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
+        return Stationarity(info.class_name, info.is_linear, Spread.of(pre), Spread.of(post))
 
-    def verdict(self, measured: Any, params: Mapping[str, Any]) -> Status:
-        dist, _ = classify(measured[3], params["tolerance"])
+    def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
             NON_STATIONARY: Status.RECOMMEND,
             STATIONARY: Status.OK,
-        }.get(dist, Status.NOT_APPLICABLE)
+        }.get(measured.post.classify(params["tolerance"]), Status.NOT_APPLICABLE)
 
-    def judge(self, fqn: str, measured: Any, params: Mapping[str, Any]) -> Finding:
-        class_name, supported, pre, post = measured
+    def judge(self, fqn: str, measured: Stationarity, params: Mapping[str, Any], status: Status) -> Judgement:
+        class_name, supported = measured.class_name, measured.dynamic_supported
         tolerance = params["tolerance"]
-        pre_dist, pre_stat = classify(pre, tolerance)
-        post_dist, post_stat = classify(post, tolerance)
+        pre_dist, post_dist = measured.pre.classify(tolerance), measured.post.classify(tolerance)
         values = {
-            "tolerance": tolerance,
-            "dynamic_recommended": post_dist == NON_STATIONARY,
-            "pre_observer_comp_stat": pre_stat,
-            "pre_observer_data_dist": pre_dist,
-            "post_observer_comp_stat": post_stat,
-            "post_observer_data_dist": post_dist,
-            "is_dynamic_supported": supported,
+            self.TOLERANCE: tolerance,
+            self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND,
+            self.PRE_COMP_STAT: measured.pre.stat,
+            self.PRE_DATA_DIST: pre_dist,
+            self.POST_COMP_STAT: measured.post.stat,
+            self.POST_DATA_DIST: post_dist,
+            self.IS_DYNAMIC_SUPPORTED: supported,
         }
-        if post_dist == NOT_OBSERVED:
-            return self.unjudged(
-                fqn, Status.NOT_OBSERVED,
+        if status is Status.NOT_OBSERVED:
+            return Judgement(
+                unjudged_headline(status),
                 f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
                 "about its activations.",
                 values,
             )
-        if post_dist in (CONSTANT, NON_FINITE):
+        if status is Status.NOT_APPLICABLE:
             why = (
                 "its output was the same single value in every batch (range 0), so S is undefined"
                 if post_dist == CONSTANT
                 else "its output held NaN or infinite values, so its range is undefined"
             )
-            return self.unjudged(fqn, Status.NOT_APPLICABLE, f"Cannot choose for {class_name} '{fqn}': {why}.", values)
+            return Judgement(unjudged_headline(status), f"Cannot choose for {class_name} '{fqn}': {why}.", values)
         evidence = (
-            Evidence("output S", post_stat, f"> {tolerance:g} is stationary", True),
-            Evidence("input S", pre_stat, f"> {tolerance:g} is stationary", False),
+            Evidence("output S", measured.post.stat, f"> {tolerance:g} is stationary", True),
+            Evidence("input S", measured.pre.stat, f"> {tolerance:g} is stationary", False),
         )
         return self._finding(fqn, class_name, values, evidence, supported)
 
-    def _finding(self, fqn, class_name, values, evidence, supported) -> Finding:
-        dynamic = values["dynamic_recommended"]
-        pre, post = values["pre_observer_data_dist"], values["post_observer_data_dist"]
-        tolerance = values["tolerance"]
+    def _finding(
+        self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool
+    ) -> Judgement:
+        dynamic = values[self.DYNAMIC_RECOMMENDED]
+        pre, post = values[self.PRE_DATA_DIST], values[self.POST_DATA_DIST]
+        tolerance = values[self.TOLERANCE]
         reason = (
-            f"The data before {class_name} '{fqn}' is {pre} (S = {_fmt(values['pre_observer_comp_stat'])}) "
-            f"and after it is {post} (S = {_fmt(values['post_observer_comp_stat'])}, tolerance {tolerance:g}). "
+            f"The data before {class_name} '{fqn}' is {pre} (S = {_fmt(values[self.PRE_COMP_STAT])}) "
+            f"and after it is {post} (S = {_fmt(values[self.POST_COMP_STAT])}, tolerance {tolerance:g}). "
         )
         if dynamic:
             reason += (
@@ -138,8 +173,7 @@ class DynamicStaticDetector(Detector):
                     "per-tensor quantize step before this module."
                 )
         headline = "Use dynamic quantization" if dynamic else "Use static quantization"
-        status = Status.RECOMMEND if dynamic else Status.OK
-        return Finding(self.name, fqn, status, headline, reason, values, evidence)
+        return Judgement(headline, reason, values, evidence)
 
 
 def _fmt(value: float | None) -> str:

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import Evidence, Finding, Series, Status
-from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.report import Evidence, Series, Status
+from tui_quantreport.engine.stats import Point, PointRequest
 
 #: Fraction of channels that must benefit for the module to be recommended.
 MODULE_FRACTION = 0.4
@@ -36,25 +36,43 @@ MODULE_FRACTION = 0.4
 
 @dataclass(frozen=True)
 class Balance:
-    """One module's threshold-independent equalization numbers."""
+    """One module's threshold-independent equalization numbers, per input channel."""
 
-    values: dict[str, Any]
+    channel_metric: list[float]  # s_c
+    input_channel_min: list[float]
+    input_channel_max: list[float]
+    weight_channel_min: list[float]
+    weight_channel_max: list[float]
     input_range: tuple[float, ...]
     sorted_metric: list[float]  # finite and infinite s_c, ascending (NaN dropped: never in band)
 
     def in_band(self, threshold: float) -> tuple[int, int]:
         """How many channels have threshold <= s_c <= 1/threshold, of how many."""
         inside = bisect_right(self.sorted_metric, 1 / threshold) - bisect_left(self.sorted_metric, threshold)
-        return inside, len(self.values["channel_metric"])
+        return inside, len(self.channel_metric)
 
 
-class InputWeightEqualizationDetector(Detector):
+class InputWeightEqualizationDetector(Detector[Balance]):
     name = "input_weight_equalization_detector"
+    aliases = ("equalization", "input_weight_equalization")
     title = "Input-weight equalization"
     glyph = "E"
+    order = 30
     description = "inputs and weights of Linear and Conv1d/2d/3d"
     noun = "Linear/Conv modules"
-    module_param_keys = ("ratio_threshold",)
+    RECOMMENDED = "recommended"
+    CHANNEL_RECOMMENDED = "channel_recommended"
+    CHANNEL_METRIC = "channel_metric"
+    RATIO_THRESHOLD = "ratio_threshold"
+    INPUT_CHANNEL_MIN = "input_channel_min"
+    INPUT_CHANNEL_MAX = "input_channel_max"
+    WEIGHT_CHANNEL_MIN = "weight_channel_min"
+    WEIGHT_CHANNEL_MAX = "weight_channel_max"
+    report_keys = (
+        RECOMMENDED, CHANNEL_RECOMMENDED, CHANNEL_METRIC, RATIO_THRESHOLD,
+        INPUT_CHANNEL_MIN, INPUT_CHANNEL_MAX, WEIGHT_CHANNEL_MIN, WEIGHT_CHANNEL_MAX,
+    )
+    module_param_keys = (RATIO_THRESHOLD,)
     params = (
         Param(
             "ratio_threshold", 0.5,
@@ -69,19 +87,19 @@ class InputWeightEqualizationDetector(Detector):
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, "pre"): PointRequest() for fqn in self.targets(catalog)}
 
-    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Balance | Unjudged:
         """The metric s_c per input channel, or why there is none."""
         class_name = ctx.catalog.modules[fqn].class_name
         point = ctx.stats.point(fqn, "pre")
         weight = ctx.stats.weights.get(fqn)
         values: dict[str, Any] = {
-            "recommended": False,
-            "channel_recommended": [],
-            "channel_metric": [],
-            "input_channel_min": [],
-            "input_channel_max": [],
-            "weight_channel_min": [] if weight is None else weight.channel_min.tolist(),
-            "weight_channel_max": [] if weight is None else weight.channel_max.tolist(),
+            self.RECOMMENDED: False,
+            self.CHANNEL_RECOMMENDED: [],
+            self.CHANNEL_METRIC: [],
+            self.INPUT_CHANNEL_MIN: [],
+            self.INPUT_CHANNEL_MAX: [],
+            self.WEIGHT_CHANNEL_MIN: [] if weight is None else weight.channel_min.tolist(),
+            self.WEIGHT_CHANNEL_MAX: [] if weight is None else weight.channel_max.tolist(),
         }
         if point is None or point.calls == 0:
             return Unjudged(Status.NOT_OBSERVED, f"{class_name} '{fqn}' was never called during calibration.", values)
@@ -92,8 +110,8 @@ class InputWeightEqualizationDetector(Detector):
                 f"(shapes {', '.join(map(str, point.shapes))}), so per-channel ranges do not add up.",
                 values,
             )
-        values["input_channel_min"] = point.channel_min.tolist()
-        values["input_channel_max"] = point.channel_max.tolist()
+        values[self.INPUT_CHANNEL_MIN] = point.channel_min.tolist()
+        values[self.INPUT_CHANNEL_MAX] = point.channel_max.tolist()
         if weight is None:
             return Unjudged(Status.NOT_APPLICABLE, f"'{fqn}' has no 2-D or larger weight.", values)
         if not point.finite:
@@ -121,23 +139,35 @@ class InputWeightEqualizationDetector(Detector):
                 )
             weight_ratio = weight_ratio.repeat(n_in // n_w)
         metric = (torch.sqrt(weight_ratio) / torch.sqrt(input_ratio)).tolist()
-        values["channel_metric"] = metric
         input_range = tuple((point.channel_max - point.channel_min).tolist())
-        return Balance(values, input_range, sorted(s for s in metric if s == s))
+        return Balance(
+            metric, values[self.INPUT_CHANNEL_MIN], values[self.INPUT_CHANNEL_MAX],
+            values[self.WEIGHT_CHANNEL_MIN], values[self.WEIGHT_CHANNEL_MAX],
+            input_range, sorted(s for s in metric if s == s),
+        )
 
     def verdict(self, measured: Balance, params: Mapping[str, Any]) -> Status:
         in_band, total = measured.in_band(params["ratio_threshold"])
         return Status.RECOMMEND if in_band / total >= MODULE_FRACTION else Status.OK
 
-    def judge(self, fqn: str, measured: Balance, params: Mapping[str, Any]) -> Finding:
+    def judge(self, fqn: str, measured: Balance, params: Mapping[str, Any], status: Status) -> Judgement:
         threshold = params["ratio_threshold"]
         upper = 1 / threshold
-        metric = measured.values["channel_metric"]
+        metric = measured.channel_metric
         per_channel = [threshold <= s <= upper for s in metric]
         share = sum(per_channel) / len(per_channel)
-        recommended = share >= MODULE_FRACTION
+        recommended = status is Status.RECOMMEND
         input_range = measured.input_range
-        values = dict(measured.values, recommended=recommended, channel_recommended=per_channel, ratio_threshold=threshold)
+        values = {
+            self.RECOMMENDED: recommended,
+            self.CHANNEL_RECOMMENDED: per_channel,
+            self.CHANNEL_METRIC: metric,
+            self.INPUT_CHANNEL_MIN: measured.input_channel_min,
+            self.INPUT_CHANNEL_MAX: measured.input_channel_max,
+            self.WEIGHT_CHANNEL_MIN: measured.weight_channel_min,
+            self.WEIGHT_CHANNEL_MAX: measured.weight_channel_max,
+            self.RATIO_THRESHOLD: threshold,
+        }
         evidence = (
             Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True, f"{share:.0%}"),
         )
@@ -147,16 +177,16 @@ class InputWeightEqualizationDetector(Detector):
         )
         counted = f"{sum(per_channel)} of {len(per_channel)} input channels ({share:.0%}) have s_c in [{threshold:g}, {upper:g}]"
         if recommended:
-            return Finding(
-                self.name, fqn, Status.RECOMMEND, "Apply input-weight equalization",
+            return Judgement(
+                "Apply input-weight equalization",
                 f"{counted}, at least {MODULE_FRACTION:.0%}. s_c compares a channel's share of the "
                 "weight's range with its share of the input's range; inside this band, scaling the "
                 "input channel by 1/e_c and the weight column by e_c (torch.ao's _equalize, or an "
                 "equalization qconfig) is expected to reduce quantization error.",
                 values, evidence, series,
             )
-        return Finding(
-            self.name, fqn, Status.OK, "Equalization not needed",
+        return Judgement(
+            "Equalization not needed",
             f"Only {counted}, under {MODULE_FRACTION:.0%}: little to gain from input-weight equalization.",
             values, evidence, series,
         )

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Unjudged
+from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import Evidence, Finding, Series, Status
-from tui_quantreport.engine.session import Point, PointRequest
+from tui_quantreport.engine.report import Evidence, Series, Status
+from tui_quantreport.engine.stats import Point, PointRequest
 
 CHANNELS_NAMED = 8
 
@@ -47,10 +47,12 @@ class Ratios:
     worst: float | None  # the largest ratio that is not NaN; None when every ratio is NaN
 
 
-class OutlierDetector(Detector):
+class OutlierDetector(Detector[Ratios]):
     name = "outlier_detector"
+    aliases = ("outlier",)
     title = "Outlier channels"
     glyph = "O"
+    order = 40
     description = "inputs of every leaf module"
     noun = "leaf modules"
     params = (
@@ -65,7 +67,20 @@ class OutlierDetector(Detector):
             low=0.0, high=1.0,
         ),
     )
-    module_param_keys = ("ratio_threshold", "reference_percentile", "fraction_batches_used_threshold")
+    OUTLIERS_DETECTED = "outliers_detected"
+    PERCENTILE_RATIO = "percentile_ratio"
+    BATCHES_USED = "batches_used"
+    SUFFICIENT_BATCHES = "sufficient_batches"
+    CONSTANT_BATCHES = "constant_batches"
+    CHANNEL_MAX = "channel_max"
+    RATIO_THRESHOLD = "ratio_threshold"
+    REFERENCE_PERCENTILE = "reference_percentile"
+    FRACTION_BATCHES_USED_THRESHOLD = "fraction_batches_used_threshold"
+    module_param_keys = (RATIO_THRESHOLD, REFERENCE_PERCENTILE, FRACTION_BATCHES_USED_THRESHOLD)
+    report_keys = (
+        OUTLIERS_DETECTED, PERCENTILE_RATIO, BATCHES_USED, SUFFICIENT_BATCHES, CONSTANT_BATCHES, CHANNEL_MAX,
+        *module_param_keys,
+    )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
         return [fqn for fqn, m in catalog.modules.items() if m.is_leaf]
@@ -74,14 +89,14 @@ class OutlierDetector(Detector):
         request = PointRequest(percentiles=(params["reference_percentile"],))
         return {(fqn, "pre"): request for fqn in self.targets(catalog)}
 
-    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Any:
+    def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Ratios | Unjudged:
         """Mean ratio per channel (absolute, inverted below 1, as the reference does)."""
         percentile = params["reference_percentile"]
         class_name = ctx.catalog.modules[fqn].class_name
         point = ctx.stats.point(fqn, "pre")
-        empty = {
-            "outliers_detected": [], "percentile_ratio": [], "batches_used": [],
-            "sufficient_batches": [], "constant_batches": [], "channel_max": [],
+        empty: dict[str, Any] = {
+            self.OUTLIERS_DETECTED: [], self.PERCENTILE_RATIO: [], self.BATCHES_USED: [],
+            self.SUFFICIENT_BATCHES: [], self.CONSTANT_BATCHES: [], self.CHANNEL_MAX: [],
         }
         if point is None or point.calls == 0:
             return Unjudged(
@@ -131,22 +146,22 @@ class OutlierDetector(Detector):
         flagged = m.worst is not None and m.worst > params["ratio_threshold"]
         return Status.RECOMMEND if flagged else Status.OK
 
-    def judge(self, fqn: str, m: Ratios, params: Mapping[str, Any]) -> Finding:
+    def judge(self, fqn: str, m: Ratios, params: Mapping[str, Any], status: Status) -> Judgement:
         threshold = params["ratio_threshold"]
         percentile = params["reference_percentile"]
         fraction = params["fraction_batches_used_threshold"]
         detected = [r > threshold for r in m.percentile_ratio]
         sufficient = [u / m.calls >= fraction for u in m.batches_used]
         values = {
-            "outliers_detected": detected,
-            "percentile_ratio": m.percentile_ratio,
-            "batches_used": m.batches_used,
-            "sufficient_batches": sufficient,
-            "constant_batches": m.constant_batches,
-            "channel_max": m.channel_max,
-            "ratio_threshold": threshold,
-            "reference_percentile": percentile,
-            "fraction_batches_used_threshold": fraction,
+            self.OUTLIERS_DETECTED: detected,
+            self.PERCENTILE_RATIO: m.percentile_ratio,
+            self.BATCHES_USED: m.batches_used,
+            self.SUFFICIENT_BATCHES: sufficient,
+            self.CONSTANT_BATCHES: m.constant_batches,
+            self.CHANNEL_MAX: m.channel_max,
+            self.RATIO_THRESHOLD: threshold,
+            self.REFERENCE_PERCENTILE: percentile,
+            self.FRACTION_BATCHES_USED_THRESHOLD: fraction,
         }
         flagged = [c for c, d in enumerate(detected) if d]
         worst = m.worst
@@ -166,9 +181,9 @@ class OutlierDetector(Detector):
             )
         if not m.finite:
             note += " The input held NaN or infinite values; channels holding them have undefined ratios."
-        if not flagged:
-            return Finding(
-                self.name, fqn, Status.OK, "No outlier channels",
+        if status is Status.OK:
+            return Judgement(
+                "No outlier channels",
                 f"Every channel's maximum stays within {threshold:g}x its {percentile * 100:g}th percentile"
                 + (f" (largest ratio {worst:.3g})." if worst is not None else ".") + note,
                 values, evidence, series,
@@ -178,8 +193,7 @@ class OutlierDetector(Detector):
         worst_first = sorted(flagged, key=lambda c: -m.percentile_ratio[c])
         names = ", ".join(f"{c} ({m.percentile_ratio[c]:.3g})" for c in worst_first[:CHANNELS_NAMED])
         names += f" and {len(flagged) - CHANNELS_NAMED} more" if len(flagged) > CHANNELS_NAMED else ""
-        return Finding(
-            self.name, fqn, Status.RECOMMEND,
+        return Judgement(
             f"Outliers in {len(flagged)} input channel{'s' if plural else ''}",
             f"Input channel{'s' if plural else ''} {names} of {m.class_name} '{fqn}' "
             f"{'have' if plural else 'has'} a maximum far above the {percentile * 100:g}th "

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tui_quantreport.engine import selection
-from tui_quantreport.engine.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
+from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
 
 MAX_SHAPES_KEPT = 4
 

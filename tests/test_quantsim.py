@@ -1,0 +1,359 @@
+"""The quantization simulation, side by side with torch's observers and int8 kernels.
+
+- qparams equal MinMaxObserver / PerChannelMinMaxObserver's for the same ranges;
+- SQNR equals torchao's compute_error;
+- a single Linear / Conv2d simulated equals torch.ao.nn.quantized's output within one step;
+- end-to-end SQNR of a plan equals that of the model prepare_fx/convert_fx really produces;
+- the model is left exactly as it was; degenerate data gives reasons, never NaN.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tui_quantreport.engine import (
+    ModelCatalog,
+    Session,
+    Settings,
+    load_model,
+    open_batches,
+)
+from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.quantsim import (
+    FLOAT,
+    SCHEMES,
+    ErrorAnalysis,
+    MeasurementCancelled,
+    Plan,
+    PlanError,
+    ProbeRecorder,
+    Sqnr,
+    sqnr_db,
+)
+from tui_quantreport.engine.quantsim.qparams import (
+    activation_qparams,
+    affine_qparams,
+    fake_quantize_weight,
+    symmetric_qparams,
+)
+from tui_quantreport.engine.session import call_batch
+
+ao = pytest.importorskip("torch.ao.quantization", reason="this torch build has no torch.ao.quantization")
+
+RANGES = [(-3.0, 5.0), (0.0, 6.5), (0.25, 0.75), (-2.0, -0.5), (1.5, 1.5), (0.0, 0.0), (-1e-9, 1e-9), (-40.0, 0.1)]
+
+
+def _analysis(model, probes, **kw):
+    return ErrorAnalysis(model, ModelCatalog.build(model), probes, **kw)
+
+
+# qparams against torch's observers
+
+
+@pytest.mark.parametrize("backend,reduce_range", [("x86", True), ("fbgemm", True), ("qnnpack", False), ("onednn", False)])
+@pytest.mark.parametrize("lo,hi", RANGES)
+def test_activation_qparams_equal_minmax_observer(backend, reduce_range, lo, hi):
+    observer = ao.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=reduce_range)
+    observer(torch.tensor([lo, hi]))
+    scale, zero_point = observer.calculate_qparams()
+    ours = activation_qparams(lo, hi, backend)
+    assert ours.scale == float(scale)
+    assert ours.zero_point == int(zero_point)
+    assert (ours.quant_min, ours.quant_max) == (observer.quant_min, observer.quant_max)
+
+
+def test_per_tensor_weight_qparams_equal_observer():
+    torch.manual_seed(0)
+    for w in (torch.randn(16, 8), torch.randn(4, 3, 3, 3) * 0.01, torch.zeros(5, 5), torch.rand(3, 4)):
+        observer = ao.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        observer(w)
+        scale, zp = observer.calculate_qparams()
+        ours_scale, ours_zp = symmetric_qparams(w.amin(), w.amax())
+        assert float(ours_scale) == float(scale) and int(ours_zp) == int(zp) == 0
+        expected = torch.fake_quantize_per_tensor_affine(w, float(scale), int(zp), -128, 127)
+        assert torch.equal(fake_quantize_weight(w, per_channel=False), expected)
+
+
+@pytest.mark.parametrize("shape,axis", [((16, 8), 0), ((6, 3, 3, 3), 0), ((8, 12), 1)])
+def test_per_channel_weight_qparams_equal_observer(shape, axis):
+    torch.manual_seed(1)
+    w = torch.randn(shape) * torch.logspace(-3, 1, shape[axis]).reshape([-1 if d == axis else 1 for d in range(len(shape))])
+    observer = ao.PerChannelMinMaxObserver(ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    observer(w)
+    scale, zp = observer.calculate_qparams()
+    moved = w.movedim(axis, 0).reshape(shape[axis], -1)
+    ours_scale, ours_zp = symmetric_qparams(moved.amin(1), moved.amax(1))
+    assert torch.equal(ours_scale, scale) and torch.equal(ours_zp.long(), zp.long())
+    expected = torch.fake_quantize_per_channel_affine(w, scale, zp.to(torch.int32), axis, -128, 127)
+    assert torch.equal(fake_quantize_weight(w, per_channel=True, axis=axis), expected)
+
+
+def test_affine_qparams_vectorised_equal_per_channel_observer():
+    lo = torch.tensor([-1.0, 0.0, 0.5, -3.0])
+    hi = torch.tensor([1.0, 2.0, 0.5, -1.0])
+    observer = ao.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.quint8, qscheme=torch.per_channel_affine, reduce_range=True)
+    observer(torch.stack([lo, hi], dim=1))
+    scale, zp = observer.calculate_qparams()
+    ours_scale, ours_zp = affine_qparams(lo, hi, 0, 127)
+    assert torch.equal(ours_scale, scale) and torch.equal(ours_zp.long(), zp.long())
+
+
+# SQNR
+
+
+def test_sqnr_equals_torchao_compute_error():
+    utils = pytest.importorskip("torchao.quantization.utils", reason="torchao is not installed")
+    torch.manual_seed(2)
+    y = torch.randn(64, 32)
+    for noise in (1e-1, 1e-3, 0.5):
+        yhat = y + noise * torch.randn_like(y)
+        assert sqnr_db(y, yhat).db == pytest.approx(float(utils.compute_error(y, yhat)), abs=1e-3)
+
+
+def test_sqnr_degenerate_cases_have_reasons():
+    y = torch.ones(4)
+    assert sqnr_db(torch.zeros(4), torch.zeros(4)).reason == "SQNR undefined: the float output is all zeros"
+    exact = sqnr_db(y, y.clone())
+    assert exact.db is None and exact.infinite and exact.value == math.inf
+    assert "NaN" in sqnr_db(torch.tensor([1.0, math.nan]), y[:2]).reason
+    assert "quantized output holds NaN" in sqnr_db(y, torch.full((4,), math.inf)).reason
+
+
+# Single modules against torch's int8 kernels
+
+
+def _eager_quantized(module: nn.Module, probes, per_channel: bool):
+    """The module converted by eager torch.ao (QuantStub -> quantized module -> DeQuantStub)."""
+    model = nn.Sequential(ao.QuantStub(), copy.deepcopy(module), ao.DeQuantStub()).eval()
+    weight = ao.default_per_channel_weight_observer if per_channel else ao.default_weight_observer
+    model.qconfig = ao.QConfig(activation=ao.MinMaxObserver.with_args(reduce_range=True), weight=weight)
+    prepared = ao.prepare(model)
+    with torch.no_grad():
+        for x in probes:
+            prepared(x)
+    return ao.convert(prepared)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize(
+    "module,shape",
+    [(nn.Linear(24, 16), (32, 24)), (nn.Conv2d(3, 8, 3, padding=1), (4, 3, 10, 10))],
+    ids=["linear", "conv2d"],
+)
+def test_single_module_matches_torch_int8_within_one_step(module, shape, per_channel):
+    torch.backends.quantized.engine = "x86"
+    torch.manual_seed(3)
+    module = module.eval()
+    probes = [torch.randn(shape) * 2 + 0.5 for _ in range(3)]
+    converted = _eager_quantized(module, probes, per_channel)
+    qmodule = converted[1]
+    assert isinstance(qmodule, (ao.nnq.Linear, ao.nnq.Conv2d) if hasattr(ao, "nnq") else nn.Module)
+    lo = min(float(x.min()) for x in probes)
+    hi = max(float(x.max()) for x in probes)
+    analysis = _analysis(module, probes, activation_ranges={"": (lo, hi)})
+    scheme = "static_per_channel" if per_channel else "static_per_tensor"
+    target = analysis.targets[""]
+    quant_input = converted[0]
+    assert float(quant_input.scale) == target.qparams.scale and int(quant_input.zero_point) == target.qparams.zero_point
+    from tui_quantreport.engine.quantsim.schemes import InputContext
+
+    ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max)
+    weight = analysis.quantized_weight("", SCHEMES[scheme].per_channel_weights)
+    with torch.no_grad():
+        for x in probes:
+            ours = target.kind.call(module, SCHEMES[scheme].input(x, ctx), weight)
+            real = converted(x)
+            step = float(qmodule.scale)
+            assert (ours - real).abs().max() <= step * 1.0001
+
+
+# End to end against prepare_fx / convert_fx
+
+
+@pytest.mark.parametrize("sample", ["drifting_mlp", "unbalanced_equalization"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_plan_sqnr_matches_convert_fx(sample, per_channel):
+    quantize_fx = pytest.importorskip("torch.ao.quantization.quantize_fx")
+    torch.backends.quantized.engine = "x86"
+    loaded = load_model(sample)
+    model = loaded.model.eval()
+    probes = list(open_batches(loaded))[:4]
+    weight = ao.default_per_channel_weight_observer if per_channel else ao.default_weight_observer
+    qconfig = ao.QConfig(activation=ao.MinMaxObserver.with_args(reduce_range=True), weight=weight)
+    example = probes[0] if isinstance(probes[0], tuple) else (probes[0],)
+    prepared = quantize_fx.prepare_fx(copy.deepcopy(model), ao.QConfigMapping().set_global(qconfig), example)
+    with torch.no_grad():
+        for batch in probes:
+            call_batch(prepared, batch)
+        converted = quantize_fx.convert_fx(prepared)
+        y = torch.cat([call_batch(model, b).flatten() for b in probes])
+        yq = torch.cat([call_batch(converted, b).flatten() for b in probes])
+    real = sqnr_db(y, yq).db
+    analysis = _analysis(model, probes)
+    scheme = "static_per_channel" if per_channel else "static_per_tensor"
+    plan = analysis.plan({fqn: scheme for fqn in analysis.quantizable})
+    simulated = analysis.plan_sqnr(plan).db
+    assert simulated == pytest.approx(real, abs=0.5)
+
+
+# Plans, sensitivity, restoring the model
+
+
+@pytest.fixture(scope="module")
+def showcase():
+    loaded = load_model("showcase")
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), 4)
+    stats = session.calibrate(recorder, Settings.build())
+    return loaded.model, session.catalog, recorder.probes, stats
+
+
+def _state(model: nn.Module):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {name: m.training for name, m in model.named_modules()},
+        {name: dict(m._forward_hooks) | dict(m._forward_pre_hooks) for name, m in model.named_modules()},
+        {name: "forward" in vars(m) for name, m in model.named_modules()},
+    )
+
+
+def test_measurements_leave_the_model_as_it_was(showcase):
+    model, catalog, probes, stats = showcase
+    model.train()
+    before = _state(model)
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats)
+    local = analysis.local_sqnr()
+    plan = analysis.recommended_plan()
+    analysis.plan_sqnr(plan)
+    analysis.sensitivity(plan)
+    after = _state(model)
+    model.eval()
+    assert before[1] == after[1] and before[2] == after[2] and before[3] == after[3]
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert set(local) == set(analysis.quantizable)
+    assert all(set(v) == set(SCHEMES) for v in local.values())
+
+
+def test_ranges_say_where_they_came_from(showcase):
+    model, catalog, probes, stats = showcase
+    with_stats = ErrorAnalysis.from_stats(model, catalog, probes, stats)
+    assert {with_stats.range_source(f) for f in with_stats.quantizable} == {"calibration"}
+    bare = ErrorAnalysis(model, catalog, probes)
+    bare.local_sqnr(advice=False)
+    assert {bare.range_source(f) for f in bare.quantizable} == {"probes"}
+
+
+def test_plan_sqnr_orders_plans_and_float_plan_is_exact(showcase):
+    model, catalog, probes, stats = showcase
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats)
+    everything = analysis.plan({f: "static_per_tensor" for f in analysis.quantizable})
+    nothing = everything.with_scheme(analysis.quantizable, FLOAT)
+    weight_only = everything.with_scheme(analysis.quantizable, "weight_only")
+    assert analysis.plan_sqnr(nothing).infinite
+    assert analysis.plan_sqnr(weight_only).value > analysis.plan_sqnr(everything).value
+    recommended = analysis.recommended_plan()
+    assert set(recommended.modules) == set(analysis.quantizable)
+    assert analysis.plan_sqnr(recommended).value >= analysis.plan_sqnr(everything).value
+
+
+def test_sensitivity_progress_cost_and_cancel(showcase):
+    model, catalog, probes, stats = showcase
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats)
+    plan = analysis.recommended_plan()
+    cost = analysis.cost("sensitivity", plan)
+    assert cost.forward_passes >= len(plan.quantized) and cost.seconds is not None
+    seen = []
+    result = analysis.sensitivity(plan, progress=lambda done, total: seen.append((done, total)))
+    assert list(result) == list(plan.quantized)
+    assert seen[-1] == (len(plan.quantized), len(plan.quantized))
+    with pytest.raises(MeasurementCancelled):
+        analysis.sensitivity(plan, should_cancel=lambda: True)
+
+
+def test_plan_json_round_trip_and_errors(tmp_path, showcase):
+    model, catalog, probes, stats = showcase
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats)
+    plan = analysis.recommended_plan()
+    plan = plan.with_prediction(analysis.plan_sqnr(plan).db, len(probes))
+    path = plan.save(tmp_path / "plan.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "tui-quantreport.plan/1"
+    assert data["model"] == {"class": catalog.class_name, "fingerprint": catalog.fingerprint}
+    for entry in data["modules"].values():
+        static = entry["scheme"] in ("static_per_tensor", "static_per_channel")
+        assert (entry["activation"] is not None) == static
+        if static:
+            assert entry["activation"]["dtype"] == "quint8" and entry["activation"]["quant_max"] == 127
+    loaded = Plan.load(path)
+    assert loaded == plan and loaded.predicted_sqnr_db == plan.predicted_sqnr_db
+    static = [f for f, s in plan.modules.items() if s in ("static_per_tensor", "static_per_channel")]
+    assert {f: loaded.activation[f] for f in static} == {f: plan.activation[f] for f in static}
+    bad = tmp_path / "bad.json"
+    for text in ("{", '{"format": "x"}', json.dumps({**data, "modules": {"a": {"scheme": "int4"}}})):
+        bad.write_text(text)
+        with pytest.raises(PlanError) as info:
+            Plan.load(bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError):
+        Plan.load(tmp_path / "missing.json")
+    with pytest.raises(UserError):
+        plan.with_scheme(["x"], "int4")
+
+
+# Degenerate data
+
+
+class _Degenerate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.constant_in = nn.Linear(4, 4)
+        self.zero_weight = nn.Linear(4, 4)
+        self.zero_all = nn.Linear(4, 4, bias=False)
+        self.never = nn.Linear(4, 4)
+        self.nan_in = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.zero_weight.weight.zero_()
+            self.zero_all.weight.zero_()
+
+    def forward(self, x):
+        a = self.constant_in(torch.ones_like(x))
+        b = self.zero_weight(x)
+        c = self.zero_all(x)
+        d = self.nan_in(torch.where(x > 1.5, torch.full_like(x, math.nan), x))
+        return a + b + c + d
+
+
+def test_degenerate_data_gives_reasons_not_nan():
+    torch.manual_seed(4)
+    model = _Degenerate().eval()
+    probes = [torch.randn(8, 4) for _ in range(3)]
+    analysis = _analysis(model, probes)
+    local = analysis.local_sqnr()
+    for fqn, by_scheme in local.items():
+        for scheme, value in by_scheme.items():
+            assert value.db is None or math.isfinite(value.db), (fqn, scheme)
+            assert value.db is not None or value.reason.startswith("SQNR undefined: "), (fqn, scheme)
+    assert local["constant_in"]["static_per_tensor"].defined
+    assert local["zero_weight"]["weight_only"].infinite
+    assert local["zero_all"]["weight_only"].reason == "SQNR undefined: the float output is all zeros"
+    assert "never called" in local["never"]["static_per_channel"].reason
+    assert "NaN" in local["nan_in"]["dynamic"].reason or "not finite" in local["nan_in"]["dynamic"].reason
+    assert "not finite" in local["nan_in"]["static_per_tensor"].reason
+    plan = analysis.recommended_plan()
+    assert plan.modules["never"] == FLOAT
+    result = analysis.plan_sqnr(plan)
+    assert result.db is None and "NaN" in result.reason
+    json.dumps(plan.to_json_data(), allow_nan=False)
+
+
+def test_sqnr_is_frozen_plain_data():
+    value = Sqnr(12.5)
+    assert str(value) == "12.5 dB" and value.defined
+    with pytest.raises(AttributeError):
+        value.db = 3.0  # type: ignore[misc]

@@ -1,0 +1,918 @@
+"""Measured quantization error: local SQNR per module and scheme, end-to-end SQNR of a plan.
+
+:class:`ErrorAnalysis` holds one model, its catalog, a few *probe* batches (the
+first K calibration batches) and the calibrated input ranges of its weighted
+modules. It measures, always against the float model on the same probes:
+
+- **local SQNR** (:meth:`ErrorAnalysis.local_sqnr`): for every quantizable
+  module and scheme, the module's output with its (float) input and its weight
+  quantized, against its float output. Streaming: during one float pass over
+  the probes, a forward hook on each quantizable module computes every
+  scheme's output from the input it was just given and folds ``||y||^2`` and
+  ``||y - y_hat||^2`` into running sums. No activation is kept: the memory on
+  top of the float forward is, at any moment, one module's input copy and
+  outputs (plus the fake-quantized weights, at most twice the model's weight
+  bytes, kept for later plan evaluations). With ``advice=True`` it also
+  measures the two corrections detectors suggest: the input range clipped to
+  percentiles (outliers) and input-weight equalization, which needs a first
+  float pass for the percentiles (so 2 float passes; 1 otherwise, or 2 when a
+  module has no calibrated range).
+- **end-to-end SQNR** of a :class:`Plan` (:meth:`ErrorAnalysis.plan_sqnr`):
+  each quantized module's ``forward`` is replaced for the pass by its
+  simulated form (fake-quantized input and weight) and the model's output is
+  compared with the float output kept from the first pass. The model is left
+  exactly as it was: instance ``forward`` attributes, hooks, training flags
+  and ``torch.ao`` observer buffers are restored.
+- **one-at-a-time sensitivity** (:meth:`ErrorAnalysis.sensitivity`): the
+  end-to-end SQNR with only module i quantized, for every quantized module of
+  a plan: N passes over the probes, with progress, cancel, and
+  :meth:`ErrorAnalysis.cost` to say what it will take before starting.
+
+Static input qparams come from the calibrated min/max at the module's input
+(``activation_ranges``, from the calibration stats when present), else from the
+probe batches; :meth:`ErrorAnalysis.range_source` says which.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
+from tui_quantreport.engine.quantsim.plan import Plan
+from tui_quantreport.engine.quantsim.qparams import (
+    QParams,
+    activation_qparams,
+    activation_range,
+    affine_qparams,
+    fake_quantize_weight,
+)
+from tui_quantreport.engine.quantsim.schemes import (
+    FLOAT,
+    SCHEMES,
+    InputContext,
+    StaticInput,
+)
+from tui_quantreport.engine.quantsim.sqnr import Sqnr, SqnrAccumulator
+from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
+
+ProgressCallback = Callable[[int, int | None], None]
+
+#: Probe batches by default (the first K calibration batches).
+DEFAULT_PROBE_BATCHES = 4
+#: Percentile of each probe's input the clipped range keeps (low side 1 - p).
+DEFAULT_CLIP_PERCENTILE = 0.9999
+#: Percentiles are read from at most this many values per tensor (a strided sample beyond).
+PERCENTILE_SAMPLE = 1 << 20
+#: The recommended plan prefers the cheaper scheme unless another gains at least this (dB).
+DEFAULT_MIN_GAIN_DB = 1.0
+#: Weight-only (float activations) is recommended only where no activation-quantizing
+#: scheme reaches this local SQNR.
+WEIGHT_ONLY_BELOW_DB = 20.0
+#: Order in which the recommended plan prefers schemes (cheapest to run first).
+PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only")
+
+CLIPPED = "clipped"
+EQUALIZED = "equalized"
+
+
+class MeasurementCancelled(CalibrationCancelled):
+    """A measurement was cancelled between batches (or modules); nothing was kept from it."""
+
+
+class SimulationError(UserError):
+    """A probe batch failed under simulation (one sentence)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a measurement will take: forward passes over the probes, and seconds if known."""
+
+    forward_passes: float
+    seconds: float | None
+
+    def __str__(self) -> str:
+        passes = f"{self.forward_passes:g} forward passes of the probe batches"
+        if self.seconds is None:
+            return passes
+        return f"{passes}, about {_duration(self.seconds)}"
+
+
+@dataclass(frozen=True)
+class LocalMeasurement:
+    """One module's local measurements.
+
+    ``sqnr`` per scheme; ``clipped`` and ``equalized`` are static_per_channel with
+    the input range clipped to percentiles, and after input-weight equalization
+    (None when not measured). ``range_source`` is "calibration", "probes" or "none".
+    """
+
+    fqn: str
+    kind: str
+    sqnr: Mapping[str, Sqnr]
+    clipped: Sqnr | None = None
+    equalized: Sqnr | None = None
+    range_source: str = "none"
+    calls: int = 0
+
+
+@dataclass
+class _Target:
+    """A quantizable module and what the simulation precomputes for it."""
+
+    fqn: str
+    module: nn.Module
+    kind: ModuleKind
+    device: torch.device
+    static: StaticInput | None = None
+    qparams: QParams | None = None
+    range: tuple[float, float] | None = None
+    range_source: str = "none"
+    channel_range: tuple[torch.Tensor, torch.Tensor] | None = None
+    clip_range: tuple[float, float] | None = None
+    #: Calls seen in the range pass (0: never called on the probes).
+    calls: int = 0
+    #: Where its output goes: fqns of the quantizable modules that read it (directly or
+    #: through ReLU-like modules), "" for anything else (another module, the model output).
+    consumers: set[str] = field(default_factory=set)
+    #: qparams for its output edge: the range after a ReLU-like successor, else its own output range.
+    out_static: StaticInput | None = None
+
+
+@dataclass
+class _RangePass:
+    """Per-module sums of one float pass: extremes, channel extremes and percentiles."""
+
+    lo: float = math.inf
+    hi: float = -math.inf
+    channel_lo: torch.Tensor | None = None
+    channel_hi: torch.Tensor | None = None
+    channels_ok: bool = True
+    p_lo: float = 0.0
+    p_hi: float = 0.0
+    calls: int = 0
+    finite: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class ErrorAnalysis:
+    """Measured quantization error of one model on a few probe batches.
+
+    ``activation_ranges`` maps a module's fqn to the calibrated (min, max) of its
+    input; ``channel_ranges`` optionally to per-channel (min, max) tensors along
+    the module's input feature axis (for equalization). Missing ones are measured
+    on the probes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        catalog: ModelCatalog,
+        probes: Sequence[Any],
+        activation_ranges: Mapping[str, tuple[float, float]] | None = None,
+        backend: str = "x86",
+        *,
+        channel_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
+    ):
+        self.model = model
+        self.catalog = catalog
+        self.probes = list(probes)
+        self.backend = backend
+        self.quant_min, self.quant_max = activation_range(backend)
+        self.clip_percentile = clip_percentile
+        self._given_ranges = dict(activation_ranges or {})
+        self._given_channels = dict(channel_ranges or {})
+        self.targets: dict[str, _Target] = {}
+        #: Weighted modules the simulation cannot reproduce, with the reason.
+        self.unsupported: dict[str, str] = {}
+        for fqn, info in catalog.modules.items():
+            if info.is_quant_helper:
+                continue
+            module = model.get_submodule(fqn)
+            kind = kind_of(module)
+            if kind is None:
+                if info.is_weighted:
+                    self.unsupported[fqn] = f"{info.class_name} is not a module kind the simulation knows"
+                continue
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
+                self.unsupported[fqn] = f"{info.class_name} '{fqn}' has no initialized weight"
+                continue
+            if not kind.supports(module):
+                self.unsupported[fqn] = (
+                    f"{info.class_name} has its own forward, which the simulation does not reproduce"
+                )
+                continue
+            self.targets[fqn] = _Target(fqn, module, kind, weight.device)
+        self._weights: dict[tuple[str, bool], torch.Tensor] = {}
+        self._reference: list[torch.Tensor | None] | None = None
+        self._pass_seconds: float | None = None
+        self._ranges_done = False
+        self._local: dict[str, LocalMeasurement] | None = None
+        self._local_advice = False
+        self._plan_cache: dict[tuple, Sqnr] = {}
+        self._apply_given_ranges()
+
+    # Construction helpers.
+
+    @classmethod
+    def from_stats(cls, model: nn.Module, catalog: ModelCatalog, probes: Sequence[Any], stats: Any,
+                   backend: str = "x86", **options: Any) -> ErrorAnalysis:
+        """An analysis whose static ranges come from a calibration's input ("pre") points."""
+        ranges, channels = ranges_from_stats(stats)
+        return cls(model, catalog, probes, ranges, backend, channel_ranges=channels, **options)
+
+    @property
+    def quantizable(self) -> tuple[str, ...]:
+        """The modules a plan covers, in tree order."""
+        return tuple(self.targets)
+
+    def _apply_given_ranges(self) -> None:
+        for fqn, target in self.targets.items():
+            given = self._given_ranges.get(fqn)
+            if given is not None:
+                self._set_range(target, float(given[0]), float(given[1]), "calibration")
+            channels = self._given_channels.get(fqn)
+            if channels is not None:
+                target.channel_range = (channels[0].to(target.device), channels[1].to(target.device))
+
+    def _set_range(self, target: _Target, lo: float, hi: float, source: str) -> None:
+        target.range = (lo, hi)
+        target.range_source = source
+        qp = activation_qparams(lo, hi, self.backend)
+        target.qparams = qp
+        target.static = None
+        if qp is not None:
+            target.static = StaticInput(
+                torch.tensor(qp.scale, dtype=torch.float32, device=target.device),
+                torch.tensor(qp.zero_point, dtype=torch.int32, device=target.device),
+                qp.quant_min, qp.quant_max,
+            )
+
+    def range_source(self, fqn: str) -> str:
+        """Where the static input range of ``fqn`` came from: "calibration", "probes" or "none"."""
+        target = self.targets.get(fqn)
+        return target.range_source if target is not None else "none"
+
+    def activation_qparams(self, fqn: str) -> QParams | None:
+        """The calibrated input qparams of ``fqn`` (None when its range is unknown or not finite)."""
+        target = self.targets.get(fqn)
+        return target.qparams if target is not None else None
+
+    # Local SQNR.
+
+    def local_sqnr(
+        self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+        *, advice: bool = True,
+    ) -> dict[str, dict[str, Sqnr]]:
+        """{fqn: {scheme: Sqnr}} for every quantizable module (and unsupported weighted ones)."""
+        measured = self.local_measurements(progress, should_cancel, advice=advice)
+        return {fqn: dict(m.sqnr) for fqn, m in measured.items()}
+
+    def local_measurements(
+        self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+        *, advice: bool = True,
+    ) -> dict[str, LocalMeasurement]:
+        """Every module's :class:`LocalMeasurement` (computed once, then kept)."""
+        if self._local is not None and (self._local_advice or not advice):
+            return self._local
+        need_ranges = advice or any(t.range is None for t in self.targets.values())
+        passes = 2 if need_ranges and not self._ranges_done else 1
+        step = [0]
+
+        def tick(done: int, total: int | None) -> None:
+            if progress is not None:
+                progress(step[0] + done, passes * len(self.probes))
+
+        if need_ranges and not self._ranges_done:
+            self._range_pass(tick, should_cancel)
+            step[0] = len(self.probes)
+        self._local = self._measure_pass(tick, should_cancel, advice)
+        self._local_advice = advice
+        return self._local
+
+    def _range_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None) -> None:
+        """One float pass: input extremes, channel extremes and clip percentiles of every target."""
+        sums = {fqn: _RangePass() for fqn in self.targets}
+        p = self.clip_percentile
+
+        def make_hook(target: _Target):
+            acc = sums[target.fqn]
+
+            def hook(module, args, kwargs):
+                x = first_tensor(args) if args else first_tensor(kwargs)
+                if x is None or not x.is_floating_point() or x.numel() == 0:
+                    return
+                x = x.detach().to(torch.float32)
+                acc.calls += 1
+                lo, hi = float(x.amin()), float(x.amax())
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    acc.finite = False
+                    return
+                acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+                axis = target.kind.input_axis(x.dim())
+                moved = x.movedim(axis, 0).reshape(x.shape[axis], -1) if x.dim() > 0 else x.reshape(1, 1)
+                c_lo, c_hi = moved.amin(dim=1), moved.amax(dim=1)
+                if acc.channel_lo is None:
+                    acc.channel_lo, acc.channel_hi = c_lo, c_hi
+                elif acc.channel_lo.shape == c_lo.shape:
+                    acc.channel_lo = torch.minimum(acc.channel_lo, c_lo)
+                    acc.channel_hi = torch.maximum(acc.channel_hi, c_hi)
+                else:
+                    acc.channels_ok = False
+                flat = x.reshape(-1)
+                if flat.numel() > PERCENTILE_SAMPLE:
+                    flat = flat[:: math.ceil(flat.numel() / PERCENTILE_SAMPLE)]
+                n = flat.numel()
+                k_hi = min(n, max(1, math.ceil(p * n)))
+                k_lo = min(n, max(1, math.floor((1 - p) * n) + 1))
+                acc.p_lo += float(torch.kthvalue(flat, k_lo).values)
+                acc.p_hi += float(torch.kthvalue(flat, k_hi).values)
+
+            return hook
+
+        handles = [t.module.register_forward_pre_hook(make_hook(t), with_kwargs=True) for t in self.targets.values()]
+        edges = _EdgeTracer(self)
+        handles += edges.attach()
+        outputs: list[torch.Tensor | None] = []
+        try:
+            started = time.perf_counter()
+            with self._float_mode():
+                for i, batch in enumerate(self.probes):
+                    _check_cancel(should_cancel)
+                    edges.new_batch()
+                    output = self._run(batch, i)
+                    edges.model_output(output)
+                    outputs.append(_output_tensor(output))
+                    progress(i + 1, len(self.probes))
+            self._note_pass(time.perf_counter() - started)
+        finally:
+            for h in handles:
+                h.remove()
+            edges.new_batch()
+        self._reference = outputs
+        edges.finish()
+        for fqn, target in self.targets.items():
+            acc = sums[fqn]
+            target.calls = acc.calls
+            if acc.calls == 0:
+                continue
+            if target.range is None:
+                lo, hi = (acc.lo, acc.hi) if acc.finite else (math.nan, math.nan)
+                self._set_range(target, lo, hi, "probes")
+            if not acc.finite:
+                continue
+            if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None:
+                target.channel_range = (acc.channel_lo, acc.channel_hi)
+            target.clip_range = (acc.p_lo / acc.calls, acc.p_hi / acc.calls)
+        self._ranges_done = True
+
+    def _measure_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None,
+                      advice: bool) -> dict[str, LocalMeasurement]:
+        """One float pass; each target's hook simulates every scheme on the input it was given."""
+        accs: dict[str, dict[str, SqnrAccumulator]] = {}
+        handles = []
+        for fqn, target in self.targets.items():
+            variants = self._variants(target, advice)
+            accs[fqn] = {name: SqnrAccumulator() for name in variants}
+            handles.append(target.module.register_forward_hook(_measure_hook(variants, accs[fqn]), with_kwargs=True))
+        outputs: list[torch.Tensor | None] = []
+        try:
+            started = time.perf_counter()
+            with self._float_mode():
+                for i, batch in enumerate(self.probes):
+                    _check_cancel(should_cancel)
+                    outputs.append(_output_tensor(self._run(batch, i)))
+                    progress(i + 1, len(self.probes))
+            self._note_pass(time.perf_counter() - started)
+        finally:
+            for h in handles:
+                h.remove()
+        if self._reference is None:
+            self._reference = outputs
+        result: dict[str, LocalMeasurement] = {}
+        for fqn, target in self.targets.items():
+            result[fqn] = self._local_result(target, accs[fqn], advice)
+        for fqn, why in self.unsupported.items():
+            undefined = Sqnr.undefined(why)
+            result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
+        return result
+
+    def _variants(self, target: _Target, advice: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """name -> function from the module's float input to its simulated output."""
+        kind, module = target.kind, target.module
+        ctx = InputContext(target.static, self.quant_min, self.quant_max)
+        variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        for name, scheme in SCHEMES.items():
+            if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
+                continue
+            wq = self.quantized_weight(target.fqn, scheme.per_channel_weights)
+
+            def run(x, scheme=scheme, wq=wq):
+                return kind.call(module, scheme.input(x, ctx), wq)
+
+            variants[name] = run
+        if not advice or not kind.quantizes_input:
+            return variants
+        wq = self.quantized_weight(target.fqn, True)
+        if target.clip_range is not None:
+            lo, hi = target.clip_range
+            scale, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), self.quant_min, self.quant_max)
+            clip = StaticInput(scale.to(target.device), zp.to(target.device), self.quant_min, self.quant_max)
+            variants[CLIPPED] = lambda x: kind.call(module, clip.apply(x), wq)
+        equalize = self._equalizer(target)
+        if equalize is not None:
+            variants[EQUALIZED] = equalize
+        return variants
+
+    def _equalizer(self, target: _Target) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Input-weight equalization simulated with its scales s_c = sqrt(r_w,c / r_x,c).
+
+        The input channel c is multiplied by s_c and the weight's input channel c
+        divided by it (``torch.ao``'s ``_equalize``); the scaled input is then
+        quantized with the range its channels' scaled extremes give, and the
+        scaled weight per channel.
+        """
+        if target.channel_range is None:
+            return None
+        kind, module = target.kind, target.module
+        weight = module.weight.detach().to(torch.float32)
+        groups = int(getattr(module, "groups", 1))
+        c_lo, c_hi = (t.to(torch.float32) for t in target.channel_range)
+        w_range = _weight_input_ranges(weight, kind, groups)
+        if w_range is None or w_range.numel() != c_lo.numel():
+            return None
+        x_range = c_hi - c_lo
+        scale = torch.sqrt(w_range / x_range)
+        scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+        eq_weight = _scale_weight_inputs(weight, 1 / scale, kind, groups)
+        wq = fake_quantize_weight(eq_weight, True, kind.weight_out_axis).to(module.weight.dtype)
+        lo = float(torch.minimum(c_lo * scale, c_hi * scale).min())
+        hi = float(torch.maximum(c_lo * scale, c_hi * scale).max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        s, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), self.quant_min, self.quant_max)
+        static = StaticInput(s.to(target.device), zp.to(target.device), self.quant_min, self.quant_max)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            axis = kind.input_axis(x.dim())
+            shape = [1] * x.dim()
+            shape[axis] = -1
+            scaled = (x.to(torch.float32) * scale.view(shape)).to(x.dtype)
+            return kind.call(module, static.apply(scaled), wq)
+
+        return run
+
+    def _local_result(self, target: _Target, accs: dict[str, SqnrAccumulator], advice: bool) -> LocalMeasurement:
+        calls = max((a.calls for a in accs.values()), default=0)
+        sqnr: dict[str, Sqnr] = {}
+        for name, scheme in SCHEMES.items():
+            why = scheme.unsupported(target.kind)
+            if why is not None:
+                sqnr[name] = Sqnr.undefined(why)
+            elif name in accs:
+                sqnr[name] = accs[name].result()
+            elif self._never_called(target):
+                sqnr[name] = Sqnr.undefined(f"'{target.fqn}' was never called on the probe batches")
+            elif target.range is not None:
+                sqnr[name] = Sqnr.undefined(
+                    f"the input range of '{target.fqn}' is not finite (NaN or infinite values were seen)"
+                )
+            else:
+                sqnr[name] = Sqnr.undefined(f"no calibrated input range for '{target.fqn}'")
+        clipped = equalized = None
+        if advice and target.kind.quantizes_input:
+            clipped = accs[CLIPPED].result() if CLIPPED in accs else Sqnr.undefined("no clip range was measured")
+            equalized = (
+                accs[EQUALIZED].result() if EQUALIZED in accs
+                else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
+            )
+        return LocalMeasurement(target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls)
+
+    def _never_called(self, target: _Target) -> bool:
+        return target.range is None and target.range_source == "none" and self._ranges_done
+
+    # Plans.
+
+    def quantized_weight(self, fqn: str, per_channel: bool) -> torch.Tensor:
+        """The fake-quantized weight of ``fqn`` (kept: at most two copies of each weight)."""
+        key = (fqn, per_channel)
+        cached = self._weights.get(key)
+        if cached is None:
+            target = self.targets[fqn]
+            cached = self._weights[key] = fake_quantize_weight(target.module.weight, per_channel, target.kind.weight_out_axis)
+        return cached
+
+    def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
+        """The cheapest scheme within ``min_gain_db`` of the best, by local SQNR.
+
+        Preference: static_per_channel, static_per_tensor, dynamic (only where torch
+        has a dynamic kernel), then weight_only, which keeps activations in float and
+        is chosen only where no activation-quantizing scheme reaches
+        :data:`WEIGHT_ONLY_BELOW_DB`. ``"float"`` when nothing could be measured.
+        """
+        local = self.local_measurements()[fqn]
+        target = self.targets.get(fqn)
+        if target is None:
+            return FLOAT
+        allowed = [s for s in PREFERENCE if s != "dynamic" or target.kind.dynamic_kernel]
+        values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
+        quantizing = {s: v for s, v in values.items() if s != "weight_only"}
+        if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
+            values = quantizing
+        if not values:
+            return FLOAT
+        best = max(values.values())
+        for scheme in allowed:
+            if scheme in values and values[scheme] >= best - min_gain_db:
+                return scheme
+        return FLOAT
+
+    def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
+        """Every quantizable module with its :meth:`recommended_scheme`."""
+        modules = {fqn: self.recommended_scheme(fqn, min_gain_db) for fqn in self.targets}
+        return self.plan(modules)
+
+    def plan(self, modules: Mapping[str, str]) -> Plan:
+        """A :class:`Plan` for this model (activation qparams attached)."""
+        activation = {fqn: t.qparams for fqn, t in self.targets.items() if t.qparams is not None}
+        return Plan(dict(modules), self.catalog.class_name, self.catalog.fingerprint, self.backend,
+                    activation, len(self.probes))
+
+    def plan_sqnr(self, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> Sqnr:
+        """End-to-end SQNR of the model's output under ``plan`` against the float model."""
+        key = plan.key
+        cached = self._plan_cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._simulate(plan.quantized, should_cancel)
+        if len(self._plan_cache) > 256:
+            self._plan_cache.pop(next(iter(self._plan_cache)))
+        self._plan_cache[key] = result
+        return result
+
+    def sensitivity(
+        self, plan: Plan, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+    ) -> dict[str, Sqnr]:
+        """{fqn: end-to-end SQNR with only that module quantized (with its plan scheme)}."""
+        quantized = plan.quantized
+        total = len(quantized)
+        result: dict[str, Sqnr] = {}
+        for i, (fqn, scheme) in enumerate(quantized.items()):
+            _check_cancel(should_cancel)
+            result[fqn] = self._simulate({fqn: scheme}, should_cancel)
+            if progress is not None:
+                progress(i + 1, total)
+        return result
+
+    def cost(self, what: str, plan: Plan | None = None) -> Cost:
+        """Estimated cost of "local", "plan" or "sensitivity" (for ``plan``), before running it.
+
+        Seconds come from the duration of the first float pass, once one has run.
+        """
+        per_pass = self._pass_seconds
+        if what == "local":
+            passes = 1 + len(SCHEMES) + (0 if self._ranges_done else 1)
+        elif what == "plan":
+            passes = 1.2 + (0 if self._reference is not None else 1)
+        elif what == "sensitivity":
+            n = len(plan.quantized) if plan is not None else len(self.targets)
+            passes = 1.2 * n + (0 if self._reference is not None else 1)
+        else:
+            raise ValueError(f"unknown measurement {what!r}")
+        return Cost(passes, None if per_pass is None else passes * per_pass)
+
+    # Running the model.
+
+    def reference_outputs(self) -> list[torch.Tensor | None]:
+        """The float model's output tensor per probe batch (one float pass, then kept)."""
+        if self._reference is None:
+            outputs = []
+            started = time.perf_counter()
+            with self._float_mode():
+                for i, batch in enumerate(self.probes):
+                    outputs.append(_output_tensor(self._run(batch, i)))
+            self._note_pass(time.perf_counter() - started)
+            self._reference = outputs
+        return self._reference
+
+    def _note_pass(self, seconds: float) -> None:
+        """Remember the fastest pass over the probes: the unit of every cost estimate."""
+        self._pass_seconds = seconds if self._pass_seconds is None else min(self._pass_seconds, seconds)
+
+    def _output_quantized(self, fqn: str, quantized: Mapping[str, str]) -> StaticInput | None:
+        """The qparams a static module's output edge is quantized with under ``quantized``, if any.
+
+        As in a converted int8 model, a static module emits int8: its output is
+        quantized once. Where every reader of that output is a module this plan
+        quantizes statically, the reader's input quantization is that step (not
+        repeated here); otherwise (a float module, another op, the model's output)
+        the output is quantized with its own calibrated range (after a ReLU-like
+        successor, whose range is the one a fused module would use).
+        """
+        target = self.targets[fqn]
+        if target.out_static is None:
+            return None
+        readers = target.consumers
+        if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
+            return None
+        return target.out_static
+
+    def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
+        unknown = [fqn for fqn in quantized if fqn not in self.targets]
+        if unknown:
+            why = self.unsupported.get(unknown[0], "not a quantizable module of this model")
+            return Sqnr.undefined(f"'{unknown[0]}' cannot be simulated: {why}")
+        for fqn, scheme in quantized.items():
+            target = self.targets[fqn]
+            why = SCHEMES[scheme].unsupported(target.kind)
+            if why is not None:
+                return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {why}")
+            if SCHEMES[scheme].needs_range and target.static is None and target.calls:
+                return Sqnr.undefined(
+                    f"'{fqn}' has no finite calibrated input range, so {scheme} has no qparams"
+                )
+        if not self._ranges_done and any(SCHEMES[s].needs_range for s in quantized.values()):
+            self._range_pass(lambda done, total: None, should_cancel)
+        reference = self.reference_outputs()
+        if not self.probes:
+            return Sqnr.undefined("there are no probe batches")
+        if all(r is None for r in reference):
+            return Sqnr.undefined("the model's output holds no floating-point tensor")
+        acc = SqnrAccumulator()
+        with self._float_mode(), self._swapped(quantized):
+            for i, batch in enumerate(self.probes):
+                _check_cancel(should_cancel)
+                out = _output_tensor(self._run(batch, i))
+                ref = reference[i]
+                if ref is None or out is None or out.shape != ref.shape:
+                    continue
+                acc.add(ref, out)
+        return acc.result("model output")
+
+    @contextmanager
+    def _swapped(self, quantized: Mapping[str, str]) -> Iterator[None]:
+        """Replace each quantized module's forward (an instance attribute) for the duration."""
+        saved: list[tuple[nn.Module, Any]] = []
+        try:
+            for fqn, scheme_name in quantized.items():
+                target = self.targets[fqn]
+                scheme = SCHEMES[scheme_name]
+                if scheme.needs_range and target.static is None:
+                    continue  # never called on the probes: nothing to simulate
+                ctx = InputContext(target.static, self.quant_min, self.quant_max)
+                wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
+                saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
+                target.module.forward = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
+            yield
+        finally:
+            for module, previous in reversed(saved):
+                if previous is _MISSING:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = previous
+
+    @contextmanager
+    def _float_mode(self) -> Iterator[None]:
+        """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
+        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated)."""
+        restore = _freeze_model_state(self.model)
+        mha = getattr(torch.backends, "mha", None)
+        fastpath = mha.get_fastpath_enabled() if mha is not None else None
+        try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
+            self.model.eval()
+            with torch.no_grad():
+                yield
+        finally:
+            if mha is not None:
+                mha.set_fastpath_enabled(fastpath)
+            restore()
+
+    def _run(self, batch: Any, index: int) -> Any:
+        try:
+            return call_batch(self.model, batch)
+        except (MeasurementCancelled, UserError):
+            raise
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SimulationError(f"probe batch {index + 1} failed under simulation: {type(exc).__name__}: {detail}") from exc
+
+
+_MISSING = object()
+
+
+def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
+                       out: StaticInput | None = None):
+    def forward(input, *args, **kwargs):
+        x = input
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = scheme.input(x, ctx)
+        y = kind.call(module, x, wq)
+        return out.apply(y) if out is not None else y
+
+    return forward
+
+
+class _EdgeTracer:
+    """Who reads each quantizable module's output, during one float pass (by tensor identity).
+
+    A ReLU-like (monotone, elementwise) module passes its input's producer on to
+    its output, and its output range becomes the producer's output range (what
+    a fused Linear/Conv + ReLU quantizes). Readers seen through anything else
+    count as "" (not a quantizable module).
+    """
+
+    def __init__(self, analysis: ErrorAnalysis):
+        self.analysis = analysis
+        #: id(tensor) -> (weak ref, producing target, whether it is the producer's raw output)
+        self.live: dict[int, tuple[weakref.ref, str, bool]] = {}
+        self._pending: list = []
+        self.out_lo: dict[str, float] = {}
+        self.out_hi: dict[str, float] = {}
+        self.chain_lo: dict[str, float] = {}
+        self.chain_hi: dict[str, float] = {}
+        self.raw_readers: dict[str, set[str]] = {}
+        self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
+
+    def new_batch(self) -> None:
+        self.live.clear()
+        for h in self._pending:
+            h.remove()
+        self._pending.clear()
+
+    def producer(self, tensor: Any) -> tuple[str, bool] | None:
+        """(producing target, raw output?) of a tensor seen in this batch, or None."""
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        entry = self.live.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1], entry[2]
+
+    def attach(self) -> list:
+        handles = []
+        targets = self.analysis.targets
+        for fqn, info in self.analysis.catalog.modules.items():
+            if info.is_quant_helper or not (info.is_leaf or fqn in targets):
+                continue
+            module = self.analysis.model.get_submodule(fqn)
+            handles.append(module.register_forward_pre_hook(self._reader(fqn, info.monotone), with_kwargs=True))
+            if fqn in targets:
+                handles.append(module.register_forward_hook(self._produced(fqn)))
+        return handles
+
+    def _reader(self, fqn: str, monotone: bool):
+        targets = self.analysis.targets
+
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            source = self.producer(x)
+            if source is None:
+                return
+            key, raw = source
+            if raw:
+                self.raw_readers.setdefault(key, set()).add(fqn)
+            if fqn in targets:
+                self.consumers[key].add(fqn)
+            elif monotone:
+                # The output of this module carries the producer on: tracked by a one-off forward hook.
+                self._pending.append(module.register_forward_hook(self._chain(key, raw)))
+            else:
+                self.consumers[key].add("")
+            return
+
+        return hook
+
+    def _chain(self, key: str, direct: bool):
+        def hook(module, args, output):
+            for h in self._pending:
+                h.remove()
+            self._pending.clear()
+            if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+                self.live[id(output)] = (weakref.ref(output), key, False)
+                if direct:
+                    self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
+                    self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+
+        return hook
+
+    def _produced(self, fqn: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+                self.live[id(output)] = (weakref.ref(output), fqn, True)
+                self.out_lo[fqn] = min(self.out_lo.get(fqn, math.inf), float(output.detach().amin()))
+                self.out_hi[fqn] = max(self.out_hi.get(fqn, -math.inf), float(output.detach().amax()))
+
+        return hook
+
+    def model_output(self, output: Any) -> None:
+        source = self.producer(first_tensor(output))
+        if source is not None:
+            self.consumers[source[0]].add("")
+
+    def finish(self) -> None:
+        analysis = self.analysis
+        for fqn, target in analysis.targets.items():
+            target.consumers = self.consumers.get(fqn, set())
+            lo, hi = self.out_lo.get(fqn), self.out_hi.get(fqn)
+            readers = self.raw_readers.get(fqn, set())
+            if fqn in self.chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
+                lo, hi = self.chain_lo[fqn], self.chain_hi[fqn]
+            if lo is None or hi is None:
+                continue
+            qp = activation_qparams(lo, hi, analysis.backend)
+            if qp is not None:
+                target.out_static = StaticInput(
+                    torch.tensor(qp.scale, dtype=torch.float32, device=target.device),
+                    torch.tensor(qp.zero_point, dtype=torch.int32, device=target.device),
+                    qp.quant_min, qp.quant_max,
+                )
+
+
+def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], accs: Mapping[str, SqnrAccumulator]):
+    def hook(module, args, kwargs, output):
+        x = first_tensor(args) if args else first_tensor(kwargs)
+        if x is None or not isinstance(output, torch.Tensor):
+            return
+        for name, run in variants.items():
+            accs[name].add(output, run(x))
+        return
+
+    return hook
+
+
+def _output_tensor(output: Any) -> torch.Tensor | None:
+    tensor = first_tensor(output)
+    if tensor is None or not tensor.is_floating_point():
+        return None
+    return tensor.detach()
+
+
+def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise MeasurementCancelled()
+
+
+def _weight_input_ranges(weight: torch.Tensor, kind: ModuleKind, groups: int) -> torch.Tensor | None:
+    """Range (max - min) of the weight per input channel of the module (all groups laid end to end)."""
+    if weight.dim() < 2:
+        return None
+    if kind.weight_in_axis == 0:
+        w = weight.reshape(weight.shape[0], -1)
+        return w.amax(dim=1) - w.amin(dim=1)
+    out = weight.shape[0]
+    if out % groups:
+        return None
+    w = weight.reshape(groups, out // groups, weight.shape[1], -1)
+    return (w.amax(dim=(1, 3)) - w.amin(dim=(1, 3))).reshape(-1)
+
+
+def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: ModuleKind, groups: int) -> torch.Tensor:
+    """The weight with its input channel c multiplied by ``factor[c]``."""
+    if kind.weight_in_axis == 0:
+        return weight * factor.view(-1, *([1] * (weight.dim() - 1)))
+    out, cin = weight.shape[0], weight.shape[1]
+    w = weight.reshape(groups, out // groups, cin, *weight.shape[2:])
+    f = factor.reshape(groups, 1, cin, *([1] * (weight.dim() - 2)))
+    return (w * f).reshape(weight.shape)
+
+
+def ranges_from_stats(stats: Any) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Calibrated input ranges per module from a stats snapshot's "pre" points.
+
+    Returns ({fqn: (min, max)}, {fqn: (channel_min, channel_max)}); points never
+    called are left out (their ranges are then measured on the probes).
+    """
+    ranges: dict[str, tuple[float, float]] = {}
+    channels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (fqn, role), point in getattr(stats, "points", {}).items():
+        if role != "pre" or point.calls == 0:
+            continue
+        if point.global_min == math.inf and point.global_max == -math.inf:
+            continue
+        ranges[fqn] = (point.global_min, point.global_max)
+        if point.channel_min is not None:
+            channels[fqn] = (point.channel_min, point.channel_max)
+    return ranges, channels
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"

@@ -1,0 +1,65 @@
+"""The scheme base class: how one quantization scheme treats a module's input and weight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.qparams import (
+    fake_quantize_static,
+    fake_quantize_weight,
+)
+
+
+@dataclass(frozen=True)
+class StaticInput:
+    """Fixed per-tensor activation qparams (from a calibrated range), on the module's device."""
+
+    scale: torch.Tensor  # float32, 0-d
+    zero_point: torch.Tensor  # int32, 0-d
+    quant_min: int
+    quant_max: int
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_static(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """What a scheme may need to quantize one module's input."""
+
+    static: StaticInput | None  # None when no calibrated range is known
+    quant_min: int  # the backend's activation range, for dynamic qparams
+    quant_max: int
+
+
+class Scheme:
+    """One way of quantizing a weighted module (registered in :data:`SCHEMES`)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    #: "static" (calibrated input qparams), "dynamic" (per batch) or "float" (input kept float).
+    activation: ClassVar[str]
+    per_channel_weights: ClassVar[bool]
+
+    @property
+    def needs_range(self) -> bool:
+        return self.activation == "static"
+
+    def unsupported(self, kind: ModuleKind) -> str | None:
+        """Why this scheme cannot apply to modules of ``kind`` (None when it can)."""
+        if self.activation != "float" and not kind.quantizes_input:
+            return f"the input of a {kind.name} module is indices, not an activation: only weight_only applies"
+        return None
+
+    def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
+        """The fake-quantized weight (qint8 symmetric)."""
+        return fake_quantize_weight(weight, self.per_channel_weights, kind.weight_out_axis)
+
+    def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
+        """The fake-quantized input."""
+        raise NotImplementedError

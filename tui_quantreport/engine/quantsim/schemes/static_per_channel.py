@@ -1,0 +1,22 @@
+"""static_per_channel: quint8 input with calibrated qparams, qint8 per-channel symmetric weights."""
+
+from __future__ import annotations
+
+import torch
+
+from tui_quantreport.engine.quantsim.schemes.base import InputContext, Scheme
+
+
+class StaticPerChannel(Scheme):
+    name = "static_per_channel"
+    title = "static, per-channel weights"
+    description = (
+        "int8 activations with qparams from the calibrated min/max (MinMaxObserver, the backend's "
+        "reduce_range) and int8 per-output-channel symmetric weights (PerChannelMinMaxObserver)"
+    )
+    activation = "static"
+    per_channel_weights = True
+
+    def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
+        assert ctx.static is not None, "static schemes are only run where a range is known"
+        return ctx.static.apply(x)
