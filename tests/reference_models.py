@@ -447,6 +447,9 @@ def compare_values(detector: str, fqn: str, ours: Mapping[str, Any], ref: Mappin
             problems.append(f"{detector}[{fqn}]: the reference has no {ref_key!r}")
             continue
         mine, theirs = ours[our_key], _plain(ref[ref_key])
+        if detector == DYNAMIC and our_key == "dynamic_recommended":
+            # Deliberate: dynamic is recommended only where a dynamic kernel exists (not on convs).
+            theirs = bool(theirs) and bool(ours["is_dynamic_supported"])
         kind = COMPARISON[our_key]
         if isinstance(theirs, list) or isinstance(mine, list):
             mine_l, theirs_l = _as_list(mine), _as_list(theirs)

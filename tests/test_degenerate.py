@@ -319,10 +319,11 @@ def test_integer_input_to_embedding():
     batches = [torch.randint(0, 10, (3, 5)) for _ in range(2)]
     report, stats = run(model, batches)
     embedding = finding(report, OUTLIER, "0")
-    assert embedding.status in (Status.OK, Status.RECOMMEND)
+    # Indices are not activations: counted as calls, never judged (their "channels" are positions).
+    assert embedding.status is Status.NOT_APPLICABLE
+    assert "int64" in embedding.reason and "not an activation" in embedding.reason
     assert stats.point("0", "pre").calls == 2
-    # Indices are seen as numbers: channel (position) maxima are the largest index there.
-    assert embedding.values["channel_max"] == torch.stack(batches).amax(dim=(0, 1)).float().tolist()
+    assert stats.layout("0", "pre").integer
     for detector in OBSERVING:
         assert finding(report, detector, "1").status in (Status.OK, Status.RECOMMEND), detector
 

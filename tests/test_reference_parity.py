@@ -346,7 +346,12 @@ def test_non_default_parameters_flow_identically():
     # tolerance, dynamic at 0.7; ratio_threshold 1.5 flags every outlier channel.
     dynamic = case.ours.detectors[DYNAMIC].findings
     assert all(0.5 < f.values["post_observer_comp_stat"] <= 0.7 for f in dynamic.values())
-    assert all(f.values["dynamic_recommended"] and f.status is Status.RECOMMEND for f in dynamic.values())
+    assert all(f.values["post_observer_data_dist"] == "non-stationary" for f in dynamic.values())
+    # Recommended (badged) only where a dynamic kernel exists; on a conv it is information.
+    assert all(
+        f.status is (Status.RECOMMEND if case.ours.modules[fqn].is_linear else Status.INFO)
+        for fqn, f in dynamic.items()
+    )
     assert all(all(f.values["outliers_detected"]) for f in case.ours.detectors[OUTLIER].findings.values())
     assert case.ours.detectors[OUTLIER].params["reference_percentile"] == 0.9
     assert case.ours.detectors[PER_CHANNEL].extra["backend"] == "qnnpack"

@@ -10,7 +10,7 @@ from tui_quantreport.engine.detectors import DETECTORS
 
 #: Every detector's per-module keys, as each detector class declares them.
 DETECTOR_KEYS = {name: set(cls.report_keys) for name, cls in DETECTORS.items()}
-STATUSES = {"recommend", "ok", "not_observed", "not_applicable"}
+STATUSES = {"recommend", "ok", "not_observed", "not_applicable", "info"}
 
 
 def validate_report(data: dict) -> None:

@@ -121,7 +121,10 @@ def test_prepared_model_per_channel_reads_the_qconfig():
     report = evaluate(session.catalog, Stats.empty(), settings)
     findings = report.detectors["per_channel_detector"].findings
     assert findings and all(f.status is Status.RECOMMEND for f in findings.values())
-    assert all(f.values == {"per_channel_supported": True, "per_channel_used": False} for f in findings.values())
+    assert all(
+        f.values == {"per_channel_supported": True, "per_channel_used": False, "weight_only": False, "weight_row_range": None}
+        for f in findings.values()
+    )
 
 
 def test_untraceable_sample_with_keyword_batches_calibrates():

@@ -61,7 +61,12 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "--param", metavar="DETECTOR.NAME=VALUE", action="append", default=[],
         help="set any detector parameter, e.g. outlier.ratio_threshold=5 (repeatable)",
     )
-    parser.add_argument("--ch-axis", metavar="AXIS", help="channel axis for all observed tensors (default: per module type)")
+    parser.add_argument(
+        "--ch-axis", metavar="[PATTERN=]AXIS", action="append",
+        help="override the channel axis, for every module (-1) or for modules matching a pattern "
+        "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
+        "(default: decided per tensor from its module, producer and consumer)",
+    )
 
 
 def _positive_int(text: str) -> int:

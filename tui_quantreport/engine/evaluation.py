@@ -72,6 +72,7 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
             point = stats.point(fqn, role)
             if point is None:
                 continue
+            layout = stats.layout(fqn, role)
             # An accumulator that never started keeps (inf, -inf); NaN extremes still count as seen.
             observed = point.calls > 0 and not (point.global_min == math.inf and point.global_max == -math.inf)
             points.append(
@@ -85,6 +86,8 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
                     channels=point.channels,
                     axis=point.axis,
                     finite=point.finite or not observed,
+                    axis_reason=layout.reason if layout is not None else "",
+                    dtype=layout.dtype if layout is not None else "",
                     channel_min=tuple(point.channel_min.tolist()) if point.channel_min is not None else (),
                     channel_max=tuple(point.channel_max.tolist()) if point.channel_max is not None else (),
                 )

@@ -54,8 +54,24 @@ def to_json_data(report: Report) -> dict[str, Any]:
         },
         "calibration": {"batches": report.batches},
         "detectors": detectors,
+        "points": points_json(report),
     }
     return _finite(data)
+
+
+def points_json(report: Report) -> dict[str, dict[str, Any]]:
+    """Per observed module and side: the channel axis used and why, channels, dtype, calls."""
+    points: dict[str, dict[str, Any]] = {}
+    for fqn, module in report.modules.items():
+        for point in module.points:
+            points.setdefault(fqn, {})[point.role] = {
+                "axis": point.axis,
+                "axis_reason": point.axis_reason,
+                "channels": point.channels,
+                "dtype": point.dtype,
+                "calls": point.calls,
+            }
+    return points
 
 
 def to_json(report: Report) -> str:

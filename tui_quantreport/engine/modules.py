@@ -10,6 +10,7 @@ weights are planned to be quantized.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -19,12 +20,230 @@ from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
 from tui_quantreport.engine.report import ModuleInfo
 
-#: Module types whose weights can be quantized per channel (subclasses, so QAT,
-#: lazy and fused-QAT variants, count too).
-WEIGHTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# -- Weighted layers: what a layer computes, in one registry ------------------------------
 
-#: Module types whose tensors carry features on the last axis.
-LAST_AXIS_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention)
+#: What the weight-based detectors can do with a weighted layer.
+PER_CHANNEL = "per_channel"
+DYNAMIC = "dynamic"
+EQUALIZATION = "equalization"
+CAPABILITIES = (PER_CHANNEL, DYNAMIC, EQUALIZATION)
+
+#: The quantized engines that have dynamic (activation range per batch) kernels for a layer.
+ALL_BACKENDS = frozenset({"fbgemm", "x86", "qnnpack", "onednn"})
+
+
+@dataclass(frozen=True)
+class WeightedKind:
+    """One kind of weighted layer, by what it computes.
+
+    ``weight`` names the parameter that holds the layer's matrix (or kernel);
+    ``in_axis`` is the weight axis of the layer's *input* channels (``None``:
+    the layer has none, like an embedding table indexed by integers) and
+    ``out_axis`` the axis that per-channel quantization gives one scale each
+    (output channels; an embedding's rows). ``layout`` is where the features
+    of the layer's input and output tensors are: ``"last"`` (Linear-style,
+    ``(batch, tokens, features)``) or ``"channels"`` (axis 1, ``(N, C, ...)``).
+    ``dynamic_backends`` are the engines with a dynamic quantized kernel for it
+    (empty: none exists). ``skips`` says, per capability the kind lacks, why.
+    """
+
+    name: str
+    description: str
+    matches: Callable[[nn.Module], bool]
+    weight: str | None
+    in_axis: int | None
+    out_axis: int
+    layout: str
+    capabilities: frozenset[str]
+    skips: Mapping[str, str] = field(default_factory=dict)
+    dynamic_backends: frozenset[str] = frozenset()
+    weight_only: bool = False
+    note: str = ""
+
+    def weight_of(self, module: nn.Module) -> torch.Tensor | None:
+        """The layer's weight tensor (None when absent or not yet materialised)."""
+        if self.weight is None:
+            return None
+        weight = getattr(module, self.weight, None)
+        if weight is None and self.name == "multihead_attention":
+            weight = getattr(module, "q_proj_weight", None)  # kdim/vdim differ: separate projections
+        if not isinstance(weight, torch.Tensor) or _is_lazy(weight):
+            return None
+        return weight
+
+
+def _class_path_is(path: str) -> Callable[[nn.Module], bool]:
+    """Match a class (or a subclass) by its import path, without importing its library."""
+    module_name, _, qualname = path.rpartition(".")
+
+    def matches(module: nn.Module) -> bool:
+        return any(c.__module__ == module_name and c.__qualname__ == qualname for c in type(module).__mro__)
+
+    return matches
+
+
+def _instance_of(*types: type) -> Callable[[nn.Module], bool]:
+    return lambda module: isinstance(module, types)
+
+
+_NO_INPUT_CHANNELS = "its input is integer indices, not an activation with channels"
+_MANY_WEIGHTS = "it holds several weight matrices (weight_ih_l*, weight_hh_l*), not one"
+
+#: Every kind of weighted layer the detectors judge, first match wins. Add another
+#: library's layer here (one entry) and every weight-based detector judges it.
+WEIGHTED_KINDS: list[WeightedKind] = [
+    WeightedKind(
+        "multihead_attention_out_proj",
+        "the output projection of nn.MultiheadAttention",
+        _instance_of(nn.modules.linear.NonDynamicallyQuantizableLinear),
+        "weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        note="torch marks it NonDynamicallyQuantizableLinear: dynamic quantization skips it",
+    ),
+    WeightedKind(
+        "linear", "a matrix product, weight [out, in]", _instance_of(nn.Linear),
+        "weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        dynamic_backends=ALL_BACKENDS,
+    ),
+    WeightedKind(
+        "hf_conv1d", "transformers' Conv1D: a matrix product with weight [in, out] (a transposed Linear)",
+        _class_path_is("transformers.pytorch_utils.Conv1D"),
+        "weight", 0, 1, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        dynamic_backends=ALL_BACKENDS,
+        note="torch.ao quantizes it once it is replaced by nn.Linear with weight W.T",
+    ),
+    WeightedKind(
+        "conv", "a convolution, weight [out, in / groups, *kernel]",
+        _instance_of(nn.Conv1d, nn.Conv2d, nn.Conv3d),
+        "weight", 1, 0, "channels", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+    ),
+    WeightedKind(
+        "multihead_attention", "nn.MultiheadAttention: its input projection in_proj_weight [3 * embed, embed]",
+        _instance_of(nn.MultiheadAttention),
+        "in_proj_weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        note="torch.ao quantizes it through nn.quantizable.MultiheadAttention (static only)",
+    ),
+    WeightedKind(
+        "embedding", "a lookup table, weight [rows, features], indexed by integers",
+        _instance_of(nn.Embedding, nn.EmbeddingBag),
+        "weight", None, 0, "last", frozenset({PER_CHANNEL}),
+        skips={DYNAMIC: _NO_INPUT_CHANNELS + ": weight-only quantization applies",
+               EQUALIZATION: _NO_INPUT_CHANNELS},
+        weight_only=True,
+    ),
+    WeightedKind(
+        "recurrent", "a recurrent layer (LSTM, GRU, RNN and their cells)",
+        _instance_of(nn.RNNBase, nn.RNNCellBase),
+        None, None, 0, "last", frozenset({DYNAMIC}),
+        skips={PER_CHANNEL: _MANY_WEIGHTS, EQUALIZATION: _MANY_WEIGHTS},
+        dynamic_backends=ALL_BACKENDS,
+    ),
+]
+
+
+def register_weighted_kind(kind: WeightedKind) -> None:
+    """Add (or replace, by name) a kind of weighted layer; it is matched before the built-in ones."""
+    WEIGHTED_KINDS[:] = [kind] + [k for k in WEIGHTED_KINDS if k.name != kind.name]
+
+
+def weighted_kind(module: nn.Module) -> WeightedKind | None:
+    """The registered kind of ``module``, or None when it is not a known weighted layer."""
+    for kind in WEIGHTED_KINDS:
+        if kind.matches(module):
+            return kind
+    return None
+
+
+def kind_named(name: str) -> WeightedKind | None:
+    return next((k for k in WEIGHTED_KINDS if k.name == name), None)
+
+
+def _unknown_weights(module: nn.Module) -> list[str]:
+    """Names of the module's own 2-D or larger parameters (a layer no kind describes)."""
+    return [
+        name for name, p in module.named_parameters(recurse=False)
+        if not _is_lazy(p) and p.dim() >= 2
+    ]
+
+
+# -- Channel axis: where a tensor's features are --------------------------------------------
+
+#: Where a module's tensors keep their features:
+AXIS_LAST = "last"  # (batch, ..., features): Linear-family, LayerNorm, RMSNorm, attention
+AXIS_CHANNELS = "channels"  # (N, C, ...): convolutions, BatchNorm, GroupNorm, pooling
+AXIS_NORM = "norm"  # a norm with C features: the axis whose size is C (LayerNorm2d normalises axis 1)
+AXIS_FOLLOW = "follow"  # elementwise or unknown: the tensor's producer or consumer decides
+
+#: Modules whose (N, C, ...) tensors keep channels on axis 1.
+CHANNEL_AXIS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ChannelShuffle, nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._ConstantPadNd, nn.modules.conv._ConvTransposeNd,
+)
+
+
+#: Attributes through which layers declare their feature or channel counts.
+SIZE_ATTRIBUTES = (
+    "in_features", "out_features", "in_channels", "out_channels", "num_features", "num_channels",
+    "embed_dim", "embedding_dim", "input_size", "hidden_size", "nx", "nf",
+)
+
+
+def axis_rule(module: nn.Module, kind: WeightedKind | None) -> tuple[str, int | None, str]:
+    """How the channel axis of ``module``'s tensors is decided: (rule, features, why).
+
+    ``features`` is the feature count a norm normalises (for :data:`AXIS_NORM`).
+    """
+    name = type(module).__name__
+    if kind is not None:
+        where = "features on the last axis" if kind.layout == "last" else "channels on axis 1"
+        return (AXIS_LAST if kind.layout == "last" else AXIS_CHANNELS), None, f"{name}: {where}"
+    if isinstance(module, CHANNEL_AXIS_TYPES):
+        return AXIS_CHANNELS, None, f"{name}: channels on axis 1"
+    features = _norm_features(module)
+    if features is not None:
+        return AXIS_NORM, features, f"{name} normalises {features} features"
+    return AXIS_FOLLOW, None, f"{name} does not say"
+
+
+def _norm_features(module: nn.Module) -> int | None:
+    """C for a LayerNorm-style norm (LayerNorm and subclasses such as LayerNorm2d, RMSNorm,
+    any ``*Norm`` with a 1-D weight): the axis of size C holds its features."""
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and shape:
+        return int(shape[-1])
+    if "norm" in type(module).__name__.lower():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and not _is_lazy(weight) and weight.dim() == 1:
+            return int(weight.numel())
+    return None
+
+
+def norm_axis(module_name: str, overrides_forward: bool, features: int, shape: tuple[int, ...]) -> tuple[int, str]:
+    """The axis a norm of ``features`` features normalises in a tensor of ``shape``, and why.
+
+    The last axis when its size is ``features`` (LayerNorm, RMSNorm); axis 1 when
+    only that one matches (LayerNorm2d over NCHW). When both match, a subclass
+    with its own forward on a 4-D or larger tensor is taken to be channels-first.
+    """
+    ndim = len(shape)
+    last, first = shape[-1] == features, ndim >= 3 and shape[1] == features
+    if first and (not last or (overrides_forward and ndim >= 4)):
+        return 1, f"{module_name} normalises axis 1 ({features} channels of an (N, C, ...) tensor)"
+    if last:
+        return ndim - 1, f"{module_name} normalises the last axis ({features} features)"
+    return ndim - 1, f"{module_name}: no axis has its {features} features; the last axis"
+
+
+def forward_overridden(module: nn.Module) -> bool:
+    """True when the module's class defines its own forward below LayerNorm/RMSNorm."""
+    for base in (nn.LayerNorm, nn.RMSNorm):
+        if isinstance(module, base):
+            return type(module).forward is not base.forward
+    return False
 
 
 #: Elementwise modules that never reorder values (monotone non-decreasing):
@@ -74,6 +293,16 @@ class ModelCatalog:
     #: A hash of the model's class and its parameters' names, shapes and dtypes: two models
     #: with the same fingerprint take the same stats files and plans.
     fingerprint: str = ""
+    #: The registered kind of every weighted layer (see :data:`WEIGHTED_KINDS`).
+    kinds: dict[str, WeightedKind] = field(default_factory=dict)
+    #: Modules with 2-D or larger weights that no registered kind describes, and why they are skipped.
+    unknown_weighted: dict[str, str] = field(default_factory=dict)
+    #: How each module's channel axis is decided: (rule, norm features, why); see :func:`axis_rule`.
+    axis_rules: dict[str, tuple[str, int | None, str]] = field(default_factory=dict)
+    #: Norms whose class overrides LayerNorm's forward (LayerNorm2d-style).
+    own_forward: frozenset[str] = frozenset()
+    #: The feature or channel counts a module declares (in/out features, channels, embedding size).
+    feature_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module) -> "ModelCatalog":
@@ -81,6 +310,11 @@ class ModelCatalog:
         by_name = dict(named)
         seen: set[int] = set()
         infos: dict[str, ModuleInfo] = {}
+        kinds: dict[str, WeightedKind] = {}
+        unknown: dict[str, str] = {}
+        rules: dict[str, tuple[str, int | None, str]] = {}
+        own_forward: set[str] = set()
+        sizes: dict[str, tuple[int, ...]] = {}
         for fqn, module in named:
             if fqn in infos or id(module) in seen and fqn:
                 # A module shared under two names is shown once, at its first name.
@@ -91,6 +325,35 @@ class ModelCatalog:
             helper = is_quant_helper(module)
             user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
             parent_module = by_name.get(parent) if parent is not None else None
+            kind = None if helper else weighted_kind(module)
+            if kind is not None:
+                kinds[fqn] = kind
+            elif not helper and _unknown_weights(module):
+                names = ", ".join(_unknown_weights(module))
+                unknown[fqn] = (
+                    f"{type(module).__name__} holds weights ({names}) of no registered kind: "
+                    "add it to WEIGHTED_KINDS (engine/modules.py) to have it judged"
+                )
+            rules[fqn] = axis_rule(module, kind)
+            declared = tuple(
+                value for attr in SIZE_ATTRIBUTES
+                if isinstance(value := getattr(module, attr, None), int) and not isinstance(value, bool)
+            )
+            if declared:
+                sizes[fqn] = declared
+            if forward_overridden(module):
+                own_forward.add(fqn)
+            observed_on = parent if isinstance(parent_module, _FusedModule) else None
+            hidden_input = ""
+            if isinstance(parent_module, nn.MultiheadAttention) and module is parent_module.out_proj:
+                # MultiheadAttention hands out_proj's weight to F.multi_head_attention_forward and
+                # never calls the module: its output is the attention's output, its input unseen.
+                observed_on = parent
+                hidden_input = (
+                    f"its input (the attention context) is computed inside "
+                    f"F.multi_head_attention_forward, which MultiheadAttention '{parent}' calls with "
+                    "this layer's weight without calling the module, so no hook can see it"
+                )
             infos[fqn] = ModuleInfo(
                 fqn=fqn,
                 name=fqn.rpartition(".")[2],
@@ -100,12 +363,14 @@ class ModelCatalog:
                 children=children,
                 is_quant_helper=helper,
                 is_leaf=not helper and not user_children,
-                is_weighted=isinstance(module, WEIGHTED_TYPES),
+                is_weighted=kind is not None,
                 is_linear=isinstance(module, nn.Linear),
                 total_params=sum(p.numel() for p in module.parameters() if not _is_lazy(p)),
-                last_axis=isinstance(module, LAST_AXIS_TYPES),
+                last_axis=rules[fqn][0] == AXIS_LAST,
                 monotone=is_monotone(module),
-                fused_parent=parent if isinstance(parent_module, _FusedModule) else None,
+                fused_parent=observed_on,
+                weight_kind=kind.name if kind is not None else "",
+                hidden_input=hidden_input,
             )
         # Children that were skipped as duplicates must not dangle in the tree.
         for fqn, info in list(infos.items()):
@@ -118,19 +383,52 @@ class ModelCatalog:
             for fqn, info in infos.items()
             if info.is_weighted
         }
-        return cls(type(model).__name__, infos, schemes, has_qconfig, model_fingerprint(model))
+        return cls(
+            type(model).__name__, infos, schemes, has_qconfig, model_fingerprint(model),
+            kinds, unknown, rules, frozenset(own_forward), sizes,
+        )
 
     def user_modules(self) -> list[ModuleInfo]:
         """Every module except observers and fake quantizers, in tree order."""
         return [m for m in self.modules.values() if not m.is_quant_helper]
 
+    def weighted(self, capability: str) -> list[str]:
+        """Weighted layers a detector with ``capability`` (:data:`CAPABILITIES`) judges, in tree order."""
+        return [fqn for fqn, kind in self.kinds.items() if capability in kind.capabilities]
+
+    def skipped(self, capability: str) -> dict[str, str]:
+        """Weighted layers a detector with ``capability`` does not judge, each with the reason."""
+        skipped = {
+            fqn: f"{self.modules[fqn].class_name}: {kind.skips.get(capability, 'not supported')}"
+            for fqn, kind in self.kinds.items()
+            if capability not in kind.capabilities
+        }
+        skipped.update(self.unknown_weighted)
+        return skipped
+
+    def dynamic_kernel(self, fqn: str, backend: str | None = None) -> bool:
+        """Whether a dynamic quantized kernel exists for the layer (on ``backend``, or on any)."""
+        kind = self.kinds.get(fqn)
+        if kind is None:
+            return False
+        return backend in kind.dynamic_backends if backend is not None else bool(kind.dynamic_backends)
+
     def channel_axis(self, fqn: str, ndim: int, override: int | None = None) -> int:
-        """The feature axis of an ``ndim``-D tensor seen at module ``fqn``."""
+        """The feature axis of an ``ndim``-D tensor seen at module ``fqn`` by its own rule alone.
+
+        Calibration decides per point with more knowledge (a norm's shape, the
+        tensor's producer and consumer); see :mod:`~tui_quantreport.engine.layout`.
+        An override out of range raises :class:`~.errors.ParamError`, never clamped.
+        """
         if ndim <= 1:
             return 0
         if override is not None:
             axis = override if override >= 0 else ndim + override
-            return min(max(axis, 0), ndim - 1)
+            if not 0 <= axis < ndim:
+                from tui_quantreport.engine.errors import ParamError
+
+                raise ParamError(f"channel axis {override} is out of range for a {ndim}-D tensor")
+            return axis
         return ndim - 1 if self.modules[fqn].last_axis else 1
 
 

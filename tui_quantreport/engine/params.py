@@ -39,7 +39,7 @@ class Param:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind == "axis":
-            return "'auto' or an integer axis"
+            return "'auto', AXIS or PATTERN=AXIS"
         if self.low is not None and self.high is not None:
             left = "[" if self.low_inclusive else "("
             right = "]" if self.high_inclusive else ")"
@@ -59,12 +59,11 @@ class Param:
                 raise ParamError(f"{label} must be {self.describe_range()}, not {value!r}")
             return text
         if self.kind == "axis":
-            text = str(value).strip().lower()
-            if text in ("auto", "none", ""):
-                return None
+            from tui_quantreport.engine.channel_axis import AxisOverrides
+
             try:
-                return int(text)
-            except ValueError:
+                return AxisOverrides.parse(value)
+            except ParamError:
                 raise ParamError(f"{label} must be {self.describe_range()}, not {value!r}") from None
         try:
             number = float(value) if not isinstance(value, bool) else math.nan

@@ -19,6 +19,7 @@ class Status(str, Enum):
     OK = "ok"  # observed, nothing to change
     NOT_OBSERVED = "not_observed"  # never called during calibration
     NOT_APPLICABLE = "not_applicable"  # the detector cannot judge (with a reason)
+    INFO = "info"  # worth knowing, but no change applies to this module (no badge, not counted)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ class PointSummary:
     finite: bool
     channel_min: tuple[float, ...] = ()
     channel_max: tuple[float, ...] = ()
+    #: Why ``axis`` holds the channels ("Linear: features on the last axis", "follows its
+    #: input's producer ...", "set by --ch-axis ..."), or why there is no per-channel view.
+    axis_reason: str = ""
+    #: The observed tensors' dtype ("float32"; "int64" for token ids, which are not activations).
+    dtype: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,13 @@ class ModuleInfo:
     total_params: int
     last_axis: bool
     monotone: bool = False
+    #: Where this module's output is observed when not on itself: the fused module that
+    #: returns it, or the nn.MultiheadAttention whose out_proj this is.
     fused_parent: str | None = None
+    #: The registered kind of weighted layer ("linear", "hf_conv1d", "embedding", ...), or "".
+    weight_kind: str = ""
+    #: Why this module's input cannot be observed by hooks ("" when it can).
+    hidden_input: str = ""
 
     @property
     def label(self) -> str:

@@ -19,9 +19,12 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
+from tui_quantreport.engine.layout import LayoutTracker, integer_layout
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
-from tui_quantreport.engine.stats import Accumulator, Point, PointRequest, Stats, TensorSummary, WeightRange, summarize
+from tui_quantreport.engine.stats import (
+    Accumulator, Point, PointLayout, PointRequest, Stats, TensorSummary, WeightRange, summarize,
+)
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -54,6 +57,11 @@ class _Observer:
 
     def __init__(self, catalog: ModelCatalog):
         self.catalog = catalog
+        self.tracker = LayoutTracker(catalog)
+        self.layouts: dict[Point, PointLayout] = {}
+        #: Points the first batch could not decide yet: (point, a copy, the tensor itself).
+        self._pending: list[tuple[Point, torch.Tensor, torch.Tensor]] = []
+        self.discovery_handles: list = []
         self.accumulators: dict[Point, Accumulator] = {}
         self.requests: dict[Point, PointRequest] = {}
         # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary})
@@ -63,19 +71,54 @@ class _Observer:
     def new_batch(self) -> None:
         self._cache.clear()
         self._last_input.clear()
+        self._pending.clear()
+
+    def end_batch(self) -> None:
+        """Decide the points the batch left open (by their consumers), then end discovery."""
+        pending, self._pending = self._pending, []
+        for point, copy, original in reversed(pending):  # later points first: they may decide earlier ones
+            self._record(point, copy, tuple(copy.shape), self.tracker.decide_deferred(point, original))
+        if self.tracker.discovering:
+            self.end_discovery()
+
+    def end_discovery(self) -> None:
+        for handle in self.discovery_handles:
+            handle.remove()
+        self.discovery_handles = []
+        self.tracker.end_discovery()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
         if tensor is None or tensor.is_complex() or tensor.layout != torch.strided:
             return  # nothing to order (complex) or no dense values to read (sparse, nested)
         if tensor.is_quantized:
             tensor = tensor.dequantize()
-        fqn = point[0]
-        request = self.requests[point]
-        axis = self.catalog.channel_axis(fqn, tensor.dim(), request.axis)
-        summary = self._summary(tensor, axis, request.percentiles)
         shape = tuple(tensor.shape)
+        if not tensor.is_floating_point():
+            # Token ids, positions, masks: counted as calls, never judged as activations.
+            if point not in self.layouts:
+                self.layouts[point] = integer_layout(tensor)
+            self.accumulators[point].update(shape, 0, None)
+            return
+        request = self.requests[point]
+        override = (request.axis, request.axis_rule or str(request.axis)) if request.axis is not None else None
+        decision = self.tracker.decide(point, tensor, override)
+        if decision is None:  # first batch, no module says: decided at the end of the batch
+            self._pending.append((point, tensor.detach().clone(), tensor))
+            return
+        self._record(point, tensor, shape, decision)
+
+    def _record(self, point: Point, tensor: torch.Tensor, shape: tuple[int, ...], decision) -> None:
+        axis, reason = decision.resolve(len(shape))
+        if point not in self.layouts:
+            dtype = str(tensor.dtype).replace("torch.", "")
+            self.layouts[point] = PointLayout(axis, reason, dtype, error=reason if axis is None else "")
+        if axis is None:  # an override out of range: counted, no per-channel view (never clamped)
+            self.accumulators[point].update(shape, 0, None)
+            return
+        request = self.requests[point]
+        summary = self._summary(tensor, axis, request.percentiles)
         if point[1] == "pre":
-            self._last_input[fqn] = ((shape, axis, request.percentiles), summary)
+            self._last_input[point[0]] = ((shape, axis, request.percentiles), summary)
         self.accumulators[point].update(shape, axis, summary)
 
     def _summary(self, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
@@ -163,6 +206,8 @@ class Session:
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         observer = _Observer(self.catalog)
+        # Discovery hooks first, so a module's output is tagged before it is observed.
+        observer.discovery_handles = observer.tracker.attach(self.model)
         handles = self._attach(observer, plan)
         restore = _freeze_model_state(self.model)
         done = 0
@@ -184,12 +229,14 @@ class Session:
                         raise
                     except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
                         raise self._explain_failure(batch, done + 1, exc) from exc
+                    observer.end_batch()
                     done += 1
                     if progress is not None:
                         progress(done, total)
         finally:
             for handle in handles:
                 handle.remove()
+            observer.end_discovery()
             observer.new_batch()
             restore()
         points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
@@ -197,22 +244,27 @@ class Session:
             batches=done,
             points=points,
             weights=self.weight_ranges(),
+            layouts=dict(observer.layouts),
         )
 
     def weight_ranges(self) -> dict[str, WeightRange]:
-        """Per input channel (weight dim 1) min/max of every weighted module."""
+        """Per-channel min/max of every weighted layer's weight.
+
+        Along the weight's input-channel axis (as its kind declares: dim 1 for
+        Linear, Conv and attention, dim 0 for transformers' Conv1D), or per row
+        for layers without input channels (embeddings).
+        """
         ranges = {}
         with torch.no_grad():
-            for fqn, info in self.catalog.modules.items():
-                if not info.is_weighted:
+            for fqn, kind in self.catalog.kinds.items():
+                weight = kind.weight_of(self.model.get_submodule(fqn))
+                if weight is None or weight.dim() < 2:
                     continue
-                weight = getattr(self.model.get_submodule(fqn), "weight", None)
-                if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
-                    continue
-                if weight.dim() < 2:
-                    continue
-                w = weight.detach().float().transpose(0, 1).reshape(weight.shape[1], -1)
-                ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu())
+                rows = kind.in_axis is None
+                axis = kind.out_axis if rows else kind.in_axis
+                w = weight.detach().float().transpose(0, axis)
+                w = w.reshape(w.shape[0], -1)
+                ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)
         return ranges
 
     def _attach(self, observer: _Observer, plan: Mapping[Point, PointRequest]) -> list:

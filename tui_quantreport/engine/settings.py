@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tui_quantreport.engine.channel_axis import AxisOverrides
 from tui_quantreport.engine.detectors import DETECTORS, resolve_detector
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.modules import ModelCatalog
@@ -21,20 +22,29 @@ from tui_quantreport.engine.stats import Point, PointRequest, Stats
 
 @dataclass(frozen=True)
 class Settings:
-    """Which detectors run, with which (validated) parameters, and the channel axis."""
+    """Which detectors run, with which (validated) parameters, and channel-axis overrides.
+
+    ``ch_axis`` is None (every point's axis decided from what its tensor is, see
+    :mod:`.layout`) or :class:`~.channel_axis.AxisOverrides` (global, or per
+    module pattern); an int or text given here is parsed into overrides.
+    """
 
     enabled: tuple[str, ...] = tuple(DETECTORS)
     params: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: {name: cls.defaults() for name, cls in DETECTORS.items()}
     )
-    ch_axis: int | None = None
+    ch_axis: AxisOverrides | None = None
+
+    def __post_init__(self) -> None:
+        if self.ch_axis is not None and not isinstance(self.ch_axis, AxisOverrides):
+            object.__setattr__(self, "ch_axis", AxisOverrides.parse(self.ch_axis))
 
     @classmethod
     def build(
         cls,
         detectors: Iterable[str] | None = None,
         params: Mapping[str, Mapping[str, Any]] | None = None,
-        ch_axis: int | None = None,
+        ch_axis: AxisOverrides | int | str | None = None,
     ) -> "Settings":
         """Validated settings; detector names may be short ("outlier") or full."""
         enabled = tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
@@ -42,7 +52,7 @@ class Settings:
             raise ParamError("no detector selected; choose at least one")
         given = {resolve_detector(k): v for k, v in (params or {}).items()}
         resolved = {name: det.validate(given.get(name)) for name, det in DETECTORS.items()}
-        return cls(enabled, resolved, ch_axis)
+        return cls(enabled, resolved, AxisOverrides.parse(ch_axis))
 
     @classmethod
     def from_options(
@@ -51,9 +61,12 @@ class Settings:
         params: Iterable[str] = (),
         tolerance: str | float | None = None,
         backend: str | None = None,
-        ch_axis: str | int | None = None,
+        ch_axis: str | int | list[str] | None = None,
     ) -> "Settings":
-        """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``."""
+        """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``.
+
+        ``ch_axis``: ``"auto"``, an integer, or ``PATTERN=AXIS`` rules (comma-separated, or a list).
+        """
         given: dict[str, dict[str, Any]] = {}
         for item in params:
             key, sep, value = item.partition("=")
@@ -66,13 +79,7 @@ class Settings:
         if backend is not None:
             given.setdefault("per_channel_detector", {})["backend"] = backend
         names = [d for d in detectors.split(",") if d.strip()] if detectors is not None else None
-        axis = None
-        if ch_axis is not None and str(ch_axis).strip().lower() not in ("", "auto"):
-            try:
-                axis = int(ch_axis)
-            except ValueError:
-                raise ParamError(f"the channel axis must be 'auto' or an integer, not {ch_axis!r}") from None
-        return cls.build(names, given, axis)
+        return cls.build(names, given, AxisOverrides.parse(ch_axis))
 
     def with_param(self, detector: str, name: str, value: Any) -> "Settings":
         """A copy with one parameter changed (parsed and validated)."""
@@ -100,13 +107,15 @@ def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, P
         for point, request in detector.observations(catalog, settings.params[name]).items():
             known = plan.get(point)
             percentiles = tuple(sorted(set(request.percentiles) | set(known.percentiles if known else ())))
-            plan[point] = PointRequest(axis=settings.ch_axis, percentiles=percentiles)
+            override = settings.ch_axis.for_module(point[0]) if settings.ch_axis is not None else None
+            axis, rule = override if override is not None else (None, "")
+            plan[point] = PointRequest(axis=axis, percentiles=percentiles, axis_rule=rule)
     return plan
 
 
 def observed_settings(settings: Settings) -> dict[str, Any]:
     """The settings that decide what calibration records (recorded with the stats)."""
-    recorded: dict[str, Any] = {"ch_axis": settings.ch_axis}
+    recorded: dict[str, Any] = {"ch_axis": None if settings.ch_axis is None else str(settings.ch_axis)}
     for name in settings.enabled:
         detector = DETECTORS[name]
         if detector.observes:

@@ -51,7 +51,7 @@ class EvaluationContext:
 
     catalog: ModelCatalog
     stats: Stats
-    ch_axis: int | None = None
+    ch_axis: Any = None  # AxisOverrides | None (see channel_axis.py): part of the measurement cache key
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,10 @@ class Detector(ABC, Generic[M]):
     def judge(self, fqn: str, measured: M, params: Mapping[str, Any], status: Status) -> Judgement:
         """Explain ``status`` (what :meth:`verdict` decided) for one module, in words and numbers."""
 
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        """Modules of the kind this detector judges that it leaves out, each with the reason."""
+        return {}
+
     def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Detector-level values for the report besides ``params`` (e.g. the backend)."""
         return {}
@@ -182,7 +186,9 @@ class Detector(ABC, Generic[M]):
             j = self.judge(fqn, measured, params, status)
             return Finding(self.name, fqn, status, j.headline, j.reason, j.values, j.evidence, j.series)
 
-        return self.report(params, Findings(statuses, build), self.noun, **self.extra(params))
+        return self.report(
+            params, Findings(statuses, build), self.noun, skipped=self.skipped(ctx.catalog), **self.extra(params)
+        )
 
     def measurements(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, M | Unjudged]:
         observed = tuple(params[p.name] for p in self.params if p.observed)
@@ -194,12 +200,15 @@ class Detector(ABC, Generic[M]):
 
     # Helpers shared by the detectors.
 
-    def report(self, params: Mapping[str, Any], findings: Findings, noun: str, **extra) -> DetectorReport:
-        """Wrap findings with a one-line summary: how many of how many were flagged."""
+    def report(
+        self, params: Mapping[str, Any], findings: Findings, noun: str,
+        skipped: Mapping[str, str] | None = None, **extra,
+    ) -> DetectorReport:
+        """Wrap findings with a one-line summary: how many of how many were flagged, what was left out."""
         statuses = findings.statuses
-        judged = [fqn for fqn, s in statuses.items() if s in (Status.RECOMMEND, Status.OK)]
+        judged = [fqn for fqn, s in statuses.items() if s in (Status.RECOMMEND, Status.OK, Status.INFO)]
         flagged = [fqn for fqn, s in statuses.items() if s is Status.RECOMMEND]
-        skipped = len(statuses) - len(judged)
+        unjudged = len(statuses) - len(judged)
         if not statuses:
             summary = f"No modules this detector applies to ({self.description})."
         elif flagged:
@@ -208,8 +217,16 @@ class Detector(ABC, Generic[M]):
             ) + (", …" if len(flagged) > 5 else "") + "."
         else:
             summary = f"No changes recommended for the {len(judged)} {noun} judged."
+        if unjudged:
+            summary += f" {unjudged} not judged (not observed or not applicable)."
+        informed = sum(1 for s in statuses.values() if s is Status.INFO)
+        if informed:
+            summary += f" {informed} with information only (no applicable change)."
         if skipped:
-            summary += f" {skipped} not judged (not observed or not applicable)."
+            shown = "; ".join(f"{fqn or '(model)'} ({why})" for fqn, why in list(skipped.items())[:5])
+            more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            summary += f" Skipped {len(skipped)} weighted module{'s' if len(skipped) != 1 else ''}: {shown}{more}."
+            extra = {**extra, "skipped": dict(skipped)}
         return DetectorReport(
             name=self.name,
             title=self.title,

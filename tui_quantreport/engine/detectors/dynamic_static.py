@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, unjudged_headline
-from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.modules import DYNAMIC, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
 from tui_quantreport.engine.stats import Point, PointRequest, PointStats
@@ -61,9 +61,10 @@ class Stationarity:
     """One module's threshold-independent numbers: S before and after it."""
 
     class_name: str
-    dynamic_supported: bool
+    dynamic_supported: bool  # a dynamic quantized kernel exists for the layer's kind
     pre: Spread
     post: Spread
+    note: str = ""  # what the layer's kind adds (e.g. how torch.ao takes transformers' Conv1D)
 
 
 class DynamicStaticDetector(Detector[Stationarity]):
@@ -72,7 +73,7 @@ class DynamicStaticDetector(Detector[Stationarity]):
     title = "Dynamic vs static"
     glyph = "D"
     order = 20
-    description = "inputs and outputs of Linear and Conv1d/2d/3d"
+    description = "inputs and outputs of weighted layers (Linear, Conv, Conv1D, attention, recurrent)"
     noun = "Linear/Conv modules"
     TOLERANCE = "tolerance"
     DYNAMIC_RECOMMENDED = "dynamic_recommended"
@@ -94,7 +95,10 @@ class DynamicStaticDetector(Detector[Stationarity]):
     )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
-        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+        return catalog.weighted(DYNAMIC)
+
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        return catalog.skipped(DYNAMIC)
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
@@ -102,12 +106,16 @@ class DynamicStaticDetector(Detector[Stationarity]):
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Stationarity:
         info = ctx.catalog.modules[fqn]
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
-        return Stationarity(info.class_name, info.is_linear, Spread.of(pre), Spread.of(post))
+        return Stationarity(
+            info.class_name, ctx.catalog.dynamic_kernel(fqn), Spread.of(pre), Spread.of(post),
+            ctx.catalog.kinds[fqn].note,
+        )
 
     def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
-            NON_STATIONARY: Status.RECOMMEND,
+            # Only where a dynamic kernel exists is it advice; elsewhere it is information.
+            NON_STATIONARY: Status.RECOMMEND if measured.dynamic_supported else Status.INFO,
             STATIONARY: Status.OK,
         }.get(measured.post.classify(params["tolerance"]), Status.NOT_APPLICABLE)
 
@@ -117,6 +125,7 @@ class DynamicStaticDetector(Detector[Stationarity]):
         pre_dist, post_dist = measured.pre.classify(tolerance), measured.post.classify(tolerance)
         values = {
             self.TOLERANCE: tolerance,
+            # Recommended only where a dynamic kernel exists (the reference also says so for convs).
             self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND,
             self.PRE_COMP_STAT: measured.pre.stat,
             self.PRE_DATA_DIST: pre_dist,
@@ -142,12 +151,13 @@ class DynamicStaticDetector(Detector[Stationarity]):
             Evidence("output S", measured.post.stat, f"> {tolerance:g} is stationary", True),
             Evidence("input S", measured.pre.stat, f"> {tolerance:g} is stationary", False),
         )
-        return self._finding(fqn, class_name, values, evidence, supported)
+        return self._finding(fqn, class_name, values, evidence, supported, measured.note)
 
     def _finding(
-        self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool
+        self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool,
+        note: str = "",
     ) -> Judgement:
-        dynamic = values[self.DYNAMIC_RECOMMENDED]
+        dynamic = values[self.POST_DATA_DIST] == NON_STATIONARY
         pre, post = values[self.PRE_DATA_DIST], values[self.POST_DATA_DIST]
         tolerance = values[self.TOLERANCE]
         reason = (
@@ -161,7 +171,14 @@ class DynamicStaticDetector(Detector[Stationarity]):
                 "batch, will be more accurate."
             )
             if not supported:
-                reason += f" Note: {class_name} has no dynamic quantized kernel yet."
+                reason += (
+                    f" But {class_name} has no dynamic quantized kernel"
+                    + (f" ({note})" if note else "")
+                    + ", so this is information, not a change you can apply: quantize it statically "
+                    "with ranges calibrated on data that covers every regime, or keep it in float."
+                )
+            elif note:
+                reason += f" ({class_name}: {note}.)"
         else:
             reason += (
                 "Its output range is stable enough from batch to batch (S above the tolerance) for "
@@ -173,6 +190,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
                     "per-tensor quantize step before this module."
                 )
         headline = "Use dynamic quantization" if dynamic else "Use static quantization"
+        if dynamic and not supported:
+            headline = f"Non-stationary output (no dynamic kernel for {class_name})"
         return Judgement(headline, reason, values, evidence)
 
 

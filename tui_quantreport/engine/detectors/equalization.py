@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
-from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.layout import why_not_judged
+from tui_quantreport.engine.modules import EQUALIZATION, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Series, Status
 from tui_quantreport.engine.stats import Point, PointRequest
@@ -82,7 +83,10 @@ class InputWeightEqualizationDetector(Detector[Balance]):
     )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
-        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+        return catalog.weighted(EQUALIZATION)
+
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        return catalog.skipped(EQUALIZATION)
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
         return {(fqn, "pre"): PointRequest() for fqn in self.targets(catalog)}
@@ -101,6 +105,9 @@ class InputWeightEqualizationDetector(Detector[Balance]):
             self.WEIGHT_CHANNEL_MIN: [] if weight is None else weight.channel_min.tolist(),
             self.WEIGHT_CHANNEL_MAX: [] if weight is None else weight.channel_max.tolist(),
         }
+        blocked = why_not_judged(ctx.catalog, ctx.stats, fqn, "pre")
+        if blocked is not None:  # an axis out of range, an input no hook sees
+            return Unjudged(Status(blocked[0]), blocked[1], values)
         if point is None or point.calls == 0:
             return Unjudged(Status.NOT_OBSERVED, f"{class_name} '{fqn}' was never called during calibration.", values)
         if point.channel_min is None:
@@ -129,6 +136,13 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 values,
             )
         n_in, n_w = input_ratio.numel(), weight_ratio.numel()
+        if n_in == 1:
+            return Unjudged(
+                Status.NOT_APPLICABLE,
+                f"{class_name} '{fqn}' has one input channel: s_c = 1 by construction, so there is "
+                "nothing to balance between channels.",
+                values,
+            )
         if n_in != n_w:
             if n_in % n_w:
                 return Unjudged(

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
+from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Series, Status
@@ -98,6 +99,9 @@ class OutlierDetector(Detector[Ratios]):
             self.OUTLIERS_DETECTED: [], self.PERCENTILE_RATIO: [], self.BATCHES_USED: [],
             self.SUFFICIENT_BATCHES: [], self.CONSTANT_BATCHES: [], self.CHANNEL_MAX: [],
         }
+        blocked = why_not_judged(ctx.catalog, ctx.stats, fqn, "pre")
+        if blocked is not None:  # token ids, an axis out of range, an input no hook sees
+            return Unjudged(Status(blocked[0]), blocked[1], empty)
         if point is None or point.calls == 0:
             return Unjudged(
                 Status.NOT_OBSERVED,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
-from tui_quantreport.engine.modules import ModelCatalog, WeightScheme
+from tui_quantreport.engine.modules import PER_CHANNEL, ModelCatalog, WeightedKind, WeightScheme
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
 
@@ -38,6 +38,9 @@ class WeightQuantization:
 
     class_name: str
     scheme: WeightScheme
+    kind: WeightedKind
+    #: For weight-only tables (embeddings): the smallest, median and largest per-row weight range.
+    row_spread: tuple[float, float, float] | None = None
 
 
 class PerChannelDetector(Detector[WeightQuantization]):
@@ -46,12 +49,14 @@ class PerChannelDetector(Detector[WeightQuantization]):
     title = "Per-channel weights"
     glyph = "P"
     order = 10
-    description = "Linear and Conv1d/2d/3d weights"
+    description = "weights of Linear, Conv, transformers Conv1D, attention and embedding layers"
     noun = "weighted modules"
     observes = False
     PER_CHANNEL_SUPPORTED = "per_channel_supported"
     PER_CHANNEL_USED = "per_channel_used"
-    report_keys = (PER_CHANNEL_SUPPORTED, PER_CHANNEL_USED)
+    WEIGHT_ONLY = "weight_only"
+    WEIGHT_ROW_RANGE = "weight_row_range"
+    report_keys = (PER_CHANNEL_SUPPORTED, PER_CHANNEL_USED, WEIGHT_ONLY, WEIGHT_ROW_RANGE)
     params = (
         Param("backend", "x86", "quantized engine the model will run on", kind="choice", choices=BACKENDS),
         Param(
@@ -64,60 +69,109 @@ class PerChannelDetector(Detector[WeightQuantization]):
     )
 
     def targets(self, catalog: ModelCatalog) -> list[str]:
-        return [fqn for fqn, m in catalog.modules.items() if m.is_weighted]
+        return catalog.weighted(PER_CHANNEL)
+
+    def skipped(self, catalog: ModelCatalog) -> dict[str, str]:
+        return catalog.skipped(PER_CHANNEL)
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> WeightQuantization | Unjudged:
         scheme = ctx.catalog.weight_schemes[fqn]
         class_name = ctx.catalog.modules[fqn].class_name
+        kind = ctx.catalog.kinds[fqn]
         if scheme.source == "none":
             return Unjudged(
                 Status.NOT_APPLICABLE,
                 f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
-                {self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: False},
+                {self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: False,
+                 self.WEIGHT_ONLY: kind.weight_only, self.WEIGHT_ROW_RANGE: None},
             )
-        return WeightQuantization(class_name, scheme)
+        rows = ctx.stats.weights.get(fqn)
+        spread = _row_spread(rows) if kind.weight_only and rows is not None and rows.rows else None
+        return WeightQuantization(class_name, scheme, kind, spread)
 
     def verdict(self, measured: WeightQuantization, params: Mapping[str, Any]) -> Status:
-        return Status.OK if _per_channel_used(measured.scheme, params) else Status.RECOMMEND
+        used = _per_channel_used(measured.scheme, params, measured.kind.weight_only)
+        return Status.OK if used else Status.RECOMMEND
 
     def judge(self, fqn: str, measured: WeightQuantization, params: Mapping[str, Any], status: Status) -> Judgement:
-        class_name, scheme = measured.class_name, measured.scheme
+        class_name, scheme, kind = measured.class_name, measured.scheme, measured.kind
         used = status is Status.OK
         backend, planned = params["backend"], params["weight_scheme"]
+        unit = "per-row" if kind.weight_only else "per-channel"
         if scheme.source == "planned":
-            how = f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is " + (
-                "per-channel" if used else "per-tensor"
-            )
+            if kind.weight_only and planned == "backend_default":
+                how = (
+                    "the planned scheme is weight-only per row (float_qparams_weight_only_qconfig, "
+                    "what torch.ao uses for embeddings)"
+                )
+            else:
+                how = f"the planned scheme ({planned.replace('_', ' ')} on {backend}) is " + (
+                    "per-channel" if used else "per-tensor"
+                )
         else:
             how = f"its qconfig's weight quantizer is {scheme.description}"
-        values = {self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: used}
-        evidence = (
-            Evidence("weights quantized per channel", float(used), "yes is best", not used, "yes" if used else "no"),
-        )
+        values: dict[str, Any] = {
+            self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: used,
+            self.WEIGHT_ONLY: kind.weight_only, self.WEIGHT_ROW_RANGE: None,
+        }
+        evidence = [
+            Evidence(f"weights quantized {unit.replace('-', ' ')}", float(used), "yes is best", not used,
+                     "yes" if used else "no"),
+        ]
+        layer = class_name if kind.name in ("linear", "conv") else f"{class_name} ({kind.description})"
+        note = f" Note: {kind.note}." if kind.note else ""
+        rows_text = ""
+        if measured.row_spread is not None:
+            smallest, median, largest = measured.row_spread
+            values[self.WEIGHT_ROW_RANGE] = {"min": smallest, "median": median, "max": largest}
+            ratio = largest / median if median > 0 else None
+            evidence.append(Evidence("largest / median row range", ratio, "per row keeps small rows precise", False))
+            rows_text = (
+                f" Its rows' weight ranges go from {smallest:.3g} to {largest:.3g} (median {median:.3g}); "
+                "one scale for the whole table would be set by the widest row."
+            )
+        if kind.weight_only:
+            advice = (
+                "Quantize this table weight-only, one scale and offset per row "
+                "(float_qparams_weight_only_qconfig): its input is indices, so there is no activation to quantize."
+            )
+        else:
+            advice = (
+                "Give this module a qconfig whose weight observer is per channel "
+                "(e.g. default_per_channel_weight_observer): each output channel then gets "
+                "its own scale, so channels with small weights keep their precision."
+            )
         if used:
             return Judgement(
-                "Per-channel weights already used",
-                f"{backend} supports per-channel weights for {class_name}, and {how}.",
-                values, evidence,
+                "Per-row weights already used" if kind.weight_only else "Per-channel weights already used",
+                f"{backend} supports {unit} weights for {layer}, and {how}.{rows_text}{note}",
+                values, tuple(evidence),
             )
         return Judgement(
-            "Configure per-channel weight quantization",
-            f"{backend} supports per-channel weights for {class_name}, but {how}. "
-            "Give this module a qconfig whose weight observer is per channel "
-            "(e.g. default_per_channel_weight_observer): each output channel then gets "
-            "its own scale, so channels with small weights keep their precision.",
-            values, evidence,
+            f"Configure {unit} weight quantization",
+            f"{backend} supports {unit} weights for {layer}, but {how}. {advice}{rows_text}{note}",
+            values, tuple(evidence),
         )
 
     def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {"backend": params["backend"]}
 
 
-def _per_channel_used(scheme: WeightScheme, params: Mapping[str, Any]) -> bool:
-    """Per channel per the module's qconfig, or per the planned scheme when it has none."""
+def _per_channel_used(scheme: WeightScheme, params: Mapping[str, Any], weight_only: bool = False) -> bool:
+    """Per channel per the module's qconfig, or per the planned scheme when it has none.
+
+    For weight-only layers (embeddings) the backend default is per row
+    (``float_qparams_weight_only_qconfig``, the scheme torch.ao takes for them).
+    """
     if scheme.source != "planned":
         return bool(scheme.per_channel)
     planned = params["weight_scheme"]
     if planned == "backend_default":
-        return BACKEND_DEFAULT_PER_CHANNEL[params["backend"]]
+        return True if weight_only else BACKEND_DEFAULT_PER_CHANNEL[params["backend"]]
     return planned == "per_channel"
+
+
+def _row_spread(rows: Any) -> tuple[float, float, float]:
+    """Smallest, median and largest per-row weight range of a table."""
+    ranges = (rows.channel_max - rows.channel_min).float()
+    return float(ranges.min()), float(ranges.median()), float(ranges.max())

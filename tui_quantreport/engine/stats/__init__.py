@@ -16,12 +16,13 @@ from tui_quantreport.engine.stats.accumulator import (
     TensorSummary,
     summarize,
 )
-from tui_quantreport.engine.stats.snapshot import Point, PointRequest, Stats, WeightRange
+from tui_quantreport.engine.stats.snapshot import Point, PointLayout, PointRequest, Stats, WeightRange
 
 __all__ = [
     "Accumulator",
     "PercentileStats",
     "Point",
+    "PointLayout",
     "PointRequest",
     "PointStats",
     "Stats",

@@ -22,18 +22,47 @@ Point = tuple[str, str]
 
 @dataclass(frozen=True)
 class PointRequest:
-    """What to record at one observation point: an optional axis override, percentiles."""
+    """What to record at one observation point: an optional axis override, percentiles.
+
+    ``axis_rule`` is the ``--ch-axis`` rule that set ``axis`` (for the point's reason).
+    """
 
     axis: int | None = None
     percentiles: tuple[float, ...] = ()
+    axis_rule: str = ""
+
+
+@dataclass(frozen=True)
+class PointLayout:
+    """How one observation point's tensors were read: the channel axis and why.
+
+    ``axis`` is the axis used for the first tensor seen (None when no
+    per-channel view was taken: integer tensors, an override out of range).
+    ``integer`` marks integer or bool tensors (indices, masks: not
+    activations); ``error`` says why per-channel statistics are missing.
+    Decided by :class:`~tui_quantreport.engine.layout.LayoutTracker`.
+    """
+
+    axis: int | None
+    reason: str
+    dtype: str = ""
+    integer: bool = False
+    error: str = ""
 
 
 @dataclass(frozen=True)
 class WeightRange:
-    """Per input channel (weight dim 1) min and max of a module's weight."""
+    """Per-channel min and max of a module's weight along ``axis`` of the weight.
+
+    ``axis`` is the weight's input-channel axis (1 for Linear and Conv, 0 for
+    transformers' Conv1D) or, for a layer without input channels (an embedding),
+    its rows (``rows`` true).
+    """
 
     channel_min: torch.Tensor
     channel_max: torch.Tensor
+    axis: int = 1
+    rows: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +74,8 @@ class Stats:
     weights: Mapping[str, WeightRange] = field(repr=False)
     #: The settings that decided what was recorded (see settings.observed_settings); None if unknown.
     observed: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: Per point: the channel axis used and why, and the dtype (see :class:`PointLayout`).
+    layouts: Mapping[Point, PointLayout] = field(default_factory=dict, repr=False)
 
     @classmethod
     def empty(cls) -> Stats:
@@ -52,6 +83,9 @@ class Stats:
 
     def point(self, fqn: str, role: str) -> PointStats | None:
         return self.points.get((fqn, role))
+
+    def layout(self, fqn: str, role: str) -> PointLayout | None:
+        return self.layouts.get((fqn, role))
 
     def merge(self, other: Stats) -> Stats:
         """Stats of both calibrations' batches, as if they had run as one."""
@@ -63,4 +97,5 @@ class Stats:
             points,
             {**self.weights, **other.weights},
             self.observed if self.observed == other.observed else None,
+            {**other.layouts, **self.layouts},
         )
