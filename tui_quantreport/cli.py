@@ -67,6 +67,11 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
         "(default: decided per tensor from its module, producer and consumer)",
     )
+    parser.add_argument(
+        "--no-rerun", action="store_true",
+        help="when the model rejects a batch, do not run that batch again to name the failing module "
+        "(for models whose forward has side effects)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -122,7 +127,9 @@ def run_report(args: argparse.Namespace) -> int:
     with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
         loaded = load_model(args.model, args.calibration)
         session = Session(loaded.model, label=loaded.spec)
-        stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches)
+        stats = session.calibrate(
+            open_batches(loaded), settings, max_batches=args.batches, rerun_failures=not args.no_rerun,
+        )
     report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
     text = render(report, args.format)
     if args.output and args.output != "-":

@@ -70,6 +70,7 @@ def points_json(report: Report) -> dict[str, dict[str, Any]]:
                 "channels": point.channels,
                 "dtype": point.dtype,
                 "calls": point.calls,
+                "empty_skipped": point.empty,
             }
     return points
 
@@ -86,6 +87,7 @@ def to_markdown(report: Report) -> str:
         f"Model {_code(report.model_class)}, {report.user_module_count} modules, "
         f"calibrated on {report.batches} batches.",
         "",
+        *([_md(empty_note), ""] if (empty_note := _empty_note(report)) else []),
         "| Detector | Recommended | Summary |",
         "| --- | ---: | --- |",
     ]
@@ -113,6 +115,8 @@ def to_text(report: Report) -> str:
         f"{_printable(report.spec)}: {_printable(report.model_class)}, {report.user_module_count} modules, "
         f"{report.batches} batches",
     ]
+    if empty_note := _empty_note(report):
+        lines.append(_printable(empty_note))
     for det in report.detectors.values():
         lines += ["", f"{det.title} [{det.glyph}]: {_printable(det.summary)}"]
         for finding in det.findings.values():
@@ -284,6 +288,25 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def _empty_note(report: Report, shown: int = 4) -> str:
+    """One sentence naming where tensors with no elements were skipped, or ""."""
+    found = [
+        (fqn or "(model)", "input" if point.role == "pre" else "output", point.empty)
+        for fqn, module in report.modules.items()
+        for point in module.points
+        if point.empty
+    ]
+    if not found:
+        return ""
+    total = sum(n for _, _, n in found)
+    where = ", ".join(f"{fqn} {side} ({n})" for fqn, side, n in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (
+        f"Skipped {total} empty tensors (no elements; not counted as calls) at {len(found)} points: "
+        f"{where}{more}."
+    )
 
 
 def _printable(text: str) -> str:

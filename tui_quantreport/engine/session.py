@@ -93,6 +93,9 @@ class _Observer:
         if tensor.is_quantized:
             tensor = tensor.dequantize()
         shape = tuple(tensor.shape)
+        if tensor.numel() == 0:  # no values: not a call (it would dilute S and the batch counts)
+            self.accumulators[point].skip_empty(shape)
+            return
         if not tensor.is_floating_point():
             # Token ids, positions, masks: counted as calls, never judged as activations.
             if point not in self.layouts:
@@ -175,6 +178,7 @@ class Session:
         max_batches: int | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        rerun_failures: bool = True,
     ) -> Stats:
         """Run ``batches`` through the model, recording what ``settings`` needs.
 
@@ -186,10 +190,15 @@ class Session:
         buffers are as they were. Raises :class:`CalibrationError` naming the
         batch and module when the model rejects a batch, and
         :class:`CalibrationCancelled` when ``should_cancel()`` turns true
-        between batches.
+        between batches. To name the module, the failing batch is run a second
+        time (the message says so); ``rerun_failures=False`` skips that, for
+        models whose forward has side effects.
         """
         plan = observation_plan(self.catalog, settings)
-        stats = self._observe(batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel)
+        stats = self._observe(
+            batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
+            rerun_failures=rerun_failures,
+        )
         return replace(stats, observed=observed_settings(settings))
 
     def _observe(
@@ -200,6 +209,7 @@ class Session:
         max_batches: int | None,
         progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
+        rerun_failures: bool = True,
     ) -> Stats:
         """Feed ``batches`` with observers at ``plan``'s points; the stats carry no settings."""
         total = _length(batches)
@@ -228,7 +238,7 @@ class Session:
                     except ObserverFault:
                         raise
                     except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
-                        raise self._explain_failure(batch, done + 1, exc) from exc
+                        raise self._explain_failure(batch, done + 1, exc, rerun_failures) from exc
                     observer.end_batch()
                     done += 1
                     if progress is not None:
@@ -299,8 +309,22 @@ class Session:
         except (AttributeError, TypeError):
             return "made during the forward"
 
-    def _explain_failure(self, batch: Any, index: int, exc: BaseException) -> CalibrationError:
-        """Re-run the failing batch with a tracer to name the innermost module that raised."""
+    def _explain_failure(self, batch: Any, index: int, exc: BaseException, rerun: bool = True) -> CalibrationError:
+        """Re-run the failing batch with a tracer to name the innermost module that raised.
+
+        The message says the batch was run again; with ``rerun`` false it is not,
+        and the message says the module is unknown for that reason.
+        """
+        if isinstance(exc, SystemExit):
+            cause = exit_call(exc)
+        else:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = f"{type(exc).__name__}: {detail}"
+        if not rerun:
+            return CalibrationError(
+                f"batch {index} was rejected: {cause} (the batch was not run again to find the module: --no-rerun)",
+                batch=index,
+            )
         stack: list[str] = []
         failed_in: list[str] = []
         handles = []
@@ -322,13 +346,9 @@ class Session:
             where = f" in module '{module}' ({self._class_name(module)})"
         elif module == "":
             where = f" in the model's own forward ({self.catalog.class_name})"
-        if isinstance(exc, SystemExit):
-            cause = exit_call(exc)
-        else:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            cause = f"{type(exc).__name__}: {detail}"
         return CalibrationError(
-            f"batch {index} was rejected{where}: {cause}",
+            f"batch {index} was rejected{where}: {cause} (to name the module, tui-quantreport ran batch {index} "
+            "again; --no-rerun skips that)",
             batch=index,
             module=module,
         )
@@ -382,7 +402,7 @@ def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
     training = {module: module.training for module in model.modules()}
     helpers = [module for module in model.modules() if is_quant_helper(module)]
     buffers = [
-        (module, name, buffer.detach().clone())
+        (module, name, buffer, buffer.detach().clone())
         for module in helpers
         for name, buffer in module._buffers.items()
         if buffer is not None
@@ -395,8 +415,14 @@ def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
     def restore() -> None:
         for module, flag in training.items():
             module.training = flag
-        for module, name, copy in buffers:
-            module._buffers[name] = copy
+        # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again,
+        # with its old values, also after an observer resized it (a fresh per-channel observer).
+        with torch.no_grad():
+            for module, name, original, copy in buffers:
+                if original.shape != copy.shape:
+                    original.resize_(copy.shape)
+                original.copy_(copy)
+                module._buffers[name] = original
         for module, attrs in attributes:
             for name, value in attrs.items():
                 setattr(module, name, value)

@@ -65,6 +65,8 @@ class ModelSession:
         self.loaded_model = loaded_model
         self.session = session
         self.spec: str = loaded_model.spec
+        #: Run a rejected batch again to name the failing module (off with --no-rerun).
+        self.rerun_failures = True
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -105,7 +107,9 @@ class ModelSession:
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
         report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        return Loaded(cls(loaded_model, session), report, settings, stats, tuple(DETECTORS.values()))
+        model_session = cls(loaded_model, session)
+        model_session.rerun_failures = not _option(options, "no_rerun")
+        return Loaded(model_session, report, settings, stats, tuple(DETECTORS.values()))
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
@@ -135,6 +139,7 @@ class ModelSession:
             max_batches=max_batches,
             progress=progress,
             should_cancel=should_cancel,
+            rerun_failures=self.rerun_failures,
         )
         report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
         return Calibrated(stats, report, settings)

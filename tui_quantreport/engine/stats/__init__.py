@@ -14,6 +14,7 @@ from tui_quantreport.engine.stats.accumulator import (
     PercentileStats,
     PointStats,
     TensorSummary,
+    only_empty,
     summarize,
 )
 from tui_quantreport.engine.stats.snapshot import Point, PointLayout, PointRequest, Stats, WeightRange
@@ -28,5 +29,6 @@ __all__ = [
     "Stats",
     "TensorSummary",
     "WeightRange",
+    "only_empty",
     "summarize",
 ]
