@@ -586,7 +586,6 @@ def toasts_text(app) -> list[str]:
 
 
 async def test_i12_app_failing_module_named_like_markup(tmp_path):
-    from tui_quantreport.tui.calibration_bar import CalibrationBar
     from tui_quantreport.tui.module_tree import ModuleTree
 
     app = markup_app(tmp_path, fail=True)
@@ -595,7 +594,7 @@ async def test_i12_app_failing_module_named_like_markup(tmp_path):
         await pilot.pause()
         tree = app.query_one(ModuleTree)
         label = tree.nodes["[bold red]boom[/]"].label
-        assert label.plain.startswith("[bold red]boom[/]") and not label.spans[0].style == "bold red"
+        assert label.plain.startswith("[bold red]boom[/]") and label.spans[0].style != "bold red"
         await pilot.press("c")
         await app.workers.wait_for_complete()
         await pilot.pause()

@@ -84,8 +84,10 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"# Quantization report: {_md(report.spec)}",
         "",
-        f"Model {_code(report.model_class)}, {report.user_module_count} modules, "
-        f"calibrated on {report.batches} batches.",
+        (
+            f"Model {_code(report.model_class)}, {report.user_module_count} modules, "
+            f"calibrated on {report.batches} batches."
+        ),
         "",
         *([_md(empty_note), ""] if (empty_note := _empty_note(report)) else []),
         "| Detector | Recommended | Summary |",
@@ -112,8 +114,10 @@ def to_markdown(report: Report) -> str:
 def to_text(report: Report) -> str:
     """A compact plain-text report for terminals and logs."""
     lines = [
-        f"{_printable(report.spec)}: {_printable(report.model_class)}, {report.user_module_count} modules, "
-        f"{report.batches} batches",
+        (
+            f"{_printable(report.spec)}: {_printable(report.model_class)}, {report.user_module_count} modules, "
+            f"{report.batches} batches"
+        ),
     ]
     if empty_note := _empty_note(report):
         lines.append(_printable(empty_note))
