@@ -20,6 +20,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from tui_quantreport.engine.detectors.outlier import OutlierRatio  # noqa: E402
 from reference_models import (  # noqa: E402
     ALL_DETECTORS,
     CONV_BN_RELU_FUSION,
@@ -480,5 +481,5 @@ def test_difference_percentile_beyond_torch_quantile_limit():
     del shuffled
     assert finding.values["batches_used"] == [1]
     assert finding.values["percentile_ratio"][0] == pytest.approx(expected_ratio, rel=1e-6)
-    point = stats.point("0", "pre").percentiles[0.975]
+    point = stats.point("0", "pre").get(OutlierRatio(0.975))
     assert float(point.ratio_sum[0]) == pytest.approx(expected_ratio, rel=1e-6)

@@ -99,10 +99,11 @@ def test_stats_merge_equals_stats_of_all_batches():
         assert other.range_sum == pytest.approx(point.range_sum, rel=1e-6)
         assert torch.equal(other.channel_min, point.channel_min)
         assert torch.equal(other.channel_max, point.channel_max)
-        for p, stats in point.percentiles.items():
-            assert torch.allclose(other.percentiles[p].ratio_sum, stats.ratio_sum, rtol=1e-6)
-            assert torch.equal(other.percentiles[p].used, stats.used)
-            assert torch.equal(other.percentiles[p].constant, stats.constant)
+        assert other.reduced.keys() == point.reduced.keys()
+        for reducer, stats in point.reduced.items():
+            assert torch.allclose(other.reduced[reducer].ratio_sum, stats.ratio_sum, rtol=1e-6)
+            assert torch.equal(other.reduced[reducer].used, stats.used)
+            assert torch.equal(other.reduced[reducer].constant, stats.constant)
 
 
 def _stats_bytes(stats) -> int:
@@ -110,8 +111,8 @@ def _stats_bytes(stats) -> int:
     for point in stats.points.values():
         for t in (point.channel_min, point.channel_max):
             total += 0 if t is None else t.numel() * t.element_size()
-        for p in point.percentiles.values():
-            total += sum(t.numel() * t.element_size() for t in (p.ratio_sum, p.used, p.constant))
+        for result in point.reduced.values():
+            total += sum(t.numel() * t.element_size() for t in result.state()[0].values())
     return total
 
 
@@ -167,8 +168,9 @@ def test_host_and_device_paths_give_identical_stats(monkeypatch, dense):
         assert same(a.range_sum, b.range_sum)
         assert torch.equal(a.channel_min.nan_to_num(7.0), b.channel_min.nan_to_num(7.0))
         assert torch.equal(a.channel_max.nan_to_num(7.0), b.channel_max.nan_to_num(7.0))
-        for p, stats in a.percentiles.items():
-            other = b.percentiles[p]
+        assert a.reduced.keys() == b.reduced.keys()
+        for reducer, stats in a.reduced.items():
+            other = b.reduced[reducer]
             assert torch.equal(stats.ratio_sum.nan_to_num(7.0), other.ratio_sum.nan_to_num(7.0))
             assert torch.equal(stats.used, other.used) and torch.equal(stats.constant, other.constant)
 
@@ -189,4 +191,84 @@ def test_per_batch_path_reads_nothing_back_to_the_host(monkeypatch):
     stats = _calibrate(model, batches())
     assert trap.hits == []
     assert stats.batches == 5
-    assert stats.point("0", "pre").percentiles  # the outlier statistics were recorded
+    assert stats.point("0", "pre").reduced  # the outlier statistics were recorded
+
+
+class _SharedInput(nn.Module):
+    """One activation read by two leaves: it is one distinct tensor at three points."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 2), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y) + self.c(y)
+
+
+def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
+    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine.detectors.outlier import OutlierRatio
+
+    summaries, contributions = [], []
+    real_summarize, real_contribution = session_module.summarize, OutlierRatio.contribution
+
+    def spy_summarize(x, axis, percentiles, known=None):
+        summaries.append((id(x), percentiles, known is None))
+        return real_summarize(x, axis, percentiles, known=known)
+
+    def spy_contribution(self, summary, x3):
+        contributions.append(id(summary))
+        return real_contribution(self, summary, x3)
+
+    monkeypatch.setattr(session_module, "summarize", spy_summarize)
+    monkeypatch.setattr(OutlierRatio, "contribution", spy_contribution)
+    torch.manual_seed(0)
+    stats = _calibrate(_SharedInput().eval(), [torch.randn(5, 4)])
+    # y = a(x) is seen at a's output and at b's and c's inputs: its channel min and max are
+    # computed once, its percentile once (reusing them), its outlier terms once.
+    assert len(summaries) == len({s for s in summaries})
+    fresh = [tensor for tensor, _, new in summaries if new]
+    assert len(fresh) == len(set(fresh)) == 4  # x, y and the two outputs
+    assert len(contributions) == len(set(contributions)) == 2  # x and y
+    b, c = stats.point("b", "pre").reduced, stats.point("c", "pre").reduced
+    assert b.keys() == c.keys() and all(torch.equal(b[r].ratio_sum, c[r].ratio_sum) for r in b)
+
+
+def test_stats_state_round_trips_exactly():
+    """Stats as plain tensors and JSON metadata (what a safetensors file holds), and back."""
+    import json
+
+    from tui_quantreport.engine.stats import Stats
+
+    model = _mlp()
+    batches = _batches(4)
+    batches[1][0, 0] = math.inf  # non-finite extremes survive the JSON metadata
+    stats = _calibrate(model, batches)
+    tensors, meta = stats.state()
+    assert all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors.values())
+    meta = json.loads(json.dumps(meta, allow_nan=False))
+    back = Stats.from_state(tensors, meta)
+    assert (back.batches, back.observed) == (stats.batches, stats.observed)
+    assert back.points.keys() == stats.points.keys() and back.weights.keys() == stats.weights.keys()
+    for key, point in stats.points.items():
+        other = back.points[key]
+        assert (other.calls, other.axis, other.shapes) == (point.calls, point.axis, point.shapes)
+        for name in ("global_min", "global_max", "range_sum"):
+            a, b = getattr(point, name), getattr(other, name)
+            assert a == b or (math.isnan(a) and math.isnan(b))
+        assert torch.equal(other.channel_min.nan_to_num(7.0), point.channel_min.nan_to_num(7.0))
+        assert torch.equal(other.channel_max.nan_to_num(7.0), point.channel_max.nan_to_num(7.0))
+        assert other.reduced.keys() == point.reduced.keys()
+        for reducer, result in point.reduced.items():
+            ours, _ = result.state()
+            theirs, _ = other.reduced[reducer].state()
+            assert all(torch.equal(ours[k].nan_to_num(7.0), theirs[k].nan_to_num(7.0)) for k in ours)
+    for fqn, weight in stats.weights.items():
+        assert torch.equal(back.weights[fqn].channel_min, weight.channel_min)
+    # A reducer is named by plain data, and rebuilt from it.
+    from tui_quantreport.engine.stats import reducer_from_spec
+
+    for point in stats.points.values():
+        for reducer in point.reduced:
+            assert reducer_from_spec(json.loads(json.dumps(reducer.spec()))) == reducer

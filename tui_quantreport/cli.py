@@ -89,6 +89,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of dB, 0 or more, not {text}")
+    return value
+
+
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     app = OneLineParser(
         prog=PROG,
@@ -103,6 +123,19 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     _common_options(report)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
     report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
+    report.add_argument(
+        "--probe-batches", metavar="K", type=_count, default=4,
+        help="measure quantization error (SQNR) on the first K calibration batches (default 4; 0: do not measure)",
+    )
+    report.add_argument(
+        "--sensitivity", action="store_true",
+        help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
+    )
+    report.add_argument(
+        "--min-gain", metavar="DB", type=_non_negative_float, default=1.0,
+        help="findings whose advice gains less than this many dB are minor (default 1)",
+    )
+    report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
@@ -120,17 +153,31 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
-        Session, evaluate, load_model, open_batches, render, write_atomic,
+        Session,
+        evaluate,
+        load_model,
+        open_batches,
+        render,
+        write_atomic,
     )
+    from tui_quantreport.engine.errors import UserError
 
     settings = settings_from(args)
+    if args.plan_out and not args.probe_batches:
+        raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
     with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
         loaded = load_model(args.model, args.calibration)
         session = Session(loaded.model, label=loaded.spec)
-        stats = session.calibrate(
-            open_batches(loaded), settings, max_batches=args.batches, rerun_failures=not args.no_rerun,
-        )
-    report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+        batches = open_batches(loaded)
+        recorder = None
+        if args.probe_batches:
+            from tui_quantreport.engine.quantsim import ProbeRecorder
+
+            batches = recorder = ProbeRecorder(batches, args.probe_batches)
+        stats = session.calibrate(batches, settings, max_batches=args.batches, rerun_failures=not args.no_rerun)
+        report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+        if recorder is not None:  # runs the model again, on the probe batches
+            report = _measure(args, session, stats, settings, recorder.probes, report)
     text = render(report, args.format)
     if args.output and args.output != "-":
         path = write_atomic(args.output, text)
@@ -160,6 +207,24 @@ def model_output_to_stderr() -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 1)
             os.close(saved)
+
+
+def _measure(args, session, stats, settings, probes, report):
+    """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
+    from tui_quantreport.engine.severity import assess, measure
+
+    backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
+    analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
+    if args.sensitivity:
+        analysis.local_measurements()
+        plan = analysis.recommended_plan(args.min_gain)
+        print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    if args.plan_out:
+        path = Plan.from_json_data(measured.plan_data).save(args.plan_out)
+        print(f"wrote plan to {path}", file=sys.stderr)
+    return assess(report, measured, args.min_gain)
 
 
 def run_samples() -> int:

@@ -23,6 +23,12 @@ from typing import Any
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.report import Report, Status
+from tui_quantreport.engine.severity import (
+    finding_json,
+    measured_json,
+    measured_markdown,
+    measured_text,
+)
 
 FORMAT_ID = "tui-quantreport.report/1"
 FORMATS = ("json", "markdown", "text")
@@ -38,6 +44,7 @@ def to_json_data(report: Report) -> dict[str, Any]:
             entry["status"] = finding.status.value
             entry["recommendation"] = finding.headline if finding.recommended else None
             entry["reason"] = finding.reason
+            entry.update(finding_json(report, name, fqn))
             modules[fqn] = entry
         detectors[name] = {
             "params": dict(det.params),
@@ -56,6 +63,9 @@ def to_json_data(report: Report) -> dict[str, Any]:
         "detectors": detectors,
         "points": points_json(report),
     }
+    measured = measured_json(report)
+    if measured is not None:
+        data["measured"] = measured
     return _finite(data)
 
 
@@ -103,11 +113,16 @@ def to_markdown(report: Report) -> str:
         if not flagged:
             lines.append("No changes recommended.")
         for finding in flagged:
-            lines += [f"- **{_code(finding.module or '(model)')}**: {_md(finding.headline)}. {_md(finding.reason)}"]
+            sev = report.severity(det.name, finding.module)
+            measured = f" *{sev.level.value}*: {_md(sev.note)}" if sev is not None else ""
+            lines += [
+                f"- **{_code(finding.module or '(model)')}**: {_md(finding.headline)}. {_md(finding.reason)}{measured}"
+            ]
         skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
         if skipped:
             lines += ["", "Not judged:", ""]
             lines += [f"- {_code(f.module or '(model)')}: {_md(f.reason)}" for f in skipped]
+    lines += measured_markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +140,10 @@ def to_text(report: Report) -> str:
         lines += ["", f"{det.title} [{det.glyph}]: {_printable(det.summary)}"]
         for finding in det.findings.values():
             if finding.recommended:
-                lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}")
+                sev = report.severity(det.name, finding.module)
+                level = f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
+                lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}{level}")
+    lines += measured_text(report)
     return "\n".join(lines) + "\n"
 
 

@@ -189,6 +189,82 @@ class ModuleSummary(ModuleInfo):
         return max((p.calls for p in self.points), default=0)
 
 
+class Level(str, Enum):
+    """How much a finding matters, from measurement (see engine/severity.py)."""
+
+    MAJOR = "major"  # a recommendation whose advice gains at least min_gain_db
+    MINOR = "minor"  # a recommendation whose advice gains less: shown, not badged
+    UNMEASURED = "unmeasured"  # a recommendation the simulation could not measure: badged, ranked last
+    DUPLICATE = "duplicate"  # the same tensor is reported on another module
+    NONE = "none"  # not a recommendation
+
+    @property
+    def badged(self) -> bool:
+        return self in (Level.MAJOR, Level.UNMEASURED)
+
+
+@dataclass(frozen=True)
+class Severity:
+    """A finding's measured consequence: the dB its advice gains, and what that means.
+
+    ``gain_db`` is the local SQNR with the advice applied minus without it, at
+    ``measured_on`` (the module that quantizes the tensor: the finding's own
+    module, or for an input-outlier finding the Linear/Conv reading that
+    tensor). ``note`` says it in words, including when the measurement
+    contradicts the detector. ``reported_on`` names the module the finding is
+    reported on instead, for a duplicate.
+    """
+
+    level: Level
+    gain_db: float | None
+    note: str
+    measured_on: str | None = None
+    reported_on: str | None = None
+
+    @property
+    def badged(self) -> bool:
+        return self.level.badged
+
+
+@dataclass(frozen=True)
+class ModuleError:
+    """Measured quantization error of one quantizable module (dB; None = undefined, see reasons)."""
+
+    fqn: str
+    sqnr_db: Mapping[str, float | None]
+    #: scheme (or "clipped", "equalized", "sensitivity") -> "SQNR undefined: ..." where the value is None
+    reasons: Mapping[str, str]
+    clipped_db: float | None = None
+    equalized_db: float | None = None
+    sensitivity_db: float | None = None
+    recommended_scheme: str = ""
+    range_source: str = ""
+
+    def value(self, key: str) -> float | None:
+        """A scheme's SQNR, or "clipped" / "equalized"."""
+        if key == "clipped":
+            return self.clipped_db
+        if key == "equalized":
+            return self.equalized_db
+        return self.sqnr_db.get(key)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the quantization simulation measured for one report (plain data, no tensors)."""
+
+    probe_batches: int
+    modules: Mapping[str, ModuleError]
+    #: leaf fqn -> the quantizable module that quantizes the tensor it reads (None: none does)
+    quantizer_of: Mapping[str, str | None]
+    #: The plan measured end to end (every quantizable fqn -> scheme or "float").
+    plan: Mapping[str, str] = field(default_factory=dict)
+    plan_sqnr_db: float | None = None
+    plan_reason: str = ""
+    plan_data: Mapping[str, Any] = field(default_factory=dict)
+    sensitivity_measured: bool = False
+
+
 @dataclass(frozen=True)
 class Report:
     """The whole analysis of one model after one calibration."""
@@ -199,26 +275,61 @@ class Report:
     batches: int
     detectors: dict[str, DetectorReport]
     stale_params: tuple[str, ...] = ()
+    #: Measured error (None until measured; see engine/severity.py).
+    measured: Measured | None = None
+    #: (detector name, module fqn) -> the finding's severity, when measured.
+    severities: Mapping[tuple[str, str], Severity] = field(default_factory=dict)
+    min_gain_db: float = 1.0
 
     def findings_for(self, fqn: str) -> list[Finding]:
         """Every enabled detector's finding on module ``fqn``, in registry order."""
         return [d.findings[fqn] for d in self.detectors.values() if fqn in d.findings]
 
-    def ranked_modules(self) -> list[tuple[str, list[str]]]:
-        """Modules with recommendations, most recommending detectors first (then tree order).
+    def severity(self, detector: str, fqn: str) -> Severity | None:
+        """The measured severity of one finding (None when nothing was measured)."""
+        return self.severities.get((detector, fqn))
 
-        Each entry is the module's fqn and the names of the detectors that recommend a change.
+    def badged(self, detector: str, fqn: str) -> bool:
+        """Whether the finding earns a badge: recommended and, when measured, not minor or a duplicate."""
+        det = self.detectors.get(detector)
+        if det is None or det.findings.statuses.get(fqn) is not Status.RECOMMEND:
+            return False
+        sev = self.severities.get((detector, fqn))
+        return sev is None or sev.badged
+
+    def ranked_modules(self) -> list[tuple[str, list[str]]]:
+        """Modules with badged recommendations, the most important first.
+
+        Each entry is the module's fqn and the names of the detectors whose findings
+        are badged there. Measured: by the largest measured gain of its findings
+        (unmeasured ones after every measured one), then tree order. Not measured:
+        most recommending detectors first, then tree order.
         """
         order = {fqn: i for i, fqn in enumerate(self.modules)}
         flagged: dict[str, list[str]] = {}
         for name, det in self.detectors.items():
             for fqn in det.recommended:
-                flagged.setdefault(fqn, []).append(name)
-        return sorted(flagged.items(), key=lambda item: (-len(item[1]), order.get(item[0], len(order))))
+                if self.badged(name, fqn):
+                    flagged.setdefault(fqn, []).append(name)
+        if not self.severities:
+            return sorted(flagged.items(), key=lambda item: (-len(item[1]), order.get(item[0], len(order))))
+
+        def key(item: tuple[str, list[str]]) -> tuple:
+            gains = [self.severities[(d, item[0])].gain_db for d in item[1] if (d, item[0]) in self.severities]
+            measured = [g for g in gains if g is not None]
+            return (0 if measured else 1, -max(measured, default=0.0), -len(item[1]), order.get(item[0], len(order)))
+
+        return sorted(flagged.items(), key=key)
+
+    def walk_order(self) -> list[str]:
+        """The modules ``n`` / ``N`` visit: by severity when measured, else tree order."""
+        if not self.severities:
+            return self.recommended_modules()
+        return [fqn for fqn, _ in self.ranked_modules()]
 
     def recommended_modules(self) -> list[str]:
-        """Modules with at least one recommendation, in tree order."""
-        flagged = {fqn for d in self.detectors.values() for fqn in d.recommended}
+        """Modules with at least one badged recommendation, in tree order."""
+        flagged = {fqn for name, d in self.detectors.items() for fqn in d.recommended if self.badged(name, fqn)}
         return [fqn for fqn in self.modules if fqn in flagged]
 
     @property

@@ -23,10 +23,23 @@ from tui_quantreport.engine.layout import LayoutTracker, integer_layout
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
 from tui_quantreport.engine.stats import (
-    Accumulator, Point, PointLayout, PointRequest, Stats, TensorSummary, WeightRange, summarize,
+    Accumulator,
+    Point,
+    PointLayout,
+    PointRequest,
+    Reducer,
+    Stats,
+    TensorSummary,
+    WeightRange,
+    channels_view,
+    summarize,
 )
 
 ProgressCallback = Callable[[int, int | None], None]
+
+#: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
+#: the percentiles they hold, and each reducer's contribution.
+_CacheEntry = tuple["weakref.ref[torch.Tensor]", dict[tuple[float, ...], "TensorSummary | None"], dict[Reducer, Any]]
 
 
 def call_batch(model: nn.Module, batch: Any) -> Any:
@@ -64,9 +77,16 @@ class _Observer:
         self.discovery_handles: list = []
         self.accumulators: dict[Point, Accumulator] = {}
         self.requests: dict[Point, PointRequest] = {}
-        # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary})
-        self._cache: dict[tuple, tuple[weakref.ref, dict[tuple[float, ...], TensorSummary | None]]] = {}
+        #: The percentiles each point's reducers read, resolved once per calibration.
+        self.percentiles: dict[Point, tuple[float, ...]] = {}
+        # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary}, {reducer: contribution})
+        self._cache: dict[tuple, _CacheEntry] = {}
         self._last_input: dict[str, tuple[tuple, TensorSummary | None]] = {}
+
+    def request(self, point: Point, request: PointRequest) -> None:
+        self.requests[point] = request
+        self.percentiles[point] = request.percentiles
+        self.accumulators[point] = Accumulator(request.reducers)
 
     def new_batch(self) -> None:
         self._cache.clear()
@@ -118,23 +138,39 @@ class _Observer:
         if axis is None:  # an override out of range: counted, no per-channel view (never clamped)
             self.accumulators[point].update(shape, 0, None)
             return
-        request = self.requests[point]
-        summary = self._summary(tensor, axis, request.percentiles)
+        percentiles, reducers = self.percentiles[point], self.requests[point].reducers
+        entry = self._entry(tensor, axis)
+        summary = self._summary(entry, tensor, axis, percentiles)
         if point[1] == "pre":
-            self._last_input[point[0]] = ((shape, axis, request.percentiles), summary)
-        self.accumulators[point].update(shape, axis, summary)
+            self._last_input[point[0]] = ((shape, axis, percentiles), summary)
+        contribution = None
+        if reducers and summary is not None:
+            known = entry[2]
 
-    def _summary(self, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]) -> TensorSummary | None:
+            def contribution(reducer: Reducer) -> Any:
+                if reducer not in known:
+                    known[reducer] = reducer.contribution(summary, lambda: channels_view(tensor, axis))
+                return known[reducer]
+
+        self.accumulators[point].update(shape, axis, summary, contribution)
+
+    def _entry(self, tensor: torch.Tensor, axis: int) -> _CacheEntry:
+        """This batch's cache entry for ``tensor`` along ``axis`` (a fresh one for a new tensor)."""
+        key = (id(tensor), tensor._version, axis)
+        entry = self._cache.get(key)
+        if entry is None or entry[0]() is not tensor:
+            entry = self._cache[key] = (weakref.ref(tensor), {}, {})
+        return entry
+
+    def _summary(
+        self, entry: _CacheEntry, tensor: torch.Tensor, axis: int, percentiles: tuple[float, ...]
+    ) -> TensorSummary | None:
         """This batch's summary of ``tensor`` along ``axis`` with at least ``percentiles``.
 
         A tensor seen at several points (one module's output is the next one's
         input) is reduced once; a later point that needs more percentiles reuses
         the channel min and max already computed.
         """
-        key = (id(tensor), tensor._version, axis)
-        entry = self._cache.get(key)
-        if entry is None or entry[0]() is not tensor:
-            entry = self._cache[key] = (weakref.ref(tensor), {})
         known = entry[1]
         wanted = set(percentiles)
         for recorded, summary in known.items():
@@ -157,7 +193,9 @@ class _Observer:
         (shape, axis, percentiles), s = last
         if tuple(output.shape) != shape:
             return
-        self._cache[(id(output), output._version, axis)] = (weakref.ref(output), {percentiles: s.mapped(module.forward)})
+        self._cache[(id(output), output._version, axis)] = (
+            weakref.ref(output), {percentiles: s.mapped(module.forward)}, {},
+        )
 
 
 class Session:
@@ -283,8 +321,7 @@ class Session:
             if fqn not in self.catalog.modules:
                 continue
             point = (fqn, role)
-            observer.requests[point] = request
-            observer.accumulators[point] = Accumulator(request.percentiles)
+            observer.request(point, request)
             info = self.catalog.modules[fqn]
             if role == "pre":
                 module = self.model.get_submodule(fqn)

@@ -99,17 +99,16 @@ def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, P
     """The union of what the enabled detectors need observed.
 
     Every detector's points are merged: one point observed for two detectors is
-    reduced once per batch, with the union of their percentiles.
+    reduced once per batch, with the union of their reducers.
     """
     plan: dict[Point, PointRequest] = {}
     for name in settings.enabled:
         detector = DETECTORS[name]()
         for point, request in detector.observations(catalog, settings.params[name]).items():
             known = plan.get(point)
-            percentiles = tuple(sorted(set(request.percentiles) | set(known.percentiles if known else ())))
             override = settings.ch_axis.for_module(point[0]) if settings.ch_axis is not None else None
             axis, rule = override if override is not None else (None, "")
-            plan[point] = PointRequest(axis=axis, percentiles=percentiles, axis_rule=rule)
+            plan[point] = request.union([known] if known else [], axis=axis, axis_rule=rule)
     return plan
 
 

@@ -103,7 +103,7 @@ class DynamicStaticDetector(Detector[Stationarity]):
         return catalog.skipped(DYNAMIC)
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
-        return {(fqn, role): PointRequest() for fqn in self.targets(catalog) for role in ("pre", "post")}
+        return {(fqn, role): PointRequest.of() for fqn in self.targets(catalog) for role in ("pre", "post")}
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Stationarity:
         info = ctx.catalog.modules[fqn]

@@ -89,7 +89,7 @@ class InputWeightEqualizationDetector(Detector[Balance]):
         return catalog.skipped(EQUALIZATION)
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
-        return {(fqn, "pre"): PointRequest() for fqn in self.targets(catalog)}
+        return {(fqn, "pre"): PointRequest.of() for fqn in self.targets(catalog)}
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Balance | Unjudged:
         """The metric s_c per input channel, or why there is none."""

@@ -13,6 +13,11 @@ result is trustworthy when ``batches_used / batches >= fraction_batches_used_thr
 Unlike torch's reference, batches with ``q_p == 0`` are skipped rather than
 counted as a ratio of infinity (which flags every sparse post-ReLU channel);
 they lower ``batches_used`` instead.
+
+The statistic behind it, :class:`OutlierRatio`, lives here too: per channel,
+over calls b, ``ratio_sum[c]`` = Σ over calls where ``q_p != 0`` of
+``q_max / q_p``, ``used[c]`` = the number of such calls and ``constant[c]`` =
+calls with ``q_max == q_0``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
@@ -29,9 +35,70 @@ from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Series, Status
-from tui_quantreport.engine.stats import Point, PointRequest, only_empty
+from tui_quantreport.engine.stats import Ops, Point, PointRequest, Reducer, TensorSummary, only_empty
 
 CHANNELS_NAMED = 8
+
+
+@dataclass(frozen=True, eq=False)
+class OutlierRatioStats:
+    """Per-channel outlier statistics for one percentile (CPU tensors)."""
+
+    ratio_sum: torch.Tensor
+    used: torch.Tensor
+    constant: torch.Tensor
+
+    def merge(self, other: OutlierRatioStats) -> OutlierRatioStats:
+        return OutlierRatioStats(self.ratio_sum + other.ratio_sum, self.used + other.used, self.constant + other.constant)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"ratio_sum": self.ratio_sum, "used": self.used, "constant": self.constant}, {}
+
+    @classmethod
+    def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> OutlierRatioStats:
+        return cls(tensors["ratio_sum"], tensors["used"], tensors["constant"])
+
+
+@dataclass(frozen=True)
+class OutlierRatio(Reducer):
+    """Per channel: the sum of ``q_max / q_p`` over calls where ``q_p != 0``, those calls, and constant calls."""
+
+    percentile: float
+    kind = "outlier_ratio"
+    result = OutlierRatioStats
+
+    @property
+    def percentiles(self) -> tuple[float, ...]:
+        return (self.percentile,)
+
+    def contribution(self, summary: TensorSummary, x3: Any) -> tuple[Any, Any, Any]:
+        """(q_max / q_p where q_p != 0 else 0, q_p != 0, q_max == q_0) for this call."""
+        q, channel_max = summary.percentiles[self.percentile], summary.channel_max
+        counted = q != 0
+        if isinstance(channel_max, np.ndarray):
+            ratio = np.zeros_like(channel_max)
+            if np.isinf(channel_max).any():
+                with np.errstate(invalid="ignore"):  # inf / inf is NaN, as on the device
+                    np.divide(channel_max, q, out=ratio, where=counted)
+            else:
+                np.divide(channel_max, q, out=ratio, where=counted)
+        else:
+            ratio = torch.where(counted, channel_max / q, 0.0)
+        return ratio, counted, channel_max == summary.channel_min
+
+    def start(self, contribution: tuple[Any, Any, Any], ops: Ops) -> list[Any]:
+        ratio, counted, constant = contribution
+        # Counts kept as float32 (exact below 2**24 calls) so adding a bool mask needs no cast.
+        return [ops.copy(ratio), ops.counts(counted), ops.counts(constant)]
+
+    def update(self, state: list[Any], contribution: tuple[Any, Any, Any], ops: Ops) -> list[Any]:
+        for running, new in zip(state, contribution):
+            ops.add(running, new, out=running)
+        return state
+
+    def freeze(self, state: list[Any], ops: Ops) -> OutlierRatioStats:
+        ratio_sum, used, constant = state
+        return OutlierRatioStats(ops.to_cpu(ratio_sum), ops.to_cpu(used).to(torch.int64), ops.to_cpu(constant).to(torch.int64))
 
 
 @dataclass(frozen=True)
@@ -87,7 +154,7 @@ class OutlierDetector(Detector[Ratios]):
         return [fqn for fqn, m in catalog.modules.items() if m.is_leaf]
 
     def observations(self, catalog: ModelCatalog, params: Mapping[str, Any]) -> dict[Point, PointRequest]:
-        request = PointRequest(percentiles=(params["reference_percentile"],))
+        request = PointRequest.of(OutlierRatio(params["reference_percentile"]))
         return {(fqn, "pre"): request for fqn in self.targets(catalog)}
 
     def measure(self, ctx: EvaluationContext, fqn: str, params: Mapping[str, Any]) -> Ratios | Unjudged:
@@ -116,9 +183,9 @@ class OutlierDetector(Detector[Ratios]):
                 f"(shapes {', '.join(map(str, point.shapes))}); set a channel axis that stays fixed.",
                 empty,
             )
-        stats = point.percentiles.get(percentile)
+        stats = point.get(OutlierRatio(percentile))
         if stats is None:
-            recorded = ", ".join(f"{p:g}" for p in point.percentiles) or "none"
+            recorded = ", ".join(f"{r.percentile:g}" for r in point.reduced if isinstance(r, OutlierRatio)) or "none"
             return Unjudged(
                 Status.NOT_APPLICABLE,
                 f"Calibration recorded percentile {recorded}, not {percentile:g}: calibrate again "

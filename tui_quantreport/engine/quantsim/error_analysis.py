@@ -47,14 +47,13 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
-from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
     QParams,
     activation_qparams,
     activation_range,
-    affine_qparams,
     fake_quantize_weight,
 )
 from tui_quantreport.engine.quantsim.schemes import (
@@ -63,7 +62,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     InputContext,
     StaticInput,
 )
-from tui_quantreport.engine.quantsim.sqnr import Sqnr, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import SharedReference, Sqnr, SqnrAccumulator
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -222,6 +221,10 @@ class ErrorAnalysis:
         self._local: dict[str, LocalMeasurement] | None = None
         self._local_advice = False
         self._plan_cache: dict[tuple, Sqnr] = {}
+        self._all_modules: list[nn.Module] | None = None
+        self._has_helpers = False
+        #: Who quantizes the tensor each leaf reads (after the first range pass).
+        self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
 
     # Construction helpers.
@@ -254,11 +257,7 @@ class ErrorAnalysis:
         target.qparams = qp
         target.static = None
         if qp is not None:
-            target.static = StaticInput(
-                torch.tensor(qp.scale, dtype=torch.float32, device=target.device),
-                torch.tensor(qp.zero_point, dtype=torch.int32, device=target.device),
-                qp.quant_min, qp.quant_max,
-            )
+            target.static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
 
     def range_source(self, fqn: str) -> str:
         """Where the static input range of ``fqn`` came from: "calibration", "probes" or "none"."""
@@ -344,7 +343,8 @@ class ErrorAnalysis:
 
         handles = [t.module.register_forward_pre_hook(make_hook(t), with_kwargs=True) for t in self.targets.values()]
         edges = _EdgeTracer(self)
-        handles += edges.attach()
+        flow = _DataflowTracer(self)
+        handles += edges.attach() + flow.attach()
         outputs: list[torch.Tensor | None] = []
         try:
             started = time.perf_counter()
@@ -352,6 +352,7 @@ class ErrorAnalysis:
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
                     edges.new_batch()
+                    flow.new_batch()
                     output = self._run(batch, i)
                     edges.model_output(output)
                     outputs.append(_output_tensor(output))
@@ -363,6 +364,7 @@ class ErrorAnalysis:
             edges.new_batch()
         self._reference = outputs
         edges.finish()
+        self.dataflow = flow.finish()
         for fqn, target in self.targets.items():
             acc = sums[fqn]
             target.calls = acc.calls
@@ -381,11 +383,11 @@ class ErrorAnalysis:
     def _measure_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None,
                       advice: bool) -> dict[str, LocalMeasurement]:
         """One float pass; each target's hook simulates every scheme on the input it was given."""
-        accs: dict[str, dict[str, SqnrAccumulator]] = {}
+        accs: dict[str, SharedReference] = {}
         handles = []
         for fqn, target in self.targets.items():
             variants = self._variants(target, advice)
-            accs[fqn] = {name: SqnrAccumulator() for name in variants}
+            accs[fqn] = SharedReference(variants)
             handles.append(target.module.register_forward_hook(_measure_hook(variants, accs[fqn]), with_kwargs=True))
         outputs: list[torch.Tensor | None] = []
         try:
@@ -409,18 +411,25 @@ class ErrorAnalysis:
             result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
         return result
 
-    def _variants(self, target: _Target, advice: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """name -> function from the module's float input to its simulated output."""
+    def _variants(self, target: _Target, advice: bool) -> dict[str, Callable[[torch.Tensor, dict], torch.Tensor]]:
+        """name -> function from the module's float input (and a per-call memo) to its simulated output.
+
+        Schemes that quantize the input the same way (the two static ones) share
+        that quantized input through the memo.
+        """
         kind, module = target.kind, target.module
         ctx = InputContext(target.static, self.quant_min, self.quant_max)
-        variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        variants: dict[str, Callable[[torch.Tensor, dict], torch.Tensor]] = {}
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
                 continue
             wq = self.quantized_weight(target.fqn, scheme.per_channel_weights)
 
-            def run(x, scheme=scheme, wq=wq):
-                return kind.call(module, scheme.input(x, ctx), wq)
+            def run(x, memo, scheme=scheme, wq=wq):
+                xq = memo.get(scheme.activation)
+                if xq is None:
+                    xq = memo[scheme.activation] = scheme.input(x, ctx)
+                return kind.call(module, xq, wq)
 
             variants[name] = run
         if not advice or not kind.quantizes_input:
@@ -428,15 +437,14 @@ class ErrorAnalysis:
         wq = self.quantized_weight(target.fqn, True)
         if target.clip_range is not None:
             lo, hi = target.clip_range
-            scale, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), self.quant_min, self.quant_max)
-            clip = StaticInput(scale.to(target.device), zp.to(target.device), self.quant_min, self.quant_max)
-            variants[CLIPPED] = lambda x: kind.call(module, clip.apply(x), wq)
+            clip = StaticInput.from_range(lo, hi, self.quant_min, self.quant_max)
+            variants[CLIPPED] = lambda x, memo: kind.call(module, clip.apply(x), wq)
         equalize = self._equalizer(target)
         if equalize is not None:
             variants[EQUALIZED] = equalize
         return variants
 
-    def _equalizer(self, target: _Target) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    def _equalizer(self, target: _Target) -> Callable[[torch.Tensor, dict], torch.Tensor] | None:
         """Input-weight equalization simulated with its scales s_c = sqrt(r_w,c / r_x,c).
 
         The input channel c is multiplied by s_c and the weight's input channel c
@@ -462,10 +470,9 @@ class ErrorAnalysis:
         hi = float(torch.maximum(c_lo * scale, c_hi * scale).max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return None
-        s, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), self.quant_min, self.quant_max)
-        static = StaticInput(s.to(target.device), zp.to(target.device), self.quant_min, self.quant_max)
+        static = StaticInput.from_range(lo, hi, self.quant_min, self.quant_max)
 
-        def run(x: torch.Tensor) -> torch.Tensor:
+        def run(x: torch.Tensor, memo: dict) -> torch.Tensor:
             axis = kind.input_axis(x.dim())
             shape = [1] * x.dim()
             shape[axis] = -1
@@ -474,15 +481,15 @@ class ErrorAnalysis:
 
         return run
 
-    def _local_result(self, target: _Target, accs: dict[str, SqnrAccumulator], advice: bool) -> LocalMeasurement:
-        calls = max((a.calls for a in accs.values()), default=0)
+    def _local_result(self, target: _Target, accs: SharedReference, advice: bool) -> LocalMeasurement:
+        calls = accs.calls
         sqnr: dict[str, Sqnr] = {}
         for name, scheme in SCHEMES.items():
             why = scheme.unsupported(target.kind)
             if why is not None:
                 sqnr[name] = Sqnr.undefined(why)
-            elif name in accs:
-                sqnr[name] = accs[name].result()
+            elif name in accs.names:
+                sqnr[name] = accs.result(name)
             elif self._never_called(target):
                 sqnr[name] = Sqnr.undefined(f"'{target.fqn}' was never called on the probe batches")
             elif target.range is not None:
@@ -493,9 +500,9 @@ class ErrorAnalysis:
                 sqnr[name] = Sqnr.undefined(f"no calibrated input range for '{target.fqn}'")
         clipped = equalized = None
         if advice and target.kind.quantizes_input:
-            clipped = accs[CLIPPED].result() if CLIPPED in accs else Sqnr.undefined("no clip range was measured")
+            clipped = accs.result(CLIPPED) if CLIPPED in accs.names else Sqnr.undefined("no clip range was measured")
             equalized = (
-                accs[EQUALIZED].result() if EQUALIZED in accs
+                accs.result(EQUALIZED) if EQUALIZED in accs.names
                 else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
             )
         return LocalMeasurement(target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls)
@@ -675,7 +682,7 @@ class ErrorAnalysis:
                 wq = self.quantized_weight(fqn, scheme.per_channel_weights)
                 out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
                 saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
-                target.module.forward = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
+                target.module.__dict__["forward"] = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
             yield
         finally:
             for module, previous in reversed(saved):
@@ -688,7 +695,7 @@ class ErrorAnalysis:
     def _float_mode(self) -> Iterator[None]:
         """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
         inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated)."""
-        restore = _freeze_model_state(self.model)
+        restore = self._freeze()
         mha = getattr(torch.backends, "mha", None)
         fastpath = mha.get_fastpath_enabled() if mha is not None else None
         try:
@@ -701,6 +708,22 @@ class ErrorAnalysis:
             if mha is not None:
                 mha.set_fastpath_enabled(fastpath)
             restore()
+
+    def _freeze(self) -> Callable[[], None]:
+        """Remember training flags and ``torch.ao`` observer state (module list walked once)."""
+        if self._all_modules is None:
+            self._all_modules = list(self.model.modules())
+            self._has_helpers = any(is_quant_helper(m) for m in self._all_modules)
+        if self._has_helpers:
+            return _freeze_model_state(self.model)
+        modules = self._all_modules
+        flags = [m.training for m in modules]
+
+        def restore() -> None:
+            for module, flag in zip(modules, flags):
+                module.training = flag
+
+        return restore
 
     def _run(self, batch: Any, index: int) -> Any:
         try:
@@ -725,6 +748,124 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
         return out.apply(y) if out is not None else y
 
     return forward
+
+
+#: Modules whose output carries their input's values on (elementwise monotone, reshapes,
+#: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
+PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+    nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """Which leaf modules read the same tensor, and who produced each leaf's input.
+
+    ``quantizer_of[fqn]`` is the quantizable module that quantizes the tensor
+    ``fqn`` reads (itself when quantizable; else a quantizable module reading the
+    same tensor; else, through a pass-through module, one reading its output),
+    or None when no quantizable module reads it.
+    """
+
+    quantizer_of: Mapping[str, str | None]
+
+
+class _DataflowTracer:
+    """Tensor identity between leaf modules during one float pass."""
+
+    def __init__(self, analysis: ErrorAnalysis):
+        self.analysis = analysis
+        self.live: dict[int, tuple[weakref.ref, str]] = {}
+        #: id(tensor) -> (weak ref, the leaves that read it): ids are reused once a tensor dies.
+        self.readers_now: dict[int, tuple[weakref.ref, list[str]]] = {}
+        self.siblings: dict[str, set[str]] = {}
+        self.source: dict[str, str] = {}
+        self.seen: set[str] = set()
+
+    def new_batch(self) -> None:
+        for _, group in self.readers_now.values():
+            self._group(group)
+        self.readers_now.clear()
+        self.live.clear()
+
+    def _group(self, readers: list[str]) -> None:
+        for fqn in readers:
+            self.siblings.setdefault(fqn, set()).update(readers)
+
+    def attach(self) -> list:
+        handles = []
+        for fqn, info in self.analysis.catalog.modules.items():
+            if info.is_quant_helper or not (info.is_leaf or fqn in self.analysis.targets):
+                continue
+            module = self.analysis.model.get_submodule(fqn)
+            handles.append(module.register_forward_pre_hook(self._read(fqn), with_kwargs=True))
+            handles.append(module.register_forward_hook(self._wrote(fqn)))
+        return handles
+
+    def _read(self, fqn: str):
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            self.seen.add(fqn)
+            if x is None:
+                return
+            group = self.readers_now.get(id(x))
+            if group is None or group[0]() is not x:
+                if group is not None:
+                    self._group(group[1])
+                group = self.readers_now[id(x)] = (weakref.ref(x), [])
+            group[1].append(fqn)
+            entry = self.live.get(id(x))
+            if entry is not None and entry[0]() is x:
+                self.source.setdefault(fqn, entry[1])
+            return
+
+        return hook
+
+    def _wrote(self, fqn: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor):
+                self.live[id(output)] = (weakref.ref(output), fqn)
+
+        return hook
+
+    def finish(self) -> Dataflow:
+        self.new_batch()
+        analysis = self.analysis
+        order = {fqn: i for i, fqn in enumerate(analysis.catalog.modules)}
+        readers_of: dict[str, list[str]] = {}
+        for reader, producer in self.source.items():
+            readers_of.setdefault(producer, []).append(reader)
+        memo: dict[str, str | None] = {}
+
+        def quantizer(fqn: str, depth: int = 0) -> str | None:
+            if fqn in memo:
+                return memo[fqn]
+            memo[fqn] = None  # cycles (a module called twice) end here
+            found = None
+            if fqn in analysis.targets:
+                found = fqn
+            else:
+                same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=order.get)
+                if same:
+                    found = same[0]
+                elif depth < 64 and _passes_through(analysis.model.get_submodule(fqn), analysis.catalog.modules[fqn].monotone):
+                    for reader in sorted(readers_of.get(fqn, ()), key=order.get):
+                        found = quantizer(reader, depth + 1)
+                        if found is not None:
+                            break
+            memo[fqn] = found
+            return found
+
+        return Dataflow({fqn: quantizer(fqn) for fqn in sorted(self.seen, key=order.get)})
+
+
+def _passes_through(module: nn.Module, monotone: bool) -> bool:
+    if monotone or isinstance(module, PASS_THROUGH_TYPES):
+        return True
+    name = type(module).__name__
+    return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(module, nn.modules.dropout._DropoutNd)
 
 
 class _EdgeTracer:
@@ -836,20 +977,18 @@ class _EdgeTracer:
                 continue
             qp = activation_qparams(lo, hi, analysis.backend)
             if qp is not None:
-                target.out_static = StaticInput(
-                    torch.tensor(qp.scale, dtype=torch.float32, device=target.device),
-                    torch.tensor(qp.zero_point, dtype=torch.int32, device=target.device),
-                    qp.quant_min, qp.quant_max,
-                )
+                target.out_static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
 
 
-def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], accs: Mapping[str, SqnrAccumulator]):
+def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor, dict], torch.Tensor]], acc: SharedReference):
     def hook(module, args, kwargs, output):
         x = first_tensor(args) if args else first_tensor(kwargs)
         if x is None or not isinstance(output, torch.Tensor):
             return
+        y = acc.add_reference(output)
+        memo: dict = {}
         for name, run in variants.items():
-            accs[name].add(output, run(x))
+            acc.add(name, y, run(x, memo))
         return
 
     return hook

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tui_quantreport.engine.errors import ParamError
@@ -120,22 +121,42 @@ def fake_quantize_weight(weight: torch.Tensor, per_channel: bool, axis: int = 0)
     return out.to(weight.dtype)
 
 
-def fake_quantize_static(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+def fake_quantize_static(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
     """``x`` through per-tensor affine fake quantization with fixed qparams (computed in float32)."""
-    out = torch.fake_quantize_per_tensor_affine(x.to(torch.float32), scale, zero_point, qmin, qmax)
-    return out.to(x.dtype)
+    if x.dtype == torch.float32:
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, qmin, qmax).to(x.dtype)
 
 
 def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool) -> torch.Tensor:
     """``x`` quantized with qparams taken from this very tensor: per tensor, or per row of its last axis."""
-    xf = x.to(torch.float32)
-    if per_token and xf.dim() >= 2 and xf.numel() > 0:
+    xf = x if x.dtype == torch.float32 else x.float()
+    if xf.numel() == 0:
+        return x
+    if per_token and xf.dim() >= 2:
         rows = xf.reshape(-1, xf.shape[-1])
-        scale, zp = affine_qparams(rows.amin(dim=1), rows.amax(dim=1), qmin, qmax)
+        lo, hi = torch.aminmax(rows, dim=1)
+        scale, zp = affine_qparams(lo, hi, qmin, qmax)
         out = torch.fake_quantize_per_channel_affine(rows, scale, zp, 0, qmin, qmax).reshape(xf.shape)
-    elif xf.numel() > 0:
-        scale, zp = affine_qparams(xf.amin(), xf.amax(), qmin, qmax)
+    elif xf.device.type == "cpu":
+        # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
+        lo, hi = torch.aminmax(xf)
+        scale, zp = scalar_affine_qparams(float(lo), float(hi), qmin, qmax)
         out = torch.fake_quantize_per_tensor_affine(xf, scale, zp, qmin, qmax)
     else:
-        out = xf
-    return out.to(x.dtype)
+        lo, hi = torch.aminmax(xf)
+        scale, zp = affine_qparams(lo, hi, qmin, qmax)
+        out = torch.fake_quantize_per_tensor_affine(xf, scale, zp, qmin, qmax)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def scalar_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int]:
+    """:func:`affine_qparams` for one range, in NumPy float32 scalars (bit for bit the same)."""
+    f32 = np.float32
+    min_neg = f32(min(lo, 0.0))
+    max_pos = f32(max(hi, 0.0))
+    if not (math.isfinite(min_neg) and math.isfinite(max_pos)):
+        return math.nan, 0
+    scale = max((max_pos - min_neg) / f32(qmax - qmin), f32(EPS))
+    zp = qmin - int(np.round(min_neg / scale))
+    return float(scale), min(max(zp, qmin), qmax)

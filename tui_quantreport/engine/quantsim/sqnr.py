@@ -103,6 +103,66 @@ class SqnrAccumulator:
         return Sqnr(10.0 * math.log10(signal / noise))
 
 
+class SharedReference:
+    """One reference, several approximations of it: ``||y||`` taken once per call,
+    ``||y - y_hat||`` once per name and call, each a 0-d float32 tensor kept on the
+    device (nothing read back per call). :meth:`result` squares and sums them in
+    float64; a NaN or infinity anywhere makes the sum non-finite, which is reported.
+    """
+
+    def __init__(self, names) -> None:
+        self.names = tuple(names)
+        self.signal: list[torch.Tensor] = []
+        self.noise: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
+        self._sums: dict[str, float] | None = None
+
+    @property
+    def calls(self) -> int:
+        return len(self.signal)
+
+    def add_reference(self, reference: torch.Tensor) -> torch.Tensor:
+        """Fold in one call's reference; returns it as float32 for :meth:`add`."""
+        y = reference.detach()
+        if y.dtype != torch.float32:
+            y = y.float()
+        self.signal.append(torch.linalg.vector_norm(y))
+        self._sums = None
+        return y
+
+    def add(self, name: str, y: torch.Tensor, approx: torch.Tensor) -> None:
+        self.noise[name].append(torch.linalg.vector_norm(y - approx.detach()))
+
+    def _finish(self) -> dict[str, float]:
+        if self._sums is None:
+            keys = ["", *self.names]
+            rows = [self.signal] + [self.noise[n] for n in self.names]
+            if not self.signal:
+                self._sums = {}
+                return self._sums
+            norms = torch.stack([torch.stack(r) if r else torch.full_like(self.signal[0], math.nan) for r in rows])
+            sums = (norms.double() ** 2).sum(dim=1).tolist()
+            self._sums = dict(zip(keys, sums))
+        return self._sums
+
+    def result(self, name: str, what: str = "output") -> Sqnr:
+        sums = self._finish()
+        if not sums or not self.noise.get(name):
+            return Sqnr.undefined("never called on the probe batches")
+        return _from_sums(sums[""], sums[name], what)
+
+
+def _from_sums(signal: float, noise: float, what: str) -> Sqnr:
+    if not math.isfinite(signal):
+        return Sqnr.undefined(f"the float {what} holds NaN or infinite values")
+    if not math.isfinite(noise):
+        return Sqnr.undefined(f"the quantized {what} holds NaN or infinite values")
+    if signal == 0.0:
+        return Sqnr.undefined(f"the float {what} is all zeros")
+    if noise == 0.0:
+        return Sqnr(None, UNDEFINED + f"the quantized {what} equals the float {what} exactly (no error)", True)
+    return Sqnr(10.0 * math.log10(signal / noise))
+
+
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> Sqnr:
     """SQNR of ``approx`` against ``reference``: 20 log10(||y|| / ||y - y_hat||), in float64."""
     acc = SqnrAccumulator()

@@ -1,30 +1,30 @@
 """Calibration statistics: O(channels) per observation point, mergeable.
 
 During calibration each observed tensor is reduced once per batch to a
-:class:`TensorSummary` (per-channel min, max and, when asked for, one exact
-percentile per channel). An :class:`Accumulator` folds those summaries into
-running tensors that stay on the model's device: nothing in the per-batch path
-reads a value back to the host. When calibration ends, :meth:`Accumulator.freeze`
-moves the few numbers to the CPU once and returns an immutable
-:class:`PointStats`, which is all the detectors ever see.
+:class:`TensorSummary` (per-channel min, max and, when a reducer asks for them,
+exact percentiles per channel). An :class:`Accumulator` folds those summaries
+into running tensors that stay on the model's device: nothing in the per-batch
+path reads a value back to the host. When calibration ends,
+:meth:`Accumulator.freeze` moves the few numbers to the CPU once and returns an
+immutable :class:`PointStats`, which is all the detectors ever see.
 
 Notation, for one observation point over calls b = 1..B (a "call" is one
-execution of the module; a module run twice per forward contributes twice):
+execution of the module; a module run twice per forward contributes twice).
+The core, kept at every point:
 
 - ``min_b``/``max_b``: the tensor's extremes in call b;
 - ``range_sum`` = Σ_b (max_b − min_b); ``global_min``/``global_max`` over all b;
-- per channel c: ``channel_min[c]``/``channel_max[c]`` over all b;
-- per channel and percentile p: with ``q_p`` the p-quantile ("lower"), ``q_max``
-  and ``q_0`` the channel's max and min in call b,
-  ``ratio_sum[c]`` = Σ over calls where ``q_p != 0`` of ``q_max / q_p``,
-  ``used[c]`` = the number of such calls, ``constant[c]`` = calls with ``q_max == q_0``.
+- per channel c: ``channel_min[c]``/``channel_max[c]`` over all b.
+
+Anything else is a :class:`~.reducers.Reducer` the point's request names
+(``PointStats.reduced``); :mod:`.reducers` also documents the serializable
+``state() / from_state()`` form, which :class:`PointStats` has too.
 """
 
 from __future__ import annotations
 
 import math
-from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,33 +32,18 @@ import numpy as np
 import torch
 
 from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats.reducers import (
+    DEVICE_OPS,
+    HOST_OPS,
+    Ops,
+    Reducer,
+    decode_float,
+    encode_float,
+    reducer_from_spec,
+)
 from tui_quantreport.engine.stats.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
 
 MAX_SHAPES_KEPT = 4
-
-#: One array library's in-place operations, so one accumulator serves both paths:
-#: NumPy for host tensors (a small op costs a third of a torch op there) and torch
-#: for device tensors (which never leave the device).
-Ops = namedtuple("Ops", "minimum maximum add copy counts to_cpu")
-HOST_OPS = Ops(
-    np.minimum, np.maximum, np.add, np.copy,
-    lambda a: a.astype(np.float32),
-    torch.from_numpy,
-)
-DEVICE_OPS = Ops(
-    torch.minimum, torch.maximum, torch.add, torch.clone,
-    lambda t: t.to(torch.float32),
-    lambda t: t.cpu(),
-)
-
-
-@dataclass(frozen=True)
-class OutlierTerms:
-    """One call's contribution to a channel's outlier statistics for one percentile."""
-
-    ratio: Any  # q_max / q_p where q_p != 0, else 0
-    counted: Any  # q_p != 0
-    constant: Any  # q_max == q_0
 
 
 @dataclass(frozen=True)
@@ -75,35 +60,24 @@ class TensorSummary:
     call_min: Any  # scalar (NumPy) or 0-d tensor
     call_max: Any
     percentiles: dict[float, Any]
-    outlier_terms: dict[float, OutlierTerms]
 
     @property
     def ops(self) -> Ops:
         return HOST_OPS if isinstance(self.channel_min, np.ndarray) else DEVICE_OPS
 
     @classmethod
-    def on_host(cls, channel_min: np.ndarray, channel_max: np.ndarray, percentiles: dict[float, np.ndarray]) -> "TensorSummary":
-        terms = {}
-        for p, q in percentiles.items():
-            counted = q != 0
-            ratio = np.zeros_like(channel_max)
-            if np.isinf(channel_max).any():
-                with np.errstate(invalid="ignore"):  # inf / inf is NaN, as on the device
-                    np.divide(channel_max, q, out=ratio, where=counted)
-            else:
-                np.divide(channel_max, q, out=ratio, where=counted)
-            terms[p] = OutlierTerms(ratio, counted, channel_max == channel_min)
-        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles, terms)
+    def on_host(
+        cls, channel_min: np.ndarray, channel_max: np.ndarray, percentiles: dict[float, np.ndarray]
+    ) -> TensorSummary:
+        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles)
 
     @classmethod
-    def on_device(cls, channel_min: torch.Tensor, channel_max: torch.Tensor, percentiles: dict[float, torch.Tensor]) -> "TensorSummary":
-        terms = {}
-        for p, q in percentiles.items():
-            counted = q != 0
-            terms[p] = OutlierTerms(torch.where(counted, channel_max / q, 0.0), counted, channel_max == channel_min)
-        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles, terms)
+    def on_device(
+        cls, channel_min: torch.Tensor, channel_max: torch.Tensor, percentiles: dict[float, torch.Tensor]
+    ) -> TensorSummary:
+        return cls(channel_min, channel_max, channel_min.min(), channel_max.max(), percentiles)
 
-    def mapped(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TensorSummary":
+    def mapped(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorSummary:
         """The summary of ``fn(x)`` for an elementwise, order-preserving ``fn``.
 
         Per-channel min, max and order statistics commute with such a function,
@@ -194,18 +168,12 @@ def _summarize_on_device(x3: torch.Tensor, percentiles: tuple[float, ...], known
     return TensorSummary.on_device(channel_min, channel_max, picked)
 
 
-@dataclass(frozen=True)
-class PercentileStats:
-    """Per-channel outlier statistics for one percentile (CPU tensors)."""
-
-    ratio_sum: torch.Tensor
-    used: torch.Tensor
-    constant: torch.Tensor
-
-    def merge(self, other: "PercentileStats") -> "PercentileStats":
-        return PercentileStats(
-            self.ratio_sum + other.ratio_sum, self.used + other.used, self.constant + other.constant
-        )
+def channels_view(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x`` as float32 ``(A, C, B)`` along ``axis``: what reducers that read the tensor itself see."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    return as_channels(x, axis)
 
 
 @dataclass(frozen=True)
@@ -213,8 +181,10 @@ class PointStats:
     """Everything kept about one observation point, frozen on the CPU.
 
     ``channel_min``/``channel_max`` are ``None`` when calls disagreed on the
-    number of channels (the per-channel view is then meaningless), and
-    ``axis`` is ``None`` when calls disagreed on the tensor rank.
+    number of channels (the per-channel view is then meaningless, and no
+    reducer result is kept), and ``axis`` is ``None`` when calls disagreed on
+    the tensor rank. ``reduced`` holds the result of each reducer the point's
+    request named.
     """
 
     calls: int
@@ -225,7 +195,7 @@ class PointStats:
     range_sum: float
     channel_min: torch.Tensor | None
     channel_max: torch.Tensor | None
-    percentiles: dict[float, PercentileStats] = field(default_factory=dict)
+    reduced: Mapping[Reducer, Any] = field(default_factory=dict)
     #: Calls whose tensor had no elements: skipped (not in ``calls``, no values), counted here.
     empty: int = 0
 
@@ -247,17 +217,24 @@ class PointStats:
         stat = (self.range_sum / self.calls) / spread
         return stat if math.isfinite(stat) else None
 
-    def merge(self, other: "PointStats") -> "PointStats":
+    def get(self, reducer: Reducer) -> Any:
+        """The result of ``reducer`` at this point, or None when it was not recorded."""
+        return self.reduced.get(reducer)
+
+    def merge(self, other: PointStats) -> PointStats:
         """The stats of both sets of calls, as if observed together."""
-        same_channels = (
-            self.channel_min is not None
-            and other.channel_min is not None
+        channel_min = channel_max = None
+        if (
+            self.channel_min is not None and self.channel_max is not None
+            and other.channel_min is not None and other.channel_max is not None
             and self.channel_min.shape == other.channel_min.shape
-        )
-        percentiles = {
-            p: s.merge(other.percentiles[p])
-            for p, s in self.percentiles.items()
-            if p in other.percentiles and same_channels
+        ):
+            channel_min = torch.minimum(self.channel_min, other.channel_min)
+            channel_max = torch.maximum(self.channel_max, other.channel_max)
+        reduced = {
+            r: result.merge(other.reduced[r])
+            for r, result in self.reduced.items()
+            if r in other.reduced and channel_min is not None
         }
         shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
         return PointStats(
@@ -267,18 +244,71 @@ class PointStats:
             global_min=min(self.global_min, other.global_min),
             global_max=max(self.global_max, other.global_max),
             range_sum=self.range_sum + other.range_sum,
-            channel_min=torch.minimum(self.channel_min, other.channel_min) if same_channels else None,
-            channel_max=torch.maximum(self.channel_max, other.channel_max) if same_channels else None,
-            percentiles=percentiles,
+            channel_min=channel_min,
+            channel_max=channel_max,
+            reduced=reduced,
             empty=self.empty + other.empty,
         )
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """CPU tensors by name, and JSON-able metadata (see :mod:`.reducers`)."""
+        tensors: dict[str, torch.Tensor] = {}
+        if self.channel_min is not None and self.channel_max is not None:
+            tensors["channel_min"], tensors["channel_max"] = self.channel_min, self.channel_max
+        reduced = []
+        for i, (reducer, result) in enumerate(self.reduced.items()):
+            own, meta = result.state()
+            tensors.update({f"reduced/{i}/{k}": v for k, v in own.items()})
+            reduced.append({"reducer": reducer.spec(), "meta": meta})
+        meta = {
+            "calls": self.calls,
+            "axis": self.axis,
+            "shapes": [list(s) for s in self.shapes],
+            "global_min": encode_float(self.global_min),
+            "global_max": encode_float(self.global_max),
+            "range_sum": encode_float(self.range_sum),
+            "reduced": reduced,
+            "empty": self.empty,
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> PointStats:
+        """The stats :meth:`state` described."""
+        reduced: dict[Reducer, Any] = {}
+        for i, entry in enumerate(meta["reduced"]):
+            reducer = reducer_from_spec(entry["reducer"])
+            prefix = f"reduced/{i}/"
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            reduced[reducer] = reducer.result_from_state(own, entry["meta"])
+        return cls(
+            calls=int(meta["calls"]),
+            axis=meta["axis"],
+            shapes=tuple(tuple(s) for s in meta["shapes"]),
+            global_min=decode_float(meta["global_min"]),
+            global_max=decode_float(meta["global_max"]),
+            range_sum=decode_float(meta["range_sum"]),
+            channel_min=tensors.get("channel_min"),
+            channel_max=tensors.get("channel_max"),
+            reduced=reduced,
+            empty=int(meta.get("empty", 0)),
+        )
+
+
+def _no_contribution(reducer: Reducer) -> Any:
+    raise AssertionError(f"no contribution for {reducer!r}")
+
+
+def percentiles_of(reducers: Iterable[Reducer]) -> tuple[float, ...]:
+    """The percentiles a set of reducers reads from the shared summary, ascending."""
+    return tuple(sorted({p for r in reducers for p in r.percentiles}))
 
 
 class Accumulator:
     """Running statistics of one observation point, kept on the tensors' device."""
 
-    def __init__(self, percentiles: tuple[float, ...]):
-        self.percentile_keys = percentiles
+    def __init__(self, reducers: Iterable[Reducer] = ()):
+        self.reducers = tuple(reducers)
         self.calls = 0
         self.empty = 0
         self.axis: int | None = None
@@ -290,9 +320,7 @@ class Accumulator:
         self.global_max: Any = None
         self.channel_min: Any = None
         self.channel_max: Any = None
-        self.ratio_sum: dict[float, Any] = {}
-        self.used: dict[float, Any] = {}
-        self.constant: dict[float, Any] = {}
+        self.states: dict[Reducer, Any] = {}
         self.ops: Ops = HOST_OPS
 
     def skip_empty(self, shape: tuple[int, ...]) -> None:
@@ -301,15 +329,29 @@ class Accumulator:
         if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
             self.shapes.append(shape)
 
-    def update(self, shape: tuple[int, ...], axis: int, s: TensorSummary | None) -> None:
-        """Fold one call's summary in: in-place array ops only, nothing read back."""
+    def update(
+        self,
+        shape: tuple[int, ...],
+        axis: int,
+        s: TensorSummary | None,
+        contribution: Callable[[Reducer], Any] | None = None,
+    ) -> None:
+        """Fold one call's summary in: in-place array ops only, nothing read back.
+
+        ``contribution(reducer)`` is each reducer's share of this call,
+        computed once per distinct tensor and shared between points.
+        """
         self.calls += 1
         if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
             self.shapes.append(shape)
         if s is None:
             return
+        if contribution is None:
+            if self.reducers:
+                raise ValueError("a point with reducers needs each call's contributions")
+            contribution = _no_contribution
         if self.range_sum is None:
-            self._start(axis, s)
+            self._start(axis, s, contribution)
             return
         ops = self.ops
         self.range_sum = self.range_sum + _span(s)
@@ -322,25 +364,18 @@ class Accumulator:
             return
         ops.minimum(self.channel_min, s.channel_min, out=self.channel_min)
         ops.maximum(self.channel_max, s.channel_max, out=self.channel_max)
-        for p in self.percentile_keys:
-            terms = s.outlier_terms[p]
-            ops.add(self.ratio_sum[p], terms.ratio, out=self.ratio_sum[p])
-            ops.add(self.used[p], terms.counted, out=self.used[p])
-            ops.add(self.constant[p], terms.constant, out=self.constant[p])
+        for r in self.reducers:
+            self.states[r] = r.update(self.states[r], contribution(r), ops)
 
-    def _start(self, axis: int, s: TensorSummary) -> None:
+    def _start(self, axis: int, s: TensorSummary, contribution: Callable[[Reducer], Any]) -> None:
         # Copies: the summary may be shared with other points, and we update in place.
         self.ops = ops = s.ops
         self.axis = axis
         self.range_sum = _span(s)
         self.global_min, self.global_max = s.call_min, s.call_max
         self.channel_min, self.channel_max = ops.copy(s.channel_min), ops.copy(s.channel_max)
-        for p in self.percentile_keys:
-            terms = s.outlier_terms[p]
-            self.ratio_sum[p] = ops.copy(terms.ratio)
-            # Counts kept as float32 (exact below 2**24 calls) so adding a bool mask needs no cast.
-            self.used[p] = ops.counts(terms.counted)
-            self.constant[p] = ops.counts(terms.constant)
+        for r in self.reducers:
+            self.states[r] = r.start(contribution(r), ops)
 
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
@@ -350,16 +385,7 @@ class Accumulator:
             )
         per_channel = self.channels_consistent
         to_cpu = self.ops.to_cpu
-        percentiles = {}
-        if per_channel:
-            percentiles = {
-                p: PercentileStats(
-                    to_cpu(self.ratio_sum[p]),
-                    to_cpu(self.used[p]).to(torch.int64),
-                    to_cpu(self.constant[p]).to(torch.int64),
-                )
-                for p in self.ratio_sum
-            }
+        reduced = {r: r.freeze(state, self.ops) for r, state in self.states.items()} if per_channel else {}
         return PointStats(
             calls=self.calls,
             axis=self.axis if self.axis_consistent else None,
@@ -369,7 +395,7 @@ class Accumulator:
             range_sum=float(self.range_sum),
             channel_min=to_cpu(self.channel_min) if per_channel else None,
             channel_max=to_cpu(self.channel_max) if per_channel else None,
-            percentiles=percentiles,
+            reduced=reduced,
             empty=self.empty,
         )
 

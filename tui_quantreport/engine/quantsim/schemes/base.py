@@ -9,6 +9,7 @@ import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
+    affine_qparams,
     fake_quantize_static,
     fake_quantize_weight,
 )
@@ -16,12 +17,21 @@ from tui_quantreport.engine.quantsim.qparams import (
 
 @dataclass(frozen=True)
 class StaticInput:
-    """Fixed per-tensor activation qparams (from a calibrated range), on the module's device."""
+    """Fixed per-tensor activation qparams (from a calibrated range), as plain numbers.
 
-    scale: torch.Tensor  # float32, 0-d
-    zero_point: torch.Tensor  # int32, 0-d
+    The scale is a float32 value held in a Python float (exact), so the fake
+    quantization takes scalars: no tensor to move to the device, no sync.
+    """
+
+    scale: float
+    zero_point: int
     quant_min: int
     quant_max: int
+
+    @classmethod
+    def from_range(cls, lo: float, hi: float, quant_min: int, quant_max: int) -> StaticInput:
+        scale, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), quant_min, quant_max)
+        return cls(float(scale), int(zp), quant_min, quant_max)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return fake_quantize_static(x, self.scale, self.zero_point, self.quant_min, self.quant_max)

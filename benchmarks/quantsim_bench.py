@@ -1,0 +1,155 @@
+"""Measured-error benchmark: ``python -m benchmarks.quantsim_bench [--threads 1] [--repeats 3]
+[--models a,b] [--probes 4] [--no-write]``.
+
+Per sample, on its first K calibration batches (the probes), in one process
+with the thread count fixed:
+
+- **plain**: a float forward pass over the probes (``eval`` + ``no_grad``): the unit;
+- **local, schemes**: ``ErrorAnalysis.local_sqnr(advice=False)`` with calibrated
+  ranges (all four schemes for every quantizable module: one streaming pass);
+- **local, with advice**: the same plus the clipped-range and equalized variants
+  (a percentile pass first, then the streaming pass);
+- **plan**: one end-to-end evaluation of the recommended plan (cache cleared);
+- **toggle**: one what-if change (a module to float) evaluated: what the app's
+  header waits for after a key press.
+
+The issue's targets: local (schemes) <= 1 + 4 forward passes; plan <= 1.2
+passes; a toggle on the 2,000-module sample <= 1 s. Reported, never asserted.
+Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import describe
+from benchmarks.results_file import write_results
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+DEFAULT = ("drifting_mlp", "showcase", "outlier_channels", "tiny_transformer", "convnet_per_tensor", "large_generated")
+
+
+def _median(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench(name: str, repeats: int, k: int) -> dict:
+    from tui_quantreport.engine import Session, Settings, load_model, open_batches
+    from tui_quantreport.engine.quantsim import FLOAT, ErrorAnalysis, ProbeRecorder
+    from tui_quantreport.engine.session import call_batch
+
+    loaded = load_model(name)
+    model = loaded.model
+    session = Session(model)
+    recorder = ProbeRecorder(open_batches(loaded), k)
+    stats = session.calibrate(recorder, Settings.build())
+    probes = recorder.probes
+
+    def plain():
+        with torch.no_grad():
+            for b in probes:
+                call_batch(model, b)
+
+    def fresh():
+        return ErrorAnalysis.from_stats(model, session.catalog, probes, stats)
+
+    unit = _median(plain, repeats)
+    local = _median(lambda: fresh().local_sqnr(advice=False), repeats)
+    advice = _median(lambda: fresh().local_sqnr(advice=True), repeats)
+    analysis = fresh()
+    analysis.local_sqnr()
+    plan = analysis.recommended_plan()
+
+    def evaluate_plan():
+        analysis._plan_cache.clear()
+        return analysis.plan_sqnr(plan)
+
+    plan_s = _median(evaluate_plan, repeats)
+    flips = iter(list(analysis.quantizable) * (repeats + 2))
+
+    def toggle():
+        fqn = next(flips)
+        analysis._plan_cache.clear()
+        return analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT if plan.modules[fqn] != FLOAT else "weight_only"))
+
+    toggle_s = _median(toggle, repeats)
+    return {
+        "name": name, "modules": len(session.catalog.modules), "quantizable": len(analysis.quantizable),
+        "probes": len(probes), "plain": unit, "local": local, "advice": advice, "plan": plan_s, "toggle": toggle_s,
+        "sqnr": analysis.plan_sqnr(plan),
+    }
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = [
+        "| sample | modules (quantizable) | probes | plain pass ms | local, 4 schemes | local + advice | plan eval | toggle | plan SQNR |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        unit = r["plain"]
+
+        def cell(key: str) -> str:
+            return f"{r[key] * 1000:,.0f} ms ({r[key] / unit:.2f}x)"
+
+        out.append(
+            f"| {r['name']} | {r['modules']:,} ({r['quantizable']}) | {r['probes']} | {unit * 1000:,.1f} | "
+            f"{cell('local')} | {cell('advice')} | {cell('plan')} | {cell('toggle')} | {r['sqnr']} |"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quantsim_bench")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--models", default=",".join(DEFAULT))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    rows = []
+    for name in [m for m in args.models.split(",") if m]:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        rows.append(bench(name, args.repeats, args.probes))
+    machine = "; ".join(f"{k}: {v}" for k, v in describe(torch.device("cpu")).items())
+    when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    command = "python -m benchmarks.quantsim_bench" + (f" {' '.join(argv)}" if argv else "")
+    text = "\n".join([
+        "## Measured error (quantsim), CPU",
+        "",
+        f"Machine: {machine}.  ",
+        f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
+        "Times in ms for all probes; in brackets, in units of one plain forward pass over the same probes.",
+        "",
+        *table(rows),
+        "",
+        "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
+        "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
+        "and the clipped/equalized variants used for finding severities.",
+        "",
+        f"Command: `{command}`",
+        "",
+    ])
+    print(text)
+    if not args.no_write:
+        write_results(RESULTS, "quantsim: cpu", text, f"Machine: {machine}.  \nDate: {when}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Severity from measurement: what each finding's advice gains, in dB of local SQNR.
+
+:func:`measure` runs the quantization simulation (``engine/quantsim``) once per
+calibration: local SQNR per module and scheme, the advice variants, the
+recommended plan's end-to-end SQNR, optionally one-at-a-time sensitivity. It
+returns plain data (:class:`~.report.Measured`).
+
+:func:`assess` attaches a :class:`~.report.Severity` to every finding of a
+report from that data, without touching the model (so it runs after every
+threshold change). The gain of a finding is the local SQNR with its advice
+applied minus without, at the module that quantizes the tensor:
+
+==================================  ==================================================
+per_channel_detector                static_per_channel - static_per_tensor
+dynamic_vs_static_detector          dynamic - static_per_channel
+input_weight_equalization_detector  equalized (static_per_channel after equalization
+                                    with s_c = sqrt(r_w,c / r_x,c)) - static_per_channel
+outlier_detector                    clipped (static_per_channel with the input range
+                                    clipped to its 0.01%/99.99% percentiles)
+                                    - static_per_channel, at the Linear/Conv that reads
+                                    the flagged tensor
+==================================  ==================================================
+
+A recommendation gaining at least ``min_gain_db`` (default 1 dB) is ``major``;
+below, ``minor`` (shown, not badged), and its note says the measurement does not
+support it. A recommendation whose tensor is also flagged on the module that
+quantizes it is a ``duplicate``, reported there once. One the simulation cannot
+measure (no quantizable module reads the tensor, the module was never called)
+is ``unmeasured`` and keeps its badge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tui_quantreport.engine.report import (
+    Level,
+    Measured,
+    ModuleError,
+    Report,
+    Severity,
+    Status,
+)
+
+DEFAULT_MIN_GAIN_DB = 1.0
+
+
+@dataclass(frozen=True)
+class Advice:
+    """How one detector's advice is measured: its words, the base variant and the advised one."""
+
+    words: str
+    base: str
+    advised: str
+
+
+ADVICE: dict[str, Advice] = {
+    "per_channel_detector": Advice("per-channel weights", "static_per_tensor", "static_per_channel"),
+    "dynamic_vs_static_detector": Advice("dynamic quantization", "static_per_channel", "dynamic"),
+    "input_weight_equalization_detector": Advice("input-weight equalization", "static_per_channel", "equalized"),
+    "outlier_detector": Advice("a percentile-clipped input range", "static_per_channel", "clipped"),
+}
+
+#: Detectors whose finding sits on a tensor read by another module (followed to the module that quantizes it).
+TENSOR_DETECTORS = ("outlier_detector",)
+
+
+def measure(
+    analysis: Any,
+    *,
+    sensitivity: bool = False,
+    plan: Any = None,
+    min_gain_db: float = DEFAULT_MIN_GAIN_DB,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Measured:
+    """Run the simulation on an :class:`~.quantsim.ErrorAnalysis` and keep the numbers as plain data.
+
+    ``progress(stage, done, total)`` with stage "local", "plan" or "sensitivity".
+    """
+
+    def stage(name: str):
+        return None if progress is None else (lambda done, total: progress(name, done, total))
+
+    local = analysis.local_measurements(stage("local"), should_cancel, advice=True)
+    plan = plan if plan is not None else analysis.recommended_plan(min_gain_db)
+    if progress is not None:
+        progress("plan", 0, 1)
+    plan_result = analysis.plan_sqnr(plan, should_cancel)
+    if progress is not None:
+        progress("plan", 1, 1)
+    sens = analysis.sensitivity(plan, stage("sensitivity"), should_cancel) if sensitivity else {}
+    modules: dict[str, ModuleError] = {}
+    for fqn, m in local.items():
+        reasons = {s: v.reason for s, v in m.sqnr.items() if v.db is None}
+        for key, value in (("clipped", m.clipped), ("equalized", m.equalized), ("sensitivity", sens.get(fqn))):
+            if value is not None and value.db is None:
+                reasons[key] = value.reason
+        s = sens.get(fqn)
+        modules[fqn] = ModuleError(
+            fqn=fqn,
+            sqnr_db={k: v.db for k, v in m.sqnr.items()},
+            reasons=reasons,
+            clipped_db=m.clipped.db if m.clipped is not None else None,
+            equalized_db=m.equalized.db if m.equalized is not None else None,
+            sensitivity_db=s.db if s is not None else None,
+            recommended_scheme=plan.modules.get(fqn, ""),
+            range_source=m.range_source,
+        )
+    plan = plan.with_prediction(plan_result.db, len(analysis.probes))
+    dataflow = analysis.dataflow
+    return Measured(
+        probe_batches=len(analysis.probes),
+        modules=modules,
+        quantizer_of=dict(dataflow.quantizer_of) if dataflow is not None else {},
+        plan=dict(plan.modules),
+        plan_sqnr_db=plan_result.db,
+        plan_reason=plan_result.reason,
+        plan_data=plan.to_json_data(),
+        sensitivity_measured=sensitivity,
+    )
+
+
+def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Report:
+    """``report`` with a severity on every finding of a measured detector. Pure, no model access."""
+    if measured is None:
+        return replace(report, measured=None, severities={}, min_gain_db=min_gain_db)
+    order = {fqn: i for i, fqn in enumerate(report.modules)}
+    severities: dict[tuple[str, str], Severity] = {}
+    for name, det in report.detectors.items():
+        advice = ADVICE.get(name)
+        if advice is None:
+            continue
+        statuses = det.findings.statuses
+        tensor_level = name in TENSOR_DETECTORS
+        canonical = _canonical(statuses, measured, order) if tensor_level else {}
+        for fqn, status in statuses.items():
+            subject = measured.quantizer_of.get(fqn) if tensor_level else fqn
+            if tensor_level and fqn in measured.modules:
+                subject = fqn
+            severities[(name, fqn)] = _severity(
+                advice, status, fqn, subject, measured, min_gain_db, canonical.get(fqn),
+            )
+    return replace(report, measured=measured, severities=severities, min_gain_db=min_gain_db)
+
+
+def _canonical(statuses: Mapping[str, Status], measured: Measured, order: Mapping[str, int]) -> dict[str, str]:
+    """For recommended findings on one tensor: fqn -> the module it is reported on, for duplicates only."""
+    groups: dict[str, list[str]] = {}
+    for fqn, status in statuses.items():
+        if status is not Status.RECOMMEND:
+            continue
+        subject = fqn if fqn in measured.modules else measured.quantizer_of.get(fqn)
+        if subject is not None:
+            groups.setdefault(subject, []).append(fqn)
+    moved: dict[str, str] = {}
+    for subject, flagged in groups.items():
+        if len(flagged) < 2:
+            continue
+        keep = subject if subject in flagged else max(flagged, key=lambda f: order.get(f, -1))
+        for fqn in flagged:
+            if fqn != keep:
+                moved[fqn] = keep
+    return moved
+
+
+def _severity(
+    advice: Advice, status: Status, fqn: str, subject: str | None, measured: Measured,
+    min_gain_db: float, reported_on: str | None,
+) -> Severity:
+    recommended = status is Status.RECOMMEND
+    where = "" if subject in (None, fqn) else f" at '{subject}', the module that quantizes this tensor,"
+    module = measured.modules.get(subject) if subject is not None else None
+    if module is None:
+        why = (
+            "no Linear/Conv module the simulation quantizes reads this tensor (directly or through "
+            "ReLU, dropout, pooling or flatten)" if subject is None else f"'{subject}' was not simulated"
+        )
+        level = Level.UNMEASURED if recommended else Level.NONE
+        return Severity(level, None, f"Not measured: {why}.", subject, None)
+    base, advised = module.value(advice.base), module.value(advice.advised)
+    if base is None or advised is None:
+        missing = advice.base if base is None else advice.advised
+        why = module.reasons.get(missing, "SQNR undefined")
+        level = Level.UNMEASURED if recommended else Level.NONE
+        return Severity(level, None, f"Not measured{where}: {why}.", subject, None)
+    gain = advised - base
+    numbers = f"{advice.words} takes the local SQNR{where} from {base:.1f} to {advised:.1f} dB ({gain:+.1f} dB)"
+    if reported_on is not None:
+        return Severity(
+            Level.DUPLICATE, gain,
+            f"Measured: {numbers}. The same tensor is reported on '{reported_on or '(model)'}'.",
+            subject, reported_on,
+        )
+    if not recommended:
+        note = f"Measured: {numbers}."
+        if gain >= min_gain_db:
+            note += f" The detector does not flag it, but the measurement gains at least {min_gain_db:g} dB."
+        return Severity(Level.NONE, gain, note, subject, None)
+    if gain >= min_gain_db:
+        return Severity(Level.MAJOR, gain, f"Measured: {numbers}, at least the {min_gain_db:g} dB threshold.", subject, None)
+    return Severity(
+        Level.MINOR, gain,
+        f"Measured: {numbers}, below the {min_gain_db:g} dB threshold: the measurement does not support "
+        "this recommendation (minor).",
+        subject, None,
+    )
+
+
+def severity_order(report: Report) -> list[str]:
+    """The module order ``n`` / ``N`` walk: most severe first (see :meth:`Report.walk_order`)."""
+    return report.walk_order()
+
+
+# Plain data for the exporters.
+
+
+def finding_json(report: Report, detector: str, fqn: str) -> dict[str, Any]:
+    """The keys a measured report adds to one finding's JSON entry (empty when not measured)."""
+    sev = report.severity(detector, fqn)
+    if sev is None:
+        return {}
+    return {
+        "gain_db": sev.gain_db,
+        "severity": sev.level.value,
+        "measured_on": sev.measured_on,
+        "reported_on": sev.reported_on,
+        "measurement": sev.note,
+    }
+
+
+def measured_json(report: Report) -> dict[str, Any] | None:
+    """The report's "measured" section: per-module SQNR, sensitivity, the plan and its end-to-end SQNR."""
+    m = report.measured
+    if m is None:
+        return None
+    modules = {}
+    for fqn, e in m.modules.items():
+        modules[fqn] = {
+            "sqnr_db": dict(e.sqnr_db),
+            "clipped_sqnr_db": e.clipped_db,
+            "equalized_sqnr_db": e.equalized_db,
+            "sensitivity_db": e.sensitivity_db,
+            "recommended_scheme": e.recommended_scheme,
+            "range_source": e.range_source,
+            "undefined": dict(e.reasons),
+        }
+    plan = dict(m.plan_data)
+    plan["sqnr_db"] = m.plan_sqnr_db
+    plan["sqnr_undefined"] = m.plan_reason or None
+    return {
+        "probe_batches": m.probe_batches,
+        "min_gain_db": report.min_gain_db,
+        "sensitivity": m.sensitivity_measured,
+        "modules": modules,
+        "plan": plan,
+        "top_findings": [
+            {"module": fqn, "detector": det, "gain_db": gain, "severity": level}
+            for fqn, det, gain, level in top_findings(report)
+        ],
+    }
+
+
+def top_findings(report: Report, limit: int | None = None) -> list[tuple[str, str, float | None, str]]:
+    """Recommendations by measured gain, largest first: (module, detector, gain_db, severity level).
+
+    Duplicates are left out; unmeasured ones come last.
+    """
+    rows = []
+    order = {fqn: i for i, fqn in enumerate(report.modules)}
+    for (det, fqn), sev in report.severities.items():
+        if sev.level in (Level.MAJOR, Level.MINOR, Level.UNMEASURED):
+            rows.append((fqn, det, sev.gain_db, sev.level.value))
+    rows.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), order.get(r[0], 0)))
+    return rows[:limit] if limit is not None else rows
+
+
+def measured_markdown(report: Report, limit: int = 10) -> list[str]:
+    """Markdown lines: the plan's end-to-end SQNR, top findings by gain, per-module SQNR."""
+    m = report.measured
+    if m is None:
+        return []
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
+    kept = [f for f, s in m.plan.items() if s == "float"]
+    lines = [
+        "", "## Measured quantization error", "",
+        f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
+        f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
+        + (f", kept float: {', '.join(f'`{f}`' for f in kept)}" if kept else "") + ".",
+        "", f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)", "",
+        "| module | detector | gain (dB) | severity |", "| --- | --- | ---: | --- |",
+    ]
+    rows = top_findings(report, limit)
+    for fqn, det, gain, level in rows:
+        lines.append(f"| `{fqn or '(model)'}` | {det} | {_db(gain)} | {level} |")
+    if not rows:
+        lines.append("| (none) | | | |")
+    header = " | ".join(SCHEMES)
+    lines += ["", "### Local SQNR per module (dB)", "", f"| module | {header} | sensitivity | plan |",
+              "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |"]
+    for fqn, e in m.modules.items():
+        cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
+        lines.append(f"| `{fqn}` | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |")
+    return lines
+
+
+def measured_text(report: Report, limit: int = 10) -> list[str]:
+    m = report.measured
+    if m is None:
+        return []
+    plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
+    kept = [f for f, s in m.plan.items() if s == "float"]
+    lines = ["", f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
+             + (f", kept float: {', '.join(kept)}" if kept else "")]
+    for fqn, det, gain, level in top_findings(report, limit):
+        lines.append(f"  {_db(gain):>7} dB  {level:<10}  {fqn or '(model)'}  {det}")
+    return lines
+
+
+def _db(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
