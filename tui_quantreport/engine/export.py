@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import stat
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import markdown_code, markdown_text, printable
 from tui_quantreport.engine.report import Report, Status
 from tui_quantreport.engine.severity import (
     finding_json,
@@ -331,29 +331,4 @@ def _empty_note(report: Report, shown: int = 4) -> str:
     )
 
 
-def _printable(text: str) -> str:
-    """``text`` on one line with nothing a terminal acts on: newlines, escape sequences and other
-    non-printable characters are written as Python escapes (``\\n``, ``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
-#: Characters Markdown would act on in running text: emphasis, code, tables, raw HTML, escapes.
-_MD_SPECIAL = {ch: "\\" + ch for ch in "\\`*|"}
-_MD_SPECIAL.update({"<": "&lt;", ">": "&gt;", "&": "&amp;"})
-
-
-def _md(text: str) -> str:
-    """Running text (a reason, a summary, a path) shown literally in Markdown, also inside a table cell."""
-    return "".join(_MD_SPECIAL.get(ch, ch) for ch in _printable(text))
-
-
-def _code(text: str) -> str:
-    """``text`` as a Markdown code span, whatever backticks it holds (CommonMark: a longer fence).
-    Raw HTML is not interpreted inside a code span. Not for table cells (use :func:`_md`)."""
-    text = _printable(text)
-    runs = [len(r) for r in re.findall(r"`+", text)]
-    fence = "`" * (max(runs, default=0) + 1)
-    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+_printable, _md, _code = printable, markdown_text, markdown_code
