@@ -595,6 +595,11 @@ async def test_i12_app_failing_module_named_like_markup(tmp_path):
         tree = app.query_one(ModuleTree)
         label = tree.nodes["[bold red]boom[/]"].label
         assert label.plain.startswith("[bold red]boom[/]") and label.spans[0].style != "bold red"
+        app.main.go_to_module("[bold red]boom[/]")
+        for _ in range(50):
+            await pilot.pause(0.02)
+        title = app.query_one("#detail-title").render()
+        assert "[bold red]boom[/]" in str(title), str(title)
         await pilot.press("c")
         await app.workers.wait_for_complete()
         await pilot.pause()
