@@ -868,3 +868,26 @@ def test_i13_session_without_rerun_runs_the_failing_batch_once():
     with pytest.raises(CalibrationError, match="ran batch 2 again"):
         session.calibrate([torch.randn(2, 4), torch.randn(2, 5)], Settings.build())
     assert len(calls) == 3
+
+
+def test_i04_dev_stdout_into_a_pipe_prints_the_report():
+    proc = subprocess_cli("report", TINY, "--format", "json", "--probe-batches", "0", "--output", "/dev/stdout")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "tui-quantreport.report/1"
+
+
+def test_i04_dev_stdout_redirected_to_a_file_writes_through_it(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("kept\n")
+    inode = os.stat(target).st_ino
+    with open(target, "a") as handle:  # the shell's `>> out.txt`
+        proc = subprocess.run(
+            [sys.executable, "-m", "tui_quantreport", "report", TINY, "--probe-batches", "0", "--output", "/dev/stdout"],
+            stdout=handle, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    assert proc.returncode == 0, proc.stderr
+    text = target.read_text()
+    assert text.startswith("kept\n") and "Sequential, 7 modules" in text
+    assert os.stat(target).st_ino == inode  # the same file, not one renamed over it
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

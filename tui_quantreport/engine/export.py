@@ -182,9 +182,8 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
         if target.is_dir():
             raise UserError(f"cannot write report to {raw}: it is a directory")
         raise UserError(f"cannot write report to {raw}: the trailing slash names a folder, and there is none")
-    resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
     try:
-        mode = os.stat(resolved).st_mode
+        mode = os.stat(target).st_mode  # follows symlinks, /dev/stdout's /proc/self/fd/1 included
     except FileNotFoundError:
         mode = None
     except OSError as exc:
@@ -192,10 +191,16 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     if mode is not None and stat.S_ISDIR(mode):
         raise UserError(f"cannot write report to {target}: it is a directory")
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
-        _write_plainly(resolved, text, target)
+        _write_plainly(target, text, target)
         return target
     if mode is not None and not stat.S_ISREG(mode):
         raise UserError(f"cannot write report to {target}: it is {_kind(mode)}, not a regular file")
+    resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
+    if mode is not None and _via_descriptor(target):
+        # /dev/stdout (/proc/self/fd/1) redirected to a file: the shell's open file, written
+        # through, appending as `>>` asked (`>` already emptied it), never renamed over.
+        _write_plainly(target, text, target, append=True)
+        return target
     directory = resolved.parent
     if not directory.is_dir():
         raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
@@ -203,10 +208,10 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     return target
 
 
-def _write_plainly(resolved: Path, text: str, shown: Path) -> None:
-    """Write into a device or a pipe as it is: open, write, close (no temporary, no rename)."""
+def _write_plainly(path: Path, text: str, shown: Path, append: bool = False) -> None:
+    """Write into a device, a pipe or an open file as it is: open, write, close (no temporary, no rename)."""
     try:
-        with open(resolved, "w", encoding="utf-8") as handle:
+        with open(path, "a" if append else "w", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
         raise UserError(f"cannot write report to {shown}: {exc.strerror or exc}") from None
@@ -279,6 +284,20 @@ def _unlink_quietly(name: str | None) -> None:
             os.unlink(name)
         except OSError:
             pass
+
+
+def _via_descriptor(path: Path) -> bool:
+    """True when ``path`` is, or links to, an open file descriptor (/dev/stdout, /dev/fd/N, /proc/…/fd/N)."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on a symlink chain
+        if current.startswith(("/proc/", "/dev/fd/")):
+            return True
+        try:
+            link = os.readlink(current)
+        except OSError:
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), link))
+    return False
 
 
 def _kind(mode: int) -> str:
