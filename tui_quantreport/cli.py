@@ -3,6 +3,8 @@
     tui-quantreport [MODEL] [options]            the app (no MODEL: the default sample)
     tui-quantreport report MODEL [options]       headless report (json, markdown, text)
     tui-quantreport samples                      the bundled samples
+    tui-quantreport config MODEL [--plan P] --target T --output F   export the plan for torchao/pt2e/torch.ao
+    tui-quantreport verify MODEL --plan P [--target T]              apply the export, measure its SQNR
 
 Bad input prints one line naming the cause and exits with status 2.
 """
@@ -87,6 +89,89 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+TARGETS = ("torchao", "pt2e", "qconfig_mapping")
+
+
+def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """`config` (export a plan for a library) and `verify` (apply that export and measure it)."""
+    model_help = "sample name, file.py, file.py:factory or package.module:factory"
+    config = argparse.ArgumentParser(
+        prog=f"{PROG} config",
+        description="Write the plan as a configuration torchao, PT2E or torch.ao runs "
+        "(without --plan: calibrate and use the recommended plan).",
+    )
+    config.add_argument("model", metavar="MODEL", help=model_help)
+    config.add_argument("--plan", metavar="PLAN.json", help="the plan file (saved with `e` in the app)")
+    config.add_argument("--target", choices=TARGETS, required=True, help="which library the file is for")
+    config.add_argument("--output", metavar="FILE", required=True,
+                        help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)")
+    config.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
+    config.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
+                        help="backend of the recommended plan when there is no --plan (default x86)")
+    verify = argparse.ArgumentParser(
+        prog=f"{PROG} verify",
+        description="Apply the exported configuration with the real library to a copy of MODEL and "
+        "compare its end-to-end SQNR on the probe batches with the predicted one.",
+    )
+    verify.add_argument("model", metavar="MODEL", help=model_help)
+    verify.add_argument("--plan", metavar="PLAN.json", help="the plan file (default: the recommended plan)")
+    verify.add_argument("--target", choices=TARGETS, default="torchao", help="which export to verify (default torchao)")
+    verify.add_argument("--probe-batches", metavar="K", type=_positive_int,
+                        help="measure on the first K calibration batches (default: the plan's, else 4)")
+    verify.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
+    verify.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
+                        help="backend of the recommended plan when there is no --plan (default x86)")
+    verify.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    return config, verify
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine.apply.api import export_plan, load_subject
+    from tui_quantreport.engine.errors import UserError
+
+    _check_output(args.output)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    export = export_plan(subject, args.target)
+    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
+        raise UserError(f"--output {args.output}: give the .py file; its .json and .safetensors are written beside it")
+    paths = export.write(args.output)
+    print(f"wrote {args.target} configuration to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    for change in export.changes:
+        print(f"  changed: {change.line()}", file=sys.stderr)
+    return 0
+
+
+def _check_output(output: str) -> None:
+    """Refuse an output that cannot be written before the (slow) model load and export."""
+    import os
+    from pathlib import Path
+
+    from tui_quantreport.engine.errors import UserError
+
+    target = Path(output).expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a directory")
+    if not directory.is_dir():
+        raise UserError(f"cannot write {target}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"cannot write {target}: permission denied")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
+    else:
+        sys.stdout.write(result.to_text())
+    return 0
 
 
 def _count(text: str) -> int:
@@ -260,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "report":
             return run_report(report_parser.parse_args(argv[1:]))
+        if argv and argv[0] in ("config", "verify"):
+            config_parser, verify_parser = build_apply_parsers()
+            if argv[0] == "config":
+                return run_config(config_parser.parse_args(argv[1:]))
+            return run_verify(verify_parser.parse_args(argv[1:]))
         if argv and argv[0] == "samples":
             samples_parser.parse_args(argv[1:])
             return run_samples()

@@ -1,0 +1,220 @@
+"""The plan file an export starts from (``tui-quantreport.plan/1``, see CONTRACTS).
+
+The exporters need more than which scheme each module gets: a static scheme
+carries the calibrated activation qparams, and the file carries the predicted
+end-to-end SQNR the verification compares against. :class:`PlanFile` reads
+exactly that, and :func:`check_plan` refuses a plan for another model (its
+fingerprint) or one that names modules the model lacks, each in one sentence.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui_quantreport.engine.errors import UserError
+
+PLAN_FORMAT = "tui-quantreport.plan/1"
+FLOAT = "float"
+STATIC_SCHEMES = ("static_per_tensor", "static_per_channel")
+SCHEMES = (*STATIC_SCHEMES, "dynamic", "weight_only")
+
+
+class PlanError(UserError):
+    """A plan file that cannot be used for this model."""
+
+
+@dataclass(frozen=True)
+class ActivationQParams:
+    """The calibrated input qparams of a statically quantized module (torch.ao's convention)."""
+
+    scale: float
+    zero_point: int
+    dtype: str  # "quint8" or "qint8"
+    quant_min: int
+    quant_max: int
+
+    @property
+    def reduce_range(self) -> bool:
+        return self.quant_max - self.quant_min < 255
+
+    def int8(self) -> tuple[float, int]:
+        """The calibrated range on torchao's full int8 grid [-128, 127]: scale and zero point.
+
+        An 8-bit plan (qnnpack, onednn) keeps its scale and shifts its zero point by 128. A
+        7-bit plan (x86, fbgemm: torch.ao's reduce_range, a kernel constraint torchao does
+        not have) is re-derived for 8 bits from the range its qparams represent, with
+        torch's affine formula (``MinMaxObserver._calculate_qparams``), in float32.
+        """
+        if self.quant_max - self.quant_min == 255:
+            return self.scale, self.zero_point - self.quant_min - 128
+        import numpy as np
+
+        scale = np.float32(self.scale)
+        min_neg = min(np.float32(self.quant_min - self.zero_point) * scale, np.float32(0))
+        max_pos = max(np.float32(self.quant_max - self.zero_point) * scale, np.float32(0))
+        new_scale = max(np.float32(max_pos - min_neg) / np.float32(255), np.finfo(np.float32).eps)
+        zero_point = int(min(max(-128 - int(np.round(min_neg / new_scale)), -128), 127))
+        return float(new_scale), zero_point
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
+                "quant_min": self.quant_min, "quant_max": self.quant_max}
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    scheme: str
+    activation: ActivationQParams | None = None
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    """A plan as the exporters use it."""
+
+    model_class: str
+    fingerprint: str
+    modules: Mapping[str, PlanEntry]
+    predicted_sqnr_db: float | None = None
+    probe_batches: int | None = None
+    source: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return str(self.extra.get("backend", "x86"))
+
+    @property
+    def quantized(self) -> dict[str, str]:
+        return {fqn: e.scheme for fqn, e in self.modules.items() if e.scheme != FLOAT}
+
+    @property
+    def kept_float(self) -> tuple[str, ...]:
+        return tuple(fqn for fqn, e in self.modules.items() if e.scheme == FLOAT)
+
+    def schemes(self) -> dict[str, str]:
+        return {fqn: e.scheme for fqn, e in self.modules.items()}
+
+    def with_schemes(self, changes: Mapping[str, str]) -> PlanFile:
+        modules = dict(self.modules)
+        for fqn, scheme in changes.items():
+            old = modules[fqn]
+            modules[fqn] = PlanEntry(scheme, old.activation if scheme in STATIC_SCHEMES else None)
+        return PlanFile(self.model_class, self.fingerprint, modules, None, self.probe_batches, self.source, self.extra)
+
+    def to_json_data(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "model": {"class": self.model_class, "fingerprint": self.fingerprint},
+            "backend": self.backend,
+            "probe_batches": self.probe_batches,
+            "predicted_sqnr_db": _finite(self.predicted_sqnr_db),
+            "modules": {
+                fqn: {"scheme": e.scheme, "activation": e.activation.to_json() if e.activation else None}
+                for fqn, e in self.modules.items()
+            },
+        }
+
+    @classmethod
+    def from_json_data(cls, data: Any, source: str = "plan") -> PlanFile:
+        def bad(what: str) -> PlanError:
+            return PlanError(f"{source}: not a usable plan file: {what}")
+
+        if not isinstance(data, dict):
+            raise bad("the top level is not a JSON object")
+        if data.get("format") != PLAN_FORMAT:
+            raise bad(f"format is {data.get('format')!r}, expected {PLAN_FORMAT!r}")
+        model = data.get("model")
+        if not isinstance(model, dict) or not isinstance(model.get("class"), str) or not isinstance(model.get("fingerprint"), str):
+            raise bad("'model' needs a 'class' and a 'fingerprint' string")
+        raw = data.get("modules")
+        if not isinstance(raw, dict):
+            raise bad("'modules' is not an object of module names")
+        modules: dict[str, PlanEntry] = {}
+        for fqn, entry in raw.items():
+            if not isinstance(entry, dict) or entry.get("scheme") not in (*SCHEMES, FLOAT):
+                scheme = entry.get("scheme") if isinstance(entry, dict) else entry
+                raise bad(f"module {fqn!r} has scheme {scheme!r}; expected one of {', '.join((*SCHEMES, FLOAT))}")
+            activation = entry.get("activation")
+            qparams = _activation(activation, fqn, bad) if activation is not None else None
+            if entry["scheme"] in STATIC_SCHEMES and qparams is None:
+                raise bad(f"module {fqn!r} is planned {entry['scheme']} but has no calibrated 'activation' qparams")
+            modules[fqn] = PlanEntry(entry["scheme"], qparams if entry["scheme"] in STATIC_SCHEMES else None)
+        predicted = data.get("predicted_sqnr_db")
+        if predicted is not None and not isinstance(predicted, (int, float)):
+            raise bad("'predicted_sqnr_db' is not a number")
+        probes = data.get("probe_batches")
+        backend = data.get("backend", "x86")
+        if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
+            raise bad(f"unknown backend {backend!r}")
+        return cls(
+            model["class"], model["fingerprint"], modules,
+            float(predicted) if predicted is not None else None,
+            probes if isinstance(probes, int) else None, source, {"backend": backend},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> PlanFile:
+        path = Path(path).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PlanError(f"plan file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlanError(f"cannot read plan file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"{path}: not a usable plan file: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        plan = cls.from_json_data(data, str(path))
+        _check_with_contract_plan(data, str(path))
+        return plan
+
+
+def _activation(value: Any, fqn: str, bad) -> ActivationQParams:
+    if not isinstance(value, dict):
+        raise bad(f"module {fqn!r}: 'activation' is not an object")
+    try:
+        scale = float(value["scale"])
+        zero_point, qmin, qmax = (int(value[k]) for k in ("zero_point", "quant_min", "quant_max"))
+        dtype = str(value["dtype"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"module {fqn!r}: 'activation' lacks a valid {exc}") from None
+    if not (math.isfinite(scale) and scale > 0) or not qmin <= zero_point <= qmax or dtype not in ("quint8", "qint8"):
+        raise bad(f"module {fqn!r}: activation qparams out of range (scale {scale}, zero point {zero_point}, "
+                  f"[{qmin}, {qmax}], {dtype})")
+    return ActivationQParams(scale, zero_point, dtype, qmin, qmax)
+
+
+def _check_with_contract_plan(data: dict, source: str) -> None:
+    """Let the quantsim Plan (once it exists) refuse what it refuses, too."""
+    try:
+        from tui_quantreport.engine.quantsim import Plan  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    try:
+        Plan.from_json_data(data)
+    except UserError as exc:
+        raise PlanError(f"{source}: {exc}") from None
+
+
+def check_plan(plan: PlanFile, catalog: Any, spec: str) -> None:
+    """Refuse a plan for another model, or one naming modules this model lacks (one sentence)."""
+    if plan.fingerprint != catalog.fingerprint:
+        raise PlanError(
+            f"{plan.source or 'plan'} was made for {plan.model_class} (fingerprint {plan.fingerprint}), "
+            f"not for {spec} ({catalog.class_name}, fingerprint {catalog.fingerprint})"
+        )
+    missing = [fqn for fqn in plan.modules if fqn not in catalog.modules]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise PlanError(f"{plan.source or 'plan'} names {len(missing)} module(s) {spec} lacks: {shown}")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

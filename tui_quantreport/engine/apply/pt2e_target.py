@@ -1,0 +1,175 @@
+"""The ``pt2e`` target: a runnable snippet for ``torch.export`` → ``prepare_pt2e``
+with ``X86InductorQuantizer`` → calibrate → ``convert_pt2e`` (torchao 0.18's PT2E).
+
+The quantizer takes one global config from the plan: static when the plan has
+at least as many static modules as dynamic ones, else dynamic; an
+``X86InductorQuantizer`` cannot mix static and dynamic, so the file names the
+modules it had to change (and so does ``verify``). Modules kept float get
+``set_module_name_qconfig(fqn, None)``; static modules planned with per-tensor
+weights get a per-tensor weight spec. Activations are observed with a
+``MinMaxObserver`` (the plan's calibration) and the plan's ``reduce_range``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from torch import nn
+
+from tui_quantreport.engine.apply.common import (
+    Change,
+    Export,
+    call_code,
+    header,
+    model_loader_code,
+)
+from tui_quantreport.engine.apply.facts import module_facts
+from tui_quantreport.engine.apply.library import require_torchao, torchao_version
+from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
+
+
+def choose_mode(plan: PlanFile) -> str:
+    counts = Counter("static" if s in STATIC_SCHEMES else s for s in plan.quantized.values())
+    return "static" if counts["static"] > counts["dynamic"] else "dynamic"
+
+
+def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
+    require_torchao("the pt2e export")
+    mode = choose_mode(plan)
+    facts = module_facts(model, plan.quantized, None)
+    changes: list[Change] = []
+    per_tensor: list[str] = []
+    for fqn, scheme in plan.quantized.items():
+        kind = facts[fqn].kind
+        if kind not in ("Linear", "Conv1d", "Conv2d") or (mode == "dynamic" and kind != "Linear"):
+            changes.append(Change(fqn, scheme, FLOAT, f"X86InductorQuantizer does not quantize {kind} in {mode} mode"))
+        elif facts[fqn].parent_class == "MultiheadAttention":
+            changes.append(Change(fqn, scheme, FLOAT, "nn.MultiheadAttention's out_proj is not a linear node after torch.export"))
+        elif scheme == "weight_only":
+            exported = "static_per_channel" if mode == "static" else "dynamic"
+            changes.append(Change(fqn, scheme, exported, "X86InductorQuantizer has no weight-only int8 config"))
+        elif (scheme == "dynamic") != (mode == "dynamic"):
+            exported = "static_per_channel" if mode == "static" else "dynamic"
+            changes.append(Change(fqn, scheme, exported, f"one X86InductorQuantizer cannot mix static and dynamic: the plan is mostly {mode}"))
+        elif scheme == "static_per_tensor":
+            per_tensor.append(fqn)
+    keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
+    reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
+    mixed = [c for c in changes if "mix static and dynamic" in c.reason]
+    extra = [
+        f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",
+        f"Needs torchao>=0.18,<0.19 (written with {torchao_version()}) and a model torch.export can trace.",
+    ]
+    if mixed:
+        extra.insert(0, f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).")
+    text = (
+        header("PT2E (torch.export + X86InductorQuantizer) quantization snippet (run: python THIS_FILE)", spec, plan, changes, extra)
+        + '"""Apply the plan with PT2E: quantize(model, batches) exports, prepares, calibrates and converts."""\n\n'
+        "import dataclasses\n\nimport torch\n"
+        "from torchao.quantization.pt2e import MinMaxObserver\n"
+        "from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e\n"
+        "from torchao.quantization.pt2e.quantizer import QuantizationSpec\n"
+        "from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (\n"
+        "    X86InductorQuantizer,\n    get_default_x86_inductor_quantization_config,\n)\n\n"
+        f"MODE = {mode!r}\n"
+        f"KEEP_FLOAT = {keep_float!r}\n"
+        f"PER_TENSOR_WEIGHTS = {per_tensor!r}\n\n\n"
+        "def quantization_config(per_tensor_weights=False):\n"
+        f"    config = get_default_x86_inductor_quantization_config(is_dynamic=MODE == 'dynamic', reduce_range={reduce_range!r})\n"
+        "    if MODE == 'static':\n"
+        "        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))\n"
+        "        config = dataclasses.replace(config, input_activation=act, output_activation=act)\n"
+        "    if per_tensor_weights:\n"
+        "        weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,\n"
+        "                                  is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))\n"
+        "        config = dataclasses.replace(config, weight=weight)\n"
+        "    return config\n\n\n"
+        "def quantizer():\n"
+        "    q = X86InductorQuantizer()\n"
+        "    q.set_global(quantization_config())\n"
+        "    for name in KEEP_FLOAT:\n"
+        "        q.set_module_name_qconfig(name, None)\n"
+        "    for name in PER_TENSOR_WEIGHTS:\n"
+        "        q.set_module_name_qconfig(name, quantization_config(per_tensor_weights=True))\n"
+        "    return q\n\n\n"
+        + call_code()
+        + "\n\n"
+        "def quantize(model, batches):\n"
+        '    """torch.export on the first batch, prepare_pt2e, calibrate on every batch, convert_pt2e."""\n'
+        "    batches = list(batches)\n"
+        "    first = batches[0]\n"
+        "    args = tuple(first) if isinstance(first, (tuple, list)) else (() if isinstance(first, dict) else (first,))\n"
+        "    kwargs = first if isinstance(first, dict) else None\n"
+        "    exported = torch.export.export(model.eval(), args, kwargs).module()\n"
+        "    prepared = prepare_pt2e(exported, quantizer())\n"
+        "    with torch.no_grad():\n"
+        "        for batch in batches:\n"
+        "            _call(prepared, batch)\n"
+        "    return convert_pt2e(prepared)\n\n\n"
+        + model_loader_code(spec, calibration)
+        + "\n\n"
+        'if __name__ == "__main__":\n'
+        "    batches = list(calibration_batches())\n"
+        "    converted = quantize(build_model(), batches)\n"
+        "    with torch.no_grad():\n"
+        "        _call(converted, batches[0])\n"
+        "    quantize_ops = sum(1 for n in converted.graph.nodes if 'quantize_per' in str(n.target))\n"
+        "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n"
+    )
+    exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
+    return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [])
+
+
+def applier(export: Export, subject: Any, probe_count: int):
+    """``apply(model)`` running the exported snippet's quantize on all calibration batches."""
+    from tui_quantreport.engine.apply.torchao_target import run_source
+
+    namespace = run_source(export.text, "<pt2e export>")
+    batches = subject.batches(None)
+
+    def apply(model: nn.Module) -> nn.Module:
+        import contextlib
+        import io
+        import warnings
+
+        from tui_quantreport.engine.errors import UserError
+
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                return namespace["quantize"](model, batches)
+        except Exception as exc:  # noqa: BLE001 - torch.export/prepare failures are reported in one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(f"the pt2e export failed to apply: {type(exc).__name__}: {first}") from None
+
+    return apply, f"torchao {torchao_version()} PT2E", graph_weight_states
+
+
+def graph_weight_states(converted: Any, fqns: list[str]) -> dict[str, tuple[bool, str]]:
+    """Per module: whether its linear/conv node's weight comes through a dequantize node."""
+    states: dict[str, tuple[bool, str]] = {}
+    for node in converted.graph.nodes:
+        if node.op != "call_function" or not str(node.target).startswith(("aten.linear", "aten.conv")):
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            continue
+        path = list(stack.values())[-1][0]
+        fqn = _normalize(path)
+        weight = node.args[1] if len(node.args) > 1 else None
+        target = str(getattr(weight, "target", ""))
+        if "dequantize" in target:
+            states[fqn] = (True, target.split(".")[-2] if target.count(".") >= 2 else target)
+        else:
+            states.setdefault(fqn, (False, "float constant"))
+    return {fqn: states[fqn] for fqn in fqns if fqn in states}
+
+
+def _normalize(path: str) -> str:
+    import re
+
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    return path.strip(".")

@@ -1,0 +1,121 @@
+"""Where the export meets the measured-error engine (``engine/quantsim``): the
+recommended plan when no plan file is given, and the prediction for the plan
+as a target actually applies it (modules it had to change, and the target's
+own activation grid). Importing this module fails when quantsim is absent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tui_quantreport.engine.apply.plan import ActivationQParams, PlanEntry, PlanFile
+from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, QParams
+from tui_quantreport.engine.quantsim.probes import ProbeRecorder
+
+DEFAULT_PROBES = 4
+
+
+class _FloatOutputAnalysis(ErrorAnalysis):
+    """The simulation as torchao runs a static Linear: int8 input and weight, float output.
+
+    (quantsim models torch.ao's converted int8 modules, whose output edges are
+    quantized too; torchao's ``Int8StaticActivationInt8WeightConfig`` returns float.)
+    """
+
+    def _output_quantized(self, fqn: str, quantized: Any) -> None:
+        return None
+
+
+def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
+    modules = {}
+    for fqn, scheme in plan.modules.items():
+        qp = plan.activation.get(fqn) if scheme.startswith("static") else None
+        act = ActivationQParams(qp.scale, qp.zero_point, qp.dtype, qp.quant_min, qp.quant_max) if qp else None
+        modules[fqn] = PlanEntry(scheme, act)
+    return PlanFile(plan.model_class, plan.fingerprint, modules, plan.predicted_sqnr_db, plan.probe_batches,
+                    source, {"backend": plan.backend})
+
+
+def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
+    activation = {
+        fqn: QParams(e.activation.scale, e.activation.zero_point, e.activation.dtype, e.activation.quant_min, e.activation.quant_max)
+        for fqn, e in plan.modules.items() if e.activation is not None
+    }
+    return Plan({fqn: e.scheme for fqn, e in plan.modules.items()}, plan.model_class, plan.fingerprint,
+                backend or plan.backend, activation, plan.probe_batches or 0, plan.predicted_sqnr_db)
+
+
+def calibrated_analysis(loaded: Any, catalog: Any, backend: str | None, probes: int = DEFAULT_PROBES,
+                        progress: Any = None, should_cancel: Any = None) -> ErrorAnalysis:
+    """Calibrate (the project's default settings) and measure on the first ``probes`` batches."""
+    from tui_quantreport.engine.session import Session
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.spec import open_batches
+
+    session = Session(loaded.model, label=loaded.spec)
+    recorder = ProbeRecorder(open_batches(loaded), probes)
+    stats = session.calibrate(recorder, Settings.build(), progress=progress, should_cancel=should_cancel)
+    return ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats, backend or "x86")
+
+
+def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
+    analysis = calibrated_analysis(loaded, catalog, backend)
+    plan = analysis.recommended_plan()
+    sqnr = analysis.plan_sqnr(plan)
+    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "")
+
+
+def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
+    """Input (min, max) of every weighted module over all calibration batches (what the targets calibrate on)."""
+    from tui_quantreport.engine.quantsim import ranges_from_stats
+    from tui_quantreport.engine.session import Session
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.spec import open_batches
+
+    if subject.loaded.batches_factory is None:
+        return {}
+    session = Session(subject.model, label=subject.spec)
+    stats = session.calibrate(open_batches(subject.loaded), Settings.build(detectors=["dynamic_static"]))
+    return ranges_from_stats(stats)[0]
+
+
+def plan_ranges(plan: PlanFile) -> dict[str, tuple[float, float]]:
+    """The input ranges the plan's static qparams stand for (float32, as torch computes them)."""
+    ranges = {}
+    for fqn, entry in plan.modules.items():
+        qp = entry.activation
+        if qp is None:
+            continue
+        scale = np.float32(qp.scale)
+        ranges[fqn] = (float(np.float32(qp.quant_min - qp.zero_point) * scale), float(np.float32(qp.quant_max - qp.zero_point) * scale))
+    return ranges
+
+
+def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) -> tuple[float | None, str]:
+    """Simulated end-to-end SQNR of the plan as ``target`` applies it, and what differs from the plan."""
+    plan: PlanFile = subject.plan
+    exported: PlanFile = export.exported_plan or plan
+    notes = []
+    backend = plan.backend
+    seven_bit = any(e.activation is not None and e.activation.reduce_range for e in plan.modules.values()) or (
+        backend in ("x86", "fbgemm")
+    )
+    if target == "torchao" and seven_bit:
+        backend = "qnnpack"  # the simulation's 8-bit activation grid, which torchao uses
+        notes.append(f"activations on torchao's 8-bit grid (the {plan.backend} plan simulates 7 bits, reduce_range)")
+    if export.changes:
+        notes.append(f"{len(export.changes)} module(s) changed by the target")
+    if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
+        notes.append("static outputs left float, as torchao leaves them")
+    if target != "torchao":
+        notes.append(f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model")
+    ranges = plan_ranges(plan)
+    if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
+        ranges = {**calibrated_ranges(subject), **ranges}  # the plan's own calibration wins where it has one
+    cls = _FloatOutputAnalysis if target == "torchao" else ErrorAnalysis
+    analysis = cls(subject.model, subject.catalog, probes, ranges, backend)
+    modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
+    sim_plan = analysis.plan(modules)
+    sqnr = analysis.plan_sqnr(sim_plan)
+    return sqnr.db, "; ".join(notes) if sqnr.db is not None else f"{sqnr.reason}"

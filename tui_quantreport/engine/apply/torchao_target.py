@@ -1,0 +1,184 @@
+"""The ``torchao`` target: a runnable Python file building an ``FqnToConfig`` from
+the plan and calling ``quantize_(model, config, filter_fn=None)``; the same
+config as JSON through torchao's ``config_to_dict``; and the calibrated static
+activation scales and zero points in a side-car ``.safetensors`` file.
+
+Mapping (torchao 0.18):
+
+- ``dynamic``: ``Int8DynamicActivationInt8WeightConfig``, asymmetric int8
+  activations per tensor (per token for 3-D and wider inputs), per-channel
+  symmetric int8 weights (``PerRow``);
+- ``weight_only``: ``Int8WeightOnlyConfig`` (per-channel int8 weights);
+- ``static_per_tensor`` / ``static_per_channel``: ``Int8StaticActivationInt8WeightConfig``
+  with the plan's calibrated activation scale and zero point (moved from
+  torch.ao's uint8 grid to the same grid on int8), per-tensor or per-channel weights;
+- modules kept float are absent.
+
+torchao's int8 workflows implement ``linear`` only, so Conv modules and the
+``out_proj`` that ``nn.MultiheadAttention`` reads directly are kept float and
+listed as changes (named in the file's header and by ``verify``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from torch import nn
+
+from tui_quantreport.engine.apply.common import (
+    Change,
+    Export,
+    header,
+    model_loader_code,
+)
+from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
+from tui_quantreport.engine.apply.library import require_torchao, torchao_version
+from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+
+JSON_FORMAT = "tui-quantreport.torchao-config/1"
+ATTENTION_PARENTS = ("MultiheadAttention",)
+
+
+def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
+    """Why torchao cannot apply ``scheme`` to this module, or None."""
+    if facts.kind == "Embedding" and scheme == "weight_only":
+        return None
+    if facts.kind != "Linear":
+        return f"torchao 0.18's int8 workflows quantize Linear only, not {facts.kind}"
+    if facts.parent_class in ATTENTION_PARENTS:
+        return "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's Int8Tensor does not support"
+    if scheme.startswith("static") and facts.input_ndim is None:
+        return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
+    return None
+
+
+def _config_code(scheme: str, facts: ModuleFacts, plan: PlanFile) -> str:
+    if scheme == "weight_only":
+        return "Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=set_inductor_config)"
+    if scheme == "dynamic":
+        act = "PerRow()" if (facts.input_ndim or 2) >= 3 else "PerTensor()"
+        return (
+            f"Int8DynamicActivationInt8WeightConfig(granularity=[{act}, PerRow()], "
+            "act_mapping_type=MappingType.ASYMMETRIC, set_inductor_config=set_inductor_config)"
+        )
+    qparams = plan.modules[facts.fqn].activation
+    assert qparams is not None and facts.input_ndim is not None
+    scale, zero_point = qparams.int8()
+    shape = "(" + ", ".join(["1"] * facts.input_ndim) + ("," if facts.input_ndim == 1 else "") + ")"
+    weight = "PerTensor()" if scheme == "static_per_tensor" else "PerRow()"
+    return (
+        "Int8StaticActivationInt8WeightConfig(\n"
+        f"            act_quant_scale=torch.full({shape}, {scale!r}),  # plan: scale {qparams.scale!r}, zero point {qparams.zero_point} on [{qparams.quant_min}, {qparams.quant_max}]\n"
+        f"            act_quant_zero_point=torch.full({shape}, {zero_point}, dtype=torch.int8),\n"
+        f"            granularity=[PerTensor(), {weight}],\n"
+        "            act_mapping_type=MappingType.ASYMMETRIC,\n"
+        "            set_inductor_config=set_inductor_config,\n"
+        "        )"
+    )
+
+
+def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
+    require_torchao("the torchao export")
+    facts = module_facts(model, plan.quantized, first_batch)
+    changes: list[Change] = []
+    entries: list[tuple[str, str]] = []
+    for fqn, scheme in plan.quantized.items():
+        reason = _unsupported(facts[fqn], scheme)
+        if reason:
+            changes.append(Change(fqn, scheme, FLOAT, reason))
+        else:
+            entries.append((fqn, _config_code(scheme, facts[fqn], plan)))
+    exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
+    version = torchao_version()
+    top = header(
+        "torchao quantization configuration (run: python THIS_FILE, or import it and call quantize(model))",
+        spec, plan, changes,
+        [f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."],
+    )
+    body = "\n".join(f"        {fqn!r}: {code}," for fqn, code in entries)
+    text = (
+        top
+        + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
+        "import torch\n"
+        "from torchao.quantization import (\n"
+        "    FqnToConfig,\n    Int8DynamicActivationInt8WeightConfig,\n    Int8StaticActivationInt8WeightConfig,\n"
+        "    Int8WeightOnlyConfig,\n    MappingType,\n    PerRow,\n    PerTensor,\n    quantize_,\n)\n\n\n"
+        "def quantization_config(set_inductor_config: bool = True) -> FqnToConfig:\n"
+        '    """One entry per quantized module; modules kept float are absent."""\n'
+        "    return FqnToConfig({\n"
+        + (body + "\n" if body else "")
+        + "    })\n\n\n"
+        "def quantize(model: torch.nn.Module, set_inductor_config: bool = True) -> torch.nn.Module:\n"
+        "    quantize_(model, quantization_config(set_inductor_config), filter_fn=None)\n"
+        "    return model\n\n\n"
+        + model_loader_code(spec, calibration)
+        + "\n\n"
+        'if __name__ == "__main__":\n'
+        "    model = quantize(build_model().eval())\n"
+        "    quantized = [name for name, module in model.named_modules()\n"
+        "                 if type(getattr(module, 'weight', None)).__module__.startswith('torchao')]\n"
+        "    print(f'{len(quantized)} modules quantized by torchao: {\", \".join(quantized)}')\n"
+    )
+    namespace = run_source(text, "<torchao export>")
+    config = namespace["quantization_config"]()
+    json_bytes, tensors_bytes = _json_and_tensors(config, plan, spec, version)
+    return Export("torchao", text, {".json": json_bytes, ".safetensors": tensors_bytes}, changes, exported_plan)
+
+
+def run_source(text: str, name: str) -> dict[str, Any]:
+    """Execute an exported file's source (not its __main__ block) and return its namespace."""
+    namespace: dict[str, Any] = {"__name__": "_tui_quantreport_export"}
+    exec(compile(text, name, "exec"), namespace)  # noqa: S102 - our own generated export, run to verify it
+    return namespace
+
+
+def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:
+    import dataclasses
+
+    from safetensors.torch import save
+    from torchao.core.config import config_to_dict
+
+    tensors: dict[str, Any] = {}
+    keys: dict[str, dict[str, str]] = {}
+    entries = {}
+    for fqn, cfg in config.fqn_to_config.items():
+        if getattr(cfg, "act_quant_scale", None) is not None:
+            keys[fqn] = {"act_quant_scale": f"{fqn}.act_quant_scale", "act_quant_zero_point": f"{fqn}.act_quant_zero_point"}
+            tensors[f"{fqn}.act_quant_scale"] = cfg.act_quant_scale.detach().contiguous()
+            tensors[f"{fqn}.act_quant_zero_point"] = cfg.act_quant_zero_point.detach().contiguous()
+            cfg = dataclasses.replace(cfg, act_quant_scale=None, act_quant_zero_point=None)
+        entries[fqn] = cfg
+    stripped = type(config)(entries)
+    data = {
+        "format": JSON_FORMAT,
+        "torchao": version,
+        "model": {"spec": spec, "class": plan.model_class, "fingerprint": plan.fingerprint},
+        "predicted_sqnr_db": plan.predicted_sqnr_db,
+        "config": config_to_dict(stripped),
+        "tensors": keys,
+    }
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return text.encode("utf-8"), save(tensors, metadata={"format": JSON_FORMAT}) if tensors else save({}, metadata={"format": JSON_FORMAT})
+
+
+def load_config_json(json_path: str) -> Any:
+    """The FqnToConfig from an exported .json and its .safetensors side-car (no pickle)."""
+    import dataclasses
+    from pathlib import Path
+
+    require_torchao("loading a torchao config")
+    from safetensors.torch import load_file
+    from torchao.core.config import config_from_dict
+
+    path = Path(json_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    config = config_from_dict(data["config"])
+    tensors = load_file(str(path.with_suffix(".safetensors"))) if data["tensors"] else {}
+    entries = {}
+    for fqn, cfg in config.fqn_to_config.items():
+        if fqn in data["tensors"]:
+            names = data["tensors"][fqn]
+            cfg = dataclasses.replace(cfg, **{field: tensors[key] for field, key in names.items()})
+        entries[fqn] = cfg
+    return type(config)(entries)

@@ -1,0 +1,293 @@
+"""Verify an export by applying it: the exported configuration, run by the real
+library on a deep copy of the model, against the float model on the probe batches.
+
+Reports the achieved end-to-end SQNR next to the predicted one, which modules
+ended with quantized weights (by tensor type), and findings: a planned module
+whose weight did not become a quantized tensor, a module quantized that the plan
+keeps float, and a gap of more than 1 dB between prediction and achievement,
+each with its cause.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.apply.common import Change, Export
+from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.session import call_batch
+
+GAP_DB = 1.0
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class VerifyFinding:
+    kind: str  # "not_quantized", "unplanned", "gap"
+    module: str | None
+    message: str
+
+
+@dataclass
+class VerifyResult:
+    target: str
+    library: str
+    probe_batches: int
+    predicted_db: float | None  # the plan's
+    export_predicted_db: float | None  # the plan as the target applies it, simulated the target's way
+    export_prediction_note: str
+    achieved_db: float | None
+    achieved_reason: str
+    weight_types: dict[str, str]  # planned-quantized module -> its weight's type after applying
+    quantized: list[str]
+    kept_float: list[str]
+    changes: list[Change]
+    findings: list[VerifyFinding] = field(default_factory=list)
+
+    @property
+    def reference_db(self) -> float | None:
+        """What the achieved SQNR is held against: the export's own prediction when there is one."""
+        return self.export_predicted_db if self.export_predicted_db is not None else self.predicted_db
+
+    @property
+    def gap_db(self) -> float | None:
+        if self.achieved_db is None or self.reference_db is None:
+            return None
+        return self.achieved_db - self.reference_db
+
+    def to_text(self) -> str:
+        def db(value: float | None) -> str:
+            return f"{value:7.2f} dB" if value is not None else "      n/a"
+
+        lines = [
+            f"verify {self.target} ({self.library}) on {self.probe_batches} probe batches",
+            f"  predicted (plan)            {db(self.predicted_db)}",
+        ]
+        if self.export_predicted_db is not None or self.export_prediction_note:
+            lines.append(f"  predicted (as exported)     {db(self.export_predicted_db)}  {self.export_prediction_note}".rstrip())
+        gap = f"  gap {self.gap_db:+.2f} dB" if self.gap_db is not None else ""
+        achieved = db(self.achieved_db) if self.achieved_db is not None else f"      n/a  ({self.achieved_reason})"
+        lines.append(f"  achieved                    {achieved}{gap}")
+        types = sorted(set(self.weight_types.values()))
+        lines.append(
+            f"  quantized weights: {len(self.quantized)} of {len(self.weight_types)} planned modules"
+            + (f" ({', '.join(types)})" if types else "")
+        )
+        for change in self.changes:
+            lines.append(f"  changed: {change.line()}")
+        if self.findings:
+            lines.append(f"findings ({len(self.findings)}):")
+            lines += [f"  - {f.message}" for f in self.findings]
+        else:
+            lines.append("findings: none")
+        return "\n".join(lines) + "\n"
+
+    def to_json_data(self) -> dict[str, Any]:
+        def fin(value: float | None) -> float | None:
+            return value if value is not None and math.isfinite(value) else None
+
+        return {
+            "target": self.target, "library": self.library, "probe_batches": self.probe_batches,
+            "predicted_sqnr_db": fin(self.predicted_db), "export_predicted_sqnr_db": fin(self.export_predicted_db),
+            "achieved_sqnr_db": fin(self.achieved_db), "gap_db": fin(self.gap_db),
+            "weight_types": self.weight_types, "changes": [c.__dict__ for c in self.changes],
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def is_quantized_tensor(tensor: Any) -> bool:
+    """A torchao quantized tensor subclass, or a torch quantized tensor."""
+    if not isinstance(tensor, torch.Tensor):
+        return False
+    if type(tensor).__module__.startswith("torchao"):
+        return True
+    return bool(getattr(tensor, "is_quantized", False))
+
+
+def weight_type(module: nn.Module) -> str:
+    """The weight's type, as a reader wants it: a tensor subclass, a quantized dtype, or the float module."""
+    weight = getattr(module, "weight", None)
+    if weight is None and isinstance(module, nn.Sequential) and len(module) > 0:  # a fused LinearReLU's inner module
+        return weight_type(module[0])
+    if callable(weight) and not isinstance(weight, torch.Tensor):  # torch.ao quantized modules: weight()
+        try:
+            weight = weight()
+        except Exception:  # noqa: BLE001 - an unreadable weight is reported as "?"
+            return "?"
+    if not isinstance(weight, torch.Tensor):
+        return f"{type(module).__name__} without a weight tensor"
+    if getattr(weight, "is_quantized", False):
+        return f"quantized {weight.dtype} tensor".replace("torch.", "")
+    if type(weight) in (nn.Parameter, torch.Tensor):
+        return f"float tensor in {type(module).__name__}"
+    return type(weight).__name__
+
+
+class SqnrSum:
+    """End-to-end SQNR over several batches: 20·log10(‖y‖/‖y−ŷ‖) of all outputs together."""
+
+    def __init__(self) -> None:
+        self.signal = 0.0
+        self.noise = 0.0
+        self.bad = ""
+
+    def add(self, reference: Any, approx: Any) -> None:
+        ref, app = _tensors(reference), _tensors(approx)
+        if len(ref) != len(app):
+            self.bad = "the quantized model's output has a different structure"
+            return
+        for r, a in zip(ref, app):
+            r64, a64 = r.detach().double(), a.detach().double()
+            if r64.shape != a64.shape:
+                self.bad = f"output shapes differ ({tuple(r64.shape)} vs {tuple(a64.shape)})"
+                return
+            self.signal += float((r64 ** 2).sum())
+            self.noise += float(((r64 - a64) ** 2).sum())
+
+    def result(self) -> tuple[float | None, str]:
+        if self.bad:
+            return None, self.bad
+        if not math.isfinite(self.signal) or not math.isfinite(self.noise):
+            return None, "SQNR undefined: the output has NaN or Inf"
+        if self.signal == 0:
+            return None, "SQNR undefined: the float output is all zeros"
+        if self.noise == 0:
+            return math.inf, "identical outputs"
+        return 10 * math.log10(self.signal / self.noise), ""
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    to_tuple = getattr(value, "to_tuple", None)
+    return _tensors(to_tuple()) if callable(to_tuple) else []
+
+
+def verify_export(
+    model: nn.Module,
+    plan: PlanFile,
+    export: Export,
+    apply: Callable[[nn.Module], nn.Module],
+    probes: Sequence[Any],
+    *,
+    library: str,
+    export_prediction: tuple[float | None, str] = (None, ""),
+    inspect: Callable[[nn.Module, list[str]], dict[str, tuple[bool, str]]] | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> VerifyResult:
+    """Apply ``export`` (through ``apply``) to a deep copy of ``model`` and measure it on ``probes``."""
+    total = len(probes) + 1
+    if should_cancel is not None and should_cancel():
+        raise CalibrationCancelled()
+    quantized_model = apply(copy.deepcopy(model).eval())
+    if progress is not None:
+        progress(1, total)
+    planned = plan.quantized
+    applied_float = {c.fqn for c in export.changes if c.exported == FLOAT}
+    weight_types: dict[str, str] = {}
+    quantized: list[str] = []
+    findings: list[VerifyFinding] = []
+    states = (inspect or module_weight_states)(quantized_model, list(plan.modules))
+    for fqn in planned:
+        is_quantized, weight_types[fqn] = states.get(fqn, (False, "missing"))
+        if is_quantized:
+            quantized.append(fqn)
+        else:
+            change = next((c for c in export.changes if c.fqn == fqn), None)
+            cause = change.reason if change else f"{library} left it a {weight_types[fqn]}"
+            findings.append(VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}"))
+    kept_float = []
+    for fqn in plan.kept_float:
+        is_quantized, kind = states.get(fqn, (False, "missing"))
+        if is_quantized:
+            findings.append(VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}"))
+        else:
+            kept_float.append(fqn)
+    sums = SqnrSum()
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for index, batch in enumerate(probes, start=1):
+                if should_cancel is not None and should_cancel():
+                    raise CalibrationCancelled()
+                reference = call_batch(model, batch)
+                try:
+                    approx = call_batch(quantized_model, batch)
+                except Exception as exc:  # noqa: BLE001 - reported in one line
+                    raise UserError(
+                        f"the {export.target} export was applied, but the quantized model failed on probe batch {index}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from None
+                sums.add(reference, approx)
+                if progress is not None:
+                    progress(index + 1, total)
+    finally:
+        model.train(was_training)
+    achieved, reason = sums.result()
+    result = VerifyResult(
+        export.target, library, len(probes), plan.predicted_sqnr_db, export_prediction[0], export_prediction[1],
+        achieved, reason, weight_types, quantized, kept_float, list(export.changes), findings,
+    )
+    gap = result.gap_db
+    if gap is not None and math.isfinite(gap) and abs(gap) > GAP_DB:
+        result.findings.append(VerifyFinding("gap", None, _gap_message(result, applied_float)))
+    elif result.predicted_db is not None and achieved is not None and result.export_predicted_db is not None:
+        plan_gap = achieved - result.predicted_db
+        if abs(plan_gap) > GAP_DB:
+            result.findings.append(VerifyFinding(
+                "gap", None,
+                f"achieved {achieved:.2f} dB is {plan_gap:+.2f} dB from the plan's {result.predicted_db:.2f} dB, "
+                f"as predicted for the export ({result.export_predicted_db:.2f} dB): {result.export_prediction_note or 'the export differs from the plan'}",
+            ))
+    return result
+
+
+def module_weight_states(model: nn.Module, fqns: list[str]) -> dict[str, tuple[bool, str]]:
+    """Per module: whether its weight is a quantized tensor, and the weight's type."""
+    modules = dict(model.named_modules())
+    return {fqn: (_module_quantized(modules[fqn]), weight_type(modules[fqn])) for fqn in fqns if fqn in modules}
+
+
+def _module_quantized(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    if weight is None and isinstance(module, nn.Sequential) and len(module) > 0:
+        return _module_quantized(module[0])
+    if callable(weight) and not isinstance(weight, torch.Tensor):
+        try:
+            weight = weight()
+        except Exception:  # noqa: BLE001 - unreadable: not quantized
+            return False
+    return is_quantized_tensor(weight)
+
+
+def _gap_message(result: VerifyResult, applied_float: set[str]) -> str:
+    assert result.gap_db is not None and result.reference_db is not None and result.achieved_db is not None
+    which = "the export's prediction" if result.export_predicted_db is not None else "the plan's prediction"
+    causes = []
+    if applied_float and result.export_predicted_db is None:
+        causes.append(f"{len(applied_float)} planned module(s) kept float by the target ({', '.join(sorted(applied_float)[:4])})")
+    note = result.export_prediction_note
+    if note and (result.export_predicted_db is None or "does not model" in note):
+        causes.append(note)
+    if not causes:
+        causes.append(
+            f"{result.library}'s kernels differ from the simulation (rounding, activation granularity or range); "
+            "the local SQNR per module (report --sensitivity) shows which modules lose most"
+        )
+    return (
+        f"achieved {result.achieved_db:.2f} dB is {result.gap_db:+.2f} dB from {which} ({result.reference_db:.2f} dB), "
+        f"more than {GAP_DB:g} dB: " + "; ".join(causes)
+    )
