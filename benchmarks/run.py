@@ -399,9 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         out.append(
             f"- re-evaluation after a threshold change (large_generated, {reeval['modules']} modules, "
             f"{reeval['points']} points): median {fmt_ms(reeval['median_ms'])} ms over {reeval['runs']} runs, "
-            f"each `evaluate(catalog, stats, settings.with_param(\"dynamic_vs_static_detector\", \"tolerance\", t))` "
+            f"each `Evaluator.evaluate(stats, settings.with_param(\"dynamic_vs_static_detector\", \"tolerance\", t))` "
             f"with a t not used before (0.30, 0.31, ...). For context: a value seen before (0.3/0.5 alternating, "
-            f"served from evaluate's per-stats cache) {fmt_ms(reeval['cached_ms'])} ms; the first evaluate of a "
+            f"served from the evaluator's per-stats cache) {fmt_ms(reeval['cached_ms'])} ms; the first evaluate of a "
             f"fresh snapshot (all four detectors + module summaries) {fmt_ms(reeval['first_ms'])} ms"
         )
         a, b = memory[0], memory[-1]

@@ -166,7 +166,8 @@ async def test_before_calibration_tree_observers_filter_help_palette_and_quit(tm
         await pilot.pause()
         assert isinstance(app.screen, ExportDialog)
         error = app.screen.query_one("#export-error", Static)
-        assert error.display and "does not exist" in " ".join(text_of(error).split())  # wrapped at the dialog width
+        # Words compared without line breaks: the message wraps where the temporary path ends.
+        assert error.display and "does not exist" in " ".join(text_of(error).split())
         assert not target.exists() and list(tmp_path.iterdir()) == []
         await pilot.press("escape")
         assert not isinstance(app.screen, ExportDialog)
@@ -320,20 +321,30 @@ async def test_escape_cancels_calibration_and_keeps_previous_results() -> None:
         assert previous.batches == 3
         await set_input(pilot, app, "#param-app-batches", "")  # empty: all batches
         assert app.max_batches is None
-        app.query_one(ModuleTree).focus()
-        await pilot.press("c")
-        bar = app.query_one(CalibrationBar)
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if bar.done >= 2:
-                break
-        assert app.calibrating and bar.running and bar.done >= 2
-        await pilot.press("down")  # the UI keeps answering during calibration
-        await pilot.press("t")  # in a text field, Escape first leaves the field...
-        assert isinstance(app.focused, Input)
-        await pilot.press("escape")
-        assert app.query_one(ModuleTree).has_focus and app.calibrating
-        await pilot.press("escape")  # ...then cancels
+        slow = _loaded_module(SLOW_MODEL)
+        # The model's data stops after two batches until the test lets it go: the keys below
+        # arrive mid-calibration on any machine, however fast or loaded.
+        slow.GATE.clear()
+        slow.HOLD_AFTER[0] = 2
+        try:
+            app.query_one(ModuleTree).focus()
+            await pilot.press("c")
+            bar = app.query_one(CalibrationBar)
+            for _ in range(1200):  # a guard against hanging, not a time limit: the gate holds batch 3
+                if bar.done >= 2:
+                    break
+                await pilot.pause(0.05)
+            assert app.calibrating and bar.running and bar.done == 2
+            await pilot.press("down")  # the UI keeps answering during calibration
+            await pilot.press("t")  # in a text field, Escape first leaves the field...
+            assert isinstance(app.focused, Input)
+            await pilot.press("escape")
+            assert app.query_one(ModuleTree).has_focus and app.calibrating
+            await pilot.press("escape")  # ...then cancels (at the next batch boundary)
+            await pilot.pause()
+        finally:
+            slow.HOLD_AFTER[0] = None
+            slow.GATE.set()
         await settle(app, pilot)
         assert not app.calibrating
         assert app.report is previous and app.report.batches == 3
@@ -428,12 +439,10 @@ async def test_narrow_terminal_collapses_the_sidebar() -> None:
 async def test_large_model_tree_is_lazy_and_jumps_expand_ancestors() -> None:
     app = make_app("large_generated", batches=1)
     async with app.run_test(size=SIZE) as pilot:
-        started = time.perf_counter()
         await settle(app, pilot)
         tree = app.query_one(ModuleTree)
         assert len(tree.nodes) >= 2000
-        assert tree.last_line < 50  # only the top levels are laid out
-        assert time.perf_counter() - started < 10
+        assert tree.last_line < 50  # only the top levels are laid out (how fast is the benchmark's to say)
         await pilot.press("c")
         await settle(app, pilot)
         flagged = app.report.recommended_modules()

@@ -238,8 +238,8 @@ def settings_from(args: argparse.Namespace):
 
 def run_report(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import (
+        Evaluator,
         Session,
-        evaluate,
         load_model,
         open_batches,
         render,
@@ -260,7 +260,7 @@ def run_report(args: argparse.Namespace) -> int:
 
             batches = recorder = ProbeRecorder(batches, args.probe_batches)
         stats = session.calibrate(batches, settings, max_batches=args.batches, rerun_failures=not args.no_rerun)
-        report = evaluate(session.catalog, stats, settings, spec=loaded.spec)
+        report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
         if recorder is not None:  # runs the model again, on the probe batches
             report = _measure(args, session, stats, settings, recorder.probes, report)
     text = render(report, args.format)

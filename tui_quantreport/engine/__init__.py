@@ -20,7 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "Settings": "settings", "observed_settings": "settings", "observation_plan": "settings", "stale_params": "settings",
-    "evaluate": "evaluation", "module_summaries": "evaluation",
+    "Evaluator": "evaluation", "evaluate": "evaluation", "module_summaries": "evaluation",
     "DETECTORS": "detectors", "Detector": "detectors", "resolve_detector": "detectors",
     "CalibrationCancelled": "errors", "CalibrationError": "errors", "ParamError": "errors",
     "SpecError": "errors", "UserError": "errors",

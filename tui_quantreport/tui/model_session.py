@@ -62,11 +62,15 @@ class ModelSession:
     """One loaded model and its engine session."""
 
     def __init__(self, loaded_model: LoadedModel, session: Session) -> None:
+        from tui_quantreport.engine.evaluation import Evaluator
+
         self.loaded_model = loaded_model
         self.session = session
         self.spec: str = loaded_model.spec
         #: Run a rejected batch again to name the failing module (off with --no-rerun).
         self.rerun_failures = True
+        #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
+        self.evaluator = Evaluator(session.catalog)
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -90,7 +94,6 @@ class ModelSession:
         options, the model spec or the model's factory are wrong.
         """
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
         from tui_quantreport.engine.stats import Stats
@@ -106,16 +109,14 @@ class ModelSession:
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
-        report = evaluate(session.catalog, stats, settings, spec=loaded_model.spec)
-        model_session = cls(loaded_model, session)
-        model_session.rerun_failures = not _option(options, "no_rerun")
-        return Loaded(model_session, report, settings, stats, tuple(DETECTORS.values()))
+        model = cls(loaded_model, session)
+        model.rerun_failures = not _option(options, "no_rerun")
+        report = model.evaluate(stats, settings)
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()))
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
-        from tui_quantreport.engine.evaluation import evaluate
-
-        return evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        return self.evaluator.evaluate(stats, settings, spec=self.spec)
 
     def calibrate(
         self,
@@ -130,7 +131,6 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine.evaluation import evaluate
         from tui_quantreport.engine.spec import open_batches
 
         stats = self.session.calibrate(
@@ -141,7 +141,7 @@ class ModelSession:
             should_cancel=should_cancel,
             rerun_failures=self.rerun_failures,
         )
-        report = evaluate(self.session.catalog, stats, settings, spec=self.spec)
+        report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
 
 

@@ -26,13 +26,13 @@ status in words and numbers (a :class:`Judgement`, which carries no status of
 its own, so the badge and the finding cannot disagree).
 
 All steps are pure: they read the catalog (static facts about the model) and
-the stats snapshot, never the model or the data. Measurements are cached per
-stats snapshot, so a changed threshold costs only the comparisons.
+the stats snapshot, never the model or the data. The caller
+(:class:`~tui_quantreport.engine.evaluation.Evaluator`) keeps the measurements
+per stats snapshot, so a changed threshold costs only the comparisons.
 """
 
 from __future__ import annotations
 
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,10 +81,6 @@ class Judgement:
 
 #: A detector's threshold-independent numbers for one module (a frozen dataclass per detector).
 M = TypeVar("M")
-
-
-#: Measurements per stats snapshot: {(detector, catalog id, axis, observed params): {fqn: measure}}.
-_MEASURES: "weakref.WeakKeyDictionary[Stats, dict[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
 
 
 class Detector(ABC, Generic[M]):
@@ -165,13 +161,16 @@ class Detector(ABC, Generic[M]):
         """Detector-level values for the report besides ``params`` (e.g. the backend)."""
         return {}
 
-    def evaluate(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> DetectorReport:
-        """One finding per target module, from cached measurements.
+    def evaluate(
+        self, ctx: EvaluationContext, params: Mapping[str, Any], measurements: Mapping[str, M | Unjudged] | None = None
+    ) -> DetectorReport:
+        """One finding per target module, from ``measurements`` (:meth:`measure_all`'s, kept or fresh).
 
         Statuses are decided now, once; each finding's words and numbers are
         built from that status when first read.
         """
-        measurements = self.measurements(ctx, params)
+        if measurements is None:
+            measurements = self.measure_all(ctx, params)
         statuses = {
             fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params)
             for fqn, m in measurements.items()
@@ -190,13 +189,13 @@ class Detector(ABC, Generic[M]):
             params, Findings(statuses, build), self.noun, skipped=self.skipped(ctx.catalog), **self.extra(params)
         )
 
-    def measurements(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, M | Unjudged]:
-        observed = tuple(params[p.name] for p in self.params if p.observed)
-        key = (self.name, id(ctx.catalog), ctx.ch_axis, observed)
-        cache = _MEASURES.setdefault(ctx.stats, {})
-        if key not in cache:
-            cache[key] = {fqn: self.measure(ctx, fqn, params) for fqn in self.targets(ctx.catalog)}
-        return cache[key]
+    def measure_all(self, ctx: EvaluationContext, params: Mapping[str, Any]) -> dict[str, M | Unjudged]:
+        """Every target module's measurement: depends only on the stats and :meth:`observed_values`."""
+        return {fqn: self.measure(ctx, fqn, params) for fqn in self.targets(ctx.catalog)}
+
+    def observed_values(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of the parameters marked ``observed``: what measurements depend on besides the stats."""
+        return tuple(params[p.name] for p in self.params if p.observed)
 
     # Helpers shared by the detectors.
 
