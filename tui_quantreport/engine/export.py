@@ -118,6 +118,10 @@ def to_markdown(report: Report) -> str:
             lines += [
                 f"- **{_code(finding.module or '(model)')}**: {_md(finding.headline)}. {_md(finding.reason)}{measured}"
             ]
+        informed = [f for f in det.findings.values() if f.status is Status.INFO]
+        if informed:
+            lines += ["", "Information (no change applies to these modules):", ""]
+            lines += [f"- {_code(f.module or '(model)')}: {_md(f.headline)}. {_md(f.reason)}" for f in informed]
         skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
         if skipped:
             lines += ["", "Not judged:", ""]

@@ -309,7 +309,7 @@ class Session:
                 if weight is None or weight.dim() < 2:
                     continue
                 rows = kind.in_axis is None
-                axis = kind.out_axis if rows else kind.in_axis
+                axis = kind.out_axis if kind.in_axis is None else kind.in_axis
                 w = weight.detach().float().transpose(0, axis)
                 w = w.reshape(w.shape[0], -1)
                 ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)

@@ -62,7 +62,7 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Static(Text("Export the report", style="bold"), id="export-title")
+            yield Static(Text("Export the report, or the plan as a configuration" if self.configs else "Export the report", style="bold"), id="export-title")
             yield Label("Format")
             with RadioSet(id="export-format"):
                 for index, (fmt, (title, _)) in enumerate(EXPORT_FORMATS.items()):
