@@ -164,8 +164,8 @@ def render(report: Report, fmt: str) -> str:
 _TMP_STEM_BYTES = 200
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` without replacing anything the user did not name.
+def write_atomic(path: str | os.PathLike, text: str | bytes, *, what: str = "report") -> Path:
+    """Write ``text`` (or bytes) to ``path`` without replacing anything the user did not name.
 
     - a regular file (or a new one) is written through a temporary file beside it
       and a rename, so a failed export never leaves a partial file;
@@ -184,44 +184,44 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     target = Path(raw).expanduser()
     if raw.endswith(("/", os.sep)) or (os.altsep and raw.endswith(os.altsep)):
         if target.is_dir():
-            raise UserError(f"cannot write report to {raw}: it is a directory")
-        raise UserError(f"cannot write report to {raw}: the trailing slash names a folder, and there is none")
+            raise UserError(f"cannot write {what} to {raw}: it is a directory")
+        raise UserError(f"cannot write {what} to {raw}: the trailing slash names a folder, and there is none")
     try:
         mode = os.stat(target).st_mode  # follows symlinks, /dev/stdout's /proc/self/fd/1 included
     except FileNotFoundError:
         mode = None
     except OSError as exc:
-        raise UserError(f"cannot write report to {target}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {what} to {target}: {exc.strerror or exc}") from None
     if mode is not None and stat.S_ISDIR(mode):
-        raise UserError(f"cannot write report to {target}: it is a directory")
+        raise UserError(f"cannot write {what} to {target}: it is a directory")
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
-        _write_plainly(target, text, target)
+        _write_plainly(target, text, target, what=what)
         return target
     if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"cannot write report to {target}: it is {_kind(mode)}, not a regular file")
+        raise UserError(f"cannot write {what} to {target}: it is {_kind(mode)}, not a regular file")
     resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
     if mode is not None and _via_descriptor(target):
         # /dev/stdout (/proc/self/fd/1) redirected to a file: the shell's open file, written
         # through, appending as `>>` asked (`>` already emptied it), never renamed over.
-        _write_plainly(target, text, target, append=True)
+        _write_plainly(target, text, target, append=True, what=what)
         return target
     directory = resolved.parent
     if not directory.is_dir():
-        raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
-    _replace_atomically(resolved, text, target)
+        raise UserError(f"cannot write {what} to {target}: directory {directory} does not exist")
+    _replace_atomically(resolved, text, target, what)
     return target
 
 
-def _write_plainly(path: Path, text: str, shown: Path, append: bool = False) -> None:
+def _write_plainly(path: Path, text: str | bytes, shown: Path, append: bool = False, what: str = "report") -> None:
     """Write into a device, a pipe or an open file as it is: open, write, close (no temporary, no rename)."""
     try:
-        with open(path, "a" if append else "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(path, "ab" if append else "wb") as handle:
+            handle.write(_encoded(text))
     except OSError as exc:
-        raise UserError(f"cannot write report to {shown}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
 
 
-def _replace_atomically(resolved: Path, text: str, shown: Path) -> None:
+def _replace_atomically(resolved: Path, text: str | bytes, shown: Path, what: str = "report") -> None:
     stem = resolved.name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
     tmp_name: str | None = None
     with _cleanup_on_sigterm(lambda: tmp_name):
@@ -229,14 +229,14 @@ def _replace_atomically(resolved: Path, text: str, shown: Path) -> None:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
             os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_encoded(text))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, resolved)
             tmp_name = None
         except OSError as exc:
-            raise UserError(f"cannot write report to {shown}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
         finally:
             _unlink_quietly(tmp_name)
 
@@ -280,6 +280,10 @@ def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGTERM) is handler:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _encoded(text: str | bytes) -> bytes:
+    return text.encode("utf-8") if isinstance(text, str) else text
 
 
 def _unlink_quietly(name: str | None) -> None:

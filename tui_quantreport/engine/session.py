@@ -207,6 +207,8 @@ class Session:
         self.model = model
         self.label = label or type(model).__name__
         self.catalog = ModelCatalog.build(model)
+        #: For a torch.export / PT2E graph, how to observe it at its nodes (engine/graph.py); else None.
+        self.graph = _graph_view(model, self.catalog)
 
     def calibrate(
         self,
@@ -250,6 +252,12 @@ class Session:
         rerun_failures: bool = True,
     ) -> Stats:
         """Feed ``batches`` with observers at ``plan``'s points; the stats carry no settings."""
+        if self.graph is not None:  # never .eval() an exported graph: observe it at its nodes
+            from tui_quantreport.engine.graph import calibrate_graph
+
+            return calibrate_graph(
+                self, batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel
+            )
         total = _length(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
@@ -302,9 +310,15 @@ class Session:
         Linear, Conv and attention, dim 0 for transformers' Conv1D), or per row
         for layers without input channels (embeddings).
         """
+        if self.graph is not None:
+            from tui_quantreport.engine.graph import weight_ranges
+
+            return weight_ranges(self.graph)
         ranges = {}
         with torch.no_grad():
             for fqn, kind in self.catalog.kinds.items():
+                if self.catalog.modules[fqn].quantized:  # torchao's weights are not plain tensors
+                    continue
                 weight = kind.weight_of(self.model.get_submodule(fqn))
                 if weight is None or weight.dim() < 2:
                     continue
@@ -425,6 +439,12 @@ def _propagate_hook(observer: _Observer, fqn: str):
         _guarded_hook(lambda: observer.propagate(fqn, module, output))
 
     return hook
+
+
+def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
+    from tui_quantreport.engine.graph import GraphView, is_exported_graph
+
+    return GraphView(model, catalog) if is_exported_graph(model) else None
 
 
 def _length(batches: Iterable[Any]) -> int | None:

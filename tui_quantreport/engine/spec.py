@@ -5,7 +5,13 @@ A spec is one of:
 - a bundled sample's name (``showcase``, see ``tui-quantreport samples``);
 - ``path/to/file.py``: the file's ``build_model`` (and ``calibration_batches``);
 - ``path/to/file.py:factory``: that function of the file;
-- ``package.module:factory``: that function of an importable module.
+- ``package.module:factory``: that function of an importable module;
+- ``path/to/program.pt2``: a saved ``torch.export`` program (``torch.export.save``),
+  calibrated on ``--calibration`` or on the example inputs saved with it.
+
+A factory may return an ``nn.Module`` (eager, ``torch.ao``-prepared, or the
+GraphModule of ``torch.export(...).module()`` / ``prepare_pt2e`` / ``convert_pt2e``)
+or an ``ExportedProgram`` (its ``.module()`` is used).
 
 Every failure (missing file, syntax error, missing name, factory raising,
 wrong return type, no batches) raises :class:`SpecError` with one sentence that
@@ -28,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from tui_quantreport.engine.errors import SpecError, exit_call
+from tui_quantreport.engine.graph_file import check_archive, example_batches, is_exported_file, load_exported
 
 MODEL_FACTORY = "build_model"
 BATCHES_FACTORY = "calibration_batches"
@@ -66,11 +73,17 @@ class LoadedModel:
 
 def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
     """Build the model named by ``spec``; find its calibration data."""
+    import torch
     from torch import nn
 
+    parsed = _parse(spec)
+    if parsed.kind == "file" and is_exported_file(parsed.target):
+        return _load_exported_file(spec, Path(parsed.target).expanduser(), calibration)
     module, factory_name = _resolve(spec, MODEL_FACTORY)
     factory = _get_callable(module, factory_name, spec)
     model = _call(factory, spec, factory_name)
+    if isinstance(model, torch.export.ExportedProgram):
+        model = _call(model.module, spec, f"{factory_name}().module")
     if not isinstance(model, nn.Module):
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
@@ -157,6 +170,18 @@ def _unobservable_kind(module: Any) -> str | None:
     return None
 
 
+def _load_exported_file(spec: str, path: Path, calibration: str | None) -> LoadedModel:
+    """A saved ``torch.export`` program; calibrated on ``--calibration`` or on its saved example inputs."""
+    model, example_inputs = load_exported(path, spec)
+    if calibration:
+        cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
+        return LoadedModel(spec, model, _get_callable(cal_module, cal_name, calibration), calibration)
+    batches = example_batches(example_inputs)
+    if batches is None:
+        return LoadedModel(spec, model, None, spec)
+    return LoadedModel(spec, model, lambda: list(batches), f"{spec} (the example inputs saved with it)")
+
+
 class Batches:
     """The calibration batches: an iterator that knows its length when the source did."""
 
@@ -220,7 +245,7 @@ def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
         yield batch
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, default_name: str = MODEL_FACTORY) -> None:
     """A quick check of a spec that imports nothing heavy (no torch, no user code).
 
     Catches what can be known without running the user's code: an unknown
@@ -230,7 +255,9 @@ def check_spec(spec: str) -> None:
     of message.
     """
     parsed = _parse(spec)
-    if parsed.kind == "file":
+    if parsed.kind == "file" and is_exported_file(parsed.target):
+        check_archive(Path(parsed.target).expanduser(), spec)
+    elif parsed.kind == "file":
         path = Path(parsed.target).expanduser()
         if not path.is_file():
             raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
@@ -240,7 +267,7 @@ def check_spec(spec: str) -> None:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
-        wanted = parsed.name or MODEL_FACTORY
+        wanted = parsed.name or default_name
         names = _top_level_names(tree)
         if names is not None and wanted not in names:
             raise SpecError(f"{spec}: {path} defines no {wanted}()")
@@ -274,7 +301,7 @@ def _top_level_names(tree: ast.Module) -> set[str] | None:
 
 
 def _is_path(target: str) -> bool:
-    return target.endswith(".py") or "/" in target or "\\" in target
+    return target.endswith(".py") or is_exported_file(target) or "/" in target or "\\" in target
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,20 @@ from tui_quantreport.engine.stats.accumulator import (
     only_empty,
     summarize,
 )
-from tui_quantreport.engine.stats.reducers import DEVICE_OPS, HOST_OPS, Ops, Reducer, reducer_from_spec
-from tui_quantreport.engine.stats.snapshot import Point, PointLayout, PointRequest, Stats, WeightRange
+from tui_quantreport.engine.stats.reducers import (
+    DEVICE_OPS,
+    HOST_OPS,
+    Ops,
+    Reducer,
+    reducer_from_spec,
+)
+from tui_quantreport.engine.stats.snapshot import (
+    Point,
+    PointLayout,
+    PointRequest,
+    Stats,
+    WeightRange,
+)
 
 __all__ = [
     "DEVICE_OPS",

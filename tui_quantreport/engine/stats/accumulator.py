@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,12 @@ from tui_quantreport.engine.stats.reducers import (
     encode_float,
     reducer_from_spec,
 )
-from tui_quantreport.engine.stats.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
+from tui_quantreport.engine.stats.selection import (
+    host_rows,
+    kth_smallest,
+    lower_quantile_index,
+    order_rows,
+)
 
 MAX_SHAPES_KEPT = 4
 
@@ -221,8 +226,19 @@ class PointStats:
         """The result of ``reducer`` at this point, or None when it was not recorded."""
         return self.reduced.get(reducer)
 
+    @property
+    def started(self) -> bool:
+        """False while no call has brought a non-empty tensor (the extremes are still (inf, -inf))."""
+        return not (self.global_min == math.inf and self.global_max == -math.inf)
+
     def merge(self, other: PointStats) -> PointStats:
         """The stats of both sets of calls, as if observed together."""
+        if not self.started or not other.started:
+            # Calls that saw no values add their count and shapes and nothing else, as in one run
+            # (a point empty on one rank, or in one of two merged files, keeps its channels).
+            kept = self if self.started else other
+            shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
+            return replace(kept, calls=self.calls + other.calls, shapes=shapes)
         channel_min = channel_max = None
         if (
             self.channel_min is not None and self.channel_max is not None
