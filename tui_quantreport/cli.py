@@ -18,12 +18,20 @@ Bad input prints one line naming the cause and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 PROG = "tui-quantreport"
 EXIT_USAGE = 2
+#: The most batches --batches accepts (any more is "all of them" on any real loader).
+MAX_BATCHES = 2**63 - 1
+
+
+class ArgumentError(Exception):
+    """A command-line error, already worded as one line (see :class:`OneLineParser`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +48,13 @@ class _Parser(argparse.ArgumentParser):
             if action.dest == "detectors":
                 action.help = f"comma-separated: {','.join(short_names())} (default: all)"
         return super().format_help()
+
+
+class OneLineParser(_Parser):
+    """argparse, but an error is one line with a hint to ``--help`` instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ArgumentError(f"{message} (see '{self.prog} --help')")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -61,13 +76,23 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
         "(default: decided per tensor from its module, producer and consumer)",
     )
+    parser.add_argument(
+        "--no-rerun", action="store_true",
+        help="when the model rejects a batch, do not run that batch again to name the failing module "
+        "(for models whose forward has side effects)",
+    )
 
 
 def _positive_int(text: str) -> int:
+    digits = text.strip().lstrip("+").lstrip("0")
+    if digits.isdigit() and (len(digits) > len(str(MAX_BATCHES)) or int(digits) > MAX_BATCHES):
+        # int() itself refuses more than 4,300 digits; either way the number is simply too large.
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCHES}, not a {len(digits)}-digit number")
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shown!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -179,7 +204,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
-    app = _Parser(
+    app = OneLineParser(
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless), '{PROG} calibrate MODEL --output run.qstats', "
@@ -189,12 +214,12 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
 
-    report = _Parser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
+    report = OneLineParser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
     report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
-    report.add_argument("--output", metavar="PATH", help="write here (atomically) instead of stdout")
+    report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
     report.add_argument(
         "--probe-batches", metavar="K", type=_count, default=4,
         help="measure quantization error (SQNR) on the first K calibration batches (default 4; 0: do not measure)",
@@ -209,7 +234,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
-    samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
+    samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
 
 
@@ -274,37 +299,62 @@ def run_report(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         if args.plan_out and not args.probe_batches:
             raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
-        loaded = load_model(args.model, args.calibration)
-        session = Session(loaded.model, label=loaded.spec)
-        probes = None
-        if args.stats:  # reuse the file's statistics; probe batches (if any) are read afresh
-            sf = statsfile.load(args.stats)
-            sf.check_model(session.catalog, args.stats)
-            settings = stats_settings(sf, args, args.stats)
-            stats = sf.stats
-            if args.probe_batches:
-                from tui_quantreport.engine.quantsim.probes import take_probes
+        with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
+            loaded = load_model(args.model, args.calibration)
+            session = Session(loaded.model, label=loaded.spec)
+            probes = None
+            if args.stats:  # reuse the file's statistics; probe batches (if any) are read afresh
+                sf = statsfile.load(args.stats)
+                sf.check_model(session.catalog, args.stats)
+                settings = stats_settings(sf, args, args.stats)
+                stats = sf.stats
+                if args.probe_batches:
+                    from tui_quantreport.engine.quantsim.probes import take_probes
 
-                probes = take_probes(open_batches(loaded), args.probe_batches)
-        else:
-            batches = open_batches(loaded)
-            recorder = None
-            if args.probe_batches:
-                from tui_quantreport.engine.quantsim import ProbeRecorder
+                    probes = take_probes(open_batches(loaded), args.probe_batches)
+            else:
+                batches = open_batches(loaded)
+                recorder = None
+                if args.probe_batches:
+                    from tui_quantreport.engine.quantsim import ProbeRecorder
 
-                batches = recorder = ProbeRecorder(batches, args.probe_batches)
-            stats = session.calibrate(batches, settings, max_batches=args.batches)
-            probes = recorder.probes if recorder is not None else None
-        report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
-        if probes is not None:
-            report = _measure(args, session, stats, settings, probes, report)
+                    batches = recorder = ProbeRecorder(batches, args.probe_batches)
+                stats = session.calibrate(
+                    batches, settings, max_batches=args.batches, rerun_failures=not args.no_rerun,
+                )
+                probes = recorder.probes if recorder is not None else None
+            report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
+            if probes is not None:
+                report = _measure(args, session, stats, settings, probes, report)
     text = render(report, args.format)
-    if args.output:
+    if args.output and args.output != "-":
         path = write_atomic(args.output, text)
         print(f"wrote {args.format} report to {path}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+@contextlib.contextmanager
+def model_output_to_stderr() -> Iterator[None]:
+    """While the user's code runs, what it prints goes to stderr: ``print`` (sys.stdout) and,
+    when stdout is a real file descriptor, writes to fd 1 from C code or ``os.write``."""
+    sys.stdout.flush()
+    saved = None
+    try:
+        if sys.stdout.fileno() == 1 and sys.stderr.fileno() != 1:
+            saved = os.dup(1)
+            os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError):  # no real fd (captured, replaced): sys.stdout only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _measure(args, session, stats, settings, probes, report):
@@ -578,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples_parser.parse_args(argv[1:])
             return run_samples()
         return run_app(app_parser.parse_args(argv))
-    except UserError as exc:
+    except (UserError, ArgumentError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -135,6 +135,8 @@ class PointSummary:
     axis_reason: str = ""
     #: The observed tensors' dtype ("float32"; "int64" for token ids, which are not activations).
     dtype: str = ""
+    #: Calls whose tensor had no elements: skipped, not counted in ``calls``.
+    empty: int = 0
 
 
 @dataclass(frozen=True)

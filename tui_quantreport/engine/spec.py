@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tui_quantreport.engine.errors import SpecError
+from tui_quantreport.engine.errors import SpecError, exit_call
 from tui_quantreport.engine.graph_file import check_archive, example_batches, is_exported_file, load_exported
 
 MODEL_FACTORY = "build_model"
@@ -88,6 +88,7 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
         )
+    check_model(model, f"{spec}: {factory_name}() returned")
     if calibration:
         cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
         batches_factory = _get_callable(cal_module, cal_name, calibration)
@@ -98,6 +99,75 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         if batches_factory is not None and not callable(batches_factory):
             raise SpecError(f"{spec}: {BATCHES_FACTORY} is not a function")
     return LoadedModel(spec, model, batches_factory, batches_spec)
+
+
+def check_model(model: Any, said: str = "the model is") -> None:
+    """Refuse, in one sentence and before anything runs, a model forward hooks cannot observe.
+
+    Walks the module tree without ``named_modules()`` (which itself fails on a
+    module whose ``__init__`` skipped ``super().__init__()``): TorchScript
+    (scripted or traced) and ``torch.compile``d modules, modules that were never
+    initialised, names ``add_module`` would refuse, and parameters or buffers on
+    the ``meta`` device (no values to read). ``said`` begins the message
+    (``"m.py: build_model() returned"``).
+    """
+    import torch
+
+    stack: list[tuple[str, Any]] = [("", model)]
+    while stack:
+        fqn, module = stack.pop()
+        where = f"a model whose submodule '{fqn}' is" if fqn else "a model that is"
+        kind = _unobservable_kind(module)
+        if kind is not None:
+            raise SpecError(f"{said} {where} {kind}")
+        state = vars(module)
+        if "_modules" not in state or "_parameters" not in state:
+            cls = type(module).__name__
+            raise SpecError(
+                f"{said} {where} not initialised: {cls}.__init__() does not call super().__init__() first"
+            )
+        for name, tensor in itertools.chain(state["_parameters"].items(), state.get("_buffers", {}).items()):
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                full = f"{fqn}.{name}" if fqn else name
+                raise SpecError(
+                    f"{said} a model whose tensor '{full}' is on the meta device (a shape without values): "
+                    "materialize it (to_empty(), then load the weights) before returning the model"
+                )
+        children = []
+        for name, child in state["_modules"].items():
+            if not isinstance(name, str) or not name or "." in name:
+                under = f"under '{fqn}'" if fqn else "at the top"
+                raise SpecError(
+                    f"{said} a model with module name {name!r} {under}: a module name must be a non-empty "
+                    "string without '.' (as add_module requires)"
+                )
+            if child is not None:
+                children.append((f"{fqn}.{name}" if fqn else name, child))
+        stack.extend(reversed(children))
+
+
+def _unobservable_kind(module: Any) -> str | None:
+    """Why forward hooks cannot observe ``module`` itself, or None when they can."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        if any(cls.__name__ == "TracedModule" for cls in type(module).__mro__):
+            return (
+                "traced TorchScript (torch.jit.trace): it cannot be observed, because its forward replays the "
+                "recorded graph and never calls its submodules, so their forward hooks never run; "
+                "return the eager nn.Module"
+            )
+        return (
+            "TorchScript (torch.jit.script): forward hooks are not supported on compiled TorchScript, "
+            "so it cannot be observed; return the eager nn.Module"
+        )
+    # torch._dynamo's OptimizedModule, recognised without importing torch._dynamo (slow to import).
+    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in getattr(module, "_modules", {}):
+        return (
+            "compiled with torch.compile: observing it would recompile for every hook; "
+            "return the model before torch.compile (its ._orig_mod)"
+        )
+    return None
 
 
 def _load_exported_file(spec: str, path: Path, calibration: str | None) -> LoadedModel:
@@ -153,6 +223,8 @@ def open_batches(loaded: LoadedModel) -> Batches:
         first = next(iterator)
     except StopIteration:
         raise SpecError(f"{loaded.batches_spec}: yielded zero batches; calibration needs at least one") from None
+    except SystemExit as exc:
+        raise SpecError(f"{loaded.batches_spec}: {exit_call(exc)} while producing batch 1") from None
     except Exception as exc:
         raise SpecError(f"{loaded.batches_spec}: failed while producing the first batch: {_describe(exc)}") from None
     return Batches(itertools.chain([first], _guarded(iterator, loaded.batches_spec)), length)
@@ -165,6 +237,8 @@ def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
             batch = next(iterator)
         except StopIteration:
             return
+        except SystemExit as exc:
+            raise SpecError(f"{spec}: {exit_call(exc)} while producing batch {index + 1}") from None
         except Exception as exc:
             raise SpecError(f"{spec}: failed while producing batch {index + 1}: {_describe(exc)}") from None
         index += 1
@@ -188,10 +262,10 @@ def check_spec(spec: str, default_name: str = MODEL_FACTORY) -> None:
         if not path.is_file():
             raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            tree = ast.parse(path.read_bytes(), str(path))  # bytes: Python's own coding rules (BOM, coding line)
         except SyntaxError as exc:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
         wanted = parsed.name or default_name
         names = _top_level_names(tree)
@@ -242,6 +316,8 @@ def _parse(spec: str) -> _ParsedSpec:
     text = spec.strip()
     if not text:
         raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
+    if ":" in text and Path(text).expanduser().is_file():
+        return _ParsedSpec("file", text, None)  # a file whose name has a colon, not file:factory
     target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
     target = target or text
     if _is_path(target):
@@ -282,29 +358,30 @@ def _load_file(path: Path, spec: str) -> ModuleType:
         raise SpecError(f"{spec}: {path} is not a file")
     module_name = f"_tui_quantreport_user_{abs(hash(str(path.resolve())))}"
     try:
-        source = path.read_text(encoding="utf-8")
-        code = compile(source, str(path), "exec")
+        # Bytes, so Python's own rules pick the encoding: a UTF-8 BOM, a "coding:" line.
+        code = compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as exc:
         raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
     module = ModuleType(module_name)
     module.__file__ = str(path)
     sys.modules[module_name] = module
+    # The file's folder stays on sys.path, as when Python runs the file: its siblings can be
+    # imported at the top, inside build_model() and while the batches are produced.
     directory = str(path.resolve().parent)
-    added = directory not in sys.path
-    if added:
+    if directory not in sys.path:
         sys.path.insert(0, directory)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(code, module.__dict__)
+    except SystemExit as exc:
+        sys.modules.pop(module_name, None)
+        raise SpecError(f"{spec}: importing {path} {exit_call(exc)}") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise SpecError(f"{spec}: importing {path} failed: {_describe(exc)}") from None
-    finally:
-        if added:
-            sys.path.remove(directory)
     return module
 
 
@@ -313,6 +390,8 @@ def _import(name: str, spec: str) -> ModuleType:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return importlib.import_module(name)
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: importing {name} {exit_call(exc)}") from None
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise SpecError(f"{spec}: no module named {exc.name!r}") from None
@@ -337,6 +416,8 @@ def _call(factory: Callable, spec: str, name: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return factory()
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: {name}() {exit_call(exc)}") from None
     except Exception as exc:
         raise SpecError(f"{spec}: {name}() raised {_describe(exc)}") from None
 

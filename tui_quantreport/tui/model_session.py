@@ -84,6 +84,8 @@ class ModelSession:
         self.spec: str = spec if spec is not None else loaded_model.spec if loaded_model is not None else ""
         #: Why what needs the model (recalibration, SQNR probes, verify) is unavailable; None when it is not.
         self.unavailable = unavailable
+        #: Run a rejected batch again to name the failing module (off with --no-rerun).
+        self.rerun_failures = True
         #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
         self.evaluator = Evaluator(catalog)
 
@@ -130,6 +132,7 @@ class ModelSession:
             stats = sf.stats
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         model = cls(loaded_model, session)
+        model.rerun_failures = not _option(options, "no_rerun")
         report = model.evaluate(stats, settings)
         return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status)
 
@@ -187,6 +190,7 @@ class ModelSession:
             max_batches=max_batches,
             progress=progress,
             should_cancel=should_cancel,
+            rerun_failures=self.rerun_failures,
         )
         report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)

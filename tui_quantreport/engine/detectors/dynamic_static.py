@@ -24,7 +24,7 @@ from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, J
 from tui_quantreport.engine.modules import DYNAMIC, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
-from tui_quantreport.engine.stats import Point, PointRequest, PointStats
+from tui_quantreport.engine.stats import Point, PointRequest, PointStats, only_empty
 
 STATIONARY = "stationary"
 NON_STATIONARY = "non-stationary"
@@ -39,11 +39,13 @@ class Spread:
 
     stat: float | None
     undefined: str | None = None
+    #: Why it was not observed when it saw only tensors with no elements (see stats.only_empty).
+    only_empty: str | None = None
 
     @classmethod
-    def of(cls, point: PointStats | None) -> Spread:
+    def of(cls, point: PointStats | None, class_name: str = "", fqn: str = "") -> Spread:
         if point is None or point.calls == 0:
-            return cls(None, NOT_OBSERVED)
+            return cls(None, NOT_OBSERVED, only_empty(class_name, fqn, point))
         if not point.finite:
             return cls(None, NON_FINITE)
         stat = point.comparison_stat
@@ -112,7 +114,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
         info = ctx.catalog.modules[fqn]
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
         return Stationarity(
-            info.class_name, ctx.catalog.dynamic_kernel(fqn), Spread.of(pre), Spread.of(post),
+            info.class_name, ctx.catalog.dynamic_kernel(fqn),
+            Spread.of(pre, info.class_name, fqn), Spread.of(post, info.class_name, fqn),
             ctx.catalog.kinds[fqn].note, info.hidden_input, ctx.catalog.activation_schemes.get(fqn),
         )
 
@@ -147,7 +150,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
         if status is Status.NOT_OBSERVED:
             return Judgement(
                 unjudged_headline(status),
-                f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
+                measured.post.only_empty or measured.pre.only_empty
+                or f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
                 "about its activations.",
                 values,
             )

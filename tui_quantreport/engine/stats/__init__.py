@@ -17,6 +17,7 @@ from tui_quantreport.engine.stats.accumulator import (
     PointStats,
     TensorSummary,
     channels_view,
+    only_empty,
     summarize,
 )
 from tui_quantreport.engine.stats.reducers import (
@@ -48,6 +49,7 @@ __all__ = [
     "TensorSummary",
     "WeightRange",
     "channels_view",
+    "only_empty",
     "reducer_from_spec",
     "summarize",
 ]
