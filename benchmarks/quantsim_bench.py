@@ -102,7 +102,7 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         unit = r["plain"]
 
-        def cell(key: str) -> str:
+        def cell(key: str, r: dict = r, unit: float = unit) -> str:
             return f"{r[key] * 1000:,.0f} ms ({r[key] / unit:.2f}x)"
 
         out.append(
@@ -133,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         "## Measured error (quantsim), CPU",
         "",
         f"Machine: {machine}.  ",
-        f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
-        "Times in ms for all probes; in brackets, in units of one plain forward pass over the same probes.",
+        (f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
+         "Times in ms for all probes; in brackets, in units of one plain forward pass over the same probes."),
         "",
         *table(rows),
         "",
-        "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
-        "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
-        "and the clipped/equalized variants used for finding severities.",
+        ("Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
+         "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
+         "and the clipped/equalized variants used for finding severities."),
         "",
         f"Command: `{command}`",
         "",

@@ -23,10 +23,11 @@ outlier_detector                    clipped (static_per_channel with the input r
 
 A recommendation gaining at least ``min_gain_db`` (default 1 dB) is ``major``;
 below, ``minor`` (shown, not badged), and its note says the measurement does not
-support it. A recommendation whose tensor is also flagged on the module that
+support it; so is an outlier finding on a tensor no quantizable module reads
+(its range is never used). A recommendation whose tensor is also flagged on the module that
 quantizes it is a ``duplicate``, reported there once. One the simulation cannot
-measure (no quantizable module reads the tensor, the module was never called)
-is ``unmeasured`` and keeps its badge.
+measure (SQNR undefined: the module was never called, NaN data, ...) is
+``unmeasured`` and keeps its badge.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tui_quantreport.engine.escape import markdown_code, printable
 from tui_quantreport.engine.report import (
     Level,
     Measured,
@@ -173,13 +175,20 @@ def _severity(
     recommended = status is Status.RECOMMEND
     where = "" if subject in (None, fqn) else f" at '{subject}', the module that quantizes this tensor,"
     module = measured.modules.get(subject) if subject is not None else None
-    if module is None:
-        why = (
-            "no Linear/Conv module the simulation quantizes reads this tensor (directly or through "
-            "ReLU, dropout, pooling or flatten)" if subject is None else f"'{subject}' was not simulated"
+    if subject is None:
+        # No quantizable module reads this tensor: in a plan that quantizes the weighted
+        # layers, its range is never used, so its outliers cost nothing there.
+        level = Level.MINOR if recommended else Level.NONE
+        return Severity(
+            level, None,
+            "Nothing to gain in a plan: no weighted module the simulation quantizes reads this tensor "
+            "(directly or through ReLU, dropout, pooling or flatten), so its range is never used"
+            + (" (minor)." if recommended else "."),
+            None, None,
         )
+    if module is None:
         level = Level.UNMEASURED if recommended else Level.NONE
-        return Severity(level, None, f"Not measured: {why}.", subject, None)
+        return Severity(level, None, f"Not measured: '{subject}' was not simulated.", subject, None)
     base, advised = module.value(advice.base), module.value(advice.advised)
     if base is None or advised is None:
         missing = advice.base if base is None else advice.advised
@@ -290,13 +299,13 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "", "## Measured quantization error", "",
         f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
-        + (f", kept float: {', '.join(f'`{f}`' for f in kept)}" if kept else "") + ".",
+        + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "") + ".",
         "", f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)", "",
         "| module | detector | gain (dB) | severity |", "| --- | --- | ---: | --- |",
     ]
     rows = top_findings(report, limit)
     for fqn, det, gain, level in rows:
-        lines.append(f"| `{fqn or '(model)'}` | {det} | {_db(gain)} | {level} |")
+        lines.append(f"| {markdown_code(fqn or '(model)', in_table=True)} | {det} | {_db(gain)} | {level} |")
     if not rows:
         lines.append("| (none) | | | |")
     header = " | ".join(SCHEMES)
@@ -304,7 +313,9 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
               "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |"]
     for fqn, e in m.modules.items():
         cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
-        lines.append(f"| `{fqn}` | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |")
+        lines.append(
+            f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
+        )
     return lines
 
 
@@ -315,9 +326,9 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
     kept = [f for f, s in m.plan.items() if s == "float"]
     lines = ["", f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
-             + (f", kept float: {', '.join(kept)}" if kept else "")]
+             + (f", kept float: {', '.join(map(printable, kept))}" if kept else "")]
     for fqn, det, gain, level in top_findings(report, limit):
-        lines.append(f"  {_db(gain):>7} dB  {level:<10}  {fqn or '(model)'}  {det}")
+        lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     return lines
 
 
