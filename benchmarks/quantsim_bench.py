@@ -102,7 +102,7 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         unit = r["plain"]
 
-        def cell(key: str) -> str:
+        def cell(key: str, r: dict = r, unit: float = unit) -> str:
             return f"{r[key] * 1000:,.0f} ms ({r[key] / unit:.2f}x)"
 
         out.append(

@@ -167,7 +167,7 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
         if row.ours_failure is None:
             seconds, stats = timed(ours, device)
             ours_s.append(seconds)
-            seconds, _ = timed(lambda: evaluate(session.catalog, stats, settings), device)
+            seconds, _ = timed(lambda stats=stats: evaluate(session.catalog, stats, settings), device)
             eval_s.append(seconds)
         if reference is not None:
             with warnings.catch_warnings():

@@ -31,7 +31,7 @@ class AxisOverrides:
     rules: tuple[tuple[str, int], ...]
 
     @classmethod
-    def parse(cls, value: object) -> "AxisOverrides | None":
+    def parse(cls, value: object) -> AxisOverrides | None:
         """Overrides from an int, an :class:`AxisOverrides`, text (``"-1"``, ``"a.*=-1,b=1"``) or a list of those.
 
         ``None``, ``""`` and ``"auto"`` mean no override. Raises :class:`ParamError` on bad text.

@@ -305,7 +305,7 @@ class ModelCatalog:
     feature_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: nn.Module) -> "ModelCatalog":
+    def build(cls, model: nn.Module) -> ModelCatalog:
         named = list(model.named_modules(remove_duplicate=False))
         by_name = dict(named)
         seen: set[int] = set()

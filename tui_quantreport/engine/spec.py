@@ -75,6 +75,7 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
         )
+    batches_factory: Callable[..., Any] | None
     if calibration:
         cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
         batches_factory = _get_callable(cal_module, cal_name, calibration)

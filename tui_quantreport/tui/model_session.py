@@ -42,7 +42,7 @@ class DetectorInfo(Protocol):
 class Loaded:
     """What loading produced: the session, its first (uncalibrated) report, settings and detectors."""
 
-    session: "ModelSession"
+    session: ModelSession
     report: Report
     settings: Settings
     stats: Stats  # empty

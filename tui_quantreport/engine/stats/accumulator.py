@@ -83,6 +83,7 @@ class TensorSummary:
         Per-channel min, max and order statistics commute with such a function,
         so they are ``fn`` of this summary's, exactly.
         """
+        build: Callable[..., TensorSummary]
         if isinstance(self.channel_min, np.ndarray):
             def apply(a):
                 return fn(torch.from_numpy(a.copy())).numpy()
@@ -200,6 +201,13 @@ class PointStats:
     @property
     def channels(self) -> int | None:
         return None if self.channel_min is None else int(self.channel_min.numel())
+
+    @property
+    def channel_range(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(channel_min, channel_max)``, or None when calls disagreed on the number of channels."""
+        if self.channel_min is None or self.channel_max is None:
+            return None
+        return self.channel_min, self.channel_max
 
     @property
     def finite(self) -> bool:
