@@ -160,6 +160,106 @@ def _prepared_convnet() -> tuple[nn.Module, str]:
     )
 
 
+#: A LLaMA-style decoder from transformers (random init, nothing downloaded): small, but with the
+#: real modules (LlamaRMSNorm, SiLU between Linears, rotary embedding, sdpa attention).
+DECODER_CONFIG = dict(
+    vocab_size=2000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+    num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256,
+)
+DECODER_BATCH, DECODER_TOKENS = 8, 128
+
+
+def _hf_decoder() -> tuple[nn.Module, str]:
+    try:
+        import transformers
+    except ImportError as exc:  # transformers is in the test extras (make bench installs them)
+        raise RuntimeError("transformers is not installed") from exc
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**DECODER_CONFIG)).eval()
+    params = sum(p.numel() for p in model.parameters())
+    return model, (
+        f"transformers LlamaForCausalLM from a small config ({DECODER_CONFIG['num_hidden_layers']} layers, "
+        f"hidden {DECODER_CONFIG['hidden_size']}, MLP {DECODER_CONFIG['intermediate_size']}, "
+        f"{params / 1e6:.1f} M parameters, random init), batches of {DECODER_BATCH}x{DECODER_TOKENS} token ids"
+    )
+
+
+def _hf_decoder_batches(n: int | None) -> list[Any]:
+    generator = torch.Generator().manual_seed(11)
+    count = BENCH_NUM_BATCHES if n is None else n
+    return [
+        {"input_ids": torch.randint(0, DECODER_CONFIG["vocab_size"], (DECODER_BATCH, DECODER_TOKENS), generator=generator)}
+        for _ in range(count)
+    ]
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (two 3x3 convs with BatchNorm, identity or 1x1 projection shortcut)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class ResNetStyle(nn.Module):
+    """A torchvision-free ResNet-18 layout (2 basic blocks per stage), at a quarter of its width."""
+
+    def __init__(self, width: int = 16, classes: int = 100) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, cin = [], width
+        for i, cout in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+RESNET_BATCH, RESNET_SIZE = 32, 96
+
+
+def _resnet_style() -> tuple[nn.Module, str]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ResNetStyle().eval()
+    params = sum(p.numel() for p in model.parameters())
+    return model, (
+        f"ResNet-18 layout written in benchmarks/models.py (no torchvision), width 16-128, "
+        f"{params / 1e6:.2f} M parameters, batches of {RESNET_BATCH}x3x{RESNET_SIZE}x{RESNET_SIZE}"
+    )
+
+
+def _resnet_batches(n: int | None) -> list[Any]:
+    generator = torch.Generator().manual_seed(12)
+    count = BENCH_NUM_BATCHES if n is None else n
+    return [torch.randn(RESNET_BATCH, 3, RESNET_SIZE, RESNET_SIZE, generator=generator) for _ in range(count)]
+
+
 def all_cases() -> dict[str, Case]:
     cases = [
         Case(
@@ -185,6 +285,8 @@ def all_cases() -> dict[str, Case]:
             _prepared_convnet,
             _float_convnet_batches,
         ),
+        Case("hf_llama_decoder", "transformers LLaMA-style decoder (small config)", _hf_decoder, _hf_decoder_batches),
+        Case("resnet_style", "ResNet-18-style conv net (torchvision-free)", _resnet_style, _resnet_batches),
     ]
     return {case.key: case for case in cases}
 
@@ -197,4 +299,6 @@ DEFAULT_MODELS = (
     "untraceable",
     "large_generated",
     "convnet_per_tensor_prepared",
+    "hf_llama_decoder",
+    "resnet_style",
 )

@@ -356,3 +356,21 @@ def test_ch_axis_on_the_command_line_per_pattern_and_global(tmp_path, capsys):
     assert {p["pre"]["axis"] for p in data["points"].values()} == {1}
     assert main(["report", str(spec), "--ch-axis", "a.b=x"]) == 2
     assert "PATTERN=AXIS" in capsys.readouterr().err
+
+
+def test_bert_with_dynamic_padding_keeps_per_channel_views(bert):
+    """Batches of different lengths: features stay the channels, so no leaf becomes 'not applicable'."""
+    model, _ = bert
+    generator = torch.Generator().manual_seed(8)
+    batches = []
+    for length in (12, 7):
+        ids = torch.randint(0, 96, (2, length), generator=generator)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    report, stats, _ = run(model, batches)
+    outliers = report.detectors[OUTLIER].findings
+    unjudged = {
+        fqn for fqn, status in outliers.statuses.items()
+        if status is Status.NOT_APPLICABLE and not stats.layout(fqn, "pre").integer
+    }
+    assert not unjudged, {fqn: outliers[fqn].reason for fqn in unjudged}
+    assert channels(stats, "encoder.layer.1.output.LayerNorm") == 48

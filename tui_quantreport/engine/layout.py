@@ -115,6 +115,7 @@ class LayoutTracker:
         self._deferred.clear()
 
     def _consumer_hook(self, fqn: str):
+        @_ours
         def hook(module, args, kwargs):
             tensor = _first_float(args) if args else _first_float(kwargs)
             if tensor is None:
@@ -130,6 +131,7 @@ class LayoutTracker:
         return hook
 
     def _producer_hook(self, fqn: str):
+        @_ours
         def hook(module, args, kwargs, output):
             out = _first_float(output)
             if out is None:
@@ -266,6 +268,22 @@ class LayoutTracker:
             False, 1,
             f"{name}: no module next to it says (functional ops around it); axis 1, the (N, C, ...) convention",
         )
+
+
+def _ours(hook):
+    """A discovery hook whose errors are ours, not the model's, and say so."""
+
+    def guarded(*args):
+        try:
+            return hook(*args)
+        except Exception as exc:
+            from tui_quantreport.engine.session import ObserverFault
+
+            raise ObserverFault(
+                f"tui-quantreport failed while tracing tensor layouts: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return guarded
 
 
 def _first_float(value: Any) -> torch.Tensor | None:

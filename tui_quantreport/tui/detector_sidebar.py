@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: The app's own settings, validated like detector parameters.
 CH_AXIS = Param(
-    "ch_axis", None, "channel axis of every observed tensor (auto: the last for Linear/LayerNorm, else 1)",
+    "ch_axis", None, "channel axis override (auto: decided per tensor from its module, producer and consumer)",
     kind="axis", observed=True,
 )
 BATCHES = Param("batches", None, "calibrate on at most this many batches (empty: all of them)", kind="int", low=1)

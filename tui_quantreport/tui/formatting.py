@@ -12,7 +12,7 @@ STATUS_WORDS: dict[Status, tuple[str, str]] = {
     Status.OK: ("no change needed", "$success"),
     Status.NOT_OBSERVED: ("not observed", "dim"),
     Status.NOT_APPLICABLE: ("not applicable", "dim"),
-    Status.INFO: ("information", "#61afef"),
+    Status.INFO: ("information, no change applies", "$primary"),
 }
 
 SHAPES_SHOWN = 3

@@ -40,6 +40,14 @@ class StatsTable(Static):
             table.add_column(ROLE_TITLES.get(point.role, point.role), overflow="fold")
         for label, read in ROWS:
             table.add_row(label, *(read(point) for point in points))
+        # Why each side's channel axis is the one it is (decided per tensor by the engine).
+        reasons = [
+            f"{ROLE_TITLES.get(p.role, p.role)} axis: {p.axis_reason}" for p in points if p.axis_reason
+        ]
+        if reasons:
+            table.caption = "\n".join(reasons)
+            table.caption_justify = "left"
+            table.caption_style = "dim"
         self.update(table)
 
     @property
