@@ -133,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         "## Measured error (quantsim), CPU",
         "",
         f"Machine: {machine}.  ",
-        f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
-        "Times in ms for all probes; in brackets, in units of one plain forward pass over the same probes.",
+        (f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
+         "Times in ms for all probes; in brackets, in units of one plain forward pass over the same probes."),
         "",
         *table(rows),
         "",
-        "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
-        "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
-        "and the clipped/equalized variants used for finding severities.",
+        ("Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
+         "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
+         "and the clipped/equalized variants used for finding severities."),
         "",
         f"Command: `{command}`",
         "",

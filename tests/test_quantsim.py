@@ -142,14 +142,14 @@ def _eager_quantized(module: nn.Module, probes, per_channel: bool):
 
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize(
-    "module,shape",
-    [(nn.Linear(24, 16), (32, 24)), (nn.Conv2d(3, 8, 3, padding=1), (4, 3, 10, 10))],
+    "make,shape",
+    [(lambda: nn.Linear(24, 16), (32, 24)), (lambda: nn.Conv2d(3, 8, 3, padding=1), (4, 3, 10, 10))],
     ids=["linear", "conv2d"],
 )
-def test_single_module_matches_torch_int8_within_one_step(module, shape, per_channel):
+def test_single_module_matches_torch_int8_within_one_step(make, shape, per_channel):
     torch.backends.quantized.engine = "x86"
     torch.manual_seed(3)
-    module = module.eval()
+    module = make().eval()
     probes = [torch.randn(shape) * 2 + 0.5 for _ in range(3)]
     converted = _eager_quantized(module, probes, per_channel)
     qmodule = converted[1]
@@ -170,7 +170,11 @@ def test_single_module_matches_torch_int8_within_one_step(module, shape, per_cha
             ours = target.kind.call(module, SCHEMES[scheme].input(x, ctx), weight)
             real = converted(x)
             step = float(qmodule.scale)
-            assert (ours - real).abs().max() <= step * 1.0001
+            # The int8 module emits its output quantized (its output observer's qparams):
+            # ours, put on the same grid, is within one step of it.
+            on_grid = torch.fake_quantize_per_tensor_affine(ours, step, int(qmodule.zero_point), 0, 127)
+            assert (on_grid - real).abs().max() <= step * 1.0001
+            assert (ours - real).abs().max() <= step * 1.5
 
 
 # End to end against prepare_fx / convert_fx

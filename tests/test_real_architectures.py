@@ -67,7 +67,7 @@ def llama():
 
 
 def test_llama_rmsnorm_and_silu_are_measured_over_features(llama):
-    model, (report, stats, catalog) = llama
+    _, (report, stats, _) = llama
     hidden, inner = 48, 136
     for fqn in ("model.norm", "model.layers.0.input_layernorm", "model.layers.1.post_attention_layernorm"):
         ax, reason = axis(stats, fqn)
@@ -84,7 +84,7 @@ def test_llama_rmsnorm_and_silu_are_measured_over_features(llama):
 
 
 def test_llama_weighted_layers_and_embedding(llama):
-    model, (report, stats, catalog) = llama
+    model, (report, stats, _) = llama
     linears = {fqn for fqn, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert len(linears) == 15
     per_channel = report.detectors[PER_CHANNEL].findings
@@ -153,7 +153,7 @@ def test_gpt2_conv1d_projections_are_judged_by_every_weight_based_detector(gpt2)
 
 
 def test_gpt2_axis_by_producer_and_by_consumer(gpt2):
-    model, (report, stats, catalog) = gpt2
+    _, (_, stats, _) = gpt2
     ax, reason = axis(stats, "transformer.h.0.mlp.act")
     assert ax == 2 and "producer 'transformer.h.0.mlp.c_fc' (Conv1D)" in reason
     # transformer.drop reads wte + wpe (a functional add): its output goes to ln_1, a LayerNorm.
@@ -181,7 +181,7 @@ def bert():
 
 
 def test_bert_token_ids_are_never_called_outliers(bert):
-    model, (report, stats, catalog) = bert
+    _, (report, stats, _) = bert
     embeddings = [f"embeddings.{n}" for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
     outliers = report.detectors[OUTLIER].findings
     for fqn in embeddings:
@@ -245,7 +245,7 @@ def test_convnext_layernorm2d_gets_channels_and_the_block_gets_features():
     model = ConvNeXtStyle().eval()
     # 40 channels, 8x12 after the stem: no spatial size equals the channel count.
     batches = [torch.randn(2, 3, 32, 48) for _ in range(2)]
-    report, stats, _ = run(model, batches)
+    _, stats, _ = run(model, batches)
     ax, reason = axis(stats, "stem.1")
     assert ax == 1 and channels(stats, "stem.1") == 40 and "normalises axis 1" in reason
     ax, reason = axis(stats, "act")  # GELU on NCHW, after LayerNorm2d
@@ -260,7 +260,7 @@ def test_convnext_layernorm2d_gets_channels_and_the_block_gets_features():
 def test_layernorm2d_when_a_spatial_size_equals_the_channel_count():
     torch.manual_seed(5)
     model = nn.Sequential(nn.Conv2d(3, 16, 1), LayerNorm2d(16), nn.ReLU()).eval()
-    report, stats, _ = run(model, [torch.randn(2, 3, 16, 16) for _ in range(2)])
+    _, stats, _ = run(model, [torch.randn(2, 3, 16, 16) for _ in range(2)])
     assert axis(stats, "1")[0] == 1 and axis(stats, "2")[0] == 1
 
 
@@ -293,6 +293,7 @@ def test_multihead_attention_is_judged_and_out_proj_input_is_said_unobservable()
     dynamic = report.detectors[DYNAMIC].findings["attn.out_proj"]
     assert dynamic.values["post_observer_comp_stat"] is not None
     assert dynamic.status in (Status.OK, Status.INFO)  # NonDynamicallyQuantizableLinear: never "recommend"
+    assert "Its input is not observed" in dynamic.reason and "F.multi_head_attention_forward" in dynamic.reason
     assert axis(stats, "drop")[0] == 2
 
 
@@ -316,7 +317,7 @@ def test_skipped_weighted_layers_are_listed_with_the_reason_and_advice_only_wher
     model = OddLayers().eval()
     # Non-stationary: each batch at its own scale.
     batches = [torch.randn(2, 1, 6, 6) * s for s in (0.01, 1.0, 100.0)]
-    report, stats, catalog = run(model, batches)
+    report, _, _ = run(model, batches)
     per_channel = report.detectors[PER_CHANNEL]
     assert "Skipped 2 weighted modules" in per_channel.summary
     assert "lstm (LSTM: it holds several weight matrices" in per_channel.summary
@@ -374,3 +375,42 @@ def test_bert_with_dynamic_padding_keeps_per_channel_views(bert):
     }
     assert not unjudged, {fqn: outliers[fqn].reason for fqn in unjudged}
     assert channels(stats, "encoder.layer.1.output.LayerNorm") == 48
+
+
+class Chained(nn.Module):
+    """Two activations after a functional op, then a Linear: the second tells the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 16)
+        self.act1 = nn.GELU()
+        self.act2 = nn.Tanh()
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(self.act2(self.act1(self.fc1(x) * 2)))
+
+
+def test_layout_passes_back_through_a_chain_of_activations():
+    torch.manual_seed(9)
+    _, stats, _ = run(Chained().eval(), [torch.randn(2, 5, 16) for _ in range(2)])
+    ax, reason = axis(stats, "act2")
+    assert ax == 2 and "goes to 'fc2' (Linear)" in reason
+    ax, reason = axis(stats, "act1")
+    assert ax == 2 and "goes to 'act2' (Tanh)" in reason
+
+
+def test_information_is_exported_apart_from_recommendations():
+    from tui_quantreport.engine.export import render
+
+    torch.manual_seed(7)
+    report, _, _ = run(OddLayers().eval(), [torch.randn(2, 1, 6, 6) * s for s in (0.01, 1.0, 100.0)])
+    text = render(report, "markdown")
+    info = text.split("Information (no change applies to these modules):", 1)[1]
+    assert "`gray`: Non-stationary output (no dynamic kernel for Conv2d)" in info.split("##", 1)[0]
+    import json
+
+    data = json.loads(render(report, "json"))
+    gray = data["detectors"][DYNAMIC]["modules"]["gray"]
+    assert gray["status"] == "info" and gray["recommendation"] is None and gray["dynamic_recommended"] is False
+    assert set(data["detectors"][PER_CHANNEL]["skipped"]) == {"lstm", "up"}

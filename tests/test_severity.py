@@ -11,7 +11,7 @@ from tui_quantreport.cli import main
 from tui_quantreport.engine import Session, Settings, evaluate, load_model, open_batches
 from tui_quantreport.engine.export import to_json_data, to_markdown
 from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, ProbeRecorder
-from tui_quantreport.engine.report import Level, Measured, ModuleError
+from tui_quantreport.engine.report import Level, Measured, ModuleError, Status
 from tui_quantreport.engine.severity import ADVICE, assess, measure, top_findings
 
 
@@ -69,10 +69,17 @@ def test_gain_decides_major_and_minor_and_ranking(mlp):
     stricter = assess(report, measured, min_gain_db=2.0)
     assert stricter.severity(eq, "fc4").level is Level.MINOR
     assert stricter.severity(eq, "fc3").level is Level.MAJOR
-    # Unmeasured recommendations keep their badge and rank after every measured one.
-    if report.detectors["outlier_detector"].findings.statuses.get("relu2") is not None:
+    # A tensor no quantizable module reads: nothing to gain, minor.
+    if report.detectors["outlier_detector"].findings.statuses.get("relu2") is Status.RECOMMEND:
         sev = assessed.severity("outlier_detector", "relu2")
-        assert sev.gain_db is None and "Not measured" in sev.note
+        assert sev.gain_db is None and sev.level is Level.MINOR and "never used" in sev.note
+    # Unmeasurable ones (SQNR undefined) keep their badge and rank after every measured one.
+    blind = _measured({"fc1": _values(30, 30, 30, 30, 35), "fc2": _values(30, 30, 30, 30, 30)},
+                      {"fc1": "fc1", "fc2": "fc2", "fc3": "fc3", "fc4": "fc4"})
+    unmeasured = assess(report, blind)
+    assert unmeasured.severity(eq, "fc4").level is Level.UNMEASURED and unmeasured.badged(eq, "fc4")
+    walk = unmeasured.walk_order()
+    assert walk.index("fc1") < walk.index("fc4")
     rows = top_findings(assessed)
     gains = [g for _, _, g, _ in rows if g is not None]
     assert gains == sorted(gains, reverse=True)
@@ -124,7 +131,7 @@ def test_measured_report_on_showcase_json_has_no_nan_and_says_contradictions():
             assert entry["severity"] in ("major", "minor", "unmeasured", "duplicate", "none")
             assert "gain_db" in entry
     notes = [s.note for s in report.severities.values() if s.level is Level.MINOR]
-    assert notes and all("does not support" in n for n in notes)
+    assert notes and all("does not support" in n or "never used" in n for n in notes)
     assert "Top findings by measured gain" in to_markdown(report)
 
 

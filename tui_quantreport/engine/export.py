@@ -106,6 +106,10 @@ def to_markdown(report: Report) -> str:
             sev = report.severity(det.name, finding.module)
             measured = f" *{sev.level.value}*: {sev.note}" if sev is not None else ""
             lines += [f"- **`{finding.module or '(model)'}`**: {finding.headline}. {finding.reason}{measured}"]
+        informed = [f for f in det.findings.values() if f.status is Status.INFO]
+        if informed:
+            lines += ["", "Information (no change applies to these modules):", ""]
+            lines += [f"- `{f.module or '(model)'}`: {f.headline}. {f.reason}" for f in informed]
         skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
         if skipped:
             lines += ["", "Not judged:", ""]

@@ -39,7 +39,13 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.modules import (
-    AXIS_CHANNELS, AXIS_FOLLOW, AXIS_LAST, AXIS_NORM, ModelCatalog, is_quant_helper, norm_axis,
+    AXIS_CHANNELS,
+    AXIS_FOLLOW,
+    AXIS_LAST,
+    AXIS_NORM,
+    ModelCatalog,
+    is_quant_helper,
+    norm_axis,
 )
 from tui_quantreport.engine.stats import Point, PointLayout
 
@@ -246,9 +252,21 @@ class LayoutTracker:
                     f"{decision.where()}",
                 )
                 self.decisions[point] = decided
+                self._consumed_as(tensor, decided, fqn)
                 return decided
         decided = self.decisions[point] = self.by_shape(fqn, tensor)
         return decided
+
+    def _consumed_as(self, tensor: torch.Tensor, decision: Decision, fqn: str) -> None:
+        """Record a deferred point's decision as its input's consumer, for the points decided after it.
+
+        Deferred points are decided last-first, so an activation feeding another
+        activation that feeds a Linear learns its layout through the second one.
+        """
+        entry = self._consumed.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            entry = self._consumed[id(tensor)] = (weakref.ref(tensor), [])
+        entry[1].append((Decision(decision.last, decision.axis, decision.where()), fqn))
 
     def by_shape(self, fqn: str, tensor: torch.Tensor) -> Decision:
         """The last resort: a 3-D tensor whose last size is a Linear-style feature size is feature-last."""

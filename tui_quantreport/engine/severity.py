@@ -23,10 +23,11 @@ outlier_detector                    clipped (static_per_channel with the input r
 
 A recommendation gaining at least ``min_gain_db`` (default 1 dB) is ``major``;
 below, ``minor`` (shown, not badged), and its note says the measurement does not
-support it. A recommendation whose tensor is also flagged on the module that
+support it; so is an outlier finding on a tensor no quantizable module reads
+(its range is never used). A recommendation whose tensor is also flagged on the module that
 quantizes it is a ``duplicate``, reported there once. One the simulation cannot
-measure (no quantizable module reads the tensor, the module was never called)
-is ``unmeasured`` and keeps its badge.
+measure (SQNR undefined: the module was never called, NaN data, ...) is
+``unmeasured`` and keeps its badge.
 """
 
 from __future__ import annotations
@@ -173,13 +174,20 @@ def _severity(
     recommended = status is Status.RECOMMEND
     where = "" if subject in (None, fqn) else f" at '{subject}', the module that quantizes this tensor,"
     module = measured.modules.get(subject) if subject is not None else None
-    if module is None:
-        why = (
-            "no Linear/Conv module the simulation quantizes reads this tensor (directly or through "
-            "ReLU, dropout, pooling or flatten)" if subject is None else f"'{subject}' was not simulated"
+    if subject is None:
+        # No quantizable module reads this tensor: in a plan that quantizes the weighted
+        # layers, its range is never used, so its outliers cost nothing there.
+        level = Level.MINOR if recommended else Level.NONE
+        return Severity(
+            level, None,
+            "Nothing to gain in a plan: no weighted module the simulation quantizes reads this tensor "
+            "(directly or through ReLU, dropout, pooling or flatten), so its range is never used"
+            + (" (minor)." if recommended else "."),
+            None, None,
         )
+    if module is None:
         level = Level.UNMEASURED if recommended else Level.NONE
-        return Severity(level, None, f"Not measured: {why}.", subject, None)
+        return Severity(level, None, f"Not measured: '{subject}' was not simulated.", subject, None)
     base, advised = module.value(advice.base), module.value(advice.advised)
     if base is None or advised is None:
         missing = advice.base if base is None else advice.advised

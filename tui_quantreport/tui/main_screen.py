@@ -41,7 +41,7 @@ from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.detector_sidebar import DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
-from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog
 from tui_quantreport.tui.filter_input import FilterInput
 from tui_quantreport.tui.help_screen import HelpScreen, key_sections
 from tui_quantreport.tui.messages import (
@@ -63,6 +63,7 @@ from tui_quantreport.tui.model_session import DetectorInfo, Loaded, ModelSession
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
 from tui_quantreport.tui.param_field import field_id
+from tui_quantreport.tui.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -86,7 +87,7 @@ DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
-    {"export", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
+    {"export", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
 )
 
 
@@ -104,7 +105,10 @@ class MainScreen(Screen[None]):
                 tooltip="Jump to the previous module with a recommendation"),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
-        Binding("e", "export", "Export", tooltip="Export the report as JSON or Markdown"),
+        Binding("e", "export", "Export",
+                tooltip="Export the report as JSON or Markdown, or the plan as a torchao / PT2E / torch.ao configuration"),
+        Binding("v", "verify", "Verify", show=False,
+                tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
                 tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
@@ -134,6 +138,8 @@ class MainScreen(Screen[None]):
     max_batches: var[int | None] = var(None)
     #: Whether a calibration is running, and whether the model is loaded (both decide the footer's keys).
     calibrating = var(False, bindings=True)
+    #: Whether an export or verification of the plan (``v``, ``e``) is running.
+    applying = var(False, bindings=True)
     loaded = var(False, bindings=True)
 
     def __init__(self, spec: str, loading: Future[Loaded], max_batches: int | None = None) -> None:
@@ -348,7 +354,7 @@ class MainScreen(Screen[None]):
     def _calibration_progress(self, message: CalibrationProgress) -> None:
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
-        if message.total is not None and message.done == message.total:
+        if message.total is not None and message.done == message.total and not self.applying:
             bar.say("All batches seen; judging the modules…")
 
     @on(CalibrationFinished)
@@ -380,8 +386,8 @@ class MainScreen(Screen[None]):
         return f"The previous results ({batches:,} batches) are still shown."
 
     def action_cancel_calibration(self) -> None:
-        """Stop the running calibration between batches; the previous results stay."""
-        if self.calibrating:
+        """Stop the running calibration (or plan verification/export) between batches; the previous results stay."""
+        if self.calibrating or self.applying:
             self._cancel.set()
             self.query_one(CalibrationBar).say("Cancelling after the current batch…", "warning")
 
@@ -485,11 +491,70 @@ class MainScreen(Screen[None]):
         if self.report is None:
             self.notify("Nothing to export yet: the model is still loading.")
             return
-        self.app.push_screen(ExportDialog(self.report, default_export_path(self.report.spec)), self._exported)
+        self.app.push_screen(ExportDialog(self.report, default_export_path(self.report.spec), configs=True), self._exported)
 
-    def _exported(self, path: str | None) -> None:
-        if path:
+    def _exported(self, path: str | ConfigRequest | None) -> None:
+        if isinstance(path, ConfigRequest):
+            self._start_apply("export", path.target, path.path)
+        elif path:
             self.notify(f"Wrote the report to {path}", title="Exported", markup=False)
+
+    # Apply the plan (engine/apply: issue 8) ---------------------------------
+
+    def action_verify(self) -> None:
+        """Apply the plan with torchao to a copy of the model and measure it (in a worker; Esc cancels)."""
+        self._start_apply("verify", "torchao", None)
+
+    def _start_apply(self, kind: str, target: str, path: str | None) -> None:
+        if self.model is None:
+            return
+        if self.calibrating or self.applying:
+            self.notify("Busy: wait for the running calibration or verification (Esc cancels it).")
+            return
+        self.applying = True
+        self._cancel.clear()
+        what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
+        self.query_one(CalibrationBar).start(f"{what}…  Esc cancels")
+        self._apply(kind, target, path)
+
+    def _current_plan(self) -> object | None:
+        """The app's plan, when it has one (a quantsim Plan); None: the recommended plan is measured."""
+        plan = getattr(self, "plan", None)
+        return plan if plan is not None and hasattr(plan, "modules") and hasattr(plan, "fingerprint") else None
+
+    @work(thread=True, exclusive=True, group="apply", exit_on_error=False, description="apply the plan")
+    def _apply(self, kind: str, target: str, path: str | None) -> None:
+        from tui_quantreport.engine.apply.api import apply_in_app
+
+        worker = get_current_worker()
+        model = self.model
+        if model is None:
+            return
+
+        def progress(done: int, total: int | None) -> None:
+            self.post_message(CalibrationProgress(done, total))
+
+        try:
+            title, text, note = apply_in_app(
+                kind, target, path, model.loaded_model, model.session.catalog, self._current_plan(),
+                progress=progress, should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
+            )
+        except CalibrationCancelled:
+            self.app.call_from_thread(self._applied, None, None, "Cancelled.", "warning")
+        except UserError as exc:
+            self.app.call_from_thread(self._applied, None, None, str(exc), "error")
+        except Exception as exc:  # noqa: BLE001 - the user's model can raise anything: say it, never a traceback
+            self.app.call_from_thread(self._applied, None, None, f"{type(exc).__name__}: {exc}", "error")
+        else:
+            self.app.call_from_thread(self._applied, title, text, note, "information")
+
+    def _applied(self, title: str | None, text: str | None, note: str, severity: str) -> None:
+        self.applying = False
+        self.query_one(CalibrationBar).stop(note.splitlines()[0] if note else "", "error" if severity == "error" else "")
+        if text is not None and title is not None:
+            self.app.push_screen(VerifyScreen(title, text))
+        elif note:
+            self.notify(note, severity=severity, timeout=10, markup=False)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(key_sections(self.app)))
@@ -510,7 +575,7 @@ class MainScreen(Screen[None]):
             # leaves the field (press it again to cancel a calibration).
             return False
         if action == "cancel_calibration":
-            return self.calibrating
+            return self.calibrating or self.applying
         if action == "clear_filter":
             return bool(self.filter_text)
         if action in MODEL_ACTIONS and not self.loaded:

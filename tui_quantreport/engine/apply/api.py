@@ -131,3 +131,48 @@ def export_prediction(subject: Subject, export: Export, target: str, probes: lis
     except ImportError:
         return None, ""
     return predict_export(subject, export, target, probes)
+
+
+def apply_in_app(
+    kind: str,
+    target: str,
+    path: str | None,
+    loaded: Any,
+    catalog: Any,
+    plan: Any | None,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> tuple[str | None, str | None, str]:
+    """The app's ``e`` (a configuration target) and ``v``: (title, text to show, one-line note).
+
+    ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here).
+    """
+    check_target(target)
+    from tui_quantreport.engine.apply import quantsim_bridge as bridge
+
+    if plan is None:
+        analysis = bridge.calibrated_analysis(loaded, catalog, None, progress=progress, should_cancel=should_cancel)
+        recommended = analysis.recommended_plan()
+        plan_file = bridge.plan_file_from(recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes)))
+    else:
+        plan_file = bridge.plan_file_from(plan)
+    check_plan(plan_file, catalog, loaded.spec)
+    subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded)
+    if kind == "export":
+        if not path:
+            raise UserError("give a path for the configuration file")
+        export = export_plan(subject, target)
+        written = export.write(path)
+        note = f"Wrote the {target} configuration to {', '.join(str(p) for p in written)}."
+        mixed = [c.fqn for c in export.changes if "mix static and dynamic" in c.reason]
+        if mixed:
+            note += f" PT2E cannot mix static and dynamic: changed {', '.join(mixed)}."
+        others = [c for c in export.changes if c.fqn not in mixed]
+        if others:
+            note += f" {len(others)} module(s) changed for {target}: " + "; ".join(c.line() for c in others[:3])
+            note += " …" if len(others) > 3 else ""
+        return None, None, note
+    result = verify_plan(subject, target, progress=progress, should_cancel=should_cancel)
+    achieved = f"{result.achieved_db:.2f} dB" if result.achieved_db is not None else "n/a"
+    return f"Verify the plan with {result.library}", result.to_text(), f"Verified with {result.library}: achieved {achieved}."

@@ -65,6 +65,7 @@ class Stationarity:
     pre: Spread
     post: Spread
     note: str = ""  # what the layer's kind adds (e.g. how torch.ao takes transformers' Conv1D)
+    hidden_input: str = ""  # why no hook can see the layer's input (MultiheadAttention's out_proj)
 
 
 class DynamicStaticDetector(Detector[Stationarity]):
@@ -108,7 +109,7 @@ class DynamicStaticDetector(Detector[Stationarity]):
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
         return Stationarity(
             info.class_name, ctx.catalog.dynamic_kernel(fqn), Spread.of(pre), Spread.of(post),
-            ctx.catalog.kinds[fqn].note,
+            ctx.catalog.kinds[fqn].note, info.hidden_input,
         )
 
     def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
@@ -151,7 +152,11 @@ class DynamicStaticDetector(Detector[Stationarity]):
             Evidence("output S", measured.post.stat, f"> {tolerance:g} is stationary", True),
             Evidence("input S", measured.pre.stat, f"> {tolerance:g} is stationary", False),
         )
-        return self._finding(fqn, class_name, values, evidence, supported, measured.note)
+        judgement = self._finding(fqn, class_name, values, evidence, supported, measured.note)
+        if measured.hidden_input and pre_dist == NOT_OBSERVED:
+            reason = f"{judgement.reason} Its input is not observed: {measured.hidden_input}."
+            judgement = Judgement(judgement.headline, reason, judgement.values, judgement.evidence, judgement.series)
+        return judgement
 
     def _finding(
         self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool,

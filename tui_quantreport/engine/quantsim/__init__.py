@@ -24,7 +24,7 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     SimulationError,
     ranges_from_stats,
 )
-from tui_quantreport.engine.quantsim.kinds import KINDS, ModuleKind, kind_of
+from tui_quantreport.engine.quantsim.kinds import SIMULATED, ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.plan import PLAN_FORMAT, Plan, PlanError
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder, take_probes
 from tui_quantreport.engine.quantsim.qparams import (
@@ -36,8 +36,30 @@ from tui_quantreport.engine.quantsim.schemes import FLOAT, SCHEMES, Scheme
 from tui_quantreport.engine.quantsim.sqnr import Sqnr, gain, sqnr_db
 
 __all__ = [
-    "DEFAULT_CLIP_PERCENTILE", "DEFAULT_MIN_GAIN_DB", "DEFAULT_PROBE_BATCHES", "FLOAT", "KINDS", "PLAN_FORMAT",
-    "REDUCE_RANGE", "SCHEMES", "Cost", "ErrorAnalysis", "LocalMeasurement", "MeasurementCancelled",
-    "ModuleKind", "Plan", "PlanError", "ProbeRecorder", "QParams", "Scheme", "SimulationError", "Sqnr",
-    "activation_qparams", "gain", "kind_of", "ranges_from_stats", "sqnr_db", "take_probes",
+    "DEFAULT_CLIP_PERCENTILE",
+    "DEFAULT_MIN_GAIN_DB",
+    "DEFAULT_PROBE_BATCHES",
+    "FLOAT",
+    "PLAN_FORMAT",
+    "REDUCE_RANGE",
+    "SCHEMES",
+    "SIMULATED",
+    "Cost",
+    "ErrorAnalysis",
+    "LocalMeasurement",
+    "MeasurementCancelled",
+    "ModuleKind",
+    "Plan",
+    "PlanError",
+    "ProbeRecorder",
+    "QParams",
+    "Scheme",
+    "SimulationError",
+    "Sqnr",
+    "activation_qparams",
+    "gain",
+    "kind_of",
+    "ranges_from_stats",
+    "sqnr_db",
+    "take_probes",
 ]

@@ -533,7 +533,7 @@ class ErrorAnalysis:
         target = self.targets.get(fqn)
         if target is None:
             return FLOAT
-        allowed = [s for s in PREFERENCE if s != "dynamic" or target.kind.dynamic_kernel]
+        allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
         quantizing = {s: v for s, v in values.items() if s != "weight_only"}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
@@ -701,7 +701,8 @@ class ErrorAnalysis:
         try:
             if mha is not None:
                 mha.set_fastpath_enabled(False)
-            self.model.eval()
+            if self._all_modules is None or any(m.training for m in self._all_modules):
+                self.model.eval()
             with torch.no_grad():
                 yield
         finally:
@@ -721,7 +722,8 @@ class ErrorAnalysis:
 
         def restore() -> None:
             for module, flag in zip(modules, flags):
-                module.training = flag
+                if module.training != flag:
+                    module.training = flag
 
         return restore
 
@@ -740,12 +742,31 @@ _MISSING = object()
 
 def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
                        out: StaticInput | None = None):
-    def forward(input, *args, **kwargs):
-        x = input
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            x = scheme.input(x, ctx)
-        y = kind.call(module, x, wq)
-        return out.apply(y) if out is not None else y
+    """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
+    static module whose output edge is not quantized downstream, its output)."""
+    run = kind.bind(module)
+    fq = torch.fake_quantize_per_tensor_affine
+    f32 = torch.float32
+    if scheme.activation == "static" and ctx.static is not None:
+        s_in, z_in, lo_in, hi_in = ctx.static.scale, ctx.static.zero_point, ctx.static.quant_min, ctx.static.quant_max
+
+        def quantize_input(x):
+            if x.dtype is f32:
+                return fq(x, s_in, z_in, lo_in, hi_in)
+            return scheme.input(x, ctx) if x.is_floating_point() else x
+    else:
+        def quantize_input(x):
+            return scheme.input(x, ctx) if x.is_floating_point() else x
+
+    if out is None:
+        def forward(input, *args, **kwargs):
+            return run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
+    else:
+        s_out, z_out, lo_out, hi_out = out.scale, out.zero_point, out.quant_min, out.quant_max
+
+        def forward(input, *args, **kwargs):
+            y = run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
+            return fq(y, s_out, z_out, lo_out, hi_out) if y.dtype is f32 else out.apply(y)
 
     return forward
 

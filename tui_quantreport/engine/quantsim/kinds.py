@@ -1,13 +1,14 @@
-"""Module kinds the simulation can quantize: one entry each, in one place.
+"""Module kinds the simulation can quantize.
 
 A :class:`ModuleKind` says how to run a module with a substituted input and
 weight (its functional form), which weight axis holds the output channels
 (per-channel weight scales) and which the input channels (equalization), which
 axis of its input tensor holds the features, and whether activations can be
-quantized at all (an embedding's input is indices). Adding a kind (say, a
-library's own linear layer) is one entry in :data:`KINDS`.
+quantized at all (an embedding's input is indices).
 
-A module is simulated only when its class's ``forward`` is one the kind knows
+Axes and capabilities come from the catalog's weighted-layer registry
+(``engine/modules.py``, ``WEIGHTED_KINDS``); this file adds, per kind, the
+functional form (:data:`SIMULATED`). A module is simulated only when its class's ``forward`` is one the kind knows
 (the plain and QAT forwards): a subclass with its own forward (a fused
 conv-batchnorm QAT module, say) would not be reproduced by the functional form,
 so it is reported as unsupported instead of being measured wrongly.
@@ -44,42 +45,44 @@ def _embedding(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Ten
 
 @dataclass(frozen=True)
 class ModuleKind:
-    """How the simulation treats one kind of weighted module."""
+    """How the simulation treats one kind of weighted module.
+
+    The axes come from the catalog's :class:`~tui_quantreport.engine.modules.WeightedKind`
+    (one definition of what a layer is); the simulation adds its functional form.
+    """
 
     name: str
-    #: Classes of this kind, matched by isinstance (or by qualified name for optional libraries).
-    types: tuple[type[nn.Module], ...] = ()
-    qualnames: tuple[str, ...] = ()
     #: The module with a substituted input and weight.
-    call: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = _linear
+    call: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     weight_out_axis: int = 0
-    weight_in_axis: int = 1
-    #: The feature axis of the input tensor: "last" (Linear-like) or 1 (convolutions).
+    weight_in_axis: int | None = 1
+    #: The feature axis of the input tensor: last (Linear-like) or 1 (convolutions).
     input_last_axis: bool = True
     #: Whether the input is a float activation that can be quantized (False: indices).
     quantizes_input: bool = True
-    #: Whether torch ships a dynamic int8 kernel (only then is "dynamic" recommended).
-    dynamic_kernel: bool = False
-    #: Extra class forwards that behave like the base one (QAT variants).
+    #: Backends with a dynamic int8 kernel (only there is "dynamic" recommended).
+    dynamic_backends: frozenset[str] = frozenset()
+    #: The class forwards this functional form reproduces.
     forwards: tuple[Callable, ...] = field(default=(), repr=False)
 
-    def matches(self, module: nn.Module) -> bool:
-        if self.types and isinstance(module, self.types):
-            return True
-        return bool(self.qualnames) and any(
-            f"{c.__module__}.{c.__qualname__}" in self.qualnames for c in type(module).__mro__
-        )
+    @property
+    def dynamic_kernel(self) -> bool:
+        return bool(self.dynamic_backends)
+
+    def bind(self, module: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``call`` with the module's attributes read once (for the per-batch path)."""
+        if self.call is _linear:
+            bias = module.bias
+            return lambda x, w: F.linear(x, w, bias)
+        if self.call is _conv:
+            conv, bias = module._conv_forward, module.bias
+            return lambda x, w: conv(x, w, bias)
+        call = self.call
+        return lambda x, w: call(module, x, w)
 
     def supports(self, module: nn.Module) -> bool:
         """The module's forward is one this kind reproduces (not a subclass's own)."""
-        forward = type(module).forward
-        known = {t.forward for t in self.types} | set(self.forwards)
-        if self.qualnames and not self.types:
-            return any(
-                f"{c.__module__}.{c.__qualname__}" in self.qualnames and c.forward is forward
-                for c in type(module).__mro__
-            )
-        return forward in known
+        return type(module).forward in self.forwards
 
     def input_axis(self, ndim: int) -> int:
         if ndim <= 1:
@@ -95,20 +98,49 @@ def _qat_forwards(*names: str) -> tuple[Callable, ...]:
     return tuple(getattr(nnqat, n).forward for n in names if hasattr(nnqat, n))
 
 
-KINDS: tuple[ModuleKind, ...] = (
-    ModuleKind("linear", (nn.Linear,), call=_linear, dynamic_kernel=True, forwards=_qat_forwards("Linear")),
-    ModuleKind("conv", (nn.Conv1d, nn.Conv2d, nn.Conv3d), call=_conv, input_last_axis=False,
-               forwards=_qat_forwards("Conv1d", "Conv2d", "Conv3d")),
-    ModuleKind("hf_conv1d", qualnames=("transformers.pytorch_utils.Conv1D",), call=_hf_conv1d,
-               weight_out_axis=1, weight_in_axis=0, dynamic_kernel=False),
-    ModuleKind("embedding", (nn.Embedding,), call=_embedding, weight_out_axis=0, weight_in_axis=1,
-               quantizes_input=False),
-)
+def _hf_conv1d_forwards() -> tuple[Callable, ...]:
+    import sys
+
+    module = sys.modules.get("transformers.pytorch_utils")  # only if the model already imported it
+    conv1d = getattr(module, "Conv1D", None) if module is not None else None
+    return (conv1d.forward,) if conv1d is not None else ()
+
+
+#: The simulation's functional form per catalog kind (``WeightedKind.name``), and the
+#: class forwards it reproduces. Kinds missing here are reported as unsupported.
+SIMULATED: dict[str, tuple[Callable, Callable[[], tuple[Callable, ...]]]] = {
+    "linear": (_linear, lambda: (nn.Linear.forward, *_qat_forwards("Linear"))),
+    "multihead_attention_out_proj": (_linear, lambda: (nn.Linear.forward,)),
+    "conv": (_conv, lambda: (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward,
+                             *_qat_forwards("Conv1d", "Conv2d", "Conv3d"))),
+    "hf_conv1d": (_hf_conv1d, _hf_conv1d_forwards),
+    "embedding": (_embedding, lambda: (nn.Embedding.forward,)),
+}
 
 
 def kind_of(module: nn.Module) -> ModuleKind | None:
-    """The kind of ``module``, or None when the simulation does not quantize it."""
-    for kind in KINDS:
-        if kind.matches(module):
-            return kind
-    return None
+    """The simulation's view of ``module``: None when the catalog has no weighted kind for it."""
+    from tui_quantreport.engine.modules import weighted_kind
+
+    weighted = weighted_kind(module)
+    if weighted is None:
+        return None
+    call, forwards = SIMULATED.get(weighted.name, (None, lambda: ()))
+    return _kind(weighted, call, forwards())
+
+
+def _kind(weighted, call, forwards) -> ModuleKind:
+    return ModuleKind(
+        name=weighted.name,
+        call=call if call is not None else _unsupported,
+        weight_out_axis=weighted.out_axis,
+        weight_in_axis=weighted.in_axis,
+        input_last_axis=weighted.layout == "last",
+        quantizes_input=weighted.in_axis is not None,
+        dynamic_backends=frozenset(weighted.dynamic_backends),
+        forwards=forwards if call is not None else (),
+    )
+
+
+def _unsupported(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError(f"no functional form for {type(module).__name__}")

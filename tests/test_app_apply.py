@@ -1,0 +1,72 @@
+"""The app's hooks for applying the plan (issue 8), driven with Pilot: ``v`` verifies the
+torchao export in a worker and shows achieved against predicted SQNR; ``e`` offers the
+torchao / PT2E / torch.ao configurations beside JSON and Markdown."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, RadioButton, Static
+
+from tui_quantreport.tui.app import QuantReportApp
+from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.verify_screen import VerifyScreen
+
+pytest.importorskip("torchao", reason="the exports run torchao")
+pytest.importorskip("tui_quantreport.engine.quantsim", reason="the recommended plan comes from the measured-error engine")
+
+MODEL = "unbalanced_equalization"  # small, Linear only, and its plan mixes static and dynamic
+
+
+def make_app() -> QuantReportApp:
+    options = Namespace(model=MODEL, calibration=None, batches=None, backend=None, detectors=None,
+                        tolerance=None, param=[], ch_axis=None)
+    return QuantReportApp(MODEL, options)
+
+
+async def settle(app: QuantReportApp, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_v_verifies_the_torchao_export_and_shows_achieved_next_to_predicted() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("v")
+        await settle(app, pilot)
+        assert isinstance(app.screen, VerifyScreen)
+        text = str(app.screen.query_one("#verify-text", Static).render())
+        assert "predicted (plan)" in text and "achieved" in text and "Int8Tensor" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, VerifyScreen)
+
+
+@pytest.mark.parametrize("target", ["torchao", "pt2e"])
+async def test_e_exports_a_configuration_target(target: str, tmp_path: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog)
+        dialog.query_one(f"#format-{target}", RadioButton).value = True
+        await pilot.pause()
+        path_input = dialog.query_one("#export-path", Input)
+        assert path_input.value.endswith(f".{target}.py")
+        output = tmp_path / f"model.{target}.py"
+        path_input.value = str(output)
+        path_input.focus()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert output.exists()
+        text = output.read_text()
+        assert text.startswith("# ") and "predicted end-to-end SQNR" in text
+        if target == "torchao":
+            assert output.with_suffix(".json").exists() and output.with_suffix(".safetensors").exists()
+            assert "quantize_(model, quantization_config(set_inductor_config), filter_fn=None)" in text
+        else:
+            assert "cannot mix static and dynamic" in text
