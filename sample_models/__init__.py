@@ -23,6 +23,7 @@ SAMPLES = (
     "tiny_transformer",
     "untraceable",
     "large_generated",
+    "pt2e_prepared",
 )
 
 DEFAULT_SAMPLE = SAMPLES[0]

@@ -121,10 +121,8 @@ def test_model_file_without_calibration_data(tmp_path, capsys):
     ],
 )
 def test_bad_option_values_are_usage_errors(capsys, argv, message):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    code, out, err = run(capsys, *argv)
+    assert_one_clear_line(code, err, message, "--help")
 
 
 def test_app_with_a_bad_model_exits_2_before_the_ui(capsys):

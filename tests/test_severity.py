@@ -155,5 +155,6 @@ def test_cli_without_probes_does_not_measure(tmp_path, capsys):
     assert "measured" not in json.loads(out.read_text())
     assert main(["report", "drifting_mlp", "--probe-batches", "0", "--plan-out", str(tmp_path / "p.json")]) == 2
     assert "--plan-out needs measurement" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["report", "drifting_mlp", "--min-gain", "-1"])
+    # An argument error is one line with a --help hint and exit 2 (issue 14 item 8), not SystemExit.
+    assert main(["report", "drifting_mlp", "--min-gain", "-1"]) == 2
+    assert "--min-gain" in capsys.readouterr().err

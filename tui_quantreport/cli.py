@@ -1,10 +1,16 @@
 """Command line: open the app, run a headless report, or list the samples.
 
     tui-quantreport [MODEL] [options]            the app (no MODEL: the default sample)
+    tui-quantreport run.qstats [options]         the app on a stats file, without the model
     tui-quantreport report MODEL [options]       headless report (json, markdown, text)
+    tui-quantreport report run.qstats [options]  the same report from a stats file
+    tui-quantreport calibrate MODEL --output run.qstats [options]   calibrate, save the statistics
+    tui-quantreport merge a.qstats b.qstats --output c.qstats      one file for both files' batches
     tui-quantreport samples                      the bundled samples
     tui-quantreport config MODEL [--plan P] --target T --output F   export the plan for torchao/pt2e/torch.ao
     tui-quantreport verify MODEL --plan P [--target T]              apply the export, measure its SQNR
+
+``calibrate`` also runs under ``torchrun`` (one share of the batches per rank).
 
 Bad input prints one line naming the cause and exits with status 2.
 """
@@ -12,11 +18,20 @@ Bad input prints one line naming the cause and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 PROG = "tui-quantreport"
 EXIT_USAGE = 2
+#: The most batches --batches accepts (any more is "all of them" on any real loader).
+MAX_BATCHES = 2**63 - 1
+
+
+class ArgumentError(Exception):
+    """A command-line error, already worded as one line (see :class:`OneLineParser`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +48,13 @@ class _Parser(argparse.ArgumentParser):
             if action.dest == "detectors":
                 action.help = f"comma-separated: {','.join(short_names())} (default: all)"
         return super().format_help()
+
+
+class OneLineParser(_Parser):
+    """argparse, but an error is one line with a hint to ``--help`` instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ArgumentError(f"{message} (see '{self.prog} --help')")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -54,18 +76,30 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
         "(default: decided per tensor from its module, producer and consumer)",
     )
+    parser.add_argument(
+        "--no-rerun", action="store_true",
+        help="when the model rejects a batch, do not run that batch again to name the failing module "
+        "(for models whose forward has side effects)",
+    )
 
 
 def _positive_int(text: str) -> int:
+    digits = text.strip().lstrip("+").lstrip("0")
+    if digits.isdigit() and (len(digits) > len(str(MAX_BATCHES)) or int(digits) > MAX_BATCHES):
+        # int() itself refuses more than 4,300 digits; either way the number is simply too large.
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCHES}, not a {len(digits)}-digit number")
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shown!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
+MODEL_HELP = "sample name, file.py, file.py:factory or package.module:factory"
+STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was calibrated on MODEL"
 TARGETS = ("torchao", "pt2e", "qconfig_mapping")
 
 
@@ -170,19 +204,22 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
-    app = _Parser(
+    app = OneLineParser(
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
-        f"Also: '{PROG} report MODEL' (headless) and '{PROG} samples'.",
+        f"Also: '{PROG} report MODEL' (headless), '{PROG} calibrate MODEL --output run.qstats', "
+        f"'{PROG} merge' and '{PROG} samples'.",
     )
-    app.add_argument("model", nargs="?", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
+    app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
+    app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
 
-    report = _Parser(prog=f"{PROG} report", description="Calibrate MODEL and print or write its report.")
-    report.add_argument("model", metavar="MODEL", help="sample name, file.py, file.py:factory or package.module:factory")
+    report = OneLineParser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
+    report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
+    report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
-    report.add_argument("--output", metavar="PATH", help="write here (atomically) instead of stdout")
+    report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
     report.add_argument(
         "--probe-batches", metavar="K", type=_count, default=4,
         help="measure quantization error (SQNR) on the first K calibration batches (default 4; 0: do not measure)",
@@ -197,8 +234,31 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
-    samples = argparse.ArgumentParser(prog=f"{PROG} samples", description="List the bundled sample models.")
+    samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
+
+
+def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    calibrate = _Parser(
+        prog=f"{PROG} calibrate",
+        description="Calibrate MODEL headless and save its statistics to a stats file, to report on or open "
+        "in the app anywhere, without the model. Under torchrun each rank calibrates its share of the batches.",
+    )
+    calibrate.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    _common_options(calibrate)
+    calibrate.add_argument("--output", metavar="FILE.qstats", required=True, help="the stats file to write (atomically)")
+    calibrate.add_argument(
+        "--dist-backend", choices=("gloo", "nccl"),
+        help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
+    )
+    merge = _Parser(
+        prog=f"{PROG} merge",
+        description="Merge stats files of the same model and settings: the result equals one calibration "
+        "on all of their batches.",
+    )
+    merge.add_argument("inputs", nargs="+", metavar="FILE.qstats", help="stats files to merge (two or more)")
+    merge.add_argument("--output", metavar="FILE.qstats", required=True, help="the merged stats file to write (atomically)")
+    return calibrate, merge
 
 
 def settings_from(args: argparse.Namespace):
@@ -218,27 +278,56 @@ def run_report(args: argparse.Namespace) -> int:
         load_model,
         open_batches,
         render,
+        statsfile,
         write_atomic,
     )
     from tui_quantreport.engine.errors import UserError
 
-    settings = settings_from(args)
-    if args.plan_out and not args.probe_batches:
-        raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
-    loaded = load_model(args.model, args.calibration)
-    session = Session(loaded.model, label=loaded.spec)
-    batches = open_batches(loaded)
-    recorder = None
-    if args.probe_batches:
-        from tui_quantreport.engine.quantsim import ProbeRecorder
+    if statsfile.is_stats_path(args.model):
+        # No model: the report is judged from the file; measured error needs the model's forward.
+        sf = _open_stats(args.model, args)
+        for option, given in (("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out)):
+            if given:
+                raise statsfile.StatsFileError(
+                    f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
+                    f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
+                )
+        report = Evaluator(sf.catalog).evaluate(sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
+        if args.probe_batches:
+            print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
+    else:
+        settings = settings_from(args)
+        if args.plan_out and not args.probe_batches:
+            raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
+        with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
+            loaded = load_model(args.model, args.calibration)
+            session = Session(loaded.model, label=loaded.spec)
+            probes = None
+            if args.stats:  # reuse the file's statistics; probe batches (if any) are read afresh
+                sf = statsfile.load(args.stats)
+                sf.check_model(session.catalog, args.stats)
+                settings = stats_settings(sf, args, args.stats)
+                stats = sf.stats
+                if args.probe_batches:
+                    from tui_quantreport.engine.quantsim.probes import take_probes
 
-        batches = recorder = ProbeRecorder(batches, args.probe_batches)
-    stats = session.calibrate(batches, settings, max_batches=args.batches)
-    report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
-    if recorder is not None:
-        report = _measure(args, session, stats, settings, recorder.probes, report)
+                    probes = take_probes(open_batches(loaded), args.probe_batches)
+            else:
+                batches = open_batches(loaded)
+                recorder = None
+                if args.probe_batches:
+                    from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                    batches = recorder = ProbeRecorder(batches, args.probe_batches)
+                stats = session.calibrate(
+                    batches, settings, max_batches=args.batches, rerun_failures=not args.no_rerun,
+                )
+                probes = recorder.probes if recorder is not None else None
+            report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
+            if probes is not None:
+                report = _measure(args, session, stats, settings, probes, report)
     text = render(report, args.format)
-    if args.output:
+    if args.output and args.output != "-":
         path = write_atomic(args.output, text)
         print(f"wrote {args.format} report to {path}", file=sys.stderr)
     else:
@@ -246,11 +335,42 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def model_output_to_stderr() -> Iterator[None]:
+    """While the user's code runs, what it prints goes to stderr: ``print`` (sys.stdout) and,
+    when stdout is a real file descriptor, writes to fd 1 from C code or ``os.write``."""
+    sys.stdout.flush()
+    saved = None
+    try:
+        if sys.stdout.fileno() == 1 and sys.stderr.fileno() != 1:
+            saved = os.dup(1)
+            os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError):  # no real fd (captured, replaced): sys.stdout only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
     from tui_quantreport.engine.severity import assess, measure
 
+    unsupported = ""
+    if getattr(session, "graph", None) is not None:
+        unsupported = "exported graphs"  # quantsim swaps modules; a graph's modules are nodes
+    elif any(m.quantized for m in session.catalog.modules.values()):
+        unsupported = "models with already-quantized (torchao) modules"
+    if unsupported:
+        print(f"tui-quantreport: note: measured error (SQNR) is not available for {unsupported} yet; "
+              "findings are unmeasured", file=sys.stderr)
+        return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
     if args.sensitivity:
@@ -262,6 +382,183 @@ def _measure(args, session, stats, settings, probes, report):
         path = Plan.from_json_data(measured.plan_data).save(args.plan_out)
         print(f"wrote plan to {path}", file=sys.stderr)
     return assess(report, measured, args.min_gain)
+
+
+def _open_stats(path: str, args: argparse.Namespace):
+    """A stats file named as MODEL; options that need the model are refused."""
+    from tui_quantreport.engine import statsfile
+
+    for option, value in (("--calibration", args.calibration), ("--batches", args.batches), ("--stats", args.stats)):
+        if value:
+            raise statsfile.StatsFileError(f"{option} needs the model, and {path} is a stats file (it holds no model)")
+    return statsfile.load(path)
+
+
+def stats_settings(sf, args: argparse.Namespace, source: str):
+    """The stats file's settings with the command line's options over them; refused when they need new data."""
+    from tui_quantreport.engine import statsfile
+
+    return statsfile.settings_for(
+        sf, source, detectors=args.detectors, params=args.param, tolerance=args.tolerance,
+        backend=args.backend, ch_axis=args.ch_axis,
+    )
+
+
+class Progress:
+    """Calibration progress on stderr: a bar redrawn in place on a terminal, plain lines otherwise."""
+
+    WIDTH = 30
+    #: Seconds between plain progress lines (and between redraws of the bar).
+    LINE_EVERY = 2.0
+    DRAW_EVERY = 0.1
+
+    def __init__(self, label: str, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.label = label
+        self.started = time.monotonic()
+        self.last = -1e9
+        self.drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and now - self.last < (self.DRAW_EVERY if self.tty else self.LINE_EVERY):
+            return
+        self.last = now
+        count = f"{done:,}/{total:,} batches" if total is not None else f"{done:,} batches"
+        elapsed = f"{now - self.started:.1f} s"
+        if self.tty:
+            bar = ""
+            if total:
+                filled = round(self.WIDTH * done / total)
+                bar = "[" + "#" * filled + "." * (self.WIDTH - filled) + "] "
+            self.stream.write(f"\r{self.label} {bar}{count}  {elapsed}\x1b[K")
+            self.drawn = True
+        else:
+            self.stream.write(f"{self.label}: {count} ({elapsed})\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate headless (one process, or one rank under torchrun) and write a stats file."""
+    from tui_quantreport.engine import distributed
+
+    world = distributed.from_environment()
+    if world is None or (world.size == 1 and args.dist_backend is None):
+        stats_file, started = _calibrate_here(args, None)
+        return _write_stats(args, stats_file, time.perf_counter() - started)
+    world = distributed.start(world, args.dist_backend)
+    try:
+        return _calibrate_distributed(args, world)
+    finally:
+        distributed.stop()
+
+
+def _calibrate_here(args: argparse.Namespace, world):
+    """Load, calibrate this process's batches; (StatsFile, when its first batch started)."""
+    from tui_quantreport.engine import (
+        Session,
+        distributed,
+        load_model,
+        open_batches,
+        statsfile,
+    )
+
+    main_rank = world is None or world.is_main
+    if main_rank:
+        _check_stats_output(args.output)  # before calibrating, not after
+    settings = settings_from(args)
+    loaded = load_model(args.model, args.calibration)
+    session = Session(loaded.model, label=loaded.spec)
+    label = "calibrating" if world is None else f"calibrating (rank 0 of {world.size})"
+    progress = Progress(label) if main_rank else None
+    started = time.perf_counter()
+    try:
+        if world is None:
+            stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches, progress=progress)
+        else:
+            stats = session.calibrate(distributed.open_shard(loaded, world, args.batches), settings, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
+    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started
+
+
+def _check_stats_output(path: str) -> None:
+    from pathlib import Path
+
+    from tui_quantreport.engine.errors import UserError
+
+    target = Path(path).expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UserError(f"cannot write stats file to {target}: it is a directory")
+    if not directory.is_dir():
+        raise UserError(f"cannot write stats file to {target}: directory {directory} does not exist")
+
+
+def _calibrate_distributed(args: argparse.Namespace, world) -> int:
+    from dataclasses import replace
+
+    from tui_quantreport.engine import distributed
+    from tui_quantreport.engine.errors import UserError
+
+    error = None
+    stats_file = None
+    started = time.perf_counter()
+    try:
+        stats_file, started = _calibrate_here(args, world)
+    except UserError as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the user's model or data can raise anything: every rank must hear of it
+        text = str(exc).strip().splitlines()
+        error = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    try:
+        distributed.settle(world, error)  # raises RankFailed on every rank if any rank failed
+        assert stats_file is not None  # this rank succeeded, or settle raised
+        merged = distributed.combine(world, stats_file.stats)
+    except UserError as exc:
+        if not world.is_main:
+            return EXIT_USAGE  # rank 0 says it, once
+        raise exc from None
+    if not world.is_main:
+        return 0
+    # From rank 0's first batch until every rank's statistics are merged (it waits for the slowest).
+    return _write_stats(args, replace(stats_file, stats=merged), time.perf_counter() - started)
+
+
+def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
+    from tui_quantreport.engine import statsfile
+
+    path = statsfile.save(args.output, stats_file)
+    world = stats_file.provenance.get("world_size")
+    ranks = f" on {world} ranks" if world else ""
+    print(
+        f"calibrated {stats_file.stats.batches:,} batches{ranks} in {seconds:.1f} s; wrote {path} "
+        f"({stats_file.catalog.class_name}, fingerprint {stats_file.fingerprint})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine import statsfile
+
+    if len(args.inputs) < 2:
+        raise statsfile.StatsFileError("merge needs at least two stats files")
+    files = [statsfile.load(path) for path in args.inputs]
+    merged = statsfile.merge(files, args.inputs)
+    path = statsfile.save(args.output, merged)
+    print(f"merged {len(files)} files ({merged.stats.batches:,} batches) into {path}", file=sys.stderr)
+    return 0
 
 
 def run_samples() -> int:
@@ -276,17 +573,37 @@ def run_samples() -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine.spec import check_spec, default_sample
+    from tui_quantreport.engine.spec import BATCHES_FACTORY, check_spec, default_sample
+    from tui_quantreport.engine.statsfile import StatsFileError, is_stats_path
 
     spec = args.model or default_sample()
-    check_spec(spec)
+    if is_stats_path(spec):
+        # Checked before the UI starts: the file must exist; everything else is read by the loader.
+        _open_stats_quickly(spec)
+        for option, value in (("--calibration", args.calibration), ("--stats", args.stats)):
+            if value:
+                raise StatsFileError(f"{option} needs the model, and {spec} is a stats file (it holds no model)")
+    else:
+        check_spec(spec)
     if args.calibration:
-        check_spec(args.calibration)
+        check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
+    if args.stats:
+        _open_stats_quickly(args.stats)
     from tui_quantreport.tui.app import QuantReportApp
 
     app = QuantReportApp(spec=spec, options=args)
     app.run()
     return app.return_code or 0
+
+
+def _open_stats_quickly(path: str) -> None:
+    from pathlib import Path
+
+    from tui_quantreport.engine.statsfile import StatsFileError
+
+    target = Path(path).expanduser()
+    if not target.is_file():
+        raise StatsFileError(f"{path}: no such file" if not target.exists() else f"{path}: not a file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,6 +614,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "report":
             return run_report(report_parser.parse_args(argv[1:]))
+        if argv and argv[0] in ("calibrate", "merge"):
+            calibrate_parser, merge_parser = build_stats_parsers()
+            if argv[0] == "calibrate":
+                return run_calibrate(calibrate_parser.parse_args(argv[1:]))
+            return run_merge(merge_parser.parse_args(argv[1:]))
         if argv and argv[0] in ("config", "verify"):
             config_parser, verify_parser = build_apply_parsers()
             if argv[0] == "config":
@@ -306,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples_parser.parse_args(argv[1:])
             return run_samples()
         return run_app(app_parser.parse_args(argv))
-    except UserError as exc:
+    except (UserError, ArgumentError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -36,3 +36,9 @@ class CalibrationError(UserError):
 
 class CalibrationCancelled(Exception):
     """Calibration was cancelled between batches; earlier results stay as they were."""
+
+
+def exit_call(exc: SystemExit) -> str:
+    """``called sys.exit(0)``: a model file's SystemExit is a bad input like any other error."""
+    code = "" if exc.code is None else repr(exc.code)
+    return f"called sys.exit({code})"

@@ -136,6 +136,7 @@ def module_summaries(catalog: ModelCatalog, stats: Stats) -> dict[str, ModuleSum
                 PointSummary(
                     role=role,
                     calls=point.calls,
+                    empty=point.empty,
                     shapes=point.shapes,
                     minimum=point.global_min if observed else None,
                     maximum=point.global_max if observed else None,

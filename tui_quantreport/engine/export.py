@@ -8,14 +8,20 @@ leaves a partial file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import stat
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import markdown_code, markdown_text, printable
 from tui_quantreport.engine.report import Report, Status
 from tui_quantreport.engine.severity import (
     finding_json,
@@ -74,6 +80,7 @@ def points_json(report: Report) -> dict[str, dict[str, Any]]:
                 "channels": point.channels,
                 "dtype": point.dtype,
                 "calls": point.calls,
+                "empty_skipped": point.empty,
             }
     return points
 
@@ -85,16 +92,19 @@ def to_json(report: Report) -> str:
 def to_markdown(report: Report) -> str:
     """A human-readable report: a summary table, then each recommendation and its reason."""
     lines = [
-        f"# Quantization report: {report.spec}",
+        f"# Quantization report: {_md(report.spec)}",
         "",
-        f"Model `{report.model_class}`, {report.user_module_count} modules, "
-        f"calibrated on {report.batches} batches.",
+        (
+            f"Model {_code(report.model_class)}, {report.user_module_count} modules, "
+            f"calibrated on {report.batches} batches."
+        ),
         "",
+        *([_md(empty_note), ""] if (empty_note := _empty_note(report)) else []),
         "| Detector | Recommended | Summary |",
         "| --- | ---: | --- |",
     ]
     for det in report.detectors.values():
-        lines.append(f"| {det.title} | {len(det.recommended)} | {_cell(det.summary)} |")
+        lines.append(f"| {_md(det.title)} | {len(det.recommended)} | {_md(det.summary)} |")
     for det in report.detectors.values():
         lines += ["", f"## {det.title} (`{det.name}`)", ""]
         params = ", ".join(f"{k} = {v}" for k, v in det.params.items())
@@ -104,16 +114,18 @@ def to_markdown(report: Report) -> str:
             lines.append("No changes recommended.")
         for finding in flagged:
             sev = report.severity(det.name, finding.module)
-            measured = f" *{sev.level.value}*: {sev.note}" if sev is not None else ""
-            lines += [f"- **`{finding.module or '(model)'}`**: {finding.headline}. {finding.reason}{measured}"]
+            measured = f" *{sev.level.value}*: {_md(sev.note)}" if sev is not None else ""
+            lines += [
+                f"- **{_code(finding.module or '(model)')}**: {_md(finding.headline)}. {_md(finding.reason)}{measured}"
+            ]
         informed = [f for f in det.findings.values() if f.status is Status.INFO]
         if informed:
             lines += ["", "Information (no change applies to these modules):", ""]
-            lines += [f"- `{f.module or '(model)'}`: {f.headline}. {f.reason}" for f in informed]
+            lines += [f"- {_code(f.module or '(model)')}: {_md(f.headline)}. {_md(f.reason)}" for f in informed]
         skipped = [f for f in det.findings.values() if f.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE)]
         if skipped:
             lines += ["", "Not judged:", ""]
-            lines += [f"- `{f.module or '(model)'}`: {f.reason}" for f in skipped]
+            lines += [f"- {_code(f.module or '(model)')}: {_md(f.reason)}" for f in skipped]
     lines += measured_markdown(report)
     return "\n".join(lines) + "\n"
 
@@ -121,15 +133,20 @@ def to_markdown(report: Report) -> str:
 def to_text(report: Report) -> str:
     """A compact plain-text report for terminals and logs."""
     lines = [
-        f"{report.spec}: {report.model_class}, {report.user_module_count} modules, {report.batches} batches",
+        (
+            f"{_printable(report.spec)}: {_printable(report.model_class)}, {report.user_module_count} modules, "
+            f"{report.batches} batches"
+        ),
     ]
+    if empty_note := _empty_note(report):
+        lines.append(_printable(empty_note))
     for det in report.detectors.values():
-        lines += ["", f"{det.title} [{det.glyph}]: {det.summary}"]
+        lines += ["", f"{det.title} [{det.glyph}]: {_printable(det.summary)}"]
         for finding in det.findings.values():
             if finding.recommended:
                 sev = report.severity(det.name, finding.module)
                 level = f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
-                lines.append(f"  {finding.module or '(model)'}: {finding.headline}{level}")
+                lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}{level}")
     lines += measured_text(report)
     return "\n".join(lines) + "\n"
 
@@ -143,38 +160,160 @@ def render(report: Report, fmt: str) -> str:
     return RENDERERS[fmt](report)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+#: Temporary names are ".<stem>.<random>.tmp": the stem is cut so the whole name fits NAME_MAX.
+_TMP_STEM_BYTES = 200
 
-    Raises :class:`UserError` naming the path and the cause; on failure no
-    partial file is left behind and an existing file keeps its old content.
+
+def write_atomic(path: str | os.PathLike, text: str | bytes, *, what: str = "report") -> Path:
+    """Write ``text`` (or bytes) to ``path`` without replacing anything the user did not name.
+
+    - a regular file (or a new one) is written through a temporary file beside it
+      and a rename, so a failed export never leaves a partial file;
+    - a symlink is followed, and its final target is replaced that way (the link stays);
+    - a character device or a named pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is
+      opened and written plainly: it is never replaced;
+    - anything else that is not a regular file (a directory, a socket, a block
+      device) is refused, and so is a trailing slash (a folder) on a path that
+      is not a folder.
+
+    ``-`` is not special here: the command line writes it to stdout itself.
+    Raises :class:`UserError` naming the path and the cause. SIGTERM during the
+    write removes the temporary file before the process ends.
     """
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise UserError(f"cannot write report to {target}: it is a directory")
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise UserError(f"cannot write report to {target}: directory {directory} does not exist")
-    tmp_name = None
+    raw = os.fspath(path)
+    target = Path(raw).expanduser()
+    if raw.endswith(("/", os.sep)) or (os.altsep and raw.endswith(os.altsep)):
+        if target.is_dir():
+            raise UserError(f"cannot write {what} to {raw}: it is a directory")
+        raise UserError(f"cannot write {what} to {raw}: the trailing slash names a folder, and there is none")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_name, _existing_mode(target) or 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-        tmp_name = None
+        mode = os.stat(target).st_mode  # follows symlinks, /dev/stdout's /proc/self/fd/1 included
+    except FileNotFoundError:
+        mode = None
     except OSError as exc:
-        raise UserError(f"cannot write report to {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+        raise UserError(f"cannot write {what} to {target}: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UserError(f"cannot write {what} to {target}: it is a directory")
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        _write_plainly(target, text, target, what=what)
+        return target
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UserError(f"cannot write {what} to {target}: it is {_kind(mode)}, not a regular file")
+    resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
+    if mode is not None and _via_descriptor(target):
+        # /dev/stdout (/proc/self/fd/1) redirected to a file: the shell's open file, written
+        # through, appending as `>>` asked (`>` already emptied it), never renamed over.
+        _write_plainly(target, text, target, append=True, what=what)
+        return target
+    directory = resolved.parent
+    if not directory.is_dir():
+        raise UserError(f"cannot write {what} to {target}: directory {directory} does not exist")
+    _replace_atomically(resolved, text, target, what)
     return target
+
+
+def _write_plainly(path: Path, text: str | bytes, shown: Path, append: bool = False, what: str = "report") -> None:
+    """Write into a device, a pipe or an open file as it is: open, write, close (no temporary, no rename)."""
+    try:
+        with open(path, "ab" if append else "wb") as handle:
+            handle.write(_encoded(text))
+    except OSError as exc:
+        raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
+
+
+def _replace_atomically(resolved: Path, text: str | bytes, shown: Path, what: str = "report") -> None:
+    stem = resolved.name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
+    tmp_name: str | None = None
+    with _cleanup_on_sigterm(lambda: tmp_name):
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_encoded(text))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, resolved)
+            tmp_name = None
+        except OSError as exc:
+            raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
+        finally:
+            _unlink_quietly(tmp_name)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while a temporary file existed."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
+    """While the block runs, SIGTERM removes the temporary file, then ends the process as SIGTERM would.
+
+    Signal handlers can only be set from the main thread; elsewhere (the app's
+    workers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        previous = signal.SIG_IGN
+    if previous == signal.SIG_IGN or previous is None:  # ignored (or not set from Python): leave it so
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        _unlink_quietly(pending())
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signal.SIGTERM, None)
+        elif previous != signal.SIG_IGN:
+            signal.raise_signal(signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _encoded(text: str | bytes) -> bytes:
+    return text.encode("utf-8") if isinstance(text, str) else text
+
+
+def _unlink_quietly(name: str | None) -> None:
+    if name is not None:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
+def _via_descriptor(path: Path) -> bool:
+    """True when ``path`` is, or links to, an open file descriptor (/dev/stdout, /dev/fd/N, /proc/…/fd/N)."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on a symlink chain
+        if current.startswith(("/proc/", "/dev/fd/")):
+            return True
+        try:
+            link = os.readlink(current)
+        except OSError:
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), link))
+    return False
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
 
 
 def _umask() -> int:
@@ -200,5 +339,23 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _empty_note(report: Report, shown: int = 4) -> str:
+    """One sentence naming where tensors with no elements were skipped, or ""."""
+    found = [
+        (fqn or "(model)", "input" if point.role == "pre" else "output", point.empty)
+        for fqn, module in report.modules.items()
+        for point in module.points
+        if point.empty
+    ]
+    if not found:
+        return ""
+    total = sum(n for _, _, n in found)
+    where = ", ".join(f"{fqn} {side} ({n})" for fqn, side, n in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (
+        f"Skipped {total} empty tensors (no elements; not counted as calls) at {len(found)} points: "
+        f"{where}{more}."
+    )
+
+
+_printable, _md, _code = printable, markdown_text, markdown_code

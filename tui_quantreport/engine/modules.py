@@ -15,10 +15,26 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
-from torch.ao.nn.intrinsic import _FusedModule
-from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
 from tui_quantreport.engine.report import ModuleInfo
+
+# Nothing here imports torch.ao.quantization or torchao: observers and fake quantizers
+# (torch.ao's and torchao's PT2E ones) and fused modules are recognized by their base
+# classes' names, so a torch without torch.ao.quantization still loads the engine.
+_HELPER_BASES = frozenset({
+    ("torch.ao.quantization.observer", "ObserverBase"),
+    ("torch.ao.quantization.fake_quantize", "FakeQuantizeBase"),
+    ("torchao.quantization.pt2e.observer", "ObserverBase"),
+    ("torchao.quantization.pt2e.fake_quantize", "FakeQuantizeBase"),
+    ("torchao.quantization.pt2e.observer", "AffineQuantizedObserverBase"),
+})
+_FAKE_QUANT_BASES = frozenset(b for b in _HELPER_BASES if b[1] == "FakeQuantizeBase")
+_FUSED_BASES = frozenset({("torch.ao.nn.intrinsic.modules.fused", "_FusedModule")})
+
+
+def _has_base(cls: type, bases: frozenset[tuple[str, str]]) -> bool:
+    return any((base.__module__, base.__name__) in bases for base in cls.__mro__)
+
 
 # -- Weighted layers: what a layer computes, in one registry ------------------------------
 
@@ -264,8 +280,59 @@ def is_monotone(module: nn.Module) -> bool:
 
 
 def is_quant_helper(module: nn.Module) -> bool:
-    """True for observers and fake quantizers that ``torch.ao`` inserts."""
-    return isinstance(module, (ObserverBase, FakeQuantizeBase))
+    """True for observers and fake quantizers that ``torch.ao`` or torchao's PT2E quantizers insert."""
+    return _has_base(type(module), _HELPER_BASES)
+
+
+def is_fused(module: nn.Module | None) -> bool:
+    """True for ``torch.ao``'s fused modules (ConvReLU2d, LinearReLU…)."""
+    return module is not None and _has_base(type(module), _FUSED_BASES)
+
+
+def quantized_weights(module: nn.Module) -> str:
+    """How torchao already quantized the module's own weights ("" when it did not).
+
+    ``quantize_`` swaps a weight for a tensor subclass (``Int8Tensor``,
+    ``AffineQuantizedTensor``, ``Float8Tensor``…); read by name, torchao is not imported.
+    """
+    for _, param in module.named_parameters(recurse=False):
+        cls = type(param)
+        if not cls.__module__.startswith("torchao"):
+            continue
+        return describe_quantized_tensor(param)
+    return ""
+
+
+def describe_quantized_tensor(tensor: torch.Tensor) -> str:
+    """``int8 weights per row (Int8Tensor), dynamic int8 activations`` and the like, from its attributes."""
+    cls = type(tensor).__name__
+    inner = getattr(tensor, "original_weight_tensor", None)  # LinearActivationQuantizedTensor wraps one
+    dynamic = inner is not None or getattr(tensor, "act_quant_kwargs", None) is not None
+    if inner is not None:
+        tensor, cls = inner, f"{cls} of {type(inner).__name__}"
+    qdata = getattr(tensor, "qdata", None)
+    if qdata is None:
+        qdata = getattr(tensor, "int_data", None)
+    bits = ""
+    if isinstance(qdata, torch.Tensor) and qdata.dtype in (torch.int8, torch.uint8):
+        bits = "int8" if qdata.dtype == torch.int8 else "uint8"
+    if "Int4" in cls or "int4" in cls.lower():
+        bits = "int4"
+    if "Float8" in cls:
+        bits = "float8"
+    granularity = ""
+    block = getattr(tensor, "block_size", None)
+    shape = tuple(tensor.shape)
+    if block is not None and len(shape) == 2 and len(block) == 2:
+        block = tuple(int(b) for b in block)
+        if block == shape:
+            granularity = " per tensor"
+        elif block == (1, shape[1]):
+            granularity = " per row"
+        elif block[0] == 1:
+            granularity = f" in groups of {block[1]}"
+    text = f"{bits or 'quantized'} weights{granularity} ({cls})"
+    return text + (", dynamic activations" if dynamic else "")
 
 
 @dataclass(frozen=True)
@@ -303,9 +370,15 @@ class ModelCatalog:
     own_forward: frozenset[str] = frozenset()
     #: The feature or channel counts a module declares (in/out features, channels, embedding size).
     feature_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: How a quantizer annotated each weighted module's input ("dynamic" or "static"); PT2E graphs only.
+    activation_schemes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module) -> ModelCatalog:
+        from tui_quantreport.engine.graph import GraphView, is_exported_graph
+
+        if is_exported_graph(model):  # torch.export / PT2E: the tree comes from the nodes' module stacks
+            return GraphView(model).catalog  # type: ignore[arg-type]
         named = list(model.named_modules(remove_duplicate=False))
         by_name = dict(named)
         seen: set[int] = set()
@@ -343,7 +416,7 @@ class ModelCatalog:
                 sizes[fqn] = declared
             if forward_overridden(module):
                 own_forward.add(fqn)
-            observed_on = parent if isinstance(parent_module, _FusedModule) else None
+            observed_on = parent if is_fused(parent_module) else None
             hidden_input = ""
             if isinstance(parent_module, nn.MultiheadAttention) and module is parent_module.out_proj:
                 # MultiheadAttention hands out_proj's weight to F.multi_head_attention_forward and
@@ -371,6 +444,7 @@ class ModelCatalog:
                 fused_parent=observed_on,
                 weight_kind=kind.name if kind is not None else "",
                 hidden_input=hidden_input,
+                quantized=quantized_weights(module),
             )
         # Children that were skipped as duplicates must not dangle in the tree.
         for fqn, info in list(infos.items()):
@@ -432,12 +506,13 @@ class ModelCatalog:
         return ndim - 1 if self.modules[fqn].last_axis else 1
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
     """sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype.
 
     Buffers are left out: an observer's buffers change shape while it calibrates.
+    ``class_name`` overrides the model's (an exported graph names its original class).
     """
-    digest = hashlib.sha256(type(model).__name__.encode())
+    digest = hashlib.sha256((class_name or type(model).__name__).encode())
     for name, tensor in model.named_parameters():
         shape = "lazy" if _is_lazy(tensor) else "x".join(map(str, tensor.shape))
         digest.update(f"|{name}:{shape}:{tensor.dtype}".encode())
@@ -462,7 +537,7 @@ def _weight_scheme(module: nn.Module, model_has_qconfig: bool) -> WeightScheme:
     except Exception as exc:  # a user's qconfig that cannot be built is reported, not raised
         return WeightScheme("none", None, f"weight quantizer could not be built: {exc}")
     name = type(quantizer).__name__
-    if isinstance(quantizer, FakeQuantizeBase):
+    if _has_base(type(quantizer), _FAKE_QUANT_BASES):
         per_channel = bool(getattr(quantizer, "is_per_channel", False))
     else:
         qscheme = getattr(quantizer, "qscheme", None)

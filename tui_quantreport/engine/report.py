@@ -135,6 +135,8 @@ class PointSummary:
     axis_reason: str = ""
     #: The observed tensors' dtype ("float32"; "int64" for token ids, which are not activations).
     dtype: str = ""
+    #: Calls whose tensor had no elements: skipped, not counted in ``calls``.
+    empty: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,9 @@ class ModuleInfo:
     weight_kind: str = ""
     #: Why this module's input cannot be observed by hooks ("" when it can).
     hidden_input: str = ""
+    #: How the module is already quantized (torchao tensor subclass weights, or a converted
+    #: PT2E graph), e.g. "int8 weights per row (Int8Tensor)"; "" for a float module.
+    quantized: str = ""
 
     @property
     def label(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError
+from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
 from tui_quantreport.engine.layout import LayoutTracker, integer_layout
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
@@ -113,6 +113,9 @@ class _Observer:
         if tensor.is_quantized:
             tensor = tensor.dequantize()
         shape = tuple(tensor.shape)
+        if tensor.numel() == 0:  # no values: not a call (it would dilute S and the batch counts)
+            self.accumulators[point].skip_empty(shape)
+            return
         if not tensor.is_floating_point():
             # Token ids, positions, masks: counted as calls, never judged as activations.
             if point not in self.layouts:
@@ -204,6 +207,8 @@ class Session:
         self.model = model
         self.label = label or type(model).__name__
         self.catalog = ModelCatalog.build(model)
+        #: For a torch.export / PT2E graph, how to observe it at its nodes (engine/graph.py); else None.
+        self.graph = _graph_view(model, self.catalog)
 
     def calibrate(
         self,
@@ -213,6 +218,7 @@ class Session:
         max_batches: int | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        rerun_failures: bool = True,
     ) -> Stats:
         """Run ``batches`` through the model, recording what ``settings`` needs.
 
@@ -224,10 +230,15 @@ class Session:
         buffers are as they were. Raises :class:`CalibrationError` naming the
         batch and module when the model rejects a batch, and
         :class:`CalibrationCancelled` when ``should_cancel()`` turns true
-        between batches.
+        between batches. To name the module, the failing batch is run a second
+        time (the message says so); ``rerun_failures=False`` skips that, for
+        models whose forward has side effects.
         """
         plan = observation_plan(self.catalog, settings)
-        stats = self._observe(batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel)
+        stats = self._observe(
+            batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
+            rerun_failures=rerun_failures,
+        )
         return replace(stats, observed=observed_settings(settings))
 
     def _observe(
@@ -238,8 +249,15 @@ class Session:
         max_batches: int | None,
         progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
+        rerun_failures: bool = True,
     ) -> Stats:
         """Feed ``batches`` with observers at ``plan``'s points; the stats carry no settings."""
+        if self.graph is not None:  # never .eval() an exported graph: observe it at its nodes
+            from tui_quantreport.engine.graph import calibrate_graph
+
+            return calibrate_graph(
+                self, batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel
+            )
         total = _length(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
@@ -252,8 +270,11 @@ class Session:
         try:
             self.model.eval()
             with torch.no_grad():
-                for batch in batches:
-                    if max_batches is not None and done >= max_batches:
+                iterator = iter(batches)
+                # Stop before pulling batch N+1: a slow or failing loader pays for N batches only.
+                while max_batches is None or done < max_batches:
+                    batch = next(iterator, _END)
+                    if batch is _END:
                         break
                     if should_cancel is not None and should_cancel():
                         raise CalibrationCancelled()
@@ -262,8 +283,8 @@ class Session:
                         call_batch(self.model, batch)
                     except ObserverFault:
                         raise
-                    except Exception as exc:
-                        raise self._explain_failure(batch, done + 1, exc) from exc
+                    except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
+                        raise self._explain_failure(batch, done + 1, exc, rerun_failures) from exc
                     observer.end_batch()
                     done += 1
                     if progress is not None:
@@ -289,9 +310,15 @@ class Session:
         Linear, Conv and attention, dim 0 for transformers' Conv1D), or per row
         for layers without input channels (embeddings).
         """
+        if self.graph is not None:
+            from tui_quantreport.engine.graph import weight_ranges
+
+            return weight_ranges(self.graph)
         ranges = {}
         with torch.no_grad():
             for fqn, kind in self.catalog.kinds.items():
+                if self.catalog.modules[fqn].quantized:  # torchao's weights are not plain tensors
+                    continue
                 weight = kind.weight_of(self.model.get_submodule(fqn))
                 if weight is None or weight.dim() < 2:
                     continue
@@ -325,8 +352,32 @@ class Session:
                 handles.append(module.register_forward_hook(_post_hook(observer, point)))
         return handles
 
-    def _explain_failure(self, batch: Any, index: int, exc: Exception) -> CalibrationError:
-        """Re-run the failing batch with a tracer to name the innermost module that raised."""
+    def _class_name(self, fqn: str) -> str:
+        """The class of module ``fqn``, also of one the model made during a forward (not in the catalog)."""
+        info = self.catalog.modules.get(fqn)
+        if info is not None:
+            return info.class_name
+        try:
+            return type(self.model.get_submodule(fqn)).__name__
+        except (AttributeError, TypeError):
+            return "made during the forward"
+
+    def _explain_failure(self, batch: Any, index: int, exc: BaseException, rerun: bool = True) -> CalibrationError:
+        """Re-run the failing batch with a tracer to name the innermost module that raised.
+
+        The message says the batch was run again; with ``rerun`` false it is not,
+        and the message says the module is unknown for that reason.
+        """
+        if isinstance(exc, SystemExit):
+            cause = exit_call(exc)
+        else:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = f"{type(exc).__name__}: {detail}"
+        if not rerun:
+            return CalibrationError(
+                f"batch {index} was rejected: {cause} (the batch was not run again to find the module: --no-rerun)",
+                batch=index,
+            )
         stack: list[str] = []
         failed_in: list[str] = []
         handles = []
@@ -337,7 +388,7 @@ class Session:
             handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
         try:
             call_batch(self.model, batch)
-        except Exception:
+        except (Exception, SystemExit):
             failed_in = list(stack)
         finally:
             for handle in handles:
@@ -345,15 +396,18 @@ class Session:
         module = failed_in[-1] if failed_in else None
         where = ""
         if module:
-            where = f" in module '{module}' ({self.catalog.modules[module].class_name})"
+            where = f" in module '{module}' ({self._class_name(module)})"
         elif module == "":
             where = f" in the model's own forward ({self.catalog.class_name})"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return CalibrationError(
-            f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}",
+            f"batch {index} was rejected{where}: {cause} (to name the module, tui-quantreport ran batch {index} "
+            "again; --no-rerun skips that)",
             batch=index,
             module=module,
         )
+
+
+_END = object()
 
 
 class ObserverFault(RuntimeError):
@@ -389,6 +443,12 @@ def _propagate_hook(observer: _Observer, fqn: str):
     return hook
 
 
+def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
+    from tui_quantreport.engine.graph import GraphView, is_exported_graph
+
+    return GraphView(model, catalog) if is_exported_graph(model) else None
+
+
 def _length(batches: Iterable[Any]) -> int | None:
     try:
         return len(batches)  # type: ignore[arg-type]
@@ -401,7 +461,7 @@ def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
     training = {module: module.training for module in model.modules()}
     helpers = [module for module in model.modules() if is_quant_helper(module)]
     buffers = [
-        (module, name, buffer.detach().clone())
+        (module, name, buffer, buffer.detach().clone())
         for module in helpers
         for name, buffer in module._buffers.items()
         if buffer is not None
@@ -414,8 +474,14 @@ def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
     def restore() -> None:
         for module, flag in training.items():
             module.training = flag
-        for module, name, copy in buffers:
-            module._buffers[name] = copy
+        # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again,
+        # with its old values, also after an observer resized it (a fresh per-channel observer).
+        with torch.no_grad():
+            for module, name, original, copy in buffers:
+                if original.shape != copy.shape:
+                    original.resize_(copy.shape)
+                original.copy_(copy)
+                module._buffers[name] = original
         for module, attrs in attributes:
             for name, value in attrs.items():
                 setattr(module, name, value)

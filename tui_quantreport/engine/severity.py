@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tui_quantreport.engine.escape import markdown_code, printable
 from tui_quantreport.engine.report import (
     Level,
     Measured,
@@ -298,13 +299,13 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "", "## Measured quantization error", "",
         f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
-        + (f", kept float: {', '.join(f'`{f}`' for f in kept)}" if kept else "") + ".",
+        + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "") + ".",
         "", f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)", "",
         "| module | detector | gain (dB) | severity |", "| --- | --- | ---: | --- |",
     ]
     rows = top_findings(report, limit)
     for fqn, det, gain, level in rows:
-        lines.append(f"| `{fqn or '(model)'}` | {det} | {_db(gain)} | {level} |")
+        lines.append(f"| {markdown_code(fqn or '(model)', in_table=True)} | {det} | {_db(gain)} | {level} |")
     if not rows:
         lines.append("| (none) | | | |")
     header = " | ".join(SCHEMES)
@@ -312,7 +313,9 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
               "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |"]
     for fqn, e in m.modules.items():
         cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
-        lines.append(f"| `{fqn}` | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |")
+        lines.append(
+            f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
+        )
     return lines
 
 
@@ -323,9 +326,9 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
     kept = [f for f, s in m.plan.items() if s == "float"]
     lines = ["", f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
-             + (f", kept float: {', '.join(kept)}" if kept else "")]
+             + (f", kept float: {', '.join(map(printable, kept))}" if kept else "")]
     for fqn, det, gain, level in top_findings(report, limit):
-        lines.append(f"  {_db(gain):>7} dB  {level:<10}  {fqn or '(model)'}  {det}")
+        lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     return lines
 
 

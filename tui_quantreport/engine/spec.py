@@ -5,7 +5,13 @@ A spec is one of:
 - a bundled sample's name (``showcase``, see ``tui-quantreport samples``);
 - ``path/to/file.py``: the file's ``build_model`` (and ``calibration_batches``);
 - ``path/to/file.py:factory``: that function of the file;
-- ``package.module:factory``: that function of an importable module.
+- ``package.module:factory``: that function of an importable module;
+- ``path/to/program.pt2``: a saved ``torch.export`` program (``torch.export.save``),
+  calibrated on ``--calibration`` or on the example inputs saved with it.
+
+A factory may return an ``nn.Module`` (eager, ``torch.ao``-prepared, or the
+GraphModule of ``torch.export(...).module()`` / ``prepare_pt2e`` / ``convert_pt2e``)
+or an ``ExportedProgram`` (its ``.module()`` is used).
 
 Every failure (missing file, syntax error, missing name, factory raising,
 wrong return type, no batches) raises :class:`SpecError` with one sentence that
@@ -27,7 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tui_quantreport.engine.errors import SpecError
+from tui_quantreport.engine.errors import SpecError, exit_call
+from tui_quantreport.engine.graph_file import check_archive, example_batches, is_exported_file, load_exported
 
 MODEL_FACTORY = "build_model"
 BATCHES_FACTORY = "calibration_batches"
@@ -66,16 +73,23 @@ class LoadedModel:
 
 def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
     """Build the model named by ``spec``; find its calibration data."""
+    import torch
     from torch import nn
 
+    parsed = _parse(spec)
+    if parsed.kind == "file" and is_exported_file(parsed.target):
+        return _load_exported_file(spec, Path(parsed.target).expanduser(), calibration)
     module, factory_name = _resolve(spec, MODEL_FACTORY)
     factory = _get_callable(module, factory_name, spec)
     model = _call(factory, spec, factory_name)
+    if isinstance(model, torch.export.ExportedProgram):
+        model = _call(model.module, spec, f"{factory_name}().module")
     if not isinstance(model, nn.Module):
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
         )
     batches_factory: Callable[..., Any] | None
+    check_model(model, f"{spec}: {factory_name}() returned")
     if calibration:
         cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
         batches_factory = _get_callable(cal_module, cal_name, calibration)
@@ -86,6 +100,87 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         if batches_factory is not None and not callable(batches_factory):
             raise SpecError(f"{spec}: {BATCHES_FACTORY} is not a function")
     return LoadedModel(spec, model, batches_factory, batches_spec)
+
+
+def check_model(model: Any, said: str = "the model is") -> None:
+    """Refuse, in one sentence and before anything runs, a model forward hooks cannot observe.
+
+    Walks the module tree without ``named_modules()`` (which itself fails on a
+    module whose ``__init__`` skipped ``super().__init__()``): TorchScript
+    (scripted or traced) and ``torch.compile``d modules, modules that were never
+    initialised, names ``add_module`` would refuse, and parameters or buffers on
+    the ``meta`` device (no values to read). ``said`` begins the message
+    (``"m.py: build_model() returned"``).
+    """
+    import torch
+
+    stack: list[tuple[str, Any]] = [("", model)]
+    while stack:
+        fqn, module = stack.pop()
+        where = f"a model whose submodule '{fqn}' is" if fqn else "a model that is"
+        kind = _unobservable_kind(module)
+        if kind is not None:
+            raise SpecError(f"{said} {where} {kind}")
+        state = vars(module)
+        if "_modules" not in state or "_parameters" not in state:
+            cls = type(module).__name__
+            raise SpecError(
+                f"{said} {where} not initialised: {cls}.__init__() does not call super().__init__() first"
+            )
+        for name, tensor in itertools.chain(state["_parameters"].items(), state.get("_buffers", {}).items()):
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                full = f"{fqn}.{name}" if fqn else name
+                raise SpecError(
+                    f"{said} a model whose tensor '{full}' is on the meta device (a shape without values): "
+                    "materialize it (to_empty(), then load the weights) before returning the model"
+                )
+        children = []
+        for name, child in state["_modules"].items():
+            if not isinstance(name, str) or not name or "." in name:
+                under = f"under '{fqn}'" if fqn else "at the top"
+                raise SpecError(
+                    f"{said} a model with module name {name!r} {under}: a module name must be a non-empty "
+                    "string without '.' (as add_module requires)"
+                )
+            if child is not None:
+                children.append((f"{fqn}.{name}" if fqn else name, child))
+        stack.extend(reversed(children))
+
+
+def _unobservable_kind(module: Any) -> str | None:
+    """Why forward hooks cannot observe ``module`` itself, or None when they can."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        if any(cls.__name__ == "TracedModule" for cls in type(module).__mro__):
+            return (
+                "traced TorchScript (torch.jit.trace): it cannot be observed, because its forward replays the "
+                "recorded graph and never calls its submodules, so their forward hooks never run; "
+                "return the eager nn.Module"
+            )
+        return (
+            "TorchScript (torch.jit.script): forward hooks are not supported on compiled TorchScript, "
+            "so it cannot be observed; return the eager nn.Module"
+        )
+    # torch._dynamo's OptimizedModule, recognised without importing torch._dynamo (slow to import).
+    if type(module).__name__ == "OptimizedModule" and "_orig_mod" in getattr(module, "_modules", {}):
+        return (
+            "compiled with torch.compile: observing it would recompile for every hook; "
+            "return the model before torch.compile (its ._orig_mod)"
+        )
+    return None
+
+
+def _load_exported_file(spec: str, path: Path, calibration: str | None) -> LoadedModel:
+    """A saved ``torch.export`` program; calibrated on ``--calibration`` or on its saved example inputs."""
+    model, example_inputs = load_exported(path, spec)
+    if calibration:
+        cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)
+        return LoadedModel(spec, model, _get_callable(cal_module, cal_name, calibration), calibration)
+    batches = example_batches(example_inputs)
+    if batches is None:
+        return LoadedModel(spec, model, None, spec)
+    return LoadedModel(spec, model, lambda: list(batches), f"{spec} (the example inputs saved with it)")
 
 
 class Batches:
@@ -129,6 +224,8 @@ def open_batches(loaded: LoadedModel) -> Batches:
         first = next(iterator)
     except StopIteration:
         raise SpecError(f"{loaded.batches_spec}: yielded zero batches; calibration needs at least one") from None
+    except SystemExit as exc:
+        raise SpecError(f"{loaded.batches_spec}: {exit_call(exc)} while producing batch 1") from None
     except Exception as exc:
         raise SpecError(f"{loaded.batches_spec}: failed while producing the first batch: {_describe(exc)}") from None
     return Batches(itertools.chain([first], _guarded(iterator, loaded.batches_spec)), length)
@@ -141,13 +238,15 @@ def _guarded(iterator: Iterator[Any], spec: str) -> Iterator[Any]:
             batch = next(iterator)
         except StopIteration:
             return
+        except SystemExit as exc:
+            raise SpecError(f"{spec}: {exit_call(exc)} while producing batch {index + 1}") from None
         except Exception as exc:
             raise SpecError(f"{spec}: failed while producing batch {index + 1}: {_describe(exc)}") from None
         index += 1
         yield batch
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, default_name: str = MODEL_FACTORY) -> None:
     """A quick check of a spec that imports nothing heavy (no torch, no user code).
 
     Catches what can be known without running the user's code: an unknown
@@ -157,17 +256,19 @@ def check_spec(spec: str) -> None:
     of message.
     """
     parsed = _parse(spec)
-    if parsed.kind == "file":
+    if parsed.kind == "file" and is_exported_file(parsed.target):
+        check_archive(Path(parsed.target).expanduser(), spec)
+    elif parsed.kind == "file":
         path = Path(parsed.target).expanduser()
         if not path.is_file():
             raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            tree = ast.parse(path.read_bytes(), str(path))  # bytes: Python's own coding rules (BOM, coding line)
         except SyntaxError as exc:
             raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
-        wanted = parsed.name or MODEL_FACTORY
+        wanted = parsed.name or default_name
         names = _top_level_names(tree)
         if names is not None and wanted not in names:
             raise SpecError(f"{spec}: {path} defines no {wanted}()")
@@ -201,7 +302,7 @@ def _top_level_names(tree: ast.Module) -> set[str] | None:
 
 
 def _is_path(target: str) -> bool:
-    return target.endswith(".py") or "/" in target or "\\" in target
+    return target.endswith(".py") or is_exported_file(target) or "/" in target or "\\" in target
 
 
 @dataclass(frozen=True)
@@ -216,6 +317,8 @@ def _parse(spec: str) -> _ParsedSpec:
     text = spec.strip()
     if not text:
         raise SpecError("empty model spec; give a sample name, a .py file, or package.module:factory")
+    if ":" in text and Path(text).expanduser().is_file():
+        return _ParsedSpec("file", text, None)  # a file whose name has a colon, not file:factory
     target, _, name = text.rpartition(":") if _has_factory(text) else (text, "", "")
     target = target or text
     if _is_path(target):
@@ -256,29 +359,30 @@ def _load_file(path: Path, spec: str) -> ModuleType:
         raise SpecError(f"{spec}: {path} is not a file")
     module_name = f"_tui_quantreport_user_{abs(hash(str(path.resolve())))}"
     try:
-        source = path.read_text(encoding="utf-8")
-        code = compile(source, str(path), "exec")
+        # Bytes, so Python's own rules pick the encoding: a UTF-8 BOM, a "coding:" line.
+        code = compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as exc:
         raise SpecError(f"{spec}: syntax error in {path} line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SpecError(f"{spec}: cannot read {path}: {exc}") from None
     module = ModuleType(module_name)
     module.__file__ = str(path)
     sys.modules[module_name] = module
+    # The file's folder stays on sys.path, as when Python runs the file: its siblings can be
+    # imported at the top, inside build_model() and while the batches are produced.
     directory = str(path.resolve().parent)
-    added = directory not in sys.path
-    if added:
+    if directory not in sys.path:
         sys.path.insert(0, directory)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(code, module.__dict__)
+    except SystemExit as exc:
+        sys.modules.pop(module_name, None)
+        raise SpecError(f"{spec}: importing {path} {exit_call(exc)}") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise SpecError(f"{spec}: importing {path} failed: {_describe(exc)}") from None
-    finally:
-        if added:
-            sys.path.remove(directory)
     return module
 
 
@@ -287,6 +391,8 @@ def _import(name: str, spec: str) -> ModuleType:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return importlib.import_module(name)
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: importing {name} {exit_call(exc)}") from None
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise SpecError(f"{spec}: no module named {exc.name!r}") from None
@@ -311,6 +417,8 @@ def _call(factory: Callable, spec: str, name: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return factory()
+    except SystemExit as exc:
+        raise SpecError(f"{spec}: {name}() {exit_call(exc)}") from None
     except Exception as exc:
         raise SpecError(f"{spec}: {name}() raised {_describe(exc)}") from None
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, cast
 
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.fuzzy import Matcher
 
 if TYPE_CHECKING:
     from tui_quantreport.tui.app import QuantReportApp
@@ -68,4 +70,22 @@ class QuantReportCommands(Provider):
         for name, help_text, callback in self.commands():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+                yield Hit(score, highlight(matcher, name), callback, help=help_text)
+
+
+def highlight(matcher: Matcher, name: str) -> Content:
+    """``name`` with the matched letters highlighted, shown literally.
+
+    ``Matcher.highlight`` parses its candidate as markup, and a module name may
+    look like markup (``[bold red]boom[/]``, ``[/link]``): this marks the same
+    letters on plain content.
+    """
+    content = Content(name)
+    score, offsets = matcher.fuzzy_search.match(matcher.query, name)
+    if not score:
+        return content
+    style = matcher.match_style
+    for offset in offsets:
+        if not name[offset].isspace():
+            content = content.stylize(style, offset, offset + 1)
+    return content

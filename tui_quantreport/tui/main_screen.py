@@ -88,7 +88,7 @@ DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
-    {"export", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
+    {"export", "save_stats", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
 )
 
 
@@ -108,6 +108,8 @@ class MainScreen(Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
         Binding("e", "export", "Export",
                 tooltip="Export the report as JSON or Markdown, or the plan as a torchao / PT2E / torch.ao configuration"),
+        Binding("s", "save_stats", "Save stats", show=False,
+                tooltip="Save the statistics to a stats file (.qstats), to reopen without the model"),
         Binding("v", "verify", "Verify", show=False,
                 tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
@@ -223,7 +225,7 @@ class MainScreen(Screen[None]):
         self.report = loaded.report
         if self.detail_fqn is None:
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
-        self.query_one(CalibrationBar).say(NOT_CALIBRATED)
+        self.query_one(CalibrationBar).say(loaded.status or NOT_CALIBRATED)
         self.loaded = True
         if self._calibrate_when_loaded:
             self.action_calibrate()
@@ -312,6 +314,9 @@ class MainScreen(Screen[None]):
         if self.model is None or self.settings is None:
             self._calibrate_when_loaded = True
             self.query_one(CalibrationBar).say("Calibration starts as soon as the model has loaded…")
+            return
+        if self.model.unavailable is not None:
+            self.notify(f"Calibration is unavailable: {self.model.unavailable}", markup=False)
             return
         if self.calibrating:
             self.notify("Already calibrating: Esc cancels.")
@@ -500,6 +505,28 @@ class MainScreen(Screen[None]):
         elif path:
             self.notify(f"Wrote the report to {path}", title="Exported", markup=False)
 
+    def action_save_stats(self) -> None:
+        """Save the current statistics to ``<model>.qstats`` (written atomically), to reopen without the model."""
+        if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
+            self.notify("Nothing to save yet: press c to calibrate first.")
+            return
+        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec))
+
+    @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
+    def _save_stats(self, stats: Stats, settings: Settings, path: str) -> None:
+        model = self.model
+        if model is None:
+            return
+        try:
+            written = model.save_stats(stats, settings, path)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Statistics not saved", severity="error",
+                                      markup=False)
+        else:
+            self.app.call_from_thread(
+                self.notify, f"Wrote the statistics of {stats.batches:,} batches to {written}",
+                title="Saved", markup=False,
+            )
     # Apply the plan (engine/apply: issue 8) ---------------------------------
 
     def action_verify(self) -> None:
@@ -508,6 +535,9 @@ class MainScreen(Screen[None]):
 
     def _start_apply(self, kind: str, target: str, path: str | None) -> None:
         if self.model is None:
+            return
+        if self.model.unavailable is not None:
+            self.notify(f"Needs the model: {self.model.unavailable}", markup=False)
             return
         if self.calibrating or self.applying:
             self.notify("Busy: wait for the running calibration or verification (Esc cancels it).")
@@ -537,7 +567,7 @@ class MainScreen(Screen[None]):
 
         try:
             title, text, note = apply_in_app(
-                kind, target, path, model.loaded_model, model.session.catalog, self._current_plan(),
+                kind, target, path, model.loaded_model, model.catalog, self._current_plan(),
                 progress=progress, should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
             )
         except CalibrationCancelled:
@@ -581,6 +611,8 @@ class MainScreen(Screen[None]):
             return bool(self.filter_text)
         if action in MODEL_ACTIONS and not self.loaded:
             return None
+        if action in ("calibrate", "verify") and self.model is not None and self.model.unavailable is not None:
+            return None  # opened from a stats file: shown disabled; the calibration strip says why
         return True
 
 
@@ -591,3 +623,7 @@ def default_export_path(spec: str) -> str:
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
     return f"{stem}.quantreport.json"
 
+
+def default_stats_path(spec: str) -> str:
+    """A stats file name for ``spec`` in the current directory: ``showcase.qstats``."""
+    return default_export_path(spec).removesuffix(".quantreport.json") + ".qstats"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 from argparse import Namespace
-from concurrent.futures import Future
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,11 +21,12 @@ from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
-    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.detectors import Detector
+    from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.session import Session
-    from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import LoadedModel
+    from tui_quantreport.engine.stats import Stats
 
 
 class DetectorInfo(Protocol):
@@ -45,8 +46,10 @@ class Loaded:
     session: ModelSession
     report: Report
     settings: Settings
-    stats: Stats  # empty
+    stats: Stats  # empty, or read from a stats file
     detectors: tuple[type[Detector], ...]
+    #: What the calibration strip says once loaded (None: not calibrated yet).
+    status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,32 @@ class Calibrated:
 
 
 class ModelSession:
-    """One loaded model and its engine session."""
+    """One loaded model and its engine session, or a stats file's catalog and statistics without a model."""
 
-    def __init__(self, loaded_model: LoadedModel, session: Session) -> None:
+    def __init__(
+        self,
+        loaded_model: LoadedModel | None,
+        session: Session | None,
+        *,
+        catalog: ModelCatalog | None = None,
+        spec: str | None = None,
+        unavailable: str | None = None,
+    ) -> None:
         from tui_quantreport.engine.evaluation import Evaluator
 
-        self.loaded_model = loaded_model
-        self.session = session
-        self.spec: str = loaded_model.spec
+        self.loaded_model = loaded_model  # None when opened from a stats file
+        self.session = session  # None when opened from a stats file
+        if catalog is None:
+            assert session is not None, "a ModelSession needs a session or a catalog"
+            catalog = session.catalog
+        self.catalog: ModelCatalog = catalog
+        self.spec: str = spec if spec is not None else loaded_model.spec if loaded_model is not None else ""
+        #: Why what needs the model (recalibration, SQNR probes, verify) is unavailable; None when it is not.
+        self.unavailable = unavailable
+        #: Run a rejected batch again to name the failing module (off with --no-rerun).
+        self.rerun_failures = True
         #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
-        self.evaluator = Evaluator(session.catalog)
+        self.evaluator = Evaluator(catalog)
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -91,29 +110,61 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
+        from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.detectors import DETECTORS
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
-        from tui_quantreport.engine.stats import Stats
         from tui_quantreport.engine.spec import load_model
+        from tui_quantreport.engine.stats import Stats
 
-        settings = Settings.from_options(
-            detectors=_option(options, "detectors"),
-            params=_option(options, "param") or (),
-            tolerance=_option(options, "tolerance"),
-            backend=_option(options, "backend"),
-            ch_axis=_option(options, "ch_axis"),
-        )
+        if statsfile.is_stats_path(spec):
+            return cls.load_stats_file(spec, options)
+        settings = Settings.from_options(**_setting_options(options))
         loaded_model = load_model(spec, _option(options, "calibration"))
         session = Session(loaded_model.model, label=loaded_model.spec)
         stats = Stats.empty()
+        status = None
+        stats_path = _option(options, "stats")
+        if stats_path:  # reuse a stats file taken on this model
+            sf = statsfile.load(stats_path)
+            sf.check_model(session.catalog, stats_path)
+            settings = statsfile.settings_for(sf, stats_path, **_setting_options(options))
+            stats = sf.stats
+            status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         model = cls(loaded_model, session)
+        model.rerun_failures = not _option(options, "no_rerun")
         report = model.evaluate(stats, settings)
-        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()))
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status)
+
+    @classmethod
+    def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
+        """A session on a stats file: its catalog, statistics and settings, and no model."""
+        from tui_quantreport.engine import statsfile
+        from tui_quantreport.engine.detectors import DETECTORS
+
+        sf = statsfile.load(path)
+        settings = statsfile.settings_for(sf, path, **_setting_options(options))
+        reason = (
+            f"opened from the stats file {path}, without the model: to calibrate again, run "
+            f"tui-quantreport {sf.spec} --stats {path}"
+        )
+        model = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
+        report = model.evaluate(sf.stats, settings)
+        status = (
+            f"Statistics of {sf.stats.batches:,} batches from {path}, without the model: recalibration and "
+            f"verify are unavailable (tui-quantreport {sf.spec} --stats {path} brings them back)."
+        )
+        return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
     def evaluate(self, stats: Stats, settings: Settings) -> Report:
         """The report for ``stats`` judged with ``settings``: pure, never touches the model."""
         return self.evaluator.evaluate(stats, settings, spec=self.spec)
+
+    def save_stats(self, stats: Stats, settings: Settings, path: str) -> str:
+        """Write ``stats`` (taken with ``settings``) to a stats file at ``path``, atomically."""
+        from tui_quantreport.engine import statsfile
+
+        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings)))
 
     def calibrate(
         self,
@@ -128,17 +179,32 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
+        from tui_quantreport.engine.errors import UserError
         from tui_quantreport.engine.spec import open_batches
 
+        if self.unavailable is not None or self.session is None or self.loaded_model is None:
+            raise UserError(f"Calibration is unavailable: {self.unavailable}")
         stats = self.session.calibrate(
             open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
             settings,
             max_batches=max_batches,
             progress=progress,
             should_cancel=should_cancel,
+            rerun_failures=self.rerun_failures,
         )
         report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
+
+
+def _setting_options(options: Namespace | None) -> dict[str, Any]:
+    """The command line's detector options, as Settings.from_options takes them."""
+    return {
+        "detectors": _option(options, "detectors"),
+        "params": _option(options, "param") or (),
+        "tolerance": _option(options, "tolerance"),
+        "backend": _option(options, "backend"),
+        "ch_axis": _option(options, "ch_axis"),
+    }
 
 
 def _option(options: Namespace | None, name: str) -> Any:

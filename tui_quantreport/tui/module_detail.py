@@ -79,6 +79,7 @@ class ModuleDetail(VerticalScroll):
             Content.assemble(
                 (fqn, "bold"), "  ", (module.class_name, "italic"),
                 (f"  · {module.params:,} parameters" if module.params else "", "dim"),
+                (f"  · already quantized: {module.quantized}" if module.quantized else "", "dim"),
             )
         )
         self.query_one(FindingsPanel).show_module(report, fqn, detector_index)

@@ -127,7 +127,10 @@ class ModuleTree(Tree[str]):
 
     def _label(self, module: ModuleSummary, is_root: bool = False) -> Text:
         name = module.name if not is_root else "(model)"
-        return Text.assemble((name, NAME_STYLE), " ", (module.class_name, CLASS_STYLE))
+        text = Text.assemble((name, NAME_STYLE), " ", (module.class_name, CLASS_STYLE))
+        if module.quantized:  # already quantized (torchao, converted PT2E): said, never badged
+            text.append(f" [{module.quantized}]", CLASS_STYLE)
+        return text
 
     # Badges -----------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from tui_quantreport.engine.errors import ParamError
@@ -175,15 +175,24 @@ class Detector(ABC, Generic[M]):
             fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params)
             for fqn, m in measurements.items()
         }
+        # A module already quantized (torchao weights, a converted PT2E graph) is never
+        # recommended to be quantized again: not applicable, with the numbers kept.
+        quantized = {fqn: ctx.catalog.modules[fqn].quantized for fqn in measurements if ctx.catalog.modules[fqn].quantized}
+        judged_as = dict(statuses)
+        statuses.update(dict.fromkeys(quantized, Status.NOT_APPLICABLE))
 
         def build(fqn: str) -> Finding:
             measured = measurements[fqn]
-            status = statuses[fqn]
+            status = judged_as[fqn]
             if isinstance(measured, Unjudged):
                 values = {**measured.values, **{k: params[k] for k in self.module_param_keys}}
-                return self.unjudged(fqn, status, measured.reason, values)
-            j = self.judge(fqn, measured, params, status)
-            return Finding(self.name, fqn, status, j.headline, j.reason, j.values, j.evidence, j.series)
+                finding = self.unjudged(fqn, status, measured.reason, values)
+            else:
+                j = self.judge(fqn, measured, params, status)
+                finding = Finding(self.name, fqn, status, j.headline, j.reason, j.values, j.evidence, j.series)
+            if fqn in quantized:
+                finding = already_quantized(finding, ctx.catalog.modules[fqn].class_name, quantized[fqn])
+            return finding
 
         return self.report(
             params, Findings(statuses, build), self.noun, skipped=self.skipped(ctx.catalog), **self.extra(params)
@@ -238,6 +247,18 @@ class Detector(ABC, Generic[M]):
 
     def unjudged(self, fqn: str, status: Status, reason: str, values: dict[str, Any]) -> Finding:
         return Finding(self.name, fqn, status, unjudged_headline(status), reason, values)
+
+
+def already_quantized(finding: Finding, class_name: str, how: str) -> Finding:
+    """The finding on a module that is already quantized: not applicable, its numbers kept."""
+    return replace(
+        finding,
+        status=Status.NOT_APPLICABLE,
+        headline="Already quantized",
+        reason=f"{class_name} '{finding.module}' is already quantized ({how}); nothing is recommended for it. "
+        "The numbers are what calibration measured.",
+        evidence=tuple(replace(e, decides=False) for e in finding.evidence),
+    )
 
 
 def unjudged_headline(status: Status) -> str:

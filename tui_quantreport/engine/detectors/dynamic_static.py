@@ -17,14 +17,14 @@ Conv1d/2d/3d; only Linear has dynamic kernels today.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, unjudged_headline
 from tui_quantreport.engine.modules import DYNAMIC, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
-from tui_quantreport.engine.stats import Point, PointRequest, PointStats
+from tui_quantreport.engine.stats import Point, PointRequest, PointStats, only_empty
 
 STATIONARY = "stationary"
 NON_STATIONARY = "non-stationary"
@@ -39,11 +39,13 @@ class Spread:
 
     stat: float | None
     undefined: str | None = None
+    #: Why it was not observed when it saw only tensors with no elements (see stats.only_empty).
+    only_empty: str | None = None
 
     @classmethod
-    def of(cls, point: PointStats | None) -> Spread:
+    def of(cls, point: PointStats | None, class_name: str = "", fqn: str = "") -> Spread:
         if point is None or point.calls == 0:
-            return cls(None, NOT_OBSERVED)
+            return cls(None, NOT_OBSERVED, only_empty(class_name, fqn, point))
         if not point.finite:
             return cls(None, NON_FINITE)
         stat = point.comparison_stat
@@ -66,6 +68,8 @@ class Stationarity:
     post: Spread
     note: str = ""  # what the layer's kind adds (e.g. how torch.ao takes transformers' Conv1D)
     hidden_input: str = ""  # why no hook can see the layer's input (MultiheadAttention's out_proj)
+    #: How a PT2E quantizer annotated the input ("dynamic" or "static"); None for eager models.
+    annotated: str | None = None
 
 
 class DynamicStaticDetector(Detector[Stationarity]):
@@ -83,9 +87,11 @@ class DynamicStaticDetector(Detector[Stationarity]):
     POST_COMP_STAT = "post_observer_comp_stat"
     POST_DATA_DIST = "post_observer_data_dist"
     IS_DYNAMIC_SUPPORTED = "is_dynamic_supported"
+    #: "dynamic"/"static" as a PT2E quantizer annotated the module's input; None where none did.
+    QUANTIZER_INPUT = "quantizer_input"
     report_keys = (
         TOLERANCE, DYNAMIC_RECOMMENDED, PRE_COMP_STAT, PRE_DATA_DIST, POST_COMP_STAT, POST_DATA_DIST,
-        IS_DYNAMIC_SUPPORTED,
+        IS_DYNAMIC_SUPPORTED, QUANTIZER_INPUT,
     )
     params = (
         Param(
@@ -108,11 +114,14 @@ class DynamicStaticDetector(Detector[Stationarity]):
         info = ctx.catalog.modules[fqn]
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
         return Stationarity(
-            info.class_name, ctx.catalog.dynamic_kernel(fqn), Spread.of(pre), Spread.of(post),
-            ctx.catalog.kinds[fqn].note, info.hidden_input,
+            info.class_name, ctx.catalog.dynamic_kernel(fqn),
+            Spread.of(pre, info.class_name, fqn), Spread.of(post, info.class_name, fqn),
+            ctx.catalog.kinds[fqn].note, info.hidden_input, ctx.catalog.activation_schemes.get(fqn),
         )
 
     def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
+        if measured.annotated == "dynamic" and measured.post.classify(params["tolerance"]) == NON_STATIONARY:
+            return Status.OK  # the quantizer already quantizes this input dynamically
         return {
             NOT_OBSERVED: Status.NOT_OBSERVED,
             # Only where a dynamic kernel exists is it advice; elsewhere it is information.
@@ -126,18 +135,23 @@ class DynamicStaticDetector(Detector[Stationarity]):
         pre_dist, post_dist = measured.pre.classify(tolerance), measured.post.classify(tolerance)
         values = {
             self.TOLERANCE: tolerance,
-            # Recommended only where a dynamic kernel exists (the reference also says so for convs).
-            self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND,
+            # Recommended only where a dynamic kernel exists (the reference also says so for convs);
+            # true as well where the quantizer already made the input dynamic.
+            self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND or (
+                measured.annotated == "dynamic" and post_dist == NON_STATIONARY
+            ),
             self.PRE_COMP_STAT: measured.pre.stat,
             self.PRE_DATA_DIST: pre_dist,
             self.POST_COMP_STAT: measured.post.stat,
             self.POST_DATA_DIST: post_dist,
             self.IS_DYNAMIC_SUPPORTED: supported,
+            self.QUANTIZER_INPUT: measured.annotated,
         }
         if status is Status.NOT_OBSERVED:
             return Judgement(
                 unjudged_headline(status),
-                f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
+                measured.post.only_empty or measured.pre.only_empty
+                or f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
                 "about its activations.",
                 values,
             )
@@ -156,6 +170,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
         if measured.hidden_input and pre_dist == NOT_OBSERVED:
             reason = f"{judgement.reason} Its input is not observed: {measured.hidden_input}."
             judgement = Judgement(judgement.headline, reason, judgement.values, judgement.evidence, judgement.series)
+        if measured.annotated == "dynamic":
+            return _annotated_dynamic(judgement, values[self.DYNAMIC_RECOMMENDED])
         return judgement
 
     def _finding(
@@ -198,6 +214,20 @@ class DynamicStaticDetector(Detector[Stationarity]):
         if dynamic and not supported:
             headline = f"Non-stationary output (no dynamic kernel for {class_name})"
         return Judgement(headline, reason, values, evidence)
+
+
+def _annotated_dynamic(judgement: Judgement, dynamic: bool) -> Judgement:
+    """The explanation for a module whose input the PT2E quantizer already quantizes dynamically."""
+    if dynamic:
+        return replace(
+            judgement, headline="Dynamic quantization already used",
+            reason=judgement.reason + " The quantizer already annotated its input as dynamic: nothing to change.",
+        )
+    return replace(
+        judgement,
+        reason=judgement.reason + " The quantizer annotated its input as dynamic; static quantization would "
+        "fit these ranges and run faster.",
+    )
 
 
 def _fmt(value: float | None) -> str:

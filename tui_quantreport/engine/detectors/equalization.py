@@ -29,7 +29,7 @@ from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import EQUALIZATION, ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Series, Status
-from tui_quantreport.engine.stats import Point, PointRequest
+from tui_quantreport.engine.stats import Point, PointRequest, only_empty
 
 #: Fraction of channels that must benefit for the module to be recommended.
 MODULE_FRACTION = 0.4
@@ -109,7 +109,11 @@ class InputWeightEqualizationDetector(Detector[Balance]):
         if blocked is not None:  # an axis out of range, an input no hook sees
             return Unjudged(Status(blocked[0]), blocked[1], values)
         if point is None or point.calls == 0:
-            return Unjudged(Status.NOT_OBSERVED, f"{class_name} '{fqn}' was never called during calibration.", values)
+            return Unjudged(
+                Status.NOT_OBSERVED,
+                only_empty(class_name, fqn, point) or f"{class_name} '{fqn}' was never called during calibration.",
+                values,
+            )
         channel_range = point.channel_range
         if channel_range is None:
             return Unjudged(

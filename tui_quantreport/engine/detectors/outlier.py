@@ -35,7 +35,7 @@ from tui_quantreport.engine.layout import why_not_judged
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Series, Status
-from tui_quantreport.engine.stats import Ops, Point, PointRequest, Reducer, TensorSummary
+from tui_quantreport.engine.stats import Ops, Point, PointRequest, Reducer, TensorSummary, only_empty
 
 CHANNELS_NAMED = 8
 
@@ -173,7 +173,8 @@ class OutlierDetector(Detector[Ratios]):
         if point is None or point.calls == 0:
             return Unjudged(
                 Status.NOT_OBSERVED,
-                f"{class_name} '{fqn}' was never called (or never with a tensor input) during calibration.",
+                only_empty(class_name, fqn, point)
+                or f"{class_name} '{fqn}' was never called (or never with a tensor input) during calibration.",
                 empty,
             )
         channel_range = point.channel_range

@@ -17,10 +17,23 @@ from tui_quantreport.engine.stats.accumulator import (
     PointStats,
     TensorSummary,
     channels_view,
+    only_empty,
     summarize,
 )
-from tui_quantreport.engine.stats.reducers import DEVICE_OPS, HOST_OPS, Ops, Reducer, reducer_from_spec
-from tui_quantreport.engine.stats.snapshot import Point, PointLayout, PointRequest, Stats, WeightRange
+from tui_quantreport.engine.stats.reducers import (
+    DEVICE_OPS,
+    HOST_OPS,
+    Ops,
+    Reducer,
+    reducer_from_spec,
+)
+from tui_quantreport.engine.stats.snapshot import (
+    Point,
+    PointLayout,
+    PointRequest,
+    Stats,
+    WeightRange,
+)
 
 __all__ = [
     "DEVICE_OPS",
@@ -36,6 +49,7 @@ __all__ = [
     "TensorSummary",
     "WeightRange",
     "channels_view",
+    "only_empty",
     "reducer_from_spec",
     "summarize",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,12 @@ from tui_quantreport.engine.stats.reducers import (
     encode_float,
     reducer_from_spec,
 )
-from tui_quantreport.engine.stats.selection import host_rows, kth_smallest, lower_quantile_index, order_rows
+from tui_quantreport.engine.stats.selection import (
+    host_rows,
+    kth_smallest,
+    lower_quantile_index,
+    order_rows,
+)
 
 MAX_SHAPES_KEPT = 4
 
@@ -118,7 +123,7 @@ def summarize(
     lends its channel min and max, so only the percentiles are computed.
     """
     x = x.detach()
-    if x.dtype != torch.float32:
+    if x.dtype not in (torch.float32, torch.float64):  # float64 stays: 1e300 is finite there, not in float32
         x = x.float()
     x3 = as_channels(x, axis)
     if x3.numel() == 0:
@@ -197,6 +202,8 @@ class PointStats:
     channel_min: torch.Tensor | None
     channel_max: torch.Tensor | None
     reduced: Mapping[Reducer, Any] = field(default_factory=dict)
+    #: Calls whose tensor had no elements: skipped (not in ``calls``, no values), counted here.
+    empty: int = 0
 
     @property
     def channels(self) -> int | None:
@@ -218,16 +225,28 @@ class PointStats:
     def comparison_stat(self) -> float | None:
         """S = mean_b(max_b − min_b) / (max over all − min over all); None when undefined."""
         spread = self.global_max - self.global_min
-        if self.calls == 0 or not self.finite or spread == 0:
+        if self.calls == 0 or not self.finite or spread == 0 or not math.isfinite(spread):
             return None
-        return (self.range_sum / self.calls) / spread
+        stat = (self.range_sum / self.calls) / spread
+        return stat if math.isfinite(stat) else None
 
     def get(self, reducer: Reducer) -> Any:
         """The result of ``reducer`` at this point, or None when it was not recorded."""
         return self.reduced.get(reducer)
 
+    @property
+    def started(self) -> bool:
+        """False while no call has brought a non-empty tensor (the extremes are still (inf, -inf))."""
+        return not (self.global_min == math.inf and self.global_max == -math.inf)
+
     def merge(self, other: PointStats) -> PointStats:
         """The stats of both sets of calls, as if observed together."""
+        if not self.started or not other.started:
+            # Calls that saw no values add their count and shapes and nothing else, as in one run
+            # (a point empty on one rank, or in one of two merged files, keeps its channels).
+            kept = self if self.started else other
+            shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
+            return replace(kept, calls=self.calls + other.calls, shapes=shapes)
         channel_min = channel_max = None
         if (
             self.channel_min is not None and self.channel_max is not None
@@ -252,6 +271,7 @@ class PointStats:
             channel_min=channel_min,
             channel_max=channel_max,
             reduced=reduced,
+            empty=self.empty + other.empty,
         )
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -272,6 +292,7 @@ class PointStats:
             "global_max": encode_float(self.global_max),
             "range_sum": encode_float(self.range_sum),
             "reduced": reduced,
+            "empty": self.empty,
         }
         return tensors, meta
 
@@ -294,6 +315,7 @@ class PointStats:
             channel_min=tensors.get("channel_min"),
             channel_max=tensors.get("channel_max"),
             reduced=reduced,
+            empty=int(meta.get("empty", 0)),
         )
 
 
@@ -312,6 +334,7 @@ class Accumulator:
     def __init__(self, reducers: Iterable[Reducer] = ()):
         self.reducers = tuple(reducers)
         self.calls = 0
+        self.empty = 0
         self.axis: int | None = None
         self.axis_consistent = True
         self.channels_consistent = True
@@ -323,6 +346,12 @@ class Accumulator:
         self.channel_max: Any = None
         self.states: dict[Reducer, Any] = {}
         self.ops: Ops = HOST_OPS
+
+    def skip_empty(self, shape: tuple[int, ...]) -> None:
+        """A call whose tensor has no elements: no values, so not a call; counted apart."""
+        self.empty += 1
+        if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
+            self.shapes.append(shape)
 
     def update(
         self,
@@ -349,7 +378,7 @@ class Accumulator:
             self._start(axis, s, contribution)
             return
         ops = self.ops
-        self.range_sum = self.range_sum + (s.call_max - s.call_min)
+        self.range_sum = self.range_sum + _span(s)
         self.global_min = ops.minimum(self.global_min, s.call_min)
         self.global_max = ops.maximum(self.global_max, s.call_max)
         if axis != self.axis:
@@ -366,7 +395,7 @@ class Accumulator:
         # Copies: the summary may be shared with other points, and we update in place.
         self.ops = ops = s.ops
         self.axis = axis
-        self.range_sum = s.call_max - s.call_min
+        self.range_sum = _span(s)
         self.global_min, self.global_max = s.call_min, s.call_max
         self.channel_min, self.channel_max = ops.copy(s.channel_min), ops.copy(s.channel_max)
         for r in self.reducers:
@@ -375,7 +404,9 @@ class Accumulator:
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
         if self.range_sum is None:
-            return PointStats(self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None)
+            return PointStats(
+                self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None, empty=self.empty
+            )
         per_channel = self.channels_consistent
         to_cpu = self.ops.to_cpu
         reduced = {r: r.freeze(state, self.ops) for r, state in self.states.items()} if per_channel else {}
@@ -389,4 +420,26 @@ class Accumulator:
             channel_min=to_cpu(self.channel_min) if per_channel else None,
             channel_max=to_cpu(self.channel_max) if per_channel else None,
             reduced=reduced,
+            empty=self.empty,
         )
+
+
+def only_empty(class_name: str, fqn: str, point: PointStats | None) -> str | None:
+    """The reason for a point that saw only tensors with no elements, or None (see ``empty``)."""
+    if point is None or point.calls > 0 or point.empty == 0:
+        return None
+    return (
+        f"{class_name} '{fqn}' received only empty tensors during calibration ({point.empty} calls "
+        "with no elements, skipped), so nothing is known about its activations."
+    )
+
+
+def _span(s: TensorSummary) -> Any:
+    """``max − min`` of one call in float64, so finite float32 extremes (±3e38) never overflow
+    into inf, nor does their running sum. On the host a NumPy float64; on a device a 0-d
+    float64 tensor (float32 on Apple's MPS, which has no float64)."""
+    if isinstance(s.call_max, np.ndarray) or np.isscalar(s.call_max):
+        return np.float64(s.call_max) - np.float64(s.call_min)
+    if s.call_max.device.type == "mps":
+        return s.call_max - s.call_min
+    return s.call_max.double() - s.call_min.double()

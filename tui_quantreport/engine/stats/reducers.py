@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
+from typing_extensions import Self
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.stats.accumulator import TensorSummary
@@ -73,12 +74,12 @@ R = TypeVar("R", bound="Reduced")
 class Reduced(Protocol):
     """A reducer's frozen result: CPU tensors, exact merge, plain serializable state."""
 
-    def merge(self: R, other: R) -> R: ...
+    def merge(self, other: Self) -> Self: ...
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
 
     @classmethod
-    def from_state(cls: type[R], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> R: ...
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self: ...
 
 
 _KINDS: dict[str, type[Reducer]] = {}

@@ -153,8 +153,15 @@ class Stats:
     def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Stats:
         """The snapshot :meth:`state` described."""
 
+        # Grouped once by "points/3/" or "weights/7/": a lookup per entry, not a scan (thousands of points).
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            section, _, rest = key.partition("/")
+            index, _, name = rest.partition("/")
+            grouped.setdefault(f"{section}/{index}/", {})[name] = value
+
         def own(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return grouped.get(prefix, {})
 
         points = {
             (entry["fqn"], entry["role"]): PointStats.from_state(own(f"points/{i}/"), entry)

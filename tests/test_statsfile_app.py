@@ -1,0 +1,103 @@
+"""The app and stats files: `s` saves, `tui-quantreport run.qstats` opens without the model,
+and `--stats` reuses a file's statistics on the model it came from."""
+
+from __future__ import annotations
+
+import io
+from argparse import Namespace
+from pathlib import Path
+
+from rich.console import Console
+from textual.widgets import Static
+
+from tui_quantreport.engine import render, statsfile
+from tui_quantreport.tui.app import QuantReportApp
+from tui_quantreport.tui.error_screen import ErrorScreen
+from tui_quantreport.tui.module_tree import ModuleTree
+
+SIZE = (120, 40)
+DYNAMIC = "dynamic_vs_static_detector"
+
+
+def make_app(model: str, **options: object) -> QuantReportApp:
+    values: dict[str, object] = {
+        "model": model, "calibration": None, "batches": None, "backend": None, "detectors": None,
+        "tolerance": None, "param": [], "ch_axis": None, "stats": None,
+    }
+    values.update(options)
+    return QuantReportApp(model, Namespace(**values))
+
+
+async def settle(app: QuantReportApp, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def status_text(app: QuantReportApp) -> str:
+    console = Console(width=300, file=io.StringIO(), record=True, color_system=None)
+    console.print(app.query_one("#calibration-status", Static).content)
+    return console.export_text()
+
+
+async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = make_app("showcase", batches=6)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")  # nothing calibrated yet: nothing written
+        await settle(app, pilot)
+        assert not (tmp_path / "showcase.qstats").exists()
+        await pilot.press("c")
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        live = app.report
+        badges = app.query_one(ModuleTree).badges_of("rgb_stem.conv2")
+    saved = statsfile.load(tmp_path / "showcase.qstats")
+    assert saved.stats.batches == 6 and saved.spec == "showcase"
+
+    app = make_app("showcase.qstats")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ErrorScreen)
+        assert app.main.model is not None and app.main.model.unavailable is not None
+        assert render(app.report, "json") == render(live, "json")
+        tree = app.query_one(ModuleTree)
+        assert badges and tree.badges_of("rgb_stem.conv2") == badges
+        assert "6 batches from showcase.qstats" in status_text(app) and "unavailable" in status_text(app)
+        assert "--stats showcase.qstats" in status_text(app)
+        # Recalibrating needs the model: shown disabled, and nothing starts.
+        assert app.main.check_action("calibrate", ()) is None
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert not app.calibrating and app.report.batches == 6
+        app.main.action_calibrate()  # from the palette: says why
+        await pilot.pause()
+        assert any("unavailable" in n.message and "--stats showcase.qstats" in n.message
+                   for n in app._notifications)
+        # Thresholds still re-judge the kept statistics.
+        app.main.settings = app.settings.with_param(DYNAMIC, "tolerance", 0.0)
+        app.main._reevaluate()
+        await settle(app, pilot)
+        assert app.report.detectors[DYNAMIC].recommended == []
+        assert app.report.batches == 6
+
+
+async def test_stats_option_reuses_a_matching_file_and_refuses_another_model(tmp_path: Path) -> None:
+    from tui_quantreport.cli import main
+
+    path = tmp_path / "run.qstats"
+    assert main(["calibrate", "showcase", "--output", str(path), "--batches", "3"]) == 0
+    app = make_app("showcase", stats=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.report.batches == 3 and not app.calibrating
+        assert f"3 batches from {path}" in status_text(app)
+        assert app.main.check_action("calibrate", ()) is True
+
+    app = make_app("tiny_transformer", stats=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert isinstance(app.screen, ErrorScreen)
+        await pilot.press("q")
+    assert app.return_code == 2

@@ -1,0 +1,519 @@
+"""Stats files (``.qstats``): calibrate where the data is, inspect anywhere.
+
+A stats file holds everything a report needs except the model: the module
+catalog (tree, classes, which modules are helpers, weight schemes), the
+statistics of one calibration, the settings it was run with, and where it came
+from (tool and torch versions, batch count, the model's class and
+:attr:`~.modules.ModelCatalog.fingerprint`).
+
+It is a `safetensors <https://github.com/huggingface/safetensors>`_ file: the
+statistics are a few flat tensors, and the rest is one JSON document in the
+safetensors metadata, with a SHA-256 over that document and every tensor.
+Opening one parses JSON and raw little-endian numbers only: nothing is
+unpickled, so a stats file cannot run code. Every problem with a file
+(truncated, corrupt, a different format version, changed after it was
+written, another model) raises :class:`StatsFileError`: one sentence, and
+nothing is changed.
+
+The statistics are encoded by :func:`stats_state` and decoded by
+:func:`stats_from_state`, the one seam that knows the layout of
+:class:`~.stats.Stats`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tui_quantreport.engine.errors import UserError
+
+#: The format identifier written into every file; a file with another version is refused.
+FORMAT = "tui-quantreport.stats/1"
+FORMAT_PREFIX = "tui-quantreport.stats/"
+#: The suffix that marks a stats file on the command line.
+SUFFIX = ".qstats"
+
+
+class StatsFileError(UserError):
+    """A stats file that cannot be read, or does not belong with the model or the other files."""
+
+
+def is_stats_path(text: str | os.PathLike | None) -> bool:
+    """True for a path ending in ``.qstats`` (torch-free, reads nothing)."""
+    return text is not None and str(text).lower().endswith(SUFFIX)
+
+
+@dataclass(frozen=True)
+class StatsFile:
+    """One calibration, ready to report on without the model.
+
+    ``spec`` is the model spec the calibration ran on (reports name it);
+    ``settings`` the detectors and parameters in force when it was saved;
+    ``provenance`` what wrote it (versions, time, world size) — informative only.
+    """
+
+    spec: str
+    catalog: Any  # ModelCatalog
+    stats: Any  # Stats
+    settings: Any  # Settings
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.catalog.fingerprint
+
+    def check_model(self, catalog: Any, source: str = "the stats file") -> None:
+        """Refuse a model whose fingerprint differs from the one these statistics were taken on."""
+        if catalog.fingerprint != self.catalog.fingerprint:
+            raise StatsFileError(
+                f"{source} was calibrated on a different model ({self.catalog.class_name}, fingerprint "
+                f"{self.catalog.fingerprint}) than {catalog.class_name} (fingerprint {catalog.fingerprint})"
+            )
+
+
+def make(spec: str, catalog: Any, stats: Any, settings: Any, **provenance: Any) -> StatsFile:
+    """A stats file for ``stats`` taken on ``catalog``'s model with ``settings``."""
+    import torch
+
+    from tui_quantreport import __version__
+
+    info = {
+        "tool": f"tui-quantreport {__version__}",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    info.update(provenance)
+    return StatsFile(spec, catalog, stats, settings, info)
+
+
+# Writing ---------------------------------------------------------------------
+
+
+def encode(sf: StatsFile) -> bytes:
+    """The file's bytes: safetensors, with the JSON header and its checksum in the metadata."""
+    with _gc_paused():
+        return _encode(sf)
+
+
+def _encode(sf: StatsFile) -> bytes:
+    from safetensors.torch import save
+
+    tensors, stats_meta = stats_state(sf.stats)
+    header = {
+        "format": FORMAT,
+        "spec": sf.spec,
+        "model": {"class": sf.catalog.class_name, "fingerprint": sf.catalog.fingerprint},
+        "batches": sf.stats.batches,
+        "provenance": dict(sf.provenance),
+        "settings": settings_state(sf.settings),
+        "catalog": catalog_state(sf.catalog),
+        "stats": stats_meta,
+    }
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False)
+    metadata = {"format": FORMAT, "header": text, "sha256": _digest(text, tensors)}
+    return save(tensors, metadata=metadata)
+
+
+def save(path: str | os.PathLike, sf: StatsFile) -> Path:
+    """Write ``sf`` to ``path`` atomically (a temporary file and a rename; no partial file)."""
+    from tui_quantreport.engine.export import write_atomic
+
+    return write_atomic(path, encode(sf), what="stats file")
+
+
+# Reading ---------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike) -> StatsFile:
+    """Read and check a stats file; :class:`StatsFileError` (one sentence) on any problem."""
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise StatsFileError(f"{path}: no such file")
+    if not target.is_file():
+        raise StatsFileError(f"{path}: not a file")
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise StatsFileError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    return decode(data, str(path))
+
+
+def decode(data: bytes, source: str = "stats file") -> StatsFile:
+    """Parse and check a stats file's bytes (JSON and raw numbers only; nothing is unpickled)."""
+    with _gc_paused():
+        return _decode(data, source)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while building thousands of small objects that it
+    would otherwise scan again and again (a full collection in a process holding torch costs
+    more than the whole decode); they hold no cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _decode(data: bytes, source: str) -> StatsFile:
+    header_text, digest = _read_metadata(data, source)
+    try:
+        from safetensors.torch import load as load_tensors
+
+        tensors = load_tensors(data)
+    except Exception as exc:  # noqa: BLE001 - the safetensors parser's own checks: offsets, sizes, dtypes
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StatsFileError(f"{source}: truncated or corrupt stats file ({detail})") from None
+    if _digest(header_text, tensors) != digest:
+        raise StatsFileError(
+            f"{source}: its contents do not match its checksum: the file was changed or damaged after it was written"
+        )
+    try:
+        header = json.loads(header_text)
+        return _build(header, tensors, source)
+    except StatsFileError:
+        raise
+    except UserError as exc:  # settings the current detectors refuse
+        raise StatsFileError(f"{source}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise StatsFileError(f"{source}: malformed stats file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
+    """The JSON header and checksum from the safetensors metadata, with a clear error for anything else."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if data[8:9] != b"{" and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):
+        raise StatsFileError(
+            f"{source}: this is a pickle or torch.save file, not a tui-quantreport stats file "
+            "(stats files are never unpickled)"
+        )
+    if len(data) < 8:
+        raise StatsFileError(f"{source}: truncated: {len(data)} bytes, too short for a stats file")
+    if size > len(data) - 8:
+        if data[8:9] != b"{":
+            raise StatsFileError(f"{source}: not a tui-quantreport stats file (no safetensors header)")
+        raise StatsFileError(
+            f"{source}: truncated: the header needs {size:,} bytes, only {len(data) - 8:,} follow"
+        )
+    try:
+        index = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise StatsFileError(f"{source}: not a tui-quantreport stats file, or corrupt (its header is not JSON)") from None
+    meta = index.get("__metadata__") if isinstance(index, dict) else None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
+        raise StatsFileError(f"{source}: a safetensors file, but not a tui-quantreport stats file")
+    if fmt != FORMAT:
+        raise StatsFileError(
+            f"{source}: stats file format {fmt.removeprefix(FORMAT_PREFIX)!r} is not readable by this version "
+            f"(it reads {FORMAT.removeprefix(FORMAT_PREFIX)!r}); recalibrate or use the matching tui-quantreport"
+        )
+    assert isinstance(meta, dict)  # fmt was read from it
+    header, digest = meta.get("header"), meta.get("sha256")
+    if not isinstance(header, str) or not isinstance(digest, str):
+        raise StatsFileError(f"{source}: malformed stats file (no header or checksum)")
+    return header, digest
+
+
+def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> StatsFile:
+    if header.get("format") != FORMAT:
+        raise StatsFileError(f"{source}: malformed stats file (its header names format {header.get('format')!r})")
+    catalog = catalog_from_state(header["catalog"])
+    if catalog.fingerprint != header["model"]["fingerprint"] or catalog.class_name != header["model"]["class"]:
+        raise StatsFileError(f"{source}: malformed stats file (its catalog and model fields disagree)")
+    stats = stats_from_state(tensors, header["stats"], header["batches"])
+    unknown = {fqn for fqn, _ in stats.points} | set(stats.weights)
+    unknown -= set(catalog.modules)
+    if unknown:
+        raise StatsFileError(f"{source}: malformed stats file (statistics for unknown module {min(unknown)!r})")
+    settings = settings_from_state(header["settings"])
+    return StatsFile(str(header["spec"]), catalog, stats, settings, dict(header.get("provenance") or {}))
+
+
+def _digest(header_text: str, tensors: Mapping[str, Any]) -> str:
+    """SHA-256 of the header and every tensor's name, dtype, shape and bytes (in name order)."""
+    digest = hashlib.sha256(header_text.encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        if tensor.numel():
+            digest.update(tensor.numpy())
+    return digest.hexdigest()
+
+
+# Merging ---------------------------------------------------------------------
+
+
+def merge(files: Sequence[StatsFile], sources: Sequence[str] | None = None) -> StatsFile:
+    """One file with the statistics of all ``files``' batches, as if calibrated together.
+
+    The files must come from the same model (fingerprint) and the same observation
+    plan (the recorded settings that decide what is observed); the first file's
+    settings and spec are kept.
+    """
+    if not files:
+        raise StatsFileError("nothing to merge")
+    names = list(sources or [f"file {i + 1}" for i in range(len(files))])
+    first = files[0]
+    stats = first.stats
+    for sf, name in zip(files[1:], names[1:]):
+        if sf.fingerprint != first.fingerprint:
+            raise StatsFileError(
+                f"cannot merge {name} into {names[0]}: different models "
+                f"({sf.catalog.class_name} {sf.fingerprint} vs {first.catalog.class_name} {first.fingerprint})"
+            )
+        if sf.stats.observed != first.stats.observed:
+            changed = _differences(first.stats.observed, sf.stats.observed)
+            raise StatsFileError(
+                f"cannot merge {name} into {names[0]}: calibrated with a different plan ({changed})"
+            )
+        stats = stats.merge(sf.stats)
+    provenance = dict(first.provenance)
+    provenance["merged_from"] = len(files)
+    return StatsFile(first.spec, first.catalog, stats, first.settings, provenance)
+
+
+def _differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> str:
+    if a is None or b is None:
+        return "one file's settings are unknown"
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:3])
+
+
+# The catalog and the settings as JSON ---------------------------------------------
+
+
+def catalog_state(catalog: Any) -> dict[str, Any]:
+    """The catalog as plain JSON data.
+
+    Modules are rows of :class:`ModuleInfo` fields, in tree order; weight schemes are
+    their three fields; weighted-layer kinds are their registered names (rebuilt from
+    the registry when read); every other field is written as its plain value (sets
+    sorted), so a field added to the catalog needs no change here.
+    """
+    from tui_quantreport.engine.report import ModuleInfo
+
+    names = [f.name for f in fields(ModuleInfo)]
+    state: dict[str, Any] = {}
+    for f in fields(catalog):
+        value = getattr(catalog, f.name)
+        if f.name == "modules":
+            state["module_fields"] = names
+            state["modules"] = [[getattr(info, n) for n in names] for info in value.values()]
+        elif f.name == "weight_schemes":
+            state[f.name] = {fqn: [w.source, w.per_channel, w.description] for fqn, w in value.items()}
+        elif f.name == "kinds":
+            state[f.name] = {fqn: kind.name for fqn, kind in value.items()}
+        elif isinstance(value, (set, frozenset)):
+            state[f.name] = sorted(value)
+        else:
+            state[f.name] = value
+    return state
+
+
+def catalog_from_state(state: Mapping[str, Any]) -> Any:
+    """Rebuild the :class:`~.modules.ModelCatalog` without the model."""
+    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
+    from tui_quantreport.engine.report import ModuleInfo
+
+    known = {f.name for f in fields(ModuleInfo)}
+    names = list(state["module_fields"])
+    missing = [f.name for f in fields(ModuleInfo) if f.name not in names and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ValueError(f"module field {missing[0]!r} missing")
+    values: dict[str, Any] = {}
+    for f in fields(ModelCatalog):
+        if f.name not in state and f.name != "modules":
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"catalog field {f.name!r} missing")
+            continue
+        if f.name == "modules":
+            modules = {}
+            for row in state["modules"]:
+                if len(row) != len(names):
+                    raise ValueError("a module row has the wrong length")
+                info = ModuleInfo(**{n: _tuples(v) for n, v in zip(names, row) if n in known})
+                modules[info.fqn] = info
+            values[f.name] = modules
+        elif f.name == "weight_schemes":
+            values[f.name] = {
+                fqn: WeightScheme(str(source), per_channel if per_channel is None else bool(per_channel), str(text))
+                for fqn, (source, per_channel, text) in state[f.name].items()
+            }
+        elif f.name == "kinds":
+            kinds = {}
+            for fqn, name in state[f.name].items():
+                kind = kind_named(name)
+                if kind is None:
+                    raise StatsFileError(
+                        f"its module {fqn!r} is a weighted layer of kind {name!r}, which this installation "
+                        "does not register (register_weighted_kind) "
+                    )
+                kinds[fqn] = kind
+            values[f.name] = kinds
+        elif isinstance(f.default, (set, frozenset)):
+            values[f.name] = frozenset(state[f.name])
+        else:
+            values[f.name] = _tuples(state[f.name])
+    return ModelCatalog(**values)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the catalog holds (also inside dict values)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def settings_state(settings: Any) -> dict[str, Any]:
+    return {
+        "enabled": list(settings.enabled),
+        "params": {name: dict(values) for name, values in settings.params.items()},
+        "ch_axis": settings.ch_axis,
+    }
+
+
+def settings_from_state(state: Mapping[str, Any]) -> Any:
+    """The recorded settings, validated by today's detectors (a detector unknown here is dropped)."""
+    from tui_quantreport.engine.detectors import DETECTORS
+    from tui_quantreport.engine.settings import Settings
+
+    enabled = [name for name in state["enabled"] if name in DETECTORS]
+    params = {name: values for name, values in state["params"].items() if name in DETECTORS}
+    if not enabled:
+        enabled = list(DETECTORS)
+    return Settings.build(enabled, params, state["ch_axis"])
+
+
+def settings_over(base: Any, detectors: str | None = None, params: Iterable[str] = (), tolerance: Any = None,
+                  backend: Any = None, ch_axis: Any = None) -> Any:
+    """``base`` settings with what the command line set explicitly laid over them."""
+    from dataclasses import replace
+
+    from tui_quantreport.engine.settings import Settings
+
+    given = Settings.from_options(detectors, params, tolerance, backend, ch_axis)  # validates everything given
+    settings = base
+    if detectors is not None:
+        settings = replace(settings, enabled=given.enabled)
+    for item in params:
+        key, _, value = item.partition("=")
+        detector, _, name = key.strip().rpartition(".")
+        settings = settings.with_param(detector, name.strip(), value.strip())
+    if tolerance is not None:
+        settings = settings.with_param("dynamic_vs_static_detector", "tolerance", tolerance)
+    if backend is not None:
+        settings = settings.with_param("per_channel_detector", "backend", backend)
+    if ch_axis is not None:
+        settings = replace(settings, ch_axis=given.ch_axis)
+    return settings
+
+
+def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
+    """``sf``'s settings with the given command-line options over them.
+
+    Raises :class:`StatsFileError` when they need statistics the file does not hold
+    (another percentile, channel axis, or a detector that was off): that takes a new
+    calibration, with the model.
+    """
+    from tui_quantreport.engine.settings import stale_params
+
+    settings = settings_over(sf.settings, **options)
+    stale = stale_params(sf.stats, settings)
+    if stale:
+        raise StatsFileError(
+            f"{source} was calibrated without what these settings need ({', '.join(stale)}); "
+            "calibrate again with the model"
+        )
+    return settings
+
+
+# The statistics as tensors --------------------------------------------------------
+#
+# Stats.state() names every tensor of the snapshot (a point's channel min and max, each
+# reducer's result, each weight range): thousands of small tensors on a large model. They
+# are packed into one flat tensor per dtype ("pack.float32", "pack.int64", ...), with
+# [name, dtype, shape, offset] per tensor in the JSON, so that the safetensors file has a
+# handful of entries and opening one is a few slices.
+
+
+def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``stats`` as a few flat CPU tensors, and the JSON that names and lays them out."""
+    import torch
+
+    tensors, meta = stats.state()
+    groups: dict[str, list[Any]] = {}
+    index = []
+    offsets: dict[str, int] = {}
+    for name, tensor in tensors.items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        dtype = str(flat.dtype).removeprefix("torch.")
+        at = offsets.get(dtype, 0)
+        index.append([name, dtype, list(tensor.shape), at])
+        groups.setdefault(dtype, []).append(flat)
+        offsets[dtype] = at + flat.numel()
+    packed = {f"pack.{dtype}": torch.cat(parts) for dtype, parts in groups.items()}
+    return packed, {"state": meta, "tensors": index}
+
+
+def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches: int | None = None) -> Any:
+    """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
+    from tui_quantreport.engine.stats import Stats
+
+    # Each pack holds its tensors back to back, in index order: one split per pack.
+    entries: dict[str, list[tuple[str, list[int], int]]] = {}
+    ends: dict[str, int] = {}
+    for name, dtype, shape, offset in meta["tensors"]:
+        key = f"pack.{dtype}"
+        if key not in packed:
+            raise ValueError(f"tensor {name!r} names a missing pack")
+        count = math.prod(shape)
+        if offset != ends.get(key, 0) or count < 0:
+            raise ValueError(f"tensor {name!r} is not where its layout says")
+        ends[key] = offset + count
+        entries.setdefault(key, []).append((str(name), list(shape), count))
+    tensors = {}
+    for key, flat in packed.items():
+        items = entries.get(key, [])
+        if ends.get(key, 0) != flat.numel() or flat.dim() != 1:
+            raise ValueError(f"{key} holds other than its layout says")
+        for (name, shape, _), part in zip(items, flat.split([n for _, _, n in items])):
+            tensors[name] = part.view(shape)
+    stats = Stats.from_state(tensors, meta["state"])
+    for point_key, point in stats.points.items():
+        low, high = point.channel_min, point.channel_max
+        if (low is None) != (high is None) or (
+            low is not None and high is not None and (low.dim() != 1 or low.shape != high.shape)
+        ):
+            raise ValueError(f"point {point_key} has mismatched channel tensors")
+    if batches is not None and stats.batches != batches:
+        raise ValueError("the batch counts disagree")
+    return stats
+
+
+def describe(sf: StatsFile) -> str:
+    """One line about a stats file: model, batches, points, where it came from."""
+    modules = sum(1 for m in sf.catalog.modules.values() if not m.is_quant_helper)
+    origin = sf.provenance.get("tool", "?")
+    world = sf.provenance.get("world_size")
+    ranks = f" on {world} ranks" if isinstance(world, int) and world > 1 else ""
+    return (
+        f"{sf.spec}: {sf.catalog.class_name}, {modules:,} modules, {sf.stats.batches:,} batches{ranks} "
+        f"(fingerprint {sf.fingerprint}, {origin}, torch {sf.provenance.get('torch', '?')})"
+    )
