@@ -446,7 +446,7 @@ def _propagate_hook(observer: _Observer, fqn: str):
 def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
     from tui_quantreport.engine.graph import GraphView, is_exported_graph
 
-    return GraphView(model, catalog) if is_exported_graph(model) else None
+    return GraphView(model, catalog) if is_exported_graph(model) else None  # type: ignore[arg-type]
 
 
 def _length(batches: Iterable[Any]) -> int | None:

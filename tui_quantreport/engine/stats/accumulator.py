@@ -439,7 +439,7 @@ def _span(s: TensorSummary) -> Any:
     into inf, nor does their running sum. On the host a NumPy float64; on a device a 0-d
     float64 tensor (float32 on Apple's MPS, which has no float64)."""
     if isinstance(s.call_max, np.ndarray) or np.isscalar(s.call_max):
-        return np.float64(s.call_max) - np.float64(s.call_min)
+        return np.float64(s.call_max) - np.float64(s.call_min)  # type: ignore[arg-type]
     if s.call_max.device.type == "mps":
         return s.call_max - s.call_min
     return s.call_max.double() - s.call_min.double()
