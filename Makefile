@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench report clean
+.PHONY: run test lint typecheck format-check snapshots bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tui-quantreport $(MODEL)
 
-test: $(STAMP)
+# The whole check: lint, type check, then the test suite.
+test: lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+# Not part of `make test` yet (see pyproject.toml): reports files ruff would reformat.
+format-check: $(STAMP)
+	$(PY) -m ruff format --check .
+
+# Re-take the app's snapshot SVGs after a deliberate change to a screen (check the diff!).
+snapshots: $(STAMP)
+	$(PY) -m pytest -q tests/test_app_snapshots.py --snapshot-update
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

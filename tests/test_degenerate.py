@@ -1,6 +1,6 @@
 """Degenerate data and models: never a crash, always a clear finding.
 
-Each case of ``/work/shared/design/detectors.md`` where the reference raises or
+Each case of ``docs/detectors.md`` where the reference raises or
 returns nonsense: we report a status and a reason instead. Where the reference
 raises, the test shows it raising on the same model and batches.
 """

@@ -3,7 +3,7 @@
 Same model (the same FX-prepared GraphModule, deep-copied), same batches: every
 number both sides report must agree (floats to rtol 1e-5, min/max exactly,
 counts and flags exactly). The data is dense, so none of the deliberate
-differences of ``/work/shared/design/detectors.md`` applies; those get their
+differences of ``docs/detectors.md`` applies; those get their
 own tests at the end, each showing the reference's behaviour and ours.
 """
 

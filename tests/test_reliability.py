@@ -262,7 +262,7 @@ def test_i07_system_exit_in_build_model_is_an_error_in_the_app(tmp_path):
 )
 def test_i08_argument_errors_are_one_line_with_a_hint(capsys, argv, fragment):
     code, out, err = run(capsys, *argv)
-    line = one_line(code, err, fragment, "--help")
+    one_line(code, err, fragment, "--help")
     assert "usage:" not in err
 
 

@@ -164,7 +164,7 @@ def test_changing_an_observed_parameter_marks_it_stale():
     # A detector that was off during calibration needs data; per-channel needs none.
     only_outlier = session.calibrate([torch.randn(6, 4)] * 3, Settings.build(["outlier"]))
     assert evaluate(session.catalog, only_outlier, Settings.build()).stale_params == (
-        "dynamic_vs_static_detector", "input_weight_equalization_detector",
+        "dynamic_vs_static_detector", "input_weight_equalization_detector", "dead_channel_detector",
     )
     assert evaluate(session.catalog, stats, settings.with_enabled("per_channel", False)).stale_params == ()
 

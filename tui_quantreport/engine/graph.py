@@ -142,7 +142,12 @@ def _resolve_class(qualified: str) -> type | None:
 def _args(node: torch.fx.Node) -> list[torch.fx.Node]:
     """The node's input nodes in argument order (keyword arguments last)."""
     found: list[torch.fx.Node] = []
-    torch.fx.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+    def keep(n: torch.fx.Node) -> torch.fx.Node:
+        found.append(n)
+        return n
+
+    torch.fx.map_arg((node.args, node.kwargs), keep)
     return found
 
 
@@ -267,11 +272,11 @@ class GraphView:
                 continue
             for key, path, cls in stack:
                 self.classes.setdefault(path, cls)
-                invocation = by_key.get(key)
-                if invocation is None:
-                    invocation = by_key[key] = Invocation(key, path)
-                    self.invocations.append(invocation)
-                invocation.nodes.append(node)
+                known = by_key.get(key)
+                if known is None:
+                    known = by_key[key] = Invocation(key, path)
+                    self.invocations.append(known)
+                known.nodes.append(node)
         for invocation in self.invocations:
             members = set(invocation.nodes)
             for node in invocation.nodes:
@@ -499,7 +504,7 @@ class GraphView:
         else:
             args, kwargs = torch.fx.map_arg((node.args, node.kwargs), lambda n: self._evaluate(n, memo))
             if node.op == "call_function":
-                value = node.target(*args, **kwargs)
+                value = node.target(*args, **kwargs)  # type: ignore[operator]
             elif node.op == "call_module":
                 value = self.gm.get_submodule(str(node.target))(*args, **kwargs)
             else:
@@ -512,6 +517,7 @@ class GraphView:
 
     def flat_inputs(self, batch: Any) -> list[Any]:
         """A batch as the graph's placeholders want it (tensor, tuple of args, or dict of kwargs)."""
+        args: tuple[Any, ...]
         if isinstance(batch, Mapping):
             args, kwargs = (), dict(batch)
         elif isinstance(batch, (tuple, list)):
@@ -742,6 +748,7 @@ def weight_ranges(view: GraphView) -> dict[str, Any]:
                 continue
             rows = kind.in_axis is None
             axis = kind.out_axis if rows else kind.in_axis
+            assert axis is not None  # every registered kind names its output axis
             w = weight.detach().float().transpose(0, axis)
             w = w.reshape(w.shape[0], -1)
             ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)

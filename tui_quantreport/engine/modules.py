@@ -374,7 +374,7 @@ class ModelCatalog:
     activation_schemes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: nn.Module) -> "ModelCatalog":
+    def build(cls, model: nn.Module) -> ModelCatalog:
         from tui_quantreport.engine.graph import GraphView, is_exported_graph
 
         if is_exported_graph(model):  # torch.export / PT2E: the tree comes from the nodes' module stacks

@@ -188,10 +188,10 @@ class _Observer:
         exactly; the next module reading this output then needs no selection.
         """
         last = self._last_input.get(fqn)
-        if last is None or last[1] is None or not isinstance(output, torch.Tensor):
+        if last is None or not isinstance(output, torch.Tensor):
             return
         (shape, axis, percentiles), s = last
-        if tuple(output.shape) != shape:
+        if s is None or tuple(output.shape) != shape:
             return
         self._cache[(id(output), output._version, axis)] = (
             weakref.ref(output), {percentiles: s.mapped(module.forward)}, {},
@@ -323,7 +323,9 @@ class Session:
                 if weight is None or weight.dim() < 2:
                     continue
                 rows = kind.in_axis is None
-                axis = kind.out_axis if kind.in_axis is None else kind.in_axis
+                axis = kind.out_axis if rows else kind.in_axis
+                if axis is None:  # a kind that names neither axis has no per-channel weight range
+                    continue
                 w = weight.detach().float().transpose(0, axis)
                 w = w.reshape(w.shape[0], -1)
                 ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)
@@ -444,7 +446,7 @@ def _propagate_hook(observer: _Observer, fqn: str):
 def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
     from tui_quantreport.engine.graph import GraphView, is_exported_graph
 
-    return GraphView(model, catalog) if is_exported_graph(model) else None
+    return GraphView(model, catalog) if is_exported_graph(model) else None  # type: ignore[arg-type]
 
 
 def _length(batches: Iterable[Any]) -> int | None:

@@ -45,7 +45,7 @@ class Settings:
         detectors: Iterable[str] | None = None,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         ch_axis: AxisOverrides | int | str | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         """Validated settings; detector names may be short ("outlier") or full."""
         enabled = tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
         if detectors is not None and not enabled:
@@ -62,7 +62,7 @@ class Settings:
         tolerance: str | float | None = None,
         backend: str | None = None,
         ch_axis: str | int | list[str] | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         """Settings from command-line style text: ``"outlier,per_channel"``, ``["outlier.ratio_threshold=5"]``.
 
         ``ch_axis``: ``"auto"``, an integer, or ``PATTERN=AXIS`` rules (comma-separated, or a list).
@@ -81,7 +81,7 @@ class Settings:
         names = [d for d in detectors.split(",") if d.strip()] if detectors is not None else None
         return cls.build(names, given, AxisOverrides.parse(ch_axis))
 
-    def with_param(self, detector: str, name: str, value: Any) -> "Settings":
+    def with_param(self, detector: str, name: str, value: Any) -> Settings:
         """A copy with one parameter changed (parsed and validated)."""
         cls = DETECTORS[resolve_detector(detector)]
         parsed = cls.param(name).parse(value, cls.name)
@@ -89,7 +89,7 @@ class Settings:
         params[cls.name][name] = parsed
         return replace(self, params=params)
 
-    def with_enabled(self, detector: str, on: bool) -> "Settings":
+    def with_enabled(self, detector: str, on: bool) -> Settings:
         name = resolve_detector(detector)
         enabled = [d for d in DETECTORS if (d == name and on) or (d != name and d in self.enabled)]
         return replace(self, enabled=tuple(enabled))

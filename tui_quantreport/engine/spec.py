@@ -88,6 +88,7 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
         raise SpecError(
             f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
         )
+    batches_factory: Callable[..., Any] | None
     check_model(model, f"{spec}: {factory_name}() returned")
     if calibration:
         cal_module, cal_name = _resolve(calibration, BATCHES_FACTORY)

@@ -28,6 +28,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
+from textual.notifications import SeverityLevel
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
@@ -973,7 +974,7 @@ class MainScreen(Screen[None]):
         else:
             self.app.call_from_thread(self._applied, title, text, note, "information")
 
-    def _applied(self, title: str | None, text: str | None, note: str, severity: str) -> None:
+    def _applied(self, title: str | None, text: str | None, note: str, severity: SeverityLevel) -> None:
         self.applying = False
         self.query_one(CalibrationBar).stop(note.splitlines()[0] if note else "", "error" if severity == "error" else "")
         if text is not None and title is not None:

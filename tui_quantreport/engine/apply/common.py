@@ -7,6 +7,7 @@ import datetime as _dt
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _umask() -> int:
     return mask
 
 
-def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: list[str] = ()) -> str:
+def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: Sequence[str] = ()) -> str:
     """The comment block every exported file starts with."""
     from tui_quantreport import __version__
 

@@ -114,15 +114,17 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 only_empty(class_name, fqn, point) or f"{class_name} '{fqn}' was never called during calibration.",
                 values,
             )
-        if point.channel_min is None:
+        channel_range = point.channel_range
+        if channel_range is None:
             return Unjudged(
                 Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' changed its number of channels between batches "
                 f"(shapes {', '.join(map(str, point.shapes))}), so per-channel ranges do not add up.",
                 values,
             )
-        values[self.INPUT_CHANNEL_MIN] = point.channel_min.tolist()
-        values[self.INPUT_CHANNEL_MAX] = point.channel_max.tolist()
+        channel_min, channel_max = channel_range
+        values[self.INPUT_CHANNEL_MIN] = channel_min.tolist()
+        values[self.INPUT_CHANNEL_MAX] = channel_max.tolist()
         if weight is None:
             return Unjudged(Status.NOT_APPLICABLE, f"'{fqn}' has no 2-D or larger weight.", values)
         if not point.finite:
@@ -130,7 +132,7 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' held NaN or infinite values, so its ranges are undefined.", values,
             )
-        input_ratio, input_global = _range_ratio(point.channel_min, point.channel_max)
+        input_ratio, input_global = _range_ratio(channel_min, channel_max)
         weight_ratio, weight_global = _range_ratio(weight.channel_min, weight.channel_max)
         if input_global == 0 or weight_global == 0:
             which = "input" if input_global == 0 else "weight"
@@ -157,7 +159,7 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 )
             weight_ratio = weight_ratio.repeat(n_in // n_w)
         metric = (torch.sqrt(weight_ratio) / torch.sqrt(input_ratio)).tolist()
-        input_range = tuple((point.channel_max - point.channel_min).tolist())
+        input_range = tuple((channel_max - channel_min).tolist())
         return Balance(
             metric, values[self.INPUT_CHANNEL_MIN], values[self.INPUT_CHANNEL_MAX],
             values[self.WEIGHT_CHANNEL_MIN], values[self.WEIGHT_CHANNEL_MAX],

@@ -71,10 +71,11 @@ class OutlierRatio(Reducer):
     def percentiles(self) -> tuple[float, ...]:
         return (self.percentile,)
 
-    def contribution(self, summary: TensorSummary, x3: Any) -> tuple[Any, Any, Any]:
+    def contribution(self, summary: TensorSummary, tensor: Any) -> tuple[Any, Any, Any]:
         """(q_max / q_p where q_p != 0 else 0, q_p != 0, q_max == q_0) for this call."""
         q, channel_max = summary.percentiles[self.percentile], summary.channel_max
         counted = q != 0
+        ratio: Any
         if isinstance(channel_max, np.ndarray):
             ratio = np.zeros_like(channel_max)
             if np.isinf(channel_max).any():
@@ -176,7 +177,8 @@ class OutlierDetector(Detector[Ratios]):
                 or f"{class_name} '{fqn}' was never called (or never with a tensor input) during calibration.",
                 empty,
             )
-        if point.channel_min is None:
+        channel_range = point.channel_range
+        if channel_range is None:
             return Unjudged(
                 Status.NOT_APPLICABLE,
                 f"The input of '{fqn}' changed its number of channels between batches "
@@ -211,7 +213,7 @@ class OutlierDetector(Detector[Ratios]):
             )
         return Ratios(
             class_name, point.calls, point.finite, ratios, used.tolist(),
-            stats.constant.tolist(), point.channel_max.tolist(), max(finite) if finite else None,
+            stats.constant.tolist(), channel_range[1].tolist(), max(finite) if finite else None,
         )
 
     def verdict(self, m: Ratios, params: Mapping[str, Any]) -> Status:

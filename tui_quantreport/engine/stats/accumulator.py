@@ -88,6 +88,7 @@ class TensorSummary:
         Per-channel min, max and order statistics commute with such a function,
         so they are ``fn`` of this summary's, exactly.
         """
+        build: Callable[..., TensorSummary]
         if isinstance(self.channel_min, np.ndarray):
             def apply(a):
                 return fn(torch.from_numpy(a.copy())).numpy()
@@ -207,6 +208,13 @@ class PointStats:
     @property
     def channels(self) -> int | None:
         return None if self.channel_min is None else int(self.channel_min.numel())
+
+    @property
+    def channel_range(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(channel_min, channel_max)``, or None when calls disagreed on the number of channels."""
+        if self.channel_min is None or self.channel_max is None:
+            return None
+        return self.channel_min, self.channel_max
 
     @property
     def finite(self) -> bool:
@@ -431,7 +439,7 @@ def _span(s: TensorSummary) -> Any:
     into inf, nor does their running sum. On the host a NumPy float64; on a device a 0-d
     float64 tensor (float32 on Apple's MPS, which has no float64)."""
     if isinstance(s.call_max, np.ndarray) or np.isscalar(s.call_max):
-        return np.float64(s.call_max) - np.float64(s.call_min)
+        return np.float64(s.call_max) - np.float64(s.call_min)  # type: ignore[arg-type]
     if s.call_max.device.type == "mps":
         return s.call_max - s.call_min
     return s.call_max.double() - s.call_min.double()

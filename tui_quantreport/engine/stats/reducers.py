@@ -14,7 +14,7 @@ A reducer's life during one calibration, per point:
 1. :meth:`Reducer.contribution`: once per *distinct tensor* per batch, from the
    shared :class:`~.accumulator.TensorSummary` (channel min, max, the
    percentiles the reducers asked for, via :attr:`Reducer.percentiles`) and, if
-   it must, the ``(A, C, B)`` tensor itself. Arrays stay where the tensor is
+   it must, the ``(A, C, B)`` tensor itself (``tensor()``: built only when called). Arrays stay where the tensor is
    (NumPy for host tensors, torch on the device): no host read per batch.
 2. :meth:`Reducer.start` / :meth:`Reducer.update`: fold one call's contribution
    into running arrays, in place, with :class:`Ops` (O(channels) memory).
@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -89,8 +90,8 @@ class Reducer(ABC):
 
     #: The name in :meth:`spec`; unique among reducers.
     kind: ClassVar[str]
-    #: The type of :meth:`freeze`'s result.
-    result: ClassVar[type]
+    #: The type of :meth:`freeze`'s result (it has ``from_state``).
+    result: ClassVar[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -107,8 +108,8 @@ class Reducer(ABC):
         return ()
 
     @abstractmethod
-    def contribution(self, summary: TensorSummary, x3: torch.Tensor) -> Any:
-        """This call's contribution, from the tensor's summary (and the ``(A, C, B)`` tensor if needed)."""
+    def contribution(self, summary: TensorSummary, tensor: Callable[[], torch.Tensor]) -> Any:
+        """This call's contribution, from the tensor's summary (``tensor()``: the ``(A, C, B)`` float32 view, if needed)."""
 
     @abstractmethod
     def start(self, contribution: Any, ops: Ops) -> Any:

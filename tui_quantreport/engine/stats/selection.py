@@ -74,7 +74,7 @@ def _repeats_a_lot(rows: np.ndarray) -> bool:
     step = max(1, rows.shape[1] // REPEAT_PROBE)
     probe = np.sort(rows[:, ::step], axis=1)
     equal = np.count_nonzero(probe[:, 1:] == probe[:, :-1])
-    return equal > REPEAT_SHARE * probe.size
+    return bool(equal > REPEAT_SHARE * probe.size)
 
 
 def kth_smallest(x3: torch.Tensor, k: int) -> torch.Tensor:
