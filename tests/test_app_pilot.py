@@ -267,8 +267,11 @@ async def test_thresholds_and_detector_toggles_update_from_kept_stats() -> None:
         assert dynamic, "the showcase should have a module recommended for dynamic quantization"
         target = max(dynamic, key=lambda f: f.values["post_observer_comp_stat"])
         s_value = target.values["post_observer_comp_stat"]
-        while tree.current_fqn != target.module:
+        for _ in range(40):  # bounded: a walk that never reaches it fails, never hangs
+            if tree.current_fqn == target.module:
+                break
             await pilot.press("n")
+        assert tree.current_fqn == target.module
         await detail_follows(app, pilot)
         assert "Use dynamic quantization" in text_of(app.query_one(FindingsPanel))
         assert "D" in tree.badges_of(target.module)
