@@ -175,8 +175,8 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
     if groups:
         lines += ["## Not judged", ""]
         for (title, state), findings in groups.items():
-            names = ", ".join(_code(f.module or "(model)") for f in findings)
-            lines.append(f"- **{title}**, {state} ({len(findings):,} modules): {names}.")
+            listed = ", ".join(_code(f.module or "(model)") for f in findings)
+            lines.append(f"- **{title}**, {state} ({len(findings):,} modules): {listed}.")
             if state != NOT_CALIBRATED:
                 lines.append(f"  For example: {_md(findings[0].reason)}")
         lines.append("")

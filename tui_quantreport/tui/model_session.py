@@ -269,6 +269,7 @@ def measure(
     from tui_quantreport.engine.quantsim import ErrorAnalysis, take_probes
     from tui_quantreport.engine.spec import open_batches
 
+    assert session.loaded_model is not None and session.session is not None  # measured only with a model
     probes = take_probes(open_batches(session.loaded_model), probe_batches)
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     analysis = ErrorAnalysis.from_stats(session.loaded_model.model, session.session.catalog, probes, stats,
