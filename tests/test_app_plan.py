@@ -51,8 +51,9 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert "◀ plan" in shown and recommended.modules[SENSITIVE] in shown
         await pilot.press("f")
         assert main.plan.modules[SENSITIVE] == "float"
-        assert main.plan_pending and "recomputing" in app.sub_title  # the last value stays visible
-        assert f"{before.db:.1f} dB" in app.sub_title
+        if main.plan_pending:  # a quiet machine may already be done: never depend on speed
+            assert "recomputing" in app.sub_title  # the last value stays visible
+            assert f"{before.db:.1f} dB" in app.sub_title
         await plan_settled(app, pilot)
         assert not main.plan_pending and "1 float" in app.sub_title
         assert main.plan_sqnr.db is not None and main.plan_sqnr.db > before.db  # keeping it float helps
