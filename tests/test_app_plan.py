@@ -4,8 +4,6 @@ p picking a scheme, e saving the plan, S measuring sensitivity."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
@@ -37,7 +35,6 @@ async def _measured(app, pilot) -> None:
     assert app.main.measured is not None and app.main.plan is not None
 
 
-@pytest.mark.xfail(reason="KNOWN BUG after the last merge: a typed .plan.json path selects the JSON report target, not the plan (open, see closing note)", strict=False)
 async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path: Path) -> None:
     app = make_app(batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:

@@ -134,8 +134,9 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
         """A typed suffix picks its target (``report.md`` ticks Markdown)."""
         self._confirm_overwrite = None
         self.query_one("#export-error").display = False
+        # The longest matching suffix decides: "x.plan.json" is the plan, not the JSON report.
         target = target_for_suffix(self.targets, event.value)
-        if target is not None and target is not self.target and not event.value.lower().endswith(self.target.suffix):
+        if target is not None and target is not self.target:
             self.target = target
             self.query_one(f"#format-{target.key}", RadioButton).value = True
 
@@ -151,8 +152,7 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
         if not path.is_absolute():
             path = Path.cwd() / path
         # A typed suffix wins over the radio buttons: "report.md" is written as Markdown.
-        target = self.target if text.lower().endswith(self.target.suffix) else (
-            target_for_suffix(self.targets, text) or self.target)
+        target = target_for_suffix(self.targets, text) or self.target
         if target.deferred or target.write is None:
             self.dismiss(ConfigRequest(target.key, str(path)))
             return
