@@ -407,7 +407,7 @@ def test_information_is_exported_apart_from_recommendations():
     report, _, _ = run(OddLayers().eval(), [torch.randn(2, 1, 6, 6) * s for s in (0.01, 1.0, 100.0)])
     text = render(report, "markdown")
     info = text.split("Information (no change applies to these modules):", 1)[1]
-    assert "`gray`: Non-stationary output (no dynamic kernel for Conv2d)" in info.split("##", 1)[0]
+    assert "`gray`: Non-stationary output (no dynamic kernel for Conv2d) (Dynamic vs static)" in info.split("##", 1)[0]
     import json
 
     data = json.loads(render(report, "json"))

@@ -102,6 +102,56 @@ def test_saved_and_opened_stats_give_the_live_report(sample, tmp_path):
     assert again.modules == live.modules
 
 
+def _measured(sample):
+    """A calibrated sample with its measured error: (loaded, session, settings, stats, measured, live report)."""
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
+    from tui_quantreport.engine.quantsim.probes import take_probes
+    from tui_quantreport.engine.severity import assess, measure
+
+    loaded, session, settings, stats = calibrated(sample)
+    probes = take_probes(open_batches(loaded), 4)
+    measured = measure(ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, "x86"))
+    live = assess(evaluate(session.catalog, stats, settings, spec=loaded.spec), measured)
+    return loaded, session, settings, stats, measured, live
+
+
+def test_a_measured_error_saved_with_the_stats_keeps_every_severity(tmp_path, capsys):
+    from tui_quantreport.engine.severity import assess
+
+    loaded, session, settings, stats, measured, live = _measured("showcase")
+    assert live.severities and measured.modules
+    path = statsfile.save(tmp_path / "run.qstats",
+                          statsfile.make(loaded.spec, session.catalog, stats, settings, measured))
+    opened = statsfile.load(path)
+    assert opened.measured == measured
+    again = assess(evaluate(opened.catalog, opened.stats, opened.settings, spec=opened.spec), opened.measured)
+    for fmt in ("json", "markdown", "text"):
+        assert render(again, fmt) == render(live, fmt)
+    # The command line reads it too: gains and severities without the model, and no "not measured" note.
+    code, out, err = run(capsys, "report", str(path), "--format", "json")
+    assert code == 0 and "no measured SQNR" not in err
+    data = json.loads(out)
+    assert data["measured"]["plan"] == json.loads(render(live, "json"))["measured"]["plan"]
+    # A file without a measurement (calibrate, merge) still opens unmeasured.
+    plain = statsfile.save(tmp_path / "plain.qstats", statsfile.make(loaded.spec, session.catalog, stats, settings))
+    assert statsfile.load(plain).measured is None
+
+
+def test_a_measurement_that_is_not_numbers_is_refused(tmp_path, capsys):
+    loaded, session, settings, stats, measured, _ = _measured("showcase")
+    data = statsfile.encode(statsfile.make(loaded.spec, session.catalog, stats, settings, measured))
+
+    def corrupt(header):
+        module = next(iter(header["measured"]["modules"].values()))
+        module["sqnr_db"]["dynamic"] = "NaN"
+
+    bad = tmp_path / "bad.qstats"
+    bad.write_bytes(_rewrite(data, edit_header=corrupt))  # the checksum is recomputed: only the value is wrong
+    code, out, err = run(capsys, "report", str(bad))
+    one_line(code, err, str(bad), "malformed stats file (its measured error")
+    assert out == ""
+
+
 def test_calibrate_command_then_report_from_the_file_equals_the_live_report(tmp_path, capsys):
     target = tmp_path / "tiny.qstats"
     code, _, err = run(capsys, "calibrate", TINY, "--output", str(target), "--tolerance", "0.9")

@@ -293,7 +293,11 @@ def run_report(args: argparse.Namespace) -> int:
                     f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
                 )
         report = Evaluator(sf.catalog).evaluate(sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
-        if args.probe_batches:
+        if sf.measured is not None:  # measured before it was saved (in the app): severities from that
+            from tui_quantreport.engine.severity import assess
+
+            report = assess(report, sf.measured, args.min_gain)
+        elif args.probe_batches:
             print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
     else:
         settings = settings_from(args)

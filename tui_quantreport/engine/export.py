@@ -166,6 +166,14 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
                          + (f" {_md(reason)}" if reason else "") + measured)
         lines.append("")
 
+    informed = [(det, f) for det in report.detectors.values() for f in det.findings.values()
+                if f.status is Status.INFO]
+    if informed:
+        lines += ["## Information", "", "Information (no change applies to these modules):", ""]
+        lines += [f"- {_code(f.module or '(model)')}: {_md(f.headline)} ({_md(det.title)}). {_md(f.reason)}"
+                  for det, f in informed]
+        lines.append("")
+
     groups: dict[tuple[str, str], list[Finding]] = {}
     for det in report.detectors.values():
         for finding in det.findings.values():

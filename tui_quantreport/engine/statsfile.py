@@ -67,6 +67,9 @@ class StatsFile:
     stats: Any  # Stats
     settings: Any  # Settings
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: The measured error (a report.Measured) of these statistics when it was taken before saving:
+    #: reopened without the model, the findings keep their measured severity. None when not measured.
+    measured: Any = None
 
     @property
     def fingerprint(self) -> str:
@@ -81,8 +84,9 @@ class StatsFile:
             )
 
 
-def make(spec: str, catalog: Any, stats: Any, settings: Any, **provenance: Any) -> StatsFile:
-    """A stats file for ``stats`` taken on ``catalog``'s model with ``settings``."""
+def make(spec: str, catalog: Any, stats: Any, settings: Any, measured: Any = None, **provenance: Any) -> StatsFile:
+    """A stats file for ``stats`` taken on ``catalog``'s model with ``settings`` (and the measured
+    error of those statistics, a report.Measured, when there is one)."""
     import torch
 
     from tui_quantreport import __version__
@@ -94,7 +98,7 @@ def make(spec: str, catalog: Any, stats: Any, settings: Any, **provenance: Any) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     info.update(provenance)
-    return StatsFile(spec, catalog, stats, settings, info)
+    return StatsFile(spec, catalog, stats, settings, info, measured)
 
 
 # Writing ---------------------------------------------------------------------
@@ -120,6 +124,8 @@ def _encode(sf: StatsFile) -> bytes:
         "catalog": catalog_state(sf.catalog),
         "stats": stats_meta,
     }
+    if sf.measured is not None:
+        header["measured"] = measured_state(sf.measured)
     text = json.dumps(header, separators=(",", ":"), allow_nan=False)
     metadata = {"format": FORMAT, "header": text, "sha256": _digest(text, tensors)}
     return save(tensors, metadata=metadata)
@@ -241,7 +247,11 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     if unknown:
         raise StatsFileError(f"{source}: malformed stats file (statistics for unknown module {min(unknown)!r})")
     settings = settings_from_state(header["settings"])
-    return StatsFile(str(header["spec"]), catalog, stats, settings, dict(header.get("provenance") or {}))
+    measured = measured_from_state(header["measured"], source) if header.get("measured") is not None else None
+    if measured is not None and set(measured.modules) - set(catalog.modules):
+        raise StatsFileError(f"{source}: malformed stats file (a measurement of unknown module "
+                             f"{min(set(measured.modules) - set(catalog.modules))!r})")
+    return StatsFile(str(header["spec"]), catalog, stats, settings, dict(header.get("provenance") or {}), measured)
 
 
 def _digest(header_text: str, tensors: Mapping[str, Any]) -> str:
@@ -295,6 +305,57 @@ def _differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> st
 
 
 # The catalog and the settings as JSON ---------------------------------------------
+
+
+_ERROR_FIELDS = ("clipped_db", "equalized_db", "sensitivity_db", "recommended_scheme", "range_source")
+
+
+def measured_state(measured: Any) -> dict[str, Any]:
+    """A report.Measured as JSON data (every value finite or null: undefined SQNRs are None)."""
+    return {
+        "probe_batches": measured.probe_batches,
+        "modules": {
+            fqn: {"sqnr_db": dict(e.sqnr_db), "reasons": dict(e.reasons), **{k: getattr(e, k) for k in _ERROR_FIELDS}}
+            for fqn, e in measured.modules.items()
+        },
+        "quantizer_of": dict(measured.quantizer_of),
+        "plan": dict(measured.plan),
+        "plan_sqnr_db": measured.plan_sqnr_db,
+        "plan_reason": measured.plan_reason,
+        "plan_data": dict(measured.plan_data),
+        "sensitivity_measured": measured.sensitivity_measured,
+    }
+
+
+def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
+    """The report.Measured that :func:`measured_state` wrote."""
+    from tui_quantreport.engine.report import Measured, ModuleError
+
+    try:
+        modules = {
+            str(fqn): ModuleError(
+                str(fqn), {str(k): _db(v) for k, v in e["sqnr_db"].items()}, {str(k): str(v) for k, v in e["reasons"].items()},
+                _db(e["clipped_db"]), _db(e["equalized_db"]), _db(e["sensitivity_db"]),
+                str(e["recommended_scheme"]), str(e["range_source"]),
+            )
+            for fqn, e in state["modules"].items()
+        }
+        return Measured(
+            int(state["probe_batches"]), modules,
+            {str(k): (None if v is None else str(v)) for k, v in state["quantizer_of"].items()},
+            {str(k): str(v) for k, v in state["plan"].items()}, _db(state["plan_sqnr_db"]),
+            str(state["plan_reason"]), dict(state["plan_data"]), bool(state["sensitivity_measured"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StatsFileError(f"{source}: malformed stats file (its measured error: {type(exc).__name__}: {exc})") from None
+
+
+def _db(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"not a number of dB: {value!r}")
+    return float(value)
 
 
 def catalog_state(catalog: Any) -> dict[str, Any]:

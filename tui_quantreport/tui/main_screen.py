@@ -905,15 +905,16 @@ class MainScreen(Screen[None]):
         if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
             self.notify("Nothing to save yet: press c to calibrate first.")
             return
-        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec))
+        error = self.measured.error if self.measured is not None else None
+        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec), error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
-    def _save_stats(self, stats: Stats, settings: Settings, path: str) -> None:
+    def _save_stats(self, stats: Stats, settings: Settings, path: str, error: object = None) -> None:
         model = self.model
         if model is None:
             return
         try:
-            written = model.save_stats(stats, settings, path)
+            written = model.save_stats(stats, settings, path, error)
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="Statistics not saved", severity="error",
                                       markup=False)

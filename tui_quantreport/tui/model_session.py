@@ -90,6 +90,9 @@ class ModelSession:
         self.rerun_failures = True
         #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
         self.evaluator = Evaluator(catalog)
+        #: The measured error read from a stats file, and the statistics it belongs to: reports of
+        #: exactly those statistics keep their measured severity (a new calibration measures anew).
+        self.restored: tuple[Stats, Any] | None = None
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -158,6 +161,8 @@ class ModelSession:
             f"tui-quantreport {sf.spec} --stats {path}"
         )
         model = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
+        if sf.measured is not None:
+            model.restored = (sf.stats, sf.measured)
         report = model.evaluate(sf.stats, settings)
         status = (
             f"Statistics of {sf.stats.batches:,} batches from {path}, without the model: recalibration and "
@@ -171,13 +176,20 @@ class ModelSession:
         from tui_quantreport.engine.severity import assess
 
         report = self.evaluator.evaluate(stats, settings, spec=self.spec)
+        error = error if error is not None else self.restored_error(stats)
         return assess(report, error) if error is not None else report
 
-    def save_stats(self, stats: Stats, settings: Settings, path: str) -> str:
-        """Write ``stats`` (taken with ``settings``) to a stats file at ``path``, atomically."""
+    def restored_error(self, stats: Stats) -> Any:
+        """The measured error read from the stats file, when ``stats`` are the statistics it came with."""
+        return self.restored[1] if self.restored is not None and self.restored[0] is stats else None
+
+    def save_stats(self, stats: Stats, settings: Settings, path: str, error: Any = None) -> str:
+        """Write ``stats`` (taken with ``settings``, with their measured ``error`` when given) to a
+        stats file at ``path``, atomically."""
         from tui_quantreport.engine import statsfile
 
-        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings)))
+        error = error if error is not None else self.restored_error(stats)
+        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings, error)))
 
     def calibrate(
         self,
