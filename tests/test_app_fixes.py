@@ -103,9 +103,14 @@ async def test_a_new_module_opens_at_the_top_of_the_detail_view() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await walk_to(app, pilot, "rgb_stem.conv1")
+        await detail_follows(app, pilot)
+        await settle(app, pilot)  # the measurement redraws the page: scroll once it has
         detail = app.query_one(ModuleDetail)
-        detail.scroll_end(animate=False)
-        await pilot.pause()
+        for _ in range(50):  # the page is laid out a refresh after its content changes
+            detail.scroll_end(animate=False)
+            await pilot.pause(0.02)
+            if detail.scroll_y > 0:
+                break
         assert detail.scroll_y > 0
         app.query_one(ModuleTree).focus()
         await pilot.press("n")
