@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import one_line, run
 from tui_quantreport.cli import main
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.export import write_atomic
@@ -29,21 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line(code, err, *fragments):
-    """The promise: exit 2, one line starting with the program's name, no traceback."""
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tui-quantreport: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def model_file(folder: Path, source: str, name: str = "model.py") -> Path:

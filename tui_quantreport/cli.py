@@ -152,8 +152,9 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output(output: str) -> None:
-    """Refuse an output that cannot be written before the (slow) model load and export."""
+def _check_output(output: str, what: str = "") -> None:
+    """Refuse an output that cannot be written before the (slow) model load and export or
+    calibration; ``what`` names it in the message ("stats file to ")."""
     import os
     from pathlib import Path
 
@@ -162,11 +163,11 @@ def _check_output(output: str) -> None:
     target = Path(output).expanduser()
     directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
-        raise UserError(f"cannot write {target}: it is a directory")
+        raise UserError(f"cannot write {what}{target}: it is a directory")
     if not directory.is_dir():
-        raise UserError(f"cannot write {target}: directory {directory} does not exist")
+        raise UserError(f"cannot write {what}{target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UserError(f"cannot write {target}: permission denied")
+        raise UserError(f"cannot write {what}{target}: permission denied")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -497,16 +498,7 @@ def _calibrate_here(args: argparse.Namespace, world):
 
 
 def _check_stats_output(path: str) -> None:
-    from pathlib import Path
-
-    from tui_quantreport.engine.errors import UserError
-
-    target = Path(path).expanduser()
-    directory = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise UserError(f"cannot write stats file to {target}: it is a directory")
-    if not directory.is_dir():
-        raise UserError(f"cannot write stats file to {target}: directory {directory} does not exist")
+    _check_output(path, "stats file to ")
 
 
 def _calibrate_distributed(args: argparse.Namespace, world) -> int:

@@ -45,10 +45,20 @@ def provenance(report: Report) -> dict[str, Any]:
         "tool": "tui-quantreport",
         "version": _version("tui-quantreport"),
         "torch": _version("torch"),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": _written_at().isoformat(timespec="seconds"),
         "enabled_detectors": list(report.detectors),
         "calibrated": report.batches > 0,
     }
+
+
+def _written_at() -> datetime:
+    """Now (UTC), or ``SOURCE_DATE_EPOCH`` when set (reproducible reports: the same run gives the same bytes)."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), timezone.utc)
+    return datetime.now(timezone.utc)
 
 
 def _version(package: str) -> str | None:
