@@ -246,6 +246,12 @@ def test_i07_system_exit_in_build_model_is_an_error_in_the_app(tmp_path):
         (["report", TINY, "--bogus"], "--bogus"),
         (["--batches", "0"], "--batches"),
         (["samples", "extra"], "extra"),
+        # every subcommand, not only report: calibrate, merge, config, verify
+        (["calibrate"], "'tui-quantreport calibrate --help'"),
+        (["calibrate", TINY, "--output", "x.qstats", "--batches", "x"], "--batches"),
+        (["merge", "a.qstats"], "'tui-quantreport merge --help'"),
+        (["config", TINY, "--target", "nope", "--output", "x.py"], "'tui-quantreport config --help'"),
+        (["verify"], "'tui-quantreport verify --help'"),
     ],
 )
 def test_i08_argument_errors_are_one_line_with_a_hint(capsys, argv, fragment):
@@ -260,11 +266,12 @@ def test_i08_a_5000_digit_batches_gets_a_true_message(capsys):
     assert "whole number" not in line and len(line) < 300
 
 
-def test_i08_help_still_works(capsys):
+@pytest.mark.parametrize("command", ["report", "calibrate", "merge", "config", "verify"])
+def test_i08_help_still_works(capsys, command):
     with pytest.raises(SystemExit) as raised:
-        main(["report", "--help"])
+        main([command, "--help"])
     assert raised.value.code == 0
-    assert "--output" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"usage: tui-quantreport {command}")
 
 
 # 9. --batches N pulls exactly N batches -------------------------------------------------------
