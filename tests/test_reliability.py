@@ -203,6 +203,38 @@ def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
     assert target.read_text() == "old"
 
 
+def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_path):
+    """The app writes in worker threads, which cannot set signal handlers: the handler installed in
+    the main thread (cli.run_app does it before the app starts) removes their temporary files."""
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, threading, time
+        from tui_quantreport.engine import export
+        assert export.install_sigterm_cleanup()
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            assert [p for p in os.listdir({str(tmp_path)!r}) if p.endswith(".tmp")]
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            real_fsync(fd)
+        export.os.fsync = slow_fsync
+        worker = threading.Thread(target=export.write_atomic, args=({str(target)!r}, "new" * 1_000_000))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+        print("survived")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert "survived" not in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.read_text() == "old"
+
+
 # 7. SystemExit from a model file is bad input --------------------------------------------------
 
 

@@ -585,8 +585,10 @@ def run_app(args: argparse.Namespace) -> int:
         check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     if args.stats:
         _open_stats_quickly(args.stats)
+    from tui_quantreport.engine.export import install_sigterm_cleanup
     from tui_quantreport.tui.app import QuantReportApp
 
+    install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
     app = QuantReportApp(spec=spec, options=args)
     app.run()
     return app.return_code or 0
