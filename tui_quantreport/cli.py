@@ -106,7 +106,7 @@ TARGETS = ("torchao", "pt2e", "qconfig_mapping")
 def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """`config` (export a plan for a library) and `verify` (apply that export and measure it)."""
     model_help = "sample name, file.py, file.py:factory or package.module:factory"
-    config = argparse.ArgumentParser(
+    config = OneLineParser(
         prog=f"{PROG} config",
         description="Write the plan as a configuration torchao, PT2E or torch.ao runs "
         "(without --plan: calibrate and use the recommended plan).",
@@ -119,7 +119,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     config.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
     config.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
                         help="backend of the recommended plan when there is no --plan (default x86)")
-    verify = argparse.ArgumentParser(
+    verify = OneLineParser(
         prog=f"{PROG} verify",
         description="Apply the exported configuration with the real library to a copy of MODEL and "
         "compare its end-to-end SQNR on the probe batches with the predicted one.",
@@ -240,7 +240,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
 
 
 def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    calibrate = _Parser(
+    calibrate = OneLineParser(
         prog=f"{PROG} calibrate",
         description="Calibrate MODEL headless and save its statistics to a stats file, to report on or open "
         "in the app anywhere, without the model. Under torchrun each rank calibrates its share of the batches.",
@@ -252,7 +252,7 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         "--dist-backend", choices=("gloo", "nccl"),
         help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
     )
-    merge = _Parser(
+    merge = OneLineParser(
         prog=f"{PROG} merge",
         description="Merge stats files of the same model and settings: the result equals one calibration "
         "on all of their batches.",
@@ -585,8 +585,10 @@ def run_app(args: argparse.Namespace) -> int:
         check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     if args.stats:
         _open_stats_quickly(args.stats)
+    from tui_quantreport.engine.export import install_sigterm_cleanup
     from tui_quantreport.tui.app import QuantReportApp
 
+    install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
     app = QuantReportApp(spec=spec, options=args)
     app.run()
     return app.return_code or 0
