@@ -10,6 +10,7 @@ from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_inpu
 from tui_quantreport.engine.report import Level
 from tui_quantreport.tui import main_screen
 from tui_quantreport.tui.findings_panel import FindingsPanel
+from tui_quantreport.tui.model_summary import ModelSummary
 from tui_quantreport.tui.module_tree import ModuleTree
 
 MIN_GAIN_INPUT = "#param-app-min_gain_db"
@@ -85,3 +86,40 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
 
         assert len(measures) == 1 and main.measured.analysis is analysis  # never measured again
 
+
+def summary_line(app, detector: str) -> str:
+    title = app.report.detectors[detector].title
+    return next(line for line in text_of(app.query_one(ModelSummary)).splitlines() if title in line)
+
+
+async def test_model_summary_counts_what_is_badged_and_minor_apart() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        tree = app.query_one(ModuleTree)
+        report = app.report
+        assert tree.current_fqn == ""  # the model summary is shown
+        seen_minor = False
+        for name, detector in report.detectors.items():
+            badged = [f for f in detector.recommended if detector.glyph in tree.badges_of(f)]
+            minor = [f for f in detector.recommended
+                     if report.severity(name, f) is not None and report.severity(name, f).level is Level.MINOR]
+            line = summary_line(app, name)
+            assert (f"{len(badged)} recommended" if badged else "nothing recommended") in line, line
+            if minor:
+                seen_minor = True
+                assert f"{len(minor)} minor (measured gain below 1 dB)" in line
+                assert f"{len(detector.recommended)} recommended" not in line or len(badged) == len(
+                    detector.recommended)
+            else:
+                assert "minor" not in line
+        assert seen_minor, "the showcase has minor findings at 1 dB"
+        assert "Detector heuristic, before measurement:" in text_of(app.query_one(ModelSummary))
+
+        await set_input(pilot, app, MIN_GAIN_INPUT, "1000")
+        await settle(app, pilot)
+        per_channel = "per_channel_detector"
+        flagged = len(app.report.detectors[per_channel].recommended)
+        line = summary_line(app, per_channel)
+        assert f"nothing recommended · {flagged} minor (measured gain below 1000 dB)" in line, line
