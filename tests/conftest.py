@@ -16,3 +16,10 @@ def models_dir() -> Path:
 def _private_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The app saves settings per user (XDG_CONFIG_HOME): never the real one in tests."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(autouse=True)
+def _reproducible_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports carry the time they were written: fixed here, so two renders of one run compare equal
+    even across a second's boundary (the exporters honour SOURCE_DATE_EPOCH)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795000000")

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tui_quantreport.cli import main
+from cli_helpers import one_line as assert_one_clear_line, run
 
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
 BROKEN = str(Path(__file__).parent / "models" / "broken.py")
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def assert_one_clear_line(code, err, *fragments):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tui-quantreport: error: ")
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_report_text_on_a_model_file(capsys):

@@ -53,6 +53,17 @@ def test_markdown_names_each_recommendation_and_its_reason(report):
         assert "- **Input-weight equalization**: Apply input-weight equalization." in section
 
 
+def test_the_written_time_is_now_or_source_date_epoch(report, monkeypatch):
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795000000")
+    assert to_json_data(report)["generated"]["time"] == "2026-11-18T11:06:40+00:00"
+    assert render(report, "markdown") == render(report, "markdown")
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    written = datetime.fromisoformat(to_json_data(report)["generated"]["time"])
+    assert abs((written - datetime.now(timezone.utc)).total_seconds()) < 120
+
+
 def test_unknown_format_is_a_user_error(report):
     with pytest.raises(UserError, match="unknown format 'pdf'"):
         render(report, "pdf")

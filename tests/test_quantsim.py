@@ -180,29 +180,93 @@ def test_single_module_matches_torch_int8_within_one_step(make, shape, per_chann
 # End to end against prepare_fx / convert_fx
 
 
-@pytest.mark.parametrize("sample", ["drifting_mlp", "unbalanced_equalization"])
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_plan_sqnr_matches_convert_fx(sample, per_channel):
+def _fx_quantized_modules(converted: nn.Module) -> set[str]:
+    """The fqns convert_fx really turned into int8 modules (fused Conv/Linear+ReLU keep the first name)."""
+    return {
+        name for name, m in converted.named_modules()
+        if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+        and callable(getattr(m, "weight", None))
+    }
+
+
+#: Samples whose converted model, under a *global* qconfig, quantizes more than the plan can
+#: express: these are kept out of the global comparison with the mechanism, measured.
+GLOBAL_QCONFIG_GAPS = {
+    "outlier_channels": (
+        "a global qconfig also quantizes encoder.pool (AdaptiveAvgPool1d): x86's backend_config makes it share "
+        "its input's observer, so the pooled means are re-rounded on conv2+relu2's output grid and the "
+        "classifier reads that grid instead of its own calibrated range (31.3 dB real, 38-39 dB for the plan, "
+        "which keeps the pool float as the plan's QConfigMapping does)"
+    ),
+    "large_generated": (
+        "a global qconfig also quantizes every LayerNorm, GELU and Sigmoid (fixed qparams 1/256) output and the "
+        "functional mul and residual add of 200 blocks, none of them Linear/Conv modules a plan covers "
+        "(15 dB real, 32 dB for the plan and for its own QConfigMapping)"
+    ),
+}
+
+
+def _convert_fx(model: nn.Module, probes, mapping, sample: str):
     quantize_fx = pytest.importorskip("torch.ao.quantization.quantize_fx")
     torch.backends.quantized.engine = "x86"
+    example = probes[0] if isinstance(probes[0], tuple) else (probes[0],)
+    try:
+        prepared = quantize_fx.prepare_fx(copy.deepcopy(model), mapping, example)
+        with torch.no_grad():
+            for batch in probes:
+                call_batch(prepared, batch)
+        return quantize_fx.convert_fx(prepared)
+    except Exception as exc:  # noqa: BLE001 - the reason goes into the skip message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        pytest.skip(f"prepare_fx/convert_fx cannot handle {sample}: {type(exc).__name__}: {first}")
+
+
+def _samples() -> list[str]:
+    from tui_quantreport.engine import list_samples
+
+    return [s.name for s in list_samples()]
+
+
+@pytest.mark.parametrize("sample", _samples())
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("mapping_kind", ["plan", "global"])
+def test_plan_sqnr_matches_convert_fx(sample, per_channel, mapping_kind):
+    """The SQNR of the model convert_fx really produces equals the simulated plan's within 0.5 dB.
+
+    "plan": the QConfigMapping the plan exports (``set_global(None)``, one
+    ``set_module_name`` per quantized module: engine/apply/qconfig_target.py).
+    "global": one global qconfig, FX's everyday use. Either way, the simulated
+    plan quantizes exactly the modules convert_fx turned into int8 ones (FX
+    leaves torch.nn containers such as nn.TransformerEncoder whole and float).
+    """
+    if mapping_kind == "global" and sample in GLOBAL_QCONFIG_GAPS:
+        pytest.xfail(GLOBAL_QCONFIG_GAPS[sample])
     loaded = load_model(sample)
-    model = loaded.model.eval()
+    model = loaded.model
+    if isinstance(model, torch.fx.GraphModule):
+        pytest.skip(f"{sample} is a torch.export graph already prepared by PT2E, not an eager model for prepare_fx")
+    model.eval()
     probes = list(open_batches(loaded))[:4]
+    analysis = _analysis(model, probes)
+    scheme = "static_per_channel" if per_channel else "static_per_tensor"
     weight = ao.default_per_channel_weight_observer if per_channel else ao.default_weight_observer
     qconfig = ao.QConfig(activation=ao.MinMaxObserver.with_args(reduce_range=True), weight=weight)
-    example = probes[0] if isinstance(probes[0], tuple) else (probes[0],)
-    prepared = quantize_fx.prepare_fx(copy.deepcopy(model), ao.QConfigMapping().set_global(qconfig), example)
+    if mapping_kind == "global":
+        mapping = ao.QConfigMapping().set_global(qconfig)
+    else:
+        mapping = ao.QConfigMapping().set_global(None)
+        for fqn in analysis.quantizable:
+            mapping.set_module_name(fqn, qconfig)
+    converted = _convert_fx(model, probes, mapping, sample)
+    quantized = _fx_quantized_modules(converted)
+    assert quantized and quantized <= set(analysis.quantizable)
     with torch.no_grad():
-        for batch in probes:
-            call_batch(prepared, batch)
-        converted = quantize_fx.convert_fx(prepared)
         y = torch.cat([call_batch(model, b).flatten() for b in probes])
         yq = torch.cat([call_batch(converted, b).flatten() for b in probes])
     real = sqnr_db(y, yq).db
-    analysis = _analysis(model, probes)
-    scheme = "static_per_channel" if per_channel else "static_per_tensor"
-    plan = analysis.plan({fqn: scheme for fqn in analysis.quantizable})
+    plan = analysis.plan({fqn: scheme if fqn in quantized else FLOAT for fqn in analysis.quantizable})
     simulated = analysis.plan_sqnr(plan).db
+    assert real is not None and simulated is not None
     assert simulated == pytest.approx(real, abs=0.5)
 
 

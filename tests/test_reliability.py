@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import one_line, run
 from tui_quantreport.cli import main
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.export import write_atomic
@@ -29,21 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line(code, err, *fragments):
-    """The promise: exit 2, one line starting with the program's name, no traceback."""
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tui-quantreport: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def model_file(folder: Path, source: str, name: str = "model.py") -> Path:
@@ -215,6 +203,38 @@ def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
     assert target.read_text() == "old"
 
 
+def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_path):
+    """The app writes in worker threads, which cannot set signal handlers: the handler installed in
+    the main thread (cli.run_app does it before the app starts) removes their temporary files."""
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, threading, time
+        from tui_quantreport.engine import export
+        assert export.install_sigterm_cleanup()
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            assert [p for p in os.listdir({str(tmp_path)!r}) if p.endswith(".tmp")]
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            real_fsync(fd)
+        export.os.fsync = slow_fsync
+        worker = threading.Thread(target=export.write_atomic, args=({str(target)!r}, "new" * 1_000_000))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+        print("survived")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert "survived" not in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.read_text() == "old"
+
+
 # 7. SystemExit from a model file is bad input --------------------------------------------------
 
 
@@ -258,6 +278,12 @@ def test_i07_system_exit_in_build_model_is_an_error_in_the_app(tmp_path):
         (["report", TINY, "--bogus"], "--bogus"),
         (["--batches", "0"], "--batches"),
         (["samples", "extra"], "extra"),
+        # every subcommand, not only report: calibrate, merge, config, verify
+        (["calibrate"], "'tui-quantreport calibrate --help'"),
+        (["calibrate", TINY, "--output", "x.qstats", "--batches", "x"], "--batches"),
+        (["merge", "a.qstats"], "'tui-quantreport merge --help'"),
+        (["config", TINY, "--target", "nope", "--output", "x.py"], "'tui-quantreport config --help'"),
+        (["verify"], "'tui-quantreport verify --help'"),
     ],
 )
 def test_i08_argument_errors_are_one_line_with_a_hint(capsys, argv, fragment):
@@ -272,11 +298,12 @@ def test_i08_a_5000_digit_batches_gets_a_true_message(capsys):
     assert "whole number" not in line and len(line) < 300
 
 
-def test_i08_help_still_works(capsys):
+@pytest.mark.parametrize("command", ["report", "calibrate", "merge", "config", "verify"])
+def test_i08_help_still_works(capsys, command):
     with pytest.raises(SystemExit) as raised:
-        main(["report", "--help"])
+        main([command, "--help"])
     assert raised.value.code == 0
-    assert "--output" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"usage: tui-quantreport {command}")
 
 
 # 9. --batches N pulls exactly N batches -------------------------------------------------------

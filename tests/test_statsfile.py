@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import one_line, run
 from tui_quantreport.cli import main
 from tui_quantreport.engine import (
     Session,
@@ -33,19 +34,8 @@ TINY = str(Path(__file__).parent / "models" / "tiny.py")
 SHARDED = str(Path(__file__).parent / "models" / "sharded.py")
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line(code, err, *fragments):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tui-quantreport: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def calibrated(spec, batches=None, settings=None):

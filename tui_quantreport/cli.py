@@ -106,7 +106,7 @@ TARGETS = ("torchao", "pt2e", "qconfig_mapping")
 def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """`config` (export a plan for a library) and `verify` (apply that export and measure it)."""
     model_help = "sample name, file.py, file.py:factory or package.module:factory"
-    config = argparse.ArgumentParser(
+    config = OneLineParser(
         prog=f"{PROG} config",
         description="Write the plan as a configuration torchao, PT2E or torch.ao runs "
         "(without --plan: calibrate and use the recommended plan).",
@@ -119,7 +119,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     config.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
     config.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
                         help="backend of the recommended plan when there is no --plan (default x86)")
-    verify = argparse.ArgumentParser(
+    verify = OneLineParser(
         prog=f"{PROG} verify",
         description="Apply the exported configuration with the real library to a copy of MODEL and "
         "compare its end-to-end SQNR on the probe batches with the predicted one.",
@@ -152,8 +152,9 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output(output: str) -> None:
-    """Refuse an output that cannot be written before the (slow) model load and export."""
+def _check_output(output: str, what: str = "") -> None:
+    """Refuse an output that cannot be written before the (slow) model load and export or
+    calibration; ``what`` names it in the message ("stats file to ")."""
     import os
     from pathlib import Path
 
@@ -162,11 +163,11 @@ def _check_output(output: str) -> None:
     target = Path(output).expanduser()
     directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
-        raise UserError(f"cannot write {target}: it is a directory")
+        raise UserError(f"cannot write {what}{target}: it is a directory")
     if not directory.is_dir():
-        raise UserError(f"cannot write {target}: directory {directory} does not exist")
+        raise UserError(f"cannot write {what}{target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UserError(f"cannot write {target}: permission denied")
+        raise UserError(f"cannot write {what}{target}: permission denied")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -239,7 +240,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
 
 
 def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    calibrate = _Parser(
+    calibrate = OneLineParser(
         prog=f"{PROG} calibrate",
         description="Calibrate MODEL headless and save its statistics to a stats file, to report on or open "
         "in the app anywhere, without the model. Under torchrun each rank calibrates its share of the batches.",
@@ -251,7 +252,7 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         "--dist-backend", choices=("gloo", "nccl"),
         help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
     )
-    merge = _Parser(
+    merge = OneLineParser(
         prog=f"{PROG} merge",
         description="Merge stats files of the same model and settings: the result equals one calibration "
         "on all of their batches.",
@@ -366,14 +367,11 @@ def _measure(args, session, stats, settings, probes, report):
     from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
     from tui_quantreport.engine.severity import assess, measure
 
-    unsupported = ""
-    if getattr(session, "graph", None) is not None:
-        unsupported = "exported graphs"  # quantsim swaps modules; a graph's modules are nodes
-    elif any(m.quantized for m in session.catalog.modules.values()):
-        unsupported = "models with already-quantized (torchao) modules"
+    from tui_quantreport.engine.quantsim.availability import unavailable_note, unavailable_reason
+
+    unsupported = unavailable_reason(session)
     if unsupported:
-        print(f"tui-quantreport: note: measured error (SQNR) is not available for {unsupported} yet; "
-              "findings are unmeasured", file=sys.stderr)
+        print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
@@ -497,16 +495,7 @@ def _calibrate_here(args: argparse.Namespace, world):
 
 
 def _check_stats_output(path: str) -> None:
-    from pathlib import Path
-
-    from tui_quantreport.engine.errors import UserError
-
-    target = Path(path).expanduser()
-    directory = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise UserError(f"cannot write stats file to {target}: it is a directory")
-    if not directory.is_dir():
-        raise UserError(f"cannot write stats file to {target}: directory {directory} does not exist")
+    _check_output(path, "stats file to ")
 
 
 def _calibrate_distributed(args: argparse.Namespace, world) -> int:
@@ -593,8 +582,10 @@ def run_app(args: argparse.Namespace) -> int:
         check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     if args.stats:
         _open_stats_quickly(args.stats)
+    from tui_quantreport.engine.export import install_sigterm_cleanup
     from tui_quantreport.tui.app import QuantReportApp
 
+    install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
     app = QuantReportApp(spec=spec, options=args)
     app.run()
     return app.return_code or 0

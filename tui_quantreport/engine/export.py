@@ -45,10 +45,20 @@ def provenance(report: Report) -> dict[str, Any]:
         "tool": "tui-quantreport",
         "version": _version("tui-quantreport"),
         "torch": _version("torch"),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": _written_at().isoformat(timespec="seconds"),
         "enabled_detectors": list(report.detectors),
         "calibrated": report.batches > 0,
     }
+
+
+def _written_at() -> datetime:
+    """Now (UTC), or ``SOURCE_DATE_EPOCH`` when set (reproducible reports: the same run gives the same bytes)."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), timezone.utc)
+    return datetime.now(timezone.utc)
 
 
 def _version(package: str) -> str | None:
@@ -292,6 +302,7 @@ def _replace_atomically(resolved: Path, text: str | bytes, shown: Path, what: st
     with _cleanup_on_sigterm(lambda: tmp_name):
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
+            pending_temp(tmp_name)
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
             os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as handle:
@@ -304,6 +315,53 @@ def _replace_atomically(resolved: Path, text: str | bytes, shown: Path, what: st
             raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
         finally:
             _unlink_quietly(tmp_name)
+            if tmp_name is not None:
+                settled_temp(tmp_name)
+
+
+#: Temporary files being written right now, by any thread: a SIGTERM handler installed with
+#: :func:`install_sigterm_cleanup` removes them (a worker thread cannot set a signal handler).
+_PENDING_TEMPS: set[str] = set()
+_PENDING_LOCK = threading.Lock()
+
+
+def pending_temp(path: str) -> None:
+    """Record a temporary file that a write is filling (removed on SIGTERM until settled)."""
+    with _PENDING_LOCK:
+        _PENDING_TEMPS.add(path)
+
+
+def settled_temp(path: str) -> None:
+    """The write of ``path`` is over (renamed into place or removed)."""
+    with _PENDING_LOCK:
+        _PENDING_TEMPS.discard(path)
+
+
+def install_sigterm_cleanup() -> bool:
+    """From the main thread, before writes start in other threads (the app's workers): on SIGTERM,
+    remove every temporary file still being written, then end the process as SIGTERM would
+    (the previous handler, or the default action). Returns whether it was installed (not where
+    SIGTERM is ignored, or off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN or previous is None:
+        return False
+
+    def handler(signum, frame):
+        with _PENDING_LOCK:
+            leftovers = list(_PENDING_TEMPS)
+            _PENDING_TEMPS.clear()
+        for path in leftovers:
+            _unlink_quietly(path)
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    return True
 
 
 class _Terminated(BaseException):
@@ -315,7 +373,8 @@ def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
     """While the block runs, SIGTERM removes the temporary file, then ends the process as SIGTERM would.
 
     Signal handlers can only be set from the main thread; elsewhere (the app's
-    workers) this does nothing.
+    workers) the temporary file is only recorded, for the handler that
+    :func:`install_sigterm_cleanup` set in the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

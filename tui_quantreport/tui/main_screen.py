@@ -573,6 +573,11 @@ class MainScreen(Screen[None]):
         if (self.model is None or self.stats is None or self.settings is None or not self.stats.batches
                 or self.probe_batches <= 0):
             return
+        if (why := self.model.measurement_unavailable) is not None:  # a graph: said, never attempted
+            batches = self.stats.batches
+            self.query_one(CalibrationBar).stop(
+                f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}. {why}", "warning")
+            return
         self._measure_cancel.clear()
         self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
         self.query_one(CalibrationBar).start(self.measuring, unit="passes")

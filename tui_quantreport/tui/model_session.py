@@ -181,6 +181,16 @@ class ModelSession:
             return report
         return assess(report, error, DEFAULT_MIN_GAIN_DB if min_gain_db is None else min_gain_db)
 
+    @property
+    def measurement_unavailable(self) -> str | None:
+        """Why the quantization error cannot be measured on this model (a sentence), or None."""
+        from tui_quantreport.engine.quantsim.availability import unavailable_note, unavailable_reason
+
+        if self.session is None:
+            return None  # no model at all: said by ``unavailable``
+        what = unavailable_reason(self.session)
+        return unavailable_note(what).capitalize() + "." if what else None
+
     def restored_error(self, stats: Stats) -> Any:
         """The measured error read from the stats file, when ``stats`` are the statistics it came with."""
         return self.restored[1] if self.restored is not None and self.restored[0] is stats else None

@@ -62,7 +62,10 @@ def write_files_atomic(contents: list[tuple[Path, bytes]]) -> list[Path]:
 
     On any failure nothing new is left behind (existing files keep their content).
     """
+    from tui_quantreport.engine.export import pending_temp, settled_temp
+
     temps: list[tuple[str, Path]] = []
+    made: list[str] = []  # every temporary file, for the SIGTERM cleanup's record
     try:
         for target, data in contents:
             if target.is_dir():
@@ -72,6 +75,8 @@ def write_files_atomic(contents: list[tuple[Path, bytes]]) -> list[Path]:
                 raise UserError(f"cannot write {target}: directory {directory} does not exist")
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
             temps.append((tmp, target))
+            made.append(tmp)
+            pending_temp(tmp)
             os.chmod(tmp, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -89,6 +94,8 @@ def write_files_atomic(contents: list[tuple[Path, bytes]]) -> list[Path]:
                 os.unlink(tmp)
             except OSError:
                 pass
+        for tmp in made:
+            settled_temp(tmp)
     return [target for target, _ in contents]
 
 

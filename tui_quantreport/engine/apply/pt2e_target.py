@@ -123,26 +123,9 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
 
 def applier(export: Export, subject: Any, probe_count: int):
     """``apply(model)`` running the exported snippet's quantize on all calibration batches."""
-    from tui_quantreport.engine.apply.torchao_target import run_source
+    from tui_quantreport.engine.apply.torchao_target import snippet_quantize
 
-    namespace = run_source(export.text, "<pt2e export>")
-    batches = subject.batches(None)
-
-    def apply(model: nn.Module) -> nn.Module:
-        import contextlib
-        import io
-        import warnings
-
-        from tui_quantreport.engine.errors import UserError
-
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore")
-                return namespace["quantize"](model, batches)
-        except Exception as exc:  # noqa: BLE001 - torch.export/prepare failures are reported in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise UserError(f"the pt2e export failed to apply: {type(exc).__name__}: {first}") from None
-
+    apply = snippet_quantize(export, subject, "the pt2e export failed to apply")
     return apply, f"torchao {torchao_version()} PT2E", graph_weight_states
 
 

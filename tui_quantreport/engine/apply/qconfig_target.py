@@ -102,24 +102,7 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
 def applier(export: Export, subject: Any, probe_count: int):
     import torch
 
-    from tui_quantreport.engine.apply.torchao_target import run_source
+    from tui_quantreport.engine.apply.torchao_target import snippet_quantize
 
-    namespace = run_source(export.text, "<qconfig_mapping export>")
-    batches = subject.batches(None)
-
-    def apply(model: nn.Module) -> nn.Module:
-        import contextlib
-        import io
-        import warnings
-
-        from tui_quantreport.engine.errors import UserError
-
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore")
-                return namespace["quantize"](model, batches)
-        except Exception as exc:  # noqa: BLE001 - FX tracing/convert failures are reported in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise UserError(f"the qconfig_mapping export failed to apply (prepare_fx/convert_fx): {type(exc).__name__}: {first}") from None
-
+    apply = snippet_quantize(export, subject, "the qconfig_mapping export failed to apply (prepare_fx/convert_fx)")
     return apply, f"torch.ao FX (torch {torch.__version__})", None

@@ -133,6 +133,32 @@ def run_source(text: str, name: str) -> dict[str, Any]:
     return namespace
 
 
+def snippet_quantize(export: Any, subject: Any, failure: str) -> Any:
+    """``apply(model)`` running an exported snippet's ``quantize(model, batches)`` on every
+    calibration batch, quietly (its prints and warnings are the snippet's, not ours); a failure
+    is one line: ``failure`` (what failed, e.g. "the pt2e export failed to apply"), the cause."""
+    namespace = run_source(export.text, f"<{export.target} export>")
+    batches = subject.batches(None)
+
+    def apply(model: Any) -> Any:
+        import contextlib
+        import io
+        import warnings
+
+        from tui_quantreport.engine.errors import UserError
+
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                return namespace["quantize"](model, batches)
+        except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(f"{failure}: {type(exc).__name__}: {first}") from None
+
+    return apply
+
+
 def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:
     import dataclasses
 

@@ -51,6 +51,7 @@ from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
+    F32_MAX,
     QParams,
     activation_qparams,
     activation_range,
@@ -313,12 +314,17 @@ class ErrorAnalysis:
                 x = first_tensor(args) if args else first_tensor(kwargs)
                 if x is None or not x.is_floating_point() or x.numel() == 0:
                     return
-                x = x.detach().to(torch.float32)
+                x = x.detach()
                 acc.calls += 1
-                lo, hi = float(x.amin()), float(x.amax())
+                lo, hi = (float(v) for v in torch.aminmax(x))
                 if not (math.isfinite(lo) and math.isfinite(hi)):
                     acc.finite = False
                     return
+                if max(-lo, hi) > F32_MAX:  # finite float64 beyond float32: kept as the range, no qparams
+                    acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+                    acc.channels_ok = False
+                    return
+                x = x.to(torch.float32)
                 acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
                 axis = target.kind.input_axis(x.dim())
                 moved = x.movedim(axis, 0).reshape(x.shape[axis], -1) if x.dim() > 0 else x.reshape(1, 1)
@@ -373,7 +379,7 @@ class ErrorAnalysis:
             if target.range is None:
                 lo, hi = (acc.lo, acc.hi) if acc.finite else (math.nan, math.nan)
                 self._set_range(target, lo, hi, "probes")
-            if not acc.finite:
+            if not acc.finite or max(-acc.lo, acc.hi) > F32_MAX:
                 continue
             if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None:
                 target.channel_range = (acc.channel_lo, acc.channel_hi)
@@ -484,10 +490,19 @@ class ErrorAnalysis:
     def _local_result(self, target: _Target, accs: SharedReference, advice: bool) -> LocalMeasurement:
         calls = accs.calls
         sqnr: dict[str, Sqnr] = {}
+        beyond = None
+        if target.range is not None and all(math.isfinite(v) for v in target.range):
+            widest = max(-target.range[0], target.range[1])
+            beyond = widest if widest > F32_MAX else None
         for name, scheme in SCHEMES.items():
             why = scheme.unsupported(target.kind)
             if why is not None:
                 sqnr[name] = Sqnr.undefined(why)
+            elif beyond is not None and scheme.activation != "float":
+                sqnr[name] = Sqnr.undefined(
+                    f"the input of '{target.fqn}' reaches {beyond:.3g}, beyond float32's range, in which "
+                    "torch computes int8 qparams"
+                )
             elif name in accs.names:
                 sqnr[name] = accs.result(name)
             elif self._never_called(target):

@@ -16,6 +16,10 @@ float32, with ``eps`` = float32 machine epsilon::
                zero_point = clamp(qmin - round(min_neg / scale), qmin, qmax)
     symmetric: scale = max(max(-min_neg, max_pos) / ((qmax - qmin) / 2), eps); zero_point = 0
 
+One deliberate difference: a range wider than float32's largest value (data near
+3.4e38) gets its width computed in float64, where torch's observer would give an
+infinite scale (and NaN outputs); finite data then always has finite qparams.
+
 Vectorised over channels; no torch.ao import needed (tests hold these against
 the observers side by side).
 """
@@ -31,6 +35,7 @@ import torch
 from tui_quantreport.engine.errors import ParamError
 
 EPS = torch.finfo(torch.float32).eps
+F32_MAX = float(torch.finfo(torch.float32).max)
 
 #: Whether each backend's default qconfig reduces the activation range to 7 bits.
 REDUCE_RANGE = {"fbgemm": True, "x86": True, "qnnpack": False, "onednn": False}
@@ -77,6 +82,12 @@ def affine_qparams(
     min_neg = torch.minimum(min_val, torch.zeros_like(min_val))
     max_pos = torch.maximum(max_val, torch.zeros_like(max_val))
     scale = (max_pos - min_neg) / float(quant_max - quant_min)
+    overflow = torch.isinf(scale) & torch.isfinite(min_neg) & torch.isfinite(max_pos)
+    if bool(overflow.any()):
+        # A range wider than float32's largest value: the width in float64 (torch's
+        # observer would give an infinite scale, so every quantized value NaN).
+        wide = ((max_pos.double() - min_neg.double()) / float(quant_max - quant_min)).to(torch.float32)
+        scale = torch.where(overflow, wide, scale)
     scale = torch.clamp(scale, min=EPS)
     zero_point = quant_min - torch.round(min_neg / scale).to(torch.int32)
     zero_point = torch.clamp(zero_point, quant_min, quant_max)
@@ -97,8 +108,11 @@ def symmetric_qparams(
 
 
 def activation_qparams(min_val: float, max_val: float, backend: str) -> QParams | None:
-    """quint8 per-tensor qparams for a calibrated range; None when the range is not finite."""
+    """quint8 per-tensor qparams for a calibrated range; None when the range is not finite
+    (or, for float64 data, beyond float32's range, where torch's qparams cannot be computed)."""
     if not (math.isfinite(min_val) and math.isfinite(max_val)) or min_val > max_val:
+        return None
+    if max(-min_val, max_val) > F32_MAX:
         return None
     qmin, qmax = activation_range(backend)
     scale, zp = affine_qparams(torch.tensor(min_val), torch.tensor(max_val), qmin, qmax)
@@ -157,6 +171,10 @@ def scalar_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[f
     max_pos = f32(max(hi, 0.0))
     if not (math.isfinite(min_neg) and math.isfinite(max_pos)):
         return math.nan, 0
-    scale = max((max_pos - min_neg) / f32(qmax - qmin), f32(EPS))
+    if float(max_pos) - float(min_neg) > F32_MAX:
+        # The float32 width would overflow (as in affine_qparams): take it in float64.
+        scale = f32((float(max_pos) - float(min_neg)) / (qmax - qmin))
+    else:
+        scale = max((max_pos - min_neg) / f32(qmax - qmin), f32(EPS))
     zp = qmin - int(np.round(min_neg / scale))
     return float(scale), min(max(zp, qmin), qmax)

@@ -57,57 +57,72 @@ def gain(better: Sqnr, base: Sqnr) -> float | None:
     return better.db - base.db
 
 
-class SqnrAccumulator:
-    """Running sums of ``||y||^2`` and ``||y - y_hat||^2`` over batches, kept on the device.
+LOG10_E = 10.0 / math.log(10.0)  # dB per natural-log unit of a power ratio
 
-    Nothing is read back to the host until :meth:`result`.
+
+def log_norm(t: torch.Tensor) -> torch.Tensor:
+    """``ln ||t||`` as a 0-d float64 tensor on ``t``'s device, without overflow for finite data.
+
+    -inf for an all-zero tensor; NaN or +inf when ``t`` holds NaN or infinite values.
+    Lower-precision floats are accumulated in float64 (squares of float32 values fit);
+    a float64 tensor whose norm overflows is scaled by its max abs first (this is the
+    only case that reads a value back to the host).
+    """
+    if t.dtype == torch.float64:
+        n = torch.linalg.vector_norm(t)
+        if not bool(torch.isfinite(n)):
+            m = t.abs().amax()
+            if bool(torch.isfinite(m)) and bool(m > 0):
+                return torch.log(m) + torch.log(torch.linalg.vector_norm(t / m))
+        return torch.log(n)
+    return torch.log(torch.linalg.vector_norm(t, dtype=torch.float64))
+
+
+def _log_sum_squares(log_norms: list[torch.Tensor]) -> float:
+    """``ln(sum_i ||t_i||^2)`` from the ``ln ||t_i||`` (finite whenever the norms are)."""
+    return float(torch.logsumexp(2.0 * torch.stack(log_norms), dim=0))
+
+
+class SqnrAccumulator:
+    """Running ``||y||^2`` and ``||y - y_hat||^2`` over batches, kept on the device.
+
+    Each call is scaled by the larger max abs of ``y`` and ``y_hat`` before the
+    difference and the norms are taken (in float64), and the sums are taken of
+    logarithms: finite data gives a finite SQNR whatever its magnitude (float64
+    values near 1e300 included). Nothing is read back to the host until :meth:`result`.
     """
 
-    __slots__ = ("_device", "approx_finite", "calls", "noise", "ref_finite", "signal")
+    __slots__ = ("calls", "noise", "signal")
 
     def __init__(self) -> None:
-        self.signal: torch.Tensor | None = None
-        self.noise: torch.Tensor | None = None
-        self.ref_finite: torch.Tensor | None = None
-        self.approx_finite: torch.Tensor | None = None
+        self.signal: list[torch.Tensor] = []
+        self.noise: list[torch.Tensor] = []
         self.calls = 0
 
     def add(self, reference: torch.Tensor, approx: torch.Tensor) -> None:
         y = reference.detach().to(torch.float64)
-        d = y - approx.detach().to(torch.float64)
-        signal = torch.linalg.vector_norm(y) ** 2
-        noise = torch.linalg.vector_norm(d) ** 2
-        ref_ok = torch.isfinite(signal)
-        approx_ok = torch.isfinite(noise)
-        if self.signal is None:
-            self.signal, self.noise, self.ref_finite, self.approx_finite = signal, noise, ref_ok, approx_ok
-        else:
-            self.signal = self.signal + signal
-            self.noise = self.noise + noise
-            self.ref_finite = self.ref_finite & ref_ok
-            self.approx_finite = self.approx_finite & approx_ok
+        yhat = approx.detach().to(torch.float64)
+        m = torch.maximum(y.abs().amax(), yhat.abs().amax()) if y.numel() else y.new_zeros(())
+        # m finite and > 0: divide by it; otherwise (zeros, NaN, inf) keep the data as it is.
+        ok = torch.isfinite(m) & (m > 0)
+        m = torch.where(ok, m, torch.ones_like(m))
+        log_m = torch.log(m)
+        self.signal.append(log_m + log_norm(y / m))
+        self.noise.append(log_m + log_norm(y / m - yhat / m))
         self.calls += 1
 
     def result(self, what: str = "output") -> Sqnr:
-        if self.calls == 0 or self.signal is None:
+        if self.calls == 0:
             return Sqnr.undefined("never called on the probe batches")
-        if not bool(self.ref_finite):
-            return Sqnr.undefined(f"the float {what} holds NaN or infinite values")
-        if not bool(self.approx_finite):
-            return Sqnr.undefined(f"the quantized {what} holds NaN or infinite values")
-        signal, noise = float(self.signal), float(self.noise)
-        if signal == 0.0:
-            return Sqnr.undefined(f"the float {what} is all zeros")
-        if noise == 0.0:
-            return Sqnr(None, UNDEFINED + f"the quantized {what} equals the float {what} exactly (no error)", True)
-        return Sqnr(10.0 * math.log10(signal / noise))
+        return _from_logs(_log_sum_squares(self.signal), _log_sum_squares(self.noise), what)
 
 
 class SharedReference:
-    """One reference, several approximations of it: ``||y||`` taken once per call,
-    ``||y - y_hat||`` once per name and call, each a 0-d float32 tensor kept on the
-    device (nothing read back per call). :meth:`result` squares and sums them in
-    float64; a NaN or infinity anywhere makes the sum non-finite, which is reported.
+    """One reference, several approximations of it: ``ln ||y||`` taken once per call,
+    ``ln ||y - y_hat||`` once per name and call, each a 0-d float64 tensor kept on the
+    device (nothing read back per call; norms accumulated in float64, so float32 data
+    near its largest value does not overflow). :meth:`result` sums their squares in
+    log space; a NaN or infinity anywhere makes the sum non-finite, which is reported.
     """
 
     def __init__(self, names) -> None:
@@ -121,16 +136,16 @@ class SharedReference:
         return len(self.signal)
 
     def add_reference(self, reference: torch.Tensor) -> torch.Tensor:
-        """Fold in one call's reference; returns it as float32 for :meth:`add`."""
+        """Fold in one call's reference; returns it as float32 (float64 kept) for :meth:`add`."""
         y = reference.detach()
-        if y.dtype != torch.float32:
+        if y.dtype not in (torch.float32, torch.float64):
             y = y.float()
-        self.signal.append(torch.linalg.vector_norm(y))
+        self.signal.append(log_norm(y))
         self._sums = None
         return y
 
     def add(self, name: str, y: torch.Tensor, approx: torch.Tensor) -> None:
-        self.noise[name].append(torch.linalg.vector_norm(y - approx.detach()))
+        self.noise[name].append(log_norm(y - approx.detach()))
 
     def _finish(self) -> dict[str, float]:
         if self._sums is None:
@@ -139,8 +154,9 @@ class SharedReference:
             if not self.signal:
                 self._sums = {}
                 return self._sums
-            norms = torch.stack([torch.stack(r) if r else torch.full_like(self.signal[0], math.nan) for r in rows])
-            sums = (norms.double() ** 2).sum(dim=1).tolist()
+            nan = torch.full_like(self.signal[0], math.nan)
+            logs = torch.stack([torch.stack(r) if r else nan.expand(len(self.signal)) for r in rows])
+            sums = torch.logsumexp(2.0 * logs, dim=1).tolist()
             self._sums = dict(zip(keys, sums))
         return self._sums
 
@@ -148,23 +164,24 @@ class SharedReference:
         sums = self._finish()
         if not sums or not self.noise.get(name):
             return Sqnr.undefined("never called on the probe batches")
-        return _from_sums(sums[""], sums[name], what)
+        return _from_logs(sums[""], sums[name], what)
 
 
-def _from_sums(signal: float, noise: float, what: str) -> Sqnr:
-    if not math.isfinite(signal):
+def _from_logs(signal: float, noise: float, what: str) -> Sqnr:
+    """The SQNR from ``ln ||y||^2`` and ``ln ||y - y_hat||^2`` (sums over calls)."""
+    if math.isnan(signal) or signal == math.inf:
         return Sqnr.undefined(f"the float {what} holds NaN or infinite values")
-    if not math.isfinite(noise):
+    if math.isnan(noise) or noise == math.inf:
         return Sqnr.undefined(f"the quantized {what} holds NaN or infinite values")
-    if signal == 0.0:
+    if signal == -math.inf:
         return Sqnr.undefined(f"the float {what} is all zeros")
-    if noise == 0.0:
+    if noise == -math.inf:
         return Sqnr(None, UNDEFINED + f"the quantized {what} equals the float {what} exactly (no error)", True)
-    return Sqnr(10.0 * math.log10(signal / noise))
+    return Sqnr(LOG10_E * (signal - noise))
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> Sqnr:
-    """SQNR of ``approx`` against ``reference``: 20 log10(||y|| / ||y - y_hat||), in float64."""
+    """SQNR of ``approx`` against ``reference``: 20 log10(||y|| / ||y - y_hat||), in float64 (finite for finite data)."""
     acc = SqnrAccumulator()
     acc.add(reference, approx)
     return acc.result()

@@ -1,0 +1,33 @@
+"""A PT2E-prepared graph in the app, as a user opens one (issue 9): the tree is the user's modules
+(rebuilt from nn_module_stack, the quantizer's observers hidden as helpers), calibration judges
+them, and the measured error, which the simulation cannot do on a graph yet, is said, not failed."""
+
+from __future__ import annotations
+
+from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
+from tui_quantreport.tui.calibration_bar import CalibrationBar
+from tui_quantreport.tui.module_detail import ModuleDetail
+from tui_quantreport.tui.module_tree import ModuleTree
+
+
+async def test_a_pt2e_prepared_graph_opens_calibrates_and_says_what_is_not_measured() -> None:
+    app = make_app("pt2e_prepared", batches=4)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tree = app.query_one(ModuleTree)
+        labels = {node.data: str(node.label) for node in tree.root.children}
+        # The user's names and classes, not aten nodes; the observers are helpers, hidden by default.
+        assert labels["conv2"].startswith("conv2 Conv2d") and labels["fc1"].startswith("fc1 Linear")
+        assert not any("observer" in str(fqn).lower() or "activation_post_process" in str(fqn) for fqn in labels)
+
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        assert app.report.batches == 4
+        assert "P" in tree.badges_of("conv2")  # the quantizer's per-tensor weight observer on conv2
+        assert app.main.measured is None
+        assert not [n for n in app._notifications if n.severity == "error"]  # said, not a failure
+        bar = str(app.query_one(CalibrationBar).query_one("#calibration-status").render())
+        assert "Calibrated on 4 batches." in bar and "not available for exported graphs" in bar
+
+        await walk_to(app, pilot, "conv2")
+        assert app.query_one(ModuleDetail).fqn == "conv2"
