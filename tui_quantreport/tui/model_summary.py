@@ -33,7 +33,7 @@ class ModelSummary(Static):
                         " to run the calibration batches through the model."]
         parts: list[Content] = [Content.assemble(*heading), Content("")]
 
-        for name, detector in report.detectors.items():
+        for name in report.detectors:
             parts += self._detector_lines(report, name, detector_index.get(name, 0))
         if not report.detectors:
             parts.append(Content.styled("No detector is enabled: tick one in the sidebar.", "dim"))
