@@ -42,7 +42,7 @@ from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import DetectorSidebar
+from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
@@ -63,6 +63,7 @@ from tui_quantreport.tui.messages import (
     ModuleHighlighted,
     ParamChanged,
     PlanEvaluated,
+    RecommendationChanged,
     ReportUpdated,
     SensitivityMeasured,
     WorkProgress,
@@ -73,6 +74,7 @@ from tui_quantreport.tui.model_session import (
     Measured,
     ModelSession,
     measure,
+    recommend,
 )
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -191,6 +193,10 @@ class MainScreen(Screen[None]):
     sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
     #: What a running measurement is doing ("" when none): Esc cancels it.
     measuring = var("", bindings=True)
+    #: Findings whose measured gain is below this many dB are minor (shown, not badged); the
+    #: recommended plan takes the cheapest scheme within it of the best. Changing it re-judges the
+    #: kept measurement (engine ``severity.assess``), never measures again.
+    min_gain_db = var(MIN_GAIN.default)
 
     def __init__(
         self, spec: str, loading: Future[Loaded], max_batches: int | None = None, probe_batches: int = PROBE_BATCHES
@@ -208,6 +214,7 @@ class MainScreen(Screen[None]):
         self._calibrate_when_loaded = False
         self._cancel = threading.Event()
         self._generation = 0
+        self._gain_generation = 0
         self._recommended: list[str] = []
         self._detail_timer: Timer | None = None
         self._pending_fqn = ""
@@ -230,7 +237,8 @@ class MainScreen(Screen[None]):
                 MainScreen.plan_sqnr, MainScreen.plan_pending, MainScreen.sensitivity, fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
-                MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report
+                MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report,
+                MainScreen.min_gain_db,
             )
         yield CalibrationBar(id="calibration")
         yield Footer(compact=True)
@@ -334,15 +342,16 @@ class MainScreen(Screen[None]):
             return
         self._generation += 1
         error = self.measured.error if self.measured is not None else None
-        self._evaluate(self.stats, self.settings, self._generation, error)
+        self._evaluate(self.stats, self.settings, self._generation, error, self.min_gain_db)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
-    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None) -> None:
+    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None,
+                  min_gain_db: float | None = None) -> None:
         model = self.model
         if model is None:
             return
         try:
-            report = model.evaluate(stats, settings, error)
+            report = model.evaluate(stats, settings, error, min_gain_db)
         except Exception as exc:  # a detector bug must not take the app down
             self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
                                       severity="error", markup=False)
@@ -353,6 +362,57 @@ class MainScreen(Screen[None]):
     def _report_updated(self, message: ReportUpdated) -> None:
         if message.generation == self._generation:
             self.report = message.report
+
+    def set_min_gain(self, min_gain_db: float) -> None:
+        """Re-judge the kept measurement with a new minimum gain: severities, badges, the summary,
+        the n / N order and (unless the user edited the plan) the recommended plan follow. Off the
+        UI thread; nothing is measured again."""
+        if min_gain_db == self.min_gain_db:
+            return
+        self.min_gain_db = min_gain_db
+        report = self.report
+        if report is None or report.measured is None:
+            return  # nothing measured yet: the next measurement uses the new threshold
+        self._generation += 1
+        self._gain_generation += 1
+        measured = self.measured
+        follow = measured is not None and self.plan is not None and self.plan == measured.recommended
+        if follow:
+            self.plan_pending = True
+        self._reassess(report, measured if follow else None, min_gain_db, self._generation, self._gain_generation)
+
+    @work(thread=True, exclusive=True, group="reassess", exit_on_error=False, description="re-assess severities")
+    def _reassess(
+        self, report: Report, measured: Measured | None, min_gain_db: float, generation: int, gain_generation: int
+    ) -> None:
+        from tui_quantreport.engine.severity import assess
+
+        worker = get_current_worker()
+        try:
+            self.post_message(ReportUpdated(assess(report, report.measured, min_gain_db), generation))
+            if measured is not None:
+                self.post_message(RecommendationChanged(
+                    recommend(measured, min_gain_db, lambda: worker.is_cancelled), gain_generation))
+        except CalibrationCancelled:
+            return  # a newer threshold replaced this one
+        except Exception as exc:  # a bug must not take the app down
+            self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Re-assessing failed",
+                                      severity="error", markup=False)
+            if measured is not None:
+                self.post_message(RecommendationChanged(measured, gain_generation))
+
+    @on(RecommendationChanged)
+    def _recommendation_changed(self, message: RecommendationChanged) -> None:
+        measured = self.measured
+        if message.generation != self._gain_generation or measured is None:
+            return  # a newer threshold, or a new measurement, replaced this one
+        if self.plan == measured.recommended:  # still not edited by the user: follow the recommendation
+            self.measured = message.measured
+            self.plan = message.measured.recommended
+            self.plan_sqnr = message.measured.recommended_sqnr
+        else:
+            self.measured = message.measured
+        self.plan_pending = False
 
     @on(ModuleHighlighted)
     def _module_highlighted(self, message: ModuleHighlighted) -> None:
@@ -374,6 +434,9 @@ class MainScreen(Screen[None]):
         if self.settings is None:
             return
         if not message.detector:
+            if message.name == "min_gain_db":
+                self.set_min_gain(message.value)
+                return
             if message.name == "batches":
                 self.max_batches = message.value
                 return
@@ -532,7 +595,7 @@ class MainScreen(Screen[None]):
 
         try:
             measured = measure(model, stats, settings, self.probe_batches, progress,
-                               lambda: self._measure_cancel.is_set() or worker.is_cancelled)
+                               lambda: self._measure_cancel.is_set() or worker.is_cancelled, self.min_gain_db)
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
         except Exception as exc:  # the simulation of the user's model can fail in many ways
