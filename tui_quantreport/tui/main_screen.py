@@ -43,6 +43,7 @@ from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
+from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
@@ -727,15 +728,26 @@ class MainScreen(Screen[None]):
         self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
 
     def action_sensitivity(self) -> None:
-        """One-at-a-time sensitivity of the plan's quantized modules, in a worker (Esc cancels)."""
+        """One-at-a-time sensitivity of the plan's quantized modules: says what it will cost and asks
+        first; then runs in a worker with progress (Esc cancels)."""
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or self.measuring:
             return
-        cost = measured.analysis.cost("sensitivity", plan)
-        self._measure_cancel.clear()
-        self.measuring = f"Sensitivity of {len(plan.quantized):,} modules (about {cost})…  Esc cancels"
-        self.query_one(CalibrationBar).start(self.measuring, unit="modules")
-        self._sensitivity(measured, plan)
+        if not plan.quantized:
+            self.notify("The plan quantizes no module: nothing to measure the sensitivity of.")
+            return
+
+        def start(go: bool | None) -> None:
+            if not go or self.measuring or self.plan is not plan or self.measured is not measured:
+                return
+            self._measure_cancel.clear()
+            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…  Esc cancels"
+            self.query_one(CalibrationBar).start(self.measuring, unit="modules")
+            self._sensitivity(measured, plan)
+
+        self.app.push_screen(
+            ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start
+        )
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
     def _sensitivity(self, measured: Measured, plan: Plan) -> None:
@@ -1095,3 +1107,34 @@ def default_export_path(spec: str) -> str:
 def default_stats_path(spec: str) -> str:
     """A stats file name for ``spec`` in the current directory: ``showcase.qstats``."""
     return default_export_path(spec).removesuffix(".quantreport.json") + ".qstats"
+
+
+def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
+    """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
+    batches, and seconds estimated from a measured plain pass when one was timed."""
+    modules = len(plan.quantized)
+    cost = measured.analysis.cost("sensitivity", plan)
+    probes = measured.probe_batches
+    lines = [
+        f"Each of the plan's {modules:,} quantized modules is quantized alone and the model's output "
+        f"compared with the float model's: {modules:,} forward passes over the {probes:,} probe "
+        f"batch{'es' if probes != 1 else ''} (about {cost.forward_passes:,.0f} with the simulation's overhead).",
+    ]
+    if cost.seconds is not None and cost.forward_passes:
+        per_pass = cost.seconds / cost.forward_passes
+        lines.append(f"Estimate: about {seconds_text(cost.seconds)} (a plain forward pass over the probe "
+                     f"batches took {seconds_text(per_pass)}).")
+    else:
+        lines.append("Estimate: unknown (no plain forward pass has been timed yet).")
+    lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]
+    return lines
+
+
+def seconds_text(seconds: float) -> str:
+    """``0.42 s``, ``12 s``, ``3 min 20 s``."""
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
