@@ -138,7 +138,8 @@ class MainScreen(Screen[None]):
                 tooltip="Export the report (JSON or Markdown), the what-if plan (JSON), or the plan as a "
                 "torchao / PT2E / torch.ao configuration"),
         Binding("s", "save_stats", "Save stats", show=False,
-                tooltip="Save the statistics to a stats file (.qstats), to reopen without the model"),
+                tooltip="Save the statistics to a stats file (.qstats; asks where, and before overwriting), to reopen "
+                "without the model"),
         Binding("v", "verify", "Verify", show=False,
                 tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one"),
         Binding("f", "toggle_float", "Float", tooltip="Keep the selected module (and its subtree) in float, "
@@ -981,12 +982,26 @@ class MainScreen(Screen[None]):
             self.notify(f"Wrote {path}", title="Exported", markup=False)
 
     def action_save_stats(self) -> None:
-        """Save the current statistics to ``<model>.qstats`` (written atomically), to reopen without the model."""
+        """Ask where to save the current statistics (``<model>.qstats`` prefilled; an existing file is
+        overwritten only after a second Enter), then write them in a worker, to reopen without the model."""
         if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
             self.notify("Nothing to save yet: press c to calibrate first.")
             return
+        target = ExportTarget("qstats", "Statistics file (.qstats): reopens without the model", ".qstats", None,
+                              deferred=True)
+        path = str(Path.cwd() / default_stats_path(self.model.spec))
+        self.app.push_screen(
+            ExportDialog([target], path, owner=self, title="Save statistics", action="Save"), self._stats_path_chosen
+        )
+
+    def _stats_path_chosen(self, chosen: str | ConfigRequest | None) -> None:
+        """Write the statistics current now (not when the dialog opened) to the chosen path."""
+        if not isinstance(chosen, ConfigRequest):
+            return  # Esc: nothing written
+        if self.stats is None or self.settings is None or not self.stats.batches:
+            return
         error = self.measured.error if self.measured is not None else None
-        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec), error)
+        self._save_stats(self.stats, self.settings, chosen.path, error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
     def _save_stats(self, stats: Stats, settings: Settings, path: str, error: object = None) -> None:
