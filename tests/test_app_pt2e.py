@@ -1,6 +1,7 @@
 """A PT2E-prepared graph in the app, as a user opens one (issue 9): the tree is the user's modules
 (rebuilt from nn_module_stack, the quantizer's observers hidden as helpers), calibration judges
-them, and the measured error, which the simulation cannot do on a graph yet, is said, not failed."""
+them, and the measured error is there as for an eager model (the simulation runs on a copy whose
+Linear/Conv nodes are modules again)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,21 @@ async def test_a_pt2e_prepared_graph_opens_calibrates_and_says_what_is_not_measu
         await calibrate(app, pilot)
         await settle(app, pilot)
         assert app.report.batches == 4
-        assert "P" in tree.badges_of("conv2")  # the quantizer's per-tensor weight observer on conv2
-        assert app.main.measured is None
-        assert not [n for n in app._notifications if n.severity == "error"]  # said, not a failure
+        measured = app.main.measured
+        assert measured is not None and set(measured.local) == {"conv1", "conv2", "fc1", "fc2"}
+        assert measured.recommended_sqnr.db is not None and "plan" in app.sub_title
+        assert not [n for n in app._notifications if n.severity == "error"]
         bar = str(app.query_one(CalibrationBar).query_one("#calibration-status").render())
-        assert "Calibrated on 4 batches." in bar and "not available for exported graphs" in bar
+        assert "Calibrated on 4 batches" in bar and "end to end" in bar
+        # The per-tensor weight observer on conv2 is flagged; whether it earns a badge is measured.
+        assert app.report.severity("per_channel_detector", "conv2") is not None
 
         await walk_to(app, pilot, "conv2")
         assert app.query_one(ModuleDetail).fqn == "conv2"
+
+        # Applying a plan needs the eager model: v is shown disabled, and from the palette it says why.
+        assert app.main.check_action("verify", ()) is None
+        app.main.action_verify()
+        await pilot.pause()
+        assert any("exported graph" in n.message and "convert_pt2e" in n.message for n in app._notifications)
+        assert not app.main.applying

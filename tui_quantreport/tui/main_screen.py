@@ -1040,8 +1040,8 @@ class MainScreen(Screen[None]):
     def _start_apply(self, kind: str, target: str, path: str | None) -> None:
         if self.model is None:
             return
-        if self.model.unavailable is not None:
-            self.notify(f"Needs the model: {self.model.unavailable}", markup=False)
+        if (why := self.model.apply_unavailable) is not None:  # a stats file, or an exported graph
+            self.notify(why, markup=False)
             return
         if self.calibrating or self.applying:
             self.notify("Busy: wait for the running calibration or verification (Esc cancels it).")
@@ -1121,6 +1121,8 @@ class MainScreen(Screen[None]):
             return None
         if action in ("calibrate", "verify") and self.model is not None and self.model.unavailable is not None:
             return None  # opened from a stats file: shown disabled; the calibration strip says why
+        if action == "verify" and self.model is not None and self.model.apply_unavailable is not None:
+            return None  # an exported graph: shown disabled; pressing it from the palette says why
         return True
 
 

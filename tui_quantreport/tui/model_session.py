@@ -182,6 +182,18 @@ class ModelSession:
         return assess(report, error, DEFAULT_MIN_GAIN_DB if min_gain_db is None else min_gain_db)
 
     @property
+    def apply_unavailable(self) -> str | None:
+        """Why the plan cannot be exported as a configuration or verified here, or None."""
+        if self.unavailable is not None:
+            return f"Needs the model: {self.unavailable}"
+        if self.loaded_model is None:
+            return None
+        from tui_quantreport.engine.apply.api import not_eager
+
+        reason = not_eager(self.loaded_model.model, self.spec)
+        return reason[0].upper() + reason[1:] + "." if reason else None
+
+    @property
     def measurement_unavailable(self) -> str | None:
         """Why the quantization error cannot be measured on this model (a sentence), or None."""
         from tui_quantreport.engine.quantsim.availability import unavailable_note, unavailable_reason
@@ -298,8 +310,10 @@ def measure(
     assert session.loaded_model is not None and session.session is not None  # measured only with a model
     probes = take_probes(open_batches(session.loaded_model), probe_batches)
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = ErrorAnalysis.from_stats(session.loaded_model.model, session.session.catalog, probes, stats,
-                                        backend=backend)
+    from tui_quantreport.engine.quantsim.availability import measurable
+
+    model, catalog, _ = measurable(session.session)  # an exported graph: a converted copy
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend=backend)
     from tui_quantreport.engine.severity import measure as measure_error
 
     local = analysis.local_sqnr(progress, should_cancel)
