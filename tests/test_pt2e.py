@@ -602,6 +602,18 @@ def test_a_qat_prepared_graph_is_observed_without_touching_it():
     after = graph.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())  # BN running stats and fake quantizers
 
+    # Measured on a converted copy moved to eval behaviour: fc is simulated; conv, whose weight the
+    # QAT graph computes (BatchNorm folded in), is listed with why, never silently dropped.
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+
+    code = graph.code
+    analysis = analysis_for(session, [torch.randn(4, 3, 8, 8) for _ in range(2)], stats, "x86")
+    assert analysis.quantizable == ("fc",)
+    assert "computed in the graph" in analysis.unsupported["conv"]
+    local = analysis.local_sqnr()
+    assert local["fc"]["dynamic"].db is not None and local["conv"]["dynamic"].reason.startswith("SQNR undefined")
+    assert graph.code == code and all(torch.equal(graph.state_dict()[k], v) for k, v in state.items())
+
 
 def test_the_report_on_a_pt2e_model_has_no_library_chatter():
     """Importing torchao on a CPU build logs "Failed to load ..._C_mxfp8...so" (its CUDA kernels) and

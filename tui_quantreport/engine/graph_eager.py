@@ -249,7 +249,7 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: s
                 parent.add_module(part, nn.Module())
             parent = getattr(parent, part)
         setattr(parent, child, leaf)
-        with work.graph.inserting_before(nodes[0]):
+        with work.graph.inserting_before(nodes[-1]):  # its input is defined by then, its users come after
             call = work.graph.call_module(fqn, (inputs[0],))
         call.meta = dict(nodes[-1].meta)
         nodes[-1].replace_all_uses_with(call)
