@@ -364,20 +364,17 @@ def model_output_to_stderr() -> Iterator[None]:
 
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
+    from tui_quantreport.engine.quantsim import Plan
     from tui_quantreport.engine.severity import assess, measure
 
-    unsupported = ""
-    if getattr(session, "graph", None) is not None:
-        unsupported = "exported graphs"  # quantsim swaps modules; a graph's modules are nodes
-    elif any(m.quantized for m in session.catalog.modules.values()):
-        unsupported = "models with already-quantized (torchao) modules"
+    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
+
+    unsupported = unavailable_reason(session)
     if unsupported:
-        print(f"tui-quantreport: note: measured error (SQNR) is not available for {unsupported} yet; "
-              "findings are unmeasured", file=sys.stderr)
+        print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
+    analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
     if args.sensitivity:
         analysis.local_measurements()
         plan = analysis.recommended_plan(args.min_gain)

@@ -20,6 +20,7 @@ names the spec and the cause.
 
 from __future__ import annotations
 
+import contextlib
 import ast
 import importlib
 import importlib.util
@@ -79,9 +80,10 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
     parsed = _parse(spec)
     if parsed.kind == "file" and is_exported_file(parsed.target):
         return _load_exported_file(spec, Path(parsed.target).expanduser(), calibration)
-    module, factory_name = _resolve(spec, MODEL_FACTORY)
-    factory = _get_callable(module, factory_name, spec)
-    model = _call(factory, spec, factory_name)
+    with quiet_library_logs():
+        module, factory_name = _resolve(spec, MODEL_FACTORY)
+        factory = _get_callable(module, factory_name, spec)
+        model = _call(factory, spec, factory_name)
     if isinstance(model, torch.export.ExportedProgram):
         model = _call(model.module, spec, f"{factory_name}().module")
     if not isinstance(model, nn.Module):
@@ -384,6 +386,31 @@ def _load_file(path: Path, spec: str) -> ModuleType:
         sys.modules.pop(module_name, None)
         raise SpecError(f"{spec}: importing {path} failed: {_describe(exc)}") from None
     return module
+
+
+#: Loggers whose import-time chatter a model file's imports trigger and our user cannot act on:
+#: torchao's "Failed to load .../_C_mxfp8...so" for its CUDA kernels on a CPU build, torch's
+#: pytree deprecation notes. Errors still show.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """While a model file is imported and built: the QUIET_LOGGERS show errors only, unless the
+    user configured their level themselves."""
+    import logging
+
+    changed = []
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
+            changed.append(logger)
+    try:
+        yield
+    finally:
+        for logger in changed:
+            logger.setLevel(logging.NOTSET)
 
 
 def _import(name: str, spec: str) -> ModuleType:

@@ -927,8 +927,8 @@ class _DataflowTracer:
 
 
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
-    if monotone or isinstance(module, PASS_THROUGH_TYPES):
-        return True
+    if monotone or isinstance(module, PASS_THROUGH_TYPES) or getattr(module, "passes_through", False) is True:
+        return True  # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py)
     name = type(module).__name__
     return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(module, nn.modules.dropout._DropoutNd)
 
