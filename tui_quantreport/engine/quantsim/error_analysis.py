@@ -35,12 +35,12 @@ probe batches; :meth:`ErrorAnalysis.range_source` says which.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +201,7 @@ class ErrorAnalysis:
         self._given_ranges = dict(activation_ranges or {})
         self._given_channels = dict(channel_ranges or {})
         self.targets: dict[str, _Target] = {}
+        self._module_map: dict[str, nn.Module] | None = None
         #: Simulated forwards by (fqn, scheme, output qparams): built once, reused by every plan.
         self._forwards: dict[tuple, Callable[..., Any]] = {}
         #: Weighted modules the simulation cannot reproduce, with the reason.
@@ -208,7 +209,7 @@ class ErrorAnalysis:
         for fqn, info in catalog.modules.items():
             if info.is_quant_helper:
                 continue
-            module = model.get_submodule(fqn)
+            module = self.submodule(fqn)
             kind = kind_of(module)
             if kind is None:
                 if info.is_weighted:
@@ -236,6 +237,14 @@ class ErrorAnalysis:
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
+
+    def submodule(self, fqn: str) -> nn.Module:
+        """``model.get_submodule(fqn)``, from a name -> module map built once (2,000 deep
+        lookups cost more than the model's forward)."""
+        if self._module_map is None:
+            self._module_map = dict(self.model.named_modules(remove_duplicate=False))
+        module = self._module_map.get(fqn)
+        return module if module is not None else self.model.get_submodule(fqn)
 
     # Construction helpers.
 
@@ -440,7 +449,7 @@ class ErrorAnalysis:
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
                 continue
-            variants.append(_Variant(name, scheme.activation, partial(scheme.input, ctx=ctx),
+            variants.append(_Variant(name, scheme.activation, scheme.input_function(ctx),
                                      self.quantized_weight(target.fqn, scheme.per_channel_weights)))
         if not advice or not kind.quantizes_input:
             return variants
@@ -737,18 +746,28 @@ class ErrorAnalysis:
     @contextmanager
     def _float_mode(self) -> Iterator[None]:
         """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
-        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated)."""
+        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated).
+
+        Python's cyclic garbage collector is paused for the pass (as ``timeit`` does): the
+        per-call bookkeeping of thousands of module calls otherwise triggers collections
+        that walk the whole model's objects, which cost more than the simulation itself
+        on models of many small modules. Nothing a pass allocates is cyclic garbage.
+        """
         restore = self._freeze()
         mha = getattr(torch.backends, "mha", None)
         fastpath = mha.get_fastpath_enabled() if mha is not None else None
+        collecting = gc.isenabled()
         try:
             if mha is not None:
                 mha.set_fastpath_enabled(False)
             if self._all_modules is None or any(m.training for m in self._all_modules):
                 self.model.eval()
+            gc.disable()
             with torch.no_grad():
                 yield
         finally:
+            if collecting:
+                gc.enable()
             if mha is not None:
                 mha.set_fastpath_enabled(fastpath)
             restore()
@@ -864,7 +883,7 @@ class _DataflowTracer:
         for fqn, info in self.analysis.catalog.modules.items():
             if info.is_quant_helper or not (info.is_leaf or fqn in self.analysis.targets):
                 continue
-            module = self.analysis.model.get_submodule(fqn)
+            module = self.analysis.submodule(fqn)
             handles.append(module.register_forward_pre_hook(self._read(fqn), with_kwargs=True))
             handles.append(module.register_forward_hook(self._wrote(fqn)))
         return handles
@@ -915,7 +934,7 @@ class _DataflowTracer:
                 same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=order.get)
                 if same:
                     found = same[0]
-                elif depth < 64 and _passes_through(analysis.model.get_submodule(fqn), analysis.catalog.modules[fqn].monotone):
+                elif depth < 64 and _passes_through(analysis.submodule(fqn), analysis.catalog.modules[fqn].monotone):
                     for reader in sorted(readers_of.get(fqn, ()), key=order.get):
                         found = quantizer(reader, depth + 1)
                         if found is not None:
@@ -975,7 +994,7 @@ class _EdgeTracer:
         for fqn, info in self.analysis.catalog.modules.items():
             if info.is_quant_helper or not (info.is_leaf or fqn in targets):
                 continue
-            module = self.analysis.model.get_submodule(fqn)
+            module = self.analysis.submodule(fqn)
             handles.append(module.register_forward_pre_hook(self._reader(fqn, info.monotone), with_kwargs=True))
             if fqn in targets:
                 handles.append(module.register_forward_hook(self._produced(fqn)))
@@ -1053,7 +1072,8 @@ class _Variant:
 
     name: str
     input_key: str
-    quantize: Callable[[torch.Tensor], torch.Tensor]
+    #: None: the float input as it is.
+    quantize: Callable[[torch.Tensor], torch.Tensor] | None
     weight: torch.Tensor
 
 
@@ -1090,12 +1110,15 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
     bias = module.bias.detach() if linear and module.bias is not None else None
     groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
 
+    quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
+    for v in variants:
+        quantizers.setdefault(v.input_key, v.quantize)
+    steps = tuple(quantizers.items())
+
     def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        quantized: dict[str, torch.Tensor] = {}
-        for v in variants:
-            if v.input_key not in quantized:
-                quantized[v.input_key] = v.quantize(x) if x.is_floating_point() else x
-        return quantized
+        if not x.is_floating_point():
+            return dict.fromkeys(quantizers, x)
+        return {key: x if quantize is None else quantize(x) for key, quantize in steps}
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> None:
         if not names:

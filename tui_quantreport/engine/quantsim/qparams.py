@@ -27,6 +27,7 @@ the observers side by side).
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,17 +232,41 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
+_F32 = struct.Struct("f")
+_EPS32 = float(EPS)
+
+
+def _f32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (as a Python float)."""
+    return _F32.unpack(_F32.pack(value))[0]
+
+
 def scalar_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int]:
-    """:func:`affine_qparams` for one range, in NumPy float32 scalars (bit for bit the same)."""
+    """:func:`affine_qparams` for one range, bit for bit the same, in Python floats.
+
+    Each float32 operation is done in double and rounded to float32 once: for +, -, *
+    and / of float32 operands that is the correctly rounded float32 result (double has
+    more than 2 x 24 + 2 bits), so no float32 type is needed (NumPy's scalars cost ~1 us an op).
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or max(-lo, hi) > F32_MAX:
+        return _numpy_affine_qparams(lo, hi, qmin, qmax)
+    min_neg = _f32(min(lo, 0.0))
+    max_pos = _f32(max(hi, 0.0))
+    if max_pos - min_neg >= F32_OVERFLOW:
+        # The float32 width would overflow (as in affine_qparams): take it in float64.
+        scale = _f32((max_pos - min_neg) / (qmax - qmin))
+    else:
+        scale = max(_f32(_f32(max_pos - min_neg) / (qmax - qmin)), _EPS32)
+    zp = qmin - round(_f32(min_neg / scale))
+    return scale, min(max(zp, qmin), qmax)
+
+
+def _numpy_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int]:
+    """:func:`scalar_affine_qparams` for non-finite or float32-overflowing ends (NaN scale when not finite)."""
     f32 = np.float32
-    min_neg = f32(min(lo, 0.0))
-    max_pos = f32(max(hi, 0.0))
+    with np.errstate(over="ignore"):
+        min_neg = f32(min(lo, 0.0))
+        max_pos = f32(max(hi, 0.0))
     if not (math.isfinite(min_neg) and math.isfinite(max_pos)):
         return math.nan, 0
-    if float(max_pos) - float(min_neg) >= F32_OVERFLOW:
-        # The float32 width would overflow (as in affine_qparams): take it in float64.
-        scale = f32((float(max_pos) - float(min_neg)) / (qmax - qmin))
-    else:
-        scale = max((max_pos - min_neg) / f32(qmax - qmin), f32(EPS))
-    zp = qmin - int(np.round(min_neg / scale))
-    return float(scale), min(max(zp, qmin), qmax)
+    return scalar_affine_qparams(float(min_neg), float(max_pos), qmin, qmax)

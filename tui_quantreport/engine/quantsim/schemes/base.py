@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -83,3 +85,9 @@ class Scheme:
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         """The fake-quantized input."""
         raise NotImplementedError
+
+    def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``x -> self.input(x, ctx)`` bound once for a module (the per-call path of the
+        measurements); None when the input is used as it is. Subclasses may return a
+        shorter path to the same values."""
+        return partial(self.input, ctx=ctx)
