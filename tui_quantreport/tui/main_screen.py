@@ -254,6 +254,7 @@ class MainScreen(Screen[None]):
 
     def on_resize(self, event: Resize) -> None:
         self._fit_width(event.size.width)
+        self._show_plan_in_header()
 
     def _fit_width(self, width: int) -> None:
         self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
@@ -640,13 +641,25 @@ class MainScreen(Screen[None]):
         self._show_plan_in_header()
 
     def _show_plan_in_header(self) -> None:
+        """The plan's end-to-end SQNR in the header, in the longest form that fits the terminal's
+        width (the model's name and the counts give way first; the SQNR stays)."""
         plan = self.plan
         if plan is None:
             self.app.sub_title = self.spec
             return
-        running = " (recomputing…)" if self.plan_pending else ""
-        self.app.sub_title = (f"{self.spec} · plan {sqnr_text(self.plan_sqnr)}{running} · "
-                              f"{len(plan.quantized):,} quantized, {len(plan.kept_float):,} float")
+        sqnr = sqnr_text(self.plan_sqnr)
+        quantized, kept = len(plan.quantized), len(plan.kept_float)
+        total = quantized + kept
+        running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
+        forms = [
+            f"{self.spec} · plan {sqnr}{running} · {quantized:,} quantized, {kept:,} float",
+            f"{self.spec} · plan {sqnr}{short_running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{short_running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{short_running}",
+        ]
+        room = header_room(self.app.size.width, str(self.app.title))
+        self.app.sub_title = next((form for form in forms if len(form) <= room), forms[-1])
 
     def subtree(self, fqn: str) -> list[str]:
         """The quantizable modules at or below ``fqn`` ("" is the whole model)."""
@@ -1155,3 +1168,12 @@ def seconds_text(seconds: float) -> str:
         return f"{seconds:.0f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
+
+
+#: Cells of the header that are not its title: the icon on the left, the clock's space on the right.
+HEADER_SIDES = 8 + 10
+
+
+def header_room(width: int, title: str) -> int:
+    """Cells the header leaves for the sub-title after ``title — ``, on a ``width``-column terminal."""
+    return width - HEADER_SIDES - len(title) - len(" — ")

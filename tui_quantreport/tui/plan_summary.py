@@ -4,6 +4,12 @@ Shown under the model summary when the tree's root is selected. The plot is
 one row per quantizable layer (its local SQNR under the plan's scheme, or its
 best scheme when kept float), in tree order; a model with more layers than
 :data:`LAYERS_SHOWN` shows its lowest-SQNR layers, which are the ones to look at.
+
+The bars are drawn as text here rather than with plotext: a plotext bar chart
+puts layer names on an axis, where 24 names do not fit a 40-column pane, while
+a row per layer keeps its full (or …-shortened) name, its dB and its scheme
+readable at 80x24, and is asserted as plain text in the tests. plotext was
+removed from the dependencies for that reason.
 """
 
 from __future__ import annotations
