@@ -89,6 +89,9 @@ PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only
 #: Weights are fake-quantized in stacks of at most this many elements (same shapes together).
 WEIGHT_STACK_ELEMENTS = 1 << 22
 
+#: What a statically quantized module emits (``ErrorAnalysis(static_outputs=...)``).
+STATIC_OUTPUTS = ("int8", "float")
+
 CLIPPED = "clipped"
 EQUALIZED = "equalized"
 
@@ -179,6 +182,13 @@ class ErrorAnalysis:
     input; ``channel_ranges`` optionally to per-channel (min, max) tensors along
     the module's input feature axis (for equalization). Missing ones are measured
     on the probes.
+
+    ``static_outputs`` says what a statically quantized module emits in a plan:
+    ``"int8"`` (the default) as torch.ao's converted modules do (``convert_fx``,
+    eager ``convert``): the output is quantized once, with its own calibrated range
+    (after a fused ReLU), unless every reader quantizes it statically anyway;
+    ``"float"`` as torchao's ``Int8StaticActivationInt8WeightConfig`` does: int8
+    input and weight, float output. It does not change local SQNR.
     """
 
     def __init__(
@@ -191,7 +201,11 @@ class ErrorAnalysis:
         *,
         channel_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
+        static_outputs: str = "int8",
     ):
+        if static_outputs not in STATIC_OUTPUTS:
+            raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
+        self.static_outputs = static_outputs
         self.model = model
         self.catalog = catalog
         self.probes = list(probes)
@@ -674,10 +688,11 @@ class ErrorAnalysis:
         quantizes statically, the reader's input quantization is that step (not
         repeated here); otherwise (a float module, another op, the model's output)
         the output is quantized with its own calibrated range (after a ReLU-like
-        successor, whose range is the one a fused module would use).
+        successor, whose range is the one a fused module would use). None for every
+        module when ``static_outputs="float"``.
         """
         target = self.targets[fqn]
-        if target.out_static is None:
+        if target.out_static is None or self.static_outputs == "float":
             return None
         readers = target.consumers
         if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
