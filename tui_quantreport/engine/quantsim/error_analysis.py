@@ -50,6 +50,7 @@ from torch import nn
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
+from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
@@ -1124,6 +1125,7 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
             groups.append((v.weight, [v.input_key]))
     bias = module.bias.detach() if linear and module.bias is not None else None
     groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
+    conv = kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
 
     quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
     for v in variants:
@@ -1164,6 +1166,17 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
                 row += g
             out.sub_(y.reshape(1, m, n_out))
             acc.add_norms(y, out.view(len(names), -1))
+            return
+        if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
+            # Samples are independent in a convolution: the variants sharing a weight run as one
+            # call over their quantized inputs laid end to end on the batch axis.
+            norms = []
+            for weight, keys in groups:
+                batch = torch.cat([quantized[key] for key in keys]) if len(keys) > 1 else quantized[keys[0]]
+                out = run(batch, weight).view(len(keys), *y.shape)
+                out.sub_(y)
+                norms.append(torch.linalg.vector_norm(out.view(len(keys), -1), dim=1, dtype=torch.float64))
+            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0])
             return
         out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
         out.sub_(y)

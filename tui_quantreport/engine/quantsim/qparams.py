@@ -218,7 +218,7 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
         rows = xf.reshape(-1, xf.shape[-1])
         lo, hi = torch.aminmax(rows, dim=1)
         scale, zp = affine_qparams(lo, hi, qmin, qmax)
-        out = torch.fake_quantize_per_channel_affine(rows, scale, zp, 0, qmin, qmax).reshape(xf.shape)
+        out = _fake_quantize_rows(rows, scale, zp, qmin, qmax).reshape(xf.shape)
     elif xf.device.type == "cpu":
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
@@ -239,6 +239,19 @@ _EPS32 = float(EPS)
 def _f32(value: float) -> float:
     """``value`` rounded to the nearest float32 (as a Python float)."""
     return _F32.unpack(_F32.pack(value))[0]
+
+
+def _fake_quantize_rows(rows: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                        qmax: int) -> torch.Tensor:
+    """``torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, qmin, qmax)``, vectorised:
+    the same float32 values (``(clamp(zp + round(x * (1.0f / scale)), qmin, qmax) - zp) * scale``
+    per row, the integers exact in float32), a NaN kept NaN."""
+    with torch.no_grad():
+        zp = zero_point.to(torch.float32).unsqueeze(1)
+        y = rows * torch.reciprocal(scale).unsqueeze(1)
+        y.round_()
+        y.clamp_(min=qmin - zp, max=qmax - zp)
+        return y.mul_(scale.unsqueeze(1))
 
 
 def scalar_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int]:
