@@ -42,3 +42,22 @@ async def test_a_pt2e_prepared_graph_opens_calibrates_and_says_what_is_not_measu
         await pilot.pause()
         assert any("exported graph" in n.message and "convert_pt2e" in n.message for n in app._notifications)
         assert not app.main.applying
+
+
+async def test_a_saved_program_file_opens_calibrates_and_is_measured(tmp_path) -> None:
+    """A .pt2 saved by torch.export.save (its classes need not be importable): the app opens it,
+    calibrates on a calibration file, and measures the error as for the eager model."""
+    from test_pt2e import CALIBRATION, _save_program
+
+    program = tmp_path / "convlinear.pt2"
+    _save_program(program)
+    (tmp_path / "cal.py").write_text(CALIBRATION)
+    app = make_app(str(program), calibration=str(tmp_path / "cal.py"))
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        assert app.report.batches == 5 and app.report.model_class == "ConvLinear"
+        tree = app.query_one(ModuleTree)
+        assert {node.data for node in tree.root.children} >= {"conv", "head"}
+        assert app.main.measured is not None and set(app.main.measured.local) == {"conv", "head.0", "head.2"}
+        assert not [n for n in app._notifications if n.severity == "error"]

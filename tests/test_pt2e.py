@@ -602,6 +602,18 @@ def test_a_qat_prepared_graph_is_observed_without_touching_it():
     after = graph.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())  # BN running stats and fake quantizers
 
+    # Measured on a converted copy moved to eval behaviour: fc is simulated; conv, whose weight the
+    # QAT graph computes (BatchNorm folded in), is listed with why, never silently dropped.
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+
+    code = graph.code
+    analysis = analysis_for(session, [torch.randn(4, 3, 8, 8) for _ in range(2)], stats, "x86")
+    assert analysis.quantizable == ("fc",)
+    assert "computed in the graph" in analysis.unsupported["conv"]
+    local = analysis.local_sqnr()
+    assert local["fc"]["dynamic"].db is not None and local["conv"]["dynamic"].reason.startswith("SQNR undefined")
+    assert graph.code == code and all(torch.equal(graph.state_dict()[k], v) for k, v in state.items())
+
 
 def test_the_report_on_a_pt2e_model_has_no_library_chatter():
     """Importing torchao on a CPU build logs "Failed to load ..._C_mxfp8...so" (its CUDA kernels) and
@@ -626,3 +638,37 @@ def test_config_and_verify_on_a_graph_are_one_line(argv, capsys, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "is an exported graph" in err and "convert_pt2e" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gpt2_style_graph_is_measured_as_its_eager_model():
+    """HF Conv1D (view, addmm, view) and the embeddings, one of them tied to lm_head, become real
+    modules in the measured copy: every module's SQNR and the plan equal the eager model's."""
+    transformers = pytest.importorskip("transformers")
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+    from tui_quantreport.engine.severity import measure
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    lm = transformers.GPT2LMHeadModel(config).eval()
+
+    class Logits(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids):
+            return self.lm(input_ids=ids).logits
+
+    batches = [torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.export.export(Logits(), (batches[0],)).module()
+    graph_session, graph_stats, _ = _report(graph, batches)
+    analysis = analysis_for(graph_session, batches[:2], graph_stats, "x86")
+    assert analysis.unsupported == {}
+    ours = measure(analysis)
+    eager_session, eager_stats, _ = _report(Logits(), batches)
+    theirs = measure(ErrorAnalysis.from_stats(Logits(), eager_session.catalog, batches[:2], eager_stats, "x86"))
+    assert {"lm.transformer.wte", "lm.transformer.h.0.attn.c_attn", "lm.lm_head"} <= set(ours.modules)
+    assert ours.modules == theirs.modules and ours.plan_sqnr_db == theirs.plan_sqnr_db

@@ -425,3 +425,20 @@ def test_sqnr_is_frozen_plain_data():
     assert str(value) == "12.5 dB" and value.defined
     with pytest.raises(AttributeError):
         value.db = 3.0  # type: ignore[misc]
+
+
+def test_static_outputs_option_float_leaves_the_output_unquantized():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(16, 8)).eval()
+    probes = [torch.randn(32, 16) * 3 for _ in range(3)]
+    int8 = _analysis(model, probes)
+    as_float = _analysis(model, probes, static_outputs="float")
+    plan = int8.plan({"0": "static_per_channel"})
+    local = as_float.local_sqnr(advice=False)["0"]["static_per_channel"].db
+    # Float outputs: the model's output is the module's simulated output, so plan == local.
+    assert as_float.plan_sqnr(plan).db == pytest.approx(local, abs=1e-9)
+    # int8 outputs (torch.ao's converted Linear): the output is rounded once more.
+    assert int8.plan_sqnr(plan).db < local - 0.1
+    assert int8.local_sqnr(advice=False)["0"]["static_per_channel"].db == pytest.approx(local, abs=1e-9)
+    with pytest.raises(ValueError):
+        _analysis(model, probes, static_outputs="int4")

@@ -156,7 +156,7 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
             node.replace_all_uses_with(call)
             work.graph.erase_node(node)
         result.converted[fqn] = cls.__name__
-    for fqn, reason in _wrap_leaves(work, catalog, set(result.converted)).items():
+    for fqn, reason in _wrap_leaves(work, catalog, result.converted).items():
         result.skipped.setdefault(fqn, reason)
     work.graph.lint()
     work.recompile()
@@ -172,6 +172,9 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
         if fqn in result.converted or not info.is_weighted:
             kept[fqn] = info
     result.catalog = replace(catalog, modules=kept)
+    for fqn, info in catalog.modules.items():
+        if info.is_weighted and not info.is_quant_helper and fqn not in result.converted and fqn not in result.skipped:
+            result.skipped[fqn] = "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
     return result
 
 
@@ -184,9 +187,11 @@ class _GraphLeaf(torch.fx.GraphModule):
     passes_through: bool = False
 
 
-def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: set[str]) -> dict[str, str]:
-    """Move each non-weighted leaf's nodes into a submodule at its name; returns the leaves left
-    as plain nodes, with why (their data flow is then not followed: findings there stay unmeasured)."""
+def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: dict[str, str]) -> dict[str, str]:
+    """Move each remaining leaf's nodes into a submodule at its name: a real module for the
+    weighted kinds the simulation knows whose work is several nodes (``nn.Embedding``, HF
+    ``Conv1D``: added to ``converted``), else a :class:`_GraphLeaf`. Returns the leaves left as
+    plain nodes, with why (their data flow is then not followed: findings there stay unmeasured)."""
     skipped: dict[str, str] = {}
     groups: dict[str, list[torch.fx.Node]] = {}
     keys: dict[str, set[str]] = {}
@@ -199,7 +204,7 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: s
             continue
         key, fqn, qualified = stack[-1]
         info = catalog.modules.get(fqn)
-        if info is None or not info.is_leaf or fqn in converted or info.is_weighted or info.is_quant_helper:
+        if info is None or not info.is_leaf or fqn in converted or info.is_quant_helper:
             continue
         groups.setdefault(fqn, []).append(node)
         keys.setdefault(fqn, set()).add(key)
@@ -240,8 +245,20 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: s
         for node in nodes:
             env[node] = graph.node_copy(node, env.__getitem__)
         graph.output(env[nodes[-1]])
-        leaf = _GraphLeaf(values, graph, class_name=catalog.modules[fqn].class_name)
-        leaf.passes_through = _passes_through_class(_resolve_class(stack_class[fqn]))
+        original = _resolve_class(stack_class[fqn])
+        leaf: nn.Module
+        if catalog.modules[fqn].is_weighted:
+            made = _weighted_module(original, values, nodes)
+            if made is None:
+                shared = [str(a.target) for a in attrs if not str(a.target).startswith(fqn + ".")]
+                skipped[fqn] = (f"its weight is {shared[0]} (shared with another module)" if shared else
+                                "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)")
+                continue
+            leaf = made
+            converted[fqn] = type(made).__name__
+        else:
+            leaf = _GraphLeaf(values, graph, class_name=catalog.modules[fqn].class_name)
+            leaf.passes_through = _passes_through_class(original)
         parent_name, _, child = fqn.rpartition(".")
         parent: nn.Module = work
         for part in parent_name.split(".") if parent_name else ():
@@ -249,7 +266,7 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: s
                 parent.add_module(part, nn.Module())
             parent = getattr(parent, part)
         setattr(parent, child, leaf)
-        with work.graph.inserting_before(nodes[0]):
+        with work.graph.inserting_before(nodes[-1]):  # its input is defined by then, its users come after
             call = work.graph.call_module(fqn, (inputs[0],))
         call.meta = dict(nodes[-1].meta)
         nodes[-1].replace_all_uses_with(call)
@@ -259,6 +276,31 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: s
             if not attr.users and str(attr.target).startswith(fqn + "."):
                 work.graph.erase_node(attr)
     return skipped
+
+
+def _weighted_module(cls: type | None, values: dict[str, Any], nodes: list[torch.fx.Node]) -> nn.Module | None:
+    """A real module doing what a weighted leaf's nodes do, for the kinds whose work is not one
+    linear/conv node: ``nn.Embedding`` (one ``aten.embedding`` node, no max_norm) and HF
+    ``Conv1D`` (view, addmm, view). None for anything else."""
+    if cls is None:
+        return None
+    ops = [op_name(n) for n in nodes]
+    if issubclass(cls, nn.Embedding) and ops == ["embedding"] and len(values) == 1:
+        # One table, under its own name or, tied to another module (GPT-2's wte and lm_head), under that one's.
+        weight = next(iter(values.values()))
+        args = nodes[0].args
+        padding = args[2] if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0 else None
+        module: nn.Module = nn.Embedding.from_pretrained(weight.detach(), freeze=True, padding_idx=padding)
+        return module.eval()
+    if set(values) != {"weight", "bias"}:
+        return None
+    weight, bias = values["weight"], values["bias"]
+    if cls.__name__ == "Conv1D" and "addmm" in ops and weight.dim() == 2:
+        conv1d = cls(weight.shape[1], weight.shape[0])  # transformers' Conv1D(nf, nx): weight is (nx, nf)
+        conv1d.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        conv1d.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return conv1d.eval()
+    return None
 
 
 def _attribute(gm: nn.Module, target: str) -> Any:
@@ -297,18 +339,34 @@ def _module_for(cls: type[nn.Module], dims: int, weight: torch.Tensor, bias: tor
     return module
 
 
+def _train_mode_ops(gm: torch.fx.GraphModule) -> bool:
+    """Whether the graph runs an op in training mode (a QAT graph's batch norm or dropout)."""
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = op_name(node)
+        if name in ("batch_norm", "_native_batch_norm_legit", "native_batch_norm") and len(node.args) > 5:
+            if node.args[5] is True:
+                return True
+        elif name in ("dropout", "native_dropout") and len(node.args) > 2 and node.args[2] is True:
+            return True
+    return False
+
+
 def _to_eval(gm: torch.fx.GraphModule) -> None:
-    """Eval behaviour on the copy: torchao's ``move_exported_model_to_eval`` where it exists (a QAT
-    graph's batch norms then use running statistics), and every module flag off (exported graphs
-    refuse ``.eval()``, and the simulation would otherwise call it)."""
-    try:
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-    except Exception:  # noqa: BLE001 - torchao absent or too old: the flags alone
-        move_exported_model_to_eval = None
-    if move_exported_model_to_eval is not None:
+    """Eval behaviour on the copy: for a graph that runs ops in training mode (QAT), torchao's
+    ``move_exported_model_to_eval`` (batch norms then use running statistics); and every module
+    flag off (exported graphs refuse ``.eval()``, and the simulation would otherwise call it).
+    Other graphs are left as they are: the rewrite is not safe on every graph (it breaks the
+    vmapped attention masks of a transformers export)."""
+    if _train_mode_ops(gm):
+        from tui_quantreport.engine.spec import quiet_library_logs
+
         try:
+            with quiet_library_logs():
+                from torchao.quantization.pt2e import move_exported_model_to_eval
             move_exported_model_to_eval(gm)
-        except Exception:  # noqa: BLE001 - a graph it cannot rewrite keeps its own behaviour
+        except Exception:  # noqa: BLE001 - torchao absent, or a graph it cannot rewrite: as it is
             pass
     for module in gm.modules():
         module.training = False

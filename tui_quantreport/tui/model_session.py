@@ -304,16 +304,15 @@ def measure(
     """Local SQNR per module and scheme on the first ``probe_batches`` batches, the recommended
     plan (schemes within ``min_gain_db`` of the best) and its end-to-end SQNR (torch work: call
     from a worker)."""
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, take_probes
+    from tui_quantreport.engine.quantsim import take_probes
     from tui_quantreport.engine.spec import open_batches
 
     assert session.loaded_model is not None and session.session is not None  # measured only with a model
     probes = take_probes(open_batches(session.loaded_model), probe_batches)
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    from tui_quantreport.engine.quantsim.availability import measurable
+    from tui_quantreport.engine.quantsim.availability import analysis_for
 
-    model, catalog, _ = measurable(session.session)  # an exported graph: a converted copy
-    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend=backend)
+    analysis = analysis_for(session.session, probes, stats, backend)  # an exported graph: a converted copy
     from tui_quantreport.engine.severity import measure as measure_error
 
     local = analysis.local_sqnr(progress, should_cancel)

@@ -35,3 +35,17 @@ def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
 
     copy = measurable_copy(session.model, session.catalog)
     return copy.model, copy.catalog, copy.skipped
+
+
+def analysis_for(session: Any, probes: Any, stats: Any, backend: str) -> Any:
+    """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`); a weighted module
+    of a graph that stays a node is listed with why (its SQNR reads "SQNR undefined: ...")."""
+    from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
+
+    model, catalog, skipped = measurable(session)
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend)
+    for fqn, why in skipped.items():
+        info = session.catalog.modules.get(fqn)
+        if info is not None and info.is_weighted and fqn not in analysis.targets:
+            analysis.unsupported[fqn] = f"in the exported graph, {why}"
+    return analysis
