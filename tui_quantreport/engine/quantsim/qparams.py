@@ -181,7 +181,8 @@ FAST_FAKE_QUANT_MIN = 2048
 
 def inverse_scale(scale: float) -> float:
     """``1.0f / scale`` in float32, as torch's fake-quantize kernels compute it."""
-    return float(np.float32(1.0) / np.float32(scale))
+    inverse = 1.0 / scale
+    return _f32(inverse) if abs(inverse) <= F32_MAX else math.copysign(math.inf, inverse)  # see scalar_affine_qparams
 
 
 def fake_quantize_float32(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int,
