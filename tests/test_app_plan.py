@@ -53,6 +53,10 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert "◀ plan" in shown and recommended.modules[SENSITIVE] in shown
         await pilot.press("f")
         assert main.plan.modules[SENSITIVE] == "float"
+        # A single change is evaluated at once (no debounce timer); only quick successions wait.
+        assert main._plan_timer is None
+        # The root's plan summary, hidden behind the module view, is not redrawn until shown.
+        assert app.query_one(PlanSummary)._stale
         if main.plan_pending:  # a quiet machine may already be done: never depend on speed
             assert "recomputing" in app.sub_title  # the last value stays visible
             assert f"{before.db:.1f} dB" in app.sub_title

@@ -18,6 +18,7 @@ command palette are built from them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -116,7 +117,8 @@ PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity"})
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
 
-#: Seconds a plan must stay unchanged before its end-to-end SQNR is recomputed (toggles coalesce).
+#: Plan changes closer than this many seconds are coalesced: the first is evaluated at once, the
+#: last once the plan has rested this long.
 PLAN_DELAY = 0.25
 
 
@@ -221,6 +223,7 @@ class MainScreen(Screen[None]):
         self._detail_timer: Timer | None = None
         self._pending_fqn = ""
         self._plan_timer: Timer | None = None
+        self._last_plan_change = float("-inf")
         self._measure_cancel = threading.Event()
 
     # Layout -----------------------------------------------------------------
@@ -668,15 +671,24 @@ class MainScreen(Screen[None]):
         return [m for m in self.plan.modules if not fqn or m == fqn or m.startswith(fqn + ".")]
 
     def set_plan(self, plan: Plan) -> None:
-        """Make ``plan`` current; its end-to-end SQNR is recomputed once the plan rests."""
-        self.plan = plan
-        self.sensitivity = None
-        self.plan_pending = True
-        self._show_plan_in_header()
-        if self._plan_timer is None:
+        """Make ``plan`` current and recompute its end-to-end SQNR in a worker: at once for a single
+        change; changes in quick succession (held key, several toggles) are coalesced and the last
+        one is evaluated once the plan rests for :data:`PLAN_DELAY` (a running evaluation of an
+        older plan is cancelled)."""
+        with self.app.batch_update():  # the panes and the header follow in one repaint
+            self.plan = plan
+            if self.sensitivity is not None:  # measured for another plan (assigning None again redraws)
+                self.sensitivity = None
+            self.plan_pending = True
+        now = time.monotonic()
+        burst = now - self._last_plan_change < PLAN_DELAY
+        self._last_plan_change = now
+        if self._plan_timer is not None:
+            self._plan_timer.reset()
+        elif burst:
             self._plan_timer = self.set_timer(PLAN_DELAY, self._evaluate_current_plan)
         else:
-            self._plan_timer.reset()
+            self._evaluate_current_plan()
 
     def _evaluate_current_plan(self) -> None:
         self._plan_timer = None
@@ -698,8 +710,9 @@ class MainScreen(Screen[None]):
     @on(PlanEvaluated)
     def _plan_evaluated(self, message: PlanEvaluated) -> None:
         if message.plan is self.plan:
-            self.plan_pending = False
-            self.plan_sqnr = message.sqnr
+            with self.app.batch_update():  # the header and the panes in one repaint
+                self.plan_pending = False
+                self.plan_sqnr = message.sqnr
 
     def action_toggle_float(self) -> None:
         """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""

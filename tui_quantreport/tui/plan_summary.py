@@ -51,7 +51,21 @@ class PlanSummary(Static):
     def on_resize(self) -> None:
         self._redraw()
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._stale = False
+
+    def set_shown(self, shown: bool) -> None:
+        """Show or hide the summary (only the root shows it); a hidden one is redrawn when shown."""
+        self.set_class(not shown, "-hidden")
+        if shown and self._stale:
+            self._redraw()
+
     def _redraw(self) -> None:
+        if self.has_class("-hidden"):  # hidden behind a module's view: redrawn when shown again
+            self._stale = True
+            return
+        self._stale = False
         measured, plan = self.measured, self.plan
         self.set_class(measured is None or plan is None, "-empty")
         if measured is None or plan is None:
