@@ -190,6 +190,16 @@ class ErrorAnalysis:
     (after a fused ReLU), unless every reader quantizes it statically anyway;
     ``"float"`` as torchao's ``Int8StaticActivationInt8WeightConfig`` does: int8
     input and weight, float output. It does not change local SQNR.
+
+    ``shared_qparams_ops=True`` models what one *global* torch.ao qconfig also does
+    to the ops between quantized modules that torch's ``backend_config`` makes share
+    their input's observer (:data:`SHARED_QPARAMS_TYPES`: pools, ReLU, ReLU6,
+    Hardtanh, Identity, PixelShuffle): reading a static module's int8 output, they
+    run on it and emit the same grid, so an average pool's means are rounded again
+    on its input's grid. The default (False) is the plan's own QConfigMapping
+    (``set_global(None)`` and one ``set_module_name`` per quantized module), where
+    those ops stay float. Ops a global qconfig gives their own observer (add, mul,
+    LayerNorm, GELU, Sigmoid, ...) are not modeled either way.
     """
 
     def __init__(
@@ -203,10 +213,13 @@ class ErrorAnalysis:
         channel_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
         static_outputs: str = "int8",
+        shared_qparams_ops: bool = False,
     ):
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
+        self.shared_qparams_ops = shared_qparams_ops
+        self._grid = _Grids()
         self.model = model
         self.catalog = catalog
         self.probes = list(probes)
@@ -725,11 +738,13 @@ class ErrorAnalysis:
         with self._float_mode(), self._swapped(quantized):
             for i, batch in enumerate(self.probes):
                 _check_cancel(should_cancel)
+                self._grid.tensors.clear()
                 out = _output_tensor(self._run(batch, i))
                 ref = reference[i]
                 if ref is None or out is None or out.shape != ref.shape:
                     continue
                 acc.add(ref, out)
+        self._grid.tensors.clear()
         return acc.result("model output")
 
     @contextmanager
@@ -743,14 +758,24 @@ class ErrorAnalysis:
                 if scheme.needs_range and target.static is None:
                     continue  # never called on the probes: nothing to simulate
                 out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
-                key = (fqn, scheme_name, out)
+                grid = self._grid if self.shared_qparams_ops else None
+                key = (fqn, scheme_name, out, grid is not None)
                 forward = self._forwards.get(key)
                 if forward is None:
                     ctx = InputContext(target.static, self.quant_min, self.quant_max)
                     wq = self.quantized_weight(fqn, scheme.per_channel_weights)
-                    forward = self._forwards[key] = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
+                    forward = self._forwards[key] = _simulated_forward(target.module, target.kind, scheme, ctx, wq,
+                                                                       out, grid)
                 saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
                 target.module.__dict__["forward"] = forward
+            if self.shared_qparams_ops:
+                for fqn, info in self.catalog.modules.items():
+                    if not info.is_leaf or fqn in self.targets:
+                        continue
+                    module = self.submodule(fqn)
+                    if isinstance(module, SHARED_QPARAMS_TYPES) and "forward" not in module.__dict__:
+                        saved.append((module, _MISSING))
+                        module.__dict__["forward"] = _shared_qparams_forward(module.forward, self._grid)
             yield
         finally:
             for module, previous in reversed(saved):
@@ -819,9 +844,10 @@ _MISSING = object()
 
 
 def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
-                       out: StaticInput | None = None):
+                       out: StaticInput | None = None, grid: _Grids | None = None):
     """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
-    static module whose output edge is not quantized downstream, its output)."""
+    static module whose output edge is not quantized downstream, its output, noted in
+    ``grid`` when given)."""
     run = kind.bind(module)
     fq = fake_quantize_float32
     f32 = torch.float32
@@ -845,9 +871,50 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
 
         def forward(input, *args, **kwargs):
             y = run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
-            return fq(y, s_out, z_out, lo_out, hi_out, inv_out) if y.dtype is f32 else out.apply(y)
+            y = fq(y, s_out, z_out, lo_out, hi_out, inv_out) if y.dtype is f32 else out.apply(y)
+            if grid is not None:
+                grid.note(y, out)
+            return y
 
     return forward
+
+
+#: torch.ao's ops whose output shares its input's observer (``backend_config``,
+#: ``ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT``, the same for x86, fbgemm, qnnpack
+#: and onednn), as modules: converted, they run on the int8 tensor and emit it on the same grid.
+SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.Hardtanh, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ReLU, nn.ReLU6,
+)
+
+
+class _Grids:
+    """The int8 grid of each tensor a simulated module emitted in this batch (by identity)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[int, tuple[weakref.ref, StaticInput]] = {}
+
+    def note(self, tensor: torch.Tensor, grid: StaticInput) -> None:
+        self.tensors[id(tensor)] = (weakref.ref(tensor), grid)
+
+    def of(self, tensor: Any) -> StaticInput | None:
+        entry = self.tensors.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+
+def _shared_qparams_forward(forward: Callable[..., Any], grid: _Grids):
+    """``forward``, its output rounded on its input's int8 grid when the input has one."""
+
+    def shared(*args, **kwargs):
+        y = forward(*args, **kwargs)
+        qp = grid.of(first_tensor(args) if args else first_tensor(kwargs))
+        if qp is not None and isinstance(y, torch.Tensor) and y.is_floating_point():
+            y = qp.apply(y)
+            grid.note(y, qp)
+        return y
+
+    return shared
 
 
 #: Modules whose output carries their input's values on (elementwise monotone, reshapes,
