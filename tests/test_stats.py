@@ -208,9 +208,11 @@ class _SharedInput(nn.Module):
 
 
 def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
+    """The direct path (every tensor reduced when seen, as for big tensors)."""
     from tui_quantreport.engine import session as session_module
     from tui_quantreport.engine.detectors.outlier import OutlierRatio
 
+    monkeypatch.setattr(session_module, "SMALL_NUMEL", 0)
     summaries, contributions = [], []
     real_summarize, real_contribution = session_module.summarize, OutlierRatio.contribution
 
@@ -232,6 +234,39 @@ def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
     fresh = [tensor for tensor, _, new in summaries if new]
     assert len(fresh) == len(set(fresh)) == 4  # x, y and the two outputs
     assert len(contributions) == len(set(contributions)) == 2  # x and y
+    b, c = stats.point("b", "pre").reduced, stats.point("c", "pre").reduced
+    assert b.keys() == c.keys()
+    assert all(torch.equal(b[r].state()[0][k], c[r].state()[0][k]) for r in b for k in b[r].state()[0])
+
+
+def test_each_distinct_small_tensor_is_held_once_and_reduced_in_its_group(monkeypatch):
+    """The grouped path: small tensors are held once (by identity and version), one reduction per shape."""
+    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine.detectors.outlier import OutlierRatio
+
+    groups, contributions = [], []
+    real_group, real_contribution = session_module.summarize_group, OutlierRatio.contribution
+
+    def spy_group(tensors, axis, percentiles):
+        groups.append(([id(t) for t in tensors], tuple(tensors[0].shape)))
+        return real_group(tensors, axis, percentiles)
+
+    def spy_contribution(self, summary, x3):
+        contributions.append(id(summary))
+        return real_contribution(self, summary, x3)
+
+    def no_summarize(*args, **kwargs):
+        raise AssertionError("a small tensor was reduced on its own")
+
+    monkeypatch.setattr(session_module, "summarize_group", spy_group)
+    monkeypatch.setattr(session_module, "summarize", no_summarize)
+    monkeypatch.setattr(OutlierRatio, "contribution", spy_contribution)
+    torch.manual_seed(0)
+    stats = _calibrate(_SharedInput().eval(), [torch.randn(5, 4)])
+    held = [i for ids, _ in groups for i in ids]
+    assert len(held) == len(set(held)) == 4  # x, y and the two outputs, each once
+    assert sorted(shape for _, shape in groups) == [(5, 2), (5, 4), (5, 8)]  # b's and c's outputs share a group
+    assert len(contributions) == len(set(contributions)) == 2  # x's group and y's group, once each
     b, c = stats.point("b", "pre").reduced, stats.point("c", "pre").reduced
     assert b.keys() == c.keys()
     assert all(torch.equal(b[r].state()[0][k], c[r].state()[0][k]) for r in b for k in b[r].state()[0])

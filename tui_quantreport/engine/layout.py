@@ -103,11 +103,20 @@ class LayoutTracker:
 
     # -- discovery hooks (first batch only) --------------------------------------------
 
-    def attach(self, model: nn.Module) -> list:
-        """Hook every user module to tag produced tensors and record consumers."""
+    def traced(self, fqn: str, module: nn.Module) -> bool:
+        """Whether discovery follows module ``fqn`` (user modules, not the root, not quantization helpers)."""
+        return bool(fqn) and fqn in self.catalog.modules and not is_quant_helper(module)
+
+    def hooks_for(self, fqn: str) -> tuple[Any, Any]:
+        """Module ``fqn``'s discovery steps, ``(consumer(module, args, kwargs), producer(module, args,
+        kwargs, output))``, for a caller that runs them itself around the module's forward."""
+        return self._consumer_hook(fqn), self._producer_hook(fqn)
+
+    def attach(self, model: nn.Module, skip: frozenset[str] | set[str] = frozenset()) -> list:
+        """Hook every user module (but those in ``skip``) to tag produced tensors and record consumers."""
         handles = []
         for fqn, module in model.named_modules():
-            if not fqn or fqn not in self.catalog.modules or is_quant_helper(module):
+            if fqn in skip or not self.traced(fqn, module):
                 continue
             handles.append(module.register_forward_pre_hook(self._consumer_hook(fqn), with_kwargs=True))
             handles.append(module.register_forward_hook(self._producer_hook(fqn), with_kwargs=True))

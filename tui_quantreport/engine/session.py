@@ -10,11 +10,15 @@ move). No FX tracing is involved, so any eager module works.
 
 from __future__ import annotations
 
+import functools
+import gc
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,8 +38,23 @@ from tui_quantreport.engine.stats import (
     channels_view,
     summarize,
 )
+from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats.accumulator import MAX_SHAPES_KEPT
+from tui_quantreport.engine.stats.grouped import Bank, bankable, channel_split, row_of, spans, summarize_group, take
 
 ProgressCallback = Callable[[int, int | None], None]
+
+#: Host tensors with at most this many elements are held to the end of the batch and
+#: reduced together with the others of their shape (see :mod:`.stats.grouped`); bigger
+#: ones are reduced at once (holding them makes the model's own forward page-fault).
+SMALL_NUMEL = 16384
+
+#: While calibrating (automatic collection paused), the young generations are collected every so many batches.
+GC_EVERY = 16
+
+# Kinds of the per-batch queue's entries (see _Observer).
+_HELD, _SUMMARY, _COUNT, _EMPTY = 0, 1, 2, 3
+_F32, _F64 = np.dtype(np.float32).str, np.dtype(np.float64).str
 
 #: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
 #: the percentiles they hold, and each reducer's contribution.
@@ -66,9 +85,19 @@ def first_tensor(value: Any) -> torch.Tensor | None:
 
 
 class _Observer:
-    """The per-batch path: reduce each distinct tensor once, fold it into its points."""
+    """The per-batch path: reduce each distinct tensor once, fold it into its points.
 
-    def __init__(self, catalog: ModelCatalog):
+    With ``defer`` (the default), a batch's calls are queued and folded in at
+    :meth:`end_batch`: small host tensors are held (de-duplicated by identity
+    and ``_version``) and reduced per group of one shape; big ones are reduced
+    at once and only their summaries wait. A held tensor whose ``_version``
+    changed by the end of the batch (modified in place after it was seen) is
+    not read: :meth:`end_batch` returns its points, which the session measures
+    again by re-running the batch with those points reduced at once (and keeps
+    reducing at once from then on).
+    """
+
+    def __init__(self, catalog: ModelCatalog, *, defer: bool = True, immediate: set[Point] | None = None):
         self.catalog = catalog
         self.tracker = LayoutTracker(catalog)
         self.layouts: dict[Point, PointLayout] = {}
@@ -82,24 +111,63 @@ class _Observer:
         # (tensor id, version, axis) -> (weak ref to the tensor, {percentiles: summary}, {reducer: contribution})
         self._cache: dict[tuple, _CacheEntry] = {}
         self._last_input: dict[str, tuple[tuple, TensorSummary | None]] = {}
+        #: False while the session re-runs a failing batch to name its module: observe nothing.
+        self.active = True
+        self.defer = defer
+        #: Points whose tensors are reduced at once (a held one was modified in place).
+        self.immediate: set[Point] = immediate if immediate is not None else set()
+        self._rerun: set[Point] | None = None
+        self._queue: list[tuple] = []
+        #: Held tensors: (tensor, its _version when seen, axis, shape), and their index by (id, version, axis).
+        self._held: list[tuple[torch.Tensor, int, int, tuple[int, ...]]] = []
+        self._held_index: dict[tuple[int, int, int], int] = {}
+        self._info: dict[Point, tuple[Accumulator, frozenset[Reducer] | None, tuple[float, ...]]] = {}
+        self._banks: dict[tuple, Bank] = {}
+
+    @property
+    def deferring(self) -> bool:
+        return self.defer and self._rerun is None
 
     def request(self, point: Point, request: PointRequest) -> None:
         self.requests[point] = request
         self.percentiles[point] = request.percentiles
-        self.accumulators[point] = Accumulator(request.reducers)
+        acc = self.accumulators[point] = Accumulator(request.reducers)
+        #: Per point: its accumulator, its reducers as a bank key (None: not bankable), its percentiles.
+        self._info[point] = (acc, request.reducers if bankable(acc.reducers) else None, request.percentiles)
 
     def new_batch(self) -> None:
         self._cache.clear()
         self._last_input.clear()
         self._pending.clear()
+        self._queue.clear()
+        self._held.clear()
+        self._held_index.clear()
 
-    def end_batch(self) -> None:
-        """Decide the points the batch left open (by their consumers), then end discovery."""
+    def end_batch(self) -> set[Point]:
+        """Decide the points the batch left open (by their consumers), fold the batch in, end discovery.
+
+        Returns the points whose held tensors were modified in place after they
+        were seen: nothing of this batch was recorded for them.
+        """
         pending, self._pending = self._pending, []
         for point, copy, original in reversed(pending):  # later points first: they may decide earlier ones
             self._record(point, copy, tuple(copy.shape), self.tracker.decide_deferred(point, original))
+        stale = self._flush()
         if self.tracker.discovering:
             self.end_discovery()
+        return stale
+
+    def begin_rerun(self, points: set[Point]) -> None:
+        """Observe only ``points``, each tensor reduced at once (a second run of the batch)."""
+        self.immediate |= points
+        self._rerun = set(points)
+        self._cache.clear()
+        self._last_input.clear()
+
+    def end_rerun(self) -> None:
+        self._rerun = None
+        self._cache.clear()
+        self._last_input.clear()
 
     def end_discovery(self) -> None:
         for handle in self.discovery_handles:
@@ -108,19 +176,24 @@ class _Observer:
         self.tracker.end_discovery()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
+        if self._rerun is not None and point not in self._rerun:
+            return
         if tensor is None or tensor.is_complex() or tensor.layout != torch.strided:
             return  # nothing to order (complex) or no dense values to read (sparse, nested)
         if tensor.is_quantized:
             tensor = tensor.dequantize()
         shape = tuple(tensor.shape)
         if tensor.numel() == 0:  # no values: not a call (it would dilute S and the batch counts)
-            self.accumulators[point].skip_empty(shape)
+            if self.deferring:
+                self._queue.append((point, _EMPTY, shape))
+            else:
+                self.accumulators[point].skip_empty(shape)
             return
         if not tensor.is_floating_point():
             # Token ids, positions, masks: counted as calls, never judged as activations.
             if point not in self.layouts:
                 self.layouts[point] = integer_layout(tensor)
-            self.accumulators[point].update(shape, 0, None)
+            self._count(point, shape)
             return
         request = self.requests[point]
         override = (request.axis, request.axis_rule or str(request.axis)) if request.axis is not None else None
@@ -130,13 +203,28 @@ class _Observer:
             return
         self._record(point, tensor, shape, decision)
 
+    def _count(self, point: Point, shape: tuple[int, ...]) -> None:
+        """A call without per-channel values."""
+        if self.deferring:
+            self._queue.append((point, _COUNT, shape))
+        else:
+            self.accumulators[point].update(shape, 0, None)
+
     def _record(self, point: Point, tensor: torch.Tensor, shape: tuple[int, ...], decision) -> None:
         axis, reason = decision.resolve(len(shape))
         if point not in self.layouts:
             dtype = str(tensor.dtype).replace("torch.", "")
             self.layouts[point] = PointLayout(axis, reason, dtype, error=reason if axis is None else "")
         if axis is None:  # an override out of range: counted, no per-channel view (never clamped)
-            self.accumulators[point].update(shape, 0, None)
+            self._count(point, shape)
+            return
+        if (
+            self.deferring
+            and tensor.numel() <= SMALL_NUMEL
+            and selection.on_host(tensor)
+            and point not in self.immediate
+        ):
+            self._hold(point, tensor, shape, axis)
             return
         percentiles, reducers = self.percentiles[point], self.requests[point].reducers
         entry = self._entry(tensor, axis)
@@ -152,7 +240,141 @@ class _Observer:
                     known[reducer] = reducer.contribution(summary, lambda: channels_view(tensor, axis))
                 return known[reducer]
 
+        if self.deferring:  # the summary waits for the end of the batch; the tensor does not
+            computed = {r: contribution(r) for r in reducers} if contribution is not None else None
+            self._queue.append((point, _SUMMARY, shape, axis, summary, computed))
+            return
         self.accumulators[point].update(shape, axis, summary, contribution)
+
+    def _hold(self, point: Point, tensor: torch.Tensor, shape: tuple[int, ...], axis: int) -> None:
+        version = tensor._version
+        key = (id(tensor), version, axis)  # the held tensor stays alive: its id is not reused this batch
+        index = self._held_index.get(key)
+        if index is None:
+            index = self._held_index[key] = len(self._held)
+            self._held.append((tensor, version, axis, shape))
+        self._queue.append((point, _HELD, index))
+        if point[1] == "pre":
+            self._last_input.pop(point[0], None)
+
+    def _flush(self) -> set[Point]:
+        """Fold the queued calls of this batch into the accumulators; returns the stale points."""
+        queue, held = self._queue, self._held
+        self._queue, self._held, self._held_index = [], [], {}
+        if not queue:
+            return set()
+        # Held tensors by (shape, axis, dtype): one reduction per group. A tensor whose _version
+        # moved was modified in place after it was seen: it is not read, its points are stale.
+        groups: dict[tuple, list[torch.Tensor]] = {}
+        meta: dict[tuple, tuple[int, str]] = {}
+        where: list[tuple[tuple, int] | None] = []
+        stale_held = set()
+        for i, (tensor, version, axis, shape) in enumerate(held):
+            if tensor._version != version:
+                stale_held.add(i)
+                where.append(None)
+                continue
+            key = (shape, axis, tensor.dtype)
+            members = groups.get(key)
+            if members is None:
+                members = groups[key] = []
+                # What the group's summary will hold: its channel count and array dtype.
+                meta[key] = (channel_split(shape, axis)[1], _F64 if tensor.dtype == torch.float64 else _F32)
+            where.append((key, len(members)))
+            members.append(tensor)
+        stale = {item[0] for item in queue if item[1] == _HELD and item[2] in stale_held} if stale_held else set()
+        calls = Counter(item[0] for item in queue)
+        info = self._info
+        wanted: dict[tuple, set[tuple[float, ...]]] = {key: set() for key in groups}
+        # Calls folded in together per (group, reducers): [accumulators, tensor rows] to start a bank
+        # row, [bank rows, tensor rows] to update one; everything else goes through Accumulator.update.
+        batched: dict[tuple, tuple[list, list, list, list, list]] = {}
+        single: list[tuple] = []
+        for item in queue:
+            point = item[0]
+            if stale and point in stale:
+                continue
+            if item[1] != _HELD:
+                single.append(item)
+                continue
+            acc, rkey, percentiles = info[point]
+            key, row = where[item[2]]  # type: ignore[misc]
+            wanted[key].add(percentiles)
+            bank = acc.bank
+            if rkey is None or calls[point] != 1 or (
+                (acc.range_sum is not None) if bank is None
+                else (not acc.channels_consistent or (bank.channels, bank.dtype.str) != meta[key])
+            ):
+                single.append(item)
+                continue
+            slot = batched.get((key, rkey))
+            if slot is None:
+                slot = batched[(key, rkey)] = ([], [], [], [], [])
+            _, _, axis, shape = held[item[2]]
+            if acc.bank is None:
+                slot[0].append(acc)
+                slot[1].append(row)
+                slot[4].append((shape, axis))
+            else:
+                slot[2].append(acc)
+                slot[3].append(row)
+                slot[4].append((shape, axis))
+        summaries = {
+            key: summarize_group(members, key[1], tuple(sorted({p for ps in wanted[key] for p in ps})))
+            for key, members in groups.items()
+        }
+        group_terms: dict[tuple, Any] = {}
+
+        def group_term(key: tuple, reducer: Reducer) -> Any:
+            known = group_terms.get((key, reducer))
+            if known is None:
+                known = group_terms[(key, reducer)] = reducer.contribution(summaries[key], _no_tensor)
+            return known
+
+        for (key, rkey), (starting, start_rows, updating, update_rows, calls_seen) in batched.items():
+            group = summaries[key]
+            channels, dtype = group.channel_min.shape[1], group.channel_min.dtype
+            bank = self._banks.get((channels, dtype.str, rkey))
+            if bank is None:
+                bank = self._banks[(channels, dtype.str, rkey)] = Bank(channels, dtype, (starting or updating)[0].reducers)
+            for acc, (shape, axis) in zip(starting + updating, calls_seen):
+                acc.calls += 1
+                if len(acc.shapes) < MAX_SHAPES_KEPT and shape not in acc.shapes:
+                    acc.shapes.append(shape)
+                if acc.bank is None:
+                    acc.axis = axis
+                elif axis != acc.axis:
+                    acc.axis_consistent = False
+            span = spans(group)
+            terms = {r: group_term(key, r) for r in bank.reducers}
+            if starting:
+                for acc, row in zip(starting, bank.start(group, np.asarray(start_rows), span, terms)):
+                    acc.bank, acc.row = bank, int(row)
+            if updating:
+                bank.update(np.asarray([acc.row for acc in updating]), group, np.asarray(update_rows), span, terms)
+        for item in single:
+            point, kind = item[0], item[1]
+            acc = self.accumulators[point]
+            if kind == _COUNT:
+                acc.update(item[2], 0, None)
+            elif kind == _EMPTY:
+                acc.skip_empty(item[2])
+            elif kind == _SUMMARY:
+                _, _, shape, axis, summary, computed = item
+                acc.update(shape, axis, summary, computed.__getitem__ if computed is not None else None)
+            else:
+                index = item[2]
+                tensor, _, axis, shape = held[index]
+                key, row = where[index]  # type: ignore[misc]
+                summary = row_of(summaries[key], row)
+
+                def contribution(reducer: Reducer, key=key, row=row, summary=summary, tensor=tensor, axis=axis) -> Any:
+                    if reducer.elementwise:
+                        return take(group_term(key, reducer), row)
+                    return reducer.contribution(summary, lambda: channels_view(tensor, axis))
+
+                acc.update(shape, axis, summary, contribution if acc.reducers else None)
+        return stale
 
     def _entry(self, tensor: torch.Tensor, axis: int) -> _CacheEntry:
         """This batch's cache entry for ``tensor`` along ``axis`` (a fresh one for a new tensor)."""
@@ -180,12 +402,13 @@ class _Observer:
         summary = known[percentiles] = summarize(tensor, axis, percentiles, known=reuse)
         return summary
 
-    def propagate(self, fqn: str, module: nn.Module, output: Any) -> None:
+    def propagate(self, fqn: str, forward: Callable[[torch.Tensor], torch.Tensor], output: Any) -> None:
         """Derive the output summary of an order-preserving module from its input's.
 
         For f elementwise and monotone non-decreasing (ReLU, clamps, identity),
         the per-channel min, max and k-th smallest of f(x) are f of those of x,
         exactly; the next module reading this output then needs no selection.
+        ``forward`` is the module's own forward (not our wrapper).
         """
         last = self._last_input.get(fqn)
         if last is None or not isinstance(output, torch.Tensor):
@@ -194,8 +417,12 @@ class _Observer:
         if s is None or tuple(output.shape) != shape:
             return
         self._cache[(id(output), output._version, axis)] = (
-            weakref.ref(output), {percentiles: s.mapped(module.forward)}, {},
+            weakref.ref(output), {percentiles: s.mapped(forward)}, {},
         )
+
+
+def _no_tensor() -> torch.Tensor:
+    raise AssertionError("an elementwise reducer asked for the tensor")
 
 
 class Session:
@@ -209,6 +436,10 @@ class Session:
         self.catalog = ModelCatalog.build(model)
         #: For a torch.export / PT2E graph, how to observe it at its nodes (engine/graph.py); else None.
         self.graph = _graph_view(model, self.catalog)
+        #: Points whose tensors were modified in place after being seen: reduced at once from then on.
+        self._immediate: set[Point] = set()
+        #: fqn -> (the weight it was computed from, its (version, data pointer, shape, dtype), the range).
+        self._weight_cache: dict[str, tuple[weakref.ref, tuple, WeightRange]] = {}
 
     def calibrate(
         self,
@@ -234,12 +465,24 @@ class Session:
         time (the message says so); ``rerun_failures=False`` skips that, for
         models whose forward has side effects.
         """
-        plan = observation_plan(self.catalog, settings)
-        stats = self._observe(
-            batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
-            rerun_failures=rerun_failures,
-        )
-        return replace(stats, observed=observed_settings(settings))
+        # The collector's automatic scans are paused while calibration runs: on a model with
+        # thousands of modules one full scan costs as much as several forward passes, and the
+        # per-point bookkeeping allocates enough to trigger many. The young generations are
+        # collected every GC_EVERY batches instead (see _observe), so cycles a model makes per
+        # batch stay bounded; the collector is enabled again afterwards.
+        frozen = gc.isenabled()
+        if frozen:
+            gc.disable()
+        try:
+            plan = observation_plan(self.catalog, settings)
+            stats = self._observe(
+                batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
+                rerun_failures=rerun_failures,
+            )
+            return replace(stats, observed=observed_settings(settings))
+        finally:
+            if frozen:
+                gc.enable()
 
     def _observe(
         self,
@@ -261,11 +504,9 @@ class Session:
         total = _length(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
-        observer = _Observer(self.catalog)
-        # Discovery hooks first, so a module's output is tagged before it is observed.
-        observer.discovery_handles = observer.tracker.attach(self.model)
-        handles = self._attach(observer, plan)
+        observer = _Observer(self.catalog, defer=rerun_failures, immediate=self._immediate)
         restore = _freeze_model_state(self.model)
+        detach = self._attach(observer, plan)
         done = 0
         try:
             self.model.eval()
@@ -279,19 +520,21 @@ class Session:
                     if should_cancel is not None and should_cancel():
                         raise CalibrationCancelled()
                     observer.new_batch()
-                    try:
-                        call_batch(self.model, batch)
-                    except ObserverFault:
-                        raise
-                    except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
-                        raise self._explain_failure(batch, done + 1, exc, rerun_failures) from exc
-                    observer.end_batch()
+                    self._run_batch(observer, batch, done + 1, rerun_failures)
+                    stale = observer.end_batch()
+                    if stale:  # held tensors modified in place after being seen: measure them again, at once
+                        observer.begin_rerun(stale)
+                        try:
+                            self._run_batch(observer, batch, done + 1, rerun_failures)
+                        finally:
+                            observer.end_rerun()
                     done += 1
+                    if done % GC_EVERY == 0 and not gc.isenabled():
+                        gc.collect(1)
                     if progress is not None:
                         progress(done, total)
         finally:
-            for handle in handles:
-                handle.remove()
+            detach()
             observer.end_discovery()
             observer.new_batch()
             restore()
@@ -302,6 +545,15 @@ class Session:
             weights=self.weight_ranges(),
             layouts=dict(observer.layouts),
         )
+
+    def _run_batch(self, observer: _Observer, batch: Any, index: int, rerun_failures: bool) -> None:
+        try:
+            call_batch(self.model, batch)
+        except ObserverFault:
+            raise
+        except (Exception, SystemExit) as exc:  # a model's sys.exit() is a bad batch too
+            observer.active = False
+            raise self._explain_failure(batch, index, exc, rerun_failures) from exc
 
     def weight_ranges(self) -> dict[str, WeightRange]:
         """Per-channel min/max of every weighted layer's weight.
@@ -315,6 +567,7 @@ class Session:
 
             return weight_ranges(self.graph)
         ranges = {}
+        cache = self._weight_cache
         with torch.no_grad():
             for fqn, kind in self.catalog.kinds.items():
                 if self.catalog.modules[fqn].quantized:  # torchao's weights are not plain tensors
@@ -326,13 +579,36 @@ class Session:
                 axis = kind.out_axis if rows else kind.in_axis
                 if axis is None:  # a kind that names neither axis has no per-channel weight range
                     continue
+                # Kept between calibrations while the weight is the same tensor, unchanged
+                # (an in-place update bumps its _version; a new .data moves its data pointer).
+                key = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype, axis, rows)
+                known = cache.get(fqn)
+                if known is not None and known[0]() is weight and known[1] == key:
+                    ranges[fqn] = known[2]
+                    continue
                 w = weight.detach().float().transpose(0, axis)
                 w = w.reshape(w.shape[0], -1)
                 ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)
+                try:
+                    cache[fqn] = (weakref.ref(weight), key, ranges[fqn])
+                except TypeError:  # a weight that takes no weak reference is simply not kept
+                    pass
         return ranges
 
-    def _attach(self, observer: _Observer, plan: Mapping[Point, PointRequest]) -> list:
-        handles = []
+    def _attach(self, observer: _Observer, plan: Mapping[Point, PointRequest]) -> Callable[[], None]:
+        """Observe ``plan``'s points; returns the function that takes every change back.
+
+        Each observed module gets an instance-level ``forward`` that observes
+        around the module's own: the module keeps torch's fast call path (a
+        hook would send it through the slow one). A module that already has
+        hooks, or that cannot take an instance attribute (TorchScript), is
+        observed with hooks, as are all when global module hooks exist: their
+        order around the user's hooks is then the one the model expects. The
+        first batch's layout discovery hooks every other module.
+        """
+        modules = dict(self.model.named_modules())
+        # Per module: its pre points, its post points, and whether it propagates its input's summary.
+        sites: dict[str, tuple[list[Point], list[Point], list[str]]] = {}
         for (fqn, role), request in plan.items():
             if fqn not in self.catalog.modules:
                 continue
@@ -340,17 +616,49 @@ class Session:
             observer.request(point, request)
             info = self.catalog.modules[fqn]
             if role == "pre":
-                module = self.model.get_submodule(fqn)
-                handles.append(module.register_forward_pre_hook(_pre_hook(observer, point), with_kwargs=True))
+                site = sites.setdefault(fqn, ([], [], []))
+                site[0].append(point)
                 if info.monotone:
-                    handles.append(module.register_forward_hook(_propagate_hook(observer, fqn)))
+                    site[2].append(fqn)
             else:
                 # The output of a Linear/Conv inside a fused module (LinearReLU, ConvReLU2d)
                 # is what the fused module returns: that is the tensor that gets quantized.
                 source = info.fused_parent if info.fused_parent is not None else fqn
-                module = self.model.get_submodule(source)
-                handles.append(module.register_forward_hook(_post_hook(observer, point)))
-        return handles
+                sites.setdefault(source, ([], [], []))[1].append(point)
+        global_hooks = _global_hooks()
+        tracker = observer.tracker
+        wrapped: dict[str, tuple[nn.Module, bool, Any]] = {}  # fqn -> (module, had its own forward, that forward)
+        handles: list = []
+        hooked = [fqn for fqn in sites if global_hooks or not _wrappable(modules[fqn])]
+        # Discovery follows the other modules with hooks (first batch only; they go at its end),
+        # registered first, so a module's output is tagged before it is observed.
+        observer.discovery_handles = tracker.attach(self.model, skip=set(sites) - set(hooked))
+        for fqn, (pre, post, propagate) in sites.items():
+            module = modules[fqn]
+            if fqn in hooked:
+                handles += _hook(module, observer, pre, post, propagate)
+                continue
+            own = module.__dict__.get("forward")
+            discovery = tracker.hooks_for(fqn) if tracker.traced(fqn, module) else (None, None)
+            module.__dict__["forward"] = _wrapper(observer, module, module.forward, pre, post, propagate, discovery)
+            wrapped[fqn] = (module, own is not None, own)
+        # nn.TransformerEncoderLayer takes its fused fast path only when no module inside it has
+        # hooks; with hooks its inner modules ran (and were observed): keep that decision.
+        inside = {id(module) for module, _, _ in wrapped.values()}
+        for module in modules.values():
+            if isinstance(module, nn.TransformerEncoderLayer) and any(id(m) in inside for m in module.modules()):
+                handles.append(module.register_forward_pre_hook(_no_op))
+
+        def detach() -> None:
+            for handle in handles:
+                handle.remove()
+            for module, had, own in wrapped.values():
+                if had:
+                    module.__dict__["forward"] = own
+                else:
+                    module.__dict__.pop("forward", None)
+
+        return detach
 
     def _class_name(self, fqn: str) -> str:
         """The class of module ``fqn``, also of one the model made during a forward (not in the catalog)."""
@@ -385,7 +693,7 @@ class Session:
             if is_quant_helper(module):
                 continue
             handles.append(module.register_forward_pre_hook(lambda m, a, f=fqn: stack.append(f)))
-            handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+            handles.append(module.register_forward_hook(_pop_into(stack)))
         try:
             call_batch(self.model, batch)
         except (Exception, SystemExit):
@@ -422,25 +730,118 @@ def _guarded_hook(run):
         raise ObserverFault(f"tui-quantreport failed while observing: {type(exc).__name__}: {exc}") from exc
 
 
-def _pre_hook(observer: _Observer, point: Point):
-    def hook(module, args, kwargs):
-        _guarded_hook(lambda: observer.observe(point, first_tensor(args) if args else first_tensor(kwargs)))
+def _pop_into(stack: list[str]) -> Callable[..., None]:
+    """A forward hook that leaves the module it returns from (and returns None: a value would
+    replace the module's output)."""
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        stack.pop()
 
     return hook
 
 
-def _post_hook(observer: _Observer, point: Point):
-    def hook(module, args, output):
-        _guarded_hook(lambda: observer.observe(point, first_tensor(output)))
-
-    return hook
+def _fault(exc: Exception) -> ObserverFault:
+    return ObserverFault(f"tui-quantreport failed while observing: {type(exc).__name__}: {exc}")
 
 
-def _propagate_hook(observer: _Observer, fqn: str):
-    def hook(module, args, output):
-        _guarded_hook(lambda: observer.propagate(fqn, module, output))
+def _no_op(*args: Any) -> None:
+    return None
 
-    return hook
+
+def _global_hooks() -> bool:
+    """Whether module hooks registered for every module exist (torch.nn.modules.module.register_module_*)."""
+    from torch.nn.modules import module as torch_module
+
+    return any(
+        getattr(torch_module, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    )
+
+
+def _wrappable(module: nn.Module) -> bool:
+    """Whether ``module`` can be observed through an instance-level ``forward``."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    return not (
+        module._forward_hooks or module._forward_pre_hooks
+        or getattr(module, "_forward_hooks_always_called", None)
+    )
+
+
+def _wrapper(
+    observer: _Observer,
+    module: nn.Module,
+    forward: Callable[..., Any],
+    pre: list[Point],
+    post: list[Point],
+    propagate: list[str],
+    discovery: tuple[Any, Any],
+) -> Callable[..., Any]:
+    """The observing forward of one module: discovery (first batch), pre points, forward, post points."""
+    observe, tracker = observer.observe, observer.tracker
+    consumer, producer = discovery
+
+    def observed_forward(*args: Any, **kwargs: Any) -> Any:
+        if not observer.active:
+            return forward(*args, **kwargs)
+        try:
+            if consumer is not None and tracker.discovering:
+                consumer(module, args, kwargs)
+            if pre:
+                tensor = first_tensor(args) if args else first_tensor(kwargs)
+                for point in pre:
+                    observe(point, tensor)
+        except ObserverFault:
+            raise
+        except Exception as exc:
+            raise _fault(exc) from exc
+        output = forward(*args, **kwargs)
+        try:
+            if producer is not None and tracker.discovering:
+                producer(module, args, kwargs, output)
+            for fqn in propagate:
+                observer.propagate(fqn, forward, output)
+            if post:
+                tensor = first_tensor(output)
+                for point in post:
+                    observe(point, tensor)
+        except ObserverFault:
+            raise
+        except Exception as exc:
+            raise _fault(exc) from exc
+        return output
+
+    functools.update_wrapper(observed_forward, forward)
+    return observed_forward
+
+
+def _hook(module: nn.Module, observer: _Observer, pre: list[Point], post: list[Point], propagate: list[str]) -> list:
+    """Observe ``module`` with forward hooks (where an instance-level forward will not do)."""
+    forward = module.forward
+
+    def pre_hook(module, args, kwargs):
+        if observer.active:
+            tensor = first_tensor(args) if args else first_tensor(kwargs)
+            _guarded_hook(lambda: [observer.observe(point, tensor) for point in pre])
+
+    def post_hook(module, args, output):
+        if observer.active:
+            tensor = first_tensor(output)
+
+            def run() -> None:
+                for fqn in propagate:
+                    observer.propagate(fqn, forward, output)
+                for point in post:
+                    observer.observe(point, tensor)
+
+            _guarded_hook(run)
+
+    handles = []
+    if pre:
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    if post or propagate:
+        handles.append(module.register_forward_hook(post_hook))
+    return handles
 
 
 def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
