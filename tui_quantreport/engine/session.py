@@ -16,7 +16,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ GC_EVERY = 16
 # Kinds of the per-batch queue's entries (see _Observer).
 _HELD, _SUMMARY, _COUNT, _EMPTY = 0, 1, 2, 3
 _F32, _F64 = np.dtype(np.float32).str, np.dtype(np.float64).str
+_STRIDED = torch.strided
 
 #: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
 #: the percentiles they hold, and each reducer's contribution.
@@ -122,6 +123,12 @@ class _Observer:
         self._held: list[tuple[torch.Tensor, int, int, tuple[int, ...]]] = []
         self._held_index: dict[tuple[int, int, int], int] = {}
         self._info: dict[Point, tuple[Accumulator, frozenset[Reducer] | None, tuple[float, ...]]] = {}
+        #: Per point whose calls so far were all held: (torch.Size, dtype, axis, shape tuple) of them.
+        self._steady: dict[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]] = {}
+        self._steady_kept: dict[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]] = {}
+        #: Whether this batch took the general path anywhere (else it may replay the last batch's plan).
+        self._general = True
+        self._plan: _Plan | None = None
         self._banks: dict[tuple, Bank] = {}
 
     @property
@@ -136,6 +143,7 @@ class _Observer:
         self._info[point] = (acc, request.reducers if bankable(acc.reducers) else None, request.percentiles)
 
     def new_batch(self) -> None:
+        self._general = False
         self._cache.clear()
         self._last_input.clear()
         self._pending.clear()
@@ -163,11 +171,14 @@ class _Observer:
         self._rerun = set(points)
         self._cache.clear()
         self._last_input.clear()
+        self._steady, self._steady_kept = {}, {k: v for k, v in self._steady.items() if k not in points}
+        self._plan = None
 
     def end_rerun(self) -> None:
         self._rerun = None
         self._cache.clear()
         self._last_input.clear()
+        self._steady = self._steady_kept
 
     def end_discovery(self) -> None:
         for handle in self.discovery_handles:
@@ -176,6 +187,27 @@ class _Observer:
         self.tracker.end_discovery()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
+        steady = self._steady.get(point)
+        if (
+            steady is not None
+            and tensor is not None
+            and tensor.dtype is steady[1]
+            and tensor.shape == steady[0]
+            and tensor.layout is _STRIDED
+            and tensor.is_cpu
+        ):
+            # Like its earlier calls (a small float host tensor of this shape, decided): held at once.
+            version = tensor._version
+            key = (id(tensor), version, steady[2])
+            index = self._held_index.get(key)
+            if index is None:
+                index = self._held_index[key] = len(self._held)
+                self._held.append((tensor, version, steady[2], steady[3]))
+            self._queue.append((point, _HELD, index))
+            if self._last_input:
+                self._last_input.pop(point[0], None)
+            return
+        self._general = True
         if self._rerun is not None and point not in self._rerun:
             return
         if tensor is None or tensor.is_complex() or tensor.layout != torch.strided:
@@ -256,6 +288,7 @@ class _Observer:
         self._queue.append((point, _HELD, index))
         if point[1] == "pre":
             self._last_input.pop(point[0], None)
+        self._steady[point] = (tensor.shape, tensor.dtype, axis, shape)
 
     def _flush(self) -> set[Point]:
         """Fold the queued calls of this batch into the accumulators; returns the stale points."""
@@ -263,10 +296,21 @@ class _Observer:
         self._queue, self._held, self._held_index = [], [], {}
         if not queue:
             return set()
+        plan, self._plan = self._plan, None
+        if (
+            plan is not None
+            and not self._general
+            and queue == plan.queue
+            and all(tensor._version == version for tensor, version, _, _ in held)
+        ):
+            self._replay(plan, held)
+            self._plan = plan
+            return set()
         # Held tensors by (shape, axis, dtype): one reduction per group. A tensor whose _version
         # moved was modified in place after it was seen: it is not read, its points are stale.
         groups: dict[tuple, list[torch.Tensor]] = {}
         meta: dict[tuple, tuple[int, str]] = {}
+        held_of_group: dict[tuple, list[int]] = {}
         where: list[tuple[tuple, int] | None] = []
         stale_held = set()
         for i, (tensor, version, axis, shape) in enumerate(held):
@@ -278,10 +322,12 @@ class _Observer:
             members = groups.get(key)
             if members is None:
                 members = groups[key] = []
+                held_of_group[key] = []
                 # What the group's summary will hold: its channel count and array dtype.
                 meta[key] = (channel_split(shape, axis)[1], _F64 if tensor.dtype == torch.float64 else _F32)
             where.append((key, len(members)))
             members.append(tensor)
+            held_of_group[key].append(i)
         stale = {item[0] for item in queue if item[1] == _HELD and item[2] in stale_held} if stale_held else set()
         calls = Counter(item[0] for item in queue)
         info = self._info
@@ -319,9 +365,9 @@ class _Observer:
                 slot[2].append(acc)
                 slot[3].append(row)
                 slot[4].append((shape, axis))
+        percentiles_of_group = {key: tuple(sorted({p for ps in wanted[key] for p in ps})) for key in groups}
         summaries = {
-            key: summarize_group(members, key[1], tuple(sorted({p for ps in wanted[key] for p in ps})))
-            for key, members in groups.items()
+            key: summarize_group(members, key[1], percentiles_of_group[key]) for key, members in groups.items()
         }
         group_terms: dict[tuple, Any] = {}
 
@@ -331,6 +377,8 @@ class _Observer:
                 known = group_terms[(key, reducer)] = reducer.contribution(summaries[key], _no_tensor)
             return known
 
+        updates: list[tuple[tuple, Bank, np.ndarray, np.ndarray]] = []
+        accs: list[Accumulator] = []
         for (key, rkey), (starting, start_rows, updating, update_rows, calls_seen) in batched.items():
             group = summaries[key]
             channels, dtype = group.channel_min.shape[1], group.channel_min.dtype
@@ -352,6 +400,15 @@ class _Observer:
                     acc.bank, acc.row = bank, int(row)
             if updating:
                 bank.update(np.asarray([acc.row for acc in updating]), group, np.asarray(update_rows), span, terms)
+            updates.append((key, bank, np.asarray([acc.row for acc in starting + updating]), np.asarray(start_rows + update_rows)))
+            accs += starting + updating
+        if not stale and not single:  # every call went through a bank: the next batch may replay this one
+            self._plan = _Plan(
+                queue,
+                [(key, held_of_group[key], key[1], percentiles_of_group[key]) for key in groups],
+                updates,
+                accs,
+            )
         for item in single:
             point, kind = item[0], item[1]
             acc = self.accumulators[point]
@@ -375,6 +432,22 @@ class _Observer:
 
                 acc.update(shape, axis, summary, contribution if acc.reducers else None)
         return stale
+
+    def _replay(self, plan: _Plan, held: list[tuple[torch.Tensor, int, int, tuple[int, ...]]]) -> None:
+        """Fold in a batch whose calls match the last batch's, call for call: its groups and bank rows."""
+        summaries = {
+            key: summarize_group([held[i][0] for i in members], axis, percentiles)
+            for key, members, axis, percentiles in plan.groups
+        }
+        terms: dict[tuple, Any] = {}
+        for key, bank, rows, index in plan.updates:
+            group = summaries[key]
+            for r in bank.reducers:
+                if (key, r) not in terms:
+                    terms[(key, r)] = r.contribution(group, _no_tensor)
+            bank.update(rows, group, index, spans(group), {r: terms[(key, r)] for r in bank.reducers})
+        for acc in plan.accs:
+            acc.calls += 1
 
     def _entry(self, tensor: torch.Tensor, axis: int) -> _CacheEntry:
         """This batch's cache entry for ``tensor`` along ``axis`` (a fresh one for a new tensor)."""
@@ -419,6 +492,17 @@ class _Observer:
         self._cache[(id(output), output._version, axis)] = (
             weakref.ref(output), {percentiles: s.mapped(forward)}, {},
         )
+
+
+class _Plan(NamedTuple):
+    """How the last batch was folded in, for a next batch that makes the same calls."""
+
+    queue: list[tuple]
+    #: (group key, held indices, axis, percentiles)
+    groups: list[tuple[tuple, list[int], int, tuple[float, ...]]]
+    #: (group key, bank, bank rows, group rows)
+    updates: list[tuple[tuple, Bank, np.ndarray, np.ndarray]]
+    accs: list[Accumulator]
 
 
 def _no_tensor() -> torch.Tensor:
