@@ -524,6 +524,12 @@ class Session:
         self._immediate: set[Point] = set()
         #: fqn -> (the weight it was computed from, its (version, data pointer, shape, dtype), the range).
         self._weight_cache: dict[str, tuple[weakref.ref, tuple, WeightRange]] = {}
+        #: Kept between calibrations: the modules by name, and each observed module's instance-level
+        #: forward (wrapper, its points, the instance forward and class forward it was made around).
+        self._modules: dict[str, nn.Module] | None = None
+        self._wrappers: dict[str, tuple[Callable[..., Any], tuple, Any, Any]] = {}
+        #: The calibration the wrappers report to (None between calibrations: they just call forward).
+        self._holder = _Holder()
 
     def calibrate(
         self,
@@ -652,11 +658,13 @@ class Session:
             return weight_ranges(self.graph)
         ranges = {}
         cache = self._weight_cache
+        modules = self._modules
         with torch.no_grad():
             for fqn, kind in self.catalog.kinds.items():
                 if self.catalog.modules[fqn].quantized:  # torchao's weights are not plain tensors
                     continue
-                weight = kind.weight_of(self.model.get_submodule(fqn))
+                module = modules.get(fqn) if modules is not None else None
+                weight = kind.weight_of(module if module is not None else self.model.get_submodule(fqn))
                 if weight is None or weight.dim() < 2:
                     continue
                 rows = kind.in_axis is None
@@ -665,9 +673,9 @@ class Session:
                     continue
                 # Kept between calibrations while the weight is the same tensor, unchanged
                 # (an in-place update bumps its _version; a new .data moves its data pointer).
-                key = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype, axis, rows)
+                key = (weight._version, weight.data_ptr(), weight.shape, weight.dtype, axis, rows)
                 known = cache.get(fqn)
-                if known is not None and known[0]() is weight and known[1] == key:
+                if known is not None and known[1] == key and known[0]() is weight:
                     ranges[fqn] = known[2]
                     continue
                 w = weight.detach().float().transpose(0, axis)
@@ -690,9 +698,10 @@ class Session:
         order around the user's hooks is then the one the model expects. The
         first batch's layout discovery hooks every other module.
         """
-        modules = dict(self.model.named_modules())
-        # Per module: its pre points, its post points, and whether it propagates its input's summary.
-        sites: dict[str, tuple[list[Point], list[Point], list[str]]] = {}
+        if self._modules is None:  # the module tree the catalog was built from
+            self._modules = dict(self.model.named_modules())
+        # Per module: its pre points, its post points, and the fqns whose input summary it propagates.
+        lists: dict[str, tuple[list[Point], list[Point], list[str]]] = {}
         for (fqn, role), request in plan.items():
             if fqn not in self.catalog.modules:
                 continue
@@ -700,32 +709,45 @@ class Session:
             observer.request(point, request)
             info = self.catalog.modules[fqn]
             if role == "pre":
-                site = sites.setdefault(fqn, ([], [], []))
-                site[0].append(point)
+                entry = lists.setdefault(fqn, ([], [], []))
+                entry[0].append(point)
                 if info.monotone:
-                    site[2].append(fqn)
+                    entry[2].append(fqn)
             else:
                 # The output of a Linear/Conv inside a fused module (LinearReLU, ConvReLU2d)
                 # is what the fused module returns: that is the tensor that gets quantized.
                 source = info.fused_parent if info.fused_parent is not None else fqn
-                sites.setdefault(source, ([], [], []))[1].append(point)
+                lists.setdefault(source, ([], [], []))[1].append(point)
+        sites: dict[str, tuple[tuple[Point, ...], tuple[Point, ...], tuple[str, ...]]] = {
+            fqn: (tuple(pre), tuple(post), tuple(propagate)) for fqn, (pre, post, propagate) in lists.items()
+        }
         global_hooks = _global_hooks()
         tracker = observer.tracker
+        modules = self._modules
         wrapped: dict[str, tuple[nn.Module, bool, Any]] = {}  # fqn -> (module, had its own forward, that forward)
         handles: list = []
         hooked = [fqn for fqn in sites if global_hooks or not _wrappable(modules[fqn])]
         # Discovery follows the other modules with hooks (first batch only; they go at its end),
         # registered first, so a module's output is tagged before it is observed.
         observer.discovery_handles = tracker.attach(self.model, skip=set(sites) - set(hooked))
-        for fqn, (pre, post, propagate) in sites.items():
+        cache = self._wrappers
+        for fqn, site in sites.items():
             module = modules[fqn]
             if fqn in hooked:
-                handles += _hook(module, observer, pre, post, propagate)
+                handles += _hook(module, observer, site[0], site[1], site[2])
                 continue
             own = module.__dict__.get("forward")
-            discovery = tracker.hooks_for(fqn) if tracker.traced(fqn, module) else (None, None)
-            module.__dict__["forward"] = _wrapper(observer, module, module.forward, pre, post, propagate, discovery)
+            known = cache.get(fqn)
+            # A wrapper is kept between calibrations while its points and the forward it calls are the same.
+            if known is None or known[1] != site or known[2] is not own or known[3] is not type(module).forward:
+                pre, post, propagate = site
+                wrapper = _wrapper(
+                    self._holder, fqn, module, module.forward, pre, post, propagate, tracker.traced(fqn, module)
+                )
+                known = cache[fqn] = (wrapper, site, own, type(module).forward)
+            module.__dict__["forward"] = known[0]
             wrapped[fqn] = (module, own is not None, own)
+        self._holder.observer = observer
         # nn.TransformerEncoderLayer takes its fused fast path only when no module inside it has
         # hooks; with hooks its inner modules ran (and were observed): keep that decision.
         inside = {id(module) for module, _, _ in wrapped.values()}
@@ -734,6 +756,7 @@ class Session:
                 handles.append(module.register_forward_pre_hook(_no_op))
 
         def detach() -> None:
+            self._holder.observer = None
             for handle in handles:
                 handle.remove()
             for module, had, own in wrapped.values():
@@ -852,43 +875,50 @@ def _wrappable(module: nn.Module) -> bool:
     )
 
 
+class _Holder:
+    """The observer of the calibration running now, read by the kept wrappers at each call."""
+
+    observer: _Observer | None = None
+
+
 def _wrapper(
-    observer: _Observer,
+    holder: _Holder,
+    fqn: str,
     module: nn.Module,
     forward: Callable[..., Any],
-    pre: list[Point],
-    post: list[Point],
-    propagate: list[str],
-    discovery: tuple[Any, Any],
+    pre: tuple[Point, ...],
+    post: tuple[Point, ...],
+    propagate: tuple[str, ...],
+    traced: bool,
 ) -> Callable[..., Any]:
     """The observing forward of one module: discovery (first batch), pre points, forward, post points."""
-    observe, tracker = observer.observe, observer.tracker
-    consumer, producer = discovery
 
     def observed_forward(*args: Any, **kwargs: Any) -> Any:
-        if not observer.active:
+        observer = holder.observer
+        if observer is None or not observer.active:
             return forward(*args, **kwargs)
+        discovering = traced and observer.tracker.discovering
         try:
-            if consumer is not None and tracker.discovering:
-                consumer(module, args, kwargs)
+            if discovering:
+                observer.tracker.consume(fqn, args, kwargs)
             if pre:
                 tensor = first_tensor(args) if args else first_tensor(kwargs)
                 for point in pre:
-                    observe(point, tensor)
+                    observer.observe(point, tensor)
         except ObserverFault:
             raise
         except Exception as exc:
             raise _fault(exc) from exc
         output = forward(*args, **kwargs)
         try:
-            if producer is not None and tracker.discovering:
-                producer(module, args, kwargs, output)
-            for fqn in propagate:
-                observer.propagate(fqn, forward, output)
+            if discovering:
+                observer.tracker.produce(fqn, args, kwargs, output)
+            for name in propagate:
+                observer.propagate(name, forward, output)
             if post:
                 tensor = first_tensor(output)
                 for point in post:
-                    observe(point, tensor)
+                    observer.observe(point, tensor)
         except ObserverFault:
             raise
         except Exception as exc:
@@ -899,7 +929,9 @@ def _wrapper(
     return observed_forward
 
 
-def _hook(module: nn.Module, observer: _Observer, pre: list[Point], post: list[Point], propagate: list[str]) -> list:
+def _hook(
+    module: nn.Module, observer: _Observer, pre: tuple[Point, ...], post: tuple[Point, ...], propagate: tuple[str, ...]
+) -> list:
     """Observe ``module`` with forward hooks (where an instance-level forward will not do)."""
     forward = module.forward
 

@@ -20,6 +20,7 @@ does not fit it, so every path gives the same result.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,49 @@ def channel_split(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
+#: Channels with at most this many values per tensor are ordered with a sorting network (a
+#: few dozen vectorised min/max over all the group's channels at once: ~7x faster than
+#: NumPy's per-row sort for 8 values) rather than ``np.sort``.
+NETWORK_UP_TO = 16
+
+
+@lru_cache(maxsize=8)
+def _network(m: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort comparators for ``m`` (a power of two) inputs, in order."""
+    pairs = []
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            for j in range(k % p, m - k, 2 * k):
+                for i in range(min(k, m - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def sorted_columns(columns: np.ndarray) -> list[np.ndarray]:
+    """The rows of ``columns`` ``(n, R)`` sorted per column (row 0 the smallest), by a sorting network.
+
+    Exact: each output is one of the column's values (min and max select, never compute). A
+    column holding NaN comes out all NaN (min and max propagate it); callers mark such channels
+    NaN anyway, as for the sorted path. Padding rows are +inf, after every real value.
+    """
+    n = columns.shape[0]
+    m = 1 << max(0, (n - 1).bit_length())
+    rows = list(columns)
+    if m > n:
+        pad = np.full(columns.shape[1], np.inf, columns.dtype)
+        rows += [pad] * (m - n)
+    for a, b in _network(m):
+        lo = np.minimum(rows[a], rows[b])
+        rows[b] = np.maximum(rows[a], rows[b])
+        rows[a] = lo
+    return rows[:n]
+
+
 def summarize_group(tensors: list[torch.Tensor], axis: int, percentiles: tuple[float, ...]) -> TensorSummary:
     """Reduce host tensors of one shape and dtype along ``axis`` together.
 
@@ -45,7 +89,7 @@ def summarize_group(tensors: list[torch.Tensor], axis: int, percentiles: tuple[f
     ``call_min``/``call_max`` ``(T,)``. Row ``i`` equals
     ``summarize(tensors[i], axis, percentiles)`` exactly.
     """
-    x = torch.stack([t.detach() for t in tensors])  # a fresh copy: ours to reorder
+    x = torch.stack(tensors)  # a fresh copy, ours to reorder (under no_grad: no graph)
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     t = len(tensors)
@@ -56,6 +100,11 @@ def summarize_group(tensors: list[torch.Tensor], axis: int, percentiles: tuple[f
         return TensorSummary(channel_min, channel_max, channel_min.min(axis=1), channel_max.max(axis=1), {})
     n = a * b
     ks = [lower_quantile_index(p, n) for p in percentiles]
+    if n <= NETWORK_UP_TO:
+        ordered = sorted_columns(x4.permute(1, 3, 0, 2).reshape(n, t * c).numpy())
+        channel_min, channel_max = ordered[0].copy(), ordered[-1].copy()
+        picked = {p: ordered[k].copy() for p, k in zip(percentiles, ks)}
+        return _finish(channel_min, channel_max, picked, t, c)
     rows = x4.transpose(1, 2).contiguous().numpy().reshape(t * c, n)
     if order_rows(rows, ks):
         channel_min, channel_max = rows[:, 0].copy(), rows[:, -1].copy()
@@ -63,6 +112,12 @@ def summarize_group(tensors: list[torch.Tensor], axis: int, percentiles: tuple[f
         channel_min = rows[:, : min(ks) + 1].min(axis=1)
         channel_max = rows[:, max(ks) :].max(axis=1)
     picked = {p: rows[:, k].copy() for p, k in zip(percentiles, ks)}
+    return _finish(channel_min, channel_max, picked, t, c)
+
+
+def _finish(
+    channel_min: np.ndarray, channel_max: np.ndarray, picked: dict[float, np.ndarray], t: int, c: int
+) -> TensorSummary:
     nan = np.isnan(channel_max)  # as summarize: a channel holding NaN has NaN min and percentiles
     if nan.any():
         channel_min[nan] = np.nan
