@@ -342,3 +342,39 @@ def test_errors_are_still_named_by_module_with_forward_wrappers():
         Session(model).calibrate([torch.randn(3, 4) for _ in range(2)], Settings.build())
     assert raised.value.module == "2" and raised.value.batch == 1
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ["tiny_transformer", "untraceable", "showcase"])
+def test_a_second_calibration_on_the_session_equals_a_fresh_one(name):
+    """What the session keeps (layouts, wrappers, weight ranges) changes nothing in the results."""
+    loaded = load_model(name)
+    batches = list(open_batches(loaded))[:3]
+    settings = Settings.build()
+    session = Session(loaded.model)
+    session.calibrate(batches, settings)
+    again = session.calibrate(batches, settings)
+    fresh = Session(loaded.model).calibrate(batches, settings)
+    _assert_same_stats(again, fresh)
+
+
+def test_kept_layouts_are_used_only_for_a_batch_of_the_same_shapes(monkeypatch):
+    from tui_quantreport.engine.layout import LayoutTracker
+
+    attached = []
+    real_attach = LayoutTracker.attach
+
+    def spy(self, model, skip=frozenset()):
+        attached.append(True)
+        return real_attach(self, model, skip)
+
+    monkeypatch.setattr(LayoutTracker, "attach", spy)
+    model = _Twice().eval()
+    session = Session(model)
+    settings = Settings.build()
+    session.calibrate([torch.randn(5, 6)], settings)
+    session.calibrate([torch.randn(5, 6)], settings)  # same shapes: the layouts are kept
+    assert len(attached) == 1
+    session.calibrate([torch.randn(7, 6)], settings)  # another batch size: discovered again
+    assert len(attached) == 2
+    session.calibrate([torch.randn(7, 6)], Settings.build(["outlier"]))  # fewer points, same overrides: kept
+    assert len(attached) == 2

@@ -530,6 +530,8 @@ class Session:
         self._wrappers: dict[str, tuple[Callable[..., Any], tuple, Any, Any]] = {}
         #: The calibration the wrappers report to (None between calibrations: they just call forward).
         self._holder = _Holder()
+        #: The channel-axis decisions of the last calibration that discovered them, and what they fit.
+        self._layouts: _Layouts | None = None
 
     def calibrate(
         self,
@@ -596,22 +598,36 @@ class Session:
             total = max_batches if total is None else min(total, max_batches)
         observer = _Observer(self.catalog, defer=rerun_failures, immediate=self._immediate)
         restore = _freeze_model_state(self.model)
-        detach = self._attach(observer, plan)
+        detach: Callable[[], None] = _nothing
         done = 0
         try:
             self.model.eval()
             with torch.no_grad():
                 iterator = iter(batches)
                 # Stop before pulling batch N+1: a slow or failing loader pays for N batches only.
+                batch = next(iterator, _END) if max_batches is None or max_batches > 0 else _END
+                # The layouts learned by an earlier calibration are kept when this one starts alike
+                # (same first-batch shapes, same points and axis overrides): no discovery pass then.
+                signature = _signature(batch)
+                memory = self._layouts
+                known = memory is not None and memory.fits(signature, plan)
+                detach = self._attach(observer, plan, discover=not known)
+                if known:
+                    observer.tracker.decisions.update(memory.decisions)  # type: ignore[union-attr]
+                    observer.end_discovery()
                 while max_batches is None or done < max_batches:
-                    batch = next(iterator, _END)
+                    if done > 0:
+                        batch = next(iterator, _END)
                     if batch is _END:
                         break
                     if should_cancel is not None and should_cancel():
                         raise CalibrationCancelled()
                     observer.new_batch()
                     self._run_batch(observer, batch, done + 1, rerun_failures)
+                    learned = observer.tracker.discovering
                     stale = observer.end_batch()
+                    if learned and signature is not None:
+                        self._layouts = _Layouts.learned(signature, plan, observer.tracker.decisions)
                     if stale:  # held tensors modified in place after being seen: measure them again, at once
                         observer.begin_rerun(stale)
                         try:
@@ -687,7 +703,9 @@ class Session:
                     pass
         return ranges
 
-    def _attach(self, observer: _Observer, plan: Mapping[Point, PointRequest]) -> Callable[[], None]:
+    def _attach(
+        self, observer: _Observer, plan: Mapping[Point, PointRequest], *, discover: bool = True
+    ) -> Callable[[], None]:
         """Observe ``plan``'s points; returns the function that takes every change back.
 
         Each observed module gets an instance-level ``forward`` that observes
@@ -729,7 +747,8 @@ class Session:
         hooked = [fqn for fqn in sites if global_hooks or not _wrappable(modules[fqn])]
         # Discovery follows the other modules with hooks (first batch only; they go at its end),
         # registered first, so a module's output is tagged before it is observed.
-        observer.discovery_handles = tracker.attach(self.model, skip=set(sites) - set(hooked))
+        if discover:
+            observer.discovery_handles = tracker.attach(self.model, skip=set(sites) - set(hooked))
         cache = self._wrappers
         for fqn, site in sites.items():
             module = modules[fqn]
@@ -873,6 +892,48 @@ def _wrappable(module: nn.Module) -> bool:
         module._forward_hooks or module._forward_pre_hooks
         or getattr(module, "_forward_hooks_always_called", None)
     )
+
+
+def _nothing() -> None:
+    return None
+
+
+def _signature(value: Any) -> Any:
+    """What a batch looks like to the model: tensors by shape, dtype, device and layout; plain
+    values by value; None for anything else (then no earlier layout is reused)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device, value.layout, value.is_quantized)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    if isinstance(value, Mapping):
+        items = tuple((key, _signature(item)) for key, item in value.items())
+        return None if any(sig is None for _, sig in items) else (type(value).__name__, items)
+    if isinstance(value, (tuple, list)):
+        parts = tuple(_signature(item) for item in value)
+        return None if any(sig is None for sig in parts) else (type(value).__name__, parts)
+    return None
+
+
+class _Layouts(NamedTuple):
+    """Channel-axis decisions a calibration's first batch discovered, and what they were made for."""
+
+    signature: Any
+    #: point -> its axis override (request.axis, request.axis_rule), for every point observed
+    overrides: dict[Point, tuple[int | None, str]]
+    decisions: dict[Point, Any]
+
+    @classmethod
+    def learned(cls, signature: Any, plan: Mapping[Point, PointRequest], decisions: Mapping[Point, Any]) -> _Layouts:
+        overrides = {point: (request.axis, request.axis_rule) for point, request in plan.items()}
+        return cls(signature, overrides, dict(decisions))
+
+    def fits(self, signature: Any, plan: Mapping[Point, PointRequest]) -> bool:
+        """Whether a calibration starting with a batch like ``signature`` would discover the same:
+        the same input shapes, and only points these decisions were made among, with the same overrides."""
+        if signature is None or signature != self.signature:
+            return False
+        overrides = self.overrides
+        return all(overrides.get(point, _END) == (request.axis, request.axis_rule) for point, request in plan.items())
 
 
 class _Holder:
