@@ -10,6 +10,7 @@ move). No FX tracing is involved, so any eager module works.
 
 from __future__ import annotations
 
+import copy as copying
 import functools
 import gc
 import weakref
@@ -530,6 +531,8 @@ class Session:
         self._wrappers: dict[str, tuple[Callable[..., Any], tuple, Any, Any]] = {}
         #: The calibration the wrappers report to (None between calibrations: they just call forward).
         self._holder = _Holder()
+        #: The last settings calibrated with (a copy) and their observation plan.
+        self._plan: tuple[Settings, dict[Point, PointRequest]] | None = None
         #: The channel-axis decisions of the last calibration that discovered them, and what they fit.
         self._layouts: _Layouts | None = None
 
@@ -566,7 +569,7 @@ class Session:
         if frozen:
             gc.disable()
         try:
-            plan = observation_plan(self.catalog, settings)
+            plan = self._plan_for(settings)
             stats = self._observe(
                 batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
                 rerun_failures=rerun_failures,
@@ -575,6 +578,15 @@ class Session:
         finally:
             if frozen:
                 gc.enable()
+
+    def _plan_for(self, settings: Settings) -> dict[Point, PointRequest]:
+        """observation_plan(catalog, settings), kept for the next calibration with equal settings."""
+        kept = self._plan
+        if kept is not None and kept[0] == settings:
+            return kept[1]
+        plan = observation_plan(self.catalog, settings)
+        self._plan = (copying.deepcopy(settings), plan)
+        return plan
 
     def _observe(
         self,
@@ -597,7 +609,9 @@ class Session:
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         observer = _Observer(self.catalog, defer=rerun_failures, immediate=self._immediate)
-        restore = _freeze_model_state(self.model)
+        if self._modules is None:  # the module tree the catalog was built from
+            self._modules = dict(self.model.named_modules())
+        restore = _freeze_model_state(self.model, list(self._modules.values()))
         detach: Callable[[], None] = _nothing
         done = 0
         try:
@@ -1034,10 +1048,12 @@ def _length(batches: Iterable[Any]) -> int | None:
         return None
 
 
-def _freeze_model_state(model: nn.Module) -> Callable[[], None]:
+def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None) -> Callable[[], None]:
     """Remember what calibration could change, and return a function that restores it."""
-    training = {module: module.training for module in model.modules()}
-    helpers = [module for module in model.modules() if is_quant_helper(module)]
+    if modules is None:
+        modules = list(model.modules())
+    training = {module: module.training for module in modules}
+    helpers = [module for module in modules if is_quant_helper(module)]
     buffers = [
         (module, name, buffer, buffer.detach().clone())
         for module in helpers

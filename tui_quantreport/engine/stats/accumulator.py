@@ -430,7 +430,23 @@ class Accumulator:
 
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
-        self.unbank()
+        if self.bank is not None:
+            bank, row = self.bank, self.row
+            per_channel = self.channels_consistent
+            channel_min, channel_max, reduced = bank.frozen_row(row) if per_channel else (None, None, {})
+            reduced = {r: reduced[r] for r in self.reducers if r in reduced}  # this point's order
+            return PointStats(
+                calls=self.calls,
+                axis=self.axis if self.axis_consistent else None,
+                shapes=tuple(self.shapes),
+                global_min=float(bank.global_min[row]),
+                global_max=float(bank.global_max[row]),
+                range_sum=float(bank.range_sum[row]),
+                channel_min=channel_min,
+                channel_max=channel_max,
+                reduced=reduced,
+                empty=self.empty,
+            )
         if self.range_sum is None:
             return PointStats(
                 self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None, empty=self.empty

@@ -19,6 +19,7 @@ does not fit it, so every path gives the same result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import lru_cache
 from typing import Any
@@ -175,6 +176,8 @@ class Bank:
         self.channel_max = np.zeros((cap, channels), dtype)
         #: reducer -> (its state's type: None for one array, else list/tuple; the stacked arrays)
         self.states: dict[Reducer, tuple[type | None, list[np.ndarray]]] = {}
+        #: Once frozen (the calibration is over): per reducer, (result type, its arrays) or None.
+        self._frozen: dict[Reducer, Any] | None = None
 
     def _grow(self, need: int) -> None:
         cap = len(self.range_sum)
@@ -233,6 +236,37 @@ class Bank:
             state = r.update(gathered[0] if kind is None else kind(gathered), take(contributions[r], index), HOST_OPS)
             for target, leaf in zip(stacked, _leaves(state) or []):
                 target[rows] = leaf
+
+    def frozen_row(self, row: int) -> tuple[torch.Tensor, torch.Tensor, dict[Reducer, Any]]:
+        """Row ``row``'s channel min and max and each reducer's frozen result, as CPU tensors of
+        their own (never views of the bank: each result is saved on its own).
+
+        Each reducer's :meth:`~.reducers.Reducer.freeze` runs once on the whole bank; a result
+        that is a dataclass of per-row tensors is then split by row (its arrays copied row by
+        row), anything else is frozen row by row.
+        """
+        if self._frozen is None:
+            self._frozen = {}
+            for r, (kind, stacked) in self.states.items():
+                whole = r.freeze(stacked[0][: self.size] if kind is None else kind(a[: self.size] for a in stacked), HOST_OPS)
+                split = None
+                if dataclasses.is_dataclass(whole) and not isinstance(whole, type):
+                    values = {f.name: getattr(whole, f.name) for f in dataclasses.fields(whole)}
+                    if all(isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == self.size for v in values.values()):
+                        split = (type(whole), [(name, v.numpy()) for name, v in values.items()])
+                self._frozen[r] = split
+        reduced: dict[Reducer, Any] = {}
+        for r, split in self._frozen.items():
+            if split is None:
+                kind, stacked = self.states[r]
+                leaves = [leaf[row].copy() for leaf in stacked]
+                reduced[r] = r.freeze(leaves[0] if kind is None else kind(leaves), HOST_OPS)
+            else:
+                cls, arrays = split
+                reduced[r] = cls(**{name: torch.from_numpy(a[row].copy()) for name, a in arrays})
+        return (
+            torch.from_numpy(self.channel_min[row].copy()), torch.from_numpy(self.channel_max[row].copy()), reduced
+        )
 
     def row_state(self, row: int) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, dict[Reducer, Any]]:
         """Row ``row`` as an Accumulator holds it: (range_sum, global_min, global_max, channel_min,
