@@ -57,6 +57,7 @@ GC_EVERY = 16
 _HELD, _SUMMARY, _COUNT, _EMPTY = 0, 1, 2, 3
 _F32, _F64 = np.dtype(np.float32).str, np.dtype(np.float64).str
 _STRIDED = torch.strided
+_TENSOR = torch.Tensor
 
 #: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
 #: the percentiles they hold, and each reducer's contribution.
@@ -977,7 +978,9 @@ def _wrapper(
             if discovering:
                 observer.tracker.consume(fqn, args, kwargs)
             if pre:
-                tensor = first_tensor(args) if args else first_tensor(kwargs)
+                tensor = args[0] if args and type(args[0]) is _TENSOR else (
+                    first_tensor(args) if args else first_tensor(kwargs)
+                )
                 for point in pre:
                     observer.observe(point, tensor)
         except ObserverFault:
@@ -988,10 +991,11 @@ def _wrapper(
         try:
             if discovering:
                 observer.tracker.produce(fqn, args, kwargs, output)
-            for name in propagate:
-                observer.propagate(name, forward, output)
+            if propagate and observer._last_input:  # only a summary computed at once propagates
+                for name in propagate:
+                    observer.propagate(name, forward, output)
             if post:
-                tensor = first_tensor(output)
+                tensor = output if type(output) is _TENSOR else first_tensor(output)
                 for point in post:
                     observer.observe(point, tensor)
         except ObserverFault:
