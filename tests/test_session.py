@@ -378,3 +378,51 @@ def test_kept_layouts_are_used_only_for_a_batch_of_the_same_shapes(monkeypatch):
     assert len(attached) == 2
     session.calibrate([torch.randn(7, 6)], Settings.build(["outlier"]))  # fewer points, same overrides: kept
     assert len(attached) == 2
+
+
+def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
+    """A reducer that is not elementwise (it reads tensor()) is fed per tensor on the grouped path too."""
+    from dataclasses import dataclass
+
+    from tui_quantreport.engine.stats import PointRequest, Reducer
+
+    @dataclass(frozen=True)
+    class _Sums:
+        sums: torch.Tensor
+
+    @dataclass(frozen=True)
+    class _ChannelSum(Reducer):
+        kind = "test_channel_sum"
+        result = _Sums
+
+        def contribution(self, summary, tensor):
+            return tensor().sum(dim=(0, 2)).double().numpy()
+
+        def start(self, contribution, ops):
+            return ops.copy(contribution)
+
+        def update(self, state, contribution, ops):
+            ops.add(state, contribution, out=state)
+            return state
+
+        def freeze(self, state, ops):
+            return _Sums(ops.to_cpu(state))
+
+    from tui_quantreport.engine import session as session_module
+
+    torch.manual_seed(7)
+    model = _Twice().eval()
+    batches = [torch.randn(4, 6) for _ in range(3)]
+    plan = {("fc", "pre"): PointRequest.of(_ChannelSum()), ("out", "post"): PointRequest.of(_ChannelSum())}
+
+    def run():
+        return Session(model)._observe(batches, plan, max_batches=None, progress=None, should_cancel=None)
+
+    grouped = run()
+    with monkeypatch.context() as m:
+        m.setattr(session_module, "SMALL_NUMEL", 0)
+        direct = run()
+    for key in plan:
+        ours, theirs = grouped.points[key].get(_ChannelSum()), direct.points[key].get(_ChannelSum())
+        assert torch.allclose(ours.sums, theirs.sums, rtol=1e-12, atol=0)
+

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -309,3 +310,33 @@ def test_stats_state_round_trips_exactly():
     for point in stats.points.values():
         for reducer in point.reduced:
             assert reducer_from_spec(json.loads(json.dumps(reducer.spec()))) == reducer
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((8, 32), 1), ((8, 32), 0), ((3, 5, 4), 1), ((2, 3), 0), ((5,), 0), ((), 0), ((7, 2, 2), 2), ((40, 6), 1), ((3, 700), 0)],
+)
+@pytest.mark.parametrize("data", ["random", "special", "repeats"])
+def test_a_group_reduction_equals_each_tensor_reduced_alone(shape, axis, data):
+    """summarize_group (sorting network for short channels, sort or partition otherwise) gives,
+    row for row, summarize's numbers: NaN, inf, post-ReLU zeros and repeated values included."""
+    from tui_quantreport.engine.stats.grouped import summarize_group
+
+    gen = torch.Generator().manual_seed(len(shape) * 31 + axis)
+    tensors = [torch.randn(shape, generator=gen) for _ in range(5)]
+    if data == "special" and tensors[0].numel() > 1:
+        tensors[0].view(-1)[0] = math.nan
+        tensors[1].view(-1)[-1] = math.inf
+        tensors[2].view(-1)[0] = -math.inf
+        tensors[3].clamp_(min=0)
+    if data == "repeats":
+        tensors = [t.round().clamp(min=0) for t in tensors]
+    percentiles = (0.0, 0.5, 0.975, 1.0)
+    group = summarize_group(tensors, axis, percentiles)
+    for i, tensor in enumerate(tensors):
+        alone = summarize(tensor, axis, percentiles)
+        pairs = [(group.channel_min[i], alone.channel_min), (group.channel_max[i], alone.channel_max)]
+        pairs += [(group.percentiles[p][i], alone.percentiles[p]) for p in percentiles]
+        pairs += [(group.call_min[i], alone.call_min), (group.call_max[i], alone.call_max)]
+        for ours, theirs in pairs:
+            assert np.array_equal(ours, theirs, equal_nan=True), (i, ours, theirs)
