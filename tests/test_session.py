@@ -355,6 +355,8 @@ def test_a_second_calibration_on_the_session_equals_a_fresh_one(name):
     again = session.calibrate(batches, settings)
     fresh = Session(loaded.model).calibrate(batches, settings)
     _assert_same_stats(again, fresh)
+    assert list(again.layouts) == list(fresh.layouts) and list(again.points) == list(fresh.points)
+    assert again.state()[1] == fresh.state()[1]  # the saved form, metadata included, in the same order
 
 
 def test_kept_layouts_are_used_only_for_a_batch_of_the_same_shapes(monkeypatch):

@@ -128,6 +128,9 @@ class _Observer:
         #: Per point whose calls so far were all held: (torch.Size, dtype, axis, shape tuple) of them.
         self._steady: dict[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]] = {}
         self._steady_kept: dict[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]] = {}
+        #: Layouts an earlier calibration recorded, for the steady points' first calls (see Session).
+        self._kept_layouts: dict[Point, PointLayout] = {}
+        self._layout_order: list[Point] = []
         #: Whether this batch took the general path anywhere (else it may replay the last batch's plan).
         self._general = True
         self._plan: _Plan | None = None
@@ -142,7 +145,7 @@ class _Observer:
         self.percentiles[point] = request.percentiles
         acc = self.accumulators[point] = Accumulator(request.reducers)
         #: Per point: its accumulator, its reducers as a bank key (None: not bankable), its percentiles.
-        self._info[point] = (acc, request.reducers if bankable(acc.reducers) else None, request.percentiles)
+        self._info[point] = (acc, request.reducers if bankable(request.reducers) else None, request.percentiles)
 
     def new_batch(self) -> None:
         self._general = False
@@ -182,6 +185,14 @@ class _Observer:
         self._last_input.clear()
         self._steady = self._steady_kept
 
+    def ordered_layouts(self) -> dict[Point, PointLayout]:
+        """The layouts recorded, in the order the general path records them (kept ones in the
+        order of the calibration that learned them)."""
+        if not self._layout_order:
+            return dict(self.layouts)
+        first = {point: self.layouts[point] for point in self._layout_order if point in self.layouts}
+        return {**first, **{p: v for p, v in self.layouts.items() if p not in first}}
+
     def end_discovery(self) -> None:
         for handle in self.discovery_handles:
             handle.remove()
@@ -208,6 +219,10 @@ class _Observer:
             self._queue.append((point, _HELD, index))
             if self._last_input:
                 self._last_input.pop(point[0], None)
+            if self._kept_layouts:
+                layout = self._kept_layouts.pop(point, None)
+                if layout is not None and point not in self.layouts:
+                    self.layouts[point] = layout
             return
         self._general = True
         if self._rerun is not None and point not in self._rerun:
@@ -630,6 +645,11 @@ class Session:
                 if known:
                     observer.tracker.decisions.update(memory.decisions)  # type: ignore[union-attr]
                     observer.end_discovery()
+                    # The points its first batch held take the steady path from the first call (their
+                    # layout is recorded on that call, as the general path would record it).
+                    observer._steady.update(memory.steady)  # type: ignore[union-attr]
+                    observer._kept_layouts = dict(memory.layouts)  # type: ignore[union-attr]
+                    observer._layout_order = list(memory.layouts)  # type: ignore[union-attr]
                 while max_batches is None or done < max_batches:
                     if done > 0:
                         batch = next(iterator, _END)
@@ -642,7 +662,9 @@ class Session:
                     learned = observer.tracker.discovering
                     stale = observer.end_batch()
                     if learned and signature is not None:
-                        self._layouts = _Layouts.learned(signature, plan, observer.tracker.decisions)
+                        self._layouts = _Layouts.learned(
+                            signature, plan, observer.tracker.decisions, observer._steady, observer.layouts
+                        )
                     if stale:  # held tensors modified in place after being seen: measure them again, at once
                         observer.begin_rerun(stale)
                         try:
@@ -664,7 +686,7 @@ class Session:
             batches=done,
             points=points,
             weights=self.weight_ranges(),
-            layouts=dict(observer.layouts),
+            layouts=observer.ordered_layouts(),
         )
 
     def _run_batch(self, observer: _Observer, batch: Any, index: int, rerun_failures: bool) -> None:
@@ -936,11 +958,21 @@ class _Layouts(NamedTuple):
     #: point -> its axis override (request.axis, request.axis_rule), for every point observed
     overrides: dict[Point, tuple[int | None, str]]
     decisions: dict[Point, Any]
+    #: The points that batch held, with what their tensors looked like, and every point's layout.
+    steady: dict[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]]
+    layouts: dict[Point, PointLayout]
 
     @classmethod
-    def learned(cls, signature: Any, plan: Mapping[Point, PointRequest], decisions: Mapping[Point, Any]) -> _Layouts:
+    def learned(
+        cls,
+        signature: Any,
+        plan: Mapping[Point, PointRequest],
+        decisions: Mapping[Point, Any],
+        steady: Mapping[Point, tuple[torch.Size, torch.dtype, int, tuple[int, ...]]],
+        layouts: Mapping[Point, PointLayout],
+    ) -> _Layouts:
         overrides = {point: (request.axis, request.axis_rule) for point, request in plan.items()}
-        return cls(signature, overrides, dict(decisions))
+        return cls(signature, overrides, dict(decisions), dict(steady), dict(layouts))
 
     def fits(self, signature: Any, plan: Mapping[Point, PointRequest]) -> bool:
         """Whether a calibration starting with a batch like ``signature`` would discover the same:

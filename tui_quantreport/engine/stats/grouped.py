@@ -144,8 +144,13 @@ def take(value: Any, index: Any) -> Any:
     return type(value)(take(v, index) for v in value)
 
 
-def bankable(reducers: tuple[Reducer, ...]) -> bool:
+def bankable(reducers: tuple[Reducer, ...] | frozenset[Reducer]) -> bool:
     """Whether points with these reducers can share a bank (every reducer works row-wise)."""
+    return _bankable(frozenset(reducers))
+
+
+@lru_cache(maxsize=1024)
+def _bankable(reducers: frozenset[Reducer]) -> bool:
     return all(getattr(r, "elementwise", False) for r in reducers)
 
 
