@@ -24,7 +24,13 @@ def sample_section(name: str) -> list[str]:
     if done.returncode:
         return [f"**{name}**: failed: {done.stderr.strip().splitlines()[-1]}", ""]
     data = json.loads(done.stdout)
-    measured = data["measured"]
+    measured = data.get("measured")
+    if measured is None:  # e.g. an exported graph: the CLI's note says why
+        notes = [line.split("note: ", 1)[1] for line in done.stderr.splitlines() if "note: " in line]
+        flagged = sum(1 for det in data["detectors"].values() for entry in det["modules"].values()
+                      if entry.get("status") == "recommend")
+        return [f"**{name}** — not measured: {notes[0] if notes else 'no measurement in the report'} "
+                f"({flagged} recommendations, badged as the detectors judge them).", ""]
     plan = measured["plan"]
     counts: dict[str, int] = {}
     for det in data["detectors"].values():

@@ -10,7 +10,9 @@ from pathlib import Path
 from textual.widgets import Input, OptionList
 
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
+from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.main_screen import seconds_text
 from tui_quantreport.tui.plan_summary import PlanSummary
 from tui_quantreport.tui.scheme_picker import SchemePicker
 from tui_quantreport.tui.sqnr_panel import SqnrPanel
@@ -51,6 +53,10 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert "◀ plan" in shown and recommended.modules[SENSITIVE] in shown
         await pilot.press("f")
         assert main.plan.modules[SENSITIVE] == "float"
+        # A single change is evaluated at once (no debounce timer); only quick successions wait.
+        assert main._plan_timer is None
+        # The root's plan summary, hidden behind the module view, is not redrawn until shown.
+        assert app.query_one(PlanSummary)._stale
         if main.plan_pending:  # a quiet machine may already be done: never depend on speed
             assert "recomputing" in app.sub_title  # the last value stays visible
             assert f"{before.db:.1f} dB" in app.sub_title
@@ -99,15 +105,39 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert abs(data["predicted_sqnr_db"] - main.plan_sqnr.db) < 1e-6
 
 
-async def test_sensitivity_runs_in_a_worker_and_shows_per_module() -> None:
+async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
     app = make_app(batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:
         await _measured(app, pilot)
-        await pilot.press("S")  # a worker: progress and Esc on the bar while it runs
+        main = app.main
+        quantized = len(main.plan.quantized)
+        await pilot.press("S")
+        assert isinstance(app.screen, ConfirmDialog)  # nothing runs before the user agrees
+        assert not main.measuring and main.sensitivity is None
+        text = text_of(app.screen.query_one("#confirm-text"))
+        assert f"{quantized} forward passes over the {main.measured.probe_batches} probe batches" in text
+        # The measurement timed a plain pass: the estimate is in seconds.
+        assert "Estimate: about " in text and " s (a plain forward pass" in text
+        assert "Enter starts, Esc" in text
+        await pilot.press("escape")  # cancelled: nothing started
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ConfirmDialog)
+        assert not main.measuring and main.sensitivity is None
+        assert "Sensitivity" not in text_of(app.query_one("#calibration-status"))
+
+        await pilot.press("S")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("enter")  # a worker: progress and Esc on the bar while it runs
+        assert not isinstance(app.screen, ConfirmDialog)
         await settle(app, pilot)
         assert "Sensitivity measured" in text_of(app.query_one("#calibration-status"))
-        sensitivity = app.main.sensitivity
-        assert set(sensitivity) == set(app.main.plan.quantized)
+        sensitivity = main.sensitivity
+        assert set(sensitivity) == set(main.plan.quantized)
         assert min(sensitivity, key=lambda f: sensitivity[f].value) == SENSITIVE
         await walk_to(app, pilot, SENSITIVE)
         assert "only this module quantized" in text_of(app.query_one(SqnrPanel))
+
+
+def test_seconds_text() -> None:
+    assert seconds_text(0.42) == "0.42 s" and seconds_text(3.25) == "3.2 s" and seconds_text(42) == "42 s"
+    assert seconds_text(200) == "3 min 20 s"

@@ -54,7 +54,12 @@ async def on_a_module_with_findings(pilot) -> None:
     tree = pilot.app.query_one(ModuleTree)
     await pilot.press("n")
     assert tree.current_fqn, "n must move the cursor to a module with findings"
-    detail = pilot.app.query_one(ModuleDetail)
+    await detail_followed(pilot)
+
+
+async def detail_followed(pilot) -> None:
+    """Let the detail view show the module under the tree's cursor (it redraws once the cursor rests)."""
+    tree, detail = pilot.app.query_one(ModuleTree), pilot.app.query_one(ModuleDetail)
     for _ in range(500):
         if detail.fqn == tree.current_fqn:
             break
@@ -112,12 +117,7 @@ def test_detail_view_sqnr_with_a_module_kept_float(snap_compare) -> None:
             if not pilot.app.main.plan_pending:
                 break
             await pilot.pause(0.05)
-        detail = pilot.app.query_one(ModuleDetail)
-        for _ in range(500):
-            if detail.fqn == tree.current_fqn:
-                break
-            await pilot.pause(0.02)
-        await pilot.pause()
+        await detail_followed(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=kept_float)
 

@@ -188,6 +188,56 @@ def test_graph_and_eager_give_the_same_statistics_and_findings(kind):
     assert flagged >= 3  # the comparison covers recommendations, not only "ok"
 
 
+def _measured(model, stats, catalog_session):
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
+    from tui_quantreport.engine.quantsim.availability import measurable
+    from tui_quantreport.engine.severity import measure
+
+    subject, catalog, skipped = measurable(catalog_session)
+    return measure(ErrorAnalysis.from_stats(subject, catalog, _batches()[:4], stats, "x86"), sensitivity=True), skipped
+
+
+@pytest.mark.parametrize("kind", ["exported", "prepared"])
+def test_graph_and_eager_give_the_same_measured_error(kind, monkeypatch):
+    """Issue 9 item 3: the SQNR work applies unchanged. The graph is measured on a copy whose
+    Linear/Conv nodes are real modules again and whose leaves are submodules: local SQNR per
+    scheme, the advice variants, who quantizes each tensor, the recommended plan, its end-to-end
+    SQNR and the sensitivity equal the eager model's; the user's graph is left as it was."""
+    graph = _exported() if kind == "exported" else _prepared()
+    eager_session, eager_stats, _ = _report(_float_model())
+    graph_session, graph_stats, _ = _report(graph)
+    code = graph.code
+    state = {k: v.clone() for k, v in graph.state_dict().items()}
+
+    def refuse(self, mode=True):
+        raise AssertionError("train()/eval() called on the user's exported graph")
+
+    monkeypatch.setattr(type(graph), "train", refuse)
+    monkeypatch.setattr(type(graph), "eval", refuse)
+    theirs, _ = _measured(_float_model(), eager_stats, eager_session)
+    ours, skipped = _measured(graph, graph_stats, graph_session)
+    monkeypatch.undo()
+
+    assert skipped == {}
+    assert set(ours.modules) == {"conv", "head.0", "head.2"} and ours.modules == theirs.modules
+    assert ours.quantizer_of == theirs.quantizer_of and ours.quantizer_of["pool"] == "head.0"
+    assert ours.plan == theirs.plan and ours.plan_sqnr_db == theirs.plan_sqnr_db is not None
+    assert ours.modules["head.2"].sensitivity_db == theirs.modules["head.2"].sensitivity_db is not None
+    assert graph.code == code
+    assert all(torch.equal(graph.state_dict()[k], v) for k, v in state.items())
+
+
+def test_the_report_on_a_graph_carries_the_measured_error(capsys):
+    code = main(["report", "pt2e_prepared", "--format", "json", "--batches", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    measured = data["measured"]
+    assert set(measured["modules"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert measured["plan"]["sqnr_db"] is not None
+    assert "not available" not in err
+
+
 def test_a_node_without_module_stack_is_shown_under_the_root_and_observed():
     graph = _prepared()
     relu = next(n for n in graph.graph.nodes if n.name == "relu")
@@ -552,6 +602,18 @@ def test_a_qat_prepared_graph_is_observed_without_touching_it():
     after = graph.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())  # BN running stats and fake quantizers
 
+    # Measured on a converted copy moved to eval behaviour: fc is simulated; conv, whose weight the
+    # QAT graph computes (BatchNorm folded in), is listed with why, never silently dropped.
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+
+    code = graph.code
+    analysis = analysis_for(session, [torch.randn(4, 3, 8, 8) for _ in range(2)], stats, "x86")
+    assert analysis.quantizable == ("fc",)
+    assert "computed in the graph" in analysis.unsupported["conv"]
+    local = analysis.local_sqnr()
+    assert local["fc"]["dynamic"].db is not None and local["conv"]["dynamic"].reason.startswith("SQNR undefined")
+    assert graph.code == code and all(torch.equal(graph.state_dict()[k], v) for k, v in state.items())
+
 
 def test_the_report_on_a_pt2e_model_has_no_library_chatter():
     """Importing torchao on a CPU build logs "Failed to load ..._C_mxfp8...so" (its CUDA kernels) and
@@ -564,3 +626,49 @@ def test_the_report_on_a_pt2e_model_has_no_library_chatter():
     assert proc.returncode == 0, proc.stderr
     assert "Failed to load" not in proc.stderr and "register_constant" not in proc.stderr
     assert "SmallConvLinear" in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["config", "pt2e_prepared", "--target", "torchao", "--output", "OUT"],
+                                  ["verify", "pt2e_prepared"]])
+def test_config_and_verify_on_a_graph_are_one_line(argv, capsys, tmp_path):
+    """A plan is applied to the eager model a graph came from: said in one line, nothing written."""
+    argv = [str(tmp_path / "q.torchao.py") if a == "OUT" else a for a in argv]
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is an exported graph" in err and "convert_pt2e" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gpt2_style_graph_is_measured_as_its_eager_model():
+    """HF Conv1D (view, addmm, view) and the embeddings, one of them tied to lm_head, become real
+    modules in the measured copy: every module's SQNR and the plan equal the eager model's."""
+    transformers = pytest.importorskip("transformers")
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+    from tui_quantreport.engine.severity import measure
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    lm = transformers.GPT2LMHeadModel(config).eval()
+
+    class Logits(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids):
+            return self.lm(input_ids=ids).logits
+
+    batches = [torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.export.export(Logits(), (batches[0],)).module()
+    graph_session, graph_stats, _ = _report(graph, batches)
+    analysis = analysis_for(graph_session, batches[:2], graph_stats, "x86")
+    assert analysis.unsupported == {}
+    ours = measure(analysis)
+    eager_session, eager_stats, _ = _report(Logits(), batches)
+    theirs = measure(ErrorAnalysis.from_stats(Logits(), eager_session.catalog, batches[:2], eager_stats, "x86"))
+    assert {"lm.transformer.wte", "lm.transformer.h.0.attn.c_attn", "lm.lm_head"} <= set(ours.modules)
+    assert ours.modules == theirs.modules and ours.plan_sqnr_db == theirs.plan_sqnr_db

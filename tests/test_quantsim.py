@@ -189,19 +189,14 @@ def _fx_quantized_modules(converted: nn.Module) -> set[str]:
     }
 
 
-#: Samples whose converted model, under a *global* qconfig, quantizes more than the plan can
-#: express: these are kept out of the global comparison with the mechanism, measured.
+#: Samples whose converted model, under a *global* qconfig, quantizes ops the simulation does not
+#: model: kept out of the global comparison with the mechanism, measured.
 GLOBAL_QCONFIG_GAPS = {
-    "outlier_channels": (
-        "a global qconfig also quantizes encoder.pool (AdaptiveAvgPool1d): x86's backend_config makes it share "
-        "its input's observer, so the pooled means are re-rounded on conv2+relu2's output grid and the "
-        "classifier reads that grid instead of its own calibrated range (31.3 dB real, 38-39 dB for the plan, "
-        "which keeps the pool float as the plan's QConfigMapping does)"
-    ),
     "large_generated": (
-        "a global qconfig also quantizes every LayerNorm, GELU and Sigmoid (fixed qparams 1/256) output and the "
-        "functional mul and residual add of 200 blocks, none of them Linear/Conv modules a plan covers "
-        "(15 dB real, 32 dB for the plan and for its own QConfigMapping)"
+        "a global qconfig gives every LayerNorm, GELU and Sigmoid (fixed qparams 1/256) output and the "
+        "functional mul and residual add of 200 blocks their own int8 observer; the simulation models only "
+        "Linear/Conv modules and the ops that share their input's observer (15 dB real; 32 dB simulated, "
+        "and 31.6 dB real with those ops' qconfig set to None)"
     ),
 }
 
@@ -235,9 +230,12 @@ def test_plan_sqnr_matches_convert_fx(sample, per_channel, mapping_kind):
 
     "plan": the QConfigMapping the plan exports (``set_global(None)``, one
     ``set_module_name`` per quantized module: engine/apply/qconfig_target.py).
-    "global": one global qconfig, FX's everyday use. Either way, the simulated
-    plan quantizes exactly the modules convert_fx turned into int8 ones (FX
-    leaves torch.nn containers such as nn.TransformerEncoder whole and float).
+    "global": one global qconfig, FX's everyday use, simulated with
+    ``shared_qparams_ops=True`` (pools, ReLU, ... reading an int8 tensor emit its
+    grid: outlier_channels' average pool rounds its means on conv2's output grid,
+    38.2 -> 31.3 dB). Either way, the simulated plan quantizes exactly the modules
+    convert_fx turned into int8 ones (FX leaves torch.nn containers such as
+    nn.TransformerEncoder whole and float).
     """
     if mapping_kind == "global" and sample in GLOBAL_QCONFIG_GAPS:
         pytest.xfail(GLOBAL_QCONFIG_GAPS[sample])
@@ -247,7 +245,7 @@ def test_plan_sqnr_matches_convert_fx(sample, per_channel, mapping_kind):
         pytest.skip(f"{sample} is a torch.export graph already prepared by PT2E, not an eager model for prepare_fx")
     model.eval()
     probes = list(open_batches(loaded))[:4]
-    analysis = _analysis(model, probes)
+    analysis = _analysis(model, probes, shared_qparams_ops=mapping_kind == "global")
     scheme = "static_per_channel" if per_channel else "static_per_tensor"
     weight = ao.default_per_channel_weight_observer if per_channel else ao.default_weight_observer
     qconfig = ao.QConfig(activation=ao.MinMaxObserver.with_args(reduce_range=True), weight=weight)
@@ -425,3 +423,38 @@ def test_sqnr_is_frozen_plain_data():
     assert str(value) == "12.5 dB" and value.defined
     with pytest.raises(AttributeError):
         value.db = 3.0  # type: ignore[misc]
+
+
+def test_static_outputs_option_float_leaves_the_output_unquantized():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(16, 8)).eval()
+    probes = [torch.randn(32, 16) * 3 for _ in range(3)]
+    int8 = _analysis(model, probes)
+    as_float = _analysis(model, probes, static_outputs="float")
+    plan = int8.plan({"0": "static_per_channel"})
+    local = as_float.local_sqnr(advice=False)["0"]["static_per_channel"].db
+    # Float outputs: the model's output is the module's simulated output, so plan == local.
+    assert as_float.plan_sqnr(plan).db == pytest.approx(local, abs=1e-9)
+    # int8 outputs (torch.ao's converted Linear): the output is rounded once more.
+    assert int8.plan_sqnr(plan).db < local - 0.1
+    assert int8.local_sqnr(advice=False)["0"]["static_per_channel"].db == pytest.approx(local, abs=1e-9)
+    with pytest.raises(ValueError):
+        _analysis(model, probes, static_outputs="int4")
+
+
+def test_shared_qparams_ops_round_a_pool_on_its_input_grid():
+    """With shared_qparams_ops an average pool reading a static module's int8 output re-rounds its
+    means on that grid (a global torch.ao qconfig); without it the pool stays float (the plan's mapping)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    probes = [torch.randn(16, 4, 32) * 2 for _ in range(3)]
+    plain = _analysis(model, probes)
+    shared = _analysis(model, probes, shared_qparams_ops=True)
+    plan = plain.plan({fqn: "static_per_tensor" for fqn in plain.quantizable})
+    assert shared.plan_sqnr(plan).db < plain.plan_sqnr(plan).db - 1.0
+    # Only the static modules' int8 outputs have a grid: weight-only plans are unaffected.
+    weights_only = plan.with_scheme(plain.quantizable, "weight_only")
+    assert shared.plan_sqnr(weights_only).db == pytest.approx(plain.plan_sqnr(weights_only).db, abs=1e-9)
+    before = _state(model)
+    shared.plan_sqnr(plan.with_scheme(["4"], "dynamic"))
+    assert before[3] == _state(model)[3]  # no instance forward left behind

@@ -77,23 +77,25 @@ def test_i04_a_fifo_is_written_plainly_not_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
-def test_i04_a_character_device_is_written_plainly_not_replaced(tmp_path):
-    null = tmp_path / "null"
+def _private_device(tmp_path, name: str, minor: int):
+    """A character device node of the memory driver (1, minor) in tmp_path: 3 is null, 7 is full."""
+    path = tmp_path / name
     try:
-        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
     except (PermissionError, OSError) as exc:
         pytest.skip(f"cannot create a character device here: {exc}")
+    return path
+
+
+def test_i04_a_character_device_is_written_plainly_not_replaced(tmp_path):
+    null = _private_device(tmp_path, "null", 3)  # a private /dev/null
     write_atomic(null, "x" * 1000)
     assert stat.S_ISCHR(os.lstat(null).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
 
 
 def test_i04_a_full_character_device_reports_the_failure(tmp_path):
-    full = tmp_path / "full"
-    try:
-        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a private /dev/full
-    except (PermissionError, OSError) as exc:
-        pytest.skip(f"cannot create a character device here: {exc}")
+    full = _private_device(tmp_path, "full", 7)  # a private /dev/full
     with pytest.raises(UserError, match="cannot write report to .*full"):
         write_atomic(full, "x" * 100_000)
     assert stat.S_ISCHR(os.lstat(full).st_mode)

@@ -8,11 +8,12 @@ from argparse import Namespace
 from pathlib import Path
 
 from rich.console import Console
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from tui_quantreport.engine import render, statsfile
 from tui_quantreport.tui.app import QuantReportApp
 from tui_quantreport.tui.error_screen import ErrorScreen
+from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.module_tree import ModuleTree
 
 SIZE = (120, 40)
@@ -49,8 +50,16 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         assert not (tmp_path / "showcase.qstats").exists()
         await pilot.press("c")
         await settle(app, pilot)
-        await pilot.press("s")
+        await pilot.press("s")  # asks where: the path is prefilled, absolute
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog)
+        assert dialog.query_one("#export-path", Input).value == str(tmp_path / "showcase.qstats")
+        await pilot.press("escape")  # Esc: nothing written
         await settle(app, pilot)
+        assert not isinstance(app.screen, ExportDialog) and not (tmp_path / "showcase.qstats").exists()
+        await pilot.press("s", "enter")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ExportDialog)
         live = app.report
         badges = app.query_one(ModuleTree).badges_of("rgb_stem.conv2")
     saved = statsfile.load(tmp_path / "showcase.qstats")
@@ -101,3 +110,48 @@ async def test_stats_option_reuses_a_matching_file_and_refuses_another_model(tmp
         assert isinstance(app.screen, ErrorScreen)
         await pilot.press("q")
     assert app.return_code == 2
+
+
+async def test_s_asks_before_overwriting_and_says_why_a_path_is_unwritable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    existing = tmp_path / "showcase.qstats"
+    existing.write_text("keep me")
+    app = make_app("showcase", batches=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await settle(app, pilot)
+        await pilot.press("s")
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog)
+        await pilot.press("enter")  # the file exists: asks first, writes nothing
+        await settle(app, pilot)
+        error = dialog.query_one("#export-error", Static)
+        assert app.screen is dialog and error.display and "exists" in status_of(error)
+        assert existing.read_text() == "keep me"
+        # An unwritable path: one clear line, the dialog stays, nothing written.
+        field = dialog.query_one("#export-path", Input)
+        field.value = str(tmp_path / "no-such-folder" / "run.qstats")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.screen is dialog and "the folder" in status_of(error) and "does not exist" in status_of(error)
+        assert len(status_of(error).strip().splitlines()) == 1
+        assert not (tmp_path / "no-such-folder").exists()
+        field.value = str(tmp_path)  # a folder
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.screen is dialog and "it is a folder" in status_of(error)
+        field.value = str(existing)
+        await pilot.press("enter")  # asks again for this path
+        await settle(app, pilot)
+        assert app.screen is dialog and existing.read_text() == "keep me"
+        await pilot.press("enter")  # the second Enter overwrites
+        await settle(app, pilot)
+        assert app.screen is not dialog
+    assert statsfile.load(existing).stats.batches == 3
+
+
+def status_of(widget: Static) -> str:
+    console = Console(width=300, file=io.StringIO(), record=True, color_system=None)
+    console.print(widget.content)
+    return console.export_text()

@@ -364,17 +364,17 @@ def model_output_to_stderr() -> Iterator[None]:
 
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
+    from tui_quantreport.engine.quantsim import Plan
     from tui_quantreport.engine.severity import assess, measure
 
-    from tui_quantreport.engine.quantsim.availability import unavailable_note, unavailable_reason
+    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
 
     unsupported = unavailable_reason(session)
     if unsupported:
         print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = ErrorAnalysis.from_stats(session.model, session.catalog, probes, stats, backend)
+    analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
     if args.sensitivity:
         analysis.local_measurements()
         plan = analysis.recommended_plan(args.min_gain)

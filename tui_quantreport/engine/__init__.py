@@ -25,7 +25,7 @@ _EXPORTS = {
     "CalibrationCancelled": "errors", "CalibrationError": "errors", "ParamError": "errors",
     "SpecError": "errors", "UserError": "errors",
     "FORMATS": "export", "render": "export", "to_json_data": "export", "write_atomic": "export",
-    "ModelCatalog": "modules", "ModuleInfo": "report",
+    "ModelCatalog": "modules", "ModuleInfo": "modules",
     "DetectorReport": "report", "Evidence": "report", "Finding": "report", "ModuleSummary": "report",
     "PointSummary": "report", "Report": "report", "Series": "report", "Status": "report",
     "Session": "session",

@@ -51,7 +51,7 @@ from tui_quantreport.engine.modules import (
     model_fingerprint,
     weighted_kind,
 )
-from tui_quantreport.engine.report import ModuleInfo
+from tui_quantreport.engine.module_info import ModuleInfo
 
 #: aten ops that do a weighted module's work, with the index of their weight argument.
 WEIGHT_OPS: dict[str, int] = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from tui_quantreport.engine.report import ModuleInfo
+from tui_quantreport.engine.module_info import ModuleInfo
 
 # Nothing here imports torch.ao.quantization or torchao: observers and fake quantizers
 # (torch.ao's and torchao's PT2E ones) and fused modules are recognized by their base

@@ -366,7 +366,7 @@ def catalog_state(catalog: Any) -> dict[str, Any]:
     the registry when read); every other field is written as its plain value (sets
     sorted), so a field added to the catalog needs no change here.
     """
-    from tui_quantreport.engine.report import ModuleInfo
+    from tui_quantreport.engine.module_info import ModuleInfo
 
     names = [f.name for f in fields(ModuleInfo)]
     state: dict[str, Any] = {}
@@ -389,7 +389,7 @@ def catalog_state(catalog: Any) -> dict[str, Any]:
 def catalog_from_state(state: Mapping[str, Any]) -> Any:
     """Rebuild the :class:`~.modules.ModelCatalog` without the model."""
     from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
-    from tui_quantreport.engine.report import ModuleInfo
+    from tui_quantreport.engine.module_info import ModuleInfo
 
     known = {f.name for f in fields(ModuleInfo)}
     names = list(state["module_fields"])

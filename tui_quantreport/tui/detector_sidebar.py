@@ -37,6 +37,12 @@ CH_AXIS = Param(
     kind="axis", observed=True,
 )
 BATCHES = Param("batches", None, "calibrate on at most this many batches (empty: all of them)", kind="int", low=1)
+#: The measured-severity threshold: re-judges the kept measurement, never measures again.
+MIN_GAIN = Param(
+    "min_gain_db", 1.0,
+    "a finding whose advice gains less than this many dB of measured SQNR is minor: shown, not badged",
+    kind="float", low=0.0,
+)
 
 DETECTORS_STALE = "No data yet for {names} (enabled since the last calibration): press c to calibrate."
 
@@ -48,6 +54,7 @@ class DetectorSidebar(VerticalScroll):
     settings: var[Settings | None] = var(None, always_update=True)
     report: var[Report | None] = var(None, always_update=True)
     max_batches: var[int | None] = var(None)
+    min_gain_db = var(MIN_GAIN.default)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -91,6 +98,8 @@ class DetectorSidebar(VerticalScroll):
         note.display = False
         widgets += [
             note,
+            Label("Measured error", classes="section-title"),
+            ParamField("", MIN_GAIN, self.min_gain_db),
             Label("Calibration", classes="section-title"),
             ParamField("", CH_AXIS, settings.ch_axis),
             ParamField("", BATCHES, max_batches, blank="all"),

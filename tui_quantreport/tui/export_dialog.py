@@ -18,6 +18,7 @@ worker (the recommended plan needs a measurement).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +68,15 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, targets: Sequence[ExportTarget], path: str, owner: DOMNode | None = None) -> None:
-        """``owner`` is watched for ``calibrating`` (to say the file will hold the results as they are)."""
+    def __init__(
+        self, targets: Sequence[ExportTarget], path: str, owner: DOMNode | None = None, *,
+        title: str = "Export", action: str = "Export",
+    ) -> None:
+        """``owner`` is watched for ``calibrating`` (to say the file will hold the results as they are);
+        ``title`` heads the dialog and ``action`` names its button (``Save statistics`` / ``Save``)."""
         super().__init__()
+        self.title_text = title
+        self.action_text = action
         self.targets = tuple(targets)
         self.default_path = path
         self.target = self.targets[0]
@@ -78,7 +85,7 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Static(Content.styled("Export", "bold"), id="export-title")
+            yield Static(Content.styled(self.title_text, "bold"), id="export-title")
             yield Label("What")
             with RadioSet(id="export-format"):
                 for index, target in enumerate(self.targets):
@@ -88,7 +95,7 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
             yield Static("", id="export-note")
             yield Static("", id="export-error")
             with Horizontal(id="export-buttons"):
-                yield Button("Export", variant="primary", id="export")
+                yield Button(self.action_text, variant="primary", id="export")
                 yield Button("Cancel", id="cancel")
         yield Footer(compact=True)
 
@@ -153,12 +160,16 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
             path = Path.cwd() / path
         # A typed suffix wins over the radio buttons: "report.md" is written as Markdown.
         target = target_for_suffix(self.targets, text) or self.target
-        if target.deferred or target.write is None:
-            self.dismiss(ConfigRequest(target.key, str(path)))
+        problem = unwritable(path)
+        if problem is not None:
+            self._error(problem)
             return
         if path.is_file() and self._confirm_overwrite != path:
             self._confirm_overwrite = path
-            self._error(f"{path} exists: press Enter (or Export) again to overwrite it, or change the path.")
+            self._error(f"{path} exists: press Enter ({self.action_text}) again to overwrite it, or change the path.")
+            return
+        if target.deferred or target.write is None:  # written by the main screen, in a worker
+            self.dismiss(ConfigRequest(target.key, str(path)))
             return
         try:
             written = target.write(path)
@@ -175,3 +186,20 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
         error = self.query_one("#export-error", Static)
         error.update(Content(text))
         error.display = True
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, in one sentence (None when it can, as far as can be told
+    before writing): a folder, a missing or read-only folder, a read-only file."""
+    if path.is_dir():
+        return f"Cannot write {path}: it is a folder; add a file name."
+    parent = path.parent
+    if not parent.exists():
+        return f"Cannot write {path}: the folder {parent} does not exist."
+    if not parent.is_dir():
+        return f"Cannot write {path}: {parent} is not a folder."
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"Cannot write {path}: the file is read-only."
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"Cannot write {path}: no permission to write in {parent}."
+    return None

@@ -18,6 +18,7 @@ command palette are built from them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +43,8 @@ from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import DetectorSidebar
+from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
+from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
@@ -63,6 +65,7 @@ from tui_quantreport.tui.messages import (
     ModuleHighlighted,
     ParamChanged,
     PlanEvaluated,
+    RecommendationChanged,
     ReportUpdated,
     SensitivityMeasured,
     WorkProgress,
@@ -73,6 +76,7 @@ from tui_quantreport.tui.model_session import (
     Measured,
     ModelSession,
     measure,
+    recommend,
 )
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -113,7 +117,8 @@ PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity"})
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
 
-#: Seconds a plan must stay unchanged before its end-to-end SQNR is recomputed (toggles coalesce).
+#: Plan changes closer than this many seconds are coalesced: the first is evaluated at once, the
+#: last once the plan has rested this long.
 PLAN_DELAY = 0.25
 
 
@@ -135,7 +140,8 @@ class MainScreen(Screen[None]):
                 tooltip="Export the report (JSON or Markdown), the what-if plan (JSON), or the plan as a "
                 "torchao / PT2E / torch.ao configuration"),
         Binding("s", "save_stats", "Save stats", show=False,
-                tooltip="Save the statistics to a stats file (.qstats), to reopen without the model"),
+                tooltip="Save the statistics to a stats file (.qstats; asks where, and before overwriting), to reopen "
+                "without the model"),
         Binding("v", "verify", "Verify", show=False,
                 tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one"),
         Binding("f", "toggle_float", "Float", tooltip="Keep the selected module (and its subtree) in float, "
@@ -191,6 +197,10 @@ class MainScreen(Screen[None]):
     sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
     #: What a running measurement is doing ("" when none): Esc cancels it.
     measuring = var("", bindings=True)
+    #: Findings whose measured gain is below this many dB are minor (shown, not badged); the
+    #: recommended plan takes the cheapest scheme within it of the best. Changing it re-judges the
+    #: kept measurement (engine ``severity.assess``), never measures again.
+    min_gain_db = var(MIN_GAIN.default)
 
     def __init__(
         self, spec: str, loading: Future[Loaded], max_batches: int | None = None, probe_batches: int = PROBE_BATCHES
@@ -208,10 +218,12 @@ class MainScreen(Screen[None]):
         self._calibrate_when_loaded = False
         self._cancel = threading.Event()
         self._generation = 0
+        self._gain_generation = 0
         self._recommended: list[str] = []
         self._detail_timer: Timer | None = None
         self._pending_fqn = ""
         self._plan_timer: Timer | None = None
+        self._last_plan_change = float("-inf")
         self._measure_cancel = threading.Event()
 
     # Layout -----------------------------------------------------------------
@@ -230,7 +242,8 @@ class MainScreen(Screen[None]):
                 MainScreen.plan_sqnr, MainScreen.plan_pending, MainScreen.sensitivity, fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
-                MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report
+                MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report,
+                MainScreen.min_gain_db,
             )
         yield CalibrationBar(id="calibration")
         yield Footer(compact=True)
@@ -244,6 +257,7 @@ class MainScreen(Screen[None]):
 
     def on_resize(self, event: Resize) -> None:
         self._fit_width(event.size.width)
+        self._show_plan_in_header()
 
     def _fit_width(self, width: int) -> None:
         self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
@@ -334,15 +348,16 @@ class MainScreen(Screen[None]):
             return
         self._generation += 1
         error = self.measured.error if self.measured is not None else None
-        self._evaluate(self.stats, self.settings, self._generation, error)
+        self._evaluate(self.stats, self.settings, self._generation, error, self.min_gain_db)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
-    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None) -> None:
+    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None,
+                  min_gain_db: float | None = None) -> None:
         model = self.model
         if model is None:
             return
         try:
-            report = model.evaluate(stats, settings, error)
+            report = model.evaluate(stats, settings, error, min_gain_db)
         except Exception as exc:  # a detector bug must not take the app down
             self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
                                       severity="error", markup=False)
@@ -353,6 +368,57 @@ class MainScreen(Screen[None]):
     def _report_updated(self, message: ReportUpdated) -> None:
         if message.generation == self._generation:
             self.report = message.report
+
+    def set_min_gain(self, min_gain_db: float) -> None:
+        """Re-judge the kept measurement with a new minimum gain: severities, badges, the summary,
+        the n / N order and (unless the user edited the plan) the recommended plan follow. Off the
+        UI thread; nothing is measured again."""
+        if min_gain_db == self.min_gain_db:
+            return
+        self.min_gain_db = min_gain_db
+        report = self.report
+        if report is None or report.measured is None:
+            return  # nothing measured yet: the next measurement uses the new threshold
+        self._generation += 1
+        self._gain_generation += 1
+        measured = self.measured
+        follow = measured is not None and self.plan is not None and self.plan == measured.recommended
+        if follow:
+            self.plan_pending = True
+        self._reassess(report, measured if follow else None, min_gain_db, self._generation, self._gain_generation)
+
+    @work(thread=True, exclusive=True, group="reassess", exit_on_error=False, description="re-assess severities")
+    def _reassess(
+        self, report: Report, measured: Measured | None, min_gain_db: float, generation: int, gain_generation: int
+    ) -> None:
+        from tui_quantreport.engine.severity import assess
+
+        worker = get_current_worker()
+        try:
+            self.post_message(ReportUpdated(assess(report, report.measured, min_gain_db), generation))
+            if measured is not None:
+                self.post_message(RecommendationChanged(
+                    recommend(measured, min_gain_db, lambda: worker.is_cancelled), gain_generation))
+        except CalibrationCancelled:
+            return  # a newer threshold replaced this one
+        except Exception as exc:  # a bug must not take the app down
+            self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Re-assessing failed",
+                                      severity="error", markup=False)
+            if measured is not None:
+                self.post_message(RecommendationChanged(measured, gain_generation))
+
+    @on(RecommendationChanged)
+    def _recommendation_changed(self, message: RecommendationChanged) -> None:
+        measured = self.measured
+        if message.generation != self._gain_generation or measured is None:
+            return  # a newer threshold, or a new measurement, replaced this one
+        if self.plan == measured.recommended:  # still not edited by the user: follow the recommendation
+            self.measured = message.measured
+            self.plan = message.measured.recommended
+            self.plan_sqnr = message.measured.recommended_sqnr
+        else:
+            self.measured = message.measured
+        self.plan_pending = False
 
     @on(ModuleHighlighted)
     def _module_highlighted(self, message: ModuleHighlighted) -> None:
@@ -374,6 +440,9 @@ class MainScreen(Screen[None]):
         if self.settings is None:
             return
         if not message.detector:
+            if message.name == "min_gain_db":
+                self.set_min_gain(message.value)
+                return
             if message.name == "batches":
                 self.max_batches = message.value
                 return
@@ -532,7 +601,7 @@ class MainScreen(Screen[None]):
 
         try:
             measured = measure(model, stats, settings, self.probe_batches, progress,
-                               lambda: self._measure_cancel.is_set() or worker.is_cancelled)
+                               lambda: self._measure_cancel.is_set() or worker.is_cancelled, self.min_gain_db)
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
         except Exception as exc:  # the simulation of the user's model can fail in many ways
@@ -575,13 +644,25 @@ class MainScreen(Screen[None]):
         self._show_plan_in_header()
 
     def _show_plan_in_header(self) -> None:
+        """The plan's end-to-end SQNR in the header, in the longest form that fits the terminal's
+        width (the model's name and the counts give way first; the SQNR stays)."""
         plan = self.plan
         if plan is None:
             self.app.sub_title = self.spec
             return
-        running = " (recomputing…)" if self.plan_pending else ""
-        self.app.sub_title = (f"{self.spec} · plan {sqnr_text(self.plan_sqnr)}{running} · "
-                              f"{len(plan.quantized):,} quantized, {len(plan.kept_float):,} float")
+        sqnr = sqnr_text(self.plan_sqnr)
+        quantized, kept = len(plan.quantized), len(plan.kept_float)
+        total = quantized + kept
+        running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
+        forms = [
+            f"{self.spec} · plan {sqnr}{running} · {quantized:,} quantized, {kept:,} float",
+            f"{self.spec} · plan {sqnr}{short_running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{short_running} · {kept:,}/{total:,} float",
+            f"plan {sqnr}{short_running}",
+        ]
+        room = header_room(self.app.size.width, str(self.app.title))
+        self.app.sub_title = next((form for form in forms if len(form) <= room), forms[-1])
 
     def subtree(self, fqn: str) -> list[str]:
         """The quantizable modules at or below ``fqn`` ("" is the whole model)."""
@@ -590,15 +671,24 @@ class MainScreen(Screen[None]):
         return [m for m in self.plan.modules if not fqn or m == fqn or m.startswith(fqn + ".")]
 
     def set_plan(self, plan: Plan) -> None:
-        """Make ``plan`` current; its end-to-end SQNR is recomputed once the plan rests."""
-        self.plan = plan
-        self.sensitivity = None
-        self.plan_pending = True
-        self._show_plan_in_header()
-        if self._plan_timer is None:
+        """Make ``plan`` current and recompute its end-to-end SQNR in a worker: at once for a single
+        change; changes in quick succession (held key, several toggles) are coalesced and the last
+        one is evaluated once the plan rests for :data:`PLAN_DELAY` (a running evaluation of an
+        older plan is cancelled)."""
+        with self.app.batch_update():  # the panes and the header follow in one repaint
+            self.plan = plan
+            if self.sensitivity is not None:  # measured for another plan (assigning None again redraws)
+                self.sensitivity = None
+            self.plan_pending = True
+        now = time.monotonic()
+        burst = now - self._last_plan_change < PLAN_DELAY
+        self._last_plan_change = now
+        if self._plan_timer is not None:
+            self._plan_timer.reset()
+        elif burst:
             self._plan_timer = self.set_timer(PLAN_DELAY, self._evaluate_current_plan)
         else:
-            self._plan_timer.reset()
+            self._evaluate_current_plan()
 
     def _evaluate_current_plan(self) -> None:
         self._plan_timer = None
@@ -620,8 +710,9 @@ class MainScreen(Screen[None]):
     @on(PlanEvaluated)
     def _plan_evaluated(self, message: PlanEvaluated) -> None:
         if message.plan is self.plan:
-            self.plan_pending = False
-            self.plan_sqnr = message.sqnr
+            with self.app.batch_update():  # the header and the panes in one repaint
+                self.plan_pending = False
+                self.plan_sqnr = message.sqnr
 
     def action_toggle_float(self) -> None:
         """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""
@@ -664,15 +755,26 @@ class MainScreen(Screen[None]):
         self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
 
     def action_sensitivity(self) -> None:
-        """One-at-a-time sensitivity of the plan's quantized modules, in a worker (Esc cancels)."""
+        """One-at-a-time sensitivity of the plan's quantized modules: says what it will cost and asks
+        first; then runs in a worker with progress (Esc cancels)."""
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or self.measuring:
             return
-        cost = measured.analysis.cost("sensitivity", plan)
-        self._measure_cancel.clear()
-        self.measuring = f"Sensitivity of {len(plan.quantized):,} modules (about {cost})…  Esc cancels"
-        self.query_one(CalibrationBar).start(self.measuring, unit="modules")
-        self._sensitivity(measured, plan)
+        if not plan.quantized:
+            self.notify("The plan quantizes no module: nothing to measure the sensitivity of.")
+            return
+
+        def start(go: bool | None) -> None:
+            if not go or self.measuring or self.plan is not plan or self.measured is not measured:
+                return
+            self._measure_cancel.clear()
+            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…  Esc cancels"
+            self.query_one(CalibrationBar).start(self.measuring, unit="modules")
+            self._sensitivity(measured, plan)
+
+        self.app.push_screen(
+            ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start
+        )
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
     def _sensitivity(self, measured: Measured, plan: Plan) -> None:
@@ -906,12 +1008,26 @@ class MainScreen(Screen[None]):
             self.notify(f"Wrote {path}", title="Exported", markup=False)
 
     def action_save_stats(self) -> None:
-        """Save the current statistics to ``<model>.qstats`` (written atomically), to reopen without the model."""
+        """Ask where to save the current statistics (``<model>.qstats`` prefilled; an existing file is
+        overwritten only after a second Enter), then write them in a worker, to reopen without the model."""
         if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
             self.notify("Nothing to save yet: press c to calibrate first.")
             return
+        target = ExportTarget("qstats", "Statistics file (.qstats): reopens without the model", ".qstats", None,
+                              deferred=True)
+        path = str(Path.cwd() / default_stats_path(self.model.spec))
+        self.app.push_screen(
+            ExportDialog([target], path, owner=self, title="Save statistics", action="Save"), self._stats_path_chosen
+        )
+
+    def _stats_path_chosen(self, chosen: str | ConfigRequest | None) -> None:
+        """Write the statistics current now (not when the dialog opened) to the chosen path."""
+        if not isinstance(chosen, ConfigRequest):
+            return  # Esc: nothing written
+        if self.stats is None or self.settings is None or not self.stats.batches:
+            return
         error = self.measured.error if self.measured is not None else None
-        self._save_stats(self.stats, self.settings, default_stats_path(self.model.spec), error)
+        self._save_stats(self.stats, self.settings, chosen.path, error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
     def _save_stats(self, stats: Stats, settings: Settings, path: str, error: object = None) -> None:
@@ -937,8 +1053,8 @@ class MainScreen(Screen[None]):
     def _start_apply(self, kind: str, target: str, path: str | None) -> None:
         if self.model is None:
             return
-        if self.model.unavailable is not None:
-            self.notify(f"Needs the model: {self.model.unavailable}", markup=False)
+        if (why := self.model.apply_unavailable) is not None:  # a stats file, or an exported graph
+            self.notify(why, markup=False)
             return
         if self.calibrating or self.applying:
             self.notify("Busy: wait for the running calibration or verification (Esc cancels it).")
@@ -1018,6 +1134,8 @@ class MainScreen(Screen[None]):
             return None
         if action in ("calibrate", "verify") and self.model is not None and self.model.unavailable is not None:
             return None  # opened from a stats file: shown disabled; the calibration strip says why
+        if action == "verify" and self.model is not None and self.model.apply_unavailable is not None:
+            return None  # an exported graph: shown disabled; pressing it from the palette says why
         return True
 
 
@@ -1032,3 +1150,43 @@ def default_export_path(spec: str) -> str:
 def default_stats_path(spec: str) -> str:
     """A stats file name for ``spec`` in the current directory: ``showcase.qstats``."""
     return default_export_path(spec).removesuffix(".quantreport.json") + ".qstats"
+
+
+def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
+    """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
+    batches, and seconds estimated from a measured plain pass when one was timed."""
+    modules = len(plan.quantized)
+    cost = measured.analysis.cost("sensitivity", plan)
+    probes = measured.probe_batches
+    lines = [
+        f"Each of the plan's {modules:,} quantized modules is quantized alone and the model's output "
+        f"compared with the float model's: {modules:,} forward passes over the {probes:,} probe "
+        f"batch{'es' if probes != 1 else ''} (about {cost.forward_passes:,.0f} with the simulation's overhead).",
+    ]
+    if cost.seconds is not None and cost.forward_passes:
+        per_pass = cost.seconds / cost.forward_passes
+        lines.append(f"Estimate: about {seconds_text(cost.seconds)} (a plain forward pass over the probe "
+                     f"batches took {seconds_text(per_pass)}).")
+    else:
+        lines.append("Estimate: unknown (no plain forward pass has been timed yet).")
+    lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]
+    return lines
+
+
+def seconds_text(seconds: float) -> str:
+    """``0.42 s``, ``12 s``, ``3 min 20 s``."""
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+#: Cells of the header that are not its title: the icon on the left, the clock's space on the right.
+HEADER_SIDES = 8 + 10
+
+
+def header_room(width: int, title: str) -> int:
+    """Cells the header leaves for the sub-title after ``title — ``, on a ``width``-column terminal."""
+    return width - HEADER_SIDES - len(title) - len(" — ")

@@ -168,3 +168,12 @@ class SensitivityMeasured(Message):
     def __init__(self, sensitivity: Any) -> None:
         super().__init__()
         self.sensitivity = sensitivity
+
+
+class RecommendationChanged(Message):
+    """The recommended plan for a new minimum gain (``measured`` carries it and its SQNR)."""
+
+    def __init__(self, measured: Measured, generation: int) -> None:
+        super().__init__()
+        self.measured = measured
+        self.generation = generation

@@ -170,14 +170,28 @@ class ModelSession:
         )
         return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
-    def evaluate(self, stats: Stats, settings: Settings, error: Any = None) -> Report:
+    def evaluate(self, stats: Stats, settings: Settings, error: Any = None, min_gain_db: float | None = None) -> Report:
         """The report for ``stats`` judged with ``settings`` (with severities from the measured
-        ``error`` of the same stats, when given): pure, never touches the model."""
-        from tui_quantreport.engine.severity import assess
+        ``error`` of the same stats, when given, minor below ``min_gain_db``): pure, never touches the model."""
+        from tui_quantreport.engine.severity import DEFAULT_MIN_GAIN_DB, assess
 
         report = self.evaluator.evaluate(stats, settings, spec=self.spec)
         error = error if error is not None else self.restored_error(stats)
-        return assess(report, error) if error is not None else report
+        if error is None:
+            return report
+        return assess(report, error, DEFAULT_MIN_GAIN_DB if min_gain_db is None else min_gain_db)
+
+    @property
+    def apply_unavailable(self) -> str | None:
+        """Why the plan cannot be exported as a configuration or verified here, or None."""
+        if self.unavailable is not None:
+            return f"Needs the model: {self.unavailable}"
+        if self.loaded_model is None:
+            return None
+        from tui_quantreport.engine.apply.api import not_eager
+
+        reason = not_eager(self.loaded_model.model, self.spec)
+        return reason[0].upper() + reason[1:] + "." if reason else None
 
     @property
     def measurement_unavailable(self) -> str | None:
@@ -285,21 +299,37 @@ def measure(
     probe_batches: int,
     progress: Callable[[int, int | None], None],
     should_cancel: Callable[[], bool],
+    min_gain_db: float | None = None,
 ) -> Measured:
     """Local SQNR per module and scheme on the first ``probe_batches`` batches, the recommended
-    plan and its end-to-end SQNR (torch work: call from a worker)."""
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, take_probes
+    plan (schemes within ``min_gain_db`` of the best) and its end-to-end SQNR (torch work: call
+    from a worker)."""
+    from tui_quantreport.engine.quantsim import take_probes
     from tui_quantreport.engine.spec import open_batches
 
     assert session.loaded_model is not None and session.session is not None  # measured only with a model
     probes = take_probes(open_batches(session.loaded_model), probe_batches)
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = ErrorAnalysis.from_stats(session.loaded_model.model, session.session.catalog, probes, stats,
-                                        backend=backend)
+    from tui_quantreport.engine.quantsim.availability import analysis_for
+
+    analysis = analysis_for(session.session, probes, stats, backend)  # an exported graph: a converted copy
     from tui_quantreport.engine.severity import measure as measure_error
 
     local = analysis.local_sqnr(progress, should_cancel)
-    plan = analysis.recommended_plan()
+    plan = analysis.recommended_plan() if min_gain_db is None else analysis.recommended_plan(min_gain_db)
     sqnr = analysis.plan_sqnr(plan, should_cancel)
     error = measure_error(analysis, plan=plan, should_cancel=should_cancel)  # reuses the kept measurements
     return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes), error)
+
+
+def recommend(measured: Measured, min_gain_db: float, should_cancel: Callable[[], bool]) -> Measured:
+    """``measured`` with the recommended plan for a new ``min_gain_db`` (the cheapest scheme within
+    it of the best, from the kept local SQNR) and that plan's end-to-end SQNR: no new measurement,
+    one plan evaluation when the plan changed (torch work: call from a worker)."""
+    from dataclasses import replace
+
+    plan = measured.analysis.recommended_plan(min_gain_db)
+    if dict(plan.modules) == dict(measured.recommended.modules):
+        return measured
+    sqnr = measured.analysis.plan_sqnr(plan, should_cancel)
+    return replace(measured, recommended=plan.with_prediction(sqnr.db, measured.probe_batches), recommended_sqnr=sqnr)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from textual.content import Content
 from textual.widgets import Static
 
-from tui_quantreport.engine.report import Report
+from tui_quantreport.engine.report import Level, Report
 from tui_quantreport.tui.badges import badge, badge_row
 
 #: How many modules the "matter most" list names.
@@ -33,16 +33,8 @@ class ModelSummary(Static):
                         " to run the calibration batches through the model."]
         parts: list[Content] = [Content.assemble(*heading), Content("")]
 
-        for name, detector in report.detectors.items():
-            count = len(detector.recommended)
-            parts.append(
-                Content.assemble(
-                    badge(detector.glyph, detector_index.get(name, 0)), " ", (detector.title, "bold"), "  ",
-                    (f"{count:,} recommended" if count else "nothing recommended", "bold $warning" if count else "dim"),
-                )
-            )
-            summary = detector.summary if report.batches or count else "Waiting for calibration."
-            parts.append(Content.styled(f"  {summary}", "" if count else "dim"))
+        for name in report.detectors:
+            parts += self._detector_lines(report, name, detector_index.get(name, 0))
         if not report.detectors:
             parts.append(Content.styled("No detector is enabled: tick one in the sidebar.", "dim"))
 
@@ -62,6 +54,33 @@ class ModelSummary(Static):
                 ),
             ]
         self.update(Content("\n").join(parts))
+
+    @staticmethod
+    def _detector_lines(report: Report, name: str, index: int) -> list[Content]:
+        """A detector's count line and its summary. Measured, the count is what is badged; minor
+        findings (and duplicates) are counted apart, and the detector's own summary (which counts
+        every flag) is labelled as the heuristic it is."""
+        detector = report.detectors[name]
+        recommended = detector.recommended
+        levels = [report.severity(name, fqn) for fqn in recommended]
+        measured = any(level is not None for level in levels)
+        badged = [fqn for fqn in recommended if report.badged(name, fqn)]
+        count = len(badged)
+        line: list[Content | str | tuple[str, str]] = [
+            badge(detector.glyph, index), " ", (detector.title, "bold"), "  ",
+            (f"{count:,} recommended" if count else "nothing recommended", "bold $warning" if count else "dim"),
+        ]
+        if measured:
+            minor = sum(1 for sev in levels if sev is not None and sev.level is Level.MINOR)
+            duplicate = sum(1 for sev in levels if sev is not None and sev.level is Level.DUPLICATE)
+            if minor:
+                line.append((f" · {minor:,} minor (measured gain below {report.min_gain_db:g} dB)", "dim"))
+            if duplicate:
+                line.append((f" · {duplicate:,} reported on another module", "dim"))
+        summary = detector.summary if report.batches or count else "Waiting for calibration."
+        if measured:
+            summary = f"Detector heuristic, before measurement: {summary}"
+        return [Content.assemble(*line), Content.styled(f"  {summary}", "" if count and not measured else "dim")]
 
     @staticmethod
     def _modules_that_matter(

@@ -96,10 +96,10 @@ class ModuleDetail(VerticalScroll, can_focus=True):
             title.update(Content.assemble(("Model summary", "bold"), f"  {report.model_class}"))
             summary.show_report(report, detector_index)
             summary.display, view.display = True, False
-            self.query_one(PlanSummary).set_class(False, "-hidden")
+            self.query_one(PlanSummary).set_shown(True)
             return
         summary.display, view.display = False, True
-        self.query_one(PlanSummary).set_class(True, "-hidden")
+        self.query_one(PlanSummary).set_shown(False)
         title.update(
             Content.assemble(
                 (fqn, "bold"), "  ", (module.class_name, "italic"),

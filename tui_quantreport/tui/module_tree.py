@@ -34,6 +34,8 @@ EXPANDED_DEPTH = 1
 NAME_STYLE = Style(bold=True)
 CLASS_STYLE = Style(italic=True, dim=True)
 DIMMED = Style(dim=True)
+#: A name shortened to fit the pane keeps at least this many cells (then the badges follow).
+MIN_NAME_CELLS = 4
 
 
 class ModuleTree(Tree[str]):
@@ -202,22 +204,45 @@ class ModuleTree(Tree[str]):
 
     def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
         """The node's name and class, dimmed when unobserved, then its badges; a collapsed node also
-        shows the badges beneath it and how many modules there are flagged."""
+        shows the badges beneath it and how many modules there are flagged. A row wider than the
+        pane shortens the name (with …), never the badges: they stay visible on deep rows."""
         text = super().render_label(node, base_style, style)
         fqn = node.data or ""
         if fqn in self._dimmed:
             text.stylize(DIMMED)
+        own = Text()
         for glyph, index in self._badges.get(fqn) or ():
-            text.append(" ")
-            text.append(glyph, self._badge_style(index))
+            own.append(" ")
+            own.append(glyph, self._badge_style(index))
+        rollup = Text()
         if node.allow_expand and not node.is_expanded and fqn in self._rollup:
             beneath, count = self._rollup[fqn]
-            text.append("  ▸", DIMMED)
+            rollup.append("  ▸", DIMMED)
             for glyph, index in beneath:
-                text.append(" ")
-                text.append(glyph, self._badge_style(index))
-            text.append(f" ×{count:,}", DIMMED)
+                rollup.append(" ")
+                rollup.append(glyph, self._badge_style(index))
+            rollup.append(f" ×{count:,}", DIMMED)
+        room = self._label_room(node)
+        if room is not None and text.cell_len + own.cell_len + rollup.cell_len > room:
+            keep = max(MIN_NAME_CELLS, room - own.cell_len - rollup.cell_len)
+            text.truncate(keep, overflow="ellipsis")
+            if text.cell_len + own.cell_len + rollup.cell_len > room:  # the roll-up gives way next
+                rollup.truncate(max(0, room - text.cell_len - own.cell_len), overflow="ellipsis")
+        text.append_text(own)
+        text.append_text(rollup)
         return text
+
+    def _label_room(self, node: TreeNode[str]) -> int | None:
+        """Cells left for ``node``'s label in the pane, after its guides (None before layout)."""
+        width = self.scrollable_content_region.width
+        if width <= 0:
+            return None
+        depth = 0
+        parent = node.parent
+        while parent is not None:
+            depth += 1
+            parent = parent.parent
+        return max(1, width - depth * self.guide_depth)
 
     def _badge_style(self, index: int) -> Style:
         """Badge ``index`` in the current theme's colours (Rich styles, as tree labels are Rich text)."""

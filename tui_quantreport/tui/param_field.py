@@ -46,7 +46,11 @@ LABELS: dict[tuple[str, str], str] = {
     ("outlier_detector", "fraction_batches_used_threshold"): "Batches a channel must use",
     ("", "ch_axis"): "Channel axis",
     ("", "batches"): "Calibration batches",
+    ("", "min_gain_db"): "Minimum gain (dB)",
 }
+
+#: The app's settings the command line spells otherwise (``report --min-gain``).
+CLI_NAMES: dict[str, str] = {"min_gain_db": "report --min-gain"}
 
 
 def human_label(owner: str, param: Param) -> str:
@@ -57,7 +61,7 @@ def human_label(owner: str, param: Param) -> str:
 def cli_spelling(owner: str, param: Param) -> str:
     """How the command line spells the parameter: ``--param outlier_detector.ratio_threshold=…``."""
     if not owner:
-        return f"--{param.name.replace('_', '-')}"
+        return CLI_NAMES.get(param.name) or f"--{param.name.replace('_', '-')}"
     return f"--param {owner}.{param.name}=…"
 
 

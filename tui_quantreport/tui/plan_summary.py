@@ -4,6 +4,12 @@ Shown under the model summary when the tree's root is selected. The plot is
 one row per quantizable layer (its local SQNR under the plan's scheme, or its
 best scheme when kept float), in tree order; a model with more layers than
 :data:`LAYERS_SHOWN` shows its lowest-SQNR layers, which are the ones to look at.
+
+The bars are drawn as text here rather than with plotext: a plotext bar chart
+puts layer names on an axis, where 24 names do not fit a 40-column pane, while
+a row per layer keeps its full (or …-shortened) name, its dB and its scheme
+readable at 80x24, and is asserted as plain text in the tests. plotext was
+removed from the dependencies for that reason.
 """
 
 from __future__ import annotations
@@ -45,7 +51,21 @@ class PlanSummary(Static):
     def on_resize(self) -> None:
         self._redraw()
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._stale = False
+
+    def set_shown(self, shown: bool) -> None:
+        """Show or hide the summary (only the root shows it); a hidden one is redrawn when shown."""
+        self.set_class(not shown, "-hidden")
+        if shown and self._stale:
+            self._redraw()
+
     def _redraw(self) -> None:
+        if self.has_class("-hidden"):  # hidden behind a module's view: redrawn when shown again
+            self._stale = True
+            return
+        self._stale = False
         measured, plan = self.measured, self.plan
         self.set_class(measured is None or plan is None, "-empty")
         if measured is None or plan is None:

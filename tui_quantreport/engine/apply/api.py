@@ -50,11 +50,36 @@ def load_subject(spec: str, plan_path: str | None, calibration: str | None = Non
 
     plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
     loaded = load_model(spec, calibration)
+    check_eager(loaded.model, spec)
     catalog = ModelCatalog.build(loaded.model)
     if plan is None:
         plan = recommended_plan(loaded, catalog, backend)
     check_plan(plan, catalog, spec)
     return Subject(spec, loaded.model, catalog, plan, loaded, calibration)
+
+
+def not_eager(model: Any, spec: str) -> str | None:
+    """Why a plan cannot be applied to ``model`` (an exported graph), or None. The targets quantize
+    an eager model: torchao's ``quantize_`` swaps module weights, the PT2E and FX snippets export
+    or trace the model."""
+    from tui_quantreport.engine.graph import is_exported_graph
+
+    if not is_exported_graph(model):
+        return None
+    return (
+        f"{spec} is an exported graph (torch.export / PT2E): config and verify apply a plan to the eager "
+        "model it was exported from; run them on that model (a PT2E-prepared graph is quantized by "
+        "calibrating it and calling convert_pt2e)"
+    )
+
+
+def check_eager(model: Any, spec: str) -> None:
+    """Refuse an exported graph in one line (see :func:`not_eager`)."""
+    from tui_quantreport.engine.errors import UserError
+
+    reason = not_eager(model, spec)
+    if reason is not None:
+        raise UserError(reason)
 
 
 def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
@@ -149,6 +174,7 @@ def apply_in_app(
     ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here).
     """
     check_target(target)
+    check_eager(loaded.model, loaded.spec)
     from tui_quantreport.engine.apply import quantsim_bridge as bridge
 
     if plan is None:

@@ -130,6 +130,22 @@ def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: 
     return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
 
+def calibrated_main_code(spec: str, calibration: str | None, report: str) -> str:
+    """The loader (see :func:`model_loader_code`) and a ``__main__`` block that runs
+    ``quantize(build_model(), batches)`` on the calibration batches, one batch through the result,
+    then ``report`` (source lines, indented for the block) about ``converted``."""
+    return (
+        model_loader_code(spec, calibration)
+        + "\n\n"
+        'if __name__ == "__main__":\n'
+        "    batches = list(calibration_batches())\n"
+        "    converted = quantize(build_model(), batches)\n"
+        "    with torch.no_grad():\n"
+        "        _call(converted, batches[0])\n"
+        + report
+    )
+
+
 def model_loader_code(spec: str, calibration: str | None = None) -> str:
     """Source of ``build_model()`` and ``calibration_batches()`` rebuilding what a spec names,
     without tui-quantreport (the model file, sample or module is imported as is)."""

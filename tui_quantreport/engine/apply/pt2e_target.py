@@ -22,7 +22,7 @@ from tui_quantreport.engine.apply.common import (
     Export,
     call_code,
     header,
-    model_loader_code,
+    calibrated_main_code,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
@@ -107,15 +107,11 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
         "        for batch in batches:\n"
         "            _call(prepared, batch)\n"
         "    return convert_pt2e(prepared)\n\n\n"
-        + model_loader_code(spec, calibration)
-        + "\n\n"
-        'if __name__ == "__main__":\n'
-        "    batches = list(calibration_batches())\n"
-        "    converted = quantize(build_model(), batches)\n"
-        "    with torch.no_grad():\n"
-        "        _call(converted, batches[0])\n"
-        "    quantize_ops = sum(1 for n in converted.graph.nodes if 'quantize_per' in str(n.target))\n"
-        "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n"
+        + calibrated_main_code(
+            spec, calibration,
+            "    quantize_ops = sum(1 for n in converted.graph.nodes if 'quantize_per' in str(n.target))\n"
+            "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n",
+        )
     )
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [])

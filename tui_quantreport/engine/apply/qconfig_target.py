@@ -18,7 +18,7 @@ from tui_quantreport.engine.apply.common import (
     Export,
     call_code,
     header,
-    model_loader_code,
+    calibrated_main_code,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
@@ -86,14 +86,7 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
         "        for batch in batches:\n"
         "            _call(prepared, batch)\n"
         "    return convert_fx(prepared)\n\n\n"
-        + model_loader_code(spec, calibration)
-        + "\n\n"
-        'if __name__ == "__main__":\n'
-        "    batches = list(calibration_batches())\n"
-        "    converted = quantize(build_model(), batches)\n"
-        "    with torch.no_grad():\n"
-        "        _call(converted, batches[0])\n"
-        "    print(converted)\n"
+        + calibrated_main_code(spec, calibration, "    print(converted)\n")
     )
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     return Export("qconfig_mapping", text, {}, changes, exported_plan)

@@ -16,17 +16,6 @@ from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 DEFAULT_PROBES = 4
 
 
-class _FloatOutputAnalysis(ErrorAnalysis):
-    """The simulation as torchao runs a static Linear: int8 input and weight, float output.
-
-    (quantsim models torch.ao's converted int8 modules, whose output edges are
-    quantized too; torchao's ``Int8StaticActivationInt8WeightConfig`` returns float.)
-    """
-
-    def _output_quantized(self, fqn: str, quantized: Any) -> None:
-        return None
-
-
 def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
     modules = {}
     for fqn, scheme in plan.modules.items():
@@ -113,8 +102,10 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
         ranges = {**calibrated_ranges(subject), **ranges}  # the plan's own calibration wins where it has one
-    cls = _FloatOutputAnalysis if target == "torchao" else ErrorAnalysis
-    analysis = cls(subject.model, subject.catalog, probes, ranges, backend)
+    # torchao's Int8StaticActivationInt8WeightConfig leaves a static Linear's output float;
+    # torch.ao's converted modules (the other targets) emit int8.
+    static_outputs = "float" if target == "torchao" else "int8"
+    analysis = ErrorAnalysis(subject.model, subject.catalog, probes, ranges, backend, static_outputs=static_outputs)
     modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)

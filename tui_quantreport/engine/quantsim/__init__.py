@@ -4,7 +4,9 @@
 - :class:`Plan`: which module is quantized with which scheme (JSON file format
   ``tui-quantreport.plan/1``);
 - :class:`ErrorAnalysis`: local SQNR per module and scheme, end-to-end SQNR of a
-  plan, one-at-a-time sensitivity, on a few probe batches;
+  plan, one-at-a-time sensitivity, on a few probe batches; ``static_outputs``
+  (:data:`STATIC_OUTPUTS`) says whether a static module emits int8 (torch.ao's
+  converted modules) or float (torchao's static config);
 - :class:`Sqnr` and :func:`sqnr_db`: 20 log10(||y|| / ||y - y_hat||) (torchao's
   ``compute_error``), or "SQNR undefined: <reason>".
 
@@ -17,6 +19,7 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     DEFAULT_CLIP_PERCENTILE,
     DEFAULT_MIN_GAIN_DB,
     DEFAULT_PROBE_BATCHES,
+    STATIC_OUTPUTS,
     Cost,
     ErrorAnalysis,
     LocalMeasurement,
@@ -44,6 +47,7 @@ __all__ = [
     "REDUCE_RANGE",
     "SCHEMES",
     "SIMULATED",
+    "STATIC_OUTPUTS",
     "Cost",
     "ErrorAnalysis",
     "LocalMeasurement",

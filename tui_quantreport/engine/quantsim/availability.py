@@ -1,9 +1,11 @@
-"""Whether the quantization simulation can measure a session's model, and if not, why.
+"""What the quantization simulation measures for a session's model, or why it cannot.
 
-The simulation swaps a model's Linear/Conv modules for simulated ones; an exported graph does
-its work in aten nodes (its modules only hold weights), and a torchao-quantized module already
-holds int8 tensor subclasses. Both are stated, never attempted (an attempt fails deep inside
-the swap with an error that names neither).
+The simulation swaps a model's Linear/Conv modules for simulated ones. An exported graph does
+its work in aten nodes (its modules only hold weights): it is measured on a copy whose
+Linear/Conv nodes are real modules again (engine/graph_eager.py), which gives the numbers the
+eager model of the same architecture gives. A torchao-quantized module already holds int8
+tensor subclasses: that is stated, never attempted (an attempt fails deep inside the swap with
+an error that names neither).
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from typing import Any
 
 
 def unavailable_reason(session: Any) -> str | None:
-    """None when the model can be measured; else what it is ("exported graphs", ...)."""
-    if getattr(session, "graph", None) is not None:
-        return "exported graphs"  # quantsim swaps modules; a graph's modules are nodes
+    """None when the model can be measured; else what it is ("models with ...", ...)."""
     if any(m.quantized for m in session.catalog.modules.values()):
         return "models with already-quantized (torchao) modules"
     return None
@@ -23,3 +23,29 @@ def unavailable_reason(session: Any) -> str | None:
 def unavailable_note(what: str) -> str:
     """The sentence the CLI and the app show for :func:`unavailable_reason`'s answer."""
     return f"measured error (SQNR) is not available for {what} yet; findings are unmeasured"
+
+
+def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
+    """(model, catalog, skipped) that the simulation runs on: the session's own model and
+    catalog; for an exported graph a converted copy (made anew: the user's graph is never
+    changed), its catalog, and the modules left as graph nodes with why."""
+    if getattr(session, "graph", None) is None:
+        return session.model, session.catalog, {}
+    from tui_quantreport.engine.graph_eager import measurable_copy
+
+    copy = measurable_copy(session.model, session.catalog)
+    return copy.model, copy.catalog, copy.skipped
+
+
+def analysis_for(session: Any, probes: Any, stats: Any, backend: str) -> Any:
+    """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`); a weighted module
+    of a graph that stays a node is listed with why (its SQNR reads "SQNR undefined: ...")."""
+    from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
+
+    model, catalog, skipped = measurable(session)
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend)
+    for fqn, why in skipped.items():
+        info = session.catalog.modules.get(fqn)
+        if info is not None and info.is_weighted and fqn not in analysis.targets:
+            analysis.unsupported[fqn] = f"in the exported graph, {why}"
+    return analysis

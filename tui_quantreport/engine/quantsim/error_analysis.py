@@ -35,6 +35,7 @@ probe batches; :meth:`ErrorAnalysis.range_source` says which.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import weakref
@@ -49,13 +50,17 @@ from torch import nn
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
+from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
+from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
     QParams,
     activation_qparams,
     activation_range,
+    fake_quantize_float32,
     fake_quantize_weight,
+    fake_quantize_weights,
 )
 from tui_quantreport.engine.quantsim.schemes import (
     FLOAT,
@@ -81,6 +86,12 @@ DEFAULT_MIN_GAIN_DB = 1.0
 WEIGHT_ONLY_BELOW_DB = 20.0
 #: Order in which the recommended plan prefers schemes (cheapest to run first).
 PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only")
+
+#: Weights are fake-quantized in stacks of at most this many elements (same shapes together).
+WEIGHT_STACK_ELEMENTS = 1 << 22
+
+#: What a statically quantized module emits (``ErrorAnalysis(static_outputs=...)``).
+STATIC_OUTPUTS = ("int8", "float")
 
 CLIPPED = "clipped"
 EQUALIZED = "equalized"
@@ -172,6 +183,23 @@ class ErrorAnalysis:
     input; ``channel_ranges`` optionally to per-channel (min, max) tensors along
     the module's input feature axis (for equalization). Missing ones are measured
     on the probes.
+
+    ``static_outputs`` says what a statically quantized module emits in a plan:
+    ``"int8"`` (the default) as torch.ao's converted modules do (``convert_fx``,
+    eager ``convert``): the output is quantized once, with its own calibrated range
+    (after a fused ReLU), unless every reader quantizes it statically anyway;
+    ``"float"`` as torchao's ``Int8StaticActivationInt8WeightConfig`` does: int8
+    input and weight, float output. It does not change local SQNR.
+
+    ``shared_qparams_ops=True`` models what one *global* torch.ao qconfig also does
+    to the ops between quantized modules that torch's ``backend_config`` makes share
+    their input's observer (:data:`SHARED_QPARAMS_TYPES`: pools, ReLU, ReLU6,
+    Hardtanh, Identity, PixelShuffle): reading a static module's int8 output, they
+    run on it and emit the same grid, so an average pool's means are rounded again
+    on its input's grid. The default (False) is the plan's own QConfigMapping
+    (``set_global(None)`` and one ``set_module_name`` per quantized module), where
+    those ops stay float. Ops a global qconfig gives their own observer (add, mul,
+    LayerNorm, GELU, Sigmoid, ...) are not modeled either way.
     """
 
     def __init__(
@@ -184,7 +212,14 @@ class ErrorAnalysis:
         *,
         channel_ranges: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
+        static_outputs: str = "int8",
+        shared_qparams_ops: bool = False,
     ):
+        if static_outputs not in STATIC_OUTPUTS:
+            raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
+        self.static_outputs = static_outputs
+        self.shared_qparams_ops = shared_qparams_ops
+        self._grid = _Grids()
         self.model = model
         self.catalog = catalog
         self.probes = list(probes)
@@ -194,12 +229,15 @@ class ErrorAnalysis:
         self._given_ranges = dict(activation_ranges or {})
         self._given_channels = dict(channel_ranges or {})
         self.targets: dict[str, _Target] = {}
+        self._module_map: dict[str, nn.Module] | None = None
+        #: Simulated forwards by (fqn, scheme, output qparams): built once, reused by every plan.
+        self._forwards: dict[tuple, Callable[..., Any]] = {}
         #: Weighted modules the simulation cannot reproduce, with the reason.
         self.unsupported: dict[str, str] = {}
         for fqn, info in catalog.modules.items():
             if info.is_quant_helper:
                 continue
-            module = model.get_submodule(fqn)
+            module = self.submodule(fqn)
             kind = kind_of(module)
             if kind is None:
                 if info.is_weighted:
@@ -227,6 +265,14 @@ class ErrorAnalysis:
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
+
+    def submodule(self, fqn: str) -> nn.Module:
+        """``model.get_submodule(fqn)``, from a name -> module map built once (2,000 deep
+        lookups cost more than the model's forward)."""
+        if self._module_map is None:
+            self._module_map = dict(self.model.named_modules(remove_duplicate=False))
+        module = self._module_map.get(fqn)
+        return module if module is not None else self.model.get_submodule(fqn)
 
     # Construction helpers.
 
@@ -257,6 +303,7 @@ class ErrorAnalysis:
         qp = activation_qparams(lo, hi, self.backend)
         target.qparams = qp
         target.static = None
+        self._forwards.clear()
         if qp is not None:
             target.static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
 
@@ -388,15 +435,20 @@ class ErrorAnalysis:
 
     def _measure_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None,
                       advice: bool) -> dict[str, LocalMeasurement]:
-        """One float pass; each target's hook simulates every scheme on the input it was given."""
+        """One float pass; each target's forward, swapped for the pass, runs the module as it is
+        and then simulates every scheme on the input it was given."""
         accs: dict[str, SharedReference] = {}
-        handles = []
-        for fqn, target in self.targets.items():
-            variants = self._variants(target, advice)
-            accs[fqn] = SharedReference(variants)
-            handles.append(target.module.register_forward_hook(_measure_hook(variants, accs[fqn]), with_kwargs=True))
+        saved: list[tuple[nn.Module, Any]] = []
         outputs: list[torch.Tensor | None] = []
+        self._quantize_weights(False)
+        self._quantize_weights(True)
         try:
+            for fqn, target in self.targets.items():
+                variants = _grouped(self._variants(target, advice))
+                accs[fqn] = SharedReference([v.name for v in variants])
+                module = target.module
+                saved.append((module, module.__dict__.get("forward", _MISSING)))
+                module.__dict__["forward"] = _measuring_forward(module.forward, _measurer(target, variants, accs[fqn]))
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
@@ -405,8 +457,7 @@ class ErrorAnalysis:
                     progress(i + 1, len(self.probes))
             self._note_pass(time.perf_counter() - started)
         finally:
-            for h in handles:
-                h.remove()
+            _restore_forwards(saved)
         if self._reference is None:
             self._reference = outputs
         result: dict[str, LocalMeasurement] = {}
@@ -417,40 +468,30 @@ class ErrorAnalysis:
             result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
         return result
 
-    def _variants(self, target: _Target, advice: bool) -> dict[str, Callable[[torch.Tensor, dict], torch.Tensor]]:
-        """name -> function from the module's float input (and a per-call memo) to its simulated output.
-
-        Schemes that quantize the input the same way (the two static ones) share
-        that quantized input through the memo.
-        """
-        kind, module = target.kind, target.module
+    def _variants(self, target: _Target, advice: bool) -> list[_Variant]:
+        """What the measure pass simulates for ``target``: every scheme it can run, then (with
+        ``advice``) the clipped input range and input-weight equalization."""
+        kind = target.kind
         ctx = InputContext(target.static, self.quant_min, self.quant_max)
-        variants: dict[str, Callable[[torch.Tensor, dict], torch.Tensor]] = {}
+        variants: list[_Variant] = []
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
                 continue
-            wq = self.quantized_weight(target.fqn, scheme.per_channel_weights)
-
-            def run(x, memo, scheme=scheme, wq=wq):
-                xq = memo.get(scheme.activation)
-                if xq is None:
-                    xq = memo[scheme.activation] = scheme.input(x, ctx)
-                return kind.call(module, xq, wq)
-
-            variants[name] = run
+            variants.append(_Variant(name, scheme.activation, scheme.input_function(ctx),
+                                     self.quantized_weight(target.fqn, scheme.per_channel_weights)))
         if not advice or not kind.quantizes_input:
             return variants
         wq = self.quantized_weight(target.fqn, True)
         if target.clip_range is not None:
             lo, hi = target.clip_range
             clip = StaticInput.from_range(lo, hi, self.quant_min, self.quant_max)
-            variants[CLIPPED] = lambda x, memo: kind.call(module, clip.apply(x), wq)
+            variants.append(_Variant(CLIPPED, CLIPPED, clip.apply, wq))
         equalize = self._equalizer(target)
         if equalize is not None:
-            variants[EQUALIZED] = equalize
+            variants.append(equalize)
         return variants
 
-    def _equalizer(self, target: _Target) -> Callable[[torch.Tensor, dict], torch.Tensor] | None:
+    def _equalizer(self, target: _Target) -> _Variant | None:
         """Input-weight equalization simulated with its scales s_c = sqrt(r_w,c / r_x,c).
 
         The input channel c is multiplied by s_c and the weight's input channel c
@@ -478,14 +519,14 @@ class ErrorAnalysis:
             return None
         static = StaticInput.from_range(lo, hi, self.quant_min, self.quant_max)
 
-        def run(x: torch.Tensor, memo: dict) -> torch.Tensor:
+        def quantize(x: torch.Tensor) -> torch.Tensor:
             axis = kind.input_axis(x.dim())
             shape = [1] * x.dim()
             shape[axis] = -1
             scaled = (x.to(torch.float32) * scale.view(shape)).to(x.dtype)
-            return kind.call(module, static.apply(scaled), wq)
+            return static.apply(scaled)
 
-        return run
+        return _Variant(EQUALIZED, EQUALIZED, quantize, wq)
 
     def _local_result(self, target: _Target, accs: SharedReference, advice: bool) -> LocalMeasurement:
         calls = accs.calls
@@ -526,6 +567,26 @@ class ErrorAnalysis:
         return target.range is None and target.range_source == "none" and self._ranges_done
 
     # Plans.
+
+    def _quantize_weights(self, per_channel: bool) -> None:
+        """Fake-quantize every target's weight not yet cached, same-shaped weights together
+        (:func:`fake_quantize_weights`, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`)."""
+        groups: dict[tuple, list[str]] = {}
+        for fqn, target in self.targets.items():
+            if (fqn, per_channel) not in self._weights:
+                w = target.module.weight
+                groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind.weight_out_axis), []).append(fqn)
+        for (shape, _dtype, _device, axis), fqns in groups.items():
+            per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
+            for start in range(0, len(fqns), per_stack):
+                chunk = fqns[start:start + per_stack]
+                if len(chunk) == 1:
+                    self.quantized_weight(chunk[0], per_channel)
+                    continue
+                stacked = torch.stack([self.targets[f].module.weight.detach() for f in chunk])
+                quantized = fake_quantize_weights(stacked, per_channel, axis)
+                for i, fqn in enumerate(chunk):
+                    self._weights[(fqn, per_channel)] = quantized[i]
 
     def quantized_weight(self, fqn: str, per_channel: bool) -> torch.Tensor:
         """The fake-quantized weight of ``fqn`` (kept: at most two copies of each weight)."""
@@ -641,10 +702,11 @@ class ErrorAnalysis:
         quantizes statically, the reader's input quantization is that step (not
         repeated here); otherwise (a float module, another op, the model's output)
         the output is quantized with its own calibrated range (after a ReLU-like
-        successor, whose range is the one a fused module would use).
+        successor, whose range is the one a fused module would use). None for every
+        module when ``static_outputs="float"``.
         """
         target = self.targets[fqn]
-        if target.out_static is None:
+        if target.out_static is None or self.static_outputs == "float":
             return None
         readers = target.consumers
         if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
@@ -676,11 +738,13 @@ class ErrorAnalysis:
         with self._float_mode(), self._swapped(quantized):
             for i, batch in enumerate(self.probes):
                 _check_cancel(should_cancel)
+                self._grid.tensors.clear()
                 out = _output_tensor(self._run(batch, i))
                 ref = reference[i]
                 if ref is None or out is None or out.shape != ref.shape:
                     continue
                 acc.add(ref, out)
+        self._grid.tensors.clear()
         return acc.result("model output")
 
     @contextmanager
@@ -693,11 +757,25 @@ class ErrorAnalysis:
                 scheme = SCHEMES[scheme_name]
                 if scheme.needs_range and target.static is None:
                     continue  # never called on the probes: nothing to simulate
-                ctx = InputContext(target.static, self.quant_min, self.quant_max)
-                wq = self.quantized_weight(fqn, scheme.per_channel_weights)
                 out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
+                grid = self._grid if self.shared_qparams_ops else None
+                key = (fqn, scheme_name, out, grid is not None)
+                forward = self._forwards.get(key)
+                if forward is None:
+                    ctx = InputContext(target.static, self.quant_min, self.quant_max)
+                    wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                    forward = self._forwards[key] = _simulated_forward(target.module, target.kind, scheme, ctx, wq,
+                                                                       out, grid)
                 saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
-                target.module.__dict__["forward"] = _simulated_forward(target.module, target.kind, scheme, ctx, wq, out)
+                target.module.__dict__["forward"] = forward
+            if self.shared_qparams_ops:
+                for fqn, info in self.catalog.modules.items():
+                    if not info.is_leaf or fqn in self.targets:
+                        continue
+                    module = self.submodule(fqn)
+                    if isinstance(module, SHARED_QPARAMS_TYPES) and "forward" not in module.__dict__:
+                        saved.append((module, _MISSING))
+                        module.__dict__["forward"] = _shared_qparams_forward(module.forward, self._grid)
             yield
         finally:
             for module, previous in reversed(saved):
@@ -709,18 +787,28 @@ class ErrorAnalysis:
     @contextmanager
     def _float_mode(self) -> Iterator[None]:
         """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
-        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated)."""
+        inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated).
+
+        Python's cyclic garbage collector is paused for the pass (as ``timeit`` does): the
+        per-call bookkeeping of thousands of module calls otherwise triggers collections
+        that walk the whole model's objects, which cost more than the simulation itself
+        on models of many small modules. Nothing a pass allocates is cyclic garbage.
+        """
         restore = self._freeze()
         mha = getattr(torch.backends, "mha", None)
         fastpath = mha.get_fastpath_enabled() if mha is not None else None
+        collecting = gc.isenabled()
         try:
             if mha is not None:
                 mha.set_fastpath_enabled(False)
             if self._all_modules is None or any(m.training for m in self._all_modules):
                 self.model.eval()
+            gc.disable()
             with torch.no_grad():
                 yield
         finally:
+            if collecting:
+                gc.enable()
             if mha is not None:
                 mha.set_fastpath_enabled(fastpath)
             restore()
@@ -756,18 +844,20 @@ _MISSING = object()
 
 
 def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
-                       out: StaticInput | None = None):
+                       out: StaticInput | None = None, grid: _Grids | None = None):
     """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
-    static module whose output edge is not quantized downstream, its output)."""
+    static module whose output edge is not quantized downstream, its output, noted in
+    ``grid`` when given)."""
     run = kind.bind(module)
-    fq = torch.fake_quantize_per_tensor_affine
+    fq = fake_quantize_float32
     f32 = torch.float32
     if scheme.activation == "static" and ctx.static is not None:
         s_in, z_in, lo_in, hi_in = ctx.static.scale, ctx.static.zero_point, ctx.static.quant_min, ctx.static.quant_max
+        inv_in = ctx.static.inv_scale
 
         def quantize_input(x):
             if x.dtype is f32:
-                return fq(x, s_in, z_in, lo_in, hi_in)
+                return fq(x, s_in, z_in, lo_in, hi_in, inv_in)
             return scheme.input(x, ctx) if x.is_floating_point() else x
     else:
         def quantize_input(x):
@@ -777,13 +867,54 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
         def forward(input, *args, **kwargs):
             return run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
     else:
-        s_out, z_out, lo_out, hi_out = out.scale, out.zero_point, out.quant_min, out.quant_max
+        s_out, z_out, lo_out, hi_out, inv_out = out.scale, out.zero_point, out.quant_min, out.quant_max, out.inv_scale
 
         def forward(input, *args, **kwargs):
             y = run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
-            return fq(y, s_out, z_out, lo_out, hi_out) if y.dtype is f32 else out.apply(y)
+            y = fq(y, s_out, z_out, lo_out, hi_out, inv_out) if y.dtype is f32 else out.apply(y)
+            if grid is not None:
+                grid.note(y, out)
+            return y
 
     return forward
+
+
+#: torch.ao's ops whose output shares its input's observer (``backend_config``,
+#: ``ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT``, the same for x86, fbgemm, qnnpack
+#: and onednn), as modules: converted, they run on the int8 tensor and emit it on the same grid.
+SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.Hardtanh, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ReLU, nn.ReLU6,
+)
+
+
+class _Grids:
+    """The int8 grid of each tensor a simulated module emitted in this batch (by identity)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[int, tuple[weakref.ref, StaticInput]] = {}
+
+    def note(self, tensor: torch.Tensor, grid: StaticInput) -> None:
+        self.tensors[id(tensor)] = (weakref.ref(tensor), grid)
+
+    def of(self, tensor: Any) -> StaticInput | None:
+        entry = self.tensors.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+
+def _shared_qparams_forward(forward: Callable[..., Any], grid: _Grids):
+    """``forward``, its output rounded on its input's int8 grid when the input has one."""
+
+    def shared(*args, **kwargs):
+        y = forward(*args, **kwargs)
+        qp = grid.of(first_tensor(args) if args else first_tensor(kwargs))
+        if qp is not None and isinstance(y, torch.Tensor) and y.is_floating_point():
+            y = qp.apply(y)
+            grid.note(y, qp)
+        return y
+
+    return shared
 
 
 #: Modules whose output carries their input's values on (elementwise monotone, reshapes,
@@ -835,7 +966,7 @@ class _DataflowTracer:
         for fqn, info in self.analysis.catalog.modules.items():
             if info.is_quant_helper or not (info.is_leaf or fqn in self.analysis.targets):
                 continue
-            module = self.analysis.model.get_submodule(fqn)
+            module = self.analysis.submodule(fqn)
             handles.append(module.register_forward_pre_hook(self._read(fqn), with_kwargs=True))
             handles.append(module.register_forward_hook(self._wrote(fqn)))
         return handles
@@ -886,7 +1017,7 @@ class _DataflowTracer:
                 same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=order.get)
                 if same:
                     found = same[0]
-                elif depth < 64 and _passes_through(analysis.model.get_submodule(fqn), analysis.catalog.modules[fqn].monotone):
+                elif depth < 64 and _passes_through(analysis.submodule(fqn), analysis.catalog.modules[fqn].monotone):
                     for reader in sorted(readers_of.get(fqn, ()), key=order.get):
                         found = quantizer(reader, depth + 1)
                         if found is not None:
@@ -898,8 +1029,8 @@ class _DataflowTracer:
 
 
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
-    if monotone or isinstance(module, PASS_THROUGH_TYPES):
-        return True
+    if monotone or isinstance(module, PASS_THROUGH_TYPES) or getattr(module, "passes_through", False) is True:
+        return True  # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py)
     name = type(module).__name__
     return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(module, nn.modules.dropout._DropoutNd)
 
@@ -946,7 +1077,7 @@ class _EdgeTracer:
         for fqn, info in self.analysis.catalog.modules.items():
             if info.is_quant_helper or not (info.is_leaf or fqn in targets):
                 continue
-            module = self.analysis.model.get_submodule(fqn)
+            module = self.analysis.submodule(fqn)
             handles.append(module.register_forward_pre_hook(self._reader(fqn, info.monotone), with_kwargs=True))
             if fqn in targets:
                 handles.append(module.register_forward_hook(self._produced(fqn)))
@@ -1016,18 +1147,130 @@ class _EdgeTracer:
                 target.out_static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
 
 
-def _measure_hook(variants: Mapping[str, Callable[[torch.Tensor, dict], torch.Tensor]], acc: SharedReference):
-    def hook(module, args, kwargs, output):
-        x = first_tensor(args) if args else first_tensor(kwargs)
-        if x is None or not isinstance(output, torch.Tensor):
-            return
-        y = acc.add_reference(output)
-        memo: dict = {}
-        for name, run in variants.items():
-            acc.add(name, y, run(x, memo))
-        return
+@dataclass(frozen=True)
+class _Variant:
+    """One simulated form of a module in the measure pass: how its input is quantized
+    (``input_key`` names the quantized input, shared by variants that quantize it alike)
+    and the fake-quantized weight it runs with."""
 
-    return hook
+    name: str
+    input_key: str
+    #: None: the float input as it is.
+    quantize: Callable[[torch.Tensor], torch.Tensor] | None
+    weight: torch.Tensor
+
+
+def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
+    """``variants`` reordered so that those sharing a weight tensor are adjacent (first-seen order)."""
+    groups: dict[int, list[_Variant]] = {}
+    for v in variants:
+        groups.setdefault(id(v.weight), []).append(v)
+    return [v for group in groups.values() for v in group]
+
+
+def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReference) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
+
+    ``variants`` must be :func:`_grouped` (``acc`` names them in that order). A float32
+    ``nn.Linear`` runs the variants that share a weight as one matmul over their
+    quantized inputs laid end to end (static per-channel, dynamic, weight-only and the
+    clipped range all use the per-channel weight: two or three matmuls in all, not
+    four to six); other modules run each variant in turn. The differences from ``y``
+    are taken in place and normed per variant in one op per group; nothing is read
+    back to the host.
+    """
+    kind, module = target.kind, target.module
+    run = kind.bind(module)
+    names = tuple(v.name for v in variants)
+    linear = (kind.call is _linear_call and isinstance(module, nn.Linear) and module.weight.dtype == torch.float32
+              and all(v.weight.dtype == torch.float32 for v in variants))
+    groups: list[tuple[torch.Tensor, list[str]]] = []
+    for v in variants:
+        if groups and groups[-1][0] is v.weight:
+            groups[-1][1].append(v.input_key)
+        else:
+            groups.append((v.weight, [v.input_key]))
+    bias = module.bias.detach() if linear and module.bias is not None else None
+    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
+    conv = kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
+
+    quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
+    for v in variants:
+        quantizers.setdefault(v.input_key, v.quantize)
+    steps = tuple(quantizers.items())
+
+    def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not x.is_floating_point():
+            return dict.fromkeys(quantizers, x)
+        return {key: x if quantize is None else quantize(x) for key, quantize in steps}
+
+    def measure(x: torch.Tensor, y: torch.Tensor) -> None:
+        if not names:
+            acc.add_norms(y.detach(), None)
+            return
+        y = y.detach()
+        if y.dtype != torch.float32:
+            y = acc.add_reference(y)
+            quantized = inputs(x)
+            for v in variants:
+                acc.add(v.name, y, run(quantized[v.input_key], v.weight))
+            return
+        quantized = inputs(x)
+        if linear and x.dtype == torch.float32 and x.dim() >= 1:
+            k, n_out = x.shape[-1], y.shape[-1]
+            m = y.numel() // n_out if n_out else 0
+            out = torch.empty((len(names), m, n_out), dtype=torch.float32, device=y.device)
+            row = 0
+            for weight_t, keys in groups_t:
+                g = len(keys)
+                rows = (torch.cat([quantized[key].reshape(-1, k) for key in keys]) if g > 1
+                        else quantized[keys[0]].reshape(-1, k))
+                # F.linear's own kernel (addmm with the transposed weight), written into the stack.
+                if bias is not None:
+                    torch.addmm(bias, rows, weight_t, out=out[row:row + g].view(-1, n_out))
+                else:
+                    torch.mm(rows, weight_t, out=out[row:row + g].view(-1, n_out))
+                row += g
+            out.sub_(y.reshape(1, m, n_out))
+            acc.add_norms(y, out.view(len(names), -1))
+            return
+        if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
+            # Samples are independent in a convolution: the variants sharing a weight run as one
+            # call over their quantized inputs laid end to end on the batch axis.
+            norms = []
+            for weight, keys in groups:
+                batch = torch.cat([quantized[key] for key in keys]) if len(keys) > 1 else quantized[keys[0]]
+                out = run(batch, weight).view(len(keys), *y.shape)
+                out.sub_(y)
+                norms.append(torch.linalg.vector_norm(out.view(len(keys), -1), dim=1, dtype=torch.float64))
+            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0])
+            return
+        out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
+        out.sub_(y)
+        acc.add_norms(y, out.reshape(len(names), -1))
+
+    return measure
+
+
+def _measuring_forward(forward: Callable[..., Any], measure: Callable[[torch.Tensor, torch.Tensor], None]):
+    """``forward`` as it is, then ``measure(input, output)`` on its first tensor input and tensor output."""
+
+    def measuring(*args, **kwargs):
+        y = forward(*args, **kwargs)
+        x = first_tensor(args) if args else first_tensor(kwargs)
+        if x is not None and isinstance(y, torch.Tensor):
+            measure(x, y)
+        return y
+
+    return measuring
+
+
+def _restore_forwards(saved: list[tuple[nn.Module, Any]]) -> None:
+    for module, previous in reversed(saved):
+        if previous is _MISSING:
+            module.__dict__.pop("forward", None)
+        else:
+            module.__dict__["forward"] = previous
 
 
 def _output_tensor(output: Any) -> torch.Tensor | None:

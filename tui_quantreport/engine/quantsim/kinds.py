@@ -126,7 +126,15 @@ def kind_of(module: nn.Module) -> ModuleKind | None:
     if weighted is None:
         return None
     call, forwards = SIMULATED.get(weighted.name, (None, lambda: ()))
-    return _kind(weighted, call, forwards())
+    key = (id(weighted), weighted.name, call, forwards)
+    cached = _KINDS.get(key)
+    if cached is None or cached[0] is not weighted:
+        cached = _KINDS[key] = (weighted, _kind(weighted, call, forwards()))
+    return cached[1]
+
+
+#: ModuleKind per registered kind (built once: a model has thousands of modules of a few kinds).
+_KINDS: dict[tuple, tuple[object, ModuleKind]] = {}
 
 
 def _kind(weighted, call, forwards) -> ModuleKind:

@@ -118,22 +118,40 @@ class SqnrAccumulator:
 
 
 class SharedReference:
-    """One reference, several approximations of it: ``ln ||y||`` taken once per call,
-    ``ln ||y - y_hat||`` once per name and call, each a 0-d float64 tensor kept on the
-    device (nothing read back per call; norms accumulated in float64, so float32 data
-    near its largest value does not overflow). :meth:`result` sums their squares in
-    log space; a NaN or infinity anywhere makes the sum non-finite, which is reported.
+    """One reference, several approximations of it, over calls.
+
+    Fast path (:meth:`add_norms`): a float32 reference and the stacked differences
+    ``y - y_hat`` of every name; their norms are taken in float64 (squares of float32
+    values cannot overflow there) and kept as 0-d / 1-d tensors on the device.
+    General path (:meth:`add_reference`, then :meth:`add` per name): ``ln ||.||`` per
+    call (:func:`log_norm`, safe for float64 data near its largest value).
+    :meth:`result` sums the squares in log space; a NaN or infinity anywhere makes the
+    sum non-finite, which is reported. Nothing is read back until then.
     """
 
     def __init__(self, names) -> None:
         self.names = tuple(names)
         self.signal: list[torch.Tensor] = []
         self.noise: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
+        self._raw_signal: list[torch.Tensor] = []
+        self._raw_noise: list[torch.Tensor] = []
         self._sums: dict[str, float] | None = None
 
     @property
     def calls(self) -> int:
-        return len(self.signal)
+        return len(self.signal) + len(self._raw_signal)
+
+    def add_norms(self, reference: torch.Tensor, differences: torch.Tensor | None,
+                  norms: torch.Tensor | None = None) -> None:
+        """One call: ``reference`` (float32) and either ``differences`` of shape (len(names), n),
+        row i being ``y - y_hat`` for ``names[i]``, or their float64 ``norms`` already taken
+        (neither when there are no names)."""
+        self._raw_signal.append(torch.linalg.vector_norm(reference, dtype=torch.float64))
+        if differences is not None:
+            self._raw_noise.append(torch.linalg.vector_norm(differences, dim=1, dtype=torch.float64))
+        elif norms is not None:
+            self._raw_noise.append(norms)
+        self._sums = None
 
     def add_reference(self, reference: torch.Tensor) -> torch.Tensor:
         """Fold in one call's reference; returns it as float32 (float64 kept) for :meth:`add`."""
@@ -149,20 +167,32 @@ class SharedReference:
 
     def _finish(self) -> dict[str, float]:
         if self._sums is None:
-            keys = ["", *self.names]
-            rows = [self.signal] + [self.noise[n] for n in self.names]
-            if not self.signal:
+            if not self.calls:
                 self._sums = {}
                 return self._sums
-            nan = torch.full_like(self.signal[0], math.nan)
-            logs = torch.stack([torch.stack(r) if r else nan.expand(len(self.signal)) for r in rows])
-            sums = torch.logsumexp(2.0 * logs, dim=1).tolist()
+            keys = ["", *self.names]
+            parts = []
+            if self._raw_signal:
+                signal = torch.stack(self._raw_signal).unsqueeze(1)
+                if self.names and len(self._raw_noise) == len(self._raw_signal):
+                    signal = torch.cat([signal, torch.stack(self._raw_noise)], dim=1)
+                elif self.names:
+                    signal = torch.cat([signal, torch.full((len(signal), len(self.names)), math.nan,
+                                                           dtype=signal.dtype, device=signal.device)], dim=1)
+                parts.append(torch.log(signal))
+            if self.signal:
+                nan = torch.full_like(self.signal[0], math.nan)
+                columns = [self.signal] + [self.noise[n] if len(self.noise[n]) == len(self.signal)
+                                           else [nan] * len(self.signal) for n in self.names]
+                parts.append(torch.stack([torch.stack(c) for c in columns], dim=1).to(parts[0].device if parts else nan.device))
+            logs = torch.cat(parts) if len(parts) > 1 else parts[0]
+            sums = torch.logsumexp(2.0 * logs, dim=0).tolist()
             self._sums = dict(zip(keys, sums))
         return self._sums
 
     def result(self, name: str, what: str = "output") -> Sqnr:
         sums = self._finish()
-        if not sums or not self.noise.get(name):
+        if not sums or name not in self.names:
             return Sqnr.undefined("never called on the probe batches")
         return _from_logs(sums[""], sums[name], what)
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
-    affine_qparams,
+    fake_quantize_float32,
     fake_quantize_static,
     fake_quantize_weight,
+    inverse_scale,
+    scalar_affine_qparams,
 )
 
 
@@ -27,13 +32,20 @@ class StaticInput:
     zero_point: int
     quant_min: int
     quant_max: int
+    #: ``1.0f / scale`` in float32 (what the fake-quantize kernels multiply by).
+    inv_scale: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inv_scale", inverse_scale(self.scale) if math.isfinite(self.scale) and self.scale else math.inf)
 
     @classmethod
     def from_range(cls, lo: float, hi: float, quant_min: int, quant_max: int) -> StaticInput:
-        scale, zp = affine_qparams(torch.tensor(lo), torch.tensor(hi), quant_min, quant_max)
-        return cls(float(scale), int(zp), quant_min, quant_max)
+        scale, zp = scalar_affine_qparams(lo, hi, quant_min, quant_max)
+        return cls(scale, zp, quant_min, quant_max)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return fake_quantize_float32(x, self.scale, self.zero_point, self.quant_min, self.quant_max, self.inv_scale)
         return fake_quantize_static(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
 
 
@@ -73,3 +85,9 @@ class Scheme:
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         """The fake-quantized input."""
         raise NotImplementedError
+
+    def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``x -> self.input(x, ctx)`` bound once for a module (the per-call path of the
+        measurements); None when the input is used as it is. Subclasses may return a
+        shorter path to the same values."""
+        return partial(self.input, ctx=ctx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tui_quantreport.engine.quantsim.schemes.base import InputContext, Scheme
@@ -20,3 +22,7 @@ class StaticPerChannel(Scheme):
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         assert ctx.static is not None, "static schemes are only run where a range is known"
         return ctx.static.apply(x)
+
+    def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        assert ctx.static is not None, "static schemes are only run where a range is known"
+        return ctx.static.apply

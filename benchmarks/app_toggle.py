@@ -1,0 +1,175 @@
+"""What-if toggle latency in the app: ``python -m benchmarks.app_toggle [--model large_generated]
+[--batches 8] [--toggles 6] [--size 120x40]``.
+
+Drives the real app headless (Textual's ``run_test``, as a user with Pilot): calibrates, waits for
+the measurement, then for each of ``--toggles`` quantizable modules spread over the model moves
+the tree's cursor there, presses ``f`` and times until the header shows the plan's new end-to-end
+SQNR (the plan no longer pending, its value in the header's text, the screen refreshed). Each
+toggle is a plan not evaluated before (no cache hit). It splits the time into: key (``f`` to
+the new plan set, its redraws included), debounce (until the worker starts: :data:`PLAN_DELAY`
+for changes in quick succession, none for a single one), engine (the plan evaluation in the
+worker), header (the result message handled, the header's text set) and paint (one screen refresh).
+It also times the engine alone on the same kind of plan with the UI idle, for comparison. A benchmark,
+not a test: prints a table, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from argparse import Namespace
+
+
+def _options(model: str, batches: int) -> Namespace:
+    return Namespace(model=model, calibration=None, batches=batches, backend=None, detectors=None,
+                     tolerance=None, param=[], ch_axis=None, stats=None, probe_batches=None)
+
+
+async def _run(
+    model: str, batches: int, toggles: int, size: tuple[int, int], engine_alone: list[float], profile=None,
+) -> list[dict[str, float]]:
+    from textual import events
+
+    from tui_quantreport.tui import main_screen as ms
+    from tui_quantreport.tui.app import QuantReportApp
+    from tui_quantreport.tui.module_tree import ModuleTree
+    from tui_quantreport.tui.sqnr_panel import sqnr_text
+
+    app = QuantReportApp(model, _options(model, batches))
+    marks: dict[str, float] = {}
+    async with app.run_test(size=size) as pilot:
+        main = app.main
+
+        async def idle() -> None:
+            for _ in range(100000):
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                if not any(w.is_running for w in app.workers) and not main.measuring and main.loaded:
+                    return
+
+        started = time.perf_counter()
+        await idle()
+        print(f"loaded in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        await pilot.press("c")
+        while main.measured is None or main.measuring or main.calibrating:
+            await idle()
+        print(f"calibrated ({batches} batches) and measured in {time.perf_counter() - started:.1f} s; "
+              f"plan {sqnr_text(main.plan_sqnr)}, {len(main.plan.modules):,} quantizable modules")
+
+        analysis = main.measured.analysis
+        real_plan_sqnr = analysis.plan_sqnr
+
+        def timed_plan_sqnr(plan, should_cancel=None):
+            marks["eval_start"] = time.perf_counter()
+            try:
+                return real_plan_sqnr(plan, should_cancel)
+            finally:
+                marks["eval_end"] = time.perf_counter()
+
+        analysis.plan_sqnr = timed_plan_sqnr
+        real_set_plan = main.set_plan
+
+        def timed_set_plan(plan):
+            real_set_plan(plan)
+            marks["plan_set"] = time.perf_counter()
+
+        main.set_plan = timed_set_plan
+        state: dict = {"target": None, "ready": asyncio.Event()}
+
+        def header_changed(value: str) -> None:
+            # The header shows the new plan's SQNR: not pending, the evaluated value in its text.
+            ready = state["ready"]
+            if (not main.plan_pending and "eval_end" in marks and main.plan.modules.get(state["target"]) == "float"
+                    and sqnr_text(main.plan_sqnr) in value and not ready.is_set()):
+                marks["header"] = time.perf_counter()
+                ready.set()
+
+        main.watch(app, "sub_title", header_changed, init=False)
+        tree = app.query_one(ModuleTree)
+        modules = list(main.plan.modules)
+        step = max(1, len(modules) // toggles)
+        rows = []
+        for fqn in modules[::step][:toggles]:
+            tree.reveal(fqn)
+            tree.focus()
+            for _ in range(200):  # the detail view follows the cursor
+                await pilot.pause(0.01)
+                if main.detail_fqn == fqn:
+                    break
+            await idle()
+            marks.clear()
+            ready = state["ready"] = asyncio.Event()
+            state["target"] = fqn
+            if profile is not None:
+                profile.enable()
+            t0 = time.perf_counter()
+            # The key as a terminal delivers it, without Pilot's waits (press() also waits for every
+            # widget and forces refreshes, which would compete with the worker for the GIL).
+            app.post_message(events.Key("f", "f"))
+            await asyncio.wait_for(ready.wait(), 120)
+            await pilot.pause()  # one refresh: the header painted
+            done = time.perf_counter()
+            if profile is not None:
+                profile.disable()
+            rows.append({
+                "module": fqn,
+                "total": done - t0,
+                "key": marks["plan_set"] - t0,
+                "debounce": marks["eval_start"] - marks["plan_set"],
+                "engine": marks["eval_end"] - marks["eval_start"],
+                "header": marks["header"] - marks["eval_end"],
+                "paint": done - marks["header"],
+            })
+        print(f"debounce (PLAN_DELAY) {ms.PLAN_DELAY * 1000:.0f} ms")
+        # The engine alone, in the same process with the UI idle: the same kind of change (one more
+        # module kept float), each a plan not evaluated before.
+        base = main.plan
+        for fqn in modules[step // 2::step][:toggles]:
+            plan = base.with_scheme([fqn], "float")
+            t0 = time.perf_counter()
+            real_plan_sqnr(plan)
+            engine_alone.append(time.perf_counter() - t0)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="large_generated")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--toggles", type=int, default=6)
+    parser.add_argument("--size", default="120x40")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as quantsim_bench)")
+    parser.add_argument("--profile", action="store_true", help="profile the UI thread from f to the header")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.split("x"))
+    engine_alone: list[float] = []
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+    rows = asyncio.run(_run(args.model, args.batches, args.toggles, (width, height), engine_alone, profile))
+    keys = ("total", "key", "debounce", "engine", "header", "paint")
+    print(f"\n{'module':<40} " + " ".join(f"{k:>8}" for k in keys) + "  (ms)")
+    for r in rows:
+        print(f"{r['module'][-40:]:<40} " + " ".join(f"{r[k] * 1e3:8.0f}" for k in keys))
+    for key in keys:
+        values = [r[key] * 1e3 for r in rows]
+        print(f"median {key:<9} {statistics.median(values):7.0f} ms  (min {min(values):.0f}, max {max(values):.0f})")
+    alone = [v * 1e3 for v in engine_alone]
+    print(f"engine alone (plan_sqnr, UI idle): median {statistics.median(alone):.0f} ms "
+          f"(min {min(alone):.0f}, max {max(alone):.0f})")
+    if profile is not None:
+        import pstats
+
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""What fits on the screen (issue 13 leftovers): badges on deep tree rows, the header at 80x24, and
+the help screen's footer, which lists the help screen's own keys and nothing of the screen beneath."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
+from textual.widgets._header import HeaderTitle
+
+from test_app_pilot import MODELS, SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, walk_to
+from tui_quantreport.tui.help_screen import HelpScreen
+from tui_quantreport.tui.main_screen import MainScreen
+from tui_quantreport.tui.module_tree import ModuleTree
+
+DEEP_MODEL = str(MODELS / "deep_model.py")
+
+
+def visible_row(tree: ModuleTree, fqn: str) -> str:
+    """The text of ``fqn``'s row as the pane shows it (cropped to the pane)."""
+    node = tree.nodes[fqn]
+    return tree.render_line(node.line - round(tree.scroll_offset.y)).text
+
+
+@pytest.mark.parametrize("size", [(80, 24), SIZE])
+async def test_badges_stay_visible_on_deep_rows(size) -> None:
+    app = make_app(DEEP_MODEL, probe_batches=0)  # unmeasured: every recommendation is badged
+    async with app.run_test(size=size) as pilot:
+        await calibrate(app, pilot)
+        tree = app.query_one(ModuleTree)
+        deep = max(tree.nodes, key=lambda fqn: fqn.count("."))
+        glyphs = tree.badges_of(deep)
+        assert glyphs, "the deep Linear is flagged"
+        tree.reveal(deep)
+        await pilot.pause()
+        row = visible_row(tree, deep).rstrip()
+        assert row.endswith(" ".join(glyphs)), row  # the badges, not cut off the right edge
+        assert "…" in row  # the name gave way instead
+        assert tree.virtual_size.width <= tree.scrollable_content_region.width  # nothing off the edge
+        for fqn in tree.nodes:  # every row fits the pane
+            assert tree.get_label_width(tree.nodes[fqn]) <= tree.scrollable_content_region.width
+
+
+async def test_the_header_fits_at_80x24_with_the_plan_sqnr() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        main = app.main
+        title = app.screen.query_one(HeaderTitle)
+
+        def shown() -> str:
+            return app.format_title(app.title, app.sub_title).plain
+
+        assert len(shown()) <= title.content_region.width, shown()
+        assert f"{main.plan_sqnr.db:.1f} dB" in shown() and "0/7 float" in shown()
+        await walk_to(app, pilot, "thermal_stem.conv")
+        await pilot.press("f")  # recomputing: still fits, the last value stays
+        assert len(shown()) <= title.content_region.width, shown()
+        await settle(app, pilot)
+        assert "1/7 float" in shown() and len(shown()) <= title.content_region.width
+        await pilot.resize_terminal(*SIZE)  # wide again: the long form, with the model's name
+        await pilot.pause()
+        assert shown().startswith("tui-quantreport — showcase · plan") and "6 quantized, 1 float" in shown()
+
+
+async def test_the_help_footer_lists_the_help_keys_not_the_dead_main_ones() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+
+        def footer_keys() -> set[tuple[str, str]]:
+            footer = app.screen.query_one(Footer)
+            return {(key.key, key.action) for key in footer.query(FooterKey)}
+
+        main_keys = footer_keys()
+        assert ("c", "calibrate") in main_keys and ("question_mark", "help") in main_keys
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause()
+        shown = footer_keys()
+        help_keys = {(b.key, b.action) for b in HelpScreen.BINDINGS if b.show}
+        assert shown == help_keys == {("escape", "dismiss")}, shown
+        main_actions = {b.action for b in MainScreen.BINDINGS}
+        assert not {action for _, action in shown} & main_actions  # no dead key of the screen beneath
+        await pilot.press("escape")
+        await pilot.pause()
+        assert footer_keys() == main_keys
