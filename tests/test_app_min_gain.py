@@ -84,6 +84,14 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
             assert main.min_gain_db == 0 and app.report.min_gain_db == 0
             await pilot.press("escape")
 
+        # m puts the keyboard on the field (the sidebar shown if hidden); Enter applies and returns.
+        await pilot.press("m")
+        assert field.has_focus
+        await pilot.press(*"2.5", "enter")
+        await settle(app, pilot)
+        assert main.min_gain_db == 2.5 and app.report.min_gain_db == 2.5
+        assert app.query_one(ModuleTree).has_focus
+
         assert len(measures) == 1 and main.measured.analysis is analysis  # never measured again
 
 
