@@ -141,12 +141,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--toggles", type=int, default=6)
     parser.add_argument("--size", default="120x40")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as quantsim_bench)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads before the app starts (default: torch's own; the app then leaves one "
+                             "core to the UI, unless OMP_NUM_THREADS is set)")
     parser.add_argument("--profile", action="store_true", help="profile the UI thread from f to the header")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads before the app: {torch.get_num_threads()} (the app's workers use one fewer unless "
+          "OMP_NUM_THREADS is set)")
     width, height = (int(v) for v in args.size.split("x"))
     engine_alone: list[float] = []
     profile = None

@@ -86,3 +86,27 @@ async def test_the_help_footer_lists_the_help_keys_not_the_dead_main_ones() -> N
         await pilot.press("escape")
         await pilot.pause()
         assert footer_keys() == main_keys
+
+
+def test_the_app_leaves_one_core_to_the_ui(monkeypatch) -> None:
+    """torch's pool takes one core fewer in the app (its spinning threads starved the UI thread and
+    the worker's GIL on a 2-core machine: a toggle's evaluation stalled for seconds), once per process,
+    and never against a thread count the user set."""
+    import torch
+
+    from tui_quantreport.tui import model_session
+
+    threads = torch.get_num_threads()
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(model_session, "_UI_CORE_LEFT", False)
+    model_session.leave_a_core_to_the_ui()
+    model_session.leave_a_core_to_the_ui()
+    assert calls == [3]
+    monkeypatch.setattr(model_session, "_UI_CORE_LEFT", False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    model_session.leave_a_core_to_the_ui()
+    assert calls == [3] and threads >= 1

@@ -117,7 +117,7 @@ async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
         text = text_of(app.screen.query_one("#confirm-text"))
         assert f"{quantized} forward passes over the {main.measured.probe_batches} probe batches" in text
         # The measurement timed a plain pass: the estimate is in seconds.
-        assert "Estimate: about " in text and " s (a plain forward pass" in text
+        assert "Estimate: about " in text and " s (the fastest timed pass" in text
         assert "Enter starts, Esc" in text
         await pilot.press("escape")  # cancelled: nothing started
         await settle(app, pilot)

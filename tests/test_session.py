@@ -195,3 +195,236 @@ def test_calibrate_records_the_settings_that_decided_what_was_observed():
     assert evaluate(session.catalog, stats, settings.with_param("outlier", "reference_percentile", 0.5)).stale_params == (
         "outlier_detector.reference_percentile",
     )
+
+
+# -- the grouped per-batch path (small tensors held to the end of the batch) -------------------
+
+
+def _same_number(a, b):
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def _assert_same_stats(grouped: Stats, direct: Stats) -> None:
+    """Bit for bit: counts, shapes, min/max, percentile terms; the range sum within float rounding."""
+    assert grouped.batches == direct.batches
+    assert grouped.points.keys() == direct.points.keys()
+    assert dict(grouped.layouts) == dict(direct.layouts)
+    for key, a in grouped.points.items():
+        b = direct.points[key]
+        assert (a.calls, a.shapes, a.axis, a.empty) == (b.calls, b.shapes, b.axis, b.empty), key
+        assert _same_number(a.global_min, b.global_min) and _same_number(a.global_max, b.global_max), key
+        assert _same_number(a.range_sum, b.range_sum) or abs(a.range_sum - b.range_sum) <= 1e-12 * abs(b.range_sum)
+        for x, y in ((a.channel_min, b.channel_min), (a.channel_max, b.channel_max)):
+            assert (x is None) == (y is None), key
+            if x is not None:
+                assert x.dtype == y.dtype and torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0)), key
+        assert a.reduced.keys() == b.reduced.keys(), key
+        for reducer, result in a.reduced.items():
+            ours, theirs = result.state()[0], b.reduced[reducer].state()[0]
+            assert ours.keys() == theirs.keys()
+            for name, tensor in ours.items():
+                assert torch.equal(tensor.nan_to_num(7.0), theirs[name].nan_to_num(7.0)), (key, reducer, name)
+
+
+def _both_paths(monkeypatch, model, batches, settings=None):
+    """(stats with small tensors grouped, stats with every tensor reduced at once), fresh sessions."""
+    from tui_quantreport.engine import session as session_module
+
+    settings = settings or Settings.build()
+    grouped = Session(model).calibrate(batches, settings)
+    with monkeypatch.context() as m:
+        m.setattr(session_module, "SMALL_NUMEL", 0)
+        direct = Session(model).calibrate(batches, settings)
+    return grouped, direct
+
+
+class _Twice(nn.Module):
+    """A module called twice per batch, an integer input, a 1-D and a float64 activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.act = nn.ReLU()
+        self.emb = nn.Embedding(10, 6)
+        self.norm = nn.LayerNorm(6)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.act(self.fc(x)) + self.emb((x.nan_to_num(0.0, 0.0, 0.0).abs() * 3).clamp(max=9).long()[:, 0])
+        y = self.act(self.fc(y))  # fc and act: a second call in the same batch
+        y = self.norm(y)
+        return self.out(y).double().float() + self.out(y[0])  # a 1-D call of out
+
+
+@pytest.mark.parametrize("name", ["drifting_mlp", "tiny_transformer", "untraceable", "large_generated", "showcase"])
+def test_grouped_path_gives_the_stats_of_the_direct_path(monkeypatch, name):
+    loaded = load_model(name)
+    batches = list(open_batches(loaded))[:4]
+    grouped, direct = _both_paths(monkeypatch, loaded.model, batches)
+    _assert_same_stats(grouped, direct)
+
+
+def test_grouped_path_handles_repeated_calls_integers_nan_and_zeros(monkeypatch):
+    torch.manual_seed(3)
+    model = _Twice().eval()
+    batches = [torch.randn(5, 6) * (i + 1) for i in range(5)]
+    batches[1][2, 3] = float("nan")
+    batches[2][:, 1] = 0.0
+    batches[3][0, 0] = float("inf")
+    grouped, direct = _both_paths(monkeypatch, model, batches)
+    _assert_same_stats(grouped, direct)
+    assert grouped.point("fc", "pre").calls == 10
+
+
+class _MutatesAfter(nn.Module):
+    """fc1's output is modified in place after fc1 returned it (an in-place activation after it)."""
+
+    def __init__(self, always: bool = True):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.always = always
+
+    def forward(self, x):
+        y = self.fc1(x)
+        if self.always or x[0, 0] > 10:  # the third batch only (its marker): learned late
+            y.mul_(-2.0).add_(1.0)
+        return self.fc2(y)
+
+
+@pytest.mark.parametrize("always", [True, False])
+def test_a_held_tensor_modified_in_place_is_measured_as_it_was_seen(monkeypatch, always):
+    """fc1's output is seen at fc1's post point and then changed in place: its _version moves,
+    so it is never read late; the batch is measured again with that point reduced at once."""
+    torch.manual_seed(4)
+    batches = [torch.randn(6, 4) for _ in range(4)]
+    batches[2][0, 0] = 20.0
+    model = _MutatesAfter(always).eval()
+    grouped, direct = _both_paths(monkeypatch, model, batches)
+    _assert_same_stats(grouped, direct)
+    # What fc1 returned, before the change: its output's maximum over the batches.
+    with torch.no_grad():
+        expected = max(float(model.fc1(b).max()) for b in batches)
+    assert grouped.point("fc1", "post").global_max == pytest.approx(expected, rel=0, abs=0)
+    assert grouped.point("fc1", "post").calls == 4
+
+
+def test_the_model_is_left_exactly_as_it_was():
+    """No instance forward, hook or attribute is left on any module; an existing instance forward stays."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    custom = model[2].forward
+    model[2].forward = custom  # a user's own instance-level forward (as accelerate sets)
+    before = {name: dict(vars(m)) for name, m in model.named_modules()}
+    Session(model).calibrate([torch.randn(3, 4) for _ in range(3)], Settings.build())
+    after = {name: dict(vars(m)) for name, m in model.named_modules()}
+    assert before.keys() == after.keys()
+    for name in before:
+        assert before[name].keys() == after[name].keys(), name
+    assert "forward" not in vars(model[0]) and model[2].__dict__["forward"] is custom
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_transformer_encoder_layer_fast_path_decision_is_unchanged():
+    """Observed inner modules keep nn.TransformerEncoderLayer off its fused path in every batch,
+    as hooks did: each inner Linear is seen once per batch."""
+    torch.manual_seed(6)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True, dropout=0.0)
+    model = nn.Sequential(layer).eval()
+    stats = Session(model).calibrate([torch.randn(2, 5, 16) for _ in range(4)], Settings.build())
+    assert stats.point("0.linear1", "pre").calls == 4
+    assert stats.point("0.linear2", "pre").calls == 4
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_errors_are_still_named_by_module_with_forward_wrappers():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2)).eval()
+    with pytest.raises(CalibrationError) as raised:
+        Session(model).calibrate([torch.randn(3, 4) for _ in range(2)], Settings.build())
+    assert raised.value.module == "2" and raised.value.batch == 1
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ["tiny_transformer", "untraceable", "showcase"])
+def test_a_second_calibration_on_the_session_equals_a_fresh_one(name):
+    """What the session keeps (layouts, wrappers, weight ranges) changes nothing in the results."""
+    loaded = load_model(name)
+    batches = list(open_batches(loaded))[:3]
+    settings = Settings.build()
+    session = Session(loaded.model)
+    session.calibrate(batches, settings)
+    again = session.calibrate(batches, settings)
+    fresh = Session(loaded.model).calibrate(batches, settings)
+    _assert_same_stats(again, fresh)
+    assert list(again.layouts) == list(fresh.layouts) and list(again.points) == list(fresh.points)
+    assert again.state()[1] == fresh.state()[1]  # the saved form, metadata included, in the same order
+
+
+def test_kept_layouts_are_used_only_for_a_batch_of_the_same_shapes(monkeypatch):
+    from tui_quantreport.engine.layout import LayoutTracker
+
+    attached = []
+    real_attach = LayoutTracker.attach
+
+    def spy(self, model, skip=frozenset()):
+        attached.append(True)
+        return real_attach(self, model, skip)
+
+    monkeypatch.setattr(LayoutTracker, "attach", spy)
+    model = _Twice().eval()
+    session = Session(model)
+    settings = Settings.build()
+    session.calibrate([torch.randn(5, 6)], settings)
+    session.calibrate([torch.randn(5, 6)], settings)  # same shapes: the layouts are kept
+    assert len(attached) == 1
+    session.calibrate([torch.randn(7, 6)], settings)  # another batch size: discovered again
+    assert len(attached) == 2
+    session.calibrate([torch.randn(7, 6)], Settings.build(["outlier"]))  # fewer points, same overrides: kept
+    assert len(attached) == 2
+
+
+def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
+    """A reducer that is not elementwise (it reads tensor()) is fed per tensor on the grouped path too."""
+    from dataclasses import dataclass
+
+    from tui_quantreport.engine.stats import PointRequest, Reducer
+
+    @dataclass(frozen=True)
+    class _Sums:
+        sums: torch.Tensor
+
+    @dataclass(frozen=True)
+    class _ChannelSum(Reducer):
+        kind = "test_channel_sum"
+        result = _Sums
+
+        def contribution(self, summary, tensor):
+            return tensor().sum(dim=(0, 2)).double().numpy()
+
+        def start(self, contribution, ops):
+            return ops.copy(contribution)
+
+        def update(self, state, contribution, ops):
+            ops.add(state, contribution, out=state)
+            return state
+
+        def freeze(self, state, ops):
+            return _Sums(ops.to_cpu(state))
+
+    from tui_quantreport.engine import session as session_module
+
+    torch.manual_seed(7)
+    model = _Twice().eval()
+    batches = [torch.randn(4, 6) for _ in range(3)]
+    plan = {("fc", "pre"): PointRequest.of(_ChannelSum()), ("out", "post"): PointRequest.of(_ChannelSum())}
+
+    def run():
+        return Session(model)._observe(batches, plan, max_batches=None, progress=None, should_cancel=None)
+
+    grouped = run()
+    with monkeypatch.context() as m:
+        m.setattr(session_module, "SMALL_NUMEL", 0)
+        direct = run()
+    for key in plan:
+        ours, theirs = grouped.points[key].get(_ChannelSum()), direct.points[key].get(_ChannelSum())
+        assert torch.allclose(ours.sums, theirs.sums, rtol=1e-12, atol=0)
+

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -208,9 +209,11 @@ class _SharedInput(nn.Module):
 
 
 def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
+    """The direct path (every tensor reduced when seen, as for big tensors)."""
     from tui_quantreport.engine import session as session_module
     from tui_quantreport.engine.detectors.outlier import OutlierRatio
 
+    monkeypatch.setattr(session_module, "SMALL_NUMEL", 0)
     summaries, contributions = [], []
     real_summarize, real_contribution = session_module.summarize, OutlierRatio.contribution
 
@@ -232,6 +235,39 @@ def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
     fresh = [tensor for tensor, _, new in summaries if new]
     assert len(fresh) == len(set(fresh)) == 4  # x, y and the two outputs
     assert len(contributions) == len(set(contributions)) == 2  # x and y
+    b, c = stats.point("b", "pre").reduced, stats.point("c", "pre").reduced
+    assert b.keys() == c.keys()
+    assert all(torch.equal(b[r].state()[0][k], c[r].state()[0][k]) for r in b for k in b[r].state()[0])
+
+
+def test_each_distinct_small_tensor_is_held_once_and_reduced_in_its_group(monkeypatch):
+    """The grouped path: small tensors are held once (by identity and version), one reduction per shape."""
+    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine.detectors.outlier import OutlierRatio
+
+    groups, contributions = [], []
+    real_group, real_contribution = session_module.summarize_group, OutlierRatio.contribution
+
+    def spy_group(tensors, axis, percentiles):
+        groups.append(([id(t) for t in tensors], tuple(tensors[0].shape)))
+        return real_group(tensors, axis, percentiles)
+
+    def spy_contribution(self, summary, x3):
+        contributions.append(id(summary))
+        return real_contribution(self, summary, x3)
+
+    def no_summarize(*args, **kwargs):
+        raise AssertionError("a small tensor was reduced on its own")
+
+    monkeypatch.setattr(session_module, "summarize_group", spy_group)
+    monkeypatch.setattr(session_module, "summarize", no_summarize)
+    monkeypatch.setattr(OutlierRatio, "contribution", spy_contribution)
+    torch.manual_seed(0)
+    stats = _calibrate(_SharedInput().eval(), [torch.randn(5, 4)])
+    held = [i for ids, _ in groups for i in ids]
+    assert len(held) == len(set(held)) == 4  # x, y and the two outputs, each once
+    assert sorted(shape for _, shape in groups) == [(5, 2), (5, 4), (5, 8)]  # b's and c's outputs share a group
+    assert len(contributions) == len(set(contributions)) == 2  # x's group and y's group, once each
     b, c = stats.point("b", "pre").reduced, stats.point("c", "pre").reduced
     assert b.keys() == c.keys()
     assert all(torch.equal(b[r].state()[0][k], c[r].state()[0][k]) for r in b for k in b[r].state()[0])
@@ -274,3 +310,33 @@ def test_stats_state_round_trips_exactly():
     for point in stats.points.values():
         for reducer in point.reduced:
             assert reducer_from_spec(json.loads(json.dumps(reducer.spec()))) == reducer
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((8, 32), 1), ((8, 32), 0), ((3, 5, 4), 1), ((2, 3), 0), ((5,), 0), ((), 0), ((7, 2, 2), 2), ((40, 6), 1), ((3, 700), 0)],
+)
+@pytest.mark.parametrize("data", ["random", "special", "repeats"])
+def test_a_group_reduction_equals_each_tensor_reduced_alone(shape, axis, data):
+    """summarize_group (sorting network for short channels, sort or partition otherwise) gives,
+    row for row, summarize's numbers: NaN, inf, post-ReLU zeros and repeated values included."""
+    from tui_quantreport.engine.stats.grouped import summarize_group
+
+    gen = torch.Generator().manual_seed(len(shape) * 31 + axis)
+    tensors = [torch.randn(shape, generator=gen) for _ in range(5)]
+    if data == "special" and tensors[0].numel() > 1:
+        tensors[0].view(-1)[0] = math.nan
+        tensors[1].view(-1)[-1] = math.inf
+        tensors[2].view(-1)[0] = -math.inf
+        tensors[3].clamp_(min=0)
+    if data == "repeats":
+        tensors = [t.round().clamp(min=0) for t in tensors]
+    percentiles = (0.0, 0.5, 0.975, 1.0)
+    group = summarize_group(tensors, axis, percentiles)
+    for i, tensor in enumerate(tensors):
+        alone = summarize(tensor, axis, percentiles)
+        pairs = [(group.channel_min[i], alone.channel_min), (group.channel_max[i], alone.channel_max)]
+        pairs += [(group.percentiles[p][i], alone.percentiles[p]) for p in percentiles]
+        pairs += [(group.call_min[i], alone.call_min), (group.call_max[i], alone.call_max)]
+        for ours, theirs in pairs:
+            assert np.array_equal(ours, theirs, equal_nan=True), (i, ours, theirs)

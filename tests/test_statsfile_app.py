@@ -54,6 +54,7 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         dialog = app.screen
         assert isinstance(dialog, ExportDialog)
         assert dialog.query_one("#export-path", Input).value == str(tmp_path / "showcase.qstats")
+        assert not dialog.query("#export-format") and "Statistics file" in status_of(dialog.query_one("#export-what"))
         await pilot.press("escape")  # Esc: nothing written
         await settle(app, pilot)
         assert not isinstance(app.screen, ExportDialog) and not (tmp_path / "showcase.qstats").exists()

@@ -103,11 +103,15 @@ class LayoutTracker:
 
     # -- discovery hooks (first batch only) --------------------------------------------
 
-    def attach(self, model: nn.Module) -> list:
-        """Hook every user module to tag produced tensors and record consumers."""
+    def traced(self, fqn: str, module: nn.Module) -> bool:
+        """Whether discovery follows module ``fqn`` (user modules, not the root, not quantization helpers)."""
+        return bool(fqn) and fqn in self.catalog.modules and not is_quant_helper(module)
+
+    def attach(self, model: nn.Module, skip: frozenset[str] | set[str] = frozenset()) -> list:
+        """Hook every user module (but those in ``skip``) to tag produced tensors and record consumers."""
         handles = []
         for fqn, module in model.named_modules():
-            if not fqn or fqn not in self.catalog.modules or is_quant_helper(module):
+            if fqn in skip or not self.traced(fqn, module):
                 continue
             handles.append(module.register_forward_pre_hook(self._consumer_hook(fqn), with_kwargs=True))
             handles.append(module.register_forward_hook(self._producer_hook(fqn), with_kwargs=True))
@@ -120,42 +124,50 @@ class LayoutTracker:
         self._outputs.clear()
         self._deferred.clear()
 
+    def consume(self, fqn: str, args: Any, kwargs: Any) -> None:
+        """Module ``fqn`` is about to read ``args``/``kwargs``: record what it reads them as."""
+        tensor = _first_float(args) if args else _first_float(kwargs)
+        if tensor is None:
+            return
+        decision = self.own_decision(fqn, tensor)
+        if decision is None:
+            return
+        entry = self._consumed.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            entry = self._consumed[id(tensor)] = (weakref.ref(tensor), [])
+        entry[1].append((decision, fqn))
+
+    def produce(self, fqn: str, args: Any, kwargs: Any, output: Any) -> None:
+        """Module ``fqn`` returned ``output``: tag it with its layout."""
+        out = _first_float(output)
+        if out is None:
+            return
+        if fqn in self._deferred:
+            self._outputs[fqn] = out
+        known = self._produced.get(id(out))
+        if known is not None and known[0]() is out:
+            return  # an inner module already said what this tensor is
+        decision = self.own_decision(fqn, out)
+        if decision is None:
+            source = _first_float(args) if args else _first_float(kwargs)
+            if source is None or source.shape != out.shape:
+                return  # not elementwise: the input's layout says nothing about the output
+            decision = self.produced(source)
+            if decision is None:
+                return
+        self._produced[id(out)] = (weakref.ref(out), decision, fqn)
+
     def _consumer_hook(self, fqn: str):
         @_ours
         def hook(module, args, kwargs):
-            tensor = _first_float(args) if args else _first_float(kwargs)
-            if tensor is None:
-                return
-            decision = self.own_decision(fqn, tensor)
-            if decision is None:
-                return
-            entry = self._consumed.get(id(tensor))
-            if entry is None or entry[0]() is not tensor:
-                entry = self._consumed[id(tensor)] = (weakref.ref(tensor), [])
-            entry[1].append((decision, fqn))
+            self.consume(fqn, args, kwargs)
 
         return hook
 
     def _producer_hook(self, fqn: str):
         @_ours
         def hook(module, args, kwargs, output):
-            out = _first_float(output)
-            if out is None:
-                return
-            if fqn in self._deferred:
-                self._outputs[fqn] = out
-            known = self._produced.get(id(out))
-            if known is not None and known[0]() is out:
-                return  # an inner module already said what this tensor is
-            decision = self.own_decision(fqn, out)
-            if decision is None:
-                source = _first_float(args) if args else _first_float(kwargs)
-                if source is None or source.shape != out.shape:
-                    return  # not elementwise: the input's layout says nothing about the output
-                decision = self.produced(source)
-                if decision is None:
-                    return
-            self._produced[id(out)] = (weakref.ref(out), decision, fqn)
+            self.produce(fqn, args, kwargs, output)
 
         return hook
 

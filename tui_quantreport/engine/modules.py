@@ -32,8 +32,15 @@ _FAKE_QUANT_BASES = frozenset(b for b in _HELPER_BASES if b[1] == "FakeQuantizeB
 _FUSED_BASES = frozenset({("torch.ao.nn.intrinsic.modules.fused", "_FusedModule")})
 
 
+_BASES_SEEN: dict[tuple[type, frozenset[tuple[str, str]]], bool] = {}
+
+
 def _has_base(cls: type, bases: frozenset[tuple[str, str]]) -> bool:
-    return any((base.__module__, base.__name__) in bases for base in cls.__mro__)
+    key = (cls, bases)  # remembered per class: asked for every module of a model, per calibration
+    known = _BASES_SEEN.get(key)
+    if known is None:
+        known = _BASES_SEEN[key] = any((base.__module__, base.__name__) in bases for base in cls.__mro__)
+    return known
 
 
 # -- Weighted layers: what a layer computes, in one registry ------------------------------

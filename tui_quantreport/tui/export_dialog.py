@@ -86,10 +86,13 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
             yield Static(Content.styled(self.title_text, "bold"), id="export-title")
-            yield Label("What")
-            with RadioSet(id="export-format"):
-                for index, target in enumerate(self.targets):
-                    yield RadioButton(target.title, value=index == 0, id=f"format-{target.key}")
+            if len(self.targets) > 1:
+                yield Label("What")
+                with RadioSet(id="export-format"):
+                    for index, target in enumerate(self.targets):
+                        yield RadioButton(target.title, value=index == 0, id=f"format-{target.key}")
+            else:  # one kind of file (the statistics): said, not offered as a choice
+                yield Static(Content.styled(self.targets[0].title, "dim"), id="export-what")
             yield Label("Path")
             yield OrderedInput(self.default_path, id="export-path", select_on_focus=False)
             yield Static("", id="export-note")

@@ -1154,7 +1154,7 @@ def default_stats_path(spec: str) -> str:
 
 def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
     """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
-    batches, and seconds estimated from a measured plain pass when one was timed."""
+    batches, and seconds estimated from the fastest timed pass over them, when one was timed."""
     modules = len(plan.quantized)
     cost = measured.analysis.cost("sensitivity", plan)
     probes = measured.probe_batches
@@ -1165,10 +1165,10 @@ def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
     ]
     if cost.seconds is not None and cost.forward_passes:
         per_pass = cost.seconds / cost.forward_passes
-        lines.append(f"Estimate: about {seconds_text(cost.seconds)} (a plain forward pass over the probe "
-                     f"batches took {seconds_text(per_pass)}).")
+        lines.append(f"Estimate: about {seconds_text(cost.seconds)} (the fastest timed pass over the probe "
+                     f"batches took {seconds_text(per_pass)}; a busy machine makes it longer).")
     else:
-        lines.append("Estimate: unknown (no plain forward pass has been timed yet).")
+        lines.append("Estimate: unknown (no pass over the probe batches has been timed yet).")
     lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]
     return lines
 

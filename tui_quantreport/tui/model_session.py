@@ -126,6 +126,7 @@ class ModelSession:
 
         if statsfile.is_stats_path(spec):
             return cls.load_stats_file(spec, options)
+        leave_a_core_to_the_ui()
         saved, notice = user_settings.load()
         try:
             settings = Settings.from_options(**_with_saved(_setting_options(options), saved))
@@ -243,6 +244,32 @@ class ModelSession:
         )
         report = self.evaluate(stats, settings)
         return Calibrated(stats, report, settings)
+
+
+def leave_a_core_to_the_ui() -> None:
+    """Run torch's intra-op pool on one core fewer than it would take, so the UI thread keeps one.
+
+    The app's torch work (calibration, measurement, plan evaluations) runs in a worker thread
+    beside the UI's event loop. With every core in torch's pool, its spinning threads and the
+    UI thread contend for the cores and the GIL: a what-if plan evaluation that takes 0.17 s with
+    the UI idle took 1 to 8 s in the app on a 2-core machine (benchmarks/app_toggle.py). A thread
+    count the user set (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``) is left alone.
+    """
+    import os
+
+    import torch
+
+    global _UI_CORE_LEFT
+    if _UI_CORE_LEFT or os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return
+    _UI_CORE_LEFT = True  # once per process (a second app in the same process must not take another)
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(threads - 1)
+
+
+#: Whether :func:`leave_a_core_to_the_ui` has run in this process.
+_UI_CORE_LEFT = False
 
 
 def _setting_options(options: Namespace | None) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class ZeroCalls(Reducer):
     """Counts, per channel, the calls whose channel min and max are both 0."""
 
     kind = "zero_calls"
+    elementwise = True
     result = ZeroCallStats
 
     def contribution(self, summary: TensorSummary, tensor: Any) -> Any:

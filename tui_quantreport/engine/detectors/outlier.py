@@ -65,6 +65,7 @@ class OutlierRatio(Reducer):
 
     percentile: float
     kind = "outlier_ratio"
+    elementwise = True
     result = OutlierRatioStats
 
     @property

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -325,6 +326,13 @@ def _no_contribution(reducer: Reducer) -> Any:
 
 def percentiles_of(reducers: Iterable[Reducer]) -> tuple[float, ...]:
     """The percentiles a set of reducers reads from the shared summary, ascending."""
+    if isinstance(reducers, frozenset):
+        return _percentiles_of_set(reducers)
+    return tuple(sorted({p for r in reducers for p in r.percentiles}))
+
+
+@lru_cache(maxsize=1024)
+def _percentiles_of_set(reducers: frozenset[Reducer]) -> tuple[float, ...]:
     return tuple(sorted({p for r in reducers for p in r.percentiles}))
 
 
@@ -346,6 +354,23 @@ class Accumulator:
         self.channel_max: Any = None
         self.states: dict[Reducer, Any] = {}
         self.ops: Ops = HOST_OPS
+        #: When not None, the running arrays live in row ``row`` of this :class:`~.grouped.Bank`.
+        self.bank: Any = None
+        self.row = -1
+
+    @property
+    def started(self) -> bool:
+        """Whether a call has brought values (the running arrays exist, here or in a bank)."""
+        return self.bank is not None or self.range_sum is not None
+
+    def unbank(self) -> None:
+        """Take this point's running arrays out of its bank (a call that does not fit it)."""
+        if self.bank is None:
+            return
+        (self.range_sum, self.global_min, self.global_max, self.channel_min, self.channel_max,
+         self.states) = self.bank.row_state(self.row)
+        self.ops = HOST_OPS
+        self.bank, self.row = None, -1
 
     def skip_empty(self, shape: tuple[int, ...]) -> None:
         """A call whose tensor has no elements: no values, so not a call; counted apart."""
@@ -370,6 +395,8 @@ class Accumulator:
             self.shapes.append(shape)
         if s is None:
             return
+        if self.bank is not None:
+            self.unbank()
         if contribution is None:
             if self.reducers:
                 raise ValueError("a point with reducers needs each call's contributions")
@@ -403,6 +430,23 @@ class Accumulator:
 
     def freeze(self) -> PointStats:
         """Move the running tensors to the CPU once and return immutable stats."""
+        if self.bank is not None:
+            bank, row = self.bank, self.row
+            per_channel = self.channels_consistent
+            channel_min, channel_max, reduced = bank.frozen_row(row) if per_channel else (None, None, {})
+            reduced = {r: reduced[r] for r in self.reducers if r in reduced}  # this point's order
+            return PointStats(
+                calls=self.calls,
+                axis=self.axis if self.axis_consistent else None,
+                shapes=tuple(self.shapes),
+                global_min=float(bank.global_min[row]),
+                global_max=float(bank.global_max[row]),
+                range_sum=float(bank.range_sum[row]),
+                channel_min=channel_min,
+                channel_max=channel_max,
+                reduced=reduced,
+                empty=self.empty,
+            )
         if self.range_sum is None:
             return PointStats(
                 self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None, empty=self.empty

@@ -92,6 +92,11 @@ class Reducer(ABC):
     kind: ClassVar[str]
     #: The type of :meth:`freeze`'s result (it has ``from_state``).
     result: ClassVar[Any]
+    #: True when :meth:`contribution` reads only the summary's arrays, elementwise (never
+    #: ``tensor()``), and :meth:`start`/:meth:`update` keep arrays (or a list of arrays) that
+    #: follow the contribution's shape: the calibration may then apply it to many tensors'
+    #: summaries stacked along a leading axis at once (see :mod:`.grouped`).
+    elementwise: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
