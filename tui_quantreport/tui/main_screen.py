@@ -423,6 +423,8 @@ class MainScreen(Screen[None]):
         else:
             self.measured = message.measured
         self.plan_pending = False
+        if message.measured is not measured and message.measured.error is not None:
+            self._reevaluate()  # the report's recommended plan (what exports write) follows
 
     @on(ModuleHighlighted)
     def _module_highlighted(self, message: ModuleHighlighted) -> None:
