@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(bench(name, args.repeats, args.probes))
     machine = "; ".join(f"{k}: {v}" for k, v in describe(torch.device("cpu")).items())
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    command = "python -m benchmarks.quantsim_bench" + (f" {' '.join(argv)}" if argv else "")
+    shown = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.quantsim_bench" + (f" {' '.join(shown)}" if shown else "")
     text = "\n".join([
         "## Measured error (quantsim), CPU",
         "",
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
          "an op costs about as much as the Linear itself, so a plan evaluation costs ~1.4-1.5 passes there "
          "and on the tiny convnets (~2 ms a pass), within 1.2 on matmul-bound ones. tiny_transformer's plain "
          "pass is the fused attention fast path, which every simulation pass must turn off to see the inner "
-         "Linear modules: its ratios overstate the cost. Results are identical to the unoptimised "
+         "Linear modules: its ratios overstate the cost. Python's garbage collector is paused during each "
+         "measurement (its full collections walk the whole model's objects: 150 ms on large_generated). "
+         "Results are identical to the unoptimised "
          "simulation's: the vectorised fake quantization is value-for-value torch's kernel (tested)."),
         "",
         f"Command: `{command}`",

@@ -4,9 +4,13 @@ n / N order and the plan in the header follow; a bad value is refused with a mes
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from textual.widgets import Input, Static
 
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_input, settle, text_of
+from tui_quantreport.engine.export import render
 from tui_quantreport.engine.report import Level
 from tui_quantreport.tui import main_screen
 from tui_quantreport.tui.findings_panel import FindingsPanel
@@ -64,6 +68,11 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
         assert not main.plan_pending and main.plan == main.measured.recommended
         assert set(main.plan.quantized.values()) == {"static_per_channel"}
         assert f"plan {main.plan_sqnr.db:.1f} dB" in app.sub_title and "recomputing" not in app.sub_title
+        # The report's recommended plan (what the JSON export writes) follows too.
+        exported = json.loads(render(app.report, "json"))["measured"]["plan"]
+        assert {m["scheme"] for m in exported["modules"].values()} == {"static_per_channel"}
+        assert exported["sqnr_db"] == pytest.approx(main.plan_sqnr.db)
+        assert exported["predicted_sqnr_db"] == pytest.approx(main.plan_sqnr.db)
 
         await set_input(pilot, app, MIN_GAIN_INPUT, "0")
         await settle(app, pilot)
@@ -83,6 +92,14 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
             assert message.display and words in text_of(message) and "keeping 0" in text_of(message)
             assert main.min_gain_db == 0 and app.report.min_gain_db == 0
             await pilot.press("escape")
+
+        # m puts the keyboard on the field (the sidebar shown if hidden); Enter applies and returns.
+        await pilot.press("m")
+        assert field.has_focus
+        await pilot.press(*"2.5", "enter")
+        await settle(app, pilot)
+        assert main.min_gain_db == 2.5 and app.report.min_gain_db == 2.5
+        assert app.query_one(ModuleTree).has_focus
 
         assert len(measures) == 1 and main.measured.analysis is analysis  # never measured again
 

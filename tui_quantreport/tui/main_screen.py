@@ -101,14 +101,15 @@ NOT_CALIBRATED = "Not calibrated yet: press c to run the calibration batches thr
 TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
 
 #: Actions bound to priority keys (see :meth:`MainScreen.check_action`).
-PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "export"})
+PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "focus_min_gain", "export"})
 
 #: Seconds the tree cursor must rest on a module before the detail view redraws.
 DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
-    {"export", "save_stats", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance"}
+    {"export", "save_stats", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance",
+     "focus_min_gain"}
 )
 
 #: Actions that need the measured error (after a calibration).
@@ -152,6 +153,9 @@ class MainScreen(Screen[None]):
                 tooltip="Measure each quantized module's sensitivity: the plan's SQNR with only it quantized"),
         Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
                 tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
+        Binding("m", "focus_min_gain", "Min gain", show=False, priority=True,
+                tooltip="Edit the minimum measured gain (dB): findings gaining less are minor, shown without a "
+                "badge (Enter applies, Esc returns to the tree)"),
         Binding("o", "toggle_helpers", "Observers", show=False,
                 tooltip="Show or hide the observers and fake quantizers of a prepared model"),
         Binding("z", "zoom", "Zoom", show=False,
@@ -419,6 +423,8 @@ class MainScreen(Screen[None]):
         else:
             self.measured = message.measured
         self.plan_pending = False
+        if message.measured is not measured and message.measured.error is not None:
+            self._reevaluate()  # the report's recommended plan (what exports write) follows
 
     @on(ModuleHighlighted)
     def _module_highlighted(self, message: ModuleHighlighted) -> None:
@@ -882,6 +888,13 @@ class MainScreen(Screen[None]):
         if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
             main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
         self._focus_now(self.query_one(f"#{field_id(detector, name)}"))
+
+    def action_focus_min_gain(self) -> None:
+        """Focus the minimum-gain threshold in the sidebar (showing the sidebar if needed)."""
+        main = self.query_one("#main")
+        if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
+            main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
+        self._focus_now(self.query_one(f"#{field_id('', MIN_GAIN.name)}"))
 
     def action_toggle_helpers(self) -> None:
         """Show or hide the observers and fake quantizers of a prepared model."""

@@ -359,4 +359,9 @@ def recommend(measured: Measured, min_gain_db: float, should_cancel: Callable[[]
     if dict(plan.modules) == dict(measured.recommended.modules):
         return measured
     sqnr = measured.analysis.plan_sqnr(plan, should_cancel)
-    return replace(measured, recommended=plan.with_prediction(sqnr.db, measured.probe_batches), recommended_sqnr=sqnr)
+    plan = plan.with_prediction(sqnr.db, measured.probe_batches)
+    error = measured.error
+    if error is not None:  # the report's plan (exports) follows the recommendation too
+        error = replace(error, plan=dict(plan.modules), plan_sqnr_db=sqnr.db, plan_reason=sqnr.reason,
+                        plan_data=plan.to_json_data())
+    return replace(measured, recommended=plan, recommended_sqnr=sqnr, error=error)
