@@ -660,7 +660,12 @@ class Session:
                     observer.new_batch()
                     self._run_batch(observer, batch, done + 1, rerun_failures)
                     learned = observer.tracker.discovering
-                    stale = observer.end_batch()
+                    try:
+                        stale = observer.end_batch()
+                    except ObserverFault:
+                        raise
+                    except Exception as exc:  # the end of batch is our own work, like the wrappers'
+                        raise _fault(exc) from exc
                     if learned and signature is not None:
                         self._layouts = _Layouts.learned(
                             signature, plan, observer.tracker.decisions, observer._steady, observer.layouts
