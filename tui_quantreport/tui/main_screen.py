@@ -720,16 +720,25 @@ class MainScreen(Screen[None]):
                 self.plan_pending = False
                 self.plan_sqnr = message.sqnr
 
-    def action_toggle_float(self) -> None:
-        """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""
+    def _plan_targets(self, purpose: str) -> tuple[Plan, Measured, str, list[str]] | None:
+        """The plan, the measurement, the selected module and the quantizable modules of its subtree
+        for a plan edit; None (said, when there are no modules) when there is nothing to edit."""
         plan, measured = self.plan, self.measured
         if plan is None or measured is None:
-            return
+            return None
         fqn = self.query_one(ModuleTree).current_fqn
         targets = self.subtree(fqn)
         if not targets:
-            self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…) to keep in float.")
+            self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…){purpose}.", markup=False)
+            return None
+        return plan, measured, fqn, targets
+
+    def action_toggle_float(self) -> None:
+        """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""
+        edit = self._plan_targets(" to keep in float")
+        if edit is None:
             return
+        plan, measured, _, targets = edit
         if any(plan.modules[m] != FLOAT for m in targets):
             new = plan.with_scheme(targets, FLOAT)
         else:
@@ -740,14 +749,10 @@ class MainScreen(Screen[None]):
 
     def action_pick_scheme(self) -> None:
         """Choose the scheme of the selected module (and its subtree) from a list with local SQNR."""
-        plan, measured = self.plan, self.measured
-        if plan is None or measured is None:
+        edit = self._plan_targets("")
+        if edit is None:
             return
-        fqn = self.query_one(ModuleTree).current_fqn
-        targets = self.subtree(fqn)
-        if not targets:
-            self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…).")
-            return
+        plan, measured, fqn, targets = edit
         from tui_quantreport.engine.quantsim import SCHEMES
 
         local = measured.local.get(fqn) if fqn in plan.modules else None
