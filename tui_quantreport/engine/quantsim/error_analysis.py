@@ -166,7 +166,7 @@ class _Target:
     """A quantizable module and what the simulation precomputes for it."""
 
     fqn: str
-    module: nn.Module
+    module: Any  # an nn.Module of ``kind``: its weight, bias and kind-specific attributes are read
     kind: ModuleKind
     device: torch.device
     static: StaticInput | None = None
@@ -454,7 +454,7 @@ class ErrorAnalysis:
                 self._set_range(target, lo, hi, "probes")
             if not acc.finite or max(-acc.lo, acc.hi) > F32_MAX:
                 continue
-            if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None:
+            if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None and acc.channel_hi is not None:
                 target.channel_range = (acc.channel_lo, acc.channel_hi)
             target.clip_range = (acc.p_lo / acc.calls, acc.p_hi / acc.calls)
         self._ranges_done = True
@@ -693,6 +693,7 @@ class ErrorAnalysis:
         Seconds come from the duration of the first float pass, once one has run.
         """
         per_pass = self._pass_seconds
+        passes: float
         if what == "local":
             passes = 1 + len(SCHEMES) + (0 if self._ranges_done else 1)
         elif what == "plan":
@@ -748,9 +749,9 @@ class ErrorAnalysis:
             return Sqnr.undefined(f"'{unknown[0]}' cannot be simulated: {why}")
         for fqn, scheme in quantized.items():
             target = self.targets[fqn]
-            why = SCHEMES[scheme].unsupported(target.kind)
-            if why is not None:
-                return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {why}")
+            refused = SCHEMES[scheme].unsupported(target.kind)
+            if refused is not None:
+                return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {refused}")
             if SCHEMES[scheme].needs_range and target.static is None and target.calls:
                 return Sqnr.undefined(
                     f"'{fqn}' has no finite calibrated input range, so {scheme} has no qparams"
@@ -1035,18 +1036,18 @@ class _DataflowTracer:
             if fqn in analysis.targets:
                 found = fqn
             else:
-                same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=order.get)
+                same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=lambda name: order.get(name, len(order)))
                 if same:
                     found = same[0]
                 elif depth < 64 and _passes_through(analysis.submodule(fqn), analysis.catalog.modules[fqn].monotone):
-                    for reader in sorted(readers_of.get(fqn, ()), key=order.get):
+                    for reader in sorted(readers_of.get(fqn, ()), key=lambda name: order.get(name, len(order))):
                         found = quantizer(reader, depth + 1)
                         if found is not None:
                             break
             memo[fqn] = found
             return found
 
-        return Dataflow({fqn: quantizer(fqn) for fqn in sorted(self.seen, key=order.get)})
+        return Dataflow({fqn: quantizer(fqn) for fqn in sorted(self.seen, key=lambda name: order.get(name, len(order)))})
 
 
 def _passes_through(module: nn.Module, monotone: bool) -> bool:

@@ -18,28 +18,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _linear(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _linear(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return F.linear(x, w, module.bias)
 
 
-def _conv(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _conv(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return module._conv_forward(x, w, module.bias)  # handles padding modes and groups
 
 
-def _hf_conv1d(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _hf_conv1d(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     # transformers.pytorch_utils.Conv1D: weight is (in_features, out_features).
     size_out = x.shape[:-1] + (w.shape[1],)
     out = torch.addmm(module.bias, x.reshape(-1, x.shape[-1]), w) if module.bias is not None else x.reshape(-1, x.shape[-1]) @ w
     return out.reshape(size_out)
 
 
-def _embedding(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _embedding(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return F.embedding(x, w, module.padding_idx, module.max_norm, module.norm_type, module.scale_grad_by_freq, module.sparse)
 
 
@@ -69,7 +70,7 @@ class ModuleKind:
     def dynamic_kernel(self) -> bool:
         return bool(self.dynamic_backends)
 
-    def bind(self, module: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def bind(self, module: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``call`` with the module's attributes read once (for the per-batch path)."""
         if self.call is _linear:
             bias = module.bias

@@ -29,7 +29,7 @@ class ProbeRecorder:
 
 def take_probes(batches: Iterable[Any], k: int) -> list[Any]:
     """The first ``k`` batches of ``batches`` (a fresh iteration)."""
-    probes = []
+    probes: list[Any] = []
     for batch in batches:
         if len(probes) >= k:
             break

@@ -224,9 +224,9 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
     elif xf.device.type == "cpu":
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
-        scale, zp = scalar_affine_qparams(float(lo), float(hi), qmin, qmax)
-        out = fake_quantize_float32(xf, scale, zp, qmin, qmax, inverse_scale(scale)) if math.isfinite(scale) else (
-            torch.fake_quantize_per_tensor_affine(xf, scale, zp, qmin, qmax))
+        t_scale, t_zp = scalar_affine_qparams(float(lo), float(hi), qmin, qmax)
+        out = fake_quantize_float32(xf, t_scale, t_zp, qmin, qmax, inverse_scale(t_scale)) if math.isfinite(t_scale) else (
+            torch.fake_quantize_per_tensor_affine(xf, t_scale, t_zp, qmin, qmax))
     else:
         lo, hi = torch.aminmax(xf)
         scale, zp = affine_qparams(lo, hi, qmin, qmax)
