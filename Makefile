@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck format-check snapshots bench report clean
+.PHONY: run test lint typecheck format format-check snapshots bench report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,16 @@ test: lint typecheck
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# Not part of `make test` yet (see pyproject.toml): reports files ruff would reformat.
+# Format the tree (lint checks it is formatted).
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --select I --fix .
+
 format-check: $(STAMP)
 	$(PY) -m ruff format --check .
 

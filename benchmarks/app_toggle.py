@@ -23,12 +23,27 @@ from argparse import Namespace
 
 
 def _options(model: str, batches: int) -> Namespace:
-    return Namespace(model=model, calibration=None, batches=batches, backend=None, detectors=None,
-                     tolerance=None, param=[], ch_axis=None, stats=None, probe_batches=None)
+    return Namespace(
+        model=model,
+        calibration=None,
+        batches=batches,
+        backend=None,
+        detectors=None,
+        tolerance=None,
+        param=[],
+        ch_axis=None,
+        stats=None,
+        probe_batches=None,
+    )
 
 
 async def _run(
-    model: str, batches: int, toggles: int, size: tuple[int, int], engine_alone: list[float], profile=None,
+    model: str,
+    batches: int,
+    toggles: int,
+    size: tuple[int, int],
+    engine_alone: list[float],
+    profile=None,
 ) -> list[dict[str, float]]:
     from textual import events
 
@@ -56,8 +71,10 @@ async def _run(
         await pilot.press("c")
         while main.measured is None or main.measuring or main.calibrating:
             await idle()
-        print(f"calibrated ({batches} batches) and measured in {time.perf_counter() - started:.1f} s; "
-              f"plan {sqnr_text(main.plan_sqnr)}, {len(main.plan.modules):,} quantizable modules")
+        print(
+            f"calibrated ({batches} batches) and measured in {time.perf_counter() - started:.1f} s; "
+            f"plan {sqnr_text(main.plan_sqnr)}, {len(main.plan.modules):,} quantizable modules"
+        )
 
         analysis = main.measured.analysis
         real_plan_sqnr = analysis.plan_sqnr
@@ -82,8 +99,13 @@ async def _run(
         def header_changed(value: str) -> None:
             # The header shows the new plan's SQNR: not pending, the evaluated value in its text.
             ready = state["ready"]
-            if (not main.plan_pending and "eval_end" in marks and main.plan.modules.get(state["target"]) == "float"
-                    and sqnr_text(main.plan_sqnr) in value and not ready.is_set()):
+            if (
+                not main.plan_pending
+                and "eval_end" in marks
+                and main.plan.modules.get(state["target"]) == "float"
+                and sqnr_text(main.plan_sqnr) in value
+                and not ready.is_set()
+            ):
                 marks["header"] = time.perf_counter()
                 ready.set()
 
@@ -114,20 +136,22 @@ async def _run(
             done = time.perf_counter()
             if profile is not None:
                 profile.disable()
-            rows.append({
-                "module": fqn,
-                "total": done - t0,
-                "key": marks["plan_set"] - t0,
-                "debounce": marks["eval_start"] - marks["plan_set"],
-                "engine": marks["eval_end"] - marks["eval_start"],
-                "header": marks["header"] - marks["eval_end"],
-                "paint": done - marks["header"],
-            })
+            rows.append(
+                {
+                    "module": fqn,
+                    "total": done - t0,
+                    "key": marks["plan_set"] - t0,
+                    "debounce": marks["eval_start"] - marks["plan_set"],
+                    "engine": marks["eval_end"] - marks["eval_start"],
+                    "header": marks["header"] - marks["eval_end"],
+                    "paint": done - marks["header"],
+                }
+            )
         print(f"debounce (PLAN_DELAY) {ms.PLAN_DELAY * 1000:.0f} ms")
         # The engine alone, in the same process with the UI idle: the same kind of change (one more
         # module kept float), each a plan not evaluated before.
         base = main.plan
-        for fqn in modules[step // 2::step][:toggles]:
+        for fqn in modules[step // 2 :: step][:toggles]:
             plan = base.with_scheme([fqn], "float")
             t0 = time.perf_counter()
             real_plan_sqnr(plan)
@@ -141,17 +165,23 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--toggles", type=int, default=6)
     parser.add_argument("--size", default="120x40")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads before the app starts (default: torch's own; the app then leaves one "
-                             "core to the UI, unless OMP_NUM_THREADS is set)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads before the app starts (default: torch's own; the app then leaves one "
+        "core to the UI, unless OMP_NUM_THREADS is set)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the UI thread from f to the header")
     args = parser.parse_args()
     import torch
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"torch threads before the app: {torch.get_num_threads()} (the app's workers use one fewer unless "
-          "OMP_NUM_THREADS is set)")
+    print(
+        f"torch threads before the app: {torch.get_num_threads()} (the app's workers use one fewer unless "
+        "OMP_NUM_THREADS is set)"
+    )
     width, height = (int(v) for v in args.size.split("x"))
     engine_alone: list[float] = []
     profile = None
@@ -168,8 +198,10 @@ def main() -> None:
         values = [r[key] * 1e3 for r in rows]
         print(f"median {key:<9} {statistics.median(values):7.0f} ms  (min {min(values):.0f}, max {max(values):.0f})")
     alone = [v * 1e3 for v in engine_alone]
-    print(f"engine alone (plan_sqnr, UI idle): median {statistics.median(alone):.0f} ms "
-          f"(min {min(alone):.0f}, max {max(alone):.0f})")
+    print(
+        f"engine alone (plan_sqnr, UI idle): median {statistics.median(alone):.0f} ms "
+        f"(min {min(alone):.0f}, max {max(alone):.0f})"
+    )
     if profile is not None:
         import pstats
 

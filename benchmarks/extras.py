@@ -42,8 +42,8 @@ def reevaluation(device: torch.device, runs: int = 11) -> dict[str, Any]:
 
     def once(tolerance: float | None) -> float:
         started = time.perf_counter()
-        chosen = settings if tolerance is None else settings.with_param(
-            "dynamic_vs_static_detector", "tolerance", tolerance
+        chosen = (
+            settings if tolerance is None else settings.with_param("dynamic_vs_static_detector", "tolerance", tolerance)
         )
         evaluator.evaluate(stats, chosen)
         return (time.perf_counter() - started) * 1e3

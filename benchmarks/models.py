@@ -163,8 +163,13 @@ def _prepared_convnet() -> tuple[nn.Module, str]:
 #: A LLaMA-style decoder from transformers (random init, nothing downloaded): small, but with the
 #: real modules (LlamaRMSNorm, SiLU between Linears, rotary embedding, sdpa attention).
 DECODER_CONFIG = {
-    "vocab_size": 2000, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
-    "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 256,
+    "vocab_size": 2000,
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 256,
 }
 DECODER_BATCH, DECODER_TOKENS = 8, 128
 
@@ -189,7 +194,11 @@ def _hf_decoder_batches(n: int | None) -> list[Any]:
     generator = torch.Generator().manual_seed(11)
     count = BENCH_NUM_BATCHES if n is None else n
     return [
-        {"input_ids": torch.randint(0, DECODER_CONFIG["vocab_size"], (DECODER_BATCH, DECODER_TOKENS), generator=generator)}
+        {
+            "input_ids": torch.randint(
+                0, DECODER_CONFIG["vocab_size"], (DECODER_BATCH, DECODER_TOKENS), generator=generator
+            )
+        }
         for _ in range(count)
     ]
 

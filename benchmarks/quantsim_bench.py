@@ -102,9 +102,16 @@ def bench(name: str, repeats: int, k: int) -> dict:
 
     toggle_s = _paired(toggle, plain, repeats)
     return {
-        "name": name, "modules": len(session.catalog.modules), "quantizable": len(analysis.quantizable),
-        "probes": len(probes), "plain": statistics.median(units), "local": local, "advice": advice, "plan": plan_s,
-        "toggle": toggle_s, "sqnr": analysis.plan_sqnr(plan),
+        "name": name,
+        "modules": len(session.catalog.modules),
+        "quantizable": len(analysis.quantizable),
+        "probes": len(probes),
+        "plain": statistics.median(units),
+        "local": local,
+        "advice": advice,
+        "plan": plan_s,
+        "toggle": toggle_s,
+        "sqnr": analysis.plan_sqnr(plan),
     }
 
 
@@ -145,39 +152,47 @@ def main(argv: list[str] | None = None) -> int:
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     shown = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.quantsim_bench" + (f" {' '.join(shown)}" if shown else "")
-    text = "\n".join([
-        "## Measured error (quantsim), CPU",
-        "",
-        f"Machine: {machine}.  ",
-        (f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
-         "Times in ms for all probes; in brackets, the median ratio to the plain forward passes over the same "
-         "probes run just before and after each measurement (the machine is shared: pairing keeps a passing "
-         "load out of the ratios)."),
-        "",
-        *table(rows),
-        "",
-        ("Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
-         "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
-         "and the clipped/equalized variants used for finding severities."),
-        "",
-        ("Where the time goes. *Local*: one float pass plus, per quantizable module, one matmul (or "
-         "convolution) per distinct weight over the quantized inputs that use it laid end to end (static "
-         "per-tensor: the per-tensor weight; static per-channel, dynamic and weight-only: the per-channel "
-         "weight), so a matmul-bound model (drifting_mlp) sits at its floor of 1 + 4 passes plus the one-off "
-         "fake quantization of the weights (about half a pass there). *Plan*: every quantized module adds the "
-         "fake quantization of its input (and of its output where a float op reads it), one op each; on a "
-         "model of many small modules (large_generated: 602 Linear of 32-64 features, 8 rows a batch) such "
-         "an op costs about as much as the Linear itself, so a plan evaluation costs ~1.4-1.5 passes there "
-         "and on the tiny convnets (~2 ms a pass), within 1.2 on matmul-bound ones. tiny_transformer's plain "
-         "pass is the fused attention fast path, which every simulation pass must turn off to see the inner "
-         "Linear modules: its ratios overstate the cost. Python's garbage collector is paused during each "
-         "measurement (its full collections walk the whole model's objects: 150 ms on large_generated). "
-         "Results are identical to the unoptimised "
-         "simulation's: the vectorised fake quantization is value-for-value torch's kernel (tested)."),
-        "",
-        f"Command: `{command}`",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "## Measured error (quantsim), CPU",
+            "",
+            f"Machine: {machine}.  ",
+            (
+                f"Date: {when}. Threads: {args.threads}. Medians of {args.repeats} after a warm-up. "
+                "Times in ms for all probes; in brackets, the median ratio to the plain forward passes over the same "
+                "probes run just before and after each measurement (the machine is shared: pairing keeps a passing "
+                "load out of the ratios)."
+            ),
+            "",
+            *table(rows),
+            "",
+            (
+                "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
+                "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
+                "and the clipped/equalized variants used for finding severities."
+            ),
+            "",
+            (
+                "Where the time goes. *Local*: one float pass plus, per quantizable module, one matmul (or "
+                "convolution) per distinct weight over the quantized inputs that use it laid end to end (static "
+                "per-tensor: the per-tensor weight; static per-channel, dynamic and weight-only: the per-channel "
+                "weight), so a matmul-bound model (drifting_mlp) sits at its floor of 1 + 4 passes plus the one-off "
+                "fake quantization of the weights (about half a pass there). *Plan*: every quantized module adds the "
+                "fake quantization of its input (and of its output where a float op reads it), one op each; on a "
+                "model of many small modules (large_generated: 602 Linear of 32-64 features, 8 rows a batch) such "
+                "an op costs about as much as the Linear itself, so a plan evaluation costs ~1.4-1.5 passes there "
+                "and on the tiny convnets (~2 ms a pass), within 1.2 on matmul-bound ones. tiny_transformer's plain "
+                "pass is the fused attention fast path, which every simulation pass must turn off to see the inner "
+                "Linear modules: its ratios overstate the cost. Python's garbage collector is paused during each "
+                "measurement (its full collections walk the whole model's objects: 150 ms on large_generated). "
+                "Results are identical to the unoptimised "
+                "simulation's: the vectorised fake quantization is value-for-value torch's kernel (tested)."
+            ),
+            "",
+            f"Command: `{command}`",
+            "",
+        ]
+    )
     print(text)
     if not args.no_write:
         write_results(RESULTS, "quantsim: cpu", text, f"Machine: {machine}.  \nDate: {when}.")

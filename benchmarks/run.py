@@ -92,6 +92,7 @@ class Row:
 #: comparison is like for like (the fifth, dead channels, adds one comparison per channel).
 REFERENCE_DETECTORS = ("per_channel", "dynamic_static", "equalization", "outlier")
 
+
 def log(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
@@ -266,8 +267,8 @@ def notes(rows: list[Row]) -> list[str]:
     lines.append(
         "- plain: `model.eval()`, `torch.no_grad()`; ours: `Session.calibrate` end to end (observing wrappers "
         "installed and removed, stats frozen), all four detectors; reference: the batches through `prepare_fx(deepcopy(model), "
-        "get_default_qconfig_mapping(\"x86\"))` after `ModelReport(...).prepare_detailed_calibration()` with "
-        "PerChannelDetector(\"x86\"), DynamicStaticDetector(), InputWeightEqualizationDetector(0.5), "
+        'get_default_qconfig_mapping("x86"))` after `ModelReport(...).prepare_detailed_calibration()` with '
+        'PerChannelDetector("x86"), DynamicStaticDetector(), InputWeightEqualizationDetector(0.5), '
         "OutlierDetector(); its time includes the default qconfig's observers that `prepare_fx` inserts, as its "
         "documented workflow requires. Preparation and report generation are timed apart (table above)."
     )
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"threads: {torch.get_num_threads()}  torch: {torch.__version__}  CPU: {cpu_model()}")
-    print(f"device: {device}{f' ({gpu})' if gpu else ''}  repeats: {args.repeats} (+1 warm-up)  models: {', '.join(args.models)}")
+    print(
+        f"device: {device}{f' ({gpu})' if gpu else ''}  repeats: {args.repeats} (+1 warm-up)  models: {', '.join(args.models)}"
+    )
     if args.repeats < 3 and not args.quick:
         print("note: fewer than 3 repeats; medians are less reliable")
     sys.stdout.flush()
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(
             f"- re-evaluation after a threshold change (large_generated, {reeval['modules']} modules, "
             f"{reeval['points']} points): median {fmt_ms(reeval['median_ms'])} ms over {reeval['runs']} runs, "
-            f"each `Evaluator.evaluate(stats, settings.with_param(\"dynamic_vs_static_detector\", \"tolerance\", t))` "
+            f'each `Evaluator.evaluate(stats, settings.with_param("dynamic_vs_static_detector", "tolerance", t))` '
             f"with a t not used before (0.30, 0.31, ...). For context: a value seen before (0.3/0.5 alternating, "
             f"served from the evaluator's per-stats cache) {fmt_ms(reeval['cached_ms'])} ms; the first evaluate of a "
             f"fresh snapshot (all four detectors + module summaries) {fmt_ms(reeval['first_ms'])} ms"
@@ -440,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out.append(f"- app: not measured ({launch.get('reason', 'unknown reason')})")
         out.append("")
-    out += ["### Against the targets (CPU, 1 thread)" if device.type == "cpu" else "### Against the CPU targets (for reference)", ""]
+    out += [
+        "### Against the targets (CPU, 1 thread)"
+        if device.type == "cpu"
+        else "### Against the CPU targets (for reference)",
+        "",
+    ]
     out += target_lines(rows, reeval, launch)
     out += ["", f"Command: `{command_line(argv)}` (total {time.perf_counter() - started:.0f} s)", ""]
 

@@ -81,8 +81,20 @@ def calibrate_run(sample: str, ranks: int) -> tuple[float, float, int]:
         if ranks == 1:
             argv = [sys.executable, "-m", "tui_quantreport", "calibrate", sample, "--output", out]
         else:
-            argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
-                    "-m", "tui_quantreport", "calibrate", sample, "--output", out]
+            argv = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(ranks),
+                "-m",
+                "tui_quantreport",
+                "calibrate",
+                sample,
+                "--output",
+                out,
+            ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         t = time.perf_counter()
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -102,8 +114,10 @@ def ranks_table(samples: list[str], repeats: int) -> list[tuple]:
         for _ in range(repeats):
             for ranks in (1, 2):  # interleaved, so load changes hit both alike
                 runs[ranks].append(calibrate_run(sample, ranks))
-        med = {r: (statistics.median(w for w, _, _ in v), statistics.median(c for _, c, _ in v), v[0][2])
-               for r, v in runs.items()}
+        med = {
+            r: (statistics.median(w for w, _, _ in v), statistics.median(c for _, c, _ in v), v[0][2])
+            for r, v in runs.items()
+        }
         rows.append((sample, med[1][2], med[1][0], med[2][0], med[1][1], med[2][1]))
     return rows
 
@@ -117,17 +131,25 @@ def render(io: dict, rows: list[tuple], repeats: int, seconds: float) -> str:
         f"<!-- section: {SECTION} -->",
         "## Stats files and distributed calibration (CPU)",
         "",
-        (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
-         f"torch {torch.__version__}; python {platform.python_version()}. "
-         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
+        (
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
+            f"torch {torch.__version__}; python {platform.python_version()}. "
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        ),
         "",
-        (f"- save the 2,000-module sample's stats (large_generated: {io['modules']:,} modules, "
-         f"{io['points']:,} points, {io['bytes']:,} bytes): median **{io['save'] * 1000:.1f} ms** (target <= 500 ms)"),
-        (f"- open it (read, SHA-256 check, decode, catalog and settings rebuilt): median "
-         f"**{io['open'] * 1000:.1f} ms** (target <= 500 ms); medians of {io['repeats']} after a warm-up"),
+        (
+            f"- save the 2,000-module sample's stats (large_generated: {io['modules']:,} modules, "
+            f"{io['points']:,} points, {io['bytes']:,} bytes): median **{io['save'] * 1000:.1f} ms** (target <= 500 ms)"
+        ),
+        (
+            f"- open it (read, SHA-256 check, decode, catalog and settings rebuilt): median "
+            f"**{io['open'] * 1000:.1f} ms** (target <= 500 ms); medians of {io['repeats']} after a warm-up"
+        ),
         "",
-        ("1 process vs `torchrun --standalone --nproc-per-node 2` (gloo), `OMP_NUM_THREADS=1`, same batches, "
-         f"medians of {repeats} interleaved runs:"),
+        (
+            "1 process vs `torchrun --standalone --nproc-per-node 2` (gloo), `OMP_NUM_THREADS=1`, same batches, "
+            f"medians of {repeats} interleaved runs:"
+        ),
         "",
         "| sample | batches | wall 1 rank s | wall 2 ranks s | calibration 1 rank s | calibration 2 ranks s | 2 ranks / 1 rank (calibration) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -136,9 +158,11 @@ def render(io: dict, rows: list[tuple], repeats: int, seconds: float) -> str:
         lines.append(f"| {sample} | {batches} | {w1:.2f} | {w2:.2f} | {c1:.2f} | {c2:.2f} | {c2 / c1:.2f}x |")
     lines += [
         "",
-        ("Wall: the whole command (start-up, `import torch`, building the model, torchrun's agent for 2 ranks). "
-         "Calibration: what the command reports, from the first batch until the statistics are combined "
-         "(rank 0; the combine waits for every rank)."),
+        (
+            "Wall: the whole command (start-up, `import torch`, building the model, torchrun's agent for 2 ranks). "
+            "Calibration: what the command reports, from the first batch until the statistics are combined "
+            "(rank 0; the combine waits for every rank)."
+        ),
         "",
         f"Command: `.venv/bin/python -m benchmarks.statsfile` (total {seconds:.0f} s)",
         f"<!-- end section: {SECTION} -->",

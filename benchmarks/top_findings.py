@@ -19,7 +19,9 @@ from sample_models import SAMPLES
 def sample_section(name: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-m", "tui_quantreport", "report", name, "--format", "json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         return [f"**{name}**: failed: {done.stderr.strip().splitlines()[-1]}", ""]
@@ -27,10 +29,17 @@ def sample_section(name: str) -> list[str]:
     measured = data.get("measured")
     if measured is None:  # e.g. an exported graph: the CLI's note says why
         notes = [line.split("note: ", 1)[1] for line in done.stderr.splitlines() if "note: " in line]
-        flagged = sum(1 for det in data["detectors"].values() for entry in det["modules"].values()
-                      if entry.get("status") == "recommend")
-        return [f"**{name}** — not measured: {notes[0] if notes else 'no measurement in the report'} "
-                f"({flagged} recommendations, badged as the detectors judge them).", ""]
+        flagged = sum(
+            1
+            for det in data["detectors"].values()
+            for entry in det["modules"].values()
+            if entry.get("status") == "recommend"
+        )
+        return [
+            f"**{name}** — not measured: {notes[0] if notes else 'no measurement in the report'} "
+            f"({flagged} recommendations, badged as the detectors judge them).",
+            "",
+        ]
     plan = measured["plan"]
     counts: dict[str, int] = {}
     for det in data["detectors"].values():
@@ -43,8 +52,10 @@ def sample_section(name: str) -> list[str]:
     sqnr = f"{plan['sqnr_db']:.1f} dB" if plan["sqnr_db"] is not None else plan["sqnr_undefined"]
     lines = [
         f"**{name}** — recommended plan: end-to-end SQNR {sqnr} ("
-        + ", ".join(f"{v} {k}" for k, v in schemes.items()) + "); recommendations: "
-        + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("major", "minor", "duplicate", "unmeasured")) + ".",
+        + ", ".join(f"{v} {k}" for k, v in schemes.items())
+        + "); recommendations: "
+        + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("major", "minor", "duplicate", "unmeasured"))
+        + ".",
         "",
         "| module | detector | gain (dB) | severity |",
         "| --- | --- | ---: | --- |",

@@ -78,8 +78,12 @@ def _per_tensor_weight_config():
 
     config = get_default_x86_inductor_quantization_config()
     weight = QuantizationSpec(
-        dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,
-        is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
     )
     return type(config)(config.input_activation, config.output_activation, weight, config.bias, config.is_qat)
 

@@ -30,9 +30,7 @@ class TinyTransformerTagger(nn.Module):
 
     def __init__(self, num_tags: int = 8) -> None:
         super().__init__()
-        layer = nn.TransformerEncoderLayer(
-            d_model=D_MODEL, nhead=4, dim_feedforward=128, dropout=0.1, batch_first=True
-        )
+        layer = nn.TransformerEncoderLayer(d_model=D_MODEL, nhead=4, dim_feedforward=128, dropout=0.1, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
         self.head = nn.Linear(D_MODEL, num_tags)
 
@@ -56,7 +54,4 @@ def calibration_batches(num_batches: int = 16, batch_size: int = 8) -> list[torc
     encoding = torch.zeros(TOKENS, D_MODEL)
     encoding[:, 0::2] = torch.sin(position * frequency)
     encoding[:, 1::2] = torch.cos(position * frequency)
-    return [
-        encoding + torch.randn(batch_size, TOKENS, D_MODEL, generator=generator)
-        for _ in range(num_batches)
-    ]
+    return [encoding + torch.randn(batch_size, TOKENS, D_MODEL, generator=generator) for _ in range(num_batches)]

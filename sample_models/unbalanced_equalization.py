@@ -73,7 +73,4 @@ def calibration_batches(num_batches: int = 16, batch_size: int = 64) -> list[tor
     generator = torch.Generator().manual_seed(11)
     scales = _feature_scales()
     offsets = scales * (3.0 + torch.rand(NUM_FEATURES, generator=generator))
-    return [
-        offsets + scales * torch.randn(batch_size, NUM_FEATURES, generator=generator)
-        for _ in range(num_batches)
-    ]
+    return [offsets + scales * torch.randn(batch_size, NUM_FEATURES, generator=generator) for _ in range(num_batches)]

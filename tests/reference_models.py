@@ -454,9 +454,7 @@ def compare_values(detector: str, fqn: str, ours: Mapping[str, Any], ref: Mappin
         if isinstance(theirs, list) or isinstance(mine, list):
             mine_l, theirs_l = _as_list(mine), _as_list(theirs)
             if len(mine_l) != len(theirs_l):
-                problems.append(
-                    f"{detector}[{fqn}].{our_key}: {len(mine_l)} channels, reference {len(theirs_l)}"
-                )
+                problems.append(f"{detector}[{fqn}].{our_key}: {len(mine_l)} channels, reference {len(theirs_l)}")
                 continue
             pairs = list(zip(mine_l, theirs_l))
         else:
@@ -542,5 +540,3 @@ def conv_output_channel_max(conv: nn.Module, batches: Iterable[torch.Tensor]) ->
     with torch.no_grad():
         outs = torch.stack([conv(x).transpose(0, 1).reshape(conv.out_channels, -1).amax(dim=1) for x in batches])
     return outs.amax(dim=0).tolist()
-
-

@@ -15,14 +15,24 @@ from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.verify_screen import VerifyScreen
 
 pytest.importorskip("torchao", reason="the exports run torchao")
-pytest.importorskip("tui_quantreport.engine.quantsim", reason="the recommended plan comes from the measured-error engine")
+pytest.importorskip(
+    "tui_quantreport.engine.quantsim", reason="the recommended plan comes from the measured-error engine"
+)
 
 MODEL = "unbalanced_equalization"  # small, Linear only, and its plan mixes static and dynamic
 
 
 def make_app() -> QuantReportApp:
-    options = Namespace(model=MODEL, calibration=None, batches=None, backend=None, detectors=None,
-                        tolerance=None, param=[], ch_axis=None)
+    options = Namespace(
+        model=MODEL,
+        calibration=None,
+        batches=None,
+        backend=None,
+        detectors=None,
+        tolerance=None,
+        param=[],
+        ch_axis=None,
+    )
     return QuantReportApp(MODEL, options)
 
 

@@ -8,14 +8,22 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from test_app_pilot import (
+    MODELS,
+    SHOWCASE_BATCHES,
+    SIZE,
+    TOLERANCE_INPUT,
+    calibrate,
+    detail_follows,
+    make_app,
+    settle,
+    text_of,
+    walk_to,
+)
 from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Footer, Input, Label, Static
 
-from test_app_pilot import (
-    MODELS, SHOWCASE_BATCHES, SIZE, TOLERANCE_INPUT, calibrate, detail_follows, make_app, settle, text_of,
-    walk_to,
-)
 from tui_quantreport.engine.report import Series
 from tui_quantreport.tui.channel_plot import PAGE_ROWS, ChannelPlot
 from tui_quantreport.tui.export_dialog import ExportDialog

@@ -4,11 +4,11 @@ the help screen's footer, which lists the help screen's own keys and nothing of 
 from __future__ import annotations
 
 import pytest
+from test_app_pilot import MODELS, SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, walk_to
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 from textual.widgets._header import HeaderTitle
 
-from test_app_pilot import MODELS, SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, walk_to
 from tui_quantreport.tui.help_screen import HelpScreen
 from tui_quantreport.tui.main_screen import MainScreen
 from tui_quantreport.tui.module_tree import ModuleTree

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_input, settle, text_of
 from textual.widgets import Input, Static
 
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_input, settle, text_of
 from tui_quantreport.engine.export import render
 from tui_quantreport.engine.report import Level
 from tui_quantreport.tui import main_screen
@@ -59,7 +59,8 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
         await pilot.pause(0.1)
         await settle(app, pilot)
         assert "minor" in text_of(app.query_one(FindingsPanel)) and "1000 dB threshold" in text_of(
-            app.query_one(FindingsPanel))
+            app.query_one(FindingsPanel)
+        )
         tree = app.query_one(ModuleTree)
         badged = {f for f in app.report.modules if tree.badges_of(f)}
         assert set(app.report.walk_order()) == badged  # n / N walk what is badged, no minor one
@@ -120,15 +121,19 @@ async def test_model_summary_counts_what_is_badged_and_minor_apart() -> None:
         seen_minor = False
         for name, detector in report.detectors.items():
             badged = [f for f in detector.recommended if detector.glyph in tree.badges_of(f)]
-            minor = [f for f in detector.recommended
-                     if report.severity(name, f) is not None and report.severity(name, f).level is Level.MINOR]
+            minor = [
+                f
+                for f in detector.recommended
+                if report.severity(name, f) is not None and report.severity(name, f).level is Level.MINOR
+            ]
             line = summary_line(app, name)
             assert (f"{len(badged)} recommended" if badged else "nothing recommended") in line, line
             if minor:
                 seen_minor = True
                 assert f"{len(minor)} minor (measured gain below 1 dB)" in line
                 assert f"{len(detector.recommended)} recommended" not in line or len(badged) == len(
-                    detector.recommended)
+                    detector.recommended
+                )
             else:
                 assert "minor" not in line
         assert seen_minor, "the showcase has minor findings at 1 dB"

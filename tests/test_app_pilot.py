@@ -47,8 +47,14 @@ TOLERANCE_INPUT = f"#param-{DYNAMIC}-tolerance"
 def make_app(model: str = "showcase", **options: object) -> QuantReportApp:
     """The app as ``tui-quantreport MODEL [options]`` starts it."""
     values: dict[str, object] = dict(
-        model=model, calibration=None, batches=None, backend=None, detectors=None,
-        tolerance=None, param=[], ch_axis=None,
+        model=model,
+        calibration=None,
+        batches=None,
+        backend=None,
+        detectors=None,
+        tolerance=None,
+        param=[],
+        ch_axis=None,
     )
     values.update(options)
     return QuantReportApp(model, Namespace(**values))
@@ -421,7 +427,13 @@ async def test_broken_model_shows_error_screen_and_quits_with_status_2() -> None
 
 def test_first_paint_does_not_wait_for_torch() -> None:
     """Importing the app loads neither torch nor the engine modules that import it."""
-    heavy = ["torch", *(f"tui_quantreport.engine.{m}" for m in ("settings", "evaluation", "session", "detectors", "modules", "stats"))]
+    heavy = [
+        "torch",
+        *(
+            f"tui_quantreport.engine.{m}"
+            for m in ("settings", "evaluation", "session", "detectors", "modules", "stats")
+        ),
+    ]
     code = f"import sys, tui_quantreport.tui.app; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

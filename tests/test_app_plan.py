@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from textual.widgets import Input, OptionList
 
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.main_screen import seconds_text

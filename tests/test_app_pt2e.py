@@ -6,6 +6,7 @@ Linear/Conv nodes are modules again)."""
 from __future__ import annotations
 
 from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
+
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree

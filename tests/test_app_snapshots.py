@@ -24,8 +24,14 @@ SHOWCASE_BATCHES = 8
 
 def make_app(model: str = "showcase") -> QuantReportApp:
     options = Namespace(
-        model=model, calibration=None, batches=SHOWCASE_BATCHES, backend=None, detectors=None,
-        tolerance=None, param=[], ch_axis=None,
+        model=model,
+        calibration=None,
+        batches=SHOWCASE_BATCHES,
+        backend=None,
+        detectors=None,
+        tolerance=None,
+        param=[],
+        ch_axis=None,
     )
     return QuantReportApp(model, options)
 

@@ -25,15 +25,26 @@ from tui_quantreport.engine.errors import CalibrationCancelled
 pytest.importorskip("torchao", reason="the exports run torchao")
 try:
     import tui_quantreport.engine.quantsim  # noqa: F401 - the measured-error engine makes the plans and predictions
+
     HAVE_QUANTSIM = True
 except ImportError:
     HAVE_QUANTSIM = False
-needs_quantsim = pytest.mark.skipif(not HAVE_QUANTSIM, reason="predictions come from the measured-error engine (quantsim)")
+needs_quantsim = pytest.mark.skipif(
+    not HAVE_QUANTSIM, reason="predictions come from the measured-error engine (quantsim)"
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every bundled sample has Linear and/or Conv modules.
-SAMPLES = ("showcase", "convnet_per_tensor", "drifting_mlp", "outlier_channels",
-           "unbalanced_equalization", "tiny_transformer", "untraceable", "large_generated")
+SAMPLES = (
+    "showcase",
+    "convnet_per_tensor",
+    "drifting_mlp",
+    "outlier_channels",
+    "unbalanced_equalization",
+    "tiny_transformer",
+    "untraceable",
+    "large_generated",
+)
 PROBES = {"large_generated": 1}  # 2,000 modules: one probe batch keeps the test short
 GAP_DB = 1.0
 
@@ -45,7 +56,9 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _plan_file(sample: str, directory: Path) -> Path:
@@ -57,8 +70,10 @@ def _plan_file(sample: str, directory: Path) -> Path:
         from tui_quantreport.engine.spec import load_model
 
         catalog = ModelCatalog.build(load_model(sample).model)
-        modules = {f: PlanEntry("dynamic" if i % 3 else "weight_only") for i, f in
-                   enumerate(f for f, m in catalog.modules.items() if m.is_weighted and m.class_name == "Linear")}
+        modules = {
+            f: PlanEntry("dynamic" if i % 3 else "weight_only")
+            for i, f in enumerate(f for f, m in catalog.modules.items() if m.is_weighted and m.class_name == "Linear")
+        }
         plan = PlanFile(catalog.class_name, catalog.fingerprint, modules, None, 1, "", {"backend": "x86"})
     else:
         from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
@@ -86,7 +101,7 @@ def exported(tmp_path_factory):
     return results
 
 
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import copy, json, math, runpy, sys, warnings
     warnings.simplefilter("ignore")
     import torch
@@ -106,7 +121,7 @@ DRIVER = textwrap.dedent('''
                 signal += float((y.double() ** 2).sum()); noise += float(((y.double() - q.double()) ** 2).sum())
         out[path] = {"types": types, "sqnr": 10 * math.log10(signal / noise)}
     print(json.dumps(out))
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +168,10 @@ def test_figures_for_the_readme(exported, capsys):
     with capsys.disabled():
         for sample, (_, _, r) in exported.items():
             plan = f"{r.predicted_db:.2f}" if r.predicted_db is not None else "n/a"
-            print(f"| {sample} | {plan} | {r.export_predicted_db:.2f} | {r.achieved_db:.2f} | "
-                  f"{len(r.quantized)} of {len(r.weight_types)} |")
+            print(
+                f"| {sample} | {plan} | {r.export_predicted_db:.2f} | {r.achieved_db:.2f} | "
+                f"{len(r.quantized)} of {len(r.weight_types)} |"
+            )
 
 
 @needs_quantsim
@@ -201,10 +218,17 @@ def test_torchao_file_runs_as_a_script(exported):
     header = output.read_text().splitlines()[:6]
     assert all(line.startswith("#") for line in header)
     text = "\n".join(header)
-    assert "drifting_mlp" in text and "predicted end-to-end SQNR" in text and "tui-quantreport 0.1.0" in text and "UTC" in text
+    assert (
+        "drifting_mlp" in text
+        and "predicted end-to-end SQNR" in text
+        and "tui-quantreport 0.1.0" in text
+        and "UTC" in text
+    )
 
 
-@pytest.mark.parametrize("sample", ["drifting_mlp", "unbalanced_equalization", "tiny_transformer", "convnet_per_tensor"])
+@pytest.mark.parametrize(
+    "sample", ["drifting_mlp", "unbalanced_equalization", "tiny_transformer", "convnet_per_tensor"]
+)
 def test_pt2e_snippet_runs_end_to_end(sample, exported, tmp_path):
     subject, _, _ = exported[sample]
     plan_path = tmp_path / "plan.json"
@@ -251,7 +275,12 @@ def test_qconfig_mapping_snippet_runs(exported, tmp_path):
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(subject.plan.to_json_data()))
     output = tmp_path / "qconfig.py"
-    assert main(["config", "drifting_mlp", "--plan", str(plan_path), "--target", "qconfig_mapping", "--output", str(output)]) == 0
+    assert (
+        main(
+            ["config", "drifting_mlp", "--plan", str(plan_path), "--target", "qconfig_mapping", "--output", str(output)]
+        )
+        == 0
+    )
     text = output.read_text()
     assert "QConfigMapping" in text and "per_channel_dynamic_qconfig" in text
     done = _run([str(output)], cwd=tmp_path)
@@ -276,7 +305,9 @@ def _one_line_exit_2(argv, capsys) -> str:
 
 def test_plan_for_another_model_is_refused(small_plan, tmp_path, capsys):
     output = tmp_path / "out.py"
-    line = _one_line_exit_2(["config", "drifting_mlp", "--plan", str(small_plan), "--target", "torchao", "--output", str(output)], capsys)
+    line = _one_line_exit_2(
+        ["config", "drifting_mlp", "--plan", str(small_plan), "--target", "torchao", "--output", str(output)], capsys
+    )
     assert "fingerprint" in line and "TabularRegressor" in line
     assert list(tmp_path.iterdir()) == []
 
@@ -287,7 +318,10 @@ def test_plan_naming_modules_the_model_lacks_is_refused(small_plan, tmp_path, ca
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(data))
     output = tmp_path / "out.py"
-    line = _one_line_exit_2(["config", "unbalanced_equalization", "--plan", str(plan), "--target", "torchao", "--output", str(output)], capsys)
+    line = _one_line_exit_2(
+        ["config", "unbalanced_equalization", "--plan", str(plan), "--target", "torchao", "--output", str(output)],
+        capsys,
+    )
     assert "decoder.fc9" in line
     assert not output.exists() and not output.with_suffix(".json").exists()
 
@@ -307,7 +341,19 @@ def test_unwritable_output_is_refused(problem, small_plan, tmp_path, capsys):
         locked.chmod(0o500)
         output = locked / "out.py"
     try:
-        line = _one_line_exit_2(["config", "unbalanced_equalization", "--plan", str(small_plan), "--target", "torchao", "--output", str(output)], capsys)
+        line = _one_line_exit_2(
+            [
+                "config",
+                "unbalanced_equalization",
+                "--plan",
+                str(small_plan),
+                "--target",
+                "torchao",
+                "--output",
+                str(output),
+            ],
+            capsys,
+        )
         assert "cannot write" in line
         parent = output.parent
         if parent.exists():
@@ -320,12 +366,30 @@ def test_unwritable_output_is_refused(problem, small_plan, tmp_path, capsys):
 def test_sidecar_write_failure_leaves_no_partial_file(small_plan, tmp_path, capsys):
     output = tmp_path / "out.py"
     (tmp_path / "out.safetensors").mkdir()  # the side-car cannot be written
-    _one_line_exit_2(["config", "unbalanced_equalization", "--plan", str(small_plan), "--target", "torchao", "--output", str(output)], capsys)
+    _one_line_exit_2(
+        [
+            "config",
+            "unbalanced_equalization",
+            "--plan",
+            str(small_plan),
+            "--target",
+            "torchao",
+            "--output",
+            str(output),
+        ],
+        capsys,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": "other"}',
-                                     '{"format": "tui-quantreport.plan/1", "model": {"class": "X", "fingerprint": "0"}, "modules": {"a": {"scheme": "int4"}}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"format": "other"}',
+        '{"format": "tui-quantreport.plan/1", "model": {"class": "X", "fingerprint": "0"}, "modules": {"a": {"scheme": "int4"}}}',
+    ],
+)
 def test_bad_plan_file_is_one_line(content, tmp_path, capsys):
     plan = tmp_path / "plan.json"
     plan.write_text(content)
@@ -338,14 +402,28 @@ def test_missing_or_old_torchao_is_one_line(version, small_plan, tmp_path, capsy
 
     monkeypatch.setattr(library, "torchao_version", lambda: version)
     output = tmp_path / "out.py"
-    line = _one_line_exit_2(["config", "unbalanced_equalization", "--plan", str(small_plan), "--target", "torchao", "--output", str(output)], capsys)
+    line = _one_line_exit_2(
+        [
+            "config",
+            "unbalanced_equalization",
+            "--plan",
+            str(small_plan),
+            "--target",
+            "torchao",
+            "--output",
+            str(output),
+        ],
+        capsys,
+    )
     assert "torchao" in line and ">=0.18" in line
     assert not output.exists()
 
 
 def test_torchao_is_imported_only_for_an_export_or_verify():
-    code = ("import sys, tui_quantreport.cli, tui_quantreport.engine.apply.api, tui_quantreport.engine.apply.plan; "
-            "print('torchao' in sys.modules)")
+    code = (
+        "import sys, tui_quantreport.cli, tui_quantreport.engine.apply.api, tui_quantreport.engine.apply.plan; "
+        "print('torchao' in sys.modules)"
+    )
     done = _run(["-c", code], cwd=ROOT)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -364,4 +442,5 @@ def test_verify_json_output(small_plan, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["target"] == "torchao" and data["achieved_sqnr_db"] is not None
     assert set(data["weight_types"]) == set(json.loads(small_plan.read_text())["modules"]) - {
-        f for f, e in json.loads(small_plan.read_text())["modules"].items() if e["scheme"] == "float"}
+        f for f, e in json.loads(small_plan.read_text())["modules"].items() if e["scheme"] == "float"
+    }

@@ -6,15 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from cli_helpers import one_line as assert_one_clear_line, run
+from cli_helpers import one_line as assert_one_clear_line
+from cli_helpers import run
 
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
 BROKEN = str(Path(__file__).parent / "models" / "broken.py")
-
-
-
-
 
 
 def test_report_text_on_a_model_file(capsys):
@@ -44,8 +40,15 @@ def test_tolerance_option_changes_the_verdict(capsys):
 
 def test_detectors_and_param_options(capsys):
     code, out, err = run(
-        capsys, "report", TINY, "--format", "json", "--detectors", "outlier",
-        "--param", "outlier.ratio_threshold=1000",
+        capsys,
+        "report",
+        TINY,
+        "--format",
+        "json",
+        "--detectors",
+        "outlier",
+        "--param",
+        "outlier.ratio_threshold=1000",
     )
     data = json.loads(out)
     assert list(data["detectors"]) == ["outlier_detector"]
@@ -129,7 +132,9 @@ def test_samples_lists_the_default_first(capsys):
 def test_python_dash_m_is_the_same_program():
     done = subprocess.run(
         [sys.executable, "-m", "tui_quantreport", "report", "missing.py"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "tui-quantreport: error: missing.py: file missing.py does not exist"

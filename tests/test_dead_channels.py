@@ -66,8 +66,10 @@ def test_zero_counts_merge_exactly():
     batches = _batches()
     whole = session.calibrate(batches, settings).point("2", "pre").get(ZeroCalls())
     merged = (
-        session.calibrate(batches[:3], settings).merge(session.calibrate(batches[3:], settings))
-    ).point("2", "pre").get(ZeroCalls())
+        (session.calibrate(batches[:3], settings).merge(session.calibrate(batches[3:], settings)))
+        .point("2", "pre")
+        .get(ZeroCalls())
+    )
     assert torch.equal(whole.zero_calls, merged.zero_calls)
     assert whole.zero_calls.tolist() == [1, 4, 0, 0, 1, 0]
 
@@ -86,7 +88,12 @@ def test_the_command_line_takes_its_short_names(capsys):
 
     from tui_quantreport.cli import main
 
-    assert main(["report", "showcase", "--format", "json", "--detectors", "dead", "--param", "dead.zero_batch_fraction=0.5"]) == 0
+    assert (
+        main(
+            ["report", "showcase", "--format", "json", "--detectors", "dead", "--param", "dead.zero_batch_fraction=0.5"]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert list(data["detectors"]) == [DEAD]
     assert data["detectors"][DEAD]["params"] == {"zero_batch_fraction": 0.5}

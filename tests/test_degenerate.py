@@ -346,9 +346,7 @@ class HFStyle(nn.Module):
 
 def test_kwargs_only_inputs():
     torch.manual_seed(63)
-    batches = [
-        {"input_ids": torch.randint(0, 20, (4, 6)), "attention_mask": torch.ones(4, 6)} for _ in range(3)
-    ]
+    batches = [{"input_ids": torch.randint(0, 20, (4, 6)), "attention_mask": torch.ones(4, 6)} for _ in range(3)]
     model = HFStyle().eval()
     report, stats = run(model, batches)
     assert stats.batches == 3

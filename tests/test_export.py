@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_quantreport.engine import Session, Settings, UserError, evaluate, load_model, open_batches
-from tui_quantreport.engine import export
+from tui_quantreport.engine import Session, Settings, UserError, evaluate, export, load_model, open_batches
 from tui_quantreport.engine.detectors import DETECTORS
 from tui_quantreport.engine.export import render, to_json_data, write_atomic
 

@@ -103,8 +103,16 @@ def test_tree_is_rebuilt_from_the_module_stacks(kind):
     catalog = Session(graph).catalog
     users = {fqn: m.class_name for fqn, m in catalog.modules.items() if not m.is_quant_helper}
     assert users == {
-        "": "ConvLinear", "conv": "Conv2d", "relu": "ReLU", "pool": "AdaptiveAvgPool2d", "flatten": "Flatten",
-        "head": "Sequential", "head.0": "Linear", "head.1": "ReLU", "head.2": "Linear", "norm": "LayerNorm",
+        "": "ConvLinear",
+        "conv": "Conv2d",
+        "relu": "ReLU",
+        "pool": "AdaptiveAvgPool2d",
+        "flatten": "Flatten",
+        "head": "Sequential",
+        "head.0": "Linear",
+        "head.1": "ReLU",
+        "head.2": "Linear",
+        "norm": "LayerNorm",
     }
     assert catalog.modules["head"].children == ("head.0", "head.1", "head.2")
     assert catalog.modules["head.0"].is_weighted and catalog.modules["head.0"].is_linear
@@ -124,12 +132,15 @@ def test_calibrating_a_graph_leaves_it_as_it_was(monkeypatch):
     graph = _prepared()
     graph(torch.randn(2, 3, 8, 8))  # observers have state worth keeping
     code = graph.code
-    metas = [(n.name, str(n.op), str(n.target), repr(sorted(n.meta.keys())), repr(n.meta.get("nn_module_stack")))
-             for n in graph.graph.nodes]
+    metas = [
+        (n.name, str(n.op), str(n.target), repr(sorted(n.meta.keys())), repr(n.meta.get("nn_module_stack")))
+        for n in graph.graph.nodes
+    ]
     state = {k: v.clone() for k, v in graph.state_dict().items()}
     observer_attrs = {
         name: {k: v for k, v in vars(m).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)}
-        for name, m in graph.named_modules() if "activation_post_process" in name
+        for name, m in graph.named_modules()
+        if "activation_post_process" in name
     }
 
     def refuse(self, mode=True):
@@ -140,8 +151,10 @@ def test_calibrating_a_graph_leaves_it_as_it_was(monkeypatch):
     _report(graph)
     monkeypatch.undo()
     assert graph.code == code
-    assert metas == [(n.name, str(n.op), str(n.target), repr(sorted(n.meta.keys())), repr(n.meta.get("nn_module_stack")))
-                     for n in graph.graph.nodes]
+    assert metas == [
+        (n.name, str(n.op), str(n.target), repr(sorted(n.meta.keys())), repr(n.meta.get("nn_module_stack")))
+        for n in graph.graph.nodes
+    ]
     after = graph.state_dict()
     assert set(after) == set(state)
     for key, value in state.items():
@@ -167,7 +180,9 @@ def test_graph_and_eager_give_the_same_statistics_and_findings(kind):
         assert ours.shapes == theirs.shapes, key
         assert ours.global_min == theirs.global_min and ours.global_max == theirs.global_max, key
         assert _close(ours.comparison_stat, theirs.comparison_stat), key
-        assert torch.equal(ours.channel_min, theirs.channel_min) and torch.equal(ours.channel_max, theirs.channel_max), key
+        assert torch.equal(ours.channel_min, theirs.channel_min) and torch.equal(
+            ours.channel_max, theirs.channel_max
+        ), key
     assert {k: v.axis for k, v in graph_stats.layouts.items()} == {k: v.axis for k, v in eager_stats.layouts.items()}
     assert set(graph_stats.weights) == set(eager_stats.weights)
     for fqn, w in graph_stats.weights.items():
@@ -273,8 +288,12 @@ def _per_tensor_weights():
 
     config = x86.get_default_x86_inductor_quantization_config()
     weight = QuantizationSpec(
-        dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,
-        is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
     )
     return type(config)(config.input_activation, config.output_activation, weight, config.bias, config.is_qat)
 
@@ -304,8 +323,9 @@ def test_dynamic_vs_static_reads_the_dynamic_annotation():
         assert "dynamic" in findings[fqn].reason
     # The same data on the static graph: the non-stationary ones are recommended dynamic.
     _, _, static = _report(_prepared())
-    dynamic_now = {f for f, s in static.detectors["dynamic_vs_static_detector"].findings.statuses.items()
-                   if s is Status.RECOMMEND}
+    dynamic_now = {
+        f for f, s in static.detectors["dynamic_vs_static_detector"].findings.statuses.items() if s is Status.RECOMMEND
+    }
     assert dynamic_now & {"head.0", "head.2"}, "the test data should make a Linear non-stationary"
     assert static.detectors["dynamic_vs_static_detector"].findings["head.0"].values["quantizer_input"] == "static"
 
@@ -539,7 +559,12 @@ print("ok")
 
 def test_the_engine_works_on_a_torch_without_torch_ao_quantization():
     result = subprocess.run(
-        [sys.executable, "-c", BLOCKED], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-c", BLOCKED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
@@ -594,7 +619,11 @@ def test_a_qat_prepared_graph_is_observed_without_touching_it():
     session, stats, report = _report(graph, [torch.randn(4, 3, 8, 8) for _ in range(3)])
     modules = session.catalog.modules
     assert {f: m.class_name for f, m in modules.items() if not m.is_quant_helper} == {
-        "": "ConvBN", "conv": "Conv2d", "bn": "BatchNorm2d", "relu": "ReLU", "fc": "Linear",
+        "": "ConvBN",
+        "conv": "Conv2d",
+        "bn": "BatchNorm2d",
+        "relu": "ReLU",
+        "fc": "Linear",
     }
     assert {m.class_name for m in modules.values() if m.is_quant_helper} == {"FusedMovingAvgObsFakeQuantize"}
     assert session.catalog.weight_schemes["conv"].per_channel and session.catalog.weight_schemes["fc"].per_channel
@@ -621,15 +650,19 @@ def test_the_report_on_a_pt2e_model_has_no_library_chatter():
     file is imported; our own note about unmeasured graphs stays."""
     proc = subprocess.run(
         [sys.executable, "-m", "tui_quantreport", "report", "pt2e_prepared", "--batches", "2"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Failed to load" not in proc.stderr and "register_constant" not in proc.stderr
     assert "SmallConvLinear" in proc.stdout
 
 
-@pytest.mark.parametrize("argv", [["config", "pt2e_prepared", "--target", "torchao", "--output", "OUT"],
-                                  ["verify", "pt2e_prepared"]])
+@pytest.mark.parametrize(
+    "argv", [["config", "pt2e_prepared", "--target", "torchao", "--output", "OUT"], ["verify", "pt2e_prepared"]]
+)
 def test_config_and_verify_on_a_graph_are_one_line(argv, capsys, tmp_path):
     """A plan is applied to the eager model a graph came from: said in one line, nothing written."""
     argv = [str(tmp_path / "q.torchao.py") if a == "OUT" else a for a in argv]

@@ -56,7 +56,9 @@ def _analysis(model, probes, **kw):
 # qparams against torch's observers
 
 
-@pytest.mark.parametrize("backend,reduce_range", [("x86", True), ("fbgemm", True), ("qnnpack", False), ("onednn", False)])
+@pytest.mark.parametrize(
+    "backend,reduce_range", [("x86", True), ("fbgemm", True), ("qnnpack", False), ("onednn", False)]
+)
 @pytest.mark.parametrize("lo,hi", RANGES)
 def test_activation_qparams_equal_minmax_observer(backend, reduce_range, lo, hi):
     observer = ao.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=reduce_range)
@@ -83,7 +85,9 @@ def test_per_tensor_weight_qparams_equal_observer():
 @pytest.mark.parametrize("shape,axis", [((16, 8), 0), ((6, 3, 3, 3), 0), ((8, 12), 1)])
 def test_per_channel_weight_qparams_equal_observer(shape, axis):
     torch.manual_seed(1)
-    w = torch.randn(shape) * torch.logspace(-3, 1, shape[axis]).reshape([-1 if d == axis else 1 for d in range(len(shape))])
+    w = torch.randn(shape) * torch.logspace(-3, 1, shape[axis]).reshape(
+        [-1 if d == axis else 1 for d in range(len(shape))]
+    )
     observer = ao.PerChannelMinMaxObserver(ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     observer(w)
     scale, zp = observer.calculate_qparams()
@@ -97,7 +101,9 @@ def test_per_channel_weight_qparams_equal_observer(shape, axis):
 def test_affine_qparams_vectorised_equal_per_channel_observer():
     lo = torch.tensor([-1.0, 0.0, 0.5, -3.0])
     hi = torch.tensor([1.0, 2.0, 0.5, -1.0])
-    observer = ao.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.quint8, qscheme=torch.per_channel_affine, reduce_range=True)
+    observer = ao.PerChannelMinMaxObserver(
+        ch_axis=0, dtype=torch.quint8, qscheme=torch.per_channel_affine, reduce_range=True
+    )
     observer(torch.stack([lo, hi], dim=1))
     scale, zp = observer.calculate_qparams()
     ours_scale, ours_zp = affine_qparams(lo, hi, 0, 127)
@@ -183,7 +189,8 @@ def test_single_module_matches_torch_int8_within_one_step(make, shape, per_chann
 def _fx_quantized_modules(converted: nn.Module) -> set[str]:
     """The fqns convert_fx really turned into int8 modules (fused Conv/Linear+ReLU keep the first name)."""
     return {
-        name for name, m in converted.named_modules()
+        name
+        for name, m in converted.named_modules()
         if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
         and callable(getattr(m, "weight", None))
     }

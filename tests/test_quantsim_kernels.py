@@ -42,8 +42,10 @@ def test_per_row_and_dynamic_fast_paths_equal_torch():
     assert torch.equal(fake_quantize_dynamic(x, 0, 127, per_token=True), expected.reshape(x.shape))
     flat_lo, flat_hi = torch.aminmax(x)
     s, z = affine_qparams(flat_lo, flat_hi, 0, 127)
-    assert torch.equal(fake_quantize_dynamic(x, 0, 127, per_token=False),
-                       torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 127))
+    assert torch.equal(
+        fake_quantize_dynamic(x, 0, 127, per_token=False),
+        torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 127),
+    )
 
 
 @pytest.mark.parametrize("shape,axis", [((16, 8), 0), ((6, 3, 3, 3), 0), ((5, 7, 3), 0), ((16, 8), 1)])
@@ -59,5 +61,7 @@ def test_stacked_weight_quantization_equals_one_by_one_and_torch(shape, axis):
     moved = w.movedim(axis, 0).reshape(shape[axis], -1)
     bound = torch.maximum(-moved.amin(1).clamp(max=0), moved.amax(1).clamp(min=0))
     scale = torch.clamp(bound / 127.5, min=torch.finfo(torch.float32).eps)
-    expected = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros(shape[axis], dtype=torch.int32), axis, -128, 127)
+    expected = torch.fake_quantize_per_channel_affine(
+        w, scale, torch.zeros(shape[axis], dtype=torch.int32), axis, -128, 127
+    )
     assert torch.equal(fake_quantize_weight(w, True, axis), expected)

@@ -26,8 +26,9 @@ def no_warnings():
             yield
 
 
-@pytest.mark.parametrize("dtype,magnitude", [(torch.float64, 1e300), (torch.float64, 1e-300), (torch.float32, 3e38),
-                                             (torch.float32, 1e-30)])
+@pytest.mark.parametrize(
+    "dtype,magnitude", [(torch.float64, 1e300), (torch.float64, 1e-300), (torch.float32, 3e38), (torch.float32, 1e-30)]
+)
 def test_sqnr_of_extreme_finite_data_is_the_scaled_one(no_warnings, dtype, magnitude):
     torch.manual_seed(0)
     y = torch.randn(1000, dtype=torch.float64).clamp(-1, 1)
@@ -54,9 +55,11 @@ def test_shared_reference_of_extreme_finite_data(no_warnings):
 def test_non_finite_data_keeps_its_reason(no_warnings):
     y = torch.ones(4, dtype=torch.float64)
     assert sqnr_db(torch.tensor([1.0, math.inf]), torch.ones(2)).reason == (
-        "SQNR undefined: the float output holds NaN or infinite values")
+        "SQNR undefined: the float output holds NaN or infinite values"
+    )
     assert sqnr_db(y, torch.tensor([1.0, math.nan, 1.0, 1.0])).reason == (
-        "SQNR undefined: the quantized output holds NaN or infinite values")
+        "SQNR undefined: the quantized output holds NaN or infinite values"
+    )
     acc = SharedReference(["a"])
     acc.add("a", acc.add_reference(torch.tensor([math.nan, 1.0])), torch.ones(2))
     assert "float output holds NaN" in acc.result("a").reason

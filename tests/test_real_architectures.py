@@ -59,8 +59,13 @@ def llama():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=96, hidden_size=48, intermediate_size=136, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=96,
+        hidden_size=48,
+        intermediate_size=136,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     model = transformers.LlamaForCausalLM(config).eval()
     return model, run(model, token_batches(96))
@@ -167,8 +172,12 @@ def bert():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(2)
     config = transformers.BertConfig(
-        vocab_size=96, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=96, max_position_embeddings=64,
+        vocab_size=96,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=64,
     )
     model = transformers.BertModel(config).eval()
 
@@ -370,7 +379,8 @@ def test_bert_with_dynamic_padding_keeps_per_channel_views(bert):
     report, stats, _ = run(model, batches)
     outliers = report.detectors[OUTLIER].findings
     unjudged = {
-        fqn for fqn, status in outliers.statuses.items()
+        fqn
+        for fqn, status in outliers.statuses.items()
         if status is Status.NOT_APPLICABLE and not stats.layout(fqn, "pre").integer
     }
     assert not unjudged, {fqn: outliers[fqn].reason for fqn in unjudged}

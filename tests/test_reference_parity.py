@@ -27,7 +27,6 @@ pytest.importorskip(
     reason="this torch has no torch.ao.quantization model report to compare against",
 )
 
-from tui_quantreport.engine.detectors.outlier import OutlierRatio  # noqa: E402
 from reference_models import (  # noqa: E402
     ALL_DETECTORS,
     CONV_BN_RELU_FUSION,
@@ -46,9 +45,9 @@ from reference_models import (  # noqa: E402
     QConfigMapping,
     assert_parity,
     common_modules,
-    conv_output_channel_max,
     conv_bn_relu,
     conv_linear,
+    conv_output_channel_max,
     dense_batches,
     grouped_conv,
     multi_qconfig_mapping,
@@ -65,6 +64,7 @@ from reference_models import (  # noqa: E402
 )
 
 from tui_quantreport.engine import Status  # noqa: E402
+from tui_quantreport.engine.detectors.outlier import OutlierRatio  # noqa: E402
 
 
 @dataclass(repr=False)
@@ -101,7 +101,9 @@ FBGEMM = {PER_CHANNEL: {"backend": "fbgemm"}}
 
 @pytest.fixture(scope="module")
 def nested_case() -> Case:
-    return make_case(nested_sequential(), QConfigMapping().set_global(PER_CHANNEL_QCONFIG), dense_batches((64, 8), 6, 10))
+    return make_case(
+        nested_sequential(), QConfigMapping().set_global(PER_CHANNEL_QCONFIG), dense_batches((64, 8), 6, 10)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +134,16 @@ def multi_qconfig_case() -> Case:
 
 @pytest.fixture(scope="module")
 def conv_bn_relu_case() -> Case:
-    return make_case(conv_bn_relu(), QConfigMapping().set_global(PER_TENSOR_QCONFIG), dense_batches((32, 3, 8, 8), 5, 14))
+    return make_case(
+        conv_bn_relu(), QConfigMapping().set_global(PER_TENSOR_QCONFIG), dense_batches((32, 3, 8, 8), 5, 14)
+    )
 
 
 @pytest.fixture(scope="module")
 def grouped_case() -> Case:
-    return make_case(grouped_conv(), QConfigMapping().set_global(PER_TENSOR_QCONFIG), dense_batches((32, 8, 6, 6), 5, 15))
+    return make_case(
+        grouped_conv(), QConfigMapping().set_global(PER_TENSOR_QCONFIG), dense_batches((32, 8, 6, 6), 5, 15)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +179,9 @@ def test_dynamic_static_parity_covers_both_classifications(nested_case, nested_d
     drifting = nested_drifting_case.ours.detectors[DYNAMIC].findings
     recommended = {fqn for fqn, f in drifting.items() if f.status is Status.RECOMMEND}
     assert recommended == {fqn for fqn, f in drifting.items() if f.values["dynamic_recommended"]}
-    assert recommended == {fqn for fqn, v in nested_drifting_case.reference[DYNAMIC].items() if v["dynamic_recommended"]}
+    assert recommended == {
+        fqn for fqn, v in nested_drifting_case.reference[DYNAMIC].items() if v["dynamic_recommended"]
+    }
     assert recommended
 
 
@@ -310,7 +318,9 @@ def test_qat_eager_prepare_qat_per_channel():
     ours = our_report(model, [], params=FBGEMM, detectors=["per_channel"]).detectors[PER_CHANNEL]
     assert set(reference) == set(ours.findings) == set(QAT_PER_CHANNEL_USED)
     for fqn, values in reference.items():
-        assert ours.findings[fqn].values["per_channel_supported"] is values["per_channel_quantization_supported"] is True
+        assert (
+            ours.findings[fqn].values["per_channel_supported"] is values["per_channel_quantization_supported"] is True
+        )
         assert ours.findings[fqn].values["per_channel_used"] == values["per_channel_quantization_used"]
         assert ours.findings[fqn].values["per_channel_used"] == QAT_PER_CHANNEL_USED[fqn]
 
@@ -457,7 +467,10 @@ def test_difference_fused_relu_observed_at_its_own_input(conv_linear_case):
     reference = conv_linear_case.reference[OUTLIER]
     ours = conv_linear_case.ours.detectors[OUTLIER].findings
     assert "0.1" in conv_linear_case.proxied
-    assert reference["0.1"]["input_activation_per_channel_max"].tolist() == reference["0.0"]["input_activation_per_channel_max"].tolist()
+    assert (
+        reference["0.1"]["input_activation_per_channel_max"].tolist()
+        == reference["0.0"]["input_activation_per_channel_max"].tolist()
+    )
     conv = conv_linear_case.prepared.get_submodule("0.0")
     assert ours["0.1"].values["channel_max"] == conv_output_channel_max(conv, conv_linear_case.batches)
     assert len(ours["0.1"].values["channel_max"]) == 6 != len(reference["0.1"]["input_activation_per_channel_max"])

@@ -20,18 +20,14 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import one_line, run
+
 from tui_quantreport.cli import main
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.export import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
-
-
-
-
 
 
 def model_file(folder: Path, source: str, name: str = "model.py") -> Path:
@@ -43,7 +39,10 @@ def model_file(folder: Path, source: str, name: str = "model.py") -> Path:
 def subprocess_cli(*argv, cwd=None, timeout=120):
     return subprocess.run(
         [sys.executable, "-m", "tui_quantreport", *map(str, argv)],
-        capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
@@ -197,8 +196,13 @@ def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
         print("survived")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
     assert "survived" not in proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
@@ -229,8 +233,13 @@ def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_p
         print("survived")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
     assert "survived" not in proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
@@ -246,11 +255,20 @@ def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_p
         ("build_model", "def build_model():\n    sys.exit(0)\n"),
         ("build_model", "def build_model():\n    raise SystemExit('no GPU here')\n"),
         ("importing", "sys.exit(3)\n"),
-        ("calibration_batches", "def build_model():\n    return nn.Linear(2, 2)\n\ndef calibration_batches():\n    sys.exit(0)\n"),
-        ("batch 2", "def build_model():\n    return nn.Linear(2, 2)\n\n"
-                    "def calibration_batches():\n    yield torch.ones(1, 2)\n    sys.exit(0)\n"),
-        ("forward", "class M(nn.Module):\n    def forward(self, x):\n        sys.exit(0)\n\n"
-                    "def build_model():\n    return M()\n\ndef calibration_batches():\n    return [torch.ones(1)]\n"),
+        (
+            "calibration_batches",
+            "def build_model():\n    return nn.Linear(2, 2)\n\ndef calibration_batches():\n    sys.exit(0)\n",
+        ),
+        (
+            "batch 2",
+            "def build_model():\n    return nn.Linear(2, 2)\n\n"
+            "def calibration_batches():\n    yield torch.ones(1, 2)\n    sys.exit(0)\n",
+        ),
+        (
+            "forward",
+            "class M(nn.Module):\n    def forward(self, x):\n        sys.exit(0)\n\n"
+            "def build_model():\n    return M()\n\ndef calibration_batches():\n    return [torch.ones(1)]\n",
+        ),
     ],
 )
 def test_i07_system_exit_in_a_model_file_is_one_line_exit_2(tmp_path, capsys, where, body):
@@ -312,7 +330,9 @@ def test_i08_help_still_works(capsys, command):
 
 
 def test_i09_batches_n_never_pulls_batch_n_plus_1(tmp_path, capsys):
-    path = model_file(tmp_path, """
+    path = model_file(
+        tmp_path,
+        """
         import torch
         from torch import nn
 
@@ -324,7 +344,8 @@ def test_i09_batches_n_never_pulls_batch_n_plus_1(tmp_path, capsys):
                 if i == 4:
                     raise RuntimeError("batch 5 must not be read")
                 yield torch.ones(1, 2) * i
-    """)
+    """,
+    )
     code, out, err = run(capsys, "report", path, "--batches", "4", "--format", "json")
     assert code == 0, err
     assert json.loads(out)["calibration"]["batches"] == 4
@@ -352,7 +373,9 @@ def test_i09_session_pulls_exactly_max_batches():
 
 
 def test_i10_model_prints_go_to_stderr_and_json_stays_valid(tmp_path):
-    path = model_file(tmp_path, """
+    path = model_file(
+        tmp_path,
+        """
         import os
         import torch
         from torch import nn
@@ -372,7 +395,8 @@ def test_i10_model_prints_go_to_stderr_and_json_stays_valid(tmp_path):
         def calibration_batches():
             print("making batches")
             return [torch.ones(1, 2)] * 3
-    """)
+    """,
+    )
     proc = subprocess_cli("report", path, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -382,7 +406,9 @@ def test_i10_model_prints_go_to_stderr_and_json_stays_valid(tmp_path):
 
 
 def test_i10_in_process_prints_go_to_stderr(tmp_path, capsys):
-    path = model_file(tmp_path, """
+    path = model_file(
+        tmp_path,
+        """
         import torch
         from torch import nn
 
@@ -392,7 +418,8 @@ def test_i10_in_process_prints_go_to_stderr(tmp_path, capsys):
 
         def calibration_batches():
             return [torch.ones(1, 2)]
-    """)
+    """,
+    )
     code, out, err = run(capsys, "report", path, "--format", "json")
     assert code == 0, err
     json.loads(out)
@@ -404,7 +431,9 @@ def test_i10_in_process_prints_go_to_stderr(tmp_path, capsys):
 
 def test_i11_importing_a_sibling_inside_build_model(tmp_path, capsys):
     (tmp_path / "sibling_layers_i11.py").write_text("from torch import nn\n\ndef make():\n    return nn.Linear(2, 2)\n")
-    path = model_file(tmp_path, """
+    path = model_file(
+        tmp_path,
+        """
         import torch
 
         def build_model():
@@ -414,37 +443,46 @@ def test_i11_importing_a_sibling_inside_build_model(tmp_path, capsys):
         def calibration_batches():
             import sibling_layers_i11  # and while producing batches
             return [torch.ones(1, 2)]
-    """)
+    """,
+    )
     code, out, err = run(capsys, "report", path)
     assert code == 0, err
 
 
 def test_i11_latin_1_coding_line(tmp_path, capsys):
     path = tmp_path / "latin.py"
-    source = ("# -*- coding: latin-1 -*-\nimport torch\nfrom torch import nn\n"
-              "NAME = 'caf\xe9'\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
-              "def calibration_batches():\n    return [torch.ones(1, 2)]\n")
+    source = (
+        "# -*- coding: latin-1 -*-\nimport torch\nfrom torch import nn\n"
+        "NAME = 'caf\xe9'\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
+        "def calibration_batches():\n    return [torch.ones(1, 2)]\n"
+    )
     path.write_bytes(source.encode("latin-1"))
     code, out, err = run(capsys, "report", path)
     assert code == 0, err
     from tui_quantreport.engine.spec import check_spec
+
     check_spec(str(path))
 
 
 def test_i11_utf8_bom(tmp_path, capsys):
     path = tmp_path / "bom.py"
-    source = ("import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
-              "def calibration_batches():\n    return [torch.ones(1, 2)]\n")
+    source = (
+        "import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n\n"
+        "def calibration_batches():\n    return [torch.ones(1, 2)]\n"
+    )
     path.write_bytes(b"\xef\xbb\xbf" + source.encode())
     code, out, err = run(capsys, "report", path)
     assert code == 0, err
     from tui_quantreport.engine.spec import check_spec
+
     check_spec(str(path))
 
 
 def test_i11_an_existing_file_whose_name_has_a_colon_is_a_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model_file(tmp_path, """
+    model_file(
+        tmp_path,
+        """
         import torch
         from torch import nn
 
@@ -453,15 +491,22 @@ def test_i11_an_existing_file_whose_name_has_a_colon_is_a_file(tmp_path, capsys,
 
         def calibration_batches():
             return [torch.ones(1, 2)]
-    """, name="model:v2")
+    """,
+        name="model:v2",
+    )
     code, out, err = run(capsys, "report", "model:v2")
     assert code == 0, err
     (tmp_path / "sub").mkdir()
-    model_file(tmp_path / "sub", "import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n"
-               "\ndef calibration_batches():\n    return [torch.ones(1, 2)]\n", name="m.py:make")
+    model_file(
+        tmp_path / "sub",
+        "import torch\nfrom torch import nn\n\ndef build_model():\n    return nn.Linear(2, 2)\n"
+        "\ndef calibration_batches():\n    return [torch.ones(1, 2)]\n",
+        name="m.py:make",
+    )
     code, out, err = run(capsys, "report", "sub/m.py:make")
     assert code == 0, err
     from tui_quantreport.engine.spec import check_spec
+
     check_spec("model:v2")
     check_spec("sub/m.py:make")
 
@@ -478,35 +523,53 @@ def calibration_batches():
 """
 
 UNOBSERVABLE = {
-    "script": ("def build_model():\n    return torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))\n",
-               ["torch.jit.script", "eager"]),
-    "trace": ("def build_model():\n"
-              "    return torch.jit.trace(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.randn(2, 4))\n",
-              ["torch.jit.trace", "cannot be observed", "hooks"]),
-    "compiled_eager": ("def build_model():\n"
-                       "    return torch.compile(nn.Sequential(nn.Linear(4, 3)), backend='eager')\n",
-                       ["torch.compile", "_orig_mod"]),
-    "compiled_inductor": ("def build_model():\n    return torch.compile(nn.Sequential(nn.Linear(4, 3)))\n",
-                          ["torch.compile", "_orig_mod"]),
-    "nested_script": ("def build_model():\n"
-                      "    return nn.Sequential(nn.Linear(4, 4), torch.jit.script(nn.Linear(4, 3)))\n",
-                      ["'1'", "torch.jit.script"]),
-    "meta": ("def build_model():\n    with torch.device('meta'):\n        return nn.Sequential(nn.Linear(4, 3))\n",
-             ["meta device", "0.weight"]),
-    "no_super": ("class M(nn.Module):\n    def __init__(self):\n        self.scale = 2\n\n"
-                 "    def forward(self, x):\n        return x * self.scale\n\n"
-                 "def build_model():\n    return M()\n",
-                 ["M.__init__", "super().__init__()"]),
-    "child_no_super": ("class C(nn.Module):\n    def __init__(self):\n        pass\n\n"
-                       "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                       "        self.fc = nn.Linear(4, 3)\n        self.c = C()\n\n"
-                       "def build_model():\n    return M()\n",
-                       ["C.__init__", "'c'", "super().__init__()"]),
-    "int_name": ("def build_model():\n    m = nn.Sequential()\n    m._modules[7] = nn.Linear(4, 3)\n    return m\n",
-                 ["module name 7"]),
-    "dotted_name": ("def build_model():\n    m = nn.Sequential(nn.Linear(4, 3))\n"
-                    "    m._modules['x.y'] = nn.Linear(3, 3)\n    return m\n",
-                    ["module name 'x.y'"]),
+    "script": (
+        "def build_model():\n    return torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))\n",
+        ["torch.jit.script", "eager"],
+    ),
+    "trace": (
+        "def build_model():\n"
+        "    return torch.jit.trace(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.randn(2, 4))\n",
+        ["torch.jit.trace", "cannot be observed", "hooks"],
+    ),
+    "compiled_eager": (
+        "def build_model():\n    return torch.compile(nn.Sequential(nn.Linear(4, 3)), backend='eager')\n",
+        ["torch.compile", "_orig_mod"],
+    ),
+    "compiled_inductor": (
+        "def build_model():\n    return torch.compile(nn.Sequential(nn.Linear(4, 3)))\n",
+        ["torch.compile", "_orig_mod"],
+    ),
+    "nested_script": (
+        "def build_model():\n    return nn.Sequential(nn.Linear(4, 4), torch.jit.script(nn.Linear(4, 3)))\n",
+        ["'1'", "torch.jit.script"],
+    ),
+    "meta": (
+        "def build_model():\n    with torch.device('meta'):\n        return nn.Sequential(nn.Linear(4, 3))\n",
+        ["meta device", "0.weight"],
+    ),
+    "no_super": (
+        "class M(nn.Module):\n    def __init__(self):\n        self.scale = 2\n\n"
+        "    def forward(self, x):\n        return x * self.scale\n\n"
+        "def build_model():\n    return M()\n",
+        ["M.__init__", "super().__init__()"],
+    ),
+    "child_no_super": (
+        "class C(nn.Module):\n    def __init__(self):\n        pass\n\n"
+        "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 3)\n        self.c = C()\n\n"
+        "def build_model():\n    return M()\n",
+        ["C.__init__", "'c'", "super().__init__()"],
+    ),
+    "int_name": (
+        "def build_model():\n    m = nn.Sequential()\n    m._modules[7] = nn.Linear(4, 3)\n    return m\n",
+        ["module name 7"],
+    ),
+    "dotted_name": (
+        "def build_model():\n    m = nn.Sequential(nn.Linear(4, 3))\n"
+        "    m._modules['x.y'] = nn.Linear(3, 3)\n    return m\n",
+        ["module name 'x.y'"],
+    ),
 }
 
 
@@ -521,7 +584,10 @@ def test_i06_unobservable_models_are_one_line(tmp_path, capsys, case, fmt):
 
 
 def test_i06_a_submodule_made_in_forward_that_fails_is_named(tmp_path, capsys):
-    path = model_file(tmp_path, HEADER + textwrap.dedent("""
+    path = model_file(
+        tmp_path,
+        HEADER
+        + textwrap.dedent("""
         class M(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -534,19 +600,24 @@ def test_i06_a_submodule_made_in_forward_that_fails_is_named(tmp_path, capsys):
 
         def build_model():
             return M()
-    """))
+    """),
+    )
     code, out, err = run(capsys, "report", path, "--format", "markdown")
     one_line(code, err, "batch 1", "'extra' (Linear)", "mat1 and mat2")
 
 
 def test_i06_odd_module_names_export_in_every_format(tmp_path, capsys):
-    path = model_file(tmp_path, HEADER + textwrap.dedent("""
+    path = model_file(
+        tmp_path,
+        HEADER
+        + textwrap.dedent("""
         def build_model():
             m = nn.Sequential()
             m.add_module("a|b`c<b>x</b>\\n\\x1b[31mred", nn.Linear(4, 3))
             m.add_module("[bold red]boom[/]", nn.ReLU())
             return m
-    """))
+    """),
+    )
     for fmt in ("markdown", "text", "json"):
         code, out, err = run(capsys, "report", path, "--format", fmt)
         assert code == 0, err
@@ -603,8 +674,16 @@ def markup_app(tmp_path: Path, fail: bool):
     from tui_quantreport.tui.app import QuantReportApp
 
     path = model_file(tmp_path, f"FAIL = {fail}\n" + MARKUP_MODEL, name="markup_model.py")
-    options = Namespace(model=str(path), calibration=None, batches=None, backend=None, detectors=None,
-                        tolerance=None, param=[], ch_axis=None)
+    options = Namespace(
+        model=str(path),
+        calibration=None,
+        batches=None,
+        backend=None,
+        detectors=None,
+        tolerance=None,
+        param=[],
+        ch_axis=None,
+    )
     return QuantReportApp(str(path), options)
 
 
@@ -801,8 +880,16 @@ def test_i03_huge_finite_values_give_finite_statistics(tmp_path, capsys, dtype, 
 def test_i03_comparison_stat_is_never_inf_or_nan():
     from tui_quantreport.engine.stats import PointStats
 
-    point = PointStats(calls=2, axis=1, shapes=((1,),), global_min=-1e308, global_max=1e308, range_sum=math.inf,
-                       channel_min=None, channel_max=None)
+    point = PointStats(
+        calls=2,
+        axis=1,
+        shapes=((1,),),
+        global_min=-1e308,
+        global_max=1e308,
+        range_sum=math.inf,
+        channel_min=None,
+        channel_max=None,
+    )
     assert point.comparison_stat is None
 
 
@@ -911,8 +998,22 @@ def test_i04_dev_stdout_redirected_to_a_file_writes_through_it(tmp_path):
     inode = os.stat(target).st_ino
     with open(target, "a") as handle:  # the shell's `>> out.txt`
         proc = subprocess.run(
-            [sys.executable, "-m", "tui_quantreport", "report", TINY, "--probe-batches", "0", "--output", "/dev/stdout"],
-            stdout=handle, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "tui_quantreport",
+                "report",
+                TINY,
+                "--probe-batches",
+                "0",
+                "--output",
+                "/dev/stdout",
+            ],
+            stdout=handle,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,13 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import prepare_fx
 
 from tui_quantreport.engine import (
-    CalibrationCancelled, CalibrationError, Session, Settings, Stats, evaluate, load_model,
+    CalibrationCancelled,
+    CalibrationError,
+    Session,
+    Settings,
+    Stats,
+    evaluate,
+    load_model,
     open_batches,
 )
 from tui_quantreport.engine.report import Status
@@ -36,7 +42,9 @@ def test_max_batches_limits_calibration_and_unknown_length_is_none():
     assert stats.batches == 3
     assert seen[-1] == (3, 3)
     seen.clear()
-    session.calibrate((torch.randn(3, 4) for _ in range(2)), Settings.build(), progress=lambda d, t: seen.append((d, t)))
+    session.calibrate(
+        (torch.randn(3, 4) for _ in range(2)), Settings.build(), progress=lambda d, t: seen.append((d, t))
+    )
     assert seen == [(1, None), (2, None)]
 
 
@@ -46,8 +54,10 @@ def test_cancel_between_batches_removes_hooks_and_restores_mode():
     done = []
     with pytest.raises(CalibrationCancelled):
         session.calibrate(
-            [torch.randn(3, 4)] * 10, Settings.build(),
-            progress=lambda d, t: done.append(d), should_cancel=lambda: len(done) >= 2,
+            [torch.randn(3, 4)] * 10,
+            Settings.build(),
+            progress=lambda d, t: done.append(d),
+            should_cancel=lambda: len(done) >= 2,
         )
     assert done == [1, 2]
     assert model.training and all(m.training for m in model.modules())
@@ -122,7 +132,8 @@ def test_prepared_model_per_channel_reads_the_qconfig():
     findings = report.detectors["per_channel_detector"].findings
     assert findings and all(f.status is Status.RECOMMEND for f in findings.values())
     assert all(
-        f.values == {"per_channel_supported": True, "per_channel_used": False, "weight_only": False, "weight_row_range": None}
+        f.values
+        == {"per_channel_supported": True, "per_channel_used": False, "weight_only": False, "weight_row_range": None}
         for f in findings.values()
     )
 
@@ -136,7 +147,9 @@ def test_untraceable_sample_with_keyword_batches_calibrates():
     stats = session.calibrate(open_batches(loaded), settings)
     report = evaluate(session.catalog, stats, settings)
     assert stats.batches > 0
-    assert any(f.status is Status.OK or f.recommended for f in report.detectors["dynamic_vs_static_detector"].findings.values())
+    assert any(
+        f.status is Status.OK or f.recommended for f in report.detectors["dynamic_vs_static_detector"].findings.values()
+    )
 
 
 def test_evaluation_before_calibration_reports_everything_not_observed():
@@ -164,7 +177,9 @@ def test_changing_an_observed_parameter_marks_it_stale():
     # A detector that was off during calibration needs data; per-channel needs none.
     only_outlier = session.calibrate([torch.randn(6, 4)] * 3, Settings.build(["outlier"]))
     assert evaluate(session.catalog, only_outlier, Settings.build()).stale_params == (
-        "dynamic_vs_static_detector", "input_weight_equalization_detector", "dead_channel_detector",
+        "dynamic_vs_static_detector",
+        "input_weight_equalization_detector",
+        "dead_channel_detector",
     )
     assert evaluate(session.catalog, stats, settings.with_enabled("per_channel", False)).stale_params == ()
 
@@ -192,9 +207,9 @@ def test_calibrate_records_the_settings_that_decided_what_was_observed():
     settings = Settings.build(["outlier"]).with_param("outlier", "reference_percentile", 0.9)
     stats = session.calibrate([torch.randn(6, 4)] * 2, settings)
     assert stats.observed == {"ch_axis": None, "outlier_detector": True, "outlier_detector.reference_percentile": 0.9}
-    assert evaluate(session.catalog, stats, settings.with_param("outlier", "reference_percentile", 0.5)).stale_params == (
-        "outlier_detector.reference_percentile",
-    )
+    assert evaluate(
+        session.catalog, stats, settings.with_param("outlier", "reference_percentile", 0.5)
+    ).stale_params == ("outlier_detector.reference_percentile",)
 
 
 # -- the grouped per-batch path (small tensors held to the end of the batch) -------------------
@@ -427,4 +442,3 @@ def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
     for key in plan:
         ours, theirs = grouped.points[key].get(_ChannelSum()), direct.points[key].get(_ChannelSum())
         assert torch.allclose(ours.sums, theirs.sums, rtol=1e-12, atol=0)
-

@@ -27,8 +27,13 @@ def mlp():
 
 def _measured(sqnr: dict[str, dict[str, float]], quantizer_of: dict[str, str | None]) -> Measured:
     modules = {
-        fqn: ModuleError(fqn, {k: v for k, v in values.items() if k in SCHEMES_}, {},
-                         clipped_db=values.get("clipped"), equalized_db=values.get("equalized"))
+        fqn: ModuleError(
+            fqn,
+            {k: v for k, v in values.items() if k in SCHEMES_},
+            {},
+            clipped_db=values.get("clipped"),
+            equalized_db=values.get("equalized"),
+        )
         for fqn, values in sqnr.items()
     }
     return Measured(3, modules, quantizer_of)
@@ -38,8 +43,14 @@ SCHEMES_ = ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
 
 
 def _values(pt, pc, dyn, clipped, equalized):
-    return {"static_per_tensor": pt, "static_per_channel": pc, "dynamic": dyn, "weight_only": 50.0,
-            "clipped": clipped, "equalized": equalized}
+    return {
+        "static_per_tensor": pt,
+        "static_per_channel": pc,
+        "dynamic": dyn,
+        "weight_only": 50.0,
+        "clipped": clipped,
+        "equalized": equalized,
+    }
 
 
 def test_gain_decides_major_and_minor_and_ranking(mlp):
@@ -54,13 +65,24 @@ def test_gain_decides_major_and_minor_and_ranking(mlp):
             "fc3": _values(30, 30, 30, 30, 33.0),  # 3 dB
             "fc4": _values(30, 30, 30, 30, 31.5),  # 1.5 dB
         },
-        {"fc1": "fc1", "fc2": "fc2", "fc3": "fc3", "fc4": "fc4", "relu1": "fc2", "relu2": None, "norm": "fc3", "relu3": "fc4"},
+        {
+            "fc1": "fc1",
+            "fc2": "fc2",
+            "fc3": "fc3",
+            "fc4": "fc4",
+            "relu1": "fc2",
+            "relu2": None,
+            "norm": "fc3",
+            "relu3": "fc4",
+        },
     )
     assessed = assess(report, measured, min_gain_db=1.0)
     eq = "input_weight_equalization_detector"
     assert assessed.severity(eq, "fc1").level is Level.MINOR
     assert "does not support" in assessed.severity(eq, "fc1").note
-    assert assessed.severity(eq, "fc2").level is Level.MAJOR and assessed.severity(eq, "fc2").gain_db == pytest.approx(8.0)
+    assert assessed.severity(eq, "fc2").level is Level.MAJOR and assessed.severity(eq, "fc2").gain_db == pytest.approx(
+        8.0
+    )
     assert not assessed.badged(eq, "fc1") and assessed.badged(eq, "fc2")
     order = assessed.walk_order()
     assert order[0] == "fc2"  # the largest measured gain first
@@ -74,8 +96,10 @@ def test_gain_decides_major_and_minor_and_ranking(mlp):
         sev = assessed.severity("outlier_detector", "relu2")
         assert sev.gain_db is None and sev.level is Level.MINOR and "never used" in sev.note
     # Unmeasurable ones (SQNR undefined) keep their badge and rank after every measured one.
-    blind = _measured({"fc1": _values(30, 30, 30, 30, 35), "fc2": _values(30, 30, 30, 30, 30)},
-                      {"fc1": "fc1", "fc2": "fc2", "fc3": "fc3", "fc4": "fc4"})
+    blind = _measured(
+        {"fc1": _values(30, 30, 30, 30, 35), "fc2": _values(30, 30, 30, 30, 30)},
+        {"fc1": "fc1", "fc2": "fc2", "fc3": "fc3", "fc4": "fc4"},
+    )
     unmeasured = assess(report, blind)
     assert unmeasured.severity(eq, "fc4").level is Level.UNMEASURED and unmeasured.badged(eq, "fc4")
     walk = unmeasured.walk_order()
@@ -93,7 +117,16 @@ def test_a_tensor_is_reported_once_on_the_module_that_quantizes_it(mlp):
     # relu1's input is fc1's output; fc2 reads relu1's output: one tensor, quantized by fc2.
     measured = _measured(
         {f: _values(30, 30, 30, 40, 30) for f in ("fc1", "fc2", "fc3", "fc4")},
-        {"fc1": "fc1", "relu1": "fc2", "fc2": "fc2", "relu2": None, "norm": "fc3", "fc3": "fc3", "relu3": "fc4", "fc4": "fc4"},
+        {
+            "fc1": "fc1",
+            "relu1": "fc2",
+            "fc2": "fc2",
+            "relu2": None,
+            "norm": "fc3",
+            "fc3": "fc3",
+            "relu3": "fc4",
+            "fc4": "fc4",
+        },
     )
     assessed = assess(report, measured)
     flagged = set(outliers.recommended)
@@ -137,8 +170,23 @@ def test_measured_report_on_showcase_json_has_no_nan_and_says_contradictions():
 
 def test_cli_report_measures_and_writes_the_plan(tmp_path, capsys):
     out, plan_path = tmp_path / "r.json", tmp_path / "plan.json"
-    code = main(["report", "drifting_mlp", "--format", "json", "--output", str(out), "--probe-batches", "2",
-                 "--sensitivity", "--min-gain", "3", "--plan-out", str(plan_path)])
+    code = main(
+        [
+            "report",
+            "drifting_mlp",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+            "--probe-batches",
+            "2",
+            "--sensitivity",
+            "--min-gain",
+            "3",
+            "--plan-out",
+            str(plan_path),
+        ]
+    )
     assert code == 0
     data = json.loads(out.read_text())
     assert data["measured"]["min_gain_db"] == 3 and data["measured"]["sensitivity"] is True

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine import Session, Settings
-from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats import selection, summarize
 from tui_quantreport.engine.stats.selection import kth_smallest, lower_quantile_index
-from tui_quantreport.engine.stats import summarize
 
 
 @pytest.mark.parametrize("shape", [(16, 8, 500), (3, 5, 1), (1, 4, 3000), (64, 2, 17)])
@@ -314,7 +313,17 @@ def test_stats_state_round_trips_exactly():
 
 @pytest.mark.parametrize(
     "shape, axis",
-    [((8, 32), 1), ((8, 32), 0), ((3, 5, 4), 1), ((2, 3), 0), ((5,), 0), ((), 0), ((7, 2, 2), 2), ((40, 6), 1), ((3, 700), 0)],
+    [
+        ((8, 32), 1),
+        ((8, 32), 0),
+        ((3, 5, 4), 1),
+        ((2, 3), 0),
+        ((5,), 0),
+        ((), 0),
+        ((7, 2, 2), 2),
+        ((40, 6), 1),
+        ((3, 700), 0),
+    ],
 )
 @pytest.mark.parametrize("data", ["random", "special", "repeats"])
 def test_a_group_reduction_equals_each_tensor_reduced_alone(shape, axis, data):

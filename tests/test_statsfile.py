@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import one_line, run
+
 from tui_quantreport.cli import main
 from tui_quantreport.engine import (
     Session,
@@ -32,10 +32,6 @@ from tui_quantreport.engine.statsfile import StatsFileError
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
 SHARDED = str(Path(__file__).parent / "models" / "sharded.py")
-
-
-
-
 
 
 def calibrated(spec, batches=None, settings=None):
@@ -110,8 +106,9 @@ def test_a_measured_error_saved_with_the_stats_keeps_every_severity(tmp_path, ca
 
     loaded, session, settings, stats, measured, live = _measured("showcase")
     assert live.severities and measured.modules
-    path = statsfile.save(tmp_path / "run.qstats",
-                          statsfile.make(loaded.spec, session.catalog, stats, settings, measured))
+    path = statsfile.save(
+        tmp_path / "run.qstats", statsfile.make(loaded.spec, session.catalog, stats, settings, measured)
+    )
     opened = statsfile.load(path)
     assert opened.measured == measured
     again = assess(evaluate(opened.catalog, opened.stats, opened.settings, spec=opened.spec), opened.measured)
@@ -154,8 +151,10 @@ def test_calibrate_command_then_report_from_the_file_equals_the_live_report(tmp_
     assert from_file == live
     assert json.loads(from_file)["detectors"]["dynamic_vs_static_detector"]["params"]["tolerance"] == 0.9
     # Thresholds still move without the model; and --stats with the model reuses the file.
-    assert run(capsys, "report", str(target), "--format", "json", "--tolerance", "0.1")[1] == \
-        run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.1", "--probe-batches", "0")[1]
+    assert (
+        run(capsys, "report", str(target), "--format", "json", "--tolerance", "0.1")[1]
+        == run(capsys, "report", TINY, "--format", "json", "--tolerance", "0.1", "--probe-batches", "0")[1]
+    )
     assert run(capsys, "report", TINY, "--stats", str(target), "--format", "json", "--probe-batches", "0")[1] == live
     # Without the model nothing is measured (a note says so); with it, --stats still measures.
     code, out, err = run(capsys, "report", str(target), "--format", "json")
@@ -170,11 +169,15 @@ def test_a_stats_file_refuses_what_needs_the_model(tmp_path, capsys):
     one_line(*run(capsys, "report", str(target), "--batches", "2")[::2], "--batches needs the model")
     one_line(
         *run(capsys, "report", str(target), "--param", "outlier.reference_percentile=0.5")[::2],
-        "outlier_detector.reference_percentile", "calibrate again",
+        "outlier_detector.reference_percentile",
+        "calibrate again",
     )
     one_line(*run(capsys, "report", "showcase", "--stats", str(target))[::2], "different model", "fingerprint")
-    one_line(*run(capsys, "report", str(target), "--sensitivity")[::2], "--sensitivity measures the model",
-             f"--stats {target}")
+    one_line(
+        *run(capsys, "report", str(target), "--sensitivity")[::2],
+        "--sensitivity measures the model",
+        f"--stats {target}",
+    )
 
 
 def test_progress_bar_on_a_terminal():
@@ -211,20 +214,36 @@ def test_merging_equals_calibrating_on_the_union(tmp_path, capsys):
     merged = statsfile.load(tmp_path / "c.qstats")
     assert_same_stats(merged.stats, whole)
     for fmt in ("markdown", "text"):
-        assert render(evaluate(merged.catalog, merged.stats, settings, spec=loaded.spec), fmt) == \
-            render(evaluate(session.catalog, whole, settings, spec=loaded.spec), fmt)
+        assert render(evaluate(merged.catalog, merged.stats, settings, spec=loaded.spec), fmt) == render(
+            evaluate(session.catalog, whole, settings, spec=loaded.spec), fmt
+        )
 
 
 def test_merge_refuses_other_models_and_other_plans(tmp_path, capsys):
     tiny, showcase, other_plan = (tmp_path / n for n in ("t.qstats", "s.qstats", "p.qstats"))
     assert run(capsys, "calibrate", TINY, "--output", str(tiny), "--batches", "2")[0] == 0
     assert run(capsys, "calibrate", "showcase", "--output", str(showcase), "--batches", "2")[0] == 0
-    assert run(capsys, "calibrate", TINY, "--output", str(other_plan), "--batches", "2",
-               "--param", "outlier.reference_percentile=0.5")[0] == 0
+    assert (
+        run(
+            capsys,
+            "calibrate",
+            TINY,
+            "--output",
+            str(other_plan),
+            "--batches",
+            "2",
+            "--param",
+            "outlier.reference_percentile=0.5",
+        )[0]
+        == 0
+    )
     out = tmp_path / "out.qstats"
     one_line(*run(capsys, "merge", str(tiny), str(showcase), "--output", str(out))[::2], "different models")
-    one_line(*run(capsys, "merge", str(tiny), str(other_plan), "--output", str(out))[::2],
-             "different plan", "reference_percentile")
+    one_line(
+        *run(capsys, "merge", str(tiny), str(other_plan), "--output", str(out))[::2],
+        "different plan",
+        "reference_percentile",
+    )
     assert not out.exists()
 
 
@@ -291,12 +310,32 @@ BAD_FILES = {
     "corrupt header": (lambda d: d[:20] + b"\xff\xfe" + d[22:], "corrupt"),
     "tampered data": (_tamper_tensor, "checksum"),
     "tampered header": (lambda d: d.replace(b'\\"batches\\":3', b'\\"batches\\":9', 1), "checksum"),
-    "wrong version": (lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="tui-quantreport.stats/2")), "'2' is not readable"),
-    "another format": (lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="something-else")), "not a tui-quantreport stats file"),
-    "layout disagrees": (lambda d: _rewrite(d, edit_tensors=lambda t: t.update({"pack.float32": t["pack.float32"][:-1]})), "malformed"),
-    "unknown module": (lambda d: _rewrite(d, edit_header=lambda h: h["stats"]["state"]["points"][0].update(fqn="nope")), "unknown module"),
-    "bad settings": (lambda d: _rewrite(d, edit_header=lambda h: h["settings"]["params"]["dynamic_vs_static_detector"].update(tolerance=7)), "tolerance"),
-    "catalog disagrees": (lambda d: _rewrite(d, edit_header=lambda h: h["catalog"].update(fingerprint="0" * 16)), "malformed"),
+    "wrong version": (
+        lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="tui-quantreport.stats/2")),
+        "'2' is not readable",
+    ),
+    "another format": (
+        lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="something-else")),
+        "not a tui-quantreport stats file",
+    ),
+    "layout disagrees": (
+        lambda d: _rewrite(d, edit_tensors=lambda t: t.update({"pack.float32": t["pack.float32"][:-1]})),
+        "malformed",
+    ),
+    "unknown module": (
+        lambda d: _rewrite(d, edit_header=lambda h: h["stats"]["state"]["points"][0].update(fqn="nope")),
+        "unknown module",
+    ),
+    "bad settings": (
+        lambda d: _rewrite(
+            d, edit_header=lambda h: h["settings"]["params"]["dynamic_vs_static_detector"].update(tolerance=7)
+        ),
+        "tolerance",
+    ),
+    "catalog disagrees": (
+        lambda d: _rewrite(d, edit_header=lambda h: h["catalog"].update(fingerprint="0" * 16)),
+        "malformed",
+    ),
 }
 
 
@@ -355,8 +394,11 @@ def test_a_header_length_that_looks_like_a_pickle_opcode_is_still_read(good_byte
 def test_missing_and_unwritable_paths(tmp_path, capsys):
     one_line(*run(capsys, "report", str(tmp_path / "none.qstats"))[::2], "no such file")
     one_line(*run(capsys, str(tmp_path / "none.qstats"))[::2], "no such file")
-    one_line(*run(capsys, "calibrate", TINY, "--output", str(tmp_path / "no" / "x.qstats"))[::2],
-             "cannot write stats file", "does not exist")
+    one_line(
+        *run(capsys, "calibrate", TINY, "--output", str(tmp_path / "no" / "x.qstats"))[::2],
+        "cannot write stats file",
+        "does not exist",
+    )
 
 
 # Distributed -----------------------------------------------------------------------------
@@ -379,9 +421,22 @@ def test_a_file_that_shards_itself_is_called_with_rank_and_world_size():
 
 def _torchrun(*args, env=None, timeout=180):
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "tui_quantreport", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "tui_quantreport",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
@@ -400,7 +455,10 @@ def test_two_gloo_ranks_equal_one_process(spec, tmp_path, capsys):
     assert_same_stats(two.stats, one.stats)
     capsys.readouterr()
     for fmt in ("text", "markdown"):
-        assert run(capsys, "report", str(target), "--format", fmt)[1] == run(capsys, "report", str(one_path), "--format", fmt)[1]
+        assert (
+            run(capsys, "report", str(target), "--format", fmt)[1]
+            == run(capsys, "report", str(one_path), "--format", fmt)[1]
+        )
     # And it is the merge of the two ranks' own stats.
     loaded = load_model(spec)
     parts = []

@@ -22,8 +22,15 @@ DYNAMIC = "dynamic_vs_static_detector"
 
 def make_app(model: str, **options: object) -> QuantReportApp:
     values: dict[str, object] = {
-        "model": model, "calibration": None, "batches": None, "backend": None, "detectors": None,
-        "tolerance": None, "param": [], "ch_axis": None, "stats": None,
+        "model": model,
+        "calibration": None,
+        "batches": None,
+        "backend": None,
+        "detectors": None,
+        "tolerance": None,
+        "param": [],
+        "ch_axis": None,
+        "stats": None,
     }
     values.update(options)
     return QuantReportApp(model, Namespace(**values))
@@ -83,8 +90,7 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         assert not app.calibrating and app.report.batches == 6
         app.main.action_calibrate()  # from the palette: says why
         await pilot.pause()
-        assert any("unavailable" in n.message and "--stats showcase.qstats" in n.message
-                   for n in app._notifications)
+        assert any("unavailable" in n.message and "--stats showcase.qstats" in n.message for n in app._notifications)
         # Thresholds still re-judge the kept statistics.
         app.main.settings = app.settings.with_param(DYNAMIC, "tolerance", 0.0)
         app.main._reevaluate()

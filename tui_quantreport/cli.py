@@ -58,26 +58,37 @@ class OneLineParser(_Parser):
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
-    parser.add_argument("--batches", metavar="N", type=_positive_int, help="calibrate on at most N batches")
-    parser.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)")
     parser.add_argument(
-        "--detectors", metavar="LIST",
+        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
+    )
+    parser.add_argument("--batches", metavar="N", type=_positive_int, help="calibrate on at most N batches")
+    parser.add_argument(
+        "--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"), help="quantized backend (default x86)"
+    )
+    parser.add_argument(
+        "--detectors",
+        metavar="LIST",
         help="comma-separated detector names (default: all)",
     )
     parser.add_argument("--tolerance", metavar="FLOAT", help="dynamic-vs-static tolerance in [0, 1] (default 0.5)")
     parser.add_argument(
-        "--param", metavar="DETECTOR.NAME=VALUE", action="append", default=[],
+        "--param",
+        metavar="DETECTOR.NAME=VALUE",
+        action="append",
+        default=[],
         help="set any detector parameter, e.g. outlier.ratio_threshold=5 (repeatable)",
     )
     parser.add_argument(
-        "--ch-axis", metavar="[PATTERN=]AXIS", action="append",
+        "--ch-axis",
+        metavar="[PATTERN=]AXIS",
+        action="append",
         help="override the channel axis, for every module (-1) or for modules matching a pattern "
         "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
         "(default: decided per tensor from its module, producer and consumer)",
     )
     parser.add_argument(
-        "--no-rerun", action="store_true",
+        "--no-rerun",
+        action="store_true",
         help="when the model rejects a batch, do not run that batch again to name the failing module "
         "(for models whose forward has side effects)",
     )
@@ -114,11 +125,20 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     config.add_argument("model", metavar="MODEL", help=model_help)
     config.add_argument("--plan", metavar="PLAN.json", help="the plan file (saved with `e` in the app)")
     config.add_argument("--target", choices=TARGETS, required=True, help="which library the file is for")
-    config.add_argument("--output", metavar="FILE", required=True,
-                        help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)")
-    config.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
-    config.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
-                        help="backend of the recommended plan when there is no --plan (default x86)")
+    config.add_argument(
+        "--output",
+        metavar="FILE",
+        required=True,
+        help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)",
+    )
+    config.add_argument(
+        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
+    )
+    config.add_argument(
+        "--backend",
+        choices=("fbgemm", "x86", "qnnpack", "onednn"),
+        help="backend of the recommended plan when there is no --plan (default x86)",
+    )
     verify = OneLineParser(
         prog=f"{PROG} verify",
         description="Apply the exported configuration with the real library to a copy of MODEL and "
@@ -127,11 +147,20 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     verify.add_argument("model", metavar="MODEL", help=model_help)
     verify.add_argument("--plan", metavar="PLAN.json", help="the plan file (default: the recommended plan)")
     verify.add_argument("--target", choices=TARGETS, default="torchao", help="which export to verify (default torchao)")
-    verify.add_argument("--probe-batches", metavar="K", type=_positive_int,
-                        help="measure on the first K calibration batches (default: the plan's, else 4)")
-    verify.add_argument("--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)")
-    verify.add_argument("--backend", choices=("fbgemm", "x86", "qnnpack", "onednn"),
-                        help="backend of the recommended plan when there is no --plan (default x86)")
+    verify.add_argument(
+        "--probe-batches",
+        metavar="K",
+        type=_positive_int,
+        help="measure on the first K calibration batches (default: the plan's, else 4)",
+    )
+    verify.add_argument(
+        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
+    )
+    verify.add_argument(
+        "--backend",
+        choices=("fbgemm", "x86", "qnnpack", "onednn"),
+        help="backend of the recommended plan when there is no --plan (default x86)",
+    )
     verify.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     return config, verify
 
@@ -215,22 +244,35 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
 
-    report = OneLineParser(prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report.")
+    report = OneLineParser(
+        prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report."
+    )
     report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
-    report.add_argument("--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)")
-    report.add_argument("--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)")
     report.add_argument(
-        "--probe-batches", metavar="K", type=_count, default=4,
+        "--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)"
+    )
+    report.add_argument(
+        "--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)"
+    )
+    report.add_argument(
+        "--probe-batches",
+        metavar="K",
+        type=_count,
+        default=4,
         help="measure quantization error (SQNR) on the first K calibration batches (default 4; 0: do not measure)",
     )
     report.add_argument(
-        "--sensitivity", action="store_true",
+        "--sensitivity",
+        action="store_true",
         help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
     )
     report.add_argument(
-        "--min-gain", metavar="DB", type=_non_negative_float, default=1.0,
+        "--min-gain",
+        metavar="DB",
+        type=_non_negative_float,
+        default=1.0,
         help="findings whose advice gains less than this many dB are minor (default 1)",
     )
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
@@ -247,9 +289,12 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     calibrate.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     _common_options(calibrate)
-    calibrate.add_argument("--output", metavar="FILE.qstats", required=True, help="the stats file to write (atomically)")
     calibrate.add_argument(
-        "--dist-backend", choices=("gloo", "nccl"),
+        "--output", metavar="FILE.qstats", required=True, help="the stats file to write (atomically)"
+    )
+    calibrate.add_argument(
+        "--dist-backend",
+        choices=("gloo", "nccl"),
         help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
     )
     merge = OneLineParser(
@@ -258,7 +303,9 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         "on all of their batches.",
     )
     merge.add_argument("inputs", nargs="+", metavar="FILE.qstats", help="stats files to merge (two or more)")
-    merge.add_argument("--output", metavar="FILE.qstats", required=True, help="the merged stats file to write (atomically)")
+    merge.add_argument(
+        "--output", metavar="FILE.qstats", required=True, help="the merged stats file to write (atomically)"
+    )
     return calibrate, merge
 
 
@@ -267,8 +314,11 @@ def settings_from(args: argparse.Namespace):
     from tui_quantreport.engine import Settings
 
     return Settings.from_options(
-        detectors=args.detectors, params=args.param, tolerance=args.tolerance,
-        backend=args.backend, ch_axis=args.ch_axis,
+        detectors=args.detectors,
+        params=args.param,
+        tolerance=args.tolerance,
+        backend=args.backend,
+        ch_axis=args.ch_axis,
     )
 
 
@@ -325,7 +375,10 @@ def run_report(args: argparse.Namespace) -> int:
 
                     batches = recorder = ProbeRecorder(batches, args.probe_batches)
                 stats = session.calibrate(
-                    batches, settings, max_batches=args.batches, rerun_failures=not args.no_rerun,
+                    batches,
+                    settings,
+                    max_batches=args.batches,
+                    rerun_failures=not args.no_rerun,
                 )
                 probes = recorder.probes if recorder is not None else None
             report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
@@ -365,9 +418,8 @@ def model_output_to_stderr() -> Iterator[None]:
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.quantsim import Plan
-    from tui_quantreport.engine.severity import assess, measure
-
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
+    from tui_quantreport.engine.severity import assess, measure
 
     unsupported = unavailable_reason(session)
     if unsupported:
@@ -401,8 +453,13 @@ def stats_settings(sf, args: argparse.Namespace, source: str):
     from tui_quantreport.engine import statsfile
 
     return statsfile.settings_for(
-        sf, source, detectors=args.detectors, params=args.param, tolerance=args.tolerance,
-        backend=args.backend, ch_axis=args.ch_axis,
+        sf,
+        source,
+        detectors=args.detectors,
+        params=args.param,
+        tolerance=args.tolerance,
+        backend=args.backend,
+        ch_axis=args.ch_axis,
     )
 
 

@@ -92,7 +92,9 @@ def start(world: World, backend: str | None = None, timeout: timedelta = DEFAULT
         try:
             dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - any failure to join is reported, in one line
-            raise RankFailed(f"rank {world.rank}: could not join the process group ({backend}): {_one_line(exc)}") from None
+            raise RankFailed(
+                f"rank {world.rank}: could not join the process group ({backend}): {_one_line(exc)}"
+            ) from None
     return replace(world, backend=backend)
 
 
@@ -130,7 +132,8 @@ def takes_rank(factory: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return all(
-        name in parameters and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        name in parameters
+        and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         for name in ("rank", "world_size")
     )
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tui_quantreport.engine.detectors import DETECTORS, EvaluationContext
-from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.module_info import ModuleInfo
+from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.report import DetectorReport, ModuleSummary, PointSummary, Report
 from tui_quantreport.engine.settings import Settings, stale_params
 from tui_quantreport.engine.stats import Stats

@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import os
+import re
 import signal
 import stat
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +135,13 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
         f"# Quantization report: {_md(report.spec)}",
         "",
         f"Model {_code(report.model_class)}, {report.user_module_count:,} modules, "
-        + (f"calibrated on {report.batches:,} batches." if calibrated else "**not calibrated**: "
-           "only what the model's structure and qconfigs show is judged; detectors that need "
-           "activations say \"not calibrated\"."),
+        + (
+            f"calibrated on {report.batches:,} batches."
+            if calibrated
+            else "**not calibrated**: "
+            "only what the model's structure and qconfigs show is judged; detectors that need "
+            'activations say "not calibrated".'
+        ),
         "",
         f"Written by tui-quantreport {info['version'] or '(unknown version)'} with torch "
         f"{info['torch'] or '(unknown)'} at {info['time']}.",
@@ -172,16 +175,20 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
             reason = _unseen_sentences(finding.reason, said)
             sev = report.severity(name, fqn)
             measured = f" *{sev.level.value}*: {_md(sev.note)}" if sev is not None else ""
-            lines.append(f"- **{_md(report.detectors[name].title)}**: {_md(finding.headline)}."
-                         + (f" {_md(reason)}" if reason else "") + measured)
+            lines.append(
+                f"- **{_md(report.detectors[name].title)}**: {_md(finding.headline)}."
+                + (f" {_md(reason)}" if reason else "")
+                + measured
+            )
         lines.append("")
 
-    informed = [(det, f) for det in report.detectors.values() for f in det.findings.values()
-                if f.status is Status.INFO]
+    informed = [(det, f) for det in report.detectors.values() for f in det.findings.values() if f.status is Status.INFO]
     if informed:
         lines += ["## Information", "", "Information (no change applies to these modules):", ""]
-        lines += [f"- {_code(f.module or '(model)')}: {_md(f.headline)} ({_md(det.title)}). {_md(f.reason)}"
-                  for det, f in informed]
+        lines += [
+            f"- {_code(f.module or '(model)')}: {_md(f.headline)} ({_md(det.title)}). {_md(f.reason)}"
+            for det, f in informed
+        ]
         lines.append("")
 
     groups: dict[tuple[str, str], list[Finding]] = {}
@@ -217,7 +224,9 @@ def to_text(report: Report) -> str:
         for finding in det.findings.values():
             if finding.recommended:
                 sev = report.severity(det.name, finding.module)
-                level = f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
+                level = (
+                    f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
+                )
                 lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}{level}")
     lines += measured_text(report)
     return "\n".join(lines) + "\n"
@@ -473,6 +482,8 @@ def _unseen_sentences(text: str, said: set[str]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _empty_note(report: Report, shown: int = 4) -> str:
     """One sentence naming where tensors with no elements were skipped, or ""."""
     found = [
@@ -486,10 +497,7 @@ def _empty_note(report: Report, shown: int = 4) -> str:
     total = sum(n for _, _, n in found)
     where = ", ".join(f"{fqn} {side} ({n})" for fqn, side, n in found[:shown])
     more = f" and {len(found) - shown} more" if len(found) > shown else ""
-    return (
-        f"Skipped {total} empty tensors (no elements; not counted as calls) at {len(found)} points: "
-        f"{where}{more}."
-    )
+    return f"Skipped {total} empty tensors (no elements; not counted as calls) at {len(found)} points: {where}{more}."
 
 
 _printable, _md, _code = printable, markdown_text, markdown_code

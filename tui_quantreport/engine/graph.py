@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.module_info import ModuleInfo
 from tui_quantreport.engine.modules import (
     AXIS_CHANNELS,
     AXIS_FOLLOW,
@@ -51,20 +52,31 @@ from tui_quantreport.engine.modules import (
     model_fingerprint,
     weighted_kind,
 )
-from tui_quantreport.engine.module_info import ModuleInfo
 
 #: aten ops that do a weighted module's work, with the index of their weight argument.
 WEIGHT_OPS: dict[str, int] = {
-    "linear": 1, "conv1d": 1, "conv2d": 1, "conv3d": 1, "convolution": 1,
-    "conv_transpose1d": 1, "conv_transpose2d": 1, "conv_transpose3d": 1,
-    "addmm": 2, "mm": 1, "matmul": 1, "bmm": 1, "embedding": 0,
+    "linear": 1,
+    "conv1d": 1,
+    "conv2d": 1,
+    "conv3d": 1,
+    "convolution": 1,
+    "conv_transpose1d": 1,
+    "conv_transpose2d": 1,
+    "conv_transpose3d": 1,
+    "addmm": 2,
+    "mm": 1,
+    "matmul": 1,
+    "bmm": 1,
+    "embedding": 0,
 }
 LINEAR_OPS = frozenset({"linear", "addmm", "mm"})
 CONV_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution"})
 #: quantized_decomposed ops (quantize, dequantize, choose_qparams…): the quantizer's, not the user's work.
 QUANT_NAMESPACES = frozenset({"quantized_decomposed", "torchao"})
 #: Nodes that only move values around: never shown as unattributed work.
-STRUCTURAL_OPS = frozenset({"getitem", "sym_size", "sym_numel", "sym_stride", "_assert_tensor_metadata", "_assert_scalar"})
+STRUCTURAL_OPS = frozenset(
+    {"getitem", "sym_size", "sym_numel", "sym_stride", "_assert_tensor_metadata", "_assert_scalar"}
+)
 
 
 def is_exported_graph(model: Any) -> bool:
@@ -76,7 +88,9 @@ def is_exported_graph(model: Any) -> bool:
     if not isinstance(model, torch.fx.GraphModule):
         return False
     return any(
-        node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and node.meta.get("nn_module_stack")
+        node.op == "call_function"
+        and isinstance(node.target, torch._ops.OpOverload)
+        and node.meta.get("nn_module_stack")
         for node in model.graph.nodes
     )
 
@@ -115,7 +129,7 @@ def _stack(node: torch.fx.Node) -> list[tuple[str, str, str]]:
 def _normalize_path(path: str) -> str:
     for prefix in ("L['self'].", "L['self']", "self.", "self"):
         if path.startswith(prefix):
-            path = path[len(prefix):]
+            path = path[len(prefix) :]
             break
     return path.replace("._modules['", ".").replace("']", "")
 
@@ -328,17 +342,26 @@ class GraphView:
             own = nodes_of.get(path, []) if not kids else []
             infos[path] = self._info(path, self.classes[path], path.rpartition(".")[0], kids, own, facts, leaf=not kids)
         for name, node in self.unattributed.items():
-            infos[name] = self._info(name, f"{_namespace(node) or 'fn'}.{op_name(node)}", "", (), [node], facts, leaf=True)
+            infos[name] = self._info(
+                name, f"{_namespace(node) or 'fn'}.{op_name(node)}", "", (), [node], facts, leaf=True
+            )
         for name in top_helpers:
             module = self.gm.get_submodule(name)
             infos[name] = ModuleInfo(
-                fqn=name, name=name, class_name=type(module).__name__, parent="", depth=1, children=(),
-                is_quant_helper=True, is_leaf=False, is_weighted=False, is_linear=False,
-                total_params=sum(p.numel() for p in module.parameters()), last_axis=False,
+                fqn=name,
+                name=name,
+                class_name=type(module).__name__,
+                parent="",
+                depth=1,
+                children=(),
+                is_quant_helper=True,
+                is_leaf=False,
+                is_weighted=False,
+                is_linear=False,
+                total_params=sum(p.numel() for p in module.parameters()),
+                last_axis=False,
             )
-        annotated = bool(self._helper_targets) or any(
-            self.is_helper(n) for n in self.nodes if n.op == "call_function"
-        )
+        annotated = bool(self._helper_targets) or any(self.is_helper(n) for n in self.nodes if n.op == "call_function")
         schemes = {fqn: self._weight_scheme(fqn, annotated) for fqn, info in infos.items() if info.is_weighted}
         for fqn, scheme in schemes.items():
             if scheme.source == "converted":  # convert_pt2e already replaced the weight by int8 + dequantize
@@ -347,9 +370,16 @@ class GraphView:
         activations = {fqn: self._activation_scheme(fqn) for fqn, info in infos.items() if info.is_weighted}
         name = root_class.rpartition(".")[2]
         return ModelCatalog(
-            name, infos, schemes, annotated, model_fingerprint(self.gm, class_name=name),
-            kinds=facts.kinds, axis_rules=facts.rules, own_forward=frozenset(facts.own_forward),
-            feature_sizes=facts.sizes, activation_schemes={k: v for k, v in activations.items() if v is not None},
+            name,
+            infos,
+            schemes,
+            annotated,
+            model_fingerprint(self.gm, class_name=name),
+            kinds=facts.kinds,
+            axis_rules=facts.rules,
+            own_forward=frozenset(facts.own_forward),
+            feature_sizes=facts.sizes,
+            activation_schemes={k: v for k, v in activations.items() if v is not None},
         )
 
     def _first_use(self, target: str) -> int:
@@ -359,8 +389,15 @@ class GraphView:
         return len(self.nodes)
 
     def _info(
-        self, path: str, qualified: str, parent: str | None, kids: tuple[str, ...],
-        own: list[torch.fx.Node], facts: _Facts, *, leaf: bool,
+        self,
+        path: str,
+        qualified: str,
+        parent: str | None,
+        kids: tuple[str, ...],
+        own: list[torch.fx.Node],
+        facts: _Facts,
+        *,
+        leaf: bool,
     ) -> ModuleInfo:
         """One module's facts from its class (when importable) and the aten ops it runs."""
         proxy = _proxy(qualified)
@@ -370,8 +407,12 @@ class GraphView:
             kind = _kind_by_ops(ops)  # a class we cannot see (a .pt2 from elsewhere) or a custom layer
         if kind is not None:
             facts.kinds[path] = kind
-            facts.rules[path] = (AXIS_LAST if kind.layout == "last" else AXIS_CHANNELS, None, f"{qualified.rpartition('.')[2]}: "
-                                 + ("features on the last axis" if kind.layout == "last" else "channels on axis 1"))
+            facts.rules[path] = (
+                AXIS_LAST if kind.layout == "last" else AXIS_CHANNELS,
+                None,
+                f"{qualified.rpartition('.')[2]}: "
+                + ("features on the last axis" if kind.layout == "last" else "channels on axis 1"),
+            )
             weight = self._weight_node_of(own)
             shape = _meta_shape(weight)
             if shape is not None and len(shape) >= 2:
@@ -381,7 +422,11 @@ class GraphView:
         else:
             features = _norm_features_of(own)
             if features is not None:
-                facts.rules[path] = (AXIS_NORM, features, f"{qualified.rpartition('.')[2]} normalises {features} features")
+                facts.rules[path] = (
+                    AXIS_NORM,
+                    features,
+                    f"{qualified.rpartition('.')[2]} normalises {features} features",
+                )
                 facts.sizes[path] = (features,)
                 if proxy is not None and forward_overridden(proxy):
                     facts.own_forward.add(path)
@@ -457,7 +502,9 @@ class GraphView:
                 observer = self.gm.get_submodule(str(node.target))
                 per_channel = observer_is_per_channel(observer)
                 kind = "per-channel" if per_channel else "per-tensor"
-                return WeightScheme("qconfig", per_channel, f"{kind} ({type(observer).__name__}, attached by the quantizer)")
+                return WeightScheme(
+                    "qconfig", per_channel, f"{kind} ({type(observer).__name__}, attached by the quantizer)"
+                )
             name = op_name(node)
             if name.startswith(("dequantize", "quantize")):
                 per_channel = "per_channel" in name
@@ -466,7 +513,7 @@ class GraphView:
         return WeightScheme("none", None, "weight passes quantizer nodes of unknown kind")
 
     def _activation_scheme(self, fqn: str) -> str | None:
-        """"dynamic" or "static" as the quantizer annotated the module's input; None when it did not."""
+        """ "dynamic" or "static" as the quantizer annotated the module's input; None when it did not."""
         node = self.compute_node(fqn)
         if node is None or not node.args or not isinstance(node.args[0], torch.fx.Node):
             return None
@@ -476,7 +523,9 @@ class GraphView:
         for item in chain:
             if item.op == "call_module":
                 observer = self.gm.get_submodule(str(item.target))
-                if getattr(observer, "is_dynamic", False) or getattr(getattr(observer, "activation_post_process", None), "is_dynamic", False):
+                if getattr(observer, "is_dynamic", False) or getattr(
+                    getattr(observer, "activation_post_process", None), "is_dynamic", False
+                ):
                     return "dynamic"
             elif any(_is_choose_qparams(a) for a in [item, *_args(item)]):
                 return "dynamic"  # converted: the input's qparams are computed per batch
@@ -730,7 +779,9 @@ def _rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Excepti
     elif node is not None:
         where = f" in the model's own forward ({session.catalog.class_name})"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return CalibrationError(f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}", batch=index, module=module)
+    return CalibrationError(
+        f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}", batch=index, module=module
+    )
 
 
 def weight_ranges(view: GraphView) -> dict[str, Any]:

@@ -140,7 +140,9 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
         except AttributeError:
             result.skipped[fqn] = "the graph holds no module of that name"
             continue
-        own = {k for k, _ in container.named_parameters(recurse=False)} | {k for k, _ in container.named_buffers(recurse=False)}
+        own = {k for k, _ in container.named_parameters(recurse=False)} | {
+            k for k, _ in container.named_buffers(recurse=False)
+        }
         if list(container.children()) or own - {"weight", "bias"}:
             result.skipped[fqn] = "its module in the graph holds more than a weight and a bias"
             continue
@@ -174,7 +176,9 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
     result.catalog = replace(catalog, modules=kept)
     for fqn, info in catalog.modules.items():
         if info.is_weighted and not info.is_quant_helper and fqn not in result.converted and fqn not in result.skipped:
-            result.skipped[fqn] = "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
+            result.skipped[fqn] = (
+                "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
+            )
     return result
 
 
@@ -239,7 +243,7 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: d
         values: dict[str, Any] = {}
         for i, attr in enumerate(attrs):
             target = str(attr.target)
-            local = target[len(fqn) + 1:] if target.startswith(fqn + ".") else f"_shared{i}"
+            local = target[len(fqn) + 1 :] if target.startswith(fqn + ".") else f"_shared{i}"
             values[local] = _attribute(work, target)
             env[attr] = graph.get_attr(local)
         for node in nodes:
@@ -251,8 +255,11 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: d
             made = _weighted_module(original, values, nodes)
             if made is None:
                 shared = [str(a.target) for a in attrs if not str(a.target).startswith(fqn + ".")]
-                skipped[fqn] = (f"its weight is {shared[0]} (shared with another module)" if shared else
-                                "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)")
+                skipped[fqn] = (
+                    f"its weight is {shared[0]} (shared with another module)"
+                    if shared
+                    else "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
+                )
                 continue
             leaf = made
             converted[fqn] = type(made).__name__
@@ -322,16 +329,25 @@ def _passes_through_class(cls: type | None) -> bool:
     return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")
 
 
-def _module_for(cls: type[nn.Module], dims: int, weight: torch.Tensor, bias: torch.Tensor | None,
-                conv: dict[str, Any]) -> nn.Module:
+def _module_for(
+    cls: type[nn.Module], dims: int, weight: torch.Tensor, bias: torch.Tensor | None, conv: dict[str, Any]
+) -> nn.Module:
     """A real module of ``cls`` holding ``weight`` and ``bias`` (the copy's tensors, not new ones)."""
     with torch.device("meta"):
         if dims == 0:
             module = cls(weight.shape[1], weight.shape[0], bias=bias is not None)
         else:
             groups = conv["groups"]
-            module = cls(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=conv["stride"],
-                         padding=conv["padding"], dilation=conv["dilation"], groups=groups, bias=bias is not None)
+            module = cls(
+                weight.shape[1] * groups,
+                weight.shape[0],
+                tuple(weight.shape[2:]),
+                stride=conv["stride"],
+                padding=conv["padding"],
+                dilation=conv["dilation"],
+                groups=groups,
+                bias=bias is not None,
+            )
     module.weight = nn.Parameter(weight.detach(), requires_grad=False)
     if bias is not None:
         module.bias = nn.Parameter(bias.detach(), requires_grad=False)

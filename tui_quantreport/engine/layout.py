@@ -200,7 +200,8 @@ class LayoutTracker:
         name = self.catalog.modules[fqn].class_name
         cls = self.catalog.modules[producer].class_name
         return Decision(
-            decision.last, decision.axis,
+            decision.last,
+            decision.axis,
             f"{name} follows its input's producer '{producer}' ({cls}): {decision.where()}",
         )
 
@@ -259,7 +260,8 @@ class LayoutTracker:
                 cls = self.catalog.modules[consumer].class_name
                 which = "input" if candidate is tensor else "output"
                 decided = Decision(
-                    decision.last, decision.axis,
+                    decision.last,
+                    decision.axis,
                     f"{name}: no module produced its input; its {which} goes to '{consumer}' ({cls}): "
                     f"{decision.where()}",
                 )
@@ -284,18 +286,16 @@ class LayoutTracker:
         """The last resort: a 3-D tensor whose last size is a Linear-style feature size is feature-last."""
         name = self.catalog.modules[fqn].class_name
         shape = tuple(tensor.shape)
-        if (
-            len(shape) == 3
-            and shape[-1] in self._sizes_last
-            and shape[1] not in self._sizes_channels
-        ):
+        if len(shape) == 3 and shape[-1] in self._sizes_last and shape[1] not in self._sizes_channels:
             return Decision(
-                True, -1,
+                True,
+                -1,
                 f"{name}: no module next to it says (functional ops around it); its last axis has "
                 f"{shape[-1]} entries, a feature size of the model's Linear-style layers",
             )
         return Decision(
-            False, 1,
+            False,
+            1,
             f"{name}: no module next to it says (functional ops around it); axis 1, the (N, C, ...) convention",
         )
 

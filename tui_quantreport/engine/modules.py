@@ -21,13 +21,15 @@ from tui_quantreport.engine.module_info import ModuleInfo
 # Nothing here imports torch.ao.quantization or torchao: observers and fake quantizers
 # (torch.ao's and torchao's PT2E ones) and fused modules are recognized by their base
 # classes' names, so a torch without torch.ao.quantization still loads the engine.
-_HELPER_BASES = frozenset({
-    ("torch.ao.quantization.observer", "ObserverBase"),
-    ("torch.ao.quantization.fake_quantize", "FakeQuantizeBase"),
-    ("torchao.quantization.pt2e.observer", "ObserverBase"),
-    ("torchao.quantization.pt2e.fake_quantize", "FakeQuantizeBase"),
-    ("torchao.quantization.pt2e.observer", "AffineQuantizedObserverBase"),
-})
+_HELPER_BASES = frozenset(
+    {
+        ("torch.ao.quantization.observer", "ObserverBase"),
+        ("torch.ao.quantization.fake_quantize", "FakeQuantizeBase"),
+        ("torchao.quantization.pt2e.observer", "ObserverBase"),
+        ("torchao.quantization.pt2e.fake_quantize", "FakeQuantizeBase"),
+        ("torchao.quantization.pt2e.observer", "AffineQuantizedObserverBase"),
+    }
+)
 _FAKE_QUANT_BASES = frozenset(b for b in _HELPER_BASES if b[1] == "FakeQuantizeBase")
 _FUSED_BASES = frozenset({("torch.ao.nn.intrinsic.modules.fused", "_FusedModule")})
 
@@ -119,44 +121,78 @@ WEIGHTED_KINDS: list[WeightedKind] = [
         "multihead_attention_out_proj",
         "the output projection of nn.MultiheadAttention",
         _instance_of(nn.modules.linear.NonDynamicallyQuantizableLinear),
-        "weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        "weight",
+        1,
+        0,
+        "last",
+        frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
         note="torch marks it NonDynamicallyQuantizableLinear: dynamic quantization skips it",
     ),
     WeightedKind(
-        "linear", "a matrix product, weight [out, in]", _instance_of(nn.Linear),
-        "weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        "linear",
+        "a matrix product, weight [out, in]",
+        _instance_of(nn.Linear),
+        "weight",
+        1,
+        0,
+        "last",
+        frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
         dynamic_backends=ALL_BACKENDS,
     ),
     WeightedKind(
-        "hf_conv1d", "transformers' Conv1D: a matrix product with weight [in, out] (a transposed Linear)",
+        "hf_conv1d",
+        "transformers' Conv1D: a matrix product with weight [in, out] (a transposed Linear)",
         _class_path_is("transformers.pytorch_utils.Conv1D"),
-        "weight", 0, 1, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        "weight",
+        0,
+        1,
+        "last",
+        frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
         dynamic_backends=ALL_BACKENDS,
         note="torch.ao quantizes it once it is replaced by nn.Linear with weight W.T",
     ),
     WeightedKind(
-        "conv", "a convolution, weight [out, in / groups, *kernel]",
+        "conv",
+        "a convolution, weight [out, in / groups, *kernel]",
         _instance_of(nn.Conv1d, nn.Conv2d, nn.Conv3d),
-        "weight", 1, 0, "channels", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        "weight",
+        1,
+        0,
+        "channels",
+        frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
     ),
     WeightedKind(
-        "multihead_attention", "nn.MultiheadAttention: its input projection in_proj_weight [3 * embed, embed]",
+        "multihead_attention",
+        "nn.MultiheadAttention: its input projection in_proj_weight [3 * embed, embed]",
         _instance_of(nn.MultiheadAttention),
-        "in_proj_weight", 1, 0, "last", frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
+        "in_proj_weight",
+        1,
+        0,
+        "last",
+        frozenset({PER_CHANNEL, DYNAMIC, EQUALIZATION}),
         note="torch.ao quantizes it through nn.quantizable.MultiheadAttention (static only)",
     ),
     WeightedKind(
-        "embedding", "a lookup table, weight [rows, features], indexed by integers",
+        "embedding",
+        "a lookup table, weight [rows, features], indexed by integers",
         _instance_of(nn.Embedding, nn.EmbeddingBag),
-        "weight", None, 0, "last", frozenset({PER_CHANNEL}),
-        skips={DYNAMIC: _NO_INPUT_CHANNELS + ": weight-only quantization applies",
-               EQUALIZATION: _NO_INPUT_CHANNELS},
+        "weight",
+        None,
+        0,
+        "last",
+        frozenset({PER_CHANNEL}),
+        skips={DYNAMIC: _NO_INPUT_CHANNELS + ": weight-only quantization applies", EQUALIZATION: _NO_INPUT_CHANNELS},
         weight_only=True,
     ),
     WeightedKind(
-        "recurrent", "a recurrent layer (LSTM, GRU, RNN and their cells)",
+        "recurrent",
+        "a recurrent layer (LSTM, GRU, RNN and their cells)",
         _instance_of(nn.RNNBase, nn.RNNCellBase),
-        None, None, 0, "last", frozenset({DYNAMIC}),
+        None,
+        None,
+        0,
+        "last",
+        frozenset({DYNAMIC}),
         skips={PER_CHANNEL: _MANY_WEIGHTS, EQUALIZATION: _MANY_WEIGHTS},
         dynamic_backends=ALL_BACKENDS,
     ),
@@ -182,10 +218,7 @@ def kind_named(name: str) -> WeightedKind | None:
 
 def _unknown_weights(module: nn.Module) -> list[str]:
     """Names of the module's own 2-D or larger parameters (a layer no kind describes)."""
-    return [
-        name for name, p in module.named_parameters(recurse=False)
-        if not _is_lazy(p) and p.dim() >= 2
-    ]
+    return [name for name, p in module.named_parameters(recurse=False) if not _is_lazy(p) and p.dim() >= 2]
 
 
 # -- Channel axis: where a tensor's features are --------------------------------------------
@@ -198,20 +231,43 @@ AXIS_FOLLOW = "follow"  # elementwise or unknown: the tensor's producer or consu
 
 #: Modules whose (N, C, ...) tensors keep channels on axis 1.
 CHANNEL_AXIS_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
-    nn.LocalResponseNorm, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
-    nn.ChannelShuffle, nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd,
-    nn.modules.padding._ConstantPadNd, nn.modules.conv._ConvTransposeNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+    nn.Upsample,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+    nn.ChannelShuffle,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.conv._ConvTransposeNd,
 )
 
 
 #: Attributes through which layers declare their feature or channel counts.
 SIZE_ATTRIBUTES = (
-    "in_features", "out_features", "in_channels", "out_channels", "num_features", "num_channels",
-    "embed_dim", "embedding_dim", "input_size", "hidden_size", "nx", "nf",
+    "in_features",
+    "out_features",
+    "in_channels",
+    "out_channels",
+    "num_features",
+    "num_channels",
+    "embed_dim",
+    "embedding_dim",
+    "input_size",
+    "hidden_size",
+    "nx",
+    "nf",
 )
 
 
@@ -274,8 +330,14 @@ def forward_overridden(module: nn.Module) -> bool:
 #: applied to those of their input, exactly. Checked by exact type, so a
 #: subclass with its own forward is not trusted.
 MONOTONE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
 )
 
 
@@ -416,7 +478,8 @@ class ModelCatalog:
                 )
             rules[fqn] = axis_rule(module, kind)
             declared = tuple(
-                value for attr in SIZE_ATTRIBUTES
+                value
+                for attr in SIZE_ATTRIBUTES
                 if isinstance(value := getattr(module, attr, None), int) and not isinstance(value, bool)
             )
             if declared:
@@ -459,14 +522,18 @@ class ModelCatalog:
             if kept != info.children:
                 infos[fqn] = replace(info, children=kept)
         has_qconfig = any(getattr(m, "qconfig", None) is not None for _, m in named)
-        schemes = {
-            fqn: _weight_scheme(by_name[fqn], has_qconfig)
-            for fqn, info in infos.items()
-            if info.is_weighted
-        }
+        schemes = {fqn: _weight_scheme(by_name[fqn], has_qconfig) for fqn, info in infos.items() if info.is_weighted}
         return cls(
-            type(model).__name__, infos, schemes, has_qconfig, model_fingerprint(model),
-            kinds, unknown, rules, frozenset(own_forward), sizes,
+            type(model).__name__,
+            infos,
+            schemes,
+            has_qconfig,
+            model_fingerprint(model),
+            kinds,
+            unknown,
+            rules,
+            frozenset(own_forward),
+            sizes,
         )
 
     def user_modules(self) -> list[ModuleInfo]:

@@ -37,9 +37,9 @@ from tui_quantreport.engine.stats import (
     TensorSummary,
     WeightRange,
     channels_view,
+    selection,
     summarize,
 )
-from tui_quantreport.engine.stats import selection
 from tui_quantreport.engine.stats.accumulator import MAX_SHAPES_KEPT
 from tui_quantreport.engine.stats.grouped import Bank, bankable, channel_split, row_of, spans, summarize_group, take
 
@@ -364,9 +364,14 @@ class _Observer:
             key, row = where[item[2]]  # type: ignore[misc]
             wanted[key].add(percentiles)
             bank = acc.bank
-            if rkey is None or calls[point] != 1 or (
-                (acc.range_sum is not None) if bank is None
-                else (not acc.channels_consistent or (bank.channels, bank.dtype.str) != meta[key])
+            if (
+                rkey is None
+                or calls[point] != 1
+                or (
+                    (acc.range_sum is not None)
+                    if bank is None
+                    else (not acc.channels_consistent or (bank.channels, bank.dtype.str) != meta[key])
+                )
             ):
                 single.append(item)
                 continue
@@ -401,7 +406,9 @@ class _Observer:
             channels, dtype = group.channel_min.shape[1], group.channel_min.dtype
             bank = self._banks.get((channels, dtype.str, rkey))
             if bank is None:
-                bank = self._banks[(channels, dtype.str, rkey)] = Bank(channels, dtype, (starting or updating)[0].reducers)
+                bank = self._banks[(channels, dtype.str, rkey)] = Bank(
+                    channels, dtype, (starting or updating)[0].reducers
+                )
             for acc, (shape, axis) in zip(starting + updating, calls_seen):
                 acc.calls += 1
                 if len(acc.shapes) < MAX_SHAPES_KEPT and shape not in acc.shapes:
@@ -417,7 +424,9 @@ class _Observer:
                     acc.bank, acc.row = bank, int(row)
             if updating:
                 bank.update(np.asarray([acc.row for acc in updating]), group, np.asarray(update_rows), span, terms)
-            updates.append((key, bank, np.asarray([acc.row for acc in starting + updating]), np.asarray(start_rows + update_rows)))
+            updates.append(
+                (key, bank, np.asarray([acc.row for acc in starting + updating]), np.asarray(start_rows + update_rows))
+            )
             accs += starting + updating
         if not stale and not single:  # every call went through a bank: the next batch may replay this one
             self._plan = _Plan(
@@ -507,7 +516,9 @@ class _Observer:
         if s is None or tuple(output.shape) != shape:
             return
         self._cache[(id(output), output._version, axis)] = (
-            weakref.ref(output), {percentiles: s.mapped(forward)}, {},
+            weakref.ref(output),
+            {percentiles: s.mapped(forward)},
+            {},
         )
 
 
@@ -587,7 +598,11 @@ class Session:
         try:
             plan = self._plan_for(settings)
             stats = self._observe(
-                batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel,
+                batches,
+                plan,
+                max_batches=max_batches,
+                progress=progress,
+                should_cancel=should_cancel,
                 rerun_failures=rerun_failures,
             )
             return replace(stats, observed=observed_settings(settings))
@@ -920,10 +935,7 @@ def _global_hooks() -> bool:
     """Whether module hooks registered for every module exist (torch.nn.modules.module.register_module_*)."""
     from torch.nn.modules import module as torch_module
 
-    return any(
-        getattr(torch_module, name, None)
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
-    )
+    return any(getattr(torch_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
 def _wrappable(module: nn.Module) -> bool:
@@ -931,8 +943,7 @@ def _wrappable(module: nn.Module) -> bool:
     if isinstance(module, torch.jit.ScriptModule):
         return False
     return not (
-        module._forward_hooks or module._forward_pre_hooks
-        or getattr(module, "_forward_hooks_always_called", None)
+        module._forward_hooks or module._forward_pre_hooks or getattr(module, "_forward_hooks_always_called", None)
     )
 
 
@@ -1015,8 +1026,10 @@ def _wrapper(
             if discovering:
                 observer.tracker.consume(fqn, args, kwargs)
             if pre:
-                tensor = args[0] if args and type(args[0]) is _TENSOR else (
-                    first_tensor(args) if args else first_tensor(kwargs)
+                tensor = (
+                    args[0]
+                    if args and type(args[0]) is _TENSOR
+                    else (first_tensor(args) if args else first_tensor(kwargs))
                 )
                 for point in pre:
                     observer.observe(point, tensor)

@@ -47,7 +47,9 @@ class Settings:
         ch_axis: AxisOverrides | int | str | None = None,
     ) -> Settings:
         """Validated settings; detector names may be short ("outlier") or full."""
-        enabled = tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
+        enabled = (
+            tuple(dict.fromkeys(resolve_detector(d) for d in detectors)) if detectors is not None else tuple(DETECTORS)
+        )
         if detectors is not None and not enabled:
             raise ParamError("no detector selected; choose at least one")
         given = {resolve_detector(k): v for k, v in (params or {}).items()}
@@ -135,6 +137,7 @@ def stale_params(stats: Stats, settings: Settings) -> tuple[str, ...]:
     if stats.batches == 0 or stats.observed is None:
         return ()
     return tuple(
-        key for key, value in observed_settings(settings).items()
+        key
+        for key, value in observed_settings(settings).items()
         if key not in stats.observed or stats.observed[key] != value
     )

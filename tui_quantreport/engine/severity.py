@@ -143,7 +143,13 @@ def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAU
             if tensor_level and fqn in measured.modules:
                 subject = fqn
             severities[(name, fqn)] = _severity(
-                advice, status, fqn, subject, measured, min_gain_db, canonical.get(fqn),
+                advice,
+                status,
+                fqn,
+                subject,
+                measured,
+                min_gain_db,
+                canonical.get(fqn),
             )
     return replace(report, measured=measured, severities=severities, min_gain_db=min_gain_db)
 
@@ -169,8 +175,13 @@ def _canonical(statuses: Mapping[str, Status], measured: Measured, order: Mappin
 
 
 def _severity(
-    advice: Advice, status: Status, fqn: str, subject: str | None, measured: Measured,
-    min_gain_db: float, reported_on: str | None,
+    advice: Advice,
+    status: Status,
+    fqn: str,
+    subject: str | None,
+    measured: Measured,
+    min_gain_db: float,
+    reported_on: str | None,
 ) -> Severity:
     recommended = status is Status.RECOMMEND
     where = "" if subject in (None, fqn) else f" at '{subject}', the module that quantizes this tensor,"
@@ -180,11 +191,13 @@ def _severity(
         # layers, its range is never used, so its outliers cost nothing there.
         level = Level.MINOR if recommended else Level.NONE
         return Severity(
-            level, None,
+            level,
+            None,
             "Nothing to gain in a plan: no weighted module the simulation quantizes reads this tensor "
             "(directly or through ReLU, dropout, pooling or flatten), so its range is never used"
             + (" (minor)." if recommended else "."),
-            None, None,
+            None,
+            None,
         )
     if module is None:
         level = Level.UNMEASURED if recommended else Level.NONE
@@ -199,9 +212,11 @@ def _severity(
     numbers = f"{advice.words} takes the local SQNR{where} from {base:.1f} to {advised:.1f} dB ({gain:+.1f} dB)"
     if reported_on is not None:
         return Severity(
-            Level.DUPLICATE, gain,
+            Level.DUPLICATE,
+            gain,
             f"Measured: {numbers}. The same tensor is reported on '{reported_on or '(model)'}'.",
-            subject, reported_on,
+            subject,
+            reported_on,
         )
     if not recommended:
         note = f"Measured: {numbers}."
@@ -209,12 +224,16 @@ def _severity(
             note += f" The detector does not flag it, but the measurement gains at least {min_gain_db:g} dB."
         return Severity(Level.NONE, gain, note, subject, None)
     if gain >= min_gain_db:
-        return Severity(Level.MAJOR, gain, f"Measured: {numbers}, at least the {min_gain_db:g} dB threshold.", subject, None)
+        return Severity(
+            Level.MAJOR, gain, f"Measured: {numbers}, at least the {min_gain_db:g} dB threshold.", subject, None
+        )
     return Severity(
-        Level.MINOR, gain,
+        Level.MINOR,
+        gain,
         f"Measured: {numbers}, below the {min_gain_db:g} dB threshold: the measurement does not support "
         "this recommendation (minor).",
-        subject, None,
+        subject,
+        None,
     )
 
 
@@ -296,12 +315,18 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
     kept = [f for f, s in m.plan.items() if s == "float"]
     lines = [
-        "", "## Measured quantization error", "",
+        "",
+        "## Measured quantization error",
+        "",
         f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
-        + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "") + ".",
-        "", f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)", "",
-        "| module | detector | gain (dB) | severity |", "| --- | --- | ---: | --- |",
+        + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
+        + ".",
+        "",
+        f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)",
+        "",
+        "| module | detector | gain (dB) | severity |",
+        "| --- | --- | ---: | --- |",
     ]
     rows = top_findings(report, limit)
     for fqn, det, gain, level in rows:
@@ -309,8 +334,13 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     if not rows:
         lines.append("| (none) | | | |")
     header = " | ".join(SCHEMES)
-    lines += ["", "### Local SQNR per module (dB)", "", f"| module | {header} | sensitivity | plan |",
-              "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |"]
+    lines += [
+        "",
+        "### Local SQNR per module (dB)",
+        "",
+        f"| module | {header} | sensitivity | plan |",
+        "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |",
+    ]
     for fqn, e in m.modules.items():
         cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
         lines.append(
@@ -325,8 +355,11 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
         return []
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
     kept = [f for f, s in m.plan.items() if s == "float"]
-    lines = ["", f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
-             + (f", kept float: {', '.join(map(printable, kept))}" if kept else "")]
+    lines = [
+        "",
+        f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
+        + (f", kept float: {', '.join(map(printable, kept))}" if kept else ""),
+    ]
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     return lines

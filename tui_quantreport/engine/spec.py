@@ -20,8 +20,8 @@ names the spec and the cause.
 
 from __future__ import annotations
 
-import contextlib
 import ast
+import contextlib
 import importlib
 import importlib.util
 import itertools
@@ -87,9 +87,7 @@ def load_model(spec: str, calibration: str | None = None) -> LoadedModel:
     if isinstance(model, torch.export.ExportedProgram):
         model = _call(model.module, spec, f"{factory_name}().module")
     if not isinstance(model, nn.Module):
-        raise SpecError(
-            f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module"
-        )
+        raise SpecError(f"{spec}: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module")
     batches_factory: Callable[..., Any] | None
     check_model(model, f"{spec}: {factory_name}() returned")
     if calibration:
@@ -126,9 +124,7 @@ def check_model(model: Any, said: str = "the model is") -> None:
         state = vars(module)
         if "_modules" not in state or "_parameters" not in state:
             cls = type(module).__name__
-            raise SpecError(
-                f"{said} {where} not initialised: {cls}.__init__() does not call super().__init__() first"
-            )
+            raise SpecError(f"{said} {where} not initialised: {cls}.__init__() does not call super().__init__() first")
         for name, tensor in itertools.chain(state["_parameters"].items(), state.get("_buffers", {}).items()):
             if isinstance(tensor, torch.Tensor) and tensor.is_meta:
                 full = f"{fqn}.{name}" if fqn else name
@@ -263,7 +259,9 @@ def check_spec(spec: str, default_name: str = MODEL_FACTORY) -> None:
     elif parsed.kind == "file":
         path = Path(parsed.target).expanduser()
         if not path.is_file():
-            raise SpecError(f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file")
+            raise SpecError(
+                f"{spec}: file {path} does not exist" if not path.exists() else f"{spec}: {path} is not a file"
+            )
         try:
             tree = ast.parse(path.read_bytes(), str(path))  # bytes: Python's own coding rules (BOM, coding line)
         except SyntaxError as exc:
@@ -331,9 +329,7 @@ def _parse(spec: str) -> _ParsedSpec:
             return _ParsedSpec("sample", target, None)
         if Path(target).exists():
             return _ParsedSpec("file", target, None)
-        raise SpecError(
-            f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory"
-        )
+        raise SpecError(f"{spec}: not a bundled sample ({', '.join(samples)}), a .py file, or package.module:factory")
     return _ParsedSpec("module", target, name or None)
 
 

@@ -212,13 +212,13 @@ def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
     if size > len(data) - 8:
         if data[8:9] != b"{":
             raise StatsFileError(f"{source}: not a tui-quantreport stats file (no safetensors header)")
-        raise StatsFileError(
-            f"{source}: truncated: the header needs {size:,} bytes, only {len(data) - 8:,} follow"
-        )
+        raise StatsFileError(f"{source}: truncated: the header needs {size:,} bytes, only {len(data) - 8:,} follow")
     try:
         index = json.loads(data[8 : 8 + size].decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise StatsFileError(f"{source}: not a tui-quantreport stats file, or corrupt (its header is not JSON)") from None
+        raise StatsFileError(
+            f"{source}: not a tui-quantreport stats file, or corrupt (its header is not JSON)"
+        ) from None
     meta = index.get("__metadata__") if isinstance(index, dict) else None
     fmt = meta.get("format") if isinstance(meta, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
@@ -249,8 +249,10 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     settings = settings_from_state(header["settings"])
     measured = measured_from_state(header["measured"], source) if header.get("measured") is not None else None
     if measured is not None and set(measured.modules) - set(catalog.modules):
-        raise StatsFileError(f"{source}: malformed stats file (a measurement of unknown module "
-                             f"{min(set(measured.modules) - set(catalog.modules))!r})")
+        raise StatsFileError(
+            f"{source}: malformed stats file (a measurement of unknown module "
+            f"{min(set(measured.modules) - set(catalog.modules))!r})"
+        )
     return StatsFile(str(header["spec"]), catalog, stats, settings, dict(header.get("provenance") or {}), measured)
 
 
@@ -288,9 +290,7 @@ def merge(files: Sequence[StatsFile], sources: Sequence[str] | None = None) -> S
             )
         if sf.stats.observed != first.stats.observed:
             changed = _differences(first.stats.observed, sf.stats.observed)
-            raise StatsFileError(
-                f"cannot merge {name} into {names[0]}: calibrated with a different plan ({changed})"
-            )
+            raise StatsFileError(f"cannot merge {name} into {names[0]}: calibrated with a different plan ({changed})")
         stats = stats.merge(sf.stats)
     provenance = dict(first.provenance)
     provenance["merged_from"] = len(files)
@@ -334,20 +334,31 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
     try:
         modules = {
             str(fqn): ModuleError(
-                str(fqn), {str(k): _db(v) for k, v in e["sqnr_db"].items()}, {str(k): str(v) for k, v in e["reasons"].items()},
-                _db(e["clipped_db"]), _db(e["equalized_db"]), _db(e["sensitivity_db"]),
-                str(e["recommended_scheme"]), str(e["range_source"]),
+                str(fqn),
+                {str(k): _db(v) for k, v in e["sqnr_db"].items()},
+                {str(k): str(v) for k, v in e["reasons"].items()},
+                _db(e["clipped_db"]),
+                _db(e["equalized_db"]),
+                _db(e["sensitivity_db"]),
+                str(e["recommended_scheme"]),
+                str(e["range_source"]),
             )
             for fqn, e in state["modules"].items()
         }
         return Measured(
-            int(state["probe_batches"]), modules,
+            int(state["probe_batches"]),
+            modules,
             {str(k): (None if v is None else str(v)) for k, v in state["quantizer_of"].items()},
-            {str(k): str(v) for k, v in state["plan"].items()}, _db(state["plan_sqnr_db"]),
-            str(state["plan_reason"]), dict(state["plan_data"]), bool(state["sensitivity_measured"]),
+            {str(k): str(v) for k, v in state["plan"].items()},
+            _db(state["plan_sqnr_db"]),
+            str(state["plan_reason"]),
+            dict(state["plan_data"]),
+            bool(state["sensitivity_measured"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise StatsFileError(f"{source}: malformed stats file (its measured error: {type(exc).__name__}: {exc})") from None
+        raise StatsFileError(
+            f"{source}: malformed stats file (its measured error: {type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _db(value: Any) -> float | None:
@@ -388,12 +399,16 @@ def catalog_state(catalog: Any) -> dict[str, Any]:
 
 def catalog_from_state(state: Mapping[str, Any]) -> Any:
     """Rebuild the :class:`~.modules.ModelCatalog` without the model."""
-    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
     from tui_quantreport.engine.module_info import ModuleInfo
+    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
 
     known = {f.name for f in fields(ModuleInfo)}
     names = list(state["module_fields"])
-    missing = [f.name for f in fields(ModuleInfo) if f.name not in names and f.default is MISSING and f.default_factory is MISSING]
+    missing = [
+        f.name
+        for f in fields(ModuleInfo)
+        if f.name not in names and f.default is MISSING and f.default_factory is MISSING
+    ]
     if missing:
         raise ValueError(f"module field {missing[0]!r} missing")
     values: dict[str, Any] = {}
@@ -462,8 +477,14 @@ def settings_from_state(state: Mapping[str, Any]) -> Any:
     return Settings.build(enabled, params, state["ch_axis"])
 
 
-def settings_over(base: Any, detectors: str | None = None, params: Iterable[str] = (), tolerance: Any = None,
-                  backend: Any = None, ch_axis: Any = None) -> Any:
+def settings_over(
+    base: Any,
+    detectors: str | None = None,
+    params: Iterable[str] = (),
+    tolerance: Any = None,
+    backend: Any = None,
+    ch_axis: Any = None,
+) -> Any:
     """``base`` settings with what the command line set explicitly laid over them."""
     from dataclasses import replace
 

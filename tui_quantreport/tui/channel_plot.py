@@ -68,16 +68,20 @@ class ChannelPlot(Widget, can_focus=True):
         ``lower``/``upper`` thresholds as lines."""
         rows = [_Row(c, min(0.0, v), max(0.0, v), f"{v:.4g}") for c, v in enumerate(series.values) if v is not None]
         values = {row.channel: v for row, v in zip(rows, (v for v in series.values if v is not None))}
-        self._set(rows, key=lambda row: values[row.channel], lines=(series.lower, series.upper),
-                  colours=(colour, colour), what=series.ylabel or "value")
+        self._set(
+            rows,
+            key=lambda row: values[row.channel],
+            lines=(series.lower, series.upper),
+            colours=(colour, colour),
+            what=series.ylabel or "value",
+        )
         self.border_title = series.title
         self.border_subtitle = _limits(series.lower, series.upper)
 
     def show_range(self, title: str, channel_min: Sequence[float], channel_max: Sequence[float]) -> None:
         """The minimum and maximum of every channel, as bars left and right of zero."""
         rows = [_Row(c, lo, hi, f"{lo:.3g} … {hi:.3g}") for c, (lo, hi) in enumerate(zip(channel_min, channel_max))]
-        self._set(rows, key=lambda row: row.high - row.low, lines=(), colours=(MIN_COLOUR, MAX_COLOUR),
-                  what="range")
+        self._set(rows, key=lambda row: row.high - row.low, lines=(), colours=(MIN_COLOUR, MAX_COLOUR), what="range")
         self.border_title = title
         self.border_subtitle = ""
 
@@ -97,7 +101,7 @@ class ChannelPlot(Widget, can_focus=True):
     def shown_rows(self) -> list[_Row]:
         """The channels on the current page."""
         start = self.page * PAGE_ROWS
-        return self._rows[start:start + PAGE_ROWS]
+        return self._rows[start : start + PAGE_ROWS]
 
     def action_page(self, step: int) -> None:
         self.page = (self.page + step) % self.pages
@@ -157,7 +161,7 @@ class ChannelPlot(Widget, can_focus=True):
 
         def put(text: str, at: int, style: str = "dim") -> None:
             at = max(0, min(at, bar_width - len(text)))
-            if any(c != " " for c in cells[max(0, at - 1):at + len(text) + 1]):
+            if any(c != " " for c in cells[max(0, at - 1) : at + len(text) + 1]):
                 return  # would overlap a label already placed
             for i, ch in enumerate(text):
                 cells[at + i], styles[at + i] = ch, style

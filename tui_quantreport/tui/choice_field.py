@@ -59,8 +59,9 @@ class ChoiceField(Vertical):
         )
         select.tooltip = f"{self.param.help}. Command line: {cli_spelling(self.owner, self.param)}"
         yield select
-        yield Static(Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"),
-                     classes="param-help")
+        yield Static(
+            Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"), classes="param-help"
+        )
 
     @on(Select.Changed)
     def _changed(self, event: Select.Changed) -> None:

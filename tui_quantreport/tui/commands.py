@@ -40,18 +40,30 @@ class QuantReportCommands(Provider):
             if main.check_action(binding.action, ()) is not True:
                 continue  # not available now (Cancel without a calibration, say)
             name = binding.tooltip or binding.description
-            found.append((name, f"{binding.description} ({app.get_key_display(binding)})",
-                          partial(main.run_action, binding.action)))
-        found.append(("Reset saved settings", "Forget the saved theme, detectors and parameters; back to the defaults",
-                      main.reset_user_settings))
-        found.append(("Copy the selected module's findings", "Its verdicts and reasons, as text",
-                      main.copy_findings))
+            found.append(
+                (
+                    name,
+                    f"{binding.description} ({app.get_key_display(binding)})",
+                    partial(main.run_action, binding.action),
+                )
+            )
+        found.append(
+            (
+                "Reset saved settings",
+                "Forget the saved theme, detectors and parameters; back to the defaults",
+                main.reset_user_settings,
+            )
+        )
+        found.append(("Copy the selected module's findings", "Its verdicts and reasons, as text", main.copy_findings))
         enabled = main.settings.enabled if main.settings is not None else ()
         for detector in main.detectors:
             verb = "Disable" if detector.name in enabled else "Enable"
             found.append(
-                (f"{verb} detector: {detector.title}", detector.description,
-                 partial(main.set_detector_enabled, detector.name, detector.name not in enabled))
+                (
+                    f"{verb} detector: {detector.title}",
+                    detector.description,
+                    partial(main.set_detector_enabled, detector.name, detector.name not in enabled),
+                )
             )
         report = main.report
         if report is not None:

@@ -33,15 +33,20 @@ if TYPE_CHECKING:
 
 #: The app's own settings, validated like detector parameters.
 CH_AXIS = Param(
-    "ch_axis", None, "channel axis override (auto: decided per tensor from its module, producer and consumer)",
-    kind="axis", observed=True,
+    "ch_axis",
+    None,
+    "channel axis override (auto: decided per tensor from its module, producer and consumer)",
+    kind="axis",
+    observed=True,
 )
 BATCHES = Param("batches", None, "calibrate on at most this many batches (empty: all of them)", kind="int", low=1)
 #: The measured-severity threshold: re-judges the kept measurement, never measures again.
 MIN_GAIN = Param(
-    "min_gain_db", 1.0,
+    "min_gain_db",
+    1.0,
     "a finding whose advice gains less than this many dB of measured SQNR is minor: shown, not badged",
-    kind="float", low=0.0,
+    kind="float",
+    low=0.0,
 )
 
 DETECTORS_STALE = "No data yet for {names} (enabled since the last calibration): press c to calibrate."

@@ -69,8 +69,13 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
-        self, targets: Sequence[ExportTarget], path: str, owner: DOMNode | None = None, *,
-        title: str = "Export", action: str = "Export",
+        self,
+        targets: Sequence[ExportTarget],
+        path: str,
+        owner: DOMNode | None = None,
+        *,
+        title: str = "Export",
+        action: str = "Export",
     ) -> None:
         """``owner`` is watched for ``calibrating`` (to say the file will hold the results as they are);
         ``title`` heads the dialog and ``action`` names its button (``Save statistics`` / ``Save``)."""

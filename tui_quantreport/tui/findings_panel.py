@@ -46,29 +46,53 @@ class FindingsPanel(Static):
         if caveat == NOT_CALIBRATED:
             # Before any calibration "never called during calibration" would read as a verdict.
             return Content.assemble(
-                badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (caveat, "$warning"), "\n",
-                ("This detector judges what calibration records: press c to calibrate.", "dim"), "\n",
+                badge(detector.glyph, index),
+                " ",
+                (detector.title, "bold"),
+                "  ",
+                (caveat, "$warning"),
+                "\n",
+                ("This detector judges what calibration records: press c to calibrate.", "dim"),
+                "\n",
             )
         if caveat is not None:
             word, style = caveat, "bold $warning"
         parts: list[Content | str | tuple[str, str]] = [
-            badge(detector.glyph, index), " ", (detector.title, "bold"), "  ", (word, style), "\n",
+            badge(detector.glyph, index),
+            " ",
+            (detector.title, "bold"),
+            "  ",
+            (word, style),
+            "\n",
         ]
         if caveat is not None:
-            parts += [("Its settings changed since the last calibration: press c to calibrate again. "
-                       "Until then this is what the old data says:", "$warning"), "\n"]
+            parts += [
+                (
+                    "Its settings changed since the last calibration: press c to calibrate again. "
+                    "Until then this is what the old data says:",
+                    "$warning",
+                ),
+                "\n",
+            ]
         parts += [(finding.headline, "bold" if finding.recommended else ""), "\n", finding.reason, "\n"]
         severity = report.severity(finding.detector, finding.module)
         if severity is not None and severity.level.value != "none":
             gain = f" ({severity.gain_db:+.1f} dB)" if severity.gain_db is not None else ""
             style = "bold $warning" if severity.badged and severity.level.value == "major" else "dim"
-            parts += [("  measured: ", "dim"), (f"{severity.level.value}{gain}", style), " ",
-                      (severity.note, "dim"), "\n"]
+            parts += [
+                ("  measured: ", "dim"),
+                (f"{severity.level.value}{gain}", style),
+                " ",
+                (severity.note, "dim"),
+                "\n",
+            ]
         for evidence in finding.evidence:
             marker = "▶" if evidence.decides else "·"
             strong = "bold" if evidence.decides else ""
             parts += [
-                (f"  {marker} {evidence.label} = ", strong), (evidence.shown, strong),
-                (f"   ({evidence.threshold})", "dim"), "\n",
+                (f"  {marker} {evidence.label} = ", strong),
+                (evidence.shown, strong),
+                (f"   ({evidence.threshold})", "dim"),
+                "\n",
             ]
         return Content.assemble(*parts)

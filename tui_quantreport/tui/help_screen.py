@@ -73,42 +73,62 @@ def key_sections(app: App) -> list[HelpSection]:
     own = {b.key for b in ModuleTree.BINDINGS if isinstance(b, Binding)}
     tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down", *own)]
     return [
-        ("Anywhere", [
-            *rows(MainScreen.BINDINGS),
-            ("^p", "Command palette: every action, detector toggles, jump to a module"),
-            ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
-        ]),
-        ("Module tree", [
-            ("↑ / ↓", "Move between modules (the detail view follows)"),
-            *rows(ModuleTree.BINDINGS),
-            *rows(tree_keys),
-            ("home / end / pgup / pgdn", "First, last, previous or next page of modules"),
-        ]),
+        (
+            "Anywhere",
+            [
+                *rows(MainScreen.BINDINGS),
+                ("^p", "Command palette: every action, detector toggles, jump to a module"),
+                ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
+            ],
+        ),
+        (
+            "Module tree",
+            [
+                ("↑ / ↓", "Move between modules (the detail view follows)"),
+                *rows(ModuleTree.BINDINGS),
+                *rows(tree_keys),
+                ("home / end / pgup / pgdn", "First, last, previous or next page of modules"),
+            ],
+        ),
         ("Filter box", [("enter", "Keep the filter and go back to the tree"), *rows(FilterInput.BINDINGS)]),
-        ("Sidebar", [
-            ("space / enter", "Tick or untick a detector, press the Calibrate button"),
-            ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
-            *rows(ParamField.BINDINGS),
-        ]),
-        ("Detail view", [
-            ("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots"),
-            *rows(ModuleDetail.BINDINGS),
-            ("tab", "Focus a plot; then:"),
-            *rows(ChannelPlot.BINDINGS),
-        ]),
-        ("Export dialog", [("enter", "Write the file (a second enter overwrites an existing one)"),
-                           *rows(ExportDialog.BINDINGS)]),
-        ("Symbols", [
-            ("P D E O", "A detector's badge: it recommends a change on that module"),
-            ("▶", "In a finding: the number that decided the verdict, against its threshold"),
-            ("·", "In a finding: a number also considered, that did not decide"),
-            ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),
-            ("│", "In a plot: the threshold, at the column of its value"),
-            ("◀ plan", "In measured error: the scheme the what-if plan uses for this module"),
-        ]),
-        ("Mouse", [
-            ("click", "Select a module, tick a detector, focus a field, press a button"),
-            ("wheel", "Scroll the pane under the pointer"),
-            ("ctrl+q", "Quit at once, from anywhere (also from a dialog)"),
-        ]),
+        (
+            "Sidebar",
+            [
+                ("space / enter", "Tick or untick a detector, press the Calibrate button"),
+                ("enter", "Apply the value typed in a parameter (so does leaving the field)"),
+                *rows(ParamField.BINDINGS),
+            ],
+        ),
+        (
+            "Detail view",
+            [
+                ("↑ / ↓ / pgup / pgdn", "Scroll the findings, statistics and plots"),
+                *rows(ModuleDetail.BINDINGS),
+                ("tab", "Focus a plot; then:"),
+                *rows(ChannelPlot.BINDINGS),
+            ],
+        ),
+        (
+            "Export dialog",
+            [("enter", "Write the file (a second enter overwrites an existing one)"), *rows(ExportDialog.BINDINGS)],
+        ),
+        (
+            "Symbols",
+            [
+                ("P D E O", "A detector's badge: it recommends a change on that module"),
+                ("▶", "In a finding: the number that decided the verdict, against its threshold"),
+                ("·", "In a finding: a number also considered, that did not decide"),
+                ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),
+                ("│", "In a plot: the threshold, at the column of its value"),
+                ("◀ plan", "In measured error: the scheme the what-if plan uses for this module"),
+            ],
+        ),
+        (
+            "Mouse",
+            [
+                ("click", "Select a module, tick a detector, focus a field, press a button"),
+                ("wheel", "Scroll the pane under the pointer"),
+                ("ctrl+q", "Quit at once, from anywhere (also from a dialog)"),
+            ],
+        ),
     ]

@@ -43,8 +43,8 @@ from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
 from tui_quantreport.tui.confirm_dialog import ConfirmDialog
+from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
@@ -108,8 +108,17 @@ DETAIL_DELAY = 0.04
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
-    {"export", "save_stats", "verify", "next_finding", "previous_finding", "filter", "toggle_helpers", "focus_tolerance",
-     "focus_min_gain"}
+    {
+        "export",
+        "save_stats",
+        "verify",
+        "next_finding",
+        "previous_finding",
+        "filter",
+        "toggle_helpers",
+        "focus_tolerance",
+        "focus_min_gain",
+    }
 )
 
 #: Actions that need the measured error (after a calibration).
@@ -130,41 +139,114 @@ class MainScreen(Screen[None]):
     #: palette's sentence; bindings with ``show=False`` are still listed in the help and the palette.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "calibrate", "Calibrate", tooltip="Run the calibration batches through the model"),
-        Binding("escape", "cancel_calibration", "Cancel", priority=True,
-                tooltip="Cancel the calibration between batches; the previous results stay"),
+        Binding(
+            "escape",
+            "cancel_calibration",
+            "Cancel",
+            priority=True,
+            tooltip="Cancel the calibration between batches; the previous results stay",
+        ),
         Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
-        Binding("N", "previous_finding", "Prev", key_display="N",
-                tooltip="Jump to the previous module with a recommendation"),
+        Binding(
+            "N",
+            "previous_finding",
+            "Prev",
+            key_display="N",
+            tooltip="Jump to the previous module with a recommendation",
+        ),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
-        Binding("e", "export", "Export", priority=True,
-                tooltip="Export the report (JSON or Markdown), the what-if plan (JSON), or the plan as a "
-                "torchao / PT2E / torch.ao configuration"),
-        Binding("s", "save_stats", "Save stats", show=False,
-                tooltip="Save the statistics to a stats file (.qstats; asks where, and before overwriting), to reopen "
-                "without the model"),
-        Binding("v", "verify", "Verify", show=False,
-                tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one"),
-        Binding("f", "toggle_float", "Float", tooltip="Keep the selected module (and its subtree) in float, "
-                "or quantize it again with its recommended scheme"),
-        Binding("p", "pick_scheme", "Scheme", show=False,
-                tooltip="Pick the quantization scheme of the selected module (and its subtree)"),
-        Binding("S", "sensitivity", "Sensitivity", show=False, key_display="S",
-                tooltip="Measure each quantized module's sensitivity: the plan's SQNR with only it quantized"),
-        Binding("t", "focus_tolerance", "Tolerance", show=False, priority=True,
-                tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)"),
-        Binding("m", "focus_min_gain", "Min gain", show=False, priority=True,
-                tooltip="Edit the minimum measured gain (dB): findings gaining less are minor, shown without a "
-                "badge (Enter applies, Esc returns to the tree)"),
-        Binding("o", "toggle_helpers", "Observers", show=False,
-                tooltip="Show or hide the observers and fake quantizers of a prepared model"),
-        Binding("z", "zoom", "Zoom", show=False,
-                tooltip="Zoom the detail view to the full width (z again, or Esc in the detail view, restores)"),
+        Binding(
+            "e",
+            "export",
+            "Export",
+            priority=True,
+            tooltip="Export the report (JSON or Markdown), the what-if plan (JSON), or the plan as a "
+            "torchao / PT2E / torch.ao configuration",
+        ),
+        Binding(
+            "s",
+            "save_stats",
+            "Save stats",
+            show=False,
+            tooltip="Save the statistics to a stats file (.qstats; asks where, and before overwriting), to reopen "
+            "without the model",
+        ),
+        Binding(
+            "v",
+            "verify",
+            "Verify",
+            show=False,
+            tooltip="Apply the plan with torchao to a copy of the model; achieved SQNR next to the predicted one",
+        ),
+        Binding(
+            "f",
+            "toggle_float",
+            "Float",
+            tooltip="Keep the selected module (and its subtree) in float, "
+            "or quantize it again with its recommended scheme",
+        ),
+        Binding(
+            "p",
+            "pick_scheme",
+            "Scheme",
+            show=False,
+            tooltip="Pick the quantization scheme of the selected module (and its subtree)",
+        ),
+        Binding(
+            "S",
+            "sensitivity",
+            "Sensitivity",
+            show=False,
+            key_display="S",
+            tooltip="Measure each quantized module's sensitivity: the plan's SQNR with only it quantized",
+        ),
+        Binding(
+            "t",
+            "focus_tolerance",
+            "Tolerance",
+            show=False,
+            priority=True,
+            tooltip="Edit the dynamic-vs-static tolerance (Enter applies, Esc returns to the tree)",
+        ),
+        Binding(
+            "m",
+            "focus_min_gain",
+            "Min gain",
+            show=False,
+            priority=True,
+            tooltip="Edit the minimum measured gain (dB): findings gaining less are minor, shown without a "
+            "badge (Enter applies, Esc returns to the tree)",
+        ),
+        Binding(
+            "o",
+            "toggle_helpers",
+            "Observers",
+            show=False,
+            tooltip="Show or hide the observers and fake quantizers of a prepared model",
+        ),
+        Binding(
+            "z",
+            "zoom",
+            "Zoom",
+            show=False,
+            tooltip="Zoom the detail view to the full width (z again, or Esc in the detail view, restores)",
+        ),
         Binding("y", "copy('name')", "Copy", show=False, tooltip="Copy the selected module's name"),
-        Binding("Y", "copy('command')", "Copy command", show=False, key_display="Y",
-                tooltip="Copy the command line that reproduces the current settings"),
-        Binding("b", "toggle_sidebar", "Sidebar",
-                tooltip="Show or hide the sidebar (on a narrow terminal: in place of the detail view)"),
+        Binding(
+            "Y",
+            "copy('command')",
+            "Copy command",
+            show=False,
+            key_display="Y",
+            tooltip="Copy the command line that reproduces the current settings",
+        ),
+        Binding(
+            "b",
+            "toggle_sidebar",
+            "Sidebar",
+            tooltip="Show or hide the sidebar (on a narrow terminal: in place of the detail view)",
+        ),
         Binding("question_mark", "help", "Help", tooltip="This list of keys"),
         Binding("q", "quit", "Quit", tooltip="Quit (a running calibration stops between batches)"),
     ]
@@ -242,11 +324,20 @@ class MainScreen(Screen[None]):
                 )
                 yield BadgeLegend(id="legend").data_bind(MainScreen.detectors, MainScreen.report)
             yield ModuleDetail(id="detail").data_bind(
-                MainScreen.detector_index, MainScreen.report, MainScreen.measured, MainScreen.plan,
-                MainScreen.plan_sqnr, MainScreen.plan_pending, MainScreen.sensitivity, fqn=MainScreen.detail_fqn,
+                MainScreen.detector_index,
+                MainScreen.report,
+                MainScreen.measured,
+                MainScreen.plan,
+                MainScreen.plan_sqnr,
+                MainScreen.plan_pending,
+                MainScreen.sensitivity,
+                fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
-                MainScreen.detectors, MainScreen.max_batches, MainScreen.settings, MainScreen.report,
+                MainScreen.detectors,
+                MainScreen.max_batches,
+                MainScreen.settings,
+                MainScreen.report,
                 MainScreen.min_gain_db,
             )
         yield CalibrationBar(id="calibration")
@@ -278,16 +369,23 @@ class MainScreen(Screen[None]):
         if settings is None:
             return
         params = {
-            d.name: {p.name: settings.params[d.name][p.name] for p in d.params
-                     if settings.params[d.name][p.name] != p.default}
+            d.name: {
+                p.name: settings.params[d.name][p.name]
+                for p in d.params
+                if settings.params[d.name][p.name] != p.default
+            }
             for d in self.detectors
         }
         enabled = None if list(settings.enabled) == [d.name for d in self.detectors] else tuple(settings.enabled)
         try:
-            user_settings.save(user_settings.UserSettings(
-                theme=self.app.theme, enabled=enabled, params={k: v for k, v in params.items() if v},
-                ch_axis=settings.ch_axis,
-            ))
+            user_settings.save(
+                user_settings.UserSettings(
+                    theme=self.app.theme,
+                    enabled=enabled,
+                    params={k: v for k, v in params.items() if v},
+                    ch_axis=settings.ch_axis,
+                )
+            )
         except OSError as exc:
             self.notify(f"Settings not saved: {exc}", severity="warning", markup=False)
 
@@ -355,16 +453,18 @@ class MainScreen(Screen[None]):
         self._evaluate(self.stats, self.settings, self._generation, error, self.min_gain_db)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
-    def _evaluate(self, stats: Stats, settings: Settings, generation: int, error: object = None,
-                  min_gain_db: float | None = None) -> None:
+    def _evaluate(
+        self, stats: Stats, settings: Settings, generation: int, error: object = None, min_gain_db: float | None = None
+    ) -> None:
         model = self.model
         if model is None:
             return
         try:
             report = model.evaluate(stats, settings, error, min_gain_db)
         except Exception as exc:  # a detector bug must not take the app down
-            self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed",
-                                      severity="error", markup=False)
+            self.app.call_from_thread(
+                self.notify, f"{type(exc).__name__}: {exc}", title="Evaluation failed", severity="error", markup=False
+            )
             return
         self.post_message(ReportUpdated(report, generation))
 
@@ -401,13 +501,17 @@ class MainScreen(Screen[None]):
         try:
             self.post_message(ReportUpdated(assess(report, report.measured, min_gain_db), generation))
             if measured is not None:
-                self.post_message(RecommendationChanged(
-                    recommend(measured, min_gain_db, lambda: worker.is_cancelled), gain_generation))
+                self.post_message(
+                    RecommendationChanged(
+                        recommend(measured, min_gain_db, lambda: worker.is_cancelled), gain_generation
+                    )
+                )
         except CalibrationCancelled:
             return  # a newer threshold replaced this one
         except Exception as exc:  # a bug must not take the app down
-            self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", title="Re-assessing failed",
-                                      severity="error", markup=False)
+            self.app.call_from_thread(
+                self.notify, f"{type(exc).__name__}: {exc}", title="Re-assessing failed", severity="error", markup=False
+            )
             if measured is not None:
                 self.post_message(RecommendationChanged(measured, gain_generation))
 
@@ -582,13 +686,19 @@ class MainScreen(Screen[None]):
 
     def start_measurement(self) -> None:
         """Measure local SQNR per module and scheme, the recommended plan and its SQNR, in a worker."""
-        if (self.model is None or self.stats is None or self.settings is None or not self.stats.batches
-                or self.probe_batches <= 0):
+        if (
+            self.model is None
+            or self.stats is None
+            or self.settings is None
+            or not self.stats.batches
+            or self.probe_batches <= 0
+        ):
             return
         if (why := self.model.measurement_unavailable) is not None:  # a graph: said, never attempted
             batches = self.stats.batches
             self.query_one(CalibrationBar).stop(
-                f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}. {why}", "warning")
+                f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}. {why}", "warning"
+            )
             return
         self._measure_cancel.clear()
         self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
@@ -606,8 +716,15 @@ class MainScreen(Screen[None]):
             self.post_message(WorkProgress(done, total))
 
         try:
-            measured = measure(model, stats, settings, self.probe_batches, progress,
-                               lambda: self._measure_cancel.is_set() or worker.is_cancelled, self.min_gain_db)
+            measured = measure(
+                model,
+                stats,
+                settings,
+                self.probe_batches,
+                progress,
+                lambda: self._measure_cancel.is_set() or worker.is_cancelled,
+                self.min_gain_db,
+            )
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
         except Exception as exc:  # the simulation of the user's model can fail in many ways
@@ -783,9 +900,7 @@ class MainScreen(Screen[None]):
             self.query_one(CalibrationBar).start(self.measuring, unit="modules")
             self._sensitivity(measured, plan)
 
-        self.app.push_screen(
-            ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start
-        )
+        self.app.push_screen(ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
     def _sensitivity(self, measured: Measured, plan: Plan) -> None:
@@ -796,7 +911,8 @@ class MainScreen(Screen[None]):
 
         try:
             result = measured.analysis.sensitivity(
-                plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled)
+                plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
+            )
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Sensitivity cancelled.", cancelled=True))
         except Exception as exc:
@@ -827,7 +943,8 @@ class MainScreen(Screen[None]):
             calibrated = self.report is not None and self.report.batches > 0
             self.notify(
                 "No module has a recommendation with the current settings."
-                if calibrated else "No recommendations yet: press c to calibrate."
+                if calibrated
+                else "No recommendations yet: press c to calibrate."
             )
             return
         if tree.jump(self._recommended, forward) is None:
@@ -944,8 +1061,10 @@ class MainScreen(Screen[None]):
         fqn = self.query_one(ModuleTree).current_fqn
         if self.report is None:
             return
-        text = "\n".join(f"{self.report.detectors[f.detector].title}: {f.headline}. {f.reason}"
-                         for f in self.report.findings_for(fqn))
+        text = "\n".join(
+            f"{self.report.detectors[f.detector].title}: {f.headline}. {f.reason}"
+            for f in self.report.findings_for(fqn)
+        )
         self.app.copy_to_clipboard(text or f"{fqn}: no findings")
         self.notify(f"Copied the findings of {fqn or 'the model'}.", markup=False)
 
@@ -1006,8 +1125,9 @@ class MainScreen(Screen[None]):
         targets += [
             ExportTarget("torchao", "torchao config (.py + .json + .safetensors)", ".torchao.py", None, deferred=True),
             ExportTarget("pt2e", "PT2E snippet (.py)", ".pt2e.py", None, deferred=True),
-            ExportTarget("qconfig_mapping", "torch.ao QConfigMapping (.py)", ".qconfig_mapping.py", None,
-                         deferred=True),
+            ExportTarget(
+                "qconfig_mapping", "torch.ao QConfigMapping (.py)", ".qconfig_mapping.py", None, deferred=True
+            ),
         ]
         return targets
 
@@ -1031,8 +1151,9 @@ class MainScreen(Screen[None]):
         if self.model is None or self.stats is None or self.settings is None or not self.stats.batches:
             self.notify("Nothing to save yet: press c to calibrate first.")
             return
-        target = ExportTarget("qstats", "Statistics file (.qstats): reopens without the model", ".qstats", None,
-                              deferred=True)
+        target = ExportTarget(
+            "qstats", "Statistics file (.qstats): reopens without the model", ".qstats", None, deferred=True
+        )
         path = str(Path.cwd() / default_stats_path(self.model.spec))
         self.app.push_screen(
             ExportDialog([target], path, owner=self, title="Save statistics", action="Save"), self._stats_path_chosen
@@ -1055,13 +1176,17 @@ class MainScreen(Screen[None]):
         try:
             written = model.save_stats(stats, settings, path, error)
         except UserError as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Statistics not saved", severity="error",
-                                      markup=False)
+            self.app.call_from_thread(
+                self.notify, str(exc), title="Statistics not saved", severity="error", markup=False
+            )
         else:
             self.app.call_from_thread(
-                self.notify, f"Wrote the statistics of {stats.batches:,} batches to {written}",
-                title="Saved", markup=False,
+                self.notify,
+                f"Wrote the statistics of {stats.batches:,} batches to {written}",
+                title="Saved",
+                markup=False,
             )
+
     # Apply the plan (engine/apply: issue 8) ---------------------------------
 
     def action_verify(self) -> None:
@@ -1102,8 +1227,14 @@ class MainScreen(Screen[None]):
 
         try:
             title, text, note = apply_in_app(
-                kind, target, path, model.loaded_model, model.catalog, self._current_plan(),
-                progress=progress, should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
+                kind,
+                target,
+                path,
+                model.loaded_model,
+                model.catalog,
+                self._current_plan(),
+                progress=progress,
+                should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
             )
         except CalibrationCancelled:
             self.app.call_from_thread(self._applied, None, None, "Cancelled.", "warning")
@@ -1116,7 +1247,9 @@ class MainScreen(Screen[None]):
 
     def _applied(self, title: str | None, text: str | None, note: str, severity: SeverityLevel) -> None:
         self.applying = False
-        self.query_one(CalibrationBar).stop(note.splitlines()[0] if note else "", "error" if severity == "error" else "")
+        self.query_one(CalibrationBar).stop(
+            note.splitlines()[0] if note else "", "error" if severity == "error" else ""
+        )
         if text is not None and title is not None:
             self.app.push_screen(VerifyScreen(title, text))
         elif note:
@@ -1183,8 +1316,10 @@ def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
     ]
     if cost.seconds is not None and cost.forward_passes:
         per_pass = cost.seconds / cost.forward_passes
-        lines.append(f"Estimate: about {seconds_text(cost.seconds)} (the fastest timed pass over the probe "
-                     f"batches took {seconds_text(per_pass)}; a busy machine makes it longer).")
+        lines.append(
+            f"Estimate: about {seconds_text(cost.seconds)} (the fastest timed pass over the probe "
+            f"batches took {seconds_text(per_pass)}; a busy machine makes it longer)."
+        )
     else:
         lines.append("Estimate: unknown (no pass over the probe batches has been timed yet).")
     lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]

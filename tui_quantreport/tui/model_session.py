@@ -22,8 +22,8 @@ from tui_quantreport.engine.report import Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
     from tui_quantreport.engine.detectors import Detector
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import LoadedModel
@@ -362,6 +362,7 @@ def recommend(measured: Measured, min_gain_db: float, should_cancel: Callable[[]
     plan = plan.with_prediction(sqnr.db, measured.probe_batches)
     error = measured.error
     if error is not None:  # the report's plan (exports) follows the recommendation too
-        error = replace(error, plan=dict(plan.modules), plan_sqnr_db=sqnr.db, plan_reason=sqnr.reason,
-                        plan_data=plan.to_json_data())
+        error = replace(
+            error, plan=dict(plan.modules), plan_sqnr_db=sqnr.db, plan_reason=sqnr.reason, plan_data=plan.to_json_data()
+        )
     return replace(measured, recommended=plan, recommended_sqnr=sqnr, error=error)

@@ -24,13 +24,17 @@ class ModelSummary(Static):
     def show_report(self, report: Report, detector_index: Mapping[str, int]) -> None:
         """Render the summary of ``report``."""
         heading: list[Content | str | tuple[str, str]] = [
-            (report.spec, "bold"), f"  {report.model_class}, {report.user_module_count:,} modules, ",
+            (report.spec, "bold"),
+            f"  {report.model_class}, {report.user_module_count:,} modules, ",
         ]
         if report.batches:
             heading.append(f"calibrated on {report.batches:,} batches.")
         else:
-            heading += ["not calibrated yet: press ", ("c", "bold reverse"),
-                        " to run the calibration batches through the model."]
+            heading += [
+                "not calibrated yet: press ",
+                ("c", "bold reverse"),
+                " to run the calibration batches through the model.",
+            ]
         parts: list[Content] = [Content.assemble(*heading), Content("")]
 
         for name in report.detectors:
@@ -49,7 +53,8 @@ class ModelSummary(Static):
                 Content(""),
                 Content.styled(
                     "Settings changed since the last calibration need new data ("
-                    + ", ".join(report.stale_params) + "): press c to calibrate again.",
+                    + ", ".join(report.stale_params)
+                    + "): press c to calibrate again.",
                     "$warning",
                 ),
             ]
@@ -67,7 +72,10 @@ class ModelSummary(Static):
         badged = [fqn for fqn in recommended if report.badged(name, fqn)]
         count = len(badged)
         line: list[Content | str | tuple[str, str]] = [
-            badge(detector.glyph, index), " ", (detector.title, "bold"), "  ",
+            badge(detector.glyph, index),
+            " ",
+            (detector.title, "bold"),
+            "  ",
             (f"{count:,} recommended" if count else "nothing recommended", "bold $warning" if count else "dim"),
         ]
         if measured:

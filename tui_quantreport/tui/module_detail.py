@@ -102,7 +102,9 @@ class ModuleDetail(VerticalScroll, can_focus=True):
         self.query_one(PlanSummary).set_shown(False)
         title.update(
             Content.assemble(
-                (fqn, "bold"), "  ", (module.class_name, "italic"),
+                (fqn, "bold"),
+                "  ",
+                (module.class_name, "italic"),
                 (f"  · {module.params:,} parameters" if module.params else "", "dim"),
                 (f"  · already quantized: {module.quantized}" if module.quantized else "", "dim"),
             )
@@ -119,8 +121,14 @@ class ModuleDetail(VerticalScroll, can_focus=True):
         draws: list[Callable[[ChannelPlot], None]] = []
         for point in report.modules[fqn].points:
             if point.role == "pre" and point.channel_max:
-                draws.append(partial(ChannelPlot.show_range, title=RANGE_TITLE, channel_min=point.channel_min,
-                                     channel_max=point.channel_max))
+                draws.append(
+                    partial(
+                        ChannelPlot.show_range,
+                        title=RANGE_TITLE,
+                        channel_min=point.channel_min,
+                        channel_max=point.channel_max,
+                    )
+                )
         for finding in report.findings_for(fqn):
             colour = badge_variable(detector_index.get(finding.detector, 0))
             for series in finding.series:
@@ -133,6 +141,6 @@ class ModuleDetail(VerticalScroll, can_focus=True):
         for plot, draw in zip(self._plots, draws):
             draw(plot)
             plot.display = True
-        for plot in self._plots[len(draws):]:
+        for plot in self._plots[len(draws) :]:
             plot.display = False
         self.query_one("#plots-heading").display = bool(draws)

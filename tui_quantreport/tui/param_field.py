@@ -94,19 +94,25 @@ class ParamField(Vertical):
             select_on_focus=True,
             compact=True,
         )
-        self.input.tooltip = (param.help + (" (⟳ changing it needs a new calibration)" if param.observed else "")
-                              + f". Command line: {cli_spelling(owner, param)}")
+        self.input.tooltip = (
+            param.help
+            + (" (⟳ changing it needs a new calibration)" if param.observed else "")
+            + f". Command line: {cli_spelling(owner, param)}"
+        )
         self.message = Static("", classes="param-message")
 
     def compose(self) -> ComposeResult:
         observed = " ⟳" if self.param.observed else ""
-        yield Label(Content.assemble(f"{human_label(self.owner, self.param)}{observed} ",
-                                     (self.param.describe_range(), "dim")), classes="param-label")
+        yield Label(
+            Content.assemble(f"{human_label(self.owner, self.param)}{observed} ", (self.param.describe_range(), "dim")),
+            classes="param-label",
+        )
         yield self.input
         yield self.message
         # Shown while the field has focus (see app.tcss): what it means, and its command-line name.
-        yield Static(Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"),
-                     classes="param-help")
+        yield Static(
+            Content.styled(f"{self.param.help} ({cli_spelling(self.owner, self.param)})", "dim"), classes="param-help"
+        )
 
     def parse(self, text: str) -> Any:
         """The value ``text`` stands for, or :class:`ParamError`."""

@@ -76,15 +76,21 @@ class PlanSummary(Static):
         lines: list[Content] = [
             Content.styled("What-if plan", "bold underline"),
             Content.assemble(
-                "End-to-end SQNR ", (sqnr_text(self.plan_sqnr), "bold"), running,
+                "End-to-end SQNR ",
+                (sqnr_text(self.plan_sqnr), "bold"),
+                running,
                 f" on {measured.probe_batches} probe batches · {len(quantized):,} quantized · {len(kept):,} kept float",
             ),
-            Content.styled("f keeps the selected module (or subtree) in float, p picks its scheme, "
-                           "e saves the plan, S measures sensitivity.", "dim"),
+            Content.styled(
+                "f keeps the selected module (or subtree) in float, p picks its scheme, "
+                "e saves the plan, S measures sensitivity.",
+                "dim",
+            ),
         ]
         if kept:
-            shown = ", ".join(kept[:KEEP_FLOAT_SHOWN]) + (f" and {len(kept) - KEEP_FLOAT_SHOWN:,} more"
-                                                          if len(kept) > KEEP_FLOAT_SHOWN else "")
+            shown = ", ".join(kept[:KEEP_FLOAT_SHOWN]) + (
+                f" and {len(kept) - KEEP_FLOAT_SHOWN:,} more" if len(kept) > KEEP_FLOAT_SHOWN else ""
+            )
             lines.append(Content.assemble("Keep float: ", (shown, "$accent")))
         else:
             lines.append(Content.styled("Keep float: none (every quantizable module is quantized).", "dim"))
@@ -97,9 +103,15 @@ class PlanSummary(Static):
         for fqn, scheme in modules.items():
             local = measured.local.get(fqn, {})
             if scheme == FLOAT:
-                best = max((s for k, s in local.items() if k in ("static_per_tensor", "static_per_channel",
-                                                                  "dynamic", "weight_only")),
-                           key=lambda s: s.value, default=None)
+                best = max(
+                    (
+                        s
+                        for k, s in local.items()
+                        if k in ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
+                    ),
+                    key=lambda s: s.value,
+                    default=None,
+                )
                 rows.append((fqn, "float", best.db if best is not None else None, "best if quantized"))
             else:
                 sqnr = local.get(scheme)
@@ -115,12 +127,17 @@ class PlanSummary(Static):
         bar_width = min(max(width - name_width - value_width - 8, 4), 40)
         top = max([r[2] for r in rows if r[2] is not None] + [1.0])
         for fqn, scheme, db, _ in rows:
-            name = fqn if len(fqn) <= name_width else "…" + fqn[-(name_width - 1):]
+            name = fqn if len(fqn) <= name_width else "…" + fqn[-(name_width - 1) :]
             style = "$accent" if scheme == "float" else "$primary-lighten-2"
             length = 0 if db is None else max(0, round(max(db, 0.0) / top * bar_width))
             value = "undefined" if db is None else f"{db:.1f} dB"
-            out.append(Content.assemble(
-                f"{name:<{name_width}} ", ("█" * length, style), " " * (bar_width - length),
-                f" {value:>{value_width}}", (" float" if scheme == "float" else "", "$accent"),
-            ))
+            out.append(
+                Content.assemble(
+                    f"{name:<{name_width}} ",
+                    ("█" * length, style),
+                    " " * (bar_width - length),
+                    f" {value:>{value_width}}",
+                    (" float" if scheme == "float" else "", "$accent"),
+                )
+            )
         return out

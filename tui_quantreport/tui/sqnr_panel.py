@@ -63,8 +63,10 @@ class SqnrPanel(Static):
         chosen = plan.modules.get(fqn, FLOAT) if plan is not None else FLOAT
         recommended = measured.scheme_of(fqn)
         lines: list[Content] = [
-            Content.assemble(("Measured error", "bold underline"),
-                             (f"  local SQNR on {measured.probe_batches} probe batches, higher is better", "dim")),
+            Content.assemble(
+                ("Measured error", "bold underline"),
+                (f"  local SQNR on {measured.probe_batches} probe batches, higher is better", "dim"),
+            ),
         ]
         for scheme, sqnr in local.items():
             if scheme in ADVICE_ROWS:
@@ -74,22 +76,35 @@ class SqnrPanel(Static):
                 marks.append(("◀ plan", "bold $accent"))
             if scheme == recommended and scheme != chosen:
                 marks.append(("recommended", "dim"))
-            parts: list[str | tuple[str, str]] = [f"  {scheme:<20} ",
-                                                  (sqnr_text(sqnr), "bold" if scheme == chosen else "")]
+            parts: list[str | tuple[str, str]] = [
+                f"  {scheme:<20} ",
+                (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
+            ]
             for mark in marks:
                 parts += [" ", mark]
             lines.append(Content.assemble(*parts))
         if chosen == FLOAT:
-            lines.append(Content.assemble("  ", ("kept in float by the plan", "bold $accent"),
-                                          ("  (f toggles, p picks a scheme)", "dim")))
+            lines.append(
+                Content.assemble(
+                    "  ", ("kept in float by the plan", "bold $accent"), ("  (f toggles, p picks a scheme)", "dim")
+                )
+            )
         for key, title in ADVICE_ROWS.items():
             if key in local:
-                lines.append(Content.assemble(f"  {title:<20} ", sqnr_text(local[key]),
-                                              ("  (the detectors' advice, simulated)", "dim")))
+                lines.append(
+                    Content.assemble(
+                        f"  {title:<20} ", sqnr_text(local[key]), ("  (the detectors' advice, simulated)", "dim")
+                    )
+                )
         sensitivity = self.sensitivity
         if sensitivity is not None and fqn in sensitivity:
-            lines.append(Content.assemble("  only this module quantized: ", (sqnr_text(sensitivity[fqn]), "bold"),
-                                          (" end to end (sensitivity)", "dim")))
+            lines.append(
+                Content.assemble(
+                    "  only this module quantized: ",
+                    (sqnr_text(sensitivity[fqn]), "bold"),
+                    (" end to end (sensitivity)", "dim"),
+                )
+            )
         elif chosen != FLOAT:
             lines.append(Content.styled("  S measures each module's sensitivity (one pass per module).", "dim"))
         self.update(Content("\n").join(lines))

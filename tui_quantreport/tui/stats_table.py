@@ -67,8 +67,10 @@ class StatsTable(Static):
     def _draw(self) -> None:
         cells = [[read(point, self.batches) for point in self.points] for _, read in ROWS]
         label_width = max(len(label) for label, _ in ROWS)
-        widths = [max([len(ROLE_TITLES.get(p.role, p.role))] + [len(row[i]) for row in cells])
-                  for i, p in enumerate(self.points)]
+        widths = [
+            max([len(ROLE_TITLES.get(p.role, p.role))] + [len(row[i]) for row in cells])
+            for i, p in enumerate(self.points)
+        ]
         side_by_side = label_width + sum(widths) + PADDING * len(widths)
         available = self.size.width or self.app.size.width
         self.stacked = len(self.points) > 1 and side_by_side > available

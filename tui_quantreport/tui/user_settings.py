@@ -67,8 +67,12 @@ def save(settings: UserSettings) -> Path:
     """Write ``settings`` (creating the directory); OSError propagates to the caller."""
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"theme": settings.theme, "enabled": list(settings.enabled) if settings.enabled is not None else None,
-            "params": settings.params, "ch_axis": settings.ch_axis}
+    data = {
+        "theme": settings.theme,
+        "enabled": list(settings.enabled) if settings.enabled is not None else None,
+        "params": settings.params,
+        "ch_axis": settings.ch_axis,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -17,7 +17,10 @@ from textual.widgets import Button, Static
 class VerifyScreen(ModalScreen[None]):
     """Shows a :class:`~tui_quantreport.engine.apply.verify.VerifyResult` as text; Esc closes."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close"), Binding("enter", "close", "Close", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("enter", "close", "Close", show=False),
+    ]
     DEFAULT_CSS = """
     VerifyScreen { align: center middle; }
     #verify-box { width: 90%; max-width: 110; height: auto; max-height: 90%; border: round $accent;

@@ -43,7 +43,9 @@ def check_target(target: str) -> str:
     return target
 
 
-def load_subject(spec: str, plan_path: str | None, calibration: str | None = None, backend: str | None = None) -> Subject:
+def load_subject(
+    spec: str, plan_path: str | None, calibration: str | None = None, backend: str | None = None
+) -> Subject:
     """The model a spec names and the plan to apply (the file's, or the recommended one)."""
     from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.spec import load_model
@@ -140,12 +142,22 @@ def verify_plan(
     else:
         import importlib
 
-        module = importlib.import_module(f"tui_quantreport.engine.apply.{'pt2e_target' if target == 'pt2e' else 'qconfig_target'}")
+        module = importlib.import_module(
+            f"tui_quantreport.engine.apply.{'pt2e_target' if target == 'pt2e' else 'qconfig_target'}"
+        )
         apply, library, inspect = module.applier(export, subject, count)
     prediction = export_prediction(subject, export, target, probes)
     return verify_export(
-        subject.model, subject.plan, export, apply, probes, library=library,
-        export_prediction=prediction, inspect=inspect, progress=progress, should_cancel=should_cancel,
+        subject.model,
+        subject.plan,
+        export,
+        apply,
+        probes,
+        library=library,
+        export_prediction=prediction,
+        inspect=inspect,
+        progress=progress,
+        should_cancel=should_cancel,
     )
 
 
@@ -180,7 +192,9 @@ def apply_in_app(
     if plan is None:
         analysis = bridge.calibrated_analysis(loaded, catalog, None, progress=progress, should_cancel=should_cancel)
         recommended = analysis.recommended_plan()
-        plan_file = bridge.plan_file_from(recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes)))
+        plan_file = bridge.plan_file_from(
+            recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes))
+        )
     else:
         plan_file = bridge.plan_file_from(plan)
     check_plan(plan_file, catalog, loaded.spec)
@@ -201,4 +215,8 @@ def apply_in_app(
         return None, None, note
     result = verify_plan(subject, target, progress=progress, should_cancel=should_cancel)
     achieved = f"{result.achieved_db:.2f} dB" if result.achieved_db is not None else "n/a"
-    return f"Verify the plan with {result.library}", result.to_text(), f"Verified with {result.library}: achieved {achieved}."
+    return (
+        f"Verify the plan with {result.library}",
+        result.to_text(),
+        f"Verified with {result.library}: achieved {achieved}.",
+    )

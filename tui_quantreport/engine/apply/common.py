@@ -110,9 +110,7 @@ def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: 
     from tui_quantreport import __version__
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    predicted = (
-        f"{plan.predicted_sqnr_db:.2f} dB" if plan.predicted_sqnr_db is not None else "not recorded in the plan"
-    )
+    predicted = f"{plan.predicted_sqnr_db:.2f} dB" if plan.predicted_sqnr_db is not None else "not recorded in the plan"
     probes = f" on {plan.probe_batches} probe batches" if plan.probe_batches else ""
     counts = Counter(plan.quantized.values())
     schemes = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
@@ -135,14 +133,12 @@ def calibrated_main_code(spec: str, calibration: str | None, report: str) -> str
     ``quantize(build_model(), batches)`` on the calibration batches, one batch through the result,
     then ``report`` (source lines, indented for the block) about ``converted``."""
     return (
-        model_loader_code(spec, calibration)
-        + "\n\n"
+        model_loader_code(spec, calibration) + "\n\n"
         'if __name__ == "__main__":\n'
         "    batches = list(calibration_batches())\n"
         "    converted = quantize(build_model(), batches)\n"
         "    with torch.no_grad():\n"
-        "        _call(converted, batches[0])\n"
-        + report
+        "        _call(converted, batches[0])\n" + report
     )
 
 
@@ -169,7 +165,9 @@ def model_loader_code(spec: str, calibration: str | None = None) -> str:
         f'    """The float model, rebuilt as tui-quantreport loaded it (spec {spec!r})."""\n'
         f"    return _import(*{model_module!r}).{model_name}()\n\n\n"
     )
-    cal_module, cal_name = _module_code(calibration, BATCHES_FACTORY) if calibration else (model_module, BATCHES_FACTORY)
+    cal_module, cal_name = (
+        _module_code(calibration, BATCHES_FACTORY) if calibration else (model_module, BATCHES_FACTORY)
+    )
     code += (
         "def calibration_batches():\n"
         f'    """The calibration batches (spec {calibration or spec!r})."""\n'

@@ -37,10 +37,12 @@ def module_facts(model: nn.Module, fqns: Iterable[str], batch: Any | None) -> di
     if batch is not None and fqns:
         handles = []
         for fqn in fqns:
+
             def hook(module, args, kwargs, fqn=fqn):
                 tensor = first_tensor(args) if args else first_tensor(kwargs)
                 if tensor is not None:
                     ndims.setdefault(fqn, tensor.dim())
+
             handles.append(model.get_submodule(fqn).register_forward_pre_hook(hook, with_kwargs=True))
         training = model.training
         try:
@@ -48,7 +50,9 @@ def module_facts(model: nn.Module, fqns: Iterable[str], batch: Any | None) -> di
             with torch.no_grad():
                 call_batch(model, batch)
         except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
-            raise UserError(f"the first calibration batch was rejected by the model: {type(exc).__name__}: {exc}") from None
+            raise UserError(
+                f"the first calibration batch was rejected by the model: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             model.train(training)
             for handle in handles:
@@ -57,7 +61,9 @@ def module_facts(model: nn.Module, fqns: Iterable[str], batch: Any | None) -> di
     for fqn in fqns:
         module = model.get_submodule(fqn)
         parent = model.get_submodule(fqn.rpartition(".")[0]) if "." in fqn else (model if fqn else None)
-        result[fqn] = ModuleFacts(fqn, _kind(module), type(parent).__name__ if parent is not None else None, ndims.get(fqn))
+        result[fqn] = ModuleFacts(
+            fqn, _kind(module), type(parent).__name__ if parent is not None else None, ndims.get(fqn)
+        )
     return result
 
 

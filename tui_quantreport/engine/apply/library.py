@@ -46,7 +46,9 @@ def require_torchao(purpose: str) -> ModuleType:
     if found is None:
         raise LibraryError(f"{purpose} needs torchao, which is not installed: pip install 'torchao{TORCHAO_RANGE}'")
     if _version_tuple(found)[:2] < TORCHAO_MIN:
-        raise LibraryError(f"{purpose} needs torchao {TORCHAO_RANGE}, found {found}: pip install 'torchao{TORCHAO_RANGE}'")
+        raise LibraryError(
+            f"{purpose} needs torchao {TORCHAO_RANGE}, found {found}: pip install 'torchao{TORCHAO_RANGE}'"
+        )
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:

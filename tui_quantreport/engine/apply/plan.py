@@ -63,8 +63,13 @@ class ActivationQParams:
         return float(new_scale), zero_point
 
     def to_json(self) -> dict[str, Any]:
-        return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
-                "quant_min": self.quant_min, "quant_max": self.quant_max}
+        return {
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "dtype": self.dtype,
+            "quant_min": self.quant_min,
+            "quant_max": self.quant_max,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,11 @@ class PlanFile:
         if data.get("format") != PLAN_FORMAT:
             raise bad(f"format is {data.get('format')!r}, expected {PLAN_FORMAT!r}")
         model = data.get("model")
-        if not isinstance(model, dict) or not isinstance(model.get("class"), str) or not isinstance(model.get("fingerprint"), str):
+        if (
+            not isinstance(model, dict)
+            or not isinstance(model.get("class"), str)
+            or not isinstance(model.get("fingerprint"), str)
+        ):
             raise bad("'model' needs a 'class' and a 'fingerprint' string")
         raw = data.get("modules")
         if not isinstance(raw, dict):
@@ -153,9 +162,13 @@ class PlanFile:
         if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
             raise bad(f"unknown backend {backend!r}")
         return cls(
-            model["class"], model["fingerprint"], modules,
+            model["class"],
+            model["fingerprint"],
+            modules,
             float(predicted) if predicted is not None else None,
-            probes if isinstance(probes, int) else None, source, {"backend": backend},
+            probes if isinstance(probes, int) else None,
+            source,
+            {"backend": backend},
         )
 
     @classmethod
@@ -186,8 +199,10 @@ def _activation(value: Any, fqn: str, bad) -> ActivationQParams:
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"module {fqn!r}: 'activation' lacks a valid {exc}") from None
     if not (math.isfinite(scale) and scale > 0) or not qmin <= zero_point <= qmax or dtype not in ("quint8", "qint8"):
-        raise bad(f"module {fqn!r}: activation qparams out of range (scale {scale}, zero point {zero_point}, "
-                  f"[{qmin}, {qmax}], {dtype})")
+        raise bad(
+            f"module {fqn!r}: activation qparams out of range (scale {scale}, zero point {zero_point}, "
+            f"[{qmin}, {qmax}], {dtype})"
+        )
     return ActivationQParams(scale, zero_point, dtype, qmin, qmax)
 
 

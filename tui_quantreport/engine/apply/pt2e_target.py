@@ -20,9 +20,9 @@ from torch import nn
 from tui_quantreport.engine.apply.common import (
     Change,
     Export,
+    calibrated_main_code,
     call_code,
     header,
-    calibrated_main_code,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
@@ -34,7 +34,9 @@ def choose_mode(plan: PlanFile) -> str:
     return "static" if counts["static"] > counts["dynamic"] else "dynamic"
 
 
-def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
+def export_pt2e(
+    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+) -> Export:
     require_torchao("the pt2e export")
     mode = choose_mode(plan)
     facts = module_facts(model, plan.quantized, None)
@@ -45,13 +47,22 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
         if kind not in ("Linear", "Conv1d", "Conv2d") or (mode == "dynamic" and kind != "Linear"):
             changes.append(Change(fqn, scheme, FLOAT, f"X86InductorQuantizer does not quantize {kind} in {mode} mode"))
         elif facts[fqn].parent_class == "MultiheadAttention":
-            changes.append(Change(fqn, scheme, FLOAT, "nn.MultiheadAttention's out_proj is not a linear node after torch.export"))
+            changes.append(
+                Change(fqn, scheme, FLOAT, "nn.MultiheadAttention's out_proj is not a linear node after torch.export")
+            )
         elif scheme == "weight_only":
             exported = "static_per_channel" if mode == "static" else "dynamic"
             changes.append(Change(fqn, scheme, exported, "X86InductorQuantizer has no weight-only int8 config"))
         elif (scheme == "dynamic") != (mode == "dynamic"):
             exported = "static_per_channel" if mode == "static" else "dynamic"
-            changes.append(Change(fqn, scheme, exported, f"one X86InductorQuantizer cannot mix static and dynamic: the plan is mostly {mode}"))
+            changes.append(
+                Change(
+                    fqn,
+                    scheme,
+                    exported,
+                    f"one X86InductorQuantizer cannot mix static and dynamic: the plan is mostly {mode}",
+                )
+            )
         elif scheme == "static_per_tensor":
             per_tensor.append(fqn)
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
@@ -62,9 +73,18 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
         f"Needs torchao>=0.18,<0.19 (written with {torchao_version()}) and a model torch.export can trace.",
     ]
     if mixed:
-        extra.insert(0, f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).")
+        extra.insert(
+            0,
+            f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).",
+        )
     text = (
-        header("PT2E (torch.export + X86InductorQuantizer) quantization snippet (run: python THIS_FILE)", spec, plan, changes, extra)
+        header(
+            "PT2E (torch.export + X86InductorQuantizer) quantization snippet (run: python THIS_FILE)",
+            spec,
+            plan,
+            changes,
+            extra,
+        )
         + '"""Apply the plan with PT2E: quantize(model, batches) exports, prepares, calibrates and converts."""\n\n'
         "import dataclasses\n\nimport torch\n"
         "from torchao.quantization.pt2e import MinMaxObserver\n"
@@ -92,9 +112,7 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
         "        q.set_module_name_qconfig(name, None)\n"
         "    for name in PER_TENSOR_WEIGHTS:\n"
         "        q.set_module_name_qconfig(name, quantization_config(per_tensor_weights=True))\n"
-        "    return q\n\n\n"
-        + call_code()
-        + "\n\n"
+        "    return q\n\n\n" + call_code() + "\n\n"
         "def quantize(model, batches):\n"
         '    """torch.export on the first batch, prepare_pt2e, calibrate on every batch, convert_pt2e."""\n'
         "    batches = list(batches)\n"
@@ -108,7 +126,8 @@ def export_pt2e(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | 
         "            _call(prepared, batch)\n"
         "    return convert_pt2e(prepared)\n\n\n"
         + calibrated_main_code(
-            spec, calibration,
+            spec,
+            calibration,
             "    quantize_ops = sum(1 for n in converted.graph.nodes if 'quantize_per' in str(n.target))\n"
             "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n",
         )

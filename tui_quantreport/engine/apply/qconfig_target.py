@@ -16,9 +16,9 @@ from torch import nn
 from tui_quantreport.engine.apply.common import (
     Change,
     Export,
+    calibrated_main_code,
     call_code,
     header,
-    calibrated_main_code,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
@@ -26,7 +26,9 @@ from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 BACKEND_ENGINE = {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}
 
 
-def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
+def export_qconfig_mapping(
+    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+) -> Export:
     facts = module_facts(model, plan.quantized, None)
     changes: list[Change] = []
     assigned: dict[str, str] = {}
@@ -36,7 +38,9 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
             changes.append(Change(fqn, scheme, FLOAT, f"torch.ao's QConfigMapping quantizes Linear/Conv, not {kind}"))
             continue
         if facts[fqn].parent_class == "MultiheadAttention":
-            changes.append(Change(fqn, scheme, FLOAT, "torch.ao does not quantize nn.MultiheadAttention's out_proj on its own"))
+            changes.append(
+                Change(fqn, scheme, FLOAT, "torch.ao does not quantize nn.MultiheadAttention's out_proj on its own")
+            )
             continue
         exported = scheme
         if scheme == "weight_only":
@@ -54,8 +58,13 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
     lines += [f"    mapping.set_module_name({fqn!r}, {scheme.upper()})" for fqn, scheme in assigned.items()]
     lines += [f"    mapping.set_module_name({fqn!r}, None)  # kept float" for fqn in keep_float]
     text = (
-        header("torch.ao QConfigMapping (FX graph mode) for the plan (run: python THIS_FILE)", spec, plan, changes,
-               [f"Activations: quint8 [{qmin}, {qmax}] from MinMaxObserver, backend {backend}; weights qint8 symmetric."])
+        header(
+            "torch.ao QConfigMapping (FX graph mode) for the plan (run: python THIS_FILE)",
+            spec,
+            plan,
+            changes,
+            [f"Activations: quint8 [{qmin}, {qmax}] from MinMaxObserver, backend {backend}; weights qint8 symmetric."],
+        )
         + '"""The plan as a torch.ao QConfigMapping; quantize(model, batches) runs prepare_fx, calibration, convert_fx."""\n\n'
         "import torch\n"
         "from torch.ao.quantization import (\n"
@@ -69,11 +78,8 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
         "    activation=ACTIVATION,\n"
         "    weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),\n)\n"
         "DYNAMIC = per_channel_dynamic_qconfig\n\n\n"
-        "def qconfig_mapping() -> QConfigMapping:\n"
-        + "\n".join(lines) + "\n"
-        "    return mapping\n\n\n"
-        + call_code()
-        + "\n\n"
+        "def qconfig_mapping() -> QConfigMapping:\n" + "\n".join(lines) + "\n"
+        "    return mapping\n\n\n" + call_code() + "\n\n"
         "def quantize(model, batches):\n"
         '    """prepare_fx with the mapping, calibrate on every batch, convert_fx (the model must be FX-traceable)."""\n'
         f"    if {BACKEND_ENGINE.get(backend, 'x86')!r} in torch.backends.quantized.supported_engines:\n"
@@ -85,8 +91,7 @@ def export_qconfig_mapping(model: nn.Module, plan: PlanFile, spec: str, first_ba
         "    with torch.no_grad():\n"
         "        for batch in batches:\n"
         "            _call(prepared, batch)\n"
-        "    return convert_fx(prepared)\n\n\n"
-        + calibrated_main_code(spec, calibration, "    print(converted)\n")
+        "    return convert_fx(prepared)\n\n\n" + calibrated_main_code(spec, calibration, "    print(converted)\n")
     )
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     return Export("qconfig_mapping", text, {}, changes, exported_plan)

@@ -22,21 +22,48 @@ def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
         qp = plan.activation.get(fqn) if scheme.startswith("static") else None
         act = ActivationQParams(qp.scale, qp.zero_point, qp.dtype, qp.quant_min, qp.quant_max) if qp else None
         modules[fqn] = PlanEntry(scheme, act)
-    return PlanFile(plan.model_class, plan.fingerprint, modules, plan.predicted_sqnr_db, plan.probe_batches,
-                    source, {"backend": plan.backend})
+    return PlanFile(
+        plan.model_class,
+        plan.fingerprint,
+        modules,
+        plan.predicted_sqnr_db,
+        plan.probe_batches,
+        source,
+        {"backend": plan.backend},
+    )
 
 
 def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
     activation = {
-        fqn: QParams(e.activation.scale, e.activation.zero_point, e.activation.dtype, e.activation.quant_min, e.activation.quant_max)
-        for fqn, e in plan.modules.items() if e.activation is not None
+        fqn: QParams(
+            e.activation.scale,
+            e.activation.zero_point,
+            e.activation.dtype,
+            e.activation.quant_min,
+            e.activation.quant_max,
+        )
+        for fqn, e in plan.modules.items()
+        if e.activation is not None
     }
-    return Plan({fqn: e.scheme for fqn, e in plan.modules.items()}, plan.model_class, plan.fingerprint,
-                backend or plan.backend, activation, plan.probe_batches or 0, plan.predicted_sqnr_db)
+    return Plan(
+        {fqn: e.scheme for fqn, e in plan.modules.items()},
+        plan.model_class,
+        plan.fingerprint,
+        backend or plan.backend,
+        activation,
+        plan.probe_batches or 0,
+        plan.predicted_sqnr_db,
+    )
 
 
-def calibrated_analysis(loaded: Any, catalog: Any, backend: str | None, probes: int = DEFAULT_PROBES,
-                        progress: Any = None, should_cancel: Any = None) -> ErrorAnalysis:
+def calibrated_analysis(
+    loaded: Any,
+    catalog: Any,
+    backend: str | None,
+    probes: int = DEFAULT_PROBES,
+    progress: Any = None,
+    should_cancel: Any = None,
+) -> ErrorAnalysis:
     """Calibrate (the project's default settings) and measure on the first ``probes`` batches."""
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings
@@ -77,7 +104,10 @@ def plan_ranges(plan: PlanFile) -> dict[str, tuple[float, float]]:
         if qp is None:
             continue
         scale = np.float32(qp.scale)
-        ranges[fqn] = (float(np.float32(qp.quant_min - qp.zero_point) * scale), float(np.float32(qp.quant_max - qp.zero_point) * scale))
+        ranges[fqn] = (
+            float(np.float32(qp.quant_min - qp.zero_point) * scale),
+            float(np.float32(qp.quant_max - qp.zero_point) * scale),
+        )
     return ranges
 
 
@@ -98,7 +128,9 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
     if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
         notes.append("static outputs left float, as torchao leaves them")
     if target != "torchao":
-        notes.append(f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model")
+        notes.append(
+            f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model"
+        )
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
         ranges = {**calibrated_ranges(subject), **ranges}  # the plan's own calibration wins where it has one

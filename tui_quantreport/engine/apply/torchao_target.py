@@ -78,7 +78,9 @@ def _config_code(scheme: str, facts: ModuleFacts, plan: PlanFile) -> str:
     )
 
 
-def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None) -> Export:
+def export_torchao(
+    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+) -> Export:
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
@@ -93,27 +95,26 @@ def export_torchao(model: nn.Module, plan: PlanFile, spec: str, first_batch: Any
     version = torchao_version()
     top = header(
         "torchao quantization configuration (run: python THIS_FILE, or import it and call quantize(model))",
-        spec, plan, changes,
-        [f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."],
+        spec,
+        plan,
+        changes,
+        [
+            f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."
+        ],
     )
     body = "\n".join(f"        {fqn!r}: {code}," for fqn, code in entries)
     text = (
-        top
-        + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
+        top + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
         "import torch\n"
         "from torchao.quantization import (\n"
         "    FqnToConfig,\n    Int8DynamicActivationInt8WeightConfig,\n    Int8StaticActivationInt8WeightConfig,\n"
         "    Int8WeightOnlyConfig,\n    MappingType,\n    PerRow,\n    PerTensor,\n    quantize_,\n)\n\n\n"
         "def quantization_config(set_inductor_config: bool = True) -> FqnToConfig:\n"
         '    """One entry per quantized module; modules kept float are absent."""\n'
-        "    return FqnToConfig({\n"
-        + (body + "\n" if body else "")
-        + "    })\n\n\n"
+        "    return FqnToConfig({\n" + (body + "\n" if body else "") + "    })\n\n\n"
         "def quantize(model: torch.nn.Module, set_inductor_config: bool = True) -> torch.nn.Module:\n"
         "    quantize_(model, quantization_config(set_inductor_config), filter_fn=None)\n"
-        "    return model\n\n\n"
-        + model_loader_code(spec, calibration)
-        + "\n\n"
+        "    return model\n\n\n" + model_loader_code(spec, calibration) + "\n\n"
         'if __name__ == "__main__":\n'
         "    model = quantize(build_model().eval())\n"
         "    quantized = [name for name, module in model.named_modules()\n"
@@ -148,8 +149,11 @@ def snippet_quantize(export: Any, subject: Any, failure: str) -> Any:
         from tui_quantreport.engine.errors import UserError
 
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 warnings.simplefilter("ignore")
                 return namespace["quantize"](model, batches)
         except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
@@ -170,7 +174,10 @@ def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | Non
     entries = {}
     for fqn, cfg in config.fqn_to_config.items():
         if getattr(cfg, "act_quant_scale", None) is not None:
-            keys[fqn] = {"act_quant_scale": f"{fqn}.act_quant_scale", "act_quant_zero_point": f"{fqn}.act_quant_zero_point"}
+            keys[fqn] = {
+                "act_quant_scale": f"{fqn}.act_quant_scale",
+                "act_quant_zero_point": f"{fqn}.act_quant_zero_point",
+            }
             tensors[f"{fqn}.act_quant_scale"] = cfg.act_quant_scale.detach().contiguous()
             tensors[f"{fqn}.act_quant_zero_point"] = cfg.act_quant_zero_point.detach().contiguous()
             cfg = dataclasses.replace(cfg, act_quant_scale=None, act_quant_zero_point=None)
@@ -185,7 +192,9 @@ def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | Non
         "tensors": keys,
     }
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    return text.encode("utf-8"), save(tensors, metadata={"format": JSON_FORMAT}) if tensors else save({}, metadata={"format": JSON_FORMAT})
+    return text.encode("utf-8"), save(tensors, metadata={"format": JSON_FORMAT}) if tensors else save(
+        {}, metadata={"format": JSON_FORMAT}
+    )
 
 
 def load_config_json(json_path: str) -> Any:

@@ -71,7 +71,9 @@ class VerifyResult:
             f"  predicted (plan)            {db(self.predicted_db)}",
         ]
         if self.export_predicted_db is not None or self.export_prediction_note:
-            lines.append(f"  predicted (as exported)     {db(self.export_predicted_db)}  {self.export_prediction_note}".rstrip())
+            lines.append(
+                f"  predicted (as exported)     {db(self.export_predicted_db)}  {self.export_prediction_note}".rstrip()
+            )
         gap = f"  gap {self.gap_db:+.2f} dB" if self.gap_db is not None else ""
         achieved = db(self.achieved_db) if self.achieved_db is not None else f"      n/a  ({self.achieved_reason})"
         lines.append(f"  achieved                    {achieved}{gap}")
@@ -94,10 +96,15 @@ class VerifyResult:
             return value if value is not None and math.isfinite(value) else None
 
         return {
-            "target": self.target, "library": self.library, "probe_batches": self.probe_batches,
-            "predicted_sqnr_db": fin(self.predicted_db), "export_predicted_sqnr_db": fin(self.export_predicted_db),
-            "achieved_sqnr_db": fin(self.achieved_db), "gap_db": fin(self.gap_db),
-            "weight_types": self.weight_types, "changes": [c.__dict__ for c in self.changes],
+            "target": self.target,
+            "library": self.library,
+            "probe_batches": self.probe_batches,
+            "predicted_sqnr_db": fin(self.predicted_db),
+            "export_predicted_sqnr_db": fin(self.export_predicted_db),
+            "achieved_sqnr_db": fin(self.achieved_db),
+            "gap_db": fin(self.gap_db),
+            "weight_types": self.weight_types,
+            "changes": [c.__dict__ for c in self.changes],
             "findings": [f.__dict__ for f in self.findings],
         }
 
@@ -148,7 +155,7 @@ class SqnrSum:
             if r64.shape != a64.shape:
                 self.bad = f"output shapes differ ({tuple(r64.shape)} vs {tuple(a64.shape)})"
                 return
-            self.signal += float((r64 ** 2).sum())
+            self.signal += float((r64**2).sum())
             self.noise += float(((r64 - a64) ** 2).sum())
 
     def result(self) -> tuple[float | None, str]:
@@ -207,12 +214,16 @@ def verify_export(
         else:
             change = next((c for c in export.changes if c.fqn == fqn), None)
             cause = change.reason if change else f"{library} left it a {weight_types[fqn]}"
-            findings.append(VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}"))
+            findings.append(
+                VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}")
+            )
     kept_float = []
     for fqn in plan.kept_float:
         is_quantized, kind = states.get(fqn, (False, "missing"))
         if is_quantized:
-            findings.append(VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}"))
+            findings.append(
+                VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}")
+            )
         else:
             kept_float.append(fqn)
     sums = SqnrSum()
@@ -238,8 +249,19 @@ def verify_export(
         model.train(was_training)
     achieved, reason = sums.result()
     result = VerifyResult(
-        export.target, library, len(probes), plan.predicted_sqnr_db, export_prediction[0], export_prediction[1],
-        achieved, reason, weight_types, quantized, kept_float, list(export.changes), findings,
+        export.target,
+        library,
+        len(probes),
+        plan.predicted_sqnr_db,
+        export_prediction[0],
+        export_prediction[1],
+        achieved,
+        reason,
+        weight_types,
+        quantized,
+        kept_float,
+        list(export.changes),
+        findings,
     )
     gap = result.gap_db
     if gap is not None and math.isfinite(gap) and abs(gap) > GAP_DB:
@@ -247,11 +269,14 @@ def verify_export(
     elif result.predicted_db is not None and achieved is not None and result.export_predicted_db is not None:
         plan_gap = achieved - result.predicted_db
         if abs(plan_gap) > GAP_DB:
-            result.findings.append(VerifyFinding(
-                "gap", None,
-                f"achieved {achieved:.2f} dB is {plan_gap:+.2f} dB from the plan's {result.predicted_db:.2f} dB, "
-                f"as predicted for the export ({result.export_predicted_db:.2f} dB): {result.export_prediction_note or 'the export differs from the plan'}",
-            ))
+            result.findings.append(
+                VerifyFinding(
+                    "gap",
+                    None,
+                    f"achieved {achieved:.2f} dB is {plan_gap:+.2f} dB from the plan's {result.predicted_db:.2f} dB, "
+                    f"as predicted for the export ({result.export_predicted_db:.2f} dB): {result.export_prediction_note or 'the export differs from the plan'}",
+                )
+            )
     return result
 
 
@@ -278,7 +303,9 @@ def _gap_message(result: VerifyResult, applied_float: set[str]) -> str:
     which = "the export's prediction" if result.export_predicted_db is not None else "the plan's prediction"
     causes = []
     if applied_float and result.export_predicted_db is None:
-        causes.append(f"{len(applied_float)} planned module(s) kept float by the target ({', '.join(sorted(applied_float)[:4])})")
+        causes.append(
+            f"{len(applied_float)} planned module(s) kept float by the target ({', '.join(sorted(applied_float)[:4])})"
+        )
     note = result.export_prediction_note
     if note and (result.export_predicted_db is None or "does not model" in note):
         causes.append(note)

@@ -71,4 +71,13 @@ def resolve_detector(name: str) -> str:
     raise ParamError(f"unknown detector {name!r}; choose from {', '.join(short_names())} (or their full names)")
 
 
-__all__ = ["ALIASES", "DETECTORS", "Detector", "EvaluationContext", "Judgement", "Unjudged", "resolve_detector", "short_names"]
+__all__ = [
+    "ALIASES",
+    "DETECTORS",
+    "Detector",
+    "EvaluationContext",
+    "Judgement",
+    "Unjudged",
+    "resolve_detector",
+    "short_names",
+]

@@ -172,12 +172,13 @@ class Detector(ABC, Generic[M]):
         if measurements is None:
             measurements = self.measure_all(ctx, params)
         statuses = {
-            fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params)
-            for fqn, m in measurements.items()
+            fqn: m.status if isinstance(m, Unjudged) else self.verdict(m, params) for fqn, m in measurements.items()
         }
         # A module already quantized (torchao weights, a converted PT2E graph) is never
         # recommended to be quantized again: not applicable, with the numbers kept.
-        quantized = {fqn: ctx.catalog.modules[fqn].quantized for fqn in measurements if ctx.catalog.modules[fqn].quantized}
+        quantized = {
+            fqn: ctx.catalog.modules[fqn].quantized for fqn in measurements if ctx.catalog.modules[fqn].quantized
+        }
         judged_as = dict(statuses)
         statuses.update(dict.fromkeys(quantized, Status.NOT_APPLICABLE))
 
@@ -209,8 +210,12 @@ class Detector(ABC, Generic[M]):
     # Helpers shared by the detectors.
 
     def report(
-        self, params: Mapping[str, Any], findings: Findings, noun: str,
-        skipped: Mapping[str, str] | None = None, **extra,
+        self,
+        params: Mapping[str, Any],
+        findings: Findings,
+        noun: str,
+        skipped: Mapping[str, str] | None = None,
+        **extra,
     ) -> DetectorReport:
         """Wrap findings with a one-line summary: how many of how many were flagged, what was left out."""
         statuses = findings.statuses
@@ -220,9 +225,12 @@ class Detector(ABC, Generic[M]):
         if not statuses:
             summary = f"No modules this detector applies to ({self.description})."
         elif flagged:
-            summary = f"{len(flagged):,} of {len(judged):,} {noun} would benefit: " + ", ".join(
-                fqn or "(model)" for fqn in flagged[:5]
-            ) + (f" and {len(flagged) - 5:,} more" if len(flagged) > 5 else "") + "."
+            summary = (
+                f"{len(flagged):,} of {len(judged):,} {noun} would benefit: "
+                + ", ".join(fqn or "(model)" for fqn in flagged[:5])
+                + (f" and {len(flagged) - 5:,} more" if len(flagged) > 5 else "")
+                + "."
+            )
         else:
             summary = f"No changes recommended for the {len(judged):,} {noun} judged."
         if unjudged:

@@ -92,9 +92,12 @@ class DeadChannelDetector(Detector[ZeroCounts]):
     noun = "layers"
     params = (
         Param(
-            "zero_batch_fraction", 1.0,
+            "zero_batch_fraction",
+            1.0,
             "a channel is dead when it is all zeros in at least this share of batches",
-            low=0.0, high=1.0, low_inclusive=False,
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
         ),
     )
     DEAD_CHANNELS = "dead_channels"
@@ -148,14 +151,20 @@ class DeadChannelDetector(Detector[ZeroCounts]):
         when = "every batch" if fraction == 1 else f"at least {fraction:.0%} of the {m.calls} batches"
         evidence = (
             Evidence(
-                "largest share of all-zero batches", share, f">= {fraction:.0%} marks a channel dead",
-                status is Status.RECOMMEND, f"{share:.0%}",
+                "largest share of all-zero batches",
+                share,
+                f">= {fraction:.0%} marks a channel dead",
+                status is Status.RECOMMEND,
+                f"{share:.0%}",
             ),
         )
         series = (
             Series(
                 "share of batches in which each input channel was all zeros",
-                tuple(z / m.calls for z in m.zero_calls), None, fraction, "share",
+                tuple(z / m.calls for z in m.zero_calls),
+                None,
+                fraction,
+                "share",
             ),
         )
         if status is Status.OK:
@@ -163,7 +172,9 @@ class DeadChannelDetector(Detector[ZeroCounts]):
                 "No dead input channels",
                 f"No input channel of {m.class_name} '{fqn}' was all zeros in {when} "
                 f"(the most: {m.most} of {m.calls}).",
-                values, evidence, series,
+                values,
+                evidence,
+                series,
             )
         flagged = [c for c, d in enumerate(dead) if d]
         plural = len(flagged) != 1
@@ -176,5 +187,7 @@ class DeadChannelDetector(Detector[ZeroCounts]):
             "its weights never reach the output, yet they cost compute and storage and still count toward "
             "the weight's quantization range. Prune the channel (with its weights and the channel that "
             "produces it), or find why it died (often a ReLU whose input stays negative).",
-            values, evidence, series,
+            values,
+            evidence,
+            series,
         )

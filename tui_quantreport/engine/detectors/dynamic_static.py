@@ -90,14 +90,22 @@ class DynamicStaticDetector(Detector[Stationarity]):
     #: "dynamic"/"static" as a PT2E quantizer annotated the module's input; None where none did.
     QUANTIZER_INPUT = "quantizer_input"
     report_keys = (
-        TOLERANCE, DYNAMIC_RECOMMENDED, PRE_COMP_STAT, PRE_DATA_DIST, POST_COMP_STAT, POST_DATA_DIST,
-        IS_DYNAMIC_SUPPORTED, QUANTIZER_INPUT,
+        TOLERANCE,
+        DYNAMIC_RECOMMENDED,
+        PRE_COMP_STAT,
+        PRE_DATA_DIST,
+        POST_COMP_STAT,
+        POST_DATA_DIST,
+        IS_DYNAMIC_SUPPORTED,
+        QUANTIZER_INPUT,
     )
     params = (
         Param(
-            "tolerance", 0.5,
+            "tolerance",
+            0.5,
             "S above this is stationary (static quantization); at or below, non-stationary (dynamic)",
-            low=0.0, high=1.0,
+            low=0.0,
+            high=1.0,
         ),
     )
 
@@ -114,9 +122,13 @@ class DynamicStaticDetector(Detector[Stationarity]):
         info = ctx.catalog.modules[fqn]
         pre, post = ctx.stats.point(fqn, "pre"), ctx.stats.point(fqn, "post")
         return Stationarity(
-            info.class_name, ctx.catalog.dynamic_kernel(fqn),
-            Spread.of(pre, info.class_name, fqn), Spread.of(post, info.class_name, fqn),
-            ctx.catalog.kinds[fqn].note, info.hidden_input, ctx.catalog.activation_schemes.get(fqn),
+            info.class_name,
+            ctx.catalog.dynamic_kernel(fqn),
+            Spread.of(pre, info.class_name, fqn),
+            Spread.of(post, info.class_name, fqn),
+            ctx.catalog.kinds[fqn].note,
+            info.hidden_input,
+            ctx.catalog.activation_schemes.get(fqn),
         )
 
     def verdict(self, measured: Stationarity, params: Mapping[str, Any]) -> Status:
@@ -137,9 +149,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
             self.TOLERANCE: tolerance,
             # Recommended only where a dynamic kernel exists (the reference also says so for convs);
             # true as well where the quantizer already made the input dynamic.
-            self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND or (
-                measured.annotated == "dynamic" and post_dist == NON_STATIONARY
-            ),
+            self.DYNAMIC_RECOMMENDED: status is Status.RECOMMEND
+            or (measured.annotated == "dynamic" and post_dist == NON_STATIONARY),
             self.PRE_COMP_STAT: measured.pre.stat,
             self.PRE_DATA_DIST: pre_dist,
             self.POST_COMP_STAT: measured.post.stat,
@@ -150,7 +161,8 @@ class DynamicStaticDetector(Detector[Stationarity]):
         if status is Status.NOT_OBSERVED:
             return Judgement(
                 unjudged_headline(status),
-                measured.post.only_empty or measured.pre.only_empty
+                measured.post.only_empty
+                or measured.pre.only_empty
                 or f"{class_name} '{fqn}' was never called during calibration, so nothing is known "
                 "about its activations.",
                 values,
@@ -175,7 +187,12 @@ class DynamicStaticDetector(Detector[Stationarity]):
         return judgement
 
     def _finding(
-        self, fqn: str, class_name: str, values: dict[str, Any], evidence: tuple[Evidence, ...], supported: bool,
+        self,
+        fqn: str,
+        class_name: str,
+        values: dict[str, Any],
+        evidence: tuple[Evidence, ...],
+        supported: bool,
         note: str = "",
     ) -> Judgement:
         dynamic = values[self.POST_DATA_DIST] == NON_STATIONARY
@@ -220,7 +237,8 @@ def _annotated_dynamic(judgement: Judgement, dynamic: bool) -> Judgement:
     """The explanation for a module whose input the PT2E quantizer already quantizes dynamically."""
     if dynamic:
         return replace(
-            judgement, headline="Dynamic quantization already used",
+            judgement,
+            headline="Dynamic quantization already used",
             reason=judgement.reason + " The quantizer already annotated its input as dynamic: nothing to change.",
         )
     return replace(

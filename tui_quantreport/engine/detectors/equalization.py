@@ -70,15 +70,25 @@ class InputWeightEqualizationDetector(Detector[Balance]):
     WEIGHT_CHANNEL_MIN = "weight_channel_min"
     WEIGHT_CHANNEL_MAX = "weight_channel_max"
     report_keys = (
-        RECOMMENDED, CHANNEL_RECOMMENDED, CHANNEL_METRIC, RATIO_THRESHOLD,
-        INPUT_CHANNEL_MIN, INPUT_CHANNEL_MAX, WEIGHT_CHANNEL_MIN, WEIGHT_CHANNEL_MAX,
+        RECOMMENDED,
+        CHANNEL_RECOMMENDED,
+        CHANNEL_METRIC,
+        RATIO_THRESHOLD,
+        INPUT_CHANNEL_MIN,
+        INPUT_CHANNEL_MAX,
+        WEIGHT_CHANNEL_MIN,
+        WEIGHT_CHANNEL_MAX,
     )
     module_param_keys = (RATIO_THRESHOLD,)
     params = (
         Param(
-            "ratio_threshold", 0.5,
+            "ratio_threshold",
+            0.5,
             "a channel benefits when threshold <= s_c <= 1/threshold",
-            low=0.0, high=1.0, low_inclusive=False, high_inclusive=False,
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
         ),
     )
 
@@ -130,7 +140,8 @@ class InputWeightEqualizationDetector(Detector[Balance]):
         if not point.finite:
             return Unjudged(
                 Status.NOT_APPLICABLE,
-                f"The input of '{fqn}' held NaN or infinite values, so its ranges are undefined.", values,
+                f"The input of '{fqn}' held NaN or infinite values, so its ranges are undefined.",
+                values,
             )
         input_ratio, input_global = _range_ratio(channel_min, channel_max)
         weight_ratio, weight_global = _range_ratio(weight.channel_min, weight.channel_max)
@@ -161,9 +172,13 @@ class InputWeightEqualizationDetector(Detector[Balance]):
         metric = (torch.sqrt(weight_ratio) / torch.sqrt(input_ratio)).tolist()
         input_range = tuple((channel_max - channel_min).tolist())
         return Balance(
-            metric, values[self.INPUT_CHANNEL_MIN], values[self.INPUT_CHANNEL_MAX],
-            values[self.WEIGHT_CHANNEL_MIN], values[self.WEIGHT_CHANNEL_MAX],
-            input_range, sorted(s for s in metric if s == s),
+            metric,
+            values[self.INPUT_CHANNEL_MIN],
+            values[self.INPUT_CHANNEL_MAX],
+            values[self.WEIGHT_CHANNEL_MIN],
+            values[self.WEIGHT_CHANNEL_MAX],
+            input_range,
+            sorted(s for s in metric if s == s),
         )
 
     def verdict(self, measured: Balance, params: Mapping[str, Any]) -> Status:
@@ -188,9 +203,7 @@ class InputWeightEqualizationDetector(Detector[Balance]):
             self.WEIGHT_CHANNEL_MAX: measured.weight_channel_max,
             self.RATIO_THRESHOLD: threshold,
         }
-        evidence = (
-            Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True, f"{share:.0%}"),
-        )
+        evidence = (Evidence("channels in band", share, f">= {MODULE_FRACTION:.0%} recommends", True, f"{share:.0%}"),)
         series = (
             Series("equalization metric s_c per input channel", tuple(metric), threshold, upper, "s_c"),
             Series("input range per channel", input_range, ylabel="max - min"),
@@ -203,12 +216,16 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 "weight's range with its share of the input's range; inside this band, scaling the "
                 "input channel by 1/e_c and the weight column by e_c (torch.ao's _equalize, or an "
                 "equalization qconfig) is expected to reduce quantization error.",
-                values, evidence, series,
+                values,
+                evidence,
+                series,
             )
         return Judgement(
             "Equalization not needed",
             f"Only {counted}, under {MODULE_FRACTION:.0%}: little to gain from input-weight equalization.",
-            values, evidence, series,
+            values,
+            evidence,
+            series,
         )
 
 

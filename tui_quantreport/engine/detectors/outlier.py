@@ -49,7 +49,9 @@ class OutlierRatioStats:
     constant: torch.Tensor
 
     def merge(self, other: OutlierRatioStats) -> OutlierRatioStats:
-        return OutlierRatioStats(self.ratio_sum + other.ratio_sum, self.used + other.used, self.constant + other.constant)
+        return OutlierRatioStats(
+            self.ratio_sum + other.ratio_sum, self.used + other.used, self.constant + other.constant
+        )
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return {"ratio_sum": self.ratio_sum, "used": self.used, "constant": self.constant}, {}
@@ -100,7 +102,9 @@ class OutlierRatio(Reducer):
 
     def freeze(self, state: list[Any], ops: Ops) -> OutlierRatioStats:
         ratio_sum, used, constant = state
-        return OutlierRatioStats(ops.to_cpu(ratio_sum), ops.to_cpu(used).to(torch.int64), ops.to_cpu(constant).to(torch.int64))
+        return OutlierRatioStats(
+            ops.to_cpu(ratio_sum), ops.to_cpu(used).to(torch.int64), ops.to_cpu(constant).to(torch.int64)
+        )
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,21 @@ class OutlierDetector(Detector[Ratios]):
     params = (
         Param("ratio_threshold", 3.5, "a channel has outliers when its percentile ratio is above this", low=1.0),
         Param(
-            "reference_percentile", 0.975, "the percentile the maximum is compared with",
-            low=0.0, high=1.0, low_inclusive=False, high_inclusive=False, observed=True,
+            "reference_percentile",
+            0.975,
+            "the percentile the maximum is compared with",
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+            observed=True,
         ),
         Param(
-            "fraction_batches_used_threshold", 0.95,
+            "fraction_batches_used_threshold",
+            0.95,
             "the share of batches a channel must use for its result to be reliable",
-            low=0.0, high=1.0,
+            low=0.0,
+            high=1.0,
         ),
     )
     OUTLIERS_DETECTED = "outliers_detected"
@@ -148,7 +160,12 @@ class OutlierDetector(Detector[Ratios]):
     FRACTION_BATCHES_USED_THRESHOLD = "fraction_batches_used_threshold"
     module_param_keys = (RATIO_THRESHOLD, REFERENCE_PERCENTILE, FRACTION_BATCHES_USED_THRESHOLD)
     report_keys = (
-        OUTLIERS_DETECTED, PERCENTILE_RATIO, BATCHES_USED, SUFFICIENT_BATCHES, CONSTANT_BATCHES, CHANNEL_MAX,
+        OUTLIERS_DETECTED,
+        PERCENTILE_RATIO,
+        BATCHES_USED,
+        SUFFICIENT_BATCHES,
+        CONSTANT_BATCHES,
+        CHANNEL_MAX,
         *module_param_keys,
     )
 
@@ -165,8 +182,12 @@ class OutlierDetector(Detector[Ratios]):
         class_name = ctx.catalog.modules[fqn].class_name
         point = ctx.stats.point(fqn, "pre")
         empty: dict[str, Any] = {
-            self.OUTLIERS_DETECTED: [], self.PERCENTILE_RATIO: [], self.BATCHES_USED: [],
-            self.SUFFICIENT_BATCHES: [], self.CONSTANT_BATCHES: [], self.CHANNEL_MAX: [],
+            self.OUTLIERS_DETECTED: [],
+            self.PERCENTILE_RATIO: [],
+            self.BATCHES_USED: [],
+            self.SUFFICIENT_BATCHES: [],
+            self.CONSTANT_BATCHES: [],
+            self.CHANNEL_MAX: [],
         }
         blocked = why_not_judged(ctx.catalog, ctx.stats, fqn, "pre")
         if blocked is not None:  # token ids, an axis out of range, an input no hook sees
@@ -213,8 +234,14 @@ class OutlierDetector(Detector[Ratios]):
                 empty,
             )
         return Ratios(
-            class_name, point.calls, point.finite, ratios, used.tolist(),
-            stats.constant.tolist(), channel_range[1].tolist(), max(finite) if finite else None,
+            class_name,
+            point.calls,
+            point.finite,
+            ratios,
+            used.tolist(),
+            stats.constant.tolist(),
+            channel_range[1].tolist(),
+            max(finite) if finite else None,
         )
 
     def verdict(self, m: Ratios, params: Mapping[str, Any]) -> Status:
@@ -244,7 +271,10 @@ class OutlierDetector(Detector[Ratios]):
         series = (
             Series(
                 f"max / p{percentile * 100:g} ratio per channel",
-                tuple(r if r == r else None for r in m.percentile_ratio), None, threshold, "ratio",
+                tuple(r if r == r else None for r in m.percentile_ratio),
+                None,
+                threshold,
+                "ratio",
             ),
         )
         short = sufficient.count(False)
@@ -260,8 +290,11 @@ class OutlierDetector(Detector[Ratios]):
             return Judgement(
                 "No outlier channels",
                 f"Every channel's maximum stays within {threshold:g}x its {percentile * 100:g}th percentile"
-                + (f" (largest ratio {worst:.3g})." if worst is not None else ".") + note,
-                values, evidence, series,
+                + (f" (largest ratio {worst:.3g})." if worst is not None else ".")
+                + note,
+                values,
+                evidence,
+                series,
             )
         plural = len(flagged) != 1
         # The worst channels first, each with its ratio.
@@ -275,5 +308,7 @@ class OutlierDetector(Detector[Ratios]):
             f"percentile (max / percentile ratio > {threshold:g}). A min-max observer would spend most "
             "quantization levels on those rare values: use a percentile or histogram observer for this "
             "input, clip the activation, or handle these channels separately." + note,
-            values, evidence, series,
+            values,
+            evidence,
+            series,
         )

@@ -82,8 +82,12 @@ class PerChannelDetector(Detector[WeightQuantization]):
             return Unjudged(
                 Status.NOT_APPLICABLE,
                 f"{class_name} '{fqn}' is {scheme.description}, so its weights are not quantized.",
-                {self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: False,
-                 self.WEIGHT_ONLY: kind.weight_only, self.WEIGHT_ROW_RANGE: None},
+                {
+                    self.PER_CHANNEL_SUPPORTED: True,
+                    self.PER_CHANNEL_USED: False,
+                    self.WEIGHT_ONLY: kind.weight_only,
+                    self.WEIGHT_ROW_RANGE: None,
+                },
             )
         rows = ctx.stats.weights.get(fqn)
         spread = _row_spread(rows) if kind.weight_only and rows is not None and rows.rows else None
@@ -111,12 +115,19 @@ class PerChannelDetector(Detector[WeightQuantization]):
         else:
             how = f"its qconfig's weight quantizer is {scheme.description}"
         values: dict[str, Any] = {
-            self.PER_CHANNEL_SUPPORTED: True, self.PER_CHANNEL_USED: used,
-            self.WEIGHT_ONLY: kind.weight_only, self.WEIGHT_ROW_RANGE: None,
+            self.PER_CHANNEL_SUPPORTED: True,
+            self.PER_CHANNEL_USED: used,
+            self.WEIGHT_ONLY: kind.weight_only,
+            self.WEIGHT_ROW_RANGE: None,
         }
         evidence = [
-            Evidence(f"weights quantized {unit.replace('-', ' ')}", float(used), "yes is best", not used,
-                     "yes" if used else "no"),
+            Evidence(
+                f"weights quantized {unit.replace('-', ' ')}",
+                float(used),
+                "yes is best",
+                not used,
+                "yes" if used else "no",
+            ),
         ]
         layer = class_name if kind.name in ("linear", "conv") else f"{class_name} ({kind.description})"
         note = f" Note: {kind.note}." if kind.note else ""
@@ -145,12 +156,14 @@ class PerChannelDetector(Detector[WeightQuantization]):
             return Judgement(
                 "Per-row weights already used" if kind.weight_only else "Per-channel weights already used",
                 f"{backend} supports {unit} weights for {layer}, and {how}.{rows_text}{note}",
-                values, tuple(evidence),
+                values,
+                tuple(evidence),
             )
         return Judgement(
             f"Configure {unit} weight quantization",
             f"{backend} supports {unit} weights for {layer}, but {how}. {advice}{rows_text}{note}",
-            values, tuple(evidence),
+            values,
+            tuple(evidence),
         )
 
     def extra(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -302,8 +302,15 @@ class ErrorAnalysis:
     # Construction helpers.
 
     @classmethod
-    def from_stats(cls, model: nn.Module, catalog: ModelCatalog, probes: Sequence[Any], stats: Any,
-                   backend: str = "x86", **options: Any) -> ErrorAnalysis:
+    def from_stats(
+        cls,
+        model: nn.Module,
+        catalog: ModelCatalog,
+        probes: Sequence[Any],
+        stats: Any,
+        backend: str = "x86",
+        **options: Any,
+    ) -> ErrorAnalysis:
         """An analysis whose static ranges come from a calibration's input ("pre") points."""
         ranges, channels = ranges_from_stats(stats)
         return cls(model, catalog, probes, ranges, backend, channel_ranges=channels, **options)
@@ -345,8 +352,11 @@ class ErrorAnalysis:
     # Local SQNR.
 
     def local_sqnr(
-        self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
-        *, advice: bool = True,
+        self,
+        progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        *,
+        advice: bool = True,
     ) -> dict[str, dict[str, Sqnr]]:
         """{fqn: {scheme: Sqnr}} for every quantizable module (and unsupported weighted ones)."""
         measured = self.local_measurements(progress, should_cancel, advice=advice)
@@ -354,8 +364,11 @@ class ErrorAnalysis:
 
     @_gc_paused
     def local_measurements(
-        self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
-        *, advice: bool = True,
+        self,
+        progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        *,
+        advice: bool = True,
     ) -> dict[str, LocalMeasurement]:
         """Every module's :class:`LocalMeasurement` (computed once, then kept)."""
         if self._local is not None and (self._local_advice or not advice):
@@ -454,13 +467,19 @@ class ErrorAnalysis:
                 self._set_range(target, lo, hi, "probes")
             if not acc.finite or max(-acc.lo, acc.hi) > F32_MAX:
                 continue
-            if target.channel_range is None and acc.channels_ok and acc.channel_lo is not None and acc.channel_hi is not None:
+            if (
+                target.channel_range is None
+                and acc.channels_ok
+                and acc.channel_lo is not None
+                and acc.channel_hi is not None
+            ):
                 target.channel_range = (acc.channel_lo, acc.channel_hi)
             target.clip_range = (acc.p_lo / acc.calls, acc.p_hi / acc.calls)
         self._ranges_done = True
 
-    def _measure_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None,
-                      advice: bool) -> dict[str, LocalMeasurement]:
+    def _measure_pass(
+        self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None, advice: bool
+    ) -> dict[str, LocalMeasurement]:
         """One float pass; each target's forward, swapped for the pass, runs the module as it is
         and then simulates every scheme on the input it was given."""
         accs: dict[str, SharedReference] = {}
@@ -503,8 +522,14 @@ class ErrorAnalysis:
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
                 continue
-            variants.append(_Variant(name, scheme.activation, scheme.input_function(ctx),
-                                     self.quantized_weight(target.fqn, scheme.per_channel_weights)))
+            variants.append(
+                _Variant(
+                    name,
+                    scheme.activation,
+                    scheme.input_function(ctx),
+                    self.quantized_weight(target.fqn, scheme.per_channel_weights),
+                )
+            )
         if not advice or not kind.quantizes_input:
             return variants
         wq = self.quantized_weight(target.fqn, True)
@@ -584,7 +609,8 @@ class ErrorAnalysis:
         if advice and target.kind.quantizes_input:
             clipped = accs.result(CLIPPED) if CLIPPED in accs.names else Sqnr.undefined("no clip range was measured")
             equalized = (
-                accs.result(EQUALIZED) if EQUALIZED in accs.names
+                accs.result(EQUALIZED)
+                if EQUALIZED in accs.names
                 else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
             )
         return LocalMeasurement(target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls)
@@ -605,7 +631,7 @@ class ErrorAnalysis:
         for (shape, _dtype, _device, axis), fqns in groups.items():
             per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
             for start in range(0, len(fqns), per_stack):
-                chunk = fqns[start:start + per_stack]
+                chunk = fqns[start : start + per_stack]
                 if len(chunk) == 1:
                     self.quantized_weight(chunk[0], per_channel)
                     continue
@@ -620,7 +646,9 @@ class ErrorAnalysis:
         cached = self._weights.get(key)
         if cached is None:
             target = self.targets[fqn]
-            cached = self._weights[key] = fake_quantize_weight(target.module.weight, per_channel, target.kind.weight_out_axis)
+            cached = self._weights[key] = fake_quantize_weight(
+                target.module.weight, per_channel, target.kind.weight_out_axis
+            )
         return cached
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
@@ -656,8 +684,9 @@ class ErrorAnalysis:
     def plan(self, modules: Mapping[str, str]) -> Plan:
         """A :class:`Plan` for this model (activation qparams attached)."""
         activation = {fqn: t.qparams for fqn, t in self.targets.items() if t.qparams is not None}
-        return Plan(dict(modules), self.catalog.class_name, self.catalog.fingerprint, self.backend,
-                    activation, len(self.probes))
+        return Plan(
+            dict(modules), self.catalog.class_name, self.catalog.fingerprint, self.backend, activation, len(self.probes)
+        )
 
     @_gc_paused
     def plan_sqnr(self, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> Sqnr:
@@ -674,7 +703,10 @@ class ErrorAnalysis:
 
     @_gc_paused
     def sensitivity(
-        self, plan: Plan, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+        self,
+        plan: Plan,
+        progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Sqnr]:
         """{fqn: end-to-end SQNR with only that module quantized (with its plan scheme)}."""
         quantized = plan.quantized
@@ -753,9 +785,7 @@ class ErrorAnalysis:
             if refused is not None:
                 return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {refused}")
             if SCHEMES[scheme].needs_range and target.static is None and target.calls:
-                return Sqnr.undefined(
-                    f"'{fqn}' has no finite calibrated input range, so {scheme} has no qparams"
-                )
+                return Sqnr.undefined(f"'{fqn}' has no finite calibrated input range, so {scheme} has no qparams")
         if not self._ranges_done and any(SCHEMES[s].needs_range for s in quantized.values()):
             self._range_pass(lambda done, total: None, should_cancel)
         reference = self.reference_outputs()
@@ -793,8 +823,9 @@ class ErrorAnalysis:
                 if forward is None:
                     ctx = InputContext(target.static, self.quant_min, self.quant_max)
                     wq = self.quantized_weight(fqn, scheme.per_channel_weights)
-                    forward = self._forwards[key] = _simulated_forward(target.module, target.kind, scheme, ctx, wq,
-                                                                       out, grid)
+                    forward = self._forwards[key] = _simulated_forward(
+                        target.module, target.kind, scheme, ctx, wq, out, grid
+                    )
                 saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
                 target.module.__dict__["forward"] = forward
             if self.shared_qparams_ops:
@@ -859,14 +890,23 @@ class ErrorAnalysis:
             raise
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SimulationError(f"probe batch {index + 1} failed under simulation: {type(exc).__name__}: {detail}") from exc
+            raise SimulationError(
+                f"probe batch {index + 1} failed under simulation: {type(exc).__name__}: {detail}"
+            ) from exc
 
 
 _MISSING = object()
 
 
-def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputContext, wq: torch.Tensor,
-                       out: StaticInput | None = None, grid: _Grids | None = None):
+def _simulated_forward(
+    module: nn.Module,
+    kind: ModuleKind,
+    scheme,
+    ctx: InputContext,
+    wq: torch.Tensor,
+    out: StaticInput | None = None,
+    grid: _Grids | None = None,
+):
     """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
     static module whose output edge is not quantized downstream, its output, noted in
     ``grid`` when given)."""
@@ -882,10 +922,12 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
                 return fq(x, s_in, z_in, lo_in, hi_in, inv_in)
             return scheme.input(x, ctx) if x.is_floating_point() else x
     else:
+
         def quantize_input(x):
             return scheme.input(x, ctx) if x.is_floating_point() else x
 
     if out is None:
+
         def forward(input, *args, **kwargs):
             return run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
     else:
@@ -905,9 +947,21 @@ def _simulated_forward(module: nn.Module, kind: ModuleKind, scheme, ctx: InputCo
 #: ``ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT``, the same for x86, fbgemm, qnnpack
 #: and onednn), as modules: converted, they run on the int8 tensor and emit it on the same grid.
 SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.Hardtanh, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.PixelShuffle, nn.PixelUnshuffle,
-    nn.ReLU, nn.ReLU6,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+    nn.ReLU,
+    nn.ReLU6,
 )
 
 
@@ -942,9 +996,20 @@ def _shared_qparams_forward(forward: Callable[..., Any], grid: _Grids):
 #: Modules whose output carries their input's values on (elementwise monotone, reshapes,
 #: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
 PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
 )
 
 
@@ -1036,7 +1101,10 @@ class _DataflowTracer:
             if fqn in analysis.targets:
                 found = fqn
             else:
-                same = sorted((s for s in self.siblings.get(fqn, ()) if s in analysis.targets), key=lambda name: order.get(name, len(order)))
+                same = sorted(
+                    (s for s in self.siblings.get(fqn, ()) if s in analysis.targets),
+                    key=lambda name: order.get(name, len(order)),
+                )
                 if same:
                     found = same[0]
                 elif depth < 64 and _passes_through(analysis.submodule(fqn), analysis.catalog.modules[fqn].monotone):
@@ -1047,14 +1115,18 @@ class _DataflowTracer:
             memo[fqn] = found
             return found
 
-        return Dataflow({fqn: quantizer(fqn) for fqn in sorted(self.seen, key=lambda name: order.get(name, len(order)))})
+        return Dataflow(
+            {fqn: quantizer(fqn) for fqn in sorted(self.seen, key=lambda name: order.get(name, len(order)))}
+        )
 
 
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
     if monotone or isinstance(module, PASS_THROUGH_TYPES) or getattr(module, "passes_through", False) is True:
         return True  # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py)
     name = type(module).__name__
-    return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(module, nn.modules.dropout._DropoutNd)
+    return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(
+        module, nn.modules.dropout._DropoutNd
+    )
 
 
 class _EdgeTracer:
@@ -1190,7 +1262,9 @@ def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
     return [v for group in groups.values() for v in group]
 
 
-def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReference) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def _measurer(
+    target: _Target, variants: Sequence[_Variant], acc: SharedReference
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
 
     ``variants`` must be :func:`_grouped` (``acc`` names them in that order). A float32
@@ -1204,8 +1278,12 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
     kind, module = target.kind, target.module
     run = kind.bind(module)
     names = tuple(v.name for v in variants)
-    linear = (kind.call is _linear_call and isinstance(module, nn.Linear) and module.weight.dtype == torch.float32
-              and all(v.weight.dtype == torch.float32 for v in variants))
+    linear = (
+        kind.call is _linear_call
+        and isinstance(module, nn.Linear)
+        and module.weight.dtype == torch.float32
+        and all(v.weight.dtype == torch.float32 for v in variants)
+    )
     groups: list[tuple[torch.Tensor, list[str]]] = []
     for v in variants:
         if groups and groups[-1][0] is v.weight:
@@ -1214,7 +1292,9 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
             groups.append((v.weight, [v.input_key]))
     bias = module.bias.detach() if linear and module.bias is not None else None
     groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
-    conv = kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
+    conv = (
+        kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
+    )
 
     quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
     for v in variants:
@@ -1245,13 +1325,16 @@ def _measurer(target: _Target, variants: Sequence[_Variant], acc: SharedReferenc
             row = 0
             for weight_t, keys in groups_t:
                 g = len(keys)
-                rows = (torch.cat([quantized[key].reshape(-1, k) for key in keys]) if g > 1
-                        else quantized[keys[0]].reshape(-1, k))
+                rows = (
+                    torch.cat([quantized[key].reshape(-1, k) for key in keys])
+                    if g > 1
+                    else quantized[keys[0]].reshape(-1, k)
+                )
                 # F.linear's own kernel (addmm with the transposed weight), written into the stack.
                 if bias is not None:
-                    torch.addmm(bias, rows, weight_t, out=out[row:row + g].view(-1, n_out))
+                    torch.addmm(bias, rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 else:
-                    torch.mm(rows, weight_t, out=out[row:row + g].view(-1, n_out))
+                    torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 row += g
             out.sub_(y.reshape(1, m, n_out))
             acc.add_norms(y, out.view(len(names), -1))
@@ -1331,7 +1414,9 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     return (w * f).reshape(weight.shape)
 
 
-def ranges_from_stats(stats: Any) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def ranges_from_stats(
+    stats: Any,
+) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Calibrated input ranges per module from a stats snapshot's "pre" points.
 
     Returns ({fqn: (min, max)}, {fqn: (channel_min, channel_max)}); points never

@@ -36,12 +36,18 @@ def _conv(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def _hf_conv1d(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     # transformers.pytorch_utils.Conv1D: weight is (in_features, out_features).
     size_out = x.shape[:-1] + (w.shape[1],)
-    out = torch.addmm(module.bias, x.reshape(-1, x.shape[-1]), w) if module.bias is not None else x.reshape(-1, x.shape[-1]) @ w
+    out = (
+        torch.addmm(module.bias, x.reshape(-1, x.shape[-1]), w)
+        if module.bias is not None
+        else x.reshape(-1, x.shape[-1]) @ w
+    )
     return out.reshape(size_out)
 
 
 def _embedding(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return F.embedding(x, w, module.padding_idx, module.max_norm, module.norm_type, module.scale_grad_by_freq, module.sparse)
+    return F.embedding(
+        x, w, module.padding_idx, module.max_norm, module.norm_type, module.scale_grad_by_freq, module.sparse
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,10 @@ def _hf_conv1d_forwards() -> tuple[Callable, ...]:
 SIMULATED: dict[str, tuple[Callable, Callable[[], tuple[Callable, ...]]]] = {
     "linear": (_linear, lambda: (nn.Linear.forward, *_qat_forwards("Linear"))),
     "multihead_attention_out_proj": (_linear, lambda: (nn.Linear.forward,)),
-    "conv": (_conv, lambda: (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward,
-                             *_qat_forwards("Conv1d", "Conv2d", "Conv3d"))),
+    "conv": (
+        _conv,
+        lambda: (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, *_qat_forwards("Conv1d", "Conv2d", "Conv3d")),
+    ),
     "hf_conv1d": (_hf_conv1d, _hf_conv1d_forwards),
     "embedding": (_embedding, lambda: (nn.Embedding.forward,)),
 }

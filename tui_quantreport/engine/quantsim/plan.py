@@ -114,16 +114,20 @@ class Plan:
     def from_json_data(cls, data: Any, source: str = "plan") -> Plan:
         """A plan from parsed JSON; :class:`PlanError` (one line) when it is not a valid plan."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-            raise PlanError(f"{source} is not a tui-quantreport plan (expected \"format\": \"{PLAN_FORMAT}\")")
+            raise PlanError(f'{source} is not a tui-quantreport plan (expected "format": "{PLAN_FORMAT}")')
         model = data.get("model")
-        if not isinstance(model, dict) or not isinstance(model.get("class"), str) or not isinstance(model.get("fingerprint"), str):
-            raise PlanError(f"{source}: \"model\" must hold \"class\" and \"fingerprint\" strings")
+        if (
+            not isinstance(model, dict)
+            or not isinstance(model.get("class"), str)
+            or not isinstance(model.get("fingerprint"), str)
+        ):
+            raise PlanError(f'{source}: "model" must hold "class" and "fingerprint" strings')
         backend = data.get("backend", "x86")
         if backend not in REDUCE_RANGE:
             raise PlanError(f"{source}: unknown backend {backend!r}; expected one of {', '.join(REDUCE_RANGE)}")
         entries = data.get("modules")
         if not isinstance(entries, dict):
-            raise PlanError(f"{source}: \"modules\" must be an object mapping module names to schemes")
+            raise PlanError(f'{source}: "modules" must be an object mapping module names to schemes')
         modules: dict[str, str] = {}
         activation: dict[str, QParams] = {}
         for fqn, entry in entries.items():
@@ -135,7 +139,11 @@ class Plan:
             if qp is not None:
                 try:
                     activation[fqn] = QParams(
-                        float(qp["scale"]), int(qp["zero_point"]), str(qp["dtype"]), int(qp["quant_min"]), int(qp["quant_max"])
+                        float(qp["scale"]),
+                        int(qp["zero_point"]),
+                        str(qp["dtype"]),
+                        int(qp["quant_min"]),
+                        int(qp["quant_max"]),
                     )
                 except (TypeError, KeyError, ValueError):
                     raise PlanError(
@@ -144,11 +152,18 @@ class Plan:
         probes = data.get("probe_batches", 0)
         predicted = data.get("predicted_sqnr_db")
         if not isinstance(probes, int) or isinstance(probes, bool) or probes < 0:
-            raise PlanError(f"{source}: \"probe_batches\" must be a whole number")
+            raise PlanError(f'{source}: "probe_batches" must be a whole number')
         if predicted is not None and not isinstance(predicted, (int, float)):
-            raise PlanError(f"{source}: \"predicted_sqnr_db\" must be a number or null")
-        return cls(modules, model["class"], model["fingerprint"], backend, activation, probes,
-                   float(predicted) if predicted is not None else None)
+            raise PlanError(f'{source}: "predicted_sqnr_db" must be a number or null')
+        return cls(
+            modules,
+            model["class"],
+            model["fingerprint"],
+            backend,
+            activation,
+            probes,
+            float(predicted) if predicted is not None else None,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:

@@ -38,7 +38,7 @@ from tui_quantreport.engine.errors import ParamError
 EPS = torch.finfo(torch.float32).eps
 F32_MAX = float(torch.finfo(torch.float32).max)
 #: The smallest double a float32 subtraction rounds to infinity (F32_MAX plus half its ulp).
-F32_OVERFLOW = F32_MAX + 2.0 ** 103
+F32_OVERFLOW = F32_MAX + 2.0**103
 
 #: Whether each backend's default qconfig reduces the activation range to 7 bits.
 REDUCE_RANGE = {"fbgemm": True, "x86": True, "qnnpack": False, "onednn": False}
@@ -68,8 +68,11 @@ class QParams:
 
     def to_json_data(self) -> dict:
         return {
-            "scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
-            "quant_min": self.quant_min, "quant_max": self.quant_max,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "dtype": self.dtype,
+            "quant_min": self.quant_min,
+            "quant_max": self.quant_max,
         }
 
 
@@ -186,8 +189,9 @@ def inverse_scale(scale: float) -> float:
     return _f32(inverse) if abs(inverse) <= F32_MAX else math.copysign(math.inf, inverse)  # see scalar_affine_qparams
 
 
-def fake_quantize_float32(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int,
-                          inv_scale: float) -> torch.Tensor:
+def fake_quantize_float32(
+    x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int, inv_scale: float
+) -> torch.Tensor:
     """``torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)`` for a float32 ``x``.
 
     Bit for bit the same values (the kernel computes ``(clamp(zp + nearbyint(x * inv_scale),
@@ -225,8 +229,11 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
         t_scale, t_zp = scalar_affine_qparams(float(lo), float(hi), qmin, qmax)
-        out = fake_quantize_float32(xf, t_scale, t_zp, qmin, qmax, inverse_scale(t_scale)) if math.isfinite(t_scale) else (
-            torch.fake_quantize_per_tensor_affine(xf, t_scale, t_zp, qmin, qmax))
+        out = (
+            fake_quantize_float32(xf, t_scale, t_zp, qmin, qmax, inverse_scale(t_scale))
+            if math.isfinite(t_scale)
+            else (torch.fake_quantize_per_tensor_affine(xf, t_scale, t_zp, qmin, qmax))
+        )
     else:
         lo, hi = torch.aminmax(xf)
         scale, zp = affine_qparams(lo, hi, qmin, qmax)
@@ -243,8 +250,9 @@ def _f32(value: float) -> float:
     return _F32.unpack(_F32.pack(value))[0]
 
 
-def _fake_quantize_rows(rows: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
-                        qmax: int) -> torch.Tensor:
+def _fake_quantize_rows(
+    rows: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
+) -> torch.Tensor:
     """``torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, qmin, qmax)``, vectorised:
     the same float32 values (``(clamp(zp + round(x * (1.0f / scale)), qmin, qmax) - zp) * scale``
     per row, the integers exact in float32), a NaN kept NaN."""

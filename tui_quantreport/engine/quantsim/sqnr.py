@@ -141,8 +141,9 @@ class SharedReference:
     def calls(self) -> int:
         return len(self.signal) + len(self._raw_signal)
 
-    def add_norms(self, reference: torch.Tensor, differences: torch.Tensor | None,
-                  norms: torch.Tensor | None = None) -> None:
+    def add_norms(
+        self, reference: torch.Tensor, differences: torch.Tensor | None, norms: torch.Tensor | None = None
+    ) -> None:
         """One call: ``reference`` (float32) and either ``differences`` of shape (len(names), n),
         row i being ``y - y_hat`` for ``names[i]``, or their float64 ``norms`` already taken
         (neither when there are no names)."""
@@ -177,14 +178,25 @@ class SharedReference:
                 if self.names and len(self._raw_noise) == len(self._raw_signal):
                     signal = torch.cat([signal, torch.stack(self._raw_noise)], dim=1)
                 elif self.names:
-                    signal = torch.cat([signal, torch.full((len(signal), len(self.names)), math.nan,
-                                                           dtype=signal.dtype, device=signal.device)], dim=1)
+                    signal = torch.cat(
+                        [
+                            signal,
+                            torch.full(
+                                (len(signal), len(self.names)), math.nan, dtype=signal.dtype, device=signal.device
+                            ),
+                        ],
+                        dim=1,
+                    )
                 parts.append(torch.log(signal))
             if self.signal:
                 nan = torch.full_like(self.signal[0], math.nan)
-                columns = [self.signal] + [self.noise[n] if len(self.noise[n]) == len(self.signal)
-                                           else [nan] * len(self.signal) for n in self.names]
-                parts.append(torch.stack([torch.stack(c) for c in columns], dim=1).to(parts[0].device if parts else nan.device))
+                columns = [self.signal] + [
+                    self.noise[n] if len(self.noise[n]) == len(self.signal) else [nan] * len(self.signal)
+                    for n in self.names
+                ]
+                parts.append(
+                    torch.stack([torch.stack(c) for c in columns], dim=1).to(parts[0].device if parts else nan.device)
+                )
             logs = torch.cat(parts) if len(parts) > 1 else parts[0]
             sums = torch.logsumexp(2.0 * logs, dim=0).tolist()
             self._sums = dict(zip(keys, sums))

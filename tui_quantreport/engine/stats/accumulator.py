@@ -91,11 +91,13 @@ class TensorSummary:
         """
         build: Callable[..., TensorSummary]
         if isinstance(self.channel_min, np.ndarray):
+
             def apply(a):
                 return fn(torch.from_numpy(a.copy())).numpy()
 
             build = TensorSummary.on_host
         else:
+
             def apply(t):
                 return fn(t.clone())
 
@@ -161,7 +163,9 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: 
     return TensorSummary.on_host(channel_min, channel_max, picked)
 
 
-def _summarize_on_device(x3: torch.Tensor, percentiles: tuple[float, ...], known: TensorSummary | None) -> TensorSummary:
+def _summarize_on_device(
+    x3: torch.Tensor, percentiles: tuple[float, ...], known: TensorSummary | None
+) -> TensorSummary:
     if known is not None:
         channel_min, channel_max = known.channel_min, known.channel_max
     else:
@@ -250,8 +254,10 @@ class PointStats:
             return replace(kept, calls=self.calls + other.calls, shapes=shapes)
         channel_min = channel_max = None
         if (
-            self.channel_min is not None and self.channel_max is not None
-            and other.channel_min is not None and other.channel_max is not None
+            self.channel_min is not None
+            and self.channel_max is not None
+            and other.channel_min is not None
+            and other.channel_max is not None
             and self.channel_min.shape == other.channel_min.shape
         ):
             channel_min = torch.minimum(self.channel_min, other.channel_min)
@@ -304,7 +310,7 @@ class PointStats:
         for i, entry in enumerate(meta["reduced"]):
             reducer = reducer_from_spec(entry["reducer"])
             prefix = f"reduced/{i}/"
-            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             reduced[reducer] = reducer.result_from_state(own, entry["meta"])
         return cls(
             calls=int(meta["calls"]),
@@ -367,8 +373,9 @@ class Accumulator:
         """Take this point's running arrays out of its bank (a call that does not fit it)."""
         if self.bank is None:
             return
-        (self.range_sum, self.global_min, self.global_max, self.channel_min, self.channel_max,
-         self.states) = self.bank.row_state(self.row)
+        (self.range_sum, self.global_min, self.global_max, self.channel_min, self.channel_max, self.states) = (
+            self.bank.row_state(self.row)
+        )
         self.ops = HOST_OPS
         self.bank, self.row = None, -1
 

@@ -132,7 +132,10 @@ def _finish(
 def row_of(group: TensorSummary, i: int) -> TensorSummary:
     """Tensor ``i``'s own summary, as views of the group's rows."""
     return TensorSummary(
-        group.channel_min[i], group.channel_max[i], group.call_min[i], group.call_max[i],
+        group.channel_min[i],
+        group.channel_max[i],
+        group.call_min[i],
+        group.call_max[i],
         {p: q[i] for p, q in group.percentiles.items()},
     )
 
@@ -196,7 +199,9 @@ class Bank:
             return out
 
         self.range_sum, self.global_min, self.global_max = (
-            grown(self.range_sum), grown(self.global_min), grown(self.global_max)
+            grown(self.range_sum),
+            grown(self.global_min),
+            grown(self.global_max),
         )
         self.channel_min, self.channel_max = grown(self.channel_min), grown(self.channel_max)
         self.states = {r: (kind, [grown(a) for a in leaves]) for r, (kind, leaves) in self.states.items()}
@@ -253,11 +258,15 @@ class Bank:
         if self._frozen is None:
             self._frozen = {}
             for r, (kind, stacked) in self.states.items():
-                whole = r.freeze(stacked[0][: self.size] if kind is None else kind(a[: self.size] for a in stacked), HOST_OPS)
+                whole = r.freeze(
+                    stacked[0][: self.size] if kind is None else kind(a[: self.size] for a in stacked), HOST_OPS
+                )
                 split = None
                 if dataclasses.is_dataclass(whole) and not isinstance(whole, type):
                     values = {f.name: getattr(whole, f.name) for f in dataclasses.fields(whole)}
-                    if all(isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == self.size for v in values.values()):
+                    if all(
+                        isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == self.size for v in values.values()
+                    ):
                         split = (type(whole), [(name, v.numpy()) for name, v in values.items()])
                 self._frozen[r] = split
         reduced: dict[Reducer, Any] = {}
@@ -269,9 +278,7 @@ class Bank:
             else:
                 cls, arrays = split
                 reduced[r] = cls(**{name: torch.from_numpy(a[row].copy()) for name, a in arrays})
-        return (
-            torch.from_numpy(self.channel_min[row].copy()), torch.from_numpy(self.channel_max[row].copy()), reduced
-        )
+        return (torch.from_numpy(self.channel_min[row].copy()), torch.from_numpy(self.channel_max[row].copy()), reduced)
 
     def row_state(self, row: int) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, dict[Reducer, Any]]:
         """Row ``row`` as an Accumulator holds it: (range_sum, global_min, global_max, channel_min,
@@ -281,8 +288,12 @@ class Bank:
             leaves = [leaf[row].copy() for leaf in stacked]
             states[r] = leaves[0] if kind is None else kind(leaves)
         return (
-            self.range_sum[row], self.global_min[row], self.global_max[row],
-            self.channel_min[row].copy(), self.channel_max[row].copy(), states,
+            self.range_sum[row],
+            self.global_min[row],
+            self.global_max[row],
+            self.channel_min[row].copy(),
+            self.channel_max[row].copy(),
+            states,
         )
 
 

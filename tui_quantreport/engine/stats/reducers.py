@@ -58,12 +58,18 @@ if TYPE_CHECKING:
 #: for device tensors (which never leave the device).
 Ops = namedtuple("Ops", "minimum maximum add copy counts to_cpu")
 HOST_OPS = Ops(
-    np.minimum, np.maximum, np.add, np.copy,
+    np.minimum,
+    np.maximum,
+    np.add,
+    np.copy,
     lambda a: a.astype(np.float32),
     torch.from_numpy,
 )
 DEVICE_OPS = Ops(
-    torch.minimum, torch.maximum, torch.add, torch.clone,
+    torch.minimum,
+    torch.maximum,
+    torch.add,
+    torch.clone,
     lambda t: t.to(torch.float32),
     lambda t: t.cpu(),
 )

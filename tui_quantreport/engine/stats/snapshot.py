@@ -88,11 +88,16 @@ class WeightRange:
     rows: bool = False
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {"channel_min": self.channel_min, "channel_max": self.channel_max}, {"axis": self.axis, "rows": self.rows}
+        return {"channel_min": self.channel_min, "channel_max": self.channel_max}, {
+            "axis": self.axis,
+            "rows": self.rows,
+        }
 
     @classmethod
     def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> WeightRange:
-        return cls(tensors["channel_min"], tensors["channel_max"], int(meta.get("axis", 1)), bool(meta.get("rows", False)))
+        return cls(
+            tensors["channel_min"], tensors["channel_max"], int(meta.get("axis", 1)), bool(meta.get("rows", False))
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,7 +151,11 @@ class Stats:
         layouts = [{"fqn": fqn, "role": role, **asdict(layout)} for (fqn, role), layout in self.layouts.items()]
         observed = dict(self.observed) if self.observed is not None else None
         return tensors, {
-            "batches": self.batches, "observed": observed, "points": points, "weights": weights, "layouts": layouts,
+            "batches": self.batches,
+            "observed": observed,
+            "points": points,
+            "weights": weights,
+            "layouts": layouts,
         }
 
     @classmethod

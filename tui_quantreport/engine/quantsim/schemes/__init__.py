@@ -19,8 +19,6 @@ from tui_quantreport.engine.quantsim.schemes.weight_only import WeightOnly
 #: Modules kept in float in a plan.
 FLOAT = "float"
 
-SCHEMES: dict[str, Scheme] = {
-    s.name: s for s in (StaticPerTensor(), StaticPerChannel(), Dynamic(), WeightOnly())
-}
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (StaticPerTensor(), StaticPerChannel(), Dynamic(), WeightOnly())}
 
 __all__ = ["FLOAT", "SCHEMES", "InputContext", "Scheme", "StaticInput"]

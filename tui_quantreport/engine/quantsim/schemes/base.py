@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
@@ -36,7 +36,9 @@ class StaticInput:
     inv_scale: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inv_scale", inverse_scale(self.scale) if math.isfinite(self.scale) and self.scale else math.inf)
+        object.__setattr__(
+            self, "inv_scale", inverse_scale(self.scale) if math.isfinite(self.scale) and self.scale else math.inf
+        )
 
     @classmethod
     def from_range(cls, lo: float, hi: float, quant_min: int, quant_max: int) -> StaticInput:
