@@ -45,7 +45,8 @@ def sample_section(name: str) -> list[str]:
     for det in data["detectors"].values():
         for entry in det["modules"].values():
             if entry.get("status") == "recommend":
-                counts[entry["severity"]] = counts.get(entry["severity"], 0) + 1
+                level = entry.get("severity", "unmeasured")  # a detector the simulation has no advice for
+                counts[level] = counts.get(level, 0) + 1
     schemes: dict[str, int] = {}
     for entry in plan["modules"].values():
         schemes[entry["scheme"]] = schemes.get(entry["scheme"], 0) + 1
