@@ -465,3 +465,13 @@ def test_shared_qparams_ops_round_a_pool_on_its_input_grid():
     before = _state(model)
     shared.plan_sqnr(plan.with_scheme(["4"], "dynamic"))
     assert before[3] == _state(model)[3]  # no instance forward left behind
+
+
+def test_a_weighted_layer_the_simulation_does_not_reproduce_says_so():
+    """nn.MultiheadAttention holds in_proj_weight, not weight: its reason names what is simulated,
+    not a missing weight."""
+    model = nn.Module()
+    model.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+    analysis = _analysis(model.eval(), [])
+    assert analysis.unsupported["attn"].startswith("MultiheadAttention is not simulated")
+    assert "no initialized weight" not in analysis.unsupported["attn"]

@@ -53,6 +53,7 @@ from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
+from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_call
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
@@ -267,6 +268,12 @@ class ErrorAnalysis:
             if kind is None:
                 if info.is_weighted:
                     self.unsupported[fqn] = f"{info.class_name} is not a module kind the simulation knows"
+                continue
+            if kind.call is _unsupported_call:  # a registered weighted kind the simulation does not reproduce
+                self.unsupported[fqn] = (
+                    f"{info.class_name} is not simulated: the simulation reproduces Linear, Conv, HF Conv1D and "
+                    f"Embedding computations, not the {kind.name.replace('_', ' ')} layer's own forward"
+                )
                 continue
             weight = getattr(module, "weight", None)
             if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
