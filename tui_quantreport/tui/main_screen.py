@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
 
@@ -454,7 +455,12 @@ class MainScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False, description="evaluate")
     def _evaluate(
-        self, stats: Stats, settings: Settings, generation: int, error: object = None, min_gain_db: float | None = None
+        self,
+        stats: Stats,
+        settings: Settings,
+        generation: int,
+        error: MeasuredError | None = None,
+        min_gain_db: float | None = None,
     ) -> None:
         model = self.model
         if model is None:
@@ -1169,7 +1175,7 @@ class MainScreen(Screen[None]):
         self._save_stats(self.stats, self.settings, chosen.path, error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
-    def _save_stats(self, stats: Stats, settings: Settings, path: str, error: object = None) -> None:
+    def _save_stats(self, stats: Stats, settings: Settings, path: str, error: MeasuredError | None = None) -> None:
         model = self.model
         if model is None:
             return

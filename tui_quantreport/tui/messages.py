@@ -7,12 +7,17 @@ stats snapshot, settings); messages from widgets carry what the user asked for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
+
+if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loads torch)
+    from collections.abc import Mapping
+
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
 
 # Worker -> app ---------------------------------------------------------------
 
@@ -156,7 +161,7 @@ class MeasurementFailed(Message):
 class PlanEvaluated(Message):
     """The end-to-end SQNR of ``plan`` (an engine Plan) was computed."""
 
-    def __init__(self, plan: Any, sqnr: Any) -> None:
+    def __init__(self, plan: Plan, sqnr: Sqnr) -> None:
         super().__init__()
         self.plan = plan
         self.sqnr = sqnr
@@ -165,7 +170,7 @@ class PlanEvaluated(Message):
 class SensitivityMeasured(Message):
     """One-at-a-time sensitivity: {fqn: end-to-end Sqnr with only that module quantized}."""
 
-    def __init__(self, sensitivity: Any) -> None:
+    def __init__(self, sensitivity: Mapping[str, Sqnr]) -> None:
         super().__init__()
         self.sensitivity = sensitivity
 

@@ -23,7 +23,8 @@ from tui_quantreport.engine.report import Report
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
     from tui_quantreport.engine.detectors import Detector
     from tui_quantreport.engine.modules import ModelCatalog
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, Sqnr
+    from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import LoadedModel
@@ -92,7 +93,7 @@ class ModelSession:
         self.evaluator = Evaluator(catalog)
         #: The measured error read from a stats file, and the statistics it belongs to: reports of
         #: exactly those statistics keep their measured severity (a new calibration measures anew).
-        self.restored: tuple[Stats, Any] | None = None
+        self.restored: tuple[Stats, MeasuredError] | None = None
 
     @classmethod
     def load_in_background(cls, spec: str, options: Namespace | None) -> Future[Loaded]:
@@ -171,7 +172,9 @@ class ModelSession:
         )
         return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
 
-    def evaluate(self, stats: Stats, settings: Settings, error: Any = None, min_gain_db: float | None = None) -> Report:
+    def evaluate(
+        self, stats: Stats, settings: Settings, error: MeasuredError | None = None, min_gain_db: float | None = None
+    ) -> Report:
         """The report for ``stats`` judged with ``settings`` (with severities from the measured
         ``error`` of the same stats, when given, minor below ``min_gain_db``): pure, never touches the model."""
         from tui_quantreport.engine.severity import DEFAULT_MIN_GAIN_DB, assess
@@ -204,11 +207,11 @@ class ModelSession:
         what = unavailable_reason(self.session)
         return unavailable_note(what).capitalize() + "." if what else None
 
-    def restored_error(self, stats: Stats) -> Any:
+    def restored_error(self, stats: Stats) -> MeasuredError | None:
         """The measured error read from the stats file, when ``stats`` are the statistics it came with."""
         return self.restored[1] if self.restored is not None and self.restored[0] is stats else None
 
-    def save_stats(self, stats: Stats, settings: Settings, path: str, error: Any = None) -> str:
+    def save_stats(self, stats: Stats, settings: Settings, path: str, error: MeasuredError | None = None) -> str:
         """Write ``stats`` (taken with ``settings``, with their measured ``error`` when given) to a
         stats file at ``path``, atomically."""
         from tui_quantreport.engine import statsfile
@@ -307,12 +310,12 @@ class Measured:
     advice was simulated); ``recommended`` the recommended plan, with its end-to-end SQNR.
     """
 
-    analysis: Any  # the engine ErrorAnalysis (kept for plan evaluations; only used in workers)
+    analysis: ErrorAnalysis  # kept for plan evaluations; only used in workers
     local: Mapping[str, Mapping[str, Sqnr]]
     recommended: Plan
     recommended_sqnr: Sqnr
     probe_batches: int
-    error: Any = None  # the engine's report.Measured: what severities are assessed from
+    error: MeasuredError | None = None  # what severities are assessed from
 
     def scheme_of(self, fqn: str) -> str:
         """The recommended scheme of ``fqn``."""

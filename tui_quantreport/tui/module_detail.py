@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -28,6 +28,9 @@ from tui_quantreport.tui.model_summary import ModelSummary
 from tui_quantreport.tui.plan_summary import PlanSummary
 from tui_quantreport.tui.sqnr_panel import SqnrPanel
 from tui_quantreport.tui.stats_table import StatsTable
+
+if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loads torch)
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
 
 RANGE_TITLE = "input min and max per channel"
 
@@ -50,10 +53,10 @@ class ModuleDetail(VerticalScroll, can_focus=True):
     detector_index: var[Mapping[str, int]] = var(dict)
     # The measured error and the what-if plan, passed on to the SQNR panes.
     measured: var[Measured | None] = var(None, always_update=True)
-    plan: var[Any] = var(None, always_update=True)
-    plan_sqnr: var[Any] = var(None, always_update=True)
+    plan: var[Plan | None] = var(None, always_update=True)
+    plan_sqnr: var[Sqnr | None] = var(None, always_update=True)
     plan_pending = var(False)
-    sensitivity: var[Mapping[str, Any] | None] = var(None, always_update=True)
+    sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
