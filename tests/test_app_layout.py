@@ -110,3 +110,28 @@ def test_the_app_leaves_one_core_to_the_ui(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     model_session.leave_a_core_to_the_ui()
     assert calls == [3] and threads >= 1
+
+
+async def test_the_panes_are_resized_with_the_keyboard() -> None:
+    """< > narrow and widen the sidebar, [ ] the tree; the detail view takes the rest, within limits."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        sidebar, tree, detail = (app.query_one(s) for s in ("#sidebar", "#tree-pane", "#detail"))
+        side0, tree0, detail0 = sidebar.outer_size.width, tree.outer_size.width, detail.outer_size.width
+        await pilot.press("greater_than_sign", "greater_than_sign")
+        await pilot.pause()
+        assert sidebar.outer_size.width == side0 + 8 and detail.outer_size.width == detail0 - 8
+        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
+        await pilot.pause()
+        assert sidebar.outer_size.width == side0 - 4 and detail.outer_size.width == detail0 + 4
+        for _ in range(20):  # never below its limit
+            await pilot.press("less_than_sign")
+        await pilot.pause()
+        assert sidebar.outer_size.width == MainScreen.PANE_LIMITS["sidebar"][0]
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert tree.outer_size.width == tree0 + 4
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        await pilot.pause()
+        assert tree.outer_size.width == tree0 - 4

@@ -243,6 +243,38 @@ class MainScreen(Screen[None]):
             tooltip="Copy the command line that reproduces the current settings",
         ),
         Binding(
+            "less_than_sign",
+            "resize('sidebar', -4)",
+            "Narrower sidebar",
+            show=False,
+            key_display="<",
+            tooltip="Make the sidebar 4 columns narrower (> widens it): the detail view takes the room",
+        ),
+        Binding(
+            "greater_than_sign",
+            "resize('sidebar', 4)",
+            "Wider sidebar",
+            show=False,
+            key_display=">",
+            tooltip="Make the sidebar 4 columns wider",
+        ),
+        Binding(
+            "left_square_bracket",
+            "resize('tree', -4)",
+            "Narrower tree",
+            show=False,
+            key_display="[",
+            tooltip="Make the module tree 4 columns narrower (] widens it)",
+        ),
+        Binding(
+            "right_square_bracket",
+            "resize('tree', 4)",
+            "Wider tree",
+            show=False,
+            key_display="]",
+            tooltip="Make the module tree 4 columns wider",
+        ),
+        Binding(
             "b",
             "toggle_sidebar",
             "Sidebar",
@@ -266,6 +298,9 @@ class MainScreen(Screen[None]):
     detail_fqn: var[str | None] = var(None)
     #: The tree filter ("" shows every module) and whether observers are shown.
     filter_text = var("")
+    #: Pane widths set with < > [ ] (columns; 0: the stylesheet's own width).
+    sidebar_width = var(0)
+    tree_width = var(0)
     show_helpers = var(False)
     #: Calibrate on at most this many batches (None: all).
     max_batches: var[int | None] = var(None)
@@ -1094,6 +1129,30 @@ class MainScreen(Screen[None]):
         if self.max_batches is not None:
             parts += ["--batches", str(self.max_batches)]
         return " ".join(parts)
+
+    #: Column limits of the resizable panes.
+    PANE_LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"sidebar": (22, 80), "tree": (20, 100)}
+
+    def action_resize(self, pane: str, delta: int) -> None:
+        """Resize the sidebar or the tree pane by ``delta`` columns (the detail view takes the rest)."""
+        low, high = self.PANE_LIMITS[pane]
+        widget = self.query_one("#sidebar" if pane == "sidebar" else "#tree-pane")
+        current = widget.outer_size.width or low
+        wanted = max(low, min(high, current + delta, max(low, self.size.width - 40)))
+        if pane == "sidebar":
+            self.sidebar_width = wanted
+        else:
+            self.tree_width = wanted
+
+    def watch_sidebar_width(self, width: int) -> None:
+        if width:
+            self.query_one("#sidebar").styles.width = width
+
+    def watch_tree_width(self, width: int) -> None:
+        if width:
+            pane = self.query_one("#tree-pane")
+            pane.styles.max_width = None
+            pane.styles.width = width
 
     def action_toggle_sidebar(self) -> None:
         """Show or hide the sidebar (on a narrow terminal it takes the detail view's place)."""
