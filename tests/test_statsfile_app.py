@@ -8,6 +8,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from rich.console import Console
+from test_app_pilot import walk_to
 from textual.widgets import Input, Static
 
 from tui_quantreport.engine import render, statsfile
@@ -70,6 +71,8 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         assert not isinstance(app.screen, ExportDialog)
         live = app.report
         badges = app.query_one(ModuleTree).badges_of("rgb_stem.conv2")
+        live_local = {fqn: {k: v.db for k, v in schemes.items()} for fqn, schemes in app.main.measured.local.items()}
+        live_plan, live_sqnr = app.main.plan.modules, app.main.plan_sqnr.db
     saved = statsfile.load(tmp_path / "showcase.qstats")
     assert saved.stats.batches == 6 and saved.spec == "showcase"
 
@@ -81,6 +84,18 @@ async def test_s_saves_and_the_saved_file_opens_without_the_model(tmp_path: Path
         assert render(app.report, "json") == render(live, "json")
         tree = app.query_one(ModuleTree)
         assert badges and tree.badges_of("rgb_stem.conv2") == badges
+        # The measured error came back with the file: local SQNR per scheme, the plan and its SQNR,
+        # shown as they were; editing the plan needs the model, and says so.
+        measured = app.main.measured
+        assert measured is not None and measured.analysis is None
+        assert {fqn: {k: v.db for k, v in schemes.items()} for fqn, schemes in measured.local.items()} == live_local
+        assert app.main.plan.modules == live_plan and app.main.plan_sqnr.db == live_sqnr
+        assert f"plan {live_sqnr:.1f} dB" in app.sub_title
+        await walk_to(app, pilot, "rgb_stem.conv1")
+        await pilot.press("f")
+        await pilot.pause()
+        assert app.main.plan.modules == live_plan
+        assert any("Editing the plan needs the model" in n.message for n in app._notifications)
         assert "6 batches from showcase.qstats" in status_text(app) and "unavailable" in status_text(app)
         assert "--stats showcase.qstats" in status_text(app)
         # Recalibrating needs the model: shown disabled, and nothing starts.

@@ -77,6 +77,7 @@ from tui_quantreport.tui.model_session import (
     ModelSession,
     measure,
     recommend,
+    restored_sensitivity,
 )
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -463,6 +464,10 @@ class MainScreen(Screen[None]):
         self.detector_index = {detector.name: index for index, detector in enumerate(loaded.detectors)}
         self.settings = loaded.settings
         self.report = loaded.report
+        if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
+            self.measured = loaded.measured
+            self.plan, self.plan_sqnr = loaded.measured.recommended, loaded.measured.recommended_sqnr
+            self.sensitivity = restored_sensitivity(loaded.measured.error)
         if self.detail_fqn is None:
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
         self.query_one(CalibrationBar).say(loaded.status or NOT_CALIBRATED)
@@ -862,6 +867,8 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False, description="plan SQNR")
     def _evaluate_plan(self, measured: Measured, plan: Plan) -> None:
         worker = get_current_worker()
+        if measured.analysis is None:
+            return  # read back from a stats file: edits are refused before they get here
         try:
             sqnr = measured.analysis.plan_sqnr(plan, should_cancel=lambda: worker.is_cancelled)
         except CalibrationCancelled:
@@ -884,12 +891,19 @@ class MainScreen(Screen[None]):
         plan, measured = self.plan, self.measured
         if plan is None or measured is None:
             return None
+        if measured.analysis is None:
+            self._needs_the_model("Editing the plan")
+            return None
         fqn = self.query_one(ModuleTree).current_fqn
         targets = self.subtree(fqn)
         if not targets:
             self.notify(f"{fqn or 'The model'} has no quantizable module (Linear, Conv…){purpose}.", markup=False)
             return None
         return plan, measured, fqn, targets
+
+    def _needs_the_model(self, what: str) -> None:
+        reason = self.model.unavailable if self.model is not None else None
+        self.notify(f"{what} needs the model: {reason or 'the plan was read back from a stats file'}", markup=False)
 
     def action_toggle_float(self) -> None:
         """Keep the selected module (and its subtree) in float, or quantize it again as recommended."""
@@ -929,6 +943,9 @@ class MainScreen(Screen[None]):
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or self.measuring:
             return
+        if measured.analysis is None:
+            self._needs_the_model("Sensitivity")
+            return
         if not plan.quantized:
             self.notify("The plan quantizes no module: nothing to measure the sensitivity of.")
             return
@@ -950,6 +967,8 @@ class MainScreen(Screen[None]):
         def progress(done: int, total: int | None) -> None:
             self.post_message(WorkProgress(done, total))
 
+        if measured.analysis is None:
+            return
         try:
             result = measured.analysis.sensitivity(
                 plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
@@ -1372,6 +1391,7 @@ def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
     """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
     batches, and seconds estimated from the fastest timed pass over them, when one was timed."""
     modules = len(plan.quantized)
+    assert measured.analysis is not None, "sensitivity needs the model"
     cost = measured.analysis.cost("sensitivity", plan)
     probes = measured.probe_batches
     lines = [

@@ -53,6 +53,8 @@ class Loaded:
     #: What the calibration strip says once loaded (None: not calibrated yet).
     status: str | None = None
     notice: str | None = None  # e.g. saved settings that were ignored, and why
+    #: The measured error read back from a stats file (read-only: no model to re-evaluate a plan with).
+    measured: Measured | None = None
 
 
 @dataclass(frozen=True)
@@ -163,14 +165,16 @@ class ModelSession:
             f"tui-quantreport {sf.spec} --stats {path}"
         )
         model = cls(None, None, catalog=sf.catalog, spec=sf.spec, unavailable=reason)
+        measured = None
         if sf.measured is not None:
             model.restored = (sf.stats, sf.measured)
+            measured = restored_measurement(sf.measured)
         report = model.evaluate(sf.stats, settings)
         status = (
             f"Statistics of {sf.stats.batches:,} batches from {path}, without the model: recalibration and "
             f"verify are unavailable (tui-quantreport {sf.spec} --stats {path} brings them back)."
         )
-        return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status)
+        return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status, measured=measured)
 
     def evaluate(
         self, stats: Stats, settings: Settings, error: MeasuredError | None = None, min_gain_db: float | None = None
@@ -310,7 +314,9 @@ class Measured:
     advice was simulated); ``recommended`` the recommended plan, with its end-to-end SQNR.
     """
 
-    analysis: ErrorAnalysis  # kept for plan evaluations; only used in workers
+    #: Kept for plan evaluations (only used in workers); None when read back from a stats file,
+    #: where the plan can be looked at but not re-evaluated (that needs the model).
+    analysis: ErrorAnalysis | None
     local: Mapping[str, Mapping[str, Sqnr]]
     recommended: Plan
     recommended_sqnr: Sqnr
@@ -352,12 +358,42 @@ def measure(
     return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes), error)
 
 
+def restored_measurement(error: MeasuredError) -> Measured:
+    """The panes' view of a measured error read back from a stats file: local SQNR per scheme, the
+    plan that was recommended with its end-to-end SQNR (as the live session showed them); no analysis."""
+    from tui_quantreport.engine.quantsim import Plan, Sqnr
+
+    def sqnr(db: float | None, reason: str) -> Sqnr:
+        return Sqnr(db) if db is not None else Sqnr(None, reason or "SQNR undefined: not measured")
+
+    local = {
+        fqn: {scheme: sqnr(db, module.reasons.get(scheme, "")) for scheme, db in module.sqnr_db.items()}
+        for fqn, module in error.modules.items()
+    }
+    plan = Plan.from_json_data(error.plan_data)
+    return Measured(None, local, plan, sqnr(error.plan_sqnr_db, error.plan_reason), error.probe_batches, error)
+
+
+def restored_sensitivity(error: MeasuredError | None) -> dict[str, Sqnr] | None:
+    """The one-at-a-time sensitivity kept in a measured error, when it was measured."""
+    from tui_quantreport.engine.quantsim import Sqnr
+
+    if error is None or not error.sensitivity_measured:
+        return None
+    return {
+        fqn: Sqnr(m.sensitivity_db) if m.sensitivity_db is not None else Sqnr(None, m.reasons.get("sensitivity", ""))
+        for fqn, m in error.modules.items()
+    }
+
+
 def recommend(measured: Measured, min_gain_db: float, should_cancel: Callable[[], bool]) -> Measured:
     """``measured`` with the recommended plan for a new ``min_gain_db`` (the cheapest scheme within
     it of the best, from the kept local SQNR) and that plan's end-to-end SQNR: no new measurement,
     one plan evaluation when the plan changed (torch work: call from a worker)."""
     from dataclasses import replace
 
+    if measured.analysis is None:
+        return measured  # read back from a stats file: the plan stays the one that was saved
     plan = measured.analysis.recommended_plan(min_gain_db)
     if dict(plan.modules) == dict(measured.recommended.modules):
         return measured
