@@ -179,6 +179,22 @@ def test_i05_a_255_byte_multibyte_name_can_be_written(tmp_path):
     assert (tmp_path / name).read_text() == "ok"
 
 
+def _killed_by_sigterm_leaving_only_the_old_file(script: str, tmp_path, target) -> None:
+    """Run ``script`` (it writes ``target`` and SIGTERMs itself mid-write): the process ends as
+    SIGTERM ends it, and the folder holds the old file only (no temporary file)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
+    assert "survived" not in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.read_text() == "old"
+
+
 def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
     target = tmp_path / "r.json"
     target.write_text("old")
@@ -196,17 +212,7 @@ def test_i05_sigterm_during_a_write_leaves_no_temp_file(tmp_path):
         print("survived")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
-    assert "survived" not in proc.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
-    assert target.read_text() == "old"
+    _killed_by_sigterm_leaving_only_the_old_file(script, tmp_path, target)
 
 
 def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_path):
@@ -233,17 +239,7 @@ def test_i05_sigterm_during_a_write_in_a_worker_thread_leaves_no_temp_file(tmp_p
         print("survived")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)
-    assert "survived" not in proc.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
-    assert target.read_text() == "old"
+    _killed_by_sigterm_leaving_only_the_old_file(script, tmp_path, target)
 
 
 # 7. SystemExit from a model file is bad input --------------------------------------------------
