@@ -114,6 +114,18 @@ STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was cali
 TARGETS = ("torchao", "pt2e", "qconfig_mapping")
 
 
+def _plan_source_options(parser: argparse.ArgumentParser) -> None:
+    """--calibration and --backend: where a recommended plan (no --plan) comes from."""
+    parser.add_argument(
+        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("fbgemm", "x86", "qnnpack", "onednn"),
+        help="backend of the recommended plan when there is no --plan (default x86)",
+    )
+
+
 def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """`config` (export a plan for a library) and `verify` (apply that export and measure it)."""
     model_help = "sample name, file.py, file.py:factory or package.module:factory"
@@ -131,14 +143,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         required=True,
         help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)",
     )
-    config.add_argument(
-        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
-    )
-    config.add_argument(
-        "--backend",
-        choices=("fbgemm", "x86", "qnnpack", "onednn"),
-        help="backend of the recommended plan when there is no --plan (default x86)",
-    )
+    _plan_source_options(config)
     verify = OneLineParser(
         prog=f"{PROG} verify",
         description="Apply the exported configuration with the real library to a copy of MODEL and "
@@ -153,14 +158,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         type=_positive_int,
         help="measure on the first K calibration batches (default: the plan's, else 4)",
     )
-    verify.add_argument(
-        "--calibration", metavar="SPEC", help="where calibration batches come from (same forms as MODEL)"
-    )
-    verify.add_argument(
-        "--backend",
-        choices=("fbgemm", "x86", "qnnpack", "onednn"),
-        help="backend of the recommended plan when there is no --plan (default x86)",
-    )
+    _plan_source_options(verify)
     verify.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     return config, verify
 
