@@ -23,18 +23,9 @@ from argparse import Namespace
 
 
 def _options(model: str, batches: int) -> Namespace:
-    return Namespace(
-        model=model,
-        calibration=None,
-        batches=batches,
-        backend=None,
-        detectors=None,
-        tolerance=None,
-        param=[],
-        ch_axis=None,
-        stats=None,
-        probe_batches=None,
-    )
+    from tui_quantreport.cli import app_options
+
+    return app_options(model, batches=batches)
 
 
 async def _run(

@@ -4,12 +4,12 @@ torchao / PT2E / torch.ao configurations beside JSON and Markdown."""
 
 from __future__ import annotations
 
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 from textual.widgets import Input, RadioButton, Static
 
+from tui_quantreport.cli import app_options
 from tui_quantreport.tui.app import QuantReportApp
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.verify_screen import VerifyScreen
@@ -23,17 +23,7 @@ MODEL = "unbalanced_equalization"  # small, Linear only, and its plan mixes stat
 
 
 def make_app() -> QuantReportApp:
-    options = Namespace(
-        model=MODEL,
-        calibration=None,
-        batches=None,
-        backend=None,
-        detectors=None,
-        tolerance=None,
-        param=[],
-        ch_axis=None,
-    )
-    return QuantReportApp(MODEL, options)
+    return QuantReportApp(MODEL, app_options(MODEL))
 
 
 async def settle(app: QuantReportApp, pilot) -> None:

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -46,18 +45,7 @@ TOLERANCE_INPUT = f"#param-{DYNAMIC}-tolerance"
 
 def make_app(model: str = "showcase", **options: object) -> QuantReportApp:
     """The app as ``tui-quantreport MODEL [options]`` starts it."""
-    values: dict[str, object] = dict(
-        model=model,
-        calibration=None,
-        batches=None,
-        backend=None,
-        detectors=None,
-        tolerance=None,
-        param=[],
-        ch_axis=None,
-    )
-    values.update(options)
-    return QuantReportApp(model, Namespace(**values))
+    return QuantReportApp(model, cli.app_options(model, **options))
 
 
 async def settle(app: QuantReportApp, pilot) -> None:

@@ -8,11 +8,11 @@ time or progress bar), no notification, the tree focused.
 
 from __future__ import annotations
 
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
+from tui_quantreport.cli import app_options
 from tui_quantreport.tui.app import QuantReportApp
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -23,17 +23,7 @@ SHOWCASE_BATCHES = 8
 
 
 def make_app(model: str = "showcase") -> QuantReportApp:
-    options = Namespace(
-        model=model,
-        calibration=None,
-        batches=SHOWCASE_BATCHES,
-        backend=None,
-        detectors=None,
-        tolerance=None,
-        param=[],
-        ch_axis=None,
-    )
-    return QuantReportApp(model, options)
+    return QuantReportApp(model, app_options(model, batches=SHOWCASE_BATCHES))
 
 
 async def loaded(pilot) -> None:

@@ -665,22 +665,11 @@ def calibration_batches():
 
 
 def markup_app(tmp_path: Path, fail: bool):
-    from argparse import Namespace
-
+    from tui_quantreport.cli import app_options
     from tui_quantreport.tui.app import QuantReportApp
 
     path = model_file(tmp_path, f"FAIL = {fail}\n" + MARKUP_MODEL, name="markup_model.py")
-    options = Namespace(
-        model=str(path),
-        calibration=None,
-        batches=None,
-        backend=None,
-        detectors=None,
-        tolerance=None,
-        param=[],
-        ch_axis=None,
-    )
-    return QuantReportApp(str(path), options)
+    return QuantReportApp(str(path), app_options(str(path)))
 
 
 def toasts_text(app) -> list[str]:

@@ -4,13 +4,13 @@ and `--stats` reuses a file's statistics on the model it came from."""
 from __future__ import annotations
 
 import io
-from argparse import Namespace
 from pathlib import Path
 
 from rich.console import Console
 from test_app_pilot import walk_to
 from textual.widgets import Input, Static
 
+from tui_quantreport.cli import app_options
 from tui_quantreport.engine import render, statsfile
 from tui_quantreport.tui.app import QuantReportApp
 from tui_quantreport.tui.error_screen import ErrorScreen
@@ -22,19 +22,7 @@ DYNAMIC = "dynamic_vs_static_detector"
 
 
 def make_app(model: str, **options: object) -> QuantReportApp:
-    values: dict[str, object] = {
-        "model": model,
-        "calibration": None,
-        "batches": None,
-        "backend": None,
-        "detectors": None,
-        "tolerance": None,
-        "param": [],
-        "ch_axis": None,
-        "stats": None,
-    }
-    values.update(options)
-    return QuantReportApp(model, Namespace(**values))
+    return QuantReportApp(model, app_options(model, **options))
 
 
 async def settle(app: QuantReportApp, pilot) -> None:

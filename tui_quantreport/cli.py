@@ -307,6 +307,15 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     return calibrate, merge
 
 
+def app_options(model: str, **overrides: object) -> argparse.Namespace:
+    """The options ``tui-quantreport MODEL`` starts the app with (the parser's own defaults), with
+    ``overrides`` set over them (tests and benchmarks: ``batches=8``, ``probe_batches=0``)."""
+    options = build_parsers()[0].parse_args([model])
+    for name, value in overrides.items():
+        setattr(options, name, value)
+    return options
+
+
 def settings_from(args: argparse.Namespace):
     """Engine settings from the common options (raises ParamError on bad values)."""
     from tui_quantreport.engine import Settings
