@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sample_models import SAMPLES as ALL_SAMPLES
 from tui_quantreport.cli import main
 from tui_quantreport.engine.apply.api import load_subject, verify_plan
 from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
@@ -33,18 +34,11 @@ needs_quantsim = pytest.mark.skipif(
     not HAVE_QUANTSIM, reason="predictions come from the measured-error engine (quantsim)"
 )
 
+
 ROOT = Path(__file__).resolve().parent.parent
-#: Every bundled sample has Linear and/or Conv modules.
-SAMPLES = (
-    "showcase",
-    "convnet_per_tensor",
-    "drifting_mlp",
-    "outlier_channels",
-    "unbalanced_equalization",
-    "tiny_transformer",
-    "untraceable",
-    "large_generated",
-)
+#: Every bundled eager sample (all have Linear and/or Conv modules). pt2e_prepared is an exported
+#: graph: config and verify refuse it in one line (tests/test_pt2e.py).
+SAMPLES = tuple(name for name in ALL_SAMPLES if name != "pt2e_prepared")
 PROBES = {"large_generated": 1}  # 2,000 modules: one probe batch keeps the test short
 GAP_DB = 1.0
 

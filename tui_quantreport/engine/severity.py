@@ -305,6 +305,12 @@ def top_findings(report: Report, limit: int | None = None) -> list[tuple[str, st
     return rows[:limit] if limit is not None else rows
 
 
+def _plan_words(m: Measured) -> tuple[str, list[str]]:
+    """The recommended plan's end-to-end SQNR in words, and the modules it keeps float."""
+    plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
+    return plan_sqnr, [fqn for fqn, scheme in m.plan.items() if scheme == "float"]
+
+
 def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     """Markdown lines: the plan's end-to-end SQNR, top findings by gain, per-module SQNR."""
     m = report.measured
@@ -312,8 +318,7 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         return []
     from tui_quantreport.engine.quantsim.schemes import SCHEMES
 
-    plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
-    kept = [f for f, s in m.plan.items() if s == "float"]
+    plan_sqnr, kept = _plan_words(m)
     lines = [
         "",
         "## Measured quantization error",
@@ -353,8 +358,7 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     m = report.measured
     if m is None:
         return []
-    plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
-    kept = [f for f, s in m.plan.items() if s == "float"]
+    plan_sqnr, kept = _plan_words(m)
     lines = [
         "",
         f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"

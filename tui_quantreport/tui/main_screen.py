@@ -688,7 +688,7 @@ class MainScreen(Screen[None]):
         self.stats = calibrated.stats
         self.measured, self.plan, self.plan_sqnr, self.sensitivity = None, None, None, None  # of the old stats
         batches = calibrated.stats.batches
-        self.query_one(CalibrationBar).stop(f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}.")
+        self.query_one(CalibrationBar).stop(f"{calibrated_on(batches)}.")
         self.report = calibrated.report
         if calibrated.settings is not self.settings:  # changed while calibrating
             self._reevaluate()
@@ -742,9 +742,7 @@ class MainScreen(Screen[None]):
             return
         if (why := self.model.measurement_unavailable) is not None:  # a graph: said, never attempted
             batches = self.stats.batches
-            self.query_one(CalibrationBar).stop(
-                f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}. {why}", "warning"
-            )
+            self.query_one(CalibrationBar).stop(f"{calibrated_on(batches)}. {why}", "warning")
             return
         self._measure_cancel.clear()
         self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
@@ -795,8 +793,7 @@ class MainScreen(Screen[None]):
             self._reevaluate()  # the same findings, now with their measured severity
         batches = self.report.batches if self.report is not None else 0
         self.query_one(CalibrationBar).stop(
-            f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}; recommended plan: "
-            f"{sqnr_text(measured.recommended_sqnr)} end to end."
+            f"{calibrated_on(batches)}; recommended plan: {sqnr_text(measured.recommended_sqnr)} end to end."
         )
 
     @on(MeasurementFailed)
@@ -1385,6 +1382,11 @@ def default_export_path(spec: str) -> str:
 def default_stats_path(spec: str) -> str:
     """A stats file name for ``spec`` in the current directory: ``showcase.qstats``."""
     return default_export_path(spec).removesuffix(".quantreport.json") + ".qstats"
+
+
+def calibrated_on(batches: int) -> str:
+    """``Calibrated on 1 batch`` / ``Calibrated on 24 batches`` (the status line's first words)."""
+    return f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}"
 
 
 def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
