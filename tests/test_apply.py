@@ -382,6 +382,7 @@ def test_sidecar_write_failure_leaves_no_partial_file(small_plan, tmp_path, caps
         "{not json",
         '{"format": "other"}',
         '{"format": "tui-quantreport.plan/1", "model": {"class": "X", "fingerprint": "0"}, "modules": {"a": {"scheme": "int4"}}}',
+        '{"format": "tui-quantreport.plan/1", "model": {"class": "X", "fingerprint": "0"}, "modules": {}, "probe_batches": -1}',
     ],
 )
 def test_bad_plan_file_is_one_line(content, tmp_path, capsys):
