@@ -27,6 +27,7 @@ from torch import nn
 
 from tui_quantreport.engine.graph import _resolve_class, _stack, op_name
 from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.quantsim.error_analysis import passes_through_class
 
 #: aten op name -> (module class, number of spatial dims; 0 for linear)
 _CONVERTIBLE: dict[str, tuple[type[nn.Module], int]] = {
@@ -265,7 +266,7 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: d
             converted[fqn] = type(made).__name__
         else:
             leaf = _GraphLeaf(values, graph, class_name=catalog.modules[fqn].class_name)
-            leaf.passes_through = _passes_through_class(original)
+            leaf.passes_through = passes_through_class(original)
         parent_name, _, child = fqn.rpartition(".")
         parent: nn.Module = work
         for part in parent_name.split(".") if parent_name else ():
@@ -315,18 +316,6 @@ def _attribute(gm: nn.Module, target: str) -> Any:
     for part in target.split("."):
         value = getattr(value, part)
     return value
-
-
-def _passes_through_class(cls: type | None) -> bool:
-    """Whether a leaf of class ``cls`` carries its input's values on (as the simulation's
-    pass-through modules: reshapes, pooling, stubs, identity, dropout)."""
-    from tui_quantreport.engine.quantsim.error_analysis import PASS_THROUGH_TYPES
-
-    if cls is None:
-        return False
-    if issubclass(cls, PASS_THROUGH_TYPES) or issubclass(cls, (nn.Identity, nn.modules.dropout._DropoutNd)):
-        return True
-    return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")
 
 
 def _module_for(

@@ -1128,12 +1128,18 @@ class _DataflowTracer:
 
 
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
-    if monotone or isinstance(module, PASS_THROUGH_TYPES) or getattr(module, "passes_through", False) is True:
-        return True  # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py)
-    name = type(module).__name__
-    return name in ("QuantStub", "DeQuantStub", "Identity", "Dropout") or isinstance(
-        module, nn.modules.dropout._DropoutNd
-    )
+    # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py).
+    return monotone or getattr(module, "passes_through", False) is True or passes_through_class(type(module))
+
+
+def passes_through_class(cls: type | None) -> bool:
+    """Whether modules of class ``cls`` carry their input's values on: the pass-through types,
+    identity, dropout, and torch.ao's quant/dequant stubs (by name: torch.ao is not imported)."""
+    if cls is None:
+        return False
+    if issubclass(cls, (*PASS_THROUGH_TYPES, nn.Identity, nn.modules.dropout._DropoutNd)):
+        return True
+    return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")
 
 
 class _EdgeTracer:
