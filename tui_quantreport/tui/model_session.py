@@ -15,6 +15,7 @@ from argparse import Namespace
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tui_quantreport.engine.params import Param
@@ -189,9 +190,10 @@ class ModelSession:
             return report
         return assess(report, error, DEFAULT_MIN_GAIN_DB if min_gain_db is None else min_gain_db)
 
-    @property
+    @cached_property
     def apply_unavailable(self) -> str | None:
-        """Why the plan cannot be exported as a configuration or verified here, or None."""
+        """Why the plan cannot be exported as a configuration or verified here, or None (decided
+        once: the app asks on every bindings refresh)."""
         if self.unavailable is not None:
             return f"Needs the model: {self.unavailable}"
         if self.loaded_model is None:
