@@ -400,6 +400,10 @@ class MainScreen(Screen[None]):
         if settings is not None and self.loaded:
             self.save_user_settings()
 
+    def watch_min_gain_db(self) -> None:
+        if self.loaded:
+            self.save_user_settings()
+
     def save_user_settings(self) -> None:
         """Remember the theme, the enabled detectors and the changed parameters for next time."""
         settings = self.settings
@@ -421,6 +425,7 @@ class MainScreen(Screen[None]):
                     enabled=enabled,
                     params={k: v for k, v in params.items() if v},
                     ch_axis=settings.ch_axis,
+                    min_gain_db=self.min_gain_db if self.min_gain_db != MIN_GAIN.default else None,
                 )
             )
         except OSError as exc:
@@ -432,6 +437,7 @@ class MainScreen(Screen[None]):
         if self.settings is not None:
             self.settings = type(self.settings)()
             self._reevaluate()
+        self.set_min_gain(MIN_GAIN.default)
         self.app.theme = "textual-dark"
         user_settings.reset()
         self.notify("Saved settings reset to the defaults.")
@@ -462,6 +468,8 @@ class MainScreen(Screen[None]):
         self.model, self.stats = loaded.session, loaded.stats
         self.detectors = loaded.detectors
         self.detector_index = {detector.name: index for index, detector in enumerate(loaded.detectors)}
+        if loaded.min_gain_db is not None:
+            self.min_gain_db = loaded.min_gain_db
         self.settings = loaded.settings
         self.report = loaded.report
         if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
@@ -1126,7 +1134,8 @@ class MainScreen(Screen[None]):
         self.notify(f"Copied the findings of {fqn or 'the model'}.", markup=False)
 
     def command_line(self) -> str:
-        """``tui-quantreport MODEL --detectors … --param …`` for the current settings (changed ones only)."""
+        """``tui-quantreport MODEL --detectors … --param … --min-gain …`` for the current settings
+        (changed ones only)."""
         import shlex
 
         parts = ["tui-quantreport", shlex.quote(self.spec)]
@@ -1144,6 +1153,8 @@ class MainScreen(Screen[None]):
                 parts += ["--ch-axis", shlex.quote(str(settings.ch_axis))]
         if self.max_batches is not None:
             parts += ["--batches", str(self.max_batches)]
+        if self.min_gain_db != MIN_GAIN.default:
+            parts += ["--min-gain", f"{self.min_gain_db:g}"]
         return " ".join(parts)
 
     #: Column limits of the resizable panes.
