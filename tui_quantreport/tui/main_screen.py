@@ -393,6 +393,7 @@ class MainScreen(Screen[None]):
 
     def _fit_width(self, width: int) -> None:
         self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
+        self.query_one(CalibrationBar).set_class(width < NARROW_WIDTH, "-narrow")
 
     # Reacting ---------------------------------------------------------------
 
@@ -647,7 +648,7 @@ class MainScreen(Screen[None]):
             return
         self.calibrating = True
         self._cancel.clear()
-        self.query_one(CalibrationBar).start("Calibrating: running the first batch…  Esc cancels")
+        self.query_one(CalibrationBar).start("Calibrating: running the first batch…")
         self._calibrate(self.settings, self.max_batches)
 
     @on(CalibrateRequested)
@@ -685,7 +686,7 @@ class MainScreen(Screen[None]):
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
         if message.done == 1:
-            bar.say("Calibrating…  Esc cancels")
+            bar.say("Calibrating…")
         if message.total is not None and message.done == message.total and not self.applying:
             bar.say("All batches seen; judging the modules…")
 
@@ -753,7 +754,7 @@ class MainScreen(Screen[None]):
             self.query_one(CalibrationBar).stop(f"{calibrated_on(batches)}. {why}", "warning")
             return
         self._measure_cancel.clear()
-        self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
+        self.measuring = f"Measuring the error on {self.probe_batches} probe batches…"
         self.query_one(CalibrationBar).start(self.measuring, unit="passes")
         self._measure(self.stats, self.settings)
 
@@ -959,7 +960,7 @@ class MainScreen(Screen[None]):
             if not go or self.measuring or self.plan is not plan or self.measured is not measured:
                 return
             self._measure_cancel.clear()
-            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…  Esc cancels"
+            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…"
             self.query_one(CalibrationBar).start(self.measuring, unit="modules")
             self._sensitivity(measured, plan)
 
@@ -1297,7 +1298,7 @@ class MainScreen(Screen[None]):
         self.applying = True
         self._cancel.clear()
         what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
-        self.query_one(CalibrationBar).start(f"{what}…  Esc cancels")
+        self.query_one(CalibrationBar).start(f"{what}…")
         self._apply(kind, target, path)
 
     def _current_plan(self) -> object | None:
