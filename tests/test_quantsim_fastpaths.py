@@ -33,7 +33,7 @@ from tui_quantreport.engine.quantsim.qparams import (
     scalar_affine_qparams,
 )
 from tui_quantreport.engine.quantsim.schemes import InputContext, StaticInput
-from tui_quantreport.engine.quantsim.sqnr import PreparedReference, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SqnrAccumulator
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -272,3 +272,47 @@ def test_range_pass_without_then_with_advice_equals_one_with_advice(showcase):
     plan_first.plan_sqnr(plan)  # its range pass leaves the advice statistics out
     assert plan_first.local_measurements(advice=True) == given.local_measurements(advice=True)
     assert plan_first.plan_sqnr(plan) == given.plan_sqnr(plan)
+
+
+def _norm_inputs():
+    torch.manual_seed(6)
+    d = torch.randn(3, 5000) * 10
+    yield "rows", d, 1
+    yield "whole", d, None
+    yield "NaN and inf", torch.where(d > 25, torch.nan, torch.where(d < -25, torch.inf, d)), 1
+    yield "float32 near its largest value", d * 1e37, 1
+    yield "empty", torch.zeros(3, 0), 1
+    yield "non-contiguous", d.t(), 1
+    yield "float16", d.half(), 1
+    yield "bfloat16", d.bfloat16(), None
+    yield "float64", d.double(), 1
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _norm_inputs()])
+def test_scratch_norm_equals_the_float64_norm(case):
+    _, t, dim = next(c for c in _norm_inputs() if c[0] == case)
+    scratch = Scratch()
+    expected = torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    for _ in range(2):  # the second time in the kept buffer
+        assert _same(scratch.vector_norm64(t, dim), expected)
+    smaller = t[..., : t.shape[-1] // 2].contiguous()  # a smaller tensor in the same buffer
+    assert _same(scratch.vector_norm64(smaller, dim), torch.linalg.vector_norm(smaller, dim=dim, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sample", ["showcase", "outlier_channels", "drifting_mlp"])
+def test_local_measurements_with_kept_buffers_equal_fresh_ones(monkeypatch, sample):
+    loaded = load_model(sample)
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), 2)
+    stats = session.calibrate(recorder, Settings.build())
+
+    def measure():
+        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
+        return analysis.local_measurements(advice=True)
+
+    kept = measure()
+    monkeypatch.setattr(Scratch, "buffer", lambda self, slot, shape, dtype, device: torch.empty(shape, dtype=dtype))
+    monkeypatch.setattr(
+        Scratch, "vector_norm64", lambda self, t, dim=None: torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    )
+    assert measure() == kept

@@ -72,7 +72,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     InputContext,
     StaticInput,
 )
-from tui_quantreport.engine.quantsim.sqnr import PreparedReference, SharedReference, Sqnr, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -512,6 +512,7 @@ class ErrorAnalysis:
         """One float pass; each target's forward, swapped for the pass, runs the module as it is
         and then simulates every scheme on the input it was given."""
         accs: dict[str, SharedReference] = {}
+        scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
         saved: list[tuple[nn.Module, Any]] = []
         outputs: list[torch.Tensor | None] = []
         self._quantize_weights(False)
@@ -522,7 +523,9 @@ class ErrorAnalysis:
                 accs[fqn] = SharedReference([v.name for v in variants])
                 module = target.module
                 saved.append((module, module.__dict__.get("forward", _MISSING)))
-                module.__dict__["forward"] = _measuring_forward(module.forward, _measurer(target, variants, accs[fqn]))
+                module.__dict__["forward"] = _measuring_forward(
+                    module.forward, _measurer(target, variants, accs[fqn], scratch)
+                )
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
@@ -1389,7 +1392,7 @@ def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
 
 
 def _measurer(
-    target: _Target, variants: Sequence[_Variant], acc: SharedReference
+    target: _Target, variants: Sequence[_Variant], acc: SharedReference, scratch: Scratch | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
 
@@ -1399,9 +1402,11 @@ def _measurer(
     clipped range all use the per-channel weight: two or three matmuls in all, not
     four to six); other modules run each variant in turn. The differences from ``y``
     are taken in place and normed per variant in one op per group; nothing is read
-    back to the host.
+    back to the host. ``scratch`` keeps the large temporaries (the stacks of inputs and
+    outputs, the float64 copies the norms are taken of) from one call to the next.
     """
     kind, module = target.kind, target.module
+    scratch = scratch if scratch is not None else Scratch()
     run = kind.bind(module)
     names = tuple(v.name for v in variants)
     linear = (
@@ -1434,7 +1439,7 @@ def _measurer(
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> None:
         if not names:
-            acc.add_norms(y.detach(), None)
+            acc.add_norms(y.detach(), None, None, scratch)
             return
         y = y.detach()
         if y.dtype != torch.float32:
@@ -1447,12 +1452,15 @@ def _measurer(
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
             k, n_out = x.shape[-1], y.shape[-1]
             m = y.numel() // n_out if n_out else 0
-            out = torch.empty((len(names), m, n_out), dtype=torch.float32, device=y.device)
+            out = scratch.buffer("out", (len(names), m, n_out), torch.float32, y.device)
             row = 0
             for weight_t, keys in groups_t:
                 g = len(keys)
                 rows = (
-                    torch.cat([quantized[key].reshape(-1, k) for key in keys])
+                    torch.cat(
+                        [quantized[key].reshape(-1, k) for key in keys],
+                        out=scratch.buffer("rows", (g * m, k), torch.float32, y.device),
+                    )
                     if g > 1
                     else quantized[keys[0]].reshape(-1, k)
                 )
@@ -1463,22 +1471,29 @@ def _measurer(
                     torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 row += g
             out.sub_(y.reshape(1, m, n_out))
-            acc.add_norms(y, out.view(len(names), -1))
+            acc.add_norms(y, out.view(len(names), -1), None, scratch)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             # Samples are independent in a convolution: the variants sharing a weight run as one
             # call over their quantized inputs laid end to end on the batch axis.
             norms = []
             for weight, keys in groups:
-                batch = torch.cat([quantized[key] for key in keys]) if len(keys) > 1 else quantized[keys[0]]
+                parts = [quantized[key] for key in keys]
+                if len(parts) == 1:
+                    batch = parts[0]
+                elif all(p.is_contiguous() for p in parts):  # laid end to end in a kept buffer
+                    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+                    batch = torch.cat(parts, out=scratch.buffer("rows", shape, torch.float32, y.device))
+                else:
+                    batch = torch.cat(parts)
                 out = run(batch, weight).view(len(keys), *y.shape)
                 out.sub_(y)
-                norms.append(torch.linalg.vector_norm(out.view(len(keys), -1), dim=1, dtype=torch.float64))
-            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0])
+                norms.append(scratch.vector_norm64(out.view(len(keys), -1), 1))
+            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0], scratch)
             return
         out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
         out.sub_(y)
-        acc.add_norms(y, out.reshape(len(names), -1))
+        acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
 
     return measure
 
