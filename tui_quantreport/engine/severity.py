@@ -226,9 +226,10 @@ def _severity(
         )
     if not recommended:
         note = f"Measured: {numbers}."
-        if gain >= min_gain_db:
+        contradicts = gain >= min_gain_db
+        if contradicts:
             note += f" The detector does not flag it, but the measurement gains at least {min_gain_db:g} dB."
-        return Severity(Level.NONE, gain, note, subject, None)
+        return Severity(Level.NONE, gain, note, subject, None, contradicts)
     if gain >= min_gain_db:
         return Severity(
             Level.MAJOR, gain, f"Measured: {numbers}, at least the {min_gain_db:g} dB threshold.", subject, None
