@@ -75,6 +75,7 @@ async def test_settings_persist_per_user_and_reset() -> None:
         await settle(again, pilot)
         assert not user_settings.settings_path().exists()
         assert again.settings.params["dynamic_vs_static_detector"]["tolerance"] == 0.5
+        assert again.query_one(TOLERANCE_INPUT, Input).value == "0.5"  # the sidebar shows the reset
 
     # A command-line option wins over a saved value.
     user_settings.save(user_settings.UserSettings(params={"dynamic_vs_static_detector": {"tolerance": 0.2}}))

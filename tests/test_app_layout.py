@@ -135,3 +135,24 @@ async def test_the_panes_are_resized_with_the_keyboard() -> None:
         await pilot.press("left_square_bracket", "left_square_bracket")
         await pilot.pause()
         assert tree.outer_size.width == tree0 - 4
+
+
+@pytest.mark.parametrize("size", [(80, 24), SIZE])
+async def test_the_running_strip_is_one_line_and_keeps_esc_cancels_visible(size) -> None:
+    """Measuring at 80x24 wrapped the strip onto two lines and pushed "Esc cancels" off it."""
+    from tui_quantreport.tui.calibration_bar import CANCEL_HINT, CalibrationBar
+
+    app = make_app(probe_batches=0)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        bar = app.query_one(CalibrationBar)
+        bar.start("Measuring the error on 4 probe batches, a phrase far too long for a narrow strip…", "passes")
+        bar.advance(3, 8)
+        await pilot.pause()
+        assert bar.outer_size.height == 1
+        status, hint = bar.query_one("#calibration-status"), bar.query_one("#calibration-hint")
+        assert status.size.height == 1 and hint.display and str(hint.render()) == CANCEL_HINT
+        assert hint.region.right <= app.size.width - 1  # on screen, not cut
+        bar.stop("Calibrated on 8 batches.")
+        await pilot.pause()
+        assert not hint.display

@@ -145,3 +145,44 @@ async def test_model_summary_counts_what_is_badged_and_minor_apart() -> None:
         flagged = len(app.report.detectors[per_channel].recommended)
         line = summary_line(app, per_channel)
         assert f"nothing recommended · {flagged} minor (measured gain below 1000 dB)" in line, line
+
+
+async def test_min_gain_is_saved_per_user_given_on_the_command_line_and_reset() -> None:
+    """Issue 13 (settings persist): the minimum gain is saved like the thresholds, read back at the
+    next start, overridden by ``--min-gain``, copied in the command line, and reset with the rest."""
+    from tui_quantreport.tui import user_settings
+
+    app = make_app(batches=SHOWCASE_BATCHES, probe_batches=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await set_input(pilot, app, MIN_GAIN_INPUT, "3.5")
+        await settle(app, pilot)
+        assert app.main.min_gain_db == 3.5
+        assert json.loads(user_settings.settings_path().read_text())["min_gain_db"] == 3.5
+        assert app.main.command_line().endswith("--batches 8 --min-gain 3.5")
+
+    again = make_app(batches=SHOWCASE_BATCHES, probe_batches=0)
+    async with again.run_test(size=SIZE) as pilot:
+        await settle(again, pilot)
+        assert again.main.min_gain_db == 3.5
+        assert again.query_one(MIN_GAIN_INPUT, Input).value == "3.5"
+        again.main.reset_user_settings()
+        await settle(again, pilot)
+        assert again.main.min_gain_db == 1.0 and again.query_one(MIN_GAIN_INPUT, Input).value == "1"
+        assert not user_settings.settings_path().exists()
+
+    user_settings.save(user_settings.UserSettings(min_gain_db=6.0))
+    given = make_app(batches=SHOWCASE_BATCHES, probe_batches=0, min_gain=2.0)  # --min-gain 2 wins
+    async with given.run_test(size=SIZE) as pilot:
+        await settle(given, pilot)
+        assert given.main.min_gain_db == 2.0 and given.query_one(MIN_GAIN_INPUT, Input).value == "2"
+
+
+def test_a_bad_saved_min_gain_is_ignored_with_a_notice(tmp_path) -> None:
+    from tui_quantreport.tui import user_settings
+
+    user_settings.settings_path().parent.mkdir(parents=True, exist_ok=True)
+    user_settings.settings_path().write_text(json.dumps({"min_gain_db": -4, "theme": "nord"}))
+    saved, notice = user_settings.load()
+    assert saved.min_gain_db is None and saved.theme == "nord"
+    assert notice is not None and "min_gain_db -4" in notice

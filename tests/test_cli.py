@@ -109,6 +109,8 @@ def test_model_file_without_calibration_data(tmp_path, capsys):
         (["report", TINY, "--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
         (["report", TINY, "--batches", "0"], "argument --batches: must be at least 1, not 0"),
         (["report", TINY, "--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+        ([TINY, "--min-gain", "-1"], "argument --min-gain: must be a finite number of dB, 0 or more, not -1"),
+        (["report", TINY, "--min-gain", "inf"], "argument --min-gain: must be a finite number of dB"),
     ],
 )
 def test_bad_option_values_are_usage_errors(capsys, argv, message):

@@ -206,3 +206,12 @@ def test_cli_without_probes_does_not_measure(tmp_path, capsys):
     # An argument error is one line with a --help hint and exit 2 (issue 14 item 8), not SystemExit.
     assert main(["report", "drifting_mlp", "--min-gain", "-1"]) == 2
     assert "--min-gain" in capsys.readouterr().err
+
+
+def test_a_gain_that_rounds_to_nothing_is_never_negative_zero() -> None:
+    """The showcase's rgb_proj read "minor (-0.0 dB)": per-channel weights changed nothing."""
+    from tui_quantreport.engine.severity import signed_db
+
+    assert [signed_db(g) for g in (-0.0, -0.04, 0.04, 0.0)] == ["+0.0"] * 4
+    assert signed_db(-0.06) == "-0.1"
+    assert (signed_db(1.26), signed_db(-2.0)) == ("+1.3", "-2.0")

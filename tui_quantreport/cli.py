@@ -231,6 +231,17 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _min_gain_option(parser: argparse.ArgumentParser, default: float | None) -> None:
+    """``--min-gain DB`` (the app's default None: the saved setting, else 1)."""
+    parser.add_argument(
+        "--min-gain",
+        metavar="DB",
+        type=_non_negative_float,
+        default=default,
+        help="findings whose advice gains less than this many dB are minor (default 1)",
+    )
+
+
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     app = OneLineParser(
         prog=PROG,
@@ -241,6 +252,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
+    _min_gain_option(app, default=None)
 
     report = OneLineParser(
         prog=f"{PROG} report", description="Calibrate MODEL (or read a stats file) and print or write its report."
@@ -266,13 +278,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
         action="store_true",
         help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
     )
-    report.add_argument(
-        "--min-gain",
-        metavar="DB",
-        type=_non_negative_float,
-        default=1.0,
-        help="findings whose advice gains less than this many dB are minor (default 1)",
-    )
+    _min_gain_option(report, default=1.0)
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")

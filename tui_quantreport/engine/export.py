@@ -31,6 +31,7 @@ from tui_quantreport.engine.severity import (
     measured_json,
     measured_markdown,
     measured_text,
+    signed_db,
 )
 
 FORMAT_ID = "tui-quantreport.report/1"
@@ -225,7 +226,9 @@ def to_text(report: Report) -> str:
             if finding.recommended:
                 sev = report.severity(det.name, finding.module)
                 level = (
-                    f" [{sev.level.value}{'' if sev.gain_db is None else f', {sev.gain_db:+.1f} dB'}]" if sev else ""
+                    f" [{sev.level.value}{'' if sev.gain_db is None else f', {signed_db(sev.gain_db)} dB'}]"
+                    if sev
+                    else ""
                 )
                 lines.append(f"  {_printable(finding.module or '(model)')}: {_printable(finding.headline)}{level}")
     lines += measured_text(report)

@@ -192,6 +192,9 @@ class Severity:
     note: str
     measured_on: str | None = None
     reported_on: str | None = None
+    #: Not a recommendation, yet its advice measurably gains at least the threshold: the
+    #: measurement contradicts the detector (shown beside the detector's verdict).
+    contradicts: bool = False
 
     @property
     def badged(self) -> bool:

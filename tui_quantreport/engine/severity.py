@@ -69,6 +69,12 @@ ADVICE: dict[str, Advice] = {
 TENSOR_DETECTORS = ("outlier_detector",)
 
 
+def signed_db(value: float) -> str:
+    """A gain in dB with its sign and one decimal, never "-0.0" (a gain that rounds to nothing is "+0.0")."""
+    rounded = round(value, 1)
+    return f"{rounded + 0.0:+.1f}" if rounded != 0 else "+0.0"
+
+
 def measure(
     analysis: Any,
     *,
@@ -209,7 +215,7 @@ def _severity(
         level = Level.UNMEASURED if recommended else Level.NONE
         return Severity(level, None, f"Not measured{where}: {why}.", subject, None)
     gain = advised - base
-    numbers = f"{advice.words} takes the local SQNR{where} from {base:.1f} to {advised:.1f} dB ({gain:+.1f} dB)"
+    numbers = f"{advice.words} takes the local SQNR{where} from {base:.1f} to {advised:.1f} dB ({signed_db(gain)} dB)"
     if reported_on is not None:
         return Severity(
             Level.DUPLICATE,
@@ -220,9 +226,10 @@ def _severity(
         )
     if not recommended:
         note = f"Measured: {numbers}."
-        if gain >= min_gain_db:
+        contradicts = gain >= min_gain_db
+        if contradicts:
             note += f" The detector does not flag it, but the measurement gains at least {min_gain_db:g} dB."
-        return Severity(Level.NONE, gain, note, subject, None)
+        return Severity(Level.NONE, gain, note, subject, None, contradicts)
     if gain >= min_gain_db:
         return Severity(
             Level.MAJOR, gain, f"Measured: {numbers}, at least the {min_gain_db:g} dB threshold.", subject, None

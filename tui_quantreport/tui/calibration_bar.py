@@ -1,4 +1,9 @@
-"""The calibration strip above the footer: what calibration did last, and its progress while it runs."""
+"""The calibration strip above the footer: what calibration did last, and its progress while it runs.
+
+While something runs, the strip is one line (the text is cut with an ellipsis, never wrapped)
+and ends with "Esc cancels", which is never cut; at narrow widths the bar is shorter and its
+percentage is hidden (the count beside it says the same).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,10 @@ from textual.widgets import ProgressBar, Static
 
 #: How often the elapsed time is redrawn while calibrating (seconds).
 TICK = 0.5
+
+
+#: The last words of the strip while something runs (every run in the strip can be cancelled).
+CANCEL_HINT = "Esc cancels"
 
 
 class CalibrationBar(Horizontal):
@@ -30,6 +39,7 @@ class CalibrationBar(Horizontal):
         yield Static("Loading the model…", id="calibration-status")
         yield ProgressBar(show_eta=False, id="calibration-progress")
         yield Static("", id="calibration-count")
+        yield Static(CANCEL_HINT, id="calibration-hint")
 
     def start(self, text: str, unit: str = "batches") -> None:
         """Show the progress bar at zero with ``text`` beside it; ``unit`` names what is counted."""

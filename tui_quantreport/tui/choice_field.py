@@ -70,5 +70,12 @@ class ChoiceField(Vertical):
             self.value = event.value
             self.post_message(ParamChanged(self.owner, self.param.name, event.value))
 
+    def show_value(self, value: Any) -> None:
+        """Show ``value`` set elsewhere (a reset, the palette): no change is posted back."""
+        if value != self.value:
+            self.value = value
+            for select in self.query(_Select):
+                select.value = value
+
     def set_stale(self, stale: bool) -> None:
         """Choices never need new data; kept so the sidebar can treat every field alike."""

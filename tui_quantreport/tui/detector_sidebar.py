@@ -26,7 +26,7 @@ from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.choice_field import ChoiceField
 from tui_quantreport.tui.messages import CalibrateRequested, DetectorToggled
 from tui_quantreport.tui.model_session import DetectorInfo
-from tui_quantreport.tui.param_field import ParamField
+from tui_quantreport.tui.param_field import APP_OWNER, ParamField
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.settings import Settings
@@ -76,6 +76,13 @@ class DetectorSidebar(VerticalScroll):
             self.populate(self.detectors, settings, self.max_batches)
         else:
             self.show_enabled(settings.enabled)
+            self.show_values(settings)
+
+    def watch_min_gain_db(self, value: float) -> None:
+        self._show_value("", MIN_GAIN.name, value)
+
+    def watch_max_batches(self, value: int | None) -> None:
+        self._show_value("", BATCHES.name, value)
 
     def watch_report(self, report: Report | None) -> None:
         if report is not None and self._populated:
@@ -124,6 +131,18 @@ class DetectorSidebar(VerticalScroll):
             name = (box.id or "").removeprefix("detector-")
             if box.value != (name in enabled):
                 box.value = name in enabled
+
+    def show_values(self, settings: Settings) -> None:
+        """Show the values of ``settings`` in their fields (after a reset of the saved settings)."""
+        for detector in self.detectors:
+            for param in detector.params:
+                self._show_value(detector.name, param.name, settings.params[detector.name][param.name])
+        self._show_value("", CH_AXIS.name, settings.ch_axis)
+
+    def _show_value(self, owner: str, name: str, value: Any) -> None:
+        for field in self.query(f"#field-{owner or APP_OWNER}-{name}"):
+            if isinstance(field, (ParamField, ChoiceField)):
+                field.show_value(value)
 
     def show_stale(self, stale: Collection[str]) -> None:
         """Mark the parameters whose values need a new calibration (``Report.stale_params``)."""

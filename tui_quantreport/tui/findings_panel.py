@@ -13,6 +13,7 @@ from tui_quantreport.engine.report import (
     Report,
     verdict_caveat,
 )
+from tui_quantreport.engine.severity import signed_db
 from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.formatting import STATUS_WORDS
 
@@ -76,12 +77,13 @@ class FindingsPanel(Static):
             ]
         parts += [(finding.headline, "bold" if finding.recommended else ""), "\n", finding.reason, "\n"]
         severity = report.severity(finding.detector, finding.module)
-        if severity is not None and severity.level.value != "none":
-            gain = f" ({severity.gain_db:+.1f} dB)" if severity.gain_db is not None else ""
-            style = "bold $warning" if severity.badged and severity.level.value == "major" else "dim"
+        if severity is not None and (severity.level.value != "none" or severity.contradicts):
+            gain = f" ({signed_db(severity.gain_db)} dB)" if severity.gain_db is not None else ""
+            loud = (severity.badged and severity.level.value == "major") or severity.contradicts
+            word = "not flagged" if severity.contradicts else severity.level.value
             parts += [
                 ("  measured: ", "dim"),
-                (f"{severity.level.value}{gain}", style),
+                (f"{word}{gain}", "bold $warning" if loud else "dim"),
                 " ",
                 (severity.note, "dim"),
                 "\n",

@@ -393,11 +393,16 @@ class MainScreen(Screen[None]):
 
     def _fit_width(self, width: int) -> None:
         self.query_one("#main").set_class(width < NARROW_WIDTH, "-narrow")
+        self.query_one(CalibrationBar).set_class(width < NARROW_WIDTH, "-narrow")
 
     # Reacting ---------------------------------------------------------------
 
     def watch_settings(self, settings: Settings | None) -> None:
         if settings is not None and self.loaded:
+            self.save_user_settings()
+
+    def watch_min_gain_db(self) -> None:
+        if self.loaded:
             self.save_user_settings()
 
     def save_user_settings(self) -> None:
@@ -421,6 +426,7 @@ class MainScreen(Screen[None]):
                     enabled=enabled,
                     params={k: v for k, v in params.items() if v},
                     ch_axis=settings.ch_axis,
+                    min_gain_db=self.min_gain_db if self.min_gain_db != MIN_GAIN.default else None,
                 )
             )
         except OSError as exc:
@@ -432,6 +438,7 @@ class MainScreen(Screen[None]):
         if self.settings is not None:
             self.settings = type(self.settings)()
             self._reevaluate()
+        self.set_min_gain(MIN_GAIN.default)
         self.app.theme = "textual-dark"
         user_settings.reset()
         self.notify("Saved settings reset to the defaults.")
@@ -462,6 +469,8 @@ class MainScreen(Screen[None]):
         self.model, self.stats = loaded.session, loaded.stats
         self.detectors = loaded.detectors
         self.detector_index = {detector.name: index for index, detector in enumerate(loaded.detectors)}
+        if loaded.min_gain_db is not None:
+            self.min_gain_db = loaded.min_gain_db
         self.settings = loaded.settings
         self.report = loaded.report
         if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
@@ -639,7 +648,7 @@ class MainScreen(Screen[None]):
             return
         self.calibrating = True
         self._cancel.clear()
-        self.query_one(CalibrationBar).start("Calibrating: running the first batch…  Esc cancels")
+        self.query_one(CalibrationBar).start("Calibrating: running the first batch…")
         self._calibrate(self.settings, self.max_batches)
 
     @on(CalibrateRequested)
@@ -677,7 +686,7 @@ class MainScreen(Screen[None]):
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
         if message.done == 1:
-            bar.say("Calibrating…  Esc cancels")
+            bar.say("Calibrating…")
         if message.total is not None and message.done == message.total and not self.applying:
             bar.say("All batches seen; judging the modules…")
 
@@ -745,7 +754,7 @@ class MainScreen(Screen[None]):
             self.query_one(CalibrationBar).stop(f"{calibrated_on(batches)}. {why}", "warning")
             return
         self._measure_cancel.clear()
-        self.measuring = f"Measuring the quantization error on {self.probe_batches} probe batches…  Esc cancels"
+        self.measuring = f"Measuring the error on {self.probe_batches} probe batches…"
         self.query_one(CalibrationBar).start(self.measuring, unit="passes")
         self._measure(self.stats, self.settings)
 
@@ -951,7 +960,7 @@ class MainScreen(Screen[None]):
             if not go or self.measuring or self.plan is not plan or self.measured is not measured:
                 return
             self._measure_cancel.clear()
-            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…  Esc cancels"
+            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…"
             self.query_one(CalibrationBar).start(self.measuring, unit="modules")
             self._sensitivity(measured, plan)
 
@@ -1126,7 +1135,8 @@ class MainScreen(Screen[None]):
         self.notify(f"Copied the findings of {fqn or 'the model'}.", markup=False)
 
     def command_line(self) -> str:
-        """``tui-quantreport MODEL --detectors … --param …`` for the current settings (changed ones only)."""
+        """``tui-quantreport MODEL --detectors … --param … --min-gain …`` for the current settings
+        (changed ones only)."""
         import shlex
 
         parts = ["tui-quantreport", shlex.quote(self.spec)]
@@ -1144,6 +1154,8 @@ class MainScreen(Screen[None]):
                 parts += ["--ch-axis", shlex.quote(str(settings.ch_axis))]
         if self.max_batches is not None:
             parts += ["--batches", str(self.max_batches)]
+        if self.min_gain_db != MIN_GAIN.default:
+            parts += ["--min-gain", f"{self.min_gain_db:g}"]
         return " ".join(parts)
 
     #: Column limits of the resizable panes.
@@ -1286,7 +1298,7 @@ class MainScreen(Screen[None]):
         self.applying = True
         self._cancel.clear()
         what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
-        self.query_one(CalibrationBar).start(f"{what}…  Esc cancels")
+        self.query_one(CalibrationBar).start(f"{what}…")
         self._apply(kind, target, path)
 
     def _current_plan(self) -> object | None:

@@ -56,6 +56,8 @@ class Loaded:
     notice: str | None = None  # e.g. saved settings that were ignored, and why
     #: The measured error read back from a stats file (read-only: no model to re-evaluate a plan with).
     measured: Measured | None = None
+    #: The measured-severity threshold: ``--min-gain``, else the saved setting, else the default.
+    min_gain_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -150,14 +152,16 @@ class ModelSession:
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         model = cls(loaded_model, session)
         model.rerun_failures = not _option(options, "no_rerun")
-        report = model.evaluate(stats, settings)
-        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status, notice)
+        min_gain = _min_gain(options, saved)
+        report = model.evaluate(stats, settings, min_gain_db=min_gain)
+        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status, notice, min_gain_db=min_gain)
 
     @classmethod
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
         """A session on a stats file: its catalog, statistics and settings, and no model."""
         from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.tui import user_settings
 
         sf = statsfile.load(path)
         settings = statsfile.settings_for(sf, path, **_setting_options(options))
@@ -170,12 +174,23 @@ class ModelSession:
         if sf.measured is not None:
             model.restored = (sf.stats, sf.measured)
             measured = restored_measurement(sf.measured)
-        report = model.evaluate(sf.stats, settings)
+        saved, _ = user_settings.load()
+        min_gain = _min_gain(options, saved)
+        report = model.evaluate(sf.stats, settings, min_gain_db=min_gain)
         status = (
             f"Statistics of {sf.stats.batches:,} batches from {path}, without the model: recalibration and "
             f"verify are unavailable (tui-quantreport {sf.spec} --stats {path} brings them back)."
         )
-        return Loaded(model, report, settings, sf.stats, tuple(DETECTORS.values()), status, measured=measured)
+        return Loaded(
+            model,
+            report,
+            settings,
+            sf.stats,
+            tuple(DETECTORS.values()),
+            status,
+            measured=measured,
+            min_gain_db=min_gain,
+        )
 
     def evaluate(
         self, stats: Stats, settings: Settings, error: MeasuredError | None = None, min_gain_db: float | None = None
@@ -302,6 +317,12 @@ def _with_saved(given: dict[str, Any], saved: Any) -> dict[str, Any]:
     if merged["ch_axis"] is None:
         merged["ch_axis"] = saved.ch_axis
     return merged
+
+
+def _min_gain(options: Namespace | None, saved: Any) -> float | None:
+    """``--min-gain`` when given, else the saved threshold (None: the default)."""
+    given = _option(options, "min_gain")
+    return given if given is not None else saved.min_gain_db
 
 
 def _option(options: Namespace | None, name: str) -> Any:

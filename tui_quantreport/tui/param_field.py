@@ -49,8 +49,8 @@ LABELS: dict[tuple[str, str], str] = {
     ("", "min_gain_db"): "Minimum gain (dB)",
 }
 
-#: The app's settings the command line spells otherwise (``report --min-gain``).
-CLI_NAMES: dict[str, str] = {"min_gain_db": "report --min-gain"}
+#: The app's settings the command line spells otherwise (``--min-gain``, for the app and ``report``).
+CLI_NAMES: dict[str, str] = {"min_gain_db": "--min-gain"}
 
 
 def human_label(owner: str, param: Param) -> str:
@@ -154,6 +154,13 @@ class ParamField(Vertical):
             self.value = value
             self.post_message(ParamChanged(self.owner, self.param.name, value))
         return True
+
+    def show_value(self, value: Any) -> None:
+        """Show ``value`` set elsewhere (a reset, the palette): no change is posted back."""
+        if value != self.value:
+            self.value = value
+            self.input.value = format_value(self.param, value)
+            self._say("")
 
     def set_stale(self, stale: bool) -> None:
         """Say whether the current value needs data the last calibration did not record."""

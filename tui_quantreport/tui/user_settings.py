@@ -1,4 +1,4 @@
-"""The user's saved settings: theme, enabled detectors and parameters, per user.
+"""The user's saved settings: theme, enabled detectors and parameters, minimum gain, per user.
 
 Kept in ``$XDG_CONFIG_HOME/tui-quantreport/settings.json`` (``~/.config/…``
 when the variable is unset). Saved whenever they change in the app; read when
@@ -11,6 +11,7 @@ deletes it and returns to the defaults.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class UserSettings:
     enabled: tuple[str, ...] | None = None
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     ch_axis: Any = None
+    #: The measured-severity threshold (``--min-gain``), None for the default.
+    min_gain_db: float | None = None
 
     def as_options(self) -> tuple[str | None, list[str]]:
         """The saved detectors and parameters as command-line text (``--detectors``, ``--param``)."""
@@ -55,12 +58,22 @@ def load() -> tuple[UserSettings, str | None]:
     enabled = data.get("enabled")
     raw = data.get("params")
     params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    gain = data.get("min_gain_db")
+    notice = None
+    if gain is not None and not _valid_gain(gain):
+        notice = f"ignored the saved min_gain_db {gain!r} in {path}: not a finite number of dB, 0 or more"
+        gain = None
     return UserSettings(
         theme=data.get("theme") if isinstance(data.get("theme"), str) else None,
         enabled=tuple(enabled) if isinstance(enabled, list) else None,
         params={k: dict(v) for k, v in params.items() if isinstance(v, dict)},
         ch_axis=data.get("ch_axis"),
-    ), None
+        min_gain_db=float(gain) if gain is not None else None,
+    ), notice
+
+
+def _valid_gain(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def save(settings: UserSettings) -> Path:
@@ -72,6 +85,7 @@ def save(settings: UserSettings) -> Path:
         "enabled": list(settings.enabled) if settings.enabled is not None else None,
         "params": settings.params,
         "ch_axis": settings.ch_axis,
+        "min_gain_db": settings.min_gain_db,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -57,10 +57,12 @@ from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_c
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
+    FAST_FAKE_QUANT_MIN,
     QParams,
     activation_qparams,
     activation_range,
     fake_quantize_float32,
+    fake_quantize_float32_,
     fake_quantize_weight,
     fake_quantize_weights,
 )
@@ -70,7 +72,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     InputContext,
     StaticInput,
 )
-from tui_quantreport.engine.quantsim.sqnr import SharedReference, Sqnr, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, SharedReference, Sqnr, SqnrAccumulator
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -287,6 +289,14 @@ class ErrorAnalysis:
             self.targets[fqn] = _Target(fqn, module, kind, weight.device)
         self._weights: dict[tuple[str, bool], torch.Tensor] = {}
         self._reference: list[torch.Tensor | None] | None = None
+        #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
+        self._prepared: tuple[list, list[PreparedReference | None]] | None = None
+        #: Whether a range pass measured the clip percentiles and channel extremes (advice only).
+        self._advice_ranges = False
+        #: The forwards a plan swaps in, by the plan's (fqn, scheme) items (a few recent plans).
+        self._swaps: dict[tuple, list[tuple[nn.Module, Callable[..., Any]]]] = {}
+        #: The last static input quantized in a plan pass (shared by the modules that read it).
+        self._memo = _InputMemo()
         self._pass_seconds: float | None = None
         self._ranges_done = False
         self._local: dict[str, LocalMeasurement] | None = None
@@ -343,6 +353,7 @@ class ErrorAnalysis:
         target.qparams = qp
         target.static = None
         self._forwards.clear()
+        self._swaps.clear()
         if qp is not None:
             target.static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
 
@@ -380,23 +391,30 @@ class ErrorAnalysis:
         """Every module's :class:`LocalMeasurement` (computed once, then kept)."""
         if self._local is not None and (self._local_advice or not advice):
             return self._local
-        need_ranges = advice or any(t.range is None for t in self.targets.values())
-        passes = 2 if need_ranges and not self._ranges_done else 1
+        need_ranges = any(t.range is None for t in self.targets.values()) and not self._ranges_done
+        range_pass = need_ranges or (advice and not self._advice_ranges)
+        passes = 2 if range_pass else 1
         step = [0]
 
         def tick(done: int, total: int | None) -> None:
             if progress is not None:
                 progress(step[0] + done, passes * len(self.probes))
 
-        if need_ranges and not self._ranges_done:
-            self._range_pass(tick, should_cancel)
+        if range_pass:
+            self._range_pass(tick, should_cancel, advice=advice)
             step[0] = len(self.probes)
         self._local = self._measure_pass(tick, should_cancel, advice)
         self._local_advice = advice
         return self._local
 
-    def _range_pass(self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None) -> None:
-        """One float pass: input extremes, channel extremes and clip percentiles of every target."""
+    def _range_pass(
+        self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None, *, advice: bool = False
+    ) -> None:
+        """One float pass: input extremes of every target (for static qparams where no calibrated
+        range is given), who reads each target's output, and with ``advice`` the channel extremes
+        and clip percentiles the advice variants need. Running it again (with ``advice`` after
+        without) changes nothing already measured: ranges and channel ranges are only set where
+        missing."""
         sums = {fqn: _RangePass() for fqn in self.targets}
         p = self.clip_percentile
 
@@ -417,8 +435,10 @@ class ErrorAnalysis:
                     acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
                     acc.channels_ok = False
                     return
-                x = x.to(torch.float32)
                 acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+                if not advice:
+                    return
+                x = x.to(torch.float32)
                 axis = target.kind.input_axis(x.dim())
                 moved = x.movedim(axis, 0).reshape(x.shape[axis], -1) if x.dim() > 0 else x.reshape(1, 1)
                 c_lo, c_hi = moved.amin(dim=1), moved.amax(dim=1)
@@ -472,7 +492,7 @@ class ErrorAnalysis:
             if target.range is None:
                 lo, hi = (acc.lo, acc.hi) if acc.finite else (math.nan, math.nan)
                 self._set_range(target, lo, hi, "probes")
-            if not acc.finite or max(-acc.lo, acc.hi) > F32_MAX:
+            if not advice or not acc.finite or max(-acc.lo, acc.hi) > F32_MAX:
                 continue
             if (
                 target.channel_range is None
@@ -483,6 +503,8 @@ class ErrorAnalysis:
                 target.channel_range = (acc.channel_lo, acc.channel_hi)
             target.clip_range = (acc.p_lo / acc.calls, acc.p_hi / acc.calls)
         self._ranges_done = True
+        self._advice_ranges = self._advice_ranges or advice
+        self._swaps.clear()  # who reads each output is known now: output steps may change
 
     def _measure_pass(
         self, progress: ProgressCallback, should_cancel: Callable[[], bool] | None, advice: bool
@@ -800,41 +822,46 @@ class ErrorAnalysis:
             return Sqnr.undefined("there are no probe batches")
         if all(r is None for r in reference):
             return Sqnr.undefined("the model's output holds no floating-point tensor")
+        prepared = self._prepared_reference(reference)
         acc = SqnrAccumulator()
-        with self._float_mode(), self._swapped(quantized):
-            for i, batch in enumerate(self.probes):
-                _check_cancel(should_cancel)
-                self._grid.tensors.clear()
-                out = _output_tensor(self._run(batch, i))
-                ref = reference[i]
-                if ref is None or out is None or out.shape != ref.shape:
-                    continue
-                acc.add(ref, out)
-        self._grid.tensors.clear()
+        memo = self._memo
+        try:
+            with self._float_mode(), self._swapped(quantized):
+                for i, batch in enumerate(self.probes):
+                    _check_cancel(should_cancel)
+                    self._grid.tensors.clear()
+                    memo.clear()
+                    out = _output_tensor(self._run(batch, i))
+                    ref = prepared[i]
+                    if ref is None or out is None or out.shape != ref.reference.shape:
+                        continue
+                    acc.add_prepared(ref, out)
+        finally:
+            memo.clear()
+            self._grid.tensors.clear()
         return acc.result("model output")
+
+    def _prepared_reference(self, reference: list[torch.Tensor | None]) -> list[PreparedReference | None]:
+        """The reference outputs as :class:`PreparedReference` (built once per reference list)."""
+        if self._prepared is None or self._prepared[0] is not reference:
+            self._prepared = (reference, [PreparedReference(r) if r is not None else None for r in reference])
+        return self._prepared[1]
 
     @contextmanager
     def _swapped(self, quantized: Mapping[str, str]) -> Iterator[None]:
         """Replace each quantized module's forward (an instance attribute) for the duration."""
         saved: list[tuple[nn.Module, Any]] = []
         try:
-            for fqn, scheme_name in quantized.items():
-                target = self.targets[fqn]
-                scheme = SCHEMES[scheme_name]
-                if scheme.needs_range and target.static is None:
-                    continue  # never called on the probes: nothing to simulate
-                out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
-                grid = self._grid if self.shared_qparams_ops else None
-                key = (fqn, scheme_name, out, grid is not None)
-                forward = self._forwards.get(key)
-                if forward is None:
-                    ctx = InputContext(target.static, self.quant_min, self.quant_max)
-                    wq = self.quantized_weight(fqn, scheme.per_channel_weights)
-                    forward = self._forwards[key] = _simulated_forward(
-                        target.module, target.kind, scheme, ctx, wq, out, grid
-                    )
-                saved.append((target.module, target.module.__dict__.get("forward", _MISSING)))
-                target.module.__dict__["forward"] = forward
+            plan_key = tuple(quantized.items())
+            swaps = self._swaps.get(plan_key)
+            if swaps is None:
+                swaps = self._plan_forwards(quantized)
+                if len(self._swaps) >= 8:
+                    self._swaps.pop(next(iter(self._swaps)))
+                self._swaps[plan_key] = swaps
+            for module, forward in swaps:
+                saved.append((module, module.__dict__.get("forward", _MISSING)))
+                module.__dict__["forward"] = forward
             if self.shared_qparams_ops:
                 for fqn, info in self.catalog.modules.items():
                     if not info.is_leaf or fqn in self.targets:
@@ -850,6 +877,27 @@ class ErrorAnalysis:
                     module.__dict__.pop("forward", None)
                 else:
                     module.__dict__["forward"] = previous
+
+    def _plan_forwards(self, quantized: Mapping[str, str]) -> list[tuple[nn.Module, Callable[..., Any]]]:
+        """(module, simulated forward) for every module ``quantized`` simulates."""
+        swaps = []
+        grid = self._grid if self.shared_qparams_ops else None
+        for fqn, scheme_name in quantized.items():
+            target = self.targets[fqn]
+            scheme = SCHEMES[scheme_name]
+            if scheme.needs_range and target.static is None:
+                continue  # never called on the probes: nothing to simulate
+            out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
+            key = (fqn, scheme_name, out, grid is not None)
+            forward = self._forwards.get(key)
+            if forward is None:
+                ctx = InputContext(target.static, self.quant_min, self.quant_max)
+                wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                forward = self._forwards[key] = _simulated_forward(
+                    target.module, target.kind, scheme, ctx, wq, out, grid, self._memo
+                )
+            swaps.append((target.module, forward))
+        return swaps
 
     @contextmanager
     def _float_mode(self) -> Iterator[None]:
@@ -913,41 +961,106 @@ def _simulated_forward(
     wq: torch.Tensor,
     out: StaticInput | None = None,
     grid: _Grids | None = None,
+    memo: _InputMemo | None = None,
 ):
     """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
     static module whose output edge is not quantized downstream, its output, noted in
-    ``grid`` when given)."""
+    ``grid`` when given).
+
+    This runs once per module and batch, so it is kept to one Python frame and one torch op
+    per quantization step on the common path (a float32 tensor): torch's own fake-quantize
+    kernel below :data:`FAST_FAKE_QUANT_MIN` elements, the vectorised ops of
+    :func:`fake_quantize_float32` from there on (in place on the fresh output of a Linear or
+    convolution). A static input equal to the one the previous module quantized with the same
+    qparams (``memo``: the same tensor, not modified since) is not quantized again.
+    """
     run = kind.bind(module)
     fq = fake_quantize_float32
+    fq_small = torch.fake_quantize_per_tensor_affine
+    small = FAST_FAKE_QUANT_MIN
     f32 = torch.float32
+    tensor = torch.Tensor
+    quantize_input: Callable[[torch.Tensor], torch.Tensor] | None = None
     if scheme.activation == "static" and ctx.static is not None:
         s_in, z_in, lo_in, hi_in = ctx.static.scale, ctx.static.zero_point, ctx.static.quant_min, ctx.static.quant_max
         inv_in = ctx.static.inv_scale
+        key = (s_in, z_in, lo_in, hi_in)
 
-        def quantize_input(x):
+        def quantize_static(x):
             if x.dtype is f32:
-                return fq(x, s_in, z_in, lo_in, hi_in, inv_in)
+                if memo is not None and memo.source is x and memo.version == x._version and memo.key == key:
+                    return memo.result
+                xq = (
+                    fq_small(x, s_in, z_in, lo_in, hi_in)
+                    if x.numel() < small
+                    else fq(x, s_in, z_in, lo_in, hi_in, inv_in)
+                )
+                if memo is not None:
+                    memo.keep(x, key, xq)
+                return xq
             return scheme.input(x, ctx) if x.is_floating_point() else x
-    else:
 
-        def quantize_input(x):
+        quantize_input = quantize_static
+    elif scheme.activation != "float":  # weight-only keeps its input as it is
+
+        def quantize_other(x):
             return scheme.input(x, ctx) if x.is_floating_point() else x
+
+        quantize_input = quantize_other
 
     if out is None:
 
         def forward(input, *args, **kwargs):
-            return run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
-    else:
-        s_out, z_out, lo_out, hi_out, inv_out = out.scale, out.zero_point, out.quant_min, out.quant_max, out.inv_scale
+            if quantize_input is not None and isinstance(input, tensor):
+                input = quantize_input(input)
+            return run(input, wq)
 
-        def forward(input, *args, **kwargs):
-            y = run(quantize_input(input) if isinstance(input, torch.Tensor) else input, wq)
-            y = fq(y, s_out, z_out, lo_out, hi_out, inv_out) if y.dtype is f32 else out.apply(y)
-            if grid is not None:
-                grid.note(y, out)
-            return y
+        return forward
 
-    return forward
+    s_out, z_out, lo_out, hi_out, inv_out = out.scale, out.zero_point, out.quant_min, out.quant_max, out.inv_scale
+    # The output of F.linear / a convolution is a fresh tensor nobody else holds: quantized in place.
+    fresh = kind.call is _linear_call or kind.call is _conv_call
+    fq_out = fake_quantize_float32_ if fresh else fq
+
+    def forward_quantized_output(input, *args, **kwargs):
+        if quantize_input is not None and isinstance(input, tensor):
+            input = quantize_input(input)
+        y = run(input, wq)
+        if y.dtype is f32:
+            y = (
+                fq_small(y, s_out, z_out, lo_out, hi_out)
+                if y.numel() < small
+                else fq_out(y, s_out, z_out, lo_out, hi_out, inv_out)
+            )
+        else:
+            y = out.apply(y)
+        if grid is not None:
+            grid.note(y, out)
+        return y
+
+    return forward_quantized_output
+
+
+class _InputMemo:
+    """The last static input a simulated module quantized in this batch, with its qparams and
+    the result: the next module that reads the very same tensor (the same object, at the same
+    version: not modified in place since) with the same qparams takes the result instead of
+    quantizing it again (q/k/v projections, the branches of a block that read one normalized
+    tensor). The same function of the same values: the same result. Cleared between batches."""
+
+    __slots__ = ("key", "result", "source", "version")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.key: tuple | None = None
+        self.result: torch.Tensor | None = None
+
+    def keep(self, source: torch.Tensor, key: tuple, result: torch.Tensor) -> None:
+        self.source, self.version, self.key, self.result = source, source._version, key, result
 
 
 #: torch.ao's ops whose output shares its input's observer (``backend_config``,

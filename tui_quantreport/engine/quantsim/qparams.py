@@ -207,6 +207,20 @@ def fake_quantize_float32(
     return y.mul_(scale)
 
 
+def fake_quantize_float32_(
+    x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int, inv_scale: float
+) -> torch.Tensor:
+    """:func:`fake_quantize_float32` in place, for a float32 ``x`` nobody else holds (the fresh
+    output of a Linear or convolution): the same ops on the same values, without a new tensor.
+    Returns ``x`` (or, below :data:`FAST_FAKE_QUANT_MIN` elements, torch's kernel's new tensor)."""
+    if x.numel() < FAST_FAKE_QUANT_MIN:
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    x.mul_(inv_scale)
+    x.round_()
+    x.clamp_(qmin - zero_point, qmax - zero_point)
+    return x.mul_(scale)
+
+
 def fake_quantize_static(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
     """``x`` through per-tensor affine fake quantization with fixed qparams (computed in float32)."""
     inv = inverse_scale(scale)
@@ -228,17 +242,38 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
     elif xf.device.type == "cpu":
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
-        t_scale, t_zp = scalar_affine_qparams(float(lo), float(hi), qmin, qmax)
+        t_scale, t_zp, t_inv = _dynamic_qparams(float(lo), float(hi), qmin, qmax)
         out = (
-            fake_quantize_float32(xf, t_scale, t_zp, qmin, qmax, inverse_scale(t_scale))
-            if math.isfinite(t_scale)
-            else (torch.fake_quantize_per_tensor_affine(xf, t_scale, t_zp, qmin, qmax))
+            torch.fake_quantize_per_tensor_affine(xf, t_scale, t_zp, qmin, qmax)
+            if xf.numel() < FAST_FAKE_QUANT_MIN or not math.isfinite(t_scale)
+            else fake_quantize_float32(xf, t_scale, t_zp, qmin, qmax, t_inv)
         )
     else:
         lo, hi = torch.aminmax(xf)
         scale, zp = affine_qparams(lo, hi, qmin, qmax)
         out = torch.fake_quantize_per_tensor_affine(xf, scale, zp, qmin, qmax)
     return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+#: :func:`scalar_affine_qparams` and :func:`inverse_scale` by (min, max, qmin, qmax): the same
+#: probes give the same extremes at a dynamic module's input in every plan that leaves the
+#: modules before it alone, and the scalar arithmetic costs as much as the tiny tensors' ops.
+_DYNAMIC_QPARAMS: dict[tuple[float, float, int, int], tuple[float, int, float]] = {}
+_DYNAMIC_QPARAMS_MAX = 4096
+
+
+def _dynamic_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int, float]:
+    """(scale, zero point, ``1.0f / scale``) of a range, remembered (a pure function of its arguments;
+    -0.0 and 0.0, equal as keys, give the same qparams)."""
+    key = (lo, hi, qmin, qmax)
+    cached = _DYNAMIC_QPARAMS.get(key)
+    if cached is None:
+        scale, zp = scalar_affine_qparams(lo, hi, qmin, qmax)
+        cached = (scale, zp, inverse_scale(scale) if math.isfinite(scale) else math.nan)
+        if len(_DYNAMIC_QPARAMS) >= _DYNAMIC_QPARAMS_MAX:
+            _DYNAMIC_QPARAMS.clear()
+        _DYNAMIC_QPARAMS[key] = cached
+    return cached
 
 
 _F32 = struct.Struct("f")

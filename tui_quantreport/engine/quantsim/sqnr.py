@@ -111,10 +111,72 @@ class SqnrAccumulator:
         self.noise.append(log_m + log_norm(y / m - yhat / m))
         self.calls += 1
 
+    def add_prepared(self, reference: PreparedReference, approx: torch.Tensor) -> None:
+        """:meth:`add` for a reference folded in before (the float output of a probe batch,
+        compared with many plans): the same operations on the same values, so the same sums,
+        without redoing the reference's share of them on every call.
+
+        On the CPU only (it reads the two extremes back to the host to pick the scale);
+        elsewhere, or for empty tensors, it is :meth:`add`.
+        """
+        y = reference.reference
+        if y.device.type != "cpu" or approx.device.type != "cpu" or not y.numel() or y.shape != approx.shape:
+            self.add(y, approx)
+            return
+        yhat = approx.detach().to(torch.float64)
+        fresh = yhat is not approx and yhat.data_ptr() != approx.data_ptr()
+        m = torch.maximum(reference.abs_max, yhat.abs().amax())
+        scaled = reference.scaled(m)
+        log_m = scaled.log_m
+        yhat = yhat.div_(scaled.m) if fresh else yhat / scaled.m
+        self.signal.append(scaled.signal)
+        self.noise.append(log_m + log_norm(torch.sub(scaled.y, yhat, out=yhat) if fresh else scaled.y - yhat))
+        self.calls += 1
+
     def result(self, what: str = "output") -> Sqnr:
         if self.calls == 0:
             return Sqnr.undefined("never called on the probe batches")
         return _from_logs(_log_sum_squares(self.signal), _log_sum_squares(self.noise), what)
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    """The reference divided by one scale ``m``, and what :meth:`SqnrAccumulator.add` derives from it."""
+
+    m: torch.Tensor
+    log_m: torch.Tensor
+    y: torch.Tensor
+    signal: torch.Tensor
+
+
+class PreparedReference:
+    """One float output, kept for :meth:`SqnrAccumulator.add_prepared`: in float64, its max abs,
+    and (for the last scale used, which is its own max abs whenever the quantized output does
+    not exceed it) its scaled copy and ``ln ||y||`` term."""
+
+    __slots__ = ("_last", "abs_max", "reference")
+
+    def __init__(self, reference: torch.Tensor) -> None:
+        self.reference = reference.detach().to(torch.float64)
+        self.abs_max = self.reference.abs().amax() if self.reference.numel() else self.reference.new_zeros(())
+        self._last: tuple[float, _Scaled] | None = None
+
+    def scaled(self, m: torch.Tensor) -> _Scaled:
+        """The reference's share of :meth:`SqnrAccumulator.add` for the larger max abs ``m``
+        (one host read of ``m``, to find it in the cache)."""
+        # m finite and > 0: divide by it; otherwise (zeros, NaN, inf) keep the data as it is.
+        value = float(m)
+        key = value if math.isfinite(value) and value > 0 else 1.0
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
+        ok = torch.isfinite(m) & (m > 0)
+        m = torch.where(ok, m, torch.ones_like(m))
+        log_m = torch.log(m)
+        y = self.reference / m
+        scaled = _Scaled(m, log_m, y, log_m + log_norm(y))
+        self._last = (key, scaled)
+        return scaled
 
 
 class SharedReference:
