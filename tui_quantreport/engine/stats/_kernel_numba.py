@@ -158,6 +158,7 @@ def scan_rows(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: n
     vectorized loop for min, max, NaNs and whether any value passes its channel's threshold,
     then the candidates)."""
     a_len, c_len, b_len = bits.shape
+    flag = np.zeros(c_len, np.bool_)
     for a in range(a_len):
         for b in range(b_len):
             hits = 0
@@ -167,12 +168,14 @@ def scan_rows(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: n
                 lo[c] = min(lo[c], key)
                 hi[c] = max(hi[c], key)
                 nans[c] += (v & _MASK) > _INF
-                hits += key > threshold[c]
+                above = key > threshold[c]
+                flag[c] = above
+                hits += above
             if hits > 0:
                 for c in range(c_len):
-                    v = bits[a, c, b]
-                    key = v ^ ((v >> 31) & _MASK)
-                    if key > threshold[c]:
+                    if flag[c]:
+                        v = bits[a, c, b]
+                        key = v ^ ((v >> 31) & _MASK)
                         k = count[c]
                         buf[c, k] = key
                         k += 1
