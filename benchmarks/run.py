@@ -361,6 +361,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def selection_line() -> str:
+    """Which per-channel selection the host path uses in this run (the optional kernel or not)."""
+    from tui_quantreport.engine.stats import kernel
+
+    mode = kernel.mode()
+    if mode == "torch" or not kernel.available():
+        why = f"{kernel.ENV}=torch" if mode == "torch" else kernel.unavailable_reason()
+        return f"NumPy path everywhere ({why})"
+    import numba
+
+    where = (
+        "every host float32 tensor"
+        if mode == "numba"
+        else f"host float32 tensors of {kernel.AUTO_MIN_NUMEL:,}+ elements"
+    )
+    return f"numba {numba.__version__} kernel on {where}, NumPy path elsewhere"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -374,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     machine = describe(device)
+    machine["selection"] = selection_line()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"threads: {torch.get_num_threads()}  torch: {torch.__version__}  CPU: {cpu_model()}")
     print(

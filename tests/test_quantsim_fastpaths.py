@@ -33,7 +33,7 @@ from tui_quantreport.engine.quantsim.qparams import (
     scalar_affine_qparams,
 )
 from tui_quantreport.engine.quantsim.schemes import InputContext, StaticInput
-from tui_quantreport.engine.quantsim.sqnr import PreparedReference, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SqnrAccumulator
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -272,3 +272,146 @@ def test_range_pass_without_then_with_advice_equals_one_with_advice(showcase):
     plan_first.plan_sqnr(plan)  # its range pass leaves the advice statistics out
     assert plan_first.local_measurements(advice=True) == given.local_measurements(advice=True)
     assert plan_first.plan_sqnr(plan) == given.plan_sqnr(plan)
+
+
+def _norm_inputs():
+    torch.manual_seed(6)
+    d = torch.randn(3, 5000) * 10
+    yield "rows", d, 1
+    yield "whole", d, None
+    yield "NaN and inf", torch.where(d > 25, torch.nan, torch.where(d < -25, torch.inf, d)), 1
+    yield "float32 near its largest value", d * 1e37, 1
+    yield "empty", torch.zeros(3, 0), 1
+    yield "non-contiguous", d.t(), 1
+    yield "float16", d.half(), 1
+    yield "bfloat16", d.bfloat16(), None
+    yield "float64", d.double(), 1
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _norm_inputs()])
+def test_scratch_norm_equals_the_float64_norm(case):
+    _, t, dim = next(c for c in _norm_inputs() if c[0] == case)
+    scratch = Scratch()
+    expected = torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    for _ in range(2):  # the second time in the kept buffer
+        assert _same(scratch.vector_norm64(t, dim), expected)
+    smaller = t[..., : t.shape[-1] // 2].contiguous()  # a smaller tensor in the same buffer
+    assert _same(scratch.vector_norm64(smaller, dim), torch.linalg.vector_norm(smaller, dim=dim, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sample", ["showcase", "outlier_channels", "drifting_mlp"])
+def test_local_measurements_with_kept_buffers_equal_fresh_ones(monkeypatch, sample):
+    loaded = load_model(sample)
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), 2)
+    stats = session.calibrate(recorder, Settings.build())
+
+    def measure():
+        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
+        return analysis.local_measurements(advice=True)
+
+    kept = measure()
+    monkeypatch.setattr(Scratch, "buffer", lambda self, slot, shape, dtype, device: torch.empty(shape, dtype=dtype))
+    monkeypatch.setattr(
+        Scratch, "vector_norm64", lambda self, t, dim=None: torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    )
+    assert measure() == kept
+
+
+def _per_token_before(x: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """The per-token path of fake_quantize_dynamic before its fast path."""
+    from tui_quantreport.engine.quantsim.qparams import _fake_quantize_rows, affine_qparams
+
+    xf = x if x.dtype == torch.float32 else x.float()
+    if xf.numel() == 0:
+        return x
+    rows = xf.reshape(-1, xf.shape[-1])
+    scale, zp = affine_qparams(rows.amin(dim=1), rows.amax(dim=1), qmin, qmax)
+    out = _fake_quantize_rows(rows, scale, zp, qmin, qmax).reshape(xf.shape)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _token_inputs():
+    torch.manual_seed(7)
+    x = torch.randn(4, 12, 40) * torch.logspace(-3, 3, 12).view(1, 12, 1) + 0.3
+    yield "mixed scales", x
+    yield "all positive rows", x.abs() + 1
+    yield "all negative rows", -x.abs() - 1
+    yield "zero rows", torch.where(torch.arange(12).view(1, 12, 1) % 3 == 0, 0.0, x)
+    yield "-0.0 rows", torch.where(torch.arange(12).view(1, 12, 1) % 3 == 0, -0.0, x)
+    yield "constant rows", torch.full((2, 5, 40), -2.5)
+    yield "NaN", torch.where(x > 2, torch.nan, x)
+    yield "inf", torch.where(x > 2, torch.inf, x)
+    yield "width beyond float32", torch.where(x > 0, 3e38, -3e38)
+    yield "halfway values", (torch.randint(-300, 300, (3, 8, 40)).float() + 0.5) / 127
+    yield "empty", torch.zeros(2, 0, 40)
+    yield "non-contiguous", x.transpose(0, 1)
+    yield "float16", x.clamp(-6e4, 6e4).half()
+    yield "bfloat16", x.bfloat16()
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _token_inputs()])
+@pytest.mark.parametrize("qmin,qmax", [(0, 127), (0, 255)])
+def test_dynamic_per_token_equals_the_path_it_replaces(case, qmin, qmax):
+    x = next(c for c in _token_inputs() if c[0] == case)[1]
+    got, expected = fake_quantize_dynamic(x, qmin, qmax, per_token=True), _per_token_before(x, qmin, qmax)
+    assert _same(got, expected)
+    # bit for bit, the sign of zeros included
+    assert torch.equal(torch.signbit(got[~torch.isnan(got)]), torch.signbit(expected[~torch.isnan(expected)]))
+
+
+def _model_state(model: nn.Module):
+    return (
+        {name: m.training for name, m in model.named_modules()},
+        {name: {k: v.clone() for k, v in m._buffers.items() if v is not None} for name, m in model.named_modules()},
+        {name: {k: v for k, v in vars(m).items() if not k.startswith("_")} for name, m in model.named_modules()},
+    )
+
+
+def _same_state(a, b) -> bool:
+    return (
+        a[0] == b[0]
+        and a[1].keys() == b[1].keys()
+        and all(a[1][n].keys() == b[1][n].keys() and all(_same(a[1][n][k], b[1][n][k]) for k in a[1][n]) for n in a[1])
+        and a[2] == b[2]
+    )
+
+
+def test_freeze_restores_what_the_session_freeze_restores():
+    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
+
+    from tui_quantreport.engine.session import _freeze_model_state
+
+    def build():
+        torch.manual_seed(8)
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        model.add_module("obs", MinMaxObserver())
+        model.add_module("chan", PerChannelMinMaxObserver(ch_axis=1))
+        model[0].train()
+        model[2].eval()
+        model.obs.custom = "kept"
+        return model
+
+    def disturb(model):
+        model.eval()
+        model.obs(torch.randn(5, 4) * 7)
+        model.chan(torch.randn(3, 4))  # resizes its per-channel buffers
+        model.obs.custom = "changed"
+        model.obs.added = 1
+        model.chan.ch_axis = 0
+
+    for freeze in ("session", "analysis"):
+        model = build()
+        before = _model_state(model)
+        if freeze == "session":
+            restore = _freeze_model_state(model)
+        else:
+            restore = ErrorAnalysis(model, ModelCatalog.build(model), [torch.randn(2, 8)])._freeze()
+        disturb(model)
+        assert not _same_state(_model_state(model), before)
+        restore()
+        after = _model_state(model)
+        if freeze == "session":
+            expected = after
+        else:
+            assert _same_state(after, expected)

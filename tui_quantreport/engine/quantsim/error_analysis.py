@@ -72,8 +72,8 @@ from tui_quantreport.engine.quantsim.schemes import (
     InputContext,
     StaticInput,
 )
-from tui_quantreport.engine.quantsim.sqnr import PreparedReference, SharedReference, Sqnr, SqnrAccumulator
-from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
+from tui_quantreport.engine.session import call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -304,6 +304,7 @@ class ErrorAnalysis:
         self._plan_cache: dict[tuple, Sqnr] = {}
         self._all_modules: list[nn.Module] | None = None
         self._has_helpers = False
+        self._helpers: list[nn.Module] = []
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
@@ -512,6 +513,7 @@ class ErrorAnalysis:
         """One float pass; each target's forward, swapped for the pass, runs the module as it is
         and then simulates every scheme on the input it was given."""
         accs: dict[str, SharedReference] = {}
+        scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
         saved: list[tuple[nn.Module, Any]] = []
         outputs: list[torch.Tensor | None] = []
         self._quantize_weights(False)
@@ -522,7 +524,9 @@ class ErrorAnalysis:
                 accs[fqn] = SharedReference([v.name for v in variants])
                 module = target.module
                 saved.append((module, module.__dict__.get("forward", _MISSING)))
-                module.__dict__["forward"] = _measuring_forward(module.forward, _measurer(target, variants, accs[fqn]))
+                module.__dict__["forward"] = _measuring_forward(
+                    module.forward, _measurer(target, variants, accs[fqn], scratch)
+                )
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
@@ -922,19 +926,52 @@ class ErrorAnalysis:
             restore()
 
     def _freeze(self) -> Callable[[], None]:
-        """Remember training flags and ``torch.ao`` observer state (module list walked once)."""
+        """Remember training flags and ``torch.ao`` observer state (module list walked once).
+
+        What :func:`~tui_quantreport.engine.session._freeze_model_state` restores, restored the
+        same way (observer buffers copied back in place), except that a training flag or helper
+        attribute still holding its remembered value is not set again (each ``Module.__setattr__``
+        costs more than the small models' ops: it was a tenth of a pass on showcase).
+        """
         if self._all_modules is None:
             self._all_modules = list(self.model.modules())
-            self._has_helpers = any(is_quant_helper(m) for m in self._all_modules)
-        if self._has_helpers:
-            return _freeze_model_state(self.model)
+            self._helpers = [m for m in self._all_modules if is_quant_helper(m)]
+            self._has_helpers = bool(self._helpers)
         modules = self._all_modules
         flags = [m.training for m in modules]
+        helpers = self._helpers
+        buffers = [
+            (module, name, buffer, buffer.detach().clone())
+            for module in helpers
+            for name, buffer in module._buffers.items()
+            if buffer is not None
+        ]
+        attributes = [
+            (
+                module,
+                {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)},
+            )
+            for module in helpers
+        ]
 
         def restore() -> None:
             for module, flag in zip(modules, flags):
                 if module.training != flag:
                     module.training = flag
+            if not helpers:
+                return
+            # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again.
+            with torch.no_grad():
+                for module, name, original, copy in buffers:
+                    if original.shape != copy.shape:
+                        original.resize_(copy.shape)
+                    original.copy_(copy)
+                    module._buffers[name] = original
+            for module, attrs in attributes:
+                now = vars(module)
+                for name, value in attrs.items():
+                    if now.get(name, _MISSING) is not value:
+                        setattr(module, name, value)
 
         return restore
 
@@ -1389,7 +1426,7 @@ def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
 
 
 def _measurer(
-    target: _Target, variants: Sequence[_Variant], acc: SharedReference
+    target: _Target, variants: Sequence[_Variant], acc: SharedReference, scratch: Scratch | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
 
@@ -1399,9 +1436,11 @@ def _measurer(
     clipped range all use the per-channel weight: two or three matmuls in all, not
     four to six); other modules run each variant in turn. The differences from ``y``
     are taken in place and normed per variant in one op per group; nothing is read
-    back to the host.
+    back to the host. ``scratch`` keeps the large temporaries (the stacks of inputs and
+    outputs, the float64 copies the norms are taken of) from one call to the next.
     """
     kind, module = target.kind, target.module
+    scratch = scratch if scratch is not None else Scratch()
     run = kind.bind(module)
     names = tuple(v.name for v in variants)
     linear = (
@@ -1434,7 +1473,7 @@ def _measurer(
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> None:
         if not names:
-            acc.add_norms(y.detach(), None)
+            acc.add_norms(y.detach(), None, None, scratch)
             return
         y = y.detach()
         if y.dtype != torch.float32:
@@ -1447,12 +1486,15 @@ def _measurer(
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
             k, n_out = x.shape[-1], y.shape[-1]
             m = y.numel() // n_out if n_out else 0
-            out = torch.empty((len(names), m, n_out), dtype=torch.float32, device=y.device)
+            out = scratch.buffer("out", (len(names), m, n_out), torch.float32, y.device)
             row = 0
             for weight_t, keys in groups_t:
                 g = len(keys)
                 rows = (
-                    torch.cat([quantized[key].reshape(-1, k) for key in keys])
+                    torch.cat(
+                        [quantized[key].reshape(-1, k) for key in keys],
+                        out=scratch.buffer("rows", (g * m, k), torch.float32, y.device),
+                    )
                     if g > 1
                     else quantized[keys[0]].reshape(-1, k)
                 )
@@ -1463,22 +1505,29 @@ def _measurer(
                     torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 row += g
             out.sub_(y.reshape(1, m, n_out))
-            acc.add_norms(y, out.view(len(names), -1))
+            acc.add_norms(y, out.view(len(names), -1), None, scratch)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             # Samples are independent in a convolution: the variants sharing a weight run as one
             # call over their quantized inputs laid end to end on the batch axis.
             norms = []
             for weight, keys in groups:
-                batch = torch.cat([quantized[key] for key in keys]) if len(keys) > 1 else quantized[keys[0]]
+                parts = [quantized[key] for key in keys]
+                if len(parts) == 1:
+                    batch = parts[0]
+                elif all(p.is_contiguous() for p in parts):  # laid end to end in a kept buffer
+                    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+                    batch = torch.cat(parts, out=scratch.buffer("rows", shape, torch.float32, y.device))
+                else:
+                    batch = torch.cat(parts)
                 out = run(batch, weight).view(len(keys), *y.shape)
                 out.sub_(y)
-                norms.append(torch.linalg.vector_norm(out.view(len(keys), -1), dim=1, dtype=torch.float64))
-            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0])
+                norms.append(scratch.vector_norm64(out.view(len(keys), -1), 1))
+            acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0], scratch)
             return
         out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
         out.sub_(y)
-        acc.add_norms(y, out.reshape(len(names), -1))
+        acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
 
     return measure
 

@@ -236,9 +236,7 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
         return x
     if per_token and xf.dim() >= 2:
         rows = xf.reshape(-1, xf.shape[-1])
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # aminmax(dim=) is 20x slower on CPU
-        scale, zp = affine_qparams(lo, hi, qmin, qmax)
-        out = _fake_quantize_rows(rows, scale, zp, qmin, qmax).reshape(xf.shape)
+        out = _fake_quantize_dynamic_rows(rows, qmin, qmax).reshape(xf.shape)
     elif xf.device.type == "cpu":
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
@@ -297,6 +295,33 @@ def _fake_quantize_rows(
         y.round_()
         y.clamp_(min=qmin - zp, max=qmax - zp)
         return y.mul_(scale.unsqueeze(1))
+
+
+def _fake_quantize_dynamic_rows(rows: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """Each row of a float32 ``rows`` quantized with the affine qparams of its own range:
+    ``_fake_quantize_rows(rows, *affine_qparams(row mins, row maxes))``, the same values in
+    half the ops (this runs per call of a dynamic module: its cost is the ops' count).
+
+    Where every scale is finite (no NaN, no infinity, no float32 overflow of a range's width),
+    ``min_neg / scale`` lies in ``[-(qmax - qmin), 0]``, so the zero point needs neither its
+    int32 round trip nor its clamp, and the clamp bounds ``qmin - zp`` and ``qmax - zp`` are
+    ``round(min_neg / scale)`` (+0.0 for a zero, as the integer path gives) and that plus
+    ``qmax - qmin``, exact small integers in float32. Otherwise it takes the general path.
+    """
+    lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # aminmax(dim=) is 20x slower on CPU
+    min_neg = lo.clamp(max=0.0)  # a zero's sign changes neither the width nor the zero point
+    max_pos = hi.clamp(min=0.0)
+    scale = torch.sub(max_pos, min_neg).div_(float(qmax - qmin))
+    if not bool(torch.isfinite(scale).all()):
+        scale, zp = affine_qparams(lo, hi, qmin, qmax)
+        return _fake_quantize_rows(rows, scale, zp, qmin, qmax)
+    scale.clamp_(min=EPS)
+    low = torch.div(min_neg, scale).round_().add_(0.0).unsqueeze(1)
+    high = low + float(qmax - qmin)
+    y = rows * torch.reciprocal(scale).unsqueeze(1)
+    y.round_()
+    y.clamp_(min=low, max=high)
+    return y.mul_(scale.unsqueeze(1))
 
 
 def scalar_affine_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, int]:

@@ -179,6 +179,38 @@ class PreparedReference:
         return scaled
 
 
+class Scratch:
+    """Buffers kept from one call to the next, by slot, dtype and device (grown when too small).
+
+    A measurement pass takes the same large temporaries on every module call (the float64
+    copy a norm is taken of, a stack of outputs); allocated afresh, each costs the operating
+    system's page faults on memory just released (about 1 ms for 3 MB here, more than the
+    work on it). Callers use a slot only until they take the next one of that slot.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def buffer(self, slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A contiguous tensor of ``shape`` (uninitialised) backed by the slot's buffer."""
+        n = math.prod(shape)
+        key = (slot, dtype, device)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self._buffers[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+    def vector_norm64(self, t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """``torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)``, the same value: a
+        contiguous float32/16 ``t`` is cast into a kept float64 buffer (what the dtype argument
+        does into a new tensor), then normed by the same kernel."""
+        if t.dtype == torch.float64 or not t.is_contiguous() or not t.is_floating_point():
+            return torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+        buf = self.buffer("norm64", tuple(t.shape), torch.float64, t.device)
+        buf.copy_(t)
+        return torch.linalg.vector_norm(buf, dim=dim)
+
+
 class SharedReference:
     """One reference, several approximations of it, over calls.
 
@@ -204,14 +236,25 @@ class SharedReference:
         return len(self.signal) + len(self._raw_signal)
 
     def add_norms(
-        self, reference: torch.Tensor, differences: torch.Tensor | None, norms: torch.Tensor | None = None
+        self,
+        reference: torch.Tensor,
+        differences: torch.Tensor | None,
+        norms: torch.Tensor | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         """One call: ``reference`` (float32) and either ``differences`` of shape (len(names), n),
         row i being ``y - y_hat`` for ``names[i]``, or their float64 ``norms`` already taken
-        (neither when there are no names)."""
-        self._raw_signal.append(torch.linalg.vector_norm(reference, dtype=torch.float64))
+        (neither when there are no names). ``scratch``: buffers for the float64 copies."""
+        if scratch is None:
+            self._raw_signal.append(torch.linalg.vector_norm(reference, dtype=torch.float64))
+        else:
+            self._raw_signal.append(scratch.vector_norm64(reference))
         if differences is not None:
-            self._raw_noise.append(torch.linalg.vector_norm(differences, dim=1, dtype=torch.float64))
+            self._raw_noise.append(
+                torch.linalg.vector_norm(differences, dim=1, dtype=torch.float64)
+                if scratch is None
+                else scratch.vector_norm64(differences, 1)
+            )
         elif norms is not None:
             self._raw_noise.append(norms)
         self._sums = None
