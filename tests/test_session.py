@@ -442,3 +442,57 @@ def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
     for key in plan:
         ours, theirs = grouped.points[key].get(_ChannelSum()), direct.points[key].get(_ChannelSum())
         assert torch.allclose(ours.sums, theirs.sums, rtol=1e-12, atol=0)
+
+
+def test_eval_fast_path_sets_the_flags_model_eval_sets_and_restores_them():
+    """Where no class overrides train(), calibration sets only the flags still True, and ends with
+    every flag as it was (mixed flags included); a class that overrides train() is called as before."""
+    from tui_quantreport.engine.session import _eval
+
+    def mixed() -> nn.Module:
+        model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.Linear(4, 2))).train()
+        model[1].eval()
+        model[1][1].train()
+        return model
+
+    fast, reference = mixed(), mixed()
+    _eval(fast)
+    reference.eval()
+    assert [m.training for m in fast.modules()] == [m.training for m in reference.modules()]
+
+    model = mixed()
+    before = [m.training for m in model.modules()]
+    Session(model).calibrate([torch.randn(3, 4)] * 2, Settings.build())
+    assert [m.training for m in model.modules()] == before
+
+    calls = []
+
+    class Custom(nn.Linear):
+        def train(self, mode=True):
+            calls.append(mode)
+            return super().train(mode)
+
+    custom = nn.Sequential(Custom(4, 4), nn.ReLU()).train()
+    calls.clear()
+    Session(custom).calibrate([torch.randn(3, 4)], Settings.build())
+    assert calls == [False] and custom.training and custom[0].training
+
+
+def test_banked_points_freeze_to_tensors_of_their_own():
+    """The grouped path freezes each point's arrays out of one copy of its bank: each tensor's
+    storage holds that point's values alone (saved on its own), and equals the direct path's."""
+    torch.manual_seed(3)
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(6)]).eval()
+    batches = [torch.randn(4, 8) for _ in range(3)]
+    grouped = Session(model).calibrate(batches, Settings.build())
+    direct = Session(model).calibrate(batches, Settings.build(), rerun_failures=False)  # nothing held
+    _assert_same_stats(grouped, direct)
+    pointers = set()
+    for point in grouped.points.values():
+        tensors = [point.channel_min, point.channel_max]
+        for result in point.reduced.values():
+            tensors += [v for v in vars(result).values() if isinstance(v, torch.Tensor)]
+        for tensor in tensors:
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+            assert tensor.data_ptr() not in pointers
+            pointers.add(tensor.data_ptr())

@@ -646,7 +646,7 @@ class Session:
         detach: Callable[[], None] = _nothing
         done = 0
         try:
-            self.model.eval()
+            _eval(self.model)
             with torch.no_grad():
                 iterator = iter(batches)
                 # Stop before pulling batch N+1: a slow or failing loader pays for N batches only.
@@ -1102,6 +1102,25 @@ def _length(batches: Iterable[Any]) -> int | None:
         return None
 
 
+_SETATTR = nn.Module.__setattr__
+_TRAIN = nn.Module.train
+
+
+def _eval(model: nn.Module) -> None:
+    """``model.eval()``; where no module's class overrides ``train`` or ``__setattr__``, only the
+    modules still in training mode have their flag set (the same modules ``train`` visits, the
+    same end state: ``nn.Module.train`` only sets each module's ``training`` flag)."""
+    modules = list(model.modules())
+    if type(model).eval is not nn.Module.eval or any(
+        type(m).train is not _TRAIN or type(m).__setattr__ is not _SETATTR for m in modules
+    ):
+        model.eval()
+        return
+    for module in modules:
+        if module.__dict__.get("training") is not False:
+            module.training = False
+
+
 def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None) -> Callable[[], None]:
     """Remember what calibration could change, and return a function that restores it."""
     if modules is None:
@@ -1121,7 +1140,10 @@ def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None
 
     def restore() -> None:
         for module, flag in training.items():
-            module.training = flag
+            # A module whose flag is already this value and whose class keeps nn.Module's
+            # __setattr__ is left alone: setting it again would change nothing.
+            if module.__dict__.get("training", _END) is not flag or type(module).__setattr__ is not _SETATTR:
+                module.training = flag
         # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again,
         # with its old values, also after an observer resized it (a fresh per-channel observer).
         with torch.no_grad():

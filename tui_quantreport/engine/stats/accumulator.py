@@ -443,16 +443,24 @@ class Accumulator:
         """Move the running tensors to the CPU once and return immutable stats."""
         if self.bank is not None:
             bank, row = self.bank, self.row
-            per_channel = self.channels_consistent
-            channel_min, channel_max, reduced = bank.frozen_row(row) if per_channel else (None, None, {})
-            reduced = {r: reduced[r] for r in self.reducers if r in reduced}  # this point's order
+            if self.channels_consistent:
+                channel_min, channel_max, banked = bank.frozen_row(row)
+                reducers = self.reducers
+                # This point's order (the bank's may differ); the same dict when the orders agree.
+                if len(banked) == len(reducers) and all(a is b for a, b in zip(banked, reducers)):
+                    reduced = banked
+                else:
+                    reduced = {r: banked[r] for r in reducers if r in banked}
+            else:
+                channel_min, channel_max, reduced = None, None, {}
+            range_sum, global_min, global_max = bank.frozen_scalars(row)
             return PointStats(
                 calls=self.calls,
                 axis=self.axis if self.axis_consistent else None,
                 shapes=tuple(self.shapes),
-                global_min=float(bank.global_min[row]),
-                global_max=float(bank.global_max[row]),
-                range_sum=float(bank.range_sum[row]),
+                global_min=global_min,
+                global_max=global_max,
+                range_sum=range_sum,
                 channel_min=channel_min,
                 channel_max=channel_max,
                 reduced=reduced,

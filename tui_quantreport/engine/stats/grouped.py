@@ -186,6 +186,9 @@ class Bank:
         self.states: dict[Reducer, tuple[type | None, list[np.ndarray]]] = {}
         #: Once frozen (the calibration is over): per reducer, (result type, its arrays) or None.
         self._frozen: dict[Reducer, Any] | None = None
+        self._frozen_items: list[tuple[Reducer, Any]] = []
+        self._scalars: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self._rows: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
 
     def _grow(self, need: int) -> None:
         cap = len(self.range_sum)
@@ -255,6 +258,27 @@ class Bank:
         that is a dataclass of per-row tensors is then split by row (its arrays copied row by
         row), anything else is frozen row by row.
         """
+        self._freeze()
+        reduced: dict[Reducer, Any] = {}
+        from_numpy = torch.from_numpy
+        for r, split in self._frozen_items:
+            if split is None:
+                kind, stacked = self.states[r]
+                leaves = [leaf[row].copy() for leaf in stacked]
+                reduced[r] = r.freeze(leaves[0] if kind is None else kind(leaves), HOST_OPS)
+            else:
+                cls, arrays = split
+                reduced[r] = cls(**{name: from_numpy(rows[row]) for name, rows in arrays})
+        return (from_numpy(self._rows[0][row]), from_numpy(self._rows[1][row]), reduced)
+
+    def frozen_scalars(self, row: int) -> tuple[float, float, float]:
+        """Row ``row``'s (range_sum, global_min, global_max) as Python floats, as ``float()`` gives them."""
+        self._freeze()
+        range_sum, global_min, global_max = self._scalars
+        return range_sum[row], global_min[row], global_max[row]
+
+    def _freeze(self) -> None:
+        """Once, when the calibration is over: each reducer frozen on the whole bank, every array copied."""
         if self._frozen is None:
             self._frozen = {}
             for r, (kind, stacked) in self.states.items():
@@ -269,16 +293,15 @@ class Bank:
                     ):
                         split = (type(whole), [(name, v.numpy()) for name, v in values.items()])
                 self._frozen[r] = split
-        reduced: dict[Reducer, Any] = {}
-        for r, split in self._frozen.items():
-            if split is None:
-                kind, stacked = self.states[r]
-                leaves = [leaf[row].copy() for leaf in stacked]
-                reduced[r] = r.freeze(leaves[0] if kind is None else kind(leaves), HOST_OPS)
-            else:
-                cls, arrays = split
-                reduced[r] = cls(**{name: torch.from_numpy(a[row].copy()) for name, a in arrays})
-        return (torch.from_numpy(self.channel_min[row].copy()), torch.from_numpy(self.channel_max[row].copy()), reduced)
+            # Every row's arrays copied once, out of the bank: row r of a fresh copy is a tensor whose
+            # storage is that row alone (torch.from_numpy of a row view), as a per-row copy would be.
+            size = self.size
+            self._scalars = (self.range_sum.tolist(), self.global_min.tolist(), self.global_max.tolist())
+            self._rows = (list(self.channel_min[:size].copy()), list(self.channel_max[:size].copy()))
+            self._frozen_items = [
+                (r, None if split is None else (split[0], [(name, list(a[:size].copy())) for name, a in split[1]]))
+                for r, split in self._frozen.items()
+            ]
 
     def row_state(self, row: int) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, dict[Reducer, Any]]:
         """Row ``row`` as an Accumulator holds it: (range_sum, global_min, global_max, channel_min,
