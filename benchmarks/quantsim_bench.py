@@ -15,7 +15,13 @@ with the thread count fixed:
 
 The issue's targets: local (schemes) <= 1 + 4 forward passes; plan <= 1.2
 passes; a toggle on the 2,000-module sample <= 1 s. Reported, never asserted.
-Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
+
+Floors (a second table): what the plan evaluation costs with its quantization
+ops replaced by the identity (the simulation's own machinery: swapped forwards,
+the model freeze, the SQNR sums), how many quantization ops a probe batch runs,
+the share of the matmul/convolution/attention kernels in a plain pass, and
+those kernels' time in the local pass (torch.profiler self times, the latter
+in plain passes timed without the profiler). Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,85 @@ def _paired(fn, plain, repeats: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(ratios)
 
 
+#: The kernels that do a model's arithmetic (the local pass runs 1 + 4 of them per module call).
+COMPUTE_KERNELS = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::_addmm_activation",
+    "aten::mkldnn_convolution",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def _profiled(fn, repeats: int = 3) -> tuple[float, float]:
+    """(seconds of the compute kernels, seconds of everything) per call of ``fn``, torch.profiler self times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    averages = prof.key_averages()
+    compute = sum(e.self_cpu_time_total for e in averages if e.key in COMPUTE_KERNELS)
+    total = sum(e.self_cpu_time_total for e in averages)
+    return compute / repeats / 1e6, total / repeats / 1e6
+
+
+def floors(fresh, plan, plain, repeats: int, probes: int) -> dict:
+    """The plan evaluation with its quantization ops counted, then replaced by the identity; kernel shares."""
+    import tui_quantreport.engine.quantsim.error_analysis as ea
+    import tui_quantreport.engine.quantsim.schemes.dynamic as dyn
+
+    names = ("fake_quantize_float32", "fake_quantize_float32_")
+    saved = (torch.fake_quantize_per_tensor_affine, *(getattr(ea, n) for n in names), dyn.fake_quantize_dynamic)
+    counts = {"per-tensor": 0, "dynamic": 0}
+
+    def patch(small, big, big_, dynamic) -> None:
+        torch.fake_quantize_per_tensor_affine = small
+        ea.fake_quantize_float32, ea.fake_quantize_float32_ = big, big_
+        dyn.fake_quantize_dynamic = dynamic
+
+    def counted(fn, key):
+        def wrapper(*args, **kwargs):
+            inner = counts["per-tensor"]
+            out = fn(*args, **kwargs)
+            counts["per-tensor"] = inner  # a dynamic step's own per-tensor op is not counted twice
+            counts[key] += 1
+            return out
+
+        return wrapper
+
+    def evaluator(analysis):
+        def evaluate():
+            analysis._plan_cache.clear()
+            return analysis.plan_sqnr(plan)
+
+        return evaluate
+
+    try:
+        patch(*(counted(f, "per-tensor") for f in saved[:3]), counted(saved[3], "dynamic"))
+        analysis = fresh()
+        analysis.local_sqnr()
+        counts.update({"per-tensor": 0, "dynamic": 0})
+        evaluator(analysis)()
+        per_batch = {key: value / max(1, probes) for key, value in counts.items()}
+        patch(*(lambda x, *args, **kwargs: x,) * 4)
+        identity = fresh()
+        identity.local_sqnr()
+        stubbed = _paired(evaluator(identity), plain, repeats)
+    finally:
+        patch(*saved)
+    plain_compute, plain_total = _profiled(plain)
+    local_compute, _ = _profiled(lambda: fresh().local_sqnr(advice=False))
+    unit = statistics.median(_seconds(plain) for _ in range(max(3, repeats)))
+    return {
+        "identity": stubbed,
+        "ops": per_batch,
+        "plain_share": plain_compute / plain_total if plain_total else 0.0,
+        "local_compute": local_compute / unit,
+    }
+
+
 def bench(name: str, repeats: int, k: int) -> dict:
     from tui_quantreport.engine import Session, Settings, load_model, open_batches
     from tui_quantreport.engine.quantsim import FLOAT, ErrorAnalysis, ProbeRecorder
@@ -101,7 +186,9 @@ def bench(name: str, repeats: int, k: int) -> dict:
         return analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT if plan.modules[fqn] != FLOAT else "weight_only"))
 
     toggle_s = _paired(toggle, plain, repeats)
+    floor = floors(fresh, plan, plain, repeats, len(probes))
     return {
+        "floors": floor,
         "name": name,
         "modules": len(session.catalog.modules),
         "quantizable": len(analysis.quantizable),
@@ -130,6 +217,23 @@ def table(rows: list[dict]) -> list[str]:
         out.append(
             f"| {r['name']} | {r['modules']:,} ({r['quantizable']}) | {r['probes']} | {unit * 1000:,.1f} | "
             f"{cell('local')} | {cell('advice')} | {cell('plan')} | {cell('toggle')} | {r['sqnr']} |"
+        )
+    return out
+
+
+def floor_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| sample | plan eval | the same, quantization ops as identity | quantization ops a batch (per-tensor + dynamic) "
+        "| compute kernels' share of a plain pass | local: its compute kernels alone, in plain passes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        f = r["floors"]
+        ops = f["ops"]
+        out.append(
+            f"| {r['name']} | {r['plan'][1]:.2f}x | {f['identity'][1]:.2f}x | "
+            f"{ops['per-tensor']:,.0f} + {ops['dynamic']:,.0f} | {100 * f['plain_share']:.0f}% | "
+            f"{f['local_compute']:.2f} |"
         )
     return out
 
@@ -165,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "",
             *table(rows),
+            "",
+            "Floors (see the module docstring of `benchmarks/quantsim_bench.py`):",
+            "",
+            *floor_table(rows),
             "",
             (
                 "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "

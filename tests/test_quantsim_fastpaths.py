@@ -276,7 +276,7 @@ def test_range_pass_without_then_with_advice_equals_one_with_advice(showcase):
 
 def _norm_inputs():
     torch.manual_seed(6)
-    d = torch.randn(3, 5000) * 10
+    d = torch.randn(3, 20000) * 10
     yield "rows", d, 1
     yield "whole", d, None
     yield "NaN and inf", torch.where(d > 25, torch.nan, torch.where(d < -25, torch.inf, d)), 1
