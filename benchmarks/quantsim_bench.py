@@ -19,9 +19,12 @@ passes; a toggle on the 2,000-module sample <= 1 s. Reported, never asserted.
 Floors (a second table): what the plan evaluation costs with its quantization
 ops replaced by the identity (the simulation's own machinery: swapped forwards,
 the model freeze, the SQNR sums), how many quantization ops a probe batch runs,
-the share of the matmul/convolution/attention kernels in a plain pass, and
-those kernels' time in the local pass (torch.profiler self times, the latter
-in plain passes timed without the profiler). Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
+the share of the matmul/convolution/attention kernels in a plain pass and in
+the local pass (torch.profiler self times; the profiler's own cost per op
+lowers the share where ops are tiny). The local pass runs those kernels 1 + 4
+times over (the float one, then the per-tensor weight over the quantized input
+and the per-channel weight over three inputs laid end to end), so a model whose
+plain pass is a share s of them cannot go below 1 + 4 s passes. Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
 """
 
 from __future__ import annotations
@@ -135,13 +138,12 @@ def floors(fresh, plan, plain, repeats: int, probes: int) -> dict:
     finally:
         patch(*saved)
     plain_compute, plain_total = _profiled(plain)
-    local_compute, _ = _profiled(lambda: fresh().local_sqnr(advice=False))
-    unit = statistics.median(_seconds(plain) for _ in range(max(3, repeats)))
+    local_compute, local_total = _profiled(lambda: fresh().local_sqnr(advice=False))
     return {
         "identity": stubbed,
         "ops": per_batch,
         "plain_share": plain_compute / plain_total if plain_total else 0.0,
-        "local_compute": local_compute / unit,
+        "local_share": local_compute / local_total if local_total else 0.0,
     }
 
 
@@ -202,6 +204,40 @@ def bench(name: str, repeats: int, k: int) -> dict:
     }
 
 
+#: What the profiles (cProfile and torch.profiler of each sample's plan evaluation and local pass)
+#: showed; the floors table above it is re-measured by every run.
+WHERE_THE_TIME_GOES = (
+    "Where the time goes (cProfile and torch.profiler of each sample's plan evaluation and local pass). "
+    "*Plan*: a simulated pass is the float pass plus (a) its quantization ops: one per static input (an input "
+    "two modules read with the same qparams is quantized once), one per static output a float op reads, and a "
+    "dynamic step per dynamic module (qparams from the tensor's own range); torch's fake-quantize kernel below "
+    "2,048 elements (~2.8 us on an (8, 32) tensor, more than the 2.4 us F.linear it feeds), four vectorised "
+    "in-place passes above (~13 us on 49K elements; torch has no exact single-pass CPU kernel: its own is "
+    "scalar, 25x slower there); and (b) the machinery: the swapped forwards, the model freeze (showcase's and "
+    "convnet's observers copied and restored), the SQNR sums of the model output (~13 small float64 ops a batch, "
+    "~50 us with cold caches). The floors table separates them ('as identity' is (b) alone). Still over 1.2: "
+    "large_generated runs 740 per-tensor and 156 dynamic quantization ops a batch for 602 Linear of 32-64 "
+    "features on 8 rows: ~2.8 us and ~6 us each, ~3 ms against an ~11 ms pass (0.25-0.3 passes) on top of "
+    "~0.1 of machinery, so ~1.35 is its floor with one op per quantization step; outlier_channels and showcase "
+    "(1.3-2 ms passes): machinery ~0.2-0.3 (the SQNR sums alone ~0.16 passes on outlier_channels; showcase's "
+    "observer freeze ~0.08) plus ~0.2 for quantizing 49K-131K-element activations in 4 memory passes each; "
+    "tiny_transformer: every simulated pass runs without the fused attention fast path (to see the inner Linear "
+    "modules; ~1.16x by itself) and its 5 dynamic modules quantize 3-D inputs per token (~20 small ops each), "
+    "~0.7 passes. *Local*: the matmul/convolution kernels run 1 + 4 times over (table: floor 1 + 4 s); "
+    "drifting_mlp (95% matmul, floor ~4.8) and outlier_channels (~84%, floor ~4.4) add the float64 norms of the "
+    "differences (the SQNR sums are taken in float64; torch's float64 norm of float32 data runs at ~1/4 the "
+    "speed of the float32 one), the quantization of the inputs, and the weights' (drifting_mlp: 1.9M weights "
+    "twice, ~0.5 ms of arithmetic and ~2 ms of page faults for 15 MB of new tensors, ~0.25 passes; page faults "
+    "cost ~1.2 us per 4 KB on this VM, so the pass keeps its large temporaries in buffers). tiny_transformer: "
+    "its two MultiheadAttention out_proj modules have no calibrated range (attention uses their weight, never "
+    "calls them), so the local pass runs a range pass first (a float pass with hooks on every leaf, ~2 passes) "
+    "to find they are never called. Python's garbage collector is paused during each measurement (its full "
+    "collections walk the whole model's objects: 150 ms on large_generated). Results are identical to the "
+    "unoptimised simulation's, value for value (tests/test_quantsim_fastpaths.py holds each fast path against "
+    "the path it replaced).",
+)
+
+
 def table(rows: list[dict]) -> list[str]:
     out = [
         "| sample | modules (quantizable) | probes | plain pass ms | local, 4 schemes | local + advice | plan eval | toggle | plan SQNR |",
@@ -224,8 +260,8 @@ def table(rows: list[dict]) -> list[str]:
 def floor_table(rows: list[dict]) -> list[str]:
     out = [
         "| sample | plan eval | the same, quantization ops as identity | quantization ops a batch (per-tensor + dynamic) "
-        "| compute kernels' share of a plain pass | local: its compute kernels alone, in plain passes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| compute kernels' share: plain pass | local pass | local floor, 1 + 4 x plain share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         f = r["floors"]
@@ -233,7 +269,7 @@ def floor_table(rows: list[dict]) -> list[str]:
         out.append(
             f"| {r['name']} | {r['plan'][1]:.2f}x | {f['identity'][1]:.2f}x | "
             f"{ops['per-tensor']:,.0f} + {ops['dynamic']:,.0f} | {100 * f['plain_share']:.0f}% | "
-            f"{f['local_compute']:.2f} |"
+            f"{100 * f['local_share']:.0f}% | {1 + 4 * f['plain_share']:.2f} |"
         )
     return out
 
@@ -280,22 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 "and the clipped/equalized variants used for finding severities."
             ),
             "",
-            (
-                "Where the time goes. *Local*: one float pass plus, per quantizable module, one matmul (or "
-                "convolution) per distinct weight over the quantized inputs that use it laid end to end (static "
-                "per-tensor: the per-tensor weight; static per-channel, dynamic and weight-only: the per-channel "
-                "weight), so a matmul-bound model (drifting_mlp) sits at its floor of 1 + 4 passes plus the one-off "
-                "fake quantization of the weights (about half a pass there). *Plan*: every quantized module adds the "
-                "fake quantization of its input (and of its output where a float op reads it), one op each; on a "
-                "model of many small modules (large_generated: 602 Linear of 32-64 features, 8 rows a batch) such "
-                "an op costs about as much as the Linear itself, so a plan evaluation costs ~1.4-1.5 passes there "
-                "and on the tiny convnets (~2 ms a pass), within 1.2 on matmul-bound ones. tiny_transformer's plain "
-                "pass is the fused attention fast path, which every simulation pass must turn off to see the inner "
-                "Linear modules: its ratios overstate the cost. Python's garbage collector is paused during each "
-                "measurement (its full collections walk the whole model's objects: 150 ms on large_generated). "
-                "Results are identical to the unoptimised "
-                "simulation's: the vectorised fake quantization is value-for-value torch's kernel (tested)."
-            ),
+            *WHERE_THE_TIME_GOES,
             "",
             f"Command: `{command}`",
             "",
