@@ -14,8 +14,10 @@ def models_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app saves settings per user (XDG_CONFIG_HOME): never the real one in tests."""
+    """The app saves settings per user (XDG_CONFIG_HOME) and keeps trees (XDG_CACHE_HOME): never
+    the real ones in tests."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(autouse=True)

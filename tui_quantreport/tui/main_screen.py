@@ -68,6 +68,7 @@ from tui_quantreport.tui.messages import (
     RecommendationChanged,
     ReportUpdated,
     SensitivityMeasured,
+    TreePreviewed,
     WorkProgress,
 )
 from tui_quantreport.tui.model_session import (
@@ -385,6 +386,7 @@ class MainScreen(Screen[None]):
         self.query_one(FilterInput).display = False
         self._fit_width(self.app.size.width)
         self.query_one(ModuleTree).focus()
+        self._preview_tree()
         self._load()
 
     def on_resize(self, event: Resize) -> None:
@@ -463,9 +465,31 @@ class MainScreen(Screen[None]):
         else:
             self.post_message(ModelLoaded(loaded))
 
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False, description="read the kept tree")
+    def _preview_tree(self) -> None:
+        """Show the tree kept from the last run while the model loads (torch-free, a few ms)."""
+        from tui_quantreport.engine import launch_tree
+
+        report = launch_tree.read(self.spec)
+        if report is not None:
+            self.post_message(TreePreviewed(report))
+
+    @on(TreePreviewed)
+    def _tree_previewed(self, message: TreePreviewed) -> None:
+        if not self.loaded and not self.load_failed and self.report is None:
+            self.query_one(ModuleTree).report = message.report
+
+    @work(thread=True, exclusive=True, group="keep-tree", exit_on_error=False, description="keep the tree")
+    def _keep_tree(self, report: Report) -> None:
+        """Keep this model's tree for the next launch (see engine ``launch_tree``)."""
+        from tui_quantreport.engine import launch_tree
+
+        launch_tree.write(self.spec, report)
+
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
         loaded = message.loaded
+        self._keep_tree(loaded.report)
         self.model, self.stats = loaded.session, loaded.stats
         self.detectors = loaded.detectors
         self.detector_index = {detector.name: index for index, detector in enumerate(loaded.detectors)}

@@ -30,6 +30,15 @@ class ModelLoaded(Message):
         self.loaded = loaded
 
 
+class TreePreviewed(Message):
+    """The module tree kept from the last run of this model (engine ``launch_tree``), read before
+    torch is imported: an uncalibrated report with no detectors, shown until the model loads."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__()
+        self.report = report
+
+
 class ModelLoadFailed(Message):
     """Loading or building the model failed; ``text`` says why in one sentence."""
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tui_quantreport.engine.stats import selection
+from tui_quantreport.engine.stats import kernel, selection
 from tui_quantreport.engine.stats.reducers import (
     DEVICE_OPS,
     HOST_OPS,
@@ -141,6 +141,10 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: 
         return TensorSummary.on_host(x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy(), {})
     n = x3.shape[0] * x3.shape[2]
     ks = [lower_quantile_index(p, n) for p in percentiles]
+    if kernel.use_kernel(x3):
+        # One read of the tensor where it lies (the optional numba kernel): same numbers.
+        channel_min, channel_max, values = kernel.channel_stats(x3.numpy(), ks)
+        return TensorSummary.on_host(channel_min, channel_max, dict(zip(percentiles, values)))
     rows = host_rows(x3)
     if order_rows(rows, ks):
         channel_min, channel_max = rows[:, 0].copy(), rows[:, -1].copy()

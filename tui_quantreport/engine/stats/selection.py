@@ -36,10 +36,12 @@ def lower_quantile_index(q: float, n: int) -> int:
     """The 0-based sorted index that ``torch.quantile(..., interpolation="lower")`` reads.
 
     torch computes the rank in float32 (``q * (n - 1)``) and floors it; doing the
-    same here keeps our answers identical at the boundaries.
+    same here keeps our answers identical at the boundaries. Beyond 2**24 values (rows
+    torch.quantile refuses) ``n - 1`` itself may round up to ``n`` in float32: clamped to the
+    last index.
     """
     rank = np.float32(q) * np.float32(n - 1)
-    return int(math.floor(float(rank)))
+    return min(int(math.floor(float(rank))), n - 1)
 
 
 def on_host(x: torch.Tensor) -> bool:

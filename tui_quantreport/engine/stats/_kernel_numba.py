@@ -1,0 +1,219 @@
+"""The numba kernel behind :mod:`.kernel` (imported only when numba is installed).
+
+Compiled on first use and cached on disk (``cache=True``: numba's cache beside
+this file, or ``NUMBA_CACHE_DIR``), so later processes load it instead of
+compiling. See :mod:`.kernel` for the algorithm and its exactness argument.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: Ranges this short are finished by insertion sort.
+_SMALL = 16
+
+
+@njit(cache=True, nogil=True)
+def select(buf, lo, hi, k):  # pragma: no cover - compiled
+    """Reorder ``buf[lo:hi]`` (no NaN) so that ``buf[k]`` is its ``(k - lo)``-th smallest; return it.
+
+    Quickselect with a median-of-three pivot and Hoare's partition (equal values
+    split evenly, so repeats stay linear); after too many rounds the range left is
+    sorted (an introselect, never quadratic).
+    """
+    depth = 0
+    size = hi - lo
+    limit = 4
+    while size > 1:
+        limit += 2
+        size >>= 1
+    while hi - lo > _SMALL:
+        if depth > limit:
+            buf[lo:hi].sort()
+            return buf[k]
+        depth += 1
+        mid = lo + (hi - lo) // 2
+        last = hi - 1
+        # Median of three into buf[lo] (the pivot): buf[mid] <= buf[lo] <= buf[last].
+        if buf[mid] > buf[last]:
+            buf[mid], buf[last] = buf[last], buf[mid]
+        if buf[lo] > buf[last]:
+            buf[lo], buf[last] = buf[last], buf[lo]
+        if buf[mid] > buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        pivot = buf[lo]
+        i = lo - 1
+        j = hi
+        while True:
+            i += 1
+            while buf[i] < pivot:
+                i += 1
+            j -= 1
+            while buf[j] > pivot:
+                j -= 1
+            if i >= j:
+                break
+            buf[i], buf[j] = buf[j], buf[i]
+        # buf[lo..j] <= pivot <= buf[j+1..hi-1], lo <= j < hi - 1
+        if k <= j:
+            hi = j + 1
+        else:
+            lo = j + 1
+    for i in range(lo + 1, hi):
+        v = buf[i]
+        j = i - 1
+        while j >= lo and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+    return buf[k]
+
+
+@njit(cache=True, nogil=True)
+def _compact(row, count, m):  # pragma: no cover - compiled
+    """Keep the ``m`` largest of ``row[:count]`` in ``row[:m]``; return the smallest kept."""
+    cut = count - m
+    threshold = select(row, 0, count, cut)
+    row[:m] = row[cut:count].copy()
+    return threshold
+
+
+_MASK = np.int32(0x7FFFFFFF)
+_INF = np.int32(0x7F800000)
+_FLOOR = np.int32(-2147483648)
+
+
+@njit(cache=True, nogil=True)
+def start_thresholds(bits, m, sample, threshold):  # pragma: no cover - compiled
+    """Each channel's starting threshold: the key with about ``1.5 m + 3 sd`` of the channel
+    above it, estimated from the same ``sample`` positions in every channel (read in memory
+    order: sample outer, channel inner). Too high is caught at the end (:func:`finish`)."""
+    a_len, c_len, b_len = bits.shape
+    n = a_len * b_len
+    s = sample
+    frac = m / n
+    above = int(np.ceil(1.5 * s * frac + 3.0 * np.sqrt(s * frac))) + 1
+    if above >= s:
+        return
+    probe = np.empty((c_len, s), np.int32)
+    step = n // s
+    for j in range(s):
+        # One position in each of s equal strides, at a scrambled offset: a fixed offset would
+        # sample the same pixel of every image (a border, where padding shifts the values).
+        i = j * step + ((j * 2654435761) & 0xFFFFFFFF) % step
+        a = i // b_len
+        b = i % b_len
+        for c in range(c_len):
+            v = bits[a, c, b]
+            probe[c, j] = v ^ ((v >> 31) & _MASK)
+    for c in range(c_len):
+        threshold[c] = select(probe[c], 0, s, s - above)
+
+
+@njit(cache=True, nogil=True)
+def scan_runs(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: no cover - compiled
+    """The one pass, channel-first: per ``(a, c)`` a contiguous run over ``b``. A vectorized
+    loop takes min, max, NaNs and the count above the threshold; a second, branch-free loop over
+    the same run (in L1) appends the candidates."""
+    a_len, c_len, b_len = bits.shape
+    for a in range(a_len):
+        for c in range(c_len):
+            t = threshold[c]
+            low = lo[c]
+            high = hi[c]
+            nan = 0
+            hits = 0
+            for b in range(b_len):
+                v = bits[a, c, b]
+                key = v ^ ((v >> 31) & _MASK)
+                low = min(low, key)
+                high = max(high, key)
+                nan += (v & _MASK) > _INF
+                hits += key > t
+            lo[c] = low
+            hi[c] = high
+            nans[c] += nan
+            if hits > 0:
+                k = count[c]
+                row = buf[c]
+                if k + hits > limit and k > m:
+                    t = _compact(row, k, m)
+                    threshold[c] = t
+                    k = m
+                for b in range(b_len):
+                    v = bits[a, c, b]
+                    key = v ^ ((v >> 31) & _MASK)
+                    row[k] = key
+                    k += key > t
+                if k > limit:
+                    threshold[c] = _compact(row, k, m)
+                    k = m
+                count[c] = k
+
+
+@njit(cache=True, nogil=True)
+def scan_rows(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: no cover - compiled
+    """The one pass, channel-last: per ``(a, b)`` a contiguous row over the channels (a
+    vectorized loop for min, max, NaNs and whether any value passes its channel's threshold,
+    then the candidates)."""
+    a_len, c_len, b_len = bits.shape
+    flag = np.zeros(c_len, np.bool_)
+    for a in range(a_len):
+        for b in range(b_len):
+            hits = 0
+            for c in range(c_len):
+                v = bits[a, c, b]
+                key = v ^ ((v >> 31) & _MASK)
+                lo[c] = min(lo[c], key)
+                hi[c] = max(hi[c], key)
+                nans[c] += (v & _MASK) > _INF
+                above = key > threshold[c]
+                flag[c] = above
+                hits += above
+            if hits > 0:
+                for c in range(c_len):
+                    if flag[c]:
+                        v = bits[a, c, b]
+                        key = v ^ ((v >> 31) & _MASK)
+                        k = count[c]
+                        buf[c, k] = key
+                        k += 1
+                        if k > limit:
+                            threshold[c] = _compact(buf[c], k, m)
+                            k = m
+                        count[c] = k
+
+
+@njit(cache=True, nogil=True)
+def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_q, out_nan):  # pragma: no cover
+    """Per channel: its min, max and ``ks`` order statistics (as keys) from the pass's state."""
+    a_len, c_len, b_len = bits.shape
+    n = a_len * b_len
+    m = n - ks[0]
+    for c in range(c_len):
+        out_nan[c] = nans[c] > 0
+        if nans[c] > 0:
+            continue
+        out_min[c] = lo[c]
+        out_max[c] = hi[c]
+        k = count[c]
+        if k < m and threshold[c] > _FLOOR:
+            # The sampled threshold was too high: fewer than m values above it. Select in full.
+            whole = np.empty(n, np.int32)
+            i = 0
+            for a in range(a_len):
+                for b in range(b_len):
+                    v = bits[a, c, b]
+                    whole[i] = v ^ ((v >> 31) & _MASK)
+                    i += 1
+            for j in range(len(ks)):
+                out_q[j, c] = select(whole, 0, n, ks[j])
+            continue
+        row = buf[c]
+        for j in range(len(ks)):
+            rank = n - ks[j]  # the rank-th largest
+            if k >= rank:
+                out_q[j, c] = select(row, 0, k, k - rank)
+            else:
+                out_q[j, c] = _FLOOR  # only the lowest key (a NaN) was never a candidate
