@@ -1486,18 +1486,23 @@ def _measurer(
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
             k, n_out = x.shape[-1], y.shape[-1]
             m = y.numel() // n_out if n_out else 0
-            out = scratch.buffer("out", (len(names), m, n_out), torch.float32, y.device)
+            # Small stacks (most modules of a big model) skip the kept buffers' bookkeeping.
+            kept = scratch if len(names) * m * max(n_out, k) >= Scratch.MIN_ELEMENTS else None
+            out = (
+                kept.buffer("out", (len(names), m, n_out), torch.float32, y.device)
+                if kept is not None
+                else torch.empty((len(names), m, n_out), dtype=torch.float32, device=y.device)
+            )
             row = 0
             for weight_t, keys in groups_t:
                 g = len(keys)
-                rows = (
-                    torch.cat(
-                        [quantized[key].reshape(-1, k) for key in keys],
-                        out=scratch.buffer("rows", (g * m, k), torch.float32, y.device),
-                    )
-                    if g > 1
-                    else quantized[keys[0]].reshape(-1, k)
-                )
+                parts = [quantized[key].reshape(-1, k) for key in keys]
+                if g == 1:
+                    rows = parts[0]
+                elif kept is not None:
+                    rows = torch.cat(parts, out=kept.buffer("rows", (g * m, k), torch.float32, y.device))
+                else:
+                    rows = torch.cat(parts)
                 # F.linear's own kernel (addmm with the transposed weight), written into the stack.
                 if bias is not None:
                     torch.addmm(bias, rows, weight_t, out=out[row : row + g].view(-1, n_out))
@@ -1505,7 +1510,7 @@ def _measurer(
                     torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 row += g
             out.sub_(y.reshape(1, m, n_out))
-            acc.add_norms(y, out.view(len(names), -1), None, scratch)
+            acc.add_norms(y, out.view(len(names), -1), None, kept)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             # Samples are independent in a convolution: the variants sharing a weight run as one
