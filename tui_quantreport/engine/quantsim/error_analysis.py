@@ -10,13 +10,14 @@ modules. It measures, always against the float model on the same probes:
   the probes, a forward hook on each quantizable module computes every
   scheme's output from the input it was just given and folds ``||y||^2`` and
   ``||y - y_hat||^2`` into running sums. No activation is kept: the memory on
-  top of the float forward is, at any moment, one module's input copy and
-  outputs (plus the fake-quantized weights, at most twice the model's weight
-  bytes, kept for later plan evaluations). With ``advice=True`` it also
-  measures the two corrections detectors suggest: the input range clipped to
-  percentiles (outliers) and input-weight equalization, which needs a first
-  float pass for the percentiles (so 2 float passes; 1 otherwise, or 2 when a
-  module has no calibrated range).
+  top of the float forward is, at any moment, one module's input copies and
+  outputs, in buffers kept for the pass (so sized for the largest module seen
+  so far, released when the pass ends), plus the fake-quantized weights (at
+  most twice the model's weight bytes, kept for later plan evaluations). With
+  ``advice=True`` it also measures the two corrections detectors suggest: the
+  input range clipped to percentiles (outliers) and input-weight equalization,
+  which needs a first float pass for the percentiles and channel extremes (so
+  2 float passes; 1 otherwise, or 2 when a module has no calibrated range).
 - **end-to-end SQNR** of a :class:`Plan` (:meth:`ErrorAnalysis.plan_sqnr`):
   each quantized module's ``forward`` is replaced for the pass by its
   simulated form (fake-quantized input and weight) and the model's output is
