@@ -1102,12 +1102,21 @@ def _length(batches: Iterable[Any]) -> int | None:
         return None
 
 
-def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None) -> Callable[[], None]:
-    """Remember what calibration could change, and return a function that restores it."""
+def _freeze_model_state(
+    model: nn.Module, modules: list[nn.Module] | None = None, helpers: list[nn.Module] | None = None
+) -> Callable[[], None]:
+    """Remember what calibration could change, and return a function that restores it.
+
+    ``modules`` (default: all of ``model``'s) and ``helpers`` (the torch.ao observers and stubs
+    among them) may be given by a caller that keeps them. A training flag or helper attribute
+    still holding its remembered value is not set again (each ``Module.__setattr__`` costs more
+    than a small model's ops); observer buffers are copied back in place.
+    """
     if modules is None:
         modules = list(model.modules())
-    training = {module: module.training for module in modules}
-    helpers = [module for module in modules if is_quant_helper(module)]
+    if helpers is None:
+        helpers = [module for module in modules if is_quant_helper(module)]
+    flags = [module.training for module in modules]
     buffers = [
         (module, name, buffer, buffer.detach().clone())
         for module in helpers
@@ -1120,8 +1129,9 @@ def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None
     ]
 
     def restore() -> None:
-        for module, flag in training.items():
-            module.training = flag
+        for module, flag in zip(modules, flags):
+            if module.training != flag:
+                module.training = flag
         # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again,
         # with its old values, also after an observer resized it (a fresh per-channel observer).
         with torch.no_grad():
@@ -1131,7 +1141,12 @@ def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None
                 original.copy_(copy)
                 module._buffers[name] = original
         for module, attrs in attributes:
+            now = vars(module)
             for name, value in attrs.items():
-                setattr(module, name, value)
+                if now.get(name, _UNSET) is not value:
+                    setattr(module, name, value)
 
     return restore
+
+
+_UNSET = object()

@@ -74,7 +74,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     StaticInput,
 )
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
-from tui_quantreport.engine.session import call_batch, first_tensor
+from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -304,7 +304,6 @@ class ErrorAnalysis:
         self._local_advice = False
         self._plan_cache: dict[tuple, Sqnr] = {}
         self._all_modules: list[nn.Module] | None = None
-        self._has_helpers = False
         self._helpers: list[nn.Module] = []
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
@@ -927,54 +926,12 @@ class ErrorAnalysis:
             restore()
 
     def _freeze(self) -> Callable[[], None]:
-        """Remember training flags and ``torch.ao`` observer state (module list walked once).
-
-        What :func:`~tui_quantreport.engine.session._freeze_model_state` restores, restored the
-        same way (observer buffers copied back in place), except that a training flag or helper
-        attribute still holding its remembered value is not set again (each ``Module.__setattr__``
-        costs more than the small models' ops: it was a tenth of a pass on showcase).
-        """
+        """Remember training flags and ``torch.ao`` observer state (module list walked once):
+        :func:`~tui_quantreport.engine.session._freeze_model_state` with the kept lists."""
         if self._all_modules is None:
             self._all_modules = list(self.model.modules())
             self._helpers = [m for m in self._all_modules if is_quant_helper(m)]
-            self._has_helpers = bool(self._helpers)
-        modules = self._all_modules
-        flags = [m.training for m in modules]
-        helpers = self._helpers
-        buffers = [
-            (module, name, buffer, buffer.detach().clone())
-            for module in helpers
-            for name, buffer in module._buffers.items()
-            if buffer is not None
-        ]
-        attributes = [
-            (
-                module,
-                {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)},
-            )
-            for module in helpers
-        ]
-
-        def restore() -> None:
-            for module, flag in zip(modules, flags):
-                if module.training != flag:
-                    module.training = flag
-            if not helpers:
-                return
-            # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again.
-            with torch.no_grad():
-                for module, name, original, copy in buffers:
-                    if original.shape != copy.shape:
-                        original.resize_(copy.shape)
-                    original.copy_(copy)
-                    module._buffers[name] = original
-            for module, attrs in attributes:
-                now = vars(module)
-                for name, value in attrs.items():
-                    if now.get(name, _MISSING) is not value:
-                        setattr(module, name, value)
-
-        return restore
+        return _freeze_model_state(self.model, self._all_modules, self._helpers)
 
     def _run(self, batch: Any, index: int) -> Any:
         try:
