@@ -15,7 +15,16 @@ with the thread count fixed:
 
 The issue's targets: local (schemes) <= 1 + 4 forward passes; plan <= 1.2
 passes; a toggle on the 2,000-module sample <= 1 s. Reported, never asserted.
-Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
+
+Floors (a second table): what the plan evaluation costs with its quantization
+ops replaced by the identity (the simulation's own machinery: swapped forwards,
+the model freeze, the SQNR sums), how many quantization ops a probe batch runs,
+the share of the matmul/convolution/attention kernels in a plain pass and in
+the local pass (torch.profiler self times; the profiler's own cost per op
+lowers the share where ops are tiny). The local pass runs those kernels 1 + 4
+times over (the float one, then the per-tensor weight over the quantized input
+and the per-channel weight over three inputs laid end to end), so a model whose
+plain pass is a share s of them cannot go below 1 + 4 s passes. Writes the section ``quantsim: cpu`` of ``benchmarks/results.md``.
 """
 
 from __future__ import annotations
@@ -60,6 +69,84 @@ def _paired(fn, plain, repeats: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(ratios)
 
 
+#: The kernels that do a model's arithmetic (the local pass runs 1 + 4 of them per module call).
+COMPUTE_KERNELS = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::_addmm_activation",
+    "aten::mkldnn_convolution",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def _profiled(fn, repeats: int = 3) -> tuple[float, float]:
+    """(seconds of the compute kernels, seconds of everything) per call of ``fn``, torch.profiler self times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    averages = prof.key_averages()
+    compute = sum(e.self_cpu_time_total for e in averages if e.key in COMPUTE_KERNELS)
+    total = sum(e.self_cpu_time_total for e in averages)
+    return compute / repeats / 1e6, total / repeats / 1e6
+
+
+def floors(fresh, plan, plain, repeats: int, probes: int) -> dict:
+    """The plan evaluation with its quantization ops counted, then replaced by the identity; kernel shares."""
+    import tui_quantreport.engine.quantsim.error_analysis as ea
+    import tui_quantreport.engine.quantsim.schemes.dynamic as dyn
+
+    names = ("fake_quantize_float32", "fake_quantize_float32_")
+    saved = (torch.fake_quantize_per_tensor_affine, *(getattr(ea, n) for n in names), dyn.fake_quantize_dynamic)
+    counts = {"per-tensor": 0, "dynamic": 0}
+
+    def patch(small, big, big_, dynamic) -> None:
+        torch.fake_quantize_per_tensor_affine = small
+        ea.fake_quantize_float32, ea.fake_quantize_float32_ = big, big_
+        dyn.fake_quantize_dynamic = dynamic
+
+    def counted(fn, key):
+        def wrapper(*args, **kwargs):
+            inner = counts["per-tensor"]
+            out = fn(*args, **kwargs)
+            counts["per-tensor"] = inner  # a dynamic step's own per-tensor op is not counted twice
+            counts[key] += 1
+            return out
+
+        return wrapper
+
+    def evaluator(analysis):
+        def evaluate():
+            analysis._plan_cache.clear()
+            return analysis.plan_sqnr(plan)
+
+        return evaluate
+
+    try:
+        patch(*(counted(f, "per-tensor") for f in saved[:3]), counted(saved[3], "dynamic"))
+        analysis = fresh()
+        analysis.local_sqnr()
+        counts.update({"per-tensor": 0, "dynamic": 0})
+        evaluator(analysis)()
+        per_batch = {key: value / max(1, probes) for key, value in counts.items()}
+        patch(*(lambda x, *args, **kwargs: x,) * 4)
+        identity = fresh()
+        identity.local_sqnr()
+        stubbed = _paired(evaluator(identity), plain, repeats)
+    finally:
+        patch(*saved)
+    plain_compute, plain_total = _profiled(plain)
+    local_compute, local_total = _profiled(lambda: fresh().local_sqnr(advice=False))
+    return {
+        "identity": stubbed,
+        "ops": per_batch,
+        "plain_share": plain_compute / plain_total if plain_total else 0.0,
+        "local_share": local_compute / local_total if local_total else 0.0,
+    }
+
+
 def bench(name: str, repeats: int, k: int) -> dict:
     from tui_quantreport.engine import Session, Settings, load_model, open_batches
     from tui_quantreport.engine.quantsim import FLOAT, ErrorAnalysis, ProbeRecorder
@@ -101,7 +188,9 @@ def bench(name: str, repeats: int, k: int) -> dict:
         return analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT if plan.modules[fqn] != FLOAT else "weight_only"))
 
     toggle_s = _paired(toggle, plain, repeats)
+    floor = floors(fresh, plan, plain, repeats, len(probes))
     return {
+        "floors": floor,
         "name": name,
         "modules": len(session.catalog.modules),
         "quantizable": len(analysis.quantizable),
@@ -113,6 +202,42 @@ def bench(name: str, repeats: int, k: int) -> dict:
         "toggle": toggle_s,
         "sqnr": analysis.plan_sqnr(plan),
     }
+
+
+#: What the profiles (cProfile and torch.profiler of each sample's plan evaluation and local pass)
+#: showed; the floors table above it is re-measured by every run.
+WHERE_THE_TIME_GOES = (
+    "Where the time goes (cProfile and torch.profiler of each sample's plan evaluation and local pass). "
+    "*Plan*: a simulated pass is the float pass plus (a) its quantization ops: one per static input (an input "
+    "two modules read with the same qparams is quantized once), one per static output a float op reads, and a "
+    "dynamic step per dynamic module (qparams from the tensor's own range); torch's fake-quantize kernel below "
+    "2,048 elements (~2.8 us on an (8, 32) tensor, more than the 2.4 us F.linear it feeds), four vectorised "
+    "in-place passes above (~13 us on 49K elements; torch has no exact single-pass CPU kernel: its own is "
+    "scalar, 25x slower there); and (b) the machinery: the swapped forwards, the model freeze (showcase's and "
+    "convnet's observers copied and restored), the SQNR sums of the model output (~13 small float64 ops a batch, "
+    "~50 us with cold caches). The floors table separates them ('as identity' is (b) alone). Still over 1.2: "
+    "large_generated runs 740 per-tensor and 156 dynamic quantization ops a batch for 602 Linear of 32-64 "
+    "features on 8 rows: ~2.8 us and ~6 us each, ~3 ms against an ~11 ms pass, so these ops alone cost "
+    "0.25-0.3 passes (above 1.2 with no machinery at all; the machinery adds ~0.1); outlier_channels and "
+    "showcase (1.3-2 ms passes): machinery 0.15-0.25 (the SQNR sums alone ~0.16 passes on outlier_channels; "
+    "showcase's observer freeze ~0.08) plus 0.15-0.3 for quantizing 49K-131K-element activations in 4 memory "
+    "passes each; "
+    "tiny_transformer: every simulated pass runs without the fused attention fast path (to see the inner Linear "
+    "modules; ~1.16x by itself) and its 5 dynamic modules quantize 3-D inputs per token (~20 small ops each), "
+    "~0.8 passes. *Local*: the matmul/convolution kernels run 1 + 4 times over (table: floor 1 + 4 s); "
+    "drifting_mlp (95% matmul, floor ~4.8) and outlier_channels (~84%, floor ~4.4) add the float64 norms of the "
+    "differences (the SQNR sums are taken in float64; torch's float64 norm of float32 data runs at ~1/4 the "
+    "speed of the float32 one), the quantization of the inputs, and the weights' (drifting_mlp: its 1.9M "
+    "weights, not 4 x 256 x 256, quantized twice into 15 MB of new tensors kept for the plans: ~0.5 ms of "
+    "arithmetic and 2-4 ms of page faults, 0.25-0.4 passes; a page fault costs ~1.2 us per 4 KB on this VM, "
+    "which is also why the pass now keeps its large temporaries in buffers). tiny_transformer: "
+    "its two MultiheadAttention out_proj modules have no calibrated range (attention uses their weight, never "
+    "calls them), so the local pass runs a range pass first (a float pass with hooks on every leaf, ~2 passes) "
+    "to find they are never called. Python's garbage collector is paused during each measurement (its full "
+    "collections walk the whole model's objects: 150 ms on large_generated). Results are identical to the "
+    "unoptimised simulation's, value for value (tests/test_quantsim_fastpaths.py holds each fast path against "
+    "the path it replaced).",
+)
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -130,6 +255,23 @@ def table(rows: list[dict]) -> list[str]:
         out.append(
             f"| {r['name']} | {r['modules']:,} ({r['quantizable']}) | {r['probes']} | {unit * 1000:,.1f} | "
             f"{cell('local')} | {cell('advice')} | {cell('plan')} | {cell('toggle')} | {r['sqnr']} |"
+        )
+    return out
+
+
+def floor_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| sample | plan eval | the same, quantization ops as identity | quantization ops a batch (per-tensor + dynamic) "
+        "| compute kernels' share: plain pass | local pass | local floor, 1 + 4 x plain share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        f = r["floors"]
+        ops = f["ops"]
+        out.append(
+            f"| {r['name']} | {r['plan'][1]:.2f}x | {f['identity'][1]:.2f}x | "
+            f"{ops['per-tensor']:,.0f} + {ops['dynamic']:,.0f} | {100 * f['plain_share']:.0f}% | "
+            f"{100 * f['local_share']:.0f}% | {1 + 4 * f['plain_share']:.2f} |"
         )
     return out
 
@@ -166,28 +308,17 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *table(rows),
             "",
+            "Floors (see the module docstring of `benchmarks/quantsim_bench.py`):",
+            "",
+            *floor_table(rows),
+            "",
             (
                 "Targets (issue 7): local SQNR for all schemes <= 1 + 4 = 5 passes; one plan evaluation <= 1.2 passes; "
                 "a what-if toggle on large_generated (2,000+ modules) <= 1 s. `local + advice` adds the percentile pass "
                 "and the clipped/equalized variants used for finding severities."
             ),
             "",
-            (
-                "Where the time goes. *Local*: one float pass plus, per quantizable module, one matmul (or "
-                "convolution) per distinct weight over the quantized inputs that use it laid end to end (static "
-                "per-tensor: the per-tensor weight; static per-channel, dynamic and weight-only: the per-channel "
-                "weight), so a matmul-bound model (drifting_mlp) sits at its floor of 1 + 4 passes plus the one-off "
-                "fake quantization of the weights (about half a pass there). *Plan*: every quantized module adds the "
-                "fake quantization of its input (and of its output where a float op reads it), one op each; on a "
-                "model of many small modules (large_generated: 602 Linear of 32-64 features, 8 rows a batch) such "
-                "an op costs about as much as the Linear itself, so a plan evaluation costs ~1.4-1.5 passes there "
-                "and on the tiny convnets (~2 ms a pass), within 1.2 on matmul-bound ones. tiny_transformer's plain "
-                "pass is the fused attention fast path, which every simulation pass must turn off to see the inner "
-                "Linear modules: its ratios overstate the cost. Python's garbage collector is paused during each "
-                "measurement (its full collections walk the whole model's objects: 150 ms on large_generated). "
-                "Results are identical to the unoptimised "
-                "simulation's: the vectorised fake quantization is value-for-value torch's kernel (tested)."
-            ),
+            *WHERE_THE_TIME_GOES,
             "",
             f"Command: `{command}`",
             "",

@@ -25,3 +25,16 @@ def _reproducible_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reports carry the time they were written: fixed here, so two renders of one run compare equal
     even across a second's boundary (the exporters honour SOURCE_DATE_EPOCH)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795000000")
+
+
+@pytest.fixture(scope="module")
+def showcase():
+    """The showcase sample calibrated once per test module: (model, catalog, 4 probe batches, stats)."""
+    from tui_quantreport.engine import Session, Settings, load_model, open_batches
+    from tui_quantreport.engine.quantsim import ProbeRecorder
+
+    loaded = load_model("showcase")
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), 4)
+    stats = session.calibrate(recorder, Settings.build())
+    return loaded.model, session.catalog, recorder.probes, stats

@@ -19,8 +19,6 @@ from torch import nn
 
 from tui_quantreport.engine import (
     ModelCatalog,
-    Session,
-    Settings,
     load_model,
     open_batches,
 )
@@ -32,7 +30,6 @@ from tui_quantreport.engine.quantsim import (
     MeasurementCancelled,
     Plan,
     PlanError,
-    ProbeRecorder,
     Sqnr,
     sqnr_db,
 )
@@ -276,15 +273,6 @@ def test_plan_sqnr_matches_convert_fx(sample, per_channel, mapping_kind):
 
 
 # Plans, sensitivity, restoring the model
-
-
-@pytest.fixture(scope="module")
-def showcase():
-    loaded = load_model("showcase")
-    session = Session(loaded.model)
-    recorder = ProbeRecorder(open_batches(loaded), 4)
-    stats = session.calibrate(recorder, Settings.build())
-    return loaded.model, session.catalog, recorder.probes, stats
 
 
 def _state(model: nn.Module):

@@ -1121,12 +1121,21 @@ def _eval(model: nn.Module) -> None:
             module.training = False
 
 
-def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None) -> Callable[[], None]:
-    """Remember what calibration could change, and return a function that restores it."""
+def _freeze_model_state(
+    model: nn.Module, modules: list[nn.Module] | None = None, helpers: list[nn.Module] | None = None
+) -> Callable[[], None]:
+    """Remember what calibration could change, and return a function that restores it.
+
+    ``modules`` (default: all of ``model``'s) and ``helpers`` (the torch.ao observers and stubs
+    among them) may be given by a caller that keeps them. A training flag or helper attribute
+    still holding its remembered value is not set again (each ``Module.__setattr__`` costs more
+    than a small model's ops); observer buffers are copied back in place.
+    """
     if modules is None:
         modules = list(model.modules())
-    training = {module: module.training for module in modules}
-    helpers = [module for module in modules if is_quant_helper(module)]
+    if helpers is None:
+        helpers = [module for module in modules if is_quant_helper(module)]
+    flags = [module.training for module in modules]
     buffers = [
         (module, name, buffer, buffer.detach().clone())
         for module in helpers
@@ -1139,10 +1148,8 @@ def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None
     ]
 
     def restore() -> None:
-        for module, flag in training.items():
-            # A module whose flag is already this value and whose class keeps nn.Module's
-            # __setattr__ is left alone: setting it again would change nothing.
-            if module.__dict__.get("training", _END) is not flag or type(module).__setattr__ is not _SETATTR:
+        for module, flag in zip(modules, flags):
+            if module.training != flag:
                 module.training = flag
         # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again,
         # with its old values, also after an observer resized it (a fresh per-channel observer).
@@ -1153,7 +1160,12 @@ def _freeze_model_state(model: nn.Module, modules: list[nn.Module] | None = None
                 original.copy_(copy)
                 module._buffers[name] = original
         for module, attrs in attributes:
+            now = vars(module)
             for name, value in attrs.items():
-                setattr(module, name, value)
+                if now.get(name, _UNSET) is not value:
+                    setattr(module, name, value)
 
     return restore
+
+
+_UNSET = object()

@@ -10,13 +10,14 @@ modules. It measures, always against the float model on the same probes:
   the probes, a forward hook on each quantizable module computes every
   scheme's output from the input it was just given and folds ``||y||^2`` and
   ``||y - y_hat||^2`` into running sums. No activation is kept: the memory on
-  top of the float forward is, at any moment, one module's input copy and
-  outputs (plus the fake-quantized weights, at most twice the model's weight
-  bytes, kept for later plan evaluations). With ``advice=True`` it also
-  measures the two corrections detectors suggest: the input range clipped to
-  percentiles (outliers) and input-weight equalization, which needs a first
-  float pass for the percentiles (so 2 float passes; 1 otherwise, or 2 when a
-  module has no calibrated range).
+  top of the float forward is, at any moment, one module's input copies and
+  outputs, in buffers kept for the pass (so sized for the largest module seen
+  so far, released when the pass ends), plus the fake-quantized weights (at
+  most twice the model's weight bytes, kept for later plan evaluations). With
+  ``advice=True`` it also measures the two corrections detectors suggest: the
+  input range clipped to percentiles (outliers) and input-weight equalization,
+  which needs a first float pass for the percentiles and channel extremes (so
+  2 float passes; 1 otherwise, or 2 when a module has no calibrated range).
 - **end-to-end SQNR** of a :class:`Plan` (:meth:`ErrorAnalysis.plan_sqnr`):
   each quantized module's ``forward`` is replaced for the pass by its
   simulated form (fake-quantized input and weight) and the model's output is
@@ -73,7 +74,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     StaticInput,
 )
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
-from tui_quantreport.engine.session import call_batch, first_tensor
+from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -303,7 +304,6 @@ class ErrorAnalysis:
         self._local_advice = False
         self._plan_cache: dict[tuple, Sqnr] = {}
         self._all_modules: list[nn.Module] | None = None
-        self._has_helpers = False
         self._helpers: list[nn.Module] = []
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
@@ -926,54 +926,12 @@ class ErrorAnalysis:
             restore()
 
     def _freeze(self) -> Callable[[], None]:
-        """Remember training flags and ``torch.ao`` observer state (module list walked once).
-
-        What :func:`~tui_quantreport.engine.session._freeze_model_state` restores, restored the
-        same way (observer buffers copied back in place), except that a training flag or helper
-        attribute still holding its remembered value is not set again (each ``Module.__setattr__``
-        costs more than the small models' ops: it was a tenth of a pass on showcase).
-        """
+        """Remember training flags and ``torch.ao`` observer state (module list walked once):
+        :func:`~tui_quantreport.engine.session._freeze_model_state` with the kept lists."""
         if self._all_modules is None:
             self._all_modules = list(self.model.modules())
             self._helpers = [m for m in self._all_modules if is_quant_helper(m)]
-            self._has_helpers = bool(self._helpers)
-        modules = self._all_modules
-        flags = [m.training for m in modules]
-        helpers = self._helpers
-        buffers = [
-            (module, name, buffer, buffer.detach().clone())
-            for module in helpers
-            for name, buffer in module._buffers.items()
-            if buffer is not None
-        ]
-        attributes = [
-            (
-                module,
-                {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)},
-            )
-            for module in helpers
-        ]
-
-        def restore() -> None:
-            for module, flag in zip(modules, flags):
-                if module.training != flag:
-                    module.training = flag
-            if not helpers:
-                return
-            # In place: a tensor the user holds (model.obs.min_val) is the module's buffer again.
-            with torch.no_grad():
-                for module, name, original, copy in buffers:
-                    if original.shape != copy.shape:
-                        original.resize_(copy.shape)
-                    original.copy_(copy)
-                    module._buffers[name] = original
-            for module, attrs in attributes:
-                now = vars(module)
-                for name, value in attrs.items():
-                    if now.get(name, _MISSING) is not value:
-                        setattr(module, name, value)
-
-        return restore
+        return _freeze_model_state(self.model, self._all_modules, self._helpers)
 
     def _run(self, batch: Any, index: int) -> Any:
         try:
@@ -1486,18 +1444,23 @@ def _measurer(
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
             k, n_out = x.shape[-1], y.shape[-1]
             m = y.numel() // n_out if n_out else 0
-            out = scratch.buffer("out", (len(names), m, n_out), torch.float32, y.device)
+            # Small stacks (most modules of a big model) skip the kept buffers' bookkeeping.
+            kept = scratch if len(names) * m * max(n_out, k) >= Scratch.MIN_ELEMENTS else None
+            out = (
+                kept.buffer("out", (len(names), m, n_out), torch.float32, y.device)
+                if kept is not None
+                else torch.empty((len(names), m, n_out), dtype=torch.float32, device=y.device)
+            )
             row = 0
             for weight_t, keys in groups_t:
                 g = len(keys)
-                rows = (
-                    torch.cat(
-                        [quantized[key].reshape(-1, k) for key in keys],
-                        out=scratch.buffer("rows", (g * m, k), torch.float32, y.device),
-                    )
-                    if g > 1
-                    else quantized[keys[0]].reshape(-1, k)
-                )
+                parts = [quantized[key].reshape(-1, k) for key in keys]
+                if g == 1:
+                    rows = parts[0]
+                elif kept is not None:
+                    rows = torch.cat(parts, out=kept.buffer("rows", (g * m, k), torch.float32, y.device))
+                else:
+                    rows = torch.cat(parts)
                 # F.linear's own kernel (addmm with the transposed weight), written into the stack.
                 if bias is not None:
                     torch.addmm(bias, rows, weight_t, out=out[row : row + g].view(-1, n_out))
@@ -1505,7 +1468,7 @@ def _measurer(
                     torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
                 row += g
             out.sub_(y.reshape(1, m, n_out))
-            acc.add_norms(y, out.view(len(names), -1), None, scratch)
+            acc.add_norms(y, out.view(len(names), -1), None, kept)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             # Samples are independent in a convolution: the variants sharing a weight run as one

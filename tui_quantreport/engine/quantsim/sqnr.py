@@ -188,12 +188,19 @@ class Scratch:
     work on it). Callers use a slot only until they take the next one of that slot.
     """
 
+    #: Below this many elements a fresh tensor is cheaper than the bookkeeping (the allocator
+    #: reuses small blocks without page faults).
+    MIN_ELEMENTS = 1 << 15
+
     def __init__(self) -> None:
         self._buffers: dict[tuple, torch.Tensor] = {}
 
     def buffer(self, slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A contiguous tensor of ``shape`` (uninitialised) backed by the slot's buffer."""
+        """A contiguous tensor of ``shape`` (uninitialised) backed by the slot's buffer (a fresh
+        one below :attr:`MIN_ELEMENTS`)."""
         n = math.prod(shape)
+        if n < self.MIN_ELEMENTS:
+            return torch.empty(shape, dtype=dtype, device=device)
         key = (slot, dtype, device)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < n:
@@ -204,7 +211,12 @@ class Scratch:
         """``torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)``, the same value: a
         contiguous float32/16 ``t`` is cast into a kept float64 buffer (what the dtype argument
         does into a new tensor), then normed by the same kernel."""
-        if t.dtype == torch.float64 or not t.is_contiguous() or not t.is_floating_point():
+        if (
+            t.numel() < self.MIN_ELEMENTS
+            or t.dtype == torch.float64
+            or not t.is_contiguous()
+            or not t.is_floating_point()
+        ):
             return torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
         buf = self.buffer("norm64", tuple(t.shape), torch.float64, t.device)
         buf.copy_(t)
