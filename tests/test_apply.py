@@ -290,6 +290,11 @@ def small_plan(tmp_path_factory) -> Path:
     return _plan_file("unbalanced_equalization", tmp_path_factory.mktemp("small"))
 
 
+def _torchao_config(plan, output) -> list[str]:
+    """``config unbalanced_equalization --plan PLAN --target torchao --output OUTPUT``."""
+    return ["config", "unbalanced_equalization", "--plan", str(plan), "--target", "torchao", "--output", str(output)]
+
+
 def _one_line_exit_2(argv, capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -335,19 +340,7 @@ def test_unwritable_output_is_refused(problem, small_plan, tmp_path, capsys):
         locked.chmod(0o500)
         output = locked / "out.py"
     try:
-        line = _one_line_exit_2(
-            [
-                "config",
-                "unbalanced_equalization",
-                "--plan",
-                str(small_plan),
-                "--target",
-                "torchao",
-                "--output",
-                str(output),
-            ],
-            capsys,
-        )
+        line = _one_line_exit_2(_torchao_config(small_plan, output), capsys)
         assert "cannot write" in line
         parent = output.parent
         if parent.exists():
@@ -360,19 +353,7 @@ def test_unwritable_output_is_refused(problem, small_plan, tmp_path, capsys):
 def test_sidecar_write_failure_leaves_no_partial_file(small_plan, tmp_path, capsys):
     output = tmp_path / "out.py"
     (tmp_path / "out.safetensors").mkdir()  # the side-car cannot be written
-    _one_line_exit_2(
-        [
-            "config",
-            "unbalanced_equalization",
-            "--plan",
-            str(small_plan),
-            "--target",
-            "torchao",
-            "--output",
-            str(output),
-        ],
-        capsys,
-    )
+    _one_line_exit_2(_torchao_config(small_plan, output), capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
 
 
@@ -397,19 +378,7 @@ def test_missing_or_old_torchao_is_one_line(version, small_plan, tmp_path, capsy
 
     monkeypatch.setattr(library, "torchao_version", lambda: version)
     output = tmp_path / "out.py"
-    line = _one_line_exit_2(
-        [
-            "config",
-            "unbalanced_equalization",
-            "--plan",
-            str(small_plan),
-            "--target",
-            "torchao",
-            "--output",
-            str(output),
-        ],
-        capsys,
-    )
+    line = _one_line_exit_2(_torchao_config(small_plan, output), capsys)
     assert "torchao" in line and ">=0.18" in line
     assert not output.exists()
 
