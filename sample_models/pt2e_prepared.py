@@ -69,7 +69,8 @@ def float_model() -> nn.Module:
     return model.eval()
 
 
-def _per_tensor_weight_config():
+def per_tensor_weight_config():
+    """X86InductorQuantizer's default config with per-tensor symmetric int8 weights (tests use it too)."""
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantizer import QuantizationSpec
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -104,7 +105,7 @@ def build_model() -> nn.Module:
         graph = torch.export.export(float_model(), example, dynamic_shapes={"images": {0: batch}}).module()
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config())
-        quantizer.set_module_name_qconfig("conv2", _per_tensor_weight_config())
+        quantizer.set_module_name_qconfig("conv2", per_tensor_weight_config())
         quantizer.set_module_name_qconfig("fc2", None)
         return prepare_pt2e(graph, quantizer)
 

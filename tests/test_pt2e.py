@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from sample_models.pt2e_prepared import per_tensor_weight_config
 from tui_quantreport.cli import main
 from tui_quantreport.engine import Session, Settings, Status, evaluate
 from tui_quantreport.engine.graph import is_exported_graph
@@ -282,25 +283,9 @@ def test_a_rejected_batch_names_the_original_module():
 # Detectors read the quantizer's choices ------------------------------------------------
 
 
-def _per_tensor_weights():
-    from torchao.quantization.pt2e.observer import MinMaxObserver
-    from torchao.quantization.pt2e.quantizer import QuantizationSpec
-
-    config = x86.get_default_x86_inductor_quantization_config()
-    weight = QuantizationSpec(
-        dtype=torch.int8,
-        quant_min=-128,
-        quant_max=127,
-        qscheme=torch.per_tensor_symmetric,
-        is_dynamic=False,
-        observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
-    )
-    return type(config)(config.input_activation, config.output_activation, weight, config.bias, config.is_qat)
-
-
 def test_per_channel_reads_the_weight_observer_the_quantizer_attached():
     def configure(quantizer):
-        quantizer.set_module_name_qconfig("conv", _per_tensor_weights())
+        quantizer.set_module_name_qconfig("conv", per_tensor_weight_config())
         quantizer.set_module_name_qconfig("head.2", None)
 
     session, _, report = _report(_prepared(configure=configure))
