@@ -9,19 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from tui_quantreport.engine.apply.plan import ActivationQParams, PlanEntry, PlanFile
-from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, QParams
+from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
+from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 
 DEFAULT_PROBES = 4
 
 
 def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
-    modules = {}
-    for fqn, scheme in plan.modules.items():
-        qp = plan.activation.get(fqn) if scheme.startswith("static") else None
-        act = ActivationQParams(qp.scale, qp.zero_point, qp.dtype, qp.quant_min, qp.quant_max) if qp else None
-        modules[fqn] = PlanEntry(scheme, act)
+    modules = {
+        fqn: PlanEntry(scheme, plan.activation.get(fqn) if scheme.startswith("static") else None)
+        for fqn, scheme in plan.modules.items()
+    }
     return PlanFile(
         plan.model_class,
         plan.fingerprint,
@@ -34,17 +33,7 @@ def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
 
 
 def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
-    activation = {
-        fqn: QParams(
-            e.activation.scale,
-            e.activation.zero_point,
-            e.activation.dtype,
-            e.activation.quant_min,
-            e.activation.quant_max,
-        )
-        for fqn, e in plan.modules.items()
-        if e.activation is not None
-    }
+    activation = {fqn: e.activation for fqn, e in plan.modules.items() if e.activation is not None}
     return Plan(
         {fqn: e.scheme for fqn, e in plan.modules.items()},
         plan.model_class,

@@ -96,7 +96,7 @@ class Plan:
         modules = {}
         for fqn, scheme in self.modules.items():
             qp = self.activation.get(fqn) if scheme in SCHEMES and SCHEMES[scheme].needs_range else None
-            modules[fqn] = {"scheme": scheme, "activation": qp.to_json_data() if qp is not None else None}
+            modules[fqn] = {"scheme": scheme, "activation": qp.to_json() if qp is not None else None}
         predicted = self.predicted_sqnr_db
         return {
             "format": PLAN_FORMAT,

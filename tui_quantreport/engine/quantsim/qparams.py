@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.errors import ParamError
 
 EPS = torch.finfo(torch.float32).eps
@@ -56,24 +56,9 @@ def activation_range(backend: str) -> tuple[int, int]:
     return (0, 127) if reduce else (0, 255)
 
 
-@dataclass(frozen=True)
-class QParams:
-    """Per-tensor activation qparams as plain numbers (what a plan file records)."""
-
-    scale: float
-    zero_point: int
-    dtype: str
-    quant_min: int
-    quant_max: int
-
-    def to_json_data(self) -> dict:
-        return {
-            "scale": self.scale,
-            "zero_point": self.zero_point,
-            "dtype": self.dtype,
-            "quant_min": self.quant_min,
-            "quant_max": self.quant_max,
-        }
+#: Per-tensor activation qparams as plain numbers: the plan file's record (torch-free, one class
+#: for the simulation and the exporters).
+QParams = ActivationQParams
 
 
 def affine_qparams(
