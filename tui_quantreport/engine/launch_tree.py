@@ -36,16 +36,16 @@ def cache_dir() -> Path:
 
 
 def _source(spec: str) -> Path | None:
-    """The file a spec's model comes from, or None (an importable module, or not parseable)."""
-    from tui_quantreport.engine.spec import SAMPLES_PACKAGE, _parse
+    """The file a spec's model comes from: the file it names, or a bundled sample's; else None."""
+    from tui_quantreport.engine.spec import SAMPLES_PACKAGE, locate
 
-    parsed = _parse(spec)
-    if parsed.kind == "file":
-        return Path(parsed.target).expanduser().resolve()
-    if parsed.kind == "sample":
-        found = importlib.util.find_spec(f"{SAMPLES_PACKAGE}.{parsed.target}")
+    kind, target, _ = locate(spec)
+    if kind == "file":
+        return Path(target)
+    if target.startswith(f"{SAMPLES_PACKAGE}."):
+        found = importlib.util.find_spec(target)
         return Path(found.origin).resolve() if found is not None and found.origin else None
-    return None
+    return None  # package.module:factory: no file to check it against without importing it
 
 
 def key_of(spec: str) -> dict[str, Any] | None:

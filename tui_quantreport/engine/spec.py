@@ -333,6 +333,16 @@ def _parse(spec: str) -> _ParsedSpec:
     return _ParsedSpec("module", target, name or None)
 
 
+def locate(spec: str, default_name: str = MODEL_FACTORY) -> tuple[str, str, str]:
+    """Where a spec's code lives, without importing it: ``("file", absolute path, factory)`` or
+    ``("module", dotted name, factory)`` (a bundled sample is the module ``sample_models.NAME``)."""
+    parsed = _parse(spec)
+    name = parsed.name or default_name
+    if parsed.kind == "file":
+        return "file", str(Path(parsed.target).expanduser().resolve()), name
+    return "module", f"{SAMPLES_PACKAGE}.{parsed.target}" if parsed.kind == "sample" else parsed.target, name
+
+
 def _resolve(spec: str, default_name: str) -> tuple[ModuleType, str]:
     """The module a spec points at, and the function name to take from it."""
     parsed = _parse(spec)

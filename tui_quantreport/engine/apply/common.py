@@ -177,14 +177,12 @@ def model_loader_code(spec: str, calibration: str | None = None) -> str:
 
 
 def _module_code(spec: str, default_name: str) -> tuple[tuple, str]:
-    from tui_quantreport.engine.spec import SAMPLES_PACKAGE, _parse
+    from tui_quantreport.engine.spec import locate
 
-    parsed = _parse(spec)
-    name = parsed.name or default_name
-    if parsed.kind == "file":
-        return ("file", str(Path(parsed.target).expanduser().resolve())), name
-    module_name = f"{SAMPLES_PACKAGE}.{parsed.target}" if parsed.kind == "sample" else parsed.target
-    return ("module", (_import_root(module_name), module_name)), name
+    kind, target, name = locate(spec, default_name)
+    if kind == "file":
+        return ("file", target), name
+    return ("module", (_import_root(target), target)), name
 
 
 def call_code() -> str:
