@@ -463,3 +463,14 @@ def test_a_weighted_layer_the_simulation_does_not_reproduce_says_so():
     analysis = _analysis(model.eval(), [])
     assert analysis.unsupported["attn"].startswith("MultiheadAttention is not simulated")
     assert "no initialized weight" not in analysis.unsupported["attn"]
+
+
+def test_int8_bits_per_weight_count_the_float32_scales():
+    """8 bits a weight plus one float32 scale per output channel (or per tensor)."""
+    from tui_quantreport.engine.quantsim import SCHEMES
+    from tui_quantreport.engine.quantsim.kinds import kind_of
+
+    kind = kind_of(torch.nn.Linear(1024, 512))
+    assert SCHEMES["static_per_channel"].bits_per_weight((512, 1024), kind) == 8 + 32 / 1024
+    assert SCHEMES["weight_only"].bits_per_weight((512, 1024), kind) == 8 + 32 / 1024
+    assert SCHEMES["static_per_tensor"].bits_per_weight((512, 1024), kind) == 8 + 32 / (512 * 1024)

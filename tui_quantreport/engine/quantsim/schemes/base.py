@@ -84,6 +84,19 @@ class Scheme:
         """The fake-quantized weight (qint8 symmetric)."""
         return fake_quantize_weight(weight, self.per_channel_weights, kind.weight_out_axis)
 
+    def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
+        """Deployed bits per weight element, scales and zero points counted.
+
+        The int8 schemes store int8 values and one float32 scale per output channel
+        (per-channel) or per tensor (symmetric: no zero point is stored):
+        ``8 + 32 * scales / numel``.
+        """
+        numel = math.prod(weight_shape)
+        if numel == 0:
+            return 8.0
+        scales = weight_shape[kind.weight_out_axis] if self.per_channel_weights else 1
+        return 8.0 + 32.0 * scales / numel
+
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         """The fake-quantized input."""
         raise NotImplementedError
