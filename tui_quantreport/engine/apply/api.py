@@ -130,13 +130,9 @@ def verify_plan(
     probes = subject.batches(count)
     if target == "torchao":
         from tui_quantreport.engine.apply.library import torchao_version
-        from tui_quantreport.engine.apply.torchao_target import run_source
+        from tui_quantreport.engine.apply.torchao_target import applier
 
-        namespace = run_source(export.text, "<torchao export>")
-
-        def apply(model: Any) -> Any:
-            return namespace["quantize"](model, False)
-
+        apply = applier(export)
         library = f"torchao {torchao_version()}"
         inspect = None
     else:

@@ -10,9 +10,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import printable
 
 TARGETS = ("torchao", "pt2e", "qconfig_mapping")
 
@@ -40,6 +42,9 @@ class Export:
     changes: list[Change] = field(default_factory=list)
     exported_plan: PlanFile | None = None  # the plan as the target applies it
     notes: list[str] = field(default_factory=list)
+    #: The keyword arguments of the target's function in :mod:`.recipes` that applies the export
+    #: (the same data the file holds as literals): verify applies it through the library API.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def paths(self, output: str | os.PathLike) -> list[Path]:
         main = Path(output).expanduser()
@@ -106,7 +111,8 @@ def _umask() -> int:
 
 
 def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: Sequence[str] = ()) -> str:
-    """The comment block every exported file starts with."""
+    """The comment block every exported file starts with. Every line is made printable (a name
+    with a newline or an escape sequence cannot end the comment or move a terminal)."""
     from tui_quantreport import __version__
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -125,76 +131,59 @@ def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: 
         lines.append(f"Changed for this target ({len(changes)}):")
         lines += [f"  {c.line()}" for c in changes]
     lines += list(extra)
-    return "".join(f"# {line}".rstrip() + "\n" for line in lines)
+    return "".join(comment(line) for line in lines)
 
 
-def calibrated_main_code(spec: str, calibration: str | None, report: str) -> str:
+def comment(text: str) -> str:
+    """``text`` as one Python comment line: printable, no line break, nothing a terminal acts on."""
+    return f"# {printable(text)}".rstrip() + "\n"
+
+
+def calibrated_main_code(spec: str, calibration: str | None, quantize_call: str, report: str) -> str:
     """The loader (see :func:`model_loader_code`) and a ``__main__`` block that runs
-    ``quantize(build_model(), batches)`` on the calibration batches, one batch through the result,
-    then ``report`` (source lines, indented for the block) about ``converted``."""
+    ``quantize_call`` (source of an expression over ``model`` and ``batches``) on the calibration
+    batches, one batch through the result (``converted``), then ``report`` (source lines, indented
+    for the block). Every argument but ``spec``/``calibration`` is the exporter's own fixed code."""
     return (
         model_loader_code(spec, calibration) + "\n\n"
         'if __name__ == "__main__":\n'
         "    batches = list(calibration_batches())\n"
-        "    converted = quantize(build_model(), batches)\n"
+        f"    model = build_model()\n"
+        f"    converted = {quantize_call}\n"
         "    with torch.no_grad():\n"
-        "        _call(converted, batches[0])\n" + report
+        "        call(converted, batches[0])\n" + report
     )
 
 
 def model_loader_code(spec: str, calibration: str | None = None) -> str:
     """Source of ``build_model()`` and ``calibration_batches()`` rebuilding what a spec names,
-    without tui-quantreport (the model file, sample or module is imported as is)."""
+    without tui-quantreport (the model file, sample or module is imported as is). The spec's
+    parts reach the file only as ``repr()`` literals (``MODEL_SOURCE``, ``BATCHES_SOURCE``)."""
+    from tui_quantreport.engine.apply.recipes import import_model_code, source
     from tui_quantreport.engine.spec import BATCHES_FACTORY, MODEL_FACTORY
 
-    model_module, model_name = _module_code(spec, MODEL_FACTORY)
-    code = (
-        "def _import(kind, target):\n"
-        "    import importlib\n    import importlib.util\n    import os\n    import sys\n\n"
-        "    if kind == 'file':\n"
-        "        sys.path.insert(0, os.path.dirname(target))\n"
-        "        spec = importlib.util.spec_from_file_location('_model_source_' + str(abs(hash(target))), target)\n"
-        "        module = importlib.util.module_from_spec(spec)\n"
-        "        spec.loader.exec_module(module)\n"
-        "        return module\n"
-        "    root, name = target\n"
-        "    if root and root not in sys.path:\n"
-        "        sys.path.insert(0, root)\n"
-        "    return importlib.import_module(name)\n\n\n"
+    model_source = _module_code(spec, MODEL_FACTORY)
+    batches_source = _module_code(calibration, BATCHES_FACTORY) if calibration else (*model_source[:2], BATCHES_FACTORY)
+    return (
+        f"MODEL_SOURCE = {model_source!r}\n"
+        f"BATCHES_SOURCE = {batches_source!r}\n\n\n" + source(import_model_code) + "\n\n"
         "def build_model():\n"
-        f'    """The float model, rebuilt as tui-quantreport loaded it (spec {spec!r})."""\n'
-        f"    return _import(*{model_module!r}).{model_name}()\n\n\n"
-    )
-    cal_module, cal_name = (
-        _module_code(calibration, BATCHES_FACTORY) if calibration else (model_module, BATCHES_FACTORY)
-    )
-    code += (
+        '    """The float model, rebuilt as tui-quantreport loaded it (MODEL_SOURCE: where, and its factory)."""\n'
+        "    return import_model_code(*MODEL_SOURCE)()\n\n\n"
         "def calibration_batches():\n"
-        f'    """The calibration batches (spec {calibration or spec!r})."""\n'
-        f"    return _import(*{cal_module!r}).{cal_name}()\n"
+        '    """The calibration batches (BATCHES_SOURCE: where, and its factory)."""\n'
+        "    return import_model_code(*BATCHES_SOURCE)()\n"
     )
-    return code
 
 
-def _module_code(spec: str, default_name: str) -> tuple[tuple, str]:
+def _module_code(spec: str, default_name: str) -> tuple[str, object, str]:
+    """(kind, target, factory name) as :func:`recipes.import_model_code` takes them (plain strings)."""
     from tui_quantreport.engine.spec import locate
 
     kind, target, name = locate(spec, default_name)
     if kind == "file":
-        return ("file", target), name
-    return ("module", (_import_root(target), target)), name
-
-
-def call_code() -> str:
-    """Source of ``_call(model, batch)``: a tensor as is, a tuple spread, a dict as keywords."""
-    return (
-        "def _call(model, batch):\n"
-        "    if isinstance(batch, dict):\n"
-        "        return model(**batch)\n"
-        "    if isinstance(batch, (tuple, list)):\n"
-        "        return model(*batch)\n"
-        "    return model(batch)\n"
-    )
+        return ("file", str(target), str(name))
+    return ("module", (_import_root(target), str(target)), str(name))
 
 
 def _import_root(module_name: str) -> str | None:

@@ -21,12 +21,12 @@ from tui_quantreport.engine.apply.common import (
     Change,
     Export,
     calibrated_main_code,
-    call_code,
     header,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
 from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
+from tui_quantreport.engine.apply.recipes import call, pt2e_quantize, pt2e_quantizer, source
 
 
 def choose_mode(plan: PlanFile) -> str:
@@ -77,6 +77,12 @@ def export_pt2e(
             0,
             f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).",
         )
+    recipe = {
+        "mode": mode,
+        "reduce_range": bool(reduce_range),
+        "keep_float": [str(name) for name in keep_float],
+        "per_tensor_weights": [str(name) for name in per_tensor],
+    }
     text = (
         header(
             "PT2E (torch.export + X86InductorQuantizer) quantization snippet (run: python THIS_FILE)",
@@ -86,61 +92,43 @@ def export_pt2e(
             extra,
         )
         + '"""Apply the plan with PT2E: quantize(model, batches) exports, prepares, calibrates and converts."""\n\n'
-        "import dataclasses\n\nimport torch\n"
-        "from torchao.quantization.pt2e import MinMaxObserver\n"
-        "from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e\n"
-        "from torchao.quantization.pt2e.quantizer import QuantizationSpec\n"
-        "from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (\n"
-        "    X86InductorQuantizer,\n    get_default_x86_inductor_quantization_config,\n)\n\n"
-        f"MODE = {mode!r}\n"
-        f"KEEP_FLOAT = {keep_float!r}\n"
-        f"PER_TENSOR_WEIGHTS = {per_tensor!r}\n\n\n"
-        "def quantization_config(per_tensor_weights=False):\n"
-        f"    config = get_default_x86_inductor_quantization_config(is_dynamic=MODE == 'dynamic', reduce_range={reduce_range!r})\n"
-        "    if MODE == 'static':\n"
-        "        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))\n"
-        "        config = dataclasses.replace(config, input_activation=act, output_activation=act)\n"
-        "    if per_tensor_weights:\n"
-        "        weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,\n"
-        "                                  is_dynamic=False, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))\n"
-        "        config = dataclasses.replace(config, weight=weight)\n"
-        "    return config\n\n\n"
+        "import torch\n\n"
+        f"MODE = {recipe['mode']!r}\n"
+        f"REDUCE_RANGE = {recipe['reduce_range']!r}\n"
+        f"KEEP_FLOAT = {recipe['keep_float']!r}\n"
+        f"PER_TENSOR_WEIGHTS = {recipe['per_tensor_weights']!r}\n\n\n"
+        + source(call, pt2e_quantizer, pt2e_quantize)
+        + "\n\n"
         "def quantizer():\n"
-        "    q = X86InductorQuantizer()\n"
-        "    q.set_global(quantization_config())\n"
-        "    for name in KEEP_FLOAT:\n"
-        "        q.set_module_name_qconfig(name, None)\n"
-        "    for name in PER_TENSOR_WEIGHTS:\n"
-        "        q.set_module_name_qconfig(name, quantization_config(per_tensor_weights=True))\n"
-        "    return q\n\n\n" + call_code() + "\n\n"
+        '    """The X86InductorQuantizer for the plan."""\n'
+        "    return pt2e_quantizer(MODE, REDUCE_RANGE, KEEP_FLOAT, PER_TENSOR_WEIGHTS)\n\n\n"
         "def quantize(model, batches):\n"
         '    """torch.export on the first batch, prepare_pt2e, calibrate on every batch, convert_pt2e."""\n'
-        "    batches = list(batches)\n"
-        "    first = batches[0]\n"
-        "    args = tuple(first) if isinstance(first, (tuple, list)) else (() if isinstance(first, dict) else (first,))\n"
-        "    kwargs = first if isinstance(first, dict) else None\n"
-        "    exported = torch.export.export(model.eval(), args, kwargs).module()\n"
-        "    prepared = prepare_pt2e(exported, quantizer())\n"
-        "    with torch.no_grad():\n"
-        "        for batch in batches:\n"
-        "            _call(prepared, batch)\n"
-        "    return convert_pt2e(prepared)\n\n\n"
+        "    return pt2e_quantize(model, batches, MODE, REDUCE_RANGE, KEEP_FLOAT, PER_TENSOR_WEIGHTS)\n\n\n"
         + calibrated_main_code(
             spec,
             calibration,
+            "quantize(model, batches)",
             "    quantize_ops = sum(1 for n in converted.graph.nodes if 'quantize_per' in str(n.target))\n"
             "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n",
         )
     )
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
-    return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [])
+    return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [], recipe)
 
 
 def applier(export: Export, subject: Any, probe_count: int):
-    """``apply(model)`` running the exported snippet's quantize on all calibration batches."""
-    from tui_quantreport.engine.apply.torchao_target import snippet_quantize
+    """``apply(model)``: the PT2E recipe with the export's data on all calibration batches, through
+    the library API (the generated text is not run in this process)."""
+    from tui_quantreport.engine.apply.recipes import pt2e_quantize
+    from tui_quantreport.engine.apply.torchao_target import quietly
 
-    apply = snippet_quantize(export, subject, "the pt2e export failed to apply")
+    batches = subject.batches(None)
+    recipe = dict(export.recipe)
+
+    def apply(model: Any) -> Any:
+        return quietly("the pt2e export failed to apply", lambda: pt2e_quantize(model, batches, **recipe))
+
     return apply, f"torchao {torchao_version()} PT2E", graph_weight_states
 
 

@@ -17,11 +17,11 @@ from tui_quantreport.engine.apply.common import (
     Change,
     Export,
     calibrated_main_code,
-    call_code,
     header,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.apply.recipes import call, fx_qconfig_mapping, fx_quantize, source
 
 BACKEND_ENGINE = {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}
 
@@ -54,9 +54,14 @@ def export_qconfig_mapping(
     act = next((e.activation for e in plan.modules.values() if e.activation), None)
     qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
     backend = plan.backend
-    lines = ["    mapping = QConfigMapping().set_global(None)"]
-    lines += [f"    mapping.set_module_name({fqn!r}, {scheme.upper()})" for fqn, scheme in assigned.items()]
-    lines += [f"    mapping.set_module_name({fqn!r}, None)  # kept float" for fqn in keep_float]
+    engine = BACKEND_ENGINE.get(backend, "x86")
+    recipe = {
+        "engine": engine,
+        "assigned": {str(fqn): str(scheme) for fqn, scheme in assigned.items()},
+        "keep_float": [str(name) for name in keep_float],
+        "quant_min": int(qmin),
+        "quant_max": int(qmax),
+    }
     text = (
         header(
             "torch.ao QConfigMapping (FX graph mode) for the plan (run: python THIS_FILE)",
@@ -66,41 +71,41 @@ def export_qconfig_mapping(
             [f"Activations: quint8 [{qmin}, {qmax}] from MinMaxObserver, backend {backend}; weights qint8 symmetric."],
         )
         + '"""The plan as a torch.ao QConfigMapping; quantize(model, batches) runs prepare_fx, calibration, convert_fx."""\n\n'
-        "import torch\n"
-        "from torch.ao.quantization import (\n"
-        "    MinMaxObserver,\n    PerChannelMinMaxObserver,\n    QConfig,\n    QConfigMapping,\n    per_channel_dynamic_qconfig,\n)\n"
-        "from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx\n\n"
-        f"ACTIVATION = MinMaxObserver.with_args(dtype=torch.quint8, quant_min={qmin}, quant_max={qmax})\n"
-        "STATIC_PER_TENSOR = QConfig(\n"
-        "    activation=ACTIVATION,\n"
-        "    weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),\n)\n"
-        "STATIC_PER_CHANNEL = QConfig(\n"
-        "    activation=ACTIVATION,\n"
-        "    weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),\n)\n"
-        "DYNAMIC = per_channel_dynamic_qconfig\n\n\n"
-        "def qconfig_mapping() -> QConfigMapping:\n" + "\n".join(lines) + "\n"
-        "    return mapping\n\n\n" + call_code() + "\n\n"
+        "import torch\n\n"
+        f"ENGINE = {recipe['engine']!r}\n"
+        "#: Module name -> scheme (static_per_tensor, static_per_channel or dynamic).\n"
+        f"ASSIGNED = {recipe['assigned']!r}\n"
+        f"KEEP_FLOAT = {recipe['keep_float']!r}\n"
+        f"QUANT_MIN, QUANT_MAX = {recipe['quant_min']!r}, {recipe['quant_max']!r}\n\n\n"
+        + source(call, fx_qconfig_mapping, fx_quantize)
+        + "\n\n"
+        "def qconfig_mapping():\n"
+        '    """The plan as a QConfigMapping (global None: modules not named stay float)."""\n'
+        "    return fx_qconfig_mapping(ASSIGNED, KEEP_FLOAT, QUANT_MIN, QUANT_MAX)\n\n\n"
         "def quantize(model, batches):\n"
         '    """prepare_fx with the mapping, calibrate on every batch, convert_fx (the model must be FX-traceable)."""\n'
-        f"    if {BACKEND_ENGINE.get(backend, 'x86')!r} in torch.backends.quantized.supported_engines:\n"
-        f"        torch.backends.quantized.engine = {BACKEND_ENGINE.get(backend, 'x86')!r}\n"
-        "    batches = list(batches)\n"
-        "    first = batches[0]\n"
-        "    example = tuple(first) if isinstance(first, (tuple, list)) else (first,)\n"
-        "    prepared = prepare_fx(model.eval(), qconfig_mapping(), example)\n"
-        "    with torch.no_grad():\n"
-        "        for batch in batches:\n"
-        "            _call(prepared, batch)\n"
-        "    return convert_fx(prepared)\n\n\n" + calibrated_main_code(spec, calibration, "    print(converted)\n")
+        "    return fx_quantize(model, batches, ENGINE, ASSIGNED, KEEP_FLOAT, QUANT_MIN, QUANT_MAX)\n\n\n"
+        + calibrated_main_code(spec, calibration, "quantize(model, batches)", "    print(converted)\n")
     )
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
-    return Export("qconfig_mapping", text, {}, changes, exported_plan)
+    return Export("qconfig_mapping", text, {}, changes, exported_plan, recipe=recipe)
 
 
 def applier(export: Export, subject: Any, probe_count: int):
+    """``apply(model)``: the FX recipe with the export's data on all calibration batches, through
+    the library API (the generated text is not run in this process)."""
     import torch
 
-    from tui_quantreport.engine.apply.torchao_target import snippet_quantize
+    from tui_quantreport.engine.apply.recipes import fx_quantize
+    from tui_quantreport.engine.apply.torchao_target import quietly
 
-    apply = snippet_quantize(export, subject, "the qconfig_mapping export failed to apply (prepare_fx/convert_fx)")
+    batches = subject.batches(None)
+    recipe = dict(export.recipe)
+
+    def apply(model: Any) -> Any:
+        return quietly(
+            "the qconfig_mapping export failed to apply (prepare_fx/convert_fx)",
+            lambda: fx_quantize(model, batches, **recipe),
+        )
+
     return apply, f"torch.ao FX (torch {torch.__version__})", None

@@ -34,7 +34,7 @@ from tui_quantreport.engine.apply.common import (
 )
 from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
 
 JSON_FORMAT = "tui-quantreport.torchao-config/1"
 ATTENTION_PARENTS = ("MultiheadAttention",)
@@ -42,6 +42,8 @@ ATTENTION_PARENTS = ("MultiheadAttention",)
 
 def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
     """Why torchao cannot apply ``scheme`` to this module, or None."""
+    if facts.fqn == "_default" or facts.fqn.startswith("re:"):
+        return "torchao's FqnToConfig reads this name as a pattern or its fallback, not as a module name"
     if facts.kind == "Embedding" and scheme == "weight_only":
         return None
     if facts.kind != "Linear":
@@ -53,44 +55,33 @@ def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
     return None
 
 
-def _config_code(scheme: str, facts: ModuleFacts, plan: PlanFile) -> str:
-    if scheme == "weight_only":
-        return "Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=set_inductor_config)"
-    if scheme == "dynamic":
-        act = "PerRow()" if (facts.input_ndim or 2) >= 3 else "PerTensor()"
-        return (
-            f"Int8DynamicActivationInt8WeightConfig(granularity=[{act}, PerRow()], "
-            "act_mapping_type=MappingType.ASYMMETRIC, set_inductor_config=set_inductor_config)"
-        )
-    qparams = plan.modules[facts.fqn].activation
+def _entry(
+    fqn: str, scheme: str, facts: ModuleFacts, plan: PlanFile
+) -> tuple[str, str, int | None, float | None, int | None]:
+    """One module's row of :func:`recipes.torchao_config`'s entries, as validated plain data."""
+    if scheme not in STATIC_SCHEMES:
+        return (str(fqn), str(scheme), facts.input_ndim, None, None)
+    qparams = plan.modules[fqn].activation
     assert qparams is not None and facts.input_ndim is not None
     scale, zero_point = qparams.int8()
-    shape = "(" + ", ".join(["1"] * facts.input_ndim) + ("," if facts.input_ndim == 1 else "") + ")"
-    weight = "PerTensor()" if scheme == "static_per_tensor" else "PerRow()"
-    return (
-        "Int8StaticActivationInt8WeightConfig(\n"
-        f"            act_quant_scale=torch.full({shape}, {scale!r}),  # plan: scale {qparams.scale!r}, zero point {qparams.zero_point} on [{qparams.quant_min}, {qparams.quant_max}]\n"
-        f"            act_quant_zero_point=torch.full({shape}, {zero_point}, dtype=torch.int8),\n"
-        f"            granularity=[PerTensor(), {weight}],\n"
-        "            act_mapping_type=MappingType.ASYMMETRIC,\n"
-        "            set_inductor_config=set_inductor_config,\n"
-        "        )"
-    )
+    return (str(fqn), str(scheme), int(facts.input_ndim), float(scale), int(zero_point))
 
 
 def export_torchao(
     model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
 ) -> Export:
+    from tui_quantreport.engine.apply.recipes import call, source, torchao_config, torchao_quantize
+
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
-    entries: list[tuple[str, str]] = []
+    entries: list[tuple[str, str, int | None, float | None, int | None]] = []
     for fqn, scheme in plan.quantized.items():
         reason = _unsupported(facts[fqn], scheme)
         if reason:
             changes.append(Change(fqn, scheme, FLOAT, reason))
         else:
-            entries.append((fqn, _config_code(scheme, facts[fqn], plan)))
+            entries.append(_entry(fqn, scheme, facts[fqn], plan))
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     version = torchao_version()
     top = header(
@@ -102,65 +93,72 @@ def export_torchao(
             f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."
         ],
     )
-    body = "\n".join(f"        {fqn!r}: {code}," for fqn, code in entries)
+    rows = "".join(f"    {entry!r},\n" for entry in entries)
     text = (
         top + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
-        "import torch\n"
-        "from torchao.quantization import (\n"
-        "    FqnToConfig,\n    Int8DynamicActivationInt8WeightConfig,\n    Int8StaticActivationInt8WeightConfig,\n"
-        "    Int8WeightOnlyConfig,\n    MappingType,\n    PerRow,\n    PerTensor,\n    quantize_,\n)\n\n\n"
-        "def quantization_config(set_inductor_config: bool = True) -> FqnToConfig:\n"
-        '    """One entry per quantized module; modules kept float are absent."""\n'
-        "    return FqnToConfig({\n" + (body + "\n" if body else "") + "    })\n\n\n"
-        "def quantize(model: torch.nn.Module, set_inductor_config: bool = True) -> torch.nn.Module:\n"
-        "    quantize_(model, quantization_config(set_inductor_config), filter_fn=None)\n"
-        "    return model\n\n\n" + model_loader_code(spec, calibration) + "\n\n"
+        "import torch\n\n"
+        "#: One row per quantized module (modules kept float are absent):\n"
+        "#: (module name, scheme, input rank, int8 activation scale, int8 activation zero point).\n"
+        "ENTRIES = [\n" + rows + "]\n\n\n" + source(torchao_config, torchao_quantize, call) + "\n\n"
+        "def quantization_config(set_inductor_config=True):\n"
+        '    """torchao\'s FqnToConfig: one entry per quantized module."""\n'
+        "    return torchao_config(ENTRIES, set_inductor_config)\n\n\n"
+        "def quantize(model, set_inductor_config=True):\n"
+        '    """Quantize ``model`` in place with torchao\'s quantize_; returns it."""\n'
+        "    return torchao_quantize(model, ENTRIES, set_inductor_config)\n\n\n"
+        + model_loader_code(spec, calibration)
+        + "\n\n"
         'if __name__ == "__main__":\n'
         "    model = quantize(build_model().eval())\n"
         "    quantized = [name for name, module in model.named_modules()\n"
         "                 if type(getattr(module, 'weight', None)).__module__.startswith('torchao')]\n"
-        "    print(f'{len(quantized)} modules quantized by torchao: {\", \".join(quantized)}')\n"
+        "    print(f'{len(quantized)} modules quantized by torchao: {ascii(quantized)}')\n"
     )
-    namespace = run_source(text, "<torchao export>")
-    config = namespace["quantization_config"]()
+    config = torchao_config(entries)  # the library API, directly: the generated text is never run here
     json_bytes, tensors_bytes = _json_and_tensors(config, plan, spec, version)
-    return Export("torchao", text, {".json": json_bytes, ".safetensors": tensors_bytes}, changes, exported_plan)
+    return Export(
+        "torchao",
+        text,
+        {".json": json_bytes, ".safetensors": tensors_bytes},
+        changes,
+        exported_plan,
+        recipe={"entries": entries},
+    )
 
 
-def run_source(text: str, name: str) -> dict[str, Any]:
-    """Execute an exported file's source (not its __main__ block) and return its namespace."""
-    namespace: dict[str, Any] = {"__name__": "_tui_quantreport_export"}
-    exec(compile(text, name, "exec"), namespace)  # noqa: S102 - our own generated export, run to verify it
-    return namespace
+def applier(export: Export) -> Any:
+    """``apply(model)``: torchao's ``quantize_`` with the export's config, through the library API."""
+    from tui_quantreport.engine.apply.recipes import torchao_quantize
 
-
-def snippet_quantize(export: Any, subject: Any, failure: str) -> Any:
-    """``apply(model)`` running an exported snippet's ``quantize(model, batches)`` on every
-    calibration batch, quietly (its prints and warnings are the snippet's, not ours); a failure
-    is one line: ``failure`` (what failed, e.g. "the pt2e export failed to apply"), the cause."""
-    namespace = run_source(export.text, f"<{export.target} export>")
-    batches = subject.batches(None)
+    entries = list(export.recipe["entries"])
 
     def apply(model: Any) -> Any:
-        import contextlib
-        import io
-        import warnings
-
-        from tui_quantreport.engine.errors import UserError
-
-        try:
-            with (
-                warnings.catch_warnings(),
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                warnings.simplefilter("ignore")
-                return namespace["quantize"](model, batches)
-        except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise UserError(f"{failure}: {type(exc).__name__}: {first}") from None
+        return torchao_quantize(model, entries, False)
 
     return apply
+
+
+def quietly(failure: str, run: Any) -> Any:
+    """``run()`` with its prints and warnings swallowed (they are the library's, not ours); a failure
+    is one line: ``failure`` (what failed, e.g. "the pt2e export failed to apply"), the cause."""
+    import contextlib
+    import io
+    import warnings
+
+    from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.escape import printable
+
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            return run()
+    except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{failure}: {type(exc).__name__}: {printable(first)}") from None
 
 
 def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:
@@ -172,14 +170,16 @@ def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | Non
     tensors: dict[str, Any] = {}
     keys: dict[str, dict[str, str]] = {}
     entries = {}
-    for fqn, cfg in config.fqn_to_config.items():
+    for index, (fqn, cfg) in enumerate(config.fqn_to_config.items()):
         if getattr(cfg, "act_quant_scale", None) is not None:
+            # Tensor names are the module's position, not its name: a name is any string (a lone
+            # surrogate, 10k characters), the JSON maps it to these plain keys.
             keys[fqn] = {
-                "act_quant_scale": f"{fqn}.act_quant_scale",
-                "act_quant_zero_point": f"{fqn}.act_quant_zero_point",
+                "act_quant_scale": f"module{index}.act_quant_scale",
+                "act_quant_zero_point": f"module{index}.act_quant_zero_point",
             }
-            tensors[f"{fqn}.act_quant_scale"] = cfg.act_quant_scale.detach().contiguous()
-            tensors[f"{fqn}.act_quant_zero_point"] = cfg.act_quant_zero_point.detach().contiguous()
+            tensors[keys[fqn]["act_quant_scale"]] = cfg.act_quant_scale.detach().contiguous()
+            tensors[keys[fqn]["act_quant_zero_point"]] = cfg.act_quant_zero_point.detach().contiguous()
             cfg = dataclasses.replace(cfg, act_quant_scale=None, act_quant_zero_point=None)
         entries[fqn] = cfg
     stripped = type(config)(entries)
