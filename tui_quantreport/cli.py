@@ -112,6 +112,8 @@ def _positive_int(text: str) -> int:
 MODEL_HELP = "sample name, file.py, file.py:factory or package.module:factory"
 STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was calibrated on MODEL"
 TARGETS = ("torchao", "pt2e", "qconfig_mapping")
+#: The files a target writes beside --output (checked before the model loads; the writer checks again).
+SIDECARS = {"torchao": (".json", ".safetensors")}
 
 
 def _plan_source_options(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +145,11 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         required=True,
         help="the .py file to write (torchao also writes FILE's .json and .safetensors beside it)",
     )
+    config.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE's existing .json/.safetensors side-cars (refused by default: you named only FILE)",
+    )
     _plan_source_options(config)
     verify = OneLineParser(
         prog=f"{PROG} verify",
@@ -166,35 +173,57 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
 def run_config(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.apply.api import export_plan, load_subject
     from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.escape import printable
 
-    _check_output(args.output)
+    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
+        raise UserError(
+            f"--output {printable(args.output)}: give the .py file; its .json and .safetensors are written beside it"
+        )
+    _check_output(args.output, inputs=_inputs(args.model, args.calibration, args.plan))
+    if not args.force:  # before the slow load and export: the side-cars the user did not name
+        from pathlib import Path
+
+        from tui_quantreport.engine.apply.common import sidecar_path
+
+        for suffix in SIDECARS.get(args.target, ()):
+            sidecar = sidecar_path(Path(args.output).expanduser(), suffix)
+            if os.path.lexists(sidecar):
+                raise UserError(
+                    f"cannot write the {args.target} configuration: {printable(str(sidecar))} exists and would be "
+                    "replaced; move it, choose another --output, or pass --force"
+                )
     subject = load_subject(args.model, args.plan, args.calibration, args.backend)
     export = export_plan(subject, args.target)
-    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
-        raise UserError(f"--output {args.output}: give the .py file; its .json and .safetensors are written beside it")
-    paths = export.write(args.output)
-    print(f"wrote {args.target} configuration to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    paths = export.write(args.output, force=args.force, inputs=_inputs(args.model, args.calibration, args.plan))
+    print(f"wrote {args.target} configuration to {', '.join(printable(str(p)) for p in paths)}", file=sys.stderr)
     for change in export.changes:
-        print(f"  changed: {change.line()}", file=sys.stderr)
+        print(f"  changed: {printable(change.line())}", file=sys.stderr)
     return 0
 
 
-def _check_output(output: str, what: str = "") -> None:
+def _inputs(*given: str | None) -> list[str]:
+    """The files this command reads (model and calibration sources, plan, stats files): never written over."""
+    from tui_quantreport.engine.spec import source_path
+    from tui_quantreport.engine.statsfile import is_stats_path
+
+    files = []
+    for item in given:
+        if not item:
+            continue
+        path = item if is_stats_path(item) or item.endswith(".json") else source_path(item)
+        if path:
+            files.append(path)
+        if os.path.isfile(os.path.expanduser(item)):
+            files.append(item)
+    return files
+
+
+def _check_output(output: str, what: str = "", inputs: Sequence[str] = ()) -> None:
     """Refuse an output that cannot be written before the (slow) model load and export or
-    calibration; ``what`` names it in the message ("stats file to ")."""
-    import os
-    from pathlib import Path
+    calibration; ``what`` names it ("stats file"); ``inputs`` are files the command reads."""
+    from tui_quantreport.engine.export import check_writable
 
-    from tui_quantreport.engine.errors import UserError
-
-    target = Path(output).expanduser()
-    directory = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise UserError(f"cannot write {what}{target}: it is a directory")
-    if not directory.is_dir():
-        raise UserError(f"cannot write {what}{target}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UserError(f"cannot write {what}{target}: permission denied")
+    check_writable(output, what or "output", inputs)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -346,6 +375,7 @@ def run_report(args: argparse.Namespace) -> int:
         write_atomic,
     )
     from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.escape import printable
 
     if statsfile.is_stats_path(args.model):
         # No model: the report is judged from the file; measured error needs the model's forward.
@@ -399,8 +429,8 @@ def run_report(args: argparse.Namespace) -> int:
                 report = _measure(args, session, stats, settings, probes, report)
     text = render(report, args.format)
     if args.output and args.output != "-":
-        path = write_atomic(args.output, text)
-        print(f"wrote {args.format} report to {path}", file=sys.stderr)
+        path = write_atomic(args.output, text, inputs=_inputs(args.model, args.calibration, args.stats))
+        print(f"wrote {args.format} report to {printable(str(path))}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -430,6 +460,7 @@ def model_output_to_stderr() -> Iterator[None]:
 
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
+    from tui_quantreport.engine.escape import printable
     from tui_quantreport.engine.quantsim import Plan
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
     from tui_quantreport.engine.severity import assess, measure
@@ -446,8 +477,10 @@ def _measure(args, session, stats, settings, probes, report):
         print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
     measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
     if args.plan_out:
-        path = Plan.from_json_data(measured.plan_data).save(args.plan_out)
-        print(f"wrote plan to {path}", file=sys.stderr)
+        path = Plan.from_json_data(measured.plan_data).save(
+            args.plan_out, inputs=_inputs(args.model, args.calibration, args.stats)
+        )
+        print(f"wrote plan to {printable(str(path))}", file=sys.stderr)
     return assess(report, measured, args.min_gain)
 
 
@@ -545,7 +578,7 @@ def _calibrate_here(args: argparse.Namespace, world):
 
     main_rank = world is None or world.is_main
     if main_rank:
-        _check_stats_output(args.output)  # before calibrating, not after
+        _check_output(args.output, "stats file", _inputs(args.model, args.calibration))  # before calibrating
     settings = settings_from(args)
     loaded = load_model(args.model, args.calibration)
     session = Session(loaded.model, label=loaded.spec)
@@ -562,10 +595,6 @@ def _calibrate_here(args: argparse.Namespace, world):
             progress.close()
     extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
     return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started
-
-
-def _check_stats_output(path: str) -> None:
-    _check_output(path, "stats file to ")
 
 
 def _calibrate_distributed(args: argparse.Namespace, world) -> int:
@@ -601,7 +630,7 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
 def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
     from tui_quantreport.engine import statsfile
 
-    path = statsfile.save(args.output, stats_file)
+    path = statsfile.save(args.output, stats_file, inputs=_inputs(args.model, args.calibration))
     world = stats_file.provenance.get("world_size")
     ranks = f" on {world} ranks" if world else ""
     print(
@@ -614,13 +643,15 @@ def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     from tui_quantreport.engine import statsfile
+    from tui_quantreport.engine.escape import printable
 
     if len(args.inputs) < 2:
         raise statsfile.StatsFileError("merge needs at least two stats files")
+    _check_output(args.output, "stats file", args.inputs)  # never over one of its inputs
     files = [statsfile.load(path) for path in args.inputs]
     merged = statsfile.merge(files, args.inputs)
-    path = statsfile.save(args.output, merged)
-    print(f"merged {len(files)} files ({merged.stats.batches:,} batches) into {path}", file=sys.stderr)
+    path = statsfile.save(args.output, merged, inputs=args.inputs)
+    print(f"merged {len(files)} files ({merged.stats.batches:,} batches) into {printable(str(path))}", file=sys.stderr)
     return 0
 
 
@@ -694,7 +725,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_samples()
         return run_app(app_parser.parse_args(argv))
     except (UserError, ArgumentError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        from tui_quantreport.engine.escape import printable
+
+        print(f"{PROG}: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ leaves a partial file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -251,52 +252,148 @@ def render(report: Report, fmt: str, disabled: Sequence[str] = ()) -> str:
 _TMP_STEM_BYTES = 200
 
 
-def write_atomic(path: str | os.PathLike, text: str | bytes, *, what: str = "report") -> Path:
+def write_atomic(
+    path: str | os.PathLike, text: str | bytes, *, what: str = "report", inputs: Sequence[str | os.PathLike] = ()
+) -> Path:
     """Write ``text`` (or bytes) to ``path`` without replacing anything the user did not name.
 
+    The one writer of every file the tool writes (see :func:`write_files`, which this calls):
+
     - a regular file (or a new one) is written through a temporary file beside it
-      and a rename, so a failed export never leaves a partial file;
+      and a rename, so a failed export never leaves a partial file (a full disk included);
     - a symlink is followed, and its final target is replaced that way (the link stays);
     - a character device or a named pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is
       opened and written plainly: it is never replaced;
     - anything else that is not a regular file (a directory, a socket, a block
       device) is refused, and so is a trailing slash (a folder) on a path that
-      is not a folder.
+      is not a folder;
+    - ``inputs`` (the model's source file, a plan, a stats file the same command reads) are
+      never written over, whatever path names them.
 
     ``-`` is not special here: the command line writes it to stdout itself.
     Raises :class:`UserError` naming the path and the cause. SIGTERM during the
     write removes the temporary file before the process ends.
     """
+    return write_files([(path, text)], what=what, inputs=inputs)[0]
+
+
+def write_files(
+    contents: Sequence[tuple[str | os.PathLike, str | bytes]],
+    *,
+    what: str = "report",
+    inputs: Sequence[str | os.PathLike] = (),
+    protect: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
+    """Write several files all or nothing, each by :func:`write_atomic`'s rules.
+
+    Every path is checked before anything is written; ``protect`` names files that must not be
+    replaced because the user did not name them (an export's side-cars: the caller decides, e.g.
+    ``--force``): an existing one is refused, naming it. Then every regular file is written to a
+    temporary file, devices and pipes are written, and only then are the temporary files renamed
+    into place; on any failure every temporary file is removed and nothing is replaced.
+    """
+    resolved_inputs = [_identity(Path(os.fspath(p)).expanduser()) for p in inputs]
+    protected = {os.path.abspath(Path(os.fspath(p)).expanduser()) for p in protect}
+    plans: list[tuple[str, Path, Path, bytes]] = []
+    for path, text in contents:
+        mode, target, resolved = _check_target(path, what)
+        ident = _identity(target)
+        if ident is not None and ident in resolved_inputs:
+            raise UserError(
+                f"cannot write {what} to {_shown(target)}: it is an input of this command; choose another path"
+            )
+        if mode is not None and os.path.abspath(target) in protected:
+            raise UserError(
+                f"cannot write {what}: {_shown(target)} exists and would be replaced; "
+                "move it, choose another --output, or pass --force"
+            )
+        if any(resolved == other for _, _, other, _ in plans):
+            raise UserError(f"cannot write {what} to {_shown(target)}: the same file twice")
+        plans.append((mode, target, resolved, _encoded(text)))
+    temps: list[tuple[str, Path, Path]] = []  # (temporary, resolved final, shown)
+    with _cleanup_on_sigterm(lambda: [t for t, _, _ in temps]):
+        try:
+            for mode, target, resolved, data in plans:
+                if mode == "replace":
+                    _write_temporary(resolved, data, target, what, functools.partial(_record, temps, resolved, target))
+            for mode, target, _, data in plans:
+                if mode in ("plain", "append"):
+                    _write_plainly(target, data, target, append=mode == "append", what=what)
+            for tmp, resolved, shown in temps:
+                try:
+                    os.replace(tmp, resolved)
+                except OSError as exc:
+                    raise UserError(f"cannot write {what} to {_shown(shown)}: {exc.strerror or exc}") from None
+            done, temps = temps, []
+            for tmp, _, _ in done:
+                settled_temp(tmp)
+        finally:
+            for tmp, _, _ in temps:
+                _unlink_quietly(tmp)
+                settled_temp(tmp)
+    return [target for _, target, _, _ in plans]
+
+
+def check_writable(path: str | os.PathLike, what: str = "report", inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse, before any slow work, a path the writer would refuse (one line); writes nothing."""
+    _, target, _ = _check_target(path, what)
+    ident = _identity(target)
+    if ident is not None and ident in [_identity(Path(os.fspath(p)).expanduser()) for p in inputs]:
+        raise UserError(f"cannot write {what} to {_shown(target)}: it is an input of this command; choose another path")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not os.access(directory, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"cannot write {what} to {_shown(target)}: permission denied")
+
+
+def _record(temps: list[tuple[str, Path, Path]], resolved: Path, shown: Path, tmp: str) -> None:
+    temps.append((tmp, resolved, shown))
+
+
+def _shown(path: Path | str) -> str:
+    return printable(os.fspath(path))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing regular file (following symlinks), or None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _check_target(path: str | os.PathLike, what: str) -> tuple[str, Path, Path]:
+    """How ``path`` is written: ("replace", path, the file to replace), or ("plain"/"append", ...)
+    for a device, a pipe or an open descriptor; refuses anything else in one line."""
     raw = os.fspath(path)
     target = Path(raw).expanduser()
     if raw.endswith(("/", os.sep)) or (os.altsep and raw.endswith(os.altsep)):
         if target.is_dir():
-            raise UserError(f"cannot write {what} to {raw}: it is a directory")
-        raise UserError(f"cannot write {what} to {raw}: the trailing slash names a folder, and there is none")
+            raise UserError(f"cannot write {what} to {_shown(raw)}: it is a directory")
+        raise UserError(f"cannot write {what} to {_shown(raw)}: the trailing slash names a folder, and there is none")
     try:
         mode = os.stat(target).st_mode  # follows symlinks, /dev/stdout's /proc/self/fd/1 included
     except FileNotFoundError:
         mode = None
-    except OSError as exc:
-        raise UserError(f"cannot write {what} to {target}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot write {what} to {_shown(target)}: {getattr(exc, 'strerror', None) or exc}") from None
     if mode is not None and stat.S_ISDIR(mode):
-        raise UserError(f"cannot write {what} to {target}: it is a directory")
+        raise UserError(f"cannot write {what} to {_shown(target)}: it is a directory")
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
-        _write_plainly(target, text, target, what=what)
-        return target
+        return "plain", target, target
     if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"cannot write {what} to {target}: it is {_kind(mode)}, not a regular file")
+        raise UserError(f"cannot write {what} to {_shown(target)}: it is {_kind(mode)}, not a regular file")
+    if mode is None and os.path.islink(target):
+        raise UserError(f"cannot write {what} to {_shown(target)}: it is a symlink to a missing file")
     resolved = Path(os.path.realpath(target))  # follows every symlink, also a chain of relative ones
     if mode is not None and _via_descriptor(target):
         # /dev/stdout (/proc/self/fd/1) redirected to a file: the shell's open file, written
         # through, appending as `>>` asked (`>` already emptied it), never renamed over.
-        _write_plainly(target, text, target, append=True, what=what)
-        return target
+        return "append", target, target
     directory = resolved.parent
     if not directory.is_dir():
-        raise UserError(f"cannot write {what} to {target}: directory {directory} does not exist")
-    _replace_atomically(resolved, text, target, what)
-    return target
+        raise UserError(f"cannot write {what} to {_shown(target)}: directory {_shown(directory)} does not exist")
+    return "replace", target, resolved
 
 
 def _write_plainly(path: Path, text: str | bytes, shown: Path, append: bool = False, what: str = "report") -> None:
@@ -305,30 +402,29 @@ def _write_plainly(path: Path, text: str | bytes, shown: Path, append: bool = Fa
         with open(path, "ab" if append else "wb") as handle:
             handle.write(_encoded(text))
     except OSError as exc:
-        raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {what} to {_shown(shown)}: {exc.strerror or exc}") from None
 
 
-def _replace_atomically(resolved: Path, text: str | bytes, shown: Path, what: str = "report") -> None:
+def _write_temporary(resolved: Path, data: bytes, shown: Path, what: str, made: Callable[[str], None]) -> str:
+    """A temporary file beside ``resolved`` holding ``data`` (synced), with the mode a plain open()
+    would give (or the replaced file's); ``made`` hears of it as soon as it exists (for the caller's
+    cleanup, SIGTERM included); removed here on failure. Its name fits NAME_MAX however long the
+    target's is."""
     stem = resolved.name.encode("utf-8", "surrogateescape")[:_TMP_STEM_BYTES].decode("utf-8", "ignore")
     tmp_name: str | None = None
-    with _cleanup_on_sigterm(lambda: tmp_name):
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
-            pending_temp(tmp_name)
-            # mkstemp makes the file private (0600); give it the mode a plain open() would.
-            os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_encoded(text))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, resolved)
-            tmp_name = None
-        except OSError as exc:
-            raise UserError(f"cannot write {what} to {shown}: {exc.strerror or exc}") from None
-        finally:
-            _unlink_quietly(tmp_name)
-            if tmp_name is not None:
-                settled_temp(tmp_name)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=resolved.parent)
+        made(tmp_name)
+        pending_temp(tmp_name)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp_name, _existing_mode(resolved) or 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise UserError(f"cannot write {what} to {_shown(shown)}: {exc.strerror or exc}") from None
+    return tmp_name
 
 
 #: Temporary files being written right now, by any thread: a SIGTERM handler installed with
@@ -381,7 +477,7 @@ class _Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
+def _cleanup_on_sigterm(pending: Callable[[], list[str]]) -> Iterator[None]:
     """While the block runs, SIGTERM removes the temporary file, then ends the process as SIGTERM would.
 
     Signal handlers can only be set from the main thread; elsewhere (the app's
@@ -406,7 +502,8 @@ def _cleanup_on_sigterm(pending: Callable[[], str | None]) -> Iterator[None]:
     try:
         yield
     except _Terminated:
-        _unlink_quietly(pending())
+        for name in pending():
+            _unlink_quietly(name)
         signal.signal(signal.SIGTERM, previous)
         if callable(previous):
             previous(signal.SIGTERM, None)

@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -105,16 +104,11 @@ def write(spec: str, report: Report) -> Path | None:
         rows.append([values[n] for n in _FIELDS])
     data = {"format": FORMAT, "key": key, "model_class": report.model_class, "fields": _FIELDS, "modules": rows}
     path = _path(key)
+    from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.export import write_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tree-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
+        return write_atomic(path, json.dumps(data, separators=(",", ":")), what="tree cache")
+    except (OSError, UserError, ValueError):
         return None
-    return path

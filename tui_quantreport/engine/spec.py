@@ -343,6 +343,23 @@ def locate(spec: str, default_name: str = MODEL_FACTORY) -> tuple[str, str, str]
     return "module", f"{SAMPLES_PACKAGE}.{parsed.target}" if parsed.kind == "sample" else parsed.target, name
 
 
+def source_path(spec: str | None) -> str | None:
+    """The file a spec's code (or a ``.pt2``) is read from, without importing anything: a file spec's
+    path, or an already imported module's file; None when unknown. A command never writes over it
+    (the writer's ``inputs``)."""
+    if not spec:
+        return None
+    try:
+        kind, target, _ = locate(spec)
+    except Exception:  # noqa: BLE001 - a bad spec: loading it says why, not this
+        return None
+    if kind == "file":
+        return target
+    module = sys.modules.get(target)
+    origin = getattr(module, "__file__", None)
+    return origin if isinstance(origin, str) else None
+
+
 def _resolve(spec: str, default_name: str) -> tuple[ModuleType, str]:
     """The module a spec points at, and the function name to take from it."""
     parsed = _parse(spec)

@@ -131,11 +131,12 @@ def _encode(sf: StatsFile) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def save(path: str | os.PathLike, sf: StatsFile) -> Path:
-    """Write ``sf`` to ``path`` atomically (a temporary file and a rename; no partial file)."""
+def save(path: str | os.PathLike, sf: StatsFile, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Write ``sf`` to ``path`` atomically (a temporary file and a rename; no partial file), never
+    over one of ``inputs`` (the files the command read: a merge's inputs, the model's source)."""
     from tui_quantreport.engine.export import write_atomic
 
-    return write_atomic(path, encode(sf), what="stats file")
+    return write_atomic(path, encode(sf), what="stats file", inputs=inputs)
 
 
 # Reading ---------------------------------------------------------------------

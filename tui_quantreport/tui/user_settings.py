@@ -87,10 +87,13 @@ def save(settings: UserSettings) -> Path:
         "ch_axis": settings.ch_axis,
         "min_gain_db": settings.min_gain_db,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.export import write_atomic
+
+    try:
+        return write_atomic(path, json.dumps(data, indent=2) + "\n", what="settings")
+    except UserError as exc:
+        raise OSError(str(exc)) from None
 
 
 def reset() -> None:

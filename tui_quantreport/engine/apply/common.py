@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
-from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
 
 TARGETS = ("torchao", "pt2e", "qconfig_mapping")
@@ -50,64 +48,24 @@ class Export:
         main = Path(output).expanduser()
         return [main] + [sidecar_path(main, suffix) for suffix in self.sidecars]
 
-    def write(self, output: str | os.PathLike) -> list[Path]:
+    def write(self, output: str | os.PathLike, *, force: bool = False, inputs: Sequence[str] = ()) -> list[Path]:
+        """Write the main file and its side-cars, all or nothing (the one writer's rules). An existing
+        side-car the user did not name is refused, naming it, unless ``force``."""
+        from tui_quantreport.engine.export import write_files
+
         main = Path(output).expanduser()
-        contents = [(main, self.text.encode("utf-8"))] + [
-            (sidecar_path(main, suffix), data) for suffix, data in self.sidecars.items()
-        ]
-        return write_files_atomic(contents)
+        sidecars = [(sidecar_path(main, suffix), data) for suffix, data in self.sidecars.items()]
+        contents: list[tuple[str | os.PathLike, str | bytes]] = [(main, self.text), *sidecars]
+        return write_files(
+            contents,
+            what=f"the {self.target} configuration",
+            inputs=inputs,
+            protect=() if force else [path for path, _ in sidecars],
+        )
 
 
 def sidecar_path(main: Path, suffix: str) -> Path:
     return main.with_name(main.stem + suffix)
-
-
-def write_files_atomic(contents: list[tuple[Path, bytes]]) -> list[Path]:
-    """Write every file through a temporary file; rename all only when all were written.
-
-    On any failure nothing new is left behind (existing files keep their content).
-    """
-    from tui_quantreport.engine.export import pending_temp, settled_temp
-
-    temps: list[tuple[str, Path]] = []
-    made: list[str] = []  # every temporary file, for the SIGTERM cleanup's record
-    try:
-        for target, data in contents:
-            if target.is_dir():
-                raise UserError(f"cannot write {target}: it is a directory")
-            directory = target.parent if str(target.parent) else Path(".")
-            if not directory.is_dir():
-                raise UserError(f"cannot write {target}: directory {directory} does not exist")
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-            temps.append((tmp, target))
-            made.append(tmp)
-            pending_temp(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, target in temps:
-            os.replace(tmp, target)
-        temps = []
-    except OSError as exc:
-        target = temps[-1][1] if temps else contents[0][0]
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        for tmp in made:
-            settled_temp(tmp)
-    return [target for target, _ in contents]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: Sequence[str] = ()) -> str:

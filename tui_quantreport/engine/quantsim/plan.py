@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -178,11 +178,12 @@ class Plan:
             raise PlanError(f"plan {target} is not valid JSON: {exc}") from None
         return cls.from_json_data(data, source=f"plan {target}")
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan JSON atomically; :class:`UserError` naming the path on failure."""
+    def save(self, path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+        """Write the plan JSON atomically, never over one of ``inputs``; :class:`UserError` naming
+        the path on failure."""
         from tui_quantreport.engine.export import write_atomic
 
-        return write_atomic(path, self.to_json())
+        return write_atomic(path, self.to_json(), what="plan", inputs=inputs)
 
     def check_model(self, model_class: str, fingerprint: str) -> None:
         """Raise :class:`PlanError` when this plan was made for another model."""
