@@ -616,6 +616,7 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
     try:
         distributed.settle(world, error)  # raises RankFailed on every rank if any rank failed
         assert stats_file is not None  # this rank succeeded, or settle raised
+        distributed.check_same_model(world, stats_file.catalog)  # one model on every rank, or no file
         merged = distributed.combine(world, stats_file.stats)
     except UserError as exc:
         if not world.is_main:

@@ -187,6 +187,27 @@ def settle(world: World, error: str | None) -> None:
         raise RankFailed(f"rank {rank} of {world.size} failed{others}: {cause}")
 
 
+def check_same_model(world: World, catalog: Any) -> None:
+    """Every rank built the same model (fingerprint); else every rank raises :class:`RankFailed`
+    naming the first rank that differs from rank 0 and its first difference (no file is written)."""
+    import json
+
+    from tui_quantreport.engine.modules import first_difference
+
+    payload = json.dumps({"fingerprint": catalog.fingerprint, "identity": catalog.identity}).encode("utf-8")
+    parts = [json.loads(blob.decode("utf-8")) for blob in _all_gather_bytes(world, payload)]
+    reference = parts[0]
+    for rank, part in enumerate(parts[1:], start=1):
+        if part["fingerprint"] != reference["fingerprint"]:
+            theirs = tuple(tuple(r) for r in part["identity"])
+            ours = tuple(tuple(r) for r in reference["identity"])
+            why = first_difference(theirs, ours).replace("this model", "rank 0")
+            raise RankFailed(
+                f"rank {rank} of {world.size} built a different model than rank 0: "
+                f"{why} (fingerprint {part['fingerprint']} vs {reference['fingerprint']})"
+            )
+
+
 def combine(world: World, stats: Any) -> Any:
     """Every rank's statistics merged in rank order (the same result on every rank)."""
     parts = _all_gather_bytes(world, encode_stats(stats))

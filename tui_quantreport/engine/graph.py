@@ -49,7 +49,9 @@ from tui_quantreport.engine.modules import (
     forward_overridden,
     is_quant_helper,
     kind_named,
+    legacy_fingerprint,
     model_fingerprint,
+    model_identity,
     weighted_kind,
 )
 
@@ -380,6 +382,8 @@ class GraphView:
             own_forward=frozenset(facts.own_forward),
             feature_sizes=facts.sizes,
             activation_schemes={k: v for k, v in activations.items() if v is not None},
+            identity=model_identity(self.gm, class_name=name),
+            legacy_fingerprint=legacy_fingerprint(self.gm, class_name=name),
         )
 
     def _first_use(self, target: str) -> int:

@@ -10,6 +10,7 @@ weights are planned to be quantized.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -426,8 +427,10 @@ class ModelCatalog:
     modules: dict[str, ModuleInfo]
     weight_schemes: dict[str, WeightScheme] = field(default_factory=dict)
     has_qconfig: bool = False
-    #: A hash of the model's class and its parameters' names, shapes and dtypes: two models
-    #: with the same fingerprint take the same stats files and plans.
+    #: A versioned hash of the model's identity (:func:`model_identity`: every module's name and
+    #: type, every parameter's and buffer's name, shape and dtype): two models with the same
+    #: fingerprint take the same stats files and plans. ``"2:"`` + 16 hex digits; older files
+    #: hold a version 1 fingerprint (16 hex digits, class and parameters only).
     fingerprint: str = ""
     #: The registered kind of every weighted layer (see :data:`WEIGHTED_KINDS`).
     kinds: dict[str, WeightedKind] = field(default_factory=dict)
@@ -441,6 +444,32 @@ class ModelCatalog:
     feature_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     #: How a quantizer annotated each weighted module's input ("dynamic" or "static"); PT2E graphs only.
     activation_schemes: dict[str, str] = field(default_factory=dict)
+    #: What the fingerprint hashes (:func:`model_identity`), to name the first difference between two
+    #: models; empty in a file written before fingerprint version 2.
+    identity: tuple[tuple[str, ...], ...] = ()
+    #: The version 1 fingerprint of the same model, to check a file written before version 2.
+    legacy_fingerprint: str = ""
+
+    def check_same_model(self, other: ModelCatalog, what: str, against: str) -> None:
+        """Raise :class:`~.errors.UserError` (one line) unless ``other`` (e.g. a stats file's catalog,
+        ``what`` names it) was taken on the same model as this one (``against`` names it), naming
+        the first difference. A version 1 fingerprint is checked the old way (class and parameters)."""
+        from tui_quantreport.engine.errors import UserError
+
+        if not is_versioned(other.fingerprint):
+            if other.fingerprint in (self.legacy_fingerprint, self.fingerprint):
+                return
+            raise UserError(
+                f"{what} was made for a different model ({other.class_name}, fingerprint {other.fingerprint}, "
+                f"an older version 1 fingerprint) than {against} ({self.class_name})"
+            )
+        if other.fingerprint == self.fingerprint:
+            return
+        difference = first_difference(other.identity, self.identity) if other.identity else "its fingerprint"
+        raise UserError(
+            f"{what} was made for a different model than {against}: {difference} "
+            f"(fingerprint {other.fingerprint} vs {self.fingerprint})"
+        )
 
     @classmethod
     def build(cls, model: nn.Module) -> ModelCatalog:
@@ -534,6 +563,8 @@ class ModelCatalog:
             rules,
             frozenset(own_forward),
             sizes,
+            identity=model_identity(model),
+            legacy_fingerprint=legacy_fingerprint(model),
         )
 
     def user_modules(self) -> list[ModuleInfo]:
@@ -580,17 +611,82 @@ class ModelCatalog:
         return ndim - 1 if self.modules[fqn].last_axis else 1
 
 
-def model_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
-    """sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype.
+FINGERPRINT_VERSION = 2
 
-    Buffers are left out: an observer's buffers change shape while it calibrates.
-    ``class_name`` overrides the model's (an exported graph names its original class).
-    """
+
+def model_identity(model: nn.Module, class_name: str | None = None) -> tuple[tuple[str, ...], ...]:
+    """What makes two models the same for a stats file or a plan, as rows: the root class, then in
+    tree order every module's name and type, and every parameter's and buffer's name, shape and
+    dtype. Observers' and fake quantizers' buffers are left out (they change shape while they
+    calibrate); their names and types are kept. ``class_name`` overrides the root's (an exported
+    graph names its original class)."""
+    rows: list[tuple[str, ...]] = [("class", class_name or type(model).__name__)]
+    for fqn, module in model.named_modules(remove_duplicate=False):
+        cls = type(module)
+        rows.append(("module", fqn, f"{cls.__module__}.{cls.__qualname__}"))
+        for name, tensor in module.named_parameters(recurse=False):
+            rows.append(("parameter", _join(fqn, name), _shape(tensor), str(tensor.dtype)))
+        if not is_quant_helper(module):
+            for name, buffer in module.named_buffers(recurse=False):
+                rows.append(("buffer", _join(fqn, name), _shape(buffer), str(buffer.dtype)))
+    return tuple(rows)
+
+
+def model_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
+    """``"2:"`` and the first 16 hex digits of the sha256 of :func:`model_identity`."""
+    return identity_fingerprint(model_identity(model, class_name))
+
+
+def identity_fingerprint(identity: tuple[tuple[str, ...], ...]) -> str:
+    digest = hashlib.sha256(f"tui-quantreport.fingerprint/{FINGERPRINT_VERSION}".encode())
+    for row in identity:
+        digest.update(json.dumps(row, ensure_ascii=True).encode() + b"\n")
+    return f"{FINGERPRINT_VERSION}:{digest.hexdigest()[:16]}"
+
+
+def is_versioned(fingerprint: str) -> bool:
+    """True for a fingerprint of version 2 or later ("2:…"); False for a version 1 one (16 hex digits)."""
+    return ":" in fingerprint
+
+
+def legacy_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
+    """Version 1: sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype."""
     digest = hashlib.sha256((class_name or type(model).__name__).encode())
     for name, tensor in model.named_parameters():
         shape = "lazy" if _is_lazy(tensor) else "x".join(map(str, tensor.shape))
         digest.update(f"|{name}:{shape}:{tensor.dtype}".encode())
     return digest.hexdigest()[:16]
+
+
+def first_difference(a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> str:
+    """The first row where two identities differ, in words (names made printable)."""
+    from tui_quantreport.engine.escape import printable
+
+    def said(row: tuple[str, ...] | None) -> str:
+        if row is None:
+            return "nothing"
+        kind, *rest = row
+        if kind == "class":
+            return f"class {printable(rest[0])}"
+        if kind == "module":
+            return f"module '{printable(rest[0])}' of type {printable(rest[1])}"
+        return f"{kind} '{printable(rest[0])}' of shape {rest[1]} and {rest[2]}"
+
+    for i in range(max(len(a), len(b))):
+        left = tuple(a[i]) if i < len(a) else None
+        right = tuple(b[i]) if i < len(b) else None
+        if left != right:
+            return f"it has {said(left)} where this model has {said(right)}"
+    return "the same modules and tensors, but a different fingerprint"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    lazy = isinstance(tensor, (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer))
+    return "lazy" if lazy else "x".join(map(str, tensor.shape))
 
 
 def _is_lazy(p: torch.Tensor) -> bool:

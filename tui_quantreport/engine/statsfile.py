@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import printable
 
 #: The format identifier written into every file; a file with another version is refused.
 FORMAT = "tui-quantreport.stats/1"
@@ -76,12 +77,14 @@ class StatsFile:
         return self.catalog.fingerprint
 
     def check_model(self, catalog: Any, source: str = "the stats file") -> None:
-        """Refuse a model whose fingerprint differs from the one these statistics were taken on."""
-        if catalog.fingerprint != self.catalog.fingerprint:
-            raise StatsFileError(
-                f"{source} was calibrated on a different model ({self.catalog.class_name}, fingerprint "
-                f"{self.catalog.fingerprint}) than {catalog.class_name} (fingerprint {catalog.fingerprint})"
-            )
+        """Refuse a model other than the one these statistics were taken on, in one line naming the
+        first difference (a file with a version 1 fingerprint is checked the old way)."""
+        from tui_quantreport.engine.escape import printable
+
+        try:
+            catalog.check_same_model(self.catalog, printable(str(source)), f"this {printable(catalog.class_name)}")
+        except UserError as exc:
+            raise StatsFileError(str(exc)) from None
 
 
 def make(spec: str, catalog: Any, stats: Any, settings: Any, measured: Any = None, **provenance: Any) -> StatsFile:
@@ -142,18 +145,48 @@ def save(path: str | os.PathLike, sf: StatsFile, inputs: Sequence[str | os.PathL
 # Reading ---------------------------------------------------------------------
 
 
+#: The most a stats file's JSON header may take (a 100k-module model's is ~60 MB).
+MAX_HEADER_BYTES = 512 * 1024 * 1024
+
+
 def load(path: str | os.PathLike) -> StatsFile:
-    """Read and check a stats file; :class:`StatsFileError` (one sentence) on any problem."""
+    """Read and check a stats file; :class:`StatsFileError` (one sentence) on any problem.
+
+    Bounded: the 8-byte header length is checked against the file's size and
+    :data:`MAX_HEADER_BYTES`, and the header against the format, before the body is read."""
+    shown = printable(os.fspath(path))
     target = Path(path).expanduser()
     if not target.exists():
-        raise StatsFileError(f"{path}: no such file")
+        raise StatsFileError(f"{shown}: no such file")
     if not target.is_file():
-        raise StatsFileError(f"{path}: not a file")
+        raise StatsFileError(f"{shown}: not a file")
     try:
-        data = target.read_bytes()
+        with open(target, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(8)
+            handle.seek(8 if len(head) == 8 else 0)
+            if len(head) == 8 and (handle.read(1) == b"{" or (head[:1] != b"\x80" and head[:4] != b"PK\x03\x04")):
+                handle.seek(8)
+                length = int.from_bytes(head, "little")
+                if length > size - 8:
+                    if handle.read(1) != b"{":
+                        raise StatsFileError(f"{shown}: not a tui-quantreport stats file (no safetensors header)")
+                    raise StatsFileError(
+                        f"{shown}: truncated: the header needs {length:,} bytes, only {size - 8:,} follow"
+                    )
+                if length > MAX_HEADER_BYTES:
+                    raise StatsFileError(
+                        f"{shown}: not a tui-quantreport stats file (a header of {length:,} bytes, more than "
+                        f"the {MAX_HEADER_BYTES:,} one can be)"
+                    )
+                header = handle.read(length)
+                _read_metadata(head + header, shown)  # the format, before the body is read
+                data = head + header + handle.read()
+            else:
+                data = head + handle.read(1)
     except OSError as exc:
-        raise StatsFileError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    return decode(data, str(path))
+        raise StatsFileError(f"{shown}: cannot read it: {exc.strerror or exc}") from None
+    return decode(data, shown)
 
 
 def decode(data: bytes, source: str = "stats file") -> StatsFile:
@@ -190,14 +223,21 @@ def _decode(data: bytes, source: str) -> StatsFile:
             f"{source}: its contents do not match its checksum: the file was changed or damaged after it was written"
         )
     try:
-        header = json.loads(header_text)
+        header = json.loads(header_text, parse_constant=_not_finite)
         return _build(header, tensors, source)
     except StatsFileError:
         raise
     except UserError as exc:  # settings the current detectors refuse
         raise StatsFileError(f"{source}: {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise StatsFileError(f"{source}: malformed stats file ({type(exc).__name__}: {exc})") from None
+    except RecursionError:
+        raise StatsFileError(f"{source}: malformed stats file (its JSON is nested too deep)") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as exc:
+        detail = printable(f"{type(exc).__name__}: {exc}")[:200]
+        raise StatsFileError(f"{source}: malformed stats file ({detail})") from None
+
+
+def _not_finite(name: str) -> Any:
+    raise ValueError(f"the number {name} is not finite")
 
 
 def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
@@ -216,7 +256,7 @@ def _read_metadata(data: bytes, source: str) -> tuple[str, str]:
         raise StatsFileError(f"{source}: truncated: the header needs {size:,} bytes, only {len(data) - 8:,} follow")
     try:
         index = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise StatsFileError(
             f"{source}: not a tui-quantreport stats file, or corrupt (its header is not JSON)"
         ) from None
@@ -242,6 +282,10 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     catalog = catalog_from_state(header["catalog"])
     if catalog.fingerprint != header["model"]["fingerprint"] or catalog.class_name != header["model"]["class"]:
         raise StatsFileError(f"{source}: malformed stats file (its catalog and model fields disagree)")
+    from tui_quantreport.engine.modules import identity_fingerprint, is_versioned
+
+    if is_versioned(catalog.fingerprint) and identity_fingerprint(catalog.identity) != catalog.fingerprint:
+        raise StatsFileError(f"{source}: malformed stats file (its model identity does not match its fingerprint)")
     stats = stats_from_state(tensors, header["stats"], header["batches"])
     unknown = {fqn for fqn, _ in stats.points} | set(stats.weights)
     unknown -= set(catalog.modules)
@@ -285,13 +329,24 @@ def merge(files: Sequence[StatsFile], sources: Sequence[str] | None = None) -> S
     stats = first.stats
     for sf, name in zip(files[1:], names[1:]):
         if sf.fingerprint != first.fingerprint:
+            from tui_quantreport.engine.modules import first_difference, is_versioned
+
+            if sf.catalog.identity and first.catalog.identity:
+                why = first_difference(sf.catalog.identity, first.catalog.identity).replace("this model", "the other")
+            elif is_versioned(sf.fingerprint) != is_versioned(first.fingerprint):
+                why = "one file has an older (version 1) fingerprint; calibrate it again"
+            else:
+                why = f"{printable(sf.catalog.class_name)} vs {printable(first.catalog.class_name)}"
             raise StatsFileError(
-                f"cannot merge {name} into {names[0]}: different models "
-                f"({sf.catalog.class_name} {sf.fingerprint} vs {first.catalog.class_name} {first.fingerprint})"
+                f"cannot merge {printable(name)} into {printable(names[0])}: different models: {why} "
+                f"(fingerprint {sf.fingerprint} vs {first.fingerprint})"
             )
         if sf.stats.observed != first.stats.observed:
             changed = _differences(first.stats.observed, sf.stats.observed)
-            raise StatsFileError(f"cannot merge {name} into {names[0]}: calibrated with a different plan ({changed})")
+            raise StatsFileError(
+                f"cannot merge {printable(name)} into {printable(names[0])}: calibrated with a different plan "
+                f"({printable(changed)})"
+            )
         stats = stats.merge(sf.stats)
     provenance = dict(first.provenance)
     provenance["merged_from"] = len(files)
@@ -462,7 +517,8 @@ def settings_state(settings: Any) -> dict[str, Any]:
     return {
         "enabled": list(settings.enabled),
         "params": {name: dict(values) for name, values in settings.params.items()},
-        "ch_axis": settings.ch_axis,
+        # --ch-axis rules as the text they were given in (AxisOverrides.parse reads it back).
+        "ch_axis": None if settings.ch_axis is None else str(settings.ch_axis),
     }
 
 

@@ -38,6 +38,7 @@ from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.export import render, write_atomic
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
@@ -1292,14 +1293,15 @@ class MainScreen(Screen[None]):
             return
         try:
             written = model.save_stats(stats, settings, path, error)
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is said, never a silent worker error
+            said = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             self.app.call_from_thread(
-                self.notify, str(exc), title="Statistics not saved", severity="error", markup=False
+                self.notify, printable(said), title="Statistics not saved", severity="error", markup=False
             )
         else:
             self.app.call_from_thread(
                 self.notify,
-                f"Wrote the statistics of {stats.batches:,} batches to {written}",
+                f"Wrote the statistics of {stats.batches:,} batches to {printable(written)}",
                 title="Saved",
                 markup=False,
             )

@@ -123,7 +123,7 @@ class ModelSession:
         """
         from tui_quantreport.engine import statsfile
         from tui_quantreport.engine.detectors import DETECTORS
-        from tui_quantreport.engine.errors import ParamError
+        from tui_quantreport.engine.errors import ParamError, UserError
         from tui_quantreport.engine.session import Session
         from tui_quantreport.engine.settings import Settings
         from tui_quantreport.engine.spec import load_model
@@ -136,7 +136,12 @@ class ModelSession:
         saved, notice = user_settings.load()
         try:
             settings = Settings.from_options(**_with_saved(_setting_options(options), saved))
-        except ParamError as exc:  # a saved value no longer valid: the command line alone decides
+        except (
+            ParamError,
+            UserError,
+            TypeError,
+            ValueError,
+        ) as exc:  # a saved value no longer valid: the command line alone decides
             settings = Settings.from_options(**_setting_options(options))
             notice = f"ignored saved settings {user_settings.settings_path()}: {exc}"
         loaded_model = load_model(spec, _option(options, "calibration"))

@@ -44,32 +44,76 @@ class UserSettings:
         return detectors, params
 
 
+#: A settings file is a few hundred bytes; anything over this is not one.
+MAX_BYTES = 1024 * 1024
+
+
 def load() -> tuple[UserSettings, str | None]:
-    """The saved settings, and a sentence when the file was there but unusable."""
+    """The saved settings, and a sentence when the file was there but unusable (bounded: the size
+    before reading, the JSON depth before parsing, each value's type; a bad value is dropped with a
+    notice, never a crash)."""
+    from tui_quantreport.engine import bounded
+    from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.escape import printable
+
     path = settings_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    shown = printable(str(path))
+    if not os.path.lexists(path):
         return UserSettings(), None
-    except (OSError, ValueError) as exc:
-        return UserSettings(), f"ignored saved settings {path}: {exc}"
+    try:
+        data = bounded.loads(bounded.read_text(path, "settings file", limit=MAX_BYTES), "settings file", max_depth=8)
+    except UserError as exc:
+        return UserSettings(), f"ignored saved settings {shown}: {printable(str(exc))}"
     if not isinstance(data, dict):
-        return UserSettings(), f"ignored saved settings {path}: not a JSON object"
+        return UserSettings(), f"ignored saved settings {shown}: not a JSON object"
+    dropped = []
     enabled = data.get("enabled")
+    if enabled is not None and not (isinstance(enabled, list) and all(isinstance(e, str) for e in enabled)):
+        dropped.append("enabled")
+        enabled = None
     raw = data.get("params")
-    params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    params: dict[str, dict[str, Any]] = {}
+    if isinstance(raw, dict):
+        for det, values in raw.items():
+            if isinstance(values, dict) and all(_scalar(v) for v in values.values()):
+                params[str(det)] = dict(values)
+            else:
+                dropped.append(f"params.{printable(str(det))}")
+    elif raw is not None:
+        dropped.append("params")
+    ch_axis = data.get("ch_axis")
+    if not _valid_axis(ch_axis):
+        dropped.append("ch_axis")
+        ch_axis = None
+    theme = data.get("theme")
+    if theme is not None and not isinstance(theme, str):
+        dropped.append("theme")
+        theme = None
     gain = data.get("min_gain_db")
     notice = None
     if gain is not None and not _valid_gain(gain):
-        notice = f"ignored the saved min_gain_db {gain!r} in {path}: not a finite number of dB, 0 or more"
+        notice = f"ignored the saved min_gain_db {printable(repr(gain))[:60]} in {shown}: not a finite number of dB, 0 or more"
         gain = None
+    if dropped:
+        notice = f"ignored saved {', '.join(dropped)} in {shown}: not the expected kind of value"
     return UserSettings(
-        theme=data.get("theme") if isinstance(data.get("theme"), str) else None,
+        theme=theme,
         enabled=tuple(enabled) if isinstance(enabled, list) else None,
-        params={k: dict(v) for k, v in params.items() if isinstance(v, dict)},
-        ch_axis=data.get("ch_axis"),
+        params=params,
+        ch_axis=ch_axis,
         min_gain_db=float(gain) if gain is not None else None,
     ), notice
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _valid_axis(value: Any) -> bool:
+    """None, an axis, or [PATTERN=]AXIS text (one string or a list of them), as --ch-axis takes."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _valid_gain(value: Any) -> bool:

@@ -10,7 +10,6 @@ Torch-free.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ PLAN_FORMAT = "tui-quantreport.plan/1"
 FLOAT = "float"
 STATIC_SCHEMES = ("static_per_tensor", "static_per_channel")
 SCHEMES = (*STATIC_SCHEMES, "dynamic", "weight_only")
+#: More probe batches than anyone measures on; a larger count in a plan file is refused.
+MAX_PROBE_BATCHES = 1_000_000
 
 
 class PlanError(UserError):
@@ -155,11 +156,15 @@ class PlanFile:
                 raise bad(f"module {fqn!r} is planned {entry['scheme']} but has no calibrated 'activation' qparams")
             modules[fqn] = PlanEntry(entry["scheme"], qparams if entry["scheme"] in STATIC_SCHEMES else None)
         predicted = data.get("predicted_sqnr_db")
-        if predicted is not None and not isinstance(predicted, (int, float)):
-            raise bad("'predicted_sqnr_db' is not a number")
+        if predicted is not None and (
+            not isinstance(predicted, (int, float)) or isinstance(predicted, bool) or not math.isfinite(predicted)
+        ):
+            raise bad("'predicted_sqnr_db' is not a finite number")
         probes = data.get("probe_batches")
-        if probes is not None and (not isinstance(probes, int) or isinstance(probes, bool) or probes < 0):
-            raise bad("'probe_batches' is not a whole number")
+        if probes is not None and (
+            not isinstance(probes, int) or isinstance(probes, bool) or not 0 <= probes <= MAX_PROBE_BATCHES
+        ):
+            raise bad(f"'probe_batches' is not a whole number from 0 to {MAX_PROBE_BATCHES:,}")
         backend = data.get("backend", "x86")
         if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
             raise bad(f"unknown backend {backend!r}")
@@ -175,18 +180,16 @@ class PlanFile:
 
     @classmethod
     def load(cls, path: str | Path) -> PlanFile:
-        path = Path(path).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PlanError(f"plan file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PlanError(f"cannot read plan file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"{path}: not a usable plan file: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        """Read a plan file within bounds (its size before reading, its JSON depth before parsing,
+        finite numbers only); :class:`PlanError` in one sentence otherwise."""
+        from tui_quantreport.engine import bounded
+
+        text = bounded.read_text(path, "plan file", PlanError)
+        data = bounded.loads(text, f"{path}: not a usable plan file", PlanError, max_depth=8)
         return cls.from_json_data(data, str(path))
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _activation(value: Any, fqn: str, bad) -> ActivationQParams:
@@ -196,27 +199,51 @@ def _activation(value: Any, fqn: str, bad) -> ActivationQParams:
         scale = float(value["scale"])
         zero_point, qmin, qmax = (int(value[k]) for k in ("zero_point", "quant_min", "quant_max"))
         dtype = str(value["dtype"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise bad(f"module {fqn!r}: 'activation' lacks a valid {exc}") from None
-    if not (math.isfinite(scale) and scale > 0) or not qmin <= zero_point <= qmax or dtype not in ("quint8", "qint8"):
+    if (
+        not (math.isfinite(scale) and 0 < scale <= _FLOAT32_MAX)
+        or not -128 <= qmin < qmax <= 255
+        or not qmin <= zero_point <= qmax
+        or dtype not in ("quint8", "qint8")
+    ):
         raise bad(
             f"module {fqn!r}: activation qparams out of range (scale {scale}, zero point {zero_point}, "
             f"[{qmin}, {qmax}], {dtype})"
         )
-    return ActivationQParams(scale, zero_point, dtype, qmin, qmax)
+    qparams = ActivationQParams(scale, zero_point, dtype, qmin, qmax)
+    int8_scale, _ = qparams.int8()
+    if not (math.isfinite(int8_scale) and int8_scale > 0):
+        raise bad(f"module {fqn!r}: activation qparams overflow the int8 grid (scale {scale})")
+    return qparams
 
 
 def check_plan(plan: PlanFile, catalog: Any, spec: str) -> None:
-    """Refuse a plan for another model, or one naming modules this model lacks (one sentence)."""
-    if plan.fingerprint != catalog.fingerprint:
+    """Refuse, in one sentence, a plan that is not for this model as a whole: another fingerprint
+    (version 2: the module tree, parameters and buffers; a version 1 plan is checked the old
+    way), another class, modules the model lacks, or a scheme on a module that has no weight to
+    quantize (an observer, an activation)."""
+    from tui_quantreport.engine.escape import printable
+    from tui_quantreport.engine.modules import is_versioned
+
+    source = printable(plan.source or "plan")
+    expected = catalog.fingerprint if is_versioned(plan.fingerprint) else catalog.legacy_fingerprint
+    if plan.fingerprint != expected or plan.model_class != catalog.class_name:
         raise PlanError(
-            f"{plan.source or 'plan'} was made for {plan.model_class} (fingerprint {plan.fingerprint}), "
-            f"not for {spec} ({catalog.class_name}, fingerprint {catalog.fingerprint})"
+            f"{source} was made for {printable(plan.model_class)} (fingerprint {printable(plan.fingerprint)}), "
+            f"not for {printable(spec)} ({printable(catalog.class_name)}, fingerprint {catalog.fingerprint})"
         )
     missing = [fqn for fqn in plan.modules if fqn not in catalog.modules]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise PlanError(f"{plan.source or 'plan'} names {len(missing)} module(s) {spec} lacks: {shown}")
+        raise PlanError(f"{source} names {len(missing)} module(s) {printable(spec)} lacks: {shown}")
+    for fqn, scheme in plan.quantized.items():
+        info = catalog.modules[fqn]
+        if info.is_quant_helper or not info.is_weighted:
+            raise PlanError(
+                f"{source} plans {scheme} for module {fqn!r}, a {printable(info.class_name)}, "
+                "which has no weight to quantize"
+            )
 
 
 def _finite(value: float | None) -> float | None:
