@@ -5,11 +5,22 @@ Linear/Conv nodes are modules again)."""
 
 from __future__ import annotations
 
+import pytest
 from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
 
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.module_detail import ModuleDetail
 from tui_quantreport.tui.module_tree import ModuleTree
+
+
+@pytest.fixture(autouse=True)
+def _trust_our_own_pt2_files():
+    """These tests open .pt2 files they saved themselves: as --trust-pickle does."""
+    from tui_quantreport.engine.graph_file import trust_pickle
+
+    trust_pickle()
+    yield
+    trust_pickle(False)
 
 
 async def test_a_pt2e_prepared_graph_opens_calibrates_and_says_what_is_not_measured() -> None:

@@ -24,6 +24,17 @@ from tui_quantreport.engine.graph import is_exported_graph
 pt2e = pytest.importorskip("torchao.quantization.pt2e.quantize_pt2e", reason="torchao's PT2E flow is not installed")
 x86 = pytest.importorskip("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
 
+
+@pytest.fixture(autouse=True)
+def _trust_our_own_pt2_files():
+    """These tests open .pt2 files they saved themselves: as --trust-pickle does."""
+    from tui_quantreport.engine.graph_file import trust_pickle
+
+    trust_pickle()
+    yield
+    trust_pickle(False)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

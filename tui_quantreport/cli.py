@@ -86,12 +86,31 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "('model.layers.*.mlp.act_fn=-1'); repeatable or comma-separated "
         "(default: decided per tensor from its module, producer and consumer)",
     )
+    _trust_pickle_option(parser)
     parser.add_argument(
         "--no-rerun",
         action="store_true",
         help="when the model rejects a batch, do not run that batch again to name the failing module "
         "(for models whose forward has side effects)",
     )
+
+
+def _trust_pickle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow opening a .pt2 model: torch.export.load unpickles it, so a crafted file can run code "
+        "(only for files you trust; stats, plan and settings files are never unpickled)",
+    )
+
+
+def _trusting(args: argparse.Namespace) -> argparse.Namespace:
+    """Record ``--trust-pickle`` for the loader, then hand the options on."""
+    if getattr(args, "trust_pickle", False):
+        from tui_quantreport.engine.graph_file import trust_pickle
+
+        trust_pickle()
+    return args
 
 
 def _positive_int(text: str) -> int:
@@ -151,6 +170,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
         help="replace FILE's existing .json/.safetensors side-cars (refused by default: you named only FILE)",
     )
     _plan_source_options(config)
+    _trust_pickle_option(config)
     verify = OneLineParser(
         prog=f"{PROG} verify",
         description="Apply the exported configuration with the real library to a copy of MODEL and "
@@ -167,6 +187,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     _plan_source_options(verify)
     verify.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    _trust_pickle_option(verify)
     return config, verify
 
 
@@ -231,8 +252,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
     from tui_quantreport.engine.apply.api import load_subject, verify_plan
 
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
-    result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
+    with model_output_to_stderr():  # the model's prints must not corrupt the JSON or text on stdout
+        subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+        result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
     else:
@@ -424,6 +446,10 @@ def run_report(args: argparse.Namespace) -> int:
                     rerun_failures=not args.no_rerun,
                 )
                 probes = recorder.probes if recorder is not None else None
+                if recorder is not None and recorder.mutated:
+                    from tui_quantreport.engine.quantsim.probes import MUTATION_NOTE
+
+                    print(f"{PROG}: note: {MUTATION_NOTE}", file=sys.stderr)
             report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
             if probes is not None:
                 report = _measure(args, session, stats, settings, probes, report)
@@ -710,21 +736,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if argv and argv[0] == "report":
-            return run_report(report_parser.parse_args(argv[1:]))
+            return run_report(_trusting(report_parser.parse_args(argv[1:])))
         if argv and argv[0] in ("calibrate", "merge"):
             calibrate_parser, merge_parser = build_stats_parsers()
             if argv[0] == "calibrate":
-                return run_calibrate(calibrate_parser.parse_args(argv[1:]))
+                return run_calibrate(_trusting(calibrate_parser.parse_args(argv[1:])))
             return run_merge(merge_parser.parse_args(argv[1:]))
         if argv and argv[0] in ("config", "verify"):
             config_parser, verify_parser = build_apply_parsers()
             if argv[0] == "config":
-                return run_config(config_parser.parse_args(argv[1:]))
-            return run_verify(verify_parser.parse_args(argv[1:]))
+                return run_config(_trusting(config_parser.parse_args(argv[1:])))
+            return run_verify(_trusting(verify_parser.parse_args(argv[1:])))
         if argv and argv[0] == "samples":
             samples_parser.parse_args(argv[1:])
             return run_samples()
-        return run_app(app_parser.parse_args(argv))
+        return run_app(_trusting(app_parser.parse_args(argv)))
     except (UserError, ArgumentError) as exc:
         from tui_quantreport.engine.escape import printable
 

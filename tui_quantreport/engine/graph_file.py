@@ -21,6 +21,27 @@ from tui_quantreport.engine.errors import SpecError
 
 SUFFIX = ".pt2"
 
+#: Whether the user said a .pt2 file may be unpickled (``--trust-pickle``): torch.export.load
+#: unpickles weights, constants and example inputs, and a crafted file runs code when it does.
+_TRUSTED = False
+
+
+def trust_pickle(enabled: bool = True) -> None:
+    """Allow (or forbid again) loading ``.pt2`` files, which torch unpickles (``--trust-pickle``)."""
+    global _TRUSTED
+    _TRUSTED = enabled
+
+
+def pickle_trusted() -> bool:
+    return _TRUSTED
+
+
+UNTRUSTED = (
+    "a .pt2 file is read by torch.export.load, which unpickles parts of it: a crafted file runs "
+    "code when it is opened, and this torch has no weights-only loader for .pt2 files; if you "
+    "trust this file (you exported it yourself), pass --trust-pickle"
+)
+
 
 def is_exported_file(target: str) -> bool:
     return target.lower().endswith(SUFFIX)
@@ -78,8 +99,15 @@ def _check_versions(path: Path, spec: str, archive_version: str, schema: tuple[i
 
 
 def load_exported(path: Path, spec: str) -> tuple[Any, Any]:
-    """The program's module (a GraphModule) and its saved example inputs ((args, kwargs) or None)."""
-    check_archive(path, spec)
+    """The program's module (a GraphModule) and its saved example inputs ((args, kwargs) or None).
+
+    Refused unless :func:`trust_pickle` was called (``--trust-pickle``): torch.export.load in this
+    torch unpickles without a weights-only mode (checked before anything in the file is unpickled)."""
+    from tui_quantreport.engine.escape import printable
+
+    check_archive(path, spec)  # the zip directory and JSON only: nothing unpickled
+    if not _TRUSTED:
+        raise SpecError(f"{printable(spec)}: {UNTRUSTED}")
     import torch
 
     logger = logging.getLogger("torch.export")

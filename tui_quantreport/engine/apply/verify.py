@@ -22,6 +22,7 @@ from torch import nn
 from tui_quantreport.engine.apply.common import Change, Export
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.session import call_batch
 
 GAP_DB = 1.0
@@ -83,10 +84,10 @@ class VerifyResult:
             + (f" ({', '.join(types)})" if types else "")
         )
         for change in self.changes:
-            lines.append(f"  changed: {change.line()}")
+            lines.append(f"  changed: {printable(change.line())}")
         if self.findings:
             lines.append(f"findings ({len(self.findings)}):")
-            lines += [f"  - {f.message}" for f in self.findings]
+            lines += [f"  - {printable(f.message)}" for f in self.findings]
         else:
             lines.append("findings: none")
         return "\n".join(lines) + "\n"

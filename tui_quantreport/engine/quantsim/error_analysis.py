@@ -56,6 +56,7 @@ from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_call
 from tui_quantreport.engine.quantsim.plan import Plan
+from tui_quantreport.engine.quantsim.probes import copy_batch
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
     FAST_FAKE_QUANT_MIN,
@@ -935,7 +936,9 @@ class ErrorAnalysis:
 
     def _run(self, batch: Any, index: int) -> Any:
         try:
-            return call_batch(self.model, batch)
+            # A fresh copy for every forward: a model that changes its input in place must not hand
+            # the next run (the float reference, another scheme) an input it already changed.
+            return call_batch(self.model, copy_batch(batch))
         except (MeasurementCancelled, UserError):
             raise
         except Exception as exc:
