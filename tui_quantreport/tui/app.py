@@ -10,10 +10,11 @@ frame is painted while the loader imports it.
 from __future__ import annotations
 
 from argparse import Namespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.commands import QuantReportCommands
@@ -30,6 +31,19 @@ class QuantReportApp(App[None]):
     """Module-by-module quantization advice for one PyTorch model."""
 
     TITLE = "tui-quantreport"
+
+    def validate_title(self, title: str) -> str:
+        """The window title is written to the terminal: never an escape sequence from a name."""
+        return printable(str(title))
+
+    def validate_sub_title(self, sub_title: str) -> str:
+        return printable(str(sub_title))
+
+    def notify(self, message: str, *, title: str = "", **options: Any) -> None:  # type: ignore[override]
+        """Every toast is printable: names from a model or a file cannot move the terminal."""
+        message = "\n".join(printable(line) for line in str(message).split("\n"))
+        super().notify(message, title=printable(str(title)), **options)
+
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {QuantReportCommands}
 

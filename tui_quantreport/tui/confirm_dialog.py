@@ -17,6 +17,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Static
 
+from tui_quantreport.engine.escape import printable
+
 
 class ConfirmDialog(ModalScreen[bool]):
     """A title and plain lines of text (shown literally); dismisses with True to go ahead."""
@@ -28,8 +30,8 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def __init__(self, title: str, lines: Sequence[str], confirm: str = "Start") -> None:
         super().__init__()
-        self.title_text = title
-        self.lines = tuple(lines)
+        self.title_text = printable(title)
+        self.lines = tuple(printable(line) for line in lines)
         self.confirm_label = confirm
 
     def compose(self) -> ComposeResult:

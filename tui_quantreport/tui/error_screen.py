@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from tui_quantreport.engine.escape import printable
+
 #: The exit status of the app when it quits from this screen (a user error, like the command line's).
 EXIT_STATUS = 2
 
@@ -23,8 +25,8 @@ class ErrorScreen(Screen[None]):
 
     def __init__(self, title: str, message: str) -> None:
         super().__init__()
-        self.title_text = title
-        self.message = message
+        self.title_text = printable(title)
+        self.message = "\n".join(printable(line) for line in message.split("\n"))
 
     def compose(self) -> ComposeResult:
         yield Header()

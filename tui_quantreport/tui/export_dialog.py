@@ -34,6 +34,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Static
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.tui.ordered_input import OrderedInput
 
 
@@ -80,7 +81,7 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
         """``owner`` is watched for ``calibrating`` (to say the file will hold the results as they are);
         ``title`` heads the dialog and ``action`` names its button (``Save statistics`` / ``Save``)."""
         super().__init__()
-        self.title_text = title
+        self.title_text = printable(title)
         self.action_text = action
         self.targets = tuple(targets)
         self.default_path = path

@@ -19,6 +19,7 @@ from textual.content import Content
 from textual.reactive import var
 from textual.widgets import Label, Static
 
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge_variable
 from tui_quantreport.tui.channel_plot import ChannelPlot
@@ -105,11 +106,11 @@ class ModuleDetail(VerticalScroll, can_focus=True):
         self.query_one(PlanSummary).set_shown(False)
         title.update(
             Content.assemble(
-                (fqn, "bold"),
+                (printable(fqn), "bold"),
                 "  ",
-                (module.class_name, "italic"),
+                (printable(module.class_name), "italic"),
                 (f"  · {module.params:,} parameters" if module.params else "", "dim"),
-                (f"  · already quantized: {module.quantized}" if module.quantized else "", "dim"),
+                (f"  · already quantized: {printable(module.quantized)}" if module.quantized else "", "dim"),
             )
         )
         self.query_one(FindingsPanel).show_module(report, fqn, detector_index)

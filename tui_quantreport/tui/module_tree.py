@@ -23,6 +23,7 @@ from textual.reactive import var
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.report import ModuleSummary, Report
 from tui_quantreport.tui.badges import rich_badge_style
 from tui_quantreport.tui.messages import ModuleHighlighted
@@ -140,9 +141,9 @@ class ModuleTree(Tree[str]):
 
     def _label(self, module: ModuleSummary, is_root: bool = False) -> Text:
         name = module.name if not is_root else "(model)"
-        text = Text.assemble((name, NAME_STYLE), " ", (module.class_name, CLASS_STYLE))
+        text = Text.assemble((printable(name), NAME_STYLE), " ", (printable(module.class_name), CLASS_STYLE))
         if module.quantized:  # already quantized (torchao, converted PT2E): said, never badged
-            text.append(f" [{module.quantized}]", CLASS_STYLE)
+            text.append(f" [{printable(module.quantized)}]", CLASS_STYLE)
         return text
 
     # Badges -----------------------------------------------------------------

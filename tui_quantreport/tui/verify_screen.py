@@ -13,6 +13,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui_quantreport.engine.escape import printable
+
 
 class VerifyScreen(ModalScreen[None]):
     """Shows a :class:`~tui_quantreport.engine.apply.verify.VerifyResult` as text; Esc closes."""
@@ -31,8 +33,8 @@ class VerifyScreen(ModalScreen[None]):
 
     def __init__(self, title: str, text: str) -> None:
         super().__init__()
-        self.title_text = title
-        self.text = text
+        self.title_text = printable(title)
+        self.text = "\n".join(printable(line) for line in text.split("\n"))
 
     def compose(self) -> ComposeResult:
         with Vertical(id="verify-box"):

@@ -212,7 +212,11 @@ def _activation(value: Any, fqn: str, bad) -> ActivationQParams:
             f"[{qmin}, {qmax}], {dtype})"
         )
     qparams = ActivationQParams(scale, zero_point, dtype, qmin, qmax)
-    int8_scale, _ = qparams.int8()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an overflow is refused below, not warned about
+        int8_scale, _ = qparams.int8()
     if not (math.isfinite(int8_scale) and int8_scale > 0):
         raise bad(f"module {fqn!r}: activation qparams overflow the int8 grid (scale {scale})")
     return qparams
