@@ -67,6 +67,6 @@ async def test_e_exports_a_configuration_target(target: str, tmp_path: Path) -> 
         assert text.startswith("# ") and "predicted end-to-end SQNR" in text
         if target == "torchao":
             assert output.with_suffix(".json").exists() and output.with_suffix(".safetensors").exists()
-            assert "quantize_(model, quantization_config(set_inductor_config), filter_fn=None)" in text
+            assert "quantize_(model, torchao_config(entries, set_inductor_config), filter_fn=None)" in text
         else:
             assert "cannot mix static and dynamic" in text

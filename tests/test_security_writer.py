@@ -35,6 +35,10 @@ def _tiny_plan(directory: Path) -> Path:
 
 def test_existing_sidecars_are_refused_before_anything_is_written(tmp_path):
     main, side = tmp_path / "cfg.py", tmp_path / "cfg.json"
+    write_files([(main, "main"), (side, "new")], protect=[side])  # a side-car that is not there yet
+    assert side.read_text() == "new"
+    side.unlink()
+    main.unlink()
     side.write_text("precious")
     with pytest.raises(UserError, match=r"cfg\.json exists and would be replaced.*--force"):
         write_files([(main, "main"), (side, "new")], protect=[side])

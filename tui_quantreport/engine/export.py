@@ -302,7 +302,7 @@ def write_files(
             raise UserError(
                 f"cannot write {what} to {_shown(target)}: it is an input of this command; choose another path"
             )
-        if mode is not None and os.path.abspath(target) in protected:
+        if os.path.lexists(target) and os.path.abspath(target) in protected:
             raise UserError(
                 f"cannot write {what}: {_shown(target)} exists and would be replaced; "
                 "move it, choose another --output, or pass --force"

@@ -651,10 +651,10 @@ def is_versioned(fingerprint: str) -> bool:
 
 def legacy_fingerprint(model: nn.Module, class_name: str | None = None) -> str:
     """Version 1: sha256 (16 hex digits) of the class name and every parameter's name, shape and dtype."""
-    digest = hashlib.sha256((class_name or type(model).__name__).encode())
+    digest = hashlib.sha256((class_name or type(model).__name__).encode("utf-8", "surrogatepass"))
     for name, tensor in model.named_parameters():
         shape = "lazy" if _is_lazy(tensor) else "x".join(map(str, tensor.shape))
-        digest.update(f"|{name}:{shape}:{tensor.dtype}".encode())
+        digest.update(f"|{name}:{shape}:{tensor.dtype}".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:16]
 
 
