@@ -370,3 +370,36 @@ def test_user_errors_are_one_printable_line():
         write_atomic("/nonexistent\x1b]52;c;AAAA\x07/x", "x")
     assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
     assert os.linesep not in str(info.value)
+
+
+RANKED = """
+import os
+
+import torch
+from torch import nn
+
+
+def build_model():
+    torch.manual_seed(0)
+    act = nn.Tanh() if os.environ.get("RANK") == "1" else nn.ReLU()
+    return nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 3)).eval()
+
+
+def calibration_batches(rank=0, world_size=1):
+    gen = torch.Generator().manual_seed(2)
+    return [torch.randn(5, 4, generator=gen) for _ in range(4)][rank::world_size]
+"""
+
+
+def test_ranks_that_build_different_models_write_no_file(tmp_path):
+    from test_statsfile import _torchrun
+
+    model = tmp_path / "ranked.py"
+    model.write_text(RANKED)
+    target = tmp_path / "mixed.qstats"
+    done = _torchrun("calibrate", str(model), "--output", str(target))
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tui-quantreport:")]
+    assert len(ours) == 1, done.stderr
+    assert "rank 1 of 2 built a different model than rank 0" in ours[0] and "Tanh" in ours[0]
+    assert not target.exists()
