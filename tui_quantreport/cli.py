@@ -430,7 +430,7 @@ def model_output_to_stderr() -> Iterator[None]:
 
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.quantsim import Plan, SimulationError
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
     from tui_quantreport.engine.severity import assess, measure
 
@@ -440,11 +440,17 @@ def _measure(args, session, stats, settings, probes, report):
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
-    if args.sensitivity:
-        analysis.local_measurements()
-        plan = analysis.recommended_plan(args.min_gain)
-        print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
-    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    try:
+        if args.sensitivity:
+            analysis.local_measurements()
+            plan = analysis.recommended_plan(args.min_gain)
+            print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
+        measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    except SimulationError as exc:  # the calibration's report stands without the measured error
+        if args.plan_out:
+            raise
+        print(f"{PROG}: note: no measured SQNR: {exc}", file=sys.stderr)
+        return report
     if args.plan_out:
         path = Plan.from_json_data(measured.plan_data).save(args.plan_out)
         print(f"wrote plan to {path}", file=sys.stderr)
