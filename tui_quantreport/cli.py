@@ -124,6 +124,17 @@ def _plan_source_options(parser: argparse.ArgumentParser) -> None:
         choices=("fbgemm", "x86", "qnnpack", "onednn"),
         help="backend of the recommended plan when there is no --plan (default x86)",
     )
+    _output_key_option(parser)
+
+
+OUTPUT_KEY_HELP = (
+    "the model output the end-to-end SQNR reads (a name such as logits, 0 or encoder_last_hidden_state; "
+    "default: every floating-point output, combined energy-weighted)"
+)
+
+
+def _output_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-key", metavar="NAME", help=OUTPUT_KEY_HELP)
 
 
 def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -168,7 +179,7 @@ def run_config(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.errors import UserError
 
     _check_output(args.output)
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
     export = export_plan(subject, args.target)
     if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
         raise UserError(f"--output {args.output}: give the .py file; its .json and .safetensors are written beside it")
@@ -202,7 +213,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     from tui_quantreport.engine.apply.api import load_subject, verify_plan
 
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
     result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
@@ -280,6 +291,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     _min_gain_option(report, default=1.0)
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
+    _output_key_option(report)
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
@@ -439,7 +451,8 @@ def _measure(args, session, stats, settings, probes, report):
         print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
+    # a graph: a copy with its Linear/Conv as modules
+    analysis = analysis_for(session, probes, stats, backend, output_key=args.output_key)
     try:
         if args.sensitivity:
             analysis.local_measurements()

@@ -97,6 +97,7 @@ def measure(
     if progress is not None:
         progress("plan", 0, 1)
     plan_result = analysis.plan_sqnr(plan, should_cancel)
+    per_output = analysis.plan_output_sqnr(plan, should_cancel)
     if progress is not None:
         progress("plan", 1, 1)
     sens = analysis.sensitivity(plan, stage("sensitivity"), should_cancel) if sensitivity else {}
@@ -128,6 +129,9 @@ def measure(
         plan_reason=plan_result.reason,
         plan_data=plan.to_json_data(),
         sensitivity_measured=sensitivity,
+        plan_output_sqnr_db={name: v.db for name, v in per_output.items()},
+        output_key=getattr(analysis, "output_key", None),
+        reference=getattr(analysis, "reference", "the float model"),
     )
 
 
@@ -285,8 +289,11 @@ def measured_json(report: Report) -> dict[str, Any] | None:
     plan = dict(m.plan_data)
     plan["sqnr_db"] = m.plan_sqnr_db
     plan["sqnr_undefined"] = m.plan_reason or None
+    plan["sqnr_per_output_db"] = dict(m.plan_output_sqnr_db)
+    plan["output_key"] = m.output_key
     return {
         "probe_batches": m.probe_batches,
+        "reference": m.reference,
         "min_gain_db": report.min_gain_db,
         "sensitivity": m.sensitivity_measured,
         "modules": modules,
@@ -313,8 +320,18 @@ def top_findings(report: Report, limit: int | None = None) -> list[tuple[str, st
 
 
 def _plan_words(m: Measured) -> tuple[str, list[str]]:
-    """The recommended plan's end-to-end SQNR in words, and the modules it keeps float."""
+    """The recommended plan's end-to-end SQNR in words (which outputs it reads, and each one's
+    own when there are several), and the modules it keeps float."""
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
+    outputs = m.plan_output_sqnr_db
+    if m.output_key is not None:
+        plan_sqnr += f" (output '{printable(m.output_key)}')"
+    elif len(outputs) > 1:
+        each = ", ".join(f"{printable(name)} {_db(db)}" for name, db in list(outputs.items())[:8])
+        more = f", {len(outputs) - 8} more" if len(outputs) > 8 else ""
+        plan_sqnr += f" (all {len(outputs)} outputs, energy-weighted; each: {each}{more})"
+    if m.reference != "the float model":
+        plan_sqnr += f"; reference: {m.reference}"
     return plan_sqnr, [fqn for fqn, scheme in m.plan.items() if scheme == "float"]
 
 

@@ -30,6 +30,8 @@ class Subject:
     plan: PlanFile
     loaded: Any  # spec.LoadedModel
     calibration: str | None = None
+    #: The model output every end-to-end SQNR reads (None: all of them, combined).
+    output_key: str | None = None
 
     def batches(self, count: int | None) -> list[Any]:
         from tui_quantreport.engine.spec import open_batches
@@ -44,7 +46,12 @@ def check_target(target: str) -> str:
 
 
 def load_subject(
-    spec: str, plan_path: str | None, calibration: str | None = None, backend: str | None = None
+    spec: str,
+    plan_path: str | None,
+    calibration: str | None = None,
+    backend: str | None = None,
+    *,
+    output_key: str | None = None,
 ) -> Subject:
     """The model a spec names and the plan to apply (the file's, or the recommended one)."""
     from tui_quantreport.engine.modules import ModelCatalog
@@ -55,9 +62,9 @@ def load_subject(
     check_eager(loaded.model, spec)
     catalog = ModelCatalog.build(loaded.model)
     if plan is None:
-        plan = recommended_plan(loaded, catalog, backend)
+        plan = recommended_plan(loaded, catalog, backend, output_key)
     check_plan(plan, catalog, spec)
-    return Subject(spec, loaded.model, catalog, plan, loaded, calibration)
+    return Subject(spec, loaded.model, catalog, plan, loaded, calibration, output_key)
 
 
 def not_eager(model: Any, spec: str) -> str | None:
@@ -84,7 +91,7 @@ def check_eager(model: Any, spec: str) -> None:
         raise UserError(reason)
 
 
-def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
+def recommended_plan(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
     """Calibrate and take the measured-error engine's recommended plan."""
     try:
         from tui_quantreport.engine import quantsim  # noqa: F401
@@ -95,7 +102,7 @@ def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile
         ) from None
     from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
 
-    return recommended_plan_file(loaded, catalog, backend)
+    return recommended_plan_file(loaded, catalog, backend, output_key)
 
 
 def export_plan(subject: Subject, target: str) -> Export:
@@ -158,6 +165,7 @@ def verify_plan(
         inspect=inspect,
         progress=progress,
         should_cancel=should_cancel,
+        output_key=subject.output_key,
     )
 
 

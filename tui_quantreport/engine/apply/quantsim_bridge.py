@@ -52,6 +52,7 @@ def calibrated_analysis(
     probes: int = DEFAULT_PROBES,
     progress: Any = None,
     should_cancel: Any = None,
+    output_key: str | None = None,
 ) -> ErrorAnalysis:
     """Calibrate (the project's default settings) and measure on the first ``probes`` batches."""
     from tui_quantreport.engine.session import Session
@@ -61,11 +62,13 @@ def calibrated_analysis(
     session = Session(loaded.model, label=loaded.spec)
     recorder = ProbeRecorder(open_batches(loaded), probes)
     stats = session.calibrate(recorder, Settings.build(), progress=progress, should_cancel=should_cancel)
-    return ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats, backend or "x86")
+    return ErrorAnalysis.from_stats(
+        loaded.model, session.catalog, recorder.probes, stats, backend or "x86", output_key=output_key
+    )
 
 
-def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
-    analysis = calibrated_analysis(loaded, catalog, backend)
+def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
+    analysis = calibrated_analysis(loaded, catalog, backend, output_key=output_key)
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
     return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "")
@@ -126,7 +129,15 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
     # torchao's Int8StaticActivationInt8WeightConfig leaves a static Linear's output float;
     # torch.ao's converted modules (the other targets) emit int8.
     static_outputs = "float" if target == "torchao" else "int8"
-    analysis = ErrorAnalysis(subject.model, subject.catalog, probes, ranges, backend, static_outputs=static_outputs)
+    analysis = ErrorAnalysis(
+        subject.model,
+        subject.catalog,
+        probes,
+        ranges,
+        backend,
+        static_outputs=static_outputs,
+        output_key=getattr(subject, "output_key", None),
+    )
     modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)
