@@ -453,6 +453,9 @@ def _measure(args, session, stats, settings, probes, report):
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     # a graph: a copy with its Linear/Conv as modules
     analysis = analysis_for(session, probes, stats, backend, output_key=args.output_key)
+    rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
+    if rows is not None:  # the same threshold as the under-calibrated finding
+        analysis.min_rows = int(rows)
     try:
         if args.sensitivity:
             analysis.local_measurements()

@@ -214,6 +214,10 @@ class ModuleError:
     sensitivity_db: float | None = None
     recommended_scheme: str = ""
     range_source: str = ""
+    #: Why the plan did not take the module's best scheme ("" when it did), e.g. under-calibrated.
+    scheme_reason: str = ""
+    #: Rows (values per input channel) its input saw: in calibration, else on the probes (None: unknown).
+    rows: int | None = None
 
     def value(self, key: str) -> float | None:
         """A scheme's SQNR, or "clipped" / "equalized"."""

@@ -117,6 +117,8 @@ def measure(
             sensitivity_db=s.db if s is not None else None,
             recommended_scheme=plan.modules.get(fqn, ""),
             range_source=m.range_source,
+            scheme_reason=getattr(analysis, "scheme_reasons", {}).get(fqn, ""),
+            rows=m.rows,
         )
     plan = plan.with_prediction(plan_result.db, len(analysis.probes))
     dataflow = analysis.dataflow
@@ -285,6 +287,8 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             "recommended_scheme": e.recommended_scheme,
             "range_source": e.range_source,
             "undefined": dict(e.reasons),
+            "rows": e.rows,
+            "scheme_reason": e.scheme_reason or None,
         }
     plan = dict(m.plan_data)
     plan["sqnr_db"] = m.plan_sqnr_db
@@ -362,6 +366,10 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         lines.append(f"| {markdown_code(fqn or '(model)', in_table=True)} | {det} | {_db(gain)} | {level} |")
     if not rows:
         lines.append("| (none) | | | |")
+    reasons = _scheme_reasons(m, limit)
+    if reasons:
+        lines += ["", "Plan choices that are not the best-measured scheme:", ""]
+        lines += [f"- {markdown_code(fqn)}: {markdown_code(why)}" for fqn, why in reasons]
     header = " | ".join(SCHEMES)
     lines += [
         "",
@@ -390,7 +398,14 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     ]
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
+    for fqn, why in _scheme_reasons(m, limit):
+        lines.append(f"  plan: {printable(fqn)}: {printable(why)}")
     return lines
+
+
+def _scheme_reasons(m: Measured, limit: int) -> list[tuple[str, str]]:
+    """(module, why the plan did not take its best scheme), the first ``limit``."""
+    return [(fqn, e.scheme_reason) for fqn, e in m.modules.items() if e.scheme_reason][:limit]
 
 
 def _db(value: float | None) -> str:

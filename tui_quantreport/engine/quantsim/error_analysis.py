@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
@@ -77,6 +78,7 @@ from tui_quantreport.engine.quantsim.schemes import (
 )
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
+from tui_quantreport.engine.stats.accumulator import rows_of
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -165,6 +167,8 @@ class LocalMeasurement:
     equalized: Sqnr | None = None
     range_source: str = "none"
     calls: int = 0
+    #: Rows its input saw (calibration's when known, else the probes'); None when not counted.
+    rows: int | None = None
 
 
 @dataclass
@@ -183,6 +187,8 @@ class _Target:
     clip_range: tuple[float, float] | None = None
     #: Calls seen in the range pass (0: never called on the probes).
     calls: int = 0
+    #: Rows (values per input channel) its input saw: in calibration when known, else on the probes.
+    rows: int | None = None
     #: Where its output goes: fqns of the quantizable modules that read it (directly or
     #: through ReLU-like modules), "" for anything else (another module, the model output).
     consumers: set[str] = field(default_factory=set)
@@ -202,6 +208,7 @@ class _RangePass:
     p_lo: float = 0.0
     p_hi: float = 0.0
     calls: int = 0
+    rows: int = 0
     finite: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -246,12 +253,20 @@ class ErrorAnalysis:
         static_outputs: str = "int8",
         shared_qparams_ops: bool = False,
         output_key: str | None = None,
+        calibration_rows: Mapping[str, int] | None = None,
+        min_rows: int = DEFAULT_MIN_ROWS,
     ):
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
         #: The one model output the end-to-end SQNR reads (None: every floating output, combined).
         self.output_key = output_key
+        #: Rows each module's input saw in calibration (else counted on the probes), and the fewest
+        #: a static range is trusted from (the under-calibrated detector's ``min_rows``).
+        self._given_rows = dict(calibration_rows or {})
+        self.min_rows = min_rows
+        #: Why the recommended plan did not take a module's best scheme (under-calibrated, ...).
+        self.scheme_reasons: dict[str, str] = {}
         self.shared_qparams_ops = shared_qparams_ops
         self._grid = _Grids()
         self.model = model
@@ -341,6 +356,7 @@ class ErrorAnalysis:
     ) -> ErrorAnalysis:
         """An analysis whose static ranges come from a calibration's input ("pre") points."""
         ranges, channels = ranges_from_stats(stats)
+        options.setdefault("calibration_rows", rows_from_stats(stats))
         return cls(model, catalog, probes, ranges, backend, channel_ranges=channels, **options)
 
     @property
@@ -353,6 +369,8 @@ class ErrorAnalysis:
             given = self._given_ranges.get(fqn)
             if given is not None:
                 self._set_range(target, float(given[0]), float(given[1]), "calibration")
+            if fqn in self._given_rows:
+                target.rows = int(self._given_rows[fqn])
             channels = self._given_channels.get(fqn)
             if channels is not None:
                 target.channel_range = (channels[0].to(target.device), channels[1].to(target.device))
@@ -438,6 +456,7 @@ class ErrorAnalysis:
                     return
                 x = x.detach()
                 acc.calls += 1
+                acc.rows += rows_of(tuple(x.shape), target.kind.input_axis(x.dim()) if x.dim() else None)
                 lo, hi = (float(v) for v in torch.aminmax(x))
                 if not (math.isfinite(lo) and math.isfinite(hi)):
                     acc.finite = False
@@ -498,6 +517,8 @@ class ErrorAnalysis:
         for fqn, target in self.targets.items():
             acc = sums[fqn]
             target.calls = acc.calls
+            if fqn not in self._given_rows:
+                target.rows = acc.rows
             if acc.calls == 0:
                 continue
             if target.range is None:
@@ -561,6 +582,7 @@ class ErrorAnalysis:
                     undefined if advice and target.kind.quantizes_input else None,
                     target.range_source,
                     target.calls,
+                    target.rows,
                 )
                 continue
             result[fqn] = self._local_result(target, accs[fqn], advice)
@@ -660,7 +682,7 @@ class ErrorAnalysis:
             elif name in accs.names:
                 sqnr[name] = accs.result(name)
             elif self._never_called(target):
-                sqnr[name] = Sqnr.undefined(f"'{target.fqn}' was never called on the probe batches")
+                sqnr[name] = Sqnr.undefined(self._never_called_words(target))
             elif target.range is not None:
                 sqnr[name] = Sqnr.undefined(
                     f"the input range of '{target.fqn}' is not finite (NaN or infinite values were seen)"
@@ -675,7 +697,16 @@ class ErrorAnalysis:
                 if EQUALIZED in accs.names
                 else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
             )
-        return LocalMeasurement(target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls)
+        return LocalMeasurement(
+            target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls, target.rows
+        )
+
+    def _never_called_words(self, target: _Target) -> str:
+        """Why a module never called has no SQNR (an expert: never routed to)."""
+        when = "during calibration" if self._given_ranges or self._given_rows else "on the probe batches"
+        if is_expert(target.fqn):
+            return f"'{target.fqn}' was never routed to {when} (the router sent it no token)"
+        return f"'{target.fqn}' was never called {when}"
 
     def _never_called(self, target: _Target) -> bool:
         return target.range is None and target.range_source == "none" and self._ranges_done
@@ -723,20 +754,36 @@ class ErrorAnalysis:
         """
         local = self.local_measurements()[fqn]
         target = self.targets.get(fqn)
+        self.scheme_reasons.pop(fqn, None)
         if target is None:
             return FLOAT
         allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+        few = self.under_calibrated(fqn)
+        if few is not None:
+            allowed = [s for s in allowed if not SCHEMES[s].needs_range]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
         quantizing = {s: v for s, v in values.items() if s != "weight_only"}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
             values = quantizing
-        if not values:
-            return FLOAT
-        best = max(values.values())
-        for scheme in allowed:
-            if scheme in values and values[scheme] >= best - min_gain_db:
-                return scheme
-        return FLOAT
+        chosen = FLOAT
+        if values:
+            best = max(values.values())
+            chosen = next((s for s in allowed if s in values and values[s] >= best - min_gain_db), FLOAT)
+        if few is not None:
+            instead = "kept float" if chosen == FLOAT else f"{chosen} instead, which needs no calibrated range"
+            self.scheme_reasons[fqn] = f"{few}: no static scheme; {instead}"
+        return chosen
+
+    def under_calibrated(self, fqn: str) -> str | None:
+        """Why ``fqn``'s calibrated input range is not trusted (fewer than ``min_rows`` rows), or None."""
+        target = self.targets.get(fqn)
+        if target is None or not target.kind.quantizes_input or target.rows is None:
+            return None
+        if not 0 < target.rows < self.min_rows:
+            return None
+        rows = f"{target.rows} row{'s' if target.rows != 1 else ''}"
+        where = "in calibration" if fqn in self._given_rows else "on the probe batches"
+        return f"under-calibrated: its input saw {rows} {where}, fewer than {self.min_rows}"
 
     def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
         """Every quantizable module with its :meth:`recommended_scheme`."""
@@ -1615,6 +1662,15 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     w = weight.reshape(groups, out // groups, cin, *weight.shape[2:])
     f = factor.reshape(groups, 1, cin, *([1] * (weight.dim() - 2)))
     return (w * f).reshape(weight.shape)
+
+
+def rows_from_stats(stats: Any) -> dict[str, int]:
+    """Rows (values per channel) each module's input saw in calibration, from the "pre" points that count them."""
+    rows: dict[str, int] = {}
+    for (fqn, role), point in getattr(stats, "points", {}).items():
+        if role == "pre" and getattr(point, "rows", None) is not None:
+            rows[fqn] = int(point.rows)
+    return rows
 
 
 def ranges_from_stats(
