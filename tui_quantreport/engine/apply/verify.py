@@ -259,14 +259,19 @@ def verify_export(
         else:
             kept_float.append(fqn)
     sums = SqnrSum(output_key)
-    was_training = model.training
+    from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
+
+    float_model, reference_words = float_reference(model)
+    if reference_words != FLOAT_MODEL:
+        reference_note = "; ".join(filter(None, (reference_note, f"reference: {reference_words}")))
+    was_training = float_model.training
     try:
-        model.eval()
+        float_model.eval()
         with torch.no_grad():
             for index, batch in enumerate(probes, start=1):
                 if should_cancel is not None and should_cancel():
                     raise CalibrationCancelled()
-                reference = call_batch(model, batch)
+                reference = call_batch(float_model, batch)
                 try:
                     approx = call_batch(quantized_model, batch)
                 except Exception as exc:  # noqa: BLE001 - reported in one line
@@ -278,7 +283,7 @@ def verify_export(
                 if progress is not None:
                     progress(index + 1, total)
     finally:
-        model.train(was_training)
+        float_model.train(was_training)
     achieved, reason = sums.result()
     result = VerifyResult(
         export.target,

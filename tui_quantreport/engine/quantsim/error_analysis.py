@@ -70,6 +70,7 @@ from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_weight,
     fake_quantize_weights,
 )
+from tui_quantreport.engine.quantsim.reference import float_reference
 from tui_quantreport.engine.quantsim.schemes import (
     FLOAT,
     SCHEMES,
@@ -269,7 +270,9 @@ class ErrorAnalysis:
         self.scheme_reasons: dict[str, str] = {}
         self.shared_qparams_ops = shared_qparams_ops
         self._grid = _Grids()
-        self.model = model
+        #: The model measured: ``model``, or for a QAT model a copy with its fake quantizers off
+        #: (:func:`.reference.float_reference`); ``reference`` says which.
+        self.model, self.reference = float_reference(model)
         self.catalog = catalog
         self.probes = list(probes)
         self.backend = backend
