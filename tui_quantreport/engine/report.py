@@ -218,6 +218,8 @@ class ModuleError:
     scheme_reason: str = ""
     #: Rows (values per input channel) its input saw: in calibration, else on the probes (None: unknown).
     rows: int | None = None
+    #: Whether the backend has a dynamic int8 kernel for this module (a convolution has none).
+    dynamic_kernel: bool = True
 
     def value(self, key: str) -> float | None:
         """A scheme's SQNR, or "clipped" / "equalized"."""

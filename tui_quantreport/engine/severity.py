@@ -119,6 +119,7 @@ def measure(
             range_source=m.range_source,
             scheme_reason=getattr(analysis, "scheme_reasons", {}).get(fqn, ""),
             rows=m.rows,
+            dynamic_kernel=_dynamic_kernel(analysis, fqn),
         )
     plan = plan.with_prediction(plan_result.db, len(analysis.probes))
     dataflow = analysis.dataflow
@@ -135,6 +136,11 @@ def measure(
         output_key=getattr(analysis, "output_key", None),
         reference=getattr(analysis, "reference", "the float model"),
     )
+
+
+def _dynamic_kernel(analysis: Any, fqn: str) -> bool:
+    target = getattr(analysis, "targets", {}).get(fqn)
+    return target is None or analysis.backend in target.kind.dynamic_backends
 
 
 def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Report:
@@ -214,6 +220,17 @@ def _severity(
     if module is None:
         level = Level.UNMEASURED if recommended else Level.NONE
         return Severity(level, None, f"Not measured: '{subject}' was not simulated.", subject, None)
+    if advice.advised == "dynamic" and not module.dynamic_kernel:
+        # Advice that cannot apply is not offered as a gain, whatever the simulation says.
+        level = Level.UNMEASURED if recommended else Level.NONE
+        return Severity(
+            level,
+            None,
+            f"Not applicable{where}: there is no dynamic int8 kernel for this layer on this backend "
+            "(convolutions have none), so dynamic quantization is not a choice here.",
+            subject,
+            None,
+        )
     base, advised = module.value(advice.base), module.value(advice.advised)
     if base is None or advised is None:
         missing = advice.base if base is None else advice.advised
