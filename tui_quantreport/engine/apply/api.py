@@ -133,6 +133,7 @@ def verify_plan(
     """Export the subject's plan for ``target``, apply it with the real library, measure it."""
     check_target(target)
     count = probe_batches or subject.plan.probe_batches or DEFAULT_PROBE_BATCHES
+    subject, note = without_cache(subject, target)
     export = export_plan(subject, target)
     probes = subject.batches(count)
     if target == "torchao":
@@ -166,6 +167,31 @@ def verify_plan(
         progress=progress,
         should_cancel=should_cancel,
         output_key=subject.output_key,
+        reference_note=note,
+    )
+
+
+def without_cache(subject: Subject, target: str) -> tuple[Subject, str]:
+    """For PT2E, a transformers model whose config has ``use_cache`` on returns a ``DynamicCache``,
+    which ``torch.export`` cannot export: the subject on a copy with ``config.use_cache = False``
+    (the user's model is not changed), and a note saying so. Otherwise the subject as it is."""
+    import copy
+    from dataclasses import replace
+
+    config = getattr(subject.model, "config", None)
+    if target != "pt2e" or not getattr(config, "use_cache", False):
+        return subject, ""
+    try:
+        model = copy.deepcopy(subject.model)
+    except Exception as exc:  # noqa: BLE001 - said in one line
+        raise UserError(
+            f"{subject.spec}'s config has use_cache=True: its DynamicCache output cannot be exported for pt2e, "
+            f"and the model could not be copied to turn it off ({type(exc).__name__}); build it with use_cache=False"
+        ) from None
+    model.config.use_cache = False
+    return replace(subject, model=model), (
+        "verified on a copy with config.use_cache=False (a DynamicCache output cannot be exported); "
+        "build the model with use_cache=False to export it"
     )
 
 

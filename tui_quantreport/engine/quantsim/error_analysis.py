@@ -789,8 +789,14 @@ class ErrorAnalysis:
         return f"under-calibrated: its input saw {rows} {where}, fewer than {self.min_rows}"
 
     def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
-        """Every quantizable module with its :meth:`recommended_scheme`."""
+        """Every quantizable module with its :meth:`recommended_scheme`; a weighted module the
+        simulation cannot reproduce (an Embedding subclass with its own forward, such as Whisper's
+        positional embedding) is in the plan too, kept float, with the reason in ``scheme_reasons``."""
         modules = {fqn: self.recommended_scheme(fqn, min_gain_db) for fqn in self.targets}
+        for fqn, why in self.unsupported.items():
+            if fqn in self.catalog.modules and self.catalog.modules[fqn].is_weighted:
+                modules[fqn] = FLOAT
+                self.scheme_reasons[fqn] = f"kept float: {why}"
         return self.plan(modules)
 
     def plan(self, modules: Mapping[str, str]) -> Plan:
