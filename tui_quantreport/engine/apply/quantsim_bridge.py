@@ -119,9 +119,18 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
         notes.append(f"{len(export.changes)} module(s) changed by the target")
     if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
         notes.append("static outputs left float, as torchao leaves them")
-    if target != "torchao":
+    # What differs between the simulation and the target, from the plan as exported (not a fixed list).
+    static = [fqn for fqn, s in exported.quantized.items() if s.startswith("static")]
+    dynamic = [fqn for fqn, s in exported.quantized.items() if s == "dynamic"]
+    if target != "torchao" and static:
         notes.append(
-            f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model"
+            f"{target} also quantizes the outputs of other ops (add, pool, ...) around its {len(static)} static "
+            "module(s), which the simulation does not model"
+        )
+    if target == "pt2e" and dynamic:
+        notes.append(
+            f"pt2e quantizes the activations of its {len(dynamic)} dynamic module(s) per tensor, where the "
+            "simulation quantizes a 3-D input per token"
         )
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
