@@ -326,3 +326,59 @@ def test_equalization_on_a_depthwise_conv_says_where_the_scale_folds():
     finding = report.detectors["input_weight_equalization_detector"].findings["2"]
     assert "depthwise" in finding.reason and "cannot fold" in finding.reason
     assert "preceding expand (pointwise) conv" in finding.reason
+
+
+# -- every quantizable module in the plan; pt2e and a cache output -----------------------------
+
+
+def test_whisper_positional_embedding_is_in_the_plan_kept_float_with_its_reason():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(
+        vocab_size=64,
+        num_mel_bins=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=16,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(1)
+    probes = [
+        {"input_features": torch.randn(2, 16, 32, generator=g), "decoder_input_ids": torch.randint(3, 64, (2, 6))}
+        for _ in range(2)
+    ]
+    analysis = _analysis(model, probes)
+    analysis.local_measurements()
+    plan = analysis.recommended_plan()
+    assert plan.modules["model.decoder.embed_positions"] == "float"
+    assert "its own forward" in analysis.scheme_reasons["model.decoder.embed_positions"]
+    weighted = [f for f, info in analysis.catalog.modules.items() if info.is_weighted]
+    assert set(weighted) <= set(plan.modules)
+    each = analysis.plan_output_sqnr(plan)
+    assert {"logits", "encoder_last_hidden_state"} <= set(each)
+
+
+def test_pt2e_verify_runs_a_model_with_use_cache_on_a_copy_without_it():
+    from types import SimpleNamespace
+
+    from tui_quantreport.engine.apply.api import Subject, without_cache
+
+    model = nn.Linear(2, 2)
+    model.config = SimpleNamespace(use_cache=True)
+    subject = Subject("m.py", model, None, None, None)
+    copied, note = without_cache(subject, "pt2e")
+    assert copied.model is not model and copied.model.config.use_cache is False
+    assert model.config.use_cache is True
+    assert "use_cache=False" in note
+    same, none = without_cache(subject, "torchao")
+    assert same is subject and none == ""
