@@ -24,6 +24,7 @@ SAMPLES = (
     "untraceable",
     "large_generated",
     "pt2e_prepared",
+    "trained_lm",
 )
 
 DEFAULT_SAMPLE = SAMPLES[0]

@@ -180,6 +180,7 @@ def test_changing_an_observed_parameter_marks_it_stale():
         "dynamic_vs_static_detector",
         "input_weight_equalization_detector",
         "dead_channel_detector",
+        "under_calibrated_detector",
     )
     assert evaluate(session.catalog, stats, settings.with_enabled("per_channel", False)).stale_params == ()
 

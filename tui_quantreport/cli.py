@@ -145,6 +145,17 @@ def _plan_source_options(parser: argparse.ArgumentParser) -> None:
         choices=("fbgemm", "x86", "qnnpack", "onednn"),
         help="backend of the recommended plan when there is no --plan (default x86)",
     )
+    _output_key_option(parser)
+
+
+OUTPUT_KEY_HELP = (
+    "the model output the end-to-end SQNR reads (a name such as logits, 0 or encoder_last_hidden_state; "
+    "default: every floating-point output, combined energy-weighted)"
+)
+
+
+def _output_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-key", metavar="NAME", help=OUTPUT_KEY_HELP)
 
 
 def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -213,7 +224,7 @@ def run_config(args: argparse.Namespace) -> int:
                     f"cannot write the {args.target} configuration: {printable(str(sidecar))} exists and would be "
                     "replaced; move it, choose another --output, or pass --force"
                 )
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
     export = export_plan(subject, args.target)
     paths = export.write(args.output, force=args.force, inputs=_inputs(args.model, args.calibration, args.plan))
     print(f"wrote {args.target} configuration to {', '.join(printable(str(p)) for p in paths)}", file=sys.stderr)
@@ -253,7 +264,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.apply.api import load_subject, verify_plan
 
     with model_output_to_stderr():  # the model's prints must not corrupt the JSON or text on stdout
-        subject = load_subject(args.model, args.plan, args.calibration, args.backend)
+        subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
         result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
@@ -331,6 +342,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     _min_gain_option(report, default=1.0)
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
+    _output_key_option(report)
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
     return app, report, samples
@@ -487,7 +499,7 @@ def model_output_to_stderr() -> Iterator[None]:
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.escape import printable
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.quantsim import Plan, SimulationError
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
     from tui_quantreport.engine.severity import assess, measure
 
@@ -496,12 +508,22 @@ def _measure(args, session, stats, settings, probes, report):
         print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
-    if args.sensitivity:
-        analysis.local_measurements()
-        plan = analysis.recommended_plan(args.min_gain)
-        print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
-    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    # a graph: a copy with its Linear/Conv as modules
+    analysis = analysis_for(session, probes, stats, backend, output_key=args.output_key)
+    rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
+    if rows is not None:  # the same threshold as the under-calibrated finding
+        analysis.min_rows = int(rows)
+    try:
+        if args.sensitivity:
+            analysis.local_measurements()
+            plan = analysis.recommended_plan(args.min_gain)
+            print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
+        measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    except SimulationError as exc:  # the calibration's report stands without the measured error
+        if args.plan_out:
+            raise
+        print(f"{PROG}: note: no measured SQNR: {exc}", file=sys.stderr)
+        return report
     if args.plan_out:
         path = Plan.from_json_data(measured.plan_data).save(
             args.plan_out, inputs=_inputs(args.model, args.calibration, args.stats)

@@ -41,6 +41,7 @@ from torch import nn
 from tui_quantreport.engine.modules import (
     AXIS_CHANNELS,
     AXIS_FOLLOW,
+    AXIS_KEEP,
     AXIS_LAST,
     AXIS_NORM,
     ModelCatalog,
@@ -150,8 +151,9 @@ class LayoutTracker:
         decision = self.own_decision(fqn, out)
         if decision is None:
             source = _first_float(args) if args else _first_float(kwargs)
-            if source is None or source.shape != out.shape:
-                return  # not elementwise: the input's layout says nothing about the output
+            keeps = self.catalog.axis_rules.get(fqn, (AXIS_FOLLOW,))[0] == AXIS_KEEP
+            if source is None or (source.dim() != out.dim() if keeps else source.shape != out.shape):
+                return  # not elementwise (nor a pad): the input's layout says nothing about the output
             decision = self.produced(source)
             if decision is None:
                 return

@@ -229,6 +229,16 @@ AXIS_LAST = "last"  # (batch, ..., features): Linear-family, LayerNorm, RMSNorm,
 AXIS_CHANNELS = "channels"  # (N, C, ...): convolutions, BatchNorm, GroupNorm, pooling
 AXIS_NORM = "norm"  # a norm with C features: the axis whose size is C (LayerNorm2d normalises axis 1)
 AXIS_FOLLOW = "follow"  # elementwise or unknown: the tensor's producer or consumer decides
+AXIS_KEEP = "keep"  # padding: follows the tensor it pads (producer or consumer), and its output keeps that layout
+
+#: Padding layers: they pad whatever tensor they are given (a ZeroPad2d shifting the tokens of a
+#: (B, T, C) hidden state, RWKV's time shift, as well as an image), so their layout is that tensor's.
+LAYOUT_KEEPING_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._CircularPadNd,
+)
 
 #: Modules whose (N, C, ...) tensors keep channels on axis 1.
 CHANNEL_AXIS_TYPES: tuple[type[nn.Module], ...] = (
@@ -248,9 +258,6 @@ CHANNEL_AXIS_TYPES: tuple[type[nn.Module], ...] = (
     nn.PixelShuffle,
     nn.PixelUnshuffle,
     nn.ChannelShuffle,
-    nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd,
-    nn.modules.padding._ConstantPadNd,
     nn.modules.conv._ConvTransposeNd,
 )
 
@@ -283,6 +290,8 @@ def axis_rule(module: nn.Module, kind: WeightedKind | None) -> tuple[str, int | 
         return (AXIS_LAST if kind.layout == "last" else AXIS_CHANNELS), None, f"{name}: {where}"
     if isinstance(module, CHANNEL_AXIS_TYPES):
         return AXIS_CHANNELS, None, f"{name}: channels on axis 1"
+    if isinstance(module, LAYOUT_KEEPING_TYPES):
+        return AXIS_KEEP, None, f"{name} pads the tensor it is given: it follows that tensor's layout"
     features = _norm_features(module)
     if features is not None:
         return AXIS_NORM, features, f"{name} normalises {features} features"

@@ -214,6 +214,12 @@ class ModuleError:
     sensitivity_db: float | None = None
     recommended_scheme: str = ""
     range_source: str = ""
+    #: Why the plan did not take the module's best scheme ("" when it did), e.g. under-calibrated.
+    scheme_reason: str = ""
+    #: Rows (values per input channel) its input saw: in calibration, else on the probes (None: unknown).
+    rows: int | None = None
+    #: Whether the backend has a dynamic int8 kernel for this module (a convolution has none).
+    dynamic_kernel: bool = True
 
     def value(self, key: str) -> float | None:
         """A scheme's SQNR, or "clipped" / "equalized"."""
@@ -238,6 +244,13 @@ class Measured:
     plan_reason: str = ""
     plan_data: Mapping[str, Any] = field(default_factory=dict)
     sensitivity_measured: bool = False
+    #: The plan's end-to-end SQNR of each model output on its own (``plan_sqnr_db`` combines them,
+    #: energy-weighted; see engine/quantsim/outputs.py). None where undefined.
+    plan_output_sqnr_db: Mapping[str, float | None] = field(default_factory=dict)
+    #: The one output the end-to-end SQNR reads (``--output-key``), None for all of them.
+    output_key: str | None = None
+    #: What the quantized model is held against ("the float model", or how a QAT model was made float).
+    reference: str = "the float model"
 
 
 @dataclass(frozen=True)

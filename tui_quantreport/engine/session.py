@@ -40,7 +40,7 @@ from tui_quantreport.engine.stats import (
     selection,
     summarize,
 )
-from tui_quantreport.engine.stats.accumulator import MAX_SHAPES_KEPT
+from tui_quantreport.engine.stats.accumulator import MAX_SHAPES_KEPT, rows_of
 from tui_quantreport.engine.stats.grouped import Bank, bankable, channel_split, row_of, spans, summarize_group, take
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -401,6 +401,7 @@ class _Observer:
 
         updates: list[tuple[tuple, Bank, np.ndarray, np.ndarray]] = []
         accs: list[Accumulator] = []
+        call_rows: list[int] = []
         for (key, rkey), (starting, start_rows, updating, update_rows, calls_seen) in batched.items():
             group = summaries[key]
             channels, dtype = group.channel_min.shape[1], group.channel_min.dtype
@@ -411,6 +412,9 @@ class _Observer:
                 )
             for acc, (shape, axis) in zip(starting + updating, calls_seen):
                 acc.calls += 1
+                rows = rows_of(shape, axis)
+                acc.rows += rows
+                call_rows.append(rows)
                 if len(acc.shapes) < MAX_SHAPES_KEPT and shape not in acc.shapes:
                     acc.shapes.append(shape)
                 if acc.bank is None:
@@ -434,6 +438,7 @@ class _Observer:
                 [(key, held_of_group[key], key[1], percentiles_of_group[key]) for key in groups],
                 updates,
                 accs,
+                call_rows,
             )
         for item in single:
             point, kind = item[0], item[1]
@@ -472,8 +477,9 @@ class _Observer:
                 if (key, r) not in terms:
                     terms[(key, r)] = r.contribution(group, _no_tensor)
             bank.update(rows, group, index, spans(group), {r: terms[(key, r)] for r in bank.reducers})
-        for acc in plan.accs:
+        for acc, call_rows in zip(plan.accs, plan.rows):  # the same calls, so the same shapes and rows
             acc.calls += 1
+            acc.rows += call_rows
 
     def _entry(self, tensor: torch.Tensor, axis: int) -> _CacheEntry:
         """This batch's cache entry for ``tensor`` along ``axis`` (a fresh one for a new tensor)."""
@@ -531,6 +537,8 @@ class _Plan(NamedTuple):
     #: (group key, bank, bank rows, group rows)
     updates: list[tuple[tuple, Bank, np.ndarray, np.ndarray]]
     accs: list[Accumulator]
+    #: Rows of each call in ``accs`` (the same order).
+    rows: list[int]
 
 
 def _no_tensor() -> torch.Tensor:

@@ -97,6 +97,7 @@ def measure(
     if progress is not None:
         progress("plan", 0, 1)
     plan_result = analysis.plan_sqnr(plan, should_cancel)
+    per_output = analysis.plan_output_sqnr(plan, should_cancel)
     if progress is not None:
         progress("plan", 1, 1)
     sens = analysis.sensitivity(plan, stage("sensitivity"), should_cancel) if sensitivity else {}
@@ -116,6 +117,9 @@ def measure(
             sensitivity_db=s.db if s is not None else None,
             recommended_scheme=plan.modules.get(fqn, ""),
             range_source=m.range_source,
+            scheme_reason=getattr(analysis, "scheme_reasons", {}).get(fqn, ""),
+            rows=m.rows,
+            dynamic_kernel=_dynamic_kernel(analysis, fqn),
         )
     plan = plan.with_prediction(plan_result.db, len(analysis.probes))
     dataflow = analysis.dataflow
@@ -128,7 +132,15 @@ def measure(
         plan_reason=plan_result.reason,
         plan_data=plan.to_json_data(),
         sensitivity_measured=sensitivity,
+        plan_output_sqnr_db={name: v.db for name, v in per_output.items()},
+        output_key=getattr(analysis, "output_key", None),
+        reference=getattr(analysis, "reference", "the float model"),
     )
+
+
+def _dynamic_kernel(analysis: Any, fqn: str) -> bool:
+    target = getattr(analysis, "targets", {}).get(fqn)
+    return target is None or analysis.backend in target.kind.dynamic_backends
 
 
 def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Report:
@@ -208,6 +220,17 @@ def _severity(
     if module is None:
         level = Level.UNMEASURED if recommended else Level.NONE
         return Severity(level, None, f"Not measured: '{subject}' was not simulated.", subject, None)
+    if advice.advised == "dynamic" and not module.dynamic_kernel:
+        # Advice that cannot apply is not offered as a gain, whatever the simulation says.
+        level = Level.UNMEASURED if recommended else Level.NONE
+        return Severity(
+            level,
+            None,
+            f"Not applicable{where}: there is no dynamic int8 kernel for this layer on this backend "
+            "(convolutions have none), so dynamic quantization is not a choice here.",
+            subject,
+            None,
+        )
     base, advised = module.value(advice.base), module.value(advice.advised)
     if base is None or advised is None:
         missing = advice.base if base is None else advice.advised
@@ -281,12 +304,17 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             "recommended_scheme": e.recommended_scheme,
             "range_source": e.range_source,
             "undefined": dict(e.reasons),
+            "rows": e.rows,
+            "scheme_reason": e.scheme_reason or None,
         }
     plan = dict(m.plan_data)
     plan["sqnr_db"] = m.plan_sqnr_db
     plan["sqnr_undefined"] = m.plan_reason or None
+    plan["sqnr_per_output_db"] = dict(m.plan_output_sqnr_db)
+    plan["output_key"] = m.output_key
     return {
         "probe_batches": m.probe_batches,
+        "reference": m.reference,
         "min_gain_db": report.min_gain_db,
         "sensitivity": m.sensitivity_measured,
         "modules": modules,
@@ -313,8 +341,18 @@ def top_findings(report: Report, limit: int | None = None) -> list[tuple[str, st
 
 
 def _plan_words(m: Measured) -> tuple[str, list[str]]:
-    """The recommended plan's end-to-end SQNR in words, and the modules it keeps float."""
+    """The recommended plan's end-to-end SQNR in words (which outputs it reads, and each one's
+    own when there are several), and the modules it keeps float."""
     plan_sqnr = f"{m.plan_sqnr_db:.1f} dB" if m.plan_sqnr_db is not None else m.plan_reason
+    outputs = m.plan_output_sqnr_db
+    if m.output_key is not None:
+        plan_sqnr += f" (output '{printable(m.output_key)}')"
+    elif len(outputs) > 1:
+        each = ", ".join(f"{printable(name)} {_db(db)}" for name, db in list(outputs.items())[:8])
+        more = f", {len(outputs) - 8} more" if len(outputs) > 8 else ""
+        plan_sqnr += f" (all {len(outputs)} outputs, energy-weighted; each: {each}{more})"
+    if m.reference != "the float model":
+        plan_sqnr += f"; reference: {m.reference}"
     return plan_sqnr, [fqn for fqn, scheme in m.plan.items() if scheme == "float"]
 
 
@@ -345,6 +383,10 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         lines.append(f"| {markdown_code(fqn or '(model)', in_table=True)} | {det} | {_db(gain)} | {level} |")
     if not rows:
         lines.append("| (none) | | | |")
+    reasons = _scheme_reasons(m, limit)
+    if reasons:
+        lines += ["", "Plan choices that are not the best-measured scheme:", ""]
+        lines += [f"- {markdown_code(fqn)}: {markdown_code(why)}" for fqn, why in reasons]
     header = " | ".join(SCHEMES)
     lines += [
         "",
@@ -373,7 +415,14 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     ]
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
+    for fqn, why in _scheme_reasons(m, limit):
+        lines.append(f"  plan: {printable(fqn)}: {printable(why)}")
     return lines
+
+
+def _scheme_reasons(m: Measured, limit: int) -> list[tuple[str, str]]:
+    """(module, why the plan did not take its best scheme), the first ``limit``."""
+    return [(fqn, e.scheme_reason) for fqn, e in m.modules.items() if e.scheme_reason][:limit]
 
 
 def _db(value: float | None) -> str:

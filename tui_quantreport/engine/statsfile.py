@@ -380,6 +380,14 @@ def measured_state(measured: Any) -> dict[str, Any]:
         "plan_reason": measured.plan_reason,
         "plan_data": dict(measured.plan_data),
         "sensitivity_measured": measured.sensitivity_measured,
+        # Later additions (absent from older files: read back with their defaults).
+        "plan_output_sqnr_db": dict(measured.plan_output_sqnr_db),
+        "output_key": measured.output_key,
+        "reference": measured.reference,
+        "module_extras": {
+            fqn: {"scheme_reason": e.scheme_reason, "rows": e.rows, "dynamic_kernel": e.dynamic_kernel}
+            for fqn, e in measured.modules.items()
+        },
     }
 
 
@@ -388,6 +396,7 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
     from tui_quantreport.engine.report import Measured, ModuleError
 
     try:
+        extras = state.get("module_extras") or {}
         modules = {
             str(fqn): ModuleError(
                 str(fqn),
@@ -398,6 +407,9 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
                 _db(e["sensitivity_db"]),
                 str(e["recommended_scheme"]),
                 str(e["range_source"]),
+                str(extras.get(fqn, {}).get("scheme_reason", "")),
+                _count(extras.get(fqn, {}).get("rows")),
+                bool(extras.get(fqn, {}).get("dynamic_kernel", True)),
             )
             for fqn, e in state["modules"].items()
         }
@@ -410,11 +422,18 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
             str(state["plan_reason"]),
             dict(state["plan_data"]),
             bool(state["sensitivity_measured"]),
+            {str(k): _db(v) for k, v in (state.get("plan_output_sqnr_db") or {}).items()},
+            None if state.get("output_key") is None else str(state["output_key"]),
+            str(state.get("reference") or "the float model"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFileError(
             f"{source}: malformed stats file (its measured error: {type(exc).__name__}: {exc})"
         ) from None
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _db(value: Any) -> float | None:

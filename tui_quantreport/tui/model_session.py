@@ -377,6 +377,9 @@ def measure(
     from tui_quantreport.engine.quantsim.availability import analysis_for
 
     analysis = analysis_for(session.session, probes, stats, backend)  # an exported graph: a converted copy
+    min_rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
+    if min_rows is not None:  # the plan trusts a static range from as many rows as the finding does
+        analysis.min_rows = int(min_rows)
     from tui_quantreport.engine.severity import measure as measure_error
 
     local = analysis.local_sqnr(progress, should_cancel)

@@ -30,6 +30,8 @@ class Subject:
     plan: PlanFile
     loaded: Any  # spec.LoadedModel
     calibration: str | None = None
+    #: The model output every end-to-end SQNR reads (None: all of them, combined).
+    output_key: str | None = None
 
     def batches(self, count: int | None) -> list[Any]:
         from tui_quantreport.engine.spec import open_batches
@@ -44,7 +46,12 @@ def check_target(target: str) -> str:
 
 
 def load_subject(
-    spec: str, plan_path: str | None, calibration: str | None = None, backend: str | None = None
+    spec: str,
+    plan_path: str | None,
+    calibration: str | None = None,
+    backend: str | None = None,
+    *,
+    output_key: str | None = None,
 ) -> Subject:
     """The model a spec names and the plan to apply (the file's, or the recommended one)."""
     from tui_quantreport.engine.modules import ModelCatalog
@@ -55,9 +62,9 @@ def load_subject(
     check_eager(loaded.model, spec)
     catalog = ModelCatalog.build(loaded.model)
     if plan is None:
-        plan = recommended_plan(loaded, catalog, backend)
+        plan = recommended_plan(loaded, catalog, backend, output_key)
     check_plan(plan, catalog, spec)
-    return Subject(spec, loaded.model, catalog, plan, loaded, calibration)
+    return Subject(spec, loaded.model, catalog, plan, loaded, calibration, output_key)
 
 
 def not_eager(model: Any, spec: str) -> str | None:
@@ -84,7 +91,7 @@ def check_eager(model: Any, spec: str) -> None:
         raise UserError(reason)
 
 
-def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
+def recommended_plan(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
     """Calibrate and take the measured-error engine's recommended plan."""
     try:
         from tui_quantreport.engine import quantsim  # noqa: F401
@@ -95,7 +102,7 @@ def recommended_plan(loaded: Any, catalog: Any, backend: str | None) -> PlanFile
         ) from None
     from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
 
-    return recommended_plan_file(loaded, catalog, backend)
+    return recommended_plan_file(loaded, catalog, backend, output_key)
 
 
 def export_plan(subject: Subject, target: str) -> Export:
@@ -126,6 +133,7 @@ def verify_plan(
     """Export the subject's plan for ``target``, apply it with the real library, measure it."""
     check_target(target)
     count = probe_batches or subject.plan.probe_batches or DEFAULT_PROBE_BATCHES
+    subject, note = without_cache(subject, target)
     export = export_plan(subject, target)
     probes = subject.batches(count)
     if target == "torchao":
@@ -154,6 +162,32 @@ def verify_plan(
         inspect=inspect,
         progress=progress,
         should_cancel=should_cancel,
+        output_key=subject.output_key,
+        reference_note=note,
+    )
+
+
+def without_cache(subject: Subject, target: str) -> tuple[Subject, str]:
+    """For PT2E, a transformers model whose config has ``use_cache`` on returns a ``DynamicCache``,
+    which ``torch.export`` cannot export: the subject on a copy with ``config.use_cache = False``
+    (the user's model is not changed), and a note saying so. Otherwise the subject as it is."""
+    import copy
+    from dataclasses import replace
+
+    config = getattr(subject.model, "config", None)
+    if target != "pt2e" or not getattr(config, "use_cache", False):
+        return subject, ""
+    try:
+        model = copy.deepcopy(subject.model)
+    except Exception as exc:  # noqa: BLE001 - said in one line
+        raise UserError(
+            f"{subject.spec}'s config has use_cache=True: its DynamicCache output cannot be exported for pt2e, "
+            f"and the model could not be copied to turn it off ({type(exc).__name__}); build it with use_cache=False"
+        ) from None
+    model.config.use_cache = False
+    return replace(subject, model=model), (
+        "verified on a copy with config.use_cache=False (a DynamicCache output cannot be exported); "
+        "build the model with use_cache=False to export it"
     )
 
 

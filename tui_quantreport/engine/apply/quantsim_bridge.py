@@ -52,6 +52,7 @@ def calibrated_analysis(
     probes: int = DEFAULT_PROBES,
     progress: Any = None,
     should_cancel: Any = None,
+    output_key: str | None = None,
 ) -> ErrorAnalysis:
     """Calibrate (the project's default settings) and measure on the first ``probes`` batches."""
     from tui_quantreport.engine.session import Session
@@ -61,11 +62,13 @@ def calibrated_analysis(
     session = Session(loaded.model, label=loaded.spec)
     recorder = ProbeRecorder(open_batches(loaded), probes)
     stats = session.calibrate(recorder, Settings.build(), progress=progress, should_cancel=should_cancel)
-    return ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats, backend or "x86")
+    return ErrorAnalysis.from_stats(
+        loaded.model, session.catalog, recorder.probes, stats, backend or "x86", output_key=output_key
+    )
 
 
-def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
-    analysis = calibrated_analysis(loaded, catalog, backend)
+def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
+    analysis = calibrated_analysis(loaded, catalog, backend, output_key=output_key)
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
     return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "")
@@ -116,9 +119,18 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
         notes.append(f"{len(export.changes)} module(s) changed by the target")
     if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
         notes.append("static outputs left float, as torchao leaves them")
-    if target != "torchao":
+    # What differs between the simulation and the target, from the plan as exported (not a fixed list).
+    static = [fqn for fqn, s in exported.quantized.items() if s.startswith("static")]
+    dynamic = [fqn for fqn, s in exported.quantized.items() if s == "dynamic"]
+    if target != "torchao" and static:
         notes.append(
-            f"{target} also quantizes the outputs of other ops (add, pool, ...), which the simulation does not model"
+            f"{target} also quantizes the outputs of other ops (add, pool, ...) around its {len(static)} static "
+            "module(s), which the simulation does not model"
+        )
+    if target == "pt2e" and dynamic:
+        notes.append(
+            f"pt2e quantizes the activations of its {len(dynamic)} dynamic module(s) per tensor, where the "
+            "simulation quantizes a 3-D input per token"
         )
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
@@ -126,7 +138,15 @@ def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) ->
     # torchao's Int8StaticActivationInt8WeightConfig leaves a static Linear's output float;
     # torch.ao's converted modules (the other targets) emit int8.
     static_outputs = "float" if target == "torchao" else "int8"
-    analysis = ErrorAnalysis(subject.model, subject.catalog, probes, ranges, backend, static_outputs=static_outputs)
+    analysis = ErrorAnalysis(
+        subject.model,
+        subject.catalog,
+        probes,
+        ranges,
+        backend,
+        static_outputs=static_outputs,
+        output_key=getattr(subject, "output_key", None),
+    )
     modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)

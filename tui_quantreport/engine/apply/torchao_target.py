@@ -158,7 +158,26 @@ def quietly(failure: str, run: Any) -> Any:
             return run()
     except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"{failure}: {type(exc).__name__}: {printable(first)}") from None
+        raise UserError(f"{failure}: {type(exc).__name__}: {printable(first)}{_hint(exc)}") from None
+
+
+def _hint(exc: BaseException) -> str:
+    """What the user can do about a known failure, read from the exception chain ("" when unknown)."""
+    chain: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(chain)
+    if "references nonexistent attribute submod" in text:
+        return (
+            " (the exported graph holds nested submodules, which torch.export makes of torch.autocast or "
+            "set_grad_enabled regions such as transformers' rotary embedding; pt2e's passes do not handle "
+            "them: use the torchao target for this model)"
+        )
+    if "DynamicCache" in text:
+        return " (the model returns a DynamicCache: build it with use_cache=False)"
+    return ""
 
 
 def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:

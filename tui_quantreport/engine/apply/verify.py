@@ -23,6 +23,7 @@ from tui_quantreport.engine.apply.common import Change, Export
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
+from tui_quantreport.engine.model_outputs import output_tensors, select
 from tui_quantreport.engine.session import call_batch
 
 GAP_DB = 1.0
@@ -51,6 +52,12 @@ class VerifyResult:
     kept_float: list[str]
     changes: list[Change]
     findings: list[VerifyFinding] = field(default_factory=list)
+    #: The achieved SQNR of each model output on its own (``achieved_db`` combines them, energy-weighted).
+    achieved_per_output: dict[str, float | None] = field(default_factory=dict)
+    #: The one output measured (``--output-key``), None for all of them.
+    output_key: str | None = None
+    #: How the model was prepared for the comparison, when it was (a copy with use_cache=False, say).
+    note: str = ""
 
     @property
     def reference_db(self) -> float | None:
@@ -78,6 +85,13 @@ class VerifyResult:
         gap = f"  gap {self.gap_db:+.2f} dB" if self.gap_db is not None else ""
         achieved = db(self.achieved_db) if self.achieved_db is not None else f"      n/a  ({self.achieved_reason})"
         lines.append(f"  achieved                    {achieved}{gap}")
+        if self.output_key is not None:
+            lines.append(f"  output measured: {printable(self.output_key)}")
+        elif len(self.achieved_per_output) > 1:
+            each = ", ".join(f"{printable(k)} {db(v).strip()}" for k, v in list(self.achieved_per_output.items())[:8])
+            lines.append(f"  all {len(self.achieved_per_output)} outputs combined (energy-weighted); each: {each}")
+        if self.note:
+            lines.append(f"  note: {self.note}")
         types = sorted(set(self.weight_types.values()))
         lines.append(
             f"  quantized weights: {len(self.quantized)} of {len(self.weight_types)} planned modules"
@@ -104,6 +118,9 @@ class VerifyResult:
             "export_predicted_sqnr_db": fin(self.export_predicted_db),
             "achieved_sqnr_db": fin(self.achieved_db),
             "gap_db": fin(self.gap_db),
+            "achieved_sqnr_per_output_db": {k: fin(v) for k, v in self.achieved_per_output.items()},
+            "output_key": self.output_key,
+            "note": self.note,
             "weight_types": self.weight_types,
             "changes": [c.__dict__ for c in self.changes],
             "findings": [f.__dict__ for f in self.findings],
@@ -139,47 +156,58 @@ def weight_type(module: nn.Module) -> str:
 
 
 class SqnrSum:
-    """End-to-end SQNR over several batches: 20·log10(‖y‖/‖y−ŷ‖) of all outputs together."""
+    """End-to-end SQNR over several batches, per model output and combined: 20·log10(‖y‖/‖y−ŷ‖)
+    of all floating outputs together (energy-weighted), or of ``output_key``'s alone. The outputs
+    are named as the simulation names them (:func:`~tui_quantreport.engine.model_outputs.output_tensors`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, output_key: str | None = None) -> None:
+        self.output_key = output_key
         self.signal = 0.0
         self.noise = 0.0
+        self.per_output: dict[str, list[float]] = {}
         self.bad = ""
 
     def add(self, reference: Any, approx: Any) -> None:
-        ref, app = _tensors(reference), _tensors(approx)
-        if len(ref) != len(app):
-            self.bad = "the quantized model's output has a different structure"
-            return
-        for r, a in zip(ref, app):
+        every = output_tensors(reference)
+        ref = select(every, self.output_key)
+        app = output_tensors(approx)
+        if app.keys() != every.keys() and len(app) == len(every):
+            # The same tensors in another container (a graph returning a tuple): paired in order.
+            app = dict(zip(every, app.values()))
+        for name, r in ref.items():
+            a = app.get(name)
+            if a is None:
+                self.bad = f"the quantized model's output has no '{name}'"
+                return
             r64, a64 = r.detach().double(), a.detach().double()
             if r64.shape != a64.shape:
-                self.bad = f"output shapes differ ({tuple(r64.shape)} vs {tuple(a64.shape)})"
+                self.bad = f"output '{name}' shapes differ ({tuple(r64.shape)} vs {tuple(a64.shape)})"
                 return
-            self.signal += float((r64**2).sum())
-            self.noise += float(((r64 - a64) ** 2).sum())
+            signal, noise = float((r64**2).sum()), float(((r64 - a64) ** 2).sum())
+            sums = self.per_output.setdefault(name, [0.0, 0.0])
+            sums[0] += signal
+            sums[1] += noise
+            self.signal += signal
+            self.noise += noise
 
     def result(self) -> tuple[float | None, str]:
         if self.bad:
             return None, self.bad
-        if not math.isfinite(self.signal) or not math.isfinite(self.noise):
-            return None, "SQNR undefined: the output has NaN or Inf"
-        if self.signal == 0:
-            return None, "SQNR undefined: the float output is all zeros"
-        if self.noise == 0:
-            return math.inf, "identical outputs"
-        return 10 * math.log10(self.signal / self.noise), ""
+        return _db(self.signal, self.noise)
+
+    def results(self) -> dict[str, float | None]:
+        """Each output's own SQNR (None where undefined; +inf where exact)."""
+        return {name: _db(signal, noise)[0] for name, (signal, noise) in self.per_output.items()}
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value] if value.is_floating_point() else []
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    to_tuple = getattr(value, "to_tuple", None)
-    return _tensors(to_tuple()) if callable(to_tuple) else []
+def _db(signal: float, noise: float) -> tuple[float | None, str]:
+    if not math.isfinite(signal) or not math.isfinite(noise):
+        return None, "SQNR undefined: the output has NaN or Inf"
+    if signal == 0:
+        return None, "SQNR undefined: the float output is all zeros"
+    if noise == 0:
+        return math.inf, "identical outputs"
+    return 10 * math.log10(signal / noise), ""
 
 
 def verify_export(
@@ -194,8 +222,11 @@ def verify_export(
     inspect: Callable[[nn.Module, list[str]], dict[str, tuple[bool, str]]] | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    output_key: str | None = None,
+    reference_note: str = "",
 ) -> VerifyResult:
-    """Apply ``export`` (through ``apply``) to a deep copy of ``model`` and measure it on ``probes``."""
+    """Apply ``export`` (through ``apply``) to a deep copy of ``model`` and measure it on ``probes``
+    (every floating output combined, or ``output_key``'s alone)."""
     total = len(probes) + 1
     if should_cancel is not None and should_cancel():
         raise CalibrationCancelled()
@@ -227,15 +258,20 @@ def verify_export(
             )
         else:
             kept_float.append(fqn)
-    sums = SqnrSum()
-    was_training = model.training
+    sums = SqnrSum(output_key)
+    from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
+
+    float_model, reference_words = float_reference(model)
+    if reference_words != FLOAT_MODEL:
+        reference_note = "; ".join(filter(None, (reference_note, f"reference: {reference_words}")))
+    was_training = float_model.training
     try:
-        model.eval()
+        float_model.eval()
         with torch.no_grad():
             for index, batch in enumerate(probes, start=1):
                 if should_cancel is not None and should_cancel():
                     raise CalibrationCancelled()
-                reference = call_batch(model, batch)
+                reference = call_batch(float_model, batch)
                 try:
                     approx = call_batch(quantized_model, batch)
                 except Exception as exc:  # noqa: BLE001 - reported in one line
@@ -247,7 +283,7 @@ def verify_export(
                 if progress is not None:
                     progress(index + 1, total)
     finally:
-        model.train(was_training)
+        float_model.train(was_training)
     achieved, reason = sums.result()
     result = VerifyResult(
         export.target,
@@ -263,6 +299,9 @@ def verify_export(
         kept_float,
         list(export.changes),
         findings,
+        sums.results(),
+        output_key,
+        reference_note,
     )
     gap = result.gap_db
     if gap is not None and math.isfinite(gap) and abs(gap) > GAP_DB:

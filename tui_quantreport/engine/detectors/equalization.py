@@ -46,6 +46,8 @@ class Balance:
     weight_channel_max: list[float]
     input_range: tuple[float, ...]
     sorted_metric: list[float]  # finite and infinite s_c, ascending (NaN dropped: never in band)
+    #: One weight input channel per group over several input channels: a depthwise convolution.
+    depthwise: bool = False
 
     def in_band(self, threshold: float) -> tuple[int, int]:
         """How many channels have threshold <= s_c <= 1/threshold, of how many."""
@@ -179,6 +181,7 @@ class InputWeightEqualizationDetector(Detector[Balance]):
             values[self.WEIGHT_CHANNEL_MAX],
             input_range,
             sorted(s for s in metric if s == s),
+            n_w == 1 and n_in > 1,
         )
 
     def verdict(self, measured: Balance, params: Mapping[str, Any]) -> Status:
@@ -215,7 +218,8 @@ class InputWeightEqualizationDetector(Detector[Balance]):
                 f"{counted}, at least {MODULE_FRACTION:.0%}. s_c compares a channel's share of the "
                 "weight's range with its share of the input's range; inside this band, scaling the "
                 "input channel by 1/e_c and the weight column by e_c (torch.ao's _equalize, or an "
-                "equalization qconfig) is expected to reduce quantization error.",
+                "equalization qconfig) is expected to reduce quantization error. "
+                + (_DEPTHWISE_FOLD if measured.depthwise else _FOLD),
                 values,
                 evidence,
                 series,
@@ -227,6 +231,22 @@ class InputWeightEqualizationDetector(Detector[Balance]):
             evidence,
             series,
         )
+
+
+#: Where the input's 1/e_c goes: into the layer that produces the input.
+_FOLD = (
+    "The 1/e_c on the input folds into the layer that produces it (the preceding Linear or conv's "
+    "output channel c, or its BatchNorm/LayerNorm scale), through a ReLU at most; behind an add, a "
+    "non-homogeneous activation (GELU, SiLU, ReLU6, hardswish) or the model's input it cannot fold, "
+    "and applying it costs an explicit multiply."
+)
+_DEPTHWISE_FOLD = (
+    "On this depthwise convolution each channel has its own filter: with per-channel weights the weight "
+    "side changes nothing, the whole gain is on the input, and only if the 1/e_c folds into the layer "
+    "that produces it: the preceding expand (pointwise) conv's output channel c or its BatchNorm, "
+    "through a ReLU at most. Behind SiLU, GELU, ReLU6 or hardswish (MobileNet, EfficientNet, ConvNeXt "
+    "blocks) it cannot fold, and equalization does not apply here."
+)
 
 
 def _range_ratio(channel_min: torch.Tensor, channel_max: torch.Tensor) -> tuple[torch.Tensor, float]:

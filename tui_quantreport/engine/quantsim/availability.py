@@ -37,13 +37,13 @@ def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
     return copy.model, copy.catalog, copy.skipped
 
 
-def analysis_for(session: Any, probes: Any, stats: Any, backend: str) -> Any:
+def analysis_for(session: Any, probes: Any, stats: Any, backend: str, output_key: str | None = None) -> Any:
     """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`); a weighted module
     of a graph that stays a node is listed with why (its SQNR reads "SQNR undefined: ...")."""
     from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 
     model, catalog, skipped = measurable(session)
-    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend)
+    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend, output_key=output_key)
     for fqn, why in skipped.items():
         info = session.catalog.modules.get(fqn)
         if info is not None and info.is_weighted and fqn not in analysis.targets:

@@ -49,12 +49,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_call
+from tui_quantreport.engine.quantsim.outputs import OutputsSqnr, output_tensors, select
+from tui_quantreport.engine.quantsim.outputs import prepared as prepared_outputs
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.probes import copy_batch
 from tui_quantreport.engine.quantsim.qparams import (
@@ -68,14 +71,16 @@ from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_weight,
     fake_quantize_weights,
 )
+from tui_quantreport.engine.quantsim.reference import float_reference
 from tui_quantreport.engine.quantsim.schemes import (
     FLOAT,
     SCHEMES,
     InputContext,
     StaticInput,
 )
-from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
+from tui_quantreport.engine.stats.accumulator import rows_of
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -164,6 +169,8 @@ class LocalMeasurement:
     equalized: Sqnr | None = None
     range_source: str = "none"
     calls: int = 0
+    #: Rows its input saw (calibration's when known, else the probes'); None when not counted.
+    rows: int | None = None
 
 
 @dataclass
@@ -182,6 +189,8 @@ class _Target:
     clip_range: tuple[float, float] | None = None
     #: Calls seen in the range pass (0: never called on the probes).
     calls: int = 0
+    #: Rows (values per input channel) its input saw: in calibration when known, else on the probes.
+    rows: int | None = None
     #: Where its output goes: fqns of the quantizable modules that read it (directly or
     #: through ReLU-like modules), "" for anything else (another module, the model output).
     consumers: set[str] = field(default_factory=set)
@@ -201,6 +210,7 @@ class _RangePass:
     p_lo: float = 0.0
     p_hi: float = 0.0
     calls: int = 0
+    rows: int = 0
     finite: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -244,13 +254,26 @@ class ErrorAnalysis:
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
         static_outputs: str = "int8",
         shared_qparams_ops: bool = False,
+        output_key: str | None = None,
+        calibration_rows: Mapping[str, int] | None = None,
+        min_rows: int = DEFAULT_MIN_ROWS,
     ):
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
+        #: The one model output the end-to-end SQNR reads (None: every floating output, combined).
+        self.output_key = output_key
+        #: Rows each module's input saw in calibration (else counted on the probes), and the fewest
+        #: a static range is trusted from (the under-calibrated detector's ``min_rows``).
+        self._given_rows = dict(calibration_rows or {})
+        self.min_rows = min_rows
+        #: Why the recommended plan did not take a module's best scheme (under-calibrated, ...).
+        self.scheme_reasons: dict[str, str] = {}
         self.shared_qparams_ops = shared_qparams_ops
         self._grid = _Grids()
-        self.model = model
+        #: The model measured: ``model``, or for a QAT model a copy with its fake quantizers off
+        #: (:func:`.reference.float_reference`); ``reference`` says which.
+        self.model, self.reference = float_reference(model)
         self.catalog = catalog
         self.probes = list(probes)
         self.backend = backend
@@ -264,6 +287,8 @@ class ErrorAnalysis:
         self._forwards: dict[tuple, Callable[..., Any]] = {}
         #: Weighted modules the simulation cannot reproduce, with the reason.
         self.unsupported: dict[str, str] = {}
+        #: Modules whose local measurement raised (the reason, one line): their SQNR is undefined.
+        self.measure_failures: dict[str, str] = {}
         for fqn, info in catalog.modules.items():
             if info.is_quant_helper:
                 continue
@@ -290,9 +315,11 @@ class ErrorAnalysis:
                 continue
             self.targets[fqn] = _Target(fqn, module, kind, weight.device)
         self._weights: dict[tuple[str, bool], torch.Tensor] = {}
-        self._reference: list[torch.Tensor | None] | None = None
+        self._reference: list[dict[str, torch.Tensor]] | None = None
         #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
-        self._prepared: tuple[list, list[PreparedReference | None]] | None = None
+        self._prepared: tuple[list, list[dict[str, PreparedReference]]] | None = None
+        #: Per-output end-to-end SQNR of the plans measured, by plan key (see :meth:`plan_output_sqnr`).
+        self._plan_outputs: dict[tuple, dict[str, Sqnr]] = {}
         #: Whether a range pass measured the clip percentiles and channel extremes (advice only).
         self._advice_ranges = False
         #: The forwards a plan swaps in, by the plan's (fqn, scheme) items (a few recent plans).
@@ -304,6 +331,7 @@ class ErrorAnalysis:
         self._local: dict[str, LocalMeasurement] | None = None
         self._local_advice = False
         self._plan_cache: dict[tuple, Sqnr] = {}
+        self._last_outputs: dict[str, Sqnr] = {}
         self._all_modules: list[nn.Module] | None = None
         self._helpers: list[nn.Module] = []
         #: Who quantizes the tensor each leaf reads (after the first range pass).
@@ -332,6 +360,7 @@ class ErrorAnalysis:
     ) -> ErrorAnalysis:
         """An analysis whose static ranges come from a calibration's input ("pre") points."""
         ranges, channels = ranges_from_stats(stats)
+        options.setdefault("calibration_rows", rows_from_stats(stats))
         return cls(model, catalog, probes, ranges, backend, channel_ranges=channels, **options)
 
     @property
@@ -344,6 +373,8 @@ class ErrorAnalysis:
             given = self._given_ranges.get(fqn)
             if given is not None:
                 self._set_range(target, float(given[0]), float(given[1]), "calibration")
+            if fqn in self._given_rows:
+                target.rows = int(self._given_rows[fqn])
             channels = self._given_channels.get(fqn)
             if channels is not None:
                 target.channel_range = (channels[0].to(target.device), channels[1].to(target.device))
@@ -429,6 +460,7 @@ class ErrorAnalysis:
                     return
                 x = x.detach()
                 acc.calls += 1
+                acc.rows += rows_of(tuple(x.shape), target.kind.input_axis(x.dim()) if x.dim() else None)
                 lo, hi = (float(v) for v in torch.aminmax(x))
                 if not (math.isfinite(lo) and math.isfinite(hi)):
                     acc.finite = False
@@ -466,7 +498,7 @@ class ErrorAnalysis:
         edges = _EdgeTracer(self)
         flow = _DataflowTracer(self)
         handles += edges.attach() + flow.attach()
-        outputs: list[torch.Tensor | None] = []
+        outputs: list[dict[str, torch.Tensor]] = []
         try:
             started = time.perf_counter()
             with self._float_mode():
@@ -476,7 +508,7 @@ class ErrorAnalysis:
                     flow.new_batch()
                     output = self._run(batch, i)
                     edges.model_output(output)
-                    outputs.append(_output_tensor(output))
+                    outputs.append(self._outputs(output))
                     progress(i + 1, len(self.probes))
             self._note_pass(time.perf_counter() - started)
         finally:
@@ -489,6 +521,8 @@ class ErrorAnalysis:
         for fqn, target in self.targets.items():
             acc = sums[fqn]
             target.calls = acc.calls
+            if fqn not in self._given_rows:
+                target.rows = acc.rows
             if acc.calls == 0:
                 continue
             if target.range is None:
@@ -516,7 +550,7 @@ class ErrorAnalysis:
         accs: dict[str, SharedReference] = {}
         scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
         saved: list[tuple[nn.Module, Any]] = []
-        outputs: list[torch.Tensor | None] = []
+        outputs: list[dict[str, torch.Tensor]] = []
         self._quantize_weights(False)
         self._quantize_weights(True)
         try:
@@ -526,13 +560,13 @@ class ErrorAnalysis:
                 module = target.module
                 saved.append((module, module.__dict__.get("forward", _MISSING)))
                 module.__dict__["forward"] = _measuring_forward(
-                    module.forward, _measurer(target, variants, accs[fqn], scratch)
+                    module.forward, _measurer(target, variants, accs[fqn], scratch), self._failure_noter(fqn)
                 )
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
-                    outputs.append(_output_tensor(self._run(batch, i)))
+                    outputs.append(self._outputs(self._run(batch, i)))
                     progress(i + 1, len(self.probes))
             self._note_pass(time.perf_counter() - started)
         finally:
@@ -541,11 +575,31 @@ class ErrorAnalysis:
             self._reference = outputs
         result: dict[str, LocalMeasurement] = {}
         for fqn, target in self.targets.items():
+            why = self.measure_failures.get(fqn)
+            if why is not None:
+                undefined = Sqnr.undefined(why)
+                result[fqn] = LocalMeasurement(
+                    fqn,
+                    target.kind.name,
+                    {s: undefined for s in SCHEMES},
+                    undefined if advice and target.kind.quantizes_input else None,
+                    undefined if advice and target.kind.quantizes_input else None,
+                    target.range_source,
+                    target.calls,
+                    target.rows,
+                )
+                continue
             result[fqn] = self._local_result(target, accs[fqn], advice)
         for fqn, why in self.unsupported.items():
             undefined = Sqnr.undefined(why)
             result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
         return result
+
+    def _failure_noter(self, fqn: str) -> Callable[[Exception], None]:
+        def failed(exc: Exception) -> None:
+            self.measure_failures[fqn] = f"measuring '{fqn}' failed: {_one_line(exc)}"
+
+        return failed
 
     def _variants(self, target: _Target, advice: bool) -> list[_Variant]:
         """What the measure pass simulates for ``target``: every scheme it can run, then (with
@@ -632,7 +686,7 @@ class ErrorAnalysis:
             elif name in accs.names:
                 sqnr[name] = accs.result(name)
             elif self._never_called(target):
-                sqnr[name] = Sqnr.undefined(f"'{target.fqn}' was never called on the probe batches")
+                sqnr[name] = Sqnr.undefined(self._never_called_words(target))
             elif target.range is not None:
                 sqnr[name] = Sqnr.undefined(
                     f"the input range of '{target.fqn}' is not finite (NaN or infinite values were seen)"
@@ -647,7 +701,16 @@ class ErrorAnalysis:
                 if EQUALIZED in accs.names
                 else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
             )
-        return LocalMeasurement(target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls)
+        return LocalMeasurement(
+            target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls, target.rows
+        )
+
+    def _never_called_words(self, target: _Target) -> str:
+        """Why a module never called has no SQNR (an expert: never routed to)."""
+        when = "during calibration" if self._given_ranges or self._given_rows else "on the probe batches"
+        if is_expert(target.fqn):
+            return f"'{target.fqn}' was never routed to {when} (the router sent it no token)"
+        return f"'{target.fqn}' was never called {when}"
 
     def _never_called(self, target: _Target) -> bool:
         return target.range is None and target.range_source == "none" and self._ranges_done
@@ -695,24 +758,46 @@ class ErrorAnalysis:
         """
         local = self.local_measurements()[fqn]
         target = self.targets.get(fqn)
+        self.scheme_reasons.pop(fqn, None)
         if target is None:
             return FLOAT
         allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+        few = self.under_calibrated(fqn)
+        if few is not None:
+            allowed = [s for s in allowed if not SCHEMES[s].needs_range]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
         quantizing = {s: v for s, v in values.items() if s != "weight_only"}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
             values = quantizing
-        if not values:
-            return FLOAT
-        best = max(values.values())
-        for scheme in allowed:
-            if scheme in values and values[scheme] >= best - min_gain_db:
-                return scheme
-        return FLOAT
+        chosen = FLOAT
+        if values:
+            best = max(values.values())
+            chosen = next((s for s in allowed if s in values and values[s] >= best - min_gain_db), FLOAT)
+        if few is not None:
+            instead = "kept float" if chosen == FLOAT else f"{chosen} instead, which needs no calibrated range"
+            self.scheme_reasons[fqn] = f"{few}: no static scheme; {instead}"
+        return chosen
+
+    def under_calibrated(self, fqn: str) -> str | None:
+        """Why ``fqn``'s calibrated input range is not trusted (fewer than ``min_rows`` rows), or None."""
+        target = self.targets.get(fqn)
+        if target is None or not target.kind.quantizes_input or target.rows is None:
+            return None
+        if not 0 < target.rows < self.min_rows:
+            return None
+        rows = f"{target.rows} row{'s' if target.rows != 1 else ''}"
+        where = "in calibration" if fqn in self._given_rows else "on the probe batches"
+        return f"under-calibrated: its input saw {rows} {where}, fewer than {self.min_rows}"
 
     def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
-        """Every quantizable module with its :meth:`recommended_scheme`."""
+        """Every quantizable module with its :meth:`recommended_scheme`; a weighted module the
+        simulation cannot reproduce (an Embedding subclass with its own forward, such as Whisper's
+        positional embedding) is in the plan too, kept float, with the reason in ``scheme_reasons``."""
         modules = {fqn: self.recommended_scheme(fqn, min_gain_db) for fqn in self.targets}
+        for fqn, why in self.unsupported.items():
+            if fqn in self.catalog.modules and self.catalog.modules[fqn].is_weighted:
+                modules[fqn] = FLOAT
+                self.scheme_reasons[fqn] = f"kept float: {why}"
         return self.plan(modules)
 
     def plan(self, modules: Mapping[str, str]) -> Plan:
@@ -732,8 +817,16 @@ class ErrorAnalysis:
         result = self._simulate(plan.quantized, should_cancel)
         if len(self._plan_cache) > 256:
             self._plan_cache.pop(next(iter(self._plan_cache)))
+            self._plan_outputs.pop(next(iter(self._plan_outputs)), None)
         self._plan_cache[key] = result
+        self._plan_outputs[key] = self._last_outputs
         return result
+
+    def plan_output_sqnr(self, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> dict[str, Sqnr]:
+        """The end-to-end SQNR of each model output on its own under ``plan`` (:meth:`plan_sqnr`
+        is their energy-weighted combination); empty when the plan could not be simulated."""
+        self.plan_sqnr(plan, should_cancel)
+        return dict(self._plan_outputs.get(plan.key, {}))
 
     @_gc_paused
     def sensitivity(
@@ -773,14 +866,15 @@ class ErrorAnalysis:
 
     # Running the model.
 
-    def reference_outputs(self) -> list[torch.Tensor | None]:
-        """The float model's output tensor per probe batch (one float pass, then kept)."""
+    def reference_outputs(self) -> list[dict[str, torch.Tensor]]:
+        """The float model's output tensors per probe batch, by name (:func:`.outputs.output_tensors`,
+        only ``output_key``'s when one is given): one float pass, then kept."""
         if self._reference is None:
             outputs = []
             started = time.perf_counter()
             with self._float_mode():
                 for i, batch in enumerate(self.probes):
-                    outputs.append(_output_tensor(self._run(batch, i)))
+                    outputs.append(self._outputs(self._run(batch, i)))
             self._note_pass(time.perf_counter() - started)
             self._reference = outputs
         return self._reference
@@ -809,6 +903,9 @@ class ErrorAnalysis:
         return target.out_static
 
     def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
+        """The end-to-end SQNR under ``quantized`` (every output combined, or ``output_key``'s);
+        the SQNR of each output on its own is left in ``_last_outputs``."""
+        self._last_outputs = {}
         unknown = [fqn for fqn in quantized if fqn not in self.targets]
         if unknown:
             why = self.unsupported.get(unknown[0], "not a quantizable module of this model")
@@ -825,10 +922,10 @@ class ErrorAnalysis:
         reference = self.reference_outputs()
         if not self.probes:
             return Sqnr.undefined("there are no probe batches")
-        if all(r is None for r in reference):
+        if not any(reference):
             return Sqnr.undefined("the model's output holds no floating-point tensor")
         prepared = self._prepared_reference(reference)
-        acc = SqnrAccumulator()
+        acc = OutputsSqnr()
         memo = self._memo
         try:
             with self._float_mode(), self._swapped(quantized):
@@ -836,20 +933,25 @@ class ErrorAnalysis:
                     _check_cancel(should_cancel)
                     self._grid.tensors.clear()
                     memo.clear()
-                    out = _output_tensor(self._run(batch, i))
-                    ref = prepared[i]
-                    if ref is None or out is None or out.shape != ref.reference.shape:
-                        continue
-                    acc.add_prepared(ref, out)
+                    try:
+                        out = output_tensors(self._run(batch, i))
+                    except SimulationError as exc:  # this plan's simulation, not the model: the report stands
+                        return Sqnr.undefined(str(exc))
+                    acc.add(prepared[i], out)
         finally:
             memo.clear()
             self._grid.tensors.clear()
-        return acc.result("model output")
+        self._last_outputs = acc.results()
+        return acc.result()
 
-    def _prepared_reference(self, reference: list[torch.Tensor | None]) -> list[PreparedReference | None]:
+    def _outputs(self, output: Any) -> dict[str, torch.Tensor]:
+        """The model output's floating-point tensors the end-to-end SQNR reads, by name."""
+        return select(output_tensors(output), self.output_key)
+
+    def _prepared_reference(self, reference: list[dict[str, torch.Tensor]]) -> list[dict[str, PreparedReference]]:
         """The reference outputs as :class:`PreparedReference` (built once per reference list)."""
         if self._prepared is None or self._prepared[0] is not reference:
-            self._prepared = (reference, [PreparedReference(r) if r is not None else None for r in reference])
+            self._prepared = (reference, [prepared_outputs(r) for r in reference])
         return self._prepared[1]
 
     @contextmanager
@@ -942,10 +1044,13 @@ class ErrorAnalysis:
         except (MeasurementCancelled, UserError):
             raise
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SimulationError(
-                f"probe batch {index + 1} failed under simulation: {type(exc).__name__}: {detail}"
-            ) from exc
+            raise SimulationError(f"probe batch {index + 1} failed under simulation: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone when there is no message)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 _MISSING = object()
@@ -1346,9 +1451,10 @@ class _EdgeTracer:
         return hook
 
     def model_output(self, output: Any) -> None:
-        source = self.producer(first_tensor(output))
-        if source is not None:
-            self.consumers[source[0]].add("")
+        for tensor in output_tensors(output).values():
+            source = self.producer(tensor)
+            if source is not None:
+                self.consumers[source[0]].add("")
 
     def finish(self) -> None:
         analysis = self.analysis
@@ -1486,9 +1592,10 @@ def _measurer(
                     batch = torch.cat(parts, out=scratch.buffer("rows", shape, torch.float32, y.device))
                 else:
                     batch = torch.cat(parts)
-                out = run(batch, weight).view(len(keys), *y.shape)
+                # reshape, not view: a channels_last input gives a channels_last output (strided).
+                out = run(batch, weight).reshape(len(keys), *y.shape)
                 out.sub_(y)
-                norms.append(scratch.vector_norm64(out.view(len(keys), -1), 1))
+                norms.append(scratch.vector_norm64(out.reshape(len(keys), -1), 1))
             acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0], scratch)
             return
         out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
@@ -1498,14 +1605,35 @@ def _measurer(
     return measure
 
 
-def _measuring_forward(forward: Callable[..., Any], measure: Callable[[torch.Tensor, torch.Tensor], None]):
-    """``forward`` as it is, then ``measure(input, output)`` on its first tensor input and tensor output."""
+def _measuring_forward(
+    forward: Callable[..., Any],
+    measure: Callable[[torch.Tensor, torch.Tensor], None],
+    failed: Callable[[Exception], None] | None = None,
+):
+    """``forward`` as it is, then ``measure(input, output)`` on its first tensor input and tensor output.
+
+    A measurement that raises is handed to ``failed`` (when given) and not tried again on later
+    calls: the module's own output is returned all the same, so the float pass (and every other
+    module's measurement) goes on.
+    """
+    broken = [False]
 
     def measuring(*args, **kwargs):
         y = forward(*args, **kwargs)
+        if broken[0]:
+            return y
         x = first_tensor(args) if args else first_tensor(kwargs)
         if x is not None and isinstance(y, torch.Tensor):
-            measure(x, y)
+            if failed is None:
+                measure(x, y)
+                return y
+            try:
+                measure(x, y)
+            except (MeasurementCancelled, UserError):
+                raise
+            except Exception as exc:  # one module's simulation: the rest of the report stands
+                broken[0] = True
+                failed(exc)
         return y
 
     return measuring
@@ -1517,13 +1645,6 @@ def _restore_forwards(saved: list[tuple[nn.Module, Any]]) -> None:
             module.__dict__.pop("forward", None)
         else:
             module.__dict__["forward"] = previous
-
-
-def _output_tensor(output: Any) -> torch.Tensor | None:
-    tensor = first_tensor(output)
-    if tensor is None or not tensor.is_floating_point():
-        return None
-    return tensor.detach()
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
@@ -1553,6 +1674,15 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     w = weight.reshape(groups, out // groups, cin, *weight.shape[2:])
     f = factor.reshape(groups, 1, cin, *([1] * (weight.dim() - 2)))
     return (w * f).reshape(weight.shape)
+
+
+def rows_from_stats(stats: Any) -> dict[str, int]:
+    """Rows (values per channel) each module's input saw in calibration, from the "pre" points that count them."""
+    rows: dict[str, int] = {}
+    for (fqn, role), point in getattr(stats, "points", {}).items():
+        if role == "pre" and getattr(point, "rows", None) is not None:
+            rows[fqn] = int(point.rows)
+    return rows
 
 
 def ranges_from_stats(

@@ -213,6 +213,9 @@ class PointStats:
     reduced: Mapping[Reducer, Any] = field(default_factory=dict)
     #: Calls whose tensor had no elements: skipped (not in ``calls``, no values), counted here.
     empty: int = 0
+    #: Rows seen over all calls: the values per channel (tokens of a (B, T, C) input, samples
+    #: of (N, C), pixels of (N, C, H, W)). None when unknown (statistics saved before it was kept).
+    rows: int | None = None
 
     @property
     def channels(self) -> int | None:
@@ -255,7 +258,7 @@ class PointStats:
             # (a point empty on one rank, or in one of two merged files, keeps its channels).
             kept = self if self.started else other
             shapes = tuple(dict.fromkeys(self.shapes + other.shapes))[:MAX_SHAPES_KEPT]
-            return replace(kept, calls=self.calls + other.calls, shapes=shapes)
+            return replace(kept, calls=self.calls + other.calls, shapes=shapes, rows=_rows_sum(self.rows, other.rows))
         channel_min = channel_max = None
         if (
             self.channel_min is not None
@@ -283,6 +286,7 @@ class PointStats:
             channel_max=channel_max,
             reduced=reduced,
             empty=self.empty + other.empty,
+            rows=_rows_sum(self.rows, other.rows),
         )
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -305,6 +309,8 @@ class PointStats:
             "reduced": reduced,
             "empty": self.empty,
         }
+        if self.rows is not None:
+            meta["rows"] = self.rows
         return tensors, meta
 
     @classmethod
@@ -327,7 +333,20 @@ class PointStats:
             channel_max=tensors.get("channel_max"),
             reduced=reduced,
             empty=int(meta.get("empty", 0)),
+            rows=int(meta["rows"]) if meta.get("rows") is not None else None,
         )
+
+
+def _rows_sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def rows_of(shape: tuple[int, ...], axis: int | None) -> int:
+    """Values per channel of one call's tensor: its elements over the channel axis's size (1 for a scalar)."""
+    n = math.prod(shape)
+    if axis is None or not shape or not -len(shape) <= axis < len(shape) or shape[axis] == 0:
+        return n if shape else 1
+    return n // shape[axis]
 
 
 def _no_contribution(reducer: Reducer) -> Any:
@@ -353,6 +372,8 @@ class Accumulator:
         self.reducers = tuple(reducers)
         self.calls = 0
         self.empty = 0
+        #: Values per channel over all calls (see :attr:`PointStats.rows`).
+        self.rows = 0
         self.axis: int | None = None
         self.axis_consistent = True
         self.channels_consistent = True
@@ -402,6 +423,7 @@ class Accumulator:
         computed once per distinct tensor and shared between points.
         """
         self.calls += 1
+        self.rows += rows_of(shape, axis if s is not None else None)  # no channels: every value is a row
         if len(self.shapes) < MAX_SHAPES_KEPT and shape not in self.shapes:
             self.shapes.append(shape)
         if s is None:
@@ -465,10 +487,20 @@ class Accumulator:
                 channel_max=channel_max,
                 reduced=reduced,
                 empty=self.empty,
+                rows=self.rows,
             )
         if self.range_sum is None:
             return PointStats(
-                self.calls, None, tuple(self.shapes), math.inf, -math.inf, 0.0, None, None, empty=self.empty
+                self.calls,
+                None,
+                tuple(self.shapes),
+                math.inf,
+                -math.inf,
+                0.0,
+                None,
+                None,
+                empty=self.empty,
+                rows=self.rows,
             )
         per_channel = self.channels_consistent
         to_cpu = self.ops.to_cpu
@@ -484,6 +516,7 @@ class Accumulator:
             channel_max=to_cpu(self.channel_max) if per_channel else None,
             reduced=reduced,
             empty=self.empty,
+            rows=self.rows,
         )
 
 
