@@ -27,8 +27,13 @@ def make_app(model: str = "showcase") -> QuantReportApp:
 
 
 async def loaded(pilot) -> None:
-    """Wait for the model to load (the loader imports torch in a worker thread)."""
-    await pilot.app.workers.wait_for_complete()
+    """Wait for the model to load (the loader imports torch in a worker thread, then posts a
+    message: wait for the screen to have handled it, not only for the worker to end)."""
+    for _ in range(1000):
+        await pilot.app.workers.wait_for_complete()
+        if pilot.app.main.loaded or pilot.app.main.load_failed:
+            break
+        await pilot.pause(0.05)
     await pilot.pause()
 
 
