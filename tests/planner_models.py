@@ -1,0 +1,53 @@
+"""A small LLaMA for the planner's tests and benchmark: built from a transformers config (nothing
+downloaded), random weights made heavy-tailed, a few massive channels injected through the RMSNorms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+VOCAB = 128
+
+
+def tiny_llama(hidden: int = 64, layers: int = 2, seed: int = 0) -> nn.Module:
+    import transformers
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = transformers.LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2 + hidden // 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            use_cache=False,
+        )
+        model = transformers.LlamaForCausalLM(config).eval()
+        t = torch.distributions.StudentT(torch.tensor(2.5))
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    w = t.sample(module.weight.shape).clamp(-60, 60)
+                    module.weight.copy_(w * 0.02)
+            massive = torch.tensor([3, hidden // 2, hidden - 5])
+            for name, module in model.named_modules():
+                if name.endswith("layernorm") or name == "model.norm":
+                    module.weight[massive] = 25.0
+    return model
+
+
+def token_batches(count: int = 2, batch: int = 2, tokens: int = 16, seed: int = 1) -> list[dict[str, Any]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(0, VOCAB, (batch, tokens), generator=generator)} for _ in range(count)]
+
+
+def analysis_of(model: nn.Module, probes: list[Any]):
+    """An ErrorAnalysis of ``model`` on ``probes`` (ranges from the probes)."""
+    from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
+
+    return ErrorAnalysis(model, ModelCatalog.build(model), probes)
