@@ -625,9 +625,9 @@ class Planner:
         choices: list[tuple[Choice, str | None, float | None]] = []
         count = max(points, 0)
         for i in range(count):
-            target = lo + (hi - lo) * (i / (count - 1) if count > 1 else 1.0)
+            sweep = lo + (hi - lo) * (i / (count - 1) if count > 1 else 1.0)
             try:
-                choices.append((self.solve(units, table, Budget("bpw", max(target, 1e-9))), None, target))
+                choices.append((self.solve(units, table, Budget("bpw", max(sweep, 1e-9))), None, sweep))
             except BudgetError:
                 continue
         names = list(dict.fromkeys(s for u in units for s in u.candidates if s != FLOAT))
