@@ -238,6 +238,11 @@ class Measured:
     plan_reason: str = ""
     plan_data: Mapping[str, Any] = field(default_factory=dict)
     sensitivity_measured: bool = False
+    #: The budgeted planner's result as plain JSON data (docs/planner.md); None when it did not run.
+    planner: Mapping[str, Any] | None = None
+    #: One sentence when the recommended or budgeted plan's end-to-end SQNR is below the warning
+    #: threshold, naming the units that cost the most ("" otherwise).
+    warning: str = ""
 
 
 @dataclass(frozen=True)

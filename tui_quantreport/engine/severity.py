@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tui_quantreport.engine.escape import markdown_code, printable
+from tui_quantreport.engine.planner_report import planner_markdown, planner_text
 from tui_quantreport.engine.report import (
     Level,
     Measured,
@@ -295,6 +296,8 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             {"module": fqn, "detector": det, "gain_db": gain, "severity": level}
             for fqn, det, gain, level in top_findings(report)
         ],
+        "warning": m.warning or None,
+        **({"planner": dict(m.planner)} if m.planner is not None else {}),
     }
 
 
@@ -358,7 +361,7 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         lines.append(
             f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
         )
-    return lines
+    return lines + planner_markdown(m.planner)
 
 
 def measured_text(report: Report, limit: int = 10) -> list[str]:
@@ -373,7 +376,7 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     ]
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
-    return lines
+    return lines + planner_text(m.planner)
 
 
 def _db(value: float | None) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
@@ -42,6 +42,7 @@ from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.schemes import FLOAT, SCHEMES
 from tui_quantreport.engine.quantsim.sensitivity import DEFAULT_CACHE_MB, Item, Sensitivity, describe_cache
 from tui_quantreport.engine.quantsim.sqnr import Sqnr
+from tui_quantreport.engine.report import Measured
 
 ProgressCallback = Callable[[str, int, int | None], None]
 
@@ -676,3 +677,39 @@ def low_sqnr_warning(
     named = ", ".join(f"'{name}' ({db:.1f} dB)" for name, db in costly)
     tail = f"; the units that cost the most ({basis}): {named}" if named else ""
     return f"warning: the {what}'s end-to-end SQNR is {sqnr_db:.1f} dB, below {threshold_db:g} dB{tail}"
+
+
+def planned_measured(
+    measured: Measured, result: PlannerResult, warn_below_db: float = DEFAULT_WARN_BELOW_DB
+) -> Measured:
+    """``measured`` with the planner's result attached, and the warning when the budgeted plan is low."""
+    warning = ""
+    chosen = result.chosen
+    if chosen is not None:
+        noise = {}
+        for unit in result.units:
+            s = result.sensitivity.get((unit.name, chosen.choice[unit.name]))
+            n = noise_of(s)
+            if n is not None:
+                noise[unit.name] = n
+        warning = low_sqnr_warning(
+            "budgeted plan", chosen.simulated.db, warn_below_db, costliest(noise), "their SQNR quantized alone"
+        )
+    return replace(measured, planner=result.to_json(), warning=warning)
+
+
+def recommended_warning(measured: Measured, warn_below_db: float = DEFAULT_WARN_BELOW_DB) -> Measured:
+    """``measured`` with the warning when the recommended plan's end-to-end SQNR is low, naming the
+    modules that cost the most: by one-at-a-time sensitivity when measured, else by local SQNR."""
+    quantized = {fqn: s for fqn, s in measured.plan.items() if s != FLOAT}
+    noise: dict[str, float] = {}
+    basis = "their SQNR quantized alone" if measured.sensitivity_measured else "their local SQNR"
+    for fqn, scheme in quantized.items():
+        e = measured.modules.get(fqn)
+        if e is None:
+            continue
+        db = e.sensitivity_db if measured.sensitivity_measured else e.sqnr_db.get(scheme)
+        if db is not None:
+            noise[fqn] = 10.0 ** (-db / 10.0)
+    warning = low_sqnr_warning("recommended plan", measured.plan_sqnr_db, warn_below_db, costliest(noise), basis)
+    return replace(measured, warning=warning)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,8 +186,14 @@ class ActivationCache:
         probes = analysis.probes
         events = [0]
         batch = [0]
-        readers: dict[int, list[str]] = {}
+        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
+        readers: dict[int, tuple[weakref.ref, list[str]]] = {}
         groups: dict[frozenset[str], None] = {}
+
+        def group(members: list[str]) -> None:
+            if len(members) > 1:
+                groups[frozenset(members)] = None
+
         keep_all = [True]
 
         def node_pre(node: _Node):
@@ -225,7 +232,12 @@ class ActivationCache:
                 if batch[0] == 0:
                     self.first_call.setdefault(fqn, events[0])
                     if x is not None:
-                        readers.setdefault(id(x), []).append(fqn)
+                        entry = readers.get(id(x))
+                        if entry is None or entry[0]() is not x:
+                            if entry is not None:
+                                group(entry[1])
+                            entry = readers[id(x)] = (weakref.ref(x), [])
+                        entry[1].append(fqn)
                 events[0] += 1
 
             return hook
@@ -243,9 +255,8 @@ class ActivationCache:
                     batch[0] = i
                     analysis._run(probe, i)
                     if i == 0:
-                        for members in readers.values():
-                            if len(members) > 1:
-                                groups[frozenset(members)] = None
+                        for _, members in readers.values():
+                            group(members)
                         readers.clear()
                         self._select(len(probes))
                         keep_all[0] = False

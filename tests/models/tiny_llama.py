@@ -1,5 +1,7 @@
 """A small LLaMA for the planner's tests and benchmark: built from a transformers config (nothing
-downloaded), random weights made heavy-tailed, a few massive channels injected through the RMSNorms."""
+downloaded), random weights made heavy-tailed, a few massive channels injected through the RMSNorms.
+
+Also a model file (``tests/models/tiny_llama.py``): ``build_model()`` and ``calibration_batches()``."""
 
 from __future__ import annotations
 
@@ -43,6 +45,17 @@ def tiny_llama(hidden: int = 64, layers: int = 2, seed: int = 0) -> nn.Module:
 def token_batches(count: int = 2, batch: int = 2, tokens: int = 16, seed: int = 1) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(seed)
     return [{"input_ids": torch.randint(0, VOCAB, (batch, tokens), generator=generator)} for _ in range(count)]
+
+
+DESCRIPTION = "2-layer LLaMA (hidden 64) from a transformers config: heavy-tailed weights, 3 massive channels"
+
+
+def build_model() -> nn.Module:
+    return tiny_llama()
+
+
+def calibration_batches() -> list[dict[str, Any]]:
+    return token_batches(4)
 
 
 def analysis_of(model: nn.Module, probes: list[Any]):
