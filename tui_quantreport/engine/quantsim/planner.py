@@ -375,6 +375,20 @@ class Planner:
             return budget.value * sum(u.weights for u in units)
         return budget.value * MB * 8 - self.other_bytes * 8
 
+    def check(self, units: Sequence[Unit], budget: Budget) -> None:
+        """:class:`BudgetError` when a size budget is below the smallest plan the candidates give
+        (known from the sizes alone, before any sensitivity is measured)."""
+        if budget.kind == "sqnr":
+            return
+        smallest = {u.name: min(u.candidates, key=lambda s: u.bits[s]) for u in units}
+        if self.total_bits(units, smallest) > self.max_bits(units, budget) * (1 + 1e-12):
+            size = (
+                f"{self.bpw(units, smallest):.3g} bits per weight"
+                if budget.kind == "bpw"
+                else f"{self.size_mb(units, smallest):.4g} MB"
+            )
+            raise BudgetError(f"the budget of {budget} is below the smallest plan the candidate schemes give ({size})")
+
     # Solving.
 
     @staticmethod
@@ -572,6 +586,8 @@ class Planner:
             return None if progress is None else (lambda done, total: progress(name, done, total))
 
         units = self.units(True, should_cancel)
+        if budget is not None:
+            self.check(units, budget)
         table = self.measure(units, stage("sensitivity"), should_cancel)
         chosen = None
         if budget is not None:
