@@ -1,0 +1,114 @@
+"""The planner's sensitivity, block-cached against uncached: ``python -m benchmarks.planner_bench
+[--configs 64x2,128x4] [--batches 4] [--no-write]``.
+
+On the tests' small LLaMA (``tests/models/tiny_llama.py``: a transformers config, heavy-tailed weights,
+massive channels) of each hidden size x layers, every (decision unit, candidate scheme) one-at-a-time
+pass is measured twice: with :class:`Sensitivity` (the float pass that records the cache and the one
+verification pass included) and with full passes from the input (:func:`uncached`). Both give the
+same numbers, value for value (checked here too). A benchmark is not a test: nothing asserts on a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import cpu_model
+
+RESULTS = Path(__file__).parent / "results.md"
+SECTION = "planner: cpu"
+
+
+def measure(hidden: int, layers: int, batches: int) -> dict:
+    from tests.models.tiny_llama import analysis_of, tiny_llama, token_batches
+    from tui_quantreport.engine.quantsim import FLOAT
+    from tui_quantreport.engine.quantsim.planner import decision_units
+    from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncached
+
+    analysis = analysis_of(tiny_llama(hidden, layers), token_batches(batches, batch=4, tokens=32))
+    analysis.reference_outputs()
+    analysis._range_pass(lambda done, total: None, None)
+    sens = Sensitivity(analysis)
+    started = time.perf_counter()
+    sens.prepare()
+    units = decision_units(analysis, sens.cache.shared_inputs)
+    items = [Item(u.members, s) for u in units for s in u.candidates if s != FLOAT]
+    cached = sens.measure(items)
+    cached_s = time.perf_counter() - started
+    started = time.perf_counter()
+    full = uncached(analysis, items)
+    full_s = time.perf_counter() - started
+    return {
+        "model": f"LLaMA hidden {hidden}, {layers} layers",
+        "passes": len(items),
+        "cached_s": cached_s,
+        "full_s": full_s,
+        "identical": cached == full,
+        "cached_mb": sens.cache.kept_bytes / (1 << 20),
+        "modules": len(sens.cache.kept),
+        "fallback": sens.cache.fallback,
+    }
+
+
+def render(rows: list[dict], batches: int, seconds: float) -> str:
+    lines = [
+        f"<!-- section: {SECTION} -->",
+        "## Planner sensitivity: block-cached vs uncached (CPU)",
+        "",
+        f"Machine: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; shared with other "
+        f"work (timings are one run each). Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Every (decision unit x candidate scheme) one-at-a-time pass, {batches} probe batches of 4x32 tokens. "
+        "Cached includes the recording float pass and the one verification pass.",
+        "",
+        "| model | passes | uncached s | cached s | speed-up | identical | cache |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        cache = f"{r['modules']} modules, {r['cached_mb']:.1f} MB" if not r["fallback"] else f"off: {r['fallback']}"
+        lines.append(
+            f"| {r['model']} | {r['passes']} | {r['full_s']:.1f} | {r['cached_s']:.1f} | "
+            f"{r['full_s'] / r['cached_s']:.2f}x | {'yes' if r['identical'] else 'NO'} | {cache} |"
+        )
+    lines += [
+        "",
+        f"Command: `.venv/bin/python -m benchmarks.planner_bench` (total {seconds:.0f} s)",
+        f"<!-- end section: {SECTION} -->",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    current = RESULTS.read_text() if RESULTS.exists() else ""
+    start, end = f"<!-- section: {SECTION} -->", f"<!-- end section: {SECTION} -->"
+    if start in current and end in current:
+        head, _, rest = current.partition(start)
+        _, _, tail = rest.partition(end)
+        current = head + text.rstrip("\n") + tail
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    RESULTS.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.planner_bench")
+    parser.add_argument("--configs", default="64x2,128x4", help="hidden x layers, comma-separated")
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = []
+    for config in args.configs.split(","):
+        hidden, layers = (int(v) for v in config.split("x"))
+        rows.append(measure(hidden, layers, args.batches))
+    text = render(rows, args.batches, time.perf_counter() - started)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
