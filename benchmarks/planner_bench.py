@@ -1,5 +1,5 @@
 """The planner's sensitivity, block-cached against uncached: ``python -m benchmarks.planner_bench
-[--configs 64x2,128x4] [--batches 4] [--no-write]``.
+[--configs 64x2,64x6] [--batches 2] [--no-write]``.
 
 On the tests' small LLaMA (``tests/models/tiny_llama.py``: a transformers config, heavy-tailed weights,
 massive channels) of each hidden size x layers, every (decision unit, candidate scheme) one-at-a-time
@@ -95,8 +95,8 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.planner_bench")
-    parser.add_argument("--configs", default="64x2,128x4", help="hidden x layers, comma-separated")
-    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--configs", default="64x2,64x6", help="hidden x layers, comma-separated")
+    parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -104,6 +104,7 @@ def main() -> None:
     for config in args.configs.split(","):
         hidden, layers = (int(v) for v in config.split("x"))
         rows.append(measure(hidden, layers, args.batches))
+        print(rows[-1], flush=True)
     text = render(rows, args.batches, time.perf_counter() - started)
     print(text)
     if not args.no_write:

@@ -717,15 +717,21 @@ def planned_measured(
 def recommended_warning(measured: Measured, warn_below_db: float = DEFAULT_WARN_BELOW_DB) -> Measured:
     """``measured`` with the warning when the recommended plan's end-to-end SQNR is low, naming the
     modules that cost the most: by one-at-a-time sensitivity when measured, else by local SQNR."""
-    quantized = {fqn: s for fqn, s in measured.plan.items() if s != FLOAT}
+    costly, basis = recommended_costliest(measured)
+    warning = low_sqnr_warning("recommended plan", measured.plan_sqnr_db, warn_below_db, costly, basis)
+    return replace(measured, warning=warning)
+
+
+def recommended_costliest(measured: Measured, limit: int = 3) -> tuple[list[tuple[str, float]], str]:
+    """The recommended plan's costliest modules (name, dB) and what the dB are: one-at-a-time
+    sensitivity when measured, else the local SQNR of the module's scheme."""
     noise: dict[str, float] = {}
-    basis = "their SQNR quantized alone" if measured.sensitivity_measured else "their local SQNR"
-    for fqn, scheme in quantized.items():
+    sensitivity = measured.sensitivity_measured
+    for fqn, scheme in measured.plan.items():
         e = measured.modules.get(fqn)
-        if e is None:
+        if scheme == FLOAT or e is None:
             continue
-        db = e.sensitivity_db if measured.sensitivity_measured else e.sqnr_db.get(scheme)
+        db = e.sensitivity_db if sensitivity else e.sqnr_db.get(scheme)
         if db is not None:
             noise[fqn] = 10.0 ** (-db / 10.0)
-    warning = low_sqnr_warning("recommended plan", measured.plan_sqnr_db, warn_below_db, costliest(noise), basis)
-    return replace(measured, warning=warning)
+    return costliest(noise, limit), ("their SQNR quantized alone" if sensitivity else "their local SQNR")
