@@ -115,9 +115,13 @@ def decision_units(
     *,
     fuse: bool = True,
     schemes: Iterable[str] | None = None,
+    called: Iterable[str] | None = None,
 ) -> list[Unit]:
     """The model's decision units (tree order). ``fuse=False`` keeps only tied weights together
-    (one tensor cannot hold two formats); ``schemes`` limits the candidates (default: all registered)."""
+    (one tensor cannot hold two formats); ``schemes`` limits the candidates (default: all registered).
+    ``called`` names the modules called on the probes: a unit with a module never called stays
+    float (quantizing it would measure as free, since the probes never run it)."""
+    seen_called = set(called) if called is not None else None
     allowed = [s for s in (SCHEMES if schemes is None else schemes) if s in SCHEMES]
     order = list(analysis.targets)
     parent = {fqn: fqn for fqn in order}
@@ -165,7 +169,8 @@ def decision_units(
         unique = list({id(t.module.weight): t for t in targets}.values())
         weights = sum(t.module.weight.numel() for t in unique)
         bits: dict[str, float] = {}
-        for name in allowed:
+        never = seen_called is not None and any(m not in seen_called for m in members)
+        for name in [] if never else allowed:
             scheme = SCHEMES[name]
             if any(scheme.unsupported(t.kind) is not None for t in targets):
                 continue
@@ -325,7 +330,11 @@ class Planner:
         if fuse not in self._units:
             self.sens.prepare(None, should_cancel)
             self._units[fuse] = decision_units(
-                self.analysis, self.sens.cache.shared_inputs, fuse=fuse, schemes=self.schemes
+                self.analysis,
+                self.sens.cache.shared_inputs,
+                fuse=fuse,
+                schemes=self.schemes,
+                called=self.sens.cache.first_call,
             )
         return self._units[fuse]
 
