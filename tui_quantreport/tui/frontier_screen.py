@@ -7,62 +7,18 @@ each shown literally. Dismisses with the picked :class:`FrontierRow` (None on Es
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from tui_quantreport.engine.planner_report import FrontierRow, frontier_rows
+from tui_quantreport.engine.planner_report import FrontierRow
 from tui_quantreport.tui.frontier_plot import FrontierPlot
-
-if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim.planner import PlannerResult, PlanPoint
-
-
-class FrontierMeasured(Message):
-    """The planner's frontier for one measurement (``measured``: the app's measurement it was run on)."""
-
-    def __init__(self, measured: Any, result: PlannerResult) -> None:
-        super().__init__()
-        self.measured = measured
-        self.result = result
-        self.rows = frontier_rows(result.to_json())
-        notes = []
-        if result.fused is not None:
-            notes.append(result.fused_words())
-        cache = result.cache
-        notes.append(
-            f"{result.passes:,} one-at-a-time passes in {result.seconds:.1f} s"
-            + (
-                f"; not cached: {cache.get('fallback')}"
-                if cache.get("fallback")
-                else ", re-run from the changed module on"
-            )
-        )
-        self.notes = notes
-
-    def point(self, row: FrontierRow) -> PlanPoint | None:
-        points = self.result.frontier
-        return points[row.index] if 0 <= row.index < len(points) else self.result.chosen
-
-    def warning(self, point: PlanPoint) -> str:
-        """The low-SQNR warning for a picked point ("" when it is above the threshold)."""
-        from tui_quantreport.engine.quantsim.planner import DEFAULT_WARN_BELOW_DB, costliest, low_sqnr_warning, noise_of
-
-        noise = {}
-        for unit in self.result.units:
-            n = noise_of(self.result.sensitivity.get((unit.name, point.choice[unit.name])))
-            if n is not None:
-                noise[unit.name] = n
-        return low_sqnr_warning(
-            "picked plan", point.simulated.db, DEFAULT_WARN_BELOW_DB, costliest(noise), "their SQNR quantized alone"
-        )
 
 
 class FrontierScreen(ModalScreen[FrontierRow | None]):

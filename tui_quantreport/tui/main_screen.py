@@ -48,7 +48,7 @@ from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
-from tui_quantreport.tui.frontier_screen import FrontierMeasured, FrontierScreen
+from tui_quantreport.tui.frontier_screen import FrontierScreen
 from tui_quantreport.tui.help_screen import HelpScreen, key_sections
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
@@ -59,6 +59,7 @@ from tui_quantreport.tui.messages import (
     DetectorToggled,
     FilterChanged,
     FilterClosed,
+    FrontierMeasured,
     MeasurementFailed,
     MeasurementFinished,
     ModelLoaded,
