@@ -42,9 +42,19 @@ def tiny_llama(hidden: int = 64, layers: int = 2, seed: int = 0) -> nn.Module:
     return model
 
 
-def token_batches(count: int = 2, batch: int = 2, tokens: int = 16, seed: int = 1) -> list[dict[str, Any]]:
+def token_batches(
+    count: int = 2, batch: int = 2, tokens: int = 16, seed: int = 1, *, causal_mask: bool = False
+) -> list[dict[str, Any]]:
+    """Random token ids; with ``causal_mask`` also the 4-D causal mask transformers would build on every
+    forward (given prepared, transformers uses it as it is: its construction does not dominate a pass)."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(0, VOCAB, (batch, tokens), generator=generator)} for _ in range(count)]
+    batches: list[dict[str, Any]] = []
+    for _ in range(count):
+        entry: dict[str, Any] = {"input_ids": torch.randint(0, VOCAB, (batch, tokens), generator=generator)}
+        if causal_mask:
+            entry["attention_mask"] = torch.ones(tokens, tokens, dtype=torch.bool).tril().expand(batch, 1, -1, -1)
+        batches.append(entry)
+    return batches
 
 
 DESCRIPTION = "2-layer LLaMA (hidden 64) from a transformers config: heavy-tailed weights, 3 massive channels"
