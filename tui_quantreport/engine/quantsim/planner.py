@@ -290,8 +290,9 @@ class PlannerResult:
             return ""
         with_c, without = self.fused
         groups = [u for u in self.units if len(u.members) > 1 and "tied" not in u.why]
-        names = ", ".join("/".join(m.rsplit(".", 1)[-1] for m in u.members) for u in groups[:3])
-        more = f" and {len(groups) - 3} more" if len(groups) > 3 else ""
+        kinds = list(dict.fromkeys("/".join(m.rsplit(".", 1)[-1] for m in u.members) for u in groups))
+        names = ", ".join(kinds[:3])
+        more = f" and {len(kinds) - 3} more" if len(kinds) > 3 else ""
         if with_c.db is None or without.db is None:
             return f"the cost of sharing a format within fused groups ({names}{more}) could not be measured"
         return (
