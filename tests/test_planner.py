@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from torch import nn
 
 pytest.importorskip("transformers")
 
@@ -191,3 +193,51 @@ def test_the_frontier_plot_writes_every_number_safely():
         frontier_rows({"frontier": [None, {"bits_per_weight": "x", "simulated_sqnr_db": True}]})[0].bits_per_weight
         is None
     )
+
+
+class _Expert(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(8, 8)
+        self.w2 = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.w2(self.w1(x))
+
+
+class _TiedMoE(nn.Module):
+    """Tied embedding / head, two experts per layer (each reads its own share of the tokens), q/k reading one input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.q = nn.Linear(8, 8)
+        self.k = nn.Linear(8, 8)
+        self.experts = nn.ModuleList([_Expert(), _Expert()])
+        self.head = nn.Linear(8, 16, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        x = self.q(x) * self.k(x)
+        half = x.shape[1] // 2
+        x = torch.cat([self.experts[0](x[:, :half]), self.experts[1](x[:, half:])], dim=1)
+        return self.head(x)
+
+
+def test_units_group_tied_weights_moe_experts_and_shared_inputs():
+    model = _TiedMoE().eval()
+    generator = torch.Generator().manual_seed(0)
+    analysis = analysis_of(model, [torch.randint(0, 16, (2, 6), generator=generator)])
+    planner = Planner(analysis)
+    units = {u.members: u for u in planner.units()}
+    tied = units[("embed", "head")]
+    assert "tied" in tied.why
+    # One tensor, one format: only what applies to both (an embedding's input is indices), and counted once.
+    assert tied.candidates == tuple(s for s in SCHEMES if SCHEMES[s].activation == "float") + (FLOAT,)
+    assert tied.weights == 16 * 8 and tied.bits[FLOAT] == 16 * 8 * 32
+    assert units[("q", "k")].why == "read the same input"
+    assert units[("experts.0.w1", "experts.1.w1")].why == "experts of one MoE layer"
+    assert units[("experts.0.w2", "experts.1.w2")].why == "experts of one MoE layer"
+    loose = {u.members for u in planner.units(fuse=False)}
+    assert ("embed", "head") in loose and ("q",) in loose and ("experts.0.w1",) in loose
