@@ -16,7 +16,13 @@ pytest.importorskip("transformers")
 
 from models.tiny_llama import analysis_of, tiny_llama, token_batches  # noqa: E402
 
-from tui_quantreport.engine.planner_report import FrontierRow, frontier_rows, plot_lines  # noqa: E402
+from tui_quantreport.engine.planner_report import (  # noqa: E402
+    FrontierRow,
+    frontier_rows,
+    planner_markdown,
+    planner_text,
+    plot_lines,
+)
 from tui_quantreport.engine.quantsim import FLOAT, SCHEMES, MeasurementCancelled  # noqa: E402
 from tui_quantreport.engine.quantsim.planner import Budget, BudgetError, Planner  # noqa: E402
 from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncached  # noqa: E402
@@ -241,3 +247,15 @@ def test_units_group_tied_weights_moe_experts_and_shared_inputs():
     assert units[("experts.0.w2", "experts.1.w2")].why == "experts of one MoE layer"
     loose = {u.members for u in planner.units(fuse=False)}
     assert ("embed", "head") in loose and ("q",) in loose and ("experts.0.w1",) in loose
+
+
+def test_the_markdown_and_text_sections_show_the_plan_and_the_frontier(planned):
+    _, _, result = planned
+    data = result.to_json()
+    markdown = "\n".join(planner_markdown(data))
+    text = "\n".join(planner_text(data))
+    for shown in (markdown, text):
+        assert f"Budget {BUDGET_BPW:g} bits per weight: {data['plan']['bits_per_weight']:.2f} bpw" in shown
+        assert "▶" in shown and "uniform" in shown and "sharing one format within fused groups" in shown.lower()
+    assert "| `model.layers.0.self_attn.q_proj (+2)` | 3 |" in markdown
+    assert planner_markdown(None) == [] and planner_text({}) == []
