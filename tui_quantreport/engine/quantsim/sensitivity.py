@@ -17,10 +17,11 @@ uncached pass computes, and the result is bit-identical while the pass costs
 only from ``u`` onward.
 
 Guards: a module is cached only when it is called exactly once per forward on
-every probe batch and its output is tensors in plain tuples/lists/dicts; the
-first cached pass with anything to skip is checked against the uncached pass
-(bit for bit, on the SQNR sums); a mismatch or an error in a cached pass turns
-caching off for the rest (``fallback`` says why) and the uncached pass is used.
+every probe batch and its output is tensors in plain tuples/lists/dicts; a
+cached pass that replays further down the model than any before is checked
+against the uncached pass (bit for bit, on the SQNR), about one check per block;
+a mismatch or an error in a cached pass turns caching off for the rest
+(``fallback`` says why) and the uncached pass is used.
 
 :class:`Sensitivity` runs the passes with progress, an ETA and cancel; what was
 measured before a cancel is kept (``results``) and not measured again.
@@ -365,6 +366,9 @@ class Sensitivity:
         self.seconds = 0.0
         #: Seconds left in the running :meth:`measure`, once a pass has been timed.
         self.eta: float | None = None
+        #: How far down the model (the latest replayed module's start) a cached pass was checked.
+        self._verified_reach = -1
+        self._verified_inner = False
 
     def prepare(
         self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None
@@ -420,7 +424,12 @@ class Sensitivity:
         except (SimulationError, RuntimeError) as exc:
             self.cache.fallback = f"a cached pass failed ({exc}); passes run from the input"
             return analysis._simulate(quantized, should_cancel)
-        if not self.cache.verified:
+        reach = max((n.start for n in nodes if n.depth == 0), default=-1)
+        inner = any(n.depth > 0 for n in nodes)
+        if reach > self._verified_reach or (inner and not self._verified_inner):
+            # Checked bit for bit against the full pass whenever a pass replays more blocks than any
+            # checked before, and the first time it replays modules inside a block (a side effect of a
+            # skipped module shows where it is skipped).
             self.passes += 1
             full = analysis._simulate(quantized, should_cancel)
             if full != cached:
@@ -430,6 +439,8 @@ class Sensitivity:
                 )
                 return full
             self.cache.verified = True
+            self._verified_reach = max(self._verified_reach, reach)
+            self._verified_inner = self._verified_inner or inner
         return cached
 
 
