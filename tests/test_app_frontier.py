@@ -60,6 +60,12 @@ async def test_picking_a_frontier_point_makes_it_the_plan(tmp_path: Path) -> Non
         assert f"{point.bits_per_weight:.2f} bpw" in app.sub_title
         if point.simulated.db is not None:
             assert f"{point.simulated.db:.1f} dB" in app.sub_title
+        # A plan below 20 dB end to end says so, naming the units that cost the most.
+        low = [n for n in app._notifications if "below 20 dB" in str(n.message)]
+        if point.simulated.db is not None and point.simulated.db < 20:
+            assert low and low[-1].severity == "warning" and "cost the most" in str(low[-1].message)
+        else:
+            assert not low
 
         # The plan export is the picked plan.
         await pilot.press("e")
