@@ -335,7 +335,8 @@ class Planner:
                 self.sens.cache.shared_inputs,
                 fuse=fuse,
                 schemes=self.schemes,
-                called=self.sens.cache.first_call,
+                # Called on the first probe batch (the cache's pass) or on any (the range pass; float inputs).
+                called={*self.sens.cache.first_call, *(f for f, t in self.analysis.targets.items() if t.calls)},
             )
         return self._units[fuse]
 
