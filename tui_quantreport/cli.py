@@ -293,6 +293,69 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _finite_float(what: str, positive: bool = False):
+    """A float option: finite (and above 0 when ``positive``), else one line naming it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise argparse.ArgumentTypeError(f"must be a number of {what}, not {shown!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number of {what}, not {text}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a number of {what} above 0, not {text}")
+        return value
+
+    return parse
+
+
+def _planner_options(parser: argparse.ArgumentParser) -> None:
+    """The budgeted planner: a budget (one of three), the sensitivity cache, the frontier, the warning."""
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget-bpw",
+        metavar="BPW",
+        type=_finite_float("bits per weight", positive=True),
+        help="plan mixed precision for at most this average of deployed bits per weight (scales counted)",
+    )
+    budget.add_argument(
+        "--budget-mb",
+        metavar="MB",
+        type=_finite_float("MB", positive=True),
+        help="plan mixed precision for a model of at most this size (MB = 10^6 bytes, every parameter counted)",
+    )
+    budget.add_argument(
+        "--min-sqnr",
+        metavar="DB",
+        type=_finite_float("dB"),
+        help="plan the smallest mix whose end-to-end SQNR reaches this many dB",
+    )
+    parser.add_argument(
+        "--sensitivity-cache-mb",
+        metavar="MB",
+        type=_finite_float("MiB"),
+        default=1024.0,
+        help="memory for the float activations the planner's sensitivity passes re-run from (default 1024; "
+        "0: every pass from the input)",
+    )
+    parser.add_argument(
+        "--frontier-points",
+        metavar="N",
+        type=_count,
+        default=6,
+        help="budgets on the planner's SQNR-vs-size frontier, beside the uniform plans (default 6)",
+    )
+    parser.add_argument(
+        "--warn-below",
+        metavar="DB",
+        type=_finite_float("dB"),
+        default=20.0,
+        help="warn at the top of the report when the plan's end-to-end SQNR is below this (default 20)",
+    )
+
+
 def _min_gain_option(parser: argparse.ArgumentParser, default: float | None) -> None:
     """``--min-gain DB`` (the app's default None: the saved setting, else 1)."""
     parser.add_argument(
@@ -341,7 +404,10 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
         help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
     )
     _min_gain_option(report, default=1.0)
-    report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
+    report.add_argument(
+        "--plan-out", metavar="FILE", help="write the recommended plan (JSON) here (with a budget: the budgeted plan)"
+    )
+    _planner_options(report)
     _output_key_option(report)
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
@@ -414,7 +480,11 @@ def run_report(args: argparse.Namespace) -> int:
     if statsfile.is_stats_path(args.model):
         # No model: the report is judged from the file; measured error needs the model's forward.
         sf = _open_stats(args.model, args)
-        for option, given in (("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out)):
+        for option, given in (
+            ("--sensitivity", args.sensitivity),
+            ("--plan-out", args.plan_out),
+            (_budget_option(args), _budget(args) is not None),
+        ):
             if given:
                 raise statsfile.StatsFileError(
                     f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
@@ -431,6 +501,10 @@ def run_report(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         if args.plan_out and not args.probe_batches:
             raise UserError("--plan-out needs measurement: give --probe-batches 1 or more")
+        if _budget(args) is not None and not args.probe_batches:
+            raise UserError(f"{_budget_option(args)} needs measurement: give --probe-batches 1 or more")
+        if args.sensitivity_cache_mb < 0:
+            raise UserError(f"--sensitivity-cache-mb must be 0 or more, not {args.sensitivity_cache_mb:g}")
         with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
             loaded = load_model(args.model, args.calibration)
             session = Session(loaded.model, label=loaded.spec)
@@ -524,12 +598,59 @@ def _measure(args, session, stats, settings, probes, report):
             raise
         print(f"{PROG}: note: no measured SQNR: {exc}", file=sys.stderr)
         return report
+    budget = _budget(args)
+    plan_data = measured.plan_data
+    if budget is not None:
+        from tui_quantreport.engine.quantsim.planner import Planner, planned_measured
+
+        planner = Planner(analysis, cache_mb=args.sensitivity_cache_mb)
+        units = planner.units()
+        planner.check(units, budget)
+        passes = sum(len(u.candidates) - 1 for u in units)
+        print(f"planner: {len(units)} decision units, {passes} sensitivity passes (cached from the changed module on)",
+              file=sys.stderr)  # fmt: skip
+        bar = Progress("planner", unit="passes")
+        eta = planner.sens
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            left = f" (about {eta.eta:.0f} s left)" if stage == "sensitivity" and eta.eta is not None else ""
+            bar.label = f"planner {stage}{left}"
+            bar(done, total)
+
+        try:
+            result = planner.run(budget, frontier_points=args.frontier_points, progress=progress)
+        finally:
+            bar.close()
+        measured = planned_measured(measured, result, args.warn_below)
+        if result.chosen is not None:
+            plan_data = result.chosen.plan.to_json_data()
+    else:
+        from tui_quantreport.engine.quantsim.planner import recommended_warning
+
+        measured = recommended_warning(measured, args.warn_below)
     if args.plan_out:
-        path = Plan.from_json_data(measured.plan_data).save(
+        path = Plan.from_json_data(plan_data).save(
             args.plan_out, inputs=_inputs(args.model, args.calibration, args.stats)
         )
         print(f"wrote plan to {printable(str(path))}", file=sys.stderr)
     return assess(report, measured, args.min_gain)
+
+
+def _budget(args: argparse.Namespace):
+    """The planner's budget from --budget-bpw / --budget-mb / --min-sqnr (None: no budget)."""
+    from tui_quantreport.engine.quantsim.planner import Budget
+
+    for kind, value in (("bpw", args.budget_bpw), ("mb", args.budget_mb), ("sqnr", args.min_sqnr)):
+        if value is not None:
+            return Budget(kind, value)
+    return None
+
+
+def _budget_option(args: argparse.Namespace) -> str:
+    for option, value in (("--budget-bpw", args.budget_bpw), ("--budget-mb", args.budget_mb)):
+        if value is not None:
+            return option
+    return "--min-sqnr"
 
 
 def _open_stats(path: str, args: argparse.Namespace):
@@ -565,7 +686,8 @@ class Progress:
     LINE_EVERY = 2.0
     DRAW_EVERY = 0.1
 
-    def __init__(self, label: str, stream=None):
+    def __init__(self, label: str, stream=None, unit: str = "batches"):
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.label = label
@@ -579,7 +701,7 @@ class Progress:
         if not final and now - self.last < (self.DRAW_EVERY if self.tty else self.LINE_EVERY):
             return
         self.last = now
-        count = f"{done:,}/{total:,} batches" if total is not None else f"{done:,} batches"
+        count = f"{done:,}/{total:,} {self.unit}" if total is not None else f"{done:,} {self.unit}"
         elapsed = f"{now - self.started:.1f} s"
         if self.tty:
             bar = ""

@@ -149,6 +149,7 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
         f"{info['torch'] or '(unknown)'} at {info['time']}.",
         "",
         *([_md(empty_note), ""] if (empty_note := _empty_note(report)) else []),
+        *([f"> **{_md(warning[0].upper() + warning[1:])}**", ""] if (warning := _warning(report)) else []),
         "| Detector | Modules flagged | Parameters | Summary |",
         "| --- | ---: | --- | --- |",
     ]
@@ -221,6 +222,8 @@ def to_text(report: Report) -> str:
     ]
     if empty_note := _empty_note(report):
         lines.append(_printable(empty_note))
+    if warning := _warning(report):
+        lines.append(_printable(warning))
     for det in report.detectors.values():
         lines += ["", f"{det.title} [{det.glyph}]: {_printable(det.summary)}"]
         for finding in det.findings.values():
@@ -560,6 +563,11 @@ def _existing_mode(target: Path) -> int | None:
         return target.stat().st_mode & 0o777
     except OSError:
         return None
+
+
+def _warning(report: Report) -> str:
+    """The measured plan's low-SQNR warning ("" when none): said at the top of the report."""
+    return report.measured.warning if report.measured is not None else ""
 
 
 def _finite(value: Any) -> Any:

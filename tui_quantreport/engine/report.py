@@ -251,6 +251,11 @@ class Measured:
     output_key: str | None = None
     #: What the quantized model is held against ("the float model", or how a QAT model was made float).
     reference: str = "the float model"
+    #: The budgeted planner's result as plain JSON data (docs/planner.md); None when it did not run.
+    planner: Mapping[str, Any] | None = None
+    #: One sentence when the recommended or budgeted plan's end-to-end SQNR is below the warning
+    #: threshold, naming the units that cost the most ("" otherwise).
+    warning: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tui_quantreport.engine.escape import markdown_code, printable
+from tui_quantreport.engine.planner_report import planner_markdown, planner_text
 from tui_quantreport.engine.report import (
     Level,
     Measured,
@@ -323,6 +324,8 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             {"module": fqn, "detector": det, "gain_db": gain, "severity": level}
             for fqn, det, gain, level in top_findings(report)
         ],
+        "warning": m.warning or None,
+        **({"planner": dict(m.planner)} if m.planner is not None else {}),
     }
 
 
@@ -400,7 +403,7 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         lines.append(
             f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
         )
-    return lines
+    return lines + planner_markdown(m.planner)
 
 
 def measured_text(report: Report, limit: int = 10) -> list[str]:
@@ -417,7 +420,7 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     for fqn, why in _scheme_reasons(m, limit):
         lines.append(f"  plan: {printable(fqn)}: {printable(why)}")
-    return lines
+    return lines + planner_text(m.planner)
 
 
 def _scheme_reasons(m: Measured, limit: int) -> list[tuple[str, str]]:

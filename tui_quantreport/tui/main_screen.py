@@ -49,6 +49,7 @@ from tui_quantreport.tui.detector_sidebar import MIN_GAIN, DetectorSidebar
 from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
 from tui_quantreport.tui.filter_input import FilterInput
+from tui_quantreport.tui.frontier_screen import FrontierScreen
 from tui_quantreport.tui.help_screen import HelpScreen, key_sections
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
@@ -59,6 +60,7 @@ from tui_quantreport.tui.messages import (
     DetectorToggled,
     FilterChanged,
     FilterClosed,
+    FrontierMeasured,
     MeasurementFailed,
     MeasurementFinished,
     ModelLoaded,
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.quantsim.planner import Planner
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
@@ -126,7 +129,7 @@ MODEL_ACTIONS = frozenset(
 )
 
 #: Actions that need the measured error (after a calibration).
-PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity"})
+PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity", "frontier"})
 
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
@@ -204,6 +207,15 @@ class MainScreen(Screen[None]):
             show=False,
             key_display="S",
             tooltip="Measure each quantized module's sensitivity: the plan's SQNR with only it quantized",
+        ),
+        Binding(
+            "F",
+            "frontier",
+            "Frontier",
+            show=False,
+            key_display="F",
+            tooltip="Plan under a budget: the end-to-end SQNR-vs-size frontier of mixed plans (one-at-a-time "
+            "sensitivity per module and scheme, cached); Enter on a point makes it the plan",
         ),
         Binding(
             "t",
@@ -350,6 +362,10 @@ class MainScreen(Screen[None]):
         self._plan_timer: Timer | None = None
         self._last_plan_change = float("-inf")
         self._measure_cancel = threading.Event()
+        #: The planner's frontier for the current measurement (``F``), and the size of each plan picked from it.
+        self._frontier: FrontierMeasured | None = None
+        self._plan_sizes: dict[tuple, str] = {}
+        self._planner: tuple[Measured, Planner] | None = None
 
     # Layout -----------------------------------------------------------------
 
@@ -721,6 +737,7 @@ class MainScreen(Screen[None]):
         self.calibrating = False
         self.stats = calibrated.stats
         self.measured, self.plan, self.plan_sqnr, self.sensitivity = None, None, None, None  # of the old stats
+        self._frontier = None
         batches = calibrated.stats.batches
         self.query_one(CalibrationBar).stop(f"{calibrated_on(batches)}.")
         self.report = calibrated.report
@@ -854,7 +871,10 @@ class MainScreen(Screen[None]):
         quantized, kept = len(plan.quantized), len(plan.kept_float)
         total = quantized + kept
         running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
+        size = self._plan_sizes.get(plan.key)
+        sized = [f"{self.spec} · plan {sqnr}{running} · {size}", f"plan {sqnr}{short_running} · {size}"] if size else []
         forms = [
+            *sized,
             f"{self.spec} · plan {sqnr}{running} · {quantized:,} quantized, {kept:,} float",
             f"{self.spec} · plan {sqnr}{short_running} · {kept:,}/{total:,} float",
             f"plan {sqnr}{running} · {kept:,}/{total:,} float",
@@ -1019,6 +1039,78 @@ class MainScreen(Screen[None]):
         self.query_one(CalibrationBar).stop(
             "Sensitivity measured; most sensitive: " + ", ".join(f"{f} ({sqnr_text(s)})" for f, s in worst)
         )
+
+    def action_frontier(self) -> None:
+        """The planner's SQNR-vs-size frontier (measured once per measurement, in a worker with
+        progress; Esc cancels, keeping what was measured); then the plot, where Enter picks a plan."""
+        measured = self.measured
+        if measured is None or self.measuring:
+            return
+        if measured.analysis is None:
+            self._needs_the_model("The frontier")
+            return
+        if self._frontier is not None and self._frontier.measured is measured:
+            self._show_frontier(self._frontier)
+            return
+        self._measure_cancel.clear()
+        self.measuring = "Frontier: sensitivity per module and scheme…"
+        self.query_one(CalibrationBar).start(self.measuring, unit="passes")
+        self._measure_frontier(measured)
+
+    @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="frontier")
+    def _measure_frontier(self, measured: Measured) -> None:
+        from tui_quantreport.engine.quantsim.planner import Planner
+
+        worker = get_current_worker()
+        if measured.analysis is None:
+            return
+        planner = self._planner[1] if self._planner is not None and self._planner[0] is measured else None
+        if planner is None:  # kept: a cancelled run's passes are not measured again
+            planner = Planner(measured.analysis)
+            self._planner = (measured, planner)
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            self.post_message(WorkProgress(done, total))
+
+        try:
+            result = planner.run(
+                None, progress=progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
+            )
+        except CalibrationCancelled:
+            kept = len(planner.sens.results)
+            self.post_message(
+                MeasurementFailed(
+                    f"Frontier cancelled; {kept:,} sensitivity passes kept for next time.", cancelled=True
+                )
+            )
+        except Exception as exc:
+            self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(FrontierMeasured(measured, result))
+
+    @on(FrontierMeasured)
+    def _frontier_measured(self, message: FrontierMeasured) -> None:
+        self.measuring = ""
+        if message.measured is not self.measured:
+            return
+        self._frontier = message
+        self.query_one(CalibrationBar).stop(f"Frontier measured: {len(message.rows):,} plans.")
+        self._show_frontier(message)
+
+    def _show_frontier(self, frontier: FrontierMeasured) -> None:
+        def picked(row) -> None:  # type: ignore[no-untyped-def]
+            if row is None or self._frontier is not frontier or self.measured is not frontier.measured:
+                return
+            point = frontier.point(row)
+            if point is None:
+                return
+            self._plan_sizes[point.plan.key] = f"{point.bits_per_weight:.2f} bpw, {point.size_mb:.3g} MB"
+            self.set_plan(point.plan)
+            warning = frontier.warning(point)
+            if warning:
+                self.notify(warning, title="Low end-to-end SQNR", severity="warning", markup=False)
+
+        self.app.push_screen(FrontierScreen(frontier.rows, frontier.notes), picked)
 
     # Moving around ----------------------------------------------------------
 

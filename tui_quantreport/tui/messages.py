@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
+from tui_quantreport.engine.planner_report import FrontierRow, frontier_rows
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loa
     from collections.abc import Mapping
 
     from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.quantsim.planner import PlannerResult, PlanPoint
 
 # Worker -> app ---------------------------------------------------------------
 
@@ -191,3 +193,43 @@ class RecommendationChanged(Message):
         super().__init__()
         self.measured = measured
         self.generation = generation
+
+
+class FrontierMeasured(Message):
+    """The planner's frontier for one measurement (``measured``: the app's measurement it was run on)."""
+
+    def __init__(self, measured: Measured, result: PlannerResult) -> None:
+        super().__init__()
+        self.measured = measured
+        self.result = result
+        self.rows: list[FrontierRow] = frontier_rows(result.to_json())
+        notes = []
+        if result.fused is not None:
+            notes.append(result.fused_words())
+        cache = result.cache
+        notes.append(
+            f"{result.passes:,} one-at-a-time passes in {result.seconds:.1f} s"
+            + (
+                f"; not cached: {cache.get('fallback')}"
+                if cache.get("fallback")
+                else ", re-run from the changed module on"
+            )
+        )
+        self.notes = notes
+
+    def point(self, row: FrontierRow) -> PlanPoint | None:
+        points = self.result.frontier
+        return points[row.index] if 0 <= row.index < len(points) else self.result.chosen
+
+    def warning(self, point: PlanPoint) -> str:
+        """The low-SQNR warning for a picked point ("" when it is above the threshold)."""
+        from tui_quantreport.engine.quantsim.planner import DEFAULT_WARN_BELOW_DB, costliest, low_sqnr_warning, noise_of
+
+        noise = {}
+        for unit in self.result.units:
+            n = noise_of(self.result.sensitivity.get((unit.name, point.choice[unit.name])))
+            if n is not None:
+                noise[unit.name] = n
+        return low_sqnr_warning(
+            "picked plan", point.simulated.db, DEFAULT_WARN_BELOW_DB, costliest(noise), "their SQNR quantized alone"
+        )

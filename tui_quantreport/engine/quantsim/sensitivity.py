@@ -1,0 +1,461 @@
+"""One-at-a-time end-to-end sensitivity per (decision unit x scheme), re-run only from the change on.
+
+The end-to-end SQNR with only one unit quantized (a module, or a fused group of
+modules quantized together) is what the planner allocates bits from. Measured
+naively it costs one forward pass over the probes per (unit, scheme); most of
+that pass recomputes float activations that do not depend on the change.
+
+:class:`ActivationCache` records, during one float pass, the output of each
+*cacheable* module per probe batch: the blocks (the children of the model's
+repeated container, an ``nn.ModuleList``/``nn.Sequential`` of layers, with the
+siblings along its path; else every top-level child) and, within the memory
+bound, their children and grandchildren. For a pass that quantizes unit ``u``,
+every cached module whose forward *ended before u's first call started* (in the
+float pass) is made to return its recorded float output (a copy; no compute):
+nothing before ``u`` is quantized, so those outputs are exactly what the
+uncached pass computes, and the result is bit-identical while the pass costs
+only from ``u`` onward.
+
+Guards: a module is cached only when it is called exactly once per forward on
+every probe batch and its output is tensors in plain tuples/lists/dicts; a
+cached pass that replays further down the model than any before is checked
+against the uncached pass (bit for bit, on the SQNR), about one check per block;
+a mismatch or an error in a cached pass turns caching off for the rest
+(``fallback`` says why) and the uncached pass is used.
+
+:class:`Sensitivity` runs the passes with progress, an ETA and cancel; what was
+measured before a cancel is kept (``results``) and not measured again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.quantsim.error_analysis import (
+    _MISSING,
+    ErrorAnalysis,
+    MeasurementCancelled,
+    SimulationError,
+    _check_cancel,
+    _gc_paused,
+    _restore_forwards,
+)
+from tui_quantreport.engine.quantsim.sqnr import Sqnr
+from tui_quantreport.engine.session import first_tensor
+
+ProgressCallback = Callable[[int, int | None], None]
+
+#: Default memory bound of the activation cache (MiB).
+DEFAULT_CACHE_MB = 1024.0
+#: Levels cached below a block (0: the blocks only).
+MAX_DEPTH = 2
+
+
+@dataclass
+class _Node:
+    """A cacheable module: its place in the float pass and its recorded outputs."""
+
+    fqn: str
+    module: nn.Module
+    depth: int
+    #: Event index (batch 0) at which its first call started / its forward ended.
+    start: int = -1
+    end: int = -1
+    calls: list[int] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    nbytes: int = 0
+    storable: bool = True
+    kept: bool = False
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (torch.Tensor, int, float, bool, str)):
+        return True
+    if type(value) in (tuple, list):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain(v) for v in value.values())
+    return False
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a plain output: tensors detached and cloned, containers rebuilt."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if type(value) is tuple:
+        return tuple(_copy(v) for v in value)
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if type(value) in (tuple, list):
+        return sum(_nbytes(v) for v in value)
+    if type(value) is dict:
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
+def find_blocks(model: nn.Module) -> tuple[str | None, list[tuple[str, nn.Module]]]:
+    """(the repeated container's fqn, the level-0 modules): the container's children and the
+    siblings along the path from the root to it; without one (no ``ModuleList``/``Sequential``
+    of two or more children holding parameters), every top-level child."""
+    best: tuple[int, str] | None = None
+    for fqn, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        children = [c for c in module.children() if any(True for _ in c.parameters())]
+        if len(children) < 2:
+            continue
+        params = sum(p.numel() for p in module.parameters())
+        if best is None or params > best[0]:
+            best = (params, fqn)
+    if best is None:
+        return None, [(name, child) for name, child in model.named_children()]
+    container = best[1]
+    level: list[tuple[str, nn.Module]] = []
+    parts = container.split(".") if container else []
+    prefix = ""
+    parent = model
+    for part in parts:
+        for name, child in parent.named_children():
+            if name != part:
+                level.append((prefix + name, child))
+        parent = parent.get_submodule(part)
+        prefix += part + "."
+    level += [(prefix + name, child) for name, child in parent.named_children()]
+    return container, level
+
+
+class ActivationCache:
+    """Float outputs of cacheable modules per probe batch, recorded in one float pass.
+
+    The pass also records, for the planner, which quantizable modules read one input
+    tensor (``shared_inputs``) and each one's first call (``first_call``).
+    """
+
+    def __init__(self, analysis: ErrorAnalysis, memory_mb: float = DEFAULT_CACHE_MB):
+        if not (memory_mb >= 0 and math.isfinite(memory_mb)):
+            raise ValueError("memory_mb must be a finite number >= 0")
+        self.analysis = analysis
+        self.memory_bytes = int(memory_mb * (1 << 20))
+        self.container, level = find_blocks(analysis.model)
+        self.nodes: dict[str, _Node] = {}
+        self._collect(level)
+        self.first_call: dict[str, int] = {}
+        self.shared_inputs: list[tuple[str, ...]] = []
+        self.recorded = False
+        #: Why cached passes are not used (None while they are).
+        self.fallback: str | None = None if memory_mb > 0 else "the cache's memory bound is 0"
+        self.verified = False
+        self.kept_bytes = 0
+
+    def _collect(self, level: Sequence[tuple[str, nn.Module]]) -> None:
+        frontier = [(fqn, module, 0) for fqn, module in level]
+        seen: set[int] = set()
+        while frontier:
+            fqn, module, depth = frontier.pop(0)
+            if id(module) in seen:  # a module reachable twice is never "called once"
+                continue
+            seen.add(id(module))
+            self.nodes[fqn] = _Node(fqn, module, depth)
+            if depth < MAX_DEPTH:
+                frontier += [(f"{fqn}.{name}", child, depth + 1) for name, child in module.named_children()]
+
+    @property
+    def kept(self) -> list[_Node]:
+        return [n for n in self.nodes.values() if n.kept]
+
+    @_gc_paused
+    def record(self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None) -> None:
+        """One float pass over the probes: call order, shared inputs, and the kept outputs."""
+        analysis = self.analysis
+        probes = analysis.probes
+        events = [0]
+        batch = [0]
+        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
+        readers: dict[int, tuple[weakref.ref, list[str]]] = {}
+        groups: dict[frozenset[str], None] = {}
+
+        def group(members: list[str]) -> None:
+            if len(members) > 1:
+                groups[frozenset(members)] = None
+
+        keep_all = [True]
+
+        def node_pre(node: _Node):
+            def hook(module, args, kwargs):
+                b = batch[0]
+                while len(node.calls) <= b:
+                    node.calls.append(0)
+                node.calls[b] += 1
+                if b == 0 and node.start < 0:
+                    node.start = events[0]
+                events[0] += 1
+
+            return hook
+
+        def node_post(node: _Node):
+            def hook(module, args, output):
+                b = batch[0]
+                if b == 0 and node.end < 0:
+                    node.end = events[0]
+                events[0] += 1
+                if not node.storable or node.calls[b] != 1:
+                    return
+                if not _is_plain(output):
+                    node.storable = False
+                    return
+                if keep_all[0] or node.kept:
+                    if b == 0:
+                        node.nbytes = _nbytes(output)
+                    node.outputs.append(_copy(output))
+
+            return hook
+
+        def target_pre(fqn: str):
+            def hook(module, args, kwargs):
+                x = first_tensor(args) if args else first_tensor(kwargs)
+                if batch[0] == 0:
+                    self.first_call.setdefault(fqn, events[0])
+                    if x is not None:
+                        entry = readers.get(id(x))
+                        if entry is None or entry[0]() is not x:
+                            if entry is not None:
+                                group(entry[1])
+                            entry = readers[id(x)] = (weakref.ref(x), [])
+                        entry[1].append(fqn)
+                events[0] += 1
+
+            return hook
+
+        handles = []
+        for node in self.nodes.values():
+            handles.append(node.module.register_forward_pre_hook(node_pre(node), with_kwargs=True))
+            handles.append(node.module.register_forward_hook(node_post(node)))
+        for fqn, target in analysis.targets.items():
+            handles.append(target.module.register_forward_pre_hook(target_pre(fqn), with_kwargs=True))
+        try:
+            with analysis._float_mode():
+                for i, probe in enumerate(probes):
+                    _check_cancel(should_cancel)
+                    batch[0] = i
+                    analysis._run(probe, i)
+                    if i == 0:
+                        for _, members in readers.values():
+                            group(members)
+                        readers.clear()
+                        self._select(len(probes))
+                        keep_all[0] = False
+                    if progress is not None:
+                        progress(i + 1, len(probes))
+        finally:
+            for h in handles:
+                h.remove()
+        n = len(probes)
+        for node in self.nodes.values():
+            ok = node.storable and len(node.calls) == n and all(c == 1 for c in node.calls)
+            if not (ok and node.kept and len(node.outputs) == n):
+                node.kept = False
+                node.outputs = []
+        self.kept_bytes = sum(n.nbytes * len(probes) for n in self.kept)
+        order = {fqn: i for i, fqn in enumerate(analysis.targets)}
+        self.shared_inputs = [tuple(sorted(g, key=lambda f: order.get(f, 0))) for g in groups]
+        self.recorded = True
+        if not self.kept and self.fallback is None:
+            self.fallback = "no module of the model can be cached (none is called once per forward before another)"
+
+    def _select(self, batches: int) -> None:
+        """After batch 0: keep the useful outputs (some quantizable module starts after the module
+        ended) within the memory bound, blocks first, then their children, then grandchildren."""
+        last_start = max(self.first_call.values(), default=-1)
+        budget = self.memory_bytes
+        used = 0
+        for depth in range(MAX_DEPTH + 1):
+            for node in sorted(self.nodes.values(), key=lambda n: n.start):
+                if node.depth != depth:
+                    continue
+                useful = node.storable and node.end >= 0 and node.end < last_start and node.calls[:1] == [1]
+                cost = node.nbytes * batches
+                if useful and used + cost <= budget:
+                    node.kept = True
+                    used += cost
+        for node in self.nodes.values():
+            if not node.kept:
+                node.outputs = []
+
+    def skipped(self, members: Iterable[str]) -> list[_Node]:
+        """The kept modules a pass quantizing ``members`` replays (the outermost ones)."""
+        if self.fallback is not None:
+            return []
+        starts = [self.first_call.get(m) for m in members]
+        if not starts or any(s is None for s in starts):
+            return []
+        first = min(s for s in starts if s is not None)
+        done = [n for n in self.kept if n.end < first]
+        names = {n.fqn for n in done}
+        return [n for n in done if not any(n.fqn.startswith(other + ".") for other in names)]
+
+    @contextmanager
+    def replaying(self, nodes: Sequence[_Node]) -> Iterator[None]:
+        """Each of ``nodes`` returns a copy of its recorded output for the current probe batch."""
+        if not nodes:
+            yield
+            return
+        batch = [-1]
+
+        def next_batch(module, args, kwargs):
+            batch[0] += 1
+
+        def replay(node: _Node):
+            outputs = node.outputs
+
+            def forward(*args, **kwargs):
+                b = batch[0]
+                if not 0 <= b < len(outputs):
+                    raise RuntimeError("the cached pass lost track of the probe batch")
+                return _copy(outputs[b])
+
+            return forward
+
+        saved: list[tuple[nn.Module, Any]] = []
+        handle = self.analysis.model.register_forward_pre_hook(next_batch, with_kwargs=True)
+        try:
+            for node in nodes:
+                saved.append((node.module, node.module.__dict__.get("forward", _MISSING)))
+                node.module.__dict__["forward"] = replay(node)
+            yield
+        finally:
+            _restore_forwards(saved)
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sensitivity measurement: these modules quantized together with this scheme."""
+
+    members: tuple[str, ...]
+    scheme: str
+
+
+class Sensitivity:
+    """End-to-end SQNR with only one unit quantized, per (unit, scheme); cached passes by default.
+
+    ``results`` keeps every measured item across calls (a cancelled run keeps what it measured).
+    """
+
+    def __init__(self, analysis: ErrorAnalysis, cache_mb: float = DEFAULT_CACHE_MB):
+        self.analysis = analysis
+        self.cache = ActivationCache(analysis, cache_mb)
+        self.results: dict[Item, Sqnr] = {}
+        self.passes = 0
+        self.seconds = 0.0
+        #: Seconds left in the running :meth:`measure`, once a pass has been timed.
+        self.eta: float | None = None
+        #: How far down the model (the latest replayed module's start) a cached pass was checked.
+        self._verified_reach = -1
+        self._verified_inner = False
+
+    def prepare(
+        self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None
+    ) -> None:
+        """The float passes everything else reuses: ranges and reference outputs, then the cache."""
+        analysis = self.analysis
+        if not analysis._ranges_done:
+            analysis._range_pass(lambda done, total: None, should_cancel)
+        analysis.reference_outputs()
+        if not self.cache.recorded:
+            self.cache.record(progress, should_cancel)
+
+    def measure(
+        self,
+        items: Iterable[Item],
+        progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> dict[Item, Sqnr]:
+        """Every item's end-to-end SQNR (those in ``results`` are not measured again).
+
+        Raises :class:`MeasurementCancelled` when cancelled; ``results`` keeps what was measured.
+        """
+        wanted = list(dict.fromkeys(items))
+        todo = [item for item in wanted if item not in self.results]
+        if todo:
+            self.prepare(None, should_cancel)
+        started = time.perf_counter()
+        total = len(todo)
+        for i, item in enumerate(todo):
+            _check_cancel(should_cancel)
+            self.results[item] = self._one(item, should_cancel)
+            elapsed = time.perf_counter() - started
+            self.eta = elapsed / (i + 1) * (total - i - 1)
+            if progress is not None:
+                progress(i + 1, total)
+        self.seconds += time.perf_counter() - started
+        self.eta = None
+        return {item: self.results[item] for item in wanted}
+
+    @_gc_paused
+    def _one(self, item: Item, should_cancel: Callable[[], bool] | None) -> Sqnr:
+        analysis = self.analysis
+        quantized = dict.fromkeys(item.members, item.scheme)
+        nodes = self.cache.skipped(item.members)
+        self.passes += 1
+        if not nodes:
+            return analysis._simulate(quantized, should_cancel)
+        try:
+            with self.cache.replaying(nodes):
+                cached = analysis._simulate(quantized, should_cancel)
+        except MeasurementCancelled:
+            raise
+        except (SimulationError, RuntimeError) as exc:
+            self.cache.fallback = f"a cached pass failed ({exc}); passes run from the input"
+            return analysis._simulate(quantized, should_cancel)
+        reach = max((n.start for n in nodes if n.depth == 0), default=-1)
+        inner = any(n.depth > 0 for n in nodes)
+        if reach > self._verified_reach or (inner and not self._verified_inner):
+            # Checked bit for bit against the full pass whenever a pass replays more blocks than any
+            # checked before, and the first time it replays modules inside a block (a side effect of a
+            # skipped module shows where it is skipped).
+            self.passes += 1
+            full = analysis._simulate(quantized, should_cancel)
+            if full != cached:
+                self.cache.fallback = (
+                    f"the cached pass for '{item.members[0]}' differed from the full pass "
+                    f"({full} vs {cached}); passes run from the input"
+                )
+                return full
+            self.cache.verified = True
+            self._verified_reach = max(self._verified_reach, reach)
+            self._verified_inner = self._verified_inner or inner
+        return cached
+
+
+def uncached(analysis: ErrorAnalysis, items: Iterable[Item]) -> dict[Item, Sqnr]:
+    """Every item measured with full passes from the input (the reference the cache must equal)."""
+    return {item: analysis._simulate(dict.fromkeys(item.members, item.scheme), None) for item in items}
+
+
+def describe_cache(cache: ActivationCache) -> Mapping[str, Any]:
+    """Plain data about the cache (for reports)."""
+    return {
+        "container": cache.container,
+        "cached_modules": len(cache.kept),
+        "cached_mb": round(cache.kept_bytes / (1 << 20), 3),
+        "memory_bound_mb": round(cache.memory_bytes / (1 << 20), 3),
+        "verified": cache.verified,
+        "fallback": cache.fallback,
+    }
