@@ -252,6 +252,12 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
+    app.add_argument(
+        "--plan",
+        metavar="FILE.plan.json",
+        help="start from this plan (a plan file the app or report --plan-out wrote) instead of the "
+        "recommended one, once the error is measured",
+    )
     _min_gain_option(app, default=None)
 
     report = OneLineParser(
@@ -652,6 +658,10 @@ def run_app(args: argparse.Namespace) -> int:
         check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     if args.stats:
         _open_stats_quickly(args.stats)
+    if args.plan:
+        from tui_quantreport.engine.kept_plan import read_plan_file
+
+        read_plan_file(args.plan)  # one line and exit 2 before the UI starts; the app reads it again
     from tui_quantreport.engine.export import install_sigterm_cleanup
     from tui_quantreport.tui.app import QuantReportApp
 

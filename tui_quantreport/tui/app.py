@@ -48,7 +48,16 @@ class QuantReportApp(App[None]):
     def get_default_screen(self) -> MainScreen:
         max_batches = getattr(self.options, "batches", None)
         probes = getattr(self.options, "probe_batches", None)
-        return MainScreen(self.spec, self._loading, max_batches, PROBE_BATCHES if probes is None else probes)
+        plan = None
+        if getattr(self.options, "plan", None):
+            from tui_quantreport.engine.errors import UserError
+            from tui_quantreport.engine.kept_plan import read_plan_file
+
+            try:
+                plan = read_plan_file(self.options.plan)  # type: ignore[union-attr]
+            except UserError as exc:  # the command line checked it first: changed since
+                self.call_later(self.notify, str(exc), title="Plan not loaded", severity="error", markup=False)
+        return MainScreen(self.spec, self._loading, max_batches, PROBE_BATCHES if probes is None else probes, plan)
 
     @property
     def main(self) -> MainScreen:

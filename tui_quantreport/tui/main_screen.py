@@ -17,6 +17,7 @@ command palette are built from them.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.export import render, write_atomic
-from tui_quantreport.engine.report import Report
+from tui_quantreport.engine.report import PLAN_EDITED, PLAN_RECOMMENDED, Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
@@ -76,6 +77,7 @@ from tui_quantreport.tui.model_session import (
     Loaded,
     Measured,
     ModelSession,
+    adopt_plan,
     measure,
     recommend,
     restored_sensitivity,
@@ -125,7 +127,7 @@ MODEL_ACTIONS = frozenset(
 )
 
 #: Actions that need the measured error (after a calibration).
-PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity"})
+PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity", "undo_plan", "redo_plan"})
 
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
@@ -196,6 +198,8 @@ class MainScreen(Screen[None]):
             show=False,
             tooltip="Pick the quantization scheme of the selected module (and its subtree)",
         ),
+        Binding("u", "undo_plan", "Undo", show=False, tooltip="Undo the last change to the plan"),
+        Binding("U", "redo_plan", "Redo", show=False, key_display="U", tooltip="Redo the plan change undone last"),
         Binding(
             "S",
             "sensitivity",
@@ -327,11 +331,22 @@ class MainScreen(Screen[None]):
     min_gain_db = var(MIN_GAIN.default)
 
     def __init__(
-        self, spec: str, loading: Future[Loaded], max_batches: int | None = None, probe_batches: int = PROBE_BATCHES
+        self,
+        spec: str,
+        loading: Future[Loaded],
+        max_batches: int | None = None,
+        probe_batches: int = PROBE_BATCHES,
+        plan_to_load: tuple[Mapping[str, object], str] | None = None,
     ) -> None:
         """``loading`` is the model being built in the background (see :meth:`ModelSession.load_in_background`);
-        ``probe_batches`` is how many batches the measured error runs on (0: no measurement)."""
+        ``probe_batches`` is how many batches the measured error runs on (0: no measurement);
+        ``plan_to_load`` a plan file's (JSON, path) to adopt once the error is measured (``--plan``)."""
         super().__init__()
+        #: A plan file waiting for the measurement to be adopted: (its JSON, its path).
+        self._plan_to_load = plan_to_load
+        #: Plan edits to undo (older last) and undone edits to redo.
+        self._undo: list[Plan] = []
+        self._redo: list[Plan] = []
         self.spec = spec
         self.probe_batches = probe_batches
         self.model: ModelSession | None = None
@@ -499,7 +514,10 @@ class MainScreen(Screen[None]):
         self.report = loaded.report
         if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
             self.measured = loaded.measured
-            self.plan, self.plan_sqnr = loaded.measured.recommended, loaded.measured.recommended_sqnr
+            self.plan, self.plan_sqnr = loaded.measured.saved_plan or (
+                loaded.measured.recommended,
+                loaded.measured.recommended_sqnr,
+            )
             self.sensitivity = restored_sensitivity(loaded.measured.error)
         if self.detail_fqn is None:
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
@@ -822,12 +840,40 @@ class MainScreen(Screen[None]):
         self.plan = measured.recommended
         self.plan_sqnr = measured.recommended_sqnr
         self.plan_pending = False
+        self._undo.clear()
+        self._redo.clear()
         if measured.error is not None:
             self._reevaluate()  # the same findings, now with their measured severity
         batches = self.report.batches if self.report is not None else 0
         self.query_one(CalibrationBar).stop(
             f"{calibrated_on(batches)}; recommended plan: {sqnr_text(measured.recommended_sqnr)} end to end."
         )
+        self._adopt_waiting_plan(measured)
+
+    def _adopt_waiting_plan(self, measured: Measured) -> None:
+        """After a measurement: the plan file given with ``--plan`` (or loaded before measuring),
+        else the edited plan kept from the last run on this model, replaces the recommended one."""
+        from tui_quantreport.engine import kept_plan
+
+        if self._plan_to_load is not None:
+            data, source = self._plan_to_load
+            self._plan_to_load = None
+            self.load_plan(data, source)
+            return
+        kept = kept_plan.read(self.spec)
+        if kept is None or measured.analysis is None:
+            return
+        try:
+            plan = adopt_plan(measured, kept, "the plan kept from the last run")
+        except UserError:
+            return  # made for another version of the model: the recommended plan stands
+        if plan != measured.recommended:
+            self.set_plan(plan)
+            self.notify(
+                f"Your edited plan of this model is back ({len(plan.kept_float):,} kept float): u undoes it.",
+                title="Plan restored",
+                markup=False,
+            )
 
     @on(MeasurementFailed)
     def _measurement_failed(self, message: MeasurementFailed) -> None:
@@ -869,11 +915,16 @@ class MainScreen(Screen[None]):
             return []
         return [m for m in self.plan.modules if not fqn or m == fqn or m.startswith(fqn + ".")]
 
-    def set_plan(self, plan: Plan) -> None:
+    def set_plan(self, plan: Plan, *, undoable: bool = True) -> None:
         """Make ``plan`` current and recompute its end-to-end SQNR in a worker: at once for a single
         change; changes in quick succession (held key, several toggles) are coalesced and the last
         one is evaluated once the plan rests for :data:`PLAN_DELAY` (a running evaluation of an
-        older plan is cancelled)."""
+        older plan is cancelled). ``u`` undoes it (unless ``undoable`` is False: undo and redo
+        themselves); an edited plan is kept for the next launch on this model."""
+        if undoable and self.plan is not None and plan != self.plan:
+            self._undo.append(self.plan)
+            self._redo.clear()
+        self._keep_plan(plan)
         with self.app.batch_update():  # the panes and the header follow in one repaint
             self.plan = plan
             if self.sensitivity is not None:  # measured for another plan (assigning None again redraws)
@@ -888,6 +939,75 @@ class MainScreen(Screen[None]):
             self._plan_timer = self.set_timer(PLAN_DELAY, self._evaluate_current_plan)
         else:
             self._evaluate_current_plan()
+
+    def _keep_plan(self, plan: Plan) -> None:
+        """Keep an edited plan for the next launch on this model (forget it when recommended)."""
+        measured = self.measured
+        if measured is None or measured.analysis is None:
+            return
+        data = None if plan == measured.recommended else {**plan.to_json_data(), "origin": PLAN_EDITED}
+        self._write_kept_plan(data)
+
+    @work(thread=True, exclusive=True, group="keep-plan", exit_on_error=False, description="keep the plan")
+    def _write_kept_plan(self, data: dict[str, object] | None) -> None:
+        from tui_quantreport.engine import kept_plan
+
+        if data is None:
+            kept_plan.forget(self.spec)
+        else:
+            kept_plan.write(self.spec, data)
+
+    def action_undo_plan(self) -> None:
+        """Undo the last change to the plan (``U`` redoes it)."""
+        if not self._undo or self.plan is None:
+            self.notify("Nothing to undo: the plan has not been changed.")
+            return
+        self._redo.append(self.plan)
+        self.set_plan(self._undo.pop(), undoable=False)
+
+    def action_redo_plan(self) -> None:
+        """Redo the plan change undone last."""
+        if not self._redo or self.plan is None:
+            self.notify("Nothing to redo.")
+            return
+        self._undo.append(self.plan)
+        self.set_plan(self._redo.pop(), undoable=False)
+
+    def action_load_plan(self) -> None:
+        """Ask for a plan file and make it the plan on screen (after the measurement, if none yet)."""
+        from tui_quantreport.tui.plan_load_dialog import PlanLoadDialog
+
+        def chosen(result: tuple[dict[str, object], str] | None) -> None:
+            if result is not None:
+                self.load_plan(*result)
+
+        default = str(Path.cwd() / default_export_path(self.spec).replace(".quantreport.json", ".plan.json"))
+        self.app.push_screen(PlanLoadDialog(default), chosen)
+
+    def load_plan(self, data: Mapping[str, object], source: str) -> None:
+        """Make the plan file ``data`` (read from ``source``) the plan on screen; before the error
+        is measured it waits for the measurement. Problems are said in one line."""
+        measured = self.measured
+        if measured is None:
+            self._plan_to_load = (data, source)
+            self.query_one(CalibrationBar).say(
+                f"The plan {source} is used once the error is measured: press c to calibrate."
+            )
+            return
+        if measured.analysis is None:
+            self._needs_the_model("Loading a plan")
+            return
+        try:
+            plan = adopt_plan(measured, data, f"plan {source}")
+        except UserError as exc:
+            self.notify(str(exc), title="Plan not loaded", severity="error", markup=False)
+            return
+        self.set_plan(plan)
+        self.notify(
+            f"Loaded {source}: {len(plan.quantized):,} quantized, {len(plan.kept_float):,} kept float (u undoes).",
+            title="Plan loaded",
+            markup=False,
+        )
 
     def _evaluate_current_plan(self) -> None:
         self._plan_timer = None
@@ -1217,20 +1337,20 @@ class MainScreen(Screen[None]):
 
         def report_writer(fmt: str) -> Callable[[Path], Path]:
             def write(path: Path) -> Path:
-                if self.report is None:
+                report = self.report_of_record()
+                if report is None:
                     raise UserError("nothing to export: the model is still loading")
-                enabled = self.report.detectors
+                enabled = report.detectors
                 disabled = [d.title for d in self.detectors if d.name not in enabled]
-                return write_atomic(path, render(self.report, fmt, disabled))
+                return write_atomic(path, render(report, fmt, disabled))
 
             return write
 
         def write_plan(path: Path) -> Path:
-            if self.plan is None:
+            data = self.plan_data_of_record()
+            if data is None:
                 raise UserError("no plan yet: calibrate first (c), the plan follows the measurement")
-            db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
-            probes = self.measured.probe_batches if self.measured is not None else 0
-            return self.plan.with_prediction(db, probes).save(path)
+            return write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
         targets = [
             ExportTarget("json", "JSON report", ".json", report_writer("json")),
@@ -1282,7 +1402,8 @@ class MainScreen(Screen[None]):
             return  # Esc: nothing written
         if self.stats is None or self.settings is None or not self.stats.batches:
             return
-        error = self.measured.error if self.measured is not None else None
+        report = self.report_of_record()
+        error = report.measured if report is not None and self.measured is not None else None
         self._save_stats(self.stats, self.settings, chosen.path, error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
@@ -1323,15 +1444,58 @@ class MainScreen(Screen[None]):
         self._cancel.clear()
         what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
         self.query_one(CalibrationBar).start(f"{what}…")
-        self._apply(kind, target, path)
+        self._apply(kind, target, path, self.plan_of_record(), self.plan_source())
 
-    def _current_plan(self) -> object | None:
-        """The app's plan, when it has one (a quantsim Plan); None: the recommended plan is measured."""
-        plan = getattr(self, "plan", None)
-        return plan if plan is not None and hasattr(plan, "modules") and hasattr(plan, "fingerprint") else None
+    # The plan of record: what every export, the stats file and verify use ----------------
+
+    @property
+    def plan_origin(self) -> str:
+        """``"recommended"`` while the plan is the measurement's recommendation, else ``"edited"``."""
+        measured, plan = self.measured, self.plan
+        return PLAN_RECOMMENDED if measured is None or plan is None or plan == measured.recommended else PLAN_EDITED
+
+    def plan_source(self) -> str:
+        """The plan in words, for exported files and the verify result: ``edited in the app, …``."""
+        if self.plan is None:
+            return ""
+        what = "edited in the app" if self.plan_origin == PLAN_EDITED else "recommended by the measurement"
+        return f"{what}, {len(self.plan.kept_float):,} kept float"
+
+    def plan_of_record(self) -> Plan | None:
+        """The plan on screen (with its edits) and its predicted end-to-end SQNR (None while it is
+        recomputed): the plan the exports, the stats file and ``v`` use."""
+        plan = self.plan
+        if plan is None:
+            return None
+        db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
+        probes = self.measured.probe_batches if self.measured is not None else plan.probe_batches
+        return plan.with_prediction(db, probes)
+
+    def plan_data_of_record(self) -> dict[str, object] | None:
+        """The plan file's JSON of :meth:`plan_of_record`, with its ``origin``."""
+        plan = self.plan_of_record()
+        return None if plan is None else {**plan.to_json_data(), "origin": self.plan_origin}
+
+    def report_of_record(self) -> Report | None:
+        """The report as exported: its measured section holds the plan on screen (recommended or
+        edited, with its predicted SQNR) and the sensitivity measured in the app."""
+        report, plan = self.report, self.plan_of_record()
+        if report is None or report.measured is None or plan is None or self.measured is None:
+            return report
+        data = self.plan_data_of_record() or {}
+        sqnr = self.plan_sqnr if not self.plan_pending else None
+        if sqnr is None:
+            reason = "SQNR undefined: the plan was still being evaluated"
+        else:
+            reason = "exact (no error)" if sqnr.infinite else sqnr.reason
+        sensitivity = (
+            {fqn: (s.db, s.reason) for fqn, s in self.sensitivity.items()} if self.sensitivity is not None else None
+        )
+        measured = report.measured.with_plan(data, plan.predicted_sqnr_db, reason, self.plan_origin, sensitivity)
+        return replace(report, measured=measured)
 
     @work(thread=True, exclusive=True, group="apply", exit_on_error=False, description="apply the plan")
-    def _apply(self, kind: str, target: str, path: str | None) -> None:
+    def _apply(self, kind: str, target: str, path: str | None, plan: Plan | None, source: str) -> None:
         from tui_quantreport.engine.apply.api import apply_in_app
 
         worker = get_current_worker()
@@ -1349,9 +1513,10 @@ class MainScreen(Screen[None]):
                 path,
                 model.loaded_model,
                 model.catalog,
-                self._current_plan(),
+                plan,
                 progress=progress,
                 should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
+                source=source,
             )
         except CalibrationCancelled:
             self.app.call_from_thread(self._applied, None, None, "Cancelled.", "warning")
