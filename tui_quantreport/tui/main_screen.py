@@ -18,10 +18,11 @@ command palette are built from them.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -92,10 +93,25 @@ from tui_quantreport.tui.verify_screen import VerifyScreen
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from tui_quantreport.engine.layers import LayerRow
     from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.tui.depth_plot import DepthPoint
+
+
+@dataclass(frozen=True)
+class LayerData:
+    """What the "which layers hurt" screen shows (see :meth:`MainScreen.layer_data`)."""
+
+    rows: Sequence[LayerRow]
+    schemes: Sequence[str]
+    points: Sequence[DepthPoint]
+    output_db: float | None
+    depth_note: str
+    headline: str
+
 
 #: Below this many columns the sidebar is collapsed.
 NARROW_WIDTH = 100
@@ -127,7 +143,7 @@ MODEL_ACTIONS = frozenset(
 )
 
 #: Actions that need the measured error (after a calibration).
-PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity", "undo_plan", "redo_plan"})
+PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity", "undo_plan", "redo_plan", "layers", "walk_by"})
 
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
@@ -197,6 +213,20 @@ class MainScreen(Screen[None]):
             "Scheme",
             show=False,
             tooltip="Pick the quantization scheme of the selected module (and its subtree)",
+        ),
+        Binding(
+            "l",
+            "layers",
+            "Layers",
+            show=False,
+            tooltip="Which layers hurt: every quantizable module in a sortable table, and the SQNR along depth",
+        ),
+        Binding(
+            "w",
+            "walk_by",
+            "Walk by",
+            show=False,
+            tooltip="Make n / N walk by sensitivity (most sensitive first) or by the findings' measured gain",
         ),
         Binding("u", "undo_plan", "Undo", show=False, tooltip="Undo the last change to the plan"),
         Binding("U", "redo_plan", "Redo", show=False, key_display="U", tooltip="Redo the plan change undone last"),
@@ -323,6 +353,13 @@ class MainScreen(Screen[None]):
     plan_sqnr: var[Sqnr | None] = var(None, always_update=True)
     plan_pending = var(False)
     sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    #: The SQNR along depth of ``depth_plan`` ({fqn: SQNR of its input under the plan}), measured
+    #: while the "which layers hurt" screen is open; None until then.
+    depth: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    #: What limits the plan: the module, and the plan's end-to-end SQNR with it kept in float.
+    limit: var[tuple[str, Sqnr] | None] = var(None, always_update=True)
+    #: What ``n`` / ``N`` walk by: "gain" (the findings' measured gain) or "sensitivity".
+    walk_by = var("gain")
     #: What a running measurement is doing ("" when none): Esc cancels it.
     measuring = var("", bindings=True)
     #: Findings whose measured gain is below this many dB are minor (shown, not badged); the
@@ -347,6 +384,8 @@ class MainScreen(Screen[None]):
         #: Plan edits to undo (older last) and undone edits to redo.
         self._undo: list[Plan] = []
         self._redo: list[Plan] = []
+        self._depth_plan: Plan | None = None
+        self._limit_plan: Plan | None = None
         self.spec = spec
         self.probe_batches = probe_batches
         self.model: ModelSession | None = None
@@ -384,6 +423,7 @@ class MainScreen(Screen[None]):
                 MainScreen.plan_sqnr,
                 MainScreen.plan_pending,
                 MainScreen.sensitivity,
+                MainScreen.limit,
                 fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
@@ -849,6 +889,7 @@ class MainScreen(Screen[None]):
             f"{calibrated_on(batches)}; recommended plan: {sqnr_text(measured.recommended_sqnr)} end to end."
         )
         self._adopt_waiting_plan(measured)
+        self.request_limit()
 
     def _adopt_waiting_plan(self, measured: Measured) -> None:
         """After a measurement: the plan file given with ``--plan`` (or loaded before measuring),
@@ -1034,6 +1075,124 @@ class MainScreen(Screen[None]):
             with self.app.batch_update():  # the header and the panes in one repaint
                 self.plan_pending = False
                 self.plan_sqnr = message.sqnr
+            self.request_limit()
+
+    # What limits the plan, the SQNR along depth, the layers screen ------------------------
+
+    def request_limit(self) -> None:
+        """Measure what keeping the module that limits the plan in float gives (one plan evaluation,
+        in a worker), for the root's sentence."""
+        from tui_quantreport.engine.layers import limiting_module
+
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None or measured.analysis is None or plan is self._limit_plan:
+            return
+        self._limit_plan = plan
+        local = {f: {k: v.db for k, v in per.items()} for f, per in measured.local.items()}
+        sensitivity = {f: s.db for f, s in self.sensitivity.items()} if self.sensitivity else None
+        fqn = limiting_module(plan.modules, local, sensitivity)
+        if fqn is None:
+            self.limit = None
+            return
+        self._measure_limit(measured, plan, fqn)
+
+    @work(thread=True, exclusive=True, group="limit", exit_on_error=False, description="what limits the plan")
+    def _measure_limit(self, measured: Measured, plan: Plan, fqn: str) -> None:
+        worker = get_current_worker()
+        if measured.analysis is None:
+            return
+        try:
+            sqnr = measured.analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT), lambda: worker.is_cancelled)
+        except Exception:  # cancelled by a newer plan, or a simulation failure the plan itself reports
+            return
+        self.app.call_from_thread(self._limit_measured, plan, fqn, sqnr)
+
+    def _limit_measured(self, plan: Plan, fqn: str, sqnr: Sqnr) -> None:
+        if plan is self.plan:
+            self.limit = (fqn, sqnr)
+
+    def request_depth(self) -> None:
+        """Measure the SQNR along depth of the plan on screen (two passes, in a worker), once per plan."""
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None or measured.analysis is None or plan is self._depth_plan:
+            return
+        self._depth_plan = plan
+        self._measure_depth(measured, plan)
+
+    @work(thread=True, exclusive=True, group="depth", exit_on_error=False, description="SQNR along depth")
+    def _measure_depth(self, measured: Measured, plan: Plan) -> None:
+        from tui_quantreport.engine.quantsim.depth import depth_sqnr
+
+        worker = get_current_worker()
+        if measured.analysis is None:
+            return
+        try:
+            depth = depth_sqnr(measured.analysis, plan, lambda: worker.is_cancelled)
+        except CalibrationCancelled:
+            return
+        except Exception as exc:
+            self.app.call_from_thread(
+                self.notify, f"{type(exc).__name__}: {exc}", title="SQNR along depth", severity="error", markup=False
+            )
+            return
+        self.app.call_from_thread(self._depth_measured, plan, depth)
+
+    def _depth_measured(self, plan: Plan, depth: Mapping[str, Sqnr]) -> None:
+        if plan is self.plan:
+            self.depth = depth
+
+    def layer_data(self) -> LayerData:
+        """What the layers screen shows, from the current state (plain data)."""
+        from tui_quantreport.engine.layers import layer_rows
+        from tui_quantreport.tui.depth_plot import depth_points
+
+        report, measured, plan = self.report, self.measured, self.plan
+        if report is None or measured is None or plan is None:
+            return LayerData([], [], [], None, "Nothing measured yet: press c to calibrate.", "")
+        local = {f: {k: v.db for k, v in per.items()} for f, per in measured.local.items()}
+        schemes = [k for k in next(iter(measured.local.values()), {}) if k not in ("clipped", "equalized")]
+        sensitivity = {f: s.db for f, s in self.sensitivity.items()} if self.sensitivity is not None else None
+        rows = layer_rows(report, local, plan.modules, sensitivity)
+        depth = self.depth if plan is self._depth_plan else None
+        cumulative = {f: (math.inf if s.infinite else s.db) for f, s in depth.items()} if depth is not None else {}
+        note = "" if depth is not None else "Measuring the SQNR along depth (two passes over the probe batches)…"
+        output = self.plan_sqnr.db if self.plan_sqnr is not None else None
+        headline = (
+            f"{self.plan_origin} plan {sqnr_text(self.plan_sqnr)} end to end · {len(plan.quantized):,} quantized, "
+            f"{len(plan.kept_float):,} float"
+            + (
+                " · sensitivity measured"
+                if sensitivity is not None
+                else " · S (in the main screen) measures sensitivity"
+            )
+        )
+        return LayerData(rows, schemes, depth_points(plan.modules, local, cumulative), output, note, headline)
+
+    def action_layers(self) -> None:
+        """Open the "which layers hurt" screen; Enter there shows the chosen module here."""
+        from tui_quantreport.tui.layers_screen import LayersScreen
+
+        if self.measured is None:
+            self.notify("Nothing measured yet: press c to calibrate, the error is measured after it.")
+            return
+
+        def chosen(fqn: str | None) -> None:
+            if fqn:
+                self.go_to_module(fqn)
+
+        self.app.push_screen(LayersScreen(self), chosen)
+
+    def action_walk_by(self) -> None:
+        """Switch what n / N walk by: sensitivity (most sensitive first) or the findings' gain."""
+        if self.walk_by == "gain":
+            if not self.sensitivity:
+                self.notify("Sensitivity is not measured yet: S measures it; n / N walk by gain meanwhile.")
+                return
+            self.walk_by = "sensitivity"
+            self.notify("n / N now walk by sensitivity, the most sensitive module first (w: back to gain).")
+        else:
+            self.walk_by = "gain"
+            self.notify("n / N now walk by the findings' measured gain (w: by sensitivity).")
 
     def _plan_targets(self, purpose: str) -> tuple[Plan, Measured, str, list[str]] | None:
         """The plan, the measurement, the selected module and the quantizable modules of its subtree
@@ -1134,6 +1293,8 @@ class MainScreen(Screen[None]):
     def _sensitivity_measured(self, message: SensitivityMeasured) -> None:
         self.measuring = ""
         self.sensitivity = message.sensitivity
+        self._limit_plan = None  # the most sensitive module is the one that limits the plan now
+        self.request_limit()
         worst = sorted(message.sensitivity.items(), key=lambda item: item[1].value)[:3]
         self.query_one(CalibrationBar).stop(
             "Sensitivity measured; most sensitive: " + ", ".join(f"{f} ({sqnr_text(s)})" for f, s in worst)
@@ -1147,8 +1308,23 @@ class MainScreen(Screen[None]):
     def action_previous_finding(self) -> None:
         self._jump(forward=False)
 
+    def walk_order(self) -> list[str]:
+        """The modules n / N visit, in order: by sensitivity (lowest first) when chosen and
+        measured, else the findings by measured gain."""
+        if self.walk_by == "sensitivity" and self.sensitivity:
+            sensitivity = self.sensitivity
+            return sorted(sensitivity, key=lambda fqn: sensitivity[fqn].value)
+        return self._recommended
+
     def _jump(self, forward: bool) -> None:
         tree = self.query_one(ModuleTree)
+        order = self.walk_order()
+        if order is not self._recommended:
+            if tree.jump(order, forward) is None:
+                self.notify("No measured module matches the filter.")
+            else:
+                tree.focus()
+            return
         if not self._recommended:
             calibrated = self.report is not None and self.report.batches > 0
             self.notify(
