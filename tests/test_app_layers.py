@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, plan_settled
+from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
 
 from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_module, sort_rows
-from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.depth_plot import DepthPlot
 from tui_quantreport.tui.layer_table import LayerTable
 from tui_quantreport.tui.layers_screen import LayersScreen
@@ -49,10 +48,7 @@ async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> 
         summary = text_of(app.query_one(PlanSummary))
         assert f"{SENSITIVE} limits the plan; keeping it float gives {float_db:.1f} dB" in summary
 
-        await pilot.press("S")
-        assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("enter")
-        await settle(app, pilot)
+        await measure_sensitivity(app, pilot)
         assert "sens " in text_of(app.query_one(PlanSummary))  # sensitivity lands in the root plot
 
         await pilot.press("l")
@@ -103,8 +99,7 @@ async def test_n_walks_by_sensitivity_after_w() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
-        await pilot.press("S", "enter")
-        await settle(app, pilot)
+        await measure_sensitivity(app, pilot)
         sensitivity = app.main.sensitivity
         order = sorted(sensitivity, key=lambda f: sensitivity[f].value)
         await walk_to(app, pilot, "")

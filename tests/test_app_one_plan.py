@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, plan_settled
+from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
 from textual.widgets import Input, RadioButton, Static
 
-from tui_quantreport.tui.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.verify_screen import VerifyScreen
 
@@ -105,10 +104,7 @@ async def test_sensitivity_measured_in_the_app_reaches_the_json_and_markdown(tmp
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
-        await pilot.press("S")
-        assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("enter")
-        await settle(app, pilot)
+        await measure_sensitivity(app, pilot)
         sensitivity = app.main.sensitivity
         assert sensitivity and sensitivity[SENSITIVE].db is not None
         await export_to(app, pilot, tmp_path / "s.json")
@@ -187,3 +183,34 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
     assert cli.main(["showcase", "--plan", str(tmp_path / "missing.plan.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot read the plan" in err
+
+
+async def test_a_stats_file_from_calibrate_with_probe_batches_opens_with_the_measured_plan(
+    tmp_path: Path, capsys
+) -> None:
+    from tui_quantreport import cli
+
+    path = tmp_path / "showcase.qstats"
+    argv = ["calibrate", "showcase", "--batches", str(SHOWCASE_BATCHES), "--output", str(path)]
+    assert cli.main([*argv, "--sensitivity"]) == 2  # sensitivity needs measurement
+    assert "--sensitivity needs measurement" in capsys.readouterr().err
+    assert cli.main([*argv, "--probe-batches", "4"]) == 0
+    assert "measured the error on 4 probe batches" in capsys.readouterr().err
+
+    live = make_app(batches=SHOWCASE_BATCHES)
+    async with live.run_test(size=SIZE) as pilot:
+        await calibrate(live, pilot)
+        await settle(live, pilot)
+        live_plan, live_db = dict(live.main.plan.modules), live.main.plan_sqnr.db
+        live_badges = {fqn for fqn, _ in live.report.ranked_modules()}
+
+    opened = make_app(str(path))
+    async with opened.run_test(size=SIZE) as pilot:
+        await settle(opened, pilot)
+        main = opened.main
+        assert main.measured is not None and main.plan_origin == "recommended"
+        assert dict(main.plan.modules) == live_plan
+        assert main.plan_sqnr.db == pytest.approx(live_db, abs=0.01)
+        assert f"plan {live_db:.1f} dB" in opened.sub_title
+        assert opened.report.measured is not None  # findings judged by measurement, not heuristics
+        assert {fqn for fqn, _ in opened.report.ranked_modules()} == live_badges

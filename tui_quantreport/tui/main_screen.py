@@ -70,6 +70,8 @@ from tui_quantreport.tui.messages import (
     RecommendationChanged,
     ReportUpdated,
     SensitivityMeasured,
+    SensitivityRunEnded,
+    SensitivityStep,
     TreePreviewed,
     WorkProgress,
 )
@@ -385,6 +387,12 @@ class MainScreen(Screen[None]):
         self._undo: list[Plan] = []
         self._redo: list[Plan] = []
         self._depth_plan: Plan | None = None
+        #: Sensitivity measured so far for ``_sens_plan`` (kept when cancelled: S resumes), and
+        #: the seconds each module took (the estimate and the ETA come from them).
+        self._sens_plan: Plan | None = None
+        self._sens_done: dict[str, Sqnr] = {}
+        self._sens_seconds: list[float] = []
+        self._ask_after_timing = False
         self._limit_plan: Plan | None = None
         self.spec = spec
         self.probe_batches = probe_batches
@@ -919,6 +927,13 @@ class MainScreen(Screen[None]):
     @on(MeasurementFailed)
     def _measurement_failed(self, message: MeasurementFailed) -> None:
         self.measuring = ""
+        self._ask_after_timing = False
+        if message.cancelled and self._sens_done and self._sens_plan is not None:
+            done, total = len(self._sens_done), len(self._sens_plan.quantized)
+            if done < total:
+                message = MeasurementFailed(
+                    f"{message.text} {done:,} of {total:,} modules measured are kept: S resumes.", cancelled=True
+                )
         self.query_one(CalibrationBar).stop(message.text, "warning" if message.cancelled else "error")
         if not message.cancelled:
             self.notify(message.text, title="Measurement failed", severity="error", markup=False)
@@ -1247,8 +1262,9 @@ class MainScreen(Screen[None]):
         self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
 
     def action_sensitivity(self) -> None:
-        """One-at-a-time sensitivity of the plan's quantized modules: says what it will cost and asks
-        first; then runs in a worker with progress (Esc cancels)."""
+        """One-at-a-time sensitivity of the plan's quantized modules: times the first module, says
+        what the rest will cost and asks first; then runs in a worker with progress and an ETA
+        (Esc cancels; what was measured is kept, and S again resumes)."""
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or self.measuring:
             return
@@ -1258,36 +1274,91 @@ class MainScreen(Screen[None]):
         if not plan.quantized:
             self.notify("The plan quantizes no module: nothing to measure the sensitivity of.")
             return
+        if self._sens_plan != plan:  # measured for another plan: start afresh
+            self._sens_plan, self._sens_done, self._sens_seconds = plan, {}, []
+        todo = [fqn for fqn in plan.quantized if fqn not in self._sens_done]
+        if not todo:
+            self.post_message(SensitivityMeasured(dict(self._sens_done)))
+            return
+        if not self._sens_seconds:  # time the first module, then ask with an estimate from it
+            self._start_sensitivity(measured, plan, todo[:1], "Timing the sensitivity of the first module…")
+            self._ask_after_timing = True
+            return
+        self._ask_sensitivity(measured, plan)
+
+    def _ask_sensitivity(self, measured: Measured, plan: Plan) -> None:
+        todo = [fqn for fqn in plan.quantized if fqn not in self._sens_done]
+        if not todo:
+            self.post_message(SensitivityMeasured(dict(self._sens_done)))
+            return
 
         def start(go: bool | None) -> None:
             if not go or self.measuring or self.plan is not plan or self.measured is not measured:
                 return
-            self._measure_cancel.clear()
-            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…"
-            self.query_one(CalibrationBar).start(self.measuring, unit="modules")
-            self._sensitivity(measured, plan)
+            self._start_sensitivity(measured, plan, todo, f"Sensitivity of {len(plan.quantized):,} modules…")
 
-        self.app.push_screen(ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start)
+        lines = sensitivity_cost(measured, plan, len(self._sens_done), self._sens_seconds)
+        self.app.push_screen(ConfirmDialog("Measure sensitivity?", lines), start)
+
+    def _start_sensitivity(self, measured: Measured, plan: Plan, fqns: list[str], text: str) -> None:
+        self._measure_cancel.clear()
+        self.measuring = text
+        bar = self.query_one(CalibrationBar)
+        bar.start(text, unit="modules")
+        bar.advance(len(self._sens_done), len(plan.quantized))
+        self._sensitivity(measured, plan, fqns)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
-    def _sensitivity(self, measured: Measured, plan: Plan) -> None:
+    def _sensitivity(self, measured: Measured, plan: Plan, fqns: list[str]) -> None:
+        """Measure the sensitivity of ``fqns`` one by one; each result is posted as it comes (kept
+        when cancelled)."""
         worker = get_current_worker()
-
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(WorkProgress(done, total))
-
-        if measured.analysis is None:
+        analysis = measured.analysis
+        if analysis is None:
             return
+        quantized = plan.quantized
         try:
-            result = measured.analysis.sensitivity(
-                plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
-            )
+            for fqn in fqns:
+                alone = plan.with_scheme([f for f in quantized if f != fqn], FLOAT)
+                started = time.perf_counter()
+                result = analysis.sensitivity(
+                    alone, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
+                )
+                self.post_message(SensitivityStep(plan, fqn, result[fqn], time.perf_counter() - started))
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Sensitivity cancelled.", cancelled=True))
         except Exception as exc:
             self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SensitivityMeasured(result))
+            self.post_message(SensitivityRunEnded(plan))
+
+    @on(SensitivityStep)
+    def _sensitivity_step(self, message: SensitivityStep) -> None:
+        if message.plan != self._sens_plan:
+            return
+        self._sens_done[message.fqn] = message.sqnr
+        self._sens_seconds.append(message.seconds)
+        total = len(message.plan.quantized)
+        done = len(self._sens_done)
+        left = (total - done) * (sum(self._sens_seconds) / len(self._sens_seconds))
+        self.query_one(CalibrationBar).advance(done, total, eta=left if done < total else None)
+
+    @on(SensitivityRunEnded)
+    def _sensitivity_run_ended(self, message: SensitivityRunEnded) -> None:
+        self.measuring = ""
+        plan, measured = self.plan, self.measured
+        if message.plan != self._sens_plan or plan is None or measured is None:
+            return
+        if self._ask_after_timing:  # the first module was timed: now ask about the rest
+            self._ask_after_timing = False
+            self.query_one(CalibrationBar).stop(
+                f"The first module took {seconds_text(self._sens_seconds[0])}; Enter measures the rest."
+            )
+            if plan == message.plan:
+                self._ask_sensitivity(measured, plan)
+            return
+        if all(fqn in self._sens_done for fqn in message.plan.quantized):
+            self.post_message(SensitivityMeasured({f: self._sens_done[f] for f in message.plan.quantized}))
 
     @on(SensitivityMeasured)
     def _sensitivity_measured(self, message: SensitivityMeasured) -> None:
@@ -1766,27 +1837,31 @@ def calibrated_on(batches: int) -> str:
     return f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}"
 
 
-def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
+def sensitivity_cost(measured: Measured, plan: Plan, done: int = 0, seconds: Sequence[float] = ()) -> list[str]:
     """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
-    batches, and seconds estimated from the fastest timed pass over them, when one was timed."""
+    batches, what is kept from a cancelled run (``done`` modules), and seconds estimated from the
+    modules already timed (``seconds``: each one's duration)."""
     modules = len(plan.quantized)
-    assert measured.analysis is not None, "sensitivity needs the model"
-    cost = measured.analysis.cost("sensitivity", plan)
     probes = measured.probe_batches
     lines = [
         f"Each of the plan's {modules:,} quantized modules is quantized alone and the model's output "
         f"compared with the float model's: {modules:,} forward passes over the {probes:,} probe "
-        f"batch{'es' if probes != 1 else ''} (about {cost.forward_passes:,.0f} with the simulation's overhead).",
+        f"batch{'es' if probes != 1 else ''}.",
     ]
-    if cost.seconds is not None and cost.forward_passes:
-        per_pass = cost.seconds / cost.forward_passes
+    left = modules - done
+    if done:
+        lines.append(f"{done:,} of {modules:,} are measured already (kept from before): {left:,} to go.")
+    if seconds:
+        each = sum(seconds) / len(seconds)
+        timed = f"the first {len(seconds):,} modules took" if len(seconds) > 1 else "the first module took"
         lines.append(
-            f"Estimate: about {seconds_text(cost.seconds)} (the fastest timed pass over the probe "
-            f"batches took {seconds_text(per_pass)}; a busy machine makes it longer)."
+            f"Estimate: about {seconds_text(each * left)} ({timed} {seconds_text(each)} each; "
+            "a busy machine makes it longer)."
         )
     else:
-        lines.append("Estimate: unknown (no pass over the probe batches has been timed yet).")
-    lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]
+        lines.append("Estimate: unknown (no module has been timed yet).")
+    lines += ["", "It runs in the background with progress; Esc cancels it and keeps what was measured (S resumes)."]
+    lines.append("Enter starts, Esc closes this.")
     return lines
 
 

@@ -184,6 +184,25 @@ class SensitivityMeasured(Message):
         self.sensitivity = sensitivity
 
 
+class SensitivityStep(Message):
+    """The sensitivity of one module of ``plan`` was measured, in ``seconds``."""
+
+    def __init__(self, plan: Plan, fqn: str, sqnr: Sqnr, seconds: float) -> None:
+        super().__init__()
+        self.plan = plan
+        self.fqn = fqn
+        self.sqnr = sqnr
+        self.seconds = seconds
+
+
+class SensitivityRunEnded(Message):
+    """A sensitivity run over some modules of ``plan`` finished (not cancelled)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+
 class RecommendationChanged(Message):
     """The recommended plan for a new minimum gain (``measured`` carries it and its SQNR)."""
 
