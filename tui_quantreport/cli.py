@@ -248,7 +248,8 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless), '{PROG} calibrate MODEL --output run.qstats', "
-        f"'{PROG} merge' and '{PROG} samples'.",
+        f"'{PROG} merge', '{PROG} config MODEL --plan P --target T' (the plan as a library's configuration), "
+        f"'{PROG} verify MODEL --plan P' (apply it and measure) and '{PROG} samples'.",
     )
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
@@ -733,6 +734,8 @@ def run_app(args: argparse.Namespace) -> int:
     install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
     app = QuantReportApp(spec=spec, options=args)
     app.run()
+    if app.error_line:  # a bad option found while loading: one line, as the headless commands say it
+        print(f"{PROG}: error: {app.error_line}", file=sys.stderr)
     return app.return_code or 0
 
 

@@ -38,6 +38,8 @@ class QuantReportApp(App[None]):
         super().__init__()
         self.spec = spec
         self.options = options
+        #: Set when the app exits on a bad command-line option: the line the CLI prints.
+        self.error_line = ""
         # Start importing torch and building the model now, in a background thread, so that the
         # work overlaps Textual's own start-up; the main screen's loader worker collects the result.
         self._loading = ModelSession.load_in_background(spec, options)

@@ -179,6 +179,7 @@ class MainScreen(Screen[None]):
         ),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
+        Binding("escape", "unzoom", "Restore panes", show=False, tooltip="Leave the zoomed detail view"),
         Binding(
             "e",
             "export",
@@ -229,6 +230,13 @@ class MainScreen(Screen[None]):
             "Walk by",
             show=False,
             tooltip="Make n / N walk by sensitivity (most sensitive first) or by the findings' measured gain",
+        ),
+        Binding(
+            "r",
+            "measure",
+            "Measure",
+            show=False,
+            tooltip="Measure the quantization error again on the calibrated statistics (after a cancelled measurement)",
         ),
         Binding("u", "undo_plan", "Undo", show=False, tooltip="Undo the last change to the plan"),
         Binding("U", "redo_plan", "Redo", show=False, key_display="U", tooltip="Redo the plan change undone last"),
@@ -519,8 +527,12 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
     def _load(self) -> None:
         """Wait for the model started with the app: built, with its session, evaluated uncalibrated."""
+        from tui_quantreport.engine.errors import ParamError
+
         try:
             loaded = self._loading.result()
+        except ParamError as exc:  # an option, not the model: said as the command line says it
+            self.post_message(ModelLoadFailed(str(exc), bad_option=True))
         except UserError as exc:
             self.post_message(ModelLoadFailed(str(exc)))
         except Exception as exc:  # the user's code can raise anything; show it, never a traceback
@@ -578,6 +590,10 @@ class MainScreen(Screen[None]):
 
     @on(ModelLoadFailed)
     def _model_failed(self, message: ModelLoadFailed) -> None:
+        if message.bad_option:
+            self.app.error_line = message.text  # type: ignore[attr-defined]
+            self.app.exit(return_code=2)
+            return
         self.load_failed = True
         self.refresh_bindings()
         self.app.push_screen(ErrorScreen("The model could not be loaded", message.text))
@@ -848,6 +864,12 @@ class MainScreen(Screen[None]):
         self.query_one(CalibrationBar).start(self.measuring, unit="passes")
         self._measure(self.stats, self.settings)
 
+    def action_measure(self) -> None:
+        """Measure the error of the kept statistics again (a cancelled measurement is not lost)."""
+        if self.measured is not None or self.measuring:
+            return
+        self.start_measurement()
+
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="measure SQNR")
     def _measure(self, stats: Stats, settings: Settings) -> None:
         worker = get_current_worker()
@@ -869,7 +891,11 @@ class MainScreen(Screen[None]):
                 self.min_gain_db,
             )
         except CalibrationCancelled:
-            self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
+            self.post_message(
+                MeasurementFailed(
+                    "Measurement cancelled: r measures again (no new calibration needed).", cancelled=True
+                )
+            )
         except Exception as exc:  # the simulation of the user's model can fail in many ways
             self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
         else:
@@ -1495,6 +1521,10 @@ class MainScreen(Screen[None]):
         detail = self.query_one(ModuleDetail)
         detail.scroll_relative(y=direction * max(1, detail.size.height // 2), animate=False)
 
+    def action_unzoom(self) -> None:
+        """Leave the zoomed detail view (Esc, wherever the keyboard is)."""
+        self.action_focus_tree()
+
     def action_zoom(self) -> None:
         """Show the detail view alone, at the full width, or restore the panes."""
         main = self.query_one("#main")
@@ -1810,6 +1840,16 @@ class MainScreen(Screen[None]):
             return True if self.measured is not None else None
         if action == "clear_filter":
             return bool(self.filter_text)
+        if action == "unzoom":
+            return self.query_one("#main").has_class("-zoomed")
+        if action == "measure":
+            return (
+                self.stats is not None
+                and self.stats.batches > 0
+                and self.measured is None
+                and not self.measuring
+                and not self.calibrating
+            )
         if action in MODEL_ACTIONS and not self.loaded:
             return None
         if action in ("calibrate", "verify") and self.model is not None and self.model.unavailable is not None:

@@ -42,9 +42,11 @@ class TreePreviewed(Message):
 class ModelLoadFailed(Message):
     """Loading or building the model failed; ``text`` says why in one sentence."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, bad_option: bool = False) -> None:
         super().__init__()
         self.text = text
+        #: The command line's options were wrong (not the model): the app exits with the line.
+        self.bad_option = bad_option
 
 
 class CalibrationProgress(Message):
