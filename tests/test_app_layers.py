@@ -7,7 +7,7 @@ import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
 
-from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_module, sort_rows
+from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_candidates, sort_rows
 from tui_quantreport.tui.depth_plot import DepthPlot
 from tui_quantreport.tui.layer_table import LayerTable
 from tui_quantreport.tui.layers_screen import LayersScreen
@@ -27,12 +27,13 @@ def test_rows_sort_by_any_column_with_missing_values_last_either_way() -> None:
     assert [r.module for r in filter_rows(rows, "B")] == ["b"]
 
 
-def test_what_limits_the_plan_is_the_least_sensitive_else_the_lowest_local() -> None:
+def test_what_may_limit_the_plan_is_the_least_sensitive_else_the_lowest_local() -> None:
     plan = {"a": "dynamic", "b": "dynamic", "c": "float"}
     local = {"a": {"dynamic": 20.0}, "b": {"dynamic": 30.0}, "c": {"dynamic": 1.0}}
-    assert limiting_module(plan, local) == "a"
-    assert limiting_module(plan, local, {"a": 40.0, "b": 25.0}) == "b"
-    assert limiting_module({"c": "float"}, local) is None
+    assert limiting_candidates(plan, local) == ["a", "b"]
+    assert limiting_candidates(plan, local, {"a": 40.0, "b": 25.0}) == ["b", "a"]
+    assert limiting_candidates(plan, local, count=1) == ["a"]
+    assert limiting_candidates({"c": "float"}, local) == []
 
 
 async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> None:
@@ -92,6 +93,15 @@ async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> 
         line = next(x for x in text_of(app.screen.query_one(DepthPlot)).splitlines() if x.startswith(SENSITIVE))
         assert "float" in line and "█" not in line
         await pilot.press("escape")
+        # With it in float, the sentence names a module only where keeping it float gains something.
+        await walk_to(app, pilot, "")
+        await settle(app, pilot)
+        fqn, sqnr = main.limit
+        summary = text_of(app.query_one(PlanSummary))
+        if sqnr.db - main.plan_sqnr.db < 0.1:
+            assert "No single module limits the plan" in summary and "limits the plan;" not in summary
+        else:
+            assert f"{fqn} limits the plan; keeping it float gives {sqnr.db:.1f} dB" in summary
 
 
 async def test_n_walks_by_sensitivity_after_w() -> None:

@@ -133,7 +133,7 @@ async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
         assert f"{quantized} forward passes over the {main.measured.probe_batches} probe batches" in text
         # The estimate comes from the module just timed, for the modules left.
         assert f"1 of {quantized} are measured already" in text
-        assert "Estimate: about " in text and "(the first module took " in text
+        assert "Estimate: about " in text and "per module, timed on the first module" in text
         assert "Enter starts, Esc" in text
         await pilot.press("escape")  # cancelled: nothing more started
         await settle(app, pilot)

@@ -144,3 +144,16 @@ async def test_the_root_plot_draws_float_as_float_and_scales_to_the_values_shown
         assert float(axis[0]) > 0  # the scale starts near the lowest value shown, not at 0
         bars = [line.count("█") for line in lines if "dB" in line and "█" in line]
         assert len(set(bars)) > 2  # 35.4, 35.5 and 35.8 dB no longer look identical to 38.8 and 39.4
+
+
+async def test_the_footer_keeps_quit_at_80_columns() -> None:
+    from textual.widgets import Footer
+
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        footer = app.main.query_one(Footer)
+        keys = [item for item in footer.query("FooterKey")]
+        quit_key = next(k for k in keys if k.key == "q")
+        palette = next(k for k in keys if k.key == "ctrl+p")  # docked right, over what does not fit
+        assert quit_key.region.width > 0 and quit_key.region.right <= palette.region.x

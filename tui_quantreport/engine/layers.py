@@ -116,17 +116,18 @@ def filter_rows(rows: Sequence[LayerRow], text: str) -> list[LayerRow]:
     return [r for r in rows if any(needle in s.lower() for s in (r.module, r.kind, r.scheme, r.advice, r.severity))]
 
 
-def limiting_module(
+def limiting_candidates(
     plan: Mapping[str, str],
     local: Mapping[str, Mapping[str, float | None]],
     sensitivity: Mapping[str, float | None] | None = None,
-) -> str | None:
-    """The quantized module most likely to limit the plan: the lowest sensitivity when measured,
-    else the lowest local SQNR under its plan scheme; None when nothing is quantized."""
+    count: int = 3,
+) -> list[str]:
+    """The quantized modules most likely to limit the plan, likeliest first (at most ``count``):
+    the lowest sensitivity when measured, else the lowest local SQNR under the plan's scheme."""
     quantized = [f for f, s in plan.items() if s != "float"]
     if sensitivity:
-        measured = [(db, f) for f in quantized if (db := sensitivity.get(f)) is not None]
+        measured = sorted((db, f) for f in quantized if (db := sensitivity.get(f)) is not None)
         if measured:
-            return min(measured)[1]
-    scored = [(db, f) for f in quantized if (db := local.get(f, {}).get(plan[f])) is not None]
-    return min(scored)[1] if scored else None
+            return [f for _, f in measured[:count]]
+    scored = sorted((db, f) for f in quantized if (db := local.get(f, {}).get(plan[f])) is not None)
+    return [f for _, f in scored[:count]]

@@ -169,11 +169,12 @@ class MainScreen(Screen[None]):
             priority=True,
             tooltip="Cancel the calibration between batches; the previous results stay",
         ),
-        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
+        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation (N: previous)"),
         Binding(
             "N",
             "previous_finding",
             "Prev",
+            show=False,  # at 80 columns the footer keeps q Quit; the help and n's tooltip name N
             key_display="N",
             tooltip="Jump to the previous module with a recommendation",
         ),
@@ -1123,7 +1124,7 @@ class MainScreen(Screen[None]):
     def request_limit(self) -> None:
         """Measure what keeping the module that limits the plan in float gives (one plan evaluation,
         in a worker), for the root's sentence."""
-        from tui_quantreport.engine.layers import limiting_module
+        from tui_quantreport.engine.layers import limiting_candidates
 
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or measured.analysis is None or plan is self._limit_plan:
@@ -1131,22 +1132,28 @@ class MainScreen(Screen[None]):
         self._limit_plan = plan
         local = {f: {k: v.db for k, v in per.items()} for f, per in measured.local.items()}
         sensitivity = {f: s.db for f, s in self.sensitivity.items()} if self.sensitivity else None
-        fqn = limiting_module(plan.modules, local, sensitivity)
-        if fqn is None:
-            self.limit = None
-            return
-        self._measure_limit(measured, plan, fqn)
+        candidates = limiting_candidates(plan.modules, local, sensitivity)
+        self.limit = None
+        if candidates:
+            self._measure_limit(measured, plan, candidates)
 
     @work(thread=True, exclusive=True, group="limit", exit_on_error=False, description="what limits the plan")
-    def _measure_limit(self, measured: Measured, plan: Plan, fqn: str) -> None:
+    def _measure_limit(self, measured: Measured, plan: Plan, candidates: list[str]) -> None:
+        """Keep each candidate in float in turn (one plan evaluation each); the one that gains most
+        limits the plan."""
         worker = get_current_worker()
         if measured.analysis is None:
             return
+        best: tuple[str, Sqnr] | None = None
         try:
-            sqnr = measured.analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT), lambda: worker.is_cancelled)
+            for fqn in candidates:
+                sqnr = measured.analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT), lambda: worker.is_cancelled)
+                if best is None or sqnr.value > best[1].value:
+                    best = (fqn, sqnr)
         except Exception:  # cancelled by a newer plan, or a simulation failure the plan itself reports
             return
-        self.app.call_from_thread(self._limit_measured, plan, fqn, sqnr)
+        if best is not None:
+            self.app.call_from_thread(self._limit_measured, plan, *best)
 
     def _limit_measured(self, plan: Plan, fqn: str, sqnr: Sqnr) -> None:
         if plan is self.plan:
@@ -1890,13 +1897,13 @@ def sensitivity_cost(measured: Measured, plan: Plan, done: int = 0, seconds: Seq
     ]
     left = modules - done
     if done:
-        lines.append(f"{done:,} of {modules:,} are measured already (kept from before): {left:,} to go.")
+        lines.append(f"{done:,} of {modules:,} are measured already: {left:,} to go.")
     if seconds:
         each = sum(seconds) / len(seconds)
-        timed = f"the first {len(seconds):,} modules took" if len(seconds) > 1 else "the first module took"
+        timed = f"the {len(seconds):,} modules measured so far" if len(seconds) > 1 else "the first module"
         lines.append(
-            f"Estimate: about {seconds_text(each * left)} ({timed} {seconds_text(each)} each; "
-            "a busy machine makes it longer)."
+            f"Estimate: about {seconds_text(each * left)} for the {left:,} left ({seconds_text(each)} per module, "
+            f"timed on {timed}; a busy machine makes it longer)."
         )
     else:
         lines.append("Estimate: unknown (no module has been timed yet).")

@@ -29,6 +29,8 @@ from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
 
 LAYERS_SHOWN = 24
 KEEP_FLOAT_SHOWN = 12
+#: Keeping a module in float must gain at least this much for it to be named as what limits the plan.
+LIMIT_GAIN_DB = 0.1
 
 
 class PlanSummary(Static):
@@ -118,6 +120,15 @@ class PlanSummary(Static):
         fqn, sqnr = limit
         if fqn not in plan.quantized:
             return []
+        now = self.plan_sqnr
+        if sqnr.db is not None and now is not None and now.db is not None and sqnr.db - now.db < LIMIT_GAIN_DB:
+            return [
+                Content.styled(
+                    f"No single module limits the plan: keeping the likeliest ones in float gains under "
+                    f"{LIMIT_GAIN_DB:g} dB.",
+                    "dim",
+                )
+            ]
         return [
             Content.assemble(
                 (printable(fqn), "bold $warning"),
