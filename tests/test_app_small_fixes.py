@@ -157,3 +157,60 @@ async def test_the_footer_keeps_quit_at_80_columns() -> None:
         quit_key = next(k for k in keys if k.key == "q")
         palette = next(k for k in keys if k.key == "ctrl+p")  # docked right, over what does not fit
         assert quit_key.region.width > 0 and quit_key.region.right <= palette.region.x
+
+
+async def test_a_detector_checkbox_shows_its_state_without_colour() -> None:
+    from textual.widgets import Checkbox
+
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        box = app.query_one("#detector-outlier_detector", Checkbox)
+        assert box.render().plain.startswith("▐X▌")
+        box.value = False
+        await pilot.pause()
+        assert box.render().plain.startswith("▐ ▌")
+
+
+async def test_the_scheme_picker_does_not_offer_schemes_that_cannot_apply() -> None:
+    from textual.widgets import OptionList
+
+    from tui_quantreport.tui.scheme_picker import SchemePicker
+
+    app = make_app("untraceable", batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        embedding = next(f for f in app.main.plan.modules if f.endswith("word"))
+        await walk_to(app, pilot, embedding)
+        await pilot.press("p")
+        picker = app.screen
+        assert isinstance(picker, SchemePicker)
+        options = picker.query_one(OptionList)
+        disabled = {
+            options.get_option_at_index(i).id
+            for i in range(options.option_count)
+            if options.get_option_at_index(i).disabled
+        }
+        assert {"static_per_tensor", "static_per_channel", "dynamic"} <= disabled
+        assert "weight_only" not in disabled and "float" not in disabled
+        options.highlighted = picker.schemes.index("static_per_tensor")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.main.plan.modules[embedding] != "static_per_tensor"  # nothing chosen
+
+
+async def test_v_before_calibrating_says_what_it_runs() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("v")
+        status = app.query_one("#calibration-status", Static)
+        seen = set()
+        for _ in range(3000):
+            seen.add(text_of(status).strip())
+            if not app.main.applying:
+                break
+            await pilot.pause(0.01)
+        assert any("recommended plan (calibrating and measuring it first)" in text for text in seen)
+        assert "Calibrating…" not in seen

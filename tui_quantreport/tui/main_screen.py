@@ -792,7 +792,7 @@ class MainScreen(Screen[None]):
     def _calibration_progress(self, message: CalibrationProgress) -> None:
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
-        if message.done == 1:
+        if message.done == 1 and self.calibrating:  # a verify or export keeps its own words
             bar.say("Calibrating…")
         if message.total is not None and message.done == message.total and not self.applying:
             bar.say("All batches seen; judging the modules…")
@@ -1292,7 +1292,9 @@ class MainScreen(Screen[None]):
             if scheme is not None and self.plan is not None:
                 self.set_plan(self.plan.with_scheme(targets, scheme))
 
-        self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
+        self.app.push_screen(
+            SchemePicker(label, list(SCHEMES), local, current, refused_schemes(measured, targets)), chosen
+        )
 
     def action_sensitivity(self) -> None:
         """One-at-a-time sensitivity of the plan's quantized modules: times the first module, says
@@ -1727,6 +1729,8 @@ class MainScreen(Screen[None]):
         self.applying = True
         self._cancel.clear()
         what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
+        if self.plan is None:  # nothing measured yet: the recommended plan is measured first
+            what += " of the recommended plan (calibrating and measuring it first)"
         self.query_one(CalibrationBar).start(f"{what}…")
         self._apply(kind, target, path, self.plan_of_record(), self.plan_source())
 
@@ -1864,6 +1868,28 @@ class MainScreen(Screen[None]):
         if action == "verify" and self.model is not None and self.model.apply_unavailable is not None:
             return None  # an exported graph: shown disabled; pressing it from the palette says why
         return True
+
+
+def refused_schemes(measured: Measured, targets: Sequence[str]) -> dict[str, str]:
+    """The schemes that cannot apply to one of ``targets`` (static or dynamic on an Embedding's
+    indices, say), each with why: the picker shows them and does not offer them."""
+    from tui_quantreport.engine.quantsim import SCHEMES
+
+    analysis = measured.analysis
+    if analysis is None:
+        return {}
+    refused: dict[str, str] = {}
+    for name, scheme in SCHEMES.items():
+        reasons = [
+            why
+            for fqn in targets
+            if fqn in analysis.targets and (why := scheme.unsupported(analysis.targets[fqn].kind)) is not None
+        ]
+        if reasons:
+            refused[name] = (
+                reasons[0] if len(targets) == 1 else f"{len(reasons):,} of {len(targets):,} modules: {reasons[0]}"
+            )
+    return refused
 
 
 def default_export_path(spec: str) -> str:
