@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from test_app_plan import SENSITIVE, plan_settled
@@ -214,3 +216,43 @@ async def test_v_before_calibrating_says_what_it_runs() -> None:
             await pilot.pause(0.01)
         assert any("recommended plan (calibrating and measuring it first)" in text for text in seen)
         assert "Calibrating…" not in seen
+
+
+class _StillLoading(Future):
+    """A model that is still loading; counts the threads waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    def result(self, timeout=None):
+        self.waiting += 1
+        try:
+            return super().result(timeout)
+        finally:
+            self.waiting -= 1
+
+
+async def test_quitting_while_the_model_loads_does_not_wait_for_it() -> None:
+    """The loader thread waits for the model being built; quitting must release it at once (the
+    process exits only when the worker threads have)."""
+    import asyncio
+
+    app = make_app(batches=SHOWCASE_BATCHES)
+    loading = _StillLoading()
+    app._loading = loading
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(500):
+                if loading.waiting:
+                    break
+                await pilot.pause(0.01)
+            assert loading.waiting == 1
+            await pilot.press("q")
+        for _ in range(500):
+            if not loading.waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert loading.waiting == 0
+    finally:
+        loading.set_exception(RuntimeError("test over"))  # without the fix, the thread is still waiting

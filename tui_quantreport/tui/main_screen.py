@@ -126,6 +126,9 @@ TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
 #: Actions bound to priority keys (see :meth:`MainScreen.check_action`).
 PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "focus_min_gain", "export"})
 
+#: How often the loader worker looks whether the app is quitting while the model loads (seconds).
+LOAD_POLL = 0.05
+
 #: Seconds the tree cursor must rest on a module before the detail view redraws.
 DETAIL_DELAY = 0.04
 
@@ -528,10 +531,19 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
     def _load(self) -> None:
         """Wait for the model started with the app: built, with its session, evaluated uncalibrated."""
+        from concurrent.futures import TimeoutError as StillLoading
+
         from tui_quantreport.engine.errors import ParamError
 
+        worker = get_current_worker()
         try:
-            loaded = self._loading.result()
+            while True:  # quitting cancels this worker: it must not hold the exit until torch is imported
+                try:
+                    loaded = self._loading.result(timeout=LOAD_POLL)
+                    break
+                except StillLoading:
+                    if worker.is_cancelled:
+                        return
         except ParamError as exc:  # an option, not the model: said as the command line says it
             self.post_message(ModelLoadFailed(str(exc), bad_option=True))
         except UserError as exc:
