@@ -85,3 +85,31 @@ async def test_paging_through_the_equalization_plot_of_dead_input_channels_keeps
         assert app.is_running and app._exception is None
         plots = list(app.query(ChannelPlot))
         assert plots and any("inf" in line for plot in plots for line in _lines(plot))
+
+
+async def test_the_depth_plot_scales_to_the_values_shown_and_names_the_output_in_full() -> None:
+    import math
+
+    from tui_quantreport.tui.depth_plot import DepthPlot, DepthPoint
+
+    class _DepthApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DepthPlot()
+
+    app = _DepthApp()
+    async with app.run_test(size=(80, 20)) as pilot:
+        plot = app.query_one(DepthPlot)
+        plot.points = [
+            DepthPoint("fc1", "dynamic", 36.2, math.inf),
+            DepthPoint("fc2", "dynamic", 36.8, 35.0),
+            DepthPoint("fc3", "float", None, 34.0),
+            DepthPoint("fc4", "dynamic", math.nan, None),
+        ]
+        plot.output_db = 30.0
+        await pilot.pause()
+        lines = [line.plain for line in plot.lines(80)]
+        rows = {line.split()[0]: line for line in lines[1:] if line.split()}
+        assert rows["fc1"].count("█") < rows["fc2"].count("█")  # 36.2 and 36.8 dB look different
+        assert "float" in rows["fc3"] and "█" not in rows["fc3"]
+        assert "█" not in rows["fc4"]  # NaN: no bar, no crash
+        assert any(line.startswith("model output") for line in lines)

@@ -23,6 +23,8 @@ from tui_quantreport.tui.channel_plot import plot_column
 LOCAL_STYLE = "$primary-lighten-2"
 CUMULATIVE_STYLE = "bold $warning"
 FLOAT_STYLE = "$accent"
+#: The last row: the model's output (the plan's end-to-end SQNR).
+OUTPUT = "model output"
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,11 @@ class DepthPlot(Static):
         finite = [v for v in values if v is not None and math.isfinite(v)]
         lo = math.floor(min(finite, default=0.0)) - 1.0
         hi = math.ceil(max(finite, default=1.0)) + 1.0
-        name_width = min(max(len(p.module) for p in points), max(12, width // 3))
+        name_width = min(max(len(OUTPUT), *(len(p.module) for p in points)), max(12, width // 3))
         value_width = 14
         bar_width = max(width - name_width - value_width - 3, 10)
         rows = [(p.module, p.scheme, p.local_db, p.cumulative_db) for p in points]
-        rows.append(("model output", "", None, self.output_db))
+        rows.append((OUTPUT, "", None, self.output_db))
         for module, scheme, local, cumulative in rows:
             shown = printable(module)
             name = shown if len(shown) <= name_width else "…" + shown[-(name_width - 1) :]
