@@ -105,28 +105,42 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert abs(data["predicted_sqnr_db"] - main.plan_sqnr.db) < 1e-6
 
 
+async def sensitivity_dialog(app, pilot) -> ConfirmDialog:
+    """Press S: the first module is timed (in a worker), then the dialog asks about the rest."""
+    await pilot.press("S")
+    await settle(app, pilot)
+    assert isinstance(app.screen, ConfirmDialog)
+    return app.screen
+
+
+async def measure_sensitivity(app, pilot) -> None:
+    """S, Enter in the dialog, and wait for the measurement."""
+    await sensitivity_dialog(app, pilot)
+    await pilot.press("enter")
+    await settle(app, pilot)
+    assert app.main.sensitivity is not None
+
+
 async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
     app = make_app(batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:
         await _measured(app, pilot)
         main = app.main
         quantized = len(main.plan.quantized)
-        await pilot.press("S")
-        assert isinstance(app.screen, ConfirmDialog)  # nothing runs before the user agrees
-        assert not main.measuring and main.sensitivity is None
-        text = text_of(app.screen.query_one("#confirm-text"))
+        dialog = await sensitivity_dialog(app, pilot)  # only the first module ran: to time it
+        assert main.sensitivity is None and len(main._sens_done) == 1
+        text = text_of(dialog.query_one("#confirm-text"))
         assert f"{quantized} forward passes over the {main.measured.probe_batches} probe batches" in text
-        # The measurement timed a plain pass: the estimate is in seconds.
-        assert "Estimate: about " in text and " s (the fastest timed pass" in text
+        # The estimate comes from the module just timed, for the modules left.
+        assert f"1 of {quantized} are measured already" in text
+        assert "Estimate: about " in text and "per module, timed on the first module" in text
         assert "Enter starts, Esc" in text
-        await pilot.press("escape")  # cancelled: nothing started
+        await pilot.press("escape")  # cancelled: nothing more started
         await settle(app, pilot)
         assert not isinstance(app.screen, ConfirmDialog)
         assert not main.measuring and main.sensitivity is None
-        assert "Sensitivity" not in text_of(app.query_one("#calibration-status"))
 
-        await pilot.press("S")
-        assert isinstance(app.screen, ConfirmDialog)
+        await sensitivity_dialog(app, pilot)  # the timed module is kept: nothing runs before asking
         await pilot.press("enter")  # a worker: progress and Esc on the bar while it runs
         assert not isinstance(app.screen, ConfirmDialog)
         await settle(app, pilot)
@@ -136,6 +150,46 @@ async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
         assert min(sensitivity, key=lambda f: sensitivity[f].value) == SENSITIVE
         await walk_to(app, pilot, SENSITIVE)
         assert "only this module quantized" in text_of(app.query_one(SqnrPanel))
+
+
+async def test_a_cancelled_sensitivity_keeps_what_was_measured_and_resumes() -> None:
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await _measured(app, pilot)
+        main = app.main
+        plan = main.plan
+        await sensitivity_dialog(app, pilot)
+        timed = dict(main._sens_done)
+        # Cancel after one more module: the run stops between modules and keeps what it measured.
+        analysis = main.measured.analysis
+        real = analysis.sensitivity
+        measured_again: list[str] = []
+        cancel = [True]
+
+        def counting(alone, *args, **kwargs):
+            result = real(alone, *args, **kwargs)
+            measured_again.extend(alone.quantized)
+            if cancel[0]:
+                main._measure_cancel.set()  # as Esc does
+            return result
+
+        analysis.sensitivity = counting
+        await pilot.press("enter")
+        await settle(app, pilot)
+        kept = dict(main._sens_done)
+        assert main.sensitivity is None and len(timed) < len(kept) < len(plan.quantized)
+        assert "kept: S resumes" in text_of(app.query_one("#calibration-status"))
+        cancel[0] = False
+        measured_again.clear()
+        dialog = await sensitivity_dialog(app, pilot)
+        assert f"{len(kept)} of {len(plan.quantized)} are measured already" in text_of(
+            dialog.query_one("#confirm-text")
+        )
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert set(main.sensitivity) == set(plan.quantized)
+        assert not set(measured_again) & set(kept)  # resumed: nothing measured twice
+        assert {f: s for f, s in main.sensitivity.items() if f in kept} == kept
 
 
 def test_seconds_text() -> None:

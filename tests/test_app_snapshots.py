@@ -126,3 +126,22 @@ def test_detail_view_sqnr_with_a_module_kept_float(snap_compare) -> None:
 def test_root_plan_view_at_200x60(snap_compare) -> None:
     """The what-if plan at the root: end-to-end SQNR, keep-float list, SQNR by layer."""
     assert snap_compare(make_app(), terminal_size=(200, 60), run_before=calibrated)
+
+
+async def layers_open(pilot) -> None:
+    """Calibrate, open the "which layers hurt" screen and wait for its SQNR along depth."""
+    await calibrated(pilot)
+    await pilot.press("l")
+    for _ in range(600):
+        await pilot.app.workers.wait_for_complete()
+        if pilot.app.main.depth is not None:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_layers_screen(snap_compare, size: tuple[int, int]) -> None:
+    """The module table sorted by local SQNR (worst first) over the SQNR along depth."""
+    assert snap_compare(make_app(), terminal_size=size, run_before=layers_open)

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 PROG = "tui-quantreport"
 EXIT_USAGE = 2
@@ -372,11 +373,18 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
         prog=PROG,
         description="Module-by-module quantization advice for a PyTorch model. "
         f"Also: '{PROG} report MODEL' (headless), '{PROG} calibrate MODEL --output run.qstats', "
-        f"'{PROG} merge' and '{PROG} samples'.",
+        f"'{PROG} merge', '{PROG} config MODEL --plan P --target T' (the plan as a library's configuration), "
+        f"'{PROG} verify MODEL --plan P' (apply it and measure) and '{PROG} samples'.",
     )
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
+    app.add_argument(
+        "--plan",
+        metavar="FILE.plan.json",
+        help="start from this plan (a plan file the app or report --plan-out wrote) instead of the "
+        "recommended one, once the error is measured",
+    )
     _min_gain_option(app, default=None)
 
     report = OneLineParser(
@@ -425,6 +433,20 @@ def build_stats_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     calibrate.add_argument(
         "--output", metavar="FILE.qstats", required=True, help="the stats file to write (atomically)"
     )
+    calibrate.add_argument(
+        "--probe-batches",
+        metavar="K",
+        type=_count,
+        default=0,
+        help="also measure the quantization error (SQNR per module and scheme, the recommended plan) on "
+        "the first K calibration batches and keep it in the stats file (default 0: do not measure)",
+    )
+    calibrate.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="with --probe-batches: also measure one-at-a-time sensitivity (one pass per quantized module)",
+    )
+    _min_gain_option(calibrate, default=1.0)
     calibrate.add_argument(
         "--dist-backend",
         choices=("gloo", "nccl"),
@@ -724,11 +746,14 @@ class Progress:
 def run_calibrate(args: argparse.Namespace) -> int:
     """Calibrate headless (one process, or one rank under torchrun) and write a stats file."""
     from tui_quantreport.engine import distributed
+    from tui_quantreport.engine.errors import UserError
 
+    if args.sensitivity and not args.probe_batches:
+        raise UserError("--sensitivity needs measurement: give --probe-batches 1 or more")
     world = distributed.from_environment()
     if world is None or (world.size == 1 and args.dist_backend is None):
-        stats_file, started = _calibrate_here(args, None)
-        return _write_stats(args, stats_file, time.perf_counter() - started)
+        stats_file, started, measure = _calibrate_here(args, None)
+        return _write_stats(args, measure(stats_file), time.perf_counter() - started)
     world = distributed.start(world, args.dist_backend)
     try:
         return _calibrate_distributed(args, world)
@@ -755,16 +780,61 @@ def _calibrate_here(args: argparse.Namespace, world):
     label = "calibrating" if world is None else f"calibrating (rank 0 of {world.size})"
     progress = Progress(label) if main_rank else None
     started = time.perf_counter()
+    recorder = None
     try:
         if world is None:
-            stats = session.calibrate(open_batches(loaded), settings, max_batches=args.batches, progress=progress)
+            batches = open_batches(loaded)
+            if args.probe_batches:
+                from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                batches = recorder = ProbeRecorder(batches, args.probe_batches)
+            stats = session.calibrate(batches, settings, max_batches=args.batches, progress=progress)
         else:
-            stats = session.calibrate(distributed.open_shard(loaded, world, args.batches), settings, progress=progress)
+            shard: Any = distributed.open_shard(loaded, world, args.batches)
+            if args.probe_batches and main_rank:  # rank 0 measures, on its own first batches
+                from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                shard = recorder = ProbeRecorder(shard, args.probe_batches)
+            stats = session.calibrate(shard, settings, progress=progress)
     finally:
         if progress is not None:
             progress.close()
     extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
-    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started
+
+    def measure(stats_file):
+        """``stats_file`` with the measured error of its (merged) statistics, when asked for."""
+        if recorder is None:
+            return stats_file
+        from dataclasses import replace
+
+        measured = _measure_error(args, session, stats_file.stats, settings, recorder.probes)
+        return stats_file if measured is None else replace(stats_file, measured=measured)
+
+    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started, measure
+
+
+def _measure_error(args: argparse.Namespace, session, stats, settings, probes):
+    """The measured error (local SQNR, the recommended plan and its SQNR, sensitivity when asked)
+    of ``stats`` on the ``probes``, as the app measures it; None (said) when the model cannot be
+    simulated."""
+    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
+    from tui_quantreport.engine.severity import measure
+
+    unsupported = unavailable_reason(session)
+    if unsupported:
+        print(f"{PROG}: note: no measured error kept: {unavailable_note(unsupported)}", file=sys.stderr)
+        return None
+    backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
+    started = time.perf_counter()
+    analysis = analysis_for(session, probes, stats, backend)
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    plan_db = f"{measured.plan_sqnr_db:.1f} dB" if measured.plan_sqnr_db is not None else measured.plan_reason
+    print(
+        f"measured the error on {len(probes)} probe batches in {time.perf_counter() - started:.1f} s: "
+        f"recommended plan {plan_db}" + (" (with sensitivity)" if args.sensitivity else ""),
+        file=sys.stderr,
+    )
+    return measured
 
 
 def _calibrate_distributed(args: argparse.Namespace, world) -> int:
@@ -776,8 +846,9 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
     error = None
     stats_file = None
     started = time.perf_counter()
+    measure = None
     try:
-        stats_file, started = _calibrate_here(args, world)
+        stats_file, started, measure = _calibrate_here(args, world)
     except UserError as exc:
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 - the user's model or data can raise anything: every rank must hear of it
@@ -794,8 +865,9 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
         raise exc from None
     if not world.is_main:
         return 0
+    assert measure is not None
     # From rank 0's first batch until every rank's statistics are merged (it waits for the slowest).
-    return _write_stats(args, replace(stats_file, stats=merged), time.perf_counter() - started)
+    return _write_stats(args, measure(replace(stats_file, stats=merged)), time.perf_counter() - started)
 
 
 def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
@@ -854,12 +926,18 @@ def run_app(args: argparse.Namespace) -> int:
         check_spec(args.calibration, BATCHES_FACTORY)  # a calibration file needs no build_model()
     if args.stats:
         _open_stats_quickly(args.stats)
+    if args.plan:
+        from tui_quantreport.engine.kept_plan import read_plan_file
+
+        read_plan_file(args.plan)  # one line and exit 2 before the UI starts; the app reads it again
     from tui_quantreport.engine.export import install_sigterm_cleanup
     from tui_quantreport.tui.app import QuantReportApp
 
     install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
     app = QuantReportApp(spec=spec, options=args)
     app.run()
+    if app.error_line:  # a bad option found while loading: one line, as the headless commands say it
+        print(f"{PROG}: error: {app.error_line}", file=sys.stderr)
     return app.return_code or 0
 
 

@@ -7,7 +7,7 @@ view and exporters read; building one never touches the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -230,6 +230,11 @@ class ModuleError:
         return self.sqnr_db.get(key)
 
 
+#: A plan's ``origin``: the one the measurement recommends, or one the user changed.
+PLAN_RECOMMENDED = "recommended"
+PLAN_EDITED = "edited"
+
+
 @dataclass(frozen=True)
 class Measured:
     """What the quantization simulation measured for one report (plain data, no tensors)."""
@@ -256,6 +261,43 @@ class Measured:
     #: One sentence when the recommended or budgeted plan's end-to-end SQNR is below the warning
     #: threshold, naming the units that cost the most ("" otherwise).
     warning: str = ""
+
+    @property
+    def plan_origin(self) -> str:
+        """Whether the plan is the ``"recommended"`` one or one the user ``"edited"`` (the plan
+        data's ``origin``; plans written before it was recorded were the recommended one)."""
+        return str(self.plan_data.get("origin") or PLAN_RECOMMENDED)
+
+    def with_plan(
+        self,
+        plan_data: Mapping[str, Any],
+        sqnr_db: float | None,
+        reason: str,
+        origin: str,
+        sensitivity: Mapping[str, tuple[float | None, str]] | None = None,
+    ) -> Measured:
+        """This measurement with another plan as the plan of record (its JSON data, its end-to-end
+        SQNR or why it is undefined, its ``origin``), and the one-at-a-time ``sensitivity``
+        ({fqn: (dB or None, reason)}) measured for it, when given."""
+        modules = dict(self.modules)
+        if sensitivity is not None:
+            for fqn, (db, why) in sensitivity.items():
+                if fqn in modules:
+                    e = modules[fqn]
+                    reasons = {k: v for k, v in e.reasons.items() if k != "sensitivity"}
+                    if db is None and why:
+                        reasons["sensitivity"] = why
+                    modules[fqn] = replace(e, sensitivity_db=db, reasons=reasons)
+        entries = plan_data.get("modules") or {}
+        return replace(
+            self,
+            modules=modules,
+            plan={str(fqn): str(entry.get("scheme")) for fqn, entry in entries.items()},
+            plan_sqnr_db=sqnr_db,
+            plan_reason=reason if sqnr_db is None else "",
+            plan_data={**plan_data, "origin": origin},
+            sensitivity_measured=self.sensitivity_measured or sensitivity is not None,
+        )
 
 
 @dataclass(frozen=True)

@@ -309,6 +309,7 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             "scheme_reason": e.scheme_reason or None,
         }
     plan = dict(m.plan_data)
+    plan["origin"] = m.plan_origin
     plan["sqnr_db"] = m.plan_sqnr_db
     plan["sqnr_undefined"] = m.plan_reason or None
     plan["sqnr_per_output_db"] = dict(m.plan_output_sqnr_db)
@@ -359,6 +360,11 @@ def _plan_words(m: Measured) -> tuple[str, list[str]]:
     return plan_sqnr, [fqn for fqn, scheme in m.plan.items() if scheme == "float"]
 
 
+def plan_title(m: Measured) -> str:
+    """``Recommended plan`` or ``Edited plan`` (changed by the user from the recommended one)."""
+    return "Edited plan" if m.plan_origin == "edited" else "Recommended plan"
+
+
 def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     """Markdown lines: the plan's end-to-end SQNR, top findings by gain, per-module SQNR."""
     m = report.measured
@@ -371,7 +377,7 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "",
         "## Measured quantization error",
         "",
-        f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
+        f"On {m.probe_batches} probe batches. {plan_title(m)}: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
         + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
         + ".",
@@ -400,9 +406,8 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     ]
     for fqn, e in m.modules.items():
         cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
-        lines.append(
-            f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
-        )
+        scheme = m.plan.get(fqn, e.recommended_scheme)
+        lines.append(f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {scheme} |")
     return lines + planner_markdown(m.planner)
 
 
@@ -413,7 +418,7 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr, kept = _plan_words(m)
     lines = [
         "",
-        f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
+        f"Measured on {m.probe_batches} probe batches: {plan_title(m).lower()} SQNR {plan_sqnr}"
         + (f", kept float: {', '.join(map(printable, kept))}" if kept else ""),
     ]
     for fqn, det, gain, level in top_findings(report, limit):

@@ -52,6 +52,8 @@ class QuantReportApp(App[None]):
         super().__init__()
         self.spec = spec
         self.options = options
+        #: Set when the app exits on a bad command-line option: the line the CLI prints.
+        self.error_line = ""
         # Start importing torch and building the model now, in a background thread, so that the
         # work overlaps Textual's own start-up; the main screen's loader worker collects the result.
         self._loading = ModelSession.load_in_background(spec, options)
@@ -62,7 +64,16 @@ class QuantReportApp(App[None]):
     def get_default_screen(self) -> MainScreen:
         max_batches = getattr(self.options, "batches", None)
         probes = getattr(self.options, "probe_batches", None)
-        return MainScreen(self.spec, self._loading, max_batches, PROBE_BATCHES if probes is None else probes)
+        plan = None
+        if getattr(self.options, "plan", None):
+            from tui_quantreport.engine.errors import UserError
+            from tui_quantreport.engine.kept_plan import read_plan_file
+
+            try:
+                plan = read_plan_file(self.options.plan)  # type: ignore[union-attr]
+            except UserError as exc:  # the command line checked it first: changed since
+                self.call_later(self.notify, str(exc), title="Plan not loaded", severity="error", markup=False)
+        return MainScreen(self.spec, self._loading, max_batches, PROBE_BATCHES if probes is None else probes, plan)
 
     @property
     def main(self) -> MainScreen:

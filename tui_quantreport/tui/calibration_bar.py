@@ -34,6 +34,8 @@ class CalibrationBar(Horizontal):
         self._started = 0.0
         self._timer: Timer | None = None
         self.unit = "batches"
+        self.eta: float | None = None  # seconds left, when known
+        self._eta_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the model…", id="calibration-status")
@@ -43,7 +45,7 @@ class CalibrationBar(Horizontal):
 
     def start(self, text: str, unit: str = "batches") -> None:
         """Show the progress bar at zero with ``text`` beside it; ``unit`` names what is counted."""
-        self.running, self.done, self.total = True, 0, None
+        self.running, self.done, self.total, self.eta = True, 0, None, None
         self.unit = unit
         self._started = monotonic()
         self.add_class("-running")
@@ -52,9 +54,10 @@ class CalibrationBar(Horizontal):
         self._count()
         self._timer = self.set_interval(TICK, self._count)
 
-    def advance(self, done: int, total: int | None) -> None:
-        """``done`` batches of ``total`` (None: unknown) have run."""
+    def advance(self, done: int, total: int | None, eta: float | None = None) -> None:
+        """``done`` batches of ``total`` (None: unknown) have run; ``eta``: seconds left, when known."""
         self.done, self.total = done, total
+        self.eta, self._eta_at = eta, monotonic()
         self.query_one(ProgressBar).update(total=total, progress=done)
         self._count()
 
@@ -80,4 +83,8 @@ class CalibrationBar(Horizontal):
     def _count(self) -> None:
         of = f"/{self.total:,}" if self.total is not None else ""
         elapsed = monotonic() - self._started
-        self.query_one("#calibration-count", Static).update(f"{self.done:,}{of} {self.unit} · {elapsed:.1f} s")
+        left = ""
+        if self.eta is not None:
+            remaining = max(0.0, self.eta - (monotonic() - self._eta_at))
+            left = f" · about {remaining:.0f} s left" if remaining >= 1 else " · under 1 s left"
+        self.query_one("#calibration-count", Static).update(f"{self.done:,}{of} {self.unit} · {elapsed:.1f} s{left}")

@@ -54,6 +54,14 @@ class QuantReportCommands(Provider):
                 main.reset_user_settings,
             )
         )
+        if main.loaded:
+            found.append(
+                (
+                    "Load a plan file",
+                    "Make a saved plan (.plan.json) the plan on screen: exports, stats and verify use it",
+                    main.action_load_plan,
+                )
+            )
         found.append(("Copy the selected module's findings", "Its verdicts and reasons, as text", main.copy_findings))
         enabled = main.settings.enabled if main.settings is not None else ()
         for detector in main.detectors:

@@ -24,6 +24,7 @@ from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.choice_field import ChoiceField
+from tui_quantreport.tui.marked_checkbox import MarkedCheckbox
 from tui_quantreport.tui.messages import CalibrateRequested, DetectorToggled
 from tui_quantreport.tui.model_session import DetectorInfo
 from tui_quantreport.tui.param_field import APP_OWNER, ParamField
@@ -95,7 +96,7 @@ class DetectorSidebar(VerticalScroll):
         widgets: list[Widget] = [Label("Detectors", classes="section-title")]
         for index, detector in enumerate(detectors):
             enabled = detector.name in settings.enabled
-            box = Checkbox(
+            box = MarkedCheckbox(
                 Content.assemble(badge(detector.glyph, index), " ", detector.title),
                 value=enabled,
                 id=f"detector-{detector.name}",

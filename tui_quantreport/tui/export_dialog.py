@@ -67,7 +67,12 @@ def target_for_suffix(targets: Sequence[ExportTarget], path: str) -> ExportTarge
 class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
     """Dismisses with the written path (absolute), a :class:`ConfigRequest`, or None when cancelled."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        # Priority: the path field would take them to scroll; the radio list keeps its own (check_action).
+        Binding("up", "pick(-1)", "Previous kind", show=False, priority=True),
+        Binding("down", "pick(1)", "Next kind", show=False, priority=True),
+    ]
 
     def __init__(
         self,
@@ -134,6 +139,19 @@ class ExportDialog(ModalScreen["str | ConfigRequest | None"]):
             )
         )
         note.display = calibrating
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pick" and isinstance(self.focused, RadioSet):
+            return False  # the radio list moves its own highlight
+        return True
+
+    def action_pick(self, step: int) -> None:
+        """↑ / ↓ pick the previous or next kind of file, wherever the focus is (the dialog opens in
+        the path field, where they would do nothing)."""
+        if len(self.targets) < 2:
+            return
+        index = (self.targets.index(self.target) + step) % len(self.targets)
+        self.query_one(f"#format-{self.targets[index].key}", RadioButton).value = True
 
     @on(RadioSet.Changed)
     def _target_chosen(self, event: RadioSet.Changed) -> None:

@@ -58,6 +58,16 @@ class FindingsPanel(Static):
             )
         if caveat is not None:
             word, style = caveat, "bold $warning"
+        else:
+            measured = report.severity(finding.detector, finding.module)
+            if measured is not None and finding.recommended and measured.level.value in ("minor", "duplicate"):
+                # The heuristic recommends; the measurement says it gains too little (or is reported
+                # elsewhere): the headline says that, not "change recommended" above a contradiction.
+                word, style = (
+                    ("suggested, measured gain too small", "dim")
+                    if measured.level.value == "minor"
+                    else ("reported on another module", "dim")
+                )
         parts: list[Content | str | tuple[str, str]] = [
             badge(detector.glyph, index),
             " ",

@@ -115,7 +115,7 @@ def key_sections(app: App) -> list[HelpSection]:
         (
             "Symbols",
             [
-                ("P D E O", "A detector's badge: it recommends a change on that module"),
+                ("P D E O Z", "A detector's badge: it recommends a change on that module"),
                 ("▶", "In a finding: the number that decided the verdict, against its threshold"),
                 ("·", "In a finding: a number also considered, that did not decide"),
                 ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),

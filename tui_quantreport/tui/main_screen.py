@@ -17,10 +17,12 @@ command palette are built from them.
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -40,7 +42,7 @@ from textual.worker import get_current_worker
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.export import render, write_atomic
-from tui_quantreport.engine.report import Report
+from tui_quantreport.engine.report import PLAN_EDITED, PLAN_RECOMMENDED, Report
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.badge_legend import BadgeLegend
 from tui_quantreport.tui.calibration_bar import CalibrationBar
@@ -71,6 +73,8 @@ from tui_quantreport.tui.messages import (
     RecommendationChanged,
     ReportUpdated,
     SensitivityMeasured,
+    SensitivityRunEnded,
+    SensitivityStep,
     TreePreviewed,
     WorkProgress,
 )
@@ -79,6 +83,7 @@ from tui_quantreport.tui.model_session import (
     Loaded,
     Measured,
     ModelSession,
+    adopt_plan,
     measure,
     recommend,
     restored_sensitivity,
@@ -93,11 +98,26 @@ from tui_quantreport.tui.verify_screen import VerifyScreen
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from tui_quantreport.engine.layers import LayerRow
     from tui_quantreport.engine.quantsim import Plan, Sqnr
     from tui_quantreport.engine.quantsim.planner import Planner
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.tui.depth_plot import DepthPoint
+
+
+@dataclass(frozen=True)
+class LayerData:
+    """What the "which layers hurt" screen shows (see :meth:`MainScreen.layer_data`)."""
+
+    rows: Sequence[LayerRow]
+    schemes: Sequence[str]
+    points: Sequence[DepthPoint]
+    output_db: float | None
+    depth_note: str
+    headline: str
+
 
 #: Below this many columns the sidebar is collapsed.
 NARROW_WIDTH = 100
@@ -109,6 +129,9 @@ TOLERANCE = ("dynamic_vs_static_detector", "tolerance")
 
 #: Actions bound to priority keys (see :meth:`MainScreen.check_action`).
 PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "focus_min_gain", "export"})
+
+#: How often the loader worker looks whether the app is quitting while the model loads (seconds).
+LOAD_POLL = 0.05
 
 #: Seconds the tree cursor must rest on a module before the detail view redraws.
 DETAIL_DELAY = 0.04
@@ -129,7 +152,9 @@ MODEL_ACTIONS = frozenset(
 )
 
 #: Actions that need the measured error (after a calibration).
-PLAN_ACTIONS = frozenset({"toggle_float", "pick_scheme", "sensitivity", "frontier"})
+PLAN_ACTIONS = frozenset(
+    {"toggle_float", "pick_scheme", "sensitivity", "frontier", "undo_plan", "redo_plan", "layers", "walk_by"}
+)
 
 #: Probe batches the error analysis runs on (the first K calibration batches).
 PROBE_BATCHES = 4
@@ -153,16 +178,18 @@ class MainScreen(Screen[None]):
             priority=True,
             tooltip="Cancel the calibration between batches; the previous results stay",
         ),
-        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation"),
+        Binding("n", "next_finding", "Next", tooltip="Jump to the next module with a recommendation (N: previous)"),
         Binding(
             "N",
             "previous_finding",
             "Prev",
+            show=False,  # at 80 columns the footer keeps q Quit; the help and n's tooltip name N
             key_display="N",
             tooltip="Jump to the previous module with a recommendation",
         ),
         Binding("slash", "filter", "Filter", priority=True, tooltip="Filter the module tree by name or class"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the tree filter"),
+        Binding("escape", "unzoom", "Restore panes", show=False, tooltip="Leave the zoomed detail view"),
         Binding(
             "e",
             "export",
@@ -200,6 +227,29 @@ class MainScreen(Screen[None]):
             show=False,
             tooltip="Pick the quantization scheme of the selected module (and its subtree)",
         ),
+        Binding(
+            "l",
+            "layers",
+            "Layers",
+            show=False,
+            tooltip="Which layers hurt: every quantizable module in a sortable table, and the SQNR along depth",
+        ),
+        Binding(
+            "w",
+            "walk_by",
+            "Walk by",
+            show=False,
+            tooltip="Make n / N walk by sensitivity (most sensitive first) or by the findings' measured gain",
+        ),
+        Binding(
+            "r",
+            "measure",
+            "Measure",
+            show=False,
+            tooltip="Measure the quantization error again on the calibrated statistics (after a cancelled measurement)",
+        ),
+        Binding("u", "undo_plan", "Undo", show=False, tooltip="Undo the last change to the plan"),
+        Binding("U", "redo_plan", "Redo", show=False, key_display="U", tooltip="Redo the plan change undone last"),
         Binding(
             "S",
             "sensitivity",
@@ -332,6 +382,13 @@ class MainScreen(Screen[None]):
     plan_sqnr: var[Sqnr | None] = var(None, always_update=True)
     plan_pending = var(False)
     sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    #: The SQNR along depth of ``depth_plan`` ({fqn: SQNR of its input under the plan}), measured
+    #: while the "which layers hurt" screen is open; None until then.
+    depth: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    #: What limits the plan: the module, and the plan's end-to-end SQNR with it kept in float.
+    limit: var[tuple[str, Sqnr] | None] = var(None, always_update=True)
+    #: What ``n`` / ``N`` walk by: "gain" (the findings' measured gain) or "sensitivity".
+    walk_by = var("gain")
     #: What a running measurement is doing ("" when none): Esc cancels it.
     measuring = var("", bindings=True)
     #: Findings whose measured gain is below this many dB are minor (shown, not badged); the
@@ -340,11 +397,30 @@ class MainScreen(Screen[None]):
     min_gain_db = var(MIN_GAIN.default)
 
     def __init__(
-        self, spec: str, loading: Future[Loaded], max_batches: int | None = None, probe_batches: int = PROBE_BATCHES
+        self,
+        spec: str,
+        loading: Future[Loaded],
+        max_batches: int | None = None,
+        probe_batches: int = PROBE_BATCHES,
+        plan_to_load: tuple[Mapping[str, object], str] | None = None,
     ) -> None:
         """``loading`` is the model being built in the background (see :meth:`ModelSession.load_in_background`);
-        ``probe_batches`` is how many batches the measured error runs on (0: no measurement)."""
+        ``probe_batches`` is how many batches the measured error runs on (0: no measurement);
+        ``plan_to_load`` a plan file's (JSON, path) to adopt once the error is measured (``--plan``)."""
         super().__init__()
+        #: A plan file waiting for the measurement to be adopted: (its JSON, its path).
+        self._plan_to_load = plan_to_load
+        #: Plan edits to undo (older last) and undone edits to redo.
+        self._undo: list[Plan] = []
+        self._redo: list[Plan] = []
+        self._depth_plan: Plan | None = None
+        #: Sensitivity measured so far for ``_sens_plan`` (kept when cancelled: S resumes), and
+        #: the seconds each module took (the estimate and the ETA come from them).
+        self._sens_plan: Plan | None = None
+        self._sens_done: dict[str, Sqnr] = {}
+        self._sens_seconds: list[float] = []
+        self._ask_after_timing = False
+        self._limit_plan: Plan | None = None
         self.spec = spec
         self.probe_batches = probe_batches
         self.model: ModelSession | None = None
@@ -386,6 +462,7 @@ class MainScreen(Screen[None]):
                 MainScreen.plan_sqnr,
                 MainScreen.plan_pending,
                 MainScreen.sensitivity,
+                MainScreen.limit,
                 fqn=MainScreen.detail_fqn,
             )
             yield DetectorSidebar(id="sidebar").data_bind(
@@ -473,8 +550,21 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the model")
     def _load(self) -> None:
         """Wait for the model started with the app: built, with its session, evaluated uncalibrated."""
+        from concurrent.futures import TimeoutError as StillLoading
+
+        from tui_quantreport.engine.errors import ParamError
+
+        worker = get_current_worker()
         try:
-            loaded = self._loading.result()
+            while True:  # quitting cancels this worker: it must not hold the exit until torch is imported
+                try:
+                    loaded = self._loading.result(timeout=LOAD_POLL)
+                    break
+                except StillLoading:
+                    if worker.is_cancelled:
+                        return
+        except ParamError as exc:  # an option, not the model: said as the command line says it
+            self.post_message(ModelLoadFailed(str(exc), bad_option=True))
         except UserError as exc:
             self.post_message(ModelLoadFailed(str(exc)))
         except Exception as exc:  # the user's code can raise anything; show it, never a traceback
@@ -516,7 +606,10 @@ class MainScreen(Screen[None]):
         self.report = loaded.report
         if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
             self.measured = loaded.measured
-            self.plan, self.plan_sqnr = loaded.measured.recommended, loaded.measured.recommended_sqnr
+            self.plan, self.plan_sqnr = loaded.measured.saved_plan or (
+                loaded.measured.recommended,
+                loaded.measured.recommended_sqnr,
+            )
             self.sensitivity = restored_sensitivity(loaded.measured.error)
         if self.detail_fqn is None:
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
@@ -529,6 +622,10 @@ class MainScreen(Screen[None]):
 
     @on(ModelLoadFailed)
     def _model_failed(self, message: ModelLoadFailed) -> None:
+        if message.bad_option:
+            self.app.error_line = message.text  # type: ignore[attr-defined]
+            self.app.exit(return_code=2)
+            return
         self.load_failed = True
         self.refresh_bindings()
         self.app.push_screen(ErrorScreen("The model could not be loaded", message.text))
@@ -726,7 +823,7 @@ class MainScreen(Screen[None]):
     def _calibration_progress(self, message: CalibrationProgress) -> None:
         bar = self.query_one(CalibrationBar)
         bar.advance(message.done, message.total)
-        if message.done == 1:
+        if message.done == 1 and self.calibrating:  # a verify or export keeps its own words
             bar.say("Calibrating…")
         if message.total is not None and message.done == message.total and not self.applying:
             bar.say("All batches seen; judging the modules…")
@@ -800,6 +897,12 @@ class MainScreen(Screen[None]):
         self.query_one(CalibrationBar).start(self.measuring, unit="passes")
         self._measure(self.stats, self.settings)
 
+    def action_measure(self) -> None:
+        """Measure the error of the kept statistics again (a cancelled measurement is not lost)."""
+        if self.measured is not None or self.measuring:
+            return
+        self.start_measurement()
+
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="measure SQNR")
     def _measure(self, stats: Stats, settings: Settings) -> None:
         worker = get_current_worker()
@@ -821,7 +924,11 @@ class MainScreen(Screen[None]):
                 self.min_gain_db,
             )
         except CalibrationCancelled:
-            self.post_message(MeasurementFailed("Measurement cancelled.", cancelled=True))
+            self.post_message(
+                MeasurementFailed(
+                    "Measurement cancelled: r measures again (no new calibration needed).", cancelled=True
+                )
+            )
         except Exception as exc:  # the simulation of the user's model can fail in many ways
             self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
         else:
@@ -840,16 +947,52 @@ class MainScreen(Screen[None]):
         self.plan = measured.recommended
         self.plan_sqnr = measured.recommended_sqnr
         self.plan_pending = False
+        self._undo.clear()
+        self._redo.clear()
         if measured.error is not None:
             self._reevaluate()  # the same findings, now with their measured severity
         batches = self.report.batches if self.report is not None else 0
         self.query_one(CalibrationBar).stop(
             f"{calibrated_on(batches)}; recommended plan: {sqnr_text(measured.recommended_sqnr)} end to end."
         )
+        self._adopt_waiting_plan(measured)
+        self.request_limit()
+
+    def _adopt_waiting_plan(self, measured: Measured) -> None:
+        """After a measurement: the plan file given with ``--plan`` (or loaded before measuring),
+        else the edited plan kept from the last run on this model, replaces the recommended one."""
+        from tui_quantreport.engine import kept_plan
+
+        if self._plan_to_load is not None:
+            data, source = self._plan_to_load
+            self._plan_to_load = None
+            self.load_plan(data, source)
+            return
+        kept = kept_plan.read(self.spec)
+        if kept is None or measured.analysis is None:
+            return
+        try:
+            plan = adopt_plan(measured, kept, "the plan kept from the last run")
+        except UserError:
+            return  # made for another version of the model: the recommended plan stands
+        if plan != measured.recommended:
+            self.set_plan(plan)
+            self.notify(
+                f"Your edited plan of this model is back ({len(plan.kept_float):,} kept float): u undoes it.",
+                title="Plan restored",
+                markup=False,
+            )
 
     @on(MeasurementFailed)
     def _measurement_failed(self, message: MeasurementFailed) -> None:
         self.measuring = ""
+        self._ask_after_timing = False
+        if message.cancelled and self._sens_done and self._sens_plan is not None:
+            done, total = len(self._sens_done), len(self._sens_plan.quantized)
+            if done < total:
+                message = MeasurementFailed(
+                    f"{message.text} {done:,} of {total:,} modules measured are kept: S resumes.", cancelled=True
+                )
         self.query_one(CalibrationBar).stop(message.text, "warning" if message.cancelled else "error")
         if not message.cancelled:
             self.notify(message.text, title="Measurement failed", severity="error", markup=False)
@@ -890,11 +1033,16 @@ class MainScreen(Screen[None]):
             return []
         return [m for m in self.plan.modules if not fqn or m == fqn or m.startswith(fqn + ".")]
 
-    def set_plan(self, plan: Plan) -> None:
+    def set_plan(self, plan: Plan, *, undoable: bool = True) -> None:
         """Make ``plan`` current and recompute its end-to-end SQNR in a worker: at once for a single
         change; changes in quick succession (held key, several toggles) are coalesced and the last
         one is evaluated once the plan rests for :data:`PLAN_DELAY` (a running evaluation of an
-        older plan is cancelled)."""
+        older plan is cancelled). ``u`` undoes it (unless ``undoable`` is False: undo and redo
+        themselves); an edited plan is kept for the next launch on this model."""
+        if undoable and self.plan is not None and plan != self.plan:
+            self._undo.append(self.plan)
+            self._redo.clear()
+        self._keep_plan(plan)
         with self.app.batch_update():  # the panes and the header follow in one repaint
             self.plan = plan
             if self.sensitivity is not None:  # measured for another plan (assigning None again redraws)
@@ -909,6 +1057,75 @@ class MainScreen(Screen[None]):
             self._plan_timer = self.set_timer(PLAN_DELAY, self._evaluate_current_plan)
         else:
             self._evaluate_current_plan()
+
+    def _keep_plan(self, plan: Plan) -> None:
+        """Keep an edited plan for the next launch on this model (forget it when recommended)."""
+        measured = self.measured
+        if measured is None or measured.analysis is None:
+            return
+        data = None if plan == measured.recommended else {**plan.to_json_data(), "origin": PLAN_EDITED}
+        self._write_kept_plan(data)
+
+    @work(thread=True, exclusive=True, group="keep-plan", exit_on_error=False, description="keep the plan")
+    def _write_kept_plan(self, data: dict[str, object] | None) -> None:
+        from tui_quantreport.engine import kept_plan
+
+        if data is None:
+            kept_plan.forget(self.spec)
+        else:
+            kept_plan.write(self.spec, data)
+
+    def action_undo_plan(self) -> None:
+        """Undo the last change to the plan (``U`` redoes it)."""
+        if not self._undo or self.plan is None:
+            self.notify("Nothing to undo: the plan has not been changed.")
+            return
+        self._redo.append(self.plan)
+        self.set_plan(self._undo.pop(), undoable=False)
+
+    def action_redo_plan(self) -> None:
+        """Redo the plan change undone last."""
+        if not self._redo or self.plan is None:
+            self.notify("Nothing to redo.")
+            return
+        self._undo.append(self.plan)
+        self.set_plan(self._redo.pop(), undoable=False)
+
+    def action_load_plan(self) -> None:
+        """Ask for a plan file and make it the plan on screen (after the measurement, if none yet)."""
+        from tui_quantreport.tui.plan_load_dialog import PlanLoadDialog
+
+        def chosen(result: tuple[dict[str, object], str] | None) -> None:
+            if result is not None:
+                self.load_plan(*result)
+
+        default = str(Path.cwd() / default_export_path(self.spec).replace(".quantreport.json", ".plan.json"))
+        self.app.push_screen(PlanLoadDialog(default), chosen)
+
+    def load_plan(self, data: Mapping[str, object], source: str) -> None:
+        """Make the plan file ``data`` (read from ``source``) the plan on screen; before the error
+        is measured it waits for the measurement. Problems are said in one line."""
+        measured = self.measured
+        if measured is None:
+            self._plan_to_load = (data, source)
+            self.query_one(CalibrationBar).say(
+                f"The plan {source} is used once the error is measured: press c to calibrate."
+            )
+            return
+        if measured.analysis is None:
+            self._needs_the_model("Loading a plan")
+            return
+        try:
+            plan = adopt_plan(measured, data, f"plan {source}")
+        except UserError as exc:
+            self.notify(str(exc), title="Plan not loaded", severity="error", markup=False)
+            return
+        self.set_plan(plan)
+        self.notify(
+            f"Loaded {source}: {len(plan.quantized):,} quantized, {len(plan.kept_float):,} kept float (u undoes).",
+            title="Plan loaded",
+            markup=False,
+        )
 
     def _evaluate_current_plan(self) -> None:
         self._plan_timer = None
@@ -935,6 +1152,130 @@ class MainScreen(Screen[None]):
             with self.app.batch_update():  # the header and the panes in one repaint
                 self.plan_pending = False
                 self.plan_sqnr = message.sqnr
+            self.request_limit()
+
+    # What limits the plan, the SQNR along depth, the layers screen ------------------------
+
+    def request_limit(self) -> None:
+        """Measure what keeping the module that limits the plan in float gives (one plan evaluation,
+        in a worker), for the root's sentence."""
+        from tui_quantreport.engine.layers import limiting_candidates
+
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None or measured.analysis is None or plan is self._limit_plan:
+            return
+        self._limit_plan = plan
+        local = {f: {k: v.db for k, v in per.items()} for f, per in measured.local.items()}
+        sensitivity = {f: s.db for f, s in self.sensitivity.items()} if self.sensitivity else None
+        candidates = limiting_candidates(plan.modules, local, sensitivity)
+        self.limit = None
+        if candidates:
+            self._measure_limit(measured, plan, candidates)
+
+    @work(thread=True, exclusive=True, group="limit", exit_on_error=False, description="what limits the plan")
+    def _measure_limit(self, measured: Measured, plan: Plan, candidates: list[str]) -> None:
+        """Keep each candidate in float in turn (one plan evaluation each); the one that gains most
+        limits the plan."""
+        worker = get_current_worker()
+        if measured.analysis is None:
+            return
+        best: tuple[str, Sqnr] | None = None
+        try:
+            for fqn in candidates:
+                sqnr = measured.analysis.plan_sqnr(plan.with_scheme([fqn], FLOAT), lambda: worker.is_cancelled)
+                if best is None or sqnr.value > best[1].value:
+                    best = (fqn, sqnr)
+        except Exception:  # cancelled by a newer plan, or a simulation failure the plan itself reports
+            return
+        if best is not None:
+            self.app.call_from_thread(self._limit_measured, plan, *best)
+
+    def _limit_measured(self, plan: Plan, fqn: str, sqnr: Sqnr) -> None:
+        if plan is self.plan:
+            self.limit = (fqn, sqnr)
+
+    def request_depth(self) -> None:
+        """Measure the SQNR along depth of the plan on screen (two passes, in a worker), once per plan."""
+        plan, measured = self.plan, self.measured
+        if plan is None or measured is None or measured.analysis is None or plan is self._depth_plan:
+            return
+        self._depth_plan = plan
+        self._measure_depth(measured, plan)
+
+    @work(thread=True, exclusive=True, group="depth", exit_on_error=False, description="SQNR along depth")
+    def _measure_depth(self, measured: Measured, plan: Plan) -> None:
+        from tui_quantreport.engine.quantsim.depth import depth_sqnr
+
+        worker = get_current_worker()
+        if measured.analysis is None:
+            return
+        try:
+            depth = depth_sqnr(measured.analysis, plan, lambda: worker.is_cancelled)
+        except CalibrationCancelled:
+            return
+        except Exception as exc:
+            self.app.call_from_thread(
+                self.notify, f"{type(exc).__name__}: {exc}", title="SQNR along depth", severity="error", markup=False
+            )
+            return
+        self.app.call_from_thread(self._depth_measured, plan, depth)
+
+    def _depth_measured(self, plan: Plan, depth: Mapping[str, Sqnr]) -> None:
+        if plan is self.plan:
+            self.depth = depth
+
+    def layer_data(self) -> LayerData:
+        """What the layers screen shows, from the current state (plain data)."""
+        from tui_quantreport.engine.layers import layer_rows
+        from tui_quantreport.tui.depth_plot import depth_points
+
+        report, measured, plan = self.report, self.measured, self.plan
+        if report is None or measured is None or plan is None:
+            return LayerData([], [], [], None, "Nothing measured yet: press c to calibrate.", "")
+        local = {f: {k: v.db for k, v in per.items()} for f, per in measured.local.items()}
+        schemes = [k for k in next(iter(measured.local.values()), {}) if k not in ("clipped", "equalized")]
+        sensitivity = {f: s.db for f, s in self.sensitivity.items()} if self.sensitivity is not None else None
+        rows = layer_rows(report, local, plan.modules, sensitivity)
+        depth = self.depth if plan is self._depth_plan else None
+        cumulative = {f: (math.inf if s.infinite else s.db) for f, s in depth.items()} if depth is not None else {}
+        note = "" if depth is not None else "Measuring the SQNR along depth (two passes over the probe batches)…"
+        output = self.plan_sqnr.db if self.plan_sqnr is not None else None
+        headline = (
+            f"{self.plan_origin} plan {sqnr_text(self.plan_sqnr)} end to end · {len(plan.quantized):,} quantized, "
+            f"{len(plan.kept_float):,} float"
+            + (
+                " · sensitivity measured"
+                if sensitivity is not None
+                else " · S (in the main screen) measures sensitivity"
+            )
+        )
+        return LayerData(rows, schemes, depth_points(plan.modules, local, cumulative), output, note, headline)
+
+    def action_layers(self) -> None:
+        """Open the "which layers hurt" screen; Enter there shows the chosen module here."""
+        from tui_quantreport.tui.layers_screen import LayersScreen
+
+        if self.measured is None:
+            self.notify("Nothing measured yet: press c to calibrate, the error is measured after it.")
+            return
+
+        def chosen(fqn: str | None) -> None:
+            if fqn:
+                self.go_to_module(fqn)
+
+        self.app.push_screen(LayersScreen(self), chosen)
+
+    def action_walk_by(self) -> None:
+        """Switch what n / N walk by: sensitivity (most sensitive first) or the findings' gain."""
+        if self.walk_by == "gain":
+            if not self.sensitivity:
+                self.notify("Sensitivity is not measured yet: S measures it; n / N walk by gain meanwhile.")
+                return
+            self.walk_by = "sensitivity"
+            self.notify("n / N now walk by sensitivity, the most sensitive module first (w: back to gain).")
+        else:
+            self.walk_by = "gain"
+            self.notify("n / N now walk by the findings' measured gain (w: by sensitivity).")
 
     def _plan_targets(self, purpose: str) -> tuple[Plan, Measured, str, list[str]] | None:
         """The plan, the measurement, the selected module and the quantizable modules of its subtree
@@ -986,11 +1327,14 @@ class MainScreen(Screen[None]):
             if scheme is not None and self.plan is not None:
                 self.set_plan(self.plan.with_scheme(targets, scheme))
 
-        self.app.push_screen(SchemePicker(label, list(SCHEMES), local, current), chosen)
+        self.app.push_screen(
+            SchemePicker(label, list(SCHEMES), local, current, refused_schemes(measured, targets)), chosen
+        )
 
     def action_sensitivity(self) -> None:
-        """One-at-a-time sensitivity of the plan's quantized modules: says what it will cost and asks
-        first; then runs in a worker with progress (Esc cancels)."""
+        """One-at-a-time sensitivity of the plan's quantized modules: times the first module, says
+        what the rest will cost and asks first; then runs in a worker with progress and an ETA
+        (Esc cancels; what was measured is kept, and S again resumes)."""
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or self.measuring:
             return
@@ -1000,41 +1344,98 @@ class MainScreen(Screen[None]):
         if not plan.quantized:
             self.notify("The plan quantizes no module: nothing to measure the sensitivity of.")
             return
+        if self._sens_plan != plan:  # measured for another plan: start afresh
+            self._sens_plan, self._sens_done, self._sens_seconds = plan, {}, []
+        todo = [fqn for fqn in plan.quantized if fqn not in self._sens_done]
+        if not todo:
+            self.post_message(SensitivityMeasured(dict(self._sens_done)))
+            return
+        if not self._sens_seconds:  # time the first module, then ask with an estimate from it
+            self._start_sensitivity(measured, plan, todo[:1], "Timing the sensitivity of the first module…")
+            self._ask_after_timing = True
+            return
+        self._ask_sensitivity(measured, plan)
+
+    def _ask_sensitivity(self, measured: Measured, plan: Plan) -> None:
+        todo = [fqn for fqn in plan.quantized if fqn not in self._sens_done]
+        if not todo:
+            self.post_message(SensitivityMeasured(dict(self._sens_done)))
+            return
 
         def start(go: bool | None) -> None:
             if not go or self.measuring or self.plan is not plan or self.measured is not measured:
                 return
-            self._measure_cancel.clear()
-            self.measuring = f"Sensitivity of {len(plan.quantized):,} modules…"
-            self.query_one(CalibrationBar).start(self.measuring, unit="modules")
-            self._sensitivity(measured, plan)
+            self._start_sensitivity(measured, plan, todo, f"Sensitivity of {len(plan.quantized):,} modules…")
 
-        self.app.push_screen(ConfirmDialog("Measure sensitivity?", sensitivity_cost(measured, plan)), start)
+        lines = sensitivity_cost(measured, plan, len(self._sens_done), self._sens_seconds)
+        self.app.push_screen(ConfirmDialog("Measure sensitivity?", lines), start)
+
+    def _start_sensitivity(self, measured: Measured, plan: Plan, fqns: list[str], text: str) -> None:
+        self._measure_cancel.clear()
+        self.measuring = text
+        bar = self.query_one(CalibrationBar)
+        bar.start(text, unit="modules")
+        bar.advance(len(self._sens_done), len(plan.quantized))
+        self._sensitivity(measured, plan, fqns)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="sensitivity")
-    def _sensitivity(self, measured: Measured, plan: Plan) -> None:
+    def _sensitivity(self, measured: Measured, plan: Plan, fqns: list[str]) -> None:
+        """Measure the sensitivity of ``fqns`` one by one; each result is posted as it comes (kept
+        when cancelled)."""
         worker = get_current_worker()
-
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(WorkProgress(done, total))
-
-        if measured.analysis is None:
+        analysis = measured.analysis
+        if analysis is None:
             return
+        quantized = plan.quantized
         try:
-            result = measured.analysis.sensitivity(
-                plan, progress, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
-            )
+            for fqn in fqns:
+                alone = plan.with_scheme([f for f in quantized if f != fqn], FLOAT)
+                started = time.perf_counter()
+                result = analysis.sensitivity(
+                    alone, should_cancel=lambda: self._measure_cancel.is_set() or worker.is_cancelled
+                )
+                self.post_message(SensitivityStep(plan, fqn, result[fqn], time.perf_counter() - started))
         except CalibrationCancelled:
             self.post_message(MeasurementFailed("Sensitivity cancelled.", cancelled=True))
         except Exception as exc:
             self.post_message(MeasurementFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SensitivityMeasured(result))
+            self.post_message(SensitivityRunEnded(plan))
+
+    @on(SensitivityStep)
+    def _sensitivity_step(self, message: SensitivityStep) -> None:
+        if message.plan != self._sens_plan:
+            return
+        self._sens_done[message.fqn] = message.sqnr
+        self._sens_seconds.append(message.seconds)
+        total = len(message.plan.quantized)
+        done = len(self._sens_done)
+        left = (total - done) * (sum(self._sens_seconds) / len(self._sens_seconds))
+        self.query_one(CalibrationBar).advance(done, total, eta=left if done < total else None)
+
+    @on(SensitivityRunEnded)
+    def _sensitivity_run_ended(self, message: SensitivityRunEnded) -> None:
+        self.measuring = ""
+        plan, measured = self.plan, self.measured
+        if message.plan != self._sens_plan or plan is None or measured is None:
+            return
+        if self._ask_after_timing:  # the first module was timed: now ask about the rest
+            self._ask_after_timing = False
+            self.query_one(CalibrationBar).stop(
+                f"The first module took {seconds_text(self._sens_seconds[0])}; Enter measures the rest."
+            )
+            if plan == message.plan:
+                self._ask_sensitivity(measured, plan)
+            return
+        if all(fqn in self._sens_done for fqn in message.plan.quantized):
+            self.post_message(SensitivityMeasured({f: self._sens_done[f] for f in message.plan.quantized}))
 
     @on(SensitivityMeasured)
     def _sensitivity_measured(self, message: SensitivityMeasured) -> None:
         self.measuring = ""
         self.sensitivity = message.sensitivity
+        self._limit_plan = None  # the most sensitive module is the one that limits the plan now
+        self.request_limit()
         worst = sorted(message.sensitivity.items(), key=lambda item: item[1].value)[:3]
         self.query_one(CalibrationBar).stop(
             "Sensitivity measured; most sensitive: " + ", ".join(f"{f} ({sqnr_text(s)})" for f, s in worst)
@@ -1120,8 +1521,23 @@ class MainScreen(Screen[None]):
     def action_previous_finding(self) -> None:
         self._jump(forward=False)
 
+    def walk_order(self) -> list[str]:
+        """The modules n / N visit, in order: by sensitivity (lowest first) when chosen and
+        measured, else the findings by measured gain."""
+        if self.walk_by == "sensitivity" and self.sensitivity:
+            sensitivity = self.sensitivity
+            return sorted(sensitivity, key=lambda fqn: sensitivity[fqn].value)
+        return self._recommended
+
     def _jump(self, forward: bool) -> None:
         tree = self.query_one(ModuleTree)
+        order = self.walk_order()
+        if order is not self._recommended:
+            if tree.jump(order, forward) is None:
+                self.notify("No measured module matches the filter.")
+            else:
+                tree.focus()
+            return
         if not self._recommended:
             calibrated = self.report is not None and self.report.batches > 0
             self.notify(
@@ -1221,6 +1637,10 @@ class MainScreen(Screen[None]):
         detail = self.query_one(ModuleDetail)
         detail.scroll_relative(y=direction * max(1, detail.size.height // 2), animate=False)
 
+    def action_unzoom(self) -> None:
+        """Leave the zoomed detail view (Esc, wherever the keyboard is)."""
+        self.action_focus_tree()
+
     def action_zoom(self) -> None:
         """Show the detail view alone, at the full width, or restore the panes."""
         main = self.query_one("#main")
@@ -1310,20 +1730,20 @@ class MainScreen(Screen[None]):
 
         def report_writer(fmt: str) -> Callable[[Path], Path]:
             def write(path: Path) -> Path:
-                if self.report is None:
+                report = self.report_of_record()
+                if report is None:
                     raise UserError("nothing to export: the model is still loading")
-                enabled = self.report.detectors
+                enabled = report.detectors
                 disabled = [d.title for d in self.detectors if d.name not in enabled]
-                return write_atomic(path, render(self.report, fmt, disabled))
+                return write_atomic(path, render(report, fmt, disabled))
 
             return write
 
         def write_plan(path: Path) -> Path:
-            if self.plan is None:
+            data = self.plan_data_of_record()
+            if data is None:
                 raise UserError("no plan yet: calibrate first (c), the plan follows the measurement")
-            db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
-            probes = self.measured.probe_batches if self.measured is not None else 0
-            return self.plan.with_prediction(db, probes).save(path)
+            return write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
         targets = [
             ExportTarget("json", "JSON report", ".json", report_writer("json")),
@@ -1375,7 +1795,8 @@ class MainScreen(Screen[None]):
             return  # Esc: nothing written
         if self.stats is None or self.settings is None or not self.stats.batches:
             return
-        error = self.measured.error if self.measured is not None else None
+        report = self.report_of_record()
+        error = report.measured if report is not None and self.measured is not None else None
         self._save_stats(self.stats, self.settings, chosen.path, error)
 
     @work(thread=True, group="save", exit_on_error=False, description="save the statistics")
@@ -1416,16 +1837,61 @@ class MainScreen(Screen[None]):
         self.applying = True
         self._cancel.clear()
         what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
+        if self.plan is None:  # nothing measured yet: the recommended plan is measured first
+            what += " of the recommended plan (calibrating and measuring it first)"
         self.query_one(CalibrationBar).start(f"{what}…")
-        self._apply(kind, target, path)
+        self._apply(kind, target, path, self.plan_of_record(), self.plan_source())
 
-    def _current_plan(self) -> object | None:
-        """The app's plan, when it has one (a quantsim Plan); None: the recommended plan is measured."""
-        plan = getattr(self, "plan", None)
-        return plan if plan is not None and hasattr(plan, "modules") and hasattr(plan, "fingerprint") else None
+    # The plan of record: what every export, the stats file and verify use ----------------
+
+    @property
+    def plan_origin(self) -> str:
+        """``"recommended"`` while the plan is the measurement's recommendation, else ``"edited"``."""
+        measured, plan = self.measured, self.plan
+        return PLAN_RECOMMENDED if measured is None or plan is None or plan == measured.recommended else PLAN_EDITED
+
+    def plan_source(self) -> str:
+        """The plan in words, for exported files and the verify result: ``edited in the app, …``."""
+        if self.plan is None:
+            return ""
+        what = "edited in the app" if self.plan_origin == PLAN_EDITED else "recommended by the measurement"
+        return f"{what}, {len(self.plan.kept_float):,} kept float"
+
+    def plan_of_record(self) -> Plan | None:
+        """The plan on screen (with its edits) and its predicted end-to-end SQNR (None while it is
+        recomputed): the plan the exports, the stats file and ``v`` use."""
+        plan = self.plan
+        if plan is None:
+            return None
+        db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
+        probes = self.measured.probe_batches if self.measured is not None else plan.probe_batches
+        return plan.with_prediction(db, probes)
+
+    def plan_data_of_record(self) -> dict[str, object] | None:
+        """The plan file's JSON of :meth:`plan_of_record`, with its ``origin``."""
+        plan = self.plan_of_record()
+        return None if plan is None else {**plan.to_json_data(), "origin": self.plan_origin}
+
+    def report_of_record(self) -> Report | None:
+        """The report as exported: its measured section holds the plan on screen (recommended or
+        edited, with its predicted SQNR) and the sensitivity measured in the app."""
+        report, plan = self.report, self.plan_of_record()
+        if report is None or report.measured is None or plan is None or self.measured is None:
+            return report
+        data = self.plan_data_of_record() or {}
+        sqnr = self.plan_sqnr if not self.plan_pending else None
+        if sqnr is None:
+            reason = "SQNR undefined: the plan was still being evaluated"
+        else:
+            reason = "exact (no error)" if sqnr.infinite else sqnr.reason
+        sensitivity = (
+            {fqn: (s.db, s.reason) for fqn, s in self.sensitivity.items()} if self.sensitivity is not None else None
+        )
+        measured = report.measured.with_plan(data, plan.predicted_sqnr_db, reason, self.plan_origin, sensitivity)
+        return replace(report, measured=measured)
 
     @work(thread=True, exclusive=True, group="apply", exit_on_error=False, description="apply the plan")
-    def _apply(self, kind: str, target: str, path: str | None) -> None:
+    def _apply(self, kind: str, target: str, path: str | None, plan: Plan | None, source: str) -> None:
         from tui_quantreport.engine.apply.api import apply_in_app
 
         worker = get_current_worker()
@@ -1443,9 +1909,10 @@ class MainScreen(Screen[None]):
                 path,
                 model.loaded_model,
                 model.catalog,
-                self._current_plan(),
+                plan,
                 progress=progress,
                 should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
+                source=source,
             )
         except CalibrationCancelled:
             self.app.call_from_thread(self._applied, None, None, "Cancelled.", "warning")
@@ -1492,6 +1959,16 @@ class MainScreen(Screen[None]):
             return True if self.measured is not None else None
         if action == "clear_filter":
             return bool(self.filter_text)
+        if action == "unzoom":
+            return self.query_one("#main").has_class("-zoomed")
+        if action == "measure":
+            return (
+                self.stats is not None
+                and self.stats.batches > 0
+                and self.measured is None
+                and not self.measuring
+                and not self.calibrating
+            )
         if action in MODEL_ACTIONS and not self.loaded:
             return None
         if action in ("calibrate", "verify") and self.model is not None and self.model.unavailable is not None:
@@ -1499,6 +1976,28 @@ class MainScreen(Screen[None]):
         if action == "verify" and self.model is not None and self.model.apply_unavailable is not None:
             return None  # an exported graph: shown disabled; pressing it from the palette says why
         return True
+
+
+def refused_schemes(measured: Measured, targets: Sequence[str]) -> dict[str, str]:
+    """The schemes that cannot apply to one of ``targets`` (static or dynamic on an Embedding's
+    indices, say), each with why: the picker shows them and does not offer them."""
+    from tui_quantreport.engine.quantsim import SCHEMES
+
+    analysis = measured.analysis
+    if analysis is None:
+        return {}
+    refused: dict[str, str] = {}
+    for name, scheme in SCHEMES.items():
+        reasons = [
+            why
+            for fqn in targets
+            if fqn in analysis.targets and (why := scheme.unsupported(analysis.targets[fqn].kind)) is not None
+        ]
+        if reasons:
+            refused[name] = (
+                reasons[0] if len(targets) == 1 else f"{len(reasons):,} of {len(targets):,} modules: {reasons[0]}"
+            )
+    return refused
 
 
 def default_export_path(spec: str) -> str:
@@ -1519,27 +2018,31 @@ def calibrated_on(batches: int) -> str:
     return f"Calibrated on {batches:,} batch{'es' if batches != 1 else ''}"
 
 
-def sensitivity_cost(measured: Measured, plan: Plan) -> list[str]:
+def sensitivity_cost(measured: Measured, plan: Plan, done: int = 0, seconds: Sequence[float] = ()) -> list[str]:
     """What one-at-a-time sensitivity of ``plan`` will cost, in words: forward passes over the probe
-    batches, and seconds estimated from the fastest timed pass over them, when one was timed."""
+    batches, what is kept from a cancelled run (``done`` modules), and seconds estimated from the
+    modules already timed (``seconds``: each one's duration)."""
     modules = len(plan.quantized)
-    assert measured.analysis is not None, "sensitivity needs the model"
-    cost = measured.analysis.cost("sensitivity", plan)
     probes = measured.probe_batches
     lines = [
         f"Each of the plan's {modules:,} quantized modules is quantized alone and the model's output "
         f"compared with the float model's: {modules:,} forward passes over the {probes:,} probe "
-        f"batch{'es' if probes != 1 else ''} (about {cost.forward_passes:,.0f} with the simulation's overhead).",
+        f"batch{'es' if probes != 1 else ''}.",
     ]
-    if cost.seconds is not None and cost.forward_passes:
-        per_pass = cost.seconds / cost.forward_passes
+    left = modules - done
+    if done:
+        lines.append(f"{done:,} of {modules:,} are measured already: {left:,} to go.")
+    if seconds:
+        each = sum(seconds) / len(seconds)
+        timed = f"the {len(seconds):,} modules measured so far" if len(seconds) > 1 else "the first module"
         lines.append(
-            f"Estimate: about {seconds_text(cost.seconds)} (the fastest timed pass over the probe "
-            f"batches took {seconds_text(per_pass)}; a busy machine makes it longer)."
+            f"Estimate: about {seconds_text(each * left)} for the {left:,} left ({seconds_text(each)} per module, "
+            f"timed on {timed}; a busy machine makes it longer)."
         )
     else:
-        lines.append("Estimate: unknown (no pass over the probe batches has been timed yet).")
-    lines += ["", "It runs in the background with progress; Esc cancels it. Enter starts, Esc closes this."]
+        lines.append("Estimate: unknown (no module has been timed yet).")
+    lines += ["", "It runs in the background with progress; Esc cancels it and keeps what was measured (S resumes)."]
+    lines.append("Enter starts, Esc closes this.")
     return lines
 
 

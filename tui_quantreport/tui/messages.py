@@ -44,9 +44,11 @@ class TreePreviewed(Message):
 class ModelLoadFailed(Message):
     """Loading or building the model failed; ``text`` says why in one sentence."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, bad_option: bool = False) -> None:
         super().__init__()
         self.text = text
+        #: The command line's options were wrong (not the model): the app exits with the line.
+        self.bad_option = bad_option
 
 
 class CalibrationProgress(Message):
@@ -184,6 +186,25 @@ class SensitivityMeasured(Message):
     def __init__(self, sensitivity: Mapping[str, Sqnr]) -> None:
         super().__init__()
         self.sensitivity = sensitivity
+
+
+class SensitivityStep(Message):
+    """The sensitivity of one module of ``plan`` was measured, in ``seconds``."""
+
+    def __init__(self, plan: Plan, fqn: str, sqnr: Sqnr, seconds: float) -> None:
+        super().__init__()
+        self.plan = plan
+        self.fqn = fqn
+        self.sqnr = sqnr
+        self.seconds = seconds
+
+
+class SensitivityRunEnded(Message):
+    """A sensitivity run over some modules of ``plan`` finished (not cancelled)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
 
 
 class RecommendationChanged(Message):

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tui_quantreport.engine.params import Param
-from tui_quantreport.engine.report import Report
+from tui_quantreport.engine.report import PLAN_EDITED, Report
 
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
     from tui_quantreport.engine.detectors import Detector
@@ -350,6 +350,9 @@ class Measured:
     recommended_sqnr: Sqnr
     probe_batches: int
     error: MeasuredError | None = None  # what severities are assessed from
+    #: Read back from a stats file whose plan was edited: that plan and its SQNR (None: the
+    #: recommended plan was saved).
+    saved_plan: tuple[Plan, Sqnr] | None = None
 
     def scheme_of(self, fqn: str) -> str:
         """The recommended scheme of ``fqn``."""
@@ -402,7 +405,20 @@ def restored_measurement(error: MeasuredError) -> Measured:
         for fqn, module in error.modules.items()
     }
     plan = Plan.from_json_data(error.plan_data)
-    return Measured(None, local, plan, sqnr(error.plan_sqnr_db, error.plan_reason), error.probe_batches, error)
+    plan_sqnr = sqnr(error.plan_sqnr_db, error.plan_reason)
+    if error.plan_origin == PLAN_EDITED:  # the saved plan was edited: the recommendation is per module
+        data = dict(error.plan_data)
+        data["modules"] = {
+            fqn: {**entry, "scheme": error.modules[fqn].recommended_scheme or entry.get("scheme")}
+            if fqn in error.modules
+            else entry
+            for fqn, entry in (data.get("modules") or {}).items()
+        }
+        data["predicted_sqnr_db"] = None
+        recommended = Plan.from_json_data(data)
+        unknown = Sqnr(None, "SQNR undefined: not saved (the plan in the stats file was edited)")
+        return Measured(None, local, recommended, unknown, error.probe_batches, error, saved_plan=(plan, plan_sqnr))
+    return Measured(None, local, plan, plan_sqnr, error.probe_batches, error)
 
 
 def restored_sensitivity(error: MeasuredError | None) -> dict[str, Sqnr] | None:
@@ -436,3 +452,25 @@ def recommend(measured: Measured, min_gain_db: float, should_cancel: Callable[[]
             error, plan=dict(plan.modules), plan_sqnr_db=sqnr.db, plan_reason=sqnr.reason, plan_data=plan.to_json_data()
         )
     return replace(measured, recommended=plan, recommended_sqnr=sqnr, error=error)
+
+
+def adopt_plan(measured: Measured, data: Any, source: str) -> Plan:
+    """The plan ``data`` (a plan file's JSON) as a plan of this measurement: the recommended plan
+    with each module's scheme set as ``data`` says (modules it does not name keep their
+    recommended scheme; activation ranges stay this calibration's). Raises
+    :class:`~tui_quantreport.engine.errors.UserError` (one line naming ``source``) when it is not
+    a plan, was made for another model, or names modules this model lacks."""
+    from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.quantsim import Plan
+
+    loaded = Plan.from_json_data(data, source=source)
+    recommended = measured.recommended
+    loaded.check_model(recommended.model_class, recommended.fingerprint)
+    unknown = [fqn for fqn in loaded.modules if fqn not in recommended.modules]
+    if unknown:
+        shown = ", ".join(repr(f) for f in unknown[:3]) + (" …" if len(unknown) > 3 else "")
+        raise UserError(f"{source} names {len(unknown):,} module(s) this model has no quantizable module for: {shown}")
+    plan = recommended
+    for scheme in sorted(set(loaded.modules.values())):
+        plan = plan.with_scheme([f for f, s in loaded.modules.items() if s == scheme], scheme)
+    return plan.with_prediction(None, measured.probe_batches)

@@ -58,6 +58,7 @@ class ModuleDetail(VerticalScroll, can_focus=True):
     plan_sqnr: var[Sqnr | None] = var(None, always_update=True)
     plan_pending = var(False)
     sensitivity: var[Mapping[str, Sqnr] | None] = var(None, always_update=True)
+    limit: var[tuple[str, Sqnr] | None] = var(None, always_update=True)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -77,7 +78,12 @@ class ModuleDetail(VerticalScroll, can_focus=True):
     def compose(self) -> ComposeResult:
         yield Static("Loading the model…", id="detail-title")
         yield PlanSummary(id="plan-summary").data_bind(
-            ModuleDetail.measured, ModuleDetail.plan, ModuleDetail.plan_sqnr, ModuleDetail.plan_pending
+            ModuleDetail.measured,
+            ModuleDetail.plan,
+            ModuleDetail.plan_sqnr,
+            ModuleDetail.plan_pending,
+            ModuleDetail.sensitivity,
+            ModuleDetail.limit,
         )
         yield ModelSummary(id="model-summary")
         with Vertical(id="module-view"):

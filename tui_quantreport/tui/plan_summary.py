@@ -14,6 +14,7 @@ removed from the dependencies for that reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,11 +22,15 @@ from textual.content import Content
 from textual.reactive import var
 from textual.widgets import Static
 
+from tui_quantreport.engine.escape import printable
+from tui_quantreport.tui.channel_plot import plot_column
 from tui_quantreport.tui.model_session import Measured
 from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
 
 LAYERS_SHOWN = 24
 KEEP_FLOAT_SHOWN = 12
+#: Keeping a module in float must gain at least this much for it to be named as what limits the plan.
+LIMIT_GAIN_DB = 0.1
 
 
 class PlanSummary(Static):
@@ -35,6 +40,15 @@ class PlanSummary(Static):
     plan: var[Any] = var(None, always_update=True)
     plan_sqnr: var[Any] = var(None, always_update=True)
     plan_pending = var(False)
+    sensitivity: var[Mapping[str, Any] | None] = var(None, always_update=True)
+    #: What limits the plan: (module, the plan's SQNR with it kept in float).
+    limit: var[Any] = var(None, always_update=True)
+
+    def watch_sensitivity(self) -> None:
+        self._redraw()
+
+    def watch_limit(self) -> None:
+        self._redraw()
 
     def watch_measured(self) -> None:
         self._redraw()
@@ -81,9 +95,10 @@ class PlanSummary(Static):
                 running,
                 f" on {measured.probe_batches} probe batches · {len(quantized):,} quantized · {len(kept):,} kept float",
             ),
+            *self._limit_sentence(plan),
             Content.styled(
-                "f keeps the selected module (or subtree) in float, p picks its scheme, "
-                "e saves the plan, S measures sensitivity.",
+                "f keeps the selected module (or subtree) in float, p picks its scheme, u undoes, "
+                "e saves the plan, S measures sensitivity, l lists which layers hurt.",
                 "dim",
             ),
         ]
@@ -97,47 +112,74 @@ class PlanSummary(Static):
         lines += [Content(""), *self._plot(measured, plan.modules)]
         self.update(Content("\n").join(lines))
 
-    def _plot(self, measured: Measured, modules: Mapping[str, str]) -> list[Content]:
-        """Local SQNR per layer under its plan scheme: a horizontal bar per layer."""
-        rows: list[tuple[str, str, float | None, str]] = []
-        for fqn, scheme in modules.items():
-            local = measured.local.get(fqn, {})
-            if scheme == FLOAT:
-                best = max(
-                    (
-                        s
-                        for k, s in local.items()
-                        if k in ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
-                    ),
-                    key=lambda s: s.value,
-                    default=None,
+    def _limit_sentence(self, plan: Any) -> list[Content]:
+        """``X limits the plan; keeping it float gives Y dB`` (measured for the plan on screen)."""
+        limit = self.limit
+        if limit is None or self.plan_pending:
+            return []
+        fqn, sqnr = limit
+        if fqn not in plan.quantized:
+            return []
+        now = self.plan_sqnr
+        if sqnr.db is not None and now is not None and now.db is not None and sqnr.db - now.db < LIMIT_GAIN_DB:
+            return [
+                Content.styled(
+                    f"No single module limits the plan: keeping the likeliest ones in float gains under "
+                    f"{LIMIT_GAIN_DB:g} dB.",
+                    "dim",
                 )
-                rows.append((fqn, "float", best.db if best is not None else None, "best if quantized"))
+            ]
+        return [
+            Content.assemble(
+                (printable(fqn), "bold $warning"),
+                " limits the plan; keeping it float gives ",
+                (sqnr_text(sqnr), "bold"),
+                f" (now {sqnr_text(self.plan_sqnr)}).",
+            )
+        ]
+
+    def _plot(self, measured: Measured, modules: Mapping[str, str]) -> list[Content]:
+        """Local SQNR per layer under its plan scheme (and its sensitivity, when measured): a bar
+        per layer, scaled to the range of the values shown; a float layer is drawn as float."""
+        sensitivity = self.sensitivity or {}
+        rows: list[tuple[str, str, float | None, float | None]] = []
+        for fqn, scheme in modules.items():
+            sens = sensitivity.get(fqn)
+            sens_db = sens.db if sens is not None else None
+            if scheme == FLOAT:
+                rows.append((fqn, FLOAT, None, sens_db))
             else:
-                sqnr = local.get(scheme)
-                rows.append((fqn, scheme, sqnr.db if sqnr is not None else None, sqnr_text(sqnr)))
+                sqnr = measured.local.get(fqn, {}).get(scheme)
+                rows.append((fqn, scheme, sqnr.db if sqnr is not None else None, sens_db))
         title = "SQNR by layer (local, plan's scheme; higher is better)"
         if len(rows) > LAYERS_SHOWN:
-            rows = sorted(rows, key=lambda r: (r[2] is not None, r[2] or 0.0))[:LAYERS_SHOWN]
+            rows = sorted(rows, key=lambda r: (r[1] == FLOAT, r[2] is not None, r[2] or 0.0))[:LAYERS_SHOWN]
             title = f"SQNR by layer: the {LAYERS_SHOWN} lowest of {len(modules):,} (local, plan's scheme)"
         out = [Content.styled(title, "bold")]
         width = max(min(self.content_size.width or 40, self.app.size.width // 2), 40)
         name_width = min(max((len(r[0]) for r in rows), default=8), max(12, width // 3))
         value_width = 9
-        bar_width = min(max(width - name_width - value_width - 8, 4), 40)
-        top = max([r[2] for r in rows if r[2] is not None] + [1.0])
-        for fqn, scheme, db, _ in rows:
-            name = fqn if len(fqn) <= name_width else "…" + fqn[-(name_width - 1) :]
-            style = "$accent" if scheme == "float" else "$primary-lighten-2"
-            length = 0 if db is None else max(0, round(max(db, 0.0) / top * bar_width))
-            value = "undefined" if db is None else f"{db:.1f} dB"
-            out.append(
-                Content.assemble(
-                    f"{name:<{name_width}} ",
-                    ("█" * length, style),
-                    " " * (bar_width - length),
-                    f" {value:>{value_width}}",
-                    (" float" if scheme == "float" else "", "$accent"),
-                )
-            )
+        shows_sensitivity = bool(sensitivity)
+        sens_width = 12 if shows_sensitivity else 0
+        bar_width = min(max(width - name_width - value_width - sens_width - 3, 4), 40)
+        shown = [r[2] for r in rows if r[2] is not None and math.isfinite(r[2])]
+        lo = math.floor(min(shown, default=0.0)) - 1.0
+        hi = math.ceil(max(shown, default=1.0)) + 1.0
+        for fqn, scheme, db, sens_db in rows:
+            text = printable(fqn)
+            name = text if len(text) <= name_width else "…" + text[-(name_width - 1) :]
+            if scheme == FLOAT:
+                bar, value = ("float".ljust(bar_width), "$accent"), "float"
+            else:
+                length = 0 if db is None else plot_column(db, lo, hi, bar_width) + 1
+                bar = ("█" * length + " " * (bar_width - length), "$primary-lighten-2")
+                value = "undefined" if db is None else f"{db:.1f} dB"
+            sens = ""
+            if shows_sensitivity:
+                sens = f"  sens {sens_db:.1f}" if sens_db is not None else "  sens —"
+            out.append(Content.assemble(f"{name:<{name_width}} ", bar, f" {value:>{value_width}}", (sens, "dim")))
+        if rows:
+            low, high = f"{lo:g}", f"{hi:g} dB"
+            axis = low + " " * max(1, bar_width - len(low) - len(high)) + high
+            out.append(Content.styled(" " * (name_width + 1) + axis, "dim"))
         return out

@@ -22,18 +22,37 @@ class SchemePicker(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, target: str, schemes: Sequence[str], local: Mapping[str, Any] | None, current: str) -> None:
+    def __init__(
+        self,
+        target: str,
+        schemes: Sequence[str],
+        local: Mapping[str, Any] | None,
+        current: str,
+        refused: Mapping[str, str] | None = None,
+    ) -> None:
+        """``refused`` maps a scheme that cannot apply here to why: shown, and not selectable."""
         super().__init__()
         self.target = target
         self.schemes = [*schemes, FLOAT]
         self.local = local or {}
         self.current = current
+        self.refused = dict(refused or {})
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker-box"):
             yield Static(Content.assemble(("Scheme for ", "bold"), (self.target, "bold $accent")), id="picker-title")
             options = []
             for scheme in self.schemes:
+                why = self.refused.get(scheme)
+                if why is not None:
+                    options.append(
+                        Option(
+                            Content.assemble(f"{scheme:<20} ", (f"cannot apply: {why}", "dim")),
+                            id=scheme,
+                            disabled=True,
+                        )
+                    )
+                    continue
                 measured = "keep in float" if scheme == FLOAT else sqnr_text(self.local.get(scheme))
                 mark = "  ◀ now" if scheme == self.current else ""
                 options.append(Option(Content.assemble(f"{scheme:<20} ", (measured, "dim"), mark), id=scheme))

@@ -210,10 +210,12 @@ def apply_in_app(
     *,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    source: str = "",
 ) -> tuple[str | None, str | None, str]:
     """The app's ``e`` (a configuration target) and ``v``: (title, text to show, one-line note).
 
-    ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here).
+    ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here);
+    ``source`` says which plan it is (``edited in the app``), in the exported files and the result.
     """
     check_target(target)
     check_eager(loaded.model, loaded.spec)
@@ -226,7 +228,7 @@ def apply_in_app(
             recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes))
         )
     else:
-        plan_file = bridge.plan_file_from(plan)
+        plan_file = bridge.plan_file_from(plan, source)
     check_plan(plan_file, catalog, loaded.spec)
     subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded)
     if kind == "export":
@@ -247,6 +249,6 @@ def apply_in_app(
     achieved = f"{result.achieved_db:.2f} dB" if result.achieved_db is not None else "n/a"
     return (
         f"Verify the plan with {result.library}",
-        result.to_text(),
+        (f"Plan: {source}\n" if source else "") + result.to_text(),
         f"Verified with {result.library}: achieved {achieved}.",
     )
