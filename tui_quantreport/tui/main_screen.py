@@ -1222,7 +1222,7 @@ class MainScreen(Screen[None]):
                     raise UserError("nothing to export: the model is still loading")
                 enabled = self.report.detectors
                 disabled = [d.title for d in self.detectors if d.name not in enabled]
-                return write_atomic(path, render(self.report, fmt, disabled))
+                return write_atomic(path, render(self.report, fmt, disabled), inputs=self._inputs())
 
             return write
 
@@ -1231,7 +1231,7 @@ class MainScreen(Screen[None]):
                 raise UserError("no plan yet: calibrate first (c), the plan follows the measurement")
             db = self.plan_sqnr.db if self.plan_sqnr is not None and not self.plan_pending else None
             probes = self.measured.probe_batches if self.measured is not None else 0
-            return self.plan.with_prediction(db, probes).save(path)
+            return self.plan.with_prediction(db, probes).save(path, inputs=self._inputs())
 
         targets = [
             ExportTarget("json", "JSON report", ".json", report_writer("json")),
@@ -1262,6 +1262,12 @@ class MainScreen(Screen[None]):
             self._start_apply("export", path.target, path.path)
         elif path:
             self.notify(f"Wrote {path}", title="Exported", markup=False)
+
+    def _inputs(self) -> list[str]:
+        """The files this session read (the model's source): no export writes over them."""
+        from tui_quantreport.engine.spec import source_path
+
+        return [p for p in (source_path(self.spec),) if p]
 
     def action_save_stats(self) -> None:
         """Ask where to save the current statistics (``<model>.qstats`` prefilled; an existing file is
