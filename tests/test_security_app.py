@@ -50,3 +50,29 @@ async def test_hostile_names_are_shown_printable_in_the_app(tmp_path: Path) -> N
         app.notify("x\x1b]52;c;AAAA\x07y", title="t\x1b[2J")
         await pilot.pause()
         assert all(_clean(n.message.replace("\n", "")) and _clean(n.title) for n in app._notifications)
+
+
+async def test_the_app_never_exports_over_the_models_own_file(tmp_path: Path) -> None:
+    from textual.widgets import Input, RadioButton
+
+    from tui_quantreport.tui.export_dialog import ExportDialog
+
+    model = tmp_path / "tiny.py"
+    model.write_text((Path(__file__).parent / "models" / "tiny.py").read_text())
+    before = model.read_bytes()
+    app = make_app(str(model))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog)
+        dialog.query_one("#format-json", RadioButton).value = True
+        path_input = dialog.query_one("#export-path", Input)
+        path_input.value = str(model)
+        path_input.focus()
+        await pilot.press("enter")  # "exists: press Enter again to overwrite"
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(app, pilot)
+    assert model.read_bytes() == before

@@ -403,3 +403,18 @@ def test_ranks_that_build_different_models_write_no_file(tmp_path):
     assert len(ours) == 1, done.stderr
     assert "rank 1 of 2 built a different model than rank 0" in ours[0] and "Tanh" in ours[0]
     assert not target.exists()
+
+
+def test_a_fifo_as_settings_or_plan_is_refused_without_waiting(tmp_path, monkeypatch, capsys):
+    from tui_quantreport.tui import user_settings
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    path = user_settings.settings_path()
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    saved, notice = user_settings.load()  # would block forever if it opened the FIFO to read
+    assert notice and "not a regular file" in notice and saved.enabled is None
+    plan = tmp_path / "plan.json"
+    os.mkfifo(plan)
+    code, _, err = run(capsys, "verify", TINY, "--plan", plan)
+    one_line(code, err, "not a regular file")

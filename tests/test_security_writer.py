@@ -63,6 +63,10 @@ def test_config_does_not_replace_a_model_json_beside_its_output(tmp_path, capsys
     code, _, err = run(capsys, *argv, "--force")
     assert code == 0, err
     assert json.loads((tmp_path / "model.json").read_text())["format"] == "tui-quantreport.torchao-config/1"
+    (tmp_path / "model.py").unlink()
+    code, _, err = run(capsys, *argv)  # the side-cars are now a previous export's: replaced without --force
+    assert code == 0, err
+    assert output.exists()
 
 
 @pytest.mark.parametrize("command", ["report", "calibrate", "config"])

@@ -216,11 +216,11 @@ def run_config(args: argparse.Namespace) -> int:
     if not args.force:  # before the slow load and export: the side-cars the user did not name
         from pathlib import Path
 
-        from tui_quantreport.engine.apply.common import sidecar_path
+        from tui_quantreport.engine.apply.common import is_own_sidecar, sidecar_path
 
         for suffix in SIDECARS.get(args.target, ()):
             sidecar = sidecar_path(Path(args.output).expanduser(), suffix)
-            if os.path.lexists(sidecar):
+            if os.path.lexists(sidecar) and not is_own_sidecar(sidecar):
                 raise UserError(
                     f"cannot write the {args.target} configuration: {printable(str(sidecar))} exists and would be "
                     "replaced; move it, choose another --output, or pass --force"

@@ -31,7 +31,9 @@ def read_text(
     target = Path(path).expanduser()
     shown = printable(os.fspath(path))
     try:
-        with open(target, "rb") as handle:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
             st = os.fstat(handle.fileno())
             if not _regular(st.st_mode):
                 raise error(f"{what} {shown} is not a regular file")

@@ -17,6 +17,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.fuzzy import Matcher
 
+from tui_quantreport.engine.escape import printable
+
 if TYPE_CHECKING:
     from tui_quantreport.tui.app import QuantReportApp
 
@@ -81,7 +83,7 @@ class QuantReportCommands(Provider):
                     advice.setdefault(fqn, []).append(detector_report.title)
             for fqn in report.recommended_modules():
                 help_text = "Recommended by: " + ", ".join(advice[fqn])
-                found.append((f"Go to {fqn}", help_text, partial(main.go_to_module, fqn)))
+                found.append((f"Go to {printable(fqn)}", help_text, partial(main.go_to_module, fqn)))
         return found
 
     async def discover(self) -> Hits:

@@ -1735,7 +1735,7 @@ class MainScreen(Screen[None]):
                     raise UserError("nothing to export: the model is still loading")
                 enabled = report.detectors
                 disabled = [d.title for d in self.detectors if d.name not in enabled]
-                return write_atomic(path, render(report, fmt, disabled))
+                return write_atomic(path, render(report, fmt, disabled), inputs=self._inputs())
 
             return write
 
@@ -1743,7 +1743,7 @@ class MainScreen(Screen[None]):
             data = self.plan_data_of_record()
             if data is None:
                 raise UserError("no plan yet: calibrate first (c), the plan follows the measurement")
-            return write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+            return write_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n", inputs=self._inputs())
 
         targets = [
             ExportTarget("json", "JSON report", ".json", report_writer("json")),
@@ -1774,6 +1774,12 @@ class MainScreen(Screen[None]):
             self._start_apply("export", path.target, path.path)
         elif path:
             self.notify(f"Wrote {path}", title="Exported", markup=False)
+
+    def _inputs(self) -> list[str]:
+        """The files this session read (the model's source): no export writes over them."""
+        from tui_quantreport.engine.spec import source_path
+
+        return [p for p in (source_path(self.spec),) if p]
 
     def action_save_stats(self) -> None:
         """Ask where to save the current statistics (``<model>.qstats`` prefilled; an existing file is

@@ -243,7 +243,10 @@ class ModelSession:
         from tui_quantreport.engine import statsfile
 
         error = error if error is not None else self.restored_error(stats)
-        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings, error)))
+        from tui_quantreport.engine.spec import source_path
+
+        inputs = [p for p in (source_path(self.spec),) if p]
+        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings, error), inputs))
 
     def calibrate(
         self,

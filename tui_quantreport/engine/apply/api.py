@@ -235,7 +235,9 @@ def apply_in_app(
         if not path:
             raise UserError("give a path for the configuration file")
         export = export_plan(subject, target)
-        written = export.write(path)
+        from tui_quantreport.engine.spec import source_path
+
+        written = export.write(path, inputs=[p for p in (source_path(loaded.spec),) if p])
         note = f"Wrote the {target} configuration to {', '.join(str(p) for p in written)}."
         mixed = [c.fqn for c in export.changes if "mix static and dynamic" in c.reason]
         if mixed:

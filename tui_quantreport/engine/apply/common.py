@@ -60,8 +60,37 @@ class Export:
             contents,
             what=f"the {self.target} configuration",
             inputs=inputs,
-            protect=() if force else [path for path, _ in sidecars],
+            protect=() if force else [path for path, _ in sidecars if not is_own_sidecar(path)],
         )
+
+
+#: The format ids an export's side-cars carry (torchao's .json and the .safetensors metadata).
+SIDECAR_FORMATS = ("tui-quantreport.torchao-config/",)
+
+
+def is_own_sidecar(path: str | os.PathLike) -> bool:
+    """Whether an existing file is a side-car this tool wrote (a previous export's .json or
+    .safetensors, by its format id): replacing it with the new export's is what the user asked.
+    Reads at most 16 MiB; anything else (another tool's file, the user's weights) is not ours."""
+    import json
+    import stat
+
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return False
+            head = handle.read(16 * 1024 * 1024 + 8)
+    except OSError:
+        return False
+    try:
+        if str(path).endswith(".safetensors"):
+            size = int.from_bytes(head[:8], "little")
+            fmt = json.loads(head[8 : 8 + size]).get("__metadata__", {}).get("format", "")
+        else:
+            fmt = json.loads(head).get("format", "")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    return isinstance(fmt, str) and fmt.startswith(SIDECAR_FORMATS)
 
 
 def sidecar_path(main: Path, suffix: str) -> Path:
