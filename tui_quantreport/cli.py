@@ -7,8 +7,8 @@
     tui-quantreport calibrate MODEL --output run.qstats [options]   calibrate, save the statistics
     tui-quantreport merge a.qstats b.qstats --output c.qstats      one file for both files' batches
     tui-quantreport samples                      the bundled samples
-    tui-quantreport config MODEL [--plan P] --target T --output F   export the plan for torchao/pt2e/torch.ao
-    tui-quantreport verify MODEL --plan P [--target T]              apply the export, measure its SQNR
+    tui-quantreport config MODEL [--plan P] [--target T] --output F export the plan for its deployment target
+    tui-quantreport verify MODEL [--plan P] [--target T]            apply the export, measure its SQNR
 
 ``calibrate`` also runs under ``torchrun`` (one share of the batches per rank).
 
@@ -111,7 +111,29 @@ def _positive_int(text: str) -> int:
 
 MODEL_HELP = "sample name, file.py, file.py:factory or package.module:factory"
 STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was calibrated on MODEL"
-TARGETS = ("torchao", "pt2e", "qconfig_mapping")
+
+
+def _target_option(parser: argparse.ArgumentParser, help_text: str, required: bool = False) -> None:
+    """``--target NAME``: a deployment target of the registry (engine/apply/targets), or an old name."""
+    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        type=_target_name,
+        required=required,
+        help=f"{help_text}: {', '.join(TARGETS)} (old names {', '.join(n for n in NAMES if n not in TARGETS)} "
+        "still work)",
+    )
+
+
+def _target_name(text: str) -> str:
+    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+
+    if text not in NAMES:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"unknown target {shown!r}; choose one of {', '.join(TARGETS)}")
+    return text
 
 
 def _plan_source_options(parser: argparse.ArgumentParser) -> None:
@@ -136,7 +158,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     config.add_argument("model", metavar="MODEL", help=model_help)
     config.add_argument("--plan", metavar="PLAN.json", help="the plan file (saved with `e` in the app)")
-    config.add_argument("--target", choices=TARGETS, required=True, help="which library the file is for")
+    _target_option(config, "which target the file is for (default: the plan's, else torchao on the model's device)")
     config.add_argument(
         "--output",
         metavar="FILE",
@@ -151,7 +173,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     verify.add_argument("model", metavar="MODEL", help=model_help)
     verify.add_argument("--plan", metavar="PLAN.json", help="the plan file (default: the recommended plan)")
-    verify.add_argument("--target", choices=TARGETS, default="torchao", help="which export to verify (default torchao)")
+    _target_option(verify, "which target's export to verify (default: the plan's, else torchao on the model's device)")
     verify.add_argument(
         "--probe-batches",
         metavar="K",
@@ -168,12 +190,12 @@ def run_config(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.errors import UserError
 
     _check_output(args.output)
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
-    export = export_plan(subject, args.target)
-    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend, args.target)
+    export = export_plan(subject)
+    if export.sidecars and args.output.endswith(tuple(export.sidecars)):
         raise UserError(f"--output {args.output}: give the .py file; its .json and .safetensors are written beside it")
     paths = export.write(args.output)
-    print(f"wrote {args.target} configuration to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    print(f"wrote {export.target} configuration to {', '.join(str(p) for p in paths)}", file=sys.stderr)
     for change in export.changes:
         print(f"  changed: {change.line()}", file=sys.stderr)
     return 0
@@ -202,8 +224,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     from tui_quantreport.engine.apply.api import load_subject, verify_plan
 
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend)
-    result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
+    subject = load_subject(args.model, args.plan, args.calibration, args.backend, args.target)
+    result = verify_plan(subject, probe_batches=args.probe_batches)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
     else:
@@ -251,6 +273,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
+    _target_option(app, "the deployment target the plan is made for (default torchao on the model's device)")
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     _min_gain_option(app, default=None)
 
@@ -259,6 +282,9 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
+    _target_option(
+        report, "the deployment target the measured plan is made for (default torchao on the model's device)"
+    )
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     report.add_argument(
         "--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)"
@@ -439,7 +465,7 @@ def _measure(args, session, stats, settings, probes, report):
         print(f"tui-quantreport: note: {unavailable_note(unsupported)}", file=sys.stderr)
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = analysis_for(session, probes, stats, backend)  # a graph: a copy with its Linear/Conv as modules
+    analysis = analysis_for(session, probes, stats, backend, args.target)  # a graph: a copy with Linear/Conv modules
     if args.sensitivity:
         analysis.local_measurements()
         plan = analysis.recommended_plan(args.min_gain)

@@ -238,6 +238,10 @@ class Measured:
     plan_reason: str = ""
     plan_data: Mapping[str, Any] = field(default_factory=dict)
     sensitivity_measured: bool = False
+    #: The deployment target simulated and planned for ("" when measured before targets).
+    target: str = ""
+    #: fqn -> {scheme: why the target skips or refuses it}: never in the plan.
+    refused: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

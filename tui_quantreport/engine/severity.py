@@ -128,6 +128,8 @@ def measure(
         plan_reason=plan_result.reason,
         plan_data=plan.to_json_data(),
         sensitivity_measured=sensitivity,
+        target=getattr(analysis, "target_name", ""),
+        refused={fqn: dict(r) for fqn, r in analysis.refusals().items()} if hasattr(analysis, "refusals") else {},
     )
 
 
@@ -289,6 +291,12 @@ def measured_json(report: Report) -> dict[str, Any] | None:
         "probe_batches": m.probe_batches,
         "min_gain_db": report.min_gain_db,
         "sensitivity": m.sensitivity_measured,
+        "target": m.target or None,
+        "target_refused": [
+            {"module": fqn, "scheme": scheme, "reason": reason}
+            for fqn, schemes in m.refused.items()
+            for scheme, reason in schemes.items()
+        ],
         "modules": modules,
         "plan": plan,
         "top_findings": [
@@ -318,6 +326,23 @@ def _plan_words(m: Measured) -> tuple[str, list[str]]:
     return plan_sqnr, [fqn for fqn, scheme in m.plan.items() if scheme == "float"]
 
 
+def refused_groups(m: Measured) -> list[tuple[str, list[str], list[str]]]:
+    """What the target does not run, grouped: (reason, schemes, modules), in first-seen order."""
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for fqn, schemes in m.refused.items():
+        for scheme, reason in schemes.items():
+            found = groups.setdefault(reason, ([], []))
+            if scheme not in found[0]:
+                found[0].append(scheme)
+            if fqn not in found[1]:
+                found[1].append(fqn)
+    return [(reason, schemes, fqns) for reason, (schemes, fqns) in groups.items()]
+
+
+def _target_words(m: Measured) -> str:
+    return f" for target {m.target}" if m.target else ""
+
+
 def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     """Markdown lines: the plan's end-to-end SQNR, top findings by gain, per-module SQNR."""
     m = report.measured
@@ -330,10 +355,17 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "",
         "## Measured quantization error",
         "",
-        f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
+        f"On {m.probe_batches} probe batches. Recommended plan{_target_words(m)}: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
         + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
         + ".",
+    ]
+    groups = refused_groups(m)
+    if groups:
+        lines += ["", f"### What {m.target or 'the target'} does not run (never in the plan)", ""]
+        for reason, schemes, fqns in groups:
+            lines.append(f"- {', '.join(schemes)} on {', '.join(markdown_code(f) for f in fqns)}: {printable(reason)}")
+    lines += [
         "",
         f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)",
         "",
@@ -368,9 +400,14 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr, kept = _plan_words(m)
     lines = [
         "",
-        f"Measured on {m.probe_batches} probe batches: recommended plan SQNR {plan_sqnr}"
+        f"Measured on {m.probe_batches} probe batches: recommended plan{_target_words(m)} SQNR {plan_sqnr}"
         + (f", kept float: {', '.join(map(printable, kept))}" if kept else ""),
     ]
+    groups = refused_groups(m)
+    if groups:
+        lines.append(f"Not run by {m.target or 'the target'} (never in the plan):")
+        for reason, schemes, fqns in groups:
+            lines.append(f"  {', '.join(schemes)} on {', '.join(map(printable, fqns))}: {printable(reason)}")
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     return lines

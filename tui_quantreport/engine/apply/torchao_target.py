@@ -127,6 +127,32 @@ def export_torchao(
     return Export("torchao", text, {".json": json_bytes, ".safetensors": tensors_bytes}, changes, exported_plan)
 
 
+def export_for_target(target: Any, subject: Any) -> Export:
+    """The torchao files for ``target`` (torchao-cpu or torchao-cuda): the same configs."""
+    first = subject.batches(1)[0] if subject.loaded.batches_factory is not None else None
+    export = export_torchao(subject.model, subject.plan, subject.spec, first, subject.calibration)
+    export.target = target.name
+    return export
+
+
+def applier(target: Any, export: Export, subject: Any, probe_count: int):
+    """``apply(model)`` running the export's ``quantize(model)`` (torchao-cuda: on a CUDA device only)."""
+    import torch
+
+    from tui_quantreport.engine.errors import UserError
+
+    if target.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"{target.name} applies the plan on a CUDA device, and torch sees none here; verify torchao-cpu"
+        )
+    namespace = run_source(export.text, "<torchao export>")
+
+    def apply(model: Any) -> Any:
+        return namespace["quantize"](model, False)
+
+    return apply, f"torchao {torchao_version()}", None
+
+
 def run_source(text: str, name: str) -> dict[str, Any]:
     """Execute an exported file's source (not its __main__ block) and return its namespace."""
     namespace: dict[str, Any] = {"__name__": "_tui_quantreport_export"}

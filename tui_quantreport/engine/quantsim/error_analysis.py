@@ -36,6 +36,7 @@ probe batches; :meth:`ErrorAnalysis.range_source` says which.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -48,7 +49,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
@@ -77,6 +80,8 @@ from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, Sha
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
+#: A target's eligibility check: ``runs(scheme, kind name, weight shape) -> reason | None``.
+Runs = Callable[[str, str, tuple[int, ...]], "str | None"]
 
 #: Probe batches by default (the first K calibration batches).
 DEFAULT_PROBE_BATCHES = 4
@@ -243,7 +248,25 @@ class ErrorAnalysis:
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
         static_outputs: str = "int8",
         shared_qparams_ops: bool = False,
+        recipe: ActivationRecipe | None = None,
+        runs: Runs | None = None,
+        target: Any = None,
     ):
+        #: The deployment target simulated (``engine/apply/targets``: its name, recipe and ``runs``).
+        self.target_name = str(getattr(target, "name", "")) if target is not None else ""
+        if target is not None:
+            recipe, runs = target.recipe, target.runs
+        if recipe is not None:  # the target's recipe decides the activation grid and what it models
+            backend = recipe.backend
+            static_outputs = recipe.static_outputs
+            shared_qparams_ops = recipe.shared_qparams_ops
+        self.recipe = recipe
+        #: ``runs(scheme, kind name, weight shape)``: why the target does not run a scheme on a
+        #: module (None when it does); None: every scheme the simulation measures is eligible.
+        self.runs = runs
+        self.per_token_min_ndim = recipe.per_token_min_ndim if recipe is not None else 3
+        self.fused_relu = recipe.fused_relu if recipe is not None else False
+        self._refusals: dict[str, dict[str, str]] | None = None
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
@@ -468,7 +491,8 @@ class ErrorAnalysis:
         outputs: list[torch.Tensor | None] = []
         try:
             started = time.perf_counter()
-            with self._float_mode():
+            relus = _FunctionalRelu(edges) if self.fused_relu else contextlib.nullcontext()
+            with self._float_mode(), relus:
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
                     edges.new_batch()
@@ -550,7 +574,7 @@ class ErrorAnalysis:
         """What the measure pass simulates for ``target``: every scheme it can run, then (with
         ``advice``) the clipped input range and input-weight equalization."""
         kind = target.kind
-        ctx = InputContext(target.static, self.quant_min, self.quant_max)
+        ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
         variants: list[_Variant] = []
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
@@ -696,7 +720,11 @@ class ErrorAnalysis:
         target = self.targets.get(fqn)
         if target is None:
             return FLOAT
-        allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+        if self.runs is not None:
+            refused = self.refusals().get(fqn, {})
+            allowed = [s for s in PREFERENCE if s not in refused]
+        else:
+            allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
         quantizing = {s: v for s, v in values.items() if s != "weight_only"}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
@@ -709,6 +737,26 @@ class ErrorAnalysis:
                 return scheme
         return FLOAT
 
+    def refusals(self) -> dict[str, dict[str, str]]:
+        """{fqn: {scheme: why the target does not run it}} for every quantizable module the
+        target skips or refuses a scheme on (empty without a target's ``runs``)."""
+        if self.runs is None:
+            return {}
+        cached = self._refusals
+        if cached is None:
+            cached = {}
+            for fqn, target in self.targets.items():
+                shape = tuple(target.module.weight.shape)
+                refused = {}
+                for name in SCHEMES:
+                    why = self.runs(name, target.kind.name, shape)
+                    if why is not None:
+                        refused[name] = why
+                if refused:
+                    cached[fqn] = refused
+            self._refusals = cached
+        return cached
+
     def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
         """Every quantizable module with its :meth:`recommended_scheme`."""
         modules = {fqn: self.recommended_scheme(fqn, min_gain_db) for fqn in self.targets}
@@ -718,7 +766,13 @@ class ErrorAnalysis:
         """A :class:`Plan` for this model (activation qparams attached)."""
         activation = {fqn: t.qparams for fqn, t in self.targets.items() if t.qparams is not None}
         return Plan(
-            dict(modules), self.catalog.class_name, self.catalog.fingerprint, self.backend, activation, len(self.probes)
+            dict(modules),
+            self.catalog.class_name,
+            self.catalog.fingerprint,
+            self.backend,
+            activation,
+            len(self.probes),
+            target=self.target_name,
         )
 
     @_gc_paused
@@ -895,7 +949,7 @@ class ErrorAnalysis:
             key = (fqn, scheme_name, out, grid is not None)
             forward = self._forwards.get(key)
             if forward is None:
-                ctx = InputContext(target.static, self.quant_min, self.quant_max)
+                ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
                 wq = self.quantized_weight(fqn, scheme.per_channel_weights)
                 forward = self._forwards[key] = _simulated_forward(
                     target.module, target.kind, scheme, ctx, wq, out, grid, self._memo
@@ -1333,6 +1387,22 @@ class _EdgeTracer:
 
         return hook
 
+    def functional_relu(self, x: Any, output: Any) -> None:
+        """``output = relu(x)`` by a function (``F.relu``, ``torch.relu``, ``Tensor.relu``): as a
+        ReLU module, it carries ``x``'s producer on, and when ``x`` is the producer's raw output,
+        its range is the one the fused Linear/Conv + ReLU pattern quantizes."""
+        source = self.producer(x)
+        if source is None:
+            return
+        key, raw = source
+        if raw:
+            self.raw_readers.setdefault(key, set()).add(FUNCTIONAL_RELU)
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+            self.live[id(output)] = (weakref.ref(output), key, False)
+            if raw:
+                self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
+                self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+
     def _produced(self, fqn: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
@@ -1360,6 +1430,29 @@ class _EdgeTracer:
             qp = activation_qparams(lo, hi, analysis.backend)
             if qp is not None:
                 target.out_static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
+
+
+#: The reader name a functional ReLU gets in :class:`_EdgeTracer` (not a module name).
+FUNCTIONAL_RELU = "<F.relu>"
+
+
+class _FunctionalRelu(TorchFunctionMode):
+    """During a range pass, tells the edge tracer about every ReLU called as a function (which no
+    module hook sees): torch.ao's and PT2E's fusion patterns quantize a Linear/Conv output after it."""
+
+    def __init__(self, edges: _EdgeTracer):
+        super().__init__()
+        self.edges = edges
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func in _RELU_FUNCTIONS:
+            x = args[0] if args else (kwargs or {}).get("input")
+            self.edges.functional_relu(x, output)
+        return output
+
+
+_RELU_FUNCTIONS = frozenset({torch.nn.functional.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
 
 
 @dataclass(frozen=True)
