@@ -101,7 +101,9 @@ PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only
 WEIGHT_STACK_ELEMENTS = 1 << 22
 
 #: What a statically quantized module emits (``ErrorAnalysis(static_outputs=...)``).
-STATIC_OUTPUTS = ("int8", "float")
+STATIC_OUTPUTS = ("int8", "float", "shared")
+#: The reader name :class:`_EdgeTracer` gives an op that shares its input's grid (:data:`SHARED_QPARAMS_TYPES`).
+SHARED_READER = "<shared qparams op>"
 
 CLIPPED = "clipped"
 EQUALIZED = "equalized"
@@ -191,6 +193,8 @@ class _Target:
     consumers: set[str] = field(default_factory=set)
     #: qparams for its output edge: the range after a ReLU-like successor, else its own output range.
     out_static: StaticInput | None = None
+    #: Ops sharing their input's grid (pooling, flatten) that read its output (directly or after a ReLU).
+    shared_readers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -222,7 +226,9 @@ class ErrorAnalysis:
     eager ``convert``): the output is quantized once, with its own calibrated range
     (after a fused ReLU), unless every reader quantizes it statically anyway;
     ``"float"`` as torchao's ``Int8StaticActivationInt8WeightConfig`` does: int8
-    input and weight, float output. It does not change local SQNR.
+    input and weight, float output; ``"shared"`` as PT2E's ``X86InductorQuantizer`` does:
+    the output is quantized only where an op that shares its input's grid (pooling, a
+    ReLU-like module before it) reads it, else left float. It does not change local SQNR.
 
     ``shared_qparams_ops=True`` models what one *global* torch.ao qconfig also does
     to the ops between quantized modules that torch's ``backend_config`` makes share
@@ -859,7 +865,17 @@ class ErrorAnalysis:
         readers = target.consumers
         if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
             return None
+        if self.static_outputs == "shared" and not any(self._feeds_static(r, quantized) for r in target.shared_readers):
+            # PT2E: an output is quantized only where ops sharing its grid carry it to a quantized op
+            return None
         return target.out_static
+
+    def _feeds_static(self, reader: str, quantized: Mapping[str, str]) -> bool:
+        """Whether the tensor ``reader`` (an op sharing its input's grid) emits reaches, through such
+        ops, a module ``quantized`` quantizes statically."""
+        flow = self.dataflow
+        found = flow.quantizer_of.get(reader) if flow is not None else None
+        return found is not None and found in quantized and SCHEMES[quantized[found]].needs_range
 
     def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
         unknown = [fqn for fqn in quantized if fqn not in self.targets]
@@ -1036,6 +1052,8 @@ def _simulated_forward(
         key = (s_in, z_in, lo_in, hi_in)
 
         def quantize_static(x):
+            if grid is not None and grid.of(x) is not None:
+                return x  # already on the grid its producer shares with this module (PT2E)
             if x.dtype is f32:
                 if memo is not None and memo.source is x and memo.version == x._version and memo.key == key:
                     return memo.result
@@ -1116,6 +1134,7 @@ class _InputMemo:
 #: ``ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT``, the same for x86, fbgemm, qnnpack
 #: and onednn), as modules: converted, they run on the int8 tensor and emit it on the same grid.
 SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten,
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
@@ -1324,6 +1343,7 @@ class _EdgeTracer:
         self.chain_hi: dict[str, float] = {}
         self.raw_readers: dict[str, set[str]] = {}
         self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
+        self.shared_readers: dict[str, set[str]] = {}
 
     def new_batch(self) -> None:
         self.live.clear()
@@ -1365,6 +1385,10 @@ class _EdgeTracer:
                 self.raw_readers.setdefault(key, set()).add(fqn)
             if fqn in targets:
                 self.consumers[key].add(fqn)
+            elif isinstance(module, SHARED_QPARAMS_TYPES) and not monotone:
+                self.consumers[key].add(SHARED_READER)
+                if raw:  # PT2E does not carry a fused Linear/Conv + ReLU output through pooling
+                    self.shared_readers.setdefault(key, set()).add(fqn)
             elif monotone:
                 # The output of this module carries the producer on: tracked by a one-off forward hook.
                 self._pending.append(module.register_forward_hook(self._chain(key, raw)))
@@ -1421,6 +1445,7 @@ class _EdgeTracer:
         analysis = self.analysis
         for fqn, target in analysis.targets.items():
             target.consumers = self.consumers.get(fqn, set())
+            target.shared_readers = self.shared_readers.get(fqn, set())
             lo, hi = self.out_lo.get(fqn), self.out_hi.get(fqn)
             readers = self.raw_readers.get(fqn, set())
             if fqn in self.chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:

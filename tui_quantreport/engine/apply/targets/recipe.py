@@ -10,7 +10,8 @@ read the registry before torch is loaded);
 - ``per_token_min_ndim``: dynamic activations get one scale per token (row of the last axis)
   for inputs of at least this rank, one scale per tensor below; None: one per tensor always
   (torch.ao's dynamic Linear, ``quantize_dynamic``, PT2E's dynamic X86InductorQuantizer);
-- ``static_outputs``: a static module emits int8 (torch.ao, PT2E) or float (torchao);
+- ``static_outputs``: a static module emits int8 (torch.ao), float (torchao), or int8 only where
+  an op sharing its input's grid reads it ("shared": PT2E, whose pooling runs on int8);
 - ``shared_qparams_ops``: pooling and the other ops torch's backend config makes share their
   input's observer run on the int8 grid of their input (PT2E);
 - ``fused_relu``: a Linear/Conv output read only by ``F.relu`` / ``torch.relu`` is quantized
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 REDUCE_RANGE = {"fbgemm": True, "x86": True, "qnnpack": False, "onednn": False}
 
 #: What static modules emit (kept in step with error_analysis.STATIC_OUTPUTS).
-_OUTPUTS = ("int8", "float")
+_OUTPUTS = ("int8", "float", "shared")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class ActivationRecipe:
         return [
             f"activations: {self.activation_bits}-bit",
             f"dynamic activations: {granularity}",
-            f"static modules emit {'int8' if self.static_outputs == 'int8' else 'float'} outputs",
+            {
+                "int8": "static modules emit int8 outputs",
+                "float": "static modules emit float outputs",
+                "shared": "static modules emit int8 where pooling reads them, else float",
+            }[self.static_outputs],
             "pooling shares its input's int8 grid" if self.shared_qparams_ops else "pooling stays float",
             "a Linear/Conv output followed by F.relu is quantized after the ReLU (fused)"
             if self.fused_relu
