@@ -93,3 +93,35 @@ def calibration_batches() -> list[torch.Tensor]:
 
 
 batches_pool = batches_relu = calibration_batches
+
+
+class TinyLlama(nn.Module):
+    """A 2-layer LLaMA from transformers (random init, nothing downloaded): token ids -> logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import transformers
+
+        torch.manual_seed(0)
+        config = transformers.LlamaConfig(
+            vocab_size=96,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+        self.lm = transformers.LlamaForCausalLM(config).eval()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=input_ids).logits
+
+
+def build_tiny_llama() -> nn.Module:
+    return TinyLlama().eval()
+
+
+def batches_tiny_llama() -> list[torch.Tensor]:
+    g = _gen(3)
+    return [torch.randint(0, 96, (2, 16), generator=g) for _ in range(4)]
