@@ -324,6 +324,9 @@ def measured_state(measured: Any) -> dict[str, Any]:
         "plan_reason": measured.plan_reason,
         "plan_data": dict(measured.plan_data),
         "sensitivity_measured": measured.sensitivity_measured,
+        # The deployment target and what it does not run (absent in files written before targets).
+        "target": measured.target,
+        "refused": {fqn: dict(r) for fqn, r in measured.refused.items()},
     }
 
 
@@ -354,6 +357,8 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
             str(state["plan_reason"]),
             dict(state["plan_data"]),
             bool(state["sensitivity_measured"]),
+            str(state.get("target") or ""),
+            {str(f): {str(k): str(v) for k, v in r.items()} for f, r in (state.get("refused") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFileError(
