@@ -144,7 +144,7 @@ def _plan_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=("fbgemm", "x86", "qnnpack", "onednn"),
-        help="backend of the recommended plan when there is no --plan (default x86)",
+        help="ignored for the plan: its target (--target) decides the activation grid; kept for old scripts",
     )
 
 

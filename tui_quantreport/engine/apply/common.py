@@ -14,9 +14,6 @@ from pathlib import Path
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import UserError
 
-TARGETS = ("torchao", "pt2e", "qconfig_mapping")
-
-
 @dataclass(frozen=True)
 class Change:
     """A module the target could not apply as planned."""
