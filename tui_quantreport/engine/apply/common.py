@@ -14,6 +14,7 @@ from pathlib import Path
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import UserError
 
+
 @dataclass(frozen=True)
 class Change:
     """A module the target could not apply as planned."""
