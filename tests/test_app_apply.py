@@ -19,7 +19,7 @@ pytest.importorskip(
     "tui_quantreport.engine.quantsim", reason="the recommended plan comes from the measured-error engine"
 )
 
-MODEL = "unbalanced_equalization"  # small, Linear only, and its plan mixes static and dynamic
+MODEL = "unbalanced_equalization"  # small, Linear only
 
 
 def make_app() -> QuantReportApp:
@@ -44,8 +44,8 @@ async def test_v_verifies_the_torchao_export_and_shows_achieved_next_to_predicte
         assert not isinstance(app.screen, VerifyScreen)
 
 
-@pytest.mark.parametrize("target", ["torchao", "pt2e"])
-async def test_e_exports_a_configuration_target(target: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "suffix"), [("torchao-cpu", ".torchao.py"), ("pt2e-x86-static", ".pt2e.py")])
+async def test_e_exports_a_configuration_target(target: str, suffix: str, tmp_path: Path) -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
@@ -56,8 +56,8 @@ async def test_e_exports_a_configuration_target(target: str, tmp_path: Path) -> 
         dialog.query_one(f"#format-{target}", RadioButton).value = True
         await pilot.pause()
         path_input = dialog.query_one("#export-path", Input)
-        assert path_input.value.endswith(f".{target}.py")
-        output = tmp_path / f"model.{target}.py"
+        assert path_input.value.endswith(suffix)
+        output = tmp_path / f"model{suffix}"
         path_input.value = str(output)
         path_input.focus()
         await pilot.press("enter")
@@ -65,8 +65,8 @@ async def test_e_exports_a_configuration_target(target: str, tmp_path: Path) -> 
         assert output.exists()
         text = output.read_text()
         assert text.startswith("# ") and "predicted end-to-end SQNR" in text
-        if target == "torchao":
+        if target == "torchao-cpu":
             assert output.with_suffix(".json").exists() and output.with_suffix(".safetensors").exists()
             assert "quantize_(model, torchao_config(entries, set_inductor_config), filter_fn=None)" in text
         else:
-            assert "cannot mix static and dynamic" in text
+            assert "X86InductorQuantizer" in text and "MODE = 'static'" in text

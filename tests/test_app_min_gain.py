@@ -71,7 +71,14 @@ async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
         assert f"plan {main.plan_sqnr.db:.1f} dB" in app.sub_title and "recomputing" not in app.sub_title
         # The report's recommended plan (what the JSON export writes) follows too.
         exported = json.loads(render(app.report, "json"))["measured"]["plan"]
-        assert {m["scheme"] for m in exported["modules"].values()} == {"static_per_channel"}
+        schemes = {fqn: m["scheme"] for fqn, m in exported["modules"].items()}
+        assert set(schemes.values()) == {"static_per_channel", "float"}
+        # Float: the Conv2d modules, which the default target (torchao-cpu) does not run.
+        assert {f for f, s in schemes.items() if s == "float"} == {
+            "rgb_stem.conv1",
+            "rgb_stem.conv2",
+            "thermal_stem.conv",
+        }
         assert exported["sqnr_db"] == pytest.approx(main.plan_sqnr.db)
         assert exported["predicted_sqnr_db"] == pytest.approx(main.plan_sqnr.db)
 

@@ -18,6 +18,9 @@ from tui_quantreport.tui.scheme_picker import SchemePicker
 from tui_quantreport.tui.sqnr_panel import SqnrPanel
 
 SENSITIVE = "thermal_stem.conv"  # the showcase's one module whose quantization costs accuracy
+#: A target that quantizes the showcase's convolutions (torchao-cpu, the default, keeps them float),
+#: so that f has quantized modules to keep float.
+TARGET = "qconfig-x86"
 
 
 async def plan_settled(app, pilot) -> None:
@@ -38,7 +41,7 @@ async def _measured(app, pilot) -> None:
 
 
 async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path: Path) -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)
     async with app.run_test(size=SIZE) as pilot:
         await _measured(app, pilot)
         main = app.main
@@ -122,7 +125,7 @@ async def measure_sensitivity(app, pilot) -> None:
 
 
 async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)
     async with app.run_test(size=SIZE) as pilot:
         await _measured(app, pilot)
         main = app.main

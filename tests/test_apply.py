@@ -76,7 +76,7 @@ def _plan_file(sample: str, directory: Path) -> Path:
         from tui_quantreport.engine.spec import load_model
 
         loaded = load_model(sample)
-        plan = recommended_plan_file(loaded, ModelCatalog.build(loaded.model), "x86")
+        plan = recommended_plan_file(loaded, ModelCatalog.build(loaded.model), "torchao-cpu")
     path.write_text(json.dumps(plan.to_json_data()), encoding="utf-8")
     return path
 
@@ -170,11 +170,19 @@ def test_figures_for_the_readme(exported, capsys):
 
 
 @needs_quantsim
-def test_conv_modules_are_findings_with_their_cause(exported):
-    _, _, result = exported["showcase"]
-    convs = [f for f in result.findings if f.kind == "not_quantized"]
-    assert convs and all("Conv2d" in f.message for f in convs)
-    assert "not quantized" in result.to_text()
+def test_conv_modules_are_findings_with_their_cause(exported, tmp_path):
+    subject, _, result = exported["showcase"]
+    convs = [f for f, m in subject.catalog.modules.items() if m.class_name == "Conv2d"]
+    # The torchao-cpu plan keeps the Conv2d modules float (torchao 0.18 leaves them float): nothing to find.
+    assert convs and all(subject.plan.schemes()[f] == "float" for f in convs)
+    assert not [f for f in result.findings if f.kind == "not_quantized"]
+    # A plan that quantizes them anyway (edited, or made for another target): each is a finding with its cause.
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(subject.plan.with_schemes(dict.fromkeys(convs, "weight_only")).to_json_data()))
+    edited = verify_plan(load_subject("showcase", str(plan_path)), probe_batches=1)
+    found = [f for f in edited.findings if f.kind == "not_quantized"]
+    assert {f.module for f in found} == set(convs) and all("Conv2d" in f.message for f in found)
+    assert "not quantized" in edited.to_text()
 
 
 @needs_quantsim
@@ -249,10 +257,13 @@ def test_pt2e_snippet_runs_end_to_end(sample, exported, tmp_path):
 @needs_quantsim
 def test_pt2e_names_the_modules_it_changes_when_the_plan_mixes_static_and_dynamic(exported, tmp_path):
     subject, _, _ = exported["unbalanced_equalization"]
-    schemes = set(subject.plan.quantized.values())
+    static = [f for f, s in subject.plan.quantized.items() if s.startswith("static")]
+    assert len(static) >= 2, "the torchao-cpu plan is static: one module made dynamic mixes them"
+    plan = subject.plan.with_schemes({static[0]: "dynamic"})
+    schemes = set(plan.quantized.values())
     assert "dynamic" in schemes and schemes & {"static_per_tensor", "static_per_channel"}
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(json.dumps(subject.plan.to_json_data()))
+    plan_path.write_text(json.dumps(plan.to_json_data()))
     result = verify_plan(load_subject("unbalanced_equalization", str(plan_path)), "pt2e")
     mixed = [c for c in result.changes if "mix static and dynamic" in c.reason]
     assert mixed
@@ -260,7 +271,7 @@ def test_pt2e_names_the_modules_it_changes_when_the_plan_mixes_static_and_dynami
     main(["config", "unbalanced_equalization", "--plan", str(plan_path), "--target", "pt2e", "--output", str(output)])
     text = output.read_text()
     assert "cannot mix static and dynamic" in text and all(c.fqn in text for c in mixed)
-    assert result.achieved_db is not None and set(result.quantized) == set(subject.plan.quantized)
+    assert result.achieved_db is not None and set(result.quantized) == set(plan.quantized)
 
 
 def test_pt2e_on_a_model_torch_export_cannot_trace_is_one_line(exported, tmp_path, capsys):
@@ -412,7 +423,7 @@ def test_verify_reports_progress_and_cancels(small_plan):
 def test_verify_json_output(small_plan, capsys):
     assert main(["verify", "unbalanced_equalization", "--plan", str(small_plan), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["target"] == "torchao" and data["achieved_sqnr_db"] is not None
+    assert data["target"] == "torchao-cpu" and data["achieved_sqnr_db"] is not None
     assert set(data["weight_types"]) == set(json.loads(small_plan.read_text())["modules"]) - {
         f for f, e in json.loads(small_plan.read_text())["modules"].items() if e["scheme"] == "float"
     }

@@ -694,10 +694,15 @@ def test_a_gpt2_style_graph_is_measured_as_its_eager_model():
         warnings.simplefilter("ignore")
         graph = torch.export.export(Logits(), (batches[0],)).module()
     graph_session, graph_stats, _ = _report(graph, batches)
-    analysis = analysis_for(graph_session, batches[:2], graph_stats, "x86")
+    from tui_quantreport.engine.apply.targets import TARGETS
+
+    target = TARGETS["torchao-cpu"]  # the default target, named on both sides
+    analysis = analysis_for(graph_session, batches[:2], graph_stats, target=target)
     assert analysis.unsupported == {}
     ours = measure(analysis)
     eager_session, eager_stats, _ = _report(Logits(), batches)
-    theirs = measure(ErrorAnalysis.from_stats(Logits(), eager_session.catalog, batches[:2], eager_stats, "x86"))
+    theirs = measure(
+        ErrorAnalysis.from_stats(Logits(), eager_session.catalog, batches[:2], eager_stats, "x86", target=target)
+    )
     assert {"lm.transformer.wte", "lm.transformer.h.0.attn.c_attn", "lm.lm_head"} <= set(ours.modules)
     assert ours.modules == theirs.modules and ours.plan_sqnr_db == theirs.plan_sqnr_db

@@ -7,8 +7,8 @@
     tui-quantreport calibrate MODEL --output run.qstats [options]   calibrate, save the statistics
     tui-quantreport merge a.qstats b.qstats --output c.qstats      one file for both files' batches
     tui-quantreport samples                      the bundled samples
-    tui-quantreport config MODEL [--plan P] --target T --output F   export the plan for torchao/pt2e/torch.ao
-    tui-quantreport verify MODEL --plan P [--target T]              apply the export, measure its SQNR
+    tui-quantreport config MODEL [--plan P] [--target T] --output F export the plan for its deployment target
+    tui-quantreport verify MODEL [--plan P] [--target T]            apply the export, measure its SQNR
 
 ``calibrate`` also runs under ``torchrun`` (one share of the batches per rank).
 
@@ -131,9 +131,32 @@ def _positive_int(text: str) -> int:
 
 MODEL_HELP = "sample name, file.py, file.py:factory or package.module:factory"
 STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was calibrated on MODEL"
-TARGETS = ("torchao", "pt2e", "qconfig_mapping")
-#: The files a target writes beside --output (checked before the model loads; the writer checks again).
+#: The files a target's library writes beside --output (checked before the model loads; the writer
+#: checks again).
 SIDECARS = {"torchao": (".json", ".safetensors")}
+
+
+def _target_option(parser: argparse.ArgumentParser, help_text: str, required: bool = False) -> None:
+    """``--target NAME``: a deployment target of the registry (engine/apply/targets), or an old name."""
+    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        type=_target_name,
+        required=required,
+        help=f"{help_text}: {', '.join(TARGETS)} (old names {', '.join(n for n in NAMES if n not in TARGETS)} "
+        "still work)",
+    )
+
+
+def _target_name(text: str) -> str:
+    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+
+    if text not in NAMES:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"unknown target {shown!r}; choose one of {', '.join(TARGETS)}")
+    return text
 
 
 def _plan_source_options(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +167,7 @@ def _plan_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=("fbgemm", "x86", "qnnpack", "onednn"),
-        help="backend of the recommended plan when there is no --plan (default x86)",
+        help="ignored for the plan: its target (--target) decides the activation grid; kept for old scripts",
     )
     _output_key_option(parser)
 
@@ -169,7 +192,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     config.add_argument("model", metavar="MODEL", help=model_help)
     config.add_argument("--plan", metavar="PLAN.json", help="the plan file (saved with `e` in the app)")
-    config.add_argument("--target", choices=TARGETS, required=True, help="which library the file is for")
+    _target_option(config, "which target the file is for (default: the plan's, else torchao on the model's device)")
     config.add_argument(
         "--output",
         metavar="FILE",
@@ -190,7 +213,7 @@ def build_apply_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     )
     verify.add_argument("model", metavar="MODEL", help=model_help)
     verify.add_argument("--plan", metavar="PLAN.json", help="the plan file (default: the recommended plan)")
-    verify.add_argument("--target", choices=TARGETS, default="torchao", help="which export to verify (default torchao)")
+    _target_option(verify, "which target's export to verify (default: the plan's, else torchao on the model's device)")
     verify.add_argument(
         "--probe-batches",
         metavar="K",
@@ -208,7 +231,13 @@ def run_config(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.errors import UserError
     from tui_quantreport.engine.escape import printable
 
-    if args.target == "torchao" and args.output.endswith((".json", ".safetensors")):
+    named = None
+    if args.target:
+        from tui_quantreport.engine.apply.targets import resolve
+
+        named = resolve(args.target)
+    sidecars = SIDECARS.get(named.library, ()) if named is not None else ()
+    if sidecars and args.output.endswith(sidecars):
         raise UserError(
             f"--output {printable(args.output)}: give the .py file; its .json and .safetensors are written beside it"
         )
@@ -218,17 +247,23 @@ def run_config(args: argparse.Namespace) -> int:
 
         from tui_quantreport.engine.apply.common import is_own_sidecar, sidecar_path
 
-        for suffix in SIDECARS.get(args.target, ()):
+        for suffix in sidecars:
             sidecar = sidecar_path(Path(args.output).expanduser(), suffix)
             if os.path.lexists(sidecar) and not is_own_sidecar(sidecar):
                 raise UserError(
-                    f"cannot write the {args.target} configuration: {printable(str(sidecar))} exists and would be "
-                    "replaced; move it, choose another --output, or pass --force"
+                    f"cannot write the {named.name if named else ''} configuration: {printable(str(sidecar))} exists "
+                    "and would be replaced; move it, choose another --output, or pass --force"
                 )
-    subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
-    export = export_plan(subject, args.target)
+    subject = load_subject(
+        args.model, args.plan, args.calibration, args.backend, args.target, output_key=args.output_key
+    )
+    export = export_plan(subject)
+    if export.sidecars and args.output.endswith(tuple(export.sidecars)):
+        raise UserError(
+            f"--output {printable(args.output)}: give the .py file; its .json and .safetensors are written beside it"
+        )
     paths = export.write(args.output, force=args.force, inputs=_inputs(args.model, args.calibration, args.plan))
-    print(f"wrote {args.target} configuration to {', '.join(printable(str(p)) for p in paths)}", file=sys.stderr)
+    print(f"wrote {export.target} configuration to {', '.join(printable(str(p)) for p in paths)}", file=sys.stderr)
     for change in export.changes:
         print(f"  changed: {printable(change.line())}", file=sys.stderr)
     return 0
@@ -265,8 +300,10 @@ def run_verify(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.apply.api import load_subject, verify_plan
 
     with model_output_to_stderr():  # the model's prints must not corrupt the JSON or text on stdout
-        subject = load_subject(args.model, args.plan, args.calibration, args.backend, output_key=args.output_key)
-        result = verify_plan(subject, args.target, probe_batches=args.probe_batches)
+        subject = load_subject(
+            args.model, args.plan, args.calibration, args.backend, args.target, output_key=args.output_key
+        )
+        result = verify_plan(subject, probe_batches=args.probe_batches)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json_data(), indent=2, allow_nan=False) + "\n")
     else:
@@ -378,6 +415,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     app.add_argument("model", nargs="?", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(app)
+    _target_option(app, "the deployment target the plan is made for (default torchao on the model's device)")
     app.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     app.add_argument(
         "--plan",
@@ -392,6 +430,9 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     report.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a stats file (.qstats)")
     _common_options(report)
+    _target_option(
+        report, "the deployment target the measured plan is made for (default torchao on the model's device)"
+    )
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
     report.add_argument(
         "--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)"
@@ -605,7 +646,7 @@ def _measure(args, session, stats, settings, probes, report):
         return report
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     # a graph: a copy with its Linear/Conv as modules
-    analysis = analysis_for(session, probes, stats, backend, output_key=args.output_key)
+    analysis = analysis_for(session, probes, stats, backend, args.target, output_key=args.output_key)
     rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
     if rows is not None:  # the same threshold as the under-calibrated finding
         analysis.min_rows = int(rows)

@@ -262,6 +262,11 @@ class Measured:
     #: threshold, naming the units that cost the most ("" otherwise).
     warning: str = ""
 
+    #: The deployment target simulated and planned for ("" when measured before targets).
+    target: str = ""
+    #: fqn -> {scheme: why the target skips or refuses it}: never in the plan.
+    refused: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
     @property
     def plan_origin(self) -> str:
         """Whether the plan is the ``"recommended"`` one or one the user ``"edited"`` (the plan

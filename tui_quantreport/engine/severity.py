@@ -136,6 +136,8 @@ def measure(
         plan_output_sqnr_db={name: v.db for name, v in per_output.items()},
         output_key=getattr(analysis, "output_key", None),
         reference=getattr(analysis, "reference", "the float model"),
+        target=getattr(analysis, "target_name", ""),
+        refused={fqn: dict(r) for fqn, r in analysis.refusals().items()} if hasattr(analysis, "refusals") else {},
     )
 
 
@@ -319,6 +321,12 @@ def measured_json(report: Report) -> dict[str, Any] | None:
         "reference": m.reference,
         "min_gain_db": report.min_gain_db,
         "sensitivity": m.sensitivity_measured,
+        "target": m.target or None,
+        "target_refused": [
+            {"module": fqn, "scheme": scheme, "reason": reason}
+            for fqn, schemes in m.refused.items()
+            for scheme, reason in schemes.items()
+        ],
         "modules": modules,
         "plan": plan,
         "top_findings": [
@@ -365,6 +373,23 @@ def plan_title(m: Measured) -> str:
     return "Edited plan" if m.plan_origin == "edited" else "Recommended plan"
 
 
+def refused_groups(m: Measured) -> list[tuple[str, list[str], list[str]]]:
+    """What the target does not run, grouped: (reason, schemes, modules), in first-seen order."""
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for fqn, schemes in m.refused.items():
+        for scheme, reason in schemes.items():
+            found = groups.setdefault(reason, ([], []))
+            if scheme not in found[0]:
+                found[0].append(scheme)
+            if fqn not in found[1]:
+                found[1].append(fqn)
+    return [(reason, schemes, fqns) for reason, (schemes, fqns) in groups.items()]
+
+
+def _target_words(m: Measured) -> str:
+    return f" for target {m.target}" if m.target else ""
+
+
 def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     """Markdown lines: the plan's end-to-end SQNR, top findings by gain, per-module SQNR."""
     m = report.measured
@@ -377,10 +402,17 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "",
         "## Measured quantization error",
         "",
-        f"On {m.probe_batches} probe batches. {plan_title(m)}: end-to-end SQNR {plan_sqnr}; "
+        f"On {m.probe_batches} probe batches. {plan_title(m)}{_target_words(m)}: end-to-end SQNR {plan_sqnr}; "
         f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
         + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
         + ".",
+    ]
+    groups = refused_groups(m)
+    if groups:
+        lines += ["", f"### What {m.target or 'the target'} does not run (never in the plan)", ""]
+        for reason, schemes, fqns in groups:
+            lines.append(f"- {', '.join(schemes)} on {', '.join(markdown_code(f) for f in fqns)}: {printable(reason)}")
+    lines += [
         "",
         f"### Top findings by measured gain (threshold {report.min_gain_db:g} dB)",
         "",
@@ -418,9 +450,14 @@ def measured_text(report: Report, limit: int = 10) -> list[str]:
     plan_sqnr, kept = _plan_words(m)
     lines = [
         "",
-        f"Measured on {m.probe_batches} probe batches: {plan_title(m).lower()} SQNR {plan_sqnr}"
+        f"Measured on {m.probe_batches} probe batches: {plan_title(m).lower()}{_target_words(m)} SQNR {plan_sqnr}"
         + (f", kept float: {', '.join(map(printable, kept))}" if kept else ""),
     ]
+    groups = refused_groups(m)
+    if groups:
+        lines.append(f"Not run by {m.target or 'the target'} (never in the plan):")
+        for reason, schemes, fqns in groups:
+            lines.append(f"  {', '.join(schemes)} on {', '.join(map(printable, fqns))}: {printable(reason)}")
     for fqn, det, gain, level in top_findings(report, limit):
         lines.append(f"  {_db(gain):>7} dB  {level:<10}  {printable(fqn or '(model)')}  {det}")
     for fqn, why in _scheme_reasons(m, limit):

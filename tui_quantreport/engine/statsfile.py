@@ -388,6 +388,9 @@ def measured_state(measured: Any) -> dict[str, Any]:
             fqn: {"scheme_reason": e.scheme_reason, "rows": e.rows, "dynamic_kernel": e.dynamic_kernel}
             for fqn, e in measured.modules.items()
         },
+        # The deployment target and what it does not run (absent in files written before targets).
+        "target": measured.target,
+        "refused": {fqn: dict(r) for fqn, r in measured.refused.items()},
     }
 
 
@@ -425,6 +428,8 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
             {str(k): _db(v) for k, v in (state.get("plan_output_sqnr_db") or {}).items()},
             None if state.get("output_key") is None else str(state["output_key"]),
             str(state.get("reference") or "the float model"),
+            target=str(state.get("target") or ""),
+            refused={str(f): {str(k): str(v) for k, v in r.items()} for f, r in (state.get("refused") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFileError(

@@ -1752,13 +1752,9 @@ class MainScreen(Screen[None]):
         if self.plan is not None:
             targets.append(ExportTarget("plan", "What-if plan (JSON)", ".plan.json", write_plan))
         # The plan as a configuration (engine/apply), exported in a worker by _start_apply.
-        targets += [
-            ExportTarget("torchao", "torchao config (.py + .json + .safetensors)", ".torchao.py", None, deferred=True),
-            ExportTarget("pt2e", "PT2E snippet (.py)", ".pt2e.py", None, deferred=True),
-            ExportTarget(
-                "qconfig_mapping", "torch.ao QConfigMapping (.py)", ".qconfig_mapping.py", None, deferred=True
-            ),
-        ]
+        from tui_quantreport.engine.apply.targets import TARGETS
+
+        targets += [ExportTarget(t.name, t.file_label, t.suffix, None, deferred=True) for t in TARGETS.values()]
         return targets
 
     def action_export(self) -> None:
@@ -1828,8 +1824,12 @@ class MainScreen(Screen[None]):
     # Apply the plan (engine/apply: issue 8) ---------------------------------
 
     def action_verify(self) -> None:
-        """Apply the plan with torchao to a copy of the model and measure it (in a worker; Esc cancels)."""
-        self._start_apply("verify", "torchao", None)
+        """Apply the plan with its target's library to a copy of the model and measure it (in a worker;
+        Esc cancels). The target: --target, else torchao on the model's device."""
+        from tui_quantreport.engine.apply.targets import default_target
+
+        target = (self.model.target if self.model is not None else None) or default_target().name
+        self._start_apply("verify", target, None)
 
     def _start_apply(self, kind: str, target: str, path: str | None) -> None:
         if self.model is None:
@@ -1842,7 +1842,7 @@ class MainScreen(Screen[None]):
             return
         self.applying = True
         self._cancel.clear()
-        what = "Verifying the torchao export" if kind == "verify" else f"Exporting the {target} configuration"
+        what = f"Verifying the {target} export" if kind == "verify" else f"Exporting the {target} configuration"
         if self.plan is None:  # nothing measured yet: the recommended plan is measured first
             what += " of the recommended plan (calibrating and measuring it first)"
         self.query_one(CalibrationBar).start(f"{what}…")

@@ -94,6 +94,8 @@ class ModelSession:
         self.unavailable = unavailable
         #: Run a rejected batch again to name the failing module (off with --no-rerun).
         self.rerun_failures = True
+        #: The deployment target the plan is made for (--target; None: torchao on the model's device).
+        self.target: str | None = None
         #: Keeps recent measurements and reports, so a threshold change re-judges from kept numbers.
         self.evaluator = Evaluator(catalog)
         #: The measured error read from a stats file, and the statistics it belongs to: reports of
@@ -157,6 +159,7 @@ class ModelSession:
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         model = cls(loaded_model, session)
         model.rerun_failures = not _option(options, "no_rerun")
+        model.target = _option(options, "target")
         min_gain = _min_gain(options, saved)
         report = model.evaluate(stats, settings, min_gain_db=min_gain)
         return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status, notice, min_gain_db=min_gain)
@@ -382,7 +385,7 @@ def measure(
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
     from tui_quantreport.engine.quantsim.availability import analysis_for
 
-    analysis = analysis_for(session.session, probes, stats, backend)  # an exported graph: a converted copy
+    analysis = analysis_for(session.session, probes, stats, backend, session.target)  # a graph: a converted copy
     min_rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
     if min_rows is not None:  # the plan trusts a static range from as many rows as the finding does
         analysis.min_rows = int(min_rows)

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui_quantreport.engine.apply.common import TARGETS, Export
+from tui_quantreport.engine.apply.common import Export
 from tui_quantreport.engine.apply.plan import PlanError, PlanFile, check_plan
+from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
 from tui_quantreport.engine.apply.verify import (
     ProgressCallback,
     VerifyResult,
@@ -32,6 +33,8 @@ class Subject:
     calibration: str | None = None
     #: The model output every end-to-end SQNR reads (None: all of them, combined).
     output_key: str | None = None
+    #: The target the plan was made for (the plan file's, else torchao on the model's device).
+    target: Target | None = None
 
     def batches(self, count: int | None) -> list[Any]:
         from tui_quantreport.engine.spec import open_batches
@@ -39,10 +42,9 @@ class Subject:
         return list(itertools.islice(open_batches(self.loaded), count)) if count else list(open_batches(self.loaded))
 
 
-def check_target(target: str) -> str:
-    if target not in TARGETS:
-        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    return target
+def check_target(target: str | Target, plan: PlanFile | None = None) -> Target:
+    """The :class:`Target` a name (or old alias) selects; one line naming the choices when none does."""
+    return target if isinstance(target, Target) else resolve(target, plan)
 
 
 def load_subject(
@@ -50,21 +52,29 @@ def load_subject(
     plan_path: str | None,
     calibration: str | None = None,
     backend: str | None = None,
+    target: str | None = None,
     *,
     output_key: str | None = None,
 ) -> Subject:
-    """The model a spec names and the plan to apply (the file's, or the recommended one)."""
+    """The model a spec names and the plan to apply: the file's, or the plan recommended for
+    ``target`` (default: the plan file's target, else torchao on the model's device).
+    ``backend`` is kept for old callers: the target's recipe decides the activation grid."""
     from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.spec import load_model
 
     plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
+    chosen = check_target(target, plan) if target else None  # a bad target fails before the model loads
     loaded = load_model(spec, calibration)
     check_eager(loaded.model, spec)
     catalog = ModelCatalog.build(loaded.model)
+    if chosen is None:
+        chosen = (
+            resolve(plan.target) if plan is not None and plan.target else default_target(model_device(loaded.model))
+        )
     if plan is None:
-        plan = recommended_plan(loaded, catalog, backend, output_key)
+        plan = recommended_plan(loaded, catalog, chosen, output_key)
     check_plan(plan, catalog, spec)
-    return Subject(spec, loaded.model, catalog, plan, loaded, calibration, output_key)
+    return Subject(spec, loaded.model, catalog, plan, loaded, calibration, output_key=output_key, target=chosen)
 
 
 def not_eager(model: Any, spec: str) -> str | None:
@@ -91,8 +101,8 @@ def check_eager(model: Any, spec: str) -> None:
         raise UserError(reason)
 
 
-def recommended_plan(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
-    """Calibrate and take the measured-error engine's recommended plan."""
+def recommended_plan(loaded: Any, catalog: Any, target: Target, output_key: str | None = None) -> PlanFile:
+    """Calibrate and take the measured-error engine's plan recommended for ``target``."""
     try:
         from tui_quantreport.engine import quantsim  # noqa: F401
     except ImportError:
@@ -102,55 +112,36 @@ def recommended_plan(loaded: Any, catalog: Any, backend: str | None, output_key:
         ) from None
     from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
 
-    return recommended_plan_file(loaded, catalog, backend, output_key)
+    return recommended_plan_file(loaded, catalog, target, output_key)
 
 
-def export_plan(subject: Subject, target: str) -> Export:
-    """The files of ``target`` for the subject's plan (nothing written)."""
-    check_target(target)
-    first = subject.batches(1)[0] if subject.loaded.batches_factory is not None else None
-    if target == "torchao":
-        from tui_quantreport.engine.apply.torchao_target import export_torchao
+def export_plan(subject: Subject, target: str | Target | None = None) -> Export:
+    """The files of ``target`` (default: the subject's) for the subject's plan (nothing written)."""
+    chosen = check_target(target, subject.plan) if target is not None else _subject_target(subject)
+    return chosen.export(subject)
 
-        return export_torchao(subject.model, subject.plan, subject.spec, first, subject.calibration)
-    if target == "pt2e":
-        from tui_quantreport.engine.apply.pt2e_target import export_pt2e
 
-        return export_pt2e(subject.model, subject.plan, subject.spec, first, subject.calibration)
-    from tui_quantreport.engine.apply.qconfig_target import export_qconfig_mapping
-
-    return export_qconfig_mapping(subject.model, subject.plan, subject.spec, first, subject.calibration)
+def _subject_target(subject: Subject) -> Target:
+    return subject.target or default_target(model_device(subject.model))
 
 
 def verify_plan(
     subject: Subject,
-    target: str,
+    target: str | Target | None = None,
     *,
     probe_batches: int | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> VerifyResult:
-    """Export the subject's plan for ``target``, apply it with the real library, measure it."""
-    check_target(target)
+    """Export the subject's plan for ``target`` (default: the plan's), apply it with the real
+    library, measure it against the simulation of the same target's recipe."""
+    chosen = check_target(target, subject.plan) if target is not None else _subject_target(subject)
     count = probe_batches or subject.plan.probe_batches or DEFAULT_PROBE_BATCHES
-    subject, note = without_cache(subject, target)
-    export = export_plan(subject, target)
+    subject, note = without_cache(subject, chosen)
+    export = chosen.export(subject)
     probes = subject.batches(count)
-    if target == "torchao":
-        from tui_quantreport.engine.apply.library import torchao_version
-        from tui_quantreport.engine.apply.torchao_target import applier
-
-        apply = applier(export)
-        library = f"torchao {torchao_version()}"
-        inspect = None
-    else:
-        import importlib
-
-        module = importlib.import_module(
-            f"tui_quantreport.engine.apply.{'pt2e_target' if target == 'pt2e' else 'qconfig_target'}"
-        )
-        apply, library, inspect = module.applier(export, subject, count)
-    prediction = export_prediction(subject, export, target, probes)
+    apply, library, inspect = chosen.applier(export, subject, count)
+    prediction = export_prediction(subject, export, chosen, probes)
     return verify_export(
         subject.model,
         subject.plan,
@@ -167,7 +158,7 @@ def verify_plan(
     )
 
 
-def without_cache(subject: Subject, target: str) -> tuple[Subject, str]:
+def without_cache(subject: Subject, target: Target) -> tuple[Subject, str]:
     """For PT2E, a transformers model whose config has ``use_cache`` on returns a ``DynamicCache``,
     which ``torch.export`` cannot export: the subject on a copy with ``config.use_cache = False``
     (the user's model is not changed), and a note saying so. Otherwise the subject as it is."""
@@ -175,7 +166,7 @@ def without_cache(subject: Subject, target: str) -> tuple[Subject, str]:
     from dataclasses import replace
 
     config = getattr(subject.model, "config", None)
-    if target != "pt2e" or not getattr(config, "use_cache", False):
+    if target.library != "pt2e" or not getattr(config, "use_cache", False):
         return subject, ""
     try:
         model = copy.deepcopy(subject.model)
@@ -191,7 +182,7 @@ def without_cache(subject: Subject, target: str) -> tuple[Subject, str]:
     )
 
 
-def export_prediction(subject: Subject, export: Export, target: str, probes: list[Any]) -> tuple[float | None, str]:
+def export_prediction(subject: Subject, export: Export, target: Target, probes: list[Any]) -> tuple[float | None, str]:
     """The simulated SQNR of the plan as the target applies it, when the measured-error engine is here."""
     try:
         from tui_quantreport.engine.apply.quantsim_bridge import predict_export
@@ -217,37 +208,38 @@ def apply_in_app(
     ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here);
     ``source`` says which plan it is (``edited in the app``), in the exported files and the result.
     """
-    check_target(target)
+    chosen = check_target(target)
     check_eager(loaded.model, loaded.spec)
     from tui_quantreport.engine.apply import quantsim_bridge as bridge
 
     if plan is None:
-        analysis = bridge.calibrated_analysis(loaded, catalog, None, progress=progress, should_cancel=should_cancel)
+        analysis = bridge.calibrated_analysis(loaded, catalog, chosen, progress=progress, should_cancel=should_cancel)
         recommended = analysis.recommended_plan()
         plan_file = bridge.plan_file_from(
-            recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes))
+            recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes)), target=chosen.name
         )
     else:
         plan_file = bridge.plan_file_from(plan, source)
     check_plan(plan_file, catalog, loaded.spec)
-    subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded)
+    chosen = check_target(target, plan_file)
+    subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded, None, target=chosen)
     if kind == "export":
         if not path:
             raise UserError("give a path for the configuration file")
-        export = export_plan(subject, target)
+        export = export_plan(subject, chosen)
         from tui_quantreport.engine.spec import source_path
 
         written = export.write(path, inputs=[p for p in (source_path(loaded.spec),) if p])
-        note = f"Wrote the {target} configuration to {', '.join(str(p) for p in written)}."
+        note = f"Wrote the {chosen.name} configuration to {', '.join(str(p) for p in written)}."
         mixed = [c.fqn for c in export.changes if "mix static and dynamic" in c.reason]
         if mixed:
             note += f" PT2E cannot mix static and dynamic: changed {', '.join(mixed)}."
         others = [c for c in export.changes if c.fqn not in mixed]
         if others:
-            note += f" {len(others)} module(s) changed for {target}: " + "; ".join(c.line() for c in others[:3])
+            note += f" {len(others)} module(s) changed for {chosen.name}: " + "; ".join(c.line() for c in others[:3])
             note += " …" if len(others) > 3 else ""
         return None, None, note
-    result = verify_plan(subject, target, progress=progress, should_cancel=should_cancel)
+    result = verify_plan(subject, chosen, progress=progress, should_cancel=should_cancel)
     achieved = f"{result.achieved_db:.2f} dB" if result.achieved_db is not None else "n/a"
     return (
         f"Verify the plan with {result.library}",

@@ -14,8 +14,6 @@ from typing import Any
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.escape import printable
 
-TARGETS = ("torchao", "pt2e", "qconfig_mapping")
-
 
 @dataclass(frozen=True)
 class Change:

@@ -96,6 +96,12 @@ class PlanFile:
         return str(self.extra.get("backend", "x86"))
 
     @property
+    def target(self) -> str | None:
+        """The deployment target the plan was made for (None in plans written before targets)."""
+        value = self.extra.get("target")
+        return str(value) if value else None
+
+    @property
     def quantized(self) -> dict[str, str]:
         return {fqn: e.scheme for fqn, e in self.modules.items() if e.scheme != FLOAT}
 
@@ -118,6 +124,7 @@ class PlanFile:
             "format": PLAN_FORMAT,
             "model": {"class": self.model_class, "fingerprint": self.fingerprint},
             "backend": self.backend,
+            **({"target": self.target} if self.target else {}),
             "probe_batches": self.probe_batches,
             "predicted_sqnr_db": _finite(self.predicted_sqnr_db),
             "modules": {
@@ -168,6 +175,12 @@ class PlanFile:
         backend = data.get("backend", "x86")
         if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
             raise bad(f"unknown backend {backend!r}")
+        target = data.get("target")
+        if target is not None:
+            from tui_quantreport.engine.apply.targets import NAMES
+
+            if target not in NAMES:
+                raise bad(f"unknown target {target!r}")
         return cls(
             model["class"],
             model["fingerprint"],
@@ -175,7 +188,7 @@ class PlanFile:
             float(predicted) if predicted is not None else None,
             probes if isinstance(probes, int) else None,
             source,
-            {"backend": backend},
+            {"backend": backend, **({"target": target} if target else {})},
         )
 
     @classmethod

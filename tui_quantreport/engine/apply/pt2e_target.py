@@ -34,11 +34,36 @@ def choose_mode(plan: PlanFile) -> str:
     return "static" if counts["static"] > counts["dynamic"] else "dynamic"
 
 
+def export_for_target(target: Any, subject: Any) -> Export:
+    """The PT2E snippet for ``target`` (pt2e-x86-static or pt2e-x86-dynamic)."""
+    mode = "dynamic" if "dynamic" in target.supported else "static"
+    export = export_pt2e(
+        subject.model,
+        subject.plan,
+        subject.spec,
+        None,
+        subject.calibration,
+        mode=mode,
+        reduce_range=target.recipe.activation_bits == 7,
+    )
+    export.target = target.name
+    return export
+
+
 def export_pt2e(
-    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+    model: nn.Module,
+    plan: PlanFile,
+    spec: str,
+    first_batch: Any | None,
+    calibration: str | None = None,
+    *,
+    mode: str | None = None,
+    reduce_range: bool | None = None,
 ) -> Export:
+    """The snippet; ``mode`` (static or dynamic) from the target, else the plan's majority;
+    ``reduce_range`` from the target, else the plan's static qparams (7 bits without any)."""
     require_torchao("the pt2e export")
-    mode = choose_mode(plan)
+    mode = mode or choose_mode(plan)
     facts = module_facts(model, plan.quantized, None)
     changes: list[Change] = []
     per_tensor: list[str] = []
@@ -66,7 +91,8 @@ def export_pt2e(
         elif scheme == "static_per_tensor":
             per_tensor.append(fqn)
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
-    reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
+    if reduce_range is None:
+        reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
     mixed = [c for c in changes if "mix static and dynamic" in c.reason]
     extra = [
         f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",
@@ -117,7 +143,7 @@ def export_pt2e(
     return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [], recipe)
 
 
-def applier(export: Export, subject: Any, probe_count: int):
+def applier(target: Any, export: Export, subject: Any, probe_count: int):
     """``apply(model)``: the PT2E recipe with the export's data on all calibration batches, through
     the library API (the generated text is not run in this process)."""
     from tui_quantreport.engine.apply.recipes import pt2e_quantize

@@ -26,9 +26,25 @@ from tui_quantreport.engine.apply.recipes import call, fx_qconfig_mapping, fx_qu
 BACKEND_ENGINE = {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}
 
 
+def export_for_target(target: Any, subject: Any) -> Export:
+    """The QConfigMapping file for ``target`` (qconfig-x86 or qconfig-qnnpack: its engine and grid)."""
+    export = export_qconfig_mapping(
+        subject.model, subject.plan, subject.spec, None, subject.calibration, backend=target.recipe.backend
+    )
+    export.target = target.name
+    return export
+
+
 def export_qconfig_mapping(
-    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+    model: nn.Module,
+    plan: PlanFile,
+    spec: str,
+    first_batch: Any | None,
+    calibration: str | None = None,
+    *,
+    backend: str | None = None,
 ) -> Export:
+    """The file; ``backend`` (the engine, and its activation grid) from the target, else the plan's."""
     facts = module_facts(model, plan.quantized, None)
     changes: list[Change] = []
     assigned: dict[str, str] = {}
@@ -51,9 +67,14 @@ def export_qconfig_mapping(
             changes.append(Change(fqn, scheme, exported, "torch.ao has no dynamic quantized convolution"))
         assigned[fqn] = exported
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
-    act = next((e.activation for e in plan.modules.values() if e.activation), None)
-    qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
-    backend = plan.backend
+    if backend is None:
+        act = next((e.activation for e in plan.modules.values() if e.activation), None)
+        qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
+        backend = plan.backend
+    else:
+        from tui_quantreport.engine.quantsim.qparams import activation_range
+
+        qmin, qmax = activation_range(backend)
     engine = BACKEND_ENGINE.get(backend, "x86")
     recipe = {
         "engine": engine,
@@ -91,7 +112,7 @@ def export_qconfig_mapping(
     return Export("qconfig_mapping", text, {}, changes, exported_plan, recipe=recipe)
 
 
-def applier(export: Export, subject: Any, probe_count: int):
+def applier(target: Any, export: Export, subject: Any, probe_count: int):
     """``apply(model)``: the FX recipe with the export's data on all calibration batches, through
     the library API (the generated text is not run in this process)."""
     import torch

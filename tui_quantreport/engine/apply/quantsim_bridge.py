@@ -16,7 +16,7 @@ from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 DEFAULT_PROBES = 4
 
 
-def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
+def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:
     modules = {
         fqn: PlanEntry(scheme, plan.activation.get(fqn) if scheme.startswith("static") else None)
         for fqn, scheme in plan.modules.items()
@@ -28,7 +28,7 @@ def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
         plan.predicted_sqnr_db,
         plan.probe_batches,
         source,
-        {"backend": plan.backend},
+        {"backend": plan.backend, **({"target": target or plan.target} if (target or plan.target) else {})},
     )
 
 
@@ -42,19 +42,26 @@ def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
         activation,
         plan.probe_batches or 0,
         plan.predicted_sqnr_db,
+        plan.target or "",
     )
+
+
+def analysis_options(target: Any) -> dict[str, Any]:
+    """The ErrorAnalysis options that make it simulate ``target`` (a Target): its recipe and what it runs."""
+    return {"target": target}
 
 
 def calibrated_analysis(
     loaded: Any,
     catalog: Any,
-    backend: str | None,
+    target: Any,
     probes: int = DEFAULT_PROBES,
     progress: Any = None,
     should_cancel: Any = None,
     output_key: str | None = None,
 ) -> ErrorAnalysis:
-    """Calibrate (the project's default settings) and measure on the first ``probes`` batches."""
+    """Calibrate (the project's default settings) and measure on the first ``probes`` batches,
+    simulating ``target`` (a Target)."""
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.spec import open_batches
@@ -63,15 +70,27 @@ def calibrated_analysis(
     recorder = ProbeRecorder(open_batches(loaded), probes)
     stats = session.calibrate(recorder, Settings.build(), progress=progress, should_cancel=should_cancel)
     return ErrorAnalysis.from_stats(
-        loaded.model, session.catalog, recorder.probes, stats, backend or "x86", output_key=output_key
+        loaded.model,
+        session.catalog,
+        recorder.probes,
+        stats,
+        target.recipe.backend,
+        output_key=output_key,
+        **analysis_options(target),
     )
 
 
-def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None, output_key: str | None = None) -> PlanFile:
-    analysis = calibrated_analysis(loaded, catalog, backend, output_key=output_key)
+def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_key: str | None = None) -> PlanFile:
+    """The plan recommended for ``target`` (a Target or its name; default torchao on the model's
+    device), with its predicted SQNR and the target's name."""
+    from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
+
+    if not isinstance(target, Target):
+        target = resolve(target) if target else default_target(model_device(loaded.model))
+    analysis = calibrated_analysis(loaded, catalog, target, output_key=output_key)
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
-    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "")
+    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "", target.name)
 
 
 def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
@@ -103,48 +122,31 @@ def plan_ranges(plan: PlanFile) -> dict[str, tuple[float, float]]:
     return ranges
 
 
-def predict_export(subject: Any, export: Any, target: str, probes: list[Any]) -> tuple[float | None, str]:
-    """Simulated end-to-end SQNR of the plan as ``target`` applies it, and what differs from the plan."""
+def predict_export(subject: Any, export: Any, target: Any, probes: list[Any]) -> tuple[float | None, str]:
+    """Simulated end-to-end SQNR of the plan as ``target`` (a Target) applies it: the modules it
+    changed, and its activation recipe (grid, per-token or per-tensor dynamic, output steps,
+    pooling on its input's grid, fused ReLU ranges). Also: what differs from the plan."""
     plan: PlanFile = subject.plan
     exported: PlanFile = export.exported_plan or plan
     notes = []
-    backend = plan.backend
-    seven_bit = any(e.activation is not None and e.activation.reduce_range for e in plan.modules.values()) or (
-        backend in ("x86", "fbgemm")
-    )
-    if target == "torchao" and seven_bit:
-        backend = "qnnpack"  # the simulation's 8-bit activation grid, which torchao uses
-        notes.append(f"activations on torchao's 8-bit grid (the {plan.backend} plan simulates 7 bits, reduce_range)")
+    recipe = target.recipe
+    planned_bits = 7 if plan.backend in ("x86", "fbgemm") else 8
+    if plan.target != target.name and planned_bits != recipe.activation_bits:
+        notes.append(
+            f"activations on {target.name}'s {recipe.activation_bits}-bit grid (the plan simulated {planned_bits} bits)"
+        )
     if export.changes:
         notes.append(f"{len(export.changes)} module(s) changed by the target")
-    if target == "torchao" and any(s.startswith("static") for s in exported.quantized.values()):
-        notes.append("static outputs left float, as torchao leaves them")
-    # What differs between the simulation and the target, from the plan as exported (not a fixed list).
-    static = [fqn for fqn, s in exported.quantized.items() if s.startswith("static")]
-    dynamic = [fqn for fqn, s in exported.quantized.items() if s == "dynamic"]
-    if target != "torchao" and static:
-        notes.append(
-            f"{target} also quantizes the outputs of other ops (add, pool, ...) around its {len(static)} static "
-            "module(s), which the simulation does not model"
-        )
-    if target == "pt2e" and dynamic:
-        notes.append(
-            f"pt2e quantizes the activations of its {len(dynamic)} dynamic module(s) per tensor, where the "
-            "simulation quantizes a 3-D input per token"
-        )
     ranges = plan_ranges(plan)
     if any(s.startswith("static") and fqn not in ranges for fqn, s in exported.quantized.items()):
         ranges = {**calibrated_ranges(subject), **ranges}  # the plan's own calibration wins where it has one
-    # torchao's Int8StaticActivationInt8WeightConfig leaves a static Linear's output float;
-    # torch.ao's converted modules (the other targets) emit int8.
-    static_outputs = "float" if target == "torchao" else "int8"
     analysis = ErrorAnalysis(
         subject.model,
         subject.catalog,
         probes,
         ranges,
-        backend,
-        static_outputs=static_outputs,
+        recipe.backend,
+        target=target,
         output_key=getattr(subject, "output_key", None),
     )
     modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}

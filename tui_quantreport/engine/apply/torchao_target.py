@@ -126,16 +126,33 @@ def export_torchao(
     )
 
 
-def applier(export: Export) -> Any:
-    """``apply(model)``: torchao's ``quantize_`` with the export's config, through the library API."""
+def export_for_target(target: Any, subject: Any) -> Export:
+    """The torchao files for ``target`` (torchao-cpu or torchao-cuda): the same configs."""
+    first = subject.batches(1)[0] if subject.loaded.batches_factory is not None else None
+    export = export_torchao(subject.model, subject.plan, subject.spec, first, subject.calibration)
+    export.target = target.name
+    return export
+
+
+def applier(target: Any, export: Export, subject: Any, probe_count: int):
+    """``apply(model)``: torchao's ``quantize_`` with the export's config, through the library API
+    (torchao-cuda: on a CUDA device only)."""
+    import torch
+
     from tui_quantreport.engine.apply.recipes import torchao_quantize
+    from tui_quantreport.engine.errors import UserError
+
+    if target.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"{target.name} applies the plan on a CUDA device, and torch sees none here; verify torchao-cpu"
+        )
 
     entries = list(export.recipe["entries"])
 
     def apply(model: Any) -> Any:
         return torchao_quantize(model, entries, False)
 
-    return apply
+    return apply, f"torchao {torchao_version()}", None
 
 
 def quietly(failure: str, run: Any) -> Any:

@@ -37,13 +37,23 @@ def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
     return copy.model, copy.catalog, copy.skipped
 
 
-def analysis_for(session: Any, probes: Any, stats: Any, backend: str, output_key: str | None = None) -> Any:
-    """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`); a weighted module
-    of a graph that stays a node is listed with why (its SQNR reads "SQNR undefined: ...")."""
+def analysis_for(
+    session: Any, probes: Any, stats: Any, backend: str | None = None, target: Any = None, output_key: str | None = None
+) -> Any:
+    """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`), simulating the
+    deployment ``target`` (a Target or its name; default torchao on the model's device: its
+    recipe decides the activation grid, and the recommended plan only uses what it runs;
+    ``backend`` is kept for old callers). A weighted module of a graph that stays a node is
+    listed with why (its SQNR reads "SQNR undefined: ...")."""
+    from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
     from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 
     model, catalog, skipped = measurable(session)
-    analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats, backend, output_key=output_key)
+    if not isinstance(target, Target):
+        target = resolve(target) if target else default_target(model_device(model))
+    analysis = ErrorAnalysis.from_stats(
+        model, catalog, probes, stats, target.recipe.backend, target=target, output_key=output_key
+    )
     for fqn, why in skipped.items():
         info = session.catalog.modules.get(fqn)
         if info is not None and info.is_weighted and fqn not in analysis.targets:

@@ -36,6 +36,7 @@ probe batches; :meth:`ErrorAnalysis.range_source` says which.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -48,7 +49,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
@@ -83,6 +86,8 @@ from tui_quantreport.engine.session import _freeze_model_state, call_batch, firs
 from tui_quantreport.engine.stats.accumulator import rows_of
 
 ProgressCallback = Callable[[int, int | None], None]
+#: A target's eligibility check: ``runs(scheme, kind name, weight shape) -> reason | None``.
+Runs = Callable[[str, str, tuple[int, ...]], "str | None"]
 
 #: Probe batches by default (the first K calibration batches).
 DEFAULT_PROBE_BATCHES = 4
@@ -102,7 +107,9 @@ PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only
 WEIGHT_STACK_ELEMENTS = 1 << 22
 
 #: What a statically quantized module emits (``ErrorAnalysis(static_outputs=...)``).
-STATIC_OUTPUTS = ("int8", "float")
+STATIC_OUTPUTS = ("int8", "float", "shared")
+#: The reader name :class:`_EdgeTracer` gives an op that shares its input's grid (:data:`SHARED_QPARAMS_TYPES`).
+SHARED_READER = "<shared qparams op>"
 
 CLIPPED = "clipped"
 EQUALIZED = "equalized"
@@ -196,6 +203,8 @@ class _Target:
     consumers: set[str] = field(default_factory=set)
     #: qparams for its output edge: the range after a ReLU-like successor, else its own output range.
     out_static: StaticInput | None = None
+    #: Ops sharing their input's grid (pooling, flatten) that read its output (directly or after a ReLU).
+    shared_readers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -228,7 +237,9 @@ class ErrorAnalysis:
     eager ``convert``): the output is quantized once, with its own calibrated range
     (after a fused ReLU), unless every reader quantizes it statically anyway;
     ``"float"`` as torchao's ``Int8StaticActivationInt8WeightConfig`` does: int8
-    input and weight, float output. It does not change local SQNR.
+    input and weight, float output; ``"shared"`` as PT2E's ``X86InductorQuantizer`` does:
+    the output is quantized only where an op that shares its input's grid (pooling, a
+    ReLU-like module before it) reads it, else left float. It does not change local SQNR.
 
     ``shared_qparams_ops=True`` models what one *global* torch.ao qconfig also does
     to the ops between quantized modules that torch's ``backend_config`` makes share
@@ -257,7 +268,25 @@ class ErrorAnalysis:
         output_key: str | None = None,
         calibration_rows: Mapping[str, int] | None = None,
         min_rows: int = DEFAULT_MIN_ROWS,
+        recipe: ActivationRecipe | None = None,
+        runs: Runs | None = None,
+        target: Any = None,
     ):
+        #: The deployment target simulated (``engine/apply/targets``: its name, recipe and ``runs``).
+        self.target_name = str(getattr(target, "name", "")) if target is not None else ""
+        if target is not None:
+            recipe, runs = target.recipe, target.runs
+        if recipe is not None:  # the target's recipe decides the activation grid and what it models
+            backend = recipe.backend
+            static_outputs = recipe.static_outputs
+            shared_qparams_ops = recipe.shared_qparams_ops
+        self.recipe = recipe
+        #: ``runs(scheme, kind name, weight shape)``: why the target does not run a scheme on a
+        #: module (None when it does); None: every scheme the simulation measures is eligible.
+        self.runs = runs
+        self.per_token_min_ndim = recipe.per_token_min_ndim if recipe is not None else 3
+        self.fused_relu = recipe.fused_relu if recipe is not None else False
+        self._refusals: dict[str, dict[str, str]] | None = None
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
@@ -501,7 +530,8 @@ class ErrorAnalysis:
         outputs: list[dict[str, torch.Tensor]] = []
         try:
             started = time.perf_counter()
-            with self._float_mode():
+            relus = _FunctionalRelu(edges) if self.fused_relu else contextlib.nullcontext()
+            with self._float_mode(), relus:
                 for i, batch in enumerate(self.probes):
                     _check_cancel(should_cancel)
                     edges.new_batch()
@@ -605,7 +635,7 @@ class ErrorAnalysis:
         """What the measure pass simulates for ``target``: every scheme it can run, then (with
         ``advice``) the clipped input range and input-weight equalization."""
         kind = target.kind
-        ctx = InputContext(target.static, self.quant_min, self.quant_max)
+        ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
         variants: list[_Variant] = []
         for name, scheme in SCHEMES.items():
             if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
@@ -761,7 +791,11 @@ class ErrorAnalysis:
         self.scheme_reasons.pop(fqn, None)
         if target is None:
             return FLOAT
-        allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+        if self.runs is not None:
+            refused = self.refusals().get(fqn, {})
+            allowed = [s for s in PREFERENCE if s not in refused]
+        else:
+            allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
         few = self.under_calibrated(fqn)
         if few is not None:
             allowed = [s for s in allowed if not SCHEMES[s].needs_range]
@@ -789,6 +823,26 @@ class ErrorAnalysis:
         where = "in calibration" if fqn in self._given_rows else "on the probe batches"
         return f"under-calibrated: its input saw {rows} {where}, fewer than {self.min_rows}"
 
+    def refusals(self) -> dict[str, dict[str, str]]:
+        """{fqn: {scheme: why the target does not run it}} for every quantizable module the
+        target skips or refuses a scheme on (empty without a target's ``runs``)."""
+        if self.runs is None:
+            return {}
+        cached = self._refusals
+        if cached is None:
+            cached = {}
+            for fqn, target in self.targets.items():
+                shape = tuple(target.module.weight.shape)
+                refused = {}
+                for name in SCHEMES:
+                    why = self.runs(name, target.kind.name, shape)
+                    if why is not None:
+                        refused[name] = why
+                if refused:
+                    cached[fqn] = refused
+            self._refusals = cached
+        return cached
+
     def recommended_plan(self, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Plan:
         """Every quantizable module with its :meth:`recommended_scheme`; a weighted module the
         simulation cannot reproduce (an Embedding subclass with its own forward, such as Whisper's
@@ -804,7 +858,13 @@ class ErrorAnalysis:
         """A :class:`Plan` for this model (activation qparams attached)."""
         activation = {fqn: t.qparams for fqn, t in self.targets.items() if t.qparams is not None}
         return Plan(
-            dict(modules), self.catalog.class_name, self.catalog.fingerprint, self.backend, activation, len(self.probes)
+            dict(modules),
+            self.catalog.class_name,
+            self.catalog.fingerprint,
+            self.backend,
+            activation,
+            len(self.probes),
+            target=self.target_name,
         )
 
     @_gc_paused
@@ -900,7 +960,17 @@ class ErrorAnalysis:
         readers = target.consumers
         if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
             return None
+        if self.static_outputs == "shared" and not any(self._feeds_static(r, quantized) for r in target.shared_readers):
+            # PT2E: an output is quantized only where ops sharing its grid carry it to a quantized op
+            return None
         return target.out_static
+
+    def _feeds_static(self, reader: str, quantized: Mapping[str, str]) -> bool:
+        """Whether the tensor ``reader`` (an op sharing its input's grid) emits reaches, through such
+        ops, a module ``quantized`` quantizes statically."""
+        flow = self.dataflow
+        found = flow.quantizer_of.get(reader) if flow is not None else None
+        return found is not None and found in quantized and SCHEMES[quantized[found]].needs_range
 
     def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
         """The end-to-end SQNR under ``quantized`` (every output combined, or ``output_key``'s);
@@ -998,7 +1068,7 @@ class ErrorAnalysis:
             key = (fqn, scheme_name, out, grid is not None)
             forward = self._forwards.get(key)
             if forward is None:
-                ctx = InputContext(target.static, self.quant_min, self.quant_max)
+                ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
                 wq = self.quantized_weight(fqn, scheme.per_channel_weights)
                 forward = self._forwards[key] = _simulated_forward(
                     target.module, target.kind, scheme, ctx, wq, out, grid, self._memo
@@ -1090,6 +1160,8 @@ def _simulated_forward(
         key = (s_in, z_in, lo_in, hi_in)
 
         def quantize_static(x):
+            if grid is not None and grid.of(x) is not None:
+                return x  # already on the grid its producer shares with this module (PT2E)
             if x.dtype is f32:
                 if memo is not None and memo.source is x and memo.version == x._version and memo.key == key:
                     return memo.result
@@ -1170,6 +1242,7 @@ class _InputMemo:
 #: ``ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT``, the same for x86, fbgemm, qnnpack
 #: and onednn), as modules: converted, they run on the int8 tensor and emit it on the same grid.
 SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten,
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
@@ -1378,6 +1451,7 @@ class _EdgeTracer:
         self.chain_hi: dict[str, float] = {}
         self.raw_readers: dict[str, set[str]] = {}
         self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
+        self.shared_readers: dict[str, set[str]] = {}
 
     def new_batch(self) -> None:
         self.live.clear()
@@ -1419,6 +1493,10 @@ class _EdgeTracer:
                 self.raw_readers.setdefault(key, set()).add(fqn)
             if fqn in targets:
                 self.consumers[key].add(fqn)
+            elif isinstance(module, SHARED_QPARAMS_TYPES) and not monotone:
+                self.consumers[key].add(SHARED_READER)
+                if raw:  # PT2E does not carry a fused Linear/Conv + ReLU output through pooling
+                    self.shared_readers.setdefault(key, set()).add(fqn)
             elif monotone:
                 # The output of this module carries the producer on: tracked by a one-off forward hook.
                 self._pending.append(module.register_forward_hook(self._chain(key, raw)))
@@ -1441,6 +1519,22 @@ class _EdgeTracer:
 
         return hook
 
+    def functional_relu(self, x: Any, output: Any) -> None:
+        """``output = relu(x)`` by a function (``F.relu``, ``torch.relu``, ``Tensor.relu``): as a
+        ReLU module, it carries ``x``'s producer on, and when ``x`` is the producer's raw output,
+        its range is the one the fused Linear/Conv + ReLU pattern quantizes."""
+        source = self.producer(x)
+        if source is None:
+            return
+        key, raw = source
+        if raw:
+            self.raw_readers.setdefault(key, set()).add(FUNCTIONAL_RELU)
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+            self.live[id(output)] = (weakref.ref(output), key, False)
+            if raw:
+                self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
+                self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+
     def _produced(self, fqn: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
@@ -1460,6 +1554,7 @@ class _EdgeTracer:
         analysis = self.analysis
         for fqn, target in analysis.targets.items():
             target.consumers = self.consumers.get(fqn, set())
+            target.shared_readers = self.shared_readers.get(fqn, set())
             lo, hi = self.out_lo.get(fqn), self.out_hi.get(fqn)
             readers = self.raw_readers.get(fqn, set())
             if fqn in self.chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
@@ -1469,6 +1564,29 @@ class _EdgeTracer:
             qp = activation_qparams(lo, hi, analysis.backend)
             if qp is not None:
                 target.out_static = StaticInput(qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
+
+
+#: The reader name a functional ReLU gets in :class:`_EdgeTracer` (not a module name).
+FUNCTIONAL_RELU = "<F.relu>"
+
+
+class _FunctionalRelu(TorchFunctionMode):
+    """During a range pass, tells the edge tracer about every ReLU called as a function (which no
+    module hook sees): torch.ao's and PT2E's fusion patterns quantize a Linear/Conv output after it."""
+
+    def __init__(self, edges: _EdgeTracer):
+        super().__init__()
+        self.edges = edges
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func in _RELU_FUNCTIONS:
+            x = args[0] if args else (kwargs or {}).get("input")
+            self.edges.functional_relu(x, output)
+        return output
+
+
+_RELU_FUNCTIONS = frozenset({torch.nn.functional.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
 
 
 @dataclass(frozen=True)

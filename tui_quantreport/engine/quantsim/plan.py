@@ -7,6 +7,7 @@ it. Saved as JSON, format ``tui-quantreport.plan/1``::
     {"format": "tui-quantreport.plan/1",
      "model": {"class": str, "fingerprint": str},
      "backend": "x86",
+     "target": "torchao-cpu",          (absent in plans written before targets)
      "probe_batches": int, "predicted_sqnr_db": float | null,
      "modules": {fqn: {"scheme": "static_per_tensor" | "static_per_channel" | "dynamic"
                                  | "weight_only" | "float",
@@ -51,6 +52,8 @@ class Plan:
     activation: Mapping[str, QParams] = field(default_factory=dict, repr=False, compare=False)
     probe_batches: int = 0
     predicted_sqnr_db: float | None = None
+    #: The deployment target the plan was made for ("" in plans written before targets).
+    target: str = ""
 
     def __post_init__(self) -> None:
         for fqn, scheme in self.modules.items():
@@ -68,7 +71,7 @@ class Plan:
     @property
     def key(self) -> tuple:
         """What decides the plan's measurement: a hashable key for caches."""
-        return (self.model_class, self.fingerprint, self.backend, tuple(sorted(self.modules.items())))
+        return (self.model_class, self.fingerprint, self.backend, self.target, tuple(sorted(self.modules.items())))
 
     def with_scheme(self, fqns: Iterable[str], scheme: str) -> Plan:
         """A copy where every module in ``fqns`` (those this plan covers) uses ``scheme``."""
@@ -102,6 +105,7 @@ class Plan:
             "format": PLAN_FORMAT,
             "model": {"class": self.model_class, "fingerprint": self.fingerprint},
             "backend": self.backend,
+            **({"target": self.target} if self.target else {}),
             "probe_batches": self.probe_batches,
             "predicted_sqnr_db": predicted if predicted is not None and math.isfinite(predicted) else None,
             "modules": modules,
@@ -125,6 +129,14 @@ class Plan:
         backend = data.get("backend", "x86")
         if backend not in REDUCE_RANGE:
             raise PlanError(f"{source}: unknown backend {backend!r}; expected one of {', '.join(REDUCE_RANGE)}")
+        target = data.get("target", "")
+        if target:
+            from tui_quantreport.engine.apply.targets import NAMES
+
+            if target not in NAMES:
+                raise PlanError(f"{source}: unknown target {target!r}; expected one of {', '.join(NAMES)}")
+        elif target is not None and target != "":
+            raise PlanError(f'{source}: "target" must be a target name')
         entries = data.get("modules")
         if not isinstance(entries, dict):
             raise PlanError(f'{source}: "modules" must be an object mapping module names to schemes')
@@ -163,6 +175,7 @@ class Plan:
             activation,
             probes,
             float(predicted) if predicted is not None else None,
+            str(target or ""),
         )
 
     @classmethod

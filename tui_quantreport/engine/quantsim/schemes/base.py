@@ -58,6 +58,12 @@ class InputContext:
     static: StaticInput | None  # None when no calibrated range is known
     quant_min: int  # the backend's activation range, for dynamic qparams
     quant_max: int
+    #: Dynamic activations: one scale per token (row of the last axis) for inputs of at least
+    #: this rank, one per tensor below; None: one per tensor always (the target's recipe).
+    per_token_min_ndim: int | None = 3
+
+    def per_token(self, x: torch.Tensor) -> bool:
+        return self.per_token_min_ndim is not None and x.dim() >= max(2, self.per_token_min_ndim)
 
 
 class Scheme:

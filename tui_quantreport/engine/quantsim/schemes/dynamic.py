@@ -1,9 +1,10 @@
 """dynamic: input qparams from each batch's own range, qint8 per-channel weights.
 
-A 2-D or 4-D input gets one scale per tensor (torch's dynamic Linear); a 3-D
-``(batch, tokens, features)`` input gets one scale per token (row of its last
-axis), as token-wise dynamic quantization does. The qparams use the same
-quint8 affine formula and reduce_range as the static schemes.
+The target's recipe (``InputContext.per_token_min_ndim``) says how: torchao's
+dynamic configs take one scale per token (row of the last axis) for inputs of
+rank 3 and more, one per tensor for 2-D; torch.ao's dynamic Linear and PT2E one
+scale per tensor always. The qparams use the same quint8 affine formula and
+activation grid as the static schemes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ class Dynamic(Scheme):
     name = "dynamic"
     title = "dynamic"
     description = (
-        "int8 activations quantized with each batch's own range (per tensor; per token for 3-D inputs) "
+        "int8 activations quantized with each batch's own range (per token or per tensor, as the target does) "
         "and int8 per-channel weights"
     )
     activation = "dynamic"
     per_channel_weights = True
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
-        return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=x.dim() == 3)
+        return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=ctx.per_token(x))
