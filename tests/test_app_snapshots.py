@@ -27,8 +27,13 @@ def make_app(model: str = "showcase") -> QuantReportApp:
 
 
 async def loaded(pilot) -> None:
-    """Wait for the model to load (the loader imports torch in a worker thread)."""
-    await pilot.app.workers.wait_for_complete()
+    """Wait for the model to load (the loader imports torch in a worker thread, which may start
+    after the first wait on a busy machine: wait until the report is there)."""
+    for _ in range(1200):
+        await pilot.app.workers.wait_for_complete()
+        if pilot.app.report is not None:
+            break
+        await pilot.pause(0.05)
     await pilot.pause()
 
 
