@@ -62,6 +62,16 @@ class ActivationQParams:
         zero_point = int(min(max(-128 - int(np.round(min_neg / new_scale)), -128), 127))
         return float(new_scale), zero_point
 
+    def range(self) -> tuple[float, float]:
+        """The (min, max) these qparams represent: ``(q - zero_point) * scale`` at both ends, in float32."""
+        import numpy as np
+
+        scale = np.float32(self.scale)
+        return (
+            float(np.float32(self.quant_min - self.zero_point) * scale),
+            float(np.float32(self.quant_max - self.zero_point) * scale),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "scale": self.scale,

@@ -65,13 +65,15 @@ from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
     fake_quantize_float32_,
     fake_quantize_weight,
-    fake_quantize_weights,
 )
 from tui_quantreport.engine.quantsim.schemes import (
     FLOAT,
+    PREFERENCE,
     SCHEMES,
     InputContext,
+    Scheme,
     StaticInput,
+    WeightFacts,
 )
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr, SqnrAccumulator
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
@@ -89,8 +91,6 @@ DEFAULT_MIN_GAIN_DB = 1.0
 #: Weight-only (float activations) is recommended only where no activation-quantizing
 #: scheme reaches this local SQNR.
 WEIGHT_ONLY_BELOW_DB = 20.0
-#: Order in which the recommended plan prefers schemes (cheapest to run first).
-PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only")
 
 #: Weights are fake-quantized in stacks of at most this many elements (same shapes together).
 WEIGHT_STACK_ELEMENTS = 1 << 22
@@ -243,10 +243,16 @@ class ErrorAnalysis:
         clip_percentile: float = DEFAULT_CLIP_PERCENTILE,
         static_outputs: str = "int8",
         shared_qparams_ops: bool = False,
+        schemes: Sequence[str] | None = None,
     ):
         if static_outputs not in STATIC_OUTPUTS:
             raise ValueError(f"static_outputs must be one of {', '.join(STATIC_OUTPUTS)}, not {static_outputs!r}")
         self.static_outputs = static_outputs
+        unknown = [name for name in schemes or () if name not in SCHEMES]
+        if unknown:
+            raise ValueError(f"unknown scheme {unknown[0]!r}; choose from {', '.join(SCHEMES)}")
+        #: The schemes the local pass measures (registry order; default all).
+        self.schemes: tuple[str, ...] = tuple(n for n in SCHEMES if schemes is None or n in schemes)
         self.shared_qparams_ops = shared_qparams_ops
         self._grid = _Grids()
         self.model = model
@@ -288,7 +294,9 @@ class ErrorAnalysis:
                 )
                 continue
             self.targets[fqn] = _Target(fqn, module, kind, weight.device)
-        self._weights: dict[tuple[str, bool], torch.Tensor] = {}
+        #: Fake-quantized weights by (fqn, the scheme's weight facts): schemes quantizing a
+        #: weight alike share one copy.
+        self._weights: dict[tuple[str, WeightFacts], torch.Tensor] = {}
         self._reference: list[torch.Tensor | None] | None = None
         #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
         self._prepared: tuple[list, list[PreparedReference | None]] | None = None
@@ -516,8 +524,8 @@ class ErrorAnalysis:
         scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
         saved: list[tuple[nn.Module, Any]] = []
         outputs: list[torch.Tensor | None] = []
-        self._quantize_weights(False)
-        self._quantize_weights(True)
+        for key in dict.fromkeys(SCHEMES[name].weight_key for name in self.schemes):
+            self._quantize_weights(next(SCHEMES[n] for n in self.schemes if SCHEMES[n].weight_key == key))
         try:
             for fqn, target in self.targets.items():
                 variants = _grouped(self._variants(target, advice))
@@ -543,7 +551,7 @@ class ErrorAnalysis:
             result[fqn] = self._local_result(target, accs[fqn], advice)
         for fqn, why in self.unsupported.items():
             undefined = Sqnr.undefined(why)
-            result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
+            result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in self.schemes})
         return result
 
     def _variants(self, target: _Target, advice: bool) -> list[_Variant]:
@@ -552,16 +560,13 @@ class ErrorAnalysis:
         kind = target.kind
         ctx = InputContext(target.static, self.quant_min, self.quant_max)
         variants: list[_Variant] = []
-        for name, scheme in SCHEMES.items():
-            if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
+        shape = tuple(target.module.weight.shape)
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            if scheme.eligible(kind, shape) is not None or (scheme.needs_range and target.static is None):
                 continue
             variants.append(
-                _Variant(
-                    name,
-                    scheme.activation,
-                    scheme.input_function(ctx),
-                    self.quantized_weight(target.fqn, scheme.per_channel_weights),
-                )
+                _Variant(name, scheme.input_key, scheme.input_function(ctx), self.quantized_weight(target.fqn, scheme))
             )
         if not advice or not kind.quantizes_input:
             return variants
@@ -619,11 +624,13 @@ class ErrorAnalysis:
         if target.range is not None and all(math.isfinite(v) for v in target.range):
             widest = max(-target.range[0], target.range[1])
             beyond = widest if widest > F32_MAX else None
-        for name, scheme in SCHEMES.items():
-            why = scheme.unsupported(target.kind)
+        shape = tuple(target.module.weight.shape)
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            why = scheme.eligible(target.kind, shape)
             if why is not None:
                 sqnr[name] = Sqnr.undefined(why)
-            elif beyond is not None and scheme.activation != "float":
+            elif beyond is not None and not scheme.facts.weight_only:
                 sqnr[name] = Sqnr.undefined(
                     f"the input of '{target.fqn}' reaches {beyond:.3g}, beyond float32's range, in which "
                     "torch computes int8 qparams"
@@ -653,35 +660,45 @@ class ErrorAnalysis:
 
     # Plans.
 
-    def _quantize_weights(self, per_channel: bool) -> None:
-        """Fake-quantize every target's weight not yet cached, same-shaped weights together
-        (:func:`fake_quantize_weights`, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`)."""
+    def _quantize_weights(self, scheme: Scheme) -> None:
+        """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
+        facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
+        together, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`."""
         groups: dict[tuple, list[str]] = {}
         for fqn, target in self.targets.items():
-            if (fqn, per_channel) not in self._weights:
-                w = target.module.weight
-                groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind.weight_out_axis), []).append(fqn)
-        for (shape, _dtype, _device, axis), fqns in groups.items():
+            w = target.module.weight
+            if (fqn, scheme.weight_key) in self._weights or scheme.eligible(target.kind, tuple(w.shape)) is not None:
+                continue
+            groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
+        for (shape, _dtype, _device, kind), fqns in groups.items():
             per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
             for start in range(0, len(fqns), per_stack):
                 chunk = fqns[start : start + per_stack]
-                if len(chunk) == 1:
-                    self.quantized_weight(chunk[0], per_channel)
+                quantized = (
+                    scheme.weights(torch.stack([self.targets[f].module.weight.detach() for f in chunk]), kind)
+                    if len(chunk) > 1
+                    else None
+                )
+                if quantized is None:
+                    for fqn in chunk:
+                        self.quantized_weight(fqn, scheme)
                     continue
-                stacked = torch.stack([self.targets[f].module.weight.detach() for f in chunk])
-                quantized = fake_quantize_weights(stacked, per_channel, axis)
                 for i, fqn in enumerate(chunk):
-                    self._weights[(fqn, per_channel)] = quantized[i]
+                    self._weights[(fqn, scheme.weight_key)] = quantized[i]
 
-    def quantized_weight(self, fqn: str, per_channel: bool) -> torch.Tensor:
-        """The fake-quantized weight of ``fqn`` (kept: at most two copies of each weight)."""
-        key = (fqn, per_channel)
+    def quantized_weight(self, fqn: str, scheme: Scheme | str | bool) -> torch.Tensor:
+        """The fake-quantized weight of ``fqn`` under ``scheme`` (a scheme or its name; True /
+        False: the int8 per-channel / per-tensor weight), kept: one copy per distinct weight facts."""
+        if isinstance(scheme, bool):
+            scheme = SCHEMES["static_per_channel" if scheme else "static_per_tensor"]
+        elif isinstance(scheme, str):
+            scheme = SCHEMES[scheme]
+        key = (fqn, scheme.weight_key)
         cached = self._weights.get(key)
         if cached is None:
             target = self.targets[fqn]
-            cached = self._weights[key] = fake_quantize_weight(
-                target.module.weight, per_channel, target.kind.weight_out_axis
-            )
+            with torch.no_grad():
+                cached = self._weights[key] = scheme.weight(target.module.weight.detach(), target.kind)
         return cached
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
@@ -696,9 +713,14 @@ class ErrorAnalysis:
         target = self.targets.get(fqn)
         if target is None:
             return FLOAT
-        allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+        allowed = [
+            s
+            for s in PREFERENCE
+            if s in local.sqnr
+            and (SCHEMES[s].facts.activation != "dynamic" or self.backend in target.kind.dynamic_backends)
+        ]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
-        quantizing = {s: v for s, v in values.items() if s != "weight_only"}
+        quantizing = {s: v for s, v in values.items() if not SCHEMES[s].facts.weight_only}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
             values = quantizing
         if not values:
@@ -760,7 +782,7 @@ class ErrorAnalysis:
         per_pass = self._pass_seconds
         passes: float
         if what == "local":
-            passes = 1 + len(SCHEMES) + (0 if self._ranges_done else 1)
+            passes = 1 + len(self.schemes) + (0 if self._ranges_done else 1)
         elif what == "plan":
             passes = 1.2 + (0 if self._reference is not None else 1)
         elif what == "sensitivity":
@@ -803,7 +825,7 @@ class ErrorAnalysis:
         if target.out_static is None or self.static_outputs == "float":
             return None
         readers = target.consumers
-        if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
+        if readers and all(r and r in quantized and SCHEMES[quantized[r]].int8_static_input for r in readers):
             return None
         return target.out_static
 
@@ -814,7 +836,7 @@ class ErrorAnalysis:
             return Sqnr.undefined(f"'{unknown[0]}' cannot be simulated: {why}")
         for fqn, scheme in quantized.items():
             target = self.targets[fqn]
-            refused = SCHEMES[scheme].unsupported(target.kind)
+            refused = SCHEMES[scheme].eligible(target.kind, tuple(target.module.weight.shape))
             if refused is not None:
                 return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {refused}")
             if SCHEMES[scheme].needs_range and target.static is None and target.calls:
@@ -891,12 +913,12 @@ class ErrorAnalysis:
             scheme = SCHEMES[scheme_name]
             if scheme.needs_range and target.static is None:
                 continue  # never called on the probes: nothing to simulate
-            out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
+            out = self._output_quantized(fqn, quantized) if scheme.int8_static_input else None
             key = (fqn, scheme_name, out, grid is not None)
             forward = self._forwards.get(key)
             if forward is None:
                 ctx = InputContext(target.static, self.quant_min, self.quant_max)
-                wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                wq = self.quantized_weight(fqn, scheme)
                 forward = self._forwards[key] = _simulated_forward(
                     target.module, target.kind, scheme, ctx, wq, out, grid, self._memo
                 )
@@ -976,7 +998,7 @@ def _simulated_forward(
     f32 = torch.float32
     tensor = torch.Tensor
     quantize_input: Callable[[torch.Tensor], torch.Tensor] | None = None
-    if scheme.activation == "static" and ctx.static is not None:
+    if scheme.int8_static_input and ctx.static is not None:
         s_in, z_in, lo_in, hi_in = ctx.static.scale, ctx.static.zero_point, ctx.static.quant_min, ctx.static.quant_max
         inv_in = ctx.static.inv_scale
         key = (s_in, z_in, lo_in, hi_in)
@@ -996,7 +1018,7 @@ def _simulated_forward(
             return scheme.input(x, ctx) if x.is_floating_point() else x
 
         quantize_input = quantize_static
-    elif scheme.activation != "float":  # weight-only keeps its input as it is
+    elif not scheme.facts.weight_only:  # weight-only keeps its input as it is
 
         def quantize_other(x):
             return scheme.input(x, ctx) if x.is_floating_point() else x
