@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
+from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
 from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 
@@ -18,7 +18,7 @@ DEFAULT_PROBES = 4
 
 def plan_file_from(plan: Plan, source: str = "") -> PlanFile:
     modules = {
-        fqn: PlanEntry(scheme, plan.activation.get(fqn) if scheme.startswith("static") else None)
+        fqn: PlanEntry(scheme, plan.activation.get(fqn) if needs_activation(scheme) else None)
         for fqn, scheme in plan.modules.items()
     }
     return PlanFile(

@@ -3,7 +3,8 @@ the plan and calling ``quantize_(model, config, filter_fn=None)``; the same
 config as JSON through torchao's ``config_to_dict``; and the calibrated static
 activation scales and zero points in a side-car ``.safetensors`` file.
 
-Mapping (torchao 0.18):
+Mapping (torchao 0.18): each scheme writes its own config (``Scheme.torchao_config_code``,
+in ``quantsim/schemes/``) and names what it imports; the int8 four:
 
 - ``dynamic``: ``Int8DynamicActivationInt8WeightConfig``, asymmetric int8
   activations per tensor (per token for 3-D and wider inputs), per-channel
@@ -14,9 +15,10 @@ Mapping (torchao 0.18):
   torch.ao's uint8 grid to the same grid on int8), per-tensor or per-channel weights;
 - modules kept float are absent.
 
-torchao's int8 workflows implement ``linear`` only, so Conv modules and the
-``out_proj`` that ``nn.MultiheadAttention`` reads directly are kept float and
-listed as changes (named in the file's header and by ``verify``).
+A module a scheme's config cannot take (its kind, e.g. Conv modules for the Linear-only
+workflows and the ``out_proj`` that ``nn.MultiheadAttention`` reads directly, or its shape:
+``Scheme.eligible``) is kept float and listed as a change (named in the file's header and by
+``verify``). Schemes whose kernels need CUDA are written as they are, with a header note.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
 from torch import nn
 
 from tui_quantreport.engine.apply.common import (
@@ -35,47 +38,41 @@ from tui_quantreport.engine.apply.common import (
 from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.quantsim.kinds import kind_of
+from tui_quantreport.engine.quantsim.schemes import SCHEMES, ExportContext, Scheme
 
 JSON_FORMAT = "tui-quantreport.torchao-config/1"
-ATTENTION_PARENTS = ("MultiheadAttention",)
+#: What every exported file imports; each planned scheme adds its config's names.
+BASE_IMPORTS = (("torchao.quantization", "FqnToConfig"), ("torchao.quantization", "quantize_"))
 
 
-def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
-    """Why torchao cannot apply ``scheme`` to this module, or None."""
-    if facts.kind == "Embedding" and scheme == "weight_only":
-        return None
-    if facts.kind != "Linear":
-        return f"torchao 0.18's int8 workflows quantize Linear only, not {facts.kind}"
-    if facts.parent_class in ATTENTION_PARENTS:
-        return "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's Int8Tensor does not support"
-    if scheme.startswith("static") and facts.input_ndim is None:
-        return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
-    return None
+def _import_lines(imports: dict[tuple[str, str], None]) -> str:
+    """``from module import (...)`` per module, names sorted, torchao.quantization first."""
+    by_module: dict[str, list[str]] = {}
+    for module, name in imports:
+        by_module.setdefault(module, []).append(name)
+    lines = []
+    for module in sorted(by_module, key=lambda m: (m != "torchao.quantization", m)):
+        names = sorted(set(by_module[module]), key=lambda n: (n[0].islower(), n))
+        lines.append(f"from {module} import (\n" + "".join(f"    {n},\n" for n in names) + ")\n")
+    return "".join(lines)
 
 
-def _config_code(scheme: str, facts: ModuleFacts, plan: PlanFile) -> str:
-    if scheme == "weight_only":
-        return "Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=set_inductor_config)"
-    if scheme == "dynamic":
-        act = "PerRow()" if (facts.input_ndim or 2) >= 3 else "PerTensor()"
-        return (
-            f"Int8DynamicActivationInt8WeightConfig(granularity=[{act}, PerRow()], "
-            "act_mapping_type=MappingType.ASYMMETRIC, set_inductor_config=set_inductor_config)"
-        )
-    qparams = plan.modules[facts.fqn].activation
-    assert qparams is not None and facts.input_ndim is not None
-    scale, zero_point = qparams.int8()
-    shape = "(" + ", ".join(["1"] * facts.input_ndim) + ("," if facts.input_ndim == 1 else "") + ")"
-    weight = "PerTensor()" if scheme == "static_per_tensor" else "PerRow()"
-    return (
-        "Int8StaticActivationInt8WeightConfig(\n"
-        f"            act_quant_scale=torch.full({shape}, {scale!r}),  # plan: scale {qparams.scale!r}, zero point {qparams.zero_point} on [{qparams.quant_min}, {qparams.quant_max}]\n"
-        f"            act_quant_zero_point=torch.full({shape}, {zero_point}, dtype=torch.int8),\n"
-        f"            granularity=[PerTensor(), {weight}],\n"
-        "            act_mapping_type=MappingType.ASYMMETRIC,\n"
-        "            set_inductor_config=set_inductor_config,\n"
-        "        )"
+def _context(facts: ModuleFacts, plan: PlanFile, model: nn.Module) -> ExportContext:
+    weight = getattr(model.get_submodule(facts.fqn), "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
+    return ExportContext(
+        facts.fqn, facts.kind, facts.parent_class, facts.input_ndim, plan.modules[facts.fqn].activation, shape
     )
+
+
+def _unsupported(scheme: Scheme, ctx: ExportContext, model: nn.Module) -> str | None:
+    """Why torchao cannot apply ``scheme`` to this module (its kind, or its shape), or None."""
+    reason = scheme.torchao_unsupported(ctx)
+    if reason is not None or ctx.weight_shape is None:
+        return reason
+    kind = kind_of(model.get_submodule(ctx.fqn))
+    return scheme.eligible(kind, ctx.weight_shape) if kind is not None else None
 
 
 def export_torchao(
@@ -85,12 +82,19 @@ def export_torchao(
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
     entries: list[tuple[str, str]] = []
-    for fqn, scheme in plan.quantized.items():
-        reason = _unsupported(facts[fqn], scheme)
+    imports: dict[tuple[str, str], None] = dict.fromkeys(BASE_IMPORTS)
+    notes: list[str] = []
+    for fqn, name in plan.quantized.items():
+        scheme = SCHEMES[name]
+        ctx = _context(facts[fqn], plan, model)
+        reason = _unsupported(scheme, ctx, model)
         if reason:
-            changes.append(Change(fqn, scheme, FLOAT, reason))
-        else:
-            entries.append((fqn, _config_code(scheme, facts[fqn], plan)))
+            changes.append(Change(fqn, name, FLOAT, reason))
+            continue
+        entries.append((fqn, scheme.torchao_config_code(ctx)))
+        imports.update(dict.fromkeys(scheme.torchao_imports))
+        if scheme.facts.cuda_only and scheme.facts.runs_note not in notes:
+            notes.append(f"{name}: {scheme.facts.runs_note} (this file is valid; quantize_ refuses it on a CPU)")
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     version = torchao_version()
     top = header(
@@ -99,16 +103,14 @@ def export_torchao(
         plan,
         changes,
         [
-            f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."
+            f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file.",
+            *notes,
         ],
     )
     body = "\n".join(f"        {fqn!r}: {code}," for fqn, code in entries)
     text = (
         top + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
-        "import torch\n"
-        "from torchao.quantization import (\n"
-        "    FqnToConfig,\n    Int8DynamicActivationInt8WeightConfig,\n    Int8StaticActivationInt8WeightConfig,\n"
-        "    Int8WeightOnlyConfig,\n    MappingType,\n    PerRow,\n    PerTensor,\n    quantize_,\n)\n\n\n"
+        "import torch\n" + _import_lines(imports) + "\n\n"
         "def quantization_config(set_inductor_config: bool = True) -> FqnToConfig:\n"
         '    """One entry per quantized module; modules kept float are absent."""\n'
         "    return FqnToConfig({\n" + (body + "\n" if body else "") + "    })\n\n\n"
@@ -173,14 +175,12 @@ def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | Non
     keys: dict[str, dict[str, str]] = {}
     entries = {}
     for fqn, cfg in config.fqn_to_config.items():
-        if getattr(cfg, "act_quant_scale", None) is not None:
-            keys[fqn] = {
-                "act_quant_scale": f"{fqn}.act_quant_scale",
-                "act_quant_zero_point": f"{fqn}.act_quant_zero_point",
-            }
-            tensors[f"{fqn}.act_quant_scale"] = cfg.act_quant_scale.detach().contiguous()
-            tensors[f"{fqn}.act_quant_zero_point"] = cfg.act_quant_zero_point.detach().contiguous()
-            cfg = dataclasses.replace(cfg, act_quant_scale=None, act_quant_zero_point=None)
+        fields = [f for f in ("act_quant_scale", "act_quant_zero_point") if getattr(cfg, f, None) is not None]
+        if fields:
+            keys[fqn] = {f: f"{fqn}.{f}" for f in fields}
+            for f in fields:
+                tensors[f"{fqn}.{f}"] = getattr(cfg, f).detach().contiguous()
+            cfg = dataclasses.replace(cfg, **dict.fromkeys(fields))
         entries[fqn] = cfg
     stripped = type(config)(entries)
     data = {
