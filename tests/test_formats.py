@@ -240,3 +240,31 @@ def test_facts_not_names():
         "dynamic",
         "weight_only",
     ]
+
+
+@pytest.fixture(scope="module")
+def transformer_subject():
+    from tui_quantreport.engine.apply.api import load_subject
+
+    return load_subject("tiny_transformer", None)
+
+
+@pytest.mark.parametrize(
+    "name", ["int4_asym_g32", "int4_sym_g32", "8da4w_g32", "fp8_weight_only", "int8_weight_only_per_group"]
+)
+def test_verify_torchao_achieves_the_prediction(name, transformer_subject):
+    """The plan applied through torchao's FqnToConfig achieves what the simulation predicts (0.5 dB)."""
+    import dataclasses
+
+    from tui_quantreport.engine.apply.api import verify_plan
+
+    subject = transformer_subject
+    plan = subject.plan.with_schemes(dict.fromkeys(subject.plan.modules, name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = verify_plan(dataclasses.replace(subject, plan=plan), "torchao", probe_batches=2)
+    assert result.quantized, result.changes
+    assert result.achieved_db is not None and result.reference_db is not None
+    assert result.achieved_db == pytest.approx(result.reference_db, abs=0.5)
+    # modules torchao cannot take are kept float with their reason, never planned silently
+    assert all(c.exported == "float" and c.reason for c in result.changes)
