@@ -279,6 +279,14 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
         help="also measure one-at-a-time sensitivity (one pass over the probes per quantized module)",
     )
     _min_gain_option(report, default=1.0)
+    report.add_argument(
+        "--schemes",
+        metavar="LIST",
+        type=_schemes_option,
+        default=None,
+        help="schemes to measure: a comma list of names or families (int8, int4, fp8, mx, nvfp4, nf4) or all "
+        "(default all; the int8 schemes the recommended plan chooses among are always measured)",
+    )
     report.add_argument("--plan-out", metavar="FILE", help="write the recommended plan (JSON) here")
 
     samples = OneLineParser(prog=f"{PROG} samples", description="List the bundled sample models.")
@@ -428,6 +436,16 @@ def model_output_to_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+def _schemes_option(value: str) -> tuple[str, ...]:
+    """``--schemes``: names read from the scheme registry (argparse turns a ValueError into one line)."""
+    from tui_quantreport.engine.quantsim.schemes import select_schemes
+
+    try:
+        return select_schemes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.quantsim import Plan
@@ -444,6 +462,8 @@ def _measure(args, session, stats, settings, probes, report):
         analysis.local_measurements()
         plan = analysis.recommended_plan(args.min_gain)
         print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
+    if getattr(args, "schemes", None) is not None:
+        analysis.measure_schemes(args.schemes)
     measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
     if args.plan_out:
         path = Plan.from_json_data(measured.plan_data).save(args.plan_out)

@@ -214,6 +214,8 @@ class ModuleError:
     sensitivity_db: float | None = None
     recommended_scheme: str = ""
     range_source: str = ""
+    #: scheme -> deployed bits per weight of this module's weight (None: the scheme cannot take it)
+    bits_per_weight: Mapping[str, float | None] = field(default_factory=dict)
 
     def value(self, key: str) -> float | None:
         """A scheme's SQNR, or "clipped" / "equalized"."""
@@ -238,6 +240,12 @@ class Measured:
     plan_reason: str = ""
     plan_data: Mapping[str, Any] = field(default_factory=dict)
     sensitivity_measured: bool = False
+    #: The model's parameters under the plan (MB as deployed, MB in float, average bits per weight).
+    plan_size_mb: float | None = None
+    float_size_mb: float | None = None
+    plan_bits_per_weight: float | None = None
+    #: scheme -> its facts as plain data (what each measured scheme is, where it runs)
+    schemes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

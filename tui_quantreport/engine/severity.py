@@ -116,7 +116,9 @@ def measure(
             sensitivity_db=s.db if s is not None else None,
             recommended_scheme=plan.modules.get(fqn, ""),
             range_source=m.range_source,
+            bits_per_weight=analysis.bits_per_weight(fqn),
         )
+    size = analysis.plan_size(plan)
     plan = plan.with_prediction(plan_result.db, len(analysis.probes))
     dataflow = analysis.dataflow
     return Measured(
@@ -128,7 +130,27 @@ def measure(
         plan_reason=plan_result.reason,
         plan_data=plan.to_json_data(),
         sensitivity_measured=sensitivity,
+        plan_size_mb=size.mb,
+        float_size_mb=size.float_mb,
+        plan_bits_per_weight=size.bits_per_weight,
+        schemes={name: scheme_json(name) for name in analysis.schemes},
     )
+
+
+def scheme_json(name: str) -> dict[str, Any]:
+    """A scheme's facts as the report's JSON gives them."""
+    from dataclasses import asdict
+
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    scheme = SCHEMES[name]
+    facts = asdict(scheme.facts)
+    return {
+        "title": scheme.title,
+        **facts,
+        "recommended_by_default": scheme.facts.preference is not None,
+        "note": scheme.facts.runs_note or None,
+    }
 
 
 def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Report:
@@ -281,6 +303,7 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             "recommended_scheme": e.recommended_scheme,
             "range_source": e.range_source,
             "undefined": dict(e.reasons),
+            "bits_per_weight": dict(e.bits_per_weight),
         }
     plan = dict(m.plan_data)
     plan["sqnr_db"] = m.plan_sqnr_db
@@ -291,6 +314,12 @@ def measured_json(report: Report) -> dict[str, Any] | None:
         "sensitivity": m.sensitivity_measured,
         "modules": modules,
         "plan": plan,
+        "plan_size": {
+            "mb": m.plan_size_mb,
+            "float_mb": m.float_size_mb,
+            "bits_per_weight": m.plan_bits_per_weight,
+        },
+        "schemes": {name: dict(facts) for name, facts in m.schemes.items()},
         "top_findings": [
             {"module": fqn, "detector": det, "gain_db": gain, "severity": level}
             for fqn, det, gain, level in top_findings(report)
@@ -331,7 +360,8 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "## Measured quantization error",
         "",
         f"On {m.probe_batches} probe batches. Recommended plan: end-to-end SQNR {plan_sqnr}; "
-        f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
+        + (f"size {size_words(m)}; " if size_words(m) else "")
+        + f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
         + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
         + ".",
         "",
@@ -345,20 +375,58 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         lines.append(f"| {markdown_code(fqn or '(model)', in_table=True)} | {det} | {_db(gain)} | {level} |")
     if not rows:
         lines.append("| (none) | | | |")
-    header = " | ".join(SCHEMES)
+    default = [s for s in SCHEMES if SCHEMES[s].facts.preference is not None]
+    header = " | ".join(default)
     lines += [
         "",
         "### Local SQNR per module (dB)",
         "",
         f"| module | {header} | sensitivity | plan |",
-        "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |",
+        "| --- |" + " ---: |" * (len(default) + 1) + " --- |",
     ]
     for fqn, e in m.modules.items():
-        cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
+        cells = " | ".join(_db(e.sqnr_db.get(s)) for s in default)
         lines.append(
             f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {e.recommended_scheme} |"
         )
+    return lines + _formats_markdown(m)
+
+
+def _formats_markdown(m: Measured) -> list[str]:
+    """The number formats table: per module, each measured scheme's local SQNR and bits per weight."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    names = [s for s in m.schemes if s in SCHEMES]
+    if not names:
+        return []
+    lines = [
+        "",
+        "### Number formats: local SQNR (dB) @ bits per weight",
+        "",
+        "Every measured scheme per module (— @ —: the scheme cannot take the module; the reason is in the "
+        "JSON report's `undefined`). "
+        + "; ".join(f"{n}: {SCHEMES[n].facts.runs_note}" for n in names if SCHEMES[n].facts.cuda_only)
+        + ("." if any(SCHEMES[n].facts.cuda_only for n in names) else ""),
+        "",
+        "| module | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
+    for fqn, e in m.modules.items():
+        cells = " | ".join(f"{_db(e.sqnr_db.get(n))} @ {_bpw(e.bits_per_weight.get(n))}" for n in names)
+        lines.append(f"| {markdown_code(fqn, in_table=True)} | {cells} |")
     return lines
+
+
+def _bpw(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def size_words(m: Measured) -> str:
+    """The model's size under the plan in words ("" when not measured)."""
+    if m.plan_size_mb is None:
+        return ""
+    bpw = f", {m.plan_bits_per_weight:.2f} bits per weight" if m.plan_bits_per_weight is not None else ""
+    return f"{m.plan_size_mb:.3g} MB{bpw} (float: {m.float_size_mb:.3g} MB)"
 
 
 def measured_text(report: Report, limit: int = 10) -> list[str]:

@@ -66,6 +66,7 @@ def calibrated_analysis(
 
 def recommended_plan_file(loaded: Any, catalog: Any, backend: str | None) -> PlanFile:
     analysis = calibrated_analysis(loaded, catalog, backend)
+    analysis.measure_schemes(())  # the recommended plan reads only the schemes it chooses among
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
     return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "")

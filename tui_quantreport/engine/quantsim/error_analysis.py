@@ -148,6 +148,16 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class PlanSize:
+    """A model's parameters under a plan: megabytes (10^6 bytes) as deployed, in float, and the
+    average bits per weight over the quantizable modules' weights (float ones at their dtype's)."""
+
+    mb: float
+    float_mb: float
+    bits_per_weight: float | None
+
+
+@dataclass(frozen=True)
 class LocalMeasurement:
     """One module's local measurements.
 
@@ -316,6 +326,18 @@ class ErrorAnalysis:
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
+
+    def measure_schemes(self, names: Sequence[str]) -> None:
+        """Measure only ``names`` (registry order kept) from the next local pass on; the schemes
+        the recommended plan chooses among are always kept (it reads their SQNR)."""
+        unknown = [name for name in names if name not in SCHEMES]
+        if unknown:
+            raise ValueError(f"unknown scheme {unknown[0]!r}; choose from {', '.join(SCHEMES)}")
+        chosen = set(names) | set(PREFERENCE)
+        selected = tuple(n for n in SCHEMES if n in chosen)
+        if selected != self.schemes:
+            self.schemes = selected
+            self._local = None
 
     def submodule(self, fqn: str) -> nn.Module:
         """``model.get_submodule(fqn)``, from a name -> module map built once (2,000 deep
@@ -700,6 +722,44 @@ class ErrorAnalysis:
             with torch.no_grad():
                 cached = self._weights[key] = scheme.weight(target.module.weight.detach(), target.kind)
         return cached
+
+    def bits_per_weight(self, fqn: str) -> dict[str, float | None]:
+        """{scheme: deployed bits per weight of ``fqn``} for the measured schemes (None where ineligible)."""
+        target = self.targets.get(fqn)
+        if target is None:
+            return dict.fromkeys(self.schemes)
+        shape = tuple(target.module.weight.shape)
+        result: dict[str, float | None] = {}
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            result[name] = None if scheme.eligible(target.kind, shape) else scheme.bits_per_weight(shape, target.kind)
+        return result
+
+    def plan_size(self, plan: Plan) -> PlanSize:
+        """The model's parameter size under ``plan``: each quantized weight at its scheme's deployed
+        bits per weight, every other parameter (biases, norms, float modules) at its dtype's."""
+        quantized = plan.quantized
+        bits = float_bits = 0.0
+        weight_bits = weight_numel = 0.0
+        planned: dict[int, float] = {}
+        for fqn, target in self.targets.items():
+            w = target.module.weight
+            native = w.numel() * w.element_size() * 8.0
+            name = quantized.get(fqn)
+            shape = tuple(w.shape)
+            if name is not None and SCHEMES[name].eligible(target.kind, shape) is None:
+                planned[id(w)] = SCHEMES[name].bits_per_weight(shape, target.kind) * w.numel()
+            weight_bits += planned.get(id(w), native)
+            weight_numel += w.numel()
+        seen: set[int] = set()
+        for p in self.model.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            native = p.numel() * p.element_size() * 8.0
+            float_bits += native
+            bits += planned.get(id(p), native)
+        return PlanSize(bits / 8e6, float_bits / 8e6, weight_bits / weight_numel if weight_numel else None)
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
         """The cheapest scheme within ``min_gain_db`` of the best, by local SQNR.
