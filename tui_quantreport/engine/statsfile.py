@@ -315,7 +315,12 @@ def measured_state(measured: Any) -> dict[str, Any]:
     return {
         "probe_batches": measured.probe_batches,
         "modules": {
-            fqn: {"sqnr_db": dict(e.sqnr_db), "reasons": dict(e.reasons), **{k: getattr(e, k) for k in _ERROR_FIELDS}}
+            fqn: {
+                "sqnr_db": dict(e.sqnr_db),
+                "reasons": dict(e.reasons),
+                **{k: getattr(e, k) for k in _ERROR_FIELDS},
+                "bits_per_weight": dict(e.bits_per_weight),
+            }
             for fqn, e in measured.modules.items()
         },
         "quantizer_of": dict(measured.quantizer_of),
@@ -324,6 +329,10 @@ def measured_state(measured: Any) -> dict[str, Any]:
         "plan_reason": measured.plan_reason,
         "plan_data": dict(measured.plan_data),
         "sensitivity_measured": measured.sensitivity_measured,
+        "plan_size_mb": measured.plan_size_mb,
+        "float_size_mb": measured.float_size_mb,
+        "plan_bits_per_weight": measured.plan_bits_per_weight,
+        "schemes": {name: dict(facts) for name, facts in measured.schemes.items()},
     }
 
 
@@ -342,6 +351,7 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
                 _db(e["sensitivity_db"]),
                 str(e["recommended_scheme"]),
                 str(e["range_source"]),
+                {str(k): _db(v) for k, v in e.get("bits_per_weight", {}).items()},  # absent before formats
             )
             for fqn, e in state["modules"].items()
         }
@@ -354,6 +364,10 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
             str(state["plan_reason"]),
             dict(state["plan_data"]),
             bool(state["sensitivity_measured"]),
+            _db(state.get("plan_size_mb")),
+            _db(state.get("float_size_mb")),
+            _db(state.get("plan_bits_per_weight")),
+            {str(k): dict(v) for k, v in state.get("schemes", {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFileError(

@@ -307,6 +307,8 @@ class ErrorAnalysis:
         #: Fake-quantized weights by (fqn, the scheme's weight facts): schemes quantizing a
         #: weight alike share one copy.
         self._weights: dict[tuple[str, WeightFacts], torch.Tensor] = {}
+        #: (fqn, scheme) whose weight recipe raised, with the reason.
+        self._failed: dict[tuple[str, str], str] = {}
         self._reference: list[torch.Tensor | None] | None = None
         #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
         self._prepared: tuple[list, list[PreparedReference | None]] | None = None
@@ -582,14 +584,17 @@ class ErrorAnalysis:
         kind = target.kind
         ctx = InputContext(target.static, self.quant_min, self.quant_max)
         variants: list[_Variant] = []
-        shape = tuple(target.module.weight.shape)
         for name in self.schemes:
             scheme = SCHEMES[name]
-            if scheme.eligible(kind, shape) is not None or (scheme.needs_range and target.static is None):
+            if self._ineligible(target, scheme) is not None or (scheme.needs_range and target.static is None):
                 continue
-            variants.append(
-                _Variant(name, scheme.input_key, scheme.input_function(ctx), self.quantized_weight(target.fqn, scheme))
-            )
+            try:
+                wq = self.quantized_weight(target.fqn, scheme)
+            except Exception as exc:  # noqa: BLE001 - a library recipe's refusal becomes the pair's reason
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                self._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
+                continue
+            variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq))
         if not advice or not kind.quantizes_input:
             return variants
         wq = self.quantized_weight(target.fqn, True)
@@ -646,10 +651,9 @@ class ErrorAnalysis:
         if target.range is not None and all(math.isfinite(v) for v in target.range):
             widest = max(-target.range[0], target.range[1])
             beyond = widest if widest > F32_MAX else None
-        shape = tuple(target.module.weight.shape)
         for name in self.schemes:
             scheme = SCHEMES[name]
-            why = scheme.eligible(target.kind, shape)
+            why = self._ineligible(target, scheme) or self._failed.get((target.fqn, name))
             if why is not None:
                 sqnr[name] = Sqnr.undefined(why)
             elif beyond is not None and not scheme.facts.weight_only:
@@ -689,7 +693,7 @@ class ErrorAnalysis:
         groups: dict[tuple, list[str]] = {}
         for fqn, target in self.targets.items():
             w = target.module.weight
-            if (fqn, scheme.weight_key) in self._weights or scheme.eligible(target.kind, tuple(w.shape)) is not None:
+            if (fqn, scheme.weight_key) in self._weights or self._ineligible(target, scheme) is not None:
                 continue
             groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
         for (shape, _dtype, _device, kind), fqns in groups.items():
@@ -702,9 +706,7 @@ class ErrorAnalysis:
                     else None
                 )
                 if quantized is None:
-                    for fqn in chunk:
-                        self.quantized_weight(fqn, scheme)
-                    continue
+                    continue  # each weight is quantized when its variant is built (a failure is its reason)
                 for i, fqn in enumerate(chunk):
                     self._weights[(fqn, scheme.weight_key)] = quantized[i]
 
@@ -723,6 +725,11 @@ class ErrorAnalysis:
                 cached = self._weights[key] = scheme.weight(target.module.weight.detach(), target.kind)
         return cached
 
+    def _ineligible(self, target: _Target, scheme: Scheme) -> str | None:
+        """Why ``scheme`` cannot take ``target`` (its kind, weight shape and dtype), or None."""
+        w = target.module.weight
+        return scheme.eligible(target.kind, tuple(w.shape), w.dtype)
+
     def bits_per_weight(self, fqn: str) -> dict[str, float | None]:
         """{scheme: deployed bits per weight of ``fqn``} for the measured schemes (None where ineligible)."""
         target = self.targets.get(fqn)
@@ -732,7 +739,7 @@ class ErrorAnalysis:
         result: dict[str, float | None] = {}
         for name in self.schemes:
             scheme = SCHEMES[name]
-            result[name] = None if scheme.eligible(target.kind, shape) else scheme.bits_per_weight(shape, target.kind)
+            result[name] = None if self._ineligible(target, scheme) else scheme.bits_per_weight(shape, target.kind)
         return result
 
     def plan_size(self, plan: Plan) -> PlanSize:
@@ -747,7 +754,7 @@ class ErrorAnalysis:
             native = w.numel() * w.element_size() * 8.0
             name = quantized.get(fqn)
             shape = tuple(w.shape)
-            if name is not None and SCHEMES[name].eligible(target.kind, shape) is None:
+            if name is not None and self._ineligible(target, SCHEMES[name]) is None:
                 planned[id(w)] = SCHEMES[name].bits_per_weight(shape, target.kind) * w.numel()
             weight_bits += planned.get(id(w), native)
             weight_numel += w.numel()
@@ -896,7 +903,7 @@ class ErrorAnalysis:
             return Sqnr.undefined(f"'{unknown[0]}' cannot be simulated: {why}")
         for fqn, scheme in quantized.items():
             target = self.targets[fqn]
-            refused = SCHEMES[scheme].eligible(target.kind, tuple(target.module.weight.shape))
+            refused = self._ineligible(target, SCHEMES[scheme])
             if refused is not None:
                 return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {refused}")
             if SCHEMES[scheme].needs_range and target.static is None and target.calls:

@@ -145,8 +145,10 @@ class Scheme:
             return f"the input of a {kind.name} module is indices, not an activation: only weight_only applies"
         return None
 
-    def eligible(self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None) -> str | None:
-        """Why a module of ``kind`` with this weight shape cannot take this scheme (None: it can)."""
+    def eligible(
+        self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+    ) -> str | None:
+        """Why a module of ``kind`` with this weight shape (and dtype) cannot take this scheme (None: it can)."""
         return self.unsupported(kind)
 
     # Arithmetic.

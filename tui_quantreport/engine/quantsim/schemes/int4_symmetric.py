@@ -63,12 +63,14 @@ class Int4Symmetric(TorchaoScheme):
             family="int4",
         )
 
-    def eligible(self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None) -> str | None:
+    def eligible(
+        self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+    ) -> str | None:
         if kind.name == "conv" and weight_shape is not None and len(weight_shape) != 4:
             return f"torchao's intx config quantizes Linear and Conv2d weights, not a {len(weight_shape)}-D conv weight"
         if weight_shape is not None and len(weight_shape) > 1 and weight_shape[1] == 1:
             return "torchao's intx quantization fails on a weight with one input channel (per group of the module)"
-        return super().eligible(kind, weight_shape)
+        return super().eligible(kind, weight_shape, dtype)
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_intx(weight, self.group_size)

@@ -12,6 +12,9 @@ from tui_quantreport.engine.apply.library import torchao_version
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import LINEAR_KINDS, InputContext, Scheme
 
+#: The weight dtypes torchao's quantization primitives accept.
+TORCHAO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 
 def torchao_missing() -> str | None:
     """Why torchao cannot be used here (None when torchao 0.18 is importable)."""
@@ -33,10 +36,14 @@ class TorchaoScheme(Scheme):
     #: Whether its real kernel (here or on CUDA) only takes bfloat16 models.
     bf16_only: bool = False
 
-    def eligible(self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None) -> str | None:
+    def eligible(
+        self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+    ) -> str | None:
         refused = self.unsupported(kind)
         if refused is not None:
             return refused
+        if dtype is not None and dtype not in TORCHAO_DTYPES:
+            return f"torchao's {self.name} recipe takes float32, bfloat16 or float16 weights, not {str(dtype).removeprefix('torch.')}"
         if kind.name not in self.kinds:
             names = ", ".join(k.replace("_", " ") for k in self.kinds)
             return f"torchao's {self.name} config quantizes {names} modules only, not {kind.name.replace('_', ' ')}"
