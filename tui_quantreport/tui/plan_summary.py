@@ -99,6 +99,8 @@ class PlanSummary(Static):
 
     def _plot(self, measured: Measured, modules: Mapping[str, str]) -> list[Content]:
         """Local SQNR per layer under its plan scheme: a horizontal bar per layer."""
+        from tui_quantreport.engine.quantsim.schemes import SCHEMES  # measured: torch is loaded already
+
         rows: list[tuple[str, str, float | None, str]] = []
         for fqn, scheme in modules.items():
             local = measured.local.get(fqn, {})
@@ -107,7 +109,7 @@ class PlanSummary(Static):
                     (
                         s
                         for k, s in local.items()
-                        if k in ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
+                        if k in SCHEMES and SCHEMES[k].facts.preference is not None  # the schemes a plan picks
                     ),
                     key=lambda s: s.value,
                     default=None,

@@ -32,6 +32,20 @@ def scheme_names() -> tuple[str, ...]:
     return tuple(SCHEMES)
 
 
+def int8_per_tensor_or_channel(scheme: str) -> bool:
+    """Whether ``scheme`` is one torch.ao and PT2E can express (int8 activations and weights per
+    tensor or per channel: the int8 four), by its facts."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry imports this module
+
+    known = SCHEMES.get(scheme)
+    return (
+        known is not None
+        and known.facts.family == "int8"
+        and known.facts.weight.granularity in ("per_tensor", "per_channel")
+        and known.facts.activation_dtype in (None, "int8")
+    )
+
+
 def needs_activation(scheme: str) -> bool:
     """Whether a module planned with ``scheme`` carries calibrated activation qparams (its facts say static)."""
     from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry imports this module
