@@ -268,3 +268,68 @@ def test_verify_torchao_achieves_the_prediction(name, transformer_subject):
     assert result.achieved_db == pytest.approx(result.reference_db, abs=0.5)
     # modules torchao cannot take are kept float with their reason, never planned silently
     assert all(c.exported == "float" and c.reason for c in result.changes)
+
+
+def test_report_json_on_tiny_transformer_lists_every_scheme_with_sqnr_and_bits(capsys):
+    import json
+
+    from tests.cli_helpers import run
+
+    code, out, err = run(
+        capsys, "report", "tiny_transformer", "--format", "json", "--batches", "4", "--probe-batches", "2"
+    )
+    assert code == 0, err
+    measured = json.loads(out)["measured"]
+    assert set(measured["schemes"]) == set(SCHEMES)
+    linear2 = measured["modules"]["encoder.layers.0.linear2"]
+    for name in SCHEMES:  # a number with its size, or the reason the scheme cannot take the module
+        if linear2["sqnr_db"][name] is None:
+            assert linear2["undefined"][name] and linear2["bits_per_weight"][name] is None, name
+        else:
+            assert linear2["bits_per_weight"][name] > 4.0, name
+    assert linear2["sqnr_db"]["nf4"] is None and "16384" in linear2["undefined"]["nf4"]  # 64 x 128 weights
+    assert sum(v is not None for v in linear2["sqnr_db"].values()) == len(SCHEMES) - 1
+    head = measured["modules"]["head"]  # dims not multiples of 16: a reason, never a number
+    assert head["sqnr_db"]["nvfp4_weight_only"] is None and "multiples of 16" in head["undefined"]["nvfp4_weight_only"]
+    assert measured["schemes"]["nvfp4"]["note"].startswith("simulated — runs on CUDA")
+    size = measured["plan_size"]
+    assert 0 < size["mb"] < size["float_mb"] and 8 <= size["bits_per_weight"] < 32
+    assert set(measured["plan"]["modules"][f]["scheme"] for f in measured["plan"]["modules"]) <= {
+        "static_per_tensor",
+        "static_per_channel",
+        "dynamic",
+        "weight_only",
+        "float",
+    }
+
+
+def test_report_schemes_option(capsys):
+    import json
+
+    from tests.cli_helpers import one_line, run
+
+    code, out, err = run(
+        capsys,
+        "report",
+        "tiny_transformer",
+        "--format",
+        "json",
+        "--batches",
+        "2",
+        "--probe-batches",
+        "1",
+        "--schemes",
+        "nf4,fp8_weight_only",
+    )
+    assert code == 0, err
+    measured = json.loads(out)["measured"]
+    assert list(measured["schemes"]) == [
+        "static_per_tensor",
+        "static_per_channel",
+        "dynamic",
+        "weight_only",
+        "fp8_weight_only",
+        "nf4",
+    ]
+    code, out, err = run(capsys, "report", "tiny_transformer", "--schemes", "int3")
+    one_line(code, err, "unknown scheme 'int3'")
