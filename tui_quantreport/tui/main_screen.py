@@ -868,6 +868,8 @@ class MainScreen(Screen[None]):
         measured = self.measured
         if measured is None:
             return ""
+        mb: float | None
+        bpw: float | None
         if measured.analysis is not None:
             size = measured.analysis.plan_size(plan)
             mb, bpw = size.mb, size.bits_per_weight
