@@ -4,11 +4,16 @@ shape rules torchao enforces, weights returned in the module's dtype."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
 import math
+import warnings
 
 import torch
 
-from tui_quantreport.engine.apply.library import torchao_version
+from tui_quantreport.engine.apply.library import require_torchao
+from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import LINEAR_KINDS, InputContext, Scheme
 
@@ -16,12 +21,40 @@ from tui_quantreport.engine.quantsim.schemes.base import LINEAR_KINDS, InputCont
 TORCHAO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+@functools.cache
 def torchao_missing() -> str | None:
-    """Why torchao cannot be used here (None when torchao 0.18 is importable)."""
-    version = torchao_version()
-    if version is None:
-        return "torchao is not installed (pip install 'torchao>=0.18,<0.19')"
+    """Why torchao cannot be used here (None when torchao 0.18 imports), importing it once, quietly
+    (its optional-kernel load warnings are not the report's output)."""
+    try:
+        require_torchao("measuring torchao's number formats")
+    except UserError as exc:
+        return str(exc)
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for module in PROTOTYPE_MODULES:  # they register their enums with torch's pytree on import
+                importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - a broken install is a reason, in one line
+        return f"torchao's prototype formats failed to import: {type(exc).__name__}: {exc}"
+    finally:
+        for log, level in zip(quiet, levels, strict=True):
+            log.setLevel(level)
     return None
+
+
+#: The torchao modules the schemes' recipes and configs use beyond ``torchao.quantization``.
+PROTOTYPE_MODULES = (
+    "torchao.prototype.mx_formats.mx_tensor",
+    "torchao.prototype.mx_formats.nvfp4_tensor",
+    "torchao.prototype.mx_formats.inference_workflow",
+    "torchao.prototype.quantization.int4.inference_workflow",
+    "torchao.prototype.quantization.quant_api",
+    "torchao.prototype._nf4tensor_api",
+)
 
 
 class TorchaoScheme(Scheme):
@@ -42,6 +75,9 @@ class TorchaoScheme(Scheme):
         refused = self.unsupported(kind)
         if refused is not None:
             return refused
+        missing = torchao_missing()
+        if missing is not None:
+            return missing
         if dtype is not None and dtype not in TORCHAO_DTYPES:
             return f"torchao's {self.name} recipe takes float32, bfloat16 or float16 weights, not {str(dtype).removeprefix('torch.')}"
         if kind.name not in self.kinds:
