@@ -167,7 +167,7 @@ def test_single_module_matches_torch_int8_within_one_step(make, shape, per_chann
     from tui_quantreport.engine.quantsim.schemes import InputContext
 
     ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max)
-    weight = analysis.quantized_weight("", SCHEMES[scheme].per_channel_weights)
+    weight = analysis.quantized_weight("", SCHEMES[scheme])
     with torch.no_grad():
         for x in probes:
             ours = target.kind.call(module, SCHEMES[scheme].input(x, ctx), weight)

@@ -177,7 +177,9 @@ def _modules():
 
 
 @pytest.mark.parametrize("case", [c[0] for c in _modules()])
-@pytest.mark.parametrize("scheme_name", list(SCHEMES))
+# The int8 schemes' fast paths (torch's fake-quantize kernels, the input memo, the int8 output step);
+# the other formats run their recipe as it is (held against torchao in test_formats).
+@pytest.mark.parametrize("scheme_name", [n for n, s in SCHEMES.items() if s.facts.preference is not None])
 @pytest.mark.parametrize("with_output", [False, True])
 def test_simulated_forward_equals_the_steps_written_out(case, scheme_name, with_output):
     _, module, x = next(c for c in _modules() if c[0] == case)

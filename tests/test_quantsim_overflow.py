@@ -92,7 +92,9 @@ def test_float32_activations_near_the_largest_value(no_warnings):
     analysis = ErrorAnalysis(model, ModelCatalog.build(model), probes)
     local = analysis.local_sqnr(advice=True)["0"]
     for scheme, value in local.items():
-        assert value.db is not None and 20 < value.db < 80, (scheme, value)
+        # every scheme a Linear(8, 4) can take is measured; the others say why not
+        assert (value.db is not None and 20 < value.db < 80) or "multiple" in value.reason, (scheme, value)
+    assert all(local[s].db is not None for s in ("static_per_tensor", "static_per_channel", "dynamic", "weight_only"))
     plan = analysis.plan_sqnr(analysis.recommended_plan())
     assert plan.db is not None and math.isfinite(plan.db)
 

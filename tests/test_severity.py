@@ -10,7 +10,7 @@ import pytest
 from tui_quantreport.cli import main
 from tui_quantreport.engine import Session, Settings, evaluate, load_model, open_batches
 from tui_quantreport.engine.export import to_json_data, to_markdown
-from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, ProbeRecorder
+from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis, Plan, ProbeRecorder
 from tui_quantreport.engine.report import Level, Measured, ModuleError, Status
 from tui_quantreport.engine.severity import ADVICE, assess, measure, top_findings
 
@@ -155,7 +155,7 @@ def test_measured_report_on_showcase_json_has_no_nan_and_says_contradictions():
     assert m["probe_batches"] == 2 and m["plan"]["format"] == "tui-quantreport.plan/1"
     assert set(m["modules"]) == set(analysis.quantizable)
     for entry in m["modules"].values():
-        assert set(entry["sqnr_db"]) == {"static_per_tensor", "static_per_channel", "dynamic", "weight_only"}
+        assert set(entry["sqnr_db"]) == set(SCHEMES) == set(entry["bits_per_weight"])  # every registered scheme
         assert entry["sensitivity_db"] is None or math.isfinite(entry["sensitivity_db"])
     for name, det in data["detectors"].items():
         if name not in ADVICE:  # a detector with no measured alternative (dead channels) has no severity

@@ -454,6 +454,14 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, a
     )
     _min_gain_option(report, default=1.0)
     report.add_argument(
+        "--schemes",
+        metavar="LIST",
+        type=_schemes_option,
+        default=None,
+        help="schemes to measure: a comma list of names or families (int8, int4, fp8, mx, nvfp4, nf4) or all "
+        "(default all; the int8 schemes the recommended plan chooses among are always measured)",
+    )
+    report.add_argument(
         "--plan-out", metavar="FILE", help="write the recommended plan (JSON) here (with a budget: the budgeted plan)"
     )
     _planner_options(report)
@@ -633,6 +641,16 @@ def model_output_to_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+def _schemes_option(value: str) -> tuple[str, ...]:
+    """``--schemes``: names read from the scheme registry (argparse turns a ValueError into one line)."""
+    from tui_quantreport.engine.quantsim.schemes import select_schemes
+
+    try:
+        return select_schemes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.escape import printable
@@ -650,6 +668,8 @@ def _measure(args, session, stats, settings, probes, report):
     rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
     if rows is not None:  # the same threshold as the under-calibrated finding
         analysis.min_rows = int(rows)
+    if getattr(args, "schemes", None) is not None:
+        analysis.measure_schemes(args.schemes)
     try:
         if args.sensitivity:
             analysis.local_measurements()

@@ -220,6 +220,8 @@ class ModuleError:
     rows: int | None = None
     #: Whether the backend has a dynamic int8 kernel for this module (a convolution has none).
     dynamic_kernel: bool = True
+    #: scheme -> deployed bits per weight of this module's weight (None: the scheme cannot take it)
+    bits_per_weight: Mapping[str, float | None] = field(default_factory=dict)
 
     def value(self, key: str) -> float | None:
         """A scheme's SQNR, or "clipped" / "equalized"."""
@@ -303,6 +305,13 @@ class Measured:
             plan_data={**plan_data, "origin": origin},
             sensitivity_measured=self.sensitivity_measured or sensitivity is not None,
         )
+
+    #: The model's parameters under the plan (MB as deployed, MB in float, average bits per weight).
+    plan_size_mb: float | None = None
+    float_size_mb: float | None = None
+    plan_bits_per_weight: float | None = None
+    #: scheme -> its facts as plain data (what each measured scheme is, where it runs)
+    schemes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

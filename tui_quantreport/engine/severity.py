@@ -121,7 +121,9 @@ def measure(
             scheme_reason=getattr(analysis, "scheme_reasons", {}).get(fqn, ""),
             rows=m.rows,
             dynamic_kernel=_dynamic_kernel(analysis, fqn),
+            bits_per_weight=analysis.bits_per_weight(fqn),
         )
+    size = analysis.plan_size(plan)
     plan = plan.with_prediction(plan_result.db, len(analysis.probes))
     dataflow = analysis.dataflow
     return Measured(
@@ -138,12 +140,32 @@ def measure(
         reference=getattr(analysis, "reference", "the float model"),
         target=getattr(analysis, "target_name", ""),
         refused={fqn: dict(r) for fqn, r in analysis.refusals().items()} if hasattr(analysis, "refusals") else {},
+        plan_size_mb=size.mb,
+        float_size_mb=size.float_mb,
+        plan_bits_per_weight=size.bits_per_weight,
+        schemes={name: scheme_json(name) for name in analysis.schemes},
     )
 
 
 def _dynamic_kernel(analysis: Any, fqn: str) -> bool:
     target = getattr(analysis, "targets", {}).get(fqn)
     return target is None or analysis.backend in target.kind.dynamic_backends
+
+
+def scheme_json(name: str) -> dict[str, Any]:
+    """A scheme's facts as the report's JSON gives them."""
+    from dataclasses import asdict
+
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    scheme = SCHEMES[name]
+    facts = asdict(scheme.facts)
+    return {
+        "title": scheme.title,
+        **facts,
+        "recommended_by_default": scheme.facts.preference is not None,
+        "note": scheme.facts.runs_note or None,
+    }
 
 
 def assess(report: Report, measured: Measured | None, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> Report:
@@ -309,6 +331,7 @@ def measured_json(report: Report) -> dict[str, Any] | None:
             "undefined": dict(e.reasons),
             "rows": e.rows,
             "scheme_reason": e.scheme_reason or None,
+            "bits_per_weight": dict(e.bits_per_weight),
         }
     plan = dict(m.plan_data)
     plan["origin"] = m.plan_origin
@@ -329,6 +352,12 @@ def measured_json(report: Report) -> dict[str, Any] | None:
         ],
         "modules": modules,
         "plan": plan,
+        "plan_size": {
+            "mb": m.plan_size_mb,
+            "float_mb": m.float_size_mb,
+            "bits_per_weight": m.plan_bits_per_weight,
+        },
+        "schemes": {name: dict(facts) for name, facts in m.schemes.items()},
         "top_findings": [
             {"module": fqn, "detector": det, "gain_db": gain, "severity": level}
             for fqn, det, gain, level in top_findings(report)
@@ -403,7 +432,8 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
         "## Measured quantization error",
         "",
         f"On {m.probe_batches} probe batches. {plan_title(m)}{_target_words(m)}: end-to-end SQNR {plan_sqnr}; "
-        f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
+        + (f"size {size_words(m)}; " if size_words(m) else "")
+        + f"{len(m.plan) - len(kept)} of {len(m.plan)} modules quantized"
         + (f", kept float: {', '.join(markdown_code(f) for f in kept)}" if kept else "")
         + ".",
     ]
@@ -428,19 +458,57 @@ def measured_markdown(report: Report, limit: int = 10) -> list[str]:
     if reasons:
         lines += ["", "Plan choices that are not the best-measured scheme:", ""]
         lines += [f"- {markdown_code(fqn)}: {markdown_code(why)}" for fqn, why in reasons]
-    header = " | ".join(SCHEMES)
+    default = [s for s in SCHEMES if SCHEMES[s].facts.preference is not None]
+    header = " | ".join(default)
     lines += [
         "",
         "### Local SQNR per module (dB)",
         "",
         f"| module | {header} | sensitivity | plan |",
-        "| --- |" + " ---: |" * (len(SCHEMES) + 1) + " --- |",
+        "| --- |" + " ---: |" * (len(default) + 1) + " --- |",
     ]
     for fqn, e in m.modules.items():
-        cells = " | ".join(_db(e.sqnr_db.get(s)) for s in SCHEMES)
+        cells = " | ".join(_db(e.sqnr_db.get(s)) for s in default)
         scheme = m.plan.get(fqn, e.recommended_scheme)
         lines.append(f"| {markdown_code(fqn, in_table=True)} | {cells} | {_db(e.sensitivity_db)} | {scheme} |")
-    return lines + planner_markdown(m.planner)
+    return lines + _formats_markdown(m) + planner_markdown(m.planner)
+
+
+def _formats_markdown(m: Measured) -> list[str]:
+    """The number formats table: per module, each measured scheme's local SQNR and bits per weight."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    names = [s for s in m.schemes if s in SCHEMES]
+    if not names:
+        return []
+    lines = [
+        "",
+        "### Number formats: local SQNR (dB) @ bits per weight",
+        "",
+        "Every measured scheme per module (— @ —: the scheme cannot take the module; the reason is in the "
+        "JSON report's `undefined`). "
+        + "; ".join(f"{n}: {SCHEMES[n].facts.runs_note}" for n in names if SCHEMES[n].facts.cuda_only)
+        + ("." if any(SCHEMES[n].facts.cuda_only for n in names) else ""),
+        "",
+        "| module | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
+    for fqn, e in m.modules.items():
+        cells = " | ".join(f"{_db(e.sqnr_db.get(n))} @ {_bpw(e.bits_per_weight.get(n))}" for n in names)
+        lines.append(f"| {markdown_code(fqn, in_table=True)} | {cells} |")
+    return lines
+
+
+def _bpw(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def size_words(m: Measured) -> str:
+    """The model's size under the plan in words ("" when not measured)."""
+    if m.plan_size_mb is None:
+        return ""
+    bpw = f", {m.plan_bits_per_weight:.2f} bits per weight" if m.plan_bits_per_weight is not None else ""
+    return f"{m.plan_size_mb:.3g} MB{bpw} (float: {m.float_size_mb:.3g} MB)"
 
 
 def measured_text(report: Report, limit: int = 10) -> list[str]:

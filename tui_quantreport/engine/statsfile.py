@@ -371,7 +371,12 @@ def measured_state(measured: Any) -> dict[str, Any]:
     return {
         "probe_batches": measured.probe_batches,
         "modules": {
-            fqn: {"sqnr_db": dict(e.sqnr_db), "reasons": dict(e.reasons), **{k: getattr(e, k) for k in _ERROR_FIELDS}}
+            fqn: {
+                "sqnr_db": dict(e.sqnr_db),
+                "reasons": dict(e.reasons),
+                **{k: getattr(e, k) for k in _ERROR_FIELDS},
+                "bits_per_weight": dict(e.bits_per_weight),
+            }
             for fqn, e in measured.modules.items()
         },
         "quantizer_of": dict(measured.quantizer_of),
@@ -391,6 +396,10 @@ def measured_state(measured: Any) -> dict[str, Any]:
         # The deployment target and what it does not run (absent in files written before targets).
         "target": measured.target,
         "refused": {fqn: dict(r) for fqn, r in measured.refused.items()},
+        "plan_size_mb": measured.plan_size_mb,
+        "float_size_mb": measured.float_size_mb,
+        "plan_bits_per_weight": measured.plan_bits_per_weight,
+        "schemes": {name: dict(facts) for name, facts in measured.schemes.items()},
     }
 
 
@@ -413,6 +422,7 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
                 str(extras.get(fqn, {}).get("scheme_reason", "")),
                 _count(extras.get(fqn, {}).get("rows")),
                 bool(extras.get(fqn, {}).get("dynamic_kernel", True)),
+                {str(k): _db(v) for k, v in e.get("bits_per_weight", {}).items()},  # absent before formats
             )
             for fqn, e in state["modules"].items()
         }
@@ -429,6 +439,10 @@ def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
             None if state.get("output_key") is None else str(state["output_key"]),
             str(state.get("reference") or "the float model"),
             target=str(state.get("target") or ""),
+            plan_size_mb=_db(state.get("plan_size_mb")),
+            float_size_mb=_db(state.get("float_size_mb")),
+            plan_bits_per_weight=_db(state.get("plan_bits_per_weight")),
+            schemes={str(k): dict(v) for k, v in state.get("schemes", {}).items()},
             refused={str(f): {str(k): str(v) for k, v in r.items()} for f, r in (state.get("refused") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

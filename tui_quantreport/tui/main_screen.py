@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -1010,7 +1010,7 @@ class MainScreen(Screen[None]):
         if plan is None:
             self.app.sub_title = self.spec
             return
-        sqnr = sqnr_text(self.plan_sqnr)
+        sqnr = sqnr_text(self.plan_sqnr) + self._plan_size_text(plan)
         quantized, kept = len(plan.quantized), len(plan.kept_float)
         total = quantized + kept
         running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
@@ -1026,6 +1026,24 @@ class MainScreen(Screen[None]):
         ]
         room = header_room(self.app.size.width, str(self.app.title))
         self.app.sub_title = next((form for form in forms if len(form) <= room), forms[-1])
+
+    def _plan_size_text(self, plan: Any) -> str:
+        """`` · 0.17 MB, 13.0 b/w``: the model's size under ``plan`` (the engine's count), or ""."""
+        measured = self.measured
+        if measured is None:
+            return ""
+        mb: float | None
+        bpw: float | None
+        if measured.analysis is not None:
+            size = measured.analysis.plan_size(plan)
+            mb, bpw = size.mb, size.bits_per_weight
+        elif measured.error is not None and dict(plan.modules) == dict(measured.error.plan):
+            mb, bpw = measured.error.plan_size_mb, measured.error.plan_bits_per_weight
+        else:
+            return ""
+        if mb is None:
+            return ""
+        return f" · {mb:.3g} MB" + (f", {bpw:.1f} b/w" if bpw is not None else "")
 
     def subtree(self, fqn: str) -> list[str]:
         """The quantizable modules at or below ``fqn`` ("" is the whole model)."""

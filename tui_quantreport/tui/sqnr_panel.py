@@ -68,21 +68,40 @@ class SqnrPanel(Static):
                 (f"  local SQNR on {measured.probe_batches} probe batches, higher is better", "dim"),
             ),
         ]
+        bits = measured.error.modules[fqn].bits_per_weight if measured.error and fqn in measured.error.modules else {}
+        # Formats that cannot take this module (no size: ineligible) get one line, not a row each; the
+        # schemes the recommended plan chooses among always keep their row (an undefined value says why).
+        from tui_quantreport.engine.quantsim.schemes import SCHEMES  # measured: torch is loaded already
+
+        ineligible = [
+            s
+            for s in local
+            if s in bits and bits[s] is None and s in SCHEMES and SCHEMES[s].facts.preference is None and s != chosen
+        ]
         for scheme, sqnr in local.items():
-            if scheme in ADVICE_ROWS:
+            if scheme in ADVICE_ROWS or scheme in ineligible:
                 continue
             marks: list[tuple[str, str]] = []
             if scheme == chosen:
                 marks.append(("◀ plan", "bold $accent"))
             if scheme == recommended and scheme != chosen:
                 marks.append(("recommended", "dim"))
+            size = bits.get(scheme)
             parts: list[str | tuple[str, str]] = [
-                f"  {scheme:<20} ",
+                f"  {scheme:<26} ",
+                (f"{size:5.2f} b/w  " if size is not None else " " * 9, "dim"),
                 (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
             ]
             for mark in marks:
                 parts += [" ", mark]
             lines.append(Content.assemble(*parts))
+        if ineligible:
+            lines.append(
+                Content.styled(
+                    f"  {len(ineligible)} formats cannot take it (reasons in the report JSON): {', '.join(ineligible)}",
+                    "dim",
+                )
+            )
         if chosen == FLOAT:
             lines.append(
                 Content.assemble(
@@ -93,7 +112,9 @@ class SqnrPanel(Static):
             if key in local:
                 lines.append(
                     Content.assemble(
-                        f"  {title:<20} ", sqnr_text(local[key]), ("  (the detectors' advice, simulated)", "dim")
+                        f"  {title:<26} " + " " * 9,
+                        sqnr_text(local[key]),
+                        ("  (the detectors' advice, simulated)", "dim"),
                     )
                 )
         sensitivity = self.sensitivity

@@ -20,10 +20,39 @@ from tui_quantreport.engine.errors import UserError
 
 PLAN_FORMAT = "tui-quantreport.plan/1"
 FLOAT = "float"
+#: The int8 static schemes (torch.ao's and PT2E's targets run only these static ones).
 STATIC_SCHEMES = ("static_per_tensor", "static_per_channel")
-SCHEMES = (*STATIC_SCHEMES, "dynamic", "weight_only")
 #: More probe batches than anyone measures on; a larger count in a plan file is refused.
 MAX_PROBE_BATCHES = 1_000_000
+
+
+def scheme_names() -> tuple[str, ...]:
+    """Every registered scheme (the registry in ``quantsim/schemes``, read when a plan is read)."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry imports this module
+
+    return tuple(SCHEMES)
+
+
+def int8_per_tensor_or_channel(scheme: str) -> bool:
+    """Whether ``scheme`` is one torch.ao and PT2E can express (int8 activations and weights per
+    tensor or per channel: the int8 four), by its facts."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry imports this module
+
+    known = SCHEMES.get(scheme)
+    return (
+        known is not None
+        and known.facts.family == "int8"
+        and known.facts.weight.granularity in ("per_tensor", "per_channel")
+        and known.facts.activation_dtype in (None, "int8")
+    )
+
+
+def needs_activation(scheme: str) -> bool:
+    """Whether a module planned with ``scheme`` carries calibrated activation qparams (its facts say static)."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry imports this module
+
+    known = SCHEMES.get(scheme)
+    return known is not None and known.facts.needs_range
 
 
 class PlanError(UserError):
@@ -62,6 +91,16 @@ class ActivationQParams:
         new_scale = max(np.float32(max_pos - min_neg) / np.float32(255), np.finfo(np.float32).eps)
         zero_point = int(min(max(-128 - int(np.round(min_neg / new_scale)), -128), 127))
         return float(new_scale), zero_point
+
+    def range(self) -> tuple[float, float]:
+        """The (min, max) these qparams represent: ``(q - zero_point) * scale`` at both ends, in float32."""
+        import numpy as np
+
+        scale = np.float32(self.scale)
+        return (
+            float(np.float32(self.quant_min - self.zero_point) * scale),
+            float(np.float32(self.quant_max - self.zero_point) * scale),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,7 +155,7 @@ class PlanFile:
         modules = dict(self.modules)
         for fqn, scheme in changes.items():
             old = modules[fqn]
-            modules[fqn] = PlanEntry(scheme, old.activation if scheme in STATIC_SCHEMES else None)
+            modules[fqn] = PlanEntry(scheme, old.activation if needs_activation(scheme) else None)
         return PlanFile(self.model_class, self.fingerprint, modules, None, self.probe_batches, self.source, self.extra)
 
     def to_json_data(self) -> dict[str, Any]:
@@ -153,15 +192,17 @@ class PlanFile:
         if not isinstance(raw, dict):
             raise bad("'modules' is not an object of module names")
         modules: dict[str, PlanEntry] = {}
+        choices = (*scheme_names(), FLOAT)
         for fqn, entry in raw.items():
-            if not isinstance(entry, dict) or entry.get("scheme") not in (*SCHEMES, FLOAT):
+            if not isinstance(entry, dict) or entry.get("scheme") not in choices:
                 scheme = entry.get("scheme") if isinstance(entry, dict) else entry
-                raise bad(f"module {fqn!r} has scheme {scheme!r}; expected one of {', '.join((*SCHEMES, FLOAT))}")
+                raise bad(f"module {fqn!r} has scheme {scheme!r}; expected one of {', '.join(choices)}")
             activation = entry.get("activation")
             qparams = _activation(activation, fqn, bad) if activation is not None else None
-            if entry["scheme"] in STATIC_SCHEMES and qparams is None:
+            static = needs_activation(entry["scheme"])
+            if static and qparams is None:
                 raise bad(f"module {fqn!r} is planned {entry['scheme']} but has no calibrated 'activation' qparams")
-            modules[fqn] = PlanEntry(entry["scheme"], qparams if entry["scheme"] in STATIC_SCHEMES else None)
+            modules[fqn] = PlanEntry(entry["scheme"], qparams if static else None)
         predicted = data.get("predicted_sqnr_db")
         if predicted is not None and (
             not isinstance(predicted, (int, float)) or isinstance(predicted, bool) or not math.isfinite(predicted)

@@ -25,7 +25,7 @@ from tui_quantreport.engine.apply.common import (
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
-from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
+from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile, int8_per_tensor_or_channel
 from tui_quantreport.engine.apply.recipes import call, pt2e_quantize, pt2e_quantizer, source
 
 
@@ -69,7 +69,9 @@ def export_pt2e(
     per_tensor: list[str] = []
     for fqn, scheme in plan.quantized.items():
         kind = facts[fqn].kind
-        if kind not in ("Linear", "Conv1d", "Conv2d") or (mode == "dynamic" and kind != "Linear"):
+        if not int8_per_tensor_or_channel(scheme):
+            changes.append(Change(fqn, scheme, FLOAT, f"X86InductorQuantizer's int8 configs cannot express {scheme}"))
+        elif kind not in ("Linear", "Conv1d", "Conv2d") or (mode == "dynamic" and kind != "Linear"):
             changes.append(Change(fqn, scheme, FLOAT, f"X86InductorQuantizer does not quantize {kind} in {mode} mode"))
         elif facts[fqn].parent_class == "MultiheadAttention":
             changes.append(

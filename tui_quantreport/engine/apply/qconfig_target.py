@@ -20,7 +20,7 @@ from tui_quantreport.engine.apply.common import (
     header,
 )
 from tui_quantreport.engine.apply.facts import module_facts
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
 from tui_quantreport.engine.apply.recipes import call, fx_qconfig_mapping, fx_quantize, source
 
 BACKEND_ENGINE = {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}
@@ -50,6 +50,9 @@ def export_qconfig_mapping(
     assigned: dict[str, str] = {}
     for fqn, scheme in plan.quantized.items():
         kind = facts[fqn].kind
+        if not int8_per_tensor_or_channel(scheme):
+            changes.append(Change(fqn, scheme, FLOAT, f"torch.ao's int8 QConfigMapping cannot express {scheme}"))
+            continue
         if kind not in ("Linear", "Conv1d", "Conv2d", "Conv3d"):
             changes.append(Change(fqn, scheme, FLOAT, f"torch.ao's QConfigMapping quantizes Linear/Conv, not {kind}"))
             continue

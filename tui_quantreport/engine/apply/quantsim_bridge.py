@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
+from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
 from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 
@@ -18,7 +18,7 @@ DEFAULT_PROBES = 4
 
 def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:
     modules = {
-        fqn: PlanEntry(scheme, plan.activation.get(fqn) if scheme.startswith("static") else None)
+        fqn: PlanEntry(scheme, plan.activation.get(fqn) if needs_activation(scheme) else None)
         for fqn, scheme in plan.modules.items()
     }
     return PlanFile(
@@ -88,6 +88,7 @@ def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_
     if not isinstance(target, Target):
         target = resolve(target) if target else default_target(model_device(loaded.model))
     analysis = calibrated_analysis(loaded, catalog, target, output_key=output_key)
+    analysis.measure_schemes(())  # the recommended plan reads only the schemes it chooses among
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
     return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "", target.name)

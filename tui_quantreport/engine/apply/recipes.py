@@ -28,7 +28,9 @@ def call(model, batch):
 
 def torchao_config(entries, set_inductor_config=True):
     """torchao's FqnToConfig for ``entries``: (module name, scheme, input rank, int8 activation
-    scale, int8 activation zero point); the last three are None for dynamic and weight-only."""
+    scale, int8 activation zero point[, config spec]); scale and zero point are None for dynamic
+    and weight-only; a config spec (see :func:`torchao_config_from_spec`) describes the formats
+    beyond int8."""
     import torch
     from torchao.quantization import (
         FqnToConfig,
@@ -41,8 +43,11 @@ def torchao_config(entries, set_inductor_config=True):
     )
 
     configs = {}
-    for name, scheme, input_ndim, scale, zero_point in entries:
-        if scheme == "weight_only":
+    for name, scheme, input_ndim, scale, zero_point, *rest in entries:
+        spec = rest[0] if rest else None
+        if spec is not None:  # a format beyond int8: its config, described as data
+            config = torchao_config_from_spec(spec, set_inductor_config)
+        elif scheme == "weight_only":
             config = Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=set_inductor_config)
         elif scheme == "dynamic":
             act = PerRow() if (input_ndim or 2) >= 3 else PerTensor()
@@ -64,6 +69,43 @@ def torchao_config(entries, set_inductor_config=True):
             raise ValueError("unknown scheme " + ascii(scheme))
         configs[name] = config
     return FqnToConfig(configs)
+
+
+def torchao_config_from_spec(spec, set_inductor_config=True):
+    """A torchao config from plain data: ``{"config": "torchao.<...>.<Config class>", "kwargs":
+    {name: value}, "inductor": bool}``, where a value is a literal, a list of values, ``{"$attr":
+    "torch.int4"}`` (an attribute of torch or torchao) or ``{"$call": "torchao.quantization.PerGroup",
+    "args": [...], "kwargs": {...}}``. Only names under ``torch`` and ``torchao`` are resolved."""
+    import importlib
+
+    def resolve(dotted):
+        parts = str(dotted).split(".")
+        if parts[0] not in ("torch", "torchao") or not all(p.isidentifier() for p in parts):
+            raise ValueError("not a torch or torchao name: " + ascii(dotted))
+        for cut in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute)
+            return found
+        raise ValueError("cannot import " + ascii(dotted))
+
+    def value(item):
+        if isinstance(item, dict) and "$attr" in item:
+            return resolve(item["$attr"])
+        if isinstance(item, dict) and "$call" in item:
+            args = [value(a) for a in item.get("args", ())]
+            return resolve(item["$call"])(*args, **{str(k): value(v) for k, v in item.get("kwargs", {}).items()})
+        if isinstance(item, (list, tuple)):
+            return [value(v) for v in item]
+        return item
+
+    kwargs = {str(k): value(v) for k, v in spec.get("kwargs", {}).items()}
+    if spec.get("inductor"):
+        kwargs["set_inductor_config"] = set_inductor_config
+    return resolve(spec["config"])(**kwargs)
 
 
 def torchao_quantize(model, entries, set_inductor_config=True):

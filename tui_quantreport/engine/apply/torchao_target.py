@@ -3,7 +3,8 @@ the plan and calling ``quantize_(model, config, filter_fn=None)``; the same
 config as JSON through torchao's ``config_to_dict``; and the calibrated static
 activation scales and zero points in a side-car ``.safetensors`` file.
 
-Mapping (torchao 0.18):
+Mapping (torchao 0.18): each scheme describes its own config as data (``Scheme.torchao_config_spec``,
+in ``quantsim/schemes/``) and names what it imports; the int8 four:
 
 - ``dynamic``: ``Int8DynamicActivationInt8WeightConfig``, asymmetric int8
   activations per tensor (per token for 3-D and wider inputs), per-channel
@@ -14,9 +15,10 @@ Mapping (torchao 0.18):
   torch.ao's uint8 grid to the same grid on int8), per-tensor or per-channel weights;
 - modules kept float are absent.
 
-torchao's int8 workflows implement ``linear`` only, so Conv modules and the
-``out_proj`` that ``nn.MultiheadAttention`` reads directly are kept float and
-listed as changes (named in the file's header and by ``verify``).
+A module a scheme's config cannot take (its kind, e.g. Conv modules for the Linear-only
+workflows and the ``out_proj`` that ``nn.MultiheadAttention`` reads directly, or its shape:
+``Scheme.eligible``) is kept float and listed as a change (named in the file's header and by
+``verify``). Schemes whose kernels need CUDA are written as they are, with a header note.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
 from torch import nn
 
 from tui_quantreport.engine.apply.common import (
@@ -34,54 +37,80 @@ from tui_quantreport.engine.apply.common import (
 )
 from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
-from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile
+from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.quantsim.kinds import kind_of
+from tui_quantreport.engine.quantsim.schemes import SCHEMES, ExportContext, Scheme
 
 JSON_FORMAT = "tui-quantreport.torchao-config/1"
-ATTENTION_PARENTS = ("MultiheadAttention",)
 
 
-def _unsupported(facts: ModuleFacts, scheme: str) -> str | None:
-    """Why torchao cannot apply ``scheme`` to this module, or None."""
-    if facts.fqn == "_default" or facts.fqn.startswith("re:"):
-        return "torchao's FqnToConfig reads this name as a pattern or its fallback, not as a module name"
-    if facts.kind == "Embedding" and scheme == "weight_only":
-        return None
-    if facts.kind != "Linear":
-        return f"torchao 0.18's int8 workflows quantize Linear only, not {facts.kind}"
-    if facts.parent_class in ATTENTION_PARENTS:
-        return "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's Int8Tensor does not support"
-    if scheme.startswith("static") and facts.input_ndim is None:
-        return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
-    return None
+def _context(facts: ModuleFacts, plan: PlanFile, model: nn.Module) -> ExportContext:
+    weight = getattr(model.get_submodule(facts.fqn), "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
+    return ExportContext(
+        facts.fqn, facts.kind, facts.parent_class, facts.input_ndim, plan.modules[facts.fqn].activation, shape
+    )
 
 
-def _entry(
-    fqn: str, scheme: str, facts: ModuleFacts, plan: PlanFile
-) -> tuple[str, str, int | None, float | None, int | None]:
-    """One module's row of :func:`recipes.torchao_config`'s entries, as validated plain data."""
-    if scheme not in STATIC_SCHEMES:
-        return (str(fqn), str(scheme), facts.input_ndim, None, None)
-    qparams = plan.modules[fqn].activation
-    assert qparams is not None and facts.input_ndim is not None
+#: The schemes :func:`recipes.torchao_config` builds from the row itself (the others carry their config as data).
+INT8_RECIPES = ("weight_only", "dynamic", "static_per_tensor", "static_per_channel")
+
+#: One row of :func:`recipes.torchao_config`'s entries: (module name, scheme, input rank, int8
+#: activation scale, int8 activation zero point, the scheme's config as data or None for the int8 four).
+Entry = tuple[str, str, "int | None", "float | None", "int | None", "dict[str, Any] | None"]
+
+
+def _entry(fqn: str, name: str, scheme: Scheme, ctx: ExportContext) -> Entry:
+    """One module's row, as validated plain data (``repr`` of it is what the file holds)."""
+    if name not in INT8_RECIPES:
+        return (str(fqn), str(name), ctx.input_ndim, None, None, scheme.torchao_config_spec(ctx))
+    if not scheme.facts.needs_range:
+        return (str(fqn), str(name), ctx.input_ndim, None, None, None)
+    qparams = ctx.activation
+    assert qparams is not None and ctx.input_ndim is not None
     scale, zero_point = qparams.int8()
-    return (str(fqn), str(scheme), int(facts.input_ndim), float(scale), int(zero_point))
+    return (str(fqn), str(name), int(ctx.input_ndim), float(scale), int(zero_point), None)
+
+
+def _unsupported(scheme: Scheme, ctx: ExportContext, model: nn.Module) -> str | None:
+    """Why torchao cannot apply ``scheme`` to this module (its kind, or its shape), or None."""
+    reason = scheme.torchao_unsupported(ctx)
+    if reason is not None or ctx.weight_shape is None:
+        return reason
+    kind = kind_of(model.get_submodule(ctx.fqn))
+    return scheme.eligible(kind, ctx.weight_shape) if kind is not None else None
 
 
 def export_torchao(
     model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
 ) -> Export:
-    from tui_quantreport.engine.apply.recipes import call, source, torchao_config, torchao_quantize
+    from tui_quantreport.engine.apply.recipes import (
+        call,
+        source,
+        torchao_config,
+        torchao_config_from_spec,
+        torchao_quantize,
+    )
 
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
-    entries: list[tuple[str, str, int | None, float | None, int | None]] = []
-    for fqn, scheme in plan.quantized.items():
-        reason = _unsupported(facts[fqn], scheme)
+    entries: list[Entry] = []
+    notes: list[str] = []
+    for fqn, name in plan.quantized.items():
+        if fqn == "_default" or fqn.startswith("re:"):
+            pattern = "torchao's FqnToConfig reads this name as a pattern or its fallback, not as a module name"
+            changes.append(Change(fqn, name, FLOAT, pattern))
+            continue
+        scheme = SCHEMES[name]
+        ctx = _context(facts[fqn], plan, model)
+        reason = _unsupported(scheme, ctx, model)
         if reason:
-            changes.append(Change(fqn, scheme, FLOAT, reason))
-        else:
-            entries.append(_entry(fqn, scheme, facts[fqn], plan))
+            changes.append(Change(fqn, name, FLOAT, reason))
+            continue
+        entries.append(_entry(fqn, name, scheme, ctx))
+        if scheme.facts.cuda_only and scheme.facts.runs_note not in notes:
+            notes.append(f"{name}: {scheme.facts.runs_note} (this file is valid; quantize_ refuses it on a CPU)")
     exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
     version = torchao_version()
     top = header(
@@ -90,7 +119,8 @@ def export_torchao(
         plan,
         changes,
         [
-            f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file."
+            f"Needs torchao>=0.18,<0.19 (written with {version}); config JSON and scales: the .json and .safetensors beside this file.",
+            *notes,
         ],
     )
     rows = "".join(f"    {entry!r},\n" for entry in entries)
@@ -98,8 +128,13 @@ def export_torchao(
         top + '"""Apply the plan with torchao: quantize(model) quantizes, in place, exactly the planned modules."""\n\n'
         "import torch\n\n"
         "#: One row per quantized module (modules kept float are absent):\n"
-        "#: (module name, scheme, input rank, int8 activation scale, int8 activation zero point).\n"
-        "ENTRIES = [\n" + rows + "]\n\n\n" + source(torchao_config, torchao_quantize, call) + "\n\n"
+        "#: (module name, scheme, input rank, int8 activation scale, int8 activation zero point,\n"
+        "#: the config as data for the formats beyond int8).\n"
+        "ENTRIES = [\n"
+        + rows
+        + "]\n\n\n"
+        + source(torchao_config, torchao_config_from_spec, torchao_quantize, call)
+        + "\n\n"
         "def quantization_config(set_inductor_config=True):\n"
         '    """torchao\'s FqnToConfig: one entry per quantized module."""\n'
         "    return torchao_config(ENTRIES, set_inductor_config)\n\n\n"
@@ -207,16 +242,14 @@ def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | Non
     keys: dict[str, dict[str, str]] = {}
     entries = {}
     for index, (fqn, cfg) in enumerate(config.fqn_to_config.items()):
-        if getattr(cfg, "act_quant_scale", None) is not None:
+        fields = [f for f in ("act_quant_scale", "act_quant_zero_point") if getattr(cfg, f, None) is not None]
+        if fields:
             # Tensor names are the module's position, not its name: a name is any string (a lone
             # surrogate, 10k characters), the JSON maps it to these plain keys.
-            keys[fqn] = {
-                "act_quant_scale": f"module{index}.act_quant_scale",
-                "act_quant_zero_point": f"module{index}.act_quant_zero_point",
-            }
-            tensors[keys[fqn]["act_quant_scale"]] = cfg.act_quant_scale.detach().contiguous()
-            tensors[keys[fqn]["act_quant_zero_point"]] = cfg.act_quant_zero_point.detach().contiguous()
-            cfg = dataclasses.replace(cfg, act_quant_scale=None, act_quant_zero_point=None)
+            keys[fqn] = {f: f"module{index}.{f}" for f in fields}
+            for f in fields:
+                tensors[keys[fqn][f]] = getattr(cfg, f).detach().contiguous()
+            cfg = dataclasses.replace(cfg, **dict.fromkeys(fields))
         entries[fqn] = cfg
     stripped = type(config)(entries)
     data = {

@@ -72,14 +72,16 @@ from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
     fake_quantize_float32_,
     fake_quantize_weight,
-    fake_quantize_weights,
 )
 from tui_quantreport.engine.quantsim.reference import float_reference
 from tui_quantreport.engine.quantsim.schemes import (
     FLOAT,
+    PREFERENCE,
     SCHEMES,
     InputContext,
+    Scheme,
     StaticInput,
+    WeightFacts,
 )
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Scratch, SharedReference, Sqnr
 from tui_quantreport.engine.session import _freeze_model_state, call_batch, first_tensor
@@ -100,8 +102,6 @@ DEFAULT_MIN_GAIN_DB = 1.0
 #: Weight-only (float activations) is recommended only where no activation-quantizing
 #: scheme reaches this local SQNR.
 WEIGHT_ONLY_BELOW_DB = 20.0
-#: Order in which the recommended plan prefers schemes (cheapest to run first).
-PREFERENCE = ("static_per_channel", "static_per_tensor", "dynamic", "weight_only")
 
 #: Weights are fake-quantized in stacks of at most this many elements (same shapes together).
 WEIGHT_STACK_ELEMENTS = 1 << 22
@@ -158,6 +158,16 @@ class Cost:
         if self.seconds is None:
             return passes
         return f"{passes}, about {_duration(self.seconds)}"
+
+
+@dataclass(frozen=True)
+class PlanSize:
+    """A model's parameters under a plan: megabytes (10^6 bytes) as deployed, in float, and the
+    average bits per weight over the quantizable modules' weights (float ones at their dtype's)."""
+
+    mb: float
+    float_mb: float
+    bits_per_weight: float | None
 
 
 @dataclass(frozen=True)
@@ -271,6 +281,7 @@ class ErrorAnalysis:
         recipe: ActivationRecipe | None = None,
         runs: Runs | None = None,
         target: Any = None,
+        schemes: Sequence[str] | None = None,
     ):
         #: The deployment target simulated (``engine/apply/targets``: its name, recipe and ``runs``).
         self.target_name = str(getattr(target, "name", "")) if target is not None else ""
@@ -298,6 +309,11 @@ class ErrorAnalysis:
         self.min_rows = min_rows
         #: Why the recommended plan did not take a module's best scheme (under-calibrated, ...).
         self.scheme_reasons: dict[str, str] = {}
+        unknown = [name for name in schemes or () if name not in SCHEMES]
+        if unknown:
+            raise ValueError(f"unknown scheme {unknown[0]!r}; choose from {', '.join(SCHEMES)}")
+        #: The schemes the local pass measures (registry order; default all).
+        self.schemes: tuple[str, ...] = tuple(n for n in SCHEMES if schemes is None or n in schemes)
         self.shared_qparams_ops = shared_qparams_ops
         self._grid = _Grids()
         #: The model measured: ``model``, or for a QAT model a copy with its fake quantizers off
@@ -343,7 +359,11 @@ class ErrorAnalysis:
                 )
                 continue
             self.targets[fqn] = _Target(fqn, module, kind, weight.device)
-        self._weights: dict[tuple[str, bool], torch.Tensor] = {}
+        #: Fake-quantized weights by (fqn, the scheme's weight facts): schemes quantizing a
+        #: weight alike share one copy.
+        self._weights: dict[tuple[str, WeightFacts], torch.Tensor] = {}
+        #: (fqn, scheme) whose weight recipe raised, with the reason.
+        self._failed: dict[tuple[str, str], str] = {}
         self._reference: list[dict[str, torch.Tensor]] | None = None
         #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
         self._prepared: tuple[list, list[dict[str, PreparedReference]]] | None = None
@@ -366,6 +386,18 @@ class ErrorAnalysis:
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
         self._apply_given_ranges()
+
+    def measure_schemes(self, names: Sequence[str]) -> None:
+        """Measure only ``names`` (registry order kept) from the next local pass on; the schemes
+        the recommended plan chooses among are always kept (it reads their SQNR)."""
+        unknown = [name for name in names if name not in SCHEMES]
+        if unknown:
+            raise ValueError(f"unknown scheme {unknown[0]!r}; choose from {', '.join(SCHEMES)}")
+        chosen = set(names) | set(PREFERENCE)
+        selected = tuple(n for n in SCHEMES if n in chosen)
+        if selected != self.schemes:
+            self.schemes = selected
+            self._local = None
 
     def submodule(self, fqn: str) -> nn.Module:
         """``model.get_submodule(fqn)``, from a name -> module map built once (2,000 deep
@@ -581,8 +613,8 @@ class ErrorAnalysis:
         scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
         saved: list[tuple[nn.Module, Any]] = []
         outputs: list[dict[str, torch.Tensor]] = []
-        self._quantize_weights(False)
-        self._quantize_weights(True)
+        for key in dict.fromkeys(SCHEMES[name].weight_key for name in self.schemes):
+            self._quantize_weights(next(SCHEMES[n] for n in self.schemes if SCHEMES[n].weight_key == key))
         try:
             for fqn, target in self.targets.items():
                 variants = _grouped(self._variants(target, advice))
@@ -622,7 +654,7 @@ class ErrorAnalysis:
             result[fqn] = self._local_result(target, accs[fqn], advice)
         for fqn, why in self.unsupported.items():
             undefined = Sqnr.undefined(why)
-            result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in SCHEMES})
+            result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in self.schemes})
         return result
 
     def _failure_noter(self, fqn: str) -> Callable[[Exception], None]:
@@ -637,17 +669,17 @@ class ErrorAnalysis:
         kind = target.kind
         ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
         variants: list[_Variant] = []
-        for name, scheme in SCHEMES.items():
-            if scheme.unsupported(kind) is not None or (scheme.needs_range and target.static is None):
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            if self._ineligible(target, scheme) is not None or (scheme.needs_range and target.static is None):
                 continue
-            variants.append(
-                _Variant(
-                    name,
-                    scheme.activation,
-                    scheme.input_function(ctx),
-                    self.quantized_weight(target.fqn, scheme.per_channel_weights),
-                )
-            )
+            try:
+                wq = self.quantized_weight(target.fqn, scheme)
+            except Exception as exc:  # noqa: BLE001 - a library recipe's refusal becomes the pair's reason
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                self._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
+                continue
+            variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq))
         if not advice or not kind.quantizes_input:
             return variants
         wq = self.quantized_weight(target.fqn, True)
@@ -704,11 +736,12 @@ class ErrorAnalysis:
         if target.range is not None and all(math.isfinite(v) for v in target.range):
             widest = max(-target.range[0], target.range[1])
             beyond = widest if widest > F32_MAX else None
-        for name, scheme in SCHEMES.items():
-            why = scheme.unsupported(target.kind)
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            why = self._ineligible(target, scheme) or self._failed.get((target.fqn, name))
             if why is not None:
                 sqnr[name] = Sqnr.undefined(why)
-            elif beyond is not None and scheme.activation != "float":
+            elif beyond is not None and not scheme.facts.weight_only:
                 sqnr[name] = Sqnr.undefined(
                     f"the input of '{target.fqn}' reaches {beyond:.3g}, beyond float32's range, in which "
                     "torch computes int8 qparams"
@@ -747,36 +780,87 @@ class ErrorAnalysis:
 
     # Plans.
 
-    def _quantize_weights(self, per_channel: bool) -> None:
-        """Fake-quantize every target's weight not yet cached, same-shaped weights together
-        (:func:`fake_quantize_weights`, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`)."""
+    def _quantize_weights(self, scheme: Scheme) -> None:
+        """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
+        facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
+        together, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`."""
         groups: dict[tuple, list[str]] = {}
         for fqn, target in self.targets.items():
-            if (fqn, per_channel) not in self._weights:
-                w = target.module.weight
-                groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind.weight_out_axis), []).append(fqn)
-        for (shape, _dtype, _device, axis), fqns in groups.items():
+            w = target.module.weight
+            if (fqn, scheme.weight_key) in self._weights or self._ineligible(target, scheme) is not None:
+                continue
+            groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
+        for (shape, _dtype, _device, kind), fqns in groups.items():
             per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
             for start in range(0, len(fqns), per_stack):
                 chunk = fqns[start : start + per_stack]
-                if len(chunk) == 1:
-                    self.quantized_weight(chunk[0], per_channel)
-                    continue
-                stacked = torch.stack([self.targets[f].module.weight.detach() for f in chunk])
-                quantized = fake_quantize_weights(stacked, per_channel, axis)
+                quantized = (
+                    scheme.weights(torch.stack([self.targets[f].module.weight.detach() for f in chunk]), kind)
+                    if len(chunk) > 1
+                    else None
+                )
+                if quantized is None:
+                    continue  # each weight is quantized when its variant is built (a failure is its reason)
                 for i, fqn in enumerate(chunk):
-                    self._weights[(fqn, per_channel)] = quantized[i]
+                    self._weights[(fqn, scheme.weight_key)] = quantized[i]
 
-    def quantized_weight(self, fqn: str, per_channel: bool) -> torch.Tensor:
-        """The fake-quantized weight of ``fqn`` (kept: at most two copies of each weight)."""
-        key = (fqn, per_channel)
+    def quantized_weight(self, fqn: str, scheme: Scheme | str | bool) -> torch.Tensor:
+        """The fake-quantized weight of ``fqn`` under ``scheme`` (a scheme or its name; True /
+        False: the int8 per-channel / per-tensor weight), kept: one copy per distinct weight facts."""
+        if isinstance(scheme, bool):
+            scheme = SCHEMES["static_per_channel" if scheme else "static_per_tensor"]
+        elif isinstance(scheme, str):
+            scheme = SCHEMES[scheme]
+        key = (fqn, scheme.weight_key)
         cached = self._weights.get(key)
         if cached is None:
             target = self.targets[fqn]
-            cached = self._weights[key] = fake_quantize_weight(
-                target.module.weight, per_channel, target.kind.weight_out_axis
-            )
+            with torch.no_grad():
+                cached = self._weights[key] = scheme.weight(target.module.weight.detach(), target.kind)
         return cached
+
+    def _ineligible(self, target: _Target, scheme: Scheme) -> str | None:
+        """Why ``scheme`` cannot take ``target`` (its kind, weight shape and dtype), or None."""
+        w = target.module.weight
+        return scheme.eligible(target.kind, tuple(w.shape), w.dtype)
+
+    def bits_per_weight(self, fqn: str) -> dict[str, float | None]:
+        """{scheme: deployed bits per weight of ``fqn``} for the measured schemes (None where ineligible)."""
+        target = self.targets.get(fqn)
+        if target is None:
+            return dict.fromkeys(self.schemes)
+        shape = tuple(target.module.weight.shape)
+        result: dict[str, float | None] = {}
+        for name in self.schemes:
+            scheme = SCHEMES[name]
+            result[name] = None if self._ineligible(target, scheme) else scheme.bits_per_weight(shape, target.kind)
+        return result
+
+    def plan_size(self, plan: Plan) -> PlanSize:
+        """The model's parameter size under ``plan``: each quantized weight at its scheme's deployed
+        bits per weight, every other parameter (biases, norms, float modules) at its dtype's."""
+        quantized = plan.quantized
+        bits = float_bits = 0.0
+        weight_bits = weight_numel = 0.0
+        planned: dict[int, float] = {}
+        for fqn, target in self.targets.items():
+            w = target.module.weight
+            native = w.numel() * w.element_size() * 8.0
+            name = quantized.get(fqn)
+            shape = tuple(w.shape)
+            if name is not None and self._ineligible(target, SCHEMES[name]) is None:
+                planned[id(w)] = SCHEMES[name].bits_per_weight(shape, target.kind) * w.numel()
+            weight_bits += planned.get(id(w), native)
+            weight_numel += w.numel()
+        seen: set[int] = set()
+        for p in self.model.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            native = p.numel() * p.element_size() * 8.0
+            float_bits += native
+            bits += planned.get(id(p), native)
+        return PlanSize(bits / 8e6, float_bits / 8e6, weight_bits / weight_numel if weight_numel else None)
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
         """The cheapest scheme within ``min_gain_db`` of the best, by local SQNR.
@@ -793,14 +877,19 @@ class ErrorAnalysis:
             return FLOAT
         if self.runs is not None:
             refused = self.refusals().get(fqn, {})
-            allowed = [s for s in PREFERENCE if s not in refused]
+            allowed = [s for s in PREFERENCE if s in local.sqnr and s not in refused]
         else:
-            allowed = [s for s in PREFERENCE if s != "dynamic" or self.backend in target.kind.dynamic_backends]
+            allowed = [
+                s
+                for s in PREFERENCE
+                if s in local.sqnr
+                and (SCHEMES[s].facts.activation != "dynamic" or self.backend in target.kind.dynamic_backends)
+            ]
         few = self.under_calibrated(fqn)
         if few is not None:
             allowed = [s for s in allowed if not SCHEMES[s].needs_range]
         values = {s: local.sqnr[s].value for s in allowed if local.sqnr[s].defined or local.sqnr[s].infinite}
-        quantizing = {s: v for s, v in values.items() if s != "weight_only"}
+        quantizing = {s: v for s, v in values.items() if not SCHEMES[s].facts.weight_only}
         if quantizing and max(quantizing.values()) >= WEIGHT_ONLY_BELOW_DB:
             values = quantizing
         chosen = FLOAT
@@ -914,7 +1003,7 @@ class ErrorAnalysis:
         per_pass = self._pass_seconds
         passes: float
         if what == "local":
-            passes = 1 + len(SCHEMES) + (0 if self._ranges_done else 1)
+            passes = 1 + len(self.schemes) + (0 if self._ranges_done else 1)
         elif what == "plan":
             passes = 1.2 + (0 if self._reference is not None else 1)
         elif what == "sensitivity":
@@ -958,7 +1047,7 @@ class ErrorAnalysis:
         if target.out_static is None or self.static_outputs == "float":
             return None
         readers = target.consumers
-        if readers and all(r and r in quantized and SCHEMES[quantized[r]].needs_range for r in readers):
+        if readers and all(r and r in quantized and SCHEMES[quantized[r]].int8_static_input for r in readers):
             return None
         if self.static_outputs == "shared" and not any(self._feeds_static(r, quantized) for r in target.shared_readers):
             # PT2E: an output is quantized only where ops sharing its grid carry it to a quantized op
@@ -982,7 +1071,7 @@ class ErrorAnalysis:
             return Sqnr.undefined(f"'{unknown[0]}' cannot be simulated: {why}")
         for fqn, scheme in quantized.items():
             target = self.targets[fqn]
-            refused = SCHEMES[scheme].unsupported(target.kind)
+            refused = self._ineligible(target, SCHEMES[scheme])
             if refused is not None:
                 return Sqnr.undefined(f"'{fqn}' cannot use {scheme}: {refused}")
             if SCHEMES[scheme].needs_range and target.static is None and target.calls:
@@ -1064,12 +1153,12 @@ class ErrorAnalysis:
             scheme = SCHEMES[scheme_name]
             if scheme.needs_range and target.static is None:
                 continue  # never called on the probes: nothing to simulate
-            out = self._output_quantized(fqn, quantized) if scheme.needs_range else None
+            out = self._output_quantized(fqn, quantized) if scheme.int8_static_input else None
             key = (fqn, scheme_name, out, grid is not None)
             forward = self._forwards.get(key)
             if forward is None:
                 ctx = InputContext(target.static, self.quant_min, self.quant_max, self.per_token_min_ndim)
-                wq = self.quantized_weight(fqn, scheme.per_channel_weights)
+                wq = self.quantized_weight(fqn, scheme)
                 forward = self._forwards[key] = _simulated_forward(
                     target.module, target.kind, scheme, ctx, wq, out, grid, self._memo
                 )
@@ -1154,7 +1243,7 @@ def _simulated_forward(
     f32 = torch.float32
     tensor = torch.Tensor
     quantize_input: Callable[[torch.Tensor], torch.Tensor] | None = None
-    if scheme.activation == "static" and ctx.static is not None:
+    if scheme.int8_static_input and ctx.static is not None:
         s_in, z_in, lo_in, hi_in = ctx.static.scale, ctx.static.zero_point, ctx.static.quant_min, ctx.static.quant_max
         inv_in = ctx.static.inv_scale
         key = (s_in, z_in, lo_in, hi_in)
@@ -1176,7 +1265,7 @@ def _simulated_forward(
             return scheme.input(x, ctx) if x.is_floating_point() else x
 
         quantize_input = quantize_static
-    elif scheme.activation != "float":  # weight-only keeps its input as it is
+    elif not scheme.facts.weight_only:  # weight-only keeps its input as it is
 
         def quantize_other(x):
             return scheme.input(x, ctx) if x.is_floating_point() else x

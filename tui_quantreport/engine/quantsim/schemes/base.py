@@ -1,4 +1,13 @@
-"""The scheme base class: how one quantization scheme treats a module's input and weight."""
+"""The scheme base class: how one quantization scheme treats a module's input and weight.
+
+A scheme is a set of orthogonal facts (:class:`SchemeFacts`: activation, weight dtype and
+granularity, scale dtype, family, where it runs) plus the arithmetic those facts stand
+for: the fake-quantized weight (:meth:`Scheme.weight`, cached by the analysis under the
+weight facts), the fake-quantized input (:meth:`Scheme.input`), its deployed bits per
+weight, whether a module can take it (:meth:`Scheme.eligible`, a reason instead of a
+failure) and its torchao config (:meth:`Scheme.torchao_config_spec`, data the exporter
+writes it). Schemes built on torchao import it lazily, inside their methods.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +15,21 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
+from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
     fake_quantize_static,
     fake_quantize_weight,
+    fake_quantize_weights,
     inverse_scale,
     scalar_affine_qparams,
 )
+from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,11 @@ class StaticInput:
         scale, zp = scalar_affine_qparams(lo, hi, quant_min, quant_max)
         return cls(scale, zp, quant_min, quant_max)
 
+    @property
+    def range(self) -> tuple[float, float]:
+        """The (min, max) these qparams represent (float32 arithmetic, as torch dequantizes)."""
+        return ActivationQParams(self.scale, self.zero_point, "quint8", self.quant_min, self.quant_max).range()
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return fake_quantize_float32(x, self.scale, self.zero_point, self.quant_min, self.quant_max, self.inv_scale)
@@ -66,42 +83,94 @@ class InputContext:
         return self.per_token_min_ndim is not None and x.dim() >= max(2, self.per_token_min_ndim)
 
 
+@dataclass(frozen=True)
+class ExportContext:
+    """What the torchao exporter knows about one planned module (torch-free)."""
+
+    fqn: str
+    kind: str  # "Linear", "Conv2d", ..., or the class name
+    parent_class: str | None
+    input_ndim: int | None  # None: never called on the probe batch
+    activation: ActivationQParams | None  # the plan's calibrated qparams (static schemes)
+    #: The module's weight shape (None when unknown).
+    weight_shape: tuple[int, ...] | None = None
+
+
+#: torchao reads ``out_proj.weight`` of these parents outside ``Linear.forward``.
+ATTENTION_PARENTS = ("MultiheadAttention",)
+
+#: Catalog kinds whose module is an ``nn.Linear`` torchao's Linear workflows take.
+LINEAR_KINDS = ("linear",)
+
+
 class Scheme:
     """One way of quantizing a weighted module (registered in :data:`SCHEMES`)."""
 
-    name: ClassVar[str]
-    title: ClassVar[str]
-    description: ClassVar[str]
-    #: "static" (calibrated input qparams), "dynamic" (per batch) or "float" (input kept float).
-    activation: ClassVar[str]
-    per_channel_weights: ClassVar[bool]
+    name: str
+    title: str
+    description: str
+    facts: SchemeFacts
+
+    # Facts, as the older attributes read them.
+
+    @property
+    def activation(self) -> str:
+        """ "static", "dynamic" or "float" (input kept float)."""
+        return "float" if self.facts.activation == "none" else self.facts.activation
 
     @property
     def needs_range(self) -> bool:
-        return self.activation == "static"
+        return self.facts.needs_range
+
+    @property
+    def int8_static_input(self) -> bool:
+        """Its input is quantized on the calibrated quint8 grid (:class:`StaticInput`), as torch.ao's
+        converted modules and torchao's int8 static config do."""
+        return self.facts.needs_range and self.facts.activation_dtype == "int8"
+
+    @property
+    def weight_key(self) -> WeightFacts:
+        """What the analysis caches this scheme's fake-quantized weights under."""
+        return self.facts.weight
+
+    @property
+    def input_key(self) -> str:
+        """Schemes with the same key quantize a module's input alike (computed once for all of them)."""
+        f = self.facts
+        if f.activation == "none":
+            return "float"
+        if f.activation_dtype == "int8" and not f.activation_symmetric and f.family == "int8":
+            return f.activation  # the int8 four: "static" / "dynamic"
+        return f"{f.activation}:{f.activation_granularity}:{f.activation_dtype}:{f.activation_symmetric}"
+
+    # Eligibility.
 
     def unsupported(self, kind: ModuleKind) -> str | None:
-        """Why this scheme cannot apply to modules of ``kind`` (None when it can)."""
-        if self.activation != "float" and not kind.quantizes_input:
+        """Why this scheme cannot apply to modules of ``kind`` (None when it can), shape aside."""
+        if self.facts.activation != "none" and not kind.quantizes_input:
             return f"the input of a {kind.name} module is indices, not an activation: only weight_only applies"
         return None
 
+    def eligible(
+        self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+    ) -> str | None:
+        """Why a module of ``kind`` with this weight shape (and dtype) cannot take this scheme (None: it can)."""
+        return self.unsupported(kind)
+
+    # Arithmetic.
+
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
-        """The fake-quantized weight (qint8 symmetric)."""
-        return fake_quantize_weight(weight, self.per_channel_weights, kind.weight_out_axis)
+        """The fake-quantized weight, in the weight's dtype."""
+        raise NotImplementedError
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        """:meth:`weight` for a stack of same-shaped weights (dim 0), or None when the scheme
+        has no stacked form (each weight is then quantized on its own)."""
+        return None
 
     def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
-        """Deployed bits per weight element, scales and zero points counted.
-
-        The int8 schemes store int8 values and one float32 scale per output channel
-        (per-channel) or per tensor (symmetric: no zero point is stored):
-        ``8 + 32 * scales / numel``.
-        """
-        numel = math.prod(weight_shape)
-        if numel == 0:
-            return 8.0
-        scales = weight_shape[kind.weight_out_axis] if self.per_channel_weights else 1
-        return 8.0 + 32.0 * scales / numel
+        """Deployed bits per weight element, scales and zero points counted."""
+        raise NotImplementedError
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         """The fake-quantized input."""
@@ -111,4 +180,115 @@ class Scheme:
         """``x -> self.input(x, ctx)`` bound once for a module (the per-call path of the
         measurements); None when the input is used as it is. Subclasses may return a
         shorter path to the same values."""
+        if self.facts.activation == "none":
+            return None
         return partial(self.input, ctx=ctx)
+
+    # torchao.
+
+    #: (module, name) pairs the config code needs imported.
+    torchao_imports: tuple[tuple[str, str], ...] = ()
+
+    def torchao_unsupported(self, ctx: ExportContext) -> str | None:
+        """Why torchao 0.18 cannot apply this scheme to the module (None: it can)."""
+        if ctx.kind != "Linear":
+            return f"torchao 0.18's {self.facts.family} workflows quantize Linear only, not {ctx.kind}"
+        if ctx.parent_class in ATTENTION_PARENTS:
+            return (
+                "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's "
+                "quantized weight tensors do not support"
+            )
+        return None
+
+    def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:
+        """The torchao config for one module as plain data (``recipes.torchao_config_from_spec``
+        builds it; the exporter writes it as a literal, never as code text)."""
+        raise NotImplementedError
+
+    def torchao_config(self, ctx: ExportContext) -> Any:
+        """The torchao config object itself (torchao imported here), built from
+        :meth:`torchao_config_spec` through the library API."""
+        from tui_quantreport.engine.apply.recipes import torchao_config_from_spec
+
+        return torchao_config_from_spec(self.torchao_config_spec(ctx), False)
+
+
+class Int8Scheme(Scheme):
+    """The int8 schemes torch.ao and torchao both run: qint8 symmetric weights per tensor or
+    per output channel (float32 scales)."""
+
+    per_channel_weights: ClassVar[bool]
+
+    def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
+        return fake_quantize_weight(weight, self.per_channel_weights, kind.weight_out_axis)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        return fake_quantize_weights(stacked, self.per_channel_weights, kind.weight_out_axis)
+
+    def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
+        """The int8 schemes store int8 values and one float32 scale per output channel
+        (per-channel) or per tensor (symmetric: no zero point is stored):
+        ``8 + 32 * scales / numel``.
+        """
+        numel = math.prod(weight_shape)
+        if numel == 0:
+            return 8.0
+        scales = weight_shape[kind.weight_out_axis] if self.per_channel_weights else 1
+        return 8.0 + 32.0 * scales / numel
+
+    torchao_imports = (
+        ("torchao.quantization", "Int8DynamicActivationInt8WeightConfig"),
+        ("torchao.quantization", "Int8StaticActivationInt8WeightConfig"),
+        ("torchao.quantization", "Int8WeightOnlyConfig"),
+        ("torchao.quantization", "MappingType"),
+        ("torchao.quantization", "PerRow"),
+        ("torchao.quantization", "PerTensor"),
+    )
+
+    def torchao_unsupported(self, ctx: ExportContext) -> str | None:
+        if ctx.kind == "Embedding" and self.facts.activation == "none":
+            return None
+        if ctx.kind != "Linear":
+            return f"torchao 0.18's int8 workflows quantize Linear only, not {ctx.kind}"
+        if ctx.parent_class in ATTENTION_PARENTS:
+            return "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's Int8Tensor does not support"
+        if self.facts.needs_range and ctx.input_ndim is None:
+            return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
+        return None
+
+    def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:
+        f = self.facts
+        per_row = {"$call": "torchao.quantization.PerRow"}
+        per_tensor = {"$call": "torchao.quantization.PerTensor"}
+        asymmetric = {"$attr": "torchao.quantization.MappingType.ASYMMETRIC"}
+        if f.activation == "none":
+            return {
+                "config": "torchao.quantization.Int8WeightOnlyConfig",
+                "kwargs": {"granularity": per_row},
+                "inductor": True,
+            }
+        if f.activation == "dynamic":
+            act = per_row if (ctx.input_ndim or 2) >= 3 else per_tensor
+            return {
+                "config": "torchao.quantization.Int8DynamicActivationInt8WeightConfig",
+                "kwargs": {"granularity": [act, per_row], "act_mapping_type": asymmetric},
+                "inductor": True,
+            }
+        qparams = ctx.activation
+        assert qparams is not None and ctx.input_ndim is not None
+        scale, zero_point = qparams.int8()
+        shape = [1] * ctx.input_ndim
+        return {
+            "config": "torchao.quantization.Int8StaticActivationInt8WeightConfig",
+            "kwargs": {
+                "act_quant_scale": {"$call": "torch.full", "args": [shape, float(scale)]},
+                "act_quant_zero_point": {
+                    "$call": "torch.full",
+                    "args": [shape, int(zero_point)],
+                    "kwargs": {"dtype": {"$attr": "torch.int8"}},
+                },
+                "granularity": [per_tensor, per_row if self.per_channel_weights else per_tensor],
+                "act_mapping_type": asymmetric,
+            },
+            "inductor": True,
+        }

@@ -12,17 +12,25 @@ from __future__ import annotations
 import torch
 
 from tui_quantreport.engine.quantsim.qparams import fake_quantize_dynamic
-from tui_quantreport.engine.quantsim.schemes.base import InputContext, Scheme
+from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
+from tui_quantreport.engine.quantsim.schemes.facts import INT8_PER_CHANNEL, SchemeFacts
 
 
-class Dynamic(Scheme):
+class Dynamic(Int8Scheme):
     name = "dynamic"
     title = "dynamic"
     description = (
         "int8 activations quantized with each batch's own range (per token or per tensor, as the target does) "
         "and int8 per-channel weights"
     )
-    activation = "dynamic"
+    facts = SchemeFacts(
+        activation="dynamic",
+        weight=INT8_PER_CHANNEL,
+        activation_granularity="per_token",
+        activation_dtype="int8",
+        family="int8",
+        preference=2,
+    )
     per_channel_weights = True
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:

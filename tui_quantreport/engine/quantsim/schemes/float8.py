@@ -1,0 +1,150 @@
+"""fp8 (e4m3) schemes: ``fp8_weight_only`` (``Float8WeightOnlyConfig``, runs here),
+``fp8_dynamic_per_row`` / ``fp8_dynamic_per_tensor``
+(``Float8DynamicActivationFloat8WeightConfig``: CUDA >= sm89 only, simulated here) and
+``fp8_static`` (the prototype ``Float8StaticActivationFloat8WeightConfig`` with the
+calibrated per-tensor activation scale ``amax / 448``).
+
+Recipe: torchao's ``_choose_scale_float8`` (``s = amax / 448`` per row or per tensor,
+float32) and ``_quantize_affine_float8`` (``(x / s).clamp(±448).to(float8_e4m3fn)``),
+dequantized as ``q * s``; the activations alike with the row being a token. Deployed:
+fp8 values plus one float32 scale per row (``8 + 32 / K``) or per tensor.
+torchao leaves a weight whose dims are not multiples of 16 in float (logged at INFO):
+ineligible here, with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
+from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
+
+FP8_MAX = 448.0
+
+
+def fake_quantize_float8(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` through e4m3 fake quantization with torchao's primitives: a float32 scale per row
+    of the last axis or per tensor (``amax / 448``), or the given ``scale``; in ``x``'s dtype."""
+    from torchao.quantization.quant_primitives import (
+        _choose_scale_float8,
+        _dequantize_affine_float8,
+        _quantize_affine_float8,
+    )
+
+    if scale is None:
+        block = [1] * (x.dim() - 1) + [x.shape[-1]] if per_row and x.dim() else list(x.shape)
+        scale = _choose_scale_float8(x, block_size=block, float8_dtype=torch.float8_e4m3fn)
+    q = _quantize_affine_float8(x, scale, torch.float8_e4m3fn)
+    return _dequantize_affine_float8(q, scale, x.dtype)
+
+
+class Float8(TorchaoScheme):
+    dims_multiple = 16
+
+    def __init__(self, activation: str, per_row: bool):
+        self.per_row = per_row
+        granularity = "per_row" if per_row else "per_tensor"
+        weight = WeightFacts("fp8_e4m3", "per_channel" if per_row else "per_tensor")
+        if activation == "none":
+            self.name, self.title = "fp8_weight_only", "fp8 weight-only"
+            self.description = "fp8 e4m3 weights with a float32 scale per output row, float activations"
+            self.facts = SchemeFacts(activation="none", weight=weight, family="fp8")
+            self.torchao_imports = (("torchao.quantization", "Float8WeightOnlyConfig"),)
+            self.dims_multiple = 0
+        elif activation == "dynamic":
+            self.name, self.title = f"fp8_dynamic_{granularity}", f"fp8 dynamic, {granularity.replace('_', ' ')}"
+            self.description = (
+                f"fp8 e4m3 activations scaled {granularity.replace('_', ' ')} (per token / whole tensor) at run "
+                "time and fp8 weights alike"
+            )
+            self.facts = SchemeFacts(
+                activation="dynamic",
+                weight=weight,
+                activation_granularity="per_token" if per_row else "per_tensor",
+                activation_dtype="fp8_e4m3",
+                activation_symmetric=True,
+                family="fp8",
+                runs_on="CUDA >= sm89",
+            )
+            self.torchao_imports = (
+                ("torchao.quantization", "Float8DynamicActivationFloat8WeightConfig"),
+                ("torchao.quantization", "PerRow" if per_row else "PerTensor"),
+            )
+        else:
+            self.name, self.title = "fp8_static", "fp8 static"
+            self.description = (
+                "fp8 e4m3 activations with a calibrated per-tensor scale (amax / 448), fp8 per-tensor weights"
+            )
+            self.facts = SchemeFacts(
+                activation="static",
+                weight=weight,
+                activation_granularity="per_tensor",
+                activation_dtype="fp8_e4m3",
+                activation_symmetric=True,
+                family="fp8",
+            )
+            self.torchao_imports = (
+                ("torchao.prototype.quantization.quant_api", "Float8StaticActivationFloat8WeightConfig"),
+                ("torchao.quantization", "PerTensor"),
+            )
+
+    def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
+        return fake_quantize_float8(weight.detach(), self.per_row)
+
+    def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
+        if self.facts.activation == "static":
+            assert ctx.static is not None, "static schemes are only run where a range is known"
+            return fake_quantize_float8(x, False, static_scale(ctx, x.device))
+        if self.facts.activation == "dynamic":
+            return fake_quantize_float8(x, self.per_row)
+        return x
+
+    def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
+        numel = math.prod(weight_shape)
+        scales = weight_shape[0] if self.per_row else 1
+        return 8.0 + 32.0 * scales / numel if numel else 8.0
+
+    def torchao_unsupported(self, ctx: ExportContext) -> str | None:
+        if self.facts.needs_range and ctx.activation is None:
+            return "the plan carries no calibrated activation range for its static fp8 scale"
+        if self.facts.needs_range and ctx.input_ndim is None:
+            return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
+        return super().torchao_unsupported(ctx)
+
+    def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:
+        if self.facts.activation == "none":
+            return {"config": "torchao.quantization.Float8WeightOnlyConfig", "inductor": True}
+        if self.facts.activation == "dynamic":
+            granularity = {"$call": "torchao.quantization.PerRow" if self.per_row else "torchao.quantization.PerTensor"}
+            return {
+                "config": "torchao.quantization.Float8DynamicActivationFloat8WeightConfig",
+                "kwargs": {"granularity": granularity},
+                "inductor": True,
+            }
+        assert ctx.activation is not None and ctx.input_ndim is not None
+        scale = static_scale_value(ctx.activation.range())
+        return {
+            "config": "torchao.prototype.quantization.quant_api.Float8StaticActivationFloat8WeightConfig",
+            "kwargs": {
+                "act_quant_scale": {"$call": "torch.full", "args": [[1] * ctx.input_ndim, float(scale)]},
+                "granularity": {"$call": "torchao.quantization.PerTensor"},
+            },
+            "inductor": True,
+        }
+
+
+def static_scale_value(lo_hi: tuple[float, float]) -> float:
+    """The per-tensor fp8 activation scale of a calibrated range: ``amax / 448`` in float32 (≥ eps)."""
+    amax = max(abs(lo_hi[0]), abs(lo_hi[1]))
+    scale = torch.tensor(amax, dtype=torch.float32) / FP8_MAX
+    return float(torch.clamp(scale, min=torch.finfo(torch.float32).eps))
+
+
+def static_scale(ctx: InputContext, device: torch.device) -> torch.Tensor:
+    assert ctx.static is not None
+    return torch.tensor(static_scale_value(ctx.static.range), dtype=torch.float32, device=device)

@@ -1,0 +1,61 @@
+"""8da4w_g32: int8 asymmetric dynamic activations per token and int4 symmetric weights per
+group of 32: torchao's ``Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+weight_granularity=PerGroup(32))`` (the unpacked path ExecuTorch exports).
+
+Recipe: the weight as in ``int4_sym_g32``; the input through torchao's own
+``_apply_int8_act_asym_per_token_quant_dequant`` (per row of the last axis:
+``choose_qparams_affine`` asymmetric on [-128, 127]). Deployed: ``4 + 16 / 32`` bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
+from tui_quantreport.engine.quantsim.schemes.int4_symmetric import fake_quantize_intx
+from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
+
+
+class Int8DynamicInt4(TorchaoScheme):
+    name = "8da4w_g32"
+    title = "int8 dynamic + int4 weights, group 32"
+    description = "int8 asymmetric per-token dynamic activations and int4 symmetric weights per group of 32"
+    group_size = 32
+    facts = SchemeFacts(
+        activation="dynamic",
+        weight=WeightFacts("int4", "per_group", 32, scale_dtype="bfloat16"),
+        activation_granularity="per_token",
+        activation_dtype="int8",
+        activation_symmetric=False,
+        family="int4",
+    )
+    torchao_imports = (
+        ("torchao.quantization", "Int8DynamicActivationIntxWeightConfig"),
+        ("torchao.quantization", "PerGroup"),
+    )
+
+    def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
+        return fake_quantize_intx(weight, self.group_size)
+
+    def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
+        from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+            _apply_int8_act_asym_per_token_quant_dequant,
+        )
+
+        return _apply_int8_act_asym_per_token_quant_dequant(x)
+
+    def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
+        return per_group_bits(4, self.group_size, 16)
+
+    def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:
+        return {
+            "config": "torchao.quantization.Int8DynamicActivationIntxWeightConfig",
+            "kwargs": {
+                "weight_dtype": {"$attr": "torch.int4"},
+                "weight_granularity": {"$call": "torchao.quantization.PerGroup", "args": [self.group_size]},
+            },
+        }

@@ -1,0 +1,69 @@
+"""NVFP4: ``nvfp4_weight_only`` (torchao's prototype ``NVFP4WeightOnlyConfig``, runs here) and
+``nvfp4`` (weights and activations, ``NVFP4DynamicActivationNVFP4WeightConfig``: CUDA >= sm100,
+simulated here).
+
+Recipe: torchao's ``NVFP4Tensor.to_nvfp4`` with the per-tensor scale
+``per_tensor_amax_to_scale(amax) = amax / (448 * 6)``: blocks of 16 along K, an e4m3 scale per
+block, e2m1 elements (round to nearest even), dequantized; the activations alike, each
+tensor with its own per-tensor scale. Both weight dims must be multiples of 16. Deployed:
+``4 + 8 / 16 = 4.5`` bits per weight plus one float32 per tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
+from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits, per_tensor_extra
+
+BLOCK = 16
+
+
+def fake_quantize_nvfp4(x: torch.Tensor) -> torch.Tensor:
+    """``x`` through torchao's NVFP4 quantization along its last axis (with a per-tensor scale)."""
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).contiguous()
+    scale = per_tensor_amax_to_scale(torch.max(torch.abs(flat)))
+    return NVFP4Tensor.to_nvfp4(flat, per_tensor_scale=scale).dequantize(x.dtype).reshape(shape)
+
+
+class NVFP4(TorchaoScheme):
+    dims_multiple = BLOCK
+
+    def __init__(self, weight_only: bool):
+        self.weight_only_ = weight_only
+        self.name = "nvfp4_weight_only" if weight_only else "nvfp4"
+        self.title = "NVFP4 weight-only" if weight_only else "NVFP4"
+        self.description = "fp4 e2m1 elements with an e4m3 scale per block of 16 and a float32 scale per tensor, " + (
+            "weights only, float activations" if weight_only else "weights and activations"
+        )
+        self.facts = SchemeFacts(
+            activation="none" if weight_only else "dynamic",
+            weight=WeightFacts("nvfp4", "block", BLOCK, scale_dtype="e4m3"),
+            activation_granularity=None if weight_only else "per_block",
+            activation_dtype=None if weight_only else "nvfp4",
+            activation_symmetric=not weight_only,
+            family="nvfp4",
+            runs_on="cpu" if weight_only else "CUDA >= sm100",
+        )
+        name = "NVFP4WeightOnlyConfig" if weight_only else "NVFP4DynamicActivationNVFP4WeightConfig"
+        self.torchao_imports = (("torchao.prototype.mx_formats.inference_workflow", name),)
+
+    def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
+        return fake_quantize_nvfp4(weight.detach())
+
+    def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
+        return x if self.weight_only_ else fake_quantize_nvfp4(x)
+
+    def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
+        return per_group_bits(4, BLOCK, 8) + per_tensor_extra(weight_shape)
+
+    def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:
+        name = "NVFP4WeightOnlyConfig" if self.weight_only_ else "NVFP4DynamicActivationNVFP4WeightConfig"
+        return {"config": f"torchao.prototype.mx_formats.inference_workflow.{name}"}
