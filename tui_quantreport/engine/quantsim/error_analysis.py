@@ -923,7 +923,7 @@ class ErrorAnalysis:
             for fqn, target in self.targets.items():
                 shape = tuple(target.module.weight.shape)
                 refused = {}
-                for name in SCHEMES:
+                for name in dict.fromkeys((*self.schemes, *PREFERENCE)):
                     why = self.runs(name, target.kind.name, shape)
                     if why is not None:
                         refused[name] = why

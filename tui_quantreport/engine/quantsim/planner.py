@@ -172,8 +172,10 @@ def decision_units(
         never = seen_called is not None and any(m not in seen_called for m in members)
         for name in [] if never else allowed:
             scheme = SCHEMES[name]
-            if any(scheme.unsupported(t.kind) is not None for t in targets):
+            if any(analysis._ineligible(t, scheme) is not None for t in targets):
                 continue
+            if any(name in analysis.refusals().get(m, {}) for m in members):
+                continue  # the deployment target does not run it here
             if scheme.needs_range and any(t.static is None for t in targets):
                 continue
             bits[name] = sum(

@@ -72,6 +72,9 @@ class Target:
     file_label: str = ""
     #: Old names (``config --target torchao``) that select this target.
     aliases: tuple[str, ...] = ()
+    #: Whether the target runs the number formats beyond the int8 four (torchao's int4, fp8, MX,
+    #: NVFP4, NF4 configs) on Linear modules, by each scheme's facts (where it runs).
+    formats: bool = False
 
     def runs(self, scheme: str, kind: str, weight_shape: tuple[int, ...]) -> str | None:
         """Why this target does not run ``scheme`` on a module of ``kind`` with a weight of
@@ -80,13 +83,29 @@ class Target:
             return None
         cls = module_class(kind, weight_shape)
         if scheme not in self.supported:
-            return self.scheme_missing.get(scheme) or f"{self.name} has no {scheme} scheme"
+            if self.formats:
+                return self._runs_format(scheme, cls)
+            return self.scheme_missing.get(scheme) or f"{self.name} runs only {', '.join(self.supported)}"
         if cls in self.supported[scheme]:
             return None
         if cls in self.why_not:
             return self.why_not[cls]
         runs_on = ", ".join(sorted(self.supported[scheme]))
         return f"{self.name} runs {scheme} on {runs_on} only, not on {cls}"
+
+    def _runs_format(self, scheme: str, cls: str) -> str | None:
+        """Why this torchao target does not run the format ``scheme`` (its facts: CUDA-only
+        kernels on a CPU target; the formats' configs quantize Linear only), or None."""
+        from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry: read when asked
+
+        known = SCHEMES.get(scheme)
+        if known is None:
+            return f"{self.name} has no {scheme} scheme"
+        if known.facts.cuda_only and self.device != "cuda":
+            return f"{scheme} is {known.facts.runs_note}: {self.name} does not run it"
+        if cls != LINEAR:
+            return f"torchao 0.18's {known.facts.family} configs quantize Linear only, not {cls}"
+        return None
 
     def eligible_schemes(self, kind: str, weight_shape: tuple[int, ...]) -> list[str]:
         return [s for s in self.supported if self.runs(s, kind, weight_shape) is None]

@@ -56,4 +56,5 @@ TARGET = Target(
     suffix=".torchao.py",
     file_label="torchao config (.py + .json + .safetensors)",
     aliases=("torchao",),
+    formats=True,
 )

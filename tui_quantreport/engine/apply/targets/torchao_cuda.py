@@ -14,6 +14,7 @@ TARGET = Target(
     device="cuda",
     recipe=TORCHAO_RECIPE,
     supported=TORCHAO_SUPPORTED,
+    formats=True,
     why_not=TORCHAO_WHY_NOT,
     exporter="tui_quantreport.engine.apply.torchao_target:export_for_target",
     applier_path="tui_quantreport.engine.apply.torchao_target:applier",
