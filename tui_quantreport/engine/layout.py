@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.batches import ObserverFault, first_tensor
 from tui_quantreport.engine.modules import (
     AXIS_CHANNELS,
     AXIS_FOLLOW,
@@ -309,8 +310,6 @@ def _ours(hook):
         try:
             return hook(*args)
         except Exception as exc:
-            from tui_quantreport.engine.session import ObserverFault
-
             raise ObserverFault(
                 f"tui-quantreport failed while tracing tensor layouts: {type(exc).__name__}: {exc}"
             ) from exc
@@ -320,8 +319,6 @@ def _ours(hook):
 
 def _first_float(value: Any) -> torch.Tensor | None:
     """The first tensor in a module's inputs or outputs, when it is a dense float tensor."""
-    from tui_quantreport.engine.session import first_tensor
-
     tensor = first_tensor(value)
     if tensor is None or not (tensor.is_floating_point() or tensor.is_quantized):
         return None

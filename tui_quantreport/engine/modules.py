@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from tui_quantreport.engine.defaults import BACKENDS
 from tui_quantreport.engine.module_info import ModuleInfo
 
 # Nothing here imports torch.ao.quantization or torchao: observers and fake quantizers
@@ -55,7 +56,7 @@ EQUALIZATION = "equalization"
 CAPABILITIES = (PER_CHANNEL, DYNAMIC, EQUALIZATION)
 
 #: The quantized engines that have dynamic (activation range per batch) kernels for a layer.
-ALL_BACKENDS = frozenset({"fbgemm", "x86", "qnnpack", "onednn"})
+ALL_BACKENDS = frozenset(BACKENDS)
 
 
 @dataclass(frozen=True)

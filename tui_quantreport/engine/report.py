@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from tui_quantreport.engine.defaults import MIN_GAIN_DB
 from tui_quantreport.engine.module_info import ModuleInfo
 
 
@@ -328,7 +329,7 @@ class Report:
     measured: Measured | None = None
     #: (detector name, module fqn) -> the finding's severity, when measured.
     severities: Mapping[tuple[str, str], Severity] = field(default_factory=dict)
-    min_gain_db: float = 1.0
+    min_gain_db: float = MIN_GAIN_DB
 
     def findings_for(self, fqn: str) -> list[Finding]:
         """Every enabled detector's finding on module ``fqn``, in registry order."""

@@ -23,7 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from tui_quantreport.engine.batches import ObserverFault, batch_count, call_batch, first_tensor
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
+from tui_quantreport.engine.graph import (
+    GraphRunner,
+    GraphView,
+    _Sites,
+    freeze_graph_state,
+    is_exported_graph,
+    weight_ranges,
+)
 from tui_quantreport.engine.layout import LayoutTracker, integer_layout
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
@@ -62,29 +71,6 @@ _TENSOR = torch.Tensor
 #: A tensor's entry in the per-batch cache: a weak reference to it, its summaries by
 #: the percentiles they hold, and each reducer's contribution.
 _CacheEntry = tuple["weakref.ref[torch.Tensor]", dict[tuple[float, ...], "TensorSummary | None"], dict[Reducer, Any]]
-
-
-def call_batch(model: nn.Module, batch: Any) -> Any:
-    """Run one batch: a tensor is passed as is, a tuple/list spread, a dict as keywords."""
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
-
-
-def first_tensor(value: Any) -> torch.Tensor | None:
-    """The first tensor in a module's inputs or outputs (nested tuples, lists, dicts)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, Mapping):  # keyword inputs, and outputs like HuggingFace's ModelOutput
-        value = tuple(value.values())
-    if isinstance(value, (tuple, list)):  # never other iterables: iterating may consume them
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 class _Observer:
@@ -639,12 +625,10 @@ class Session:
     ) -> Stats:
         """Feed ``batches`` with observers at ``plan``'s points; the stats carry no settings."""
         if self.graph is not None:  # never .eval() an exported graph: observe it at its nodes
-            from tui_quantreport.engine.graph import calibrate_graph
-
-            return calibrate_graph(
+            return _calibrate_graph(
                 self, batches, plan, max_batches=max_batches, progress=progress, should_cancel=should_cancel
             )
-        total = _length(batches)
+        total = batch_count(batches)
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         observer = _Observer(self.catalog, defer=rerun_failures, immediate=self._immediate)
@@ -734,8 +718,6 @@ class Session:
         for layers without input channels (embeddings).
         """
         if self.graph is not None:
-            from tui_quantreport.engine.graph import weight_ranges
-
             return weight_ranges(self.graph)
         ranges = {}
         cache = self._weight_cache
@@ -907,10 +889,6 @@ class Session:
 
 
 _END = object()
-
-
-class ObserverFault(RuntimeError):
-    """A bug in our own hooks: kept apart from errors in the user's model or batches."""
 
 
 def _guarded_hook(run):
@@ -1098,16 +1076,7 @@ def _hook(
 
 
 def _graph_view(model: nn.Module, catalog: ModelCatalog) -> Any:
-    from tui_quantreport.engine.graph import GraphView, is_exported_graph
-
     return GraphView(model, catalog) if is_exported_graph(model) else None  # type: ignore[arg-type]
-
-
-def _length(batches: Iterable[Any]) -> int | None:
-    try:
-        return len(batches)  # type: ignore[arg-type]
-    except TypeError:
-        return None
 
 
 _SETATTR = nn.Module.__setattr__
@@ -1177,3 +1146,90 @@ def _freeze_model_state(
 
 
 _UNSET = object()
+
+
+def _calibrate_graph(
+    session: Any,
+    batches: Iterable[Any],
+    plan: Mapping[tuple[str, str], Any],
+    *,
+    max_batches: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Any:
+    """:meth:`Session.calibrate` for an exported graph: the same loop, observed at nodes."""
+    view: GraphView = session.graph
+    total = batch_count(batches)
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    observer = _Observer(session.catalog)
+    for point, request in plan.items():
+        if point[0] in session.catalog.modules:
+            observer.request(point, request)
+    sites = _Sites(view, observer.accumulators)
+    tracker = observer.tracker
+    inputs: dict[str, Any] = {}  # invocation key -> its input value (first batch: producer tags need it)
+
+    def on_value(node: torch.fx.Node, value: Any) -> None:
+        try:
+            for inv, observed in sites.ends.get(node, ()):
+                if tracker.discovering:
+                    source = inputs.get(inv.key)
+                    tracker._producer_hook(inv.fqn)(None, (source,) if source is not None else (), {}, value)
+                if observed:
+                    observer.observe((inv.fqn, "post"), first_tensor(value))
+            for inv, observed in sites.starts.get(node, ()):
+                if tracker.discovering:
+                    inputs[inv.key] = value
+                    tracker._consumer_hook(inv.fqn)(None, (value,), {})
+                if observed:
+                    observer.observe((inv.fqn, "pre"), first_tensor(value))
+        except Exception as exc:
+            raise ObserverFault(f"tui-quantreport failed while observing: {type(exc).__name__}: {exc}") from exc
+
+    runner = GraphRunner(view, sites.nodes, on_value)
+    restore = freeze_graph_state(view.gm)
+    done = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if max_batches is not None and done >= max_batches:
+                    break
+                if should_cancel is not None and should_cancel():
+                    raise CalibrationCancelled()
+                observer.new_batch()
+                runner.failed_at = None
+                try:
+                    runner.run(*view.flat_inputs(batch), enable_io_processing=False)
+                except ObserverFault:
+                    raise
+                except Exception as exc:
+                    raise _graph_rejected(session, runner.failed_at, done + 1, exc) from exc
+                finally:
+                    runner.env = {}
+                observer.end_batch()
+                inputs.clear()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        observer.end_discovery()
+        observer.new_batch()
+        inputs.clear()
+        restore()
+    points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
+    return Stats(batches=done, points=points, weights=weight_ranges(view), layouts=dict(observer.layouts))
+
+
+def _graph_rejected(session: Any, node: torch.fx.Node | None, index: int, exc: Exception) -> Exception:
+    module = session.graph.module_of(node) if node is not None else None
+    where = ""
+    if module:
+        info = session.catalog.modules.get(module)
+        where = f" in module '{module}' ({info.class_name if info else 'unknown'})"
+    elif node is not None:
+        where = f" in the model's own forward ({session.catalog.class_name})"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CalibrationError(
+        f"batch {index} was rejected{where}: {type(exc).__name__}: {detail}", batch=index, module=module
+    )

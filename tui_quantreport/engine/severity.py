@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tui_quantreport.engine.defaults import MIN_GAIN_DB
 from tui_quantreport.engine.escape import markdown_code, printable
 from tui_quantreport.engine.planner_report import planner_markdown, planner_text
 from tui_quantreport.engine.report import (
@@ -47,7 +48,7 @@ from tui_quantreport.engine.report import (
     Status,
 )
 
-DEFAULT_MIN_GAIN_DB = 1.0
+DEFAULT_MIN_GAIN_DB = MIN_GAIN_DB
 
 
 @dataclass(frozen=True)

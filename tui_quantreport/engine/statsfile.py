@@ -651,6 +651,7 @@ def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches: int | None = None) -> Any:
     """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
+    import tui_quantreport.engine.detectors  # noqa: F401 - registers the reducers the state names
     from tui_quantreport.engine.stats import Stats
 
     # Each pack holds its tensors back to back, in index order: one split per pack.

@@ -20,6 +20,7 @@ from textual.reactive import var
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Label, Static
 
+from tui_quantreport.engine.defaults import MIN_GAIN_DB
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge
@@ -44,7 +45,7 @@ BATCHES = Param("batches", None, "calibrate on at most this many batches (empty:
 #: The measured-severity threshold: re-judges the kept measurement, never measures again.
 MIN_GAIN = Param(
     "min_gain_db",
-    1.0,
+    MIN_GAIN_DB,
     "a finding whose advice gains less than this many dB of measured SQNR is minor: shown, not badged",
     kind="float",
     low=0.0,

@@ -56,9 +56,9 @@ class HelpScreen(ModalScreen[None]):
         yield Footer(compact=True)  # this screen's keys, not the main screen's (dead here)
 
 
-def key_sections(app: App) -> list[HelpSection]:
-    """Every key of ``app`` (the main screen's bindings), by where it works."""
-    from tui_quantreport.tui.main_screen import MainScreen
+def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]:
+    """Every key of ``app`` by where it works; ``anywhere``: the main screen's own bindings (passed
+    in by the main screen, so this screen never imports it)."""
 
     def rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
         return [
@@ -76,7 +76,7 @@ def key_sections(app: App) -> list[HelpSection]:
         (
             "Anywhere",
             [
-                *rows(MainScreen.BINDINGS),
+                *rows(anywhere),
                 ("^p", "Command palette: every action, detector toggles, jump to a module"),
                 ("tab / shift+tab", "Move between the tree, the detail view and the sidebar"),
             ],

@@ -39,6 +39,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
+from tui_quantreport.engine.defaults import PROBE_BATCHES as DEFAULT_PROBE_BATCHES
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.export import render, write_atomic
@@ -157,7 +158,7 @@ PLAN_ACTIONS = frozenset(
 )
 
 #: Probe batches the error analysis runs on (the first K calibration batches).
-PROBE_BATCHES = 4
+PROBE_BATCHES = DEFAULT_PROBE_BATCHES
 
 #: Plan changes closer than this many seconds are coalesced: the first is evaluated at once, the
 #: last once the plan has rested this long.
@@ -1958,7 +1959,7 @@ class MainScreen(Screen[None]):
             self.notify(note, severity=severity, timeout=10, markup=False)
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(key_sections(self.app)))
+        self.app.push_screen(HelpScreen(key_sections(self.app, MainScreen.BINDINGS)))
 
     async def action_quit(self) -> None:
         """Quit, asking a running calibration to stop between batches."""

@@ -20,12 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tui_quantreport.engine.defaults import BACKENDS, DEFAULT_BACKEND
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
 from tui_quantreport.engine.modules import PER_CHANNEL, ModelCatalog, WeightedKind, WeightScheme
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
-
-BACKENDS = ("fbgemm", "x86", "qnnpack", "onednn")
 
 #: Whether each backend's default qconfig quantizes weights per channel
 #: (``torch.ao.quantization.get_default_qconfig(backend).weight``).
@@ -58,7 +57,7 @@ class PerChannelDetector(Detector[WeightQuantization]):
     WEIGHT_ROW_RANGE = "weight_row_range"
     report_keys = (PER_CHANNEL_SUPPORTED, PER_CHANNEL_USED, WEIGHT_ONLY, WEIGHT_ROW_RANGE)
     params = (
-        Param("backend", "x86", "quantized engine the model will run on", kind="choice", choices=BACKENDS),
+        Param("backend", DEFAULT_BACKEND, "quantized engine the model will run on", kind="choice", choices=BACKENDS),
         Param(
             "weight_scheme",
             "backend_default",

@@ -143,11 +143,13 @@ class Reducer(ABC):
 
 
 def reducer_from_spec(spec: dict[str, Any]) -> Reducer:
-    """The reducer :meth:`Reducer.spec` described (its module is imported with the detectors)."""
-    kind = spec.get("kind")
-    if kind not in _KINDS:
-        import tui_quantreport.engine.detectors  # noqa: F401 - detectors define their reducers
+    """The reducer :meth:`Reducer.spec` described.
 
+    Reducers register themselves when their class is defined: the detectors' reducers when
+    :mod:`tui_quantreport.engine.detectors` is imported (the statistics never import the detectors;
+    whoever reads saved statistics imports them first, as :func:`~..statsfile.stats_from_state` does).
+    """
+    kind = spec.get("kind")
     cls = _KINDS.get(str(kind))
     if cls is None:
         raise ValueError(f"unknown statistic {kind!r}")
