@@ -7,7 +7,7 @@ measurement (with its range pass) and a plan evaluation must:
 
 - read nothing back inside the model's forward (every per-module hook and swapped forward runs there);
 - read back as often with four probe batches as with two (the reads left are once per pass);
-- give the very same results as the CPU's own paths.
+- give the very same results as the CPU's own paths (tiny_transformer: the per-token dynamic path).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _measure(sample: str, batches: int, trap: _Trap | None):
     return results
 
 
-@pytest.mark.parametrize("sample", ["showcase", "drifting_mlp"])
+@pytest.mark.parametrize("sample", ["showcase", "drifting_mlp", "tiny_transformer"])
 def test_measurement_reads_nothing_back_per_batch_and_gives_the_same_results(monkeypatch, sample):
     expected = _measure(sample, 2, None)
     counts = []
