@@ -232,6 +232,44 @@ class _RangePass:
     rows: int = 0
     finite: bool = True
     extra: dict = field(default_factory=dict)
+    #: The per-batch sums, kept on the data's device (float64: lo, hi, finite, p_lo, p_hi) and
+    #: read back once at the end of the pass (:meth:`read_back`).
+    sums: torch.Tensor | None = None
+
+    def add(self, lo: torch.Tensor, hi: torch.Tensor, p_lo: torch.Tensor | None, p_hi: torch.Tensor | None) -> None:
+        """One batch's extremes (and percentiles), folded in on the device, branch-free: the
+        same values as ``min``/``max`` and ``+=`` of Python floats (a NaN never replaces a kept
+        extreme; the sums taken in float64 in the same order)."""
+        lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+        zero = torch.zeros((), dtype=torch.float64, device=lo.device)
+        batch = torch.stack(
+            [
+                lo,
+                hi,
+                (torch.isfinite(lo) & torch.isfinite(hi)).to(torch.float64),
+                zero if p_lo is None else p_lo.to(torch.float64),
+                zero if p_hi is None else p_hi.to(torch.float64),
+            ]
+        )
+        if self.sums is None:
+            start = [math.inf, -math.inf, 1.0, 0.0, 0.0]
+            self.sums = torch.tensor(start, dtype=torch.float64, device=lo.device)
+        kept = self.sums
+        self.sums = torch.stack(
+            [
+                torch.where(batch[0] < kept[0], batch[0], kept[0]),
+                torch.where(batch[1] > kept[1], batch[1], kept[1]),
+                torch.minimum(batch[2], kept[2]),
+                kept[3] + batch[3],
+                kept[4] + batch[4],
+            ]
+        )
+
+    def read_back(self, values: list[float]) -> None:
+        """Set the Python fields from the sums read back (one read for the whole pass)."""
+        lo, hi, finite, p_lo, p_hi = values
+        self.finite = finite == 1.0
+        self.lo, self.hi, self.p_lo, self.p_hi = lo, hi, p_lo, p_hi
 
 
 class ErrorAnalysis:
@@ -522,16 +560,12 @@ class ErrorAnalysis:
                 x = x.detach()
                 acc.calls += 1
                 acc.rows += rows_of(tuple(x.shape), target.kind.input_axis(x.dim()) if x.dim() else None)
-                lo, hi = (float(v) for v in torch.aminmax(x))
-                if not (math.isfinite(lo) and math.isfinite(hi)):
-                    acc.finite = False
-                    return
-                if max(-lo, hi) > F32_MAX:  # finite float64 beyond float32: kept as the range, no qparams
-                    acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
-                    acc.channels_ok = False
-                    return
-                acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+                # Nothing is read back here (no host sync per batch): the extremes and sums are
+                # kept on the device. A batch with NaN or infinite values, or beyond float32
+                # (whose range is kept, without qparams), leaves the advice statistics unused.
+                lo, hi = torch.aminmax(x)
                 if not advice:
+                    acc.add(lo, hi, None, None)
                     return
                 x = x.to(torch.float32)
                 axis = target.kind.input_axis(x.dim())
@@ -550,8 +584,7 @@ class ErrorAnalysis:
                 n = flat.numel()
                 k_hi = min(n, max(1, math.ceil(p * n)))
                 k_lo = min(n, max(1, math.floor((1 - p) * n) + 1))
-                acc.p_lo += float(torch.kthvalue(flat, k_lo).values)
-                acc.p_hi += float(torch.kthvalue(flat, k_hi).values)
+                acc.add(lo, hi, torch.kthvalue(flat, k_lo).values, torch.kthvalue(flat, k_hi).values)
 
             return hook
 
@@ -578,6 +611,12 @@ class ErrorAnalysis:
                 h.remove()
             edges.new_batch()
         self._reference = outputs
+        kept = [(acc, acc.sums) for acc in sums.values() if acc.sums is not None]
+        if kept:  # one read back for the whole pass
+            device = kept[0][1].device
+            values = torch.stack([t.to(device) for _, t in kept]).cpu().tolist()
+            for (acc, _), row in zip(kept, values, strict=True):
+                acc.read_back(row)
         edges.finish()
         self.dataflow = flow.finish()
         for fqn, target in self.targets.items():
@@ -1534,10 +1573,11 @@ class _EdgeTracer:
         #: id(tensor) -> (weak ref, producing target, whether it is the producer's raw output)
         self.live: dict[int, tuple[weakref.ref, str, bool]] = {}
         self._pending: list = []
-        self.out_lo: dict[str, float] = {}
-        self.out_hi: dict[str, float] = {}
-        self.chain_lo: dict[str, float] = {}
-        self.chain_hi: dict[str, float] = {}
+        #: Output extremes, kept on the device (float64) until :meth:`finish` reads them back.
+        self.out_lo: dict[str, torch.Tensor] = {}
+        self.out_hi: dict[str, torch.Tensor] = {}
+        self.chain_lo: dict[str, torch.Tensor] = {}
+        self.chain_hi: dict[str, torch.Tensor] = {}
         self.raw_readers: dict[str, set[str]] = {}
         self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
         self.shared_readers: dict[str, set[str]] = {}
@@ -1603,8 +1643,7 @@ class _EdgeTracer:
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
                 self.live[id(output)] = (weakref.ref(output), key, False)
                 if direct:
-                    self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
-                    self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+                    _fold_extremes(self.chain_lo, self.chain_hi, key, output.detach())
 
         return hook
 
@@ -1621,15 +1660,13 @@ class _EdgeTracer:
         if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
             self.live[id(output)] = (weakref.ref(output), key, False)
             if raw:
-                self.chain_lo[key] = min(self.chain_lo.get(key, math.inf), float(output.detach().amin()))
-                self.chain_hi[key] = max(self.chain_hi.get(key, -math.inf), float(output.detach().amax()))
+                _fold_extremes(self.chain_lo, self.chain_hi, key, output.detach())
 
     def _produced(self, fqn: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
                 self.live[id(output)] = (weakref.ref(output), fqn, True)
-                self.out_lo[fqn] = min(self.out_lo.get(fqn, math.inf), float(output.detach().amin()))
-                self.out_hi[fqn] = max(self.out_hi.get(fqn, -math.inf), float(output.detach().amax()))
+                _fold_extremes(self.out_lo, self.out_hi, fqn, output.detach())
 
         return hook
 
@@ -1641,13 +1678,22 @@ class _EdgeTracer:
 
     def finish(self) -> None:
         analysis = self.analysis
+        tables = (self.out_lo, self.out_hi, self.chain_lo, self.chain_hi)
+        floats: list[dict[str, float]] = [{}, {}, {}, {}]
+        kept = [(i, key, t) for i, table in enumerate(tables) for key, t in table.items()]
+        if kept:  # one read back for the whole pass
+            device = kept[0][2].device
+            values = torch.stack([t.to(device) for _, _, t in kept]).cpu().tolist()
+            for (i, key, _), value in zip(kept, values, strict=True):
+                floats[i][key] = value
+        out_lo, out_hi, chain_lo, chain_hi = floats
         for fqn, target in analysis.targets.items():
             target.consumers = self.consumers.get(fqn, set())
             target.shared_readers = self.shared_readers.get(fqn, set())
-            lo, hi = self.out_lo.get(fqn), self.out_hi.get(fqn)
+            lo, hi = out_lo.get(fqn), out_hi.get(fqn)
             readers = self.raw_readers.get(fqn, set())
-            if fqn in self.chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
-                lo, hi = self.chain_lo[fqn], self.chain_hi[fqn]
+            if fqn in chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
+                lo, hi = chain_lo[fqn], chain_hi[fqn]
             if lo is None or hi is None:
                 continue
             qp = activation_qparams(lo, hi, analysis.backend)
@@ -1676,6 +1722,19 @@ class _FunctionalRelu(TorchFunctionMode):
 
 
 _RELU_FUNCTIONS = frozenset({torch.nn.functional.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
+
+
+def _fold_extremes(lows: dict[str, torch.Tensor], highs: dict[str, torch.Tensor], key: str, t: torch.Tensor) -> None:
+    """Fold ``t``'s extremes into ``lows[key]``/``highs[key]`` on the device (float64), branch-free:
+    the same values as Python's ``min``/``max`` of the floats (a NaN never replaces a kept one)."""
+    lo, hi = t.amin().to(torch.float64), t.amax().to(torch.float64)
+    kept_lo, kept_hi = lows.get(key), highs.get(key)
+    if kept_lo is None or kept_hi is None:
+        # min(inf, lo) is lo unless lo is NaN
+        kept_lo = torch.full((), math.inf, dtype=torch.float64, device=lo.device)
+        kept_hi = torch.full((), -math.inf, dtype=torch.float64, device=hi.device)
+    lows[key] = torch.where(lo < kept_lo, lo, kept_lo)
+    highs[key] = torch.where(hi > kept_hi, hi, kept_hi)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import torch
 
 from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.errors import ParamError
+from tui_quantreport.engine.quantsim.hostsync import host_reads
 
 EPS = torch.finfo(torch.float32).eps
 F32_MAX = float(torch.finfo(torch.float32).max)
@@ -74,11 +75,11 @@ def affine_qparams(
     max_pos = torch.maximum(max_val, torch.zeros_like(max_val))
     scale = (max_pos - min_neg) / float(quant_max - quant_min)
     overflow = torch.isinf(scale) & torch.isfinite(min_neg) & torch.isfinite(max_pos)
-    if bool(overflow.any()):
-        # A range wider than float32's largest value: the width in float64 (torch's
-        # observer would give an infinite scale, so every quantized value NaN).
-        wide = ((max_pos.double() - min_neg.double()) / float(quant_max - quant_min)).to(torch.float32)
-        scale = torch.where(overflow, wide, scale)
+    # A range wider than float32's largest value: the width in float64 (torch's observer would
+    # give an infinite scale, so every quantized value NaN). Taken for every element and chosen
+    # by torch.where, so nothing is read back to the host.
+    wide = ((max_pos.double() - min_neg.double()) / float(quant_max - quant_min)).to(torch.float32)
+    scale = torch.where(overflow, wide, scale)
     scale = torch.clamp(scale, min=EPS)
     zero_point = quant_min - torch.round(min_neg / scale).to(torch.int32)
     zero_point = torch.clamp(zero_point, quant_min, quant_max)
@@ -222,7 +223,7 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
     if per_token and xf.dim() >= 2:
         rows = xf.reshape(-1, xf.shape[-1])
         out = _fake_quantize_dynamic_rows(rows, qmin, qmax).reshape(xf.shape)
-    elif xf.device.type == "cpu":
+    elif host_reads(xf):
         # One host read of the extremes; then scalar arithmetic in float32, as the observer does.
         lo, hi = torch.aminmax(xf)
         t_scale, t_zp, t_inv = _dynamic_qparams(float(lo), float(hi), qmin, qmax)
@@ -296,6 +297,10 @@ def _fake_quantize_dynamic_rows(rows: torch.Tensor, qmin: int, qmax: int) -> tor
     lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # aminmax(dim=) is 20x slower on CPU
     min_neg = lo.clamp(max=0.0)  # a zero's sign changes neither the width nor the zero point
     max_pos = hi.clamp(min=0.0)
+    if not host_reads(rows):
+        # No host read to choose the path: the general one, the same values for every row.
+        scale, zp = affine_qparams(lo, hi, qmin, qmax)
+        return _fake_quantize_rows(rows, scale, zp, qmin, qmax)
     scale = torch.sub(max_pos, min_neg).div_(float(qmax - qmin))
     if not bool(torch.isfinite(scale).all()):
         scale, zp = affine_qparams(lo, hi, qmin, qmax)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tui_quantreport.engine.quantsim.hostsync import host_reads
+
 UNDEFINED = "SQNR undefined: "
 
 
@@ -70,6 +72,13 @@ def log_norm(t: torch.Tensor) -> torch.Tensor:
     """
     if t.dtype == torch.float64:
         n = torch.linalg.vector_norm(t)
+        if not host_reads(t):
+            # Both ways, chosen on the device (no read back): the same value as the branch below.
+            m = t.abs().amax() if t.numel() else t.new_zeros(())
+            ok = torch.isfinite(m) & (m > 0)
+            safe = torch.where(ok, m, torch.ones_like(m))
+            scaled = torch.log(safe) + torch.log(torch.linalg.vector_norm(t / safe))
+            return torch.where(torch.isfinite(n) | ~ok, torch.log(n), scaled)
         if not bool(torch.isfinite(n)):
             m = t.abs().amax()
             if bool(torch.isfinite(m)) and bool(m > 0):
@@ -120,7 +129,7 @@ class SqnrAccumulator:
         elsewhere, or for empty tensors, it is :meth:`add`.
         """
         y = reference.reference
-        if y.device.type != "cpu" or approx.device.type != "cpu" or not y.numel() or y.shape != approx.shape:
+        if not host_reads(y) or not host_reads(approx) or not y.numel() or y.shape != approx.shape:
             self.add(y, approx)
             return
         yhat = approx.detach().to(torch.float64)
