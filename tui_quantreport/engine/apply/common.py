@@ -154,10 +154,14 @@ def model_loader_code(spec: str, calibration: str | None = None) -> str:
         f"BATCHES_SOURCE = {batches_source!r}\n\n\n" + source(import_model_code) + "\n\n"
         "def build_model():\n"
         '    """The float model, rebuilt as tui-quantreport loaded it (MODEL_SOURCE: where, and its factory)."""\n'
-        "    return import_model_code(*MODEL_SOURCE)()\n\n\n"
+        "    return import_model_code(*MODEL_SOURCE, here=_here())()\n\n\n"
         "def calibration_batches():\n"
         '    """The calibration batches (BATCHES_SOURCE: where, and its factory)."""\n'
-        "    return import_model_code(*BATCHES_SOURCE)()\n"
+        "    return import_model_code(*BATCHES_SOURCE, here=_here())()\n\n\n"
+        "def _here():\n"
+        '    """The folder of this file (None when its text runs without one)."""\n'
+        "    import os\n\n"
+        "    return os.path.dirname(os.path.abspath(__file__)) if '__file__' in globals() else None\n"
     )
 
 

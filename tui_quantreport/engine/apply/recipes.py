@@ -223,24 +223,36 @@ def fx_quantize(model, batches, engine, assigned, keep_float, quant_min, quant_m
     return convert_fx(prepared)
 
 
-def import_model_code(kind, target, name):
+def import_model_code(kind, target, name, here=None):
     """The callable ``name`` of the model's source: a file (run as a module) or an importable module
-    (``target`` is then ``(root to add to sys.path or None, module name)``)."""
+    (``target`` is then ``(root to add to sys.path or None, module name)``). Portable to another
+    machine: a module is imported as installed before its recorded root is tried, and a file not
+    at its recorded path is looked for by name beside the generated file (``here``) and in the
+    working directory."""
     import importlib
     import importlib.util
     import os
     import sys
 
     if kind == "file":
-        sys.path.insert(0, os.path.dirname(target))
-        spec = importlib.util.spec_from_file_location("_model_source_" + str(abs(hash(target))), target)
+        candidates = [target]
+        candidates += [os.path.join(where, os.path.basename(target)) for where in (here, os.getcwd()) if where]
+        found = next((path for path in candidates if os.path.isfile(path)), None)
+        if found is None:
+            raise FileNotFoundError("the model file " + ascii(target) + " (not found there, beside this file or here)")
+        sys.path.insert(0, os.path.dirname(found))
+        spec = importlib.util.spec_from_file_location("_model_source_" + str(abs(hash(found))), found)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     else:
         root, module_name = target
-        if root and root not in sys.path:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            if not root or root in sys.path:
+                raise
             sys.path.insert(0, root)
-        module = importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
     return getattr(module, name)
 
 
