@@ -95,7 +95,7 @@ class Target:
 
     def _runs_format(self, scheme: str, cls: str) -> str | None:
         """Why this torchao target does not run the format ``scheme`` (its facts: CUDA-only
-        kernels on a CPU target; the formats' configs quantize Linear only), or None."""
+        kernels on a CPU target), or None."""
         from tui_quantreport.engine.quantsim.schemes import SCHEMES  # the registry: read when asked
 
         known = SCHEMES.get(scheme)
@@ -103,9 +103,7 @@ class Target:
             return f"{self.name} has no {scheme} scheme"
         if known.facts.cuda_only and self.device != "cuda":
             return f"{scheme} is {known.facts.runs_note}: {self.name} does not run it"
-        if cls != LINEAR:
-            return f"torchao 0.18's {known.facts.family} configs quantize Linear only, not {cls}"
-        return None
+        return None  # the module kinds and shapes it takes are the scheme's own eligibility
 
     def eligible_schemes(self, kind: str, weight_shape: tuple[int, ...]) -> list[str]:
         return [s for s in self.supported if self.runs(s, kind, weight_shape) is None]
