@@ -315,7 +315,7 @@ def test_verify_json_stdout_is_only_json_when_the_model_prints(tmp_path, capsys)
     capsys.readouterr()
     code, out, err = run(capsys, "verify", noisy, "--plan", plan, "--format", "json")
     assert code == 0, err
-    assert json.loads(out)["target"] == "torchao"
+    assert json.loads(out)["target"] == "torchao-cpu"
     assert "hello from the model" in err
 
 
