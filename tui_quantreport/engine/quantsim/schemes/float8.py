@@ -140,9 +140,12 @@ class Float8(TorchaoScheme):
 
 def static_scale_value(lo_hi: tuple[float, float]) -> float:
     """The per-tensor fp8 activation scale of a calibrated range: ``amax / 448`` in float32 (≥ eps)."""
+    import numpy as np
+
+    # float32 arithmetic on the host's numbers (no tensor: nothing to read back from a device)
     amax = max(abs(lo_hi[0]), abs(lo_hi[1]))
-    scale = torch.tensor(amax, dtype=torch.float32) / FP8_MAX
-    return float(torch.clamp(scale, min=torch.finfo(torch.float32).eps))
+    scale = np.float32(amax) / np.float32(FP8_MAX)
+    return float(max(scale, np.finfo(np.float32).eps))
 
 
 def static_scale(ctx: InputContext, device: torch.device) -> torch.Tensor:
