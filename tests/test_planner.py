@@ -1,7 +1,8 @@
 """The budgeted planner on a small LLaMA (transformers config, heavy-tailed weights, massive channels).
 
-Candidates come from the scheme registry: nothing here names a scheme except the int4 test, which
-turns on when an int4 group-wise scheme is registered.
+Candidates come from the scheme registry, picked by their facts (nothing here names a scheme): the
+int8 schemes the recommendation ranks and the int4 weight-only group-size-32 ones; the int4 test turns
+on when such a scheme is registered.
 """
 
 from __future__ import annotations
@@ -30,11 +31,24 @@ from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncac
 BUDGET_BPW = 12.0
 
 
+def _int4_g32(name: str) -> bool:
+    facts = SCHEMES[name].facts
+    return facts.weight.dtype == "int4" and facts.weight.group_size == 32 and facts.activation == "none"
+
+
+#: The planner's candidates here (a choice by facts keeps the run short with 20+ registered schemes).
+CANDIDATES = [
+    name
+    for name, scheme in SCHEMES.items()
+    if (scheme.facts.family == "int8" and scheme.facts.preference is not None) or _int4_g32(name)
+]
+
+
 @pytest.fixture(scope="module")
 def planned():
     """One planner run on the LLaMA: (analysis, planner, result) at a bpw budget between int8 and float."""
     analysis = analysis_of(tiny_llama(), token_batches(2))
-    planner = Planner(analysis)
+    planner = Planner(analysis, schemes=CANDIDATES)
     result = planner.run(Budget("bpw", BUDGET_BPW), frontier_points=3)
     return analysis, planner, result
 
@@ -173,7 +187,7 @@ def test_cancel_keeps_what_was_measured(planned):
 
 
 def test_mixed_plan_at_5_bpw_beats_uniform_int4_g32(planned):
-    int4 = [name for name in SCHEMES if "int4" in name and "32" in name]
+    int4 = [name for name in CANDIDATES if _int4_g32(name)]
     if not int4:
         pytest.skip("no int4 group-size-32 scheme is registered")
     analysis, planner, result = planned
@@ -241,8 +255,19 @@ def test_units_group_tied_weights_moe_experts_and_shared_inputs():
     units = {u.members: u for u in planner.units()}
     tied = units[("embed", "head")]
     assert "tied" in tied.why
-    # One tensor, one format: only what applies to both (an embedding's input is indices), and counted once.
-    assert tied.candidates == tuple(s for s in SCHEMES if SCHEMES[s].activation == "float") + (FLOAT,)
+    # One tensor, one format: only what applies to both (an embedding's input is indices, and a group
+    # wider than the 8 input features does not fit), and counted once.
+    both = [analysis.targets["embed"], analysis.targets["head"]]
+    fits = tuple(
+        name
+        for name, scheme in SCHEMES.items()
+        if scheme.activation == "float"
+        and all(scheme.eligible(t.kind, tuple(t.module.weight.shape), t.module.weight.dtype) is None for t in both)
+        and not any(name in analysis.refusals().get(m, {}) for m in ("embed", "head"))
+    )
+    assert any(SCHEMES[s].facts.family == "int8" for s in fits)
+    assert not any((SCHEMES[s].facts.weight.group_size or 0) > 8 for s in fits)
+    assert tied.candidates == fits + (FLOAT,)
     assert tied.weights == 16 * 8 and tied.bits[FLOAT] == 16 * 8 * 32
     assert units[("q", "k")].why == "read the same input"
     assert units[("experts.0.w1", "experts.1.w1")].why == "experts of one MoE layer"
