@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
+from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
 from textual.widgets import Input, RadioButton, Static
 
 from tui_quantreport.tui.export_dialog import ExportDialog
@@ -38,7 +38,7 @@ async def export_to(app, pilot, path: Path, target: str | None = None) -> None:
 
 
 async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp_path: Path) -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -60,7 +60,7 @@ async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp
 
         await export_to(app, pilot, tmp_path / "m.md")
         markdown = (tmp_path / "m.md").read_text()
-        assert f"Edited plan: end-to-end SQNR {predicted:.1f} dB" in markdown
+        assert f"Edited plan for target {TARGET}: end-to-end SQNR {predicted:.1f} dB" in markdown
         assert f"kept float: `{SENSITIVE}`" in markdown
 
         await export_to(app, pilot, tmp_path / "m.plan.json")
@@ -100,7 +100,7 @@ async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp
 
 
 async def test_sensitivity_measured_in_the_app_reaches_the_json_and_markdown(tmp_path: Path) -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -118,13 +118,13 @@ async def test_sensitivity_measured_in_the_app_reaches_the_json_and_markdown(tmp
             line for line in (tmp_path / "s.md").read_text().splitlines() if line.startswith(f"| `{SENSITIVE}` |")
         )
         assert f"| {sensitivity[SENSITIVE].db:.1f} |" in row
-        assert "Recommended plan: end-to-end SQNR" in (tmp_path / "s.md").read_text()
+        assert f"Recommended plan for target {TARGET}: end-to-end SQNR" in (tmp_path / "s.md").read_text()
         assert text_of(app.query_one("#calibration-status"))
 
 
 async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_path: Path, capsys) -> None:
     plan_file = tmp_path / "edited.plan.json"
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -143,7 +143,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
         await export_to(app, pilot, plan_file)
         await settle(app, pilot)
 
-    relaunched = make_app(batches=SHOWCASE_BATCHES)  # the same model: the edits come back
+    relaunched = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # the same model: the edits come back
     async with relaunched.run_test(size=SIZE) as pilot:
         await calibrate(relaunched, pilot)
         await settle(relaunched, pilot)
@@ -156,7 +156,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
         await settle(relaunched, pilot)
         assert main.plan_origin == "recommended"
 
-    from_file = make_app(batches=SHOWCASE_BATCHES, plan=str(plan_file))
+    from_file = make_app(batches=SHOWCASE_BATCHES, target=TARGET, plan=str(plan_file))
     async with from_file.run_test(size=SIZE) as pilot:
         await calibrate(from_file, pilot)
         await settle(from_file, pilot)
