@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
+from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
 
 from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_candidates, sort_rows
 from tui_quantreport.tui.depth_plot import DepthPlot
@@ -37,7 +37,7 @@ def test_what_may_limit_the_plan_is_the_least_sensitive_else_the_lowest_local() 
 
 
 async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -105,7 +105,7 @@ async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> 
 
 
 async def test_n_walks_by_sensitivity_after_w() -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)

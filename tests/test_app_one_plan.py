@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, measure_sensitivity, plan_settled
+from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
 from textual.widgets import Input, RadioButton, Static
 
 from tui_quantreport.tui.export_dialog import ExportDialog
 from tui_quantreport.tui.verify_screen import VerifyScreen
+
+#: The module that limits the showcase's plan for the default target, torchao-cpu (which keeps the
+#: convolutions float, and verifies with torchao; qconfig-x86 cannot trace the showcase for v).
+LIMITING = "thermal_proj"
 
 pytest.importorskip("torchao", reason="the torchao configuration and v run torchao")
 
@@ -38,13 +42,13 @@ async def export_to(app, pilot, path: Path, target: str | None = None) -> None:
 
 
 async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp_path: Path) -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES)  # torchao-cpu: v verifies with torchao
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
         main = app.main
         recommended = main.measured.recommended_sqnr.db
-        await walk_to(app, pilot, SENSITIVE)
+        await walk_to(app, pilot, LIMITING)
         await pilot.press("f")
         await plan_settled(app, pilot)
         predicted = main.plan_sqnr.db
@@ -56,20 +60,21 @@ async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp
         assert report["plan"]["origin"] == "edited"
         assert report["plan"]["sqnr_db"] == pytest.approx(predicted)
         assert report["plan"]["predicted_sqnr_db"] == pytest.approx(predicted)
-        assert report["plan"]["modules"][SENSITIVE]["scheme"] == "float"
+        assert report["plan"]["modules"][LIMITING]["scheme"] == "float"
 
         await export_to(app, pilot, tmp_path / "m.md")
         markdown = (tmp_path / "m.md").read_text()
-        assert f"Edited plan: end-to-end SQNR {predicted:.1f} dB" in markdown
-        assert f"kept float: `{SENSITIVE}`" in markdown
+        assert f"Edited plan for target torchao-cpu: end-to-end SQNR {predicted:.1f} dB" in markdown
+        kept_line = next(line for line in markdown.splitlines() if "kept float: " in line)
+        assert f"`{LIMITING}`" in kept_line.split("kept float: ", 1)[1]
 
         await export_to(app, pilot, tmp_path / "m.plan.json")
         plan = json.loads((tmp_path / "m.plan.json").read_text())
         assert plan["origin"] == "edited" and plan["predicted_sqnr_db"] == pytest.approx(predicted)
 
-        await export_to(app, pilot, tmp_path / "m.torchao.py", target="torchao")
+        await export_to(app, pilot, tmp_path / "m.torchao.py", target="torchao-cpu")
         header = (tmp_path / "m.torchao.py").read_text()
-        assert "Plan: edited in the app, 1 kept float" in header
+        assert "Plan: edited in the app, 4 kept float" in header  # the 3 Conv2d and LIMITING
         assert f"predicted end-to-end SQNR {predicted:.2f} dB" in header
 
         await pilot.press("s")
@@ -92,15 +97,15 @@ async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp
     async with reopened.run_test(size=SIZE) as pilot:
         await settle(reopened, pilot)
         main = reopened.main
-        assert main.plan is not None and main.plan.modules[SENSITIVE] == "float"
+        assert main.plan is not None and main.plan.modules[LIMITING] == "float"
         assert main.plan_origin == "edited"
         assert main.plan_sqnr.db == pytest.approx(predicted)
         assert f"plan {predicted:.1f} dB" in reopened.sub_title
-        assert main.measured.recommended.modules[SENSITIVE] != "float"
+        assert main.measured.recommended.modules[LIMITING] != "float"
 
 
 async def test_sensitivity_measured_in_the_app_reaches_the_json_and_markdown(tmp_path: Path) -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -118,13 +123,13 @@ async def test_sensitivity_measured_in_the_app_reaches_the_json_and_markdown(tmp
             line for line in (tmp_path / "s.md").read_text().splitlines() if line.startswith(f"| `{SENSITIVE}` |")
         )
         assert f"| {sensitivity[SENSITIVE].db:.1f} |" in row
-        assert "Recommended plan: end-to-end SQNR" in (tmp_path / "s.md").read_text()
+        assert f"Recommended plan for target {TARGET}: end-to-end SQNR" in (tmp_path / "s.md").read_text()
         assert text_of(app.query_one("#calibration-status"))
 
 
 async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_path: Path, capsys) -> None:
     plan_file = tmp_path / "edited.plan.json"
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)
@@ -143,7 +148,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
         await export_to(app, pilot, plan_file)
         await settle(app, pilot)
 
-    relaunched = make_app(batches=SHOWCASE_BATCHES)  # the same model: the edits come back
+    relaunched = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # the same model: the edits come back
     async with relaunched.run_test(size=SIZE) as pilot:
         await calibrate(relaunched, pilot)
         await settle(relaunched, pilot)
@@ -156,7 +161,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
         await settle(relaunched, pilot)
         assert main.plan_origin == "recommended"
 
-    from_file = make_app(batches=SHOWCASE_BATCHES, plan=str(plan_file))
+    from_file = make_app(batches=SHOWCASE_BATCHES, target=TARGET, plan=str(plan_file))
     async with from_file.run_test(size=SIZE) as pilot:
         await calibrate(from_file, pilot)
         await settle(from_file, pilot)

@@ -67,11 +67,13 @@ def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]
             if isinstance(binding, Binding) and binding.description
         ]
 
+    from tui_quantreport.engine.detectors import discover
     from tui_quantreport.tui.channel_plot import ChannelPlot
     from tui_quantreport.tui.module_detail import ModuleDetail
 
     own = {b.key for b in ModuleTree.BINDINGS if isinstance(b, Binding)}
     tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down", *own)]
+    glyphs = " ".join(detector.glyph for detector in discover())  # every registered detector's badge
     return [
         (
             "Anywhere",
@@ -115,7 +117,7 @@ def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]
         (
             "Symbols",
             [
-                ("P D E O Z", "A detector's badge: it recommends a change on that module"),
+                (glyphs, "A detector's badge: it recommends a change on that module"),
                 ("▶", "In a finding: the number that decided the verdict, against its threshold"),
                 ("·", "In a finding: a number also considered, that did not decide"),
                 ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),
