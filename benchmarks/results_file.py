@@ -59,3 +59,17 @@ def write_results(path: Path, key: str, body: str, header: str) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(path)
+
+
+def replace_section(path: Path, section: str, text: str) -> None:
+    """Put ``text`` (a whole ``<!-- section: SECTION -->`` ... block) in ``path``: in place of the
+    section of that name, or appended when it is not there yet."""
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = f"<!-- section: {section} -->", f"<!-- end section: {section} -->"
+    if start in current and end in current:
+        head, _, rest = current.partition(start)
+        _, _, tail = rest.partition(end)
+        current = head + text.rstrip("\n") + tail
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    path.write_text(current, encoding="utf-8")

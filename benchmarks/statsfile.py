@@ -171,15 +171,9 @@ def render(io: dict, rows: list[tuple], repeats: int, seconds: float) -> str:
 
 
 def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else ""
-    start, end = f"<!-- section: {SECTION} -->", f"<!-- end section: {SECTION} -->"
-    if start in current and end in current:
-        head, _, rest = current.partition(start)
-        _, _, tail = rest.partition(end)
-        current = head + text.rstrip("\n") + tail
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(current)
+    from benchmarks.results_file import replace_section
+
+    replace_section(RESULTS, SECTION, text)
 
 
 def main() -> None:
