@@ -158,15 +158,17 @@ def verify_plan(
     )
 
 
-def without_cache(subject: Subject, target: Target) -> tuple[Subject, str]:
+def without_cache(subject: Subject, target: Target | str) -> tuple[Subject, str]:
     """For PT2E, a transformers model whose config has ``use_cache`` on returns a ``DynamicCache``,
     which ``torch.export`` cannot export: the subject on a copy with ``config.use_cache = False``
-    (the user's model is not changed), and a note saying so. Otherwise the subject as it is."""
+    (the user's model is not changed), and a note saying so. Otherwise the subject as it is.
+    ``target`` is a Target or its library's name (``"pt2e"``, ``"torchao"``, ...)."""
     import copy
     from dataclasses import replace
 
+    library = target if isinstance(target, str) else target.library
     config = getattr(subject.model, "config", None)
-    if target.library != "pt2e" or not getattr(config, "use_cache", False):
+    if library != "pt2e" or not getattr(config, "use_cache", False):
         return subject, ""
     try:
         model = copy.deepcopy(subject.model)

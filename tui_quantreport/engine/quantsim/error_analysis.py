@@ -1088,16 +1088,25 @@ class ErrorAnalysis:
         readers = target.consumers
         if readers and all(r and r in quantized and SCHEMES[quantized[r]].int8_static_input for r in readers):
             return None
-        if self.static_outputs == "shared" and not any(self._feeds_static(r, quantized) for r in target.shared_readers):
-            # PT2E: an output is quantized only where ops sharing its grid carry it to a quantized op
+        if self.static_outputs == "shared" and not any(self._pt2e_int8(r, quantized) for r in target.shared_readers):
+            # PT2E: an output is quantized only where an op sharing its grid runs on int8
             return None
         return target.out_static
 
-    def _feeds_static(self, reader: str, quantized: Mapping[str, str]) -> bool:
-        """Whether the tensor ``reader`` (an op sharing its input's grid) emits reaches, through such
-        ops, a module ``quantized`` quantizes statically."""
+    def _pt2e_int8(self, reader: str, quantized: Mapping[str, str]) -> bool:
+        """Whether PT2E's X86InductorQuantizer runs ``reader`` (an op sharing its input's grid, reading
+        a statically quantized module's output) on int8, which quantizes that output. Its recipe
+        (``_annotate_propagation_quantizable_pattern``): a 2-D pooling whose input comes from a
+        quantized op always, whatever reads the pooling's output (a module kept float included);
+        a flatten only where a quantizable op (Linear, Conv: quantized or not) reads it; any other
+        such op where it carries the output to a module ``quantized`` quantizes statically."""
+        module = self.submodule(reader)
+        if isinstance(module, PT2E_INT8_POOLING_TYPES):
+            return True
         flow = self.dataflow
         found = flow.quantizer_of.get(reader) if flow is not None else None
+        if isinstance(module, nn.Flatten):
+            return found is not None
         return found is not None and found in quantized and SCHEMES[quantized[found]].needs_range
 
     def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
@@ -1387,6 +1396,10 @@ SHARED_QPARAMS_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
 )
+
+#: The pooling modules X86InductorQuantizer runs on int8 whenever their input comes from a
+#: quantized op (``int8_in_int8_out_ops``: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``).
+PT2E_INT8_POOLING_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
 
 
 class _Grids:
