@@ -56,9 +56,10 @@ class HelpScreen(ModalScreen[None]):
         yield Footer(compact=True)  # this screen's keys, not the main screen's (dead here)
 
 
-def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]:
-    """Every key of ``app`` by where it works; ``anywhere``: the main screen's own bindings (passed
-    in by the main screen, so this screen never imports it)."""
+def key_sections(app: App, anywhere: Iterable[BindingType], glyphs: Iterable[str] = ()) -> list[HelpSection]:
+    """Every key of ``app`` by where it works; ``anywhere``: the main screen's own bindings, and
+    ``glyphs``: the badge of every detector the model runs (both passed in by the main screen, so
+    this screen imports neither it nor the engine)."""
 
     def rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
         return [
@@ -67,13 +68,12 @@ def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]
             if isinstance(binding, Binding) and binding.description
         ]
 
-    from tui_quantreport.engine.detectors import discover
     from tui_quantreport.tui.channel_plot import ChannelPlot
     from tui_quantreport.tui.module_detail import ModuleDetail
 
     own = {b.key for b in ModuleTree.BINDINGS if isinstance(b, Binding)}
     tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down", *own)]
-    glyphs = " ".join(detector.glyph for detector in discover())  # every registered detector's badge
+    badges = " ".join(glyphs) or "(once loaded)"  # the detectors are known once the model has loaded
     return [
         (
             "Anywhere",
@@ -117,7 +117,7 @@ def key_sections(app: App, anywhere: Iterable[BindingType]) -> list[HelpSection]
         (
             "Symbols",
             [
-                (glyphs, "A detector's badge: it recommends a change on that module"),
+                (badges, "A detector's badge: it recommends a change on that module"),
                 ("▶", "In a finding: the number that decided the verdict, against its threshold"),
                 ("·", "In a finding: a number also considered, that did not decide"),
                 ("⟳", "In the sidebar: changing this parameter needs a new calibration (c)"),

@@ -1959,7 +1959,8 @@ class MainScreen(Screen[None]):
             self.notify(note, severity=severity, timeout=10, markup=False)
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(key_sections(self.app, MainScreen.BINDINGS)))
+        glyphs = [detector.glyph for detector in self.detectors]
+        self.app.push_screen(HelpScreen(key_sections(self.app, MainScreen.BINDINGS, glyphs)))
 
     async def action_quit(self) -> None:
         """Quit, asking a running calibration to stop between batches."""
