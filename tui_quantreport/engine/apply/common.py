@@ -120,8 +120,10 @@ def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: 
 
 
 def comment(text: str) -> str:
-    """``text`` as one Python comment line: printable, no line break, nothing a terminal acts on."""
-    return f"# {printable(text)}".rstrip() + "\n"
+    """``text`` as one Python comment line: escaped (``escape.printable``, then every non-ASCII
+    character as a Python escape), so no line break, nothing a terminal or an editor acts on."""
+    escaped = printable(text).encode("ascii", "backslashreplace").decode("ascii")
+    return ("# " + escaped).rstrip() + "\n"
 
 
 def calibrated_main_code(spec: str, calibration: str | None, quantize_call: str, report: str) -> str:
