@@ -1,0 +1,224 @@
+"""`calibrate` (headless, or one rank under torchrun) and `merge`: stats files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from tui_quantreport.cli.common import Progress, check_output, input_files
+from tui_quantreport.cli.options import (
+    EXIT_USAGE,
+    MODEL_HELP,
+    PROG,
+    OneLineParser,
+    common_options,
+    min_gain_option,
+    non_negative_int,
+    settings_from,
+)
+from tui_quantreport.engine.defaults import DEFAULT_BACKEND, MIN_GAIN_DB
+
+
+def build_calibrate_parser() -> argparse.ArgumentParser:
+    """`calibrate`: calibrate headless and write a stats file."""
+    calibrate = OneLineParser(
+        prog=f"{PROG} calibrate",
+        description="Calibrate MODEL headless and save its statistics to a stats file, to report on or open "
+        "in the app anywhere, without the model. Under torchrun each rank calibrates its share of the batches.",
+    )
+    calibrate.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    common_options(calibrate)
+    calibrate.add_argument(
+        "--output", metavar="FILE.qstats", required=True, help="the stats file to write (atomically)"
+    )
+    calibrate.add_argument(
+        "--probe-batches",
+        metavar="K",
+        type=non_negative_int,
+        default=0,
+        help="also measure the quantization error (SQNR per module and scheme, the recommended plan) on "
+        "the first K calibration batches and keep it in the stats file (default 0: do not measure)",
+    )
+    calibrate.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="with --probe-batches: also measure one-at-a-time sensitivity (one pass per quantized module)",
+    )
+    min_gain_option(calibrate, default=MIN_GAIN_DB)
+    calibrate.add_argument(
+        "--dist-backend",
+        choices=("gloo", "nccl"),
+        help="torch.distributed backend under torchrun (default: nccl with CUDA, else gloo)",
+    )
+    return calibrate
+
+
+def build_merge_parser() -> argparse.ArgumentParser:
+    """`merge`: one stats file for several files' batches."""
+    merge = OneLineParser(
+        prog=f"{PROG} merge",
+        description="Merge stats files of the same model and settings: the result equals one calibration "
+        "on all of their batches.",
+    )
+    merge.add_argument("inputs", nargs="+", metavar="FILE.qstats", help="stats files to merge (two or more)")
+    merge.add_argument(
+        "--output", metavar="FILE.qstats", required=True, help="the merged stats file to write (atomically)"
+    )
+    return merge
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate headless (one process, or one rank under torchrun) and write a stats file."""
+    from tui_quantreport.engine import distributed
+    from tui_quantreport.engine.errors import UserError
+
+    if args.sensitivity and not args.probe_batches:
+        raise UserError("--sensitivity needs measurement: give --probe-batches 1 or more")
+    world = distributed.from_environment()
+    if world is None or (world.size == 1 and args.dist_backend is None):
+        stats_file, started, measure = _calibrate_here(args, None)
+        return _write_stats(args, measure(stats_file), time.perf_counter() - started)
+    world = distributed.start(world, args.dist_backend)
+    try:
+        return _calibrate_distributed(args, world)
+    finally:
+        distributed.stop()
+
+
+def _calibrate_here(args: argparse.Namespace, world):
+    """Load, calibrate this process's batches; (StatsFile, when its first batch started)."""
+    from tui_quantreport.engine import (
+        Session,
+        distributed,
+        load_model,
+        open_batches,
+        statsfile,
+    )
+
+    main_rank = world is None or world.is_main
+    if main_rank:
+        check_output(args.output, "stats file", input_files(args.model, args.calibration))  # before calibrating
+    settings = settings_from(args)
+    loaded = load_model(args.model, args.calibration)
+    session = Session(loaded.model, label=loaded.spec)
+    label = "calibrating" if world is None else f"calibrating (rank 0 of {world.size})"
+    progress = Progress(label) if main_rank else None
+    started = time.perf_counter()
+    recorder = None
+    try:
+        if world is None:
+            batches = open_batches(loaded)
+            if args.probe_batches:
+                from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                batches = recorder = ProbeRecorder(batches, args.probe_batches)
+            stats = session.calibrate(batches, settings, max_batches=args.batches, progress=progress)
+        else:
+            shard: Any = distributed.open_shard(loaded, world, args.batches)
+            if args.probe_batches and main_rank:  # rank 0 measures, on its own first batches
+                from tui_quantreport.engine.quantsim import ProbeRecorder
+
+                shard = recorder = ProbeRecorder(shard, args.probe_batches)
+            stats = session.calibrate(shard, settings, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
+
+    def measure(stats_file):
+        """``stats_file`` with the measured error of its (merged) statistics, when asked for."""
+        if recorder is None:
+            return stats_file
+        from dataclasses import replace
+
+        measured = _measure_error(args, session, stats_file.stats, settings, recorder.probes)
+        return stats_file if measured is None else replace(stats_file, measured=measured)
+
+    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started, measure
+
+
+def _measure_error(args: argparse.Namespace, session, stats, settings, probes):
+    """The measured error (local SQNR, the recommended plan and its SQNR, sensitivity when asked)
+    of ``stats`` on the ``probes``, as the app measures it; None (said) when the model cannot be
+    simulated."""
+    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
+    from tui_quantreport.engine.severity import measure
+
+    unsupported = unavailable_reason(session)
+    if unsupported:
+        print(f"{PROG}: note: no measured error kept: {unavailable_note(unsupported)}", file=sys.stderr)
+        return None
+    backend = settings.params.get("per_channel_detector", {}).get("backend", DEFAULT_BACKEND)
+    started = time.perf_counter()
+    analysis = analysis_for(session, probes, stats, backend)
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    plan_db = f"{measured.plan_sqnr_db:.1f} dB" if measured.plan_sqnr_db is not None else measured.plan_reason
+    print(
+        f"measured the error on {len(probes)} probe batches in {time.perf_counter() - started:.1f} s: "
+        f"recommended plan {plan_db}" + (" (with sensitivity)" if args.sensitivity else ""),
+        file=sys.stderr,
+    )
+    return measured
+
+
+def _calibrate_distributed(args: argparse.Namespace, world) -> int:
+    from dataclasses import replace
+
+    from tui_quantreport.engine import distributed
+    from tui_quantreport.engine.errors import UserError
+
+    error = None
+    stats_file = None
+    started = time.perf_counter()
+    measure = None
+    try:
+        stats_file, started, measure = _calibrate_here(args, world)
+    except UserError as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the user's model or data can raise anything: every rank must hear of it
+        text = str(exc).strip().splitlines()
+        error = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    try:
+        distributed.settle(world, error)  # raises RankFailed on every rank if any rank failed
+        assert stats_file is not None  # this rank succeeded, or settle raised
+        distributed.check_same_model(world, stats_file.catalog)  # one model on every rank, or no file
+        merged = distributed.combine(world, stats_file.stats)
+    except UserError as exc:
+        if not world.is_main:
+            return EXIT_USAGE  # rank 0 says it, once
+        raise exc from None
+    if not world.is_main:
+        return 0
+    assert measure is not None
+    # From rank 0's first batch until every rank's statistics are merged (it waits for the slowest).
+    return _write_stats(args, measure(replace(stats_file, stats=merged)), time.perf_counter() - started)
+
+
+def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
+    from tui_quantreport.engine import statsfile
+
+    path = statsfile.save(args.output, stats_file, inputs=input_files(args.model, args.calibration))
+    world = stats_file.provenance.get("world_size")
+    ranks = f" on {world} ranks" if world else ""
+    print(
+        f"calibrated {stats_file.stats.batches:,} batches{ranks} in {seconds:.1f} s; wrote {path} "
+        f"({stats_file.catalog.class_name}, fingerprint {stats_file.fingerprint})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from tui_quantreport.engine import statsfile
+    from tui_quantreport.engine.escape import printable
+
+    if len(args.inputs) < 2:
+        raise statsfile.StatsFileError("merge needs at least two stats files")
+    check_output(args.output, "stats file", args.inputs)  # never over one of its inputs
+    files = [statsfile.load(path) for path in args.inputs]
+    merged = statsfile.merge(files, args.inputs)
+    path = statsfile.save(args.output, merged, inputs=args.inputs)
+    print(f"merged {len(files)} files ({merged.stats.batches:,} batches) into {printable(str(path))}", file=sys.stderr)
+    return 0
