@@ -68,6 +68,8 @@ FLAT: dict[str, str] = {
     ENGINE + ".graph_file": "model",
     ENGINE + ".graph": "model",
     ENGINE + ".graph_eager": "model",
+    ENGINE + ".module_kinds": "model",
+    ENGINE + ".fingerprint": "model",
     ENGINE + ".modules": "model",
     ENGINE + ".channel_axis": "model",
     ENGINE + ".model_outputs": "model",
@@ -75,6 +77,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".quantsim.kinds": "model",
     ENGINE + ".session": "calibration",
     ENGINE + ".observe": "calibration",
+    ENGINE + ".graph_runner": "calibration",
     ENGINE + ".layout": "calibration",
     ENGINE + ".distributed": "calibration",
     ENGINE + ".settings": "detectors",
@@ -297,7 +300,6 @@ LAYER_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.detectors.under_calibrated", "engine.report"),
     ("engine.distributed", "engine.statsfile"),
     ("engine.evaluation", "engine.report"),
-    ("engine.graph", "engine.stats"),
     ("engine.graph_eager", "engine.quantsim.error_analysis"),
     ("engine.layers", "engine.report"),
     ("engine.params", "engine.channel_axis"),
@@ -397,16 +399,12 @@ DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.distributed", "engine.modules"),
     ("engine.distributed", "engine.spec"),
     ("engine.distributed", "engine.statsfile"),
-    ("engine.graph", "engine.stats"),
     ("engine.graph_eager", "engine.spec"),
     ("engine.graph_file", "engine.escape"),
     ("engine.kept_plan", "engine.errors"),
     ("engine.launch_tree", "engine.errors"),
     ("engine.launch_tree", "engine.export"),
     ("engine.launch_tree", "engine.spec"),
-    ("engine.modules", "engine.errors"),
-    ("engine.modules", "engine.escape"),
-    ("engine.modules", "engine.graph"),
     ("engine.params", "engine.channel_axis"),
     ("engine.quantsim.availability", "engine.apply.targets"),
     ("engine.quantsim.availability", "engine.graph_eager"),
@@ -429,8 +427,6 @@ DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.statsfile", "engine.stats"),
     ("engine.statsfile", "tui_quantreport"),
 }
-# Left: `ModelCatalog.build` (modules) hands an exported graph to `GraphView` (graph), which builds its
-# catalog from the helpers in modules; breaking it needs the catalog builder split from the kinds.
 # Left: the scheme registry and the apply layer (targets read the schemes' facts; schemes build their
 # torchao configs with apply's recipes; the plan reader validates scheme names against the registry):
 # the scheme facts, the target registry and the recipes belong in a torch-free core, the next step.
@@ -467,7 +463,6 @@ CYCLE_EXCEPTIONS: set[tuple[str, ...]] = {
         "engine.quantsim.schemes.weight_only",
         "engine.severity",
     ),
-    ("engine.graph", "engine.modules"),
 }
 
 

@@ -28,32 +28,32 @@ Nothing here imports ``torch.ao.quantization`` or ``torchao``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from tui_quantreport.engine.fingerprint import legacy_fingerprint, model_fingerprint, model_identity
 from tui_quantreport.engine.module_info import ModuleInfo
-from tui_quantreport.engine.modules import (
+from tui_quantreport.engine.module_kinds import (
     AXIS_CHANNELS,
     AXIS_FOLLOW,
     AXIS_LAST,
     AXIS_NORM,
     CHANNEL_AXIS_TYPES,
     MONOTONE_TYPES,
-    ModelCatalog,
     WeightedKind,
     WeightScheme,
     forward_overridden,
     is_quant_helper,
     kind_named,
-    legacy_fingerprint,
-    model_fingerprint,
-    model_identity,
     weighted_kind,
 )
+
+if TYPE_CHECKING:
+    from tui_quantreport.engine.modules import ModelCatalog
 
 #: aten ops that do a weighted module's work, with the index of their weight argument.
 WEIGHT_OPS: dict[str, int] = {
@@ -239,7 +239,8 @@ class GraphView:
         self.unattributed: dict[str, torch.fx.Node] = {}
         self.classes: dict[str, str] = {}
         self._group()
-        self.catalog = catalog if catalog is not None else self._catalog()
+        #: The catalog this view observes for (None on a view made to build one: :meth:`catalog_fields`).
+        self.catalog = catalog
 
     # Classifying nodes.
 
@@ -311,7 +312,9 @@ class GraphView:
 
     # The catalog.
 
-    def _catalog(self) -> ModelCatalog:
+    def catalog_fields(self) -> dict[str, Any]:
+        """The :class:`~tui_quantreport.engine.modules.ModelCatalog` of the graph, as its fields
+        (``ModelCatalog.build`` makes the catalog of them)."""
         root_class = self.classes.get("", type(self.gm).__name__)
         paths = [p for p in dict.fromkeys(inv.fqn for inv in self.invocations if not inv.key.startswith("node:")) if p]
         # Intermediate containers no node runs in (a ModuleList only indexed) still hold their children.
@@ -371,12 +374,12 @@ class GraphView:
                 schemes[fqn] = WeightScheme("none", None, f"already quantized: {scheme.description}")
         activations = {fqn: self._activation_scheme(fqn) for fqn, info in infos.items() if info.is_weighted}
         name = root_class.rpartition(".")[2]
-        return ModelCatalog(
-            name,
-            infos,
-            schemes,
-            annotated,
-            model_fingerprint(self.gm, class_name=name),
+        return dict(
+            class_name=name,
+            modules=infos,
+            weight_schemes=schemes,
+            has_qconfig=annotated,
+            fingerprint=model_fingerprint(self.gm, class_name=name),
             kinds=facts.kinds,
             axis_rules=facts.rules,
             own_forward=frozenset(facts.own_forward),
@@ -621,95 +624,3 @@ def observer_is_per_channel(observer: nn.Module) -> bool:
         return True
     granularity = type(getattr(observer, "granularity", None)).__name__
     return granularity in ("PerAxis", "PerRow", "PerGroup", "PerBlock")
-
-
-class GraphRunner(torch.fx.Interpreter):
-    """Runs a graph node by node, handing the values at watched nodes to ``on_value``."""
-
-    def __init__(self, view: GraphView, watched: set[torch.fx.Node], on_value: Callable[[torch.fx.Node, Any], None]):
-        super().__init__(view.gm, garbage_collect_values=True)
-        self.extra_traceback = False
-        self.watched = watched
-        self.on_value = on_value
-        self.failed_at: torch.fx.Node | None = None
-
-    def run_node(self, n: torch.fx.Node) -> Any:
-        try:
-            value = super().run_node(n)
-        except Exception:
-            if self.failed_at is None:
-                self.failed_at = n
-            raise
-        if n in self.watched:
-            self.on_value(n, value)
-        return value
-
-
-class _Sites:
-    """What happens at each watched node, in the order forward hooks would do it on the eager model:
-    modules ending there (innermost first: discovery's producer tag, then the "post" point),
-    then modules starting there (outermost first: discovery's consumer record, then "pre")."""
-
-    def __init__(self, view: GraphView, points: Iterable[tuple[str, str]]):
-        wanted = set(points)
-        self.ends: dict[torch.fx.Node, list[tuple[Invocation, bool]]] = {}
-        self.starts: dict[torch.fx.Node, list[tuple[Invocation, bool]]] = {}
-        depth = {inv.key: (inv.fqn.count(".") + 1 if inv.fqn else 0) for inv in view.invocations}
-        for inv in sorted(view.invocations, key=lambda i: depth[i.key]):
-            if inv.input is not None:
-                self.starts.setdefault(inv.input, []).append((inv, (inv.fqn, "pre") in wanted))
-            if inv.output is not None:
-                self.ends.setdefault(inv.output, []).append((inv, (inv.fqn, "post") in wanted))
-        for entries in self.ends.values():
-            entries.reverse()  # innermost first
-        self.nodes = set(self.ends) | set(self.starts)
-
-
-def freeze_graph_state(gm: nn.Module) -> Callable[[], None]:
-    """Remember every buffer and training flag (observers', BatchNorm's), and the helpers' plain
-    attributes; return a function that puts them back."""
-    training = {module: module.training for module in gm.modules()}
-    buffers = [
-        (module, name, buffer.detach().clone())
-        for module in gm.modules()
-        for name, buffer in module._buffers.items()
-        if buffer is not None
-    ]
-    attributes = [
-        (module, {k: v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, torch.Tensor)})
-        for module in gm.modules()
-        if is_quant_helper(module)
-    ]
-
-    def restore() -> None:
-        for module, flag in training.items():
-            module.training = flag
-        for module, name, copy in buffers:
-            module._buffers[name] = copy
-        for module, attrs in attributes:
-            for name, value in attrs.items():
-                setattr(module, name, value)
-
-    return restore
-
-
-def weight_ranges(view: GraphView) -> dict[str, Any]:
-    """Per-channel min/max of every weighted layer's float weight, along the axis its kind declares."""
-    from tui_quantreport.engine.stats import WeightRange
-
-    ranges = {}
-    with torch.no_grad():
-        for fqn, kind in view.catalog.kinds.items():
-            try:
-                weight = view.weight(fqn)
-            except Exception:
-                weight = None
-            if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
-                continue
-            rows = kind.in_axis is None
-            axis = kind.out_axis if rows else kind.in_axis
-            assert axis is not None  # every registered kind names its output axis
-            w = weight.detach().float().transpose(0, axis)
-            w = w.reshape(w.shape[0], -1)
-            ranges[fqn] = WeightRange(w.amin(dim=1).cpu(), w.amax(dim=1).cpu(), axis, rows)
-    return ranges

@@ -25,14 +25,8 @@ from torch import nn
 
 from tui_quantreport.engine.batches import ObserverFault, batch_count, call_batch, first_tensor
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
-from tui_quantreport.engine.graph import (
-    GraphRunner,
-    GraphView,
-    _Sites,
-    freeze_graph_state,
-    is_exported_graph,
-    weight_ranges,
-)
+from tui_quantreport.engine.graph import GraphView, is_exported_graph
+from tui_quantreport.engine.graph_runner import GraphRunner, _Sites, freeze_graph_state, weight_ranges
 from tui_quantreport.engine.layout import LayoutTracker, integer_layout
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
