@@ -16,9 +16,10 @@ from tui_quantreport.engine.apply.verify import (
     VerifyResult,
     verify_export,
 )
+from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.errors import UserError
 
-DEFAULT_PROBE_BATCHES = 4
+DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_quantreport.engine.defaults import BACKENDS, DEFAULT_BACKEND
 from tui_quantreport.engine.errors import UserError
 
 PLAN_FORMAT = "tui-quantreport.plan/1"
@@ -213,8 +214,8 @@ class PlanFile:
             not isinstance(probes, int) or isinstance(probes, bool) or not 0 <= probes <= MAX_PROBE_BATCHES
         ):
             raise bad(f"'probe_batches' is not a whole number from 0 to {MAX_PROBE_BATCHES:,}")
-        backend = data.get("backend", "x86")
-        if backend not in ("x86", "fbgemm", "qnnpack", "onednn"):
+        backend = data.get("backend", DEFAULT_BACKEND)
+        if backend not in BACKENDS:
             raise bad(f"unknown backend {backend!r}")
         target = data.get("target")
         if target is not None:

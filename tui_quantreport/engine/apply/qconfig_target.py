@@ -22,8 +22,9 @@ from tui_quantreport.engine.apply.common import (
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
 from tui_quantreport.engine.apply.recipes import call, fx_qconfig_mapping, fx_quantize, source
+from tui_quantreport.engine.defaults import BACKENDS, DEFAULT_BACKEND
 
-BACKEND_ENGINE = {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}
+BACKEND_ENGINE = {backend: backend for backend in BACKENDS}  # each backend is the torch engine of its name
 
 
 def export_for_target(target: Any, subject: Any) -> Export:
@@ -78,7 +79,7 @@ def export_qconfig_mapping(
         from tui_quantreport.engine.quantsim.qparams import activation_range
 
         qmin, qmax = activation_range(backend)
-    engine = BACKEND_ENGINE.get(backend, "x86")
+    engine = BACKEND_ENGINE.get(backend, DEFAULT_BACKEND)
     recipe = {
         "engine": engine,
         "assigned": {str(fqn): str(scheme) for fqn, scheme in assigned.items()},

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
+from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 
-DEFAULT_PROBES = 4
+DEFAULT_PROBES = PROBE_BATCHES
 
 
 def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:

@@ -52,6 +52,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
+from tui_quantreport.engine.defaults import MIN_GAIN_DB, PROBE_BATCHES
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
@@ -92,13 +93,13 @@ ProgressCallback = Callable[[int, int | None], None]
 Runs = Callable[[str, str, tuple[int, ...]], "str | None"]
 
 #: Probe batches by default (the first K calibration batches).
-DEFAULT_PROBE_BATCHES = 4
+DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 #: Percentile of each probe's input the clipped range keeps (low side 1 - p).
 DEFAULT_CLIP_PERCENTILE = 0.9999
 #: Percentiles are read from at most this many values per tensor (a strided sample beyond).
 PERCENTILE_SAMPLE = 1 << 20
 #: The recommended plan prefers the cheaper scheme unless another gains at least this (dB).
-DEFAULT_MIN_GAIN_DB = 1.0
+DEFAULT_MIN_GAIN_DB = MIN_GAIN_DB
 #: Weight-only (float activations) is recommended only where no activation-quantizing
 #: scheme reaches this local SQNR.
 WEIGHT_ONLY_BELOW_DB = 20.0
