@@ -57,7 +57,7 @@ def capture(keys: tuple[str, ...]) -> list[tuple[str, torch.Tensor, int]]:
     from benchmarks.models import all_cases
     from benchmarks.run import REFERENCE_DETECTORS
     from tui_quantreport.engine import Session, Settings
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
     from tui_quantreport.engine.stats import accumulator
 
     found: dict[tuple, tuple[str, torch.Tensor, int]] = {}
@@ -70,14 +70,14 @@ def capture(keys: tuple[str, ...]) -> list[tuple[str, torch.Tensor, int]]:
             found[key] = (current[0], x.detach().clone(), axis)
         return original(x, axis, percentiles, known)
 
-    session_module.summarize = spy  # type: ignore[assignment]
+    observer_module.summarize = spy  # type: ignore[assignment]
     try:
         for key in keys:
             current[0] = key
             model, _ = all_cases()[key].build()
             Session(model.eval()).calibrate(all_cases()[key].batches(1), Settings.build(REFERENCE_DETECTORS))
     finally:
-        session_module.summarize = original
+        observer_module.summarize = original
     return list(found.values())
 
 

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.models import all_cases
     from benchmarks.run import REFERENCE_DETECTORS, plain_pass
     from tui_quantreport.engine import Session, Settings
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
     from tui_quantreport.engine.stats import accumulator
 
     original = accumulator.summarize
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spent[0] += time.perf_counter() - start
 
-    session_module.summarize = timed_summarize  # type: ignore[assignment]
+    observer_module.summarize = timed_summarize  # type: ignore[assignment]
     print("| model | plain ms/batch | ours / plain | immediate summaries / plain | ours minus them / plain |")
     print("|---|---:|---:|---:|---:|")
     try:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             p, o, s = (sorted(v)[len(v) // 2] for v in (plain, ours, summaries))
             print(f"| {key} | {p * 1e3 / len(batches):.1f} | {o / p:.2f}x | {s / p:.2f}x | {(o - s) / p:.2f}x |")
     finally:
-        session_module.summarize = original
+        observer_module.summarize = original
     return 0
 
 

@@ -65,3 +65,20 @@ def test_stacked_weight_quantization_equals_one_by_one_and_torch(shape, axis):
         w, scale, torch.zeros(shape[axis], dtype=torch.int32), axis, -128, 127
     )
     assert torch.equal(fake_quantize_weight(w, True, axis), expected)
+
+
+def test_without_the_fused_kernels_the_torch_ops_run():
+    """numba absent (or the fused kernels switched off): decided once, at import; the torch ops
+    (the path the fused kernels are held to) give the values from 2,048 elements on."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from tui_quantreport.engine.quantsim import fused, qparams\n"
+        "print(fused.ENABLED, qparams._FUSED, qparams.FAST_FAKE_QUANT_MIN, fused.kernels())"
+    )
+    env = {**os.environ, "TUI_QUANTREPORT_FAKE_QUANT": "torch"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "2048", "None"]

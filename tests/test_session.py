@@ -244,12 +244,12 @@ def _assert_same_stats(grouped: Stats, direct: Stats) -> None:
 
 def _both_paths(monkeypatch, model, batches, settings=None):
     """(stats with small tensors grouped, stats with every tensor reduced at once), fresh sessions."""
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
 
     settings = settings or Settings.build()
     grouped = Session(model).calibrate(batches, settings)
     with monkeypatch.context() as m:
-        m.setattr(session_module, "SMALL_NUMEL", 0)
+        m.setattr(observer_module, "SMALL_NUMEL", 0)
         direct = Session(model).calibrate(batches, settings)
     return grouped, direct
 
@@ -426,7 +426,7 @@ def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
         def freeze(self, state, ops):
             return _Sums(ops.to_cpu(state))
 
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
 
     torch.manual_seed(7)
     model = _Twice().eval()
@@ -438,7 +438,7 @@ def test_a_reducer_that_reads_the_tensor_gets_each_held_tensor(monkeypatch):
 
     grouped = run()
     with monkeypatch.context() as m:
-        m.setattr(session_module, "SMALL_NUMEL", 0)
+        m.setattr(observer_module, "SMALL_NUMEL", 0)
         direct = run()
     for key in plan:
         ours, theirs = grouped.points[key].get(_ChannelSum()), direct.points[key].get(_ChannelSum())

@@ -209,12 +209,12 @@ class _SharedInput(nn.Module):
 
 def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
     """The direct path (every tensor reduced when seen, as for big tensors)."""
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
     from tui_quantreport.engine.detectors.outlier import OutlierRatio
 
-    monkeypatch.setattr(session_module, "SMALL_NUMEL", 0)
+    monkeypatch.setattr(observer_module, "SMALL_NUMEL", 0)
     summaries, contributions = [], []
-    real_summarize, real_contribution = session_module.summarize, OutlierRatio.contribution
+    real_summarize, real_contribution = observer_module.summarize, OutlierRatio.contribution
 
     def spy_summarize(x, axis, percentiles, known=None):
         summaries.append((id(x), percentiles, known is None))
@@ -224,7 +224,7 @@ def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
         contributions.append(id(summary))
         return real_contribution(self, summary, x3)
 
-    monkeypatch.setattr(session_module, "summarize", spy_summarize)
+    monkeypatch.setattr(observer_module, "summarize", spy_summarize)
     monkeypatch.setattr(OutlierRatio, "contribution", spy_contribution)
     torch.manual_seed(0)
     stats = _calibrate(_SharedInput().eval(), [torch.randn(5, 4)])
@@ -241,11 +241,11 @@ def test_each_distinct_tensor_is_reduced_once_per_batch(monkeypatch):
 
 def test_each_distinct_small_tensor_is_held_once_and_reduced_in_its_group(monkeypatch):
     """The grouped path: small tensors are held once (by identity and version), one reduction per shape."""
-    from tui_quantreport.engine import session as session_module
+    from tui_quantreport.engine import observer as observer_module
     from tui_quantreport.engine.detectors.outlier import OutlierRatio
 
     groups, contributions = [], []
-    real_group, real_contribution = session_module.summarize_group, OutlierRatio.contribution
+    real_group, real_contribution = observer_module.summarize_group, OutlierRatio.contribution
 
     def spy_group(tensors, axis, percentiles):
         groups.append(([id(t) for t in tensors], tuple(tensors[0].shape)))
@@ -258,8 +258,8 @@ def test_each_distinct_small_tensor_is_held_once_and_reduced_in_its_group(monkey
     def no_summarize(*args, **kwargs):
         raise AssertionError("a small tensor was reduced on its own")
 
-    monkeypatch.setattr(session_module, "summarize_group", spy_group)
-    monkeypatch.setattr(session_module, "summarize", no_summarize)
+    monkeypatch.setattr(observer_module, "summarize_group", spy_group)
+    monkeypatch.setattr(observer_module, "summarize", no_summarize)
     monkeypatch.setattr(OutlierRatio, "contribution", spy_contribution)
     torch.manual_seed(0)
     stats = _calibrate(_SharedInput().eval(), [torch.randn(5, 4)])

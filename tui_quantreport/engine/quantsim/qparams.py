@@ -34,6 +34,7 @@ import torch
 
 from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.errors import ParamError
+from tui_quantreport.engine.quantsim import fused
 from tui_quantreport.engine.quantsim.hostsync import host_reads
 
 EPS = torch.finfo(torch.float32).eps
@@ -163,10 +164,15 @@ def _fake_quantize_symmetric(w: torch.Tensor, scale: torch.Tensor) -> torch.Tens
         return y.mul_(scale)
 
 
-#: From this many elements on, :func:`fake_quantize_float32` uses four vectorised in-place ops
-#: instead of ``torch.fake_quantize_per_tensor_affine`` (a scalar CPU kernel that also writes a
-#: backward mask: 20x slower on 64K elements, faster only on small tensors).
-FAST_FAKE_QUANT_MIN = 2048
+#: From this many elements on, :func:`fake_quantize_float32` uses the fused kernel of :mod:`.fused`
+#: (with numba) or four vectorised in-place ops instead of ``torch.fake_quantize_per_tensor_affine``
+#: (a scalar CPU kernel that also writes a backward mask: 20x slower on 64K elements, faster only
+#: on small tensors). Decided once per process.
+FAST_FAKE_QUANT_MIN = fused.MIN_NUMEL if fused.ENABLED else 2048
+
+
+#: Whether the fused kernels are tried (numba installed and not disabled: decided once per process).
+_FUSED = fused.ENABLED
 
 
 def inverse_scale(scale: float) -> float:
@@ -187,6 +193,10 @@ def fake_quantize_float32(
     """
     if x.numel() < FAST_FAKE_QUANT_MIN:
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    if _FUSED:
+        out = fused.fake_quantize(x, scale, zero_point, qmin, qmax, inv_scale)
+        if out is not None:
+            return out
     y = torch.mul(x, inv_scale)
     y.round_()
     y.clamp_(qmin - zero_point, qmax - zero_point)
@@ -201,6 +211,8 @@ def fake_quantize_float32_(
     Returns ``x`` (or, below :data:`FAST_FAKE_QUANT_MIN` elements, torch's kernel's new tensor)."""
     if x.numel() < FAST_FAKE_QUANT_MIN:
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+    if _FUSED and fused.fake_quantize(x, scale, zero_point, qmin, qmax, inv_scale, inplace=True) is not None:
+        return x
     x.mul_(inv_scale)
     x.round_()
     x.clamp_(qmin - zero_point, qmax - zero_point)
@@ -294,6 +306,10 @@ def _fake_quantize_dynamic_rows(rows: torch.Tensor, qmin: int, qmax: int) -> tor
     ``round(min_neg / scale)`` (+0.0 for a zero, as the integer path gives) and that plus
     ``qmax - qmin``, exact small integers in float32. Otherwise it takes the general path.
     """
+    if _FUSED and rows.numel() >= FAST_FAKE_QUANT_MIN and host_reads(rows):
+        out = fused.fake_quantize_rows(rows, qmin, qmax, _EPS32)
+        if out is not None:
+            return out
     lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # aminmax(dim=) is 20x slower on CPU
     min_neg = lo.clamp(max=0.0)  # a zero's sign changes neither the width nor the zero point
     max_pos = hi.clamp(min=0.0)

@@ -1,0 +1,83 @@
+"""The numba kernels behind :mod:`.fused`, built by :func:`build` (numba is imported there, on first use).
+
+Compiled on first use and cached on disk (``cache=True``: numba's cache beside this file), like
+:mod:`..stats._kernel_numba`.
+Every operation is a float32 operation on float32 values (``fastmath`` off), in the order the
+torch ops they replace take them, so the results are the same bits: ``np.rint`` rounds half to
+even as ``torch.round`` does, and a comparison with NaN is false, so a NaN passes the clamp as
+it passes ``torch.clamp``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+
+def fake_quantize(x, out, scale, inv_scale, low, high):  # pragma: no cover - compiled
+    """``out = clamp(rint(x * inv_scale), low, high) * scale`` over 1-D float32 arrays (``out``
+    may be ``x``). A value equal to a bound keeps its own sign of zero, as ``torch.clamp`` does."""
+    for i in range(x.shape[0]):
+        q = np.rint(x[i] * inv_scale)
+        if q < low:
+            q = low
+        elif q > high:
+            q = high
+        out[i] = q * scale
+
+
+def fake_quantize_rows(rows, out, width, eps):  # pragma: no cover - compiled
+    """Each row of a 2-D float32 ``rows`` quantized with the affine qparams of its own range
+    (``qparams._fake_quantize_dynamic_rows``'s fast path, op for op). Returns False, writing
+    nothing, when some row's scale is not finite (NaN, infinity, or a width beyond float32):
+    the caller then takes the general path."""
+    n, k = rows.shape
+    scales = np.empty(n, dtype=np.float32)
+    lows = np.empty(n, dtype=np.float32)
+    zero = np.float32(0.0)
+    for r in range(n):
+        lo = rows[r, 0]
+        hi = lo
+        for j in range(1, k):
+            v = rows[r, j]
+            if v < lo:
+                lo = v
+            elif v > hi:
+                hi = v
+            elif v != v:
+                return False
+        if lo != lo:
+            return False
+        min_neg = lo if lo < zero else zero
+        max_pos = hi if hi > zero else zero
+        scale = (max_pos - min_neg) / width
+        if not np.isfinite(scale):
+            return False
+        if scale < eps:
+            scale = eps
+        scales[r] = scale
+        lows[r] = np.rint(min_neg / scale) + zero
+    for r in range(n):
+        scale = scales[r]
+        inv = np.float32(1.0) / scale
+        low = lows[r]
+        high = low + width
+        for j in range(k):
+            q = np.rint(rows[r, j] * inv)
+            if q < low:
+                q = low
+            elif q > high:
+                q = high
+            out[r, j] = q * scale
+    return True
+
+
+def build() -> SimpleNamespace:
+    """Import numba and compile the kernels above (compiled, or loaded from numba's cache, on their first call)."""
+    from numba import njit
+
+    def jit(fn):
+        return njit(cache=True, nogil=True)(fn)
+
+    return SimpleNamespace(fake_quantize=jit(fake_quantize), fake_quantize_rows=jit(fake_quantize_rows))

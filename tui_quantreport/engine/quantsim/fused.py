@@ -1,0 +1,102 @@
+"""Optional fused fake-quantization kernels (numba, the ``fast`` extra).
+
+The simulation's vectorised fake quantization is four torch ops over the tensor (multiply,
+round, clamp, multiply: four passes over memory, each paying torch's per-op cost). With numba
+installed, :mod:`._kernel_numba` does the same float32 operations in one pass, the same bits
+(held side by side in ``tests/test_quantsim_kernels.py``). Without numba, or with
+``TUI_QUANTREPORT_FAKE_QUANT=torch``, nothing here runs and the torch ops give the values.
+
+Which path runs is decided once per process (:data:`ENABLED`, from the environment and whether
+numba is importable, without importing it); the kernels are compiled, or loaded from numba's
+disk cache, on first use. Only tensors of at least :data:`MIN_NUMEL` elements take them: below
+that, torch's own fake-quantize kernel is cheaper than a call into numba.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from tui_quantreport.engine.quantsim import _kernel_numba
+
+#: "auto" (the kernels where numba is installed) or "torch" (never).
+ENV = "TUI_QUANTREPORT_FAKE_QUANT"
+
+#: Tensors at least this big take the fused kernels (below, one torch op costs less than the call).
+MIN_NUMEL = 1024
+
+
+def _enabled() -> bool:
+    if os.environ.get(ENV, "auto").strip().lower() == "torch":
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
+#: Whether the fused kernels are used in this process (decided once, at import).
+ENABLED = _enabled()
+
+_compiled: Any = None
+_failed: str | None = None
+_F32 = np.float32
+
+
+def kernels() -> Any:
+    """The compiled kernels module, or None (numba absent, disabled, or failed to load)."""
+    global _compiled, _failed
+    if _compiled is not None or _failed is not None:
+        return _compiled
+    if not ENABLED:
+        _failed = "disabled" if importlib.util.find_spec("numba") is not None else "numba is not installed"
+        return None
+    try:
+        _compiled = _kernel_numba.build()
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the torch path in place
+        _failed = f"the numba kernels did not load: {type(exc).__name__}: {exc}"
+    return _compiled
+
+
+def unavailable_reason() -> str | None:
+    kernels()
+    return _failed
+
+
+def _fits(x: torch.Tensor) -> bool:
+    return x.dtype is torch.float32 and x.device.type == "cpu" and x.is_contiguous() and not x.requires_grad
+
+
+def fake_quantize(
+    x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int, inv_scale: float, *, inplace: bool = False
+) -> torch.Tensor | None:
+    """``clamp(round(x * inv_scale), qmin - zp, qmax - zp) * scale`` in one pass over a contiguous
+    float32 host ``x`` (into ``x`` itself with ``inplace``); None where the kernel does not apply
+    (then the caller's torch ops give the same values)."""
+    k = _compiled if _compiled is not None else kernels()
+    if k is None or not _fits(x):
+        return None
+    out = x if inplace else torch.empty_like(x)
+    k.fake_quantize(
+        x.view(-1).numpy(),
+        out.view(-1).numpy(),
+        _F32(scale),
+        _F32(inv_scale),
+        _F32(qmin - zero_point),
+        _F32(qmax - zero_point),
+    )
+    return out
+
+
+def fake_quantize_rows(rows: torch.Tensor, qmin: int, qmax: int, eps: float) -> torch.Tensor | None:
+    """Each row of a contiguous float32 host ``rows`` (2-D) through affine fake quantization with
+    its own range's qparams, in two passes; None where the kernel does not apply or a row's scale
+    is not finite (the caller's general path handles those)."""
+    k = _compiled if _compiled is not None else kernels()
+    if k is None or not _fits(rows) or rows.dim() != 2 or rows.shape[1] == 0:
+        return None
+    out = torch.empty_like(rows)
+    if not k.fake_quantize_rows(rows.numpy(), out.numpy(), _F32(qmax - qmin), _F32(eps)):
+        return None
+    return out
