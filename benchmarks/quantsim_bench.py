@@ -95,7 +95,7 @@ def _profiled(fn, repeats: int = 3) -> tuple[float, float]:
 
 def floors(fresh, plan, plain, repeats: int, probes: int) -> dict:
     """The plan evaluation with its quantization ops counted, then replaced by the identity; kernel shares."""
-    import tui_quantreport.engine.quantsim.error_analysis as ea
+    import tui_quantreport.engine.quantsim.forward as ea
     import tui_quantreport.engine.quantsim.schemes.dynamic as dyn
 
     names = ("fake_quantize_float32", "fake_quantize_float32_")

@@ -17,7 +17,7 @@ from torch import nn
 from tests.cli_helpers import one_line, run
 from tui_quantreport.engine import ModelCatalog, Session, Settings, load_model, open_batches
 from tui_quantreport.engine.quantsim import ErrorAnalysis
-from tui_quantreport.engine.quantsim import error_analysis as error_analysis_module
+from tui_quantreport.engine.quantsim import local_pass as local_pass_module
 from tui_quantreport.engine.quantsim.sqnr import sqnr_db
 
 MODELS = "tests/models"
@@ -86,7 +86,7 @@ def test_convnext_reports_finite_sqnr(capsys):
 
 
 def test_a_module_whose_measurement_fails_is_undefined_and_the_rest_stands(monkeypatch):
-    real = error_analysis_module._measurer
+    real = local_pass_module._measurer
 
     def failing(target, variants, acc, scratch=None):
         measure = real(target, variants, acc, scratch)
@@ -98,7 +98,7 @@ def test_a_module_whose_measurement_fails_is_undefined_and_the_rest_stands(monke
 
         return broken
 
-    monkeypatch.setattr(error_analysis_module, "_measurer", failing)
+    monkeypatch.setattr(local_pass_module, "_measurer", failing)
     analysis = _analysis(_conv_net(), _images())
     local = analysis.local_sqnr()
     assert all(v.db is None for v in local["4"].values())

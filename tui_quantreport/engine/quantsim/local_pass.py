@@ -1,0 +1,259 @@
+"""The local pass: one float pass in which every target's forward also simulates each scheme
+(and the advice variants) on the input it was given, and the per-module results."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.quantsim.analysis_base import (
+    _MISSING,
+    CLIPPED,
+    EQUALIZED,
+    WEIGHT_STACK_ELEMENTS,
+    LocalMeasurement,
+    ProgressCallback,
+    _check_cancel,
+    _one_line,
+    _restore_forwards,
+    _Target,
+)
+from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.measurer import _grouped, _measurer, _measuring_forward, _Variant
+from tui_quantreport.engine.quantsim.qparams import (
+    F32_MAX,
+    fake_quantize_weight,
+)
+from tui_quantreport.engine.quantsim.schemes import (
+    SCHEMES,
+    InputContext,
+    Scheme,
+    StaticInput,
+)
+from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference, Sqnr
+
+if TYPE_CHECKING:
+    from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
+
+
+def measure_pass(
+    analysis: ErrorAnalysis, progress: ProgressCallback, should_cancel: Callable[[], bool] | None, advice: bool
+) -> dict[str, LocalMeasurement]:
+    """One float pass; each target's forward, swapped for the pass, runs the module as it is
+    and then simulates every scheme on the input it was given."""
+    accs: dict[str, SharedReference] = {}
+    scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
+    saved: list[tuple[nn.Module, Any]] = []
+    outputs: list[dict[str, torch.Tensor]] = []
+    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
+        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+    try:
+        for fqn, target in analysis.targets.items():
+            variants = _grouped(variants_of(analysis, target, advice))
+            accs[fqn] = SharedReference([v.name for v in variants])
+            module = target.module
+            saved.append((module, module.__dict__.get("forward", _MISSING)))
+            module.__dict__["forward"] = _measuring_forward(
+                module.forward, _measurer(target, variants, accs[fqn], scratch), failure_noter(analysis, fqn)
+            )
+        started = time.perf_counter()
+        with analysis._float_mode():
+            for i, batch in enumerate(analysis.probes):
+                _check_cancel(should_cancel)
+                outputs.append(analysis._outputs(analysis._run(batch, i)))
+                progress(i + 1, len(analysis.probes))
+        analysis._note_pass(time.perf_counter() - started)
+    finally:
+        _restore_forwards(saved)
+    if analysis._reference is None:
+        analysis._reference = outputs
+    result: dict[str, LocalMeasurement] = {}
+    for fqn, target in analysis.targets.items():
+        why = analysis.measure_failures.get(fqn)
+        if why is not None:
+            undefined = Sqnr.undefined(why)
+            result[fqn] = LocalMeasurement(
+                fqn,
+                target.kind.name,
+                {s: undefined for s in SCHEMES},
+                undefined if advice and target.kind.quantizes_input else None,
+                undefined if advice and target.kind.quantizes_input else None,
+                target.range_source,
+                target.calls,
+                target.rows,
+            )
+            continue
+        result[fqn] = local_result(analysis, target, accs[fqn], advice)
+    for fqn, why in analysis.unsupported.items():
+        undefined = Sqnr.undefined(why)
+        result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in analysis.schemes})
+    return result
+
+
+def failure_noter(analysis: ErrorAnalysis, fqn: str) -> Callable[[Exception], None]:
+    def failed(exc: Exception) -> None:
+        analysis.measure_failures[fqn] = f"measuring '{fqn}' failed: {_one_line(exc)}"
+
+    return failed
+
+
+def variants_of(analysis: ErrorAnalysis, target: _Target, advice: bool) -> list[_Variant]:
+    """What the measure pass simulates for ``target``: every scheme it can run, then (with
+    ``advice``) the clipped input range and input-weight equalization."""
+    kind = target.kind
+    ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max, analysis.per_token_min_ndim)
+    variants: list[_Variant] = []
+    for name in analysis.schemes:
+        scheme = SCHEMES[name]
+        if analysis._ineligible(target, scheme) is not None or (scheme.needs_range and target.static is None):
+            continue
+        try:
+            wq = analysis.quantized_weight(target.fqn, scheme)
+        except Exception as exc:  # noqa: BLE001 - a library recipe's refusal becomes the pair's reason
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            analysis._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
+            continue
+        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq))
+    if not advice or not kind.quantizes_input:
+        return variants
+    wq = analysis.quantized_weight(target.fqn, True)
+    if target.clip_range is not None:
+        lo, hi = target.clip_range
+        clip = StaticInput.from_range(lo, hi, analysis.quant_min, analysis.quant_max)
+        variants.append(_Variant(CLIPPED, CLIPPED, clip.apply, wq))
+    equalize = equalizer(analysis, target)
+    if equalize is not None:
+        variants.append(equalize)
+    return variants
+
+
+def equalizer(analysis: ErrorAnalysis, target: _Target) -> _Variant | None:
+    """Input-weight equalization simulated with its scales s_c = sqrt(r_w,c / r_x,c).
+
+    The input channel c is multiplied by s_c and the weight's input channel c
+    divided by it (``torch.ao``'s ``_equalize``); the scaled input is then
+    quantized with the range its channels' scaled extremes give, and the
+    scaled weight per channel.
+    """
+    if target.channel_range is None:
+        return None
+    kind, module = target.kind, target.module
+    weight = module.weight.detach().to(torch.float32)
+    groups = int(getattr(module, "groups", 1))
+    c_lo, c_hi = (t.to(torch.float32) for t in target.channel_range)
+    w_range = _weight_input_ranges(weight, kind, groups)
+    if w_range is None or w_range.numel() != c_lo.numel():
+        return None
+    x_range = c_hi - c_lo
+    scale = torch.sqrt(w_range / x_range)
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+    eq_weight = _scale_weight_inputs(weight, 1 / scale, kind, groups)
+    wq = fake_quantize_weight(eq_weight, True, kind.weight_out_axis).to(module.weight.dtype)
+    lo = float(torch.minimum(c_lo * scale, c_hi * scale).min())
+    hi = float(torch.maximum(c_lo * scale, c_hi * scale).max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    static = StaticInput.from_range(lo, hi, analysis.quant_min, analysis.quant_max)
+
+    def quantize(x: torch.Tensor) -> torch.Tensor:
+        axis = kind.input_axis(x.dim())
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        scaled = (x.to(torch.float32) * scale.view(shape)).to(x.dtype)
+        return static.apply(scaled)
+
+    return _Variant(EQUALIZED, EQUALIZED, quantize, wq)
+
+
+def local_result(analysis: ErrorAnalysis, target: _Target, accs: SharedReference, advice: bool) -> LocalMeasurement:
+    calls = accs.calls
+    sqnr: dict[str, Sqnr] = {}
+    beyond = None
+    if target.range is not None and all(math.isfinite(v) for v in target.range):
+        widest = max(-target.range[0], target.range[1])
+        beyond = widest if widest > F32_MAX else None
+    for name in analysis.schemes:
+        scheme = SCHEMES[name]
+        why = analysis._ineligible(target, scheme) or analysis._failed.get((target.fqn, name))
+        if why is not None:
+            sqnr[name] = Sqnr.undefined(why)
+        elif beyond is not None and not scheme.facts.weight_only:
+            sqnr[name] = Sqnr.undefined(
+                f"the input of '{target.fqn}' reaches {beyond:.3g}, beyond float32's range, in which "
+                "torch computes int8 qparams"
+            )
+        elif name in accs.names:
+            sqnr[name] = accs.result(name)
+        elif analysis._never_called(target):
+            sqnr[name] = Sqnr.undefined(analysis._never_called_words(target))
+        elif target.range is not None:
+            sqnr[name] = Sqnr.undefined(
+                f"the input range of '{target.fqn}' is not finite (NaN or infinite values were seen)"
+            )
+        else:
+            sqnr[name] = Sqnr.undefined(f"no calibrated input range for '{target.fqn}'")
+    clipped = equalized = None
+    if advice and target.kind.quantizes_input:
+        clipped = accs.result(CLIPPED) if CLIPPED in accs.names else Sqnr.undefined("no clip range was measured")
+        equalized = (
+            accs.result(EQUALIZED)
+            if EQUALIZED in accs.names
+            else Sqnr.undefined("no per-channel input ranges (or channels the weight does not match)")
+        )
+    return LocalMeasurement(
+        target.fqn, target.kind.name, sqnr, clipped, equalized, target.range_source, calls, target.rows
+    )
+
+
+def _weight_input_ranges(weight: torch.Tensor, kind: ModuleKind, groups: int) -> torch.Tensor | None:
+    """Range (max - min) of the weight per input channel of the module (all groups laid end to end)."""
+    if weight.dim() < 2:
+        return None
+    if kind.weight_in_axis == 0:
+        w = weight.reshape(weight.shape[0], -1)
+        return w.amax(dim=1) - w.amin(dim=1)
+    out = weight.shape[0]
+    if out % groups:
+        return None
+    w = weight.reshape(groups, out // groups, weight.shape[1], -1)
+    return (w.amax(dim=(1, 3)) - w.amin(dim=(1, 3))).reshape(-1)
+
+
+def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: ModuleKind, groups: int) -> torch.Tensor:
+    """The weight with its input channel c multiplied by ``factor[c]``."""
+    if kind.weight_in_axis == 0:
+        return weight * factor.view(-1, *([1] * (weight.dim() - 1)))
+    out, cin = weight.shape[0], weight.shape[1]
+    w = weight.reshape(groups, out // groups, cin, *weight.shape[2:])
+    f = factor.reshape(groups, 1, cin, *([1] * (weight.dim() - 2)))
+    return (w * f).reshape(weight.shape)
+
+
+def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
+    """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
+    facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
+    together, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`."""
+    groups: dict[tuple, list[str]] = {}
+    for fqn, target in analysis.targets.items():
+        w = target.module.weight
+        if (fqn, scheme.weight_key) in analysis._weights or analysis._ineligible(target, scheme) is not None:
+            continue
+        groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
+    for (shape, _dtype, _device, kind), fqns in groups.items():
+        per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
+        for start in range(0, len(fqns), per_stack):
+            chunk = fqns[start : start + per_stack]
+            quantized = (
+                scheme.weights(torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind)
+                if len(chunk) > 1
+                else None
+            )
+            if quantized is None:
+                continue  # each weight is quantized when its variant is built (a failure is its reason)
+            for i, fqn in enumerate(chunk):
+                analysis._weights[(fqn, scheme.weight_key)] = quantized[i]

@@ -1,0 +1,217 @@
+"""The local pass's per-module measurement: every scheme variant's output from the float input,
+normed against the float output as the float pass runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.quantsim.analysis_base import (
+    MeasurementCancelled,
+    _Target,
+    first_tensor,
+)
+from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
+from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
+from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One simulated form of a module in the measure pass: how its input is quantized
+    (``input_key`` names the quantized input, shared by variants that quantize it alike)
+    and the fake-quantized weight it runs with."""
+
+    name: str
+    input_key: str
+    #: None: the float input as it is.
+    quantize: Callable[[torch.Tensor], torch.Tensor] | None
+    weight: torch.Tensor
+
+
+def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
+    """``variants`` reordered so that those sharing a weight tensor are adjacent (first-seen order)."""
+    groups: dict[int, list[_Variant]] = {}
+    for v in variants:
+        groups.setdefault(id(v.weight), []).append(v)
+    return [v for group in groups.values() for v in group]
+
+
+def _measurer(
+    target: _Target, variants: Sequence[_Variant], acc: SharedReference, scratch: Scratch | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
+
+    ``variants`` must be :func:`_grouped` (``acc`` names them in that order). A float32
+    ``nn.Linear`` runs the variants that share a weight as one matmul over their
+    quantized inputs laid end to end (static per-channel, dynamic, weight-only and the
+    clipped range all use the per-channel weight: two or three matmuls in all, not
+    four to six); other modules run each variant in turn. The differences from ``y``
+    are taken in place and normed per variant in one op per group; nothing is read
+    back to the host. ``scratch`` keeps the large temporaries (the stacks of inputs and
+    outputs, the float64 copies the norms are taken of) from one call to the next.
+    """
+    kind, module = target.kind, target.module
+    scratch = scratch if scratch is not None else Scratch()
+    run = kind.bind(module)
+    names = tuple(v.name for v in variants)
+    linear = (
+        kind.call is _linear_call
+        and isinstance(module, nn.Linear)
+        and module.weight.dtype == torch.float32
+        and all(v.weight.dtype == torch.float32 for v in variants)
+    )
+    groups: list[tuple[torch.Tensor, list[str]]] = []
+    for v in variants:
+        if groups and groups[-1][0] is v.weight:
+            groups[-1][1].append(v.input_key)
+        else:
+            groups.append((v.weight, [v.input_key]))
+    bias = module.bias.detach() if linear and module.bias is not None else None
+    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
+    conv = (
+        kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
+    )
+
+    quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
+    for v in variants:
+        quantizers.setdefault(v.input_key, v.quantize)
+    steps = tuple(quantizers.items())
+
+    def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not x.is_floating_point():
+            return dict.fromkeys(quantizers, x)
+        return {key: x if quantize is None else quantize(x) for key, quantize in steps}
+
+    def measure(x: torch.Tensor, y: torch.Tensor) -> None:
+        if not names:
+            acc.add_norms(y.detach(), None, None, scratch)
+            return
+        y = y.detach()
+        if y.dtype != torch.float32:
+            y = acc.add_reference(y)
+            quantized = inputs(x)
+            for v in variants:
+                acc.add(v.name, y, run(quantized[v.input_key], v.weight))
+            return
+        quantized = inputs(x)
+        if linear and x.dtype == torch.float32 and x.dim() >= 1:
+            _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
+            return
+        if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
+            _conv_variants(quantized, y, groups, run, acc, scratch)
+            return
+        out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
+        out.sub_(y)
+        acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
+
+    return measure
+
+
+def _linear_variants(
+    quantized: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    count: int,
+    groups_t: list[tuple[torch.Tensor, list[str]]],
+    bias: torch.Tensor | None,
+    acc: SharedReference,
+    scratch: Scratch,
+) -> None:
+    """A float32 Linear's ``count`` variants: those sharing a weight as one matmul over their quantized
+    inputs laid end to end (``groups_t``: the transposed weights with their input keys), into one stack
+    whose differences from ``y`` are normed per variant."""
+    k, n_out = x.shape[-1], y.shape[-1]
+    m = y.numel() // n_out if n_out else 0
+    # Small stacks (most modules of a big model) skip the kept buffers' bookkeeping.
+    kept = scratch if count * m * max(n_out, k) >= Scratch.MIN_ELEMENTS else None
+    out = (
+        kept.buffer("out", (count, m, n_out), torch.float32, y.device)
+        if kept is not None
+        else torch.empty((count, m, n_out), dtype=torch.float32, device=y.device)
+    )
+    row = 0
+    for weight_t, keys in groups_t:
+        g = len(keys)
+        parts = [quantized[key].reshape(-1, k) for key in keys]
+        if g == 1:
+            rows = parts[0]
+        elif kept is not None:
+            rows = torch.cat(parts, out=kept.buffer("rows", (g * m, k), torch.float32, y.device))
+        else:
+            rows = torch.cat(parts)
+        # F.linear's own kernel (addmm with the transposed weight), written into the stack.
+        if bias is not None:
+            torch.addmm(bias, rows, weight_t, out=out[row : row + g].view(-1, n_out))
+        else:
+            torch.mm(rows, weight_t, out=out[row : row + g].view(-1, n_out))
+        row += g
+    out.sub_(y.reshape(1, m, n_out))
+    acc.add_norms(y, out.view(count, -1), None, kept)
+
+
+def _conv_variants(
+    quantized: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    groups: list[tuple[torch.Tensor, list[str]]],
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    acc: SharedReference,
+    scratch: Scratch,
+) -> None:
+    """A float32 convolution's variants, those sharing a weight as one call (``groups``: weights with input keys)."""
+    # Samples are independent in a convolution: the variants sharing a weight run as one
+    # call over their quantized inputs laid end to end on the batch axis.
+    norms = []
+    for weight, keys in groups:
+        parts = [quantized[key] for key in keys]
+        if len(parts) == 1:
+            batch = parts[0]
+        elif all(p.is_contiguous() for p in parts):  # laid end to end in a kept buffer
+            shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+            batch = torch.cat(parts, out=scratch.buffer("rows", shape, torch.float32, y.device))
+        else:
+            batch = torch.cat(parts)
+        # reshape, not view: a channels_last input gives a channels_last output (strided).
+        out = run(batch, weight).reshape(len(keys), *y.shape)
+        out.sub_(y)
+        norms.append(scratch.vector_norm64(out.reshape(len(keys), -1), 1))
+    acc.add_norms(y, None, torch.cat(norms) if len(norms) > 1 else norms[0], scratch)
+
+
+def _measuring_forward(
+    forward: Callable[..., Any],
+    measure: Callable[[torch.Tensor, torch.Tensor], None],
+    failed: Callable[[Exception], None] | None = None,
+):
+    """``forward`` as it is, then ``measure(input, output)`` on its first tensor input and tensor output.
+
+    A measurement that raises is handed to ``failed`` (when given) and not tried again on later
+    calls: the module's own output is returned all the same, so the float pass (and every other
+    module's measurement) goes on.
+    """
+    broken = [False]
+
+    def measuring(*args, **kwargs):
+        y = forward(*args, **kwargs)
+        if broken[0]:
+            return y
+        x = first_tensor(args) if args else first_tensor(kwargs)
+        if x is not None and isinstance(y, torch.Tensor):
+            if failed is None:
+                measure(x, y)
+                return y
+            try:
+                measure(x, y)
+            except (MeasurementCancelled, UserError):
+                raise
+            except Exception as exc:  # one module's simulation: the rest of the report stands
+                broken[0] = True
+                failed(exc)
+        return y
+
+    return measuring
