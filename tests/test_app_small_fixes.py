@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, plan_settled
+from test_app_plan import SENSITIVE, TARGET, plan_settled
 from textual.widgets import Input, Static
 
 from tui_quantreport import cli
@@ -131,7 +131,7 @@ def text_of_screen(screen) -> list[str]:
 
 
 async def test_the_root_plot_draws_float_as_float_and_scales_to_the_values_shown() -> None:
-    app = make_app(batches=SHOWCASE_BATCHES)
+    app = make_app(batches=SHOWCASE_BATCHES, target=TARGET)  # its convolutions quantized: f keeps one float
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)
         await settle(app, pilot)

@@ -6,13 +6,18 @@ the right, the calibration strip and the footer at the bottom. A terminal
 narrower than :data:`NARROW_WIDTH` hides the sidebar (``b`` shows it in place
 of the detail view) rather than clipping text.
 
-State lives in this screen's reactives (``report``, ``settings``,
-``filter_text``…); the panes are bound to them with ``data_bind`` and redraw in
-their own watchers, so a new report is one assignment. Loading, calibrating and
-re-evaluating run in thread workers (:class:`ModelSession` does the engine
-calls); their results come back as messages (:mod:`.messages`). Every key of
-the app is in :data:`MainScreen.BINDINGS`: the footer, the help screen and the
-command palette are built from them.
+State lives in the screen's reactives (``report``, ``settings``, ``plan``,
+``target``…, declared in :class:`~.main_state.MainState`); the panes are bound to
+them with ``data_bind`` and redraw in their own watchers, so a new report is one
+assignment. The screen's jobs are one controller each (:mod:`.controllers`):
+loading, settings and calibration (``session``), the measurement workers
+(``measure``), the plan and its edits (``plan``), exports, the target and verify
+(``export``), moving around (``navigation``); this class puts them together
+with the layout and the keys. Work runs in thread workers through
+:func:`.workers.run_in_thread` (:class:`ModelSession` does the engine calls);
+results come back as messages (:mod:`.messages`). Every key of the app is in
+:data:`MainScreen.BINDINGS`: the footer, the help screen and the command
+palette are built from them.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ from tui_quantreport.tui.main_state import (
 )
 
 #: Actions bound to priority keys (see :meth:`MainScreen.check_action`).
-PRIORITY_ACTIONS = frozenset({"cancel_calibration", "filter", "focus_tolerance", "focus_min_gain", "export"})
+PRIORITY_ACTIONS = frozenset(
+    {"cancel_calibration", "filter", "focus_tolerance", "focus_min_gain", "focus_target", "export"}
+)
 
 #: Actions that need a loaded model (shown disabled in the footer until then).
 MODEL_ACTIONS = frozenset(
@@ -69,6 +76,7 @@ MODEL_ACTIONS = frozenset(
         "toggle_helpers",
         "focus_tolerance",
         "focus_min_gain",
+        "focus_target",
     }
 )
 
@@ -220,6 +228,16 @@ class MainScreen(
             "badge (Enter applies, Esc returns to the tree)",
         ),
         Binding(
+            "T",
+            "focus_target",
+            "Target",
+            show=False,
+            priority=True,
+            key_display="T",
+            tooltip="Pick the deployment target in the sidebar: the plan is measured again the way that target "
+            "runs the model (Enter opens the list, Esc returns to the tree)",
+        ),
+        Binding(
             "o",
             "toggle_helpers",
             "Observers",
@@ -312,6 +330,8 @@ class MainScreen(
                 MainScreen.settings,
                 MainScreen.report,
                 MainScreen.min_gain_db,
+                MainScreen.target,
+                MainScreen.target_names,
             )
         yield CalibrationBar(id="calibration")
         yield Footer(compact=True)

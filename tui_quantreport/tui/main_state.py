@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """The last ``v``: the target and the plan it verified, and the SQNR it achieved (None: n/a)."""
+
+    target: str
+    modules: Mapping[str, str]
+    achieved_db: float | None
+
+
+@dataclass(frozen=True)
 class LayerData:
     """What the "which layers hurt" screen shows (see :meth:`MainScreen.layer_data`)."""
 
@@ -124,6 +133,12 @@ class MainState(Screen[None]):
     #: recommended plan takes the cheapest scheme within it of the best. Changing it re-judges the
     #: kept measurement (engine ``severity.assess``), never measures again.
     min_gain_db = var(MIN_GAIN.default)
+    #: The deployment target the plan is made for (a name of the registry: the sidebar's choice,
+    #: ``--target``, else torchao on the model's device; "" until loaded) and the names offered.
+    target = var("", always_update=True)
+    target_names: var[Sequence[str]] = var(tuple)
+    #: The last verification (``v``), shown beside the plan's SQNR while it is of the plan and target on screen.
+    verified: var[Verified | None] = var(None)
 
     def __init__(
         self,
@@ -171,6 +186,10 @@ class MainState(Screen[None]):
         self._frontier: FrontierMeasured | None = None
         self._plan_sizes: dict[tuple, str] = {}
         self._planner: tuple[Measured, Planner] | None = None
+        #: The target torchao runs on the model's device (what no choice means), and whether the
+        #: running measurement follows a change of target (the plan kept from last time is not adopted then).
+        self._default_target = ""
+        self._target_changed = False
 
     def said_from_thread(self, title: str) -> Callable[[BaseException], None]:
         """A worker's failure handler that says the exception in an error notification titled
@@ -184,8 +203,11 @@ class MainState(Screen[None]):
     if TYPE_CHECKING:  # what the controllers ask of one another (each is defined in one controller)
 
         def start_measurement(self) -> None: ...  # controllers.measure
+        def choose_target(self, loaded: Loaded) -> None: ...  # controllers.export
+        def set_target(self, name: str) -> None: ...  # controllers.export
         def request_limit(self) -> None: ...  # controllers.measure
         def _reevaluate(self) -> None: ...  # controllers.session
+        def save_user_settings(self) -> None: ...  # controllers.session
         def _adopt_waiting_plan(self, measured: Measured) -> None: ...  # controllers.plan
         def set_plan(self, plan: Plan, *, undoable: bool = True) -> None: ...  # controllers.plan
         def _needs_the_model(self, what: str) -> None: ...  # controllers.plan

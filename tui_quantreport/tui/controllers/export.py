@@ -1,4 +1,5 @@
-"""Exports: the reports, the plan file, the stats file, and the plan applied with its target (export, verify).
+"""Exports and the deployment target: the reports, the plan file, the stats file, the target the
+plan is made for (the sidebar's choice, ``--target``), and the plan applied with it (export, verify).
 
 A part of :class:`~tui_quantreport.tui.main_screen.MainScreen` (its state is in
 :class:`~tui_quantreport.tui.main_state.MainState`)."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.notifications import SeverityLevel
@@ -29,16 +30,79 @@ if TYPE_CHECKING:
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
+    from tui_quantreport.tui.model_session import Loaded
 
 
 from tui_quantreport.tui.main_state import (
     MainState,
+    Verified,
 )
 from tui_quantreport.tui.workers import run_in_thread, said
 
 
 class ExportController(MainState):
-    """Exports: the reports, the plan file, the stats file, and the plan applied with its target (export, verify)."""
+    """Exports and the deployment target (see the module docstring)."""
+
+    def choose_target(self, loaded: Loaded) -> None:
+        """The target of a model just loaded: ``--target``, else the saved choice (one the registry
+        no longer knows is said and dropped), else torchao on the model's device; for a stats file,
+        the target its plan was measured for."""
+        from tui_quantreport.engine.apply.targets import TARGETS, TargetError, default_target, model_device, resolve
+
+        session = loaded.session
+        if session.loaded_model is not None:
+            default = default_target(model_device(session.loaded_model.model)).name
+        else:
+            saved = loaded.measured.recommended.target if loaded.measured is not None else None
+            default = saved if saved in TARGETS else default_target().name
+        chosen = default
+        if loaded.target and session.loaded_model is not None:
+            try:
+                chosen = resolve(loaded.target).name
+            except TargetError as exc:
+                self.notify(f"Ignored the saved target: {exc}", title="Settings", severity="warning", markup=False)
+        self._default_target = default
+        session.target = chosen
+        self.target_names = tuple(TARGETS)
+        self.target = chosen
+
+    def set_target(self, name: str) -> None:
+        """Make the plan for target ``name``: the measurement runs again the way that target runs the
+        model (only the schemes it runs; the title's SQNR is the one it achieves). Kept for next time."""
+        model, previous = self.model, self.target
+        if model is None or name == previous or not name:
+            return
+        if model.unavailable is not None or model.measurement_unavailable is not None:
+            self.target = previous  # the field shows the target still in force
+            why = model.unavailable or model.measurement_unavailable
+            self.notify(f"Changing the target needs to measure the model: {why}", markup=False)
+            return
+        if self.measuring:
+            self.target = previous
+            self.notify("A measurement is running: Esc cancels it, then pick the target again.")
+            return
+        self.target = name
+        model.target = name
+        self.save_user_settings()
+        bar = self.query_one(CalibrationBar)
+        if self.calibrating:  # the measurement that follows the calibration is made for it
+            return
+        if self.stats is None or not self.stats.batches or self.probe_batches <= 0:
+            bar.say(f"The plan will be made for {name}: press c to calibrate.")
+            return
+        self._target_changed = True
+        self.measured, self.plan, self.plan_sqnr, self.sensitivity = None, None, None, None
+        self._frontier = None
+        self.start_measurement()
+
+    def action_focus_target(self) -> None:
+        """Focus the deployment target in the sidebar (showing the sidebar if needed)."""
+        from tui_quantreport.tui.param_field import field_id
+
+        main = self.query_one("#main")
+        if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
+            main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
+        self.set_focus(self.query_one(f"#{field_id('', 'target')}"))
 
     def export_targets(self) -> list[ExportTarget]:
         """What ``e`` can write. Each target reads the state when it writes, not when the dialog opened."""
@@ -140,11 +204,10 @@ class ExportController(MainState):
 
     def action_verify(self) -> None:
         """Apply the plan with its target's library to a copy of the model and measure it (in a worker;
-        Esc cancels). The target: --target, else torchao on the model's device."""
+        Esc cancels). The target: the sidebar's (``--target``, else torchao on the model's device)."""
         from tui_quantreport.engine.apply.targets import default_target
 
-        target = (self.model.target if self.model is not None else None) or default_target().name
-        self._start_apply("verify", target, None)
+        self._start_apply("verify", self.target or default_target().name, None)
 
     def _start_apply(self, kind: str, target: str, path: str | None) -> None:
         if self.model is None:
@@ -175,6 +238,10 @@ class ExportController(MainState):
         def progress(done: int, total: int | None) -> None:
             self.post_message(CalibrationProgress(done, total))
 
+        def verified(result: Any) -> None:
+            modules = dict(plan.modules) if plan is not None else {}
+            self.app.call_from_thread(setattr, self, "verified", Verified(result.target, modules, result.achieved_db))
+
         def apply() -> None:
             title, text, note = apply_in_app(
                 kind,
@@ -186,6 +253,7 @@ class ExportController(MainState):
                 progress=progress,
                 should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
                 source=source,
+                on_result=verified,
             )
             self.app.call_from_thread(self._applied, title, text, note, "information")
 

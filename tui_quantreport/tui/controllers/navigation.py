@@ -284,6 +284,8 @@ class NavigationController(MainState):
             parts += ["--batches", str(self.max_batches)]
         if self.min_gain_db != MIN_GAIN.default:
             parts += ["--min-gain", f"{self.min_gain_db:g}"]
+        if self.target and self.target != self._default_target:
+            parts += ["--target", self.target]
         return " ".join(parts)
 
     #: Column limits of the resizable panes.

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.worker import get_current_worker
@@ -55,6 +55,9 @@ class PlanController(MainState):
             self._plan_to_load = None
             self.load_plan(data, source)
             return
+        if self._target_changed:  # measured for a new target: its recommendation, not edits made for another
+            self._target_changed = False
+            return
         kept = kept_plan.read(self.spec)
         if kept is None or measured.analysis is None:
             return
@@ -76,21 +79,41 @@ class PlanController(MainState):
     def watch_plan_pending(self) -> None:
         self._show_plan_in_header()
 
+    def watch_target(self) -> None:
+        self._show_plan_in_header()
+
+    def watch_verified(self) -> None:
+        self._show_plan_in_header()
+
     def _show_plan_in_header(self) -> None:
-        """The plan's end-to-end SQNR in the header, in the longest form that fits the terminal's
-        width (the model's name and the counts give way first; the SQNR stays)."""
+        """The plan's end-to-end SQNR as deployed on the target (the simulation takes the target's
+        recipe), with the last verification's achieved SQNR beside it, in the header, in the longest
+        form that fits the terminal's width (the model's name, the counts and the target give way
+        first; the SQNR stays)."""
         plan = self.plan
         if plan is None:
             self.app.sub_title = self.spec
             return
-        sqnr = sqnr_text(self.plan_sqnr) + self._plan_size_text(plan)
+        size_text = self._plan_size_text(plan)
+        sqnr = sqnr_text(self.plan_sqnr) + size_text
         quantized, kept = len(plan.quantized), len(plan.kept_float)
         total = quantized + kept
         running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
+        deployed = f"{sqnr_text(self.plan_sqnr)} on {self.target}{self._verified_text(plan)}"
         size = self._plan_sizes.get(plan.key)
         sized = [f"{self.spec} · plan {sqnr}{running} · {size}", f"plan {sqnr}{short_running} · {size}"] if size else []
+        targeted = (
+            [
+                f"{self.spec} · plan {deployed}{size_text}{running} · {quantized:,} quantized, {kept:,} float",
+                f"plan {deployed}{size_text}{running} · {kept:,}/{total:,} float",
+                f"plan {deployed}{short_running}",
+            ]
+            if self.target
+            else []
+        )
         forms = [
             *sized,
+            *targeted,
             f"{self.spec} · plan {sqnr}{running} · {quantized:,} quantized, {kept:,} float",
             f"{self.spec} · plan {sqnr}{short_running} · {kept:,}/{total:,} float",
             f"plan {sqnr}{running} · {kept:,}/{total:,} float",
@@ -100,22 +123,35 @@ class PlanController(MainState):
         room = header_room(self.app.size.width, str(self.app.title))
         self.app.sub_title = next((form for form in forms if len(form) <= room), forms[-1])
 
-    def _plan_size_text(self, plan: Any) -> str:
-        """`` · 0.17 MB, 13.0 b/w``: the model's size under ``plan`` (the engine's count), or ""."""
+    def _verified_text(self, plan: Plan) -> str:
+        """`` · verify 31.0 dB`` when the last ``v`` verified this target (`` (another plan)`` when
+        the plan has changed since), or ""."""
+        verified = self.verified
+        if verified is None or verified.target != self.target:
+            return ""
+        db = f"{verified.achieved_db:.1f} dB" if verified.achieved_db is not None else "n/a"
+        return f" · verify {db}" + ("" if dict(verified.modules) == dict(plan.modules) else " (another plan)")
+
+    def plan_size(self, plan: Plan) -> tuple[float, float | None, float | None] | None:
+        """The model's size under ``plan`` (the engine's count): (MB as deployed, MB in float,
+        average bits per weight); None when unknown (a stats file's plan edited since it was saved)."""
         measured = self.measured
         if measured is None:
-            return ""
-        mb: float | None
-        bpw: float | None
+            return None
         if measured.analysis is not None:
             size = measured.analysis.plan_size(plan)
-            mb, bpw = size.mb, size.bits_per_weight
-        elif measured.error is not None and dict(plan.modules) == dict(measured.error.plan):
-            mb, bpw = measured.error.plan_size_mb, measured.error.plan_bits_per_weight
-        else:
+            return size.mb, size.float_mb, size.bits_per_weight
+        error = measured.error
+        if error is not None and error.plan_size_mb is not None and dict(plan.modules) == dict(error.plan):
+            return error.plan_size_mb, error.float_size_mb, error.plan_bits_per_weight
+        return None
+
+    def _plan_size_text(self, plan: Plan) -> str:
+        """`` · 0.17 MB, 13.0 b/w``: the model's size under ``plan``, or ""."""
+        size = self.plan_size(plan)
+        if size is None:
             return ""
-        if mb is None:
-            return ""
+        mb, _, bpw = size
         return f" · {mb:.3g} MB" + (f", {bpw:.1f} b/w" if bpw is not None else "")
 
     def subtree(self, fqn: str) -> list[str]:
@@ -308,7 +344,13 @@ class PlanController(MainState):
         if self.plan is None:
             return ""
         what = "edited in the app" if self.plan_origin == PLAN_EDITED else "recommended by the measurement"
-        return f"{what}, {len(self.plan.kept_float):,} kept float"
+        size = self.plan_size(self.plan)
+        sized = (
+            f", {size[0]:.3g} MB" + (f" at {size[2]:.2f} bits per weight" if size[2] is not None else "")
+            if size
+            else ""
+        )
+        return f"{what}, {len(self.plan.kept_float):,} kept float{sized}"
 
     def plan_of_record(self) -> Plan | None:
         """The plan on screen (with its edits) and its predicted end-to-end SQNR (None while it is
@@ -321,9 +363,14 @@ class PlanController(MainState):
         return plan.with_prediction(db, probes)
 
     def plan_data_of_record(self) -> dict[str, object] | None:
-        """The plan file's JSON of :meth:`plan_of_record`, with its ``origin``."""
+        """The plan file's JSON of :meth:`plan_of_record`, with its ``origin`` and its ``size``
+        (MB as deployed, MB in float, average bits per weight; absent when unknown)."""
         plan = self.plan_of_record()
-        return None if plan is None else {**plan.to_json_data(), "origin": self.plan_origin}
+        if plan is None:
+            return None
+        size = self.plan_size(plan)
+        sized = {"size": {"mb": size[0], "float_mb": size[1], "bits_per_weight": size[2]}} if size else {}
+        return {**plan.to_json_data(), "origin": self.plan_origin, **sized}
 
     def report_of_record(self) -> Report | None:
         """The report as exported: its measured section holds the plan on screen (recommended or
@@ -341,23 +388,30 @@ class PlanController(MainState):
             {fqn: (s.db, s.reason) for fqn, s in self.sensitivity.items()} if self.sensitivity is not None else None
         )
         measured = report.measured.with_plan(data, plan.predicted_sqnr_db, reason, self.plan_origin, sensitivity)
+        size = self.plan_size(plan)
+        if size is not None:  # the plan of record's size, not the recommended plan's
+            measured = replace(measured, plan_size_mb=size[0], float_size_mb=size[1], plan_bits_per_weight=size[2])
         return replace(report, measured=measured)
 
 
 def refused_schemes(measured: Measured, targets: Sequence[str]) -> dict[str, str]:
     """The schemes that cannot apply to one of ``targets`` (static or dynamic on an Embedding's
-    indices, say), each with why: the picker shows them and does not offer them."""
+    indices, say) or that the deployment target does not run there (a CUDA-only format on a CPU
+    target, weight-only Conv2d on torchao's CPU target), each with why: the picker shows them and
+    does not offer them."""
     from tui_quantreport.engine.quantsim import SCHEMES
 
     analysis = measured.analysis
     if analysis is None:
         return {}
+    by_target = analysis.refusals()
     refused: dict[str, str] = {}
     for name, scheme in SCHEMES.items():
         reasons = [
             why
             for fqn in targets
-            if fqn in analysis.targets and (why := scheme.unsupported(analysis.targets[fqn].kind)) is not None
+            if fqn in analysis.targets
+            and (why := scheme.unsupported(analysis.targets[fqn].kind) or by_target.get(fqn, {}).get(name)) is not None
         ]
         if reasons:
             refused[name] = (

@@ -86,6 +86,7 @@ class SessionController(MainState):
                     params={k: v for k, v in params.items() if v},
                     ch_axis=settings.ch_axis,
                     min_gain_db=self.min_gain_db if self.min_gain_db != MIN_GAIN.default else None,
+                    target=self.target if self.target != self._default_target else None,
                 )
             )
         except OSError as exc:
@@ -98,6 +99,7 @@ class SessionController(MainState):
             self.settings = type(self.settings)()
             self._reevaluate()
         self.set_min_gain(MIN_GAIN.default)
+        self.set_target(self._default_target)
         self.app.theme = "textual-dark"
         user_settings.reset()
         self.notify("Saved settings reset to the defaults.")
@@ -160,6 +162,7 @@ class SessionController(MainState):
         self.detector_index = {detector.name: index for index, detector in enumerate(loaded.detectors)}
         if loaded.min_gain_db is not None:
             self.min_gain_db = loaded.min_gain_db
+        self.choose_target(loaded)  # before the settings: the sidebar fills in when they arrive
         self.settings = loaded.settings
         self.report = loaded.report
         if loaded.measured is not None:  # read back from a stats file: shown, not re-evaluated
@@ -282,6 +285,9 @@ class SessionController(MainState):
                 return
             if message.name == "batches":
                 self.max_batches = message.value
+                return
+            if message.name == "target":
+                self.set_target(message.value)
                 return
             if message.name == "ch_axis":
                 self.settings = replace(self.settings, ch_axis=message.value)
