@@ -3,6 +3,8 @@ limits the plan, and n / N walking by sensitivity."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
@@ -25,6 +27,16 @@ def test_rows_sort_by_any_column_with_missing_values_last_either_way() -> None:
     assert [r.module for r in sort_rows(rows, "plan_db", descending=True)] == ["a", "d", "c", "b"]
     assert [r.module for r in sort_rows(rows, "module", descending=True)] == ["d", "c", "b", "a"]
     assert [r.module for r in filter_rows(rows, "B")] == ["b"]
+
+
+def test_rows_sort_by_tokens_seen_with_unmeasured_last() -> None:
+    rows = [
+        replace(_row(0, "a", 30.0), rows=64),
+        replace(_row(1, "b", 20.0), rows=None),
+        replace(_row(2, "c", 1.0), rows=4096),
+    ]
+    assert [r.module for r in sort_rows(rows, "rows", descending=True)] == ["c", "a", "b"]
+    assert [r.module for r in sort_rows(rows, "rows")] == ["a", "c", "b"]
 
 
 def test_what_may_limit_the_plan_is_the_least_sensitive_else_the_lowest_local() -> None:
@@ -69,6 +81,18 @@ async def test_the_layers_screen_sorts_by_sensitivity_and_follows_the_plan() -> 
         assert {r.module for r in table.shown()} == {"head.fc", "head.classifier"}
         await pilot.press("escape")
         assert len(table.shown()) == len(main.plan.modules)
+
+        # Calls and the tokens (rows) each module's input saw in calibration, sortable: most first.
+        await pilot.press("R")
+        assert table.sort_by == "rows" and table.descending
+        seen = {fqn: m.rows for fqn, m in main.report.measured.modules.items()}
+        shown = table.shown()
+        assert all(r.rows == seen[r.module] and r.rows for r in shown)
+        assert [r.rows for r in shown] == sorted((r.rows for r in shown), reverse=True)
+        columns = [str(c.label).split(" ")[0] for c in table.columns.values()]
+        cells = table.get_row_at(0)
+        assert str(cells[columns.index("tokens/rows")]) == f"{shown[0].rows:,}"
+        assert str(cells[columns.index("calls")]) == f"{shown[0].calls:,}" and shown[0].calls > 0
 
         plot = app.screen.query_one(DepthPlot)
         lines = text_of(plot).splitlines()

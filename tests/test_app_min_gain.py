@@ -12,7 +12,7 @@ from textual.widgets import Input, Static
 
 from tui_quantreport.engine.export import render
 from tui_quantreport.engine.report import Level
-from tui_quantreport.tui import main_screen
+from tui_quantreport.tui.controllers import measure as measure_controller
 from tui_quantreport.tui.findings_panel import FindingsPanel
 from tui_quantreport.tui.model_summary import ModelSummary
 from tui_quantreport.tui.module_tree import ModuleTree
@@ -33,8 +33,8 @@ def measured_badges(app) -> dict[str, tuple[str, ...]]:
 
 async def test_min_gain_rejudges_the_kept_measurement(monkeypatch) -> None:
     measures = []
-    real_measure = main_screen.measure
-    monkeypatch.setattr(main_screen, "measure", lambda *a, **k: measures.append(1) or real_measure(*a, **k))
+    real_measure = measure_controller.measure
+    monkeypatch.setattr(measure_controller, "measure", lambda *a, **k: measures.append(1) or real_measure(*a, **k))
     app = make_app(batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:
         await calibrate(app, pilot)

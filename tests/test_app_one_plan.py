@@ -219,3 +219,49 @@ async def test_a_stats_file_from_calibrate_with_probe_batches_opens_with_the_mea
         assert f"plan {live_db:.1f} dB" in opened.sub_title
         assert opened.report.measured is not None  # findings judged by measurement, not heuristics
         assert {fqn for fqn, _ in opened.report.ranked_modules()} == live_badges
+
+
+async def test_an_edited_plan_carries_its_own_size_into_every_export(tmp_path: Path) -> None:
+    from tui_quantreport.engine import statsfile
+
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        main = app.main
+        recommended = main.measured.analysis.plan_size(main.measured.recommended)
+        await walk_to(app, pilot, LIMITING)
+        await pilot.press("f")
+        await plan_settled(app, pilot)
+        edited = main.measured.analysis.plan_size(main.plan)
+        assert edited.mb > recommended.mb  # one more module kept float
+        mb, bpw = f"{edited.mb:.3g} MB", f"{edited.bits_per_weight:.2f} bits per weight"
+        assert f"{edited.mb:.3g} MB" in app.sub_title
+
+        await export_to(app, pilot, tmp_path / "z.json")
+        measured = json.loads((tmp_path / "z.json").read_text())["measured"]
+        assert measured["plan_size"]["mb"] == pytest.approx(edited.mb)
+        assert measured["plan_size"]["bits_per_weight"] == pytest.approx(edited.bits_per_weight)
+        assert measured["plan"]["size"]["mb"] == pytest.approx(edited.mb)  # the plan's own JSON, as in the plan file
+
+        await export_to(app, pilot, tmp_path / "z.md")
+        assert f"size {mb}, {bpw}" in (tmp_path / "z.md").read_text()
+
+        await export_to(app, pilot, tmp_path / "z.plan.json")
+        size = json.loads((tmp_path / "z.plan.json").read_text())["size"]
+        assert size["mb"] == pytest.approx(edited.mb) and size["bits_per_weight"] == pytest.approx(
+            edited.bits_per_weight
+        )
+        assert size["float_mb"] == pytest.approx(edited.float_mb)
+
+        await export_to(app, pilot, tmp_path / "z.torchao.py", target="torchao-cpu")
+        assert f"{mb} at {bpw}" in (tmp_path / "z.torchao.py").read_text()
+
+        await pilot.press("s")
+        await pilot.pause()
+        app.screen.query_one("#export-path", Input).value = str(tmp_path / "z.qstats")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        saved = statsfile.load(str(tmp_path / "z.qstats")).measured
+        assert saved.plan_size_mb == pytest.approx(edited.mb)
+        assert saved.plan_bits_per_weight == pytest.approx(edited.bits_per_weight)

@@ -146,3 +146,19 @@ async def layers_open(pilot) -> None:
 def test_layers_screen(snap_compare, size: tuple[int, int]) -> None:
     """The module table sorted by local SQNR (worst first) over the SQNR along depth."""
     assert snap_compare(make_app(), terminal_size=size, run_before=layers_open)
+
+
+async def target_list_open(pilot) -> None:
+    """Load, then T (the sidebar's deployment target; on a narrow terminal the sidebar is shown) and
+    Enter: the registry's targets, the current one highlighted."""
+    await loaded(pilot)
+    await pilot.press("T")
+    await pilot.pause()
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_target_field_in_the_sidebar(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=target_list_open)

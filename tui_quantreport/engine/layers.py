@@ -4,7 +4,8 @@ column. Torch-free: built from the report, the measured local SQNR, the plan and
 A row holds the module, its class, the plan's scheme for it, its local SQNR under every scheme
 and under the plan's scheme, its sensitivity (the plan's end-to-end SQNR with only it quantized),
 the finding whose advice gains the most there and that gain, the finding's severity, and how
-many calls calibration saw. :func:`sort_rows` orders by a column, missing values last whichever
+many calls and rows (tokens of a Linear, batch rows or pixels of a Conv) its input saw in
+calibration. :func:`sort_rows` orders by a column, missing values last whichever
 the direction.
 """
 
@@ -27,6 +28,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("gain_db", "gain dB"),
     ("severity", "severity"),
     ("calls", "calls"),
+    ("rows", "tokens/rows"),
 )
 
 #: The order severities sort in (most important first).
@@ -46,6 +48,8 @@ class LayerRow:
     severity: str  # that finding's severity level ("" when none)
     calls: int
     local_db: Mapping[str, float | None] = field(default_factory=dict)  # scheme -> local SQNR
+    #: Rows its input saw in calibration (tokens of a Linear, rows or pixels of a Conv; None: not measured).
+    rows: int | None = None
 
     def value(self, column: str) -> object:
         """The value a column sorts by (a scheme name as column: the local SQNR under it)."""
@@ -64,6 +68,7 @@ def layer_rows(
 ) -> list[LayerRow]:
     """A row per module of ``plan`` (in model order): ``local`` is {fqn: {scheme: dB}}."""
     order = {fqn: i for i, fqn in enumerate(report.modules)}
+    measured = report.measured.modules if report.measured is not None else {}
     best: dict[str, tuple[str, float | None, str]] = {}
     for (detector, fqn), severity in report.severities.items():
         if severity.level.value in ("none",):
@@ -94,6 +99,7 @@ def layer_rows(
                 severity=level,
                 calls=module.calls if module is not None else 0,
                 local_db=dbs,
+                rows=measured[fqn].rows if fqn in measured else None,
             )
         )
     return rows

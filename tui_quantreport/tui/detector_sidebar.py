@@ -51,6 +51,9 @@ MIN_GAIN = Param(
     low=0.0,
 )
 
+#: What the target field says under it.
+TARGET_HELP = "where the plan runs: it uses only what that target runs, measured the way it runs it"
+
 DETECTORS_STALE = "No data yet for {names} (enabled since the last calibration): press c to calibrate."
 
 
@@ -62,6 +65,9 @@ class DetectorSidebar(VerticalScroll):
     report: var[Report | None] = var(None, always_update=True)
     max_batches: var[int | None] = var(None)
     min_gain_db = var(MIN_GAIN.default)
+    #: The deployment target, and the registry's targets to choose from (plain names).
+    target = var("")
+    target_names: var[Sequence[str]] = var(tuple)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -82,6 +88,9 @@ class DetectorSidebar(VerticalScroll):
 
     def watch_min_gain_db(self, value: float) -> None:
         self._show_value("", MIN_GAIN.name, value)
+
+    def watch_target(self, value: str) -> None:
+        self._show_value("", "target", value)
 
     def watch_max_batches(self, value: int | None) -> None:
         self._show_value("", BATCHES.name, value)
@@ -112,6 +121,7 @@ class DetectorSidebar(VerticalScroll):
         note.display = False
         widgets += [
             note,
+            *self._target_widgets(),
             Label("Measured error", classes="section-title"),
             ParamField("", MIN_GAIN, self.min_gain_db),
             Label("Calibration", classes="section-title"),
@@ -120,6 +130,15 @@ class DetectorSidebar(VerticalScroll):
             Button("Calibrate  (c)", id="calibrate", variant="primary"),
         ]
         self.mount_all(widgets)
+
+    def _target_widgets(self) -> list[Widget]:
+        """The deployment target's section (none before the registry's names are known)."""
+        if not self.target_names:
+            return []
+        param = Param(
+            "target", self.target or self.target_names[0], TARGET_HELP, kind="choice", choices=tuple(self.target_names)
+        )
+        return [Label("Deployment target", classes="section-title"), ChoiceField("", param, self.target)]
 
     @staticmethod
     def _field(owner: str, param: Param, value: Any) -> ParamField | ChoiceField:

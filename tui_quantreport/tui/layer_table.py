@@ -25,7 +25,7 @@ SCHEME_HEADERS = {
     "weight_only": "w-only",
 }
 #: Columns whose natural order is largest first (the rest: smallest, i.e. worst dB, first).
-DESCENDING_FIRST = frozenset({"gain_db", "calls"})
+DESCENDING_FIRST = frozenset({"gain_db", "calls", "rows"})
 #: Severity levels and their styles.
 SEVERITY_STYLE = {"major": "bold red", "unmeasured": "yellow", "minor": "dim", "duplicate": "dim"}
 
@@ -121,6 +121,7 @@ class LayerTable(DataTable[Text]):
                 _db(row.gain_db),
                 Text(row.severity, style=SEVERITY_STYLE.get(row.severity, "")),
                 Text(f"{row.calls:,}", justify="right"),
+                Text("—", style="dim", justify="right") if row.rows is None else Text(f"{row.rows:,}", justify="right"),
             ]
             self.add_row(*cells, key=row.module)
         if keep is not None:

@@ -36,6 +36,7 @@ SORT_KEYS = (
     ("G", "gain_db", "gain"),
     ("V", "severity", "severity"),
     ("C", "calls", "calls"),
+    ("R", "rows", "tokens/rows"),
     ("D", "depth", "depth"),
 )
 

@@ -58,6 +58,9 @@ class Loaded:
     measured: Measured | None = None
     #: The measured-severity threshold: ``--min-gain``, else the saved setting, else the default.
     min_gain_db: float | None = None
+    #: The deployment target the user asked for: ``--target``, else the saved one (None: the
+    #: default, torchao on the model's device); a name the registry may not know (checked by the app).
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,18 @@ class ModelSession:
         model.target = _option(options, "target")
         min_gain = _min_gain(options, saved)
         report = model.evaluate(stats, settings, min_gain_db=min_gain)
-        return Loaded(model, report, settings, stats, tuple(DETECTORS.values()), status, notice, min_gain_db=min_gain)
+        target = model.target or saved.target
+        return Loaded(
+            model,
+            report,
+            settings,
+            stats,
+            tuple(DETECTORS.values()),
+            status,
+            notice,
+            min_gain_db=min_gain,
+            target=target,
+        )
 
     @classmethod
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:

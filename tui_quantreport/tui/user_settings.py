@@ -1,4 +1,4 @@
-"""The user's saved settings: theme, enabled detectors and parameters, minimum gain, per user.
+"""The user's saved settings: theme, enabled detectors and parameters, minimum gain, target, per user.
 
 Kept in ``$XDG_CONFIG_HOME/tui-quantreport/settings.json`` (``~/.config/…``
 when the variable is unset). Saved whenever they change in the app; read when
@@ -36,6 +36,8 @@ class UserSettings:
     ch_axis: Any = None
     #: The measured-severity threshold (``--min-gain``), None for the default.
     min_gain_db: float | None = None
+    #: The deployment target picked in the sidebar (``--target``), None for torchao on the model's device.
+    target: str | None = None
 
     def as_options(self) -> tuple[str | None, list[str]]:
         """The saved detectors and parameters as command-line text (``--detectors``, ``--param``)."""
@@ -94,6 +96,10 @@ def load() -> tuple[UserSettings, str | None]:
     if gain is not None and not _valid_gain(gain):
         notice = f"ignored the saved min_gain_db {printable(repr(gain))[:60]} in {shown}: not a finite number of dB, 0 or more"
         gain = None
+    target = data.get("target")
+    if target is not None and not isinstance(target, str):
+        dropped.append("target")
+        target = None
     if dropped:
         notice = f"ignored saved {', '.join(dropped)} in {shown}: not the expected kind of value"
     return UserSettings(
@@ -102,6 +108,7 @@ def load() -> tuple[UserSettings, str | None]:
         params=params,
         ch_axis=ch_axis,
         min_gain_db=float(gain) if gain is not None else None,
+        target=target,
     ), notice
 
 
@@ -130,6 +137,7 @@ def save(settings: UserSettings) -> Path:
         "params": settings.params,
         "ch_axis": settings.ch_axis,
         "min_gain_db": settings.min_gain_db,
+        "target": settings.target,
     }
     from tui_quantreport.engine.errors import UserError
     from tui_quantreport.engine.export import write_atomic

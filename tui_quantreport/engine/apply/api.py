@@ -205,11 +205,13 @@ def apply_in_app(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     source: str = "",
+    on_result: Callable[[Any], None] | None = None,
 ) -> tuple[str | None, str | None, str]:
     """The app's ``e`` (a configuration target) and ``v``: (title, text to show, one-line note).
 
     ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here);
-    ``source`` says which plan it is (``edited in the app``), in the exported files and the result.
+    ``source`` says which plan it is (``edited in the app``), in the exported files and the result;
+    ``on_result`` is handed the verification's result (``v`` only: its achieved SQNR for the title).
     """
     chosen = check_target(target)
     check_eager(loaded.model, loaded.spec)
@@ -243,6 +245,8 @@ def apply_in_app(
             note += " …" if len(others) > 3 else ""
         return None, None, note
     result = verify_plan(subject, chosen, progress=progress, should_cancel=should_cancel)
+    if on_result is not None:
+        on_result(result)
     achieved = f"{result.achieved_db:.2f} dB" if result.achieved_db is not None else "n/a"
     return (
         f"Verify the plan with {result.library}",

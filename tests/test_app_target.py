@@ -1,0 +1,110 @@
+"""The deployment target in the sidebar: picked with the keyboard (``T``, then the list), the plan is
+measured again the way that target runs the model; the title, the plan, the picker's refusals and
+the exported files follow; ``v`` puts the achieved SQNR beside the predicted one; the choice is kept
+for the next launch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_app_one_plan import export_to
+from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle
+from textual.widgets import Select
+
+from tui_quantreport.tui import user_settings
+from tui_quantreport.tui.controllers.plan import refused_schemes
+from tui_quantreport.tui.verify_screen import VerifyScreen
+
+pytest.importorskip("torchao", reason="the torchao target's export and v run torchao")
+
+TARGET_SELECT = "#param-app-target"
+#: The registry's order (the list in the sidebar).
+ORDER = ("torchao-cpu", "torchao-cuda", "pt2e-x86-static", "pt2e-x86-dynamic", "qconfig-x86", "qconfig-qnnpack")
+
+
+async def pick_target(app, pilot, name: str) -> None:
+    """``T`` focuses the target's list; Enter opens it, the arrows move to ``name``, Enter picks it."""
+    await pilot.press("T")
+    await pilot.pause()
+    select = app.query_one(TARGET_SELECT, Select)
+    assert app.focused is select
+    steps = ORDER.index(name) - ORDER.index(select.value)
+    await pilot.press("enter")
+    await pilot.pause()
+    for _ in range(abs(steps)):
+        await pilot.press("down" if steps > 0 else "up")
+    await pilot.press("enter")
+    await pilot.pause()
+    await settle(app, pilot)
+
+
+def convolutions(main) -> list[str]:
+    analysis = main.measured.analysis
+    return [fqn for fqn in main.plan.modules if fqn in analysis.targets and analysis.targets[fqn].kind.name == "conv"]
+
+
+async def test_picking_the_target_measures_the_plan_for_it_and_the_exports_follow(tmp_path: Path) -> None:
+    app = make_app(batches=SHOWCASE_BATCHES, target="qconfig-x86")
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        main = app.main
+        assert main.target == "qconfig-x86"
+        convs = convolutions(main)
+        assert convs and all(main.plan.modules[c] != "float" for c in convs)  # torch.ao x86 quantizes them
+        before = main.plan_sqnr.db
+        assert f"plan {before:.1f} dB on qconfig-x86" in app.sub_title
+
+        await pick_target(app, pilot, "torchao-cpu")
+        assert main.target == "torchao-cpu" and main.model.target == "torchao-cpu"
+        assert main.measured is not None and main.plan.target == "torchao-cpu"
+        # torchao on CPU leaves Conv2d float: no weight-only Conv2d, and the picker says why
+        assert all(main.plan.modules[c] == "float" for c in convs)
+        refused = refused_schemes(main.measured, [convs[0]])
+        assert "weight_only" in refused and refused["weight_only"]
+        after = main.plan_sqnr.db
+        assert after is not None and abs(after - before) > 1.0
+        assert f"plan {after:.1f} dB on torchao-cpu" in app.sub_title
+
+        await export_to(app, pilot, tmp_path / "t.plan.json")
+        plan = json.loads((tmp_path / "t.plan.json").read_text())
+        assert plan["target"] == "torchao-cpu"
+        assert all(plan["modules"][c]["scheme"] == "float" for c in convs)
+        await export_to(app, pilot, tmp_path / "t.torchao.py", target="torchao-cpu")
+        config = (tmp_path / "t.torchao.py").read_text()
+        assert f"predicted end-to-end SQNR {after:.2f} dB" in config
+        assert not any(f'"{c}"' in config for c in convs)  # the float convolutions are not configured
+
+        await pilot.press("v")
+        await settle(app, pilot)
+        assert isinstance(app.screen, VerifyScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        verified = main.verified
+        assert verified is not None and verified.target == "torchao-cpu" and verified.achieved_db is not None
+        assert abs(verified.achieved_db - after) < 0.5  # the title's SQNR is what the target achieves
+        assert f"· verify {verified.achieved_db:.1f} dB" in app.sub_title
+
+
+async def test_the_picked_target_is_kept_for_the_next_launch() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.main.target == "torchao-cpu"  # the default: torchao on the model's device
+        await pick_target(app, pilot, "qconfig-qnnpack")
+        assert app.main.target == "qconfig-qnnpack"
+        assert "--target qconfig-qnnpack" in app.main.command_line()
+    assert user_settings.load()[0].target == "qconfig-qnnpack"
+
+    again = make_app()
+    async with again.run_test(size=SIZE) as pilot:
+        await settle(again, pilot)
+        assert again.main.target == "qconfig-qnnpack" and again.main.model.target == "qconfig-qnnpack"
+        assert again.query_one(TARGET_SELECT, Select).value == "qconfig-qnnpack"
+
+    named = make_app(target="pt2e-x86-static")  # --target wins over the saved choice
+    async with named.run_test(size=SIZE) as pilot:
+        await settle(named, pilot)
+        assert named.main.target == "pt2e-x86-static"
