@@ -55,6 +55,7 @@ from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
+from tui_quantreport.engine.quantsim.batchnorm_fold import fold_batchnorm
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
@@ -357,6 +358,8 @@ class ErrorAnalysis:
         #: The model measured: ``model``, or for a QAT model a copy with its fake quantizers off
         #: (:func:`.reference.float_reference`); ``reference`` says which.
         self.model, self.reference = float_reference(model)
+        if recipe is not None and recipe.fold_batchnorm:  # the target quantizes the folded conv weight
+            self.model = fold_batchnorm(self.model)
         self.catalog = catalog
         self.probes = list(probes)
         self.backend = backend
