@@ -303,3 +303,47 @@ def test_the_plan_file_records_its_target_and_old_plans_still_read(tmp_path):
 def test_a_bad_target_is_one_line_and_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
     one_line(code, err, "--target", "unknown target 'tpu'", "torchao-cpu")
+
+
+def test_pt2e_folds_batchnorm_into_the_conv_before_quantizing_its_weight():
+    """prepare_pt2e folds an eval conv -> BatchNorm into the conv's weight before it quantizes it;
+    with per-tensor weights the folded weight's range is what counts: the simulation folds too
+    (the target's recipe) and lands on verify's achieved SQNR; unfolded it is far too high."""
+    import dataclasses
+
+    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.apply.quantsim_bridge import predict_export
+
+    model_spec = str(Path(__file__).parent / "format_models.py")
+    subject = load_subject(
+        f"{model_spec}:build_conv_bn", None, f"{model_spec}:batches_conv_bn", target="pt2e-x86-static"
+    )
+    per_tensor = subject.plan.with_schemes({"features.0": "static_per_tensor", "features.3": "static_per_tensor"})
+    subject = dataclasses.replace(subject, plan=per_tensor)
+    result = verify_plan(subject)
+    assert result.achieved_db is not None and result.export_predicted_db is not None
+    assert abs(result.achieved_db - result.export_predicted_db) < 1.0, result.to_text()
+    target = subject.target
+    assert target is not None and target.recipe.fold_batchnorm
+    unfolded = dataclasses.replace(target, recipe=dataclasses.replace(target.recipe, fold_batchnorm=False))
+    without, _ = predict_export(subject, target.export(subject), unfolded, subject.batches(4))
+    assert without is not None and without - result.achieved_db > 3.0, (without, result.achieved_db)
+
+
+def test_batchnorm_folding_keeps_the_float_model_and_its_names():
+    from format_models import batches_conv_bn, build_conv_bn
+
+    from tui_quantreport.engine.quantsim.batchnorm_fold import conv_bn_pairs, fold_batchnorm
+
+    model = build_conv_bn()
+    assert conv_bn_pairs(model) == [("features.0", "features.1"), ("features.3", "features.4")]
+    before = model.features[0].weight.detach().clone()
+    folded = fold_batchnorm(model)
+    assert folded is not model and torch.equal(model.features[0].weight, before)  # the original is untouched
+    assert [n for n, _ in folded.named_modules()] == [n for n, _ in model.named_modules()]
+    assert not torch.equal(folded.features[0].weight, model.features[0].weight)
+    x = batches_conv_bn()[0]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    plain = build_token_linear()  # nothing to fold: the model itself
+    assert fold_batchnorm(plain) is plain

@@ -74,6 +74,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     ranges_from_stats,
     rows_from_stats,
 )
+from tui_quantreport.engine.quantsim.batchnorm_fold import fold_batchnorm
 from tui_quantreport.engine.quantsim.forward import (
     PT2E_INT8_POOLING_TYPES,
     SHARED_QPARAMS_TYPES,
@@ -226,6 +227,8 @@ class ErrorAnalysis:
         #: The model measured: ``model``, or for a QAT model a copy with its fake quantizers off
         #: (:func:`.reference.float_reference`); ``reference`` says which.
         self.model, self.reference = float_reference(model)
+        if recipe is not None and recipe.fold_batchnorm:  # the target quantizes the folded conv weight
+            self.model = fold_batchnorm(self.model)
         self.catalog = catalog
         self.probes = list(probes)
         self.backend = backend

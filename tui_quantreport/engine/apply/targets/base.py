@@ -101,6 +101,8 @@ class Target:
         known = SCHEMES.get(scheme)
         if known is None:
             return f"{self.name} has no {scheme} scheme"
+        if known.facts.simulated_only:
+            return f"{scheme} is {known.facts.runs_note}: {self.name} does not run it"
         if known.facts.cuda_only and self.device != "cuda":
             return f"{scheme} is {known.facts.runs_note}: {self.name} does not run it"
         return None  # the module kinds and shapes it takes are the scheme's own eligibility

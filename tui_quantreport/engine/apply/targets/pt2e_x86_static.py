@@ -31,7 +31,12 @@ TARGET = Target(
     # it to another quantized op, on one grid shared along the way; a Linear/Conv + ReLU output
     # (the fused pattern) is not carried through pooling and stays float (measured with torchao 0.18).
     recipe=ActivationRecipe(
-        backend="x86", per_token_min_ndim=None, static_outputs="shared", shared_qparams_ops=True, fused_relu=False
+        backend="x86",
+        per_token_min_ndim=None,
+        static_outputs="shared",
+        shared_qparams_ops=True,
+        fused_relu=False,
+        fold_batchnorm=True,
     ),
     supported={"static_per_tensor": STATIC_ON, "static_per_channel": STATIC_ON},
     why_not=PT2E_WHY_NOT,

@@ -15,7 +15,9 @@ read the registry before torch is loaded);
 - ``shared_qparams_ops``: pooling and the other ops torch's backend config makes share their
   input's observer run on the int8 grid of their input (PT2E);
 - ``fused_relu``: a Linear/Conv output read only by ``F.relu`` / ``torch.relu`` is quantized
-  with the range after the ReLU (the fused pattern torch.ao and PT2E quantize).
+  with the range after the ReLU (the fused pattern torch.ao and PT2E quantize);
+- ``fold_batchnorm``: a conv followed by an eval BatchNorm is folded into one conv before its
+  weight is quantized (PT2E's ``prepare_pt2e``), so the int8 weight is the folded one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ActivationRecipe:
     static_outputs: str = "float"
     shared_qparams_ops: bool = False
     fused_relu: bool = False
+    fold_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in REDUCE_RANGE:
@@ -70,4 +73,7 @@ class ActivationRecipe:
             "a Linear/Conv output followed by F.relu is quantized after the ReLU (fused)"
             if self.fused_relu
             else "no output quantization after ReLU",
+            "conv + BatchNorm folded before the weight is quantized"
+            if self.fold_batchnorm
+            else "BatchNorm left unfolded",
         ]

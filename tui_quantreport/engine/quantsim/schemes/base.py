@@ -99,6 +99,12 @@ class ExportContext:
 #: torchao reads ``out_proj.weight`` of these parents outside ``Linear.forward``.
 ATTENTION_PARENTS = ("MultiheadAttention",)
 
+#: Parents whose inference fast path reads their Linear children's weights outside
+#: ``Linear.forward`` (``nn.TransformerEncoderLayer`` in eval mode calls
+#: ``torch._transformer_encoder_layer_fwd`` with ``linear1.weight`` and ``linear2.weight``
+#: unless one of them overrides ``__torch_function__``).
+FAST_PATH_PARENTS = ("TransformerEncoderLayer",)
+
 #: Catalog kinds whose module is an ``nn.Linear`` torchao's Linear workflows take.
 LINEAR_KINDS = ("linear",)
 
@@ -188,6 +194,10 @@ class Scheme:
 
     #: (module, name) pairs the config code needs imported.
     torchao_imports: tuple[tuple[str, str], ...] = ()
+    #: Whether torchao's quantized weight tensor overrides ``__torch_function__`` (a tensor
+    #: subclass with ``__torch_dispatch__`` only lets ``nn.TransformerEncoderLayer``'s fast
+    #: path reach an aten op the subclass does not implement).
+    weight_torch_function: bool = True
 
     def torchao_unsupported(self, ctx: ExportContext) -> str | None:
         """Why torchao 0.18 cannot apply this scheme to the module (None: it can)."""
@@ -197,6 +207,12 @@ class Scheme:
             return (
                 "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's "
                 "quantized weight tensors do not support"
+            )
+        if not self.weight_torch_function and ctx.parent_class in FAST_PATH_PARENTS:
+            return (
+                f"nn.{ctx.parent_class}'s inference fast path passes this weight to "
+                "torch._transformer_encoder_layer_fwd, which torchao's "
+                f"{self.facts.family.upper()} weight tensor does not implement (NotImplementedError)"
             )
         return None
 
@@ -252,6 +268,8 @@ class Int8Scheme(Scheme):
             return f"torchao 0.18's int8 workflows quantize Linear only, not {ctx.kind}"
         if ctx.parent_class in ATTENTION_PARENTS:
             return "nn.MultiheadAttention reads out_proj.weight outside Linear.forward, which torchao's Int8Tensor does not support"
+        if self.facts.needs_range and ctx.activation is None:
+            return "the plan carries no calibrated activation range for its static int8 scale"
         if self.facts.needs_range and ctx.input_ndim is None:
             return "not called on the first calibration batch, so the rank of its static activation scale is unknown"
         return None

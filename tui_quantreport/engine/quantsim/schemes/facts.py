@@ -21,6 +21,8 @@ ScaleDtype = Literal["float32", "bfloat16", "weight", "e8m0", "e4m3", "nf4_doubl
 #: Where a scheme's real kernels run: "cpu" (here, through torchao on this machine's
 #: CPU), or only on CUDA of at least a compute capability.
 RUNS_ON_CPU = "cpu"
+#: No torchao config runs it anywhere (torchao 0.18): the scheme is a simulation only.
+RUNS_NOWHERE = "no torchao config"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class SchemeFacts:
     #: Position in the recommended plan's order of preference (cheapest first); None: the
     #: recommended plan never picks it (a candidate for a budgeted plan only).
     preference: int | None = None
-    #: "cpu", or the CUDA requirement of the only kernels that run it ("CUDA >= sm89").
+    #: "cpu", the CUDA requirement of the only kernels that run it ("CUDA >= sm89"), or
+    #: :data:`RUNS_NOWHERE` (torchao has no config for it: simulated only).
     runs_on: str = RUNS_ON_CPU
 
     @property
@@ -67,8 +70,16 @@ class SchemeFacts:
         return self.runs_on != RUNS_ON_CPU
 
     @property
+    def simulated_only(self) -> bool:
+        """No torchao config runs it, on any device: measured by simulation only."""
+        return self.runs_on == RUNS_NOWHERE
+
+    @property
     def runs_note(self) -> str:
-        """ "" where it runs here, else "simulated — runs on CUDA >= smXX"."""
+        """ "" where it runs here, "simulated — runs on CUDA >= smXX", or "simulated only — no
+        torchao config"."""
+        if self.simulated_only:
+            return "simulated only — no torchao config"
         return "" if not self.cuda_only else f"simulated — runs on {self.runs_on}"
 
 

@@ -9,7 +9,8 @@ float32) and ``_quantize_affine_float8`` (``(x / s).clamp(±448).to(float8_e4m3f
 dequantized as ``q * s``; the activations alike with the row being a token. Deployed:
 fp8 values plus one float32 scale per row (``8 + 32 / K``) or per tensor.
 torchao leaves a weight whose dims are not multiples of 16 in float (logged at INFO):
-ineligible here, with that reason.
+ineligible here, with that reason; so is a per-tensor-scaled weight of exactly 128 x 128, which
+torchao 0.18's fp8 linear mistakes for a 128 x 128 block-scaled one (it fails at run time).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFac
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
 
 FP8_MAX = 448.0
+#: The block of torchao's 128 x 128 block-scaled fp8 weights.
+BLOCKWISE = 128
 
 
 def fake_quantize_float8(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,6 +111,18 @@ class Float8(TorchaoScheme):
         numel = math.prod(weight_shape)
         scales = weight_shape[0] if self.per_row else 1
         return 8.0 + 32.0 * scales / numel if numel else 8.0
+
+    def shape_reason(self, n: int, k: int) -> str | None:
+        if not self.per_row and self.facts.activation != "none" and (n, k) == (BLOCKWISE, BLOCKWISE):
+            # torchao 0.18's fp8 linear tells a 128 x 128 block-scaled weight by its block size
+            # alone, which a per-tensor-scaled 128 x 128 weight shares: it then asserts that the
+            # input is 1 x 128 block-scaled and fails on the first call.
+            return (
+                f"torchao 0.18 takes a per-tensor-scaled {BLOCKWISE} x {BLOCKWISE} fp8 weight for a "
+                f"{BLOCKWISE} x {BLOCKWISE} block-scaled one and fails at run time "
+                "('input_tensor must be 1x128 scaled')"
+            )
+        return None
 
     def torchao_unsupported(self, ctx: ExportContext) -> str | None:
         if self.facts.needs_range and ctx.activation is None:

@@ -1,7 +1,9 @@
 """MX block formats (OCP microscaling): ``mxfp8`` and ``mxfp4`` (weights and activations, torchao's
 prototype ``MXDynamicActivationMXWeightConfig``: CUDA >= sm100; on a CPU only its
-``KernelPreference.EMULATED`` form runs, in bfloat16) and ``mxfp4_weight_only`` (simulated:
-torchao 0.18 has no MX weight-only config).
+``KernelPreference.EMULATED`` form runs, in bfloat16) and ``mxfp4_weight_only`` (simulated
+only: torchao 0.18 has no MX weight-only config on any device: ``MXDynamicActivationMXWeightConfig``
+asserts matching activation and weight dtypes, and ``MXTensor``'s linear asserts
+"weight-only quant not yet supported" when the weight carries no activation recipe).
 
 Recipe: torchao's ``MXTensor.to_mx`` (blocks of 32 along K, an e8m0 power-of-two scale per
 block from the block's amax, RCEIL as the config's default; e4m3 with max 448 or e2m1 with
@@ -17,7 +19,7 @@ import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
-from tui_quantreport.engine.quantsim.schemes.facts import NumberDtype, SchemeFacts, WeightFacts
+from tui_quantreport.engine.quantsim.schemes.facts import RUNS_NOWHERE, NumberDtype, SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
 BLOCK = 32
@@ -37,6 +39,7 @@ def fake_quantize_mx(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 class MX(TorchaoScheme):
     block = BLOCK
+    weight_torch_function = False  # MXTensor / NVFP4Tensor: __torch_dispatch__ only
     torchao_imports = (("torchao.prototype.mx_formats.inference_workflow", "MXDynamicActivationMXWeightConfig"),)
 
     def __init__(self, bits: int, weight_only: bool = False):
@@ -56,7 +59,7 @@ class MX(TorchaoScheme):
             activation_dtype=None if weight_only else dtype,
             activation_symmetric=not weight_only,
             family="mx",
-            runs_on="CUDA >= sm100",
+            runs_on=RUNS_NOWHERE if weight_only else "CUDA >= sm100",
         )
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
@@ -70,7 +73,10 @@ class MX(TorchaoScheme):
 
     def torchao_unsupported(self, ctx: ExportContext) -> str | None:
         if self.weight_only_:
-            return "torchao 0.18 has no MX weight-only config (its MX linear quantizes the activation too)"
+            return (
+                "torchao 0.18 has no MX weight-only config on any device (its MX linear quantizes the "
+                "activation too): simulated only"
+            )
         return super().torchao_unsupported(ctx)
 
     def torchao_config_spec(self, ctx: ExportContext) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def fake_quantize_nvfp4(x: torch.Tensor) -> torch.Tensor:
 
 class NVFP4(TorchaoScheme):
     dims_multiple = BLOCK
+    weight_torch_function = False  # MXTensor / NVFP4Tensor: __torch_dispatch__ only
 
     def __init__(self, weight_only: bool):
         self.weight_only_ = weight_only
