@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.graph import _resolve_class, _stack, op_name
+from tui_quantreport.engine.module_kinds import passes_through_class
 from tui_quantreport.engine.modules import ModelCatalog
-from tui_quantreport.engine.quantsim.error_analysis import passes_through_class
+from tui_quantreport.engine.spec import quiet_library_logs
 
 #: aten op name -> (module class, number of spatial dims; 0 for linear)
 _CONVERTIBLE: dict[str, tuple[type[nn.Module], int]] = {
@@ -365,8 +366,6 @@ def _to_eval(gm: torch.fx.GraphModule) -> None:
     Other graphs are left as they are: the rewrite is not safe on every graph (it breaks the
     vmapped attention masks of a transformers export)."""
     if _train_mode_ops(gm):
-        from tui_quantreport.engine.spec import quiet_library_logs
-
         try:
             with quiet_library_logs():
                 from torchao.quantization.pt2e import move_exported_model_to_eval

@@ -55,6 +55,7 @@ from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
 from tui_quantreport.engine.defaults import MIN_GAIN_DB, PROBE_BATCHES
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.module_kinds import passes_through_class
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
@@ -1431,26 +1432,6 @@ def _shared_qparams_forward(forward: Callable[..., Any], grid: _Grids):
     return shared
 
 
-#: Modules whose output carries their input's values on (elementwise monotone, reshapes,
-#: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
-PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Flatten,
-    nn.Unflatten,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-
-
 @dataclass(frozen=True)
 class Dataflow:
     """Which leaf modules read the same tensor, and who produced each leaf's input.
@@ -1561,16 +1542,6 @@ class _DataflowTracer:
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
     # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py).
     return monotone or getattr(module, "passes_through", False) is True or passes_through_class(type(module))
-
-
-def passes_through_class(cls: type | None) -> bool:
-    """Whether modules of class ``cls`` carry their input's values on: the pass-through types,
-    identity, dropout, and torch.ao's quant/dequant stubs (by name: torch.ao is not imported)."""
-    if cls is None:
-        return False
-    if issubclass(cls, (*PASS_THROUGH_TYPES, nn.Identity, nn.modules.dropout._DropoutNd)):
-        return True
-    return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")
 
 
 class _EdgeTracer:
