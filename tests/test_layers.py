@@ -63,6 +63,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".module_info": "core",
     ENGINE + ".bounded": "core",
     ENGINE + ".defaults": "core",
+    ENGINE + ".stats_path": "core",
     ENGINE + ".apply.plan": "core",
     ENGINE + ".spec": "model",
     ENGINE + ".graph_file": "model",
@@ -79,6 +80,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".observer": "calibration",
     ENGINE + ".instrument": "calibration",
     ENGINE + ".graph_calibration": "calibration",
+    ENGINE + ".merged_batches": "calibration",
     ENGINE + ".observe": "calibration",
     ENGINE + ".graph_runner": "calibration",
     ENGINE + ".layout": "calibration",
@@ -87,7 +89,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".evaluation": "detectors",
     ENGINE + ".severity": "assess",
     ENGINE + ".layers": "assess",
-    ENGINE + ".report": "io",
+    ENGINE + ".report": "core",  # the report as plain data (torch-free; the issue's "report data")
     ENGINE + ".export": "io",
     ENGINE + ".statsfile": "io",
     ENGINE + ".launch_tree": "io",
@@ -261,14 +263,13 @@ def _diff(found: set, allowed: set, what: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Today's violations. These lists may only shrink.
+# Today's violations. These lists may only shrink (docs/architecture.md says why each group is left).
 # ---------------------------------------------------------------------------------------------
 
 LAYER_EXCEPTIONS: set[tuple[str, str]] = {
     ("cli.app", "engine.export"),
     ("cli.app", "engine.kept_plan"),
     ("cli.app", "engine.spec"),
-    ("cli.app", "engine.statsfile"),
     ("cli.app", "tui.app"),
     ("cli.apply", "engine.apply.api"),
     ("cli.apply", "engine.apply.common"),
@@ -294,36 +295,21 @@ LAYER_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.apply.plan", "engine.apply.targets"),
     ("engine.apply.plan", "engine.modules"),
     ("engine.apply.plan", "engine.quantsim.schemes"),
-    ("engine.detectors.base", "engine.report"),
-    ("engine.detectors.dead_channels", "engine.report"),
-    ("engine.detectors.dynamic_static", "engine.report"),
-    ("engine.detectors.equalization", "engine.report"),
-    ("engine.detectors.outlier", "engine.report"),
-    ("engine.detectors.per_channel", "engine.report"),
-    ("engine.detectors.under_calibrated", "engine.report"),
     ("engine.distributed", "engine.statsfile"),
-    ("engine.evaluation", "engine.report"),
-    ("engine.graph_eager", "engine.quantsim.error_analysis"),
-    ("engine.layers", "engine.report"),
     ("engine.params", "engine.channel_axis"),
-    ("engine.quantsim.availability", "engine.apply.targets"),
     ("engine.quantsim.analysis_base", "engine.session"),
+    ("engine.quantsim.availability", "engine.apply.targets"),
     ("engine.quantsim.depth", "engine.session"),
     ("engine.quantsim.error_analysis", "engine.apply.targets.recipe"),
     ("engine.quantsim.error_analysis", "engine.detectors.under_calibrated"),
     ("engine.quantsim.plan", "engine.apply.targets"),
     ("engine.quantsim.plan", "engine.export"),
-    ("engine.quantsim.planner", "engine.report"),
     ("engine.quantsim.schemes.base", "engine.apply.recipes"),
     ("engine.quantsim.schemes.torchao_base", "engine.apply.library"),
     ("engine.quantsim.sensitivity", "engine.session"),
     ("engine.session", "engine.settings"),
     ("engine.severity", "engine.planner_report"),
-    ("engine.severity", "engine.report"),
     ("tui.app", "engine.kept_plan"),
-    ("tui.app", "engine.report"),
-    ("tui.badge_legend", "engine.report"),
-    ("tui.channel_plot", "engine.report"),
     ("tui.controllers.export", "engine.apply.api"),
     ("tui.controllers.export", "engine.apply.targets"),
     ("tui.controllers.export", "engine.export"),
@@ -334,37 +320,27 @@ LAYER_EXCEPTIONS: set[tuple[str, str]] = {
     ("tui.controllers.navigation", "engine.layers"),
     ("tui.controllers.plan", "engine.kept_plan"),
     ("tui.controllers.plan", "engine.quantsim"),
-    ("tui.controllers.plan", "engine.report"),
     ("tui.controllers.session", "engine.launch_tree"),
     ("tui.controllers.session", "engine.severity"),
-    ("tui.detector_sidebar", "engine.report"),
-    ("tui.findings_panel", "engine.report"),
     ("tui.findings_panel", "engine.severity"),
-    ("tui.formatting", "engine.report"),
     ("tui.frontier_plot", "engine.planner_report"),
     ("tui.frontier_screen", "engine.planner_report"),
     ("tui.layer_table", "engine.layers"),
     ("tui.messages", "engine.planner_report"),
     ("tui.messages", "engine.quantsim.planner"),
-    ("tui.messages", "engine.report"),
     ("tui.model_session", "engine.apply.api"),
     ("tui.model_session", "engine.detectors"),
     ("tui.model_session", "engine.evaluation"),
     ("tui.model_session", "engine.quantsim"),
     ("tui.model_session", "engine.quantsim.availability"),
-    ("tui.model_session", "engine.report"),
     ("tui.model_session", "engine.session"),
     ("tui.model_session", "engine.settings"),
     ("tui.model_session", "engine.severity"),
     ("tui.model_session", "engine.spec"),
     ("tui.model_session", "engine.stats"),
     ("tui.model_session", "engine.statsfile"),
-    ("tui.model_summary", "engine.report"),
-    ("tui.module_detail", "engine.report"),
-    ("tui.module_tree", "engine.report"),
     ("tui.plan_load_dialog", "engine.kept_plan"),
     ("tui.sqnr_panel", "engine.quantsim.schemes"),
-    ("tui.stats_table", "engine.report"),
     ("tui.user_settings", "engine.export"),
 }
 DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
@@ -403,9 +379,6 @@ DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.distributed", "engine.modules"),
     ("engine.distributed", "engine.spec"),
     ("engine.distributed", "engine.statsfile"),
-    ("engine.graph_eager", "engine.spec"),
-    ("engine.graph_file", "engine.escape"),
-    ("engine.kept_plan", "engine.errors"),
     ("engine.launch_tree", "engine.errors"),
     ("engine.launch_tree", "engine.export"),
     ("engine.launch_tree", "engine.spec"),
@@ -415,21 +388,11 @@ DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.quantsim.availability", "engine.quantsim.error_analysis"),
     ("engine.quantsim.depth", "engine.quantsim.error_analysis"),
     ("engine.quantsim.depth", "engine.session"),
-    ("engine.quantsim.kinds", "engine.modules"),
     ("engine.quantsim.plan", "engine.apply.targets"),
     ("engine.quantsim.plan", "engine.export"),
     ("engine.quantsim.schemes.base", "engine.apply.recipes"),
     ("engine.severity", "engine.quantsim.schemes"),
     ("engine.stats.kernel", "engine.stats._kernel_numba"),
-    ("engine.statsfile", "engine.detectors"),
-    ("engine.statsfile", "engine.escape"),
-    ("engine.statsfile", "engine.export"),
-    ("engine.statsfile", "engine.module_info"),
-    ("engine.statsfile", "engine.modules"),
-    ("engine.statsfile", "engine.report"),
-    ("engine.statsfile", "engine.settings"),
-    ("engine.statsfile", "engine.stats"),
-    ("engine.statsfile", "tui_quantreport"),
 }
 # Left: the scheme registry and the apply layer (targets read the schemes' facts; schemes build their
 # torchao configs with apply's recipes; the plan reader validates scheme names against the registry):
@@ -517,3 +480,20 @@ def test_the_walk_sees_deferred_and_type_checking_imports():
     assert any(imp.deferred for imp in INTERNAL)
     assert any(imp.type_checking for imp in INTERNAL)
     assert any(imp.importer == ENGINE + ".session" for imp in INTERNAL)
+
+
+#: Files still over the size limit (each being split by its owner); a file may leave this set, none may join it.
+LONG_FILES = {
+    "engine/quantsim/planner.py",
+}
+MAX_LINES = 700
+
+
+def test_no_new_file_over_700_lines():
+    long = {
+        _short(module).replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py"): n
+        for module, path in MODULES.items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    new = {name: n for name, n in long.items() if name not in LONG_FILES}
+    assert not new, f"files over {MAX_LINES} lines (split them): {new}"

@@ -66,7 +66,7 @@ def run_samples() -> int:
 
 def run_app(args: argparse.Namespace) -> int:
     from tui_quantreport.engine.spec import BATCHES_FACTORY, check_spec, default_sample
-    from tui_quantreport.engine.statsfile import StatsFileError, is_stats_path
+    from tui_quantreport.engine.stats_path import StatsFileError, is_stats_path
 
     spec = args.model or default_sample()
     if is_stats_path(spec):
@@ -99,7 +99,7 @@ def run_app(args: argparse.Namespace) -> int:
 def _open_stats_quickly(path: str) -> None:
     from pathlib import Path
 
-    from tui_quantreport.engine.statsfile import StatsFileError
+    from tui_quantreport.engine.stats_path import StatsFileError
 
     target = Path(path).expanduser()
     if not target.is_file():

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 def input_files(*given: str | None) -> list[str]:
     """The files this command reads (model and calibration sources, plan, stats files): never written over."""
     from tui_quantreport.engine.spec import source_path
-    from tui_quantreport.engine.statsfile import is_stats_path
+    from tui_quantreport.engine.stats_path import is_stats_path
 
     files = []
     for item in given:

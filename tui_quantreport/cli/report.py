@@ -38,9 +38,9 @@ def build_report_parser() -> argparse.ArgumentParser:
     common_options(report)
     target_option(report, "the deployment target the measured plan is made for (default torchao on the model's device)")
     report.add_argument("--stats", metavar="FILE.qstats", help=STATS_HELP)
-    report.add_argument(
-        "--format", choices=("json", "markdown", "text"), default="text", help="output format (default text)"
-    )
+    from tui_quantreport.engine import FORMATS  # the renderers' registry (torch-free)
+
+    report.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     report.add_argument(
         "--output", metavar="PATH", help="write here instead of stdout (a file atomically; - is stdout)"
     )

@@ -295,20 +295,25 @@ class GraphView:
                     self.invocations.append(known)
                 known.nodes.append(node)
         for invocation in self.invocations:
-            members = set(invocation.nodes)
-            for node in invocation.nodes:
-                for arg in _args(node):
-                    if arg not in members and arg not in self.constant:
-                        invocation.input = arg
-                        break
-                if invocation.input is not None:
+            self._bound(invocation)
+
+    def _bound(self, invocation: Invocation) -> None:
+        """An invocation's input (the first value flowing into its nodes from outside, constants
+        aside) and output (its last non-constant node used outside)."""
+        members = set(invocation.nodes)
+        for node in invocation.nodes:
+            for arg in _args(node):
+                if arg not in members and arg not in self.constant:
+                    invocation.input = arg
                     break
-            for node in reversed(invocation.nodes):
-                if node in self.constant:
-                    continue
-                if any(user not in members for user in node.users):
-                    invocation.output = node
-                    break
+            if invocation.input is not None:
+                break
+        for node in reversed(invocation.nodes):
+            if node in self.constant:
+                continue
+            if any(user not in members for user in node.users):
+                invocation.output = node
+                break
 
     # The catalog.
 

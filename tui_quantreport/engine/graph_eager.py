@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.graph import _resolve_class, _stack, op_name
+from tui_quantreport.engine.module_kinds import passes_through_class
 from tui_quantreport.engine.modules import ModelCatalog
-from tui_quantreport.engine.quantsim.error_analysis import passes_through_class
+from tui_quantreport.engine.spec import quiet_library_logs
 
 #: aten op name -> (module class, number of spatial dims; 0 for linear)
 _CONVERTIBLE: dict[str, tuple[type[nn.Module], int]] = {
@@ -111,46 +112,15 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
         by_fqn.setdefault(stack[-1][1], []).append(node)
 
     for fqn, nodes in by_fqn.items():
-        info = catalog.modules.get(fqn)
-        if info is None:
+        if fqn not in catalog.modules:
             continue
-        name = op_name(nodes[0])
-        if any(op_name(n) != name for n in nodes):
-            result.skipped[fqn] = "it runs several kinds of weight op"
+        made = _converted_module(work, fqn, nodes)
+        if isinstance(made, str):
+            result.skipped[fqn] = made
             continue
-        cls, dims = _CONVERTIBLE[name]
-        first = nodes[0]
-        weight = _parameter_source(work, first.args[1] if len(first.args) > 1 else first.kwargs.get("weight"))
-        bias_arg = first.args[2] if len(first.args) > 2 else first.kwargs.get("bias")
-        bias = _parameter_source(work, bias_arg) if bias_arg is not None else None
-        if weight is None or (bias_arg is not None and bias is None):
-            result.skipped[fqn] = "its weight or bias is computed in the graph, not read from a parameter"
-            continue
-        if weight[0] != f"{fqn}.weight" or (bias is not None and bias[0] != f"{fqn}.bias"):
-            result.skipped[fqn] = f"its weight is {weight[0]}, not {fqn}.weight"
-            continue
-        conv = _conv_args(first, dims) if dims else {}
-        if conv is None or any((_conv_args(n, dims) if dims else {}) != conv for n in nodes):
-            result.skipped[fqn] = "its convolution arguments are not plain integers"
-            continue
-        if any((_parameter_source(work, n.args[1]) or ("",))[0] != weight[0] for n in nodes):
-            result.skipped[fqn] = "its calls read different weights"
-            continue
-        try:
-            container = work.get_submodule(fqn)
-        except AttributeError:
-            result.skipped[fqn] = "the graph holds no module of that name"
-            continue
-        own = {k for k, _ in container.named_parameters(recurse=False)} | {
-            k for k, _ in container.named_buffers(recurse=False)
-        }
-        if list(container.children()) or own - {"weight", "bias"}:
-            result.skipped[fqn] = "its module in the graph holds more than a weight and a bias"
-            continue
-        module = _module_for(cls, dims, weight[1], bias[1] if bias is not None else None, conv)
         parent_name, _, child = fqn.rpartition(".")
         parent = work.get_submodule(parent_name) if parent_name else work
-        setattr(parent, child, module)
+        setattr(parent, child, made)
         for node in nodes:
             x = node.args[0]
             with work.graph.inserting_before(node):
@@ -158,7 +128,7 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
             call.meta = dict(node.meta)
             node.replace_all_uses_with(call)
             work.graph.erase_node(node)
-        result.converted[fqn] = cls.__name__
+        result.converted[fqn] = type(made).__name__
     for fqn, reason in _wrap_leaves(work, catalog, result.converted).items():
         result.skipped.setdefault(fqn, reason)
     work.graph.lint()
@@ -181,6 +151,38 @@ def measurable_copy(gm: torch.fx.GraphModule, catalog: ModelCatalog) -> Measurab
                 "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
             )
     return result
+
+
+def _converted_module(work: torch.fx.GraphModule, fqn: str, nodes: list[torch.fx.Node]) -> nn.Module | str:
+    """The real Linear/Conv module that does what the weight-op ``nodes`` of module ``fqn`` do,
+    or why they cannot be one."""
+    name = op_name(nodes[0])
+    if any(op_name(n) != name for n in nodes):
+        return "it runs several kinds of weight op"
+    cls, dims = _CONVERTIBLE[name]
+    first = nodes[0]
+    weight = _parameter_source(work, first.args[1] if len(first.args) > 1 else first.kwargs.get("weight"))
+    bias_arg = first.args[2] if len(first.args) > 2 else first.kwargs.get("bias")
+    bias = _parameter_source(work, bias_arg) if bias_arg is not None else None
+    if weight is None or (bias_arg is not None and bias is None):
+        return "its weight or bias is computed in the graph, not read from a parameter"
+    if weight[0] != f"{fqn}.weight" or (bias is not None and bias[0] != f"{fqn}.bias"):
+        return f"its weight is {weight[0]}, not {fqn}.weight"
+    conv = _conv_args(first, dims) if dims else {}
+    if conv is None or any((_conv_args(n, dims) if dims else {}) != conv for n in nodes):
+        return "its convolution arguments are not plain integers"
+    if any((_parameter_source(work, n.args[1]) or ("",))[0] != weight[0] for n in nodes):
+        return "its calls read different weights"
+    try:
+        container = work.get_submodule(fqn)
+    except AttributeError:
+        return "the graph holds no module of that name"
+    own = {k for k, _ in container.named_parameters(recurse=False)} | {
+        k for k, _ in container.named_buffers(recurse=False)
+    }
+    if list(container.children()) or own - {"weight", "bias"}:
+        return "its module in the graph holds more than a weight and a bias"
+    return _module_for(cls, dims, weight[1], bias[1] if bias is not None else None, conv)
 
 
 class _GraphLeaf(torch.fx.GraphModule):
@@ -215,75 +217,100 @@ def _wrap_leaves(work: torch.fx.GraphModule, catalog: ModelCatalog, converted: d
         keys.setdefault(fqn, set()).add(key)
         stack_class[fqn] = qualified
     for fqn, nodes in groups.items():
-        if len(keys[fqn]) > 1:
-            skipped[fqn] = "it is called more than once in the graph"
-            continue
-        inside = set(nodes)
-        inputs: list[torch.fx.Node] = []
-        attrs: list[torch.fx.Node] = []
-        for node in nodes:
-            for arg in node.all_input_nodes:
-                if arg in inside:
-                    continue
-                bucket = attrs if arg.op == "get_attr" else inputs
-                if arg not in bucket:
-                    bucket.append(arg)
-        outside = [n for n in nodes[:-1] if any(user not in inside for user in n.users)]
-        if len(inputs) != 1 or outside:
-            skipped[fqn] = "its nodes do not read one tensor and return one"
-            continue
-        try:
-            existing: nn.Module | None = work.get_submodule(fqn)
-        except AttributeError:
-            existing = None
-        if existing is not None and list(existing.children()):
-            skipped[fqn] = "its module in the graph holds submodules"
-            continue
-        graph = torch.fx.Graph()
-        env: dict[torch.fx.Node, torch.fx.Node] = {inputs[0]: graph.placeholder("x")}
-        values: dict[str, Any] = {}
-        for i, attr in enumerate(attrs):
-            target = str(attr.target)
-            local = target[len(fqn) + 1 :] if target.startswith(fqn + ".") else f"_shared{i}"
-            values[local] = _attribute(work, target)
-            env[attr] = graph.get_attr(local)
-        for node in nodes:
-            env[node] = graph.node_copy(node, env.__getitem__)
-        graph.output(env[nodes[-1]])
-        original = _resolve_class(stack_class[fqn])
-        leaf: nn.Module
-        if catalog.modules[fqn].is_weighted:
-            made = _weighted_module(original, values, nodes)
-            if made is None:
-                shared = [str(a.target) for a in attrs if not str(a.target).startswith(fqn + ".")]
-                skipped[fqn] = (
-                    f"its weight is {shared[0]} (shared with another module)"
-                    if shared
-                    else "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
-                )
-                continue
-            leaf = made
-            converted[fqn] = type(made).__name__
-        else:
-            leaf = _GraphLeaf(values, graph, class_name=catalog.modules[fqn].class_name)
-            leaf.passes_through = passes_through_class(original)
-        parent_name, _, child = fqn.rpartition(".")
-        parent: nn.Module = work
-        for part in parent_name.split(".") if parent_name else ():
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        setattr(parent, child, leaf)
-        with work.graph.inserting_before(nodes[-1]):  # its input is defined by then, its users come after
-            call = work.graph.call_module(fqn, (inputs[0],))
-        call.meta = dict(nodes[-1].meta)
-        nodes[-1].replace_all_uses_with(call)
-        for node in reversed(nodes):
-            work.graph.erase_node(node)
-        for attr in attrs:  # the parameters it read now live in the leaf
-            if not attr.users and str(attr.target).startswith(fqn + "."):
-                work.graph.erase_node(attr)
+        reason = (
+            "it is called more than once in the graph"
+            if len(keys[fqn]) > 1
+            else _wrap_leaf(work, catalog, converted, fqn, nodes, stack_class[fqn])
+        )
+        if reason is not None:
+            skipped[fqn] = reason
     return skipped
+
+
+def _wrap_leaf(
+    work: torch.fx.GraphModule,
+    catalog: ModelCatalog,
+    converted: dict[str, str],
+    fqn: str,
+    nodes: list[torch.fx.Node],
+    qualified: str,
+) -> str | None:
+    """Move one leaf's ``nodes`` into a submodule at ``fqn`` (see :func:`_wrap_leaves`); why not, if not."""
+    inside = set(nodes)
+    inputs: list[torch.fx.Node] = []
+    attrs: list[torch.fx.Node] = []
+    for node in nodes:
+        for arg in node.all_input_nodes:
+            if arg in inside:
+                continue
+            bucket = attrs if arg.op == "get_attr" else inputs
+            if arg not in bucket:
+                bucket.append(arg)
+    outside = [n for n in nodes[:-1] if any(user not in inside for user in n.users)]
+    if len(inputs) != 1 or outside:
+        return "its nodes do not read one tensor and return one"
+    try:
+        existing: nn.Module | None = work.get_submodule(fqn)
+    except AttributeError:
+        existing = None
+    if existing is not None and list(existing.children()):
+        return "its module in the graph holds submodules"
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {inputs[0]: graph.placeholder("x")}
+    values: dict[str, Any] = {}
+    for i, attr in enumerate(attrs):
+        target = str(attr.target)
+        local = target[len(fqn) + 1 :] if target.startswith(fqn + ".") else f"_shared{i}"
+        values[local] = _attribute(work, target)
+        env[attr] = graph.get_attr(local)
+    for node in nodes:
+        env[node] = graph.node_copy(node, env.__getitem__)
+    graph.output(env[nodes[-1]])
+    original = _resolve_class(qualified)
+    leaf: nn.Module
+    if catalog.modules[fqn].is_weighted:
+        made = _weighted_module(original, values, nodes)
+        if made is None:
+            shared = [str(a.target) for a in attrs if not str(a.target).startswith(fqn + ".")]
+            return (
+                f"its weight is {shared[0]} (shared with another module)"
+                if shared
+                else "its work is not one aten linear/conv node (the copy keeps it as graph nodes, in float)"
+            )
+        leaf = made
+        converted[fqn] = type(made).__name__
+    else:
+        leaf = _GraphLeaf(values, graph, class_name=catalog.modules[fqn].class_name)
+        leaf.passes_through = passes_through_class(original)
+    _install(work, fqn, leaf, nodes, inputs[0], attrs)
+    return None
+
+
+def _install(
+    work: torch.fx.GraphModule,
+    fqn: str,
+    leaf: nn.Module,
+    nodes: list[torch.fx.Node],
+    x: torch.fx.Node,
+    attrs: list[torch.fx.Node],
+) -> None:
+    """Put ``leaf`` at ``fqn`` in ``work`` and call it on ``x`` in place of ``nodes``."""
+    parent_name, _, child = fqn.rpartition(".")
+    parent: nn.Module = work
+    for part in parent_name.split(".") if parent_name else ():
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+    setattr(parent, child, leaf)
+    with work.graph.inserting_before(nodes[-1]):  # its input is defined by then, its users come after
+        call = work.graph.call_module(fqn, (x,))
+    call.meta = dict(nodes[-1].meta)
+    nodes[-1].replace_all_uses_with(call)
+    for node in reversed(nodes):
+        work.graph.erase_node(node)
+    for attr in attrs:  # the parameters it read now live in the leaf
+        if not attr.users and str(attr.target).startswith(fqn + "."):
+            work.graph.erase_node(attr)
 
 
 def _weighted_module(cls: type | None, values: dict[str, Any], nodes: list[torch.fx.Node]) -> nn.Module | None:
@@ -365,8 +392,6 @@ def _to_eval(gm: torch.fx.GraphModule) -> None:
     Other graphs are left as they are: the rewrite is not safe on every graph (it breaks the
     vmapped attention masks of a transformers export)."""
     if _train_mode_ops(gm):
-        from tui_quantreport.engine.spec import quiet_library_logs
-
         try:
             with quiet_library_logs():
                 from torchao.quantization.pt2e import move_exported_model_to_eval

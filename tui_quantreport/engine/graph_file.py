@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import SpecError
+from tui_quantreport.engine.escape import printable
 
 SUFFIX = ".pt2"
 
@@ -103,8 +104,6 @@ def load_exported(path: Path, spec: str) -> tuple[Any, Any]:
 
     Refused unless :func:`trust_pickle` was called (``--trust-pickle``): torch.export.load in this
     torch unpickles without a weights-only mode (checked before anything in the file is unpickled)."""
-    from tui_quantreport.engine.escape import printable
-
     check_archive(path, spec)  # the zip directory and JSON only: nothing unpickled
     if not _TRUSTED:
         raise SpecError(f"{printable(spec)}: {UNTRUSTED}")

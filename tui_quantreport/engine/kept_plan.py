@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine import launch_tree
+from tui_quantreport.engine.errors import UserError
 
 FORMAT = "tui-quantreport.kept-plan/1"
 #: The plan file's format tag (the plan file written by the app's ``e`` and ``report --plan-out``).
@@ -29,8 +30,6 @@ def read_plan_file(text: str) -> tuple[dict[str, Any], str]:
     """The plan file at ``text`` (a path) as parsed JSON, and its absolute path. Raises
     :class:`~.errors.UserError` (one sentence) when it cannot be read or is not a plan file; the
     checks against the model come when the app adopts it."""
-    from tui_quantreport.engine.errors import UserError
-
     if not text.strip():
         raise UserError("give the path of a plan file (.plan.json)")
     path = Path(text.strip()).expanduser()

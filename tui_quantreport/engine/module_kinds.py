@@ -455,3 +455,33 @@ def qconfig_weight_scheme(module: nn.Module, model_has_qconfig: bool) -> WeightS
 def is_lazy(p: torch.Tensor) -> bool:
     """A lazy module's parameter, not yet given its shape."""
     return isinstance(p, nn.parameter.UninitializedParameter)
+
+
+#: Modules whose output carries their input's values on (elementwise monotone, reshapes,
+#: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
+PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten,
+    nn.Unflatten,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+def passes_through_class(cls: type | None) -> bool:
+    """Whether modules of class ``cls`` carry their input's values on: the pass-through types,
+    identity, dropout, and torch.ao's quant/dequant stubs (by name: torch.ao is not imported)."""
+    if cls is None:
+        return False
+    if issubclass(cls, (*PASS_THROUGH_TYPES, nn.Identity, nn.modules.dropout._DropoutNd)):
+        return True
+    return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")

@@ -181,7 +181,7 @@ class ModelCatalog:
                 names = ", ".join(unknown_weights(module))
                 unknown[fqn] = (
                     f"{type(module).__name__} holds weights ({names}) of no registered kind: "
-                    "add it to WEIGHTED_KINDS (engine/modules.py) to have it judged"
+                    "add it to WEIGHTED_KINDS (engine/module_kinds.py) to have it judged"
                 )
             rules[fqn] = axis_rule(module, kind)
             declared = tuple(

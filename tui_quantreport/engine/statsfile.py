@@ -31,27 +31,36 @@ import os
 import platform
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tui_quantreport import __version__
+from tui_quantreport.engine.detectors import DETECTORS  # importing the detectors registers the reducers
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
+from tui_quantreport.engine.export import write_atomic
+from tui_quantreport.engine.module_info import ModuleInfo
+from tui_quantreport.engine.modules import (
+    ModelCatalog,
+    WeightScheme,
+    first_difference,
+    identity_fingerprint,
+    is_versioned,
+    kind_named,
+)
+from tui_quantreport.engine.report import Measured, ModuleError
+from tui_quantreport.engine.settings import Settings, stale_params
+from tui_quantreport.engine.stats import Stats
+from tui_quantreport.engine.stats_path import SUFFIX as SUFFIX  # the names callers import from here
+from tui_quantreport.engine.stats_path import StatsFileError as StatsFileError
+from tui_quantreport.engine.stats_path import is_stats_path as is_stats_path
 
 #: The format identifier written into every file; a file with another version is refused.
 FORMAT = "tui-quantreport.stats/1"
 FORMAT_PREFIX = "tui-quantreport.stats/"
-#: The suffix that marks a stats file on the command line.
-SUFFIX = ".qstats"
-
-
-class StatsFileError(UserError):
-    """A stats file that cannot be read, or does not belong with the model or the other files."""
-
-
-def is_stats_path(text: str | os.PathLike | None) -> bool:
-    """True for a path ending in ``.qstats`` (torch-free, reads nothing)."""
-    return text is not None and str(text).lower().endswith(SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,6 @@ class StatsFile:
     def check_model(self, catalog: Any, source: str = "the stats file") -> None:
         """Refuse a model other than the one these statistics were taken on, in one line naming the
         first difference (a file with a version 1 fingerprint is checked the old way)."""
-        from tui_quantreport.engine.escape import printable
-
         try:
             catalog.check_same_model(self.catalog, printable(str(source)), f"this {printable(catalog.class_name)}")
         except UserError as exc:
@@ -90,10 +97,6 @@ class StatsFile:
 def make(spec: str, catalog: Any, stats: Any, settings: Any, measured: Any = None, **provenance: Any) -> StatsFile:
     """A stats file for ``stats`` taken on ``catalog``'s model with ``settings`` (and the measured
     error of those statistics, a report.Measured, when there is one)."""
-    import torch
-
-    from tui_quantreport import __version__
-
     info = {
         "tool": f"tui-quantreport {__version__}",
         "torch": torch.__version__,
@@ -137,8 +140,6 @@ def _encode(sf: StatsFile) -> bytes:
 def save(path: str | os.PathLike, sf: StatsFile, inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Write ``sf`` to ``path`` atomically (a temporary file and a rename; no partial file), never
     over one of ``inputs`` (the files the command read: a merge's inputs, the model's source)."""
-    from tui_quantreport.engine.export import write_atomic
-
     return write_atomic(path, encode(sf), what="stats file", inputs=inputs)
 
 
@@ -282,8 +283,6 @@ def _build(header: dict[str, Any], tensors: Mapping[str, Any], source: str) -> S
     catalog = catalog_from_state(header["catalog"])
     if catalog.fingerprint != header["model"]["fingerprint"] or catalog.class_name != header["model"]["class"]:
         raise StatsFileError(f"{source}: malformed stats file (its catalog and model fields disagree)")
-    from tui_quantreport.engine.modules import identity_fingerprint, is_versioned
-
     if is_versioned(catalog.fingerprint) and identity_fingerprint(catalog.identity) != catalog.fingerprint:
         raise StatsFileError(f"{source}: malformed stats file (its model identity does not match its fingerprint)")
     stats = stats_from_state(tensors, header["stats"], header["batches"])
@@ -329,8 +328,6 @@ def merge(files: Sequence[StatsFile], sources: Sequence[str] | None = None) -> S
     stats = first.stats
     for sf, name in zip(files[1:], names[1:]):
         if sf.fingerprint != first.fingerprint:
-            from tui_quantreport.engine.modules import first_difference, is_versioned
-
             if sf.catalog.identity and first.catalog.identity:
                 why = first_difference(sf.catalog.identity, first.catalog.identity).replace("this model", "the other")
             elif is_versioned(sf.fingerprint) != is_versioned(first.fingerprint):
@@ -405,8 +402,6 @@ def measured_state(measured: Any) -> dict[str, Any]:
 
 def measured_from_state(state: Mapping[str, Any], source: str) -> Any:
     """The report.Measured that :func:`measured_state` wrote."""
-    from tui_quantreport.engine.report import Measured, ModuleError
-
     try:
         extras = state.get("module_extras") or {}
         modules = {
@@ -471,8 +466,6 @@ def catalog_state(catalog: Any) -> dict[str, Any]:
     the registry when read); every other field is written as its plain value (sets
     sorted), so a field added to the catalog needs no change here.
     """
-    from tui_quantreport.engine.module_info import ModuleInfo
-
     names = [f.name for f in fields(ModuleInfo)]
     state: dict[str, Any] = {}
     for f in fields(catalog):
@@ -493,8 +486,6 @@ def catalog_state(catalog: Any) -> dict[str, Any]:
 
 def catalog_from_state(state: Mapping[str, Any]) -> Any:
     """Rebuild the :class:`~.modules.ModelCatalog` without the model."""
-    from tui_quantreport.engine.module_info import ModuleInfo
-    from tui_quantreport.engine.modules import ModelCatalog, WeightScheme, kind_named
 
     known = {f.name for f in fields(ModuleInfo)}
     names = list(state["module_fields"])
@@ -562,8 +553,6 @@ def settings_state(settings: Any) -> dict[str, Any]:
 
 def settings_from_state(state: Mapping[str, Any]) -> Any:
     """The recorded settings, validated by today's detectors (a detector unknown here is dropped)."""
-    from tui_quantreport.engine.detectors import DETECTORS
-    from tui_quantreport.engine.settings import Settings
 
     enabled = [name for name in state["enabled"] if name in DETECTORS]
     params = {name: values for name, values in state["params"].items() if name in DETECTORS}
@@ -581,10 +570,6 @@ def settings_over(
     ch_axis: Any = None,
 ) -> Any:
     """``base`` settings with what the command line set explicitly laid over them."""
-    from dataclasses import replace
-
-    from tui_quantreport.engine.settings import Settings
-
     given = Settings.from_options(detectors, params, tolerance, backend, ch_axis)  # validates everything given
     settings = base
     if detectors is not None:
@@ -609,8 +594,6 @@ def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
     (another percentile, channel axis, or a detector that was off): that takes a new
     calibration, with the model.
     """
-    from tui_quantreport.engine.settings import stale_params
-
     settings = settings_over(sf.settings, **options)
     stale = stale_params(sf.stats, settings)
     if stale:
@@ -632,8 +615,6 @@ def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
 
 def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``stats`` as a few flat CPU tensors, and the JSON that names and lays them out."""
-    import torch
-
     tensors, meta = stats.state()
     groups: dict[str, list[Any]] = {}
     index = []
@@ -651,8 +632,6 @@ def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches: int | None = None) -> Any:
     """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
-    import tui_quantreport.engine.detectors  # noqa: F401 - registers the reducers the state names
-    from tui_quantreport.engine.stats import Stats
 
     # Each pack holds its tensors back to back, in index order: one split per pack.
     entries: dict[str, list[tuple[str, list[int], int]]] = {}

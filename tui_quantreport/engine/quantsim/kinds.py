@@ -7,7 +7,7 @@ axis of its input tensor holds the features, and whether activations can be
 quantized at all (an embedding's input is indices).
 
 Axes and capabilities come from the catalog's weighted-layer registry
-(``engine/modules.py``, ``WEIGHTED_KINDS``); this file adds, per kind, the
+(``engine/module_kinds.py``, ``WEIGHTED_KINDS``); this file adds, per kind, the
 functional form (:data:`SIMULATED`). A module is simulated only when its class's ``forward`` is one the kind knows
 (the plain and QAT forwards): a subclass with its own forward (a fused
 conv-batchnorm QAT module, say) would not be reproduced by the functional form,
@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tui_quantreport.engine.module_kinds import weighted_kind
 
 
 def _linear(module: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -129,8 +131,6 @@ SIMULATED: dict[str, tuple[Callable, Callable[[], tuple[Callable, ...]]]] = {
 
 def kind_of(module: nn.Module) -> ModuleKind | None:
     """The simulation's view of ``module``: None when the catalog has no weighted kind for it."""
-    from tui_quantreport.engine.modules import weighted_kind
-
     weighted = weighted_kind(module)
     if weighted is None:
         return None

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from tui_quantreport.engine.module_kinds import PASS_THROUGH_TYPES as PASS_THROUGH_TYPES  # re-exported
+from tui_quantreport.engine.module_kinds import passes_through_class
 from tui_quantreport.engine.quantsim.analysis_base import (
     SHARED_READER,
     first_tensor,
@@ -28,26 +30,6 @@ from tui_quantreport.engine.quantsim.schemes import (
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
-
-
-#: Modules whose output carries their input's values on (elementwise monotone, reshapes,
-#: pooling, stubs): a finding on a tensor is followed through them to the module that quantizes it.
-PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Flatten,
-    nn.Unflatten,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
 
 
 @dataclass(frozen=True)
@@ -160,16 +142,6 @@ class _DataflowTracer:
 def _passes_through(module: nn.Module, monotone: bool) -> bool:
     # ``passes_through``: a graph's leaf standing for such a module (engine/graph_eager.py).
     return monotone or getattr(module, "passes_through", False) is True or passes_through_class(type(module))
-
-
-def passes_through_class(cls: type | None) -> bool:
-    """Whether modules of class ``cls`` carry their input's values on: the pass-through types,
-    identity, dropout, and torch.ao's quant/dequant stubs (by name: torch.ao is not imported)."""
-    if cls is None:
-        return False
-    if issubclass(cls, (*PASS_THROUGH_TYPES, nn.Identity, nn.modules.dropout._DropoutNd)):
-        return True
-    return cls.__name__ in ("QuantStub", "DeQuantStub", "Identity", "Dropout")
 
 
 class _EdgeTracer:
