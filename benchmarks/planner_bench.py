@@ -3,9 +3,9 @@
 
 On the tests' small LLaMA (``tests/models/tiny_llama.py``: a transformers config, heavy-tailed weights,
 massive channels) of each hidden size x layers, every (decision unit, candidate scheme) one-at-a-time
-pass is measured twice: with :class:`Sensitivity` (the float pass that records the cache and the
-verification passes included) and with a full pass from the input, interleaved item by item. Both give the
-same numbers, value for value (checked here too). A benchmark is not a test: nothing asserts on a time.
+pass is measured three ways: full passes from the input, cached passes item by item, and cached merged
+passes (a unit's schemes and probe batches as one batch), interleaved unit by unit. All give the same
+numbers, value for value (checked here too). A benchmark is not a test: nothing asserts on a time.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RESULTS = Path(__file__).parent / "results.md"
 SECTION = "planner: cpu"
 
 
-def measure(hidden: int, layers: int, batches: int, mask: bool = True) -> dict:
+def measure(hidden: int, layers: int, batches: int, batch: int, tokens: int, mask: bool) -> dict:
     """Every item three ways, interleaved unit by unit (the load of a shared machine drifts: every side
     sees the same drift): full passes from the input, item by item; cached passes item by item (the
     prefix replayed); cached and merged passes (a unit's schemes and probe batches as one batch). The
@@ -32,7 +32,8 @@ def measure(hidden: int, layers: int, batches: int, mask: bool = True) -> dict:
     from tui_quantreport.engine.quantsim.planner import decision_units
     from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity
 
-    analysis = analysis_of(tiny_llama(hidden, layers), token_batches(batches, batch=4, tokens=32, causal_mask=mask))
+    probes = token_batches(batches, batch=batch, tokens=tokens, causal_mask=mask)
+    analysis = analysis_of(tiny_llama(hidden, layers), probes)
     analysis.reference_outputs()
     analysis._range_pass(lambda done, total: None, None)
     sides = {"cached": Sensitivity(analysis, merge=False), "merged": Sensitivity(analysis)}
@@ -43,6 +44,11 @@ def measure(hidden: int, layers: int, batches: int, mask: bool = True) -> dict:
         seconds[name] += time.perf_counter() - started
     units = decision_units(analysis, sides["merged"].cache.shared_inputs, called=sides["merged"].cache.first_call)
     items = [Item(u.members, s) for u in units for s in u.candidates if s != FLOAT]
+    # The quantized weights: the same work whichever way the passes run, done once before the timings.
+    started = time.perf_counter()
+    for item in items:
+        analysis._plan_forwards(dict.fromkeys(item.members, item.scheme))
+    weights_s = time.perf_counter() - started
     identical = True
     want: dict = {}
     per_unit: dict[str, dict[str, float]] = {}
@@ -69,7 +75,9 @@ def measure(hidden: int, layers: int, batches: int, mask: bool = True) -> dict:
         if name in per_unit
     ]
     return {
-        "model": f"LLaMA hidden {hidden}, {layers} layers" + ("" if mask else ", mask built per pass"),
+        "model": f"LLaMA hidden {hidden}, {layers} layers; {batches}x{batch}x{tokens} tokens"
+        + (", 4-D mask given" if mask else ", mask built per pass"),
+        "weights_s": weights_s,
         "passes": len(items),
         "units": len(per_unit),
         "full_s": seconds["full"],
@@ -93,14 +101,15 @@ def render(rows: list[dict], batches: int, seconds: float) -> str:
         f"Machine: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; shared with other "
         f"work (timings are one run each). Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Every (decision unit x candidate scheme) one-at-a-time pass, {batches} probe batches of 4x32 tokens "
-        "with their 4-D causal mask (as a serving stack passes it; transformers then uses it as it is), and "
-        "without it (transformers builds it on every forward, through vmap: the rows marked 'mask built per "
-        "pass'). Three ways, interleaved unit by unit: full passes from the input (the reference); cached: one "
+        f"Every (decision unit x candidate scheme: every registered scheme) one-at-a-time pass, {batches} probe "
+        "batches of batch x tokens: the tests' probes (2x16, no mask: transformers builds the causal mask on "
+        "every forward, through vmap), and 4x32 with their 4-D causal mask given (as a serving stack passes it; "
+        "transformers then uses it as it is). Three ways, interleaved unit by unit: full passes from the input (the reference); cached: one "
         "pass per item from the changed unit on (the float prefix replayed from the cache); merged: cached, and a "
         "unit's schemes and the probe batches run as one merged batch. Both cached sides include the recording "
         "float pass and their verification passes (a pass checked bit for bit against the full one: the first "
-        "merged unit, then about once per block).",
+        "merged unit, then about once per block). The quantized weights (the same work on every side) are "
+        "computed once before the timings: " + ", ".join(f"{r['weights_s']:.1f} s" for r in rows) + ".",
         "",
         "| model | items | units | uncached s | cached s | merged s | cached speed-up | merged speed-up | "
         "identical | cache | merging |",
@@ -126,7 +135,7 @@ def render(rows: list[dict], batches: int, seconds: float) -> str:
         "outside the blocks is never skipped). Merging pays because at these sizes a pass is mostly Python "
         "per-op overhead: one pass over schemes x batches rows costs little more than one pass over one batch.",
         "",
-        f"Command: `.venv/bin/python -m benchmarks.planner_bench` (total {seconds:.0f} s)",
+        f"Command: `.venv/bin/python -m benchmarks.planner_bench` (total {seconds:.0f} s; each row is one run)",
         f"<!-- end section: {SECTION} -->",
     ]
     return "\n".join(lines) + "\n"
@@ -140,7 +149,12 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.planner_bench")
-    parser.add_argument("--configs", default="64x2,128x4", help="hidden x layers, comma-separated")
+    parser.add_argument(
+        "--configs",
+        default="64x2:2x16,64x2:4x32m,128x4:4x32m",
+        help="hidden x layers : batch x tokens (m: the 4-D causal mask given), comma-separated; "
+        "64x2:2x16 is the tests' model and probes",
+    )
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -148,10 +162,12 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for config in args.configs.split(","):
-        hidden, layers = (int(v) for v in config.split("x"))
-        for mask in (True, False):
-            rows.append(measure(hidden, layers, args.batches, mask))
-            print(rows[-1], flush=True)
+        model, probes = config.split(":")
+        hidden, layers = (int(v) for v in model.split("x"))
+        mask = probes.endswith("m")
+        batch, tokens = (int(v) for v in probes.rstrip("m").split("x"))
+        rows.append(measure(hidden, layers, args.batches, batch, tokens, mask))
+        print(rows[-1], flush=True)
     text = render(rows, args.batches, time.perf_counter() - started)
     print(text)
     if not args.no_write:

@@ -154,6 +154,10 @@ def test_block_cached_sensitivity_equals_the_uncached_one_exactly(planned):
     assert cached == uncached(analysis, items)
     cache = planner.sens.cache
     assert cache.fallback is None and cache.verified
+    # Each unit's schemes and probe batches ran as one merged pass, checked against full passes.
+    sens = planner.sens
+    assert sens.merge_fallback is None and sens.merge_verified
+    assert sens.merged_units >= len({item.members for item in items})
     # The passes did skip: lm_head replays every block, layer 1 replays layer 0.
     assert {n.fqn for n in cache.skipped(["lm_head"])} >= {"model.layers.0", "model.layers.1"}
     assert "model.layers.0" in {n.fqn for n in cache.skipped(["model.layers.1.mlp.down_proj"])}
