@@ -864,16 +864,20 @@ def _calibrate_here(args: argparse.Namespace, world):
         (the modules split across them)."""
         from dataclasses import replace
 
+        from tui_quantreport.engine.quantsim import Sqnr, take_probes
+
+        # Under torchrun: the probe batches a 1-process run takes, read by every rank that measures.
+        count = args.probe_batches if args.batches is None else min(args.probe_batches, args.batches)
         if world is not None and args.probe_batches and not args.sensitivity:
             if not world.is_main:
                 return stats_file
-            # The probe batches a 1-process run takes.
-            probes = distributed.first_probes(loaded, args.probe_batches, args.batches)
-            measured = _measure_error(args, session, stats_file.stats, settings, probes)
+            measured = _measure_error(
+                args, session, stats_file.stats, settings, take_probes(open_batches(loaded), count)
+            )
         elif world is not None and args.probe_batches:
-            split = distributed.SplitSensitivity(world)
-            try:  # every rank reads the probe batches a 1-process run takes
-                probes = distributed.first_probes(loaded, args.probe_batches, args.batches)
+            split = distributed.SplitSensitivity(world, Sqnr)
+            try:
+                probes = take_probes(open_batches(loaded), count)
                 split.digest = distributed.probe_digest(probes)
                 measured = _measure_error(args, session, stats_file.stats, settings, probes, split)
             finally:

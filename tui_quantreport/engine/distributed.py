@@ -270,15 +270,6 @@ def _one_line(exc: BaseException) -> str:
 # Sensitivity split across ranks ---------------------------------------------------
 
 
-def first_probes(loaded: Any, count: int, max_batches: int | None = None) -> list[Any]:
-    """The probe batches a 1-process run takes (the first ``count`` batches of the data, of the first
-    ``max_batches``), read by this rank from the data itself: every rank measures on the same ones."""
-    from tui_quantreport.engine.quantsim.probes import take_probes
-    from tui_quantreport.engine.spec import open_batches
-
-    return take_probes(open_batches(loaded), count if max_batches is None else min(count, max_batches))
-
-
 def probe_digest(probes: Any) -> str:
     """A digest of the probe batches' structure and every tensor's dtype, shape and bytes."""
     import hashlib
@@ -312,8 +303,9 @@ class SplitSensitivity:
     """One-at-a-time sensitivity (a module quantized alone with its plan scheme) split across ranks.
 
     Every rank measures on the same statistics (the merged ones) and the same probe batches, those a
-    1-process run takes (:func:`first_probes`: each rank reads them itself; a digest proves they are
-    equal, else rank 0 measures that rank's share).
+    1-process run takes (each rank reads them itself; a digest proves they are equal, else rank 0
+    measures that rank's share). ``sqnr`` builds an SQNR from ``(db, reason, infinite)`` (the
+    engine's ``Sqnr``: this layer does not import the simulation).
     Two collectives, in this order on every rank, whatever happens (:meth:`close` completes them):
     rank 0 sends the plan's modules and its digest; then every rank sends its share's results.
     Item ``i`` (in plan order) is measured by rank ``i % world_size``; rank 0 assembles them in plan
@@ -321,8 +313,9 @@ class SplitSensitivity:
     SQNR is the same function of the same values on every rank: the result equals a 1-process run's.
     """
 
-    def __init__(self, world: World):
+    def __init__(self, world: World, sqnr: Any):
         self.world = world
+        self.sqnr = sqnr
         #: :func:`probe_digest` of this rank's probe batches (set once read).
         self.digest = ""
         self.notes: list[str] = []
@@ -393,8 +386,6 @@ class SplitSensitivity:
             self.close("rank 0 failed while measuring its share")
             raise
         parts = self._step({})
-        from tui_quantreport.engine.quantsim.sqnr import Sqnr
-
         for rank, part in enumerate(parts[1:], start=1):
             theirs = self._mine(items, rank)
             got = part.get("results", {})
@@ -405,7 +396,7 @@ class SplitSensitivity:
                 continue
             self.measured_by[rank] = len(theirs)
             for fqn, _ in theirs:
-                results[fqn] = Sqnr(got[fqn][0], got[fqn][1], bool(got[fqn][2]))
+                results[fqn] = self.sqnr(got[fqn][0], got[fqn][1], bool(got[fqn][2]))
                 if progress is not None:
                     progress(len(results), total)
         return {fqn: results[fqn] for fqn, _ in items}
