@@ -207,6 +207,21 @@ def test_a_mixed_plan_no_larger_than_uniform_int4_g32_beats_it_by_2_db(planned):
         assert run.chosen.simulated.db >= uniform.simulated.db + 2.0, (scheme, run.chosen, uniform)
 
 
+def test_a_mixed_plan_at_5_bpw_beats_uniform_int4_g32_by_2_db():
+    # Every registered scheme a candidate (the CLI's default): the plan at 5.0 bpw, against each
+    # uniform int4 group-size-32 plan (which keeps the embedding float: no int4 scheme takes one).
+    int4 = [name for name in SCHEMES if _int4_g32(name)]
+    if not int4:
+        pytest.skip("no int4 group-size-32 scheme is registered")
+    analysis = analysis_of(tiny_llama(), token_batches(2))
+    planner = Planner(analysis)
+    result = planner.run(Budget("bpw", 5.0), frontier_points=0, fused_cost=False)
+    assert result.chosen.bits_per_weight <= 5.0
+    for scheme in int4:
+        uniform = next(p for p in result.frontier if p.uniform == scheme)
+        assert result.chosen.simulated.db >= uniform.simulated.db + 2.0, (scheme, result.chosen, uniform)
+
+
 def test_the_frontier_plot_writes_every_number_safely():
     rows = [
         FrontierRow(0, 4.5, 1.25, 10.0, 12.0, "weight_only", False, False),

@@ -463,7 +463,7 @@ class Sensitivity:
         if self.merge_fallback is None and analysis.shared_qparams_ops:
             self.merge_fallback = "the simulation shares qparams across ops (a tensor's grid is known by its identity)"
         runnable = [s for s in schemes if not refused(analysis, members, s)]
-        if self.merge_fallback is not None or not runnable:
+        if self.merge_fallback is not None or not runnable or not analysis.probes:
             return {}
         nodes = self.cache.skipped(members)
         replays = {n.module: n.outputs for n in nodes}
@@ -559,4 +559,8 @@ def describe_cache(cache: ActivationCache) -> Mapping[str, Any]:
 
 def describe_merging(sens: Sensitivity) -> Mapping[str, Any]:
     """Plain data about the merged passes (for reports)."""
-    return {"merged_units": sens.merged_units, "verified": sens.merge_verified, "fallback": sens.merge_fallback}
+    return {
+        "merged_units": sens.merged_units,
+        "merge_verified": sens.merge_verified,
+        "merge_fallback": sens.merge_fallback,
+    }
