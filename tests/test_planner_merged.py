@@ -111,3 +111,28 @@ def test_a_tiny_memory_bound_splits_the_schemes_over_passes_and_changes_nothing(
 def test_only_row_by_row_input_quantization_takes_the_probe_batches_as_one_piece():
     assert row_local("weight_only") and row_local("static_per_tensor") and row_local("dynamic")
     assert not row_local("fp8_dynamic_per_tensor")
+
+
+def test_a_cancel_inside_a_merged_pass_restores_the_model_and_a_rerun_measures_the_rest():
+    import pytest
+
+    from tui_quantreport.engine.quantsim import MeasurementCancelled
+
+    model = Net()
+    analysis = ErrorAnalysis(model, ModelCatalog.build(model), _probes(3, 3), schemes=SCHEMES)
+    items = _items(analysis)
+    sens = Sensitivity(analysis)
+    done: list[int] = []
+    after = [0]
+
+    def cancel() -> bool:
+        if len(done) < len(SCHEMES):  # the first unit is measured whole
+            return False
+        after[0] += 1
+        return after[0] > 2  # the loop's check, the merged pass's, then the quantized module's forward
+
+    with pytest.raises(MeasurementCancelled):
+        sens.measure(items, lambda d, t: done.append(d), cancel)
+    assert len(sens.results) == len(SCHEMES)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # every swapped forward put back
+    assert sens.measure(items) == uncached(analysis, items)

@@ -82,11 +82,15 @@ def merge(values: Sequence[Any], rows: Sequence[int], copies: int, *, inputs: bo
     return first
 
 
-def _split_forward(forwards: Sequence[Callable[..., Any]], rows: Sequence[int]) -> Callable[..., Any]:
-    """A forward applying ``forwards[p]`` to piece p of its input (``rows[p]`` rows each)."""
+def _split_forward(
+    forwards: Sequence[Callable[..., Any]], rows: Sequence[int], should_cancel: Callable[[], bool] | None
+) -> Callable[..., Any]:
+    """A forward applying ``forwards[p]`` to piece p of its input (``rows[p]`` rows each); a cancel
+    is heard here too (one merged pass is many passes' work)."""
     total = sum(rows)
 
     def forward(input, *args, **kwargs):
+        _check_cancel(should_cancel)
         if not isinstance(input, torch.Tensor) or input.dim() == 0 or input.shape[0] != total:
             got = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
             raise MergeError(f"a quantized module's input is not the merged batch ({got}, {total} rows expected)")
@@ -132,7 +136,7 @@ def merged_pass(
             float_forward = module.forward
             runs = [swaps.get(module, float_forward) for swaps, p in zip(per_scheme, pieces) for _ in p]
             saved.append((module, module.__dict__.get("forward", _MISSING)))
-            module.__dict__["forward"] = _split_forward(runs, [r for p in pieces for r in p])
+            module.__dict__["forward"] = _split_forward(runs, [r for p in pieces for r in p], should_cancel)
         memo.clear()
         grid.tensors.clear()
         with analysis._float_mode():
