@@ -144,6 +144,81 @@ def find_blocks(model: nn.Module) -> tuple[str | None, list[tuple[str, nn.Module
     return container, level
 
 
+class _Recording:
+    """The state of :meth:`ActivationCache.record`'s float pass and the hooks that fill it: the event
+    counter (module calls and returns, in order), the probe batch, the modules reading each tensor."""
+
+    def __init__(self, first_call: dict[str, int]):
+        self.first_call = first_call
+        self.events = [0]
+        self.batch = [0]
+        self.keep_all = [True]
+        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
+        self.readers: dict[int, tuple[weakref.ref, list[str]]] = {}
+        self.groups: dict[frozenset[str], None] = {}
+
+    def group(self, members: list[str]) -> None:
+        if len(members) > 1:
+            self.groups[frozenset(members)] = None
+
+    def end_first_batch(self) -> None:
+        for _, members in self.readers.values():
+            self.group(members)
+        self.readers.clear()
+
+    def node_pre(self, node: _Node):
+        events, batch = self.events, self.batch
+
+        def hook(module, args, kwargs):
+            b = batch[0]
+            while len(node.calls) <= b:
+                node.calls.append(0)
+            node.calls[b] += 1
+            if b == 0 and node.start < 0:
+                node.start = events[0]
+            events[0] += 1
+
+        return hook
+
+    def node_post(self, node: _Node):
+        events, batch, keep_all = self.events, self.batch, self.keep_all
+
+        def hook(module, args, output):
+            b = batch[0]
+            if b == 0 and node.end < 0:
+                node.end = events[0]
+            events[0] += 1
+            if not node.storable or node.calls[b] != 1:
+                return
+            if not _is_plain(output):
+                node.storable = False
+                return
+            if keep_all[0] or node.kept:
+                if b == 0:
+                    node.nbytes = _nbytes(output)
+                node.outputs.append(_copy(output))
+
+        return hook
+
+    def target_pre(self, fqn: str):
+        events, batch, readers, first_call, group = self.events, self.batch, self.readers, self.first_call, self.group
+
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            if batch[0] == 0:
+                first_call.setdefault(fqn, events[0])
+                if x is not None:
+                    entry = readers.get(id(x))
+                    if entry is None or entry[0]() is not x:
+                        if entry is not None:
+                            group(entry[1])
+                        entry = readers[id(x)] = (weakref.ref(x), [])
+                    entry[1].append(fqn)
+            events[0] += 1
+
+        return hook
+
+
 class ActivationCache:
     """Float outputs of cacheable modules per probe batch, recorded in one float pass.
 
@@ -188,95 +263,39 @@ class ActivationCache:
         """One float pass over the probes: call order, shared inputs, and the kept outputs."""
         analysis = self.analysis
         probes = analysis.probes
-        events = [0]
-        batch = [0]
-        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
-        readers: dict[int, tuple[weakref.ref, list[str]]] = {}
-        groups: dict[frozenset[str], None] = {}
-
-        def group(members: list[str]) -> None:
-            if len(members) > 1:
-                groups[frozenset(members)] = None
-
-        keep_all = [True]
-
-        def node_pre(node: _Node):
-            def hook(module, args, kwargs):
-                b = batch[0]
-                while len(node.calls) <= b:
-                    node.calls.append(0)
-                node.calls[b] += 1
-                if b == 0 and node.start < 0:
-                    node.start = events[0]
-                events[0] += 1
-
-            return hook
-
-        def node_post(node: _Node):
-            def hook(module, args, output):
-                b = batch[0]
-                if b == 0 and node.end < 0:
-                    node.end = events[0]
-                events[0] += 1
-                if not node.storable or node.calls[b] != 1:
-                    return
-                if not _is_plain(output):
-                    node.storable = False
-                    return
-                if keep_all[0] or node.kept:
-                    if b == 0:
-                        node.nbytes = _nbytes(output)
-                    node.outputs.append(_copy(output))
-
-            return hook
-
-        def target_pre(fqn: str):
-            def hook(module, args, kwargs):
-                x = first_tensor(args) if args else first_tensor(kwargs)
-                if batch[0] == 0:
-                    self.first_call.setdefault(fqn, events[0])
-                    if x is not None:
-                        entry = readers.get(id(x))
-                        if entry is None or entry[0]() is not x:
-                            if entry is not None:
-                                group(entry[1])
-                            entry = readers[id(x)] = (weakref.ref(x), [])
-                        entry[1].append(fqn)
-                events[0] += 1
-
-            return hook
-
+        rec = _Recording(self.first_call)
         handles = []
         for node in self.nodes.values():
-            handles.append(node.module.register_forward_pre_hook(node_pre(node), with_kwargs=True))
-            handles.append(node.module.register_forward_hook(node_post(node)))
+            handles.append(node.module.register_forward_pre_hook(rec.node_pre(node), with_kwargs=True))
+            handles.append(node.module.register_forward_hook(rec.node_post(node)))
         for fqn, target in analysis.targets.items():
-            handles.append(target.module.register_forward_pre_hook(target_pre(fqn), with_kwargs=True))
+            handles.append(target.module.register_forward_pre_hook(rec.target_pre(fqn), with_kwargs=True))
         try:
             with analysis._float_mode():
                 for i, probe in enumerate(probes):
                     _check_cancel(should_cancel)
-                    batch[0] = i
+                    rec.batch[0] = i
                     analysis._run(probe, i)
                     if i == 0:
-                        for _, members in readers.values():
-                            group(members)
-                        readers.clear()
+                        rec.end_first_batch()
                         self._select(len(probes))
-                        keep_all[0] = False
+                        rec.keep_all[0] = False
                     if progress is not None:
                         progress(i + 1, len(probes))
         finally:
             for h in handles:
                 h.remove()
-        n = len(probes)
+        self._finish(len(probes), rec.groups)
+
+    def _finish(self, batches: int, groups: Iterable[frozenset[str]]) -> None:
+        """After the pass: keep only the outputs of modules called once on every batch; the shared inputs."""
         for node in self.nodes.values():
-            ok = node.storable and len(node.calls) == n and all(c == 1 for c in node.calls)
-            if not (ok and node.kept and len(node.outputs) == n):
+            ok = node.storable and len(node.calls) == batches and all(c == 1 for c in node.calls)
+            if not (ok and node.kept and len(node.outputs) == batches):
                 node.kept = False
                 node.outputs = []
-        self.kept_bytes = sum(n.nbytes * len(probes) for n in self.kept)
-        order = {fqn: i for i, fqn in enumerate(analysis.targets)}
+        self.kept_bytes = sum(n.nbytes * batches for n in self.kept)
+        order = {fqn: i for i, fqn in enumerate(self.analysis.targets)}
         self.shared_inputs = [tuple(sorted(g, key=lambda f: order.get(f, 0))) for g in groups]
         self.recorded = True
         if not self.kept and self.fallback is None:
