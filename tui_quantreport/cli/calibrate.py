@@ -117,10 +117,6 @@ def _calibrate_here(args: argparse.Namespace, world):
             stats = session.calibrate(batches, settings, max_batches=args.batches, progress=progress)
         else:
             shard: Any = distributed.open_shard(loaded, world, args.batches)
-            if args.probe_batches and main_rank:  # rank 0 measures, on its own first batches
-                from tui_quantreport.engine.quantsim import ProbeRecorder
-
-                shard = recorder = ProbeRecorder(shard, args.probe_batches)
             stats = session.calibrate(shard, settings, progress=progress)
     finally:
         if progress is not None:
@@ -128,32 +124,66 @@ def _calibrate_here(args: argparse.Namespace, world):
     extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
 
     def measure(stats_file):
-        """``stats_file`` with the measured error of its (merged) statistics, when asked for."""
-        if recorder is None:
-            return stats_file
+        """``stats_file`` with the measured error of its (merged) statistics, when asked for. Under
+        torchrun on the probe batches a 1-process run takes; with --sensitivity every rank takes part
+        (the modules split across them)."""
         from dataclasses import replace
 
-        measured = _measure_error(args, session, stats_file.stats, settings, recorder.probes)
+        from tui_quantreport.engine.quantsim import Sqnr, take_probes
+
+        # Under torchrun: the probe batches a 1-process run takes, read by every rank that measures.
+        count = args.probe_batches if args.batches is None else min(args.probe_batches, args.batches)
+        if world is not None and args.probe_batches and not args.sensitivity:
+            if not world.is_main:
+                return stats_file
+            measured = _measure_error(
+                args, session, stats_file.stats, settings, take_probes(open_batches(loaded), count)
+            )
+        elif world is not None and args.probe_batches:
+            split = distributed.SplitSensitivity(world, Sqnr)
+            try:
+                probes = take_probes(open_batches(loaded), count)
+                split.digest = distributed.probe_digest(probes)
+                measured = _measure_error(args, session, stats_file.stats, settings, probes, split)
+            finally:
+                split.close()
+            for note in split.notes:
+                print(f"{PROG}: note: {note}", file=sys.stderr)
+            if split.measured_by:
+                shares = ", ".join(f"rank {r}: {n}" for r, n in sorted(split.measured_by.items()))
+                print(f"sensitivity split across {world.size} ranks ({shares} modules)", file=sys.stderr)
+        elif recorder is None:
+            return stats_file
+        else:
+            measured = _measure_error(args, session, stats_file.stats, settings, recorder.probes)
         return stats_file if measured is None else replace(stats_file, measured=measured)
 
     return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started, measure
 
 
-def _measure_error(args: argparse.Namespace, session, stats, settings, probes):
+def _measure_error(args: argparse.Namespace, session, stats, settings, probes, split=None):
     """The measured error (local SQNR, the recommended plan and its SQNR, sensitivity when asked)
     of ``stats`` on the ``probes``, as the app measures it; None (said) when the model cannot be
-    simulated."""
+    simulated. With ``split`` (torchrun), ranks other than 0 measure their share of the
+    sensitivity and return None; rank 0 gathers it."""
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
     from tui_quantreport.engine.severity import measure
 
+    main_rank = split is None or split.world.is_main
     unsupported = unavailable_reason(session)
     if unsupported:
-        print(f"{PROG}: note: no measured error kept: {unavailable_note(unsupported)}", file=sys.stderr)
+        if main_rank:
+            print(f"{PROG}: note: no measured error kept: {unavailable_note(unsupported)}", file=sys.stderr)
         return None
     backend = settings.params.get("per_channel_detector", {}).get("backend", DEFAULT_BACKEND)
     started = time.perf_counter()
     analysis = analysis_for(session, probes, stats, backend)
-    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+    if split is not None:
+        split.analysis = analysis
+        if not main_rank:
+            split.share()
+            return None
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain, sensitivity_of=split)
     plan_db = f"{measured.plan_sqnr_db:.1f} dB" if measured.plan_sqnr_db is not None else measured.plan_reason
     print(
         f"measured the error on {len(probes)} probe batches in {time.perf_counter() - started:.1f} s: "
@@ -189,11 +219,17 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
         if not world.is_main:
             return EXIT_USAGE  # rank 0 says it, once
         raise exc from None
+    assert measure is not None
+    try:
+        measured = measure(replace(stats_file, stats=merged))  # every rank: the sensitivity is split across them
+    except Exception:
+        if world.is_main:
+            raise
+        return EXIT_USAGE  # rank 0 says it, once (or measured this rank's share itself)
     if not world.is_main:
         return 0
-    assert measure is not None
     # From rank 0's first batch until every rank's statistics are merged (it waits for the slowest).
-    return _write_stats(args, measure(replace(stats_file, stats=merged)), time.perf_counter() - started)
+    return _write_stats(args, measured, time.perf_counter() - started)
 
 
 def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:

@@ -197,10 +197,10 @@ def _measure(args, session, stats, settings, probes, report):
         planner = Planner(analysis, cache_mb=args.sensitivity_cache_mb)
         units = planner.units()
         planner.check(units, budget)
-        passes = sum(len(u.candidates) - 1 for u in units)
-        print(f"planner: {len(units)} decision units, {passes} sensitivity passes (cached from the changed module on)",
-              file=sys.stderr)  # fmt: skip
-        bar = Progress("planner", unit="passes")
+        items = sum(len(u.candidates) - 1 for u in units)
+        print(f"planner: {len(units)} decision units, {items} sensitivity items (a unit's schemes and probe batches "
+              "in one pass, from the changed module on)", file=sys.stderr)  # fmt: skip
+        bar = Progress("planner", unit="items")
         eta = planner.sens
 
         def progress(stage: str, done: int, total: int | None) -> None:

@@ -265,3 +265,142 @@ def _all_gather_bytes(world: World, payload: bytes) -> list[bytes]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# Sensitivity split across ranks ---------------------------------------------------
+
+
+def probe_digest(probes: Any) -> str:
+    """A digest of the probe batches' structure and every tensor's dtype, shape and bytes."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"D")
+            for key, item in value.items():
+                digest.update(repr(key).encode())
+                walk(item)
+        elif isinstance(value, (tuple, list)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                walk(item)
+        else:
+            digest.update(repr(value).encode())
+
+    walk(probes)
+    return digest.hexdigest()
+
+
+class SplitSensitivity:
+    """One-at-a-time sensitivity (a module quantized alone with its plan scheme) split across ranks.
+
+    Every rank measures on the same statistics (the merged ones) and the same probe batches, those a
+    1-process run takes (each rank reads them itself; a digest proves they are equal, else rank 0
+    measures that rank's share). ``sqnr`` builds an SQNR from ``(db, reason, infinite)`` (the
+    engine's ``Sqnr``: this layer does not import the simulation).
+    Two collectives, in this order on every rank, whatever happens (:meth:`close` completes them):
+    rank 0 sends the plan's modules and its digest; then every rank sends its share's results.
+    Item ``i`` (in plan order) is measured by rank ``i % world_size``; rank 0 assembles them in plan
+    order and measures itself whatever a rank could not (``notes`` says which and why). A module's
+    SQNR is the same function of the same values on every rank: the result equals a 1-process run's.
+    """
+
+    def __init__(self, world: World, sqnr: Any):
+        self.world = world
+        self.sqnr = sqnr
+        #: :func:`probe_digest` of this rank's probe batches (set once read).
+        self.digest = ""
+        self.notes: list[str] = []
+        #: How many modules each rank measured (rank 0's count includes any share it took over).
+        self.measured_by: dict[int, int] = {}
+        #: The ErrorAnalysis measured with (set once built; rank 0's before :meth:`__call__`).
+        self.analysis: Any = None
+        self._steps = 0
+
+    def _step(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        self._steps += 1
+        blobs = _all_gather_bytes(self.world, json.dumps(payload).encode("utf-8"))
+        return [json.loads(blob.decode("utf-8")) if blob else {} for blob in blobs]
+
+    def close(self, why: str = "rank 0 stopped before measuring sensitivity") -> None:
+        """Complete the two collectives (a rank that failed or stopped early still takes part)."""
+        while self._steps < 2:
+            self._step({"error": why})
+
+    def _mine(self, items: list[tuple[str, str]], rank: int) -> list[tuple[str, str]]:
+        return [item for i, item in enumerate(items) if i % self.world.size == rank]
+
+    def share(self, should_cancel: Any = None) -> None:
+        """A rank other than 0: wait for the plan, measure this rank's share (with :attr:`analysis`), send it."""
+        analysis = self.analysis
+        first = self._step({"digest": self.digest})[0]
+        if "plan" not in first:
+            self.close()
+            return
+        if first.get("digest") != self.digest:
+            self._step(
+                {
+                    "error": f"rank {self.world.rank} read other probe batches than rank 0 (the data differs when read again)"
+                }
+            )
+            return
+        try:
+            results = {
+                fqn: _sqnr_state(analysis._simulate({fqn: scheme}, should_cancel))
+                for fqn, scheme in self._mine([tuple(i) for i in first["plan"]], self.world.rank)
+            }
+        except Exception as exc:  # noqa: BLE001 - any failure: rank 0 measures this share itself
+            self._step({"error": f"rank {self.world.rank}: {_one_line(exc)}"})
+            return
+        self._step({"results": results})
+
+    def __call__(self, plan: Any, progress: Any = None, should_cancel: Any = None) -> dict[str, Any]:
+        """Rank 0 (``severity.measure``'s ``sensitivity_of``): {fqn: SQNR} for the plan's modules."""
+        items = list(plan.quantized.items())
+        self._step({"plan": [list(i) for i in items], "digest": self.digest})
+        mine = self._mine(items, 0)
+        total = len(items)
+        results: dict[str, Any] = {}
+
+        def measure(fqn: str, scheme: str) -> None:
+            results[fqn] = analysis._simulate({fqn: scheme}, should_cancel)
+            self.measured_by[0] = self.measured_by.get(0, 0) + 1
+            if progress is not None:
+                progress(len(results), total)
+
+        analysis = self.analysis
+        if analysis is None:
+            raise RuntimeError("the split sensitivity has no analysis to measure with")
+        try:
+            for fqn, scheme in mine:
+                measure(fqn, scheme)
+        except BaseException:
+            self.close("rank 0 failed while measuring its share")
+            raise
+        parts = self._step({})
+        for rank, part in enumerate(parts[1:], start=1):
+            theirs = self._mine(items, rank)
+            got = part.get("results", {})
+            if "error" in part or set(got) != {fqn for fqn, _ in theirs}:
+                self.notes.append(f"rank {rank}'s share measured on rank 0: {part.get('error', 'results missing')}")
+                for fqn, scheme in theirs:
+                    measure(fqn, scheme)
+                continue
+            self.measured_by[rank] = len(theirs)
+            for fqn, _ in theirs:
+                results[fqn] = self.sqnr(got[fqn][0], got[fqn][1], bool(got[fqn][2]))
+                if progress is not None:
+                    progress(len(results), total)
+        return {fqn: results[fqn] for fqn, _ in items}
+
+
+def _sqnr_state(sqnr: Any) -> list[Any]:
+    return [sqnr.db, sqnr.reason, sqnr.infinite]

@@ -146,9 +146,11 @@ def planner_markdown(planner: Mapping[str, Any] | None) -> list[str]:
     if isinstance(fused, Mapping) and fused.get("words"):
         lines += [markdown_text(str(fused["words"])[0].upper() + str(fused["words"])[1:]) + ".", ""]
     cache = planner.get("cache") or {}
+    merged = number(cache.get("merged_units")) or 0
     lines += [
         f"Sensitivity: {planner.get('sensitivity_passes', 0)} one-at-a-time passes in "
         f"{fmt(number(planner.get('sensitivity_seconds')))} s"
+        + (f" (each unit's schemes and probe batches merged into one pass: {merged:.0f} units)" if merged else "")
         + (
             f", re-run from the changed module on ({cache.get('cached_modules', 0)} modules' float outputs cached, "
             f"{fmt(number(cache.get('cached_mb')), 1)} MB)"

@@ -85,10 +85,13 @@ def measure(
     min_gain_db: float = DEFAULT_MIN_GAIN_DB,
     progress: Callable[[str, int, int | None], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    sensitivity_of: Callable[..., Any] | None = None,
 ) -> Measured:
     """Run the simulation on an :class:`~.quantsim.ErrorAnalysis` and keep the numbers as plain data.
 
-    ``progress(stage, done, total)`` with stage "local", "plan" or "sensitivity".
+    ``progress(stage, done, total)`` with stage "local", "plan" or "sensitivity". ``sensitivity_of``
+    measures the sensitivity in place of ``analysis.sensitivity`` (the same signature: split across
+    torchrun ranks, say).
     """
 
     def stage(name: str):
@@ -102,7 +105,7 @@ def measure(
     per_output = analysis.plan_output_sqnr(plan, should_cancel)
     if progress is not None:
         progress("plan", 1, 1)
-    sens = analysis.sensitivity(plan, stage("sensitivity"), should_cancel) if sensitivity else {}
+    sens = (sensitivity_of or analysis.sensitivity)(plan, stage("sensitivity"), should_cancel) if sensitivity else {}
     modules: dict[str, ModuleError] = {}
     for fqn, m in local.items():
         reasons = {s: v.reason for s, v in m.sqnr.items() if v.db is None}

@@ -25,23 +25,39 @@ parameter at its own dtype) or a minimum end-to-end SQNR (``sqnr``, dB).
 5. **The frontier**: plans for a sweep of bpw budgets and the uniform plans (one
    scheme wherever it applies), each simulated: end-to-end SQNR against size.
 
-Nothing here hard-codes a scheme: candidates come from :data:`SCHEMES`.
+Nothing here hard-codes a scheme: candidates come from :data:`SCHEMES`. The units are in
+:mod:`.units`, the knapsack's solver in :mod:`.knapsack`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
+from tui_quantreport.engine.quantsim.knapsack import (
+    Choice,
+    db_of,
+    noise_of,
+    options_of,
+    smallest,
+    within_bits,
+    within_noise,
+)
 from tui_quantreport.engine.quantsim.plan import Plan
-from tui_quantreport.engine.quantsim.schemes import FLOAT, SCHEMES
-from tui_quantreport.engine.quantsim.sensitivity import DEFAULT_CACHE_MB, Item, Sensitivity, describe_cache
+from tui_quantreport.engine.quantsim.schemes import FLOAT
+from tui_quantreport.engine.quantsim.sensitivity import (
+    DEFAULT_CACHE_MB,
+    Item,
+    Sensitivity,
+    describe_cache,
+    describe_merging,
+)
 from tui_quantreport.engine.quantsim.sqnr import Sqnr
+from tui_quantreport.engine.quantsim.units import Unit, decision_units
 from tui_quantreport.engine.report import Measured
 
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -57,8 +73,6 @@ REFINE_ROUNDS = 3
 REFINE_MOVES = 3
 BUDGET_KINDS = ("bpw", "mb", "sqnr")
 MB = 1e6
-
-_EXPERTS = re.compile(r"^(?P<layer>.*\bexperts?)\.\d+(?P<rest>\..*)?$", re.IGNORECASE)
 
 
 class BudgetError(UserError):
@@ -90,119 +104,6 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value}
-
-
-@dataclass(frozen=True)
-class Unit:
-    """Modules that take one decision: their candidates and each candidate's deployed bits."""
-
-    members: tuple[str, ...]
-    #: Why the members are one unit ("" for a single module).
-    why: str
-    candidates: tuple[str, ...]
-    bits: Mapping[str, float]
-    #: Weight elements (a tied weight counted once).
-    weights: int
-
-    @property
-    def name(self) -> str:
-        return self.members[0] if len(self.members) == 1 else f"{self.members[0]} (+{len(self.members) - 1})"
-
-
-def decision_units(
-    analysis: ErrorAnalysis,
-    shared_inputs: Iterable[Sequence[str]] = (),
-    *,
-    fuse: bool = True,
-    schemes: Iterable[str] | None = None,
-    called: Iterable[str] | None = None,
-) -> list[Unit]:
-    """The model's decision units (tree order). ``fuse=False`` keeps only tied weights together
-    (one tensor cannot hold two formats); ``schemes`` limits the candidates (default: all registered).
-    ``called`` names the modules called on the probes: a unit with a module never called stays
-    float (quantizing it would measure as free, since the probes never run it)."""
-    seen_called = set(called) if called is not None else None
-    allowed = [s for s in (SCHEMES if schemes is None else schemes) if s in SCHEMES]
-    order = list(analysis.targets)
-    parent = {fqn: fqn for fqn in order}
-    why: dict[str, set[str]] = {fqn: set() for fqn in order}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(members: Sequence[str], reason: str) -> None:
-        members = [m for m in members if m in parent]
-        for m in members[1:]:
-            a, b = find(members[0]), find(m)
-            if a != b:
-                parent[b] = a
-        if len(members) > 1:
-            why[find(members[0])].add(reason)
-
-    by_weight: dict[int, list[str]] = {}
-    for fqn, target in analysis.targets.items():
-        by_weight.setdefault(id(target.module.weight), []).append(fqn)
-    if fuse:
-        for group in shared_inputs:
-            union(list(group), "read the same input")
-        experts: dict[tuple[str, str], list[str]] = {}
-        for fqn in order:
-            match = _EXPERTS.match(fqn)
-            if match:
-                experts.setdefault((match["layer"], match["rest"] or ""), []).append(fqn)
-        for group in experts.values():
-            union(group, "experts of one MoE layer")
-    for group in by_weight.values():
-        union(group, "share one weight (tied)")
-    groups: dict[str, list[str]] = {}
-    for fqn in order:
-        groups.setdefault(find(fqn), []).append(fqn)
-    reasons: dict[str, set[str]] = {}
-    for fqn in order:
-        reasons.setdefault(find(fqn), set()).update(why[fqn])
-    units = []
-    for root, members in groups.items():
-        targets = [analysis.targets[m] for m in members]
-        unique = list({id(t.module.weight): t for t in targets}.values())
-        weights = sum(t.module.weight.numel() for t in unique)
-        bits: dict[str, float] = {}
-        never = seen_called is not None and any(m not in seen_called for m in members)
-        for name in [] if never else allowed:
-            scheme = SCHEMES[name]
-            if any(analysis._ineligible(t, scheme) is not None for t in targets):
-                continue
-            if any(name in analysis.refusals().get(m, {}) for m in members):
-                continue  # the deployment target does not run it here
-            if scheme.needs_range and any(t.static is None for t in targets):
-                continue
-            bits[name] = sum(
-                scheme.bits_per_weight(tuple(t.module.weight.shape), t.kind) * t.module.weight.numel() for t in unique
-            )
-        bits[FLOAT] = float(sum(t.module.weight.numel() * t.module.weight.element_size() * 8 for t in unique))
-        units.append(Unit(tuple(members), "; ".join(sorted(reasons.get(root, ()))), tuple(bits), bits, weights))
-    return units
-
-
-def noise_of(sqnr: Sqnr | None) -> float | None:
-    """10^(-S/10): the noise power relative to the signal (0 for an exact result, None if undefined)."""
-    if sqnr is None:
-        return None
-    if sqnr.infinite:
-        return 0.0
-    if sqnr.db is None:
-        return None
-    return 10.0 ** (-sqnr.db / 10.0)
-
-
-def db_of(noise: float) -> float:
-    """-10 log10(noise): +inf for no noise."""
-    return math.inf if noise <= 0 else -10.0 * math.log10(noise)
-
-
-Choice = dict[str, str]  # unit name -> scheme
 
 
 @dataclass(frozen=True)
@@ -404,95 +305,27 @@ class Planner:
 
     # Solving.
 
-    @staticmethod
-    def _options(
-        units: Sequence[Unit], table: Mapping[tuple[str, str], float]
-    ) -> dict[str, list[tuple[str, float, float]]]:
-        return {
-            u.name: [(s, table[(u.name, s)], u.bits[s]) for s in u.candidates if (u.name, s) in table] for u in units
-        }
-
-    @staticmethod
-    def _pick(options: Mapping[str, list[tuple[str, float, float]]], lam: float) -> Choice:
-        return {name: min(opts, key=lambda o: (o[1] + lam * o[2], o[2]))[0] for name, opts in options.items()}
-
     def solve(self, units: Sequence[Unit], table: Mapping[tuple[str, str], float], budget: Budget) -> Choice:
         """The Lagrangian choice for ``budget`` (a bits budget is then filled greedily)."""
-        options = self._options(units, table)
-        noise = {(n, s): v for n, opts in options.items() for s, v, _ in opts}
-        bits = {(n, s): b for n, opts in options.items() for s, _, b in opts}
-
-        def total(choice: Choice, of: Mapping[tuple[str, str], float]) -> float:
-            return sum(of[(n, s)] for n, s in choice.items())
-
-        ratios = [
-            abs(a[1] - b[1]) / abs(a[2] - b[2])
-            for opts in options.values()
-            for a in opts
-            for b in opts
-            if a[2] != b[2] and a[1] != b[1]
-        ]
-        lo, hi = (min(ratios) / 4, max(ratios) * 4) if ratios else (1e-30, 1.0)
+        options = options_of(units, table)
         if budget.kind == "sqnr":
-            limit = 10.0 ** (-budget.value / 10.0)
-
-            def ok(choice: Choice) -> bool:
-                return total(choice, noise) <= limit
-
-            # Larger lambda: fewer bits, more noise. Find the largest lambda still within the noise limit.
-            if ok(self._pick(options, hi)):
-                return self._pick(options, hi)
-            best = self._pick(options, 0.0)
-            if not ok(best):
+            choice = within_noise(options, 10.0 ** (-budget.value / 10.0))
+            if choice is None:
                 raise BudgetError(
                     f"no plan reaches {budget.value:g} dB by the sensitivity measured (float everywhere is exact; "
                     "a unit with no float option is missing)"
                 )
-            a, b = math.log(lo), math.log(hi)
-            for _ in range(80):
-                mid = (a + b) / 2
-                if ok(self._pick(options, math.exp(mid))):
-                    a = mid
-                else:
-                    b = mid
-            choice = self._pick(options, math.exp(a))
-            return choice if ok(choice) else best
-        limit_bits = self.max_bits(units, budget)
-        smallest = self._pick(options, hi * 1e6)
-        if total(smallest, bits) > limit_bits * (1 + 1e-12):
+            return choice
+        choice = within_bits(options, self.max_bits(units, budget))
+        if choice is None:
+            least = smallest(options)
             size = (
-                f"{self.bpw(units, smallest):.3g} bits per weight"
+                f"{self.bpw(units, least):.3g} bits per weight"
                 if budget.kind == "bpw"
-                else f"{self.size_mb(units, smallest):.4g} MB"
+                else f"{self.size_mb(units, least):.4g} MB"
             )
             raise BudgetError(f"the budget of {budget} is below the smallest plan the candidate schemes give ({size})")
-        if total(self._pick(options, 0.0), bits) <= limit_bits:
-            return self._pick(options, 0.0)
-        a, b = math.log(lo), math.log(hi * 1e6)
-        for _ in range(80):
-            mid = (a + b) / 2
-            if total(self._pick(options, math.exp(mid)), bits) <= limit_bits:
-                b = mid
-            else:
-                a = mid
-        choice = self._pick(options, math.exp(b))
-        # Spend what is left: the change saving the most noise per extra bit, while it fits.
-        while True:
-            spent = total(choice, bits)
-            best_move: tuple[float, str, str] | None = None
-            for name, opts in options.items():
-                cur = choice[name]
-                for s, v, bb in opts:
-                    extra = bb - bits[(name, cur)]
-                    saved = noise[(name, cur)] - v
-                    if saved <= 0 or spent + extra > limit_bits:
-                        continue
-                    score = saved / extra if extra > 0 else math.inf
-                    if best_move is None or score > best_move[0]:
-                        best_move = (score, name, s)
-            if best_move is None:
-                return choice
-            choice[best_move[1]] = best_move[2]
+        return choice
 
     def point(
         self,
@@ -634,7 +467,7 @@ class Planner:
             units,
             sens,
             fused,
-            describe_cache(self.sens.cache),
+            {**describe_cache(self.sens.cache), **describe_merging(self.sens)},
             self.sens.passes,
             self.sens.seconds,
         )
@@ -648,7 +481,7 @@ class Planner:
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[PlanPoint]:
         """Planned points across a sweep of bpw budgets, plus the uniform plans; by size."""
-        options = self._options(units, table)
+        options = options_of(units, table)
         cheapest = {n: min(opts, key=lambda o: (o[2], o[1]))[0] for n, opts in options.items()}
         richest = {u.name: FLOAT for u in units}
         lo, hi = self.bpw(units, cheapest), self.bpw(units, richest)

@@ -47,8 +47,11 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     SimulationError,
     _check_cancel,
     _gc_paused,
+    _one_line,
     _restore_forwards,
 )
+from tui_quantreport.engine.quantsim.merged import MergeError, batch_rows, merge, merged_pass, refused
+from tui_quantreport.engine.quantsim.outputs import OutputsSqnr
 from tui_quantreport.engine.quantsim.sqnr import Sqnr
 from tui_quantreport.engine.session import first_tensor
 
@@ -141,6 +144,81 @@ def find_blocks(model: nn.Module) -> tuple[str | None, list[tuple[str, nn.Module
     return container, level
 
 
+class _Recording:
+    """The state of :meth:`ActivationCache.record`'s float pass and the hooks that fill it: the event
+    counter (module calls and returns, in order), the probe batch, the modules reading each tensor."""
+
+    def __init__(self, first_call: dict[str, int]):
+        self.first_call = first_call
+        self.events = [0]
+        self.batch = [0]
+        self.keep_all = [True]
+        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
+        self.readers: dict[int, tuple[weakref.ref, list[str]]] = {}
+        self.groups: dict[frozenset[str], None] = {}
+
+    def group(self, members: list[str]) -> None:
+        if len(members) > 1:
+            self.groups[frozenset(members)] = None
+
+    def end_first_batch(self) -> None:
+        for _, members in self.readers.values():
+            self.group(members)
+        self.readers.clear()
+
+    def node_pre(self, node: _Node):
+        events, batch = self.events, self.batch
+
+        def hook(module, args, kwargs):
+            b = batch[0]
+            while len(node.calls) <= b:
+                node.calls.append(0)
+            node.calls[b] += 1
+            if b == 0 and node.start < 0:
+                node.start = events[0]
+            events[0] += 1
+
+        return hook
+
+    def node_post(self, node: _Node):
+        events, batch, keep_all = self.events, self.batch, self.keep_all
+
+        def hook(module, args, output):
+            b = batch[0]
+            if b == 0 and node.end < 0:
+                node.end = events[0]
+            events[0] += 1
+            if not node.storable or node.calls[b] != 1:
+                return
+            if not _is_plain(output):
+                node.storable = False
+                return
+            if keep_all[0] or node.kept:
+                if b == 0:
+                    node.nbytes = _nbytes(output)
+                node.outputs.append(_copy(output))
+
+        return hook
+
+    def target_pre(self, fqn: str):
+        events, batch, readers, first_call, group = self.events, self.batch, self.readers, self.first_call, self.group
+
+        def hook(module, args, kwargs):
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            if batch[0] == 0:
+                first_call.setdefault(fqn, events[0])
+                if x is not None:
+                    entry = readers.get(id(x))
+                    if entry is None or entry[0]() is not x:
+                        if entry is not None:
+                            group(entry[1])
+                        entry = readers[id(x)] = (weakref.ref(x), [])
+                    entry[1].append(fqn)
+            events[0] += 1
+
+        return hook
+
+
 class ActivationCache:
     """Float outputs of cacheable modules per probe batch, recorded in one float pass.
 
@@ -185,95 +263,39 @@ class ActivationCache:
         """One float pass over the probes: call order, shared inputs, and the kept outputs."""
         analysis = self.analysis
         probes = analysis.probes
-        events = [0]
-        batch = [0]
-        #: id(tensor) -> (weak ref, the targets reading it): ids are reused once a tensor dies.
-        readers: dict[int, tuple[weakref.ref, list[str]]] = {}
-        groups: dict[frozenset[str], None] = {}
-
-        def group(members: list[str]) -> None:
-            if len(members) > 1:
-                groups[frozenset(members)] = None
-
-        keep_all = [True]
-
-        def node_pre(node: _Node):
-            def hook(module, args, kwargs):
-                b = batch[0]
-                while len(node.calls) <= b:
-                    node.calls.append(0)
-                node.calls[b] += 1
-                if b == 0 and node.start < 0:
-                    node.start = events[0]
-                events[0] += 1
-
-            return hook
-
-        def node_post(node: _Node):
-            def hook(module, args, output):
-                b = batch[0]
-                if b == 0 and node.end < 0:
-                    node.end = events[0]
-                events[0] += 1
-                if not node.storable or node.calls[b] != 1:
-                    return
-                if not _is_plain(output):
-                    node.storable = False
-                    return
-                if keep_all[0] or node.kept:
-                    if b == 0:
-                        node.nbytes = _nbytes(output)
-                    node.outputs.append(_copy(output))
-
-            return hook
-
-        def target_pre(fqn: str):
-            def hook(module, args, kwargs):
-                x = first_tensor(args) if args else first_tensor(kwargs)
-                if batch[0] == 0:
-                    self.first_call.setdefault(fqn, events[0])
-                    if x is not None:
-                        entry = readers.get(id(x))
-                        if entry is None or entry[0]() is not x:
-                            if entry is not None:
-                                group(entry[1])
-                            entry = readers[id(x)] = (weakref.ref(x), [])
-                        entry[1].append(fqn)
-                events[0] += 1
-
-            return hook
-
+        rec = _Recording(self.first_call)
         handles = []
         for node in self.nodes.values():
-            handles.append(node.module.register_forward_pre_hook(node_pre(node), with_kwargs=True))
-            handles.append(node.module.register_forward_hook(node_post(node)))
+            handles.append(node.module.register_forward_pre_hook(rec.node_pre(node), with_kwargs=True))
+            handles.append(node.module.register_forward_hook(rec.node_post(node)))
         for fqn, target in analysis.targets.items():
-            handles.append(target.module.register_forward_pre_hook(target_pre(fqn), with_kwargs=True))
+            handles.append(target.module.register_forward_pre_hook(rec.target_pre(fqn), with_kwargs=True))
         try:
             with analysis._float_mode():
                 for i, probe in enumerate(probes):
                     _check_cancel(should_cancel)
-                    batch[0] = i
+                    rec.batch[0] = i
                     analysis._run(probe, i)
                     if i == 0:
-                        for _, members in readers.values():
-                            group(members)
-                        readers.clear()
+                        rec.end_first_batch()
                         self._select(len(probes))
-                        keep_all[0] = False
+                        rec.keep_all[0] = False
                     if progress is not None:
                         progress(i + 1, len(probes))
         finally:
             for h in handles:
                 h.remove()
-        n = len(probes)
+        self._finish(len(probes), rec.groups)
+
+    def _finish(self, batches: int, groups: Iterable[frozenset[str]]) -> None:
+        """After the pass: keep only the outputs of modules called once on every batch; the shared inputs."""
         for node in self.nodes.values():
-            ok = node.storable and len(node.calls) == n and all(c == 1 for c in node.calls)
-            if not (ok and node.kept and len(node.outputs) == n):
+            ok = node.storable and len(node.calls) == batches and all(c == 1 for c in node.calls)
+            if not (ok and node.kept and len(node.outputs) == batches):
                 node.kept = False
                 node.outputs = []
-        self.kept_bytes = sum(n.nbytes * len(probes) for n in self.kept)
-        order = {fqn: i for i, fqn in enumerate(analysis.targets)}
+        self.kept_bytes = sum(n.nbytes * batches for n in self.kept)
+        order = {fqn: i for i, fqn in enumerate(self.analysis.targets)}
         self.shared_inputs = [tuple(sorted(g, key=lambda f: order.get(f, 0))) for g in groups]
         self.recorded = True
         if not self.kept and self.fallback is None:
@@ -353,12 +375,15 @@ class Item:
 
 
 class Sensitivity:
-    """End-to-end SQNR with only one unit quantized, per (unit, scheme); cached passes by default.
+    """End-to-end SQNR with only one unit quantized, per (unit, scheme); cached, merged passes by default.
 
-    ``results`` keeps every measured item across calls (a cancelled run keeps what it measured).
+    A unit's schemes and the probe batches run as one merged pass (:mod:`.merged`) from the cached
+    float activations on; ``merge=False`` (or a merged pass that failed or differed from the full
+    pass: ``merge_fallback`` says why) runs one pass per item. ``results`` keeps every measured item
+    across calls (a cancelled run keeps what it measured).
     """
 
-    def __init__(self, analysis: ErrorAnalysis, cache_mb: float = DEFAULT_CACHE_MB):
+    def __init__(self, analysis: ErrorAnalysis, cache_mb: float = DEFAULT_CACHE_MB, merge: bool = True):
         self.analysis = analysis
         self.cache = ActivationCache(analysis, cache_mb)
         self.results: dict[Item, Sqnr] = {}
@@ -366,6 +391,11 @@ class Sensitivity:
         self.seconds = 0.0
         #: Seconds left in the running :meth:`measure`, once a pass has been timed.
         self.eta: float | None = None
+        #: Why merged passes are not used (None while they are).
+        self.merge_fallback: str | None = None if merge else "merged passes are turned off"
+        #: Units measured by merged passes, and whether a merged pass was checked against a full one.
+        self.merged_units = 0
+        self.merge_verified = False
         #: How far down the model (the latest replayed module's start) a cached pass was checked.
         self._verified_reach = -1
         self._verified_inner = False
@@ -387,7 +417,7 @@ class Sensitivity:
         progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> dict[Item, Sqnr]:
-        """Every item's end-to-end SQNR (those in ``results`` are not measured again).
+        """Every item's end-to-end SQNR (those in ``results`` are not measured again), unit by unit.
 
         Raises :class:`MeasurementCancelled` when cancelled; ``results`` keeps what was measured.
         """
@@ -395,18 +425,110 @@ class Sensitivity:
         todo = [item for item in wanted if item not in self.results]
         if todo:
             self.prepare(None, should_cancel)
+        by_unit: dict[tuple[str, ...], list[Item]] = {}
+        for item in todo:
+            by_unit.setdefault(item.members, []).append(item)
         started = time.perf_counter()
         total = len(todo)
-        for i, item in enumerate(todo):
+        done = 0
+        for members, unit_items in by_unit.items():
             _check_cancel(should_cancel)
-            self.results[item] = self._one(item, should_cancel)
-            elapsed = time.perf_counter() - started
-            self.eta = elapsed / (i + 1) * (total - i - 1)
-            if progress is not None:
-                progress(i + 1, total)
+            merged = self._merged(members, [item.scheme for item in unit_items], should_cancel)
+            for item in unit_items:
+                if item.scheme in merged:
+                    self.results[item] = merged[item.scheme]
+                else:
+                    _check_cancel(should_cancel)
+                    self.results[item] = self._one(item, should_cancel)
+                done += 1
+                elapsed = time.perf_counter() - started
+                self.eta = elapsed / done * (total - done)
+                if progress is not None:
+                    progress(done, total)
         self.seconds += time.perf_counter() - started
         self.eta = None
         return {item: self.results[item] for item in wanted}
+
+    def _probe_groups(self) -> list[list[int]]:
+        """The probe batches merged into one pass: all of them when their tensors concatenate, else one by one."""
+        probes = self.analysis.probes
+        everything = list(range(len(probes)))
+        try:
+            rows = [batch_rows(b) for b in probes]
+            merge(probes, rows, 1, inputs=True)
+        except MergeError:
+            return [[i] for i in everything]
+        return [everything] if everything else []
+
+    def _copies_per_pass(self, group: Sequence[int], schemes: int) -> int:
+        """How many schemes one merged pass over ``group`` takes within the cache's memory bound
+        (the largest cached output, or the model's output, per probe batch as the unit of size)."""
+        reference = self.analysis.reference_outputs()
+        per_batch = max(
+            [n.nbytes for n in self.cache.nodes.values()]
+            + [sum(t.numel() * t.element_size() for t in reference[i].values()) for i in group]
+        )
+        if per_batch <= 0:
+            return schemes
+        return max(1, min(schemes, self.cache.memory_bytes // (per_batch * len(group))))
+
+    @_gc_paused
+    def _merged(
+        self, members: tuple[str, ...], schemes: Sequence[str], should_cancel: Callable[[], bool] | None
+    ) -> dict[str, Sqnr]:
+        """{scheme: SQNR} of one unit by merged passes (empty when merging is off or fails: the
+        caller measures pass by pass); checked against a full pass when :meth:`_needs_check`."""
+        analysis = self.analysis
+        if self.merge_fallback is None and analysis.shared_qparams_ops:
+            self.merge_fallback = "the simulation shares qparams across ops (a tensor's grid is known by its identity)"
+        runnable = [s for s in schemes if not refused(analysis, members, s)]
+        if self.merge_fallback is not None or not runnable or not analysis.probes:
+            return {}
+        nodes = self.cache.skipped(members)
+        replays = {n.module: n.outputs for n in nodes}
+        accs = {s: OutputsSqnr() for s in runnable}
+        try:
+            for group in self._probe_groups():
+                step = self._copies_per_pass(group, len(runnable))
+                for at in range(0, len(runnable), step):
+                    chunk = runnable[at : at + step]
+                    self.passes += 1
+                    merged_pass(analysis, members, chunk, group, replays, [accs[s] for s in chunk], should_cancel)
+        except MeasurementCancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of a merged pass: measured pass by pass instead
+            self.merge_fallback = f"a merged pass failed ({_one_line(exc)}); one pass per scheme and probe batch"
+            return {}
+        results = {s: acc.result() for s, acc in accs.items()}
+        if self._needs_check(nodes, merged=True):
+            scheme = runnable[0]
+            self.passes += 1
+            full = analysis._simulate(dict.fromkeys(members, scheme), should_cancel)
+            if full != results[scheme]:
+                self.merge_fallback = (
+                    f"the merged pass for '{members[0]}' differed from the full pass ({full} vs {results[scheme]}); "
+                    "one pass per scheme and probe batch"
+                )
+                return {}
+            self.merge_verified = True
+            self._checked(nodes)
+        self.merged_units += 1
+        return results
+
+    def _needs_check(self, nodes: Sequence[_Node], merged: bool = False) -> bool:
+        """A pass is checked bit for bit against the full pass the first time it is merged, whenever it
+        replays more blocks than any checked before, and the first time it replays modules inside a block
+        (a side effect of a skipped module shows where it is skipped)."""
+        reach = max((n.start for n in nodes if n.depth == 0), default=-1)
+        inner = any(n.depth > 0 for n in nodes)
+        first_merged = merged and not self.merge_verified
+        return first_merged or reach > self._verified_reach or (inner and not self._verified_inner)
+
+    def _checked(self, nodes: Sequence[_Node]) -> None:
+        if nodes:
+            self.cache.verified = True
+        self._verified_reach = max([self._verified_reach] + [n.start for n in nodes if n.depth == 0])
+        self._verified_inner = self._verified_inner or any(n.depth > 0 for n in nodes)
 
     @_gc_paused
     def _one(self, item: Item, should_cancel: Callable[[], bool] | None) -> Sqnr:
@@ -424,12 +546,7 @@ class Sensitivity:
         except (SimulationError, RuntimeError) as exc:
             self.cache.fallback = f"a cached pass failed ({exc}); passes run from the input"
             return analysis._simulate(quantized, should_cancel)
-        reach = max((n.start for n in nodes if n.depth == 0), default=-1)
-        inner = any(n.depth > 0 for n in nodes)
-        if reach > self._verified_reach or (inner and not self._verified_inner):
-            # Checked bit for bit against the full pass whenever a pass replays more blocks than any
-            # checked before, and the first time it replays modules inside a block (a side effect of a
-            # skipped module shows where it is skipped).
+        if self._needs_check(nodes):
             self.passes += 1
             full = analysis._simulate(quantized, should_cancel)
             if full != cached:
@@ -438,9 +555,7 @@ class Sensitivity:
                     f"({full} vs {cached}); passes run from the input"
                 )
                 return full
-            self.cache.verified = True
-            self._verified_reach = max(self._verified_reach, reach)
-            self._verified_inner = self._verified_inner or inner
+            self._checked(nodes)
         return cached
 
 
@@ -458,4 +573,13 @@ def describe_cache(cache: ActivationCache) -> Mapping[str, Any]:
         "memory_bound_mb": round(cache.memory_bytes / (1 << 20), 3),
         "verified": cache.verified,
         "fallback": cache.fallback,
+    }
+
+
+def describe_merging(sens: Sensitivity) -> Mapping[str, Any]:
+    """Plain data about the merged passes (for reports)."""
+    return {
+        "merged_units": sens.merged_units,
+        "merge_verified": sens.merge_verified,
+        "merge_fallback": sens.merge_fallback,
     }
