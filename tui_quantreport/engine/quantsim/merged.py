@@ -28,6 +28,7 @@ from torch import nn
 from tui_quantreport.engine.batches import call_batch
 from tui_quantreport.engine.quantsim.error_analysis import _MISSING, ErrorAnalysis, _check_cancel, _restore_forwards
 from tui_quantreport.engine.quantsim.outputs import OutputsSqnr, output_tensors
+from tui_quantreport.engine.quantsim.plan_pass import plan_forwards
 from tui_quantreport.engine.quantsim.schemes import SCHEMES
 
 
@@ -128,7 +129,7 @@ def merged_pass(
             value = merge([outputs[i] for i in probes], rows, copies, inputs=False)
             saved.append((module, module.__dict__.get("forward", _MISSING)))
             module.__dict__["forward"] = lambda *a, _v=value, **k: _v
-        per_scheme = [dict(analysis._plan_forwards(dict.fromkeys(members, s))) for s in schemes]
+        per_scheme = [dict(plan_forwards(analysis, dict.fromkeys(members, s))) for s in schemes]
         # A scheme whose input quantization is row by row takes its probe batches as one piece.
         pieces = [[sum(rows)] if row_local(s) else list(rows) for s in schemes]
         for fqn in members:
