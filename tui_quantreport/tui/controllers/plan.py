@@ -379,7 +379,8 @@ class PlanController(MainState):
         report, plan = self.report, self.plan_of_record()
         if report is None or report.measured is None or plan is None or self.measured is None:
             return report
-        data = self.plan_data_of_record() or {}
+        # The plan's size is the report's own "plan_size" (not repeated in the plan's data).
+        data = {k: v for k, v in (self.plan_data_of_record() or {}).items() if k != "size"}
         sqnr = self.plan_sqnr if not self.plan_pending else None
         if sqnr is None:
             reason = "SQNR undefined: the plan was still being evaluated"
