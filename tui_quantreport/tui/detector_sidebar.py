@@ -138,7 +138,7 @@ class DetectorSidebar(VerticalScroll):
         param = Param(
             "target", self.target or self.target_names[0], TARGET_HELP, kind="choice", choices=tuple(self.target_names)
         )
-        return [Label("Deployment target", classes="section-title"), ChoiceField("", param, self.target)]
+        return [Label("Deployment", classes="section-title"), ChoiceField("", param, self.target)]
 
     @staticmethod
     def _field(owner: str, param: Param, value: Any) -> ParamField | ChoiceField:

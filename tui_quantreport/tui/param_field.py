@@ -47,7 +47,7 @@ LABELS: dict[tuple[str, str], str] = {
     ("", "ch_axis"): "Channel axis",
     ("", "batches"): "Calibration batches",
     ("", "min_gain_db"): "Minimum gain (dB)",
-    ("", "target"): "Deployment target",
+    ("", "target"): "Target",
 }
 
 #: The app's settings the command line spells otherwise (``--min-gain``, for the app and ``report``).

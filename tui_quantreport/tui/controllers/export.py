@@ -102,7 +102,10 @@ class ExportController(MainState):
         main = self.query_one("#main")
         if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
             main.toggle_class("-sidebar-toggled")  # the sidebar was hidden: show it
-        self.set_focus(self.query_one(f"#{field_id('', 'target')}"))
+        field = self.query_one(f"#{field_id('', 'target')}")
+        self.set_focus(field)
+        # At the sidebar's top, so the list opens below it (the sidebar may have just been shown).
+        self.call_after_refresh(self.query_one("#sidebar").scroll_to_widget, field, animate=False, top=True)
 
     def export_targets(self) -> list[ExportTarget]:
         """What ``e`` can write. Each target reads the state when it writes, not when the dialog opened."""

@@ -88,8 +88,8 @@ class PlanController(MainState):
     def _show_plan_in_header(self) -> None:
         """The plan's end-to-end SQNR as deployed on the target (the simulation takes the target's
         recipe), with the last verification's achieved SQNR beside it, in the header, in the longest
-        form that fits the terminal's width (the model's name, the counts and the target give way
-        first; the SQNR stays)."""
+        form that fits the terminal's width (the counts, the model's name, the target and the size
+        give way, in that order; the SQNR stays)."""
         plan = self.plan
         if plan is None:
             self.app.sub_title = self.spec
@@ -105,8 +105,9 @@ class PlanController(MainState):
         targeted = (
             [
                 f"{self.spec} · plan {deployed}{size_text}{running} · {quantized:,} quantized, {kept:,} float",
+                f"{self.spec} · plan {deployed}{size_text}{running}",
                 f"plan {deployed}{size_text}{running} · {kept:,}/{total:,} float",
-                f"plan {deployed}{short_running}",
+                f"plan {deployed}{size_text}{short_running}",
             ]
             if self.target
             else []
@@ -378,7 +379,8 @@ class PlanController(MainState):
         report, plan = self.report, self.plan_of_record()
         if report is None or report.measured is None or plan is None or self.measured is None:
             return report
-        data = self.plan_data_of_record() or {}
+        # The plan's size is the report's own "plan_size" (not repeated in the plan's data).
+        data = {k: v for k, v in (self.plan_data_of_record() or {}).items() if k != "size"}
         sqnr = self.plan_sqnr if not self.plan_pending else None
         if sqnr is None:
             reason = "SQNR undefined: the plan was still being evaluated"
