@@ -184,7 +184,6 @@ class MainState(Screen[None]):
         self._measure_cancel = threading.Event()
         #: The planner's frontier for the current measurement (``F``), and the size of each plan picked from it.
         self._frontier: FrontierMeasured | None = None
-        self._plan_sizes: dict[tuple, str] = {}
         self._planner: tuple[Measured, Planner] | None = None
         #: The target torchao runs on the model's device (what no choice means), and whether the
         #: running measurement follows a change of target (the plan kept from last time is not adopted then).

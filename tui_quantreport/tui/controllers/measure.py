@@ -384,7 +384,6 @@ class MeasureController(MainState):
             point = frontier.point(row)
             if point is None:
                 return
-            self._plan_sizes[point.plan.key] = f"{point.bits_per_weight:.2f} bpw, {point.size_mb:.3g} MB"
             self.set_plan(point.plan)
             warning = frontier.warning(point)
             if warning:

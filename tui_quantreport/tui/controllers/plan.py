@@ -100,8 +100,6 @@ class PlanController(MainState):
         total = quantized + kept
         running, short_running = (" (recomputing…)", " …") if self.plan_pending else ("", "")
         deployed = f"{sqnr_text(self.plan_sqnr)} on {self.target}{self._verified_text(plan)}"
-        size = self._plan_sizes.get(plan.key)
-        sized = [f"{self.spec} · plan {sqnr}{running} · {size}", f"plan {sqnr}{short_running} · {size}"] if size else []
         targeted = (
             [
                 f"{self.spec} · plan {deployed}{size_text}{running} · {quantized:,} quantized, {kept:,} float",
@@ -113,7 +111,6 @@ class PlanController(MainState):
             else []
         )
         forms = [
-            *sized,
             *targeted,
             f"{self.spec} · plan {sqnr}{running} · {quantized:,} quantized, {kept:,} float",
             f"{self.spec} · plan {sqnr}{short_running} · {kept:,}/{total:,} float",
