@@ -85,11 +85,12 @@ from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_c
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.local_pass import measure_pass
 from tui_quantreport.engine.quantsim.measurer import _measurer
+from tui_quantreport.engine.quantsim.merged import Segments, merge_check
 from tui_quantreport.engine.quantsim.outputs import output_tensors, select
 from tui_quantreport.engine.quantsim.outputs import prepared as prepared_outputs
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.plan_pass import simulate, swapped
-from tui_quantreport.engine.quantsim.probes import copy_batch
+from tui_quantreport.engine.quantsim.probes import MergedProbes, copy_batch
 from tui_quantreport.engine.quantsim.qparams import (
     QParams,
     activation_qparams,
@@ -282,6 +283,12 @@ class ErrorAnalysis:
         self._swaps: dict[tuple, list[tuple[nn.Module, Callable[..., Any]]]] = {}
         #: The last static input quantized in a plan pass (shared by the modules that read it).
         self._memo = _InputMemo()
+        #: Plan evaluations run the probes merged into one batch where :mod:`.merged`'s rule holds
+        #: (False: always one probe at a time); ``merge_reason`` says why not, once checked.
+        self.merge_probes = True
+        self.merge_reason = ""
+        self._merge: tuple[MergedProbes | None] | None = None
+        self._segments = Segments()
         self._pass_seconds: float | None = None
         self._ranges_done = False
         self._local: dict[str, LocalMeasurement] | None = None
@@ -611,6 +618,15 @@ class ErrorAnalysis:
     def _swapped(self, quantized: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
         """Each quantized module's forward replaced for the duration (:func:`.plan_pass.swapped`)."""
         return swapped(self, quantized)
+
+    def _merged_probes(self) -> MergedProbes | None:
+        """The probes merged into one batch for plan evaluation, or None (checked once: :func:`.merged.merge_check`)."""
+        if not self.merge_probes:
+            return None
+        if self._merge is None:
+            merged, self.merge_reason = merge_check(self)
+            self._merge = (merged,)
+        return self._merge[0]
 
     def _outputs(self, output: Any) -> dict[str, torch.Tensor]:
         """The model output's floating-point tensors the end-to-end SQNR reads, by name."""
