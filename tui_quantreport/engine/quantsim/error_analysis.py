@@ -399,19 +399,31 @@ class ErrorAnalysis:
         """Every module's :class:`LocalMeasurement` (computed once, then kept)."""
         if self._local is not None and (self._local_advice or not advice):
             return self._local
+        # A module calibration saw never called has no range to measure: no range pass for it alone.
+        skipped = [t for t in self.targets.values() if t.range is None and self._uncalled_in_calibration(t)]
         need_ranges = any(t.range is None for t in self.targets.values()) and not self._ranges_done
-        range_pass = need_ranges or (advice and not self._advice_ranges)
-        passes = 2 if range_pass else 1
+        range_pass = (need_ranges and len(skipped) < sum(t.range is None for t in self.targets.values())) or (
+            advice and not self._advice_ranges
+        )
+        passes = [2 if range_pass else 1]
         step = [0]
 
         def tick(done: int, total: int | None) -> None:
             if progress is not None:
-                progress(step[0] + done, passes * len(self.probes))
+                progress(step[0] + done, passes[0] * len(self.probes))
 
         if range_pass:
             self._range_pass(tick, should_cancel, advice=advice)
             step[0] = len(self.probes)
-        self._local = measure_pass(self, tick, should_cancel, advice)
+        measured = measure_pass(self, tick, should_cancel, advice)
+        if not self._ranges_done and any(measured[t.fqn].calls for t in skipped):
+            # The check: one of them is called on the probes after all: its range is measured, then all again.
+            passes[0] += 2
+            step[0] += len(self.probes)
+            self._range_pass(tick, should_cancel, advice=advice)
+            step[0] += len(self.probes)
+            measured = measure_pass(self, tick, should_cancel, advice)
+        self._local = measured
         self._local_advice = advice
         return self._local
 
@@ -429,7 +441,15 @@ class ErrorAnalysis:
         return f"'{target.fqn}' was never called {when}"
 
     def _never_called(self, target: _Target) -> bool:
-        return target.range is None and target.range_source == "none" and self._ranges_done
+        return (
+            target.range is None
+            and target.range_source == "none"
+            and (self._ranges_done or self._uncalled_in_calibration(target))
+        )
+
+    def _uncalled_in_calibration(self, target: _Target) -> bool:
+        """Whether calibration saw ``target``'s input never hold a value (its point counted 0 rows)."""
+        return self._given_rows.get(target.fqn) == 0 and target.fqn not in self._given_ranges
 
     # Plans.
 
