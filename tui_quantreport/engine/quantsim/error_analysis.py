@@ -441,11 +441,8 @@ class ErrorAnalysis:
         return f"'{target.fqn}' was never called {when}"
 
     def _never_called(self, target: _Target) -> bool:
-        return (
-            target.range is None
-            and target.range_source == "none"
-            and (self._ranges_done or self._uncalled_in_calibration(target))
-        )
+        uncalled = self._ranges_done or self._uncalled_in_calibration(target)
+        return target.range is None and target.range_source == "none" and uncalled
 
     def _uncalled_in_calibration(self, target: _Target) -> bool:
         """Whether calibration saw ``target``'s input never hold a value (its point counted 0 rows)."""
@@ -562,7 +559,7 @@ class ErrorAnalysis:
         cached = self._plan_cache.get(key)
         if cached is not None:
             return cached
-        result = self._simulate(plan.quantized, should_cancel)
+        result = self._simulate(plan.quantized, should_cancel, merge=True)
         if len(self._plan_cache) > 256:
             self._plan_cache.pop(next(iter(self._plan_cache)))
             self._plan_outputs.pop(next(iter(self._plan_outputs)), None)
@@ -589,7 +586,7 @@ class ErrorAnalysis:
         result: dict[str, Sqnr] = {}
         for i, (fqn, scheme) in enumerate(quantized.items()):
             _check_cancel(should_cancel)
-            result[fqn] = self._simulate({fqn: scheme}, should_cancel)
+            result[fqn] = self._simulate({fqn: scheme}, should_cancel, merge=True)
             if progress is not None:
                 progress(i + 1, total)
         return result
@@ -631,9 +628,11 @@ class ErrorAnalysis:
         """Remember the fastest pass over the probes: the unit of every cost estimate."""
         self._pass_seconds = seconds if self._pass_seconds is None else min(self._pass_seconds, seconds)
 
-    def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
-        """The end-to-end SQNR under ``quantized`` (:func:`.plan_pass.simulate`)."""
-        return simulate(self, quantized, should_cancel)
+    def _simulate(
+        self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None, merge: bool = False
+    ) -> Sqnr:
+        """The end-to-end SQNR under ``quantized``; ``merge``: the probes merged where :mod:`.merged` allows."""
+        return simulate(self, quantized, should_cancel, merge)
 
     def _swapped(self, quantized: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
         """Each quantized module's forward replaced for the duration (:func:`.plan_pass.swapped`)."""

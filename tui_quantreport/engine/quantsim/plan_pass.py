@@ -75,7 +75,12 @@ def pt2e_int8(analysis: ErrorAnalysis, reader: str, quantized: Mapping[str, str]
     return found is not None and found in quantized and SCHEMES[quantized[found]].needs_range
 
 
-def simulate(analysis: ErrorAnalysis, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
+def simulate(
+    analysis: ErrorAnalysis,
+    quantized: Mapping[str, str],
+    should_cancel: Callable[[], bool] | None,
+    merge: bool = False,
+) -> Sqnr:
     """The end-to-end SQNR under ``quantized`` (every output combined, or ``output_key``'s);
     the SQNR of each output on its own is left in ``_last_outputs``."""
     analysis._last_outputs = {}
@@ -98,7 +103,7 @@ def simulate(analysis: ErrorAnalysis, quantized: Mapping[str, str], should_cance
     if not any(reference):
         return Sqnr.undefined("the model's output holds no floating-point tensor")
     prepared = analysis._prepared_reference(reference)
-    merged = analysis._merged_probes()
+    merged = analysis._merged_probes() if merge else None
     if merged is not None:
         with analysis._float_mode(), swapped(analysis, quantized):
             together = simulate_merged(analysis, merged, prepared, should_cancel)
