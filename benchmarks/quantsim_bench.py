@@ -254,7 +254,7 @@ WHERE_THE_TIME_GOES = (
 
 def table(rows: list[dict]) -> list[str]:
     out = [
-        "| sample | modules (quantizable) | probes | plain pass ms | local, 4 schemes | local + advice | plan eval | toggle | plan SQNR |",
+        "| sample | modules (quantizable) | probes | plain pass ms | local, all schemes | local + advice | plan eval | toggle | plan SQNR |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
