@@ -9,7 +9,7 @@ from torch import nn
 
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.quantsim import ErrorAnalysis
-from tui_quantreport.engine.quantsim.merged import row_local
+from tui_quantreport.engine.quantsim.merged_sensitivity import row_local
 from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncached
 
 SCHEMES = ("static_per_tensor", "dynamic", "weight_only", "fp8_dynamic_per_tensor")

@@ -24,14 +24,12 @@ modules. It measures, always against the float model on the same probes:
   compared with the float output kept from the first pass. The model is left
   exactly as it was: instance ``forward`` attributes, hooks, training flags
   and ``torch.ao`` observer buffers are restored.
-- **one-at-a-time sensitivity** (:meth:`ErrorAnalysis.sensitivity`): the
-  end-to-end SQNR with only module i quantized, for every quantized module of
-  a plan: N passes over the probes, with progress, cancel, and
-  :meth:`ErrorAnalysis.cost` to say what it will take before starting.
+- **one-at-a-time sensitivity** (:meth:`ErrorAnalysis.sensitivity`): the end-to-end SQNR with
+  only module i quantized, for every quantized module of a plan: N passes over the probes, with
+  progress, cancel, and :meth:`ErrorAnalysis.cost` to say what it will take before starting.
 
-Static input qparams come from the calibrated min/max at the module's input
-(``activation_ranges``, from the calibration stats when present), else from the
-probe batches; :meth:`ErrorAnalysis.range_source` says which.
+Static input qparams come from the calibrated min/max at the module's input (``activation_ranges``,
+from the calibration stats when present), else from the probes (:meth:`ErrorAnalysis.range_source`).
 """
 
 from __future__ import annotations
@@ -86,11 +84,12 @@ from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_c
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.local_pass import measure_pass
 from tui_quantreport.engine.quantsim.measurer import _measurer
+from tui_quantreport.engine.quantsim.merged_probes import Segments, merge_check
 from tui_quantreport.engine.quantsim.outputs import output_tensors, select
 from tui_quantreport.engine.quantsim.outputs import prepared as prepared_outputs
 from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.plan_pass import simulate, swapped
-from tui_quantreport.engine.quantsim.probes import copy_batch
+from tui_quantreport.engine.quantsim.probes import MergedProbes, copy_batch
 from tui_quantreport.engine.quantsim.qparams import (
     QParams,
     activation_qparams,
@@ -285,6 +284,12 @@ class ErrorAnalysis:
         self._swaps: dict[tuple, list[tuple[nn.Module, Callable[..., Any]]]] = {}
         #: The last static input quantized in a plan pass (shared by the modules that read it).
         self._memo = _InputMemo()
+        #: Plan evaluations run the probes merged into one batch where :mod:`.merged_probes`'s rule holds
+        #: (False: always one probe at a time); ``merge_reason`` says why not, once checked.
+        self.merge_probes = True
+        self.merge_reason = ""
+        self._merge: tuple[MergedProbes | None] | None = None
+        self._segments = Segments()
         self._pass_seconds: float | None = None
         self._ranges_done = False
         self._local: dict[str, LocalMeasurement] | None = None
@@ -395,19 +400,31 @@ class ErrorAnalysis:
         """Every module's :class:`LocalMeasurement` (computed once, then kept)."""
         if self._local is not None and (self._local_advice or not advice):
             return self._local
+        # A module calibration saw never called has no range to measure: no range pass for it alone.
+        skipped = [t for t in self.targets.values() if t.range is None and self._uncalled_in_calibration(t)]
         need_ranges = any(t.range is None for t in self.targets.values()) and not self._ranges_done
-        range_pass = need_ranges or (advice and not self._advice_ranges)
-        passes = 2 if range_pass else 1
+        range_pass = (need_ranges and len(skipped) < sum(t.range is None for t in self.targets.values())) or (
+            advice and not self._advice_ranges
+        )
+        passes = [2 if range_pass else 1]
         step = [0]
 
         def tick(done: int, total: int | None) -> None:
             if progress is not None:
-                progress(step[0] + done, passes * len(self.probes))
+                progress(step[0] + done, passes[0] * len(self.probes))
 
         if range_pass:
             self._range_pass(tick, should_cancel, advice=advice)
             step[0] = len(self.probes)
-        self._local = measure_pass(self, tick, should_cancel, advice)
+        measured = measure_pass(self, tick, should_cancel, advice)
+        if not self._ranges_done and any(measured[t.fqn].calls for t in skipped):
+            # The check: one of them is called on the probes after all: its range is measured, then all again.
+            passes[0] += 2
+            step[0] += len(self.probes)
+            self._range_pass(tick, should_cancel, advice=advice)
+            step[0] += len(self.probes)
+            measured = measure_pass(self, tick, should_cancel, advice)
+        self._local = measured
         self._local_advice = advice
         return self._local
 
@@ -425,7 +442,12 @@ class ErrorAnalysis:
         return f"'{target.fqn}' was never called {when}"
 
     def _never_called(self, target: _Target) -> bool:
-        return target.range is None and target.range_source == "none" and self._ranges_done
+        uncalled = self._ranges_done or self._uncalled_in_calibration(target)
+        return target.range is None and target.range_source == "none" and uncalled
+
+    def _uncalled_in_calibration(self, target: _Target) -> bool:
+        """Whether calibration saw ``target``'s input never hold a value (its point counted 0 rows)."""
+        return self._given_rows.get(target.fqn) == 0 and target.fqn not in self._given_ranges
 
     # Plans.
 
@@ -538,7 +560,7 @@ class ErrorAnalysis:
         cached = self._plan_cache.get(key)
         if cached is not None:
             return cached
-        result = self._simulate(plan.quantized, should_cancel)
+        result = self._simulate(plan.quantized, should_cancel, merge=True)
         if len(self._plan_cache) > 256:
             self._plan_cache.pop(next(iter(self._plan_cache)))
             self._plan_outputs.pop(next(iter(self._plan_outputs)), None)
@@ -565,7 +587,7 @@ class ErrorAnalysis:
         result: dict[str, Sqnr] = {}
         for i, (fqn, scheme) in enumerate(quantized.items()):
             _check_cancel(should_cancel)
-            result[fqn] = self._simulate({fqn: scheme}, should_cancel)
+            result[fqn] = self._simulate({fqn: scheme}, should_cancel, merge=True)
             if progress is not None:
                 progress(i + 1, total)
         return result
@@ -607,13 +629,24 @@ class ErrorAnalysis:
         """Remember the fastest pass over the probes: the unit of every cost estimate."""
         self._pass_seconds = seconds if self._pass_seconds is None else min(self._pass_seconds, seconds)
 
-    def _simulate(self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
-        """The end-to-end SQNR under ``quantized`` (:func:`.plan_pass.simulate`)."""
-        return simulate(self, quantized, should_cancel)
+    def _simulate(
+        self, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None, merge: bool = False
+    ) -> Sqnr:
+        """The end-to-end SQNR under ``quantized``; ``merge``: the probes merged where :mod:`.merged_probes` allows."""
+        return simulate(self, quantized, should_cancel, merge)
 
     def _swapped(self, quantized: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
         """Each quantized module's forward replaced for the duration (:func:`.plan_pass.swapped`)."""
         return swapped(self, quantized)
+
+    def _merged_probes(self) -> MergedProbes | None:
+        """The probes merged into one batch for plan evaluation, or None (checked once: :func:`.merged_probes.merge_check`)."""
+        if not self.merge_probes:
+            return None
+        if self._merge is None:
+            merged, self.merge_reason = merge_check(self)
+            self._merge = (merged,)
+        return self._merge[0]
 
     def _outputs(self, output: Any) -> dict[str, torch.Tensor]:
         """The model output's floating-point tensors the end-to-end SQNR reads, by name."""

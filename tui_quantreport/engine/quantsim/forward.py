@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
+from tui_quantreport.engine.quantsim.merged_probes import Segments, per_segment
 from tui_quantreport.engine.quantsim.qparams import (
     FAST_FAKE_QUANT_MIN,
     fake_quantize_float32,
@@ -28,9 +30,10 @@ from tui_quantreport.engine.quantsim.schemes import (
 
 
 def _input_quantizer(
-    scheme, ctx: InputContext, grid: _Grids | None, memo: _InputMemo | None
+    scheme, ctx: InputContext, grid: _Grids | None, memo: _InputMemo | None, segments: Segments | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """How a simulated module quantizes its input under ``scheme`` (None: kept as it is, weight-only)."""
+    """How a simulated module quantizes its input under ``scheme`` (None: kept as it is, weight-only).
+    A dynamic input is quantized per probe segment while a merged batch runs (``segments``)."""
     fq = fake_quantize_float32
     fq_small = torch.fake_quantize_per_tensor_affine
     small = FAST_FAKE_QUANT_MIN
@@ -59,9 +62,12 @@ def _input_quantizer(
 
         quantize_input = quantize_static
     elif not scheme.facts.weight_only:  # weight-only keeps its input as it is
+        dynamic: Callable[[torch.Tensor], torch.Tensor] = partial(scheme.input, ctx=ctx)
+        if segments is not None and scheme.facts.activation != "static":
+            dynamic = per_segment(dynamic, segments)
 
         def quantize_other(x):
-            return scheme.input(x, ctx) if x.is_floating_point() else x
+            return dynamic(x) if x.is_floating_point() else x
 
         quantize_input = quantize_other
     return quantize_input
@@ -76,6 +82,7 @@ def _simulated_forward(
     out: StaticInput | None = None,
     grid: _Grids | None = None,
     memo: _InputMemo | None = None,
+    segments: Segments | None = None,
 ):
     """The module's forward under ``scheme``: its input and weight fake-quantized (and, for a
     static module whose output edge is not quantized downstream, its output, noted in
@@ -94,7 +101,7 @@ def _simulated_forward(
     small = FAST_FAKE_QUANT_MIN
     f32 = torch.float32
     tensor = torch.Tensor
-    quantize_input = _input_quantizer(scheme, ctx, grid, memo)
+    quantize_input = _input_quantizer(scheme, ctx, grid, memo, segments)
 
     if out is None:
 

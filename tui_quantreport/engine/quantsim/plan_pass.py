@@ -20,6 +20,7 @@ from tui_quantreport.engine.quantsim.forward import (
     _shared_qparams_forward,
     _simulated_forward,
 )
+from tui_quantreport.engine.quantsim.merged_probes import simulate_merged
 from tui_quantreport.engine.quantsim.outputs import OutputsSqnr, output_tensors
 from tui_quantreport.engine.quantsim.schemes import (
     SCHEMES,
@@ -74,7 +75,12 @@ def pt2e_int8(analysis: ErrorAnalysis, reader: str, quantized: Mapping[str, str]
     return found is not None and found in quantized and SCHEMES[quantized[found]].needs_range
 
 
-def simulate(analysis: ErrorAnalysis, quantized: Mapping[str, str], should_cancel: Callable[[], bool] | None) -> Sqnr:
+def simulate(
+    analysis: ErrorAnalysis,
+    quantized: Mapping[str, str],
+    should_cancel: Callable[[], bool] | None,
+    merge: bool = False,
+) -> Sqnr:
     """The end-to-end SQNR under ``quantized`` (every output combined, or ``output_key``'s);
     the SQNR of each output on its own is left in ``_last_outputs``."""
     analysis._last_outputs = {}
@@ -97,6 +103,13 @@ def simulate(analysis: ErrorAnalysis, quantized: Mapping[str, str], should_cance
     if not any(reference):
         return Sqnr.undefined("the model's output holds no floating-point tensor")
     prepared = analysis._prepared_reference(reference)
+    merged = analysis._merged_probes() if merge else None
+    if merged is not None:
+        with analysis._float_mode(), swapped(analysis, quantized):
+            together = simulate_merged(analysis, merged, prepared, should_cancel)
+        if together is not None:
+            analysis._last_outputs = together.results()
+            return together.result()
     acc = OutputsSqnr()
     memo = analysis._memo
     try:
@@ -165,7 +178,7 @@ def plan_forwards(analysis: ErrorAnalysis, quantized: Mapping[str, str]) -> list
             ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max, analysis.per_token_min_ndim)
             wq = analysis.quantized_weight(fqn, scheme)
             forward = analysis._forwards[key] = _simulated_forward(
-                target.module, target.kind, scheme, ctx, wq, out, grid, analysis._memo
+                target.module, target.kind, scheme, ctx, wq, out, grid, analysis._memo, analysis._segments
             )
         swaps.append((target.module, forward))
     return swaps

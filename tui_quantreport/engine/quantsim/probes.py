@@ -90,3 +90,105 @@ MUTATION_NOTE = (
     "the model changes its input in place (the first calibration batch differed after its forward): "
     "the error is measured on copies of the probe batches taken before the model saw them"
 )
+
+
+class MergedProbes:
+    """The probe batches laid end to end on dim 0 (:func:`merge_probes`): ``batch`` holds probe i's
+    rows at ``sizes[i]`` after those of the probes before it."""
+
+    __slots__ = ("batch", "sizes")
+
+    def __init__(self, batch: Any, sizes: tuple[int, ...]):
+        self.batch = batch
+        self.sizes = sizes
+
+
+class _NotMergeable(Exception):
+    pass
+
+
+def merge_probes(probes: list[Any]) -> MergedProbes | None:
+    """The probes as one batch, or None where the fixed rule does not hold.
+
+    The rule: two probes or more, each one a tensor or a tuple, list or dict of them (nested
+    alike), every tensor of a probe with the same size on dim 0 (its batch size, at least 1), and
+    the tensors at one place of the structure alike in every probe (dtype, device, trailing
+    shape); anything else in a batch (None, a number, a string) equal in every probe. Whether the
+    model treats the rows independently is not decided here: see :mod:`.merged_probes`.
+    """
+    if len(probes) < 2:
+        return None
+    sizes = []
+    for probe in probes:
+        size = _batch_size(probe)
+        if size is None:
+            return None
+        sizes.append(size)
+    try:
+        batch = _cat(list(probes))
+    except _NotMergeable:
+        return None
+    return MergedProbes(batch, tuple(sizes))
+
+
+def _batch_size(batch: Any) -> int | None:
+    import torch
+
+    found: set[int] = set()
+
+    def walk(b: Any) -> None:
+        if isinstance(b, torch.Tensor):
+            found.add(b.shape[0] if b.dim() else 0)
+        elif isinstance(b, dict):
+            for v in b.values():
+                walk(v)
+        elif isinstance(b, (tuple, list)) and type(b) in (tuple, list):
+            for v in b:
+                walk(v)
+
+    walk(batch)
+    if len(found) != 1:
+        return None
+    size = found.pop()
+    return size if size > 0 else None
+
+
+def _cat(items: list[Any]) -> Any:
+    import torch
+
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        for t in items:
+            if (
+                not isinstance(t, torch.Tensor)
+                or type(t) is not torch.Tensor
+                or t.layout != torch.strided
+                or t.dtype != first.dtype
+                or t.device != first.device
+                or t.shape[1:] != first.shape[1:]
+            ):
+                raise _NotMergeable
+        return torch.cat([t.detach() for t in items])
+    if isinstance(first, dict) and type(first) is dict:
+        if any(type(d) is not dict or list(d) != list(first) for d in items):
+            raise _NotMergeable
+        return {k: _cat([d[k] for d in items]) for k in first}
+    if isinstance(first, (tuple, list)) and type(first) in (tuple, list):
+        if any(type(b) is not type(first) or len(b) != len(first) for b in items):
+            raise _NotMergeable
+        return type(first)(_cat([b[i] for b in items]) for i in range(len(first)))
+    for other in items[1:]:
+        try:
+            same = type(other) is type(first) and bool(other == first)
+        except Exception:  # noqa: BLE001 - an object that cannot say it equals another: not merged
+            same = False
+        if not same:
+            raise _NotMergeable
+    return first
+
+
+def split_rows(tensor: Any, sizes: tuple[int, ...]) -> list[Any] | None:
+    """``tensor`` cut back into the probes' pieces on dim 0, or None when its dim 0 is not theirs."""
+    if tensor.dim() == 0 or tensor.shape[0] != sum(sizes):
+        return None
+    return list(tensor.split(list(sizes)))

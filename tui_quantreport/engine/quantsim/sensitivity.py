@@ -50,7 +50,7 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     _one_line,
     _restore_forwards,
 )
-from tui_quantreport.engine.quantsim.merged import MergeError, batch_rows, merge, merged_pass, refused
+from tui_quantreport.engine.quantsim.merged_sensitivity import MergeError, batch_rows, merge, merged_pass, refused
 from tui_quantreport.engine.quantsim.outputs import OutputsSqnr
 from tui_quantreport.engine.quantsim.sqnr import Sqnr
 from tui_quantreport.engine.session import first_tensor
@@ -377,7 +377,7 @@ class Item:
 class Sensitivity:
     """End-to-end SQNR with only one unit quantized, per (unit, scheme); cached, merged passes by default.
 
-    A unit's schemes and the probe batches run as one merged pass (:mod:`.merged`) from the cached
+    A unit's schemes and the probe batches run as one merged pass (:mod:`.merged_sensitivity`) from the cached
     float activations on; ``merge=False`` (or a merged pass that failed or differed from the full
     pass: ``merge_fallback`` says why) runs one pass per item. ``results`` keeps every measured item
     across calls (a cancelled run keeps what it measured).
