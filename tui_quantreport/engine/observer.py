@@ -97,6 +97,8 @@ class _Observer:
         self._general = True
         self._plan: _Plan | None = None
         self._banks: dict[tuple, Bank] = {}
+        #: While a merged forward runs (see :mod:`.merged_batches`): its calls, observed later.
+        self.recording: list[tuple[Point, torch.Tensor | None, int]] | None = None
 
     @property
     def deferring(self) -> bool:
@@ -162,6 +164,10 @@ class _Observer:
         self.tracker.end_discovery()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
+        recording = self.recording
+        if recording is not None:  # a merged forward: the calls are folded in per batch afterwards
+            recording.append((point, tensor, tensor._version if tensor is not None else 0))
+            return
         steady = self._steady.get(point)
         if (
             steady is not None
