@@ -54,6 +54,7 @@ def _both(monkeypatch, model, batches, **kwargs):
     [("drifting_mlp", 12), ("convnet_per_tensor", 11), ("large_generated", 3), ("tiny_transformer", 11)],
 )
 def test_merged_batches_give_the_stats_of_one_batch_at_a_time(monkeypatch, sample, count):
+    monkeypatch.setattr(mb, "MERGED_TENSOR_BYTES", 1 << 30)  # merge whatever the tensors' size
     module = importlib.import_module(f"sample_models.{sample}")
     torch.manual_seed(0)
     model = module.build_model().eval()
@@ -182,3 +183,31 @@ def test_no_merging_where_a_batch_must_not_run_twice(monkeypatch):
     session = Session(model)
     session.calibrate(batches, Settings.build(), rerun_failures=False)
     assert session.merged_batches == 0
+
+
+def test_big_tensors_are_not_merged_and_a_passed_check_is_remembered(monkeypatch):
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8)).eval()
+    big = [torch.randn(512, 64) for _ in range(4)]  # 128 KiB observed tensors: per-op cost is not the bound
+    session = Session(model)
+    session.calibrate(big, Settings.build())
+    assert session.merged_batches == 0
+    small = [torch.randn(4, 64) for _ in range(5)]
+    calls = []
+    real = Session._record
+
+    def spy(self, observer, batch):
+        calls.append(batch.shape[0])
+        return real(self, observer, batch)
+
+    monkeypatch.setattr(Session, "_record", spy)
+    settings = Settings.build()
+    session.calibrate(small, settings)
+    assert session.merged_batches == 4
+    assert calls == [4, 16]  # the check: batch 2 alone, then batches 2-5 as one
+    calls.clear()
+    again = session.calibrate(small, settings)
+    assert calls == [16]  # the check passed before: batches 2-5 as one, no batch alone
+    with monkeypatch.context() as m:
+        m.setenv(mb.ENV, "0")
+        _assert_identical(Session(model).calibrate(small, settings), again)

@@ -19,9 +19,12 @@ batch-major. The rule, fixed and checked, never timed:
 - in every group, each observed tensor must have the group's rows on dim 0 and must not have
   been modified in place after it was observed, else that group is run again batch by batch
   and merging stops;
-- a group holds at most :data:`MAX_MERGED` batches and its observed tensors at most
-  :data:`MEMORY_CAP` bytes (from the first batch's size: the recording keeps them alive until
-  the group is folded in);
+- a group holds at most :data:`MAX_MERGED` batches, its observed tensors at most
+  :data:`MEMORY_CAP` bytes (the recording keeps them alive until the group is folded in) and
+  :data:`MERGED_TENSOR_BYTES` on average (merging pays for small tensors only), all from the
+  first batch's sizes;
+- a session remembers a check that passed, for calibrations whose first batch looks alike
+  (shapes, dtypes) with the same observed points; a group that breaks the rule forgets it;
 - a merged forward the model rejects is run again batch by batch (which names the batch).
 
 ``TUI_QUANTREPORT_MERGE_BATCHES=0`` turns it off.
@@ -42,6 +45,11 @@ MAX_MERGED = 8
 
 #: The observed tensors of one merged forward (kept until the group is folded in) stay under this.
 MEMORY_CAP = 256 << 20
+
+#: Merged tensors stay at most this big on average: merging pays where a forward costs Python's
+#: per-op time (small tensors), not where it costs the arithmetic (the size at which the observer
+#: stops holding tensors to reduce them in groups: 16,384 float32 values).
+MERGED_TENSOR_BYTES = 64 << 10
 
 ENV = "TUI_QUANTREPORT_MERGE_BATCHES"
 
@@ -91,23 +99,14 @@ def concat(batches: list[Any]) -> Any:
     return first
 
 
-def recorded_bytes(calls: list[Call]) -> int:
-    """What the distinct tensors of a recording hold."""
-    seen: set[int] = set()
-    total = 0
-    for _, tensor, _ in calls:
-        if tensor is not None and id(tensor) not in seen:
-            seen.add(id(tensor))
-            total += tensor.numel() * tensor.element_size()
-    return total
-
-
-def group_size(alone_bytes: int) -> int:
-    """How many batches run as one: :data:`MAX_MERGED`, fewer where their observed tensors would
-    pass :data:`MEMORY_CAP` (from one batch's)."""
-    if alone_bytes <= 0:
+def group_size(sizes: dict[int, int]) -> int:
+    """How many batches run as one, from one batch's observed tensors (``sizes``: bytes by tensor
+    id): :data:`MAX_MERGED`, fewer where the group's observed tensors would pass
+    :data:`MEMORY_CAP` in all or :data:`MERGED_TENSOR_BYTES` on average (1: no merging)."""
+    total, count = sum(sizes.values()), len(sizes)
+    if total <= 0 or count == 0:
         return MAX_MERGED
-    return max(1, min(MAX_MERGED, MEMORY_CAP // alone_bytes))
+    return max(1, min(MAX_MERGED, MEMORY_CAP // total, MERGED_TENSOR_BYTES * count // total))
 
 
 def split(calls: list[Call], count: int, rows: int) -> list[list[tuple[Point, torch.Tensor | None]]] | None:

@@ -84,6 +84,8 @@ class Session:
         self._layouts: _Layouts | None = None
         #: How many batches the last calibration folded in from merged forwards (see merged_batches).
         self.merged_batches = 0
+        #: A merge check that passed: (a batch's signature, the plan).
+        self._merge_known: tuple[Any, Mapping[Point, PointRequest]] | None = None
 
     def calibrate(
         self,
@@ -188,7 +190,9 @@ class Session:
                     observer._layout_order = list(memory.layouts)  # type: ignore[union-attr]
                 # Batches after the first may run several as one forward (see merged_batches):
                 # never where a batch must not run twice (rerun_failures off: side effects).
-                merge = _Merge(should_cancel) if rerun_failures and merged_batches.enabled() else None
+                merge = _Merge(should_cancel, plan) if rerun_failures and merged_batches.enabled() else None
+                if merge is not None:
+                    observer.sizes = {}
 
                 def tick() -> None:
                     nonlocal done
@@ -269,12 +273,21 @@ class Session:
         """Calibrate ``batch`` and the batches after it (as many as the group takes, at most
         ``room``) as one forward, folded in batch by batch; where the rules of
         :mod:`.merged_batches` do not hold, batch by batch as usual (and merging stops)."""
-        if merge.size is None:  # the first group: its size from one batch's observed bytes
-            alone = self._record(observer, batch)
-            merge.size = merged_batches.group_size(merged_batches.recorded_bytes(alone)) if alone else 1
-            merge.alone = alone
-        group = [batch]
         signature = _signature(batch)
+        if merge.size is None:  # the first group: its size from the first batch's observed tensors
+            merge.size = merged_batches.group_size(observer.sizes or {})
+            observer.sizes = None
+            known = self._merge_known
+            if merge.size > 1 and known is not None and known[0] == signature and known[1] is merge.plan:
+                merge.checked = True  # checked by an earlier calibration
+            elif merge.size > 1:
+                merge.alone = self._record(observer, batch)
+        if merge.size < 2:  # small groups do not pay: one batch at a time
+            merge.off = True
+            self._calibrate_batch(observer, batch, index, True, None, {})
+            tick()
+            return
+        group = [batch]
         while len(group) < merge.size and (room is None or len(group) < room):
             more = next(iterator, _END)
             if more is _END:
@@ -284,8 +297,12 @@ class Session:
                 break
             group.append(more)
         shares = self._merged_shares(observer, merge, group)
+        if shares is not None and signature is not None:
+            self._merge_known = (signature, merge.plan)
         if shares is None:
             merge.off = True
+            if len(group) > 1:
+                self._merge_known = None
             for i, item in enumerate(group):
                 if i and merge.should_cancel is not None and merge.should_cancel():
                     raise CalibrationCancelled()
@@ -549,8 +566,10 @@ class _Merge:
     """Merged batches during one calibration: the group size (decided at the first group),
     whether the first group's check passed, whether merging stopped, batches folded so far."""
 
-    def __init__(self, should_cancel: Callable[[], bool] | None) -> None:
+    def __init__(self, should_cancel: Callable[[], bool] | None, plan: Mapping[Point, PointRequest]) -> None:
         self.should_cancel = should_cancel
+        #: The observation plan (kept by the session between calibrations with equal settings).
+        self.plan = plan
         self.size: int | None = None
         self.alone: list[merged_batches.Call] | None = None
         self.checked = False
