@@ -78,6 +78,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".observer": "calibration",
     ENGINE + ".instrument": "calibration",
     ENGINE + ".graph_calibration": "calibration",
+    ENGINE + ".merged_batches": "calibration",
     ENGINE + ".observe": "calibration",
     ENGINE + ".layout": "calibration",
     ENGINE + ".distributed": "calibration",
