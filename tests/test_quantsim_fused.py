@@ -220,3 +220,14 @@ def test_measured_error_is_the_same_with_and_without_the_fused_kernels(monkeypat
     monkeypatch.setattr(qparams, "_FUSED", False)
     monkeypatch.setattr(sqnr, "_FUSED", False)
     assert measure() == fused_run
+
+
+def test_the_register_kernel_equals_the_general_lane_kernel():
+    k = fused.kernels()
+    torch.manual_seed(7)
+    for n in (1, 5, 4099):
+        rows = torch.randn(3, n)
+        a, b = torch.empty(3, dtype=torch.float64), torch.empty(3, dtype=torch.float64)
+        k.norm_rows4(rows.numpy(), a.numpy())
+        k.norm_rows(rows.numpy(), b.numpy(), 4)
+        assert _same64(a, b)

@@ -129,7 +129,10 @@ def _norm_lanes() -> int | None:
 
 def _norm(k: Any, rows: torch.Tensor, lanes: int) -> torch.Tensor:
     out = torch.empty(rows.shape[0], dtype=torch.float64)
-    k.norm_rows(rows.numpy(), out.numpy(), lanes)
+    if lanes == 4:  # the common case (AVX2), its sums in registers
+        k.norm_rows4(rows.numpy(), out.numpy())
+    else:
+        k.norm_rows(rows.numpy(), out.numpy(), lanes)
     return out
 
 
