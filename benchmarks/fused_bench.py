@@ -130,8 +130,9 @@ def main() -> None:
             f"shared with other work. Date: {date}. Medians of {ROUNDS} alternated rounds, ns per element "
             "(lower is better); the machine's load moves them by 2x and more. Every kernel is held bit for "
             "bit to the torch path it replaces by "
-            "`tests/test_quantsim_fused.py`; the simulation takes it from "
-            f"{fused.MIN_NUMEL:,} elements on (below, torch's own kernel).",
+            "`tests/test_quantsim_fused.py`; the simulation takes the per-tensor kernel from "
+            f"{fused.MIN_NUMEL:,} elements on (below, torch's own kernel), the per-token one from "
+            f"{fused.ROWS_MIN_NUMEL:,}.",
             "",
             *lines,
             "",

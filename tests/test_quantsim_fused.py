@@ -52,9 +52,9 @@ def _nasty(n: int, scale: float) -> torch.Tensor:
     return x
 
 
-def test_the_fused_path_is_on_with_numba_and_starts_at_its_size():
-    assert fused.ENABLED
-    assert qparams.FAST_FAKE_QUANT_MIN == fused.MIN_NUMEL
+def test_the_fused_path_is_on_with_numba_and_starts_where_the_torch_ops_did():
+    assert fused.ENABLED and qparams._FUSED
+    assert qparams.FAST_FAKE_QUANT_MIN == fused.MIN_NUMEL == 2048
 
 
 @pytest.mark.parametrize("qmin,qmax", [(0, 127), (0, 255), (-128, 127)])

@@ -8,8 +8,9 @@ installed, :mod:`._kernel_numba` does the same float32 operations in one pass, t
 
 Which path runs is decided once per process (:data:`ENABLED`, from the environment and whether
 numba is importable, without importing it); the kernels are compiled, or loaded from numba's
-disk cache, on first use. Only tensors of at least :data:`MIN_NUMEL` elements take them: below
-that, torch's own fake-quantize kernel is cheaper than a call into numba.
+disk cache, on first use. Only tensors of at least :data:`MIN_NUMEL` (per tensor) or
+:data:`ROWS_MIN_NUMEL` (per token) elements take them: below, torch's own ops are cheaper than
+a call into numba.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from tui_quantreport.engine.quantsim import _kernel_numba
 #: "auto" (the kernels where numba is installed) or "torch" (never).
 ENV = "TUI_QUANTREPORT_FAKE_QUANT"
 
-#: Tensors at least this big take the fused kernels (below, one torch op costs less than the call).
-MIN_NUMEL = 1024
+#: Per-tensor fake quantization takes the fused kernel from this many elements (measured,
+#: ``benchmarks/fused_bench.py``: at 1,024 torch's own fake-quantize kernel is still faster, from
+#: 4,096 the fused kernel is; the four torch ops it replaces start at the same size).
+MIN_NUMEL = 2048
+
+#: Per-token dynamic quantization takes the fused kernel from this many elements (it replaces a
+#: row reduction and a dozen ops: 10x at 16 rows of 64).
+ROWS_MIN_NUMEL = 1024
 
 
 def _enabled() -> bool:
