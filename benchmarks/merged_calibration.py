@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Medians of {args.repeats} alternated rounds after a warm-up; ratio: ours / plain forward. "
             "Merging: after the first batch, up to 8 batches run as one forward and are folded in batch by "
             "batch (`engine/merged_batches.py`); 'same stats': every tensor of the two calibrations' stats "
-            "bit for bit.",
+            "bit for bit. Where no batch was folded from a merged forward, both columns run the same code: "
+            "their difference is this run's noise.",
             "",
             *lines,
             "",
