@@ -211,3 +211,14 @@ def test_big_tensors_are_not_merged_and_a_passed_check_is_remembered(monkeypatch
     with monkeypatch.context() as m:
         m.setenv(mb.ENV, "0")
         _assert_identical(Session(model).calibrate(small, settings), again)
+
+
+def test_no_merging_in_a_model_with_torch_ao_fake_quantize_modules(monkeypatch):
+    from torch.ao.quantization import FakeQuantize
+
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(6, 8), FakeQuantize(), nn.Linear(8, 3)).eval()
+    batches = [torch.randn(4, 6) * (i + 1) for i in range(6)]
+    alone, merged, folded = _both(monkeypatch, model, batches)
+    assert folded == 0
+    _assert_identical(alone, merged)

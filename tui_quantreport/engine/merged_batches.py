@@ -27,6 +27,8 @@ batch-major. The rule, fixed and checked, never timed:
   (shapes, dtypes) with the same observed points; a group that breaks the rule forgets it;
 - a merged forward the model rejects is run again batch by batch (which names the batch).
 
+Never where a batch must not run twice (``--no-rerun``), nor in a model holding ``torch.ao``
+fake-quantize modules (their output moves with their observers' state, forward after forward).
 ``TUI_QUANTREPORT_MERGE_BATCHES=0`` turns it off.
 """
 

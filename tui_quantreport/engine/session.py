@@ -86,6 +86,8 @@ class Session:
         self.merged_batches = 0
         #: A merge check that passed: (a batch's signature, the plan).
         self._merge_known: tuple[Any, Mapping[Point, PointRequest]] | None = None
+        #: Whether the model holds torch.ao fake-quantize modules (then no merging).
+        self._helpers: bool | None = None
 
     def calibrate(
         self,
@@ -190,7 +192,7 @@ class Session:
                     observer._layout_order = list(memory.layouts)  # type: ignore[union-attr]
                 # Batches after the first may run several as one forward (see merged_batches):
                 # never where a batch must not run twice (rerun_failures off: side effects).
-                merge = _Merge(should_cancel, plan) if rerun_failures and merged_batches.enabled() else None
+                merge = _Merge(should_cancel, plan) if self._may_merge(rerun_failures) else None
                 if merge is not None:
                     observer.sizes = {}
 
@@ -259,6 +261,20 @@ class Session:
                 self._run_batch(observer, batch, index, rerun_failures)
             finally:
                 observer.end_rerun()
+
+    def _may_merge(self, rerun_failures: bool) -> bool:
+        """Whether this calibration may merge batches: not where a batch must not run twice
+        (``rerun_failures`` off: side effects), nor in a model holding torch.ao fake-quantize
+        modules (their observers' state moves with every forward, and their output with it: a
+        merged forward would quantize its batches with other parameters; a plain observer
+        returns its input, and the calibration restores its state), nor when turned off."""
+        if not rerun_failures or not merged_batches.enabled():
+            return False
+        if self._helpers is None:
+            self._helpers = any(
+                any(c.__name__ == "FakeQuantizeBase" for c in type(m).__mro__) for m in (self._modules or {}).values()
+            )
+        return not self._helpers
 
     def _calibrate_merged(
         self,
