@@ -12,10 +12,10 @@ batch-major. The rule, fixed and checked, never timed:
 
 - every batch of a group has the same structure, shapes and dtypes, every tensor in it has the
   batch on dim 0 (the same size), and nothing else differs;
-- once, the first merged group's first batch is also run alone: every observed call must match
-  its share of the merged forward (same points in the same order, the same tensors shared
-  between points, the same dtype, shape, strides and bits), else merging stops for the
-  calibration;
+- once per batch shape, the first merged group's first batch is also run alone: every observed
+  call must match its share of the merged forward (same points in the same order, the same
+  tensors shared between points, the same dtype, shape, strides and bits), else merging stops
+  for the calibration;
 - in every group, each observed tensor must have the group's rows on dim 0 and must not have
   been modified in place after it was observed, else that group is run again batch by batch
   and merging stops;

@@ -294,17 +294,12 @@ class Session:
             merge.size = merged_batches.group_size(observer.sizes or {})
             observer.sizes = None
             known = self._merge_known
-            if merge.size > 1 and known is not None and known[0] == signature and known[1] is merge.plan:
-                merge.checked = True  # checked by an earlier calibration
-            elif merge.size > 1:
-                merge.alone = self._record(observer, batch)
+            if known is not None and known[0] == signature and known[1] is merge.plan:
+                merge.checked = signature  # checked by an earlier calibration
         if merge.size < 2:  # small groups do not pay: one batch at a time
             merge.off = True
-            self._calibrate_batch(observer, batch, index, True, None, {})
-            tick()
-            return
         group = [batch]
-        while len(group) < merge.size and (room is None or len(group) < room):
+        while not merge.off and len(group) < merge.size and (room is None or len(group) < room):
             more = next(iterator, _END)
             if more is _END:
                 break
@@ -312,12 +307,10 @@ class Session:
                 merge.pending = more
                 break
             group.append(more)
-        shares = self._merged_shares(observer, merge, group)
-        if shares is not None and signature is not None:
-            self._merge_known = (signature, merge.plan)
+        shares = self._merged_shares(observer, merge, group, signature) if len(group) > 1 else None
         if shares is None:
-            merge.off = True
-            if len(group) > 1:
+            if len(group) > 1:  # the group broke the rule: one batch at a time from now on
+                merge.off = True
                 self._merge_known = None
             for i, item in enumerate(group):
                 if i and merge.should_cancel is not None and merge.should_cancel():
@@ -325,6 +318,8 @@ class Session:
                 self._calibrate_batch(observer, item, index + i, True, None, {})
                 tick()
             return
+        if signature is not None:
+            self._merge_known = (signature, merge.plan)
         for i, (item, share) in enumerate(zip(group, shares)):
             if i and merge.should_cancel is not None and merge.should_cancel():
                 raise CalibrationCancelled()
@@ -333,25 +328,27 @@ class Session:
             tick()
 
     def _merged_shares(
-        self, observer: _Observer, merge: _Merge, group: list[Any]
+        self, observer: _Observer, merge: _Merge, group: list[Any], signature: Any
     ) -> list[list[tuple[Point, torch.Tensor | None]]] | None:
         """Each batch's share of the group's merged forward, or None where the group may not merge."""
-        alone, merge.alone = merge.alone, None
-        if len(group) < 2:
-            return None
         rows = merged_batches.batch_rows(group[0])
-        if rows is None or _signature(group[0]) is None:
+        if not rows or signature is None:
             return None
+        alone = None
+        if merge.checked != signature:  # once per batch shape: the first batch alone, to compare
+            alone = self._record(observer, group[0])
+            if alone is None:
+                return None
         calls = self._record(observer, merged_batches.concat(group))
         if calls is None:
             return None
         shares = merged_batches.split(calls, len(group), rows)
         if shares is None:
             return None
-        if not merge.checked:  # once: the first batch alone makes the calls its share shows
-            if alone is None or not merged_batches.same_calls(alone, shares[0]):
+        if alone is not None:
+            if not merged_batches.same_calls(alone, shares[0]):
                 return None
-            merge.checked = True
+            merge.checked = signature
         return shares
 
     def _record(self, observer: _Observer, batch: Any) -> list[merged_batches.Call] | None:
@@ -587,8 +584,8 @@ class _Merge:
         #: The observation plan (kept by the session between calibrations with equal settings).
         self.plan = plan
         self.size: int | None = None
-        self.alone: list[merged_batches.Call] | None = None
-        self.checked = False
+        #: The batch signature the first-batch-alone check passed for (None: not checked yet).
+        self.checked: Any = None
         self.off = False
         self.folded = 0
         #: A batch pulled to end a group (another shape): the next one to calibrate.
