@@ -183,13 +183,7 @@ class Session:
                 known = memory is not None and memory.fits(signature, plan)
                 detach = self._attach(observer, plan, discover=not known)
                 if known:
-                    observer.tracker.decisions.update(memory.decisions)  # type: ignore[union-attr]
-                    observer.end_discovery()
-                    # The points its first batch held take the steady path from the first call (their
-                    # layout is recorded on that call, as the general path would record it).
-                    observer._steady.update(memory.steady)  # type: ignore[union-attr]
-                    observer._kept_layouts = dict(memory.layouts)  # type: ignore[union-attr]
-                    observer._layout_order = list(memory.layouts)  # type: ignore[union-attr]
+                    _reuse_layouts(observer, memory)  # type: ignore[arg-type]
                 # Batches after the first may run several as one forward (see merged_batches):
                 # never where a batch must not run twice (rerun_failures off: side effects).
                 merge = _Merge(should_cancel, plan) if self._may_merge(rerun_failures) else None
@@ -595,3 +589,14 @@ class _Merge:
         """The next batch: the one that ended the last group, else the iterator's next."""
         batch, self.pending = self.pending, _END
         return next(iterator, _END) if batch is _END else batch
+
+
+def _reuse_layouts(observer: _Observer, memory: _Layouts) -> None:
+    """Start ``observer`` with the layouts an earlier calibration learned (no discovery pass)."""
+    observer.tracker.decisions.update(memory.decisions)
+    observer.end_discovery()
+    # The points its first batch held take the steady path from the first call (their
+    # layout is recorded on that call, as the general path would record it).
+    observer._steady.update(memory.steady)
+    observer._kept_layouts = dict(memory.layouts)
+    observer._layout_order = list(memory.layouts)
