@@ -52,9 +52,9 @@ def _nasty(n: int, scale: float) -> torch.Tensor:
     return x
 
 
-def test_the_fused_path_is_on_with_numba_and_starts_at_its_size():
-    assert fused.ENABLED
-    assert qparams.FAST_FAKE_QUANT_MIN == fused.MIN_NUMEL
+def test_the_fused_path_is_on_with_numba_and_starts_where_the_torch_ops_did():
+    assert fused.ENABLED and qparams._FUSED
+    assert qparams.FAST_FAKE_QUANT_MIN == fused.MIN_NUMEL == 2048
 
 
 @pytest.mark.parametrize("qmin,qmax", [(0, 127), (0, 255), (-128, 127)])
@@ -157,3 +157,77 @@ def test_per_row_kernel_on_strided_and_tiny_rows(torch_path):
         fake_quantize_dynamic(flat, 0, 255, per_token=True),
         torch_path(fake_quantize_dynamic, flat, 0, 255, per_token=True),
     )
+
+
+def test_float64_norm_without_a_copy_equals_torch_bit_for_bit():
+    from tui_quantreport.engine.quantsim import sqnr
+
+    assert fused._norm_lanes() is not None  # this machine's torch order was found
+    torch.manual_seed(6)
+    scratch = sqnr.Scratch()
+    for n in (1, 3, 4, 5, 1023, 40000, 131077):
+        x = torch.randn(n) * 10.0 ** float(torch.randn(()))
+        expected = torch.linalg.vector_norm(x, dtype=torch.float64)
+        assert _same64(fused.norm64(x), expected)
+        rows = torch.randn(6, n) * 3
+        assert _same64(fused.norm64(rows, 1), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64))
+        assert _same64(fused.norm64(rows, -1), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64))
+        if rows.numel() >= scratch.MIN_ELEMENTS:
+            assert _same64(scratch.vector_norm64(rows, 1), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64))
+    special = torch.randn(4, 3000)
+    special[1, 7], special[2, 9], special[3, 11] = math.nan, math.inf, -math.inf
+    special[0, :100] = -0.0
+    ours, theirs = fused.norm64(special, 1), torch.linalg.vector_norm(special, dim=1, dtype=torch.float64)
+    assert _same64(ours, theirs)
+    assert torch.isnan(ours[1]) and ours[2] == math.inf and ours[3] == math.inf
+    huge = torch.full((5000,), 3e38)  # squares beyond float32, not float64
+    assert _same64(fused.norm64(huge), torch.linalg.vector_norm(huge, dtype=torch.float64))
+
+
+def test_float64_norm_declines_what_it_does_not_read():
+    x = torch.randn(64, 96)
+    assert fused.norm64(x.t(), 1) is None  # not contiguous
+    assert fused.norm64(x, 0) is None  # not the last axis
+    assert fused.norm64(torch.randn(4, 5, 6), 1) is None
+    assert fused.norm64(x.half()) is None and fused.norm64(x.bfloat16()) is None and fused.norm64(x.double()) is None
+    assert fused.norm64(torch.empty(0)) is None
+
+
+def _same64(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.dtype == b.dtype == torch.float64
+        and a.shape == b.shape
+        and torch.equal(a.view(torch.int64), b.view(torch.int64))
+    )
+
+
+@pytest.mark.parametrize("sample", ["showcase", "tiny_transformer"])
+def test_measured_error_is_the_same_with_and_without_the_fused_kernels(monkeypatch, sample):
+    """End to end: every local measurement (all schemes, advice included) the same, fused or not."""
+    from tui_quantreport.engine import Session, Settings, load_model, open_batches
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder, sqnr
+
+    loaded = load_model(sample)
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), 2)
+    stats = session.calibrate(recorder, Settings.build())
+
+    def measure():
+        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
+        return analysis.local_measurements(advice=True)
+
+    fused_run = measure()
+    monkeypatch.setattr(qparams, "_FUSED", False)
+    monkeypatch.setattr(sqnr, "_FUSED", False)
+    assert measure() == fused_run
+
+
+def test_the_register_kernel_equals_the_general_lane_kernel():
+    k = fused.kernels()
+    torch.manual_seed(7)
+    for n in (1, 5, 4099):
+        rows = torch.randn(3, n)
+        a, b = torch.empty(3, dtype=torch.float64), torch.empty(3, dtype=torch.float64)
+        k.norm_rows4(rows.numpy(), a.numpy())
+        k.norm_rows(rows.numpy(), b.numpy(), 4)
+        assert _same64(a, b)

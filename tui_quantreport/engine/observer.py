@@ -97,6 +97,10 @@ class _Observer:
         self._general = True
         self._plan: _Plan | None = None
         self._banks: dict[tuple, Bank] = {}
+        #: While a merged forward runs (see :mod:`.merged_batches`): its calls, observed later.
+        self.recording: list[tuple[Point, torch.Tensor | None, int]] | None = None
+        #: While the first batch runs, where merging may follow: its observed tensors' bytes by id.
+        self.sizes: dict[int, int] | None = None
 
     @property
     def deferring(self) -> bool:
@@ -162,6 +166,8 @@ class _Observer:
         self.tracker.end_discovery()
 
     def observe(self, point: Point, tensor: torch.Tensor | None) -> None:
+        if (self.recording is not None or self.sizes is not None) and self._tap(point, tensor):
+            return
         steady = self._steady.get(point)
         if (
             steady is not None
@@ -213,6 +219,18 @@ class _Observer:
             self._pending.append((point, tensor.detach().clone(), tensor))
             return
         self._record(point, tensor, shape, decision)
+
+    def _tap(self, point: Point, tensor: torch.Tensor | None) -> bool:
+        """For merged batches (see :mod:`.merged_batches`): during a merged forward, record the call
+        (True: nothing else to do, it is folded in per batch afterwards); during the first batch,
+        note the tensor's bytes (False: observed as usual)."""
+        recording = self.recording
+        if recording is not None:
+            recording.append((point, tensor, tensor._version if tensor is not None else 0))
+            return True
+        if self.sizes is not None and tensor is not None:
+            self.sizes[id(tensor)] = tensor.numel() * tensor.element_size()
+        return False
 
     def _count(self, point: Point, shape: tuple[int, ...]) -> None:
         """A call without per-channel values."""

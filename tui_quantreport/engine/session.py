@@ -13,13 +13,14 @@ from __future__ import annotations
 import copy as copying
 import gc
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from tui_quantreport.engine import merged_batches
 from tui_quantreport.engine.batches import ObserverFault, batch_count, call_batch
 from tui_quantreport.engine.batches import first_tensor as first_tensor  # re-exported: callers import it from here
 from tui_quantreport.engine.errors import CalibrationCancelled, CalibrationError, exit_call
@@ -79,6 +80,12 @@ class Session:
         self._plan: tuple[Settings, dict[Point, PointRequest]] | None = None
         #: The channel-axis decisions of the last calibration that discovered them, and what they fit.
         self._layouts: _Layouts | None = None
+        #: How many batches the last calibration folded in from merged forwards (see merged_batches).
+        self.merged_batches = 0
+        #: A merge check that passed: (a batch's signature, the plan).
+        self._merge_known: tuple[Any, Mapping[Point, PointRequest]] | None = None
+        #: Whether the model holds torch.ao fake-quantize modules (then no merging).
+        self._helpers: bool | None = None
 
     def calibrate(
         self,
@@ -160,6 +167,7 @@ class Session:
         restore = _freeze_model_state(self.model, list(self._modules.values()))
         detach: Callable[[], None] = _nothing
         done = 0
+        merge: _Merge | None = None
         try:
             _eval(self.model)
             with torch.no_grad():
@@ -173,31 +181,40 @@ class Session:
                 known = memory is not None and memory.fits(signature, plan)
                 detach = self._attach(observer, plan, discover=not known)
                 if known:
-                    observer.tracker.decisions.update(memory.decisions)  # type: ignore[union-attr]
-                    observer.end_discovery()
-                    # The points its first batch held take the steady path from the first call (their
-                    # layout is recorded on that call, as the general path would record it).
-                    observer._steady.update(memory.steady)  # type: ignore[union-attr]
-                    observer._kept_layouts = dict(memory.layouts)  # type: ignore[union-attr]
-                    observer._layout_order = list(memory.layouts)  # type: ignore[union-attr]
-                while max_batches is None or done < max_batches:
-                    if done > 0:
-                        batch = next(iterator, _END)
-                    if batch is _END:
-                        break
-                    if should_cancel is not None and should_cancel():
-                        raise CalibrationCancelled()
-                    self._calibrate_batch(observer, batch, done + 1, rerun_failures, signature, plan)
+                    _reuse_layouts(observer, memory)  # type: ignore[arg-type]
+                # Batches after the first may run several as one forward (see merged_batches):
+                # never where a batch must not run twice (rerun_failures off: side effects).
+                merge = _Merge(should_cancel, plan) if self._may_merge(rerun_failures) else None
+                if merge is not None:
+                    observer.sizes = {}
+
+                def tick() -> None:
+                    nonlocal done
                     done += 1
                     if done % GC_EVERY == 0 and not gc.isenabled():
                         gc.collect(1)
                     if progress is not None:
                         progress(done, total)
+
+                while max_batches is None or done < max_batches:
+                    if done > 0:
+                        batch = merge.take(iterator) if merge is not None else next(iterator, _END)
+                    if batch is _END:
+                        break
+                    if should_cancel is not None and should_cancel():
+                        raise CalibrationCancelled()
+                    if merge is not None and done > 0 and not merge.off:
+                        room = None if max_batches is None else max_batches - done
+                        self._calibrate_merged(observer, merge, batch, iterator, room, done + 1, tick)
+                        continue
+                    self._calibrate_batch(observer, batch, done + 1, rerun_failures, signature, plan)
+                    tick()
         finally:
             detach()
             observer.end_discovery()
             observer.new_batch()
             restore()
+        self.merged_batches = merge.folded if merge is not None else 0
         points = {key: acc.freeze() for key, acc in observer.accumulators.items()}
         return Stats(
             batches=done,
@@ -234,6 +251,128 @@ class Session:
             observer.begin_rerun(stale)
             try:
                 self._run_batch(observer, batch, index, rerun_failures)
+            finally:
+                observer.end_rerun()
+
+    def _may_merge(self, rerun_failures: bool) -> bool:
+        """Whether this calibration may merge batches: not where a batch must not run twice
+        (``rerun_failures`` off: side effects), nor in a model holding torch.ao fake-quantize
+        modules (their observers' state moves with every forward, and their output with it: a
+        merged forward would quantize its batches with other parameters; a plain observer
+        returns its input, and the calibration restores its state), nor when turned off."""
+        if not rerun_failures or not merged_batches.enabled():
+            return False
+        if self._helpers is None:
+            self._helpers = any(
+                any(c.__name__ == "FakeQuantizeBase" for c in type(m).__mro__) for m in (self._modules or {}).values()
+            )
+        return not self._helpers
+
+    def _calibrate_merged(
+        self,
+        observer: _Observer,
+        merge: _Merge,
+        batch: Any,
+        iterator: Iterator[Any],
+        room: int | None,
+        index: int,
+        tick: Callable[[], None],
+    ) -> None:
+        """Calibrate ``batch`` and the batches after it (as many as the group takes, at most
+        ``room``) as one forward, folded in batch by batch; where the rules of
+        :mod:`.merged_batches` do not hold, batch by batch as usual (and merging stops)."""
+        signature = _signature(batch)
+        if merge.size is None:  # the first group: its size from the first batch's observed tensors
+            merge.size = merged_batches.group_size(observer.sizes or {})
+            observer.sizes = None
+            known = self._merge_known
+            if known is not None and known[0] == signature and known[1] is merge.plan:
+                merge.checked = signature  # checked by an earlier calibration
+        if merge.size < 2:  # small groups do not pay: one batch at a time
+            merge.off = True
+        group = [batch]
+        while not merge.off and len(group) < merge.size and (room is None or len(group) < room):
+            more = next(iterator, _END)
+            if more is _END:
+                break
+            if _signature(more) != signature:  # another shape ends the group; it starts the next
+                merge.pending = more
+                break
+            group.append(more)
+        shares = self._merged_shares(observer, merge, group, signature) if len(group) > 1 else None
+        if shares is None:
+            if len(group) > 1:  # the group broke the rule: one batch at a time from now on
+                merge.off = True
+                self._merge_known = None
+            for i, item in enumerate(group):
+                if i and merge.should_cancel is not None and merge.should_cancel():
+                    raise CalibrationCancelled()
+                self._calibrate_batch(observer, item, index + i, True, None, {})
+                tick()
+            return
+        if signature is not None:
+            self._merge_known = (signature, merge.plan)
+        for i, (item, share) in enumerate(zip(group, shares)):
+            if i and merge.should_cancel is not None and merge.should_cancel():
+                raise CalibrationCancelled()
+            self._fold_share(observer, item, share, index + i)
+            merge.folded += 1
+            tick()
+
+    def _merged_shares(
+        self, observer: _Observer, merge: _Merge, group: list[Any], signature: Any
+    ) -> list[list[tuple[Point, torch.Tensor | None]]] | None:
+        """Each batch's share of the group's merged forward, or None where the group may not merge."""
+        rows = merged_batches.batch_rows(group[0])
+        if not rows or signature is None:
+            return None
+        alone = None
+        if merge.checked != signature:  # once per batch shape: the first batch alone, to compare
+            alone = self._record(observer, group[0])
+            if alone is None:
+                return None
+        calls = self._record(observer, merged_batches.concat(group))
+        if calls is None:
+            return None
+        shares = merged_batches.split(calls, len(group), rows)
+        if shares is None:
+            return None
+        if alone is not None:
+            if not merged_batches.same_calls(alone, shares[0]):
+                return None
+            merge.checked = signature
+        return shares
+
+    def _record(self, observer: _Observer, batch: Any) -> list[merged_batches.Call] | None:
+        """The observed calls of one forward of ``batch``, nothing folded in (None: the model rejected it)."""
+        observer.new_batch()
+        calls: list[merged_batches.Call] = []
+        observer.recording = calls
+        try:
+            call_batch(self.model, batch)
+        except (Exception, SystemExit):  # run again batch by batch, where the failure is explained
+            return None
+        finally:
+            observer.recording = None
+        return calls
+
+    def _fold_share(
+        self, observer: _Observer, batch: Any, share: list[tuple[Point, torch.Tensor | None]], index: int
+    ) -> None:
+        """Fold in one batch's share of a merged forward, call by call, as its own forward would have."""
+        observer.new_batch()
+        try:
+            for point, tensor in share:
+                observer.observe(point, tensor)
+            stale = observer.end_batch()
+        except ObserverFault:
+            raise
+        except Exception as exc:  # our own work, like the wrappers'
+            raise _fault(exc) from exc
+        if stale:  # (cannot happen: nothing runs between the recording and the fold) measured again
+            observer.begin_rerun(stale)
+            try:
+                self._run_batch(observer, batch, index, True)
             finally:
                 observer.end_rerun()
 
@@ -426,3 +565,36 @@ class Session:
             batch=index,
             module=module,
         )
+
+
+class _Merge:
+    """Merged batches during one calibration: the group size (decided at the first group),
+    whether the first group's check passed, whether merging stopped, batches folded so far."""
+
+    def __init__(self, should_cancel: Callable[[], bool] | None, plan: Mapping[Point, PointRequest]) -> None:
+        self.should_cancel = should_cancel
+        #: The observation plan (kept by the session between calibrations with equal settings).
+        self.plan = plan
+        self.size: int | None = None
+        #: The batch signature the first-batch-alone check passed for (None: not checked yet).
+        self.checked: Any = None
+        self.off = False
+        self.folded = 0
+        #: A batch pulled to end a group (another shape): the next one to calibrate.
+        self.pending: Any = _END
+
+    def take(self, iterator: Iterator[Any]) -> Any:
+        """The next batch: the one that ended the last group, else the iterator's next."""
+        batch, self.pending = self.pending, _END
+        return next(iterator, _END) if batch is _END else batch
+
+
+def _reuse_layouts(observer: _Observer, memory: _Layouts) -> None:
+    """Start ``observer`` with the layouts an earlier calibration learned (no discovery pass)."""
+    observer.tracker.decisions.update(memory.decisions)
+    observer.end_discovery()
+    # The points its first batch held take the steady path from the first call (their
+    # layout is recorded on that call, as the general path would record it).
+    observer._steady.update(memory.steady)
+    observer._kept_layouts = dict(memory.layouts)
+    observer._layout_order = list(memory.layouts)

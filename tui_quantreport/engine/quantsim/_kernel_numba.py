@@ -73,6 +73,53 @@ def fake_quantize_rows(rows, out, width, eps):  # pragma: no cover - compiled
     return True
 
 
+def norm_rows(rows, out, lanes):  # pragma: no cover - compiled
+    """``out[r] = sqrt(sum of float64(rows[r, j]) ** 2)`` for a 2-D float32 ``rows``, in the order
+    torch's vectorised float64 norm takes it (``lanes`` running sums over consecutive elements,
+    added left to right, then the rest one by one): no float64 copy of ``rows``."""
+    n = rows.shape[1]
+    body = n - n % lanes
+    acc = np.zeros(lanes, dtype=np.float64)
+    for r in range(rows.shape[0]):
+        acc[:] = 0.0
+        for d in range(0, body, lanes):
+            for lane in range(lanes):
+                v = np.float64(rows[r, d + lane])
+                acc[lane] = acc[lane] + v * v
+        total = acc[0]
+        for lane in range(1, lanes):
+            total = total + acc[lane]
+        for d in range(body, n):
+            v = np.float64(rows[r, d])
+            total = total + v * v
+        out[r] = np.sqrt(total)
+
+
+def norm_rows4(rows, out):  # pragma: no cover - compiled
+    """:func:`norm_rows` with 4 lanes, its running sums in registers (AVX2's 4 doubles)."""
+    n = rows.shape[1]
+    body = n - n % 4
+    for r in range(rows.shape[0]):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for d in range(0, body, 4):
+            v0 = np.float64(rows[r, d])
+            v1 = np.float64(rows[r, d + 1])
+            v2 = np.float64(rows[r, d + 2])
+            v3 = np.float64(rows[r, d + 3])
+            a0 = a0 + v0 * v0
+            a1 = a1 + v1 * v1
+            a2 = a2 + v2 * v2
+            a3 = a3 + v3 * v3
+        total = ((a0 + a1) + a2) + a3
+        for d in range(body, n):
+            v = np.float64(rows[r, d])
+            total = total + v * v
+        out[r] = np.sqrt(total)
+
+
 def build() -> SimpleNamespace:
     """Import numba and compile the kernels above (compiled, or loaded from numba's cache, on their first call)."""
     from numba import njit
@@ -80,4 +127,9 @@ def build() -> SimpleNamespace:
     def jit(fn):
         return njit(cache=True, nogil=True)(fn)
 
-    return SimpleNamespace(fake_quantize=jit(fake_quantize), fake_quantize_rows=jit(fake_quantize_rows))
+    return SimpleNamespace(
+        fake_quantize=jit(fake_quantize),
+        fake_quantize_rows=jit(fake_quantize_rows),
+        norm_rows=jit(norm_rows),
+        norm_rows4=jit(norm_rows4),
+    )

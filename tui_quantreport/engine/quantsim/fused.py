@@ -8,8 +8,9 @@ installed, :mod:`._kernel_numba` does the same float32 operations in one pass, t
 
 Which path runs is decided once per process (:data:`ENABLED`, from the environment and whether
 numba is importable, without importing it); the kernels are compiled, or loaded from numba's
-disk cache, on first use. Only tensors of at least :data:`MIN_NUMEL` elements take them: below
-that, torch's own fake-quantize kernel is cheaper than a call into numba.
+disk cache, on first use. Only tensors of at least :data:`MIN_NUMEL` (per tensor) or
+:data:`ROWS_MIN_NUMEL` (per token) elements take them: below, torch's own ops are cheaper than
+a call into numba.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from tui_quantreport.engine.quantsim import _kernel_numba
 #: "auto" (the kernels where numba is installed) or "torch" (never).
 ENV = "TUI_QUANTREPORT_FAKE_QUANT"
 
-#: Tensors at least this big take the fused kernels (below, one torch op costs less than the call).
-MIN_NUMEL = 1024
+#: Per-tensor fake quantization takes the fused kernel from this many elements (measured,
+#: ``benchmarks/fused_bench.py``: at 1,024 torch's own fake-quantize kernel is still faster, from
+#: 4,096 the fused kernel is; the four torch ops it replaces start at the same size).
+MIN_NUMEL = 2048
+
+#: Per-token dynamic quantization takes the fused kernel from this many elements (it replaces a
+#: row reduction and a dozen ops: 10x at 16 rows of 64).
+ROWS_MIN_NUMEL = 1024
 
 
 def _enabled() -> bool:
@@ -100,3 +107,57 @@ def fake_quantize_rows(rows: torch.Tensor, qmin: int, qmax: int, eps: float) -> 
     if not k.fake_quantize_rows(rows.numpy(), out.numpy(), _F32(qmax - qmin), _F32(eps)):
         return None
     return out
+
+
+#: Running sums torch's float64 norm keeps (its SIMD width in doubles), found by :func:`_norm_lanes`.
+_lanes: int | None = None
+_lanes_checked = False
+
+
+def _norm_lanes() -> int | None:
+    """How many running sums make :func:`norm64` equal to torch's float64 norm here, checked
+    once against torch on probe rows of several lengths (None: no count matched, the norm
+    kernel is not used). torch's CPU kernels take the widest SIMD the machine has."""
+    global _lanes, _lanes_checked
+    if _lanes_checked:
+        return _lanes
+    _lanes_checked = True
+    k = kernels()
+    if k is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    probes = [torch.randn(3, n, generator=generator) * 1e3 for n in (1, 7, 33, 1000, 4099, 65537)]
+    for lanes in (4, 8, 2, 16, 1):
+        if all(torch.equal(_norm(k, p, lanes), torch.linalg.vector_norm(p.double(), dim=1)) for p in probes):
+            _lanes = lanes
+            break
+    return _lanes
+
+
+def _norm(k: Any, rows: torch.Tensor, lanes: int) -> torch.Tensor:
+    out = torch.empty(rows.shape[0], dtype=torch.float64)
+    if lanes == 4:  # the common case (AVX2), its sums in registers
+        k.norm_rows4(rows.numpy(), out.numpy())
+    else:
+        k.norm_rows(rows.numpy(), out.numpy(), lanes)
+    return out
+
+
+def norm64(t: torch.Tensor, dim: int | None = None) -> torch.Tensor | None:
+    """``torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)`` of a contiguous float32 host
+    ``t`` (``dim``: None, or the last of a 2-D ``t``), the same value, without the float64 copy
+    torch makes; None where it does not apply."""
+    k = _compiled if _compiled is not None else kernels()
+    if k is None or not _fits(t) or t.numel() == 0:
+        return None
+    if dim is None:
+        rows = t.view(1, -1)
+    elif t.dim() == 2 and dim in (1, -1):
+        rows = t
+    else:
+        return None
+    lanes = _lanes if _lanes_checked else _norm_lanes()
+    if lanes is None:
+        return None
+    out = _norm(k, rows, lanes)
+    return out.view(()) if dim is None else out

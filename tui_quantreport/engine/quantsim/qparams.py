@@ -167,8 +167,8 @@ def _fake_quantize_symmetric(w: torch.Tensor, scale: torch.Tensor) -> torch.Tens
 #: From this many elements on, :func:`fake_quantize_float32` uses the fused kernel of :mod:`.fused`
 #: (with numba) or four vectorised in-place ops instead of ``torch.fake_quantize_per_tensor_affine``
 #: (a scalar CPU kernel that also writes a backward mask: 20x slower on 64K elements, faster only
-#: on small tensors). Decided once per process.
-FAST_FAKE_QUANT_MIN = fused.MIN_NUMEL if fused.ENABLED else 2048
+#: on small tensors).
+FAST_FAKE_QUANT_MIN = fused.MIN_NUMEL
 
 
 #: Whether the fused kernels are tried (numba installed and not disabled: decided once per process).
@@ -306,7 +306,7 @@ def _fake_quantize_dynamic_rows(rows: torch.Tensor, qmin: int, qmax: int) -> tor
     ``round(min_neg / scale)`` (+0.0 for a zero, as the integer path gives) and that plus
     ``qmax - qmin``, exact small integers in float32. Otherwise it takes the general path.
     """
-    if _FUSED and rows.numel() >= FAST_FAKE_QUANT_MIN and host_reads(rows):
+    if _FUSED and rows.numel() >= fused.ROWS_MIN_NUMEL and host_reads(rows):
         out = fused.fake_quantize_rows(rows, qmin, qmax, _EPS32)
         if out is not None:
             return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tui_quantreport.engine.quantsim import fused
 from tui_quantreport.engine.quantsim.hostsync import host_reads
 
 UNDEFINED = "SQNR undefined: "
@@ -58,6 +59,9 @@ def gain(better: Sqnr, base: Sqnr) -> float | None:
         return None
     return better.db - base.db
 
+
+#: Whether the fused norm is tried (numba installed and not disabled: decided once per process).
+_FUSED = fused.ENABLED
 
 LOG10_E = 10.0 / math.log(10.0)  # dB per natural-log unit of a power ratio
 
@@ -227,6 +231,10 @@ class Scratch:
             or not t.is_floating_point()
         ):
             return torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+        if _FUSED:
+            fused_norm = fused.norm64(t, dim)  # the same value, read where it lies (no float64 copy)
+            if fused_norm is not None:
+                return fused_norm
         buf = self.buffer("norm64", tuple(t.shape), torch.float64, t.device)
         buf.copy_(t)
         return torch.linalg.vector_norm(buf, dim=dim)
