@@ -87,12 +87,34 @@ def build_relu() -> nn.Module:
     return ReluNet().eval()
 
 
+class ReluModuleNet(nn.Module):
+    """conv -> nn.ReLU (a module) -> average pooling -> Linear, per-channel weights: under its
+    global config X86InductorQuantizer fuses conv + nn.ReLU and quantizes the ReLU's output on
+    its own range where the pooling reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.relu(self.conv(x)))))
+
+
+def build_relu_module() -> nn.Module:
+    return ReluModuleNet().eval()
+
+
 def calibration_batches() -> list[torch.Tensor]:
     g = _gen(2)
     return [torch.randn(4, 3, 8, 8, generator=g) for _ in range(4)]
 
 
-batches_pool = batches_relu = calibration_batches
+batches_pool = batches_relu = batches_relu_module = calibration_batches
 
 
 class TinyLlama(nn.Module):

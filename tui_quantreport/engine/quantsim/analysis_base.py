@@ -155,8 +155,16 @@ class _Target:
     consumers: set[str] = field(default_factory=set)
     #: qparams for its output edge: the range after a ReLU-like successor, else its own output range.
     out_static: StaticInput | None = None
-    #: Ops sharing their input's grid (pooling, flatten) that read its output (directly or after a ReLU).
+    #: Ops sharing their input's grid (pooling, flatten) that read its raw output.
     shared_readers: set[str] = field(default_factory=set)
+    #: Ops sharing their input's grid that read its output after an ``nn.ReLU`` module (PT2E's
+    #: fused Conv/Linear + ReLU pattern), and the qparams of the range after that ReLU.
+    fused_shared_readers: set[str] = field(default_factory=set)
+    fused_static: StaticInput | None = None
+    #: The targets whose raw outputs ``torch.cat`` joins with its own (its only reader), and the
+    #: qparams of all of them together (PT2E's shared qparams for cat's inputs).
+    cat_inputs: tuple[str, ...] = ()
+    cat_static: StaticInput | None = None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     InputContext,
     StaticInput,
 )
+from tui_quantreport.engine.quantsim.schemes.int8_kernel import int8_linear_bf16, int8_weight, kernel_applies
 
 
 def _input_quantizer(
@@ -103,6 +104,11 @@ def _simulated_forward(
     tensor = torch.Tensor
     quantize_input = _input_quantizer(scheme, ctx, grid, memo, segments)
 
+    if out is None and grid is None and kind.call is _linear_call and module.weight.dtype is torch.bfloat16:
+        kernel = _int8_bf16_forward(module, scheme, ctx, quantize_input, run, wq)
+        if kernel is not None:
+            return kernel
+
     if out is None:
 
         def forward(input, *args, **kwargs):
@@ -134,6 +140,27 @@ def _simulated_forward(
         return y
 
     return forward_quantized_output
+
+
+def _int8_bf16_forward(module: nn.Module, scheme, ctx: InputContext, quantize_input, run, wq):
+    """A bfloat16 Linear under an int8-four scheme with float outputs (torchao's recipe): the
+    forward replays torchao's int8 kernel (:mod:`.schemes.int8_kernel`: the integer matmul,
+    then the rescale in bfloat16 in torchao's order), which a float matmul of fake-quantized
+    values does not reproduce in bfloat16. None for any other scheme."""
+    if scheme.facts.family != "int8" or scheme.facts.preference is None:
+        return None
+    weights: list[torch.Tensor] = []
+
+    def forward(input, *args, **kwargs):
+        if isinstance(input, torch.Tensor) and kernel_applies(scheme, input, ctx):
+            if not weights:
+                weights.extend(int8_weight(module.weight, scheme.per_channel_weights))
+            return int8_linear_bf16(scheme, input, weights[0], weights[1], module.bias, ctx)
+        if quantize_input is not None and isinstance(input, torch.Tensor):
+            input = quantize_input(input)
+        return run(input, wq)
+
+    return forward
 
 
 class _InputMemo:

@@ -50,10 +50,23 @@ def output_quantized(analysis: ErrorAnalysis, fqn: str, quantized: Mapping[str, 
     readers = target.consumers
     if readers and all(r and r in quantized and SCHEMES[quantized[r]].int8_static_input for r in readers):
         return None
-    if analysis.static_outputs == "shared" and not any(
-        pt2e_int8(analysis, r, quantized) for r in target.shared_readers
-    ):
+    if analysis.static_outputs == "shared":
         # PT2E: an output is quantized only where an op sharing its grid runs on int8
+        if target.cat_static is not None and all(
+            k in quantized and SCHEMES[quantized[k]].int8_static_input for k in target.cat_inputs
+        ):
+            return target.cat_static  # torch.cat of quantized ops' outputs: one grid for all its inputs
+        if any(pt2e_int8(analysis, r, quantized) for r in target.shared_readers):
+            return target.out_static
+        # X86InductorQuantizer's global config fuses Conv/Linear + nn.ReLU: the ReLU's output is
+        # quantized (on its own range) where an int8 op reads it. A per-module config (per-tensor
+        # weights) does not match the pattern (the ReLU is another module): float.
+        if (
+            quantized.get(fqn) == "static_per_channel"
+            and target.fused_static is not None
+            and any(pt2e_int8(analysis, r, quantized) for r in target.fused_shared_readers)
+        ):
+            return target.fused_static
         return None
     return target.out_static
 

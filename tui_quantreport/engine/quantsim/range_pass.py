@@ -22,7 +22,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
 )
-from tui_quantreport.engine.quantsim.tracers import _DataflowTracer, _EdgeTracer, _FunctionalRelu
+from tui_quantreport.engine.quantsim.tracers import _Cat, _DataflowTracer, _EdgeTracer, _FunctionalRelu
 from tui_quantreport.engine.stats.accumulator import rows_of
 
 if TYPE_CHECKING:
@@ -149,7 +149,8 @@ def range_pass(
     try:
         started = time.perf_counter()
         relus = _FunctionalRelu(edges) if analysis.fused_relu else contextlib.nullcontext()
-        with analysis._float_mode(), relus:
+        cats = _Cat(edges) if analysis.static_outputs == "shared" else contextlib.nullcontext()
+        with analysis._float_mode(), relus, cats:
             for i, batch in enumerate(analysis.probes):
                 _check_cancel(should_cancel)
                 edges.new_batch()

@@ -166,9 +166,20 @@ class _EdgeTracer:
         self.raw_readers: dict[str, set[str]] = {}
         self.consumers: dict[str, set[str]] = {fqn: set() for fqn in analysis.targets}
         self.shared_readers: dict[str, set[str]] = {}
+        #: Ops sharing their input's grid that read the output of an ``nn.ReLU`` module reading a
+        #: target's raw output (PT2E's fused Conv/Linear + ReLU pattern, under its global config).
+        self.fused_shared_readers: dict[str, set[str]] = {}
+        #: id(tensor) -> weak ref: the outputs of such ReLU modules in this batch.
+        self.fused: dict[int, weakref.ref] = {}
+        #: target -> the targets whose raw outputs ``torch.cat`` joins with its own (itself included),
+        #: and the extremes of all of them (one observer: PT2E's shared qparams for cat's inputs).
+        self.cat_groups: dict[str, set[tuple[str, ...]]] = {}
+        self.cat_lo: dict[str, torch.Tensor] = {}
+        self.cat_hi: dict[str, torch.Tensor] = {}
 
     def new_batch(self) -> None:
         self.live.clear()
+        self.fused.clear()
         for h in self._pending:
             h.remove()
         self._pending.clear()
@@ -209,24 +220,34 @@ class _EdgeTracer:
                 self.consumers[key].add(fqn)
             elif isinstance(module, SHARED_QPARAMS_TYPES) and not monotone:
                 self.consumers[key].add(SHARED_READER)
-                if raw:  # PT2E does not carry a fused Linear/Conv + ReLU output through pooling
+                if raw:
                     self.shared_readers.setdefault(key, set()).add(fqn)
+                elif self._fused_output(x):
+                    self.fused_shared_readers.setdefault(key, set()).add(fqn)
             elif monotone:
                 # The output of this module carries the producer on: tracked by a one-off forward hook.
-                self._pending.append(module.register_forward_hook(self._chain(key, raw)))
+                self._pending.append(
+                    module.register_forward_hook(self._chain(key, raw, fused=raw and type(module) is nn.ReLU))
+                )
             else:
                 self.consumers[key].add("")
             return
 
         return hook
 
-    def _chain(self, key: str, direct: bool):
+    def _fused_output(self, tensor: torch.Tensor) -> bool:
+        ref = self.fused.get(id(tensor))
+        return ref is not None and ref() is tensor
+
+    def _chain(self, key: str, direct: bool, fused: bool = False):
         def hook(module, args, output):
             for h in self._pending:
                 h.remove()
             self._pending.clear()
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
                 self.live[id(output)] = (weakref.ref(output), key, False)
+                if fused:
+                    self.fused[id(output)] = weakref.ref(output)
                 if direct:
                     _fold_extremes(self.chain_lo, self.chain_hi, key, output.detach())
 
@@ -247,6 +268,28 @@ class _EdgeTracer:
             if raw:
                 _fold_extremes(self.chain_lo, self.chain_hi, key, output.detach())
 
+    def cat(self, tensors: Any, output: Any) -> None:
+        """``output = torch.cat(tensors)``: where every input is a target's raw output, the group
+        (X86InductorQuantizer quantizes all of cat's inputs with one shared observer when each
+        comes from a quantized op); any other cat is a float reader of its inputs."""
+        if not isinstance(tensors, (list, tuple)):
+            return
+        sources = [self.producer(t) for t in tensors]
+        if sources and all(s is not None and s[1] for s in sources):
+            group = tuple(sorted({s[0] for s in sources if s is not None}))
+            name = "\x00".join(group)
+            for key in group:
+                self.cat_groups.setdefault(key, set()).add(group)
+                self.raw_readers.setdefault(key, set()).add(CAT_READER)
+                self.consumers[key].add(CAT_READER)
+            for t in tensors:
+                if t.is_floating_point() and t.numel():
+                    _fold_extremes(self.cat_lo, self.cat_hi, name, t.detach())
+            return
+        for source in sources:
+            if source is not None:
+                self.consumers[source[0]].add("")
+
     def _produced(self, fqn: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
@@ -263,18 +306,31 @@ class _EdgeTracer:
 
     def finish(self) -> None:
         analysis = self.analysis
-        tables = (self.out_lo, self.out_hi, self.chain_lo, self.chain_hi)
-        floats: list[dict[str, float]] = [{}, {}, {}, {}]
+        tables = (self.out_lo, self.out_hi, self.chain_lo, self.chain_hi, self.cat_lo, self.cat_hi)
+        floats: list[dict[str, float]] = [{}, {}, {}, {}, {}, {}]
         kept = [(i, key, t) for i, table in enumerate(tables) for key, t in table.items()]
         if kept:  # one read back for the whole pass
             device = kept[0][2].device
             values = torch.stack([t.to(device) for _, _, t in kept]).cpu().tolist()
             for (i, key, _), value in zip(kept, values, strict=True):
                 floats[i][key] = value
-        out_lo, out_hi, chain_lo, chain_hi = floats
+        out_lo, out_hi, chain_lo, chain_hi, cat_lo, cat_hi = floats
         for fqn, target in analysis.targets.items():
             target.consumers = self.consumers.get(fqn, set())
             target.shared_readers = self.shared_readers.get(fqn, set())
+            target.fused_shared_readers = self.fused_shared_readers.get(fqn, set())
+            groups = self.cat_groups.get(fqn, set())
+            if len(groups) == 1 and self.raw_readers.get(fqn) == {CAT_READER}:
+                (group,) = groups
+                name = "\x00".join(group)
+                shared = activation_qparams(cat_lo[name], cat_hi[name], analysis.backend)
+                if shared is not None:
+                    target.cat_inputs = group
+                    target.cat_static = StaticInput(shared.scale, shared.zero_point, shared.quant_min, shared.quant_max)
+            if fqn in chain_lo:
+                fused = activation_qparams(chain_lo[fqn], chain_hi[fqn], analysis.backend)
+                if fused is not None:
+                    target.fused_static = StaticInput(fused.scale, fused.zero_point, fused.quant_min, fused.quant_max)
             lo, hi = out_lo.get(fqn), out_hi.get(fqn)
             readers = self.raw_readers.get(fqn, set())
             if fqn in chain_lo and len(readers) == 1 and next(iter(readers)) not in analysis.targets:
@@ -288,6 +344,27 @@ class _EdgeTracer:
 
 #: The reader name a functional ReLU gets in :class:`_EdgeTracer` (not a module name).
 FUNCTIONAL_RELU = "<F.relu>"
+#: The reader name ``torch.cat`` of quantized outputs gets in :class:`_EdgeTracer`.
+CAT_READER = "<torch.cat>"
+
+
+class _Cat(TorchFunctionMode):
+    """During a range pass, tells the edge tracer about every ``torch.cat`` (no module hook sees
+    it): PT2E's X86InductorQuantizer quantizes cat's inputs on one shared grid."""
+
+    def __init__(self, edges: _EdgeTracer):
+        super().__init__()
+        self.edges = edges
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func in _CAT_FUNCTIONS:
+            tensors = args[0] if args else (kwargs or {}).get("tensors")
+            self.edges.cat(tensors, output)
+        return output
+
+
+_CAT_FUNCTIONS = frozenset({torch.cat, torch.concat, torch.concatenate})
 
 
 class _FunctionalRelu(TorchFunctionMode):

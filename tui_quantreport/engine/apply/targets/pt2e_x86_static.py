@@ -28,8 +28,9 @@ TARGET = Target(
     library="pt2e",
     device="cpu",
     # 7-bit activations; a Linear/Conv output is quantized only where pooling (or flatten) carries
-    # it to another quantized op, on one grid shared along the way; a Linear/Conv + ReLU output
-    # (the fused pattern) is not carried through pooling and stays float (measured with torchao 0.18).
+    # it to another quantized op, on one grid shared along the way; a per-channel (global config)
+    # Linear/Conv + nn.ReLU output is quantized after the ReLU where pooling, flatten or cat reads
+    # it; torch.cat of quantized outputs shares one grid (measured with torchao 0.18).
     recipe=ActivationRecipe(
         backend="x86",
         per_token_min_ndim=None,
