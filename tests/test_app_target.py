@@ -108,3 +108,27 @@ async def test_the_picked_target_is_kept_for_the_next_launch() -> None:
     async with named.run_test(size=SIZE) as pilot:
         await settle(named, pilot)
         assert named.main.target == "pt2e-x86-static"
+
+
+@pytest.mark.parametrize("model", ["showcase", "drifting_mlp"])
+async def test_on_the_default_target_the_title_is_what_verify_achieves(model: str) -> None:
+    """torchao on CPU, the default: the plan holds no weight-only Conv2d, and the SQNR in the title
+    is the one ``v`` achieves with torchao (within 0.5 dB)."""
+    app = make_app(model, batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=SIZE) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        main = app.main
+        assert main.target == "torchao-cpu"
+        assert not any(main.plan.modules[c] == "weight_only" for c in convolutions(main))
+        title = main.plan_sqnr.db
+        assert title is not None and f"plan {title:.1f} dB on torchao-cpu" in app.sub_title
+        await pilot.press("v")
+        await settle(app, pilot)
+        assert isinstance(app.screen, VerifyScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        verified = main.verified
+        assert verified is not None and verified.achieved_db is not None
+        assert abs(verified.achieved_db - title) < 0.5
+        assert f"· verify {verified.achieved_db:.1f} dB" in app.sub_title
