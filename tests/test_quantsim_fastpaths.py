@@ -222,15 +222,19 @@ class _TwoReaders(nn.Module):
         return self.head(a * torch.sigmoid(self.b(h)))
 
 
+@pytest.mark.parametrize("merge", [True, False])  # the probes as one merged forward, or one at a time
 @pytest.mark.parametrize("bump", [False, True])
 @pytest.mark.parametrize("width", [16, 128])  # below and above FAST_FAKE_QUANT_MIN elements a batch
-def test_an_input_shared_by_two_readers_gives_what_quantizing_it_twice_gives(monkeypatch, bump, width):
+def test_an_input_shared_by_two_readers_gives_what_quantizing_it_twice_gives(monkeypatch, bump, width, merge):
     torch.manual_seed(5)
     model = _TwoReaders(bump, width).eval()
     probes = [torch.randn(32, width) for _ in range(3)]
     # a and b share their calibrated range (so their qparams): only the in-place change tells them apart.
     ranges = {"a": (-2.5, 3.0), "b": (-2.5, 3.0)}
     analysis = ErrorAnalysis(model, ModelCatalog.build(model), probes, ranges)
+    analysis.merge_probes = merge
+    forwards = 1 if merge and analysis._merged_probes() is not None else len(probes)
+    assert (forwards == 1) == merge  # these probes merge (row-wise model, equal shapes)
     keep = _InputMemo.keep
     for scheme in ("static_per_tensor", "static_per_channel"):
         plan = analysis.plan({f: scheme for f in analysis.quantizable})
@@ -243,7 +247,7 @@ def test_an_input_shared_by_two_readers_gives_what_quantizing_it_twice_gives(mon
         monkeypatch.setattr(_InputMemo, "keep", counting)
         shared = analysis.plan_sqnr(plan)
         # a, then b reusing a's quantized input unless it was modified in between, then head.
-        assert len(kept) == (3 if bump else 2) * len(probes)
+        assert len(kept) == (3 if bump else 2) * forwards
         analysis._plan_cache.clear()
         monkeypatch.setattr(_InputMemo, "keep", lambda self, *args: None)  # every input quantized
         twice = analysis.plan_sqnr(plan)
