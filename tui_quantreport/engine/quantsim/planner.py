@@ -377,8 +377,8 @@ class Planner:
 
         The additive estimate ``sum 10^(-S/10)`` assumes the units' output errors are uncorrelated.
         They are not: on the tests' LLaMA at 5 bpw the one-at-a-time noises add up to 8.8 dB while
-        the plan simulates at 11.3 dB, and removing single units from the plan barely changes it (their
-        errors partly cancel at the output). Each one-at-a-time pass keeps its output error ``e``
+        the plan simulates at 11.3 dB, and taking five of its ten units back to float raises the
+        simulated noise (their errors partly cancel the others' at the output). Each one-at-a-time pass keeps its output error ``e``
         (:class:`~.sensitivity.ErrorSketch`), so the plan's first-order error is ``sum e`` and its noise
         ``||sum e||^2``: the same small-perturbation model, with the cross terms ``2 <e_i, e_j>`` kept
         (10.3 dB there). Where one of the plan's units has no kept error (measured pass by pass),
