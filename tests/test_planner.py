@@ -24,7 +24,7 @@ from tui_quantreport.engine.planner_report import (  # noqa: E402
     planner_text,
     plot_lines,
 )
-from tui_quantreport.engine.quantsim import FLOAT, SCHEMES, MeasurementCancelled  # noqa: E402
+from tui_quantreport.engine.quantsim import FLOAT, SCHEMES, MeasurementCancelled, sensitivity  # noqa: E402
 from tui_quantreport.engine.quantsim.planner import ADDITIVE, SUPERPOSED, Budget, BudgetError, Planner  # noqa: E402
 from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncached  # noqa: E402
 
@@ -252,9 +252,12 @@ def test_the_prediction_at_5_bpw_is_within_the_window(planned_5bpw):
     assert "superposed errors" in planner_text(result.to_json())[1]
 
 
-def test_the_superposed_prediction_from_a_sketch_is_close_to_the_exact_one(planned_5bpw):
-    # The model's outputs here have 8192 elements: kept exactly. A 2048-bucket sketch estimates the
-    # same plan's prediction; with no error kept the prediction is the additive one.
+@pytest.mark.parametrize("chunk", [sensitivity.SKETCH_CHUNK, 1000])
+def test_the_superposed_prediction_from_a_sketch_is_close_to_the_exact_one(planned_5bpw, monkeypatch, chunk):
+    # The model's outputs here have 8192 elements: kept exactly. A 2048-bucket sketch (its draws in one
+    # chunk per output, or several) estimates the same plan's prediction; with no error kept the
+    # prediction is the additive one.
+    monkeypatch.setattr(sensitivity, "SKETCH_CHUNK", chunk)
     planner, result = planned_5bpw
     chosen = result.chosen
     units = [u for u in result.units if chosen.choice[u.name] != FLOAT]

@@ -64,6 +64,8 @@ MAX_DEPTH = 2
 #: Length of a unit's kept output error (:class:`ErrorSketch`): the error itself when the model's
 #: outputs over the probes have at most this many elements, else a CountSketch of it (8 bytes each).
 SKETCH_DIM = 1 << 16
+#: Elements of an output error sketched at a time (bounds the draws' memory).
+SKETCH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -395,15 +397,20 @@ class ErrorSketch:
         #: 1 / ||y|| (None when the reference is zero or not finite: no sketch is kept).
         self.scale = 1.0 / math.sqrt(energy) if energy > 0 and math.isfinite(energy) else None
 
-    def project(self, batch: int, index: int, offset: int, error: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positions, values) of one output's error in the kept vector."""
+    def add_to(self, vector: torch.Tensor, batch: int, index: int, offset: int, error: torch.Tensor) -> None:
+        """Add one output's error (probe batch ``batch``, output ``index``) into the kept ``vector``;
+        ``offset``: where it starts when kept exactly. Sketched in chunks of :data:`SKETCH_CHUNK`
+        elements (the draws continue from chunk to chunk: the same map for every item)."""
         flat = error.reshape(-1)
         if self.exact:
-            return torch.arange(offset, offset + flat.numel()), flat
+            vector[offset : offset + flat.numel()] += flat
+            return
         generator = torch.Generator().manual_seed(1_000_003 * batch + index)
-        buckets = torch.randint(self.dim, (flat.numel(),), generator=generator)
-        signs = torch.randint(0, 2, (flat.numel(),), generator=generator, dtype=torch.float64) * 2 - 1
-        return buckets, flat * signs
+        for start in range(0, flat.numel(), SKETCH_CHUNK):
+            piece = flat[start : start + SKETCH_CHUNK]
+            buckets = torch.randint(self.dim, (piece.numel(),), generator=generator)
+            signs = torch.randint(0, 2, (piece.numel(),), generator=generator, dtype=torch.float64)
+            vector.index_add_(0, buckets, piece * (signs * 2 - 1))
 
 
 class _SketchingSqnr(OutputsSqnr):
@@ -437,8 +444,7 @@ class _SketchingSqnr(OutputsSqnr):
             if not bool(torch.isfinite(error).all()):
                 self.vector = None
                 return
-            positions, values = sketch.project(b, index, offset, error.cpu())
-            self.vector.index_add_(0, positions, values)
+            sketch.add_to(self.vector, b, index, offset, error.cpu())
             offset += ref.numel()
 
     def error(self) -> torch.Tensor | None:
