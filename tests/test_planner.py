@@ -24,8 +24,8 @@ from tui_quantreport.engine.planner_report import (  # noqa: E402
     planner_text,
     plot_lines,
 )
-from tui_quantreport.engine.quantsim import FLOAT, SCHEMES, MeasurementCancelled  # noqa: E402
-from tui_quantreport.engine.quantsim.planner import Budget, BudgetError, Planner  # noqa: E402
+from tui_quantreport.engine.quantsim import FLOAT, SCHEMES, MeasurementCancelled, sensitivity  # noqa: E402
+from tui_quantreport.engine.quantsim.planner import ADDITIVE, SUPERPOSED, Budget, BudgetError, Planner  # noqa: E402
 from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity, uncached  # noqa: E402
 
 BUDGET_BPW = 12.0
@@ -99,16 +99,25 @@ def test_fused_units_share_a_scheme(planned):
             assert len({point.plan.modules[m] for m in unit.members}) == 1, (unit.name, point.plan.modules)
 
 
-def test_the_additive_prediction_is_close_to_the_simulation(planned):
+WINDOW = (-2.0, 0.5)  # the prediction within [simulated - 2 dB, simulated + 0.5 dB]
+
+
+def _in_window(point) -> bool:
+    low, high = WINDOW
+    return point.simulated.db + low <= point.predicted_db <= point.simulated.db + high
+
+
+def test_the_prediction_is_close_to_the_simulation(planned):
     _, _, result = planned
-    # The noise of independent units adds up while it is small against the signal; at a few dB (the
-    # frontier's all-cheapest end) the errors no longer add, and the prediction is not held to it.
+    # The units' one-at-a-time output errors superposed: every point of this run, at any SQNR.
     points = [result.chosen, *result.frontier]
     checked = 0
     for point in points:
-        if point.simulated.db is None or not math.isfinite(point.predicted_db) or point.simulated.db < 10:
+        if point.simulated.db is None:  # all float: exact
+            assert math.isinf(point.predicted_db)
             continue
-        assert point.simulated.db - 2.0 <= point.predicted_db <= point.simulated.db + 0.5, point
+        assert point.prediction == SUPERPOSED
+        assert _in_window(point), point
         checked += 1
     assert checked >= 4
     assert result.chosen.simulated.db >= 10
@@ -208,19 +217,61 @@ def test_a_mixed_plan_no_larger_than_uniform_int4_g32_beats_it_by_2_db(planned):
         assert run.chosen.simulated.db >= uniform.simulated.db + 2.0, (scheme, run.chosen, uniform)
 
 
-def test_a_mixed_plan_at_5_bpw_beats_uniform_int4_g32_by_2_db():
-    # Every registered scheme a candidate (the CLI's default): the plan at 5.0 bpw, against each
-    # uniform int4 group-size-32 plan (which keeps the embedding float: no int4 scheme takes one).
+@pytest.fixture(scope="module")
+def planned_5bpw():
+    """Every registered scheme a candidate (the CLI's default), a 5.0 bpw budget, a 3-point sweep."""
+    analysis = analysis_of(tiny_llama(), token_batches(2))
+    planner = Planner(analysis)
+    return planner, planner.run(Budget("bpw", 5.0), frontier_points=3, fused_cost=False)
+
+
+def test_a_mixed_plan_at_5_bpw_beats_uniform_int4_g32_by_2_db(planned_5bpw):
+    # The plan at 5.0 bpw, against each uniform int4 group-size-32 plan (which keeps the embedding
+    # float: no int4 scheme takes one).
     int4 = [name for name in SCHEMES if _int4_g32(name)]
     if not int4:
         pytest.skip("no int4 group-size-32 scheme is registered")
-    analysis = analysis_of(tiny_llama(), token_batches(2))
-    planner = Planner(analysis)
-    result = planner.run(Budget("bpw", 5.0), frontier_points=0, fused_cost=False)
+    _, result = planned_5bpw
     assert result.chosen.bits_per_weight <= 5.0
     for scheme in int4:
         uniform = next(p for p in result.frontier if p.uniform == scheme)
         assert result.chosen.simulated.db >= uniform.simulated.db + 2.0, (scheme, result.chosen, uniform)
+
+
+def test_the_prediction_at_5_bpw_is_within_the_window(planned_5bpw):
+    # At 5 bpw the units' errors partly cancel at the output: their noises add up to 2.5 dB below the
+    # simulation (beyond the window), their errors superposed as vectors land inside it.
+    _, result = planned_5bpw
+    chosen = result.chosen
+    assert chosen.prediction == SUPERPOSED and _in_window(chosen), chosen
+    assert chosen.additive_db < chosen.predicted_db
+    planned = [p for p in result.frontier if p.uniform is None and p.simulated.db is not None]
+    assert planned and all(_in_window(p) for p in planned), planned
+    data = result.to_json()["plan"]
+    assert data["prediction"] == SUPERPOSED and data["additive_sqnr_db"] == pytest.approx(chosen.additive_db)
+    assert "superposed errors" in planner_text(result.to_json())[1]
+
+
+@pytest.mark.parametrize("chunk", [sensitivity.SKETCH_CHUNK, 1000])
+def test_the_superposed_prediction_from_a_sketch_is_close_to_the_exact_one(planned_5bpw, monkeypatch, chunk):
+    # The model's outputs here have 8192 elements: kept exactly. A 2048-bucket sketch (its draws in one
+    # chunk per output, or several) estimates the same plan's prediction; with no error kept the
+    # prediction is the additive one.
+    monkeypatch.setattr(sensitivity, "SKETCH_CHUNK", chunk)
+    planner, result = planned_5bpw
+    chosen = result.chosen
+    units = [u for u in result.units if chosen.choice[u.name] != FLOAT]
+    items = [Item(u.members, chosen.choice[u.name]) for u in units]
+    small = Sensitivity(planner.analysis, sketch_dim=2048)
+    small.measure(items)
+    assert small._sketch is not None and not small._sketch.exact and set(small.errors) == set(items)
+    sketched = Planner(planner.analysis, sensitivity=small)
+    table = planner.measure(result.units)
+    predicted, additive, basis = sketched.predict(result.units, table, chosen.choice)
+    assert basis == SUPERPOSED and additive == pytest.approx(chosen.additive_db)
+    assert predicted == pytest.approx(chosen.predicted_db, abs=0.5)
+    unkept = Planner(planner.analysis, sensitivity=Sensitivity(planner.analysis, merge=False))
+    assert unkept.predict(result.units, table, chosen.choice) == (additive, additive, ADDITIVE)
 
 
 def test_the_frontier_plot_writes_every_number_safely():

@@ -129,9 +129,26 @@ def planner_summary(planner: Mapping[str, Any] | None) -> str:
         f"{fmt(number(plan.get('size_mb')), 3)} MB, end-to-end SQNR "
         + (f"{fmt(simulated)} dB" if simulated is not None else printable(str(plan.get("simulated_undefined") or "—")))
         + f" (predicted {fmt(number(plan.get('predicted_sqnr_db')))} dB"
+        + _basis(plan)
         + (f", {planner.get('refined_swaps')} refinement swaps" if planner.get("refined_swaps") else "")
         + ")"
     )
+
+
+def _basis(plan: Mapping[str, Any]) -> str:
+    """ ", superposed errors; additive noise 8.8 dB" when the prediction is not the additive estimate."""
+    basis = plan.get("prediction")
+    additive = number(plan.get("additive_sqnr_db"))
+    if basis == "superposed errors":
+        return f" from the units' superposed errors; additive noise {fmt(additive)} dB"
+    return ", additive noise" if basis == "additive noise" else ""
+
+
+#: What "predicted" is in the frontier plot (docs/planner.md, "Simulation and refinement").
+PREDICTION_WORDS = (
+    "Predicted: the plan's first-order output error, the units' one-at-a-time output errors added as "
+    "vectors (the additive noise where a unit's error was not kept); every point is simulated."
+)
 
 
 def planner_markdown(planner: Mapping[str, Any] | None) -> list[str]:
@@ -164,6 +181,8 @@ def planner_markdown(planner: Mapping[str, Any] | None) -> list[str]:
         "```",
         *plot_lines(frontier_rows(planner)),
         "```",
+        "",
+        PREDICTION_WORDS,
         "",
     ]
     plan = planner.get("plan")
@@ -201,4 +220,5 @@ def planner_text(planner: Mapping[str, Any] | None) -> list[str]:
         lines.append(printable(str(fused["words"])))
     lines.append("Frontier (end-to-end SQNR against size):")
     lines += ["  " + line for line in plot_lines(frontier_rows(planner))]
+    lines.append(PREDICTION_WORDS)
     return lines

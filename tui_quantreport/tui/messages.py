@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from tui_quantreport.engine.planner_report import FrontierRow, frontier_rows
+from tui_quantreport.engine.planner_report import PREDICTION_WORDS, FrontierRow, frontier_rows
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
 
@@ -236,6 +236,7 @@ class FrontierMeasured(Message):
                 else ", re-run from the changed module on"
             )
         )
+        notes.append(PREDICTION_WORDS)
         self.notes = notes
 
     def point(self, row: FrontierRow) -> PlanPoint | None:

@@ -52,7 +52,7 @@ from tui_quantreport.engine.quantsim.error_analysis import (
 )
 from tui_quantreport.engine.quantsim.merged_sensitivity import MergeError, batch_rows, merge, merged_pass, refused
 from tui_quantreport.engine.quantsim.outputs import OutputsSqnr
-from tui_quantreport.engine.quantsim.sqnr import Sqnr
+from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Sqnr
 from tui_quantreport.engine.session import first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -61,6 +61,11 @@ ProgressCallback = Callable[[int, int | None], None]
 DEFAULT_CACHE_MB = 1024.0
 #: Levels cached below a block (0: the blocks only).
 MAX_DEPTH = 2
+#: Length of a unit's kept output error (:class:`ErrorSketch`): the error itself when the model's
+#: outputs over the probes have at most this many elements, else a CountSketch of it (8 bytes each).
+SKETCH_DIM = 1 << 16
+#: Elements of an output error sketched at a time (bounds the draws' memory).
+SKETCH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -366,6 +371,87 @@ class ActivationCache:
             handle.remove()
 
 
+class ErrorSketch:
+    """The output error of one-at-a-time passes, kept so that a plan's errors can be added as vectors.
+
+    The error of item ``i`` is ``e_i = y_i - y`` over every probe batch and model output (the float
+    reference ``y``), divided by ``||y||``: its squared norm is the item's noise ``10^(-S/10)``. A plan's
+    first-order error is ``sum e_i``, and its noise ``||sum e_i||^2`` keeps the cross terms
+    ``2 <e_i, e_j>`` that the additive prediction ``sum ||e_i||^2`` drops (errors of different units
+    that cancel, or add up, at the output).
+
+    Kept exactly when the outputs have at most ``dim`` elements; else as a CountSketch (each element
+    added, with a sign, to one of ``dim`` buckets, both drawn from a generator seeded by the element's
+    probe batch and output): the same map for every item, so inner products are estimated without
+    bias, with a relative error about ``1/sqrt(dim)``.
+    """
+
+    def __init__(self, analysis: ErrorAnalysis, dim: int = SKETCH_DIM):
+        reference = analysis.reference_outputs()
+        self.order = [list(batch) for batch in reference]
+        self.sizes = [[batch[name].numel() for name in batch] for batch in reference]
+        total = sum(sum(s) for s in self.sizes)
+        self.exact = total <= dim
+        self.dim = total if self.exact else dim
+        energy = sum(float(t.detach().to(torch.float64).square().sum()) for batch in reference for t in batch.values())
+        #: 1 / ||y|| (None when the reference is zero or not finite: no sketch is kept).
+        self.scale = 1.0 / math.sqrt(energy) if energy > 0 and math.isfinite(energy) else None
+
+    def add_to(self, vector: torch.Tensor, batch: int, index: int, offset: int, error: torch.Tensor) -> None:
+        """Add one output's error (probe batch ``batch``, output ``index``) into the kept ``vector``;
+        ``offset``: where it starts when kept exactly. Sketched in chunks of :data:`SKETCH_CHUNK`
+        elements (the draws continue from chunk to chunk: the same map for every item)."""
+        flat = error.reshape(-1)
+        if self.exact:
+            vector[offset : offset + flat.numel()] += flat
+            return
+        generator = torch.Generator().manual_seed(1_000_003 * batch + index)
+        for start in range(0, flat.numel(), SKETCH_CHUNK):
+            piece = flat[start : start + SKETCH_CHUNK]
+            buckets = torch.randint(self.dim, (piece.numel(),), generator=generator)
+            signs = torch.randint(0, 2, (piece.numel(),), generator=generator, dtype=torch.float64)
+            vector.index_add_(0, buckets, piece * (signs * 2 - 1))
+
+
+class _SketchingSqnr(OutputsSqnr):
+    """:class:`OutputsSqnr` that also keeps the error's :class:`ErrorSketch` vector (batches in probe order)."""
+
+    def __init__(self, sketch: ErrorSketch, first_batch: int = 0):
+        super().__init__()
+        self.sketch = sketch
+        self.batch = first_batch
+        self.vector: torch.Tensor | None = (
+            torch.zeros(sketch.dim, dtype=torch.float64) if sketch.scale is not None else None
+        )
+
+    def add(self, reference: Mapping[str, PreparedReference], approx: Mapping[str, torch.Tensor]) -> None:
+        super().add(reference, approx)
+        sketch, b = self.sketch, self.batch
+        self.batch += 1
+        scale = sketch.scale
+        if self.vector is None or scale is None:
+            return
+        if b >= len(sketch.order) or list(reference) != sketch.order[b]:
+            self.vector = None
+            return
+        offset = sum(sum(s) for s in sketch.sizes[:b]) if sketch.exact else 0
+        for index, name in enumerate(sketch.order[b]):
+            ref, out = reference[name].reference, approx.get(name)
+            if out is None or out.shape != ref.shape:
+                self.vector = None
+                return
+            error = (out.detach().to(torch.float64) - ref) * scale
+            if not bool(torch.isfinite(error).all()):
+                self.vector = None
+                return
+            sketch.add_to(self.vector, b, index, offset, error.cpu())
+            offset += ref.numel()
+
+    def error(self) -> torch.Tensor | None:
+        """The kept error vector, when every probe batch was added and every output was finite."""
+        return self.vector if self.vector is not None and self.batch == len(self.sketch.order) else None
+
+
 @dataclass(frozen=True)
 class Item:
     """One sensitivity measurement: these modules quantized together with this scheme."""
@@ -383,14 +469,26 @@ class Sensitivity:
     across calls (a cancelled run keeps what it measured).
     """
 
-    def __init__(self, analysis: ErrorAnalysis, cache_mb: float = DEFAULT_CACHE_MB, merge: bool = True):
+    def __init__(
+        self,
+        analysis: ErrorAnalysis,
+        cache_mb: float = DEFAULT_CACHE_MB,
+        merge: bool = True,
+        sketch_dim: int = SKETCH_DIM,
+    ):
+        if sketch_dim < 1:
+            raise ValueError("sketch_dim must be at least 1")
         self.analysis = analysis
+        self.sketch_dim = sketch_dim
         self.cache = ActivationCache(analysis, cache_mb)
         self.results: dict[Item, Sqnr] = {}
         self.passes = 0
         self.seconds = 0.0
         #: Seconds left in the running :meth:`measure`, once a pass has been timed.
         self.eta: float | None = None
+        #: Each measured item's output error (:class:`ErrorSketch`), when a merged pass measured it.
+        self.errors: dict[Item, torch.Tensor] = {}
+        self._sketch: ErrorSketch | None = None
         #: Why merged passes are not used (None while they are).
         self.merge_fallback: str | None = None if merge else "merged passes are turned off"
         #: Units measured by merged passes, and whether a merged pass was checked against a full one.
@@ -436,7 +534,9 @@ class Sensitivity:
             merged = self._merged(members, [item.scheme for item in unit_items], should_cancel)
             for item in unit_items:
                 if item.scheme in merged:
-                    self.results[item] = merged[item.scheme]
+                    self.results[item], error = merged[item.scheme]
+                    if error is not None:
+                        self.errors[item] = error
                 else:
                     _check_cancel(should_cancel)
                     self.results[item] = self._one(item, should_cancel)
@@ -475,9 +575,10 @@ class Sensitivity:
     @_gc_paused
     def _merged(
         self, members: tuple[str, ...], schemes: Sequence[str], should_cancel: Callable[[], bool] | None
-    ) -> dict[str, Sqnr]:
-        """{scheme: SQNR} of one unit by merged passes (empty when merging is off or fails: the
-        caller measures pass by pass); checked against a full pass when :meth:`_needs_check`."""
+    ) -> dict[str, tuple[Sqnr, torch.Tensor | None]]:
+        """{scheme: (SQNR, its :class:`ErrorSketch` vector or None)} of one unit by merged passes (empty
+        when merging is off or fails: the caller measures pass by pass); checked against a full pass
+        when :meth:`_needs_check`."""
         analysis = self.analysis
         if self.merge_fallback is None and analysis.shared_qparams_ops:
             self.merge_fallback = "the simulation shares qparams across ops (a tensor's grid is known by its identity)"
@@ -486,9 +587,13 @@ class Sensitivity:
             return {}
         nodes = self.cache.skipped(members)
         replays = {n.module: n.outputs for n in nodes}
-        accs = {s: OutputsSqnr() for s in runnable}
+        if self._sketch is None:
+            self._sketch = ErrorSketch(analysis, self.sketch_dim)
+        sketch = self._sketch
+        groups = self._probe_groups()
+        accs = {s: _SketchingSqnr(sketch) for s in runnable}
         try:
-            for group in self._probe_groups():
+            for group in groups:
                 step = self._copies_per_pass(group, len(runnable))
                 for at in range(0, len(runnable), step):
                     chunk = runnable[at : at + step]
@@ -499,14 +604,14 @@ class Sensitivity:
         except Exception as exc:  # noqa: BLE001 - any failure of a merged pass: measured pass by pass instead
             self.merge_fallback = f"a merged pass failed ({_one_line(exc)}); one pass per scheme and probe batch"
             return {}
-        results = {s: acc.result() for s, acc in accs.items()}
+        results = {s: (acc.result(), acc.error()) for s, acc in accs.items()}
         if self._needs_check(nodes, merged=True):
             scheme = runnable[0]
             self.passes += 1
             full = analysis._simulate(dict.fromkeys(members, scheme), should_cancel)
-            if full != results[scheme]:
+            if full != results[scheme][0]:
                 self.merge_fallback = (
-                    f"the merged pass for '{members[0]}' differed from the full pass ({full} vs {results[scheme]}); "
+                    f"the merged pass for '{members[0]}' differed from the full pass ({full} vs {results[scheme][0]}); "
                     "one pass per scheme and probe batch"
                 )
                 return {}
