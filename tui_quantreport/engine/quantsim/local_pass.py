@@ -248,11 +248,15 @@ def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
         per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
         for start in range(0, len(fqns), per_stack):
             chunk = fqns[start : start + per_stack]
-            quantized = (
-                scheme.weights(torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind)
-                if len(chunk) > 1
-                else None
-            )
+            quantized = None
+            if len(chunk) > 1:
+                try:
+                    with torch.no_grad():
+                        quantized = scheme.weights(
+                            torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind
+                        )
+                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
+                    quantized = None
             if quantized is None:
                 continue  # each weight is quantized when its variant is built (a failure is its reason)
             for i, fqn in enumerate(chunk):
