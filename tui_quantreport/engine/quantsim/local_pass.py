@@ -50,8 +50,7 @@ def measure_pass(
     scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
     saved: list[tuple[nn.Module, Any]] = []
     outputs: list[dict[str, torch.Tensor]] = []
-    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
-        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+    stack_weights(analysis)
     try:
         for fqn, target in analysis.targets.items():
             variants = _grouped(variants_of(analysis, target, advice))
@@ -232,6 +231,20 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     w = weight.reshape(groups, out // groups, cin, *weight.shape[2:])
     f = factor.reshape(groups, 1, cin, *([1] * (weight.dim() - 2)))
     return (w * f).reshape(weight.shape)
+
+
+def stack_weights(analysis: ErrorAnalysis) -> None:
+    """Every scheme's weight recipe run on same-shaped weights together (:func:`quantize_weights`)."""
+    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
+        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+
+
+def prepare_weights(analysis: ErrorAnalysis) -> None:
+    """Every weight the local pass runs, fake-quantized and kept (what the pass does before its float
+    pass; the benchmark times it apart: it is paid once per model, whatever the number of probes)."""
+    stack_weights(analysis)
+    for target in analysis.targets.values():
+        variants_of(analysis, target, advice=False)
 
 
 def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
