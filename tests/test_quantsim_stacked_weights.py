@@ -1,6 +1,7 @@
 """Weights quantized together (a stack of same-shaped weights, one library call) equal the same
 weights quantized one at a time, value for value, for every scheme with a stacked form; and the
-local pass gives the same SQNRs (the same doubles) with and without stacking."""
+local pass gives the same SQNRs (the same doubles) with and without stacking, and with and without
+an input two modules read being quantized once."""
 
 from __future__ import annotations
 
@@ -106,3 +107,63 @@ def test_local_sqnr_is_the_same_with_and_without_stacked_weights(monkeypatch, sa
     alone = measure()
     assert alone == stacked
     assert any(s.db is not None for m in stacked.values() for s in m.sqnr.values())
+
+
+class _TwoReaders(nn.Module):
+    """Two Linear read one normalized tensor (a gated block's branches), then a third reads another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(64)
+        self.gate = nn.Linear(64, 64)
+        self.fc_in = nn.Linear(64, 128)
+        self.fc_out = nn.Linear(128, 64)
+
+    def forward(self, x):
+        h = self.norm(x)
+        return x + torch.sigmoid(self.gate(h)) * self.fc_out(torch.relu(self.fc_in(h)))
+
+
+def test_an_input_two_modules_read_is_quantized_once_with_the_same_sqnrs(monkeypatch):
+    from tui_quantreport.engine import ModelCatalog
+    from tui_quantreport.engine.quantsim import measurer
+
+    torch.manual_seed(5)
+    model = _TwoReaders().eval()
+    batches = [torch.randn(4, 8, 64) * 2 for _ in range(3)]
+    session = Session(model)
+    stats = session.calibrate(batches, Settings.build())
+
+    def measure():
+        analysis = ErrorAnalysis.from_stats(model, ModelCatalog.build(model), batches[:2], stats)
+        return analysis.local_measurements(advice=True)
+
+    quantized = []
+    inputs = measurer.LastInput.inputs
+
+    def counted(self, x, steps):
+        before = len(self.results) if self.source is x and self.version == x._version else 0
+        out = inputs(self, x, steps)
+        quantized.append(len(self.results) - before)
+        return out
+
+    monkeypatch.setattr(measurer.LastInput, "inputs", counted)
+    shared = measure()
+    # gate quantizes h; fc_in reads the same h and quantizes nothing new; fc_out quantizes its own input
+    assert quantized[1] == 0 and quantized[0] > 0 and quantized[2] > 0
+    import tui_quantreport.engine.quantsim.local_pass as local_pass
+
+    monkeypatch.setattr(local_pass, "LastInput", _NoShare)  # each module quantizes its own input
+    alone = measure()
+    assert alone == shared
+    assert any(s.db is not None for m in shared.values() for s in m.sqnr.values())
+
+
+class _NoShare:
+    """A stand-in for the pass's shared input memo that keeps nothing."""
+
+    def inputs(self, x, steps):
+        return {key: x if quantize is None else quantize(x) for key, _share, quantize in steps}
+
+    def clear(self) -> None:
+        pass

@@ -24,7 +24,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     _Target,
 )
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.measurer import _grouped, _measurer, _measuring_forward, _Variant
+from tui_quantreport.engine.quantsim.measurer import LastInput, _grouped, _measurer, _measuring_forward, _Variant
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
     fake_quantize_weight,
@@ -48,6 +48,7 @@ def measure_pass(
     and then simulates every scheme on the input it was given."""
     accs: dict[str, SharedReference] = {}
     scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
+    last = LastInput()  # the previous module's input, quantized: the next reader of it takes them
     saved: list[tuple[nn.Module, Any]] = []
     outputs: list[dict[str, torch.Tensor]] = []
     stack_weights(analysis)
@@ -58,7 +59,7 @@ def measure_pass(
             module = target.module
             saved.append((module, module.__dict__.get("forward", _MISSING)))
             module.__dict__["forward"] = _measuring_forward(
-                module.forward, _measurer(target, variants, accs[fqn], scratch), failure_noter(analysis, fqn)
+                module.forward, _measurer(target, variants, accs[fqn], scratch, last), failure_noter(analysis, fqn)
             )
         started = time.perf_counter()
         with analysis._float_mode():
@@ -68,6 +69,7 @@ def measure_pass(
                 progress(i + 1, len(analysis.probes))
         analysis._note_pass(time.perf_counter() - started)
     finally:
+        last.clear()
         _restore_forwards(saved)
     if analysis._reference is None:
         analysis._reference = outputs
@@ -117,7 +119,7 @@ def variants_of(analysis: ErrorAnalysis, target: _Target, advice: bool) -> list[
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             analysis._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
             continue
-        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq))
+        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq, (scheme.input_key, ctx)))
     if not advice or not kind.quantizes_input:
         return variants
     wq = analysis.quantized_weight(target.fqn, True)
