@@ -24,7 +24,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     _Target,
 )
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.measurer import _grouped, _measurer, _measuring_forward, _Variant
+from tui_quantreport.engine.quantsim.measurer import LastInput, _grouped, _measurer, _measuring_forward, _Variant
 from tui_quantreport.engine.quantsim.qparams import (
     F32_MAX,
     fake_quantize_weight,
@@ -48,10 +48,10 @@ def measure_pass(
     and then simulates every scheme on the input it was given."""
     accs: dict[str, SharedReference] = {}
     scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
+    last = LastInput()  # the previous module's input, quantized: the next reader of it takes them
     saved: list[tuple[nn.Module, Any]] = []
     outputs: list[dict[str, torch.Tensor]] = []
-    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
-        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+    stack_weights(analysis)
     try:
         for fqn, target in analysis.targets.items():
             variants = _grouped(variants_of(analysis, target, advice))
@@ -59,7 +59,7 @@ def measure_pass(
             module = target.module
             saved.append((module, module.__dict__.get("forward", _MISSING)))
             module.__dict__["forward"] = _measuring_forward(
-                module.forward, _measurer(target, variants, accs[fqn], scratch), failure_noter(analysis, fqn)
+                module.forward, _measurer(target, variants, accs[fqn], scratch, last), failure_noter(analysis, fqn)
             )
         started = time.perf_counter()
         with analysis._float_mode():
@@ -69,6 +69,7 @@ def measure_pass(
                 progress(i + 1, len(analysis.probes))
         analysis._note_pass(time.perf_counter() - started)
     finally:
+        last.clear()
         _restore_forwards(saved)
     if analysis._reference is None:
         analysis._reference = outputs
@@ -118,7 +119,7 @@ def variants_of(analysis: ErrorAnalysis, target: _Target, advice: bool) -> list[
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             analysis._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
             continue
-        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq))
+        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq, (scheme.input_key, ctx)))
     if not advice or not kind.quantizes_input:
         return variants
     wq = analysis.quantized_weight(target.fqn, True)
@@ -234,6 +235,20 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     return (w * f).reshape(weight.shape)
 
 
+def stack_weights(analysis: ErrorAnalysis) -> None:
+    """Every scheme's weight recipe run on same-shaped weights together (:func:`quantize_weights`)."""
+    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
+        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+
+
+def prepare_weights(analysis: ErrorAnalysis) -> None:
+    """Every weight the local pass runs, fake-quantized and kept (what the pass does before its float
+    pass; the benchmark times it apart: it is paid once per model, whatever the number of probes)."""
+    stack_weights(analysis)
+    for target in analysis.targets.values():
+        variants_of(analysis, target, advice=False)
+
+
 def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
     """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
     facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
@@ -248,11 +263,15 @@ def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
         per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
         for start in range(0, len(fqns), per_stack):
             chunk = fqns[start : start + per_stack]
-            quantized = (
-                scheme.weights(torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind)
-                if len(chunk) > 1
-                else None
-            )
+            quantized = None
+            if len(chunk) > 1:
+                try:
+                    with torch.no_grad():
+                        quantized = scheme.weights(
+                            torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind
+                        )
+                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
+                    quantized = None
             if quantized is None:
                 continue  # each weight is quantized when its variant is built (a failure is its reason)
             for i, fqn in enumerate(chunk):

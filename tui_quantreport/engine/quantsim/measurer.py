@@ -3,7 +3,7 @@ normed against the float output as the float pass runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,49 @@ class _Variant:
     #: None: the float input as it is.
     quantize: Callable[[torch.Tensor], torch.Tensor] | None
     weight: torch.Tensor
+    #: Equal for variants of any module whose ``quantize`` is the same function of the input
+    #: (a scheme's input key with the module's input context); None: this module's own (advice).
+    share: Hashable | None = None
+
+
+class LastInput:
+    """The input the previous module measured and its quantized forms by :attr:`_Variant.share`:
+    the next module that reads the very same tensor (the same object at the same version: not
+    modified in place since) takes them instead of quantizing it again (a block's branches that
+    read one normalized tensor). The same function of the same values: the same tensors."""
+
+    __slots__ = ("results", "source", "version")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.results: dict[Hashable, torch.Tensor] = {}
+
+    def inputs(
+        self,
+        x: torch.Tensor,
+        steps: Sequence[tuple[str, Hashable | None, Callable[[torch.Tensor], torch.Tensor] | None]],
+    ) -> dict[str, torch.Tensor]:
+        """{input key: ``x`` quantized} for one module's ``steps`` (key, share, quantize), taking
+        what the previous reader of ``x`` quantized alike."""
+        if self.source is not x or self.version != x._version:
+            self.source, self.version, self.results = x, x._version, {}
+        kept = self.results
+        out: dict[str, torch.Tensor] = {}
+        for key, share, quantize in steps:
+            if quantize is None:
+                out[key] = x
+            elif share is None:
+                out[key] = quantize(x)
+            else:
+                got = kept.get(share)
+                if got is None:
+                    got = kept[share] = quantize(x)
+                out[key] = got
+        return out
 
 
 def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
@@ -43,7 +86,11 @@ def _grouped(variants: Sequence[_Variant]) -> list[_Variant]:
 
 
 def _measurer(
-    target: _Target, variants: Sequence[_Variant], acc: SharedReference, scratch: Scratch | None = None
+    target: _Target,
+    variants: Sequence[_Variant],
+    acc: SharedReference,
+    scratch: Scratch | None = None,
+    last: LastInput | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
 
@@ -79,14 +126,19 @@ def _measurer(
     )
 
     quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
+    shares: dict[str, Hashable | None] = {}
     for v in variants:
         quantizers.setdefault(v.input_key, v.quantize)
+        shares.setdefault(v.input_key, v.share)
     steps = tuple(quantizers.items())
+    shared_steps = tuple((key, shares[key], quantize) for key, quantize in steps)
 
     def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
         if not x.is_floating_point():
             return dict.fromkeys(quantizers, x)
-        return {key: x if quantize is None else quantize(x) for key, quantize in steps}
+        if last is None:
+            return {key: x if quantize is None else quantize(x) for key, quantize in steps}
+        return last.inputs(x, shared_steps)
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> None:
         if not names:

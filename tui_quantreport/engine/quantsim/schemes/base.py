@@ -109,6 +109,18 @@ FAST_PATH_PARENTS = ("TransformerEncoderLayer",)
 LINEAR_KINDS = ("linear",)
 
 
+def by_rows(weight: Callable[[torch.Tensor], torch.Tensor], stacked: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` of each weight in ``stacked`` (same-shaped weights on dim 0), in one call: for a
+    recipe whose qparams are each taken within one output row (per row, per group or per block
+    along the row), the stack is one weight of ``S * N`` rows of the same rank, and each row is
+    quantized as it is in its own weight (the same values; a test holds it so). None for
+    weights of fewer than two dims (no rows to lay end to end)."""
+    if stacked.dim() < 3:
+        return None
+    s, n = stacked.shape[0], stacked.shape[1]
+    return weight(stacked.reshape(s * n, *stacked.shape[2:])).reshape(stacked.shape)
+
+
 class Scheme:
     """One way of quantizing a weighted module (registered in :data:`SCHEMES`)."""
 

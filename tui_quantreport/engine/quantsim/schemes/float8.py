@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
 
@@ -98,6 +98,10 @@ class Float8(TorchaoScheme):
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_float8(weight.detach(), self.per_row)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # A scale per row: a stack of weights is one weight of more rows (per tensor: none).
+        return by_rows(lambda w: fake_quantize_float8(w, True), stacked) if self.per_row else None
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         if self.facts.activation == "static":

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
@@ -78,6 +78,11 @@ class Int4Asymmetric(TorchaoScheme):
         scale = scale.reshape(w.shape[0], -1)
         zero = zero.reshape(w.shape[0], -1)
         return _dequantize_affine_tinygemm(q, block, scale, zero, torch.int32, 0, 15, output_dtype=w.dtype)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # tinygemm: groups along each output row, so a stack of weights is one weight of more
+        # rows. HQQ's iterations stop on the error of the whole weight: one weight at a time.
+        return None if self.hqq else by_rows(lambda w: self.weight(w, kind), stacked)
 
     def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
         return per_group_bits(4, self.group_size, 32)

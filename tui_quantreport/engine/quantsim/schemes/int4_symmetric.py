@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
@@ -75,6 +75,10 @@ class Int4Symmetric(TorchaoScheme):
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_intx(weight, self.group_size)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # Groups along each output row: a stack of weights is one weight of more rows.
+        return by_rows(lambda w: fake_quantize_intx(w, self.group_size), stacked)
 
     def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
         k = weight_shape[1] if len(weight_shape) > 1 else max(1, math.prod(weight_shape))

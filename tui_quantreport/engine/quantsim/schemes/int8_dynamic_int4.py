@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.int4_symmetric import fake_quantize_intx
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
@@ -40,6 +40,10 @@ class Int8DynamicInt4(TorchaoScheme):
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_intx(weight, self.group_size)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # Groups along each output row: a stack of weights is one weight of more rows.
+        return by_rows(lambda w: fake_quantize_intx(w, self.group_size), stacked)
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
@@ -31,6 +31,10 @@ class Int8WeightOnlyPerGroup(TorchaoScheme):
         from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
 
         return Int8Tensor.from_hp(weight.detach(), granularity=PerGroup(self.group_size)).dequantize().to(weight.dtype)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # Groups along each output row: a stack of weights is one weight of more rows.
+        return by_rows(lambda w: self.weight(w, kind), stacked)
 
     def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
         return per_group_bits(8, self.group_size, 32)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
-from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
+from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.facts import RUNS_NOWHERE, NumberDtype, SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
@@ -64,6 +64,10 @@ class MX(TorchaoScheme):
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_mx(weight.detach(), self.bits)
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # Blocks of 32 along each row: a stack of weights is one weight of more rows.
+        return by_rows(lambda w: fake_quantize_mx(w, self.bits), stacked)
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         return x if self.weight_only_ else fake_quantize_mx(x, self.bits)

@@ -33,6 +33,16 @@ def fake_quantize_nvfp4(x: torch.Tensor) -> torch.Tensor:
     return NVFP4Tensor.to_nvfp4(flat, per_tensor_scale=scale).dequantize(x.dtype).reshape(shape)
 
 
+def fake_quantize_nvfp4_stacked(stacked: torch.Tensor) -> torch.Tensor:
+    """:func:`fake_quantize_nvfp4` of each 2-D weight of ``stacked`` (dim 0) in one call: torchao's
+    3-D form, one per-tensor scale per weight (``(S, 1, 1)``), as it quantizes an MoE's experts."""
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    flat = stacked.contiguous()
+    scale = per_tensor_amax_to_scale(torch.amax(torch.abs(flat), dim=(1, 2), keepdim=True))
+    return NVFP4Tensor.to_nvfp4(flat, per_tensor_scale=scale).dequantize(stacked.dtype)
+
+
 class NVFP4(TorchaoScheme):
     dims_multiple = BLOCK
     weight_torch_function = False  # MXTensor / NVFP4Tensor: __torch_dispatch__ only
@@ -58,6 +68,10 @@ class NVFP4(TorchaoScheme):
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_nvfp4(weight.detach())
+
+    def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
+        # torchao's own 3-D form (the experts of an MoE weight): a per-tensor scale per weight.
+        return fake_quantize_nvfp4_stacked(stacked) if stacked.dim() == 3 else None
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         return x if self.weight_only_ else fake_quantize_nvfp4(x)
