@@ -73,6 +73,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     rows_from_stats,
 )
 from tui_quantreport.engine.quantsim.batchnorm_fold import fold_batchnorm
+from tui_quantreport.engine.quantsim.fastpath import attention_fastpath_off
 from tui_quantreport.engine.quantsim.forward import (
     PT2E_INT8_POOLING_TYPES,
     SHARED_QPARAMS_TYPES,
@@ -666,18 +667,12 @@ class ErrorAnalysis:
         The public measurements run with the garbage collector paused (:func:`_gc_paused`).
         """
         restore = self._freeze()
-        mha = getattr(torch.backends, "mha", None)
-        fastpath = mha.get_fastpath_enabled() if mha is not None else None
         try:
-            if mha is not None:
-                mha.set_fastpath_enabled(False)
             if self._all_modules is None or any(m.training for m in self._all_modules):
                 self.model.eval()
-            with torch.no_grad():
+            with attention_fastpath_off(), torch.no_grad():  # reference-counted: measurements overlap
                 yield
         finally:
-            if mha is not None:
-                mha.set_fastpath_enabled(fastpath)
             restore()
 
     def _freeze(self) -> Callable[[], None]:
