@@ -139,8 +139,10 @@ async def test_the_root_plot_draws_float_as_float_and_scales_to_the_values_shown
         await pilot.press("f")
         await plan_settled(app, pilot)
         await walk_to(app, pilot, "")
+        await settle(app, pilot)  # the root's measurements that follow a plan change (limit, depth) end
         lines = text_of(app.query_one(PlanSummary)).splitlines()
-        row = next(line for line in lines if line.startswith("thermal_stem") or line.startswith("…rmal_stem"))
+        row = next((line for line in lines if line.startswith(("thermal_stem", "…rmal_stem"))), None)
+        assert row is not None, lines
         assert "█" not in row and "float" in row and "dB" not in row
         axis = lines[-1].split()
         assert float(axis[0]) > 0  # the scale starts near the lowest value shown, not at 0
