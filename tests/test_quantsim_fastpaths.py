@@ -16,10 +16,11 @@ import math
 
 import pytest
 import torch
+from measure_helpers import sample_measurer
 from torch import nn
 
-from tui_quantreport.engine import ModelCatalog, Session, Settings, load_model, open_batches
-from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis, ProbeRecorder
+from tui_quantreport.engine import ModelCatalog
+from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis
 from tui_quantreport.engine.quantsim.error_analysis import _InputMemo, _simulated_forward
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.qparams import (
@@ -298,14 +299,7 @@ def test_scratch_norm_equals_the_float64_norm(case):
 
 @pytest.mark.parametrize("sample", ["showcase", "outlier_channels", "drifting_mlp"])
 def test_local_measurements_with_kept_buffers_equal_fresh_ones(monkeypatch, sample):
-    loaded = load_model(sample)
-    session = Session(loaded.model)
-    recorder = ProbeRecorder(open_batches(loaded), 2)
-    stats = session.calibrate(recorder, Settings.build())
-
-    def measure():
-        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
-        return analysis.local_measurements(advice=True)
+    measure = sample_measurer(sample, advice=True)
 
     kept = measure()
     monkeypatch.setattr(Scratch, "buffer", lambda self, slot, shape, dtype, device: torch.empty(shape, dtype=dtype))

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from measure_helpers import sample_measurer
 
 from tui_quantreport.engine.quantsim import fused, qparams
 from tui_quantreport.engine.quantsim.qparams import (
@@ -204,17 +205,9 @@ def _same64(a: torch.Tensor, b: torch.Tensor) -> bool:
 @pytest.mark.parametrize("sample", ["showcase", "tiny_transformer"])
 def test_measured_error_is_the_same_with_and_without_the_fused_kernels(monkeypatch, sample):
     """End to end: every local measurement (all schemes, advice included) the same, fused or not."""
-    from tui_quantreport.engine import Session, Settings, load_model, open_batches
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder, sqnr
+    from tui_quantreport.engine.quantsim import sqnr
 
-    loaded = load_model(sample)
-    session = Session(loaded.model)
-    recorder = ProbeRecorder(open_batches(loaded), 2)
-    stats = session.calibrate(recorder, Settings.build())
-
-    def measure():
-        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
-        return analysis.local_measurements(advice=True)
+    measure = sample_measurer(sample, advice=True)
 
     fused_run = measure()
     monkeypatch.setattr(qparams, "_FUSED", False)

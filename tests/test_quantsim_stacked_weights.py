@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from measure_helpers import sample_measurer
 from torch import nn
 
-from tui_quantreport.engine import Session, Settings, load_model, open_batches
-from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis, ProbeRecorder
+from tui_quantreport.engine import Session, Settings
+from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.schemes import Scheme
 
@@ -82,14 +83,7 @@ def test_stacked_conv_weights_equal_one_at_a_time(name):
 
 @pytest.mark.parametrize("sample", ["tiny_transformer"])
 def test_local_sqnr_is_the_same_with_and_without_stacked_weights(monkeypatch, sample):
-    loaded = load_model(sample)
-    session = Session(loaded.model)
-    recorder = ProbeRecorder(open_batches(loaded), 2)
-    stats = session.calibrate(recorder, Settings.build())
-
-    def measure():
-        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
-        return analysis.local_measurements(advice=False)
+    measure = sample_measurer(sample, advice=False)
 
     calls = []
     for name in _stacked_schemes():
