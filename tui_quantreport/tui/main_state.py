@@ -19,6 +19,7 @@ from textual.timer import Timer
 from tui_quantreport.engine.defaults import PROBE_BATCHES as DEFAULT_PROBE_BATCHES
 from tui_quantreport.tui.detector_sidebar import MIN_GAIN
 from tui_quantreport.tui.messages import (
+    CalibrationProgress,
     FrontierMeasured,
 )
 from tui_quantreport.tui.model_session import (
@@ -189,6 +190,10 @@ class MainState(Screen[None]):
         #: running measurement follows a change of target (the plan kept from last time is not adopted then).
         self._default_target = ""
         self._target_changed = False
+
+    def post_calibration_progress(self, done: int, total: int | None) -> None:
+        """A worker's calibration progress, posted to the screen (safe from any thread)."""
+        self.post_message(CalibrationProgress(done, total))
 
     def said_from_thread(self, title: str) -> Callable[[BaseException], None]:
         """A worker's failure handler that says the exception in an error notification titled

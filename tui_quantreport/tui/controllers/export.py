@@ -20,9 +20,6 @@ from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.export import render, write_atomic
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
-from tui_quantreport.tui.messages import (
-    CalibrationProgress,
-)
 from tui_quantreport.tui.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
@@ -238,9 +235,6 @@ class ExportController(MainState):
         if model is None:
             return
 
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(CalibrationProgress(done, total))
-
         def verified(result: Any) -> None:
             modules = dict(plan.modules) if plan is not None else {}
             self.app.call_from_thread(setattr, self, "verified", Verified(result.target, modules, result.achieved_db))
@@ -253,7 +247,7 @@ class ExportController(MainState):
                 model.loaded_model,
                 model.catalog,
                 plan,
-                progress=progress,
+                progress=self.post_calibration_progress,
                 should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
                 source=source,
                 on_result=verified,

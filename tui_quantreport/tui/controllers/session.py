@@ -338,15 +338,12 @@ class SessionController(MainState):
         if model is None:
             return
 
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(CalibrationProgress(done, total))
-
         def calibrate() -> CalibrationFinished:
             return CalibrationFinished(
                 model.calibrate(
                     settings,
                     max_batches,
-                    progress=progress,
+                    progress=self.post_calibration_progress,
                     should_cancel=lambda: self._cancel.is_set() or worker.is_cancelled,
                 )
             )
