@@ -64,6 +64,7 @@ FLAT: dict[str, str] = {
     ENGINE + ".bounded": "core",
     ENGINE + ".defaults": "core",
     ENGINE + ".stats_path": "core",
+    ENGINE + ".model_lock": "core",
     ENGINE + ".apply.plan": "core",
     ENGINE + ".spec": "model",
     ENGINE + ".graph_file": "model",

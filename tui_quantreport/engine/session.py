@@ -42,6 +42,7 @@ from tui_quantreport.engine.instrument import (
     _wrappable,
     _wrapper,
 )
+from tui_quantreport.engine.model_lock import model_lock
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.observer import GC_EVERY, _Observer
 from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
@@ -120,16 +121,17 @@ class Session:
         if frozen:
             gc.disable()
         try:
-            plan = self._plan_for(settings)
-            stats = self._observe(
-                batches,
-                plan,
-                max_batches=max_batches,
-                progress=progress,
-                should_cancel=should_cancel,
-                rerun_failures=rerun_failures,
-            )
-            return replace(stats, observed=observed_settings(settings))
+            with model_lock(self.model):  # no measurement's simulated forwards are calibrated
+                plan = self._plan_for(settings)
+                stats = self._observe(
+                    batches,
+                    plan,
+                    max_batches=max_batches,
+                    progress=progress,
+                    should_cancel=should_cancel,
+                    rerun_failures=rerun_failures,
+                )
+                return replace(stats, observed=observed_settings(settings))
         finally:
             if frozen:
                 gc.enable()

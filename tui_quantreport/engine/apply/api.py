@@ -18,6 +18,7 @@ from tui_quantreport.engine.apply.verify import (
 )
 from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.model_lock import model_lock
 
 DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 
@@ -136,27 +137,30 @@ def verify_plan(
 ) -> VerifyResult:
     """Export the subject's plan for ``target`` (default: the plan's), apply it with the real
     library, measure it against the simulation of the same target's recipe."""
-    chosen = check_target(target, subject.plan) if target is not None else _subject_target(subject)
-    count = probe_batches or subject.plan.probe_batches or DEFAULT_PROBE_BATCHES
-    subject, note = without_cache(subject, chosen)
-    export = chosen.export(subject)
-    probes = subject.batches(count)
-    apply, library, inspect = chosen.applier(export, subject, count)
-    prediction = export_prediction(subject, export, chosen, probes)
-    return verify_export(
-        subject.model,
-        subject.plan,
-        export,
-        apply,
-        probes,
-        library=library,
-        export_prediction=prediction,
-        inspect=inspect,
-        progress=progress,
-        should_cancel=should_cancel,
-        output_key=subject.output_key,
-        reference_note=note,
-    )
+    # One thing at a time runs the model: an overlapping measurement's simulated forwards must not
+    # be traced, copied into the quantized model or run as its float reference.
+    with model_lock(subject.model):
+        chosen = check_target(target, subject.plan) if target is not None else _subject_target(subject)
+        count = probe_batches or subject.plan.probe_batches or DEFAULT_PROBE_BATCHES
+        subject, note = without_cache(subject, chosen)
+        export = chosen.export(subject)
+        probes = subject.batches(count)
+        apply, library, inspect = chosen.applier(export, subject, count)
+        prediction = export_prediction(subject, export, chosen, probes)
+        return verify_export(
+            subject.model,
+            subject.plan,
+            export,
+            apply,
+            probes,
+            library=library,
+            export_prediction=prediction,
+            inspect=inspect,
+            progress=progress,
+            should_cancel=should_cancel,
+            output_key=subject.output_key,
+            reference_note=note,
+        )
 
 
 def without_cache(subject: Subject, target: Target | str) -> tuple[Subject, str]:

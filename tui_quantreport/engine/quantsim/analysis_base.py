@@ -3,6 +3,7 @@ exceptions, result types, the per-module target record, and small helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -15,6 +16,7 @@ from torch import nn
 
 from tui_quantreport.engine.defaults import MIN_GAIN_DB, PROBE_BATCHES
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
+from tui_quantreport.engine.model_lock import model_lock
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
     QParams,
@@ -57,27 +59,36 @@ CLIPPED = "clipped"
 EQUALIZED = "equalized"
 
 
-def _gc_paused(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``method`` with Python's cyclic garbage collector paused (as ``timeit`` does).
+def _measurement(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a measurement method (of an :class:`~.error_analysis.ErrorAnalysis`, or of a helper
+    holding one as ``analysis``) with its model's :func:`~tui_quantreport.engine.model_lock.model_lock`
+    held, and Python's cyclic garbage collector paused (as ``timeit`` does).
 
-    A measurement allocates a few objects per module and call; on a model of thousands
-    of modules that triggers full collections walking every object of the model (and
+    The lock: the app's workers overlap, and a measurement swaps simulated forwards into the
+    model and keeps per-call state (the last plan's outputs); another one at the same time would
+    measure a mix of both plans (it did: an edited plan restored at launch came out 0.2 to 5 dB
+    off while the limiting module was measured beside it).
+
+    The collector: a measurement allocates a few objects per module and call; on a model of
+    thousands of modules that triggers full collections walking every object of the model (and
     its calibration statistics), which cost more than the simulation itself (150 ms a
-    collection on large_generated). Nothing a measurement allocates is cyclic garbage;
-    the collector resumes, with its counts, when the call returns.
+    collection on large_generated). Nothing a measurement allocates is cyclic garbage; the
+    collector resumes, with its counts, when the call returns.
     """
 
     @functools.wraps(method)
-    def paused(*args: Any, **kwargs: Any) -> Any:
-        if not gc.isenabled():
-            return method(*args, **kwargs)
-        gc.disable()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            gc.enable()
+    def measured(owner: Any, *args: Any, **kwargs: Any) -> Any:
+        model = getattr(getattr(owner, "analysis", owner), "model", None)  # None while __init__ sets it
+        with model_lock(model) if model is not None else contextlib.nullcontext():
+            if not gc.isenabled():
+                return method(owner, *args, **kwargs)
+            gc.disable()
+            try:
+                return method(owner, *args, **kwargs)
+            finally:
+                gc.enable()
 
-    return paused
+    return measured
 
 
 class MeasurementCancelled(CalibrationCancelled):

@@ -46,6 +46,7 @@ from torch import nn
 from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.model_lock import model_lock
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.analysis_base import (
     _MISSING,
@@ -64,7 +65,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     SimulationError,
     _check_cancel,
     _freeze_model_state,
-    _gc_paused,
+    _measurement,
     _one_line,
     _restore_forwards,
     _Target,
@@ -132,7 +133,7 @@ __all__ = [
     "SimulationError",
     "_InputMemo",
     "_check_cancel",
-    "_gc_paused",
+    "_measurement",
     "_measurer",
     "_restore_forwards",
     "_simulated_forward",
@@ -170,7 +171,7 @@ class ErrorAnalysis:
     LayerNorm, GELU, Sigmoid, ...) are not modeled either way.
     """
 
-    @_gc_paused
+    @_measurement
     def __init__(
         self,
         model: nn.Module,
@@ -390,7 +391,7 @@ class ErrorAnalysis:
         measured = self.local_measurements(progress, should_cancel, advice=advice)
         return {fqn: dict(m.sqnr) for fqn, m in measured.items()}
 
-    @_gc_paused
+    @_measurement
     def local_measurements(
         self,
         progress: ProgressCallback | None = None,
@@ -554,7 +555,7 @@ class ErrorAnalysis:
             target=self.target_name,
         )
 
-    @_gc_paused
+    @_measurement
     def plan_sqnr(self, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> Sqnr:
         """End-to-end SQNR of the model's output under ``plan`` against the float model."""
         key = plan.key
@@ -569,13 +570,14 @@ class ErrorAnalysis:
         self._plan_outputs[key] = self._last_outputs
         return result
 
+    @_measurement
     def plan_output_sqnr(self, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> dict[str, Sqnr]:
         """The end-to-end SQNR of each model output on its own under ``plan`` (:meth:`plan_sqnr`
         is their energy-weighted combination); empty when the plan could not be simulated."""
         self.plan_sqnr(plan, should_cancel)
         return dict(self._plan_outputs.get(plan.key, {}))
 
-    @_gc_paused
+    @_measurement
     def sensitivity(
         self,
         plan: Plan,
@@ -613,6 +615,7 @@ class ErrorAnalysis:
 
     # Running the model.
 
+    @_measurement
     def reference_outputs(self) -> list[dict[str, torch.Tensor]]:
         """The float model's output tensors per probe batch, by name (:func:`.outputs.output_tensors`,
         only ``output_key``'s when one is given): one float pass, then kept."""
@@ -664,16 +667,19 @@ class ErrorAnalysis:
         """Eval mode, no grad, and no fused attention fast path (it skips the Linear modules
         inside ``nn.TransformerEncoderLayer``, so they could be neither seen nor simulated).
 
-        The public measurements run with the garbage collector paused (:func:`_gc_paused`).
+        The public measurements run with the garbage collector paused and the model's lock held
+        (:func:`_measurement`); the passes run outside them (the planner's, the root plot's) hold
+        the lock here: one pass at a time runs the model.
         """
-        restore = self._freeze()
-        try:
-            if self._all_modules is None or any(m.training for m in self._all_modules):
-                self.model.eval()
-            with attention_fastpath_off(), torch.no_grad():  # reference-counted: measurements overlap
-                yield
-        finally:
-            restore()
+        with model_lock(self.model):
+            restore = self._freeze()
+            try:
+                if self._all_modules is None or any(m.training for m in self._all_modules):
+                    self.model.eval()
+                with attention_fastpath_off(), torch.no_grad():  # reference-counted: measurements overlap
+                    yield
+            finally:
+                restore()
 
     def _freeze(self) -> Callable[[], None]:
         """Remember training flags and ``torch.ao`` observer state (module list walked once):

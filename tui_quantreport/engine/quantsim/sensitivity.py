@@ -46,7 +46,7 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     MeasurementCancelled,
     SimulationError,
     _check_cancel,
-    _gc_paused,
+    _measurement,
     _one_line,
     _restore_forwards,
 )
@@ -263,7 +263,7 @@ class ActivationCache:
     def kept(self) -> list[_Node]:
         return [n for n in self.nodes.values() if n.kept]
 
-    @_gc_paused
+    @_measurement
     def record(self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None) -> None:
         """One float pass over the probes: call order, shared inputs, and the kept outputs."""
         analysis = self.analysis
@@ -572,7 +572,7 @@ class Sensitivity:
             return schemes
         return max(1, min(schemes, self.cache.memory_bytes // (per_batch * len(group))))
 
-    @_gc_paused
+    @_measurement
     def _merged(
         self, members: tuple[str, ...], schemes: Sequence[str], should_cancel: Callable[[], bool] | None
     ) -> dict[str, tuple[Sqnr, torch.Tensor | None]]:
@@ -635,7 +635,7 @@ class Sensitivity:
         self._verified_reach = max([self._verified_reach] + [n.start for n in nodes if n.depth == 0])
         self._verified_inner = self._verified_inner or any(n.depth > 0 for n in nodes)
 
-    @_gc_paused
+    @_measurement
     def _one(self, item: Item, should_cancel: Callable[[], bool] | None) -> Sqnr:
         analysis = self.analysis
         quantized = dict.fromkeys(item.members, item.scheme)
