@@ -190,8 +190,8 @@ def test_torchao_json_and_safetensors_give_the_same_config(exported):
     import torch
     from torchao.quantization import quantize_
 
-    from tui_quantreport.engine.apply.recipes import torchao_config
     from tui_quantreport.engine.apply.torchao_target import load_config_json
+    from tui_quantreport.engine.core.recipes import torchao_config
 
     subject, output, _ = exported["unbalanced_equalization"]
     json_path = output.with_suffix(".json")
@@ -393,7 +393,7 @@ def test_bad_plan_file_is_one_line(content, tmp_path, capsys):
 
 @pytest.mark.parametrize("version", [None, "0.17.2"])
 def test_missing_or_old_torchao_is_one_line(version, small_plan, tmp_path, capsys, monkeypatch):
-    from tui_quantreport.engine.apply import library
+    from tui_quantreport.engine.core import library
 
     monkeypatch.setattr(library, "torchao_version", lambda: version)
     output = tmp_path / "out.py"

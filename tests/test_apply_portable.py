@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tui_quantreport.engine.apply.recipes import import_model_code
+from tui_quantreport.engine.core.recipes import import_model_code
 
 MODEL = """
 import torch

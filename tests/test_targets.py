@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,34 @@ def test_every_target_declares_its_exporter_applier_recipe_and_what_it_runs():
     assert default_target("cpu").name == "torchao-cpu" and default_target("cuda:0").name == "torchao-cuda"
     with pytest.raises(TargetError, match="unknown target 'tpu'; choose one of torchao-cpu, "):
         resolve("tpu")
+
+
+def test_the_targets_and_schemes_facts_are_one_torch_free_registry_under_the_same_names():
+    """The facts (core) and what exports, applies and simulates them (apply, quantsim) are
+    registered under the same names, in the same order, and the facts are the very objects the
+    apply layer and the simulation use; the facts load without torch."""
+    from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
+    from tui_quantreport.engine.core.targets import TARGET_FACTS, TargetFacts, resolve_facts
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    assert list(SCHEMES) == list(SCHEME_FACTS)
+    assert all(scheme.facts is SCHEME_FACTS[name] for name, scheme in SCHEMES.items())
+    assert list(TARGETS) == list(TARGET_FACTS)
+    for name, target in TARGETS.items():
+        facts = TARGET_FACTS[name]
+        assert isinstance(target, TargetFacts)
+        assert all(getattr(target, f) == getattr(facts, f) for f in TargetFacts.__dataclass_fields__)
+    planned_static = ["static_per_tensor", "static_per_channel", "dynamic"]
+    assert resolve("pt2e", None).name == resolve_facts("pt2e").name == "pt2e-x86-static"
+    assert resolve_facts("pt2e", planned_static).name == "pt2e-x86-static"
+    assert resolve_facts("pt2e", ["dynamic", "static_per_tensor"]).name == "pt2e-x86-dynamic"
+    code = (
+        "import sys, tui_quantreport.engine.core.targets, tui_quantreport.engine.core.scheme_facts, "
+        "tui_quantreport.engine.core.recipes, tui_quantreport.engine.core.library, "
+        "tui_quantreport.engine.apply.targets; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_runs_gives_a_reason_for_each_scheme_a_target_does_not_run():

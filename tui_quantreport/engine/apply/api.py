@@ -3,13 +3,15 @@ model, export it for a target, verify an export by applying it."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tui_quantreport.engine.apply import quantsim_bridge as bridge
 from tui_quantreport.engine.apply.common import Export
-from tui_quantreport.engine.apply.plan import PlanError, PlanFile, check_plan
+from tui_quantreport.engine.apply.plan import PlanFile, check_plan
 from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
 from tui_quantreport.engine.apply.verify import (
     ProgressCallback,
@@ -18,7 +20,10 @@ from tui_quantreport.engine.apply.verify import (
 )
 from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.graph import is_exported_graph
 from tui_quantreport.engine.model_lock import model_lock
+from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.spec import load_model, open_batches, source_path
 
 DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 
@@ -39,8 +44,6 @@ class Subject:
     target: Target | None = None
 
     def batches(self, count: int | None) -> list[Any]:
-        from tui_quantreport.engine.spec import open_batches
-
         return list(itertools.islice(open_batches(self.loaded), count)) if count else list(open_batches(self.loaded))
 
 
@@ -61,9 +64,6 @@ def load_subject(
     """The model a spec names and the plan to apply: the file's, or the plan recommended for
     ``target`` (default: the plan file's target, else torchao on the model's device).
     ``backend`` is kept for old callers: the target's recipe decides the activation grid."""
-    from tui_quantreport.engine.modules import ModelCatalog
-    from tui_quantreport.engine.spec import load_model
-
     plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
     chosen = check_target(target, plan) if target else None  # a bad target fails before the model loads
     loaded = load_model(spec, calibration)
@@ -83,8 +83,6 @@ def not_eager(model: Any, spec: str) -> str | None:
     """Why a plan cannot be applied to ``model`` (an exported graph), or None. The targets quantize
     an eager model: torchao's ``quantize_`` swaps module weights, the PT2E and FX snippets export
     or trace the model."""
-    from tui_quantreport.engine.graph import is_exported_graph
-
     if not is_exported_graph(model):
         return None
     return (
@@ -96,8 +94,6 @@ def not_eager(model: Any, spec: str) -> str | None:
 
 def check_eager(model: Any, spec: str) -> None:
     """Refuse an exported graph in one line (see :func:`not_eager`)."""
-    from tui_quantreport.engine.errors import UserError
-
     reason = not_eager(model, spec)
     if reason is not None:
         raise UserError(reason)
@@ -105,16 +101,7 @@ def check_eager(model: Any, spec: str) -> None:
 
 def recommended_plan(loaded: Any, catalog: Any, target: Target, output_key: str | None = None) -> PlanFile:
     """Calibrate and take the measured-error engine's plan recommended for ``target``."""
-    try:
-        from tui_quantreport.engine import quantsim  # noqa: F401
-    except ImportError:
-        raise PlanError(
-            "without --plan the recommended plan comes from the measured-error engine, which this build lacks; "
-            "pass --plan plan.json"
-        ) from None
-    from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
-
-    return recommended_plan_file(loaded, catalog, target, output_key)
+    return bridge.recommended_plan_file(loaded, catalog, target, output_key)
 
 
 def export_plan(subject: Subject, target: str | Target | None = None) -> Export:
@@ -168,9 +155,6 @@ def without_cache(subject: Subject, target: Target | str) -> tuple[Subject, str]
     which ``torch.export`` cannot export: the subject on a copy with ``config.use_cache = False``
     (the user's model is not changed), and a note saying so. Otherwise the subject as it is.
     ``target`` is a Target or its library's name (``"pt2e"``, ``"torchao"``, ...)."""
-    import copy
-    from dataclasses import replace
-
     library = target if isinstance(target, str) else target.library
     config = getattr(subject.model, "config", None)
     if library != "pt2e" or not getattr(config, "use_cache", False):
@@ -190,12 +174,8 @@ def without_cache(subject: Subject, target: Target | str) -> tuple[Subject, str]
 
 
 def export_prediction(subject: Subject, export: Export, target: Target, probes: list[Any]) -> tuple[float | None, str]:
-    """The simulated SQNR of the plan as the target applies it, when the measured-error engine is here."""
-    try:
-        from tui_quantreport.engine.apply.quantsim_bridge import predict_export
-    except ImportError:
-        return None, ""
-    return predict_export(subject, export, target, probes)
+    """The simulated SQNR of the plan as the target applies it (the measured-error engine's)."""
+    return bridge.predict_export(subject, export, target, probes)
 
 
 def apply_in_app(
@@ -219,8 +199,6 @@ def apply_in_app(
     """
     chosen = check_target(target)
     check_eager(loaded.model, loaded.spec)
-    from tui_quantreport.engine.apply import quantsim_bridge as bridge
-
     if plan is None:
         analysis = bridge.calibrated_analysis(loaded, catalog, chosen, progress=progress, should_cancel=should_cancel)
         recommended = analysis.recommended_plan()
@@ -236,8 +214,6 @@ def apply_in_app(
         if not path:
             raise UserError("give a path for the configuration file")
         export = export_plan(subject, chosen)
-        from tui_quantreport.engine.spec import source_path
-
         written = export.write(path, inputs=[p for p in (source_path(loaded.spec),) if p])
         note = f"Wrote the {chosen.name} configuration to {', '.join(str(p) for p in written)}."
         mixed = [c.fqn for c in export.changes if "mix static and dynamic" in c.reason]

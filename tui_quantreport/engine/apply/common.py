@@ -1,18 +1,30 @@
 """What every export target shares: the result type, the header comment block,
-the code that rebuilds the user's model, and the atomic multi-file write."""
+the code that rebuilds the user's model, the atomic multi-file write, and a library's
+run with its noise swallowed and its failure in one line (:func:`quietly`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import importlib.util
+import io
+import json
 import os
+import stat
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_quantreport import __version__
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.core.recipes import import_model_code, source
+from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
+from tui_quantreport.engine.export import write_files
+from tui_quantreport.engine.spec import BATCHES_FACTORY, MODEL_FACTORY, locate
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,6 @@ class Export:
     def write(self, output: str | os.PathLike, *, force: bool = False, inputs: Sequence[str] = ()) -> list[Path]:
         """Write the main file and its side-cars, all or nothing (the one writer's rules). An existing
         side-car the user did not name is refused, naming it, unless ``force``."""
-        from tui_quantreport.engine.export import write_files
-
         main = Path(output).expanduser()
         sidecars = [(sidecar_path(main, suffix), data) for suffix, data in self.sidecars.items()]
         contents: list[tuple[str | os.PathLike, str | bytes]] = [(main, self.text), *sidecars]
@@ -70,9 +80,6 @@ def is_own_sidecar(path: str | os.PathLike) -> bool:
     """Whether an existing file is a side-car this tool wrote (a previous export's .json or
     .safetensors, by its format id): replacing it with the new export's is what the user asked.
     Reads at most 16 MiB; anything else (another tool's file, the user's weights) is not ours."""
-    import json
-    import stat
-
     try:
         with open(path, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
@@ -98,8 +105,6 @@ def sidecar_path(main: Path, suffix: str) -> Path:
 def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: Sequence[str] = ()) -> str:
     """The comment block every exported file starts with. Every line is made printable (a name
     with a newline or an escape sequence cannot end the comment or move a terminal)."""
-    from tui_quantreport import __version__
-
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     predicted = f"{plan.predicted_sqnr_db:.2f} dB" if plan.predicted_sqnr_db is not None else "not recorded in the plan"
     probes = f" on {plan.probe_batches} probe batches" if plan.probe_batches else ""
@@ -146,9 +151,6 @@ def model_loader_code(spec: str, calibration: str | None = None) -> str:
     """Source of ``build_model()`` and ``calibration_batches()`` rebuilding what a spec names,
     without tui-quantreport (the model file, sample or module is imported as is). The spec's
     parts reach the file only as ``repr()`` literals (``MODEL_SOURCE``, ``BATCHES_SOURCE``)."""
-    from tui_quantreport.engine.apply.recipes import import_model_code, source
-    from tui_quantreport.engine.spec import BATCHES_FACTORY, MODEL_FACTORY
-
     model_source = _module_code(spec, MODEL_FACTORY)
     batches_source = _module_code(calibration, BATCHES_FACTORY) if calibration else (*model_source[:2], BATCHES_FACTORY)
     return (
@@ -169,8 +171,6 @@ def model_loader_code(spec: str, calibration: str | None = None) -> str:
 
 def _module_code(spec: str, default_name: str) -> tuple[str, object, str]:
     """(kind, target, factory name) as :func:`recipes.import_model_code` takes them (plain strings)."""
-    from tui_quantreport.engine.spec import locate
-
     kind, target, name = locate(spec, default_name)
     if kind == "file":
         return ("file", str(target), str(name))
@@ -178,8 +178,6 @@ def _module_code(spec: str, default_name: str) -> tuple[str, object, str]:
 
 
 def _import_root(module_name: str) -> str | None:
-    import importlib.util
-
     try:
         found = importlib.util.find_spec(module_name.partition(".")[0])
     except (ImportError, ValueError):
@@ -193,3 +191,38 @@ def _import_root(module_name: str) -> str | None:
 
 def float_count(plan: PlanFile) -> int:
     return sum(1 for e in plan.modules.values() if e.scheme == FLOAT)
+
+
+def quietly(failure: str, run: Any) -> Any:
+    """``run()`` with its prints and warnings swallowed (they are the library's, not ours); a failure
+    is one line: ``failure`` (what failed, e.g. "the pt2e export failed to apply"), the cause."""
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            return run()
+    except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{failure}: {type(exc).__name__}: {printable(first)}{_hint(exc)}") from None
+
+
+def _hint(exc: BaseException) -> str:
+    """What the user can do about a known failure, read from the exception chain ("" when unknown)."""
+    chain: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(chain)
+    if "references nonexistent attribute submod" in text:
+        return (
+            " (the exported graph holds nested submodules, which torch.export makes of torch.autocast or "
+            "set_grad_enabled regions such as transformers' rotary embedding; pt2e's passes do not handle "
+            "them: use the torchao target for this model)"
+        )
+    if "DynamicCache" in text:
+        return " (the model returns a DynamicCache: build it with use_cache=False)"
+    return ""

@@ -12,7 +12,6 @@ weights get a per-tensor weight spec. Activations are observed with a
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from torch import nn
@@ -22,16 +21,18 @@ from tui_quantreport.engine.apply.common import (
     Export,
     calibrated_main_code,
     header,
+    quietly,
 )
 from tui_quantreport.engine.apply.facts import module_facts
-from tui_quantreport.engine.apply.library import require_torchao, torchao_version
-from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile, int8_per_tensor_or_channel
-from tui_quantreport.engine.apply.recipes import call, pt2e_quantize, pt2e_quantizer, source
+from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
+from tui_quantreport.engine.core.library import require_torchao, torchao_version
+from tui_quantreport.engine.core.recipes import call, pt2e_quantize, pt2e_quantizer, source
+from tui_quantreport.engine.core.targets import pt2e_mode
 
 
 def choose_mode(plan: PlanFile) -> str:
-    counts = Counter("static" if s in STATIC_SCHEMES else s for s in plan.quantized.values())
-    return "static" if counts["static"] > counts["dynamic"] else "dynamic"
+    """The one mode of X86InductorQuantizer this plan is exported with: "static" or "dynamic"."""
+    return pt2e_mode(plan.quantized.values())
 
 
 def export_for_target(target: Any, subject: Any) -> Export:
@@ -148,9 +149,6 @@ def export_pt2e(
 def applier(target: Any, export: Export, subject: Any, probe_count: int):
     """``apply(model)``: the PT2E recipe with the export's data on all calibration batches, through
     the library API (the generated text is not run in this process)."""
-    from tui_quantreport.engine.apply.recipes import pt2e_quantize
-    from tui_quantreport.engine.apply.torchao_target import quietly
-
     batches = subject.batches(None)
     recipe = dict(export.recipe)
 

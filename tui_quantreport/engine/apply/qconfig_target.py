@@ -18,11 +18,13 @@ from tui_quantreport.engine.apply.common import (
     Export,
     calibrated_main_code,
     header,
+    quietly,
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
-from tui_quantreport.engine.apply.recipes import call, fx_qconfig_mapping, fx_quantize, source
+from tui_quantreport.engine.core.recipes import call, fx_qconfig_mapping, fx_quantize, source
 from tui_quantreport.engine.defaults import BACKENDS, DEFAULT_BACKEND
+from tui_quantreport.engine.quantsim.qparams import activation_range
 
 BACKEND_ENGINE = {backend: backend for backend in BACKENDS}  # each backend is the torch engine of its name
 
@@ -76,8 +78,6 @@ def export_qconfig_mapping(
         qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
         backend = plan.backend
     else:
-        from tui_quantreport.engine.quantsim.qparams import activation_range
-
         qmin, qmax = activation_range(backend)
     engine = BACKEND_ENGINE.get(backend, DEFAULT_BACKEND)
     recipe = {
@@ -120,9 +120,6 @@ def applier(target: Any, export: Export, subject: Any, probe_count: int):
     """``apply(model)``: the FX recipe with the export's data on all calibration batches, through
     the library API (the generated text is not run in this process)."""
     import torch
-
-    from tui_quantreport.engine.apply.recipes import fx_quantize
-    from tui_quantreport.engine.apply.torchao_target import quietly
 
     batches = subject.batches(None)
     recipe = dict(export.recipe)

@@ -36,8 +36,16 @@ from tui_quantreport.engine.apply.common import (
     model_loader_code,
 )
 from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
-from tui_quantreport.engine.apply.library import require_torchao, torchao_version
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.core.library import require_torchao, torchao_version
+from tui_quantreport.engine.core.recipes import (
+    call,
+    source,
+    torchao_config,
+    torchao_config_from_spec,
+    torchao_quantize,
+)
+from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.schemes import SCHEMES, ExportContext, Scheme
 
@@ -84,14 +92,6 @@ def _unsupported(scheme: Scheme, ctx: ExportContext, model: nn.Module) -> str | 
 def export_torchao(
     model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
 ) -> Export:
-    from tui_quantreport.engine.apply.recipes import (
-        call,
-        source,
-        torchao_config,
-        torchao_config_from_spec,
-        torchao_quantize,
-    )
-
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
     changes: list[Change] = []
@@ -172,11 +172,6 @@ def export_for_target(target: Any, subject: Any) -> Export:
 def applier(target: Any, export: Export, subject: Any, probe_count: int):
     """``apply(model)``: torchao's ``quantize_`` with the export's config, through the library API
     (torchao-cuda: on a CUDA device only)."""
-    import torch
-
-    from tui_quantreport.engine.apply.recipes import torchao_quantize
-    from tui_quantreport.engine.errors import UserError
-
     if target.device == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"{target.name} applies the plan on a CUDA device, and torch sees none here; verify torchao-cpu"
@@ -188,48 +183,6 @@ def applier(target: Any, export: Export, subject: Any, probe_count: int):
         return torchao_quantize(model, entries, False)
 
     return apply, f"torchao {torchao_version()}", None
-
-
-def quietly(failure: str, run: Any) -> Any:
-    """``run()`` with its prints and warnings swallowed (they are the library's, not ours); a failure
-    is one line: ``failure`` (what failed, e.g. "the pt2e export failed to apply"), the cause."""
-    import contextlib
-    import io
-    import warnings
-
-    from tui_quantreport.engine.errors import UserError
-    from tui_quantreport.engine.escape import printable
-
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            return run()
-    except Exception as exc:  # noqa: BLE001 - export/trace/convert failures are reported in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"{failure}: {type(exc).__name__}: {printable(first)}{_hint(exc)}") from None
-
-
-def _hint(exc: BaseException) -> str:
-    """What the user can do about a known failure, read from the exception chain ("" when unknown)."""
-    chain: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 8:
-        chain.append(str(seen))
-        seen = seen.__cause__ or seen.__context__
-    text = " ".join(chain)
-    if "references nonexistent attribute submod" in text:
-        return (
-            " (the exported graph holds nested submodules, which torch.export makes of torch.autocast or "
-            "set_grad_enabled regions such as transformers' rotary embedding; pt2e's passes do not handle "
-            "them: use the torchao target for this model)"
-        )
-    if "DynamicCache" in text:
-        return " (the model returns a DynamicCache: build it with use_cache=False)"
-    return ""
 
 
 def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:

@@ -24,6 +24,7 @@ from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.model_outputs import output_tensors, select
+from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
 from tui_quantreport.engine.session import call_batch
 
 GAP_DB = 1.0
@@ -259,8 +260,6 @@ def verify_export(
         else:
             kept_float.append(fqn)
     sums = SqnrSum(output_key)
-    from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
-
     float_model, reference_words = float_reference(model)
     if reference_words != FLOAT_MODEL:
         reference_note = "; ".join(filter(None, (reference_note, f"reference: {reference_words}")))

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from tui_quantreport.engine.core.targets import (
+    TARGET_FACTS,
+    TargetFacts,
+    default_target_name,
+    model_device,
+    resolve_facts,
+)
+
 
 def unavailable_reason(session: Any) -> str | None:
     """None when the model can be measured; else what it is ("models with ...", ...)."""
@@ -41,16 +49,15 @@ def analysis_for(
     session: Any, probes: Any, stats: Any, backend: str | None = None, target: Any = None, output_key: str | None = None
 ) -> Any:
     """The :class:`ErrorAnalysis` of a session's model (see :func:`measurable`), simulating the
-    deployment ``target`` (a Target or its name; default torchao on the model's device: its
+    deployment ``target`` (a target's facts or its name; default torchao on the model's device: its
     recipe decides the activation grid, and the recommended plan only uses what it runs;
     ``backend`` is kept for old callers). A weighted module of a graph that stays a node is
     listed with why (its SQNR reads "SQNR undefined: ...")."""
-    from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
     from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 
     model, catalog, skipped = measurable(session)
-    if not isinstance(target, Target):
-        target = resolve(target) if target else default_target(model_device(model))
+    if not isinstance(target, TargetFacts):
+        target = resolve_facts(target) if target else TARGET_FACTS[default_target_name(model_device(model))]
     analysis = ErrorAnalysis.from_stats(
         model, catalog, probes, stats, target.recipe.backend, target=target, output_key=output_key
     )

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tui_quantreport.engine.apply.targets.recipe import ActivationRecipe
+from tui_quantreport.engine.core.activation_recipe import ActivationRecipe
 from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.model_lock import model_lock

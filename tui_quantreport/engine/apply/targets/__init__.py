@@ -1,76 +1,67 @@
-"""The deployment targets, one file each: :data:`TARGETS` by name.
+"""The deployment targets: :data:`TARGETS` by name, each its facts (``core/targets.py``, torch-free)
+plus the exporter and applier of its library.
 
 The command line's ``--target`` choices, the app's export dialog and ``verify`` read this
 registry; old names (``torchao``, ``pt2e``, ``qconfig_mapping``) are aliases (:func:`resolve`).
-Adding a target is one file here and one line in :data:`TARGETS`.
+Adding a target is its facts in ``core/targets.py`` and one line in :data:`EXPORTERS` here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tui_quantreport.engine.apply.targets import (
-    pt2e_x86_dynamic,
-    pt2e_x86_static,
-    qconfig_qnnpack,
-    qconfig_x86,
-    torchao_cpu,
-    torchao_cuda,
-)
 from tui_quantreport.engine.apply.targets.base import Target, module_class
-from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.core.targets import (
+    ALIASES,
+    NAMES,
+    PT2E_ALIAS,
+    TARGET_FACTS,
+    TargetError,
+    default_target_name,
+    model_device,
+    target_name,
+)
 
-TARGETS: dict[str, Target] = {
-    t.name: t
-    for t in (
-        torchao_cpu.TARGET,
-        torchao_cuda.TARGET,
-        pt2e_x86_static.TARGET,
-        pt2e_x86_dynamic.TARGET,
-        qconfig_x86.TARGET,
-        qconfig_qnnpack.TARGET,
-    )
+_APPLY = "tui_quantreport.engine.apply"
+_TORCHAO = (f"{_APPLY}.torchao_target:export_for_target", f"{_APPLY}.torchao_target:applier")
+_PT2E = (f"{_APPLY}.pt2e_target:export_for_target", f"{_APPLY}.pt2e_target:applier")
+_QCONFIG = (f"{_APPLY}.qconfig_target:export_for_target", f"{_APPLY}.qconfig_target:applier")
+
+#: Each target's exporter and applier ("module:function", imported when an export or a
+#: verification asks for it).
+EXPORTERS: dict[str, tuple[str, str]] = {
+    "torchao-cpu": _TORCHAO,
+    "torchao-cuda": _TORCHAO,
+    "pt2e-x86-static": _PT2E,
+    "pt2e-x86-dynamic": _PT2E,
+    "qconfig-x86": _QCONFIG,
+    "qconfig-qnnpack": _QCONFIG,
 }
 
-#: ``pt2e`` picks the static or the dynamic PT2E target from the plan (see :func:`resolve`).
-PT2E_ALIAS = "pt2e"
-
-ALIASES: dict[str, str] = {alias: t.name for t in TARGETS.values() for alias in t.aliases}
-
-#: Every name ``--target`` accepts: the targets, then the old names.
-NAMES: tuple[str, ...] = (*TARGETS, *ALIASES, PT2E_ALIAS)
-
-
-class TargetError(UserError):
-    """An unknown target name (one line)."""
+TARGETS: dict[str, Target] = {name: Target.of(facts, *EXPORTERS[name]) for name, facts in TARGET_FACTS.items()}
 
 
 def resolve(name: str, plan: Any = None) -> Target:
     """The target ``name`` (or an old alias) selects. ``pt2e`` is the static PT2E target when the
-    plan (a ``PlanFile``) has at least as many static modules as dynamic ones, else the dynamic one."""
-    if name in TARGETS:
-        return TARGETS[name]
-    if name in ALIASES:
-        return TARGETS[ALIASES[name]]
-    if name == PT2E_ALIAS:
-        if plan is not None:
-            from tui_quantreport.engine.apply.pt2e_target import choose_mode
-
-            return TARGETS["pt2e-x86-dynamic" if choose_mode(plan) == "dynamic" else "pt2e-x86-static"]
-        return TARGETS["pt2e-x86-static"]
-    raise TargetError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    plan (a ``PlanFile``) has more static modules than dynamic ones, else the dynamic one."""
+    return TARGETS[target_name(name, plan.quantized.values() if plan is not None else None)]
 
 
 def default_target(device: str = "cpu") -> Target:
     """torchao on the model's device."""
-    return TARGETS["torchao-cuda" if device.startswith("cuda") else "torchao-cpu"]
+    return TARGETS[default_target_name(device)]
 
 
-def model_device(model: Any) -> str:
-    """The device type of the model's first parameter ("cpu" without parameters)."""
-    for parameter in model.parameters():
-        return str(parameter.device.type)
-    return "cpu"
-
-
-__all__ = ["ALIASES", "NAMES", "TARGETS", "Target", "TargetError", "default_target", "module_class", "resolve"]
+__all__ = [
+    "ALIASES",
+    "EXPORTERS",
+    "NAMES",
+    "PT2E_ALIAS",
+    "TARGETS",
+    "Target",
+    "TargetError",
+    "default_target",
+    "module_class",
+    "model_device",
+    "resolve",
+]

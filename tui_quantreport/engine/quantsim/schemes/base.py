@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 
 from tui_quantreport.engine.apply.plan import ActivationQParams
+from tui_quantreport.engine.core.recipes import torchao_config_from_spec
+from tui_quantreport.engine.core.scheme_facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
@@ -29,7 +31,6 @@ from tui_quantreport.engine.quantsim.qparams import (
     inverse_scale,
     scalar_affine_qparams,
 )
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 
 
 @dataclass(frozen=True)
@@ -236,8 +237,6 @@ class Scheme:
     def torchao_config(self, ctx: ExportContext) -> Any:
         """The torchao config object itself (torchao imported here), built from
         :meth:`torchao_config_spec` through the library API."""
-        from tui_quantreport.engine.apply.recipes import torchao_config_from_spec
-
         return torchao_config_from_spec(self.torchao_config_spec(ctx), False)
 
 

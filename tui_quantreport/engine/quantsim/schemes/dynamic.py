@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.qparams import fake_quantize_dynamic
 from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
-from tui_quantreport.engine.quantsim.schemes.facts import INT8_PER_CHANNEL, SchemeFacts
 
 
 class Dynamic(Int8Scheme):
@@ -23,14 +23,7 @@ class Dynamic(Int8Scheme):
         "int8 activations quantized with each batch's own range (per token or per tensor, as the target does) "
         "and int8 per-channel weights"
     )
-    facts = SchemeFacts(
-        activation="dynamic",
-        weight=INT8_PER_CHANNEL,
-        activation_granularity="per_token",
-        activation_dtype="int8",
-        family="int8",
-        preference=2,
-    )
+    facts = SCHEME_FACTS["dynamic"]
     per_channel_weights = True
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:

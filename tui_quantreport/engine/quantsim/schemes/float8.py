@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
 
 FP8_MAX = 448.0
@@ -52,11 +52,10 @@ class Float8(TorchaoScheme):
     def __init__(self, activation: str, per_row: bool):
         self.per_row = per_row
         granularity = "per_row" if per_row else "per_tensor"
-        weight = WeightFacts("fp8_e4m3", "per_channel" if per_row else "per_tensor")
         if activation == "none":
             self.name, self.title = "fp8_weight_only", "fp8 weight-only"
             self.description = "fp8 e4m3 weights with a float32 scale per output row, float activations"
-            self.facts = SchemeFacts(activation="none", weight=weight, family="fp8")
+            self.facts = SCHEME_FACTS[self.name]
             self.torchao_imports = (("torchao.quantization", "Float8WeightOnlyConfig"),)
             self.dims_multiple = 0
         elif activation == "dynamic":
@@ -65,15 +64,7 @@ class Float8(TorchaoScheme):
                 f"fp8 e4m3 activations scaled {granularity.replace('_', ' ')} (per token / whole tensor) at run "
                 "time and fp8 weights alike"
             )
-            self.facts = SchemeFacts(
-                activation="dynamic",
-                weight=weight,
-                activation_granularity="per_token" if per_row else "per_tensor",
-                activation_dtype="fp8_e4m3",
-                activation_symmetric=True,
-                family="fp8",
-                runs_on="CUDA >= sm89",
-            )
+            self.facts = SCHEME_FACTS[self.name]
             self.torchao_imports = (
                 ("torchao.quantization", "Float8DynamicActivationFloat8WeightConfig"),
                 ("torchao.quantization", "PerRow" if per_row else "PerTensor"),
@@ -83,14 +74,7 @@ class Float8(TorchaoScheme):
             self.description = (
                 "fp8 e4m3 activations with a calibrated per-tensor scale (amax / 448), fp8 per-tensor weights"
             )
-            self.facts = SchemeFacts(
-                activation="static",
-                weight=weight,
-                activation_granularity="per_tensor",
-                activation_dtype="fp8_e4m3",
-                activation_symmetric=True,
-                family="fp8",
-            )
+            self.facts = SCHEME_FACTS[self.name]
             self.torchao_imports = (
                 ("torchao.prototype.quantization.quant_api", "Float8StaticActivationFloat8WeightConfig"),
                 ("torchao.quantization", "PerTensor"),

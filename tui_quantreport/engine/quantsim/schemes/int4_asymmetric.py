@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
 
@@ -36,18 +36,7 @@ class Int4Asymmetric(TorchaoScheme):
             f"int4 asymmetric weights with a bfloat16 scale and zero point per group of {group_size} "
             f"in-features{' chosen by HQQ' if hqq else ''} (tinygemm layout), float activations"
         )
-        self.facts = SchemeFacts(
-            activation="none",
-            weight=WeightFacts(
-                "int4",
-                "per_group",
-                group_size,
-                symmetric=False,
-                scale_dtype="bfloat16",
-                algorithm="hqq" if hqq else "tinygemm",
-            ),
-            family="int4",
-        )
+        self.facts = SCHEME_FACTS[self.name]
 
     def shape_reason(self, n: int, k: int) -> str | None:
         if n % 16:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
 
@@ -56,13 +56,7 @@ class Int4Symmetric(TorchaoScheme):
             f"int4 symmetric weights with a scale per {'group of ' + str(group_size) + ' in-features' if group_size else 'output channel'} "
             "(torchao intx; Linear and Conv2d), float activations"
         )
-        self.facts = SchemeFacts(
-            activation="none",
-            weight=WeightFacts(
-                "int4", "per_group" if group_size else "per_channel", group_size, scale_dtype="bfloat16"
-            ),
-            family="int4",
-        )
+        self.facts = SCHEME_FACTS[self.name]
 
     def eligible(
         self, kind: ModuleKind, weight_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.int4_symmetric import fake_quantize_intx
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
@@ -25,14 +25,7 @@ class Int8DynamicInt4(TorchaoScheme):
     title = "int8 dynamic + int4 weights, group 32"
     description = "int8 asymmetric per-token dynamic activations and int4 symmetric weights per group of 32"
     group_size = 32
-    facts = SchemeFacts(
-        activation="dynamic",
-        weight=WeightFacts("int4", "per_group", 32, scale_dtype="bfloat16"),
-        activation_granularity="per_token",
-        activation_dtype="int8",
-        activation_symmetric=False,
-        family="int4",
-    )
+    facts = SCHEME_FACTS[name]
     torchao_imports = (
         ("torchao.quantization", "Int8DynamicActivationIntxWeightConfig"),
         ("torchao.quantization", "PerGroup"),

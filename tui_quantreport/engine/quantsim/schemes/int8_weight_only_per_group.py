@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
 
@@ -23,7 +23,7 @@ class Int8WeightOnlyPerGroup(TorchaoScheme):
     title = "int8 weight-only, group 128"
     description = "int8 symmetric weights with a float32 scale per group of 128 in-features, float activations"
     group_size = 128
-    facts = SchemeFacts(activation="none", weight=WeightFacts("int8", "per_group", 128), family="int8")
+    facts = SCHEME_FACTS[name]
     torchao_imports = (("torchao.quantization", "Int8WeightOnlyConfig"), ("torchao.quantization", "PerGroup"))
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
-from tui_quantreport.engine.quantsim.schemes.facts import RUNS_NOWHERE, NumberDtype, SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
 BLOCK = 32
@@ -45,22 +45,14 @@ class MX(TorchaoScheme):
     def __init__(self, bits: int, weight_only: bool = False):
         self.bits = bits
         self.weight_only_ = weight_only
-        dtype: NumberDtype = "mxfp8" if bits == 8 else "mxfp4"
+        dtype = "mxfp8" if bits == 8 else "mxfp4"
         self.name = f"{dtype}_weight_only" if weight_only else dtype
         self.title = f"{dtype.upper()}{' weight-only' if weight_only else ''}"
         self.description = (
             f"{'fp8 e4m3' if bits == 8 else 'fp4 e2m1'} elements with an e8m0 scale per block of 32, "
             + ("weights only, float activations" if weight_only else "weights and activations")
         )
-        self.facts = SchemeFacts(
-            activation="none" if weight_only else "dynamic",
-            weight=WeightFacts(dtype, "block", BLOCK, scale_dtype="e8m0"),
-            activation_granularity=None if weight_only else "per_block",
-            activation_dtype=None if weight_only else dtype,
-            activation_symmetric=not weight_only,
-            family="mx",
-            runs_on=RUNS_NOWHERE if weight_only else "CUDA >= sm100",
-        )
+        self.facts = SCHEME_FACTS[self.name]
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
         return fake_quantize_mx(weight.detach(), self.bits)

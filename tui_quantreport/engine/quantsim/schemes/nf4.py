@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_tensor_extra
 
 BLOCK = 64
@@ -27,9 +27,7 @@ class NF4(TorchaoScheme):
     title = "NF4"
     description = "4-bit NormalFloat weights with double-quantized absmax scalers per block of 64, float activations"
     block = BLOCK
-    facts = SchemeFacts(
-        activation="none", weight=WeightFacts("nf4", "block", BLOCK, scale_dtype="nf4_double"), family="nf4"
-    )
+    facts = SCHEME_FACTS[name]
     torchao_imports = (("torchao.prototype._nf4tensor_api", "NF4WeightOnlyConfig"),)
 
     def shape_reason(self, n: int, k: int) -> str | None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext
-from tui_quantreport.engine.quantsim.schemes.facts import SchemeFacts, WeightFacts
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits, per_tensor_extra
 
 BLOCK = 16
@@ -54,15 +54,7 @@ class NVFP4(TorchaoScheme):
         self.description = "fp4 e2m1 elements with an e4m3 scale per block of 16 and a float32 scale per tensor, " + (
             "weights only, float activations" if weight_only else "weights and activations"
         )
-        self.facts = SchemeFacts(
-            activation="none" if weight_only else "dynamic",
-            weight=WeightFacts("nvfp4", "block", BLOCK, scale_dtype="e4m3"),
-            activation_granularity=None if weight_only else "per_block",
-            activation_dtype=None if weight_only else "nvfp4",
-            activation_symmetric=not weight_only,
-            family="nvfp4",
-            runs_on="cpu" if weight_only else "CUDA >= sm100",
-        )
+        self.facts = SCHEME_FACTS[self.name]
         name = "NVFP4WeightOnlyConfig" if weight_only else "NVFP4DynamicActivationNVFP4WeightConfig"
         self.torchao_imports = (("torchao.prototype.mx_formats.inference_workflow", name),)
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
-from tui_quantreport.engine.quantsim.schemes.facts import INT8_PER_CHANNEL, SchemeFacts
 
 
 class StaticPerChannel(Int8Scheme):
@@ -17,14 +17,7 @@ class StaticPerChannel(Int8Scheme):
         "int8 activations with qparams from the calibrated min/max (MinMaxObserver, the backend's "
         "reduce_range) and int8 per-output-channel symmetric weights (PerChannelMinMaxObserver)"
     )
-    facts = SchemeFacts(
-        activation="static",
-        weight=INT8_PER_CHANNEL,
-        activation_granularity="per_tensor",
-        activation_dtype="int8",
-        family="int8",
-        preference=0,
-    )
+    facts = SCHEME_FACTS["static_per_channel"]
     per_channel_weights = True
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:

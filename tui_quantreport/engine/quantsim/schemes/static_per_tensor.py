@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
-from tui_quantreport.engine.quantsim.schemes.facts import INT8_PER_TENSOR, SchemeFacts
 
 
 class StaticPerTensor(Int8Scheme):
@@ -17,14 +17,7 @@ class StaticPerTensor(Int8Scheme):
         "int8 activations with qparams from the calibrated min/max (MinMaxObserver, the backend's "
         "reduce_range) and int8 per-tensor symmetric weights"
     )
-    facts = SchemeFacts(
-        activation="static",
-        weight=INT8_PER_TENSOR,
-        activation_granularity="per_tensor",
-        activation_dtype="int8",
-        family="int8",
-        preference=1,
-    )
+    facts = SCHEME_FACTS["static_per_tensor"]
     per_channel_weights = False
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:

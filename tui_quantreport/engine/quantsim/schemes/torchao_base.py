@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from tui_quantreport.engine.apply.library import require_torchao
+from tui_quantreport.engine.core.library import require_torchao
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import LINEAR_KINDS, InputContext, Scheme
