@@ -50,7 +50,7 @@ class Export:
     changes: list[Change] = field(default_factory=list)
     exported_plan: PlanFile | None = None  # the plan as the target applies it
     notes: list[str] = field(default_factory=list)
-    #: The keyword arguments of the target's function in :mod:`.recipes` that applies the export
+    #: The keyword arguments of the target's function in ``engine/core/recipes.py`` that applies the export
     #: (the same data the file holds as literals): verify applies it through the library API.
     recipe: dict[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""torchao, imported only when an export or a verification asks for it."""
+"""torchao, imported only when an export, a verification or a measurement of its formats asks for it."""
 
 from __future__ import annotations
 
