@@ -144,7 +144,7 @@ class MeasureController(MainState):
     def request_limit(self) -> None:
         """Measure what keeping the module that limits the plan in float gives (one plan evaluation,
         in a worker), for the root's sentence."""
-        from tui_quantreport.engine.layers import limiting_candidates
+        from tui_quantreport.engine import limiting_candidates
 
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or measured.analysis is None or plan is self._limit_plan:
@@ -192,7 +192,7 @@ class MeasureController(MainState):
 
     @work(thread=True, exclusive=True, group="depth", exit_on_error=False, description="SQNR along depth")
     def _measure_depth(self, measured: Measured, plan: Plan) -> None:
-        from tui_quantreport.engine.quantsim.depth import depth_sqnr
+        from tui_quantreport.engine import depth_sqnr
 
         worker = get_current_worker()
         analysis = measured.analysis
@@ -341,7 +341,7 @@ class MeasureController(MainState):
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="frontier")
     def _measure_frontier(self, measured: Measured) -> None:
-        from tui_quantreport.engine.quantsim.planner import Planner
+        from tui_quantreport.engine import Planner
 
         worker = get_current_worker()
         if measured.analysis is None:

@@ -55,7 +55,7 @@ class NavigationController(MainState):
 
     def layer_data(self) -> LayerData:
         """What the layers screen shows, from the current state (plain data)."""
-        from tui_quantreport.engine.layers import layer_rows
+        from tui_quantreport.engine import layer_rows
         from tui_quantreport.tui.depth_plot import depth_points
 
         report, measured, plan = self.report, self.measured, self.plan
