@@ -18,9 +18,9 @@ from textual.worker import get_current_worker
 from tui_quantreport.engine import render, write_atomic
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
-from tui_quantreport.tui.verify_screen import VerifyScreen
+from tui_quantreport.tui.dialogs.export_dialog import ConfigRequest, ExportDialog, ExportTarget
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan
@@ -95,7 +95,7 @@ class ExportController(MainState):
 
     def action_focus_target(self) -> None:
         """Focus the deployment target in the sidebar (showing the sidebar if needed)."""
-        from tui_quantreport.tui.param_field import field_id
+        from tui_quantreport.tui.panes.param_field import field_id
 
         main = self.query_one("#main")
         if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):

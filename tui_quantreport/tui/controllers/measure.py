@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.worker import get_current_worker
 
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.confirm_dialog import ConfirmDialog
-from tui_quantreport.tui.frontier_screen import FrontierScreen
+from tui_quantreport.tui.dialogs.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.messages import (
     FrontierMeasured,
     MeasurementFailed,
@@ -28,7 +26,9 @@ from tui_quantreport.tui.model_session import (
     Measured,
     measure,
 )
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.screens.frontier_screen import FrontierScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan, Sqnr

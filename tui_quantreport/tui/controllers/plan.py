@@ -16,7 +16,7 @@ from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.report import PLAN_EDITED, PLAN_RECOMMENDED
-from tui_quantreport.tui.calibration_bar import CalibrationBar
+from tui_quantreport.tui.dialogs.scheme_picker import SchemePicker
 from tui_quantreport.tui.messages import (
     MeasurementFailed,
     PlanEvaluated,
@@ -25,9 +25,9 @@ from tui_quantreport.tui.model_session import (
     Measured,
     adopt_plan,
 )
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.scheme_picker import SchemePicker
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan
@@ -218,7 +218,7 @@ class PlanController(MainState):
 
     def action_load_plan(self) -> None:
         """Ask for a plan file and make it the plan on screen (after the measurement, if none yet)."""
-        from tui_quantreport.tui.plan_load_dialog import PlanLoadDialog
+        from tui_quantreport.tui.dialogs.plan_load_dialog import PlanLoadDialog
 
         def chosen(result: tuple[dict[str, object], str] | None) -> None:
             if result is not None:

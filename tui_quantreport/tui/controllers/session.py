@@ -13,9 +13,6 @@ from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.tui import user_settings
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import MIN_GAIN
-from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
     CalibrationFailed,
@@ -35,7 +32,10 @@ from tui_quantreport.tui.model_session import (
     recommend,
     restored_sensitivity,
 )
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.detector_sidebar import MIN_GAIN
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.error_screen import ErrorScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.report import Measured as MeasuredError
