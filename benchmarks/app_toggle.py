@@ -40,8 +40,8 @@ async def _run(
 
     from tui_quantreport.tui import main_screen as ms
     from tui_quantreport.tui.app import QuantReportApp
-    from tui_quantreport.tui.module_tree import ModuleTree
-    from tui_quantreport.tui.sqnr_panel import sqnr_text
+    from tui_quantreport.tui.panes.module_tree import ModuleTree
+    from tui_quantreport.tui.panes.sqnr_panel import sqnr_text
 
     app = QuantReportApp(model, _options(model, batches))
     marks: dict[str, float] = {}

@@ -11,8 +11,8 @@ from textual.widgets import Input, RadioButton, Static
 
 from tui_quantreport.cli import app_options
 from tui_quantreport.tui.app import QuantReportApp
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.verify_screen import VerifyScreen
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 pytest.importorskip("torchao", reason="the exports run torchao")
 pytest.importorskip(

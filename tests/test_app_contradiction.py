@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from test_app_pilot import calibrate, make_app, walk_to
 
-from tui_quantreport.tui.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
 
 FQN = "refine.fc_out"
 

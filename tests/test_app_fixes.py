@@ -25,14 +25,14 @@ from textual.app import App, ComposeResult
 from textual.widgets import Footer, Input, Label, Static
 
 from tui_quantreport.engine.report import Series
-from tui_quantreport.tui.channel_plot import PAGE_ROWS, ChannelPlot
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.findings_panel import FindingsPanel
-from tui_quantreport.tui.help_screen import HelpScreen
-from tui_quantreport.tui.model_summary import ModelSummary
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.stats_table import ROWS, StatsTable
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.panes.channel_plot import PAGE_ROWS, ChannelPlot
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.model_summary import ModelSummary
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.stats_table import ROWS, StatsTable
+from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 OUTLIER = "outlier_detector"
 

@@ -13,9 +13,9 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input
 
 from tui_quantreport.engine.planner_report import FrontierRow
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.frontier_plot import FrontierPlot
-from tui_quantreport.tui.frontier_screen import FrontierScreen
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.screens.frontier_plot import FrontierPlot
+from tui_quantreport.tui.screens.frontier_screen import FrontierScreen
 
 
 async def _plan_settled(app, pilot) -> None:

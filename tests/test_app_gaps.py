@@ -9,9 +9,9 @@ from test_app_pilot import SHOWCASE_BATCHES, SIZE, TOLERANCE_INPUT, calibrate, m
 from textual.widgets import Input
 
 from tui_quantreport.tui import user_settings
-from tui_quantreport.tui.help_screen import HelpScreen
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 
 async def test_keyboard_habits_enter_esc_jk_g_zoom_and_copy() -> None:

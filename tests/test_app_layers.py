@@ -10,11 +10,11 @@ from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, 
 from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
 
 from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_candidates, sort_rows
-from tui_quantreport.tui.depth_plot import DepthPlot
-from tui_quantreport.tui.layer_table import LayerTable
-from tui_quantreport.tui.layers_screen import LayersScreen
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.plan_summary import PlanSummary
+from tui_quantreport.tui.panes.depth_plot import DepthPlot
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.plan_summary import PlanSummary
+from tui_quantreport.tui.screens.layer_table import LayerTable
+from tui_quantreport.tui.screens.layers_screen import LayersScreen
 
 
 def _row(depth: int, module: str, plan_db: float | None, sensitivity: float | None = None) -> LayerRow:

@@ -9,9 +9,9 @@ from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 from textual.widgets._header import HeaderTitle
 
-from tui_quantreport.tui.help_screen import HelpScreen
 from tui_quantreport.tui.main_screen import MainScreen
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 DEEP_MODEL = str(MODELS / "deep_model.py")
 
@@ -144,7 +144,7 @@ async def test_the_panes_are_resized_with_the_keyboard() -> None:
 @pytest.mark.parametrize("size", [(80, 24), SIZE])
 async def test_the_running_strip_is_one_line_and_keeps_esc_cancels_visible(size) -> None:
     """Measuring at 80x24 wrapped the strip onto two lines and pushed "Esc cancels" off it."""
-    from tui_quantreport.tui.calibration_bar import CANCEL_HINT, CalibrationBar
+    from tui_quantreport.tui.panes.calibration_bar import CANCEL_HINT, CalibrationBar
 
     app = make_app(probe_batches=0)
     async with app.run_test(size=size) as pilot:

@@ -13,9 +13,9 @@ from textual.widgets import Input, Static
 from tui_quantreport.engine.export import render
 from tui_quantreport.engine.report import Level
 from tui_quantreport.tui.controllers import measure as measure_controller
-from tui_quantreport.tui.findings_panel import FindingsPanel
-from tui_quantreport.tui.model_summary import ModelSummary
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.model_summary import ModelSummary
+from tui_quantreport.tui.panes.module_tree import ModuleTree
 
 MIN_GAIN_INPUT = "#param-app-min_gain_db"
 

@@ -13,8 +13,8 @@ from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, 
 from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
 from textual.widgets import Input, RadioButton, Static
 
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.verify_screen import VerifyScreen
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 #: The module that limits the showcase's plan for the default target, torchao-cpu (which keeps the
 #: convolutions float, and verifies with torchao; qconfig-x86 cannot trace the showcase for v).

@@ -22,17 +22,17 @@ from textual.widgets import Checkbox, Input, Static
 from tui_quantreport import cli
 from tui_quantreport.engine.report import Status
 from tui_quantreport.tui.app import QuantReportApp
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.channel_plot import ChannelPlot
-from tui_quantreport.tui.error_screen import ErrorScreen
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.findings_panel import FindingsPanel
-from tui_quantreport.tui.help_screen import HelpScreen
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
 from tui_quantreport.tui.main_screen import MainScreen
-from tui_quantreport.tui.model_summary import ModelSummary
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.stats_table import StatsTable
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.channel_plot import ChannelPlot
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.model_summary import ModelSummary
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.stats_table import StatsTable
+from tui_quantreport.tui.screens.error_screen import ErrorScreen
+from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 MODELS = Path(__file__).parent / "app_models"
 SLOW_MODEL = MODELS / "slow_model.py"

@@ -10,12 +10,12 @@ from pathlib import Path
 from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
 from textual.widgets import Input, OptionList
 
-from tui_quantreport.tui.confirm_dialog import ConfirmDialog
-from tui_quantreport.tui.export_dialog import ExportDialog
+from tui_quantreport.tui.dialogs.confirm_dialog import ConfirmDialog
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.dialogs.scheme_picker import SchemePicker
 from tui_quantreport.tui.main_screen import seconds_text
-from tui_quantreport.tui.plan_summary import PlanSummary
-from tui_quantreport.tui.scheme_picker import SchemePicker
-from tui_quantreport.tui.sqnr_panel import SqnrPanel
+from tui_quantreport.tui.panes.plan_summary import PlanSummary
+from tui_quantreport.tui.panes.sqnr_panel import SqnrPanel
 
 SENSITIVE = "thermal_stem.conv"  # the showcase's one module whose quantization costs accuracy
 #: A target that quantizes the showcase's convolutions (torchao-cpu, the default, keeps them float),

@@ -9,7 +9,7 @@ from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, walk_to
 from textual.app import App, ComposeResult
 
 from tui_quantreport.engine.report import Series
-from tui_quantreport.tui.channel_plot import BEYOND_LEFT, BEYOND_RIGHT, PAGE_ROWS, ChannelPlot, plot_column, scale
+from tui_quantreport.tui.panes.channel_plot import BEYOND_LEFT, BEYOND_RIGHT, PAGE_ROWS, ChannelPlot, plot_column, scale
 
 AWKWARD = (math.nan, math.inf, -math.inf, 0.0, 1e30, 1.0, -2.0, 1e308, -1e308)
 
@@ -90,7 +90,7 @@ async def test_paging_through_the_equalization_plot_of_dead_input_channels_keeps
 async def test_the_depth_plot_scales_to_the_values_shown_and_names_the_output_in_full() -> None:
     import math
 
-    from tui_quantreport.tui.depth_plot import DepthPlot, DepthPoint
+    from tui_quantreport.tui.panes.depth_plot import DepthPlot, DepthPoint
 
     class _DepthApp(App[None]):
         def compose(self) -> ComposeResult:

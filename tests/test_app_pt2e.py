@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
 
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,12 @@ from test_app_plan import SENSITIVE, TARGET, plan_settled
 from textual.widgets import Input, Static
 
 from tui_quantreport import cli
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.findings_panel import FindingsPanel
-from tui_quantreport.tui.help_screen import HelpScreen
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.plan_summary import PlanSummary
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.plan_summary import PlanSummary
+from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 
 async def test_arrows_in_the_export_dialog_pick_the_kind_of_file() -> None:
@@ -179,7 +179,7 @@ async def test_a_detector_checkbox_shows_its_state_without_colour() -> None:
 async def test_the_scheme_picker_does_not_offer_schemes_that_cannot_apply() -> None:
     from textual.widgets import OptionList
 
-    from tui_quantreport.tui.scheme_picker import SchemePicker
+    from tui_quantreport.tui.dialogs.scheme_picker import SchemePicker
 
     app = make_app("untraceable", batches=SHOWCASE_BATCHES)
     async with app.run_test(size=SIZE) as pilot:

@@ -14,8 +14,8 @@ import pytest
 
 from tui_quantreport.cli import app_options
 from tui_quantreport.tui.app import QuantReportApp
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
 
 MODELS = Path(__file__).parent / "app_models"
 SIZE = (120, 40)

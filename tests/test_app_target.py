@@ -15,7 +15,7 @@ from textual.widgets import Select
 
 from tui_quantreport.tui import user_settings
 from tui_quantreport.tui.controllers.plan import refused_schemes
-from tui_quantreport.tui.verify_screen import VerifyScreen
+from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 pytest.importorskip("torchao", reason="the torchao target's export and v run torchao")
 

@@ -22,7 +22,7 @@ def test_backends_are_the_one_list():
 def test_minimum_gain_is_the_one_default():
     from tui_quantreport.engine.report import Report
     from tui_quantreport.engine.severity import DEFAULT_MIN_GAIN_DB
-    from tui_quantreport.tui.detector_sidebar import MIN_GAIN
+    from tui_quantreport.tui.panes.detector_sidebar import MIN_GAIN
 
     assert DEFAULT_MIN_GAIN_DB == MIN_GAIN.default == defaults.MIN_GAIN_DB
     field = next(f for f in dataclasses.fields(Report) if f.name == "min_gain_db")

@@ -15,7 +15,7 @@ from test_app_pilot import make_app, settle
 
 from tui_quantreport.engine import launch_tree
 from tui_quantreport.tui.model_session import ModelSession
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.module_tree import ModuleTree
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "from torch import nn\ndef build_model():\n    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, {out}))\n"

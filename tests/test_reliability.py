@@ -679,7 +679,7 @@ def toasts_text(app) -> list[str]:
 
 
 async def test_i12_app_failing_module_named_like_markup(tmp_path):
-    from tui_quantreport.tui.module_tree import ModuleTree
+    from tui_quantreport.tui.panes.module_tree import ModuleTree
 
     app = markup_app(tmp_path, fail=True)
     async with app.run_test(size=(120, 40), notifications=True) as pilot:

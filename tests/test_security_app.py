@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_app_pilot import SIZE, make_app, settle
 
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.module_tree import ModuleTree
 
 HOSTILE = """
 import torch
@@ -55,7 +55,7 @@ async def test_hostile_names_are_shown_printable_in_the_app(tmp_path: Path) -> N
 async def test_the_app_never_exports_over_the_models_own_file(tmp_path: Path) -> None:
     from textual.widgets import Input, RadioButton
 
-    from tui_quantreport.tui.export_dialog import ExportDialog
+    from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
 
     model = tmp_path / "tiny.py"
     model.write_text((Path(__file__).parent / "models" / "tiny.py").read_text())

@@ -13,9 +13,9 @@ from textual.widgets import Input, Static
 from tui_quantreport.cli import app_options
 from tui_quantreport.engine import render, statsfile
 from tui_quantreport.tui.app import QuantReportApp
-from tui_quantreport.tui.error_screen import ErrorScreen
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.error_screen import ErrorScreen
 
 SIZE = (120, 40)
 DYNAMIC = "dynamic_vs_static_detector"

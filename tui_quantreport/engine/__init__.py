@@ -16,8 +16,64 @@ torch-free :func:`~tui_quantreport.engine.spec.check_spec`) does not pay for
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each loads on first use)
+    from .apply.api import apply_in_app as apply_in_app
+    from .apply.api import not_eager as not_eager
+    from .apply.targets import TARGETS as TARGETS
+    from .apply.targets import TargetError as TargetError
+    from .apply.targets import default_target as default_target
+    from .apply.targets import model_device as model_device
+    from .apply.targets import resolve as resolve_target  # noqa: F401 - a public name (in __all__)
+    from .detectors import DETECTORS as DETECTORS
+    from .evaluation import Evaluator as Evaluator
+    from .export import render as render
+    from .export import write_atomic as write_atomic
+    from .kept_plan import forget as forget_kept_plan  # noqa: F401 - a public name (in __all__)
+    from .kept_plan import read as read_kept_plan  # noqa: F401 - a public name (in __all__)
+    from .kept_plan import read_plan_file as read_plan_file
+    from .kept_plan import write as write_kept_plan  # noqa: F401 - a public name (in __all__)
+    from .launch_tree import read as read_launch_tree  # noqa: F401 - a public name (in __all__)
+    from .launch_tree import write as write_launch_tree  # noqa: F401 - a public name (in __all__)
+    from .layers import COLUMNS as LAYER_COLUMNS  # noqa: F401 - a public name (in __all__)
+    from .layers import LayerRow as LayerRow
+    from .layers import filter_rows as filter_layer_rows  # noqa: F401 - a public name (in __all__)
+    from .layers import layer_rows as layer_rows
+    from .layers import limiting_candidates as limiting_candidates
+    from .layers import sort_rows as sort_layer_rows  # noqa: F401 - a public name (in __all__)
+    from .planner_report import PREDICTION_WORDS as PREDICTION_WORDS
+    from .planner_report import FrontierRow as FrontierRow
+    from .planner_report import frontier_rows as frontier_rows
+    from .planner_report import plot_lines as plot_lines
+    from .quantsim import SCHEMES as SCHEMES
+    from .quantsim import Plan as Plan
+    from .quantsim import Sqnr as Sqnr
+    from .quantsim import take_probes as take_probes
+    from .quantsim.availability import analysis_for as analysis_for
+    from .quantsim.availability import unavailable_note as unavailable_note
+    from .quantsim.availability import unavailable_reason as unavailable_reason
+    from .quantsim.depth import depth_sqnr as depth_sqnr
+    from .quantsim.planner import DEFAULT_WARN_BELOW_DB as DEFAULT_WARN_BELOW_DB
+    from .quantsim.planner import Planner as Planner
+    from .quantsim.planner import costliest as costliest
+    from .quantsim.planner import low_sqnr_warning as low_sqnr_warning
+    from .quantsim.planner import noise_of as noise_of
+    from .session import Session as Session
+    from .settings import Settings as Settings
+    from .severity import assess as assess
+    from .severity import measure as measure_error  # noqa: F401 - a public name (in __all__)
+    from .severity import signed_db as signed_db
+    from .spec import load_model as load_model
+    from .spec import source_path as source_path
+    from .stats import Stats as Stats
+    from .statsfile import load as load_stats_file  # noqa: F401 - a public name (in __all__)
+    from .statsfile import make as make_stats_file  # noqa: F401 - a public name (in __all__)
+    from .statsfile import save as save_stats_file  # noqa: F401 - a public name (in __all__)
+    from .statsfile import settings_for as stats_settings_for  # noqa: F401 - a public name (in __all__)
+
+#: Public name -> the module (under ``engine``) that defines it; ``"module:attr"`` where the public
+#: name differs from the module's own (a module's generic ``read``/``write`` named for what it reads).
 _EXPORTS = {
     "Settings": "settings",
     "observed_settings": "settings",
@@ -60,6 +116,51 @@ _EXPORTS = {
     "list_samples": "spec",
     "load_model": "spec",
     "open_batches": "spec",
+    # What the app reads (it goes through this facade and the torch-free core only):
+    "source_path": "spec",
+    "read_plan_file": "kept_plan",
+    "read_kept_plan": "kept_plan:read",
+    "write_kept_plan": "kept_plan:write",
+    "forget_kept_plan": "kept_plan:forget",
+    "read_launch_tree": "launch_tree:read",
+    "write_launch_tree": "launch_tree:write",
+    "load_stats_file": "statsfile:load",
+    "save_stats_file": "statsfile:save",
+    "make_stats_file": "statsfile:make",
+    "stats_settings_for": "statsfile:settings_for",
+    "assess": "severity",
+    "measure_error": "severity:measure",
+    "signed_db": "severity",
+    "LAYER_COLUMNS": "layers:COLUMNS",
+    "LayerRow": "layers",
+    "layer_rows": "layers",
+    "filter_layer_rows": "layers:filter_rows",
+    "sort_layer_rows": "layers:sort_rows",
+    "limiting_candidates": "layers",
+    "PREDICTION_WORDS": "planner_report",
+    "FrontierRow": "planner_report",
+    "frontier_rows": "planner_report",
+    "plot_lines": "planner_report",
+    "SCHEMES": "quantsim",
+    "Plan": "quantsim",
+    "Sqnr": "quantsim",
+    "take_probes": "quantsim",
+    "analysis_for": "quantsim.availability",
+    "unavailable_note": "quantsim.availability",
+    "unavailable_reason": "quantsim.availability",
+    "depth_sqnr": "quantsim.depth",
+    "DEFAULT_WARN_BELOW_DB": "quantsim.planner",
+    "Planner": "quantsim.planner",
+    "costliest": "quantsim.planner",
+    "low_sqnr_warning": "quantsim.planner",
+    "noise_of": "quantsim.planner",
+    "apply_in_app": "apply.api",
+    "not_eager": "apply.api",
+    "TARGETS": "apply.targets",
+    "TargetError": "apply.targets",
+    "default_target": "apply.targets",
+    "model_device": "apply.targets",
+    "resolve_target": "apply.targets:resolve",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -68,7 +169,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    value = getattr(module, name)
+    where, _, attr = _EXPORTS[name].partition(":")
+    module = importlib.import_module(f"{__name__}.{where}")
+    value = getattr(module, attr or name)
     globals()[name] = value
     return value

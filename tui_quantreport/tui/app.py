@@ -66,8 +66,8 @@ class QuantReportApp(App[None]):
         probes = getattr(self.options, "probe_batches", None)
         plan = None
         if getattr(self.options, "plan", None):
+            from tui_quantreport.engine import read_plan_file
             from tui_quantreport.engine.errors import UserError
-            from tui_quantreport.engine.kept_plan import read_plan_file
 
             try:
                 plan = read_plan_file(self.options.plan)  # type: ignore[union-attr]

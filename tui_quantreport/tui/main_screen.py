@@ -30,13 +30,13 @@ from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.widgets import Footer, Header, Input
 
-from tui_quantreport.tui.badge_legend import BadgeLegend
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import DetectorSidebar
-from tui_quantreport.tui.filter_input import FilterInput
-from tui_quantreport.tui.help_screen import HelpScreen, key_sections
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.badge_legend import BadgeLegend
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.detector_sidebar import DetectorSidebar
+from tui_quantreport.tui.panes.filter_input import FilterInput
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.help_screen import HelpScreen, key_sections
 
 if TYPE_CHECKING:
     pass

@@ -17,7 +17,6 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from tui_quantreport.engine.defaults import PROBE_BATCHES as DEFAULT_PROBE_BATCHES
-from tui_quantreport.tui.detector_sidebar import MIN_GAIN
 from tui_quantreport.tui.messages import (
     CalibrationProgress,
     FrontierMeasured,
@@ -28,6 +27,7 @@ from tui_quantreport.tui.model_session import (
     Measured,
     ModelSession,
 )
+from tui_quantreport.tui.panes.detector_sidebar import MIN_GAIN
 from tui_quantreport.tui.workers import said
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from tui_quantreport.engine.report import Report
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
-    from tui_quantreport.tui.depth_plot import DepthPoint
+    from tui_quantreport.tui.panes.depth_plot import DepthPoint
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from tui_quantreport.engine.planner_report import PREDICTION_WORDS, FrontierRow, frontier_rows
+from tui_quantreport.engine import PREDICTION_WORDS, FrontierRow, frontier_rows
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
 
@@ -245,7 +245,7 @@ class FrontierMeasured(Message):
 
     def warning(self, point: PlanPoint) -> str:
         """The low-SQNR warning for a picked point ("" when it is above the threshold)."""
-        from tui_quantreport.engine.quantsim.planner import DEFAULT_WARN_BELOW_DB, costliest, low_sqnr_warning, noise_of
+        from tui_quantreport.engine import DEFAULT_WARN_BELOW_DB, costliest, low_sqnr_warning, noise_of
 
         noise = {}
         for unit in self.result.units:

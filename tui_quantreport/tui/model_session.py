@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tui_quantreport.engine.defaults import MIN_GAIN_DB
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import PLAN_EDITED, Report
 
@@ -84,7 +85,7 @@ class ModelSession:
         spec: str | None = None,
         unavailable: str | None = None,
     ) -> None:
-        from tui_quantreport.engine.evaluation import Evaluator
+        from tui_quantreport.engine import Evaluator
 
         self.loaded_model = loaded_model  # None when opened from a stats file
         self.session = session  # None when opened from a stats file
@@ -126,16 +127,13 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
-        from tui_quantreport.engine import statsfile
-        from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.engine import DETECTORS, Session, Settings, Stats, load_model, load_stats_file
+        from tui_quantreport.engine import stats_settings_for as settings_for
         from tui_quantreport.engine.errors import ParamError, UserError
-        from tui_quantreport.engine.session import Session
-        from tui_quantreport.engine.settings import Settings
-        from tui_quantreport.engine.spec import load_model
-        from tui_quantreport.engine.stats import Stats
+        from tui_quantreport.engine.stats_path import is_stats_path
         from tui_quantreport.tui import user_settings
 
-        if statsfile.is_stats_path(spec):
+        if is_stats_path(spec):
             return cls.load_stats_file(spec, options)
         leave_a_core_to_the_ui()
         saved, notice = user_settings.load()
@@ -155,9 +153,9 @@ class ModelSession:
         status = None
         stats_path = _option(options, "stats")
         if stats_path:  # reuse a stats file taken on this model
-            sf = statsfile.load(stats_path)
+            sf = load_stats_file(stats_path)
             sf.check_model(session.catalog, stats_path)
-            settings = statsfile.settings_for(sf, stats_path, **_setting_options(options))
+            settings = settings_for(sf, stats_path, **_setting_options(options))
             stats = sf.stats
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
         model = cls(loaded_model, session)
@@ -181,12 +179,12 @@ class ModelSession:
     @classmethod
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
         """A session on a stats file: its catalog, statistics and settings, and no model."""
-        from tui_quantreport.engine import statsfile
-        from tui_quantreport.engine.detectors import DETECTORS
+        from tui_quantreport.engine import DETECTORS, load_stats_file
+        from tui_quantreport.engine import stats_settings_for as settings_for
         from tui_quantreport.tui import user_settings
 
-        sf = statsfile.load(path)
-        settings = statsfile.settings_for(sf, path, **_setting_options(options))
+        sf = load_stats_file(path)
+        settings = settings_for(sf, path, **_setting_options(options))
         reason = (
             f"opened from the stats file {path}, without the model: to calibrate again, run "
             f"tui-quantreport {sf.spec} --stats {path}"
@@ -219,13 +217,13 @@ class ModelSession:
     ) -> Report:
         """The report for ``stats`` judged with ``settings`` (with severities from the measured
         ``error`` of the same stats, when given, minor below ``min_gain_db``): pure, never touches the model."""
-        from tui_quantreport.engine.severity import DEFAULT_MIN_GAIN_DB, assess
+        from tui_quantreport.engine import assess
 
         report = self.evaluator.evaluate(stats, settings, spec=self.spec)
         error = error if error is not None else self.restored_error(stats)
         if error is None:
             return report
-        return assess(report, error, DEFAULT_MIN_GAIN_DB if min_gain_db is None else min_gain_db)
+        return assess(report, error, MIN_GAIN_DB if min_gain_db is None else min_gain_db)
 
     @cached_property
     def apply_unavailable(self) -> str | None:
@@ -235,7 +233,7 @@ class ModelSession:
             return f"Needs the model: {self.unavailable}"
         if self.loaded_model is None:
             return None
-        from tui_quantreport.engine.apply.api import not_eager
+        from tui_quantreport.engine import not_eager
 
         reason = not_eager(self.loaded_model.model, self.spec)
         return reason[0].upper() + reason[1:] + "." if reason else None
@@ -243,7 +241,7 @@ class ModelSession:
     @property
     def measurement_unavailable(self) -> str | None:
         """Why the quantization error cannot be measured on this model (a sentence), or None."""
-        from tui_quantreport.engine.quantsim.availability import unavailable_note, unavailable_reason
+        from tui_quantreport.engine import unavailable_note, unavailable_reason
 
         if self.session is None:
             return None  # no model at all: said by ``unavailable``
@@ -257,13 +255,11 @@ class ModelSession:
     def save_stats(self, stats: Stats, settings: Settings, path: str, error: MeasuredError | None = None) -> str:
         """Write ``stats`` (taken with ``settings``, with their measured ``error`` when given) to a
         stats file at ``path``, atomically."""
-        from tui_quantreport.engine import statsfile
+        from tui_quantreport.engine import make_stats_file, save_stats_file, source_path
 
         error = error if error is not None else self.restored_error(stats)
-        from tui_quantreport.engine.spec import source_path
-
         inputs = [p for p in (source_path(self.spec),) if p]
-        return str(statsfile.save(path, statsfile.make(self.spec, self.catalog, stats, settings, error), inputs))
+        return str(save_stats_file(path, make_stats_file(self.spec, self.catalog, stats, settings, error), inputs))
 
     def calibrate(
         self,
@@ -278,8 +274,8 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
+        from tui_quantreport.engine import open_batches
         from tui_quantreport.engine.errors import UserError
-        from tui_quantreport.engine.spec import open_batches
 
         if self.unavailable is not None or self.session is None or self.loaded_model is None:
             raise UserError(f"Calibration is unavailable: {self.unavailable}")
@@ -391,20 +387,15 @@ def measure(
     """Local SQNR per module and scheme on the first ``probe_batches`` batches, the recommended
     plan (schemes within ``min_gain_db`` of the best) and its end-to-end SQNR (torch work: call
     from a worker)."""
-    from tui_quantreport.engine.quantsim import take_probes
-    from tui_quantreport.engine.spec import open_batches
+    from tui_quantreport.engine import analysis_for, measure_error, open_batches, take_probes
 
     assert session.loaded_model is not None and session.session is not None  # measured only with a model
     probes = take_probes(open_batches(session.loaded_model), probe_batches)
     backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    from tui_quantreport.engine.quantsim.availability import analysis_for
-
     analysis = analysis_for(session.session, probes, stats, backend, session.target)  # a graph: a converted copy
     min_rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
     if min_rows is not None:  # the plan trusts a static range from as many rows as the finding does
         analysis.min_rows = int(min_rows)
-    from tui_quantreport.engine.severity import measure as measure_error
-
     local = analysis.local_sqnr(progress, should_cancel)
     plan = analysis.recommended_plan() if min_gain_db is None else analysis.recommended_plan(min_gain_db)
     sqnr = analysis.plan_sqnr(plan, should_cancel)
@@ -415,7 +406,7 @@ def measure(
 def restored_measurement(error: MeasuredError) -> Measured:
     """The panes' view of a measured error read back from a stats file: local SQNR per scheme, the
     plan that was recommended with its end-to-end SQNR (as the live session showed them); no analysis."""
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine import Plan, Sqnr
 
     def sqnr(db: float | None, reason: str) -> Sqnr:
         return Sqnr(db) if db is not None else Sqnr(None, reason or "SQNR undefined: not measured")
@@ -443,7 +434,7 @@ def restored_measurement(error: MeasuredError) -> Measured:
 
 def restored_sensitivity(error: MeasuredError | None) -> dict[str, Sqnr] | None:
     """The one-at-a-time sensitivity kept in a measured error, when it was measured."""
-    from tui_quantreport.engine.quantsim import Sqnr
+    from tui_quantreport.engine import Sqnr
 
     if error is None or not error.sensitivity_measured:
         return None
@@ -480,8 +471,8 @@ def adopt_plan(measured: Measured, data: Any, source: str) -> Plan:
     recommended scheme; activation ranges stay this calibration's). Raises
     :class:`~tui_quantreport.engine.errors.UserError` (one line naming ``source``) when it is not
     a plan, was made for another model, or names modules this model lacks."""
+    from tui_quantreport.engine import Plan
     from tui_quantreport.engine.errors import UserError
-    from tui_quantreport.engine.quantsim import Plan
 
     loaded = Plan.from_json_data(data, source=source)
     recommended = measured.recommended

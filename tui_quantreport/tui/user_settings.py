@@ -139,8 +139,8 @@ def save(settings: UserSettings) -> Path:
         "min_gain_db": settings.min_gain_db,
         "target": settings.target,
     }
+    from tui_quantreport.engine import write_atomic
     from tui_quantreport.engine.errors import UserError
-    from tui_quantreport.engine.export import write_atomic
 
     try:
         return write_atomic(path, json.dumps(data, indent=2) + "\n", what="settings")

@@ -15,12 +15,12 @@ from textual import work
 from textual.notifications import SeverityLevel
 from textual.worker import get_current_worker
 
+from tui_quantreport.engine import render, write_atomic
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.engine.export import render, write_atomic
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, ExportTarget
-from tui_quantreport.tui.verify_screen import VerifyScreen
+from tui_quantreport.tui.dialogs.export_dialog import ConfigRequest, ExportDialog, ExportTarget
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan
@@ -44,7 +44,8 @@ class ExportController(MainState):
         """The target of a model just loaded: ``--target``, else the saved choice (one the registry
         no longer knows is said and dropped), else torchao on the model's device; for a stats file,
         the target its plan was measured for."""
-        from tui_quantreport.engine.apply.targets import TARGETS, TargetError, default_target, model_device, resolve
+        from tui_quantreport.engine import TARGETS, TargetError, default_target, model_device
+        from tui_quantreport.engine import resolve_target as resolve
 
         session = loaded.session
         if session.loaded_model is not None:
@@ -94,7 +95,7 @@ class ExportController(MainState):
 
     def action_focus_target(self) -> None:
         """Focus the deployment target in the sidebar (showing the sidebar if needed)."""
-        from tui_quantreport.tui.param_field import field_id
+        from tui_quantreport.tui.panes.param_field import field_id
 
         main = self.query_one("#main")
         if main.has_class("-narrow") != main.has_class("-sidebar-toggled"):
@@ -131,7 +132,7 @@ class ExportController(MainState):
         if self.plan is not None:
             targets.append(ExportTarget("plan", "What-if plan (JSON)", ".plan.json", write_plan))
         # The plan as a configuration (engine/apply), exported in a worker by _start_apply.
-        from tui_quantreport.engine.apply.targets import TARGETS
+        from tui_quantreport.engine import TARGETS
 
         targets += [ExportTarget(t.name, t.file_label, t.suffix, None, deferred=True) for t in TARGETS.values()]
         return targets
@@ -152,7 +153,7 @@ class ExportController(MainState):
 
     def _inputs(self) -> list[str]:
         """The files this session read (the model's source): no export writes over them."""
-        from tui_quantreport.engine.spec import source_path
+        from tui_quantreport.engine import source_path
 
         return [p for p in (source_path(self.spec),) if p]
 
@@ -205,7 +206,7 @@ class ExportController(MainState):
     def action_verify(self) -> None:
         """Apply the plan with its target's library to a copy of the model and measure it (in a worker;
         Esc cancels). The target: the sidebar's (``--target``, else torchao on the model's device)."""
-        from tui_quantreport.engine.apply.targets import default_target
+        from tui_quantreport.engine import default_target
 
         self._start_apply("verify", self.target or default_target().name, None)
 
@@ -228,7 +229,7 @@ class ExportController(MainState):
 
     @work(thread=True, exclusive=True, group="apply", exit_on_error=False, description="apply the plan")
     def _apply(self, kind: str, target: str, path: str | None, plan: Plan | None, source: str) -> None:
-        from tui_quantreport.engine.apply.api import apply_in_app
+        from tui_quantreport.engine import apply_in_app
 
         worker = get_current_worker()
         model = self.model

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.worker import get_current_worker
 
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.confirm_dialog import ConfirmDialog
-from tui_quantreport.tui.frontier_screen import FrontierScreen
+from tui_quantreport.tui.dialogs.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.messages import (
     FrontierMeasured,
     MeasurementFailed,
@@ -28,7 +26,9 @@ from tui_quantreport.tui.model_session import (
     Measured,
     measure,
 )
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.screens.frontier_screen import FrontierScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan, Sqnr
@@ -144,7 +144,7 @@ class MeasureController(MainState):
     def request_limit(self) -> None:
         """Measure what keeping the module that limits the plan in float gives (one plan evaluation,
         in a worker), for the root's sentence."""
-        from tui_quantreport.engine.layers import limiting_candidates
+        from tui_quantreport.engine import limiting_candidates
 
         plan, measured = self.plan, self.measured
         if plan is None or measured is None or measured.analysis is None or plan is self._limit_plan:
@@ -192,7 +192,7 @@ class MeasureController(MainState):
 
     @work(thread=True, exclusive=True, group="depth", exit_on_error=False, description="SQNR along depth")
     def _measure_depth(self, measured: Measured, plan: Plan) -> None:
-        from tui_quantreport.engine.quantsim.depth import depth_sqnr
+        from tui_quantreport.engine import depth_sqnr
 
         worker = get_current_worker()
         analysis = measured.analysis
@@ -341,7 +341,7 @@ class MeasureController(MainState):
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False, description="frontier")
     def _measure_frontier(self, measured: Measured) -> None:
-        from tui_quantreport.engine.quantsim.planner import Planner
+        from tui_quantreport.engine import Planner
 
         worker = get_current_worker()
         if measured.analysis is None:

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from textual import on
 from textual.widget import Widget
 
-from tui_quantreport.tui.detector_sidebar import MIN_GAIN
-from tui_quantreport.tui.filter_input import FilterInput
 from tui_quantreport.tui.messages import (
     FilterChanged,
     FilterClosed,
     ModuleHighlighted,
 )
-from tui_quantreport.tui.module_detail import ModuleDetail
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.param_field import field_id
-from tui_quantreport.tui.sqnr_panel import sqnr_text
+from tui_quantreport.tui.panes.detector_sidebar import MIN_GAIN
+from tui_quantreport.tui.panes.filter_input import FilterInput
+from tui_quantreport.tui.panes.module_detail import ModuleDetail
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.param_field import field_id
+from tui_quantreport.tui.panes.sqnr_panel import sqnr_text
 
 if TYPE_CHECKING:
     from tui_quantreport.tui.main_screen import MainScreen
@@ -55,8 +55,8 @@ class NavigationController(MainState):
 
     def layer_data(self) -> LayerData:
         """What the layers screen shows, from the current state (plain data)."""
-        from tui_quantreport.engine.layers import layer_rows
-        from tui_quantreport.tui.depth_plot import depth_points
+        from tui_quantreport.engine import layer_rows
+        from tui_quantreport.tui.panes.depth_plot import depth_points
 
         report, measured, plan = self.report, self.measured, self.plan
         if report is None or measured is None or plan is None:
@@ -82,7 +82,7 @@ class NavigationController(MainState):
 
     def action_layers(self) -> None:
         """Open the "which layers hurt" screen; Enter there shows the chosen module here."""
-        from tui_quantreport.tui.layers_screen import LayersScreen
+        from tui_quantreport.tui.screens.layers_screen import LayersScreen
 
         if self.measured is None:
             self.notify("Nothing measured yet: press c to calibrate, the error is measured after it.")

@@ -16,7 +16,7 @@ from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.report import PLAN_EDITED, PLAN_RECOMMENDED
-from tui_quantreport.tui.calibration_bar import CalibrationBar
+from tui_quantreport.tui.dialogs.scheme_picker import SchemePicker
 from tui_quantreport.tui.messages import (
     MeasurementFailed,
     PlanEvaluated,
@@ -25,9 +25,9 @@ from tui_quantreport.tui.model_session import (
     Measured,
     adopt_plan,
 )
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.scheme_picker import SchemePicker
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim import Plan
@@ -48,7 +48,7 @@ class PlanController(MainState):
     def _adopt_waiting_plan(self, measured: Measured) -> None:
         """After a measurement: the plan file given with ``--plan`` (or loaded before measuring),
         else the edited plan kept from the last run on this model, replaces the recommended one."""
-        from tui_quantreport.engine import kept_plan
+        from tui_quantreport.engine import read_kept_plan
 
         if self._plan_to_load is not None:
             data, source = self._plan_to_load
@@ -58,7 +58,7 @@ class PlanController(MainState):
         if self._target_changed:  # measured for a new target: its recommendation, not edits made for another
             self._target_changed = False
             return
-        kept = kept_plan.read(self.spec)
+        kept = read_kept_plan(self.spec)
         if kept is None or measured.analysis is None:
             return
         try:
@@ -193,12 +193,12 @@ class PlanController(MainState):
 
     @work(thread=True, exclusive=True, group="keep-plan", exit_on_error=False, description="keep the plan")
     def _write_kept_plan(self, data: dict[str, object] | None) -> None:
-        from tui_quantreport.engine import kept_plan
+        from tui_quantreport.engine import forget_kept_plan, write_kept_plan
 
         if data is None:
-            kept_plan.forget(self.spec)
+            forget_kept_plan(self.spec)
         else:
-            kept_plan.write(self.spec, data)
+            write_kept_plan(self.spec, data)
 
     def action_undo_plan(self) -> None:
         """Undo the last change to the plan (``U`` redoes it)."""
@@ -218,7 +218,7 @@ class PlanController(MainState):
 
     def action_load_plan(self) -> None:
         """Ask for a plan file and make it the plan on screen (after the measurement, if none yet)."""
-        from tui_quantreport.tui.plan_load_dialog import PlanLoadDialog
+        from tui_quantreport.tui.dialogs.plan_load_dialog import PlanLoadDialog
 
         def chosen(result: tuple[dict[str, object], str] | None) -> None:
             if result is not None:
@@ -317,7 +317,7 @@ class PlanController(MainState):
         if edit is None:
             return
         plan, measured, fqn, targets = edit
-        from tui_quantreport.engine.quantsim import SCHEMES
+        from tui_quantreport.engine import SCHEMES
 
         local = measured.local.get(fqn) if fqn in plan.modules else None
         current = plan.modules.get(fqn, "") if fqn in plan.modules else ""
@@ -398,7 +398,7 @@ def refused_schemes(measured: Measured, targets: Sequence[str]) -> dict[str, str
     indices, say) or that the deployment target does not run there (a CUDA-only format on a CPU
     target, weight-only Conv2d on torchao's CPU target), each with why: the picker shows them and
     does not offer them."""
-    from tui_quantreport.engine.quantsim import SCHEMES
+    from tui_quantreport.engine import SCHEMES
 
     analysis = measured.analysis
     if analysis is None:

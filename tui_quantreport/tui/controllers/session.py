@@ -13,9 +13,6 @@ from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.tui import user_settings
-from tui_quantreport.tui.calibration_bar import CalibrationBar
-from tui_quantreport.tui.detector_sidebar import MIN_GAIN
-from tui_quantreport.tui.error_screen import ErrorScreen
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
     CalibrationFailed,
@@ -35,7 +32,10 @@ from tui_quantreport.tui.model_session import (
     recommend,
     restored_sensitivity,
 )
-from tui_quantreport.tui.module_tree import ModuleTree
+from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
+from tui_quantreport.tui.panes.detector_sidebar import MIN_GAIN
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.screens.error_screen import ErrorScreen
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.report import Measured as MeasuredError
@@ -135,9 +135,9 @@ class SessionController(MainState):
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False, description="read the kept tree")
     def _preview_tree(self) -> None:
         """Show the tree kept from the last run while the model loads (torch-free, a few ms)."""
-        from tui_quantreport.engine import launch_tree
+        from tui_quantreport.engine import read_launch_tree
 
-        report = launch_tree.read(self.spec)
+        report = read_launch_tree(self.spec)
         if report is not None:
             self.post_message(TreePreviewed(report))
 
@@ -149,9 +149,9 @@ class SessionController(MainState):
     @work(thread=True, exclusive=True, group="keep-tree", exit_on_error=False, description="keep the tree")
     def _keep_tree(self, report: Report) -> None:
         """Keep this model's tree for the next launch (see engine ``launch_tree``)."""
-        from tui_quantreport.engine import launch_tree
+        from tui_quantreport.engine import write_launch_tree
 
-        launch_tree.write(self.spec, report)
+        write_launch_tree(self.spec, report)
 
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
@@ -244,7 +244,7 @@ class SessionController(MainState):
     def _reassess(
         self, report: Report, measured: Measured | None, min_gain_db: float, generation: int, gain_generation: int
     ) -> None:
-        from tui_quantreport.engine.severity import assess
+        from tui_quantreport.engine import assess
 
         worker = get_current_worker()
 

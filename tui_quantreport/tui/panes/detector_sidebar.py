@@ -24,11 +24,11 @@ from tui_quantreport.engine.defaults import MIN_GAIN_DB
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge
-from tui_quantreport.tui.choice_field import ChoiceField
-from tui_quantreport.tui.marked_checkbox import MarkedCheckbox
 from tui_quantreport.tui.messages import CalibrateRequested, DetectorToggled
 from tui_quantreport.tui.model_session import DetectorInfo
-from tui_quantreport.tui.param_field import APP_OWNER, ParamField
+from tui_quantreport.tui.panes.choice_field import ChoiceField
+from tui_quantreport.tui.panes.marked_checkbox import MarkedCheckbox
+from tui_quantreport.tui.panes.param_field import APP_OWNER, ParamField
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.settings import Settings

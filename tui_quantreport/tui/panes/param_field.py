@@ -22,7 +22,7 @@ from textual.widgets import Input, Label, Static
 from tui_quantreport.engine.errors import ParamError
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
-from tui_quantreport.tui.ordered_input import OrderedInput
+from tui_quantreport.tui.panes.ordered_input import OrderedInput
 
 #: Owner name used in widget ids for the app's own settings (not a detector's).
 APP_OWNER = "app"

@@ -17,8 +17,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from tui_quantreport.engine.planner_report import FrontierRow
-from tui_quantreport.tui.frontier_plot import FrontierPlot
+from tui_quantreport.engine import FrontierRow
+from tui_quantreport.tui.screens.frontier_plot import FrontierPlot
 
 
 class FrontierScreen(ModalScreen[FrontierRow | None]):

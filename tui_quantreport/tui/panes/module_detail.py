@@ -22,13 +22,13 @@ from textual.widgets import Label, Static
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.report import Report
 from tui_quantreport.tui.badges import badge_variable
-from tui_quantreport.tui.channel_plot import ChannelPlot
-from tui_quantreport.tui.findings_panel import FindingsPanel
 from tui_quantreport.tui.model_session import Measured
-from tui_quantreport.tui.model_summary import ModelSummary
-from tui_quantreport.tui.plan_summary import PlanSummary
-from tui_quantreport.tui.sqnr_panel import SqnrPanel
-from tui_quantreport.tui.stats_table import StatsTable
+from tui_quantreport.tui.panes.channel_plot import ChannelPlot
+from tui_quantreport.tui.panes.findings_panel import FindingsPanel
+from tui_quantreport.tui.panes.model_summary import ModelSummary
+from tui_quantreport.tui.panes.plan_summary import PlanSummary
+from tui_quantreport.tui.panes.sqnr_panel import SqnrPanel
+from tui_quantreport.tui.panes.stats_table import StatsTable
 
 if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loads torch)
     from tui_quantreport.engine.quantsim import Plan, Sqnr

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 
 class SchemePicker(ModalScreen[str | None]):

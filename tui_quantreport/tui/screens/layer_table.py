@@ -14,8 +14,11 @@ from rich.text import Text
 from textual.reactive import var
 from textual.widgets import DataTable
 
+from tui_quantreport.engine import LAYER_COLUMNS as COLUMNS
+from tui_quantreport.engine import LayerRow
+from tui_quantreport.engine import filter_layer_rows as filter_rows
+from tui_quantreport.engine import sort_layer_rows as sort_rows
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.engine.layers import COLUMNS, LayerRow, filter_rows, sort_rows
 
 #: Short headers of the per-scheme local SQNR columns.
 SCHEME_HEADERS = {

@@ -20,8 +20,8 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from tui_quantreport.tui.depth_plot import DepthPlot
-from tui_quantreport.tui.layer_table import LayerTable
+from tui_quantreport.tui.panes.depth_plot import DepthPlot
+from tui_quantreport.tui.screens.layer_table import LayerTable
 
 if TYPE_CHECKING:
     from tui_quantreport.tui.main_screen import MainScreen

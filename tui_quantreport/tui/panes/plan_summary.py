@@ -23,9 +23,9 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.tui.channel_plot import plot_column
 from tui_quantreport.tui.model_session import Measured
-from tui_quantreport.tui.sqnr_panel import FLOAT, sqnr_text
+from tui_quantreport.tui.panes.channel_plot import plot_column
+from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 LAYERS_SHOWN = 24
 KEEP_FLOAT_SHOWN = 12

@@ -35,7 +35,7 @@ from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet,
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.tui.ordered_input import OrderedInput
+from tui_quantreport.tui.panes.ordered_input import OrderedInput
 
 
 @dataclass(frozen=True)

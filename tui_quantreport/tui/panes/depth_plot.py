@@ -18,7 +18,7 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from tui_quantreport.engine.escape import printable
-from tui_quantreport.tui.channel_plot import plot_column
+from tui_quantreport.tui.panes.channel_plot import plot_column
 
 LOCAL_STYLE = "$primary-lighten-2"
 CUMULATIVE_STYLE = "bold $warning"

@@ -71,7 +71,7 @@ class SqnrPanel(Static):
         bits = measured.error.modules[fqn].bits_per_weight if measured.error and fqn in measured.error.modules else {}
         # Formats that cannot take this module (no size: ineligible) get one line, not a row each; the
         # schemes the recommended plan chooses among always keep their row (an undefined value says why).
-        from tui_quantreport.engine.quantsim.schemes import SCHEMES  # measured: torch is loaded already
+        from tui_quantreport.engine import SCHEMES  # measured: torch is loaded already
 
         ineligible = [
             s

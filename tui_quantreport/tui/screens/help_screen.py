@@ -16,10 +16,10 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static, Tree
 
-from tui_quantreport.tui.export_dialog import ExportDialog
-from tui_quantreport.tui.filter_input import FilterInput
-from tui_quantreport.tui.module_tree import ModuleTree
-from tui_quantreport.tui.param_field import ParamField
+from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
+from tui_quantreport.tui.panes.filter_input import FilterInput
+from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.param_field import ParamField
 
 #: A section of the help: its title and (keys, what they do) rows.
 HelpSection = tuple[str, Sequence[tuple[str, str]]]
@@ -68,8 +68,8 @@ def key_sections(app: App, anywhere: Iterable[BindingType], glyphs: Iterable[str
             if isinstance(binding, Binding) and binding.description
         ]
 
-    from tui_quantreport.tui.channel_plot import ChannelPlot
-    from tui_quantreport.tui.module_detail import ModuleDetail
+    from tui_quantreport.tui.panes.channel_plot import ChannelPlot
+    from tui_quantreport.tui.panes.module_detail import ModuleDetail
 
     own = {b.key for b in ModuleTree.BINDINGS if isinstance(b, Binding)}
     tree_keys = [b for b in Tree.BINDINGS if isinstance(b, Binding) and b.key not in ("up", "down", *own)]

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from textual.content import Content
 from textual.widgets import Static
 
+from tui_quantreport.engine import signed_db
 from tui_quantreport.engine.report import (
     NOT_CALIBRATED,
     Finding,
     Report,
     verdict_caveat,
 )
-from tui_quantreport.engine.severity import signed_db
 from tui_quantreport.tui.badges import badge
 from tui_quantreport.tui.formatting import STATUS_WORDS
 

@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui_quantreport.engine.planner_report import FrontierRow, plot_lines
+from tui_quantreport.engine import FrontierRow, plot_lines
 
 #: Columns of the plot's text besides the bar (marks, sizes, numbers, the kind).
 TEXT_COLUMNS = 72

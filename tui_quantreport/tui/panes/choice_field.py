@@ -14,7 +14,7 @@ from textual.widgets import Label, Select, Static
 
 from tui_quantreport.engine.params import Param
 from tui_quantreport.tui.messages import ParamChanged
-from tui_quantreport.tui.param_field import (
+from tui_quantreport.tui.panes.param_field import (
     APP_OWNER,
     cli_spelling,
     field_id,

@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from tui_quantreport.tui.messages import FilterChanged, FilterClosed
-from tui_quantreport.tui.ordered_input import OrderedInput
+from tui_quantreport.tui.panes.ordered_input import OrderedInput
 
 
 class FilterInput(OrderedInput):
