@@ -129,3 +129,18 @@ async def test_on_the_default_target_the_title_is_what_verify_achieves(model: st
         title = main.plan_sqnr.db
         assert title is not None and f"plan {title:.1f} dB on torchao-cpu" in app.sub_title
         await verify_beside_the_title(app, pilot, title)
+
+
+async def test_the_header_takes_the_longest_form_that_fits_after_a_resize() -> None:
+    app = make_app("drifting_mlp")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        narrow = app.sub_title
+        assert narrow.startswith("plan ") and "on torchao-cpu" not in narrow  # the short form at 80 columns
+        await pilot.resize_terminal(200, 60)
+        await settle(app, pilot)
+        assert app.sub_title.startswith("drifting_mlp · plan ") and " on torchao-cpu" in app.sub_title
+        await pilot.resize_terminal(80, 24)
+        await settle(app, pilot)
+        assert app.sub_title == narrow
