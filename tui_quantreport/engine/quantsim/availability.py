@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tui_quantreport.engine.graph_eager import measurable_copy
+from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
+
 
 def unavailable_reason(session: Any) -> str | None:
     """None when the model can be measured; else what it is ("models with ...", ...)."""
@@ -31,8 +34,6 @@ def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
     changed), its catalog, and the modules left as graph nodes with why."""
     if getattr(session, "graph", None) is None:
         return session.model, session.catalog, {}
-    from tui_quantreport.engine.graph_eager import measurable_copy
-
     copy = measurable_copy(session.model, session.catalog)
     return copy.model, copy.catalog, copy.skipped
 
@@ -46,7 +47,6 @@ def analysis_for(
     ``backend`` is kept for old callers). A weighted module of a graph that stays a node is
     listed with why (its SQNR reads "SQNR undefined: ...")."""
     from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
-    from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 
     model, catalog, skipped = measurable(session)
     if not isinstance(target, Target):
