@@ -6,7 +6,7 @@ Linear/Conv nodes are modules again)."""
 from __future__ import annotations
 
 import pytest
-from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
+from app_helpers import SIZE, calibrate, make_app, settle, walk_to
 
 from tui_quantreport.tui.calibration_bar import CalibrationBar
 from tui_quantreport.tui.module_detail import ModuleDetail
