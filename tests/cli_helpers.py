@@ -1,6 +1,36 @@
-"""What the command-line tests share: run ``main`` and check the one-clear-line promise."""
+"""What the command-line tests share: run ``main`` (in process or as a subprocess), write a model
+file, and check the one-clear-line promise."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 from tui_quantreport.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A small model file (a Sequential of 7 modules with its calibration batches).
+TINY = str(Path(__file__).parent / "models" / "tiny.py")
+
+
+def model_file(folder: Path, source: str, name: str = "model.py") -> Path:
+    """Write ``source`` (dedented) as a model file in ``folder``."""
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def subprocess_cli(*argv, cwd=None, timeout=120):
+    """``python -m tui_quantreport ARGV`` in a fresh process (this checkout's package)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tui_quantreport", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def run(capsys, *argv):

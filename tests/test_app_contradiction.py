@@ -4,7 +4,7 @@ so beside the detector's verdict (untraceable's refine.fc_out: the dynamic-vs-st
 
 from __future__ import annotations
 
-from test_app_pilot import calibrate, make_app, walk_to
+from app_helpers import calibrate, make_app, walk_to
 
 from tui_quantreport.tui.panes.findings_panel import FindingsPanel
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of
+from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of
 from textual.app import App, ComposeResult
 from textual.widgets import Input
 

@@ -6,8 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
+from app_helpers import (
+    SENSITIVE,
+    SHOWCASE_BATCHES,
+    SIZE,
+    TARGET,
+    calibrate,
+    make_app,
+    measure_sensitivity,
+    plan_settled,
+    settle,
+    text_of,
+    walk_to,
+)
 
 from tui_quantreport.engine.layers import LayerRow, filter_rows, limiting_candidates, sort_rows
 from tui_quantreport.tui.panes.depth_plot import DepthPlot

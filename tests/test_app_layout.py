@@ -4,7 +4,7 @@ the help screen's footer, which lists the help screen's own keys and nothing of 
 from __future__ import annotations
 
 import pytest
-from test_app_pilot import MODELS, SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, walk_to
+from app_helpers import MODELS, SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, walk_to
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 from textual.widgets._header import HeaderTitle

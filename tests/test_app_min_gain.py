@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_input, settle, text_of
+from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, make_app, set_input, settle, text_of
 from textual.widgets import Input, Static
 
 from tui_quantreport.engine.export import render

@@ -9,9 +9,21 @@ import json
 from pathlib import Path
 
 import pytest
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
-from test_app_plan import SENSITIVE, TARGET, measure_sensitivity, plan_settled
-from textual.widgets import Input, RadioButton, Static
+from app_helpers import (
+    SENSITIVE,
+    SHOWCASE_BATCHES,
+    SIZE,
+    TARGET,
+    calibrate,
+    export_to,
+    make_app,
+    measure_sensitivity,
+    plan_settled,
+    settle,
+    text_of,
+    walk_to,
+)
+from textual.widgets import Input, Static
 
 from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
 from tui_quantreport.tui.screens.verify_screen import VerifyScreen
@@ -21,24 +33,6 @@ from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 LIMITING = "thermal_proj"
 
 pytest.importorskip("torchao", reason="the torchao configuration and v run torchao")
-
-
-async def export_to(app, pilot, path: Path, target: str | None = None) -> None:
-    """``e``, pick ``target`` (else the one the suffix picks), type the path, Enter; wait for it."""
-    await pilot.press("e")
-    await pilot.pause()
-    dialog = app.screen
-    assert isinstance(dialog, ExportDialog)
-    if target is not None:
-        dialog.query_one(f"#format-{target}", RadioButton).value = True
-        await pilot.pause()
-    field = dialog.query_one("#export-path", Input)
-    field.value = str(path)
-    field.focus()
-    await pilot.pause()
-    await pilot.press("enter")
-    await settle(app, pilot)
-    assert path.exists(), f"{path} was not written"
 
 
 async def test_an_edited_plan_reaches_every_export_the_stats_file_and_verify(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ small model files in ``tests/app_models/``.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -15,97 +14,36 @@ import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
-from textual.content import Content
+from app_helpers import (
+    DYNAMIC,
+    MODELS,
+    OUTLIER,
+    SHOWCASE_BATCHES,
+    SIZE,
+    SLOW_MODEL,
+    TOLERANCE_INPUT,
+    calibrate,
+    detail_follows,
+    make_app,
+    set_input,
+    settle,
+    text_of,
+    walk_to,
+)
 from textual.widgets import Checkbox, Input, Static
 
 from tui_quantreport import cli
 from tui_quantreport.engine.report import Status
-from tui_quantreport.tui.app import QuantReportApp
 from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
 from tui_quantreport.tui.main_screen import MainScreen
 from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
 from tui_quantreport.tui.panes.channel_plot import ChannelPlot
 from tui_quantreport.tui.panes.findings_panel import FindingsPanel
 from tui_quantreport.tui.panes.model_summary import ModelSummary
-from tui_quantreport.tui.panes.module_detail import ModuleDetail
 from tui_quantreport.tui.panes.module_tree import ModuleTree
 from tui_quantreport.tui.panes.stats_table import StatsTable
 from tui_quantreport.tui.screens.error_screen import ErrorScreen
 from tui_quantreport.tui.screens.help_screen import HelpScreen
-
-MODELS = Path(__file__).parent / "app_models"
-SLOW_MODEL = MODELS / "slow_model.py"
-SIZE = (120, 40)
-SHOWCASE_BATCHES = 8
-DYNAMIC = "dynamic_vs_static_detector"
-OUTLIER = "outlier_detector"
-TOLERANCE_INPUT = f"#param-{DYNAMIC}-tolerance"
-
-
-def make_app(model: str = "showcase", **options: object) -> QuantReportApp:
-    """The app as ``tui-quantreport MODEL [options]`` starts it."""
-    return QuantReportApp(model, cli.app_options(model, **options))
-
-
-async def settle(app: QuantReportApp, pilot) -> None:
-    """Wait for the workers (loading, calibrating, evaluating, measuring: one may start another when
-    it finishes) and the messages they posted."""
-    for _ in range(1000):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        if not any(worker.is_running for worker in app.workers) and not app.main.measuring:
-            return
-
-
-async def calibrate(app: QuantReportApp, pilot) -> None:
-    await settle(app, pilot)
-    await pilot.press("c")
-    await settle(app, pilot)
-    assert app.report is not None and app.report.batches > 0
-
-
-def text_of(widget: Static) -> str:
-    """What a Static shows, as plain text."""
-    if isinstance(widget.content, Content):
-        return widget.content.plain
-    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
-    console.print(widget.content)
-    return console.export_text()
-
-
-async def walk_to(app: QuantReportApp, pilot, fqn: str) -> None:
-    """Press down (or up) in the tree until the cursor is on ``fqn``, then let the detail view follow."""
-    tree = app.query_one(ModuleTree)
-    tree.focus()
-    order = list(tree.nodes)
-    for _ in range(len(order) * 2):
-        if tree.current_fqn == fqn:
-            await detail_follows(app, pilot)
-            return
-        key = "down" if order.index(tree.current_fqn) < order.index(fqn) else "up"
-        await pilot.press(key)
-    raise AssertionError(f"could not reach {fqn!r}; cursor on {tree.current_fqn!r}")
-
-
-async def detail_follows(app: QuantReportApp, pilot) -> None:
-    """Wait until the detail view shows the module under the tree's cursor (it redraws once the cursor rests)."""
-    tree, detail = app.query_one(ModuleTree), app.query_one(ModuleDetail)
-    for _ in range(100):
-        if detail.fqn == tree.current_fqn:
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"the detail view shows {detail.fqn!r}, the cursor is on {tree.current_fqn!r}")
-
-
-async def set_input(pilot, app: QuantReportApp, selector: str, text: str) -> None:
-    """Focus an input, type ``text`` over its value, press Enter, then Escape back to the tree."""
-    field = app.query_one(selector, Input)
-    field.focus()
-    await pilot.pause()
-    field.value = ""
-    await pilot.press(*text, "enter", "escape")
-    assert app.query_one(ModuleTree).has_focus
 
 
 async def test_before_calibration_tree_observers_filter_help_palette_and_quit(tmp_path: Path) -> None:

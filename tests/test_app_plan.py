@@ -7,7 +7,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of, walk_to
+from app_helpers import (
+    SENSITIVE,
+    SHOWCASE_BATCHES,
+    SIZE,
+    TARGET,
+    calibrate,
+    make_app,
+    plan_settled,
+    sensitivity_dialog,
+    settle,
+    text_of,
+    walk_to,
+)
 from textual.widgets import Input, OptionList
 
 from tui_quantreport.tui.dialogs.confirm_dialog import ConfirmDialog
@@ -16,22 +28,6 @@ from tui_quantreport.tui.dialogs.scheme_picker import SchemePicker
 from tui_quantreport.tui.main_screen import seconds_text
 from tui_quantreport.tui.panes.plan_summary import PlanSummary
 from tui_quantreport.tui.panes.sqnr_panel import SqnrPanel
-
-SENSITIVE = "thermal_stem.conv"  # the showcase's one module whose quantization costs accuracy
-#: A target that quantizes the showcase's convolutions (torchao-cpu, the default, keeps them float),
-#: so that f has quantized modules to keep float.
-TARGET = "qconfig-x86"
-
-
-async def plan_settled(app, pilot) -> None:
-    """Wait for the debounced plan evaluation (it starts once the plan rests) and its worker."""
-    for _ in range(400):
-        if not app.main.plan_pending:
-            break
-        await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-    await pilot.pause()
-    assert not app.main.plan_pending
 
 
 async def _measured(app, pilot) -> None:
@@ -107,22 +103,6 @@ async def test_f_toggles_a_module_and_a_subtree_and_the_header_follows(tmp_path:
         assert data["modules"]["rgb_stem.conv1"]["scheme"] == "float"
         assert data["modules"]["head.fc"]["scheme"] == "static_per_channel"
         assert abs(data["predicted_sqnr_db"] - main.plan_sqnr.db) < 1e-6
-
-
-async def sensitivity_dialog(app, pilot) -> ConfirmDialog:
-    """Press S: the first module is timed (in a worker), then the dialog asks about the rest."""
-    await pilot.press("S")
-    await settle(app, pilot)
-    assert isinstance(app.screen, ConfirmDialog)
-    return app.screen
-
-
-async def measure_sensitivity(app, pilot) -> None:
-    """S, Enter in the dialog, and wait for the measurement."""
-    await sensitivity_dialog(app, pilot)
-    await pilot.press("enter")
-    await settle(app, pilot)
-    assert app.main.sensitivity is not None
 
 
 async def test_sensitivity_says_what_it_costs_and_asks_first() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, walk_to
+from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, make_app, walk_to
 from textual.app import App, ComposeResult
 
 from tui_quantreport.engine.report import Series

@@ -6,7 +6,7 @@ Linear/Conv nodes are modules again)."""
 from __future__ import annotations
 
 import pytest
-from test_app_pilot import SIZE, calibrate, make_app, settle, walk_to
+from app_helpers import SIZE, calibrate, make_app, settle, walk_to
 
 from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
 from tui_quantreport.tui.panes.module_detail import ModuleDetail
@@ -59,10 +59,10 @@ async def test_a_pt2e_prepared_graph_opens_calibrates_and_says_what_is_not_measu
 async def test_a_saved_program_file_opens_calibrates_and_is_measured(tmp_path) -> None:
     """A .pt2 saved by torch.export.save (its classes need not be importable): the app opens it,
     calibrates on a calibration file, and measures the error as for the eager model."""
-    from test_pt2e import CALIBRATION, _save_program
+    from pt2e_models import CALIBRATION, save_program
 
     program = tmp_path / "convlinear.pt2"
-    _save_program(program)
+    save_program(program)
     (tmp_path / "cal.py").write_text(CALIBRATION)
     app = make_app(str(program), calibration=str(tmp_path / "cal.py"))
     async with app.run_test(size=SIZE) as pilot:

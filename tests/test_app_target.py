@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_app_one_plan import export_to
-from test_app_pilot import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle
+from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, export_to, make_app, settle
 from textual.widgets import Select
 
 from tui_quantreport.tui import user_settings

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 
-from test_app_pilot import make_app, settle
+from app_helpers import make_app, settle
 
 from tui_quantreport.engine import launch_tree
 from tui_quantreport.tui.model_session import ModelSession

@@ -73,9 +73,10 @@ FLAT: dict[str, str] = {
     ENGINE + ".module_kinds": "model",
     ENGINE + ".fingerprint": "model",
     ENGINE + ".modules": "model",
-    ENGINE + ".channel_axis": "model",
+    ENGINE + ".channel_axis": "core",  # a parameter kind (torch-free): params parse it
     ENGINE + ".model_outputs": "model",
     ENGINE + ".batches": "model",
+    ENGINE + ".model_state": "model",
     ENGINE + ".quantsim.kinds": "model",
     ENGINE + ".session": "calibration",
     ENGINE + ".observer": "calibration",
@@ -297,15 +298,8 @@ LAYER_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.apply.plan", "engine.apply.targets"),
     ("engine.apply.plan", "engine.modules"),
     ("engine.apply.plan", "engine.quantsim.schemes"),
-    ("engine.distributed", "engine.statsfile"),
-    ("engine.params", "engine.channel_axis"),
-    ("engine.quantsim.analysis_base", "engine.session"),
-    ("engine.quantsim.depth", "engine.session"),
-    ("engine.quantsim.error_analysis", "engine.detectors.under_calibrated"),
     ("engine.quantsim.plan", "engine.apply.targets"),
     ("engine.quantsim.plan", "engine.export"),
-    ("engine.quantsim.sensitivity", "engine.session"),
-    ("engine.session", "engine.settings"),
     ("engine.severity", "engine.planner_report"),
 }
 DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
@@ -319,22 +313,9 @@ DEFERRED_EXCEPTIONS: set[tuple[str, str]] = {
     ("engine.apply.quantsim_bridge", "engine.session"),
     ("engine.apply.quantsim_bridge", "engine.settings"),
     ("engine.apply.quantsim_bridge", "engine.spec"),
-    ("engine.bounded", "engine.escape"),
-    ("engine.distributed", "engine.modules"),
-    ("engine.distributed", "engine.spec"),
-    ("engine.distributed", "engine.statsfile"),
-    ("engine.launch_tree", "engine.errors"),
-    ("engine.launch_tree", "engine.export"),
-    ("engine.launch_tree", "engine.spec"),
-    ("engine.params", "engine.channel_axis"),
-    ("engine.quantsim.availability", "engine.graph_eager"),
-    ("engine.quantsim.availability", "engine.quantsim.error_analysis"),
-    ("engine.quantsim.depth", "engine.quantsim.error_analysis"),
-    ("engine.quantsim.depth", "engine.session"),
     ("engine.quantsim.plan", "engine.apply.targets"),
     ("engine.quantsim.plan", "engine.export"),
     ("engine.severity", "engine.quantsim.schemes"),
-    ("engine.stats.kernel", "engine.stats._kernel_numba"),
 }
 # Left: the plan reader (``apply/plan.py``, core) reads the scheme names and facts from the scheme
 # registry in quantsim, whose schemes import its ActivationQParams; the facts are in core now
@@ -421,3 +402,52 @@ def test_no_file_over_700_lines():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"files over {MAX_LINES} lines (split them): {long}"
+
+
+MAX_FUNCTION_LINES = 80
+
+#: Functions allowed over the limit, each with why (a hot path split into calls would cost per call,
+#: or a function another engineer is rewriting). This list may only shrink.
+LONG_FUNCTIONS: dict[str, str] = {
+    "cli/report.py:run_report": "the headless report's one pipeline, being rewritten onto engine/pipeline.py",
+}
+
+
+def _functions(tree: ast.AST, prefix: str = "") -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append((prefix + node.name, node))
+            found += _functions(node, prefix + node.name + ".")
+        elif isinstance(node, ast.ClassDef):
+            found += _functions(node, prefix + node.name + ".")
+        else:
+            found += _functions(node, prefix)
+    return found
+
+
+def long_functions() -> dict[str, int]:
+    """{``path:Class.function``: lines, from ``def`` to its last line, docstring included} over the limit."""
+    out = {}
+    for path in MODULES.values():
+        where = path.relative_to(ROOT / PKG).as_posix()
+        for name, node in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                out[f"{where}:{name}"] = lines
+    return out
+
+
+def test_no_function_over_80_lines():
+    found = long_functions()
+    new = {name: n for name, n in found.items() if name not in LONG_FUNCTIONS}
+    assert not new, f"functions over {MAX_FUNCTION_LINES} lines (split them into helpers): {new}"
+    gone = sorted(set(LONG_FUNCTIONS) - set(found))
+    assert not gone, f"no longer over {MAX_FUNCTION_LINES} lines: remove from LONG_FUNCTIONS: {gone}"
+
+
+def test_the_function_walk_measures_methods_and_nested_functions():
+    # A method (a class's function) and a function nested in one are measured too, by their full name.
+    names = {name for path in MODULES.values() for name, _ in _functions(ast.parse(path.read_text(encoding="utf-8")))}
+    assert "ErrorAnalysis.__init__" in names
+    assert any(name.count(".") >= 2 for name in names)

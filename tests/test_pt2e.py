@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pt2e_models import CALIBRATION, float_model, save_program
 from torch import nn
 
 from sample_models.pt2e_prepared import per_tensor_weight_config
@@ -38,28 +39,6 @@ def _trust_our_own_pt2_files():
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConvLinear(nn.Module):
-    """Conv, ReLU, pool, flatten, a nested Sequential of Linears, LayerNorm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.flatten = nn.Flatten()
-        self.head = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
-        self.norm = nn.LayerNorm(4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.head(self.flatten(self.pool(self.relu(self.conv(x))))))
-
-
-def _float_model() -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return ConvLinear().eval()
-
-
 def _batches() -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
     # Growing scale: some points non-stationary; a few outlier channels.
@@ -76,7 +55,7 @@ def _exported(model: nn.Module | None = None) -> torch.fx.GraphModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.export.export(
-            model or _float_model(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)
+            model or float_model(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)
         ).module()
 
 
@@ -182,7 +161,7 @@ def test_calibrating_a_graph_leaves_it_as_it_was(monkeypatch):
 @pytest.mark.parametrize("kind", ["exported", "prepared"])
 def test_graph_and_eager_give_the_same_statistics_and_findings(kind):
     graph = _exported() if kind == "exported" else _prepared()
-    _, eager_stats, eager = _report(_float_model())
+    _, eager_stats, eager = _report(float_model())
     _, graph_stats, graphed = _report(graph)
 
     assert set(graph_stats.points) == set(eager_stats.points)
@@ -231,7 +210,7 @@ def test_graph_and_eager_give_the_same_measured_error(kind, monkeypatch):
     scheme, the advice variants, who quantizes each tensor, the recommended plan, its end-to-end
     SQNR and the sensitivity equal the eager model's; the user's graph is left as it was."""
     graph = _exported() if kind == "exported" else _prepared()
-    eager_session, eager_stats, _ = _report(_float_model())
+    eager_session, eager_stats, _ = _report(float_model())
     graph_session, graph_stats, _ = _report(graph)
     code = graph.code
     state = {k: v.clone() for k, v in graph.state_dict().items()}
@@ -241,7 +220,7 @@ def test_graph_and_eager_give_the_same_measured_error(kind, monkeypatch):
 
     monkeypatch.setattr(type(graph), "train", refuse)
     monkeypatch.setattr(type(graph), "eval", refuse)
-    theirs, _ = _measured(_float_model(), eager_stats, eager_session)
+    theirs, _ = _measured(float_model(), eager_stats, eager_session)
     ours, skipped = _measured(graph, graph_stats, graph_session)
     monkeypatch.undo()
 
@@ -374,7 +353,7 @@ def test_torchao_quantized_modules_are_shown_and_not_recommended_again(capsys, t
     )
     assert main(["report", str(path), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    from test_samples import validate_report
+    from report_shape import validate_report
 
     validate_report(data)
     for det in data["detectors"].values():
@@ -384,27 +363,11 @@ def test_torchao_quantized_modules_are_shown_and_not_recommended_again(capsys, t
 # .pt2 files ----------------------------------------------------------------------------
 
 
-def _save_program(path: Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(_float_model(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(path))
-
-
-CALIBRATION = """
-import torch
-def calibration_batches():
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(4, 3, 8, 8, generator=g) * (1 + i) for i in range(5)]
-"""
-
-
 def test_a_saved_program_loads_and_reports(tmp_path, capsys):
-    from test_samples import validate_report
+    from report_shape import validate_report
 
     program = tmp_path / "convlinear.pt2"
-    _save_program(program)
+    save_program(program)
     assert main(["report", str(program), "--format", "json"]) == 0  # its saved example inputs
     data = json.loads(capsys.readouterr().out)
     validate_report(data)
@@ -464,7 +427,7 @@ def _newer_archive(name: str, data: bytes) -> bytes:
 )
 def test_a_bad_pt2_file_is_one_line_and_exit_2(tmp_path, capsys, case, expected):
     good = tmp_path / "good.pt2"
-    _save_program(good)
+    save_program(good)
     bad = tmp_path / f"{case}.pt2"
     if case == "garbage":
         bad.write_bytes(b"definitely not a zip archive" * 10)
@@ -578,10 +541,10 @@ def test_helpers_are_recognized_by_class_name_for_torch_ao_and_torchao():
 
 
 def test_an_fx_traced_graph_is_observed_as_an_eager_model():
-    traced = torch.fx.symbolic_trace(_float_model())
+    traced = torch.fx.symbolic_trace(float_model())
     assert not is_exported_graph(traced)
     _, stats, _ = _report(traced)
-    _, eager_stats, _ = _report(_float_model())
+    _, eager_stats, _ = _report(float_model())
     assert set(stats.points) == set(eager_stats.points)
 
 

@@ -371,7 +371,7 @@ def _same_state(a, b) -> bool:
 def test_freeze_restores_what_the_session_freeze_restores():
     from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
-    from tui_quantreport.engine.session import _freeze_model_state
+    from tui_quantreport.engine.model_state import freeze_model_state
 
     def build():
         torch.manual_seed(8)
@@ -395,7 +395,7 @@ def test_freeze_restores_what_the_session_freeze_restores():
         model = build()
         before = _model_state(model)
         if freeze == "session":
-            restore = _freeze_model_state(model)
+            restore = freeze_model_state(model)
         else:
             restore = ErrorAnalysis(model, ModelCatalog.build(model), [torch.randn(2, 8)])._freeze()
         disturb(model)

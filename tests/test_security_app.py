@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_app_pilot import SIZE, make_app, settle
+from app_helpers import SIZE, make_app, settle
 
 from tui_quantreport.tui.panes.module_tree import ModuleTree
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import one_line, run
-from test_statsfile import _rewrite
+from statsfile_helpers import rewrite
 
 from tui_quantreport.engine import statsfile
 from tui_quantreport.engine.errors import UserError
@@ -80,7 +80,7 @@ def test_merge_refuses_a_renamed_module_naming_it(tiny_stats, tmp_path, capsys):
             tuple(tuple(r) for r in rows)
         )
 
-    renamed.write_bytes(_rewrite(tiny_stats.read_bytes(), edit_header=rename))
+    renamed.write_bytes(rewrite(tiny_stats.read_bytes(), edit_header=rename))
     out = tmp_path / "merged.qstats"
     code, _, err = run(capsys, "merge", tiny_stats, renamed, "--output", out)
     one_line(code, err, "different models", "GELU")
@@ -93,7 +93,7 @@ def test_a_stats_file_whose_identity_does_not_hash_to_its_fingerprint_is_refused
     def forge(header):
         header["catalog"]["identity"][2][2] = "torch.nn.modules.activation.Tanh"
 
-    forged.write_bytes(_rewrite(tiny_stats.read_bytes(), edit_header=forge))
+    forged.write_bytes(rewrite(tiny_stats.read_bytes(), edit_header=forge))
     code, _, err = run(capsys, "report", forged)
     one_line(code, err, "does not match its fingerprint")
 
@@ -112,7 +112,7 @@ def test_an_older_stats_file_is_checked_the_old_way(tiny_stats, tmp_path, capsys
             header["catalog"].pop(key)
         header["catalog"]["fingerprint"] = header["model"]["fingerprint"] = legacy
 
-    old.write_bytes(_rewrite(tiny_stats.read_bytes(), edit_header=downgrade))
+    old.write_bytes(rewrite(tiny_stats.read_bytes(), edit_header=downgrade))
     code, out, err = run(capsys, "report", TINY, "--stats", old, "--probe-batches", "0")
     assert code == 0, err
     other = _variant(tmp_path, "nn.Linear(16, 4)", "nn.Linear(16, 5)")
@@ -177,7 +177,7 @@ def _nested(depth: int):
 
 
 def _rewrite_raw(data: bytes, edit) -> bytes:
-    """Like test_statsfile's _rewrite, but written with json's raw text (Infinity, deep nesting)."""
+    """Like statsfile_helpers.rewrite, but written with json's raw text (Infinity, deep nesting)."""
     from safetensors.torch import load, save
 
     size = int.from_bytes(data[:8], "little")
@@ -269,10 +269,10 @@ def test_a_pt2_file_is_not_unpickled_without_trust_pickle(tmp_path, capsys, monk
     import torch
 
     pytest.importorskip("torch.export")
-    from test_pt2e import _save_program
+    from pt2e_models import save_program
 
     program = tmp_path / "model.pt2"
-    _save_program(program)
+    save_program(program)
     ran = []
     real_load = torch.export.load
     monkeypatch.setattr(torch.export, "load", lambda *a, **k: ran.append(a) or real_load(*a, **k))
@@ -392,12 +392,12 @@ def calibration_batches(rank=0, world_size=1):
 
 
 def test_ranks_that_build_different_models_write_no_file(tmp_path):
-    from test_statsfile import _torchrun
+    from statsfile_helpers import torchrun
 
     model = tmp_path / "ranked.py"
     model.write_text(RANKED)
     target = tmp_path / "mixed.qstats"
-    done = _torchrun("calibrate", str(model), "--output", str(target))
+    done = torchrun("calibrate", str(model), "--output", str(target))
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("tui-quantreport:")]
     assert len(ours) == 1, done.stderr

@@ -2,13 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import one_line, run
+from statsfile_helpers import rewrite, torchrun
 
 from tui_quantreport.cli import main
 from tui_quantreport.engine import (
@@ -133,7 +132,7 @@ def test_a_measurement_that_is_not_numbers_is_refused(tmp_path, capsys):
         module["sqnr_db"]["dynamic"] = "NaN"
 
     bad = tmp_path / "bad.qstats"
-    bad.write_bytes(_rewrite(data, edit_header=corrupt))  # the checksum is recomputed: only the value is wrong
+    bad.write_bytes(rewrite(data, edit_header=corrupt))  # the checksum is recomputed: only the value is wrong
     code, out, err = run(capsys, "report", str(bad))
     one_line(code, err, str(bad), "malformed stats file (its measured error")
     assert out == ""
@@ -272,25 +271,6 @@ def good_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
-def _rewrite(data, edit_header=None, edit_meta=None, edit_tensors=None):
-    """Re-encode a good file with an edited header / metadata / tensors (checksum recomputed unless told)."""
-    from safetensors.torch import load, save
-
-    size = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8 : 8 + size])["__metadata__"]
-    tensors = load(data)
-    header = json.loads(meta["header"])
-    if edit_header:
-        edit_header(header)
-    if edit_tensors:
-        edit_tensors(tensors)
-    text = json.dumps(header)
-    meta = {"format": meta["format"], "header": text, "sha256": statsfile._digest(text, tensors)}
-    if edit_meta:
-        edit_meta(meta)
-    return save(tensors, metadata=meta)
-
-
 def _flip(data, at):
     out = bytearray(data)
     out[at] ^= 0x55
@@ -311,29 +291,29 @@ BAD_FILES = {
     "tampered data": (_tamper_tensor, "checksum"),
     "tampered header": (lambda d: d.replace(b'\\"batches\\":3', b'\\"batches\\":9', 1), "checksum"),
     "wrong version": (
-        lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="tui-quantreport.stats/2")),
+        lambda d: rewrite(d, edit_meta=lambda m: m.update(format="tui-quantreport.stats/2")),
         "'2' is not readable",
     ),
     "another format": (
-        lambda d: _rewrite(d, edit_meta=lambda m: m.update(format="something-else")),
+        lambda d: rewrite(d, edit_meta=lambda m: m.update(format="something-else")),
         "not a tui-quantreport stats file",
     ),
     "layout disagrees": (
-        lambda d: _rewrite(d, edit_tensors=lambda t: t.update({"pack.float32": t["pack.float32"][:-1]})),
+        lambda d: rewrite(d, edit_tensors=lambda t: t.update({"pack.float32": t["pack.float32"][:-1]})),
         "malformed",
     ),
     "unknown module": (
-        lambda d: _rewrite(d, edit_header=lambda h: h["stats"]["state"]["points"][0].update(fqn="nope")),
+        lambda d: rewrite(d, edit_header=lambda h: h["stats"]["state"]["points"][0].update(fqn="nope")),
         "unknown module",
     ),
     "bad settings": (
-        lambda d: _rewrite(
+        lambda d: rewrite(
             d, edit_header=lambda h: h["settings"]["params"]["dynamic_vs_static_detector"].update(tolerance=7)
         ),
         "tolerance",
     ),
     "catalog disagrees": (
-        lambda d: _rewrite(d, edit_header=lambda h: h["catalog"].update(fingerprint="0" * 16)),
+        lambda d: rewrite(d, edit_header=lambda h: h["catalog"].update(fingerprint="0" * 16)),
         "malformed",
     ),
 }
@@ -375,7 +355,7 @@ def test_opening_a_pickle_never_runs_it(tmp_path, capsys):
     # A safetensors file whose JSON carries a pickle is data, nothing more.
     good = tmp_path / "t.qstats"
     assert main(["calibrate", TINY, "--output", str(good), "--batches", "2"]) == 0
-    smuggled = _rewrite(good.read_bytes(), edit_header=lambda h: h.update(spec=pickle.dumps(Payload()).hex()))
+    smuggled = rewrite(good.read_bytes(), edit_header=lambda h: h.update(spec=pickle.dumps(Payload()).hex()))
     (tmp_path / "s.qstats").write_bytes(smuggled)
     assert statsfile.load(tmp_path / "s.qstats").spec == pickle.dumps(Payload()).hex()
     assert not marker.exists()
@@ -384,7 +364,7 @@ def test_opening_a_pickle_never_runs_it(tmp_path, capsys):
 def test_a_header_length_that_looks_like_a_pickle_opcode_is_still_read(good_bytes):
     """The first byte is the low byte of the header's length: 0x80 there is not a pickle."""
     for pad in range(300):
-        data = _rewrite(good_bytes, edit_header=lambda h, pad=pad: h.update(spec="x" * pad))
+        data = rewrite(good_bytes, edit_header=lambda h, pad=pad: h.update(spec="x" * pad))
         if data[0] == 0x80:
             break
     assert data[0] == 0x80
@@ -419,32 +399,10 @@ def test_a_file_that_shards_itself_is_called_with_rank_and_world_size():
     assert len(mine) == 4 and all(torch.equal(a, b) for a, b in zip(mine, everything[1::2]))
 
 
-def _torchrun(*args, env=None, timeout=180):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "tui_quantreport",
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
-
-
 @pytest.mark.parametrize("spec", ["showcase", SHARDED])
 def test_two_gloo_ranks_equal_one_process(spec, tmp_path, capsys):
     target = tmp_path / "two.qstats"
-    done = _torchrun("calibrate", spec, "--output", str(target))
+    done = torchrun("calibrate", spec, "--output", str(target))
     assert done.returncode == 0, done.stderr
     assert "on 2 ranks" in done.stderr and "(rank 0 of 2)" in done.stderr
     two = statsfile.load(target)
@@ -470,7 +428,7 @@ def test_two_gloo_ranks_equal_one_process(spec, tmp_path, capsys):
 
 def test_a_failing_rank_stops_every_rank_with_one_line_and_no_file(tmp_path):
     target = tmp_path / "never.qstats"
-    done = _torchrun("calibrate", SHARDED, "--output", str(target), env={"FAIL_ON_RANK_1": "1"})
+    done = torchrun("calibrate", SHARDED, "--output", str(target), env={"FAIL_ON_RANK_1": "1"})
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("tui-quantreport:")]
     assert len(ours) == 1, done.stderr

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from app_helpers import walk_to
 from rich.console import Console
-from test_app_pilot import walk_to
 from textual.widgets import Input, Static
 
 from tui_quantreport.cli import app_options

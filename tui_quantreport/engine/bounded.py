@@ -11,10 +11,12 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.escape import printable
 
 #: A plan or a settings file larger than this is not one (a plan for 100k modules is ~15 MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -26,8 +28,6 @@ def read_text(
     path: str | os.PathLike, what: str, error: type[UserError] = UserError, limit: int = MAX_JSON_BYTES
 ) -> str:
     """The UTF-8 text of a regular file of at most ``limit`` bytes (checked before reading)."""
-    from tui_quantreport.engine.escape import printable
-
     target = Path(path).expanduser()
     shown = printable(os.fspath(path))
     try:
@@ -55,8 +55,6 @@ def read_text(
 
 
 def _regular(mode: int) -> bool:
-    import stat
-
     return stat.S_ISREG(mode)
 
 

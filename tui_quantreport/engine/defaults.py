@@ -18,3 +18,7 @@ PROBE_BATCHES = 4
 #: A finding whose advice gains less than this many dB of measured SQNR is minor (shown, not badged);
 #: the recommender keeps the more accurate scheme only when it gains at least this much.
 MIN_GAIN_DB = 1.0
+
+#: Rows (tokens, samples, pixels) below which a calibrated input range is not trusted: the
+#: under-calibrated detector's default ``min_rows``, and the simulation's for its static schemes.
+MIN_ROWS = 64

@@ -35,9 +35,13 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.modules import first_difference
+from tui_quantreport.engine.spec import open_batches
+from tui_quantreport.engine.stats.packing import stats_from_state, stats_state
 
 #: How long a rank waits for the others at a collective before giving up.
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -159,10 +163,6 @@ def shard_batches(batches: Iterable[Any], rank: int, size: int, max_batches: int
 
 def open_shard(loaded: Any, world: World, max_batches: int | None = None) -> Shard:
     """This rank's calibration batches for ``loaded`` (an engine LoadedModel)."""
-    from functools import partial
-
-    from tui_quantreport.engine.spec import open_batches
-
     factory = loaded.batches_factory
     if factory is not None and takes_rank(factory):
         own = open_batches(replace(loaded, batches_factory=partial(factory, rank=world.rank, world_size=world.size)))
@@ -190,10 +190,6 @@ def settle(world: World, error: str | None) -> None:
 def check_same_model(world: World, catalog: Any) -> None:
     """Every rank built the same model (fingerprint); else every rank raises :class:`RankFailed`
     naming the first rank that differs from rank 0 and its first difference (no file is written)."""
-    import json
-
-    from tui_quantreport.engine.modules import first_difference
-
     payload = json.dumps({"fingerprint": catalog.fingerprint, "identity": catalog.identity}).encode("utf-8")
     parts = [json.loads(blob.decode("utf-8")) for blob in _all_gather_bytes(world, payload)]
     reference = parts[0]
@@ -222,16 +218,12 @@ def encode_stats(stats: Any) -> bytes:
     """``stats`` as bytes for the wire: safetensors plus JSON (the stats file's layout; no pickle)."""
     from safetensors.torch import save
 
-    from tui_quantreport.engine.statsfile import stats_state
-
     tensors, meta = stats_state(stats)
     return save(tensors, metadata={"stats": json.dumps(meta, allow_nan=False)})
 
 
 def decode_stats(blob: bytes) -> Any:
     from safetensors.torch import load
-
-    from tui_quantreport.engine.statsfile import stats_from_state
 
     size = int.from_bytes(blob[:8], "little")
     meta = json.loads(json.loads(blob[8 : 8 + size])["__metadata__"]["stats"])

@@ -131,6 +131,15 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
 
     ``disabled`` names the registry's detectors that were off (their titles), to say so.
     """
+    lines = _markdown_head(report, disabled)
+    lines += _markdown_modules(report)
+    lines += _markdown_unjudged(report)
+    lines += measured_markdown(report)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _markdown_head(report: Report, disabled: Sequence[str]) -> list[str]:
+    """The title, the model and who wrote the report, and the detectors' table."""
     calibrated = report.batches > 0
     info = provenance(report)
     lines = [
@@ -163,12 +172,18 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
         lines.append(f"| {_md(det.title)} | {count} | {_cell(params)} | {_cell(_md(summary))} |")
     for title in disabled:
         lines.append(f"| {title} | – | – | disabled |")
+    return lines
 
+
+def _markdown_modules(report: Report) -> list[str]:
+    """Each module to change with its advice (general advice said once), then the information."""
     ranked = report.ranked_modules()
     said: set[str] = set()  # sentences already written: general advice is said once, not per module
-    lines += ["", "## Modules to change", ""]
+    lines = ["", "## Modules to change", ""]
     if not ranked:
-        lines.append("No module has a recommendation." if calibrated else "Nothing recommended before calibration.")
+        lines.append(
+            "No module has a recommendation." if report.batches > 0 else "Nothing recommended before calibration."
+        )
     for fqn, names in ranked:
         module = report.modules.get(fqn)
         kind = f" ({module.class_name})" if module is not None else ""
@@ -193,13 +208,18 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
             for det, f in informed
         ]
         lines.append("")
+    return lines
 
+
+def _markdown_unjudged(report: Report) -> list[str]:
+    """What was not judged, grouped by detector and state instead of repeated per module."""
     groups: dict[tuple[str, str], list[Finding]] = {}
     for det in report.detectors.values():
         for finding in det.findings.values():
             if finding.status in (Status.NOT_OBSERVED, Status.NOT_APPLICABLE):
                 state = verdict_caveat(report, finding) or finding.status.value.replace("_", " ")
                 groups.setdefault((det.title, state), []).append(finding)
+    lines: list[str] = []
     if groups:
         lines += ["## Not judged", ""]
         for (title, state), findings in groups.items():
@@ -208,8 +228,7 @@ def to_markdown(report: Report, disabled: Sequence[str] = ()) -> str:
             if state != NOT_CALIBRATED:
                 lines.append(f"  For example: {_md(findings[0].reason)}")
         lines.append("")
-    lines += measured_markdown(report)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return lines
 
 
 def to_text(report: Report) -> str:

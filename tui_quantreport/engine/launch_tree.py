@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport import __version__
+from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.export import write_atomic
 from tui_quantreport.engine.report import ModuleSummary, Report
+from tui_quantreport.engine.spec import SAMPLES_PACKAGE, locate
 
 FORMAT = "tui-quantreport.tree/1"
 _FIELDS = tuple(f.name for f in fields(ModuleSummary) if f.name != "points")
@@ -36,8 +39,6 @@ def cache_dir() -> Path:
 
 def _source(spec: str) -> Path | None:
     """The file a spec's model comes from: the file it names, or a bundled sample's; else None."""
-    from tui_quantreport.engine.spec import SAMPLES_PACKAGE, locate
-
     kind, target, _ = locate(spec)
     if kind == "file":
         return Path(target)
@@ -104,9 +105,6 @@ def write(spec: str, report: Report) -> Path | None:
         rows.append([values[n] for n in _FIELDS])
     data = {"format": FORMAT, "key": key, "model_class": report.model_class, "fields": _FIELDS, "modules": rows}
     path = _path(key)
-    from tui_quantreport.engine.errors import UserError
-    from tui_quantreport.engine.export import write_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(path, json.dumps(data, separators=(",", ":")), what="tree cache")

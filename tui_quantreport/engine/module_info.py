@@ -38,3 +38,9 @@ class ModuleInfo:
     @property
     def label(self) -> str:
         return self.name or "(model)"
+
+
+def is_expert(fqn: str) -> bool:
+    """Whether ``fqn`` names a mixture-of-experts expert (a module under an ``experts`` container)."""
+    parts = fqn.split(".")
+    return any(p in ("experts", "expert") for p in parts[:-1]) or any(p.startswith("expert_") for p in parts)

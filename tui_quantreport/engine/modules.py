@@ -170,10 +170,7 @@ class ModelCatalog:
                 continue
             seen.add(id(module))
             parent = fqn.rpartition(".")[0] if fqn else None
-            children = tuple(f"{fqn}.{n}" if fqn else n for n, _ in module.named_children())
             helper = is_quant_helper(module)
-            user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
-            parent_module = by_name.get(parent) if parent is not None else None
             kind = None if helper else weighted_kind(module)
             if kind is not None:
                 kinds[fqn] = kind
@@ -193,36 +190,8 @@ class ModelCatalog:
                 sizes[fqn] = declared
             if forward_overridden(module):
                 own_forward.add(fqn)
-            observed_on = parent if is_fused(parent_module) else None
-            hidden_input = ""
-            if isinstance(parent_module, nn.MultiheadAttention) and module is parent_module.out_proj:
-                # MultiheadAttention hands out_proj's weight to F.multi_head_attention_forward and
-                # never calls the module: its output is the attention's output, its input unseen.
-                observed_on = parent
-                hidden_input = (
-                    f"its input (the attention context) is computed inside "
-                    f"F.multi_head_attention_forward, which MultiheadAttention '{parent}' calls with "
-                    "this layer's weight without calling the module, so no hook can see it"
-                )
-            infos[fqn] = ModuleInfo(
-                fqn=fqn,
-                name=fqn.rpartition(".")[2],
-                class_name=type(module).__name__,
-                parent=parent,
-                depth=0 if not fqn else fqn.count(".") + 1,
-                children=children,
-                is_quant_helper=helper,
-                is_leaf=not helper and not user_children,
-                is_weighted=kind is not None,
-                is_linear=isinstance(module, nn.Linear),
-                total_params=sum(p.numel() for p in module.parameters() if not is_lazy(p)),
-                last_axis=rules[fqn][0] == AXIS_LAST,
-                monotone=is_monotone(module),
-                fused_parent=observed_on,
-                weight_kind=kind.name if kind is not None else "",
-                hidden_input=hidden_input,
-                quantized=quantized_weights(module),
-            )
+            parent_module = by_name.get(parent) if parent is not None else None
+            infos[fqn] = _module_info(fqn, module, parent_module, helper, kind, rules[fqn][0])
         # Children that were skipped as duplicates must not dangle in the tree.
         for fqn, info in list(infos.items()):
             kept = tuple(c for c in info.children if c in infos)
@@ -287,3 +256,42 @@ class ModelCatalog:
                 raise ParamError(f"channel axis {override} is out of range for a {ndim}-D tensor")
             return axis
         return ndim - 1 if self.modules[fqn].last_axis else 1
+
+
+def _module_info(
+    fqn: str, module: nn.Module, parent_module: nn.Module | None, helper: bool, kind: WeightedKind | None, axis: str
+) -> ModuleInfo:
+    """The plain facts of one module of the tree (``helper``: an observer or stub; ``axis``: its
+    channel-axis rule's kind)."""
+    parent = fqn.rpartition(".")[0] if fqn else None
+    user_children = [c for _, c in module.named_children() if not is_quant_helper(c)]
+    observed_on = parent if is_fused(parent_module) else None
+    hidden_input = ""
+    if isinstance(parent_module, nn.MultiheadAttention) and module is parent_module.out_proj:
+        # MultiheadAttention hands out_proj's weight to F.multi_head_attention_forward and
+        # never calls the module: its output is the attention's output, its input unseen.
+        observed_on = parent
+        hidden_input = (
+            f"its input (the attention context) is computed inside "
+            f"F.multi_head_attention_forward, which MultiheadAttention '{parent}' calls with "
+            "this layer's weight without calling the module, so no hook can see it"
+        )
+    return ModuleInfo(
+        fqn=fqn,
+        name=fqn.rpartition(".")[2],
+        class_name=type(module).__name__,
+        parent=parent,
+        depth=0 if not fqn else fqn.count(".") + 1,
+        children=tuple(f"{fqn}.{n}" if fqn else n for n, _ in module.named_children()),
+        is_quant_helper=helper,
+        is_leaf=not helper and not user_children,
+        is_weighted=kind is not None,
+        is_linear=isinstance(module, nn.Linear),
+        total_params=sum(p.numel() for p in module.parameters() if not is_lazy(p)),
+        last_axis=axis == AXIS_LAST,
+        monotone=is_monotone(module),
+        fused_parent=observed_on,
+        weight_kind=kind.name if kind is not None else "",
+        hidden_input=hidden_input,
+        quantized=quantized_weights(module),
+    )

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tui_quantreport.engine.channel_axis import AxisOverrides
 from tui_quantreport.engine.errors import ParamError
 
 
@@ -59,8 +60,6 @@ class Param:
                 raise ParamError(f"{label} must be {self.describe_range()}, not {value!r}")
             return text
         if self.kind == "axis":
-            from tui_quantreport.engine.channel_axis import AxisOverrides
-
             try:
                 return AxisOverrides.parse(value)
             except ParamError:

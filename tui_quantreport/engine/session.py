@@ -15,7 +15,7 @@ import gc
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -30,7 +30,6 @@ from tui_quantreport.engine.instrument import (
     _END,
     _eval,
     _fault,
-    _freeze_model_state,
     _global_hooks,
     _Holder,
     _hook,
@@ -43,9 +42,9 @@ from tui_quantreport.engine.instrument import (
     _wrapper,
 )
 from tui_quantreport.engine.model_lock import model_lock
+from tui_quantreport.engine.model_state import freeze_model_state
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.observer import GC_EVERY, _Observer
-from tui_quantreport.engine.settings import Settings, observation_plan, observed_settings
 from tui_quantreport.engine.stats import (
     Point,
     PointRequest,
@@ -54,6 +53,19 @@ from tui_quantreport.engine.stats import (
 )
 
 ProgressCallback = Callable[[int, int | None], None]
+
+
+class Observing(Protocol):
+    """What a calibration is asked to record, as the detectors' :class:`~.settings.Settings`
+    say it (the calibration layer never imports the detectors: it is handed this)."""
+
+    def observations(self, catalog: ModelCatalog) -> dict[Point, PointRequest]:
+        """The points to observe and what to reduce at each."""
+        ...
+
+    def observed(self) -> dict[str, Any]:
+        """The facts that decided what is recorded (kept with the stats)."""
+        ...
 
 
 class Session:
@@ -78,7 +90,7 @@ class Session:
         #: The calibration the wrappers report to (None between calibrations: they just call forward).
         self._holder = _Holder()
         #: The last settings calibrated with (a copy) and their observation plan.
-        self._plan: tuple[Settings, dict[Point, PointRequest]] | None = None
+        self._plan: tuple[Observing, dict[Point, PointRequest]] | None = None
         #: The channel-axis decisions of the last calibration that discovered them, and what they fit.
         self._layouts: _Layouts | None = None
         #: How many batches the last calibration folded in from merged forwards (see merged_batches).
@@ -91,7 +103,7 @@ class Session:
     def calibrate(
         self,
         batches: Iterable[Any],
-        settings: Settings,
+        settings: Observing,
         *,
         max_batches: int | None = None,
         progress: ProgressCallback | None = None,
@@ -100,7 +112,8 @@ class Session:
     ) -> Stats:
         """Run ``batches`` through the model, recording what ``settings`` needs.
 
-        The points observed are :func:`~.settings.observation_plan`'s; the
+        ``settings`` (the detectors' :class:`~.settings.Settings`) name the points to observe
+        (:func:`~.settings.observation_plan`); the
         returned stats remember which settings decided that
         (:func:`~.settings.observed_settings`), so a later change that needs
         new data is detected. Runs in eval mode under ``torch.no_grad()``;
@@ -131,17 +144,17 @@ class Session:
                     should_cancel=should_cancel,
                     rerun_failures=rerun_failures,
                 )
-                return replace(stats, observed=observed_settings(settings))
+                return replace(stats, observed=settings.observed())
         finally:
             if frozen:
                 gc.enable()
 
-    def _plan_for(self, settings: Settings) -> dict[Point, PointRequest]:
-        """observation_plan(catalog, settings), kept for the next calibration with equal settings."""
+    def _plan_for(self, settings: Observing) -> dict[Point, PointRequest]:
+        """settings.observations(catalog), kept for the next calibration with equal settings."""
         kept = self._plan
         if kept is not None and kept[0] == settings:
             return kept[1]
-        plan = observation_plan(self.catalog, settings)
+        plan = settings.observations(self.catalog)
         self._plan = (copying.deepcopy(settings), plan)
         return plan
 
@@ -166,7 +179,7 @@ class Session:
         observer = _Observer(self.catalog, defer=rerun_failures, immediate=self._immediate)
         if self._modules is None:  # the module tree the catalog was built from
             self._modules = dict(self.model.named_modules())
-        restore = _freeze_model_state(self.model, list(self._modules.values()))
+        restore = freeze_model_state(self.model, list(self._modules.values()))
         detach: Callable[[], None] = _nothing
         done = 0
         merge: _Merge | None = None

@@ -96,6 +96,15 @@ class Settings:
         enabled = [d for d in DETECTORS if (d == name and on) or (d != name and d in self.enabled)]
         return replace(self, enabled=tuple(enabled))
 
+    def observations(self, catalog: ModelCatalog) -> dict[Point, PointRequest]:
+        """What calibration observes for these settings (:func:`observation_plan`): the session
+        asks the settings it is handed, so the calibration layer never imports the detectors."""
+        return observation_plan(catalog, self)
+
+    def observed(self) -> dict[str, Any]:
+        """The settings that decide what calibration records (:func:`observed_settings`)."""
+        return observed_settings(self)
+
 
 def observation_plan(catalog: ModelCatalog, settings: Settings) -> dict[Point, PointRequest]:
     """The union of what the enabled detectors need observed.

@@ -15,9 +15,9 @@ unpickled, so a stats file cannot run code. Every problem with a file
 written, another model) raises :class:`StatsFileError`: one sentence, and
 nothing is changed.
 
-The statistics are encoded by :func:`stats_state` and decoded by
-:func:`stats_from_state`, the one seam that knows the layout of
-:class:`~.stats.Stats`.
+The statistics are encoded by :func:`~.stats.packing.stats_state` and decoded by
+:func:`~.stats.packing.stats_from_state`, the one seam that knows the layout of
+:class:`~.stats.Stats` (distributed calibration sends the same layout between ranks).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from tui_quantreport.engine.modules import (
 )
 from tui_quantreport.engine.report import Measured, ModuleError
 from tui_quantreport.engine.settings import Settings, stale_params
-from tui_quantreport.engine.stats import Stats
+from tui_quantreport.engine.stats.packing import stats_from_state as stats_from_state
+from tui_quantreport.engine.stats.packing import stats_state as stats_state
 from tui_quantreport.engine.stats_path import SUFFIX as SUFFIX  # the names callers import from here
 from tui_quantreport.engine.stats_path import StatsFileError as StatsFileError
 from tui_quantreport.engine.stats_path import is_stats_path as is_stats_path
@@ -602,66 +603,6 @@ def settings_for(sf: StatsFile, source: str, **options: Any) -> Any:
             "calibrate again with the model"
         )
     return settings
-
-
-# The statistics as tensors --------------------------------------------------------
-#
-# Stats.state() names every tensor of the snapshot (a point's channel min and max, each
-# reducer's result, each weight range): thousands of small tensors on a large model. They
-# are packed into one flat tensor per dtype ("pack.float32", "pack.int64", ...), with
-# [name, dtype, shape, offset] per tensor in the JSON, so that the safetensors file has a
-# handful of entries and opening one is a few slices.
-
-
-def stats_state(stats: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``stats`` as a few flat CPU tensors, and the JSON that names and lays them out."""
-    tensors, meta = stats.state()
-    groups: dict[str, list[Any]] = {}
-    index = []
-    offsets: dict[str, int] = {}
-    for name, tensor in tensors.items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        dtype = str(flat.dtype).removeprefix("torch.")
-        at = offsets.get(dtype, 0)
-        index.append([name, dtype, list(tensor.shape), at])
-        groups.setdefault(dtype, []).append(flat)
-        offsets[dtype] = at + flat.numel()
-    packed = {f"pack.{dtype}": torch.cat(parts) for dtype, parts in groups.items()}
-    return packed, {"state": meta, "tensors": index}
-
-
-def stats_from_state(packed: Mapping[str, Any], meta: Mapping[str, Any], batches: int | None = None) -> Any:
-    """Rebuild :class:`~.stats.Stats` from :func:`stats_state`'s output, checking the layout."""
-
-    # Each pack holds its tensors back to back, in index order: one split per pack.
-    entries: dict[str, list[tuple[str, list[int], int]]] = {}
-    ends: dict[str, int] = {}
-    for name, dtype, shape, offset in meta["tensors"]:
-        key = f"pack.{dtype}"
-        if key not in packed:
-            raise ValueError(f"tensor {name!r} names a missing pack")
-        count = math.prod(shape)
-        if offset != ends.get(key, 0) or count < 0:
-            raise ValueError(f"tensor {name!r} is not where its layout says")
-        ends[key] = offset + count
-        entries.setdefault(key, []).append((str(name), list(shape), count))
-    tensors = {}
-    for key, flat in packed.items():
-        items = entries.get(key, [])
-        if ends.get(key, 0) != flat.numel() or flat.dim() != 1:
-            raise ValueError(f"{key} holds other than its layout says")
-        for (name, shape, _), part in zip(items, flat.split([n for _, _, n in items])):
-            tensors[name] = part.view(shape)
-    stats = Stats.from_state(tensors, meta["state"])
-    for point_key, point in stats.points.items():
-        low, high = point.channel_min, point.channel_max
-        if (low is None) != (high is None) or (
-            low is not None and high is not None and (low.dim() != 1 or low.shape != high.shape)
-        ):
-            raise ValueError(f"point {point_key} has mismatched channel tensors")
-    if batches is not None and stats.batches != batches:
-        raise ValueError("the batch counts disagree")
-    return stats
 
 
 def describe(sf: StatsFile) -> str:

@@ -65,7 +65,34 @@ def export_pt2e(
     ``reduce_range`` from the target, else the plan's static qparams (7 bits without any)."""
     require_torchao("the pt2e export")
     mode = mode or choose_mode(plan)
-    facts = module_facts(model, plan.quantized, None)
+    changes, per_tensor = _changes(plan, module_facts(model, plan.quantized, None), mode)
+    keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
+    if reduce_range is None:
+        reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
+    mixed = [c for c in changes if "mix static and dynamic" in c.reason]
+    extra = [
+        f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",
+        f"Needs torchao>=0.18,<0.19 (written with {torchao_version()}) and a model torch.export can trace.",
+    ]
+    if mixed:
+        extra.insert(
+            0,
+            f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).",
+        )
+    recipe = {
+        "mode": mode,
+        "reduce_range": bool(reduce_range),
+        "keep_float": [str(name) for name in keep_float],
+        "per_tensor_weights": [str(name) for name in per_tensor],
+    }
+    text = _snippet(spec, plan, changes, extra, recipe, calibration)
+    exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
+    return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [], recipe)
+
+
+def _changes(plan: PlanFile, facts: dict[str, Any], mode: str) -> tuple[list[Change], list[str]]:
+    """What the export changes from the plan (each with why), and the modules whose weights stay
+    per tensor; ``facts`` are the planned modules' (kind, parent class)."""
     changes: list[Change] = []
     per_tensor: list[str] = []
     for fqn, scheme in plan.quantized.items():
@@ -93,26 +120,14 @@ def export_pt2e(
             )
         elif scheme == "static_per_tensor":
             per_tensor.append(fqn)
-    keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
-    if reduce_range is None:
-        reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
-    mixed = [c for c in changes if "mix static and dynamic" in c.reason]
-    extra = [
-        f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",
-        f"Needs torchao>=0.18,<0.19 (written with {torchao_version()}) and a model torch.export can trace.",
-    ]
-    if mixed:
-        extra.insert(
-            0,
-            f"NOTE: the plan mixes static and dynamic; PT2E cannot, so {len(mixed)} module(s) use {mode} instead (listed above).",
-        )
-    recipe = {
-        "mode": mode,
-        "reduce_range": bool(reduce_range),
-        "keep_float": [str(name) for name in keep_float],
-        "per_tensor_weights": [str(name) for name in per_tensor],
-    }
-    text = (
+    return changes, per_tensor
+
+
+def _snippet(
+    spec: str, plan: PlanFile, changes: list[Change], extra: list[str], recipe: dict[str, Any], calibration: str | None
+) -> str:
+    """The snippet's text: the header, the recipe as constants, and the functions that apply it."""
+    return (
         header(
             "PT2E (torch.export + X86InductorQuantizer) quantization snippet (run: python THIS_FILE)",
             spec,
@@ -142,8 +157,6 @@ def export_pt2e(
             "    print(f'converted with {quantize_ops} quantize/dequantize nodes')\n",
         )
     )
-    exported_plan = plan.with_schemes({c.fqn: c.exported for c in changes})
-    return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [], recipe)
 
 
 def applier(target: Any, export: Export, subject: Any, probe_count: int):

@@ -21,11 +21,11 @@ from torch import nn
 
 from tui_quantreport.engine.apply.common import Change, Export
 from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
+from tui_quantreport.engine.batches import call_batch
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.model_outputs import output_tensors, select
 from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
-from tui_quantreport.engine.session import call_batch
 
 GAP_DB = 1.0
 ProgressCallback = Callable[[int, int | None], None]
@@ -234,55 +234,12 @@ def verify_export(
     quantized_model = apply(copy.deepcopy(model).eval())
     if progress is not None:
         progress(1, total)
-    planned = plan.quantized
     applied_float = {c.fqn for c in export.changes if c.exported == FLOAT}
-    weight_types: dict[str, str] = {}
-    quantized: list[str] = []
-    findings: list[VerifyFinding] = []
     states = (inspect or module_weight_states)(quantized_model, list(plan.modules))
-    for fqn in planned:
-        is_quantized, weight_types[fqn] = states.get(fqn, (False, "missing"))
-        if is_quantized:
-            quantized.append(fqn)
-        else:
-            change = next((c for c in export.changes if c.fqn == fqn), None)
-            cause = change.reason if change else f"{library} left it a {weight_types[fqn]}"
-            findings.append(
-                VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}")
-            )
-    kept_float = []
-    for fqn in plan.kept_float:
-        is_quantized, kind = states.get(fqn, (False, "missing"))
-        if is_quantized:
-            findings.append(
-                VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}")
-            )
-        else:
-            kept_float.append(fqn)
-    sums = SqnrSum(output_key)
-    float_model, reference_words = float_reference(model)
-    if reference_words != FLOAT_MODEL:
-        reference_note = "; ".join(filter(None, (reference_note, f"reference: {reference_words}")))
-    was_training = float_model.training
-    try:
-        float_model.eval()
-        with torch.no_grad():
-            for index, batch in enumerate(probes, start=1):
-                if should_cancel is not None and should_cancel():
-                    raise CalibrationCancelled()
-                reference = call_batch(float_model, batch)
-                try:
-                    approx = call_batch(quantized_model, batch)
-                except Exception as exc:  # noqa: BLE001 - reported in one line
-                    raise UserError(
-                        f"the {export.target} export was applied, but the quantized model failed on probe batch {index}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    ) from None
-                sums.add(reference, approx)
-                if progress is not None:
-                    progress(index + 1, total)
-    finally:
-        float_model.train(was_training)
+    weight_types, quantized, kept_float, findings = _weight_findings(plan, export, states, library)
+    sums, reference_note = _measure_probes(
+        model, quantized_model, probes, export.target, output_key, reference_note, progress, should_cancel
+    )
     achieved, reason = sums.result()
     result = VerifyResult(
         export.target,
@@ -302,21 +259,100 @@ def verify_export(
         output_key,
         reference_note,
     )
+    result.findings.extend(_gap_findings(result, applied_float))
+    return result
+
+
+def _weight_findings(
+    plan: PlanFile, export: Export, states: dict[str, tuple[bool, str]], library: str
+) -> tuple[dict[str, str], list[str], list[str], list[VerifyFinding]]:
+    """(each planned module's weight type, the planned modules quantized, the kept-float modules
+    left float, what differs from the plan) read from the applied model's weight ``states``."""
+    planned = plan.quantized
+    weight_types: dict[str, str] = {}
+    quantized: list[str] = []
+    findings: list[VerifyFinding] = []
+    for fqn in planned:
+        is_quantized, weight_types[fqn] = states.get(fqn, (False, "missing"))
+        if is_quantized:
+            quantized.append(fqn)
+        else:
+            change = next((c for c in export.changes if c.fqn == fqn), None)
+            cause = change.reason if change else f"{library} left it a {weight_types[fqn]}"
+            findings.append(
+                VerifyFinding("not_quantized", fqn, f"{fqn}: planned {planned[fqn]}, weight not quantized: {cause}")
+            )
+    kept_float = []
+    for fqn in plan.kept_float:
+        is_quantized, kind = states.get(fqn, (False, "missing"))
+        if is_quantized:
+            findings.append(
+                VerifyFinding("unplanned", fqn, f"{fqn}: the plan keeps it float but its weight is a {kind}")
+            )
+        else:
+            kept_float.append(fqn)
+    return weight_types, quantized, kept_float, findings
+
+
+def _measure_probes(
+    model: nn.Module,
+    quantized_model: nn.Module,
+    probes: Sequence[Any],
+    target: str,
+    output_key: str | None,
+    reference_note: str,
+    progress: ProgressCallback | None,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[SqnrSum, str]:
+    """The quantized model's outputs against the float reference's on every probe (progress from
+    2 of ``len(probes) + 1``), and the reference note (naming the reference when not ``model``)."""
+    total = len(probes) + 1
+    sums = SqnrSum(output_key)
+
+    float_model, reference_words = float_reference(model)
+    if reference_words != FLOAT_MODEL:
+        reference_note = "; ".join(filter(None, (reference_note, f"reference: {reference_words}")))
+    was_training = float_model.training
+    try:
+        float_model.eval()
+        with torch.no_grad():
+            for index, batch in enumerate(probes, start=1):
+                if should_cancel is not None and should_cancel():
+                    raise CalibrationCancelled()
+                reference = call_batch(float_model, batch)
+                try:
+                    approx = call_batch(quantized_model, batch)
+                except Exception as exc:  # noqa: BLE001 - reported in one line
+                    raise UserError(
+                        f"the {target} export was applied, but the quantized model failed on probe batch {index}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from None
+                sums.add(reference, approx)
+                if progress is not None:
+                    progress(index + 1, total)
+    finally:
+        float_model.train(was_training)
+    return sums, reference_note
+
+
+def _gap_findings(result: VerifyResult, applied_float: set[str]) -> list[VerifyFinding]:
+    """A finding when the achieved SQNR is further than ``GAP_DB`` from the prediction."""
+    achieved = result.achieved_db
     gap = result.gap_db
     if gap is not None and math.isfinite(gap) and abs(gap) > GAP_DB:
-        result.findings.append(VerifyFinding("gap", None, _gap_message(result, applied_float)))
-    elif result.predicted_db is not None and achieved is not None and result.export_predicted_db is not None:
+        return [VerifyFinding("gap", None, _gap_message(result, applied_float))]
+    if result.predicted_db is not None and achieved is not None and result.export_predicted_db is not None:
         plan_gap = achieved - result.predicted_db
         if abs(plan_gap) > GAP_DB:
-            result.findings.append(
+            return [
                 VerifyFinding(
                     "gap",
                     None,
                     f"achieved {achieved:.2f} dB is {plan_gap:+.2f} dB from the plan's {result.predicted_db:.2f} dB, "
                     f"as predicted for the export ({result.export_predicted_db:.2f} dB): {result.export_prediction_note or 'the export differs from the plan'}",
                 )
-            )
-    return result
+            ]
+    return []
 
 
 def module_weight_states(model: nn.Module, fqns: list[str]) -> dict[str, tuple[bool, str]]:

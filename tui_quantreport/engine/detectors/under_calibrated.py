@@ -21,21 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tui_quantreport.engine.defaults import MIN_ROWS
 from tui_quantreport.engine.detectors.base import Detector, EvaluationContext, Judgement, Unjudged
 from tui_quantreport.engine.layout import why_not_judged
+from tui_quantreport.engine.module_info import is_expert
 from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.params import Param
 from tui_quantreport.engine.report import Evidence, Status
 from tui_quantreport.engine.stats import Point, PointRequest
 
 #: Rows below which a calibrated input range is not trusted (the detector's default ``min_rows``).
-DEFAULT_MIN_ROWS = 64
-
-
-def is_expert(fqn: str) -> bool:
-    """Whether ``fqn`` names a mixture-of-experts expert (a module under an ``experts`` container)."""
-    parts = fqn.split(".")
-    return any(p in ("experts", "expert") for p in parts[:-1]) or any(p.startswith("expert_") for p in parts)
+DEFAULT_MIN_ROWS = MIN_ROWS
 
 
 def never_called(class_name: str, fqn: str) -> str:

@@ -14,10 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.batches import call_batch as call_batch  # re-exported for the passes
+from tui_quantreport.engine.batches import first_tensor as first_tensor  # re-exported for the passes
 from tui_quantreport.engine.defaults import MIN_GAIN_DB, PROBE_BATCHES
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.model_lock import model_lock
-from tui_quantreport.engine.quantsim.kinds import ModuleKind
+from tui_quantreport.engine.quantsim.kinds import ModuleKind, kind_of
+from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_call
 from tui_quantreport.engine.quantsim.qparams import (
     QParams,
 )
@@ -25,11 +28,6 @@ from tui_quantreport.engine.quantsim.schemes import (
     StaticInput,
 )
 from tui_quantreport.engine.quantsim.sqnr import Sqnr
-
-# The one import of the calibration layer's helpers for the measurement passes (re-exported).
-from tui_quantreport.engine.session import _freeze_model_state as _freeze_model_state
-from tui_quantreport.engine.session import call_batch as call_batch
-from tui_quantreport.engine.session import first_tensor as first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
 #: A target's eligibility check: ``runs(scheme, kind name, weight shape) -> reason | None``.
@@ -176,6 +174,37 @@ class _Target:
     #: qparams of all of them together (PT2E's shared qparams for cat's inputs).
     cat_inputs: tuple[str, ...] = ()
     cat_static: StaticInput | None = None
+
+
+def find_targets(catalog: Any, submodule: Callable[[str], nn.Module]) -> tuple[dict[str, _Target], dict[str, str]]:
+    """(the modules the simulation measures, {weighted module it cannot reproduce: why}) of a
+    model's ``catalog``; ``submodule(fqn)`` finds a module."""
+    targets: dict[str, _Target] = {}
+    unsupported: dict[str, str] = {}
+    for fqn, info in catalog.modules.items():
+        if info.is_quant_helper:
+            continue
+        module = submodule(fqn)
+        kind = kind_of(module)
+        if kind is None:
+            if info.is_weighted:
+                unsupported[fqn] = f"{info.class_name} is not a module kind the simulation knows"
+            continue
+        if kind.call is _unsupported_call:  # a registered weighted kind the simulation does not reproduce
+            unsupported[fqn] = (
+                f"{info.class_name} is not simulated: the simulation reproduces Linear, Conv, HF Conv1D and "
+                f"Embedding computations, not the {kind.name.replace('_', ' ')} layer's own forward"
+            )
+            continue
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
+            unsupported[fqn] = f"{info.class_name} '{fqn}' has no initialized weight"
+            continue
+        if not kind.supports(module):
+            unsupported[fqn] = f"{info.class_name} has its own forward, which the simulation does not reproduce"
+            continue
+        targets[fqn] = _Target(fqn, module, kind, weight.device)
+    return targets, unsupported
 
 
 def _one_line(exc: BaseException) -> str:

@@ -19,6 +19,8 @@ from tui_quantreport.engine.core.targets import (
     model_device,
     resolve_facts,
 )
+from tui_quantreport.engine.graph_eager import measurable_copy
+from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 
 
 def unavailable_reason(session: Any) -> str | None:
@@ -39,8 +41,6 @@ def measurable(session: Any) -> tuple[Any, Any, dict[str, str]]:
     changed), its catalog, and the modules left as graph nodes with why."""
     if getattr(session, "graph", None) is None:
         return session.model, session.catalog, {}
-    from tui_quantreport.engine.graph_eager import measurable_copy
-
     copy = measurable_copy(session.model, session.catalog)
     return copy.model, copy.catalog, copy.skipped
 
@@ -53,8 +53,6 @@ def analysis_for(
     recipe decides the activation grid, and the recommended plan only uses what it runs;
     ``backend`` is kept for old callers). A weighted module of a graph that stays a node is
     listed with why (its SQNR reads "SQNR undefined: ...")."""
-    from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
-
     model, catalog, skipped = measurable(session)
     if not isinstance(target, TargetFacts):
         target = resolve_facts(target) if target else TARGET_FACTS[default_target_name(model_device(model))]

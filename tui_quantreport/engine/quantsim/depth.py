@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tui_quantreport.engine.batches import first_tensor
+from tui_quantreport.engine.quantsim.analysis_base import _check_cancel
 from tui_quantreport.engine.quantsim.sqnr import Sqnr, SqnrAccumulator
 
 if TYPE_CHECKING:
@@ -28,8 +30,6 @@ def depth_sqnr(analysis: ErrorAnalysis, plan: Plan, should_cancel: Callable[[], 
     """{fqn: SQNR of its input under ``plan``} for every module ``plan`` covers, in plan order.
 
     Empty when the plan cannot be simulated at all (its end-to-end SQNR says why)."""
-    from tui_quantreport.engine.quantsim.error_analysis import _check_cancel
-
     end_to_end = analysis.plan_sqnr(plan, should_cancel)  # validates the plan; runs the range pass
     if end_to_end.db is None and not end_to_end.infinite:
         return {}
@@ -83,8 +83,6 @@ def depth_sqnr(analysis: ErrorAnalysis, plan: Plan, should_cancel: Callable[[], 
 
 def _input_tensor(value: Any) -> torch.Tensor | None:
     """The first floating-point tensor of a module's first argument (detached), or None."""
-    from tui_quantreport.engine.session import first_tensor
-
     tensor = first_tensor(value)
     if tensor is None or not tensor.is_floating_point():
         return None

@@ -44,9 +44,11 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.core.activation_recipe import ActivationRecipe
-from tui_quantreport.engine.detectors.under_calibrated import DEFAULT_MIN_ROWS, is_expert
+from tui_quantreport.engine.defaults import MIN_ROWS
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.model_lock import model_lock
+from tui_quantreport.engine.model_state import freeze_model_state
+from tui_quantreport.engine.module_info import is_expert
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
 from tui_quantreport.engine.quantsim.analysis_base import (
     _MISSING,
@@ -64,12 +66,12 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     Runs,
     SimulationError,
     _check_cancel,
-    _freeze_model_state,
     _measurement,
     _one_line,
     _restore_forwards,
     _Target,
     call_batch,
+    find_targets,
     ranges_from_stats,
     rows_from_stats,
 )
@@ -82,8 +84,6 @@ from tui_quantreport.engine.quantsim.forward import (
     _InputMemo,
     _simulated_forward,
 )
-from tui_quantreport.engine.quantsim.kinds import _unsupported as _unsupported_call
-from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.local_pass import measure_pass
 from tui_quantreport.engine.quantsim.measurer import _measurer
 from tui_quantreport.engine.quantsim.merged_probes import Segments, merge_check
@@ -186,7 +186,7 @@ class ErrorAnalysis:
         shared_qparams_ops: bool = False,
         output_key: str | None = None,
         calibration_rows: Mapping[str, int] | None = None,
-        min_rows: int = DEFAULT_MIN_ROWS,
+        min_rows: int = MIN_ROWS,
         recipe: ActivationRecipe | None = None,
         runs: Runs | None = None,
         target: Any = None,
@@ -197,8 +197,7 @@ class ErrorAnalysis:
         if target is not None:
             recipe, runs = target.recipe, target.runs
         if recipe is not None:  # the target's recipe decides the activation grid and what it models
-            backend = recipe.backend
-            static_outputs = recipe.static_outputs
+            backend, static_outputs = recipe.backend, recipe.static_outputs
             shared_qparams_ops = recipe.shared_qparams_ops
         self.recipe = recipe
         #: ``runs(scheme, kind name, weight shape)``: why the target does not run a scheme on a
@@ -237,39 +236,20 @@ class ErrorAnalysis:
         self.clip_percentile = clip_percentile
         self._given_ranges = dict(activation_ranges or {})
         self._given_channels = dict(channel_ranges or {})
-        self.targets: dict[str, _Target] = {}
         self._module_map: dict[str, nn.Module] | None = None
         #: Simulated forwards by (fqn, scheme, output qparams): built once, reused by every plan.
         self._forwards: dict[tuple, Callable[..., Any]] = {}
-        #: Weighted modules the simulation cannot reproduce, with the reason.
-        self.unsupported: dict[str, str] = {}
+        #: The modules measured, and the weighted modules the simulation cannot reproduce (with why).
+        self.targets: dict[str, _Target]
+        self.unsupported: dict[str, str]
+        self.targets, self.unsupported = find_targets(catalog, self.submodule)
         #: Modules whose local measurement raised (the reason, one line): their SQNR is undefined.
         self.measure_failures: dict[str, str] = {}
-        for fqn, info in catalog.modules.items():
-            if info.is_quant_helper:
-                continue
-            module = self.submodule(fqn)
-            kind = kind_of(module)
-            if kind is None:
-                if info.is_weighted:
-                    self.unsupported[fqn] = f"{info.class_name} is not a module kind the simulation knows"
-                continue
-            if kind.call is _unsupported_call:  # a registered weighted kind the simulation does not reproduce
-                self.unsupported[fqn] = (
-                    f"{info.class_name} is not simulated: the simulation reproduces Linear, Conv, HF Conv1D and "
-                    f"Embedding computations, not the {kind.name.replace('_', ' ')} layer's own forward"
-                )
-                continue
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
-                self.unsupported[fqn] = f"{info.class_name} '{fqn}' has no initialized weight"
-                continue
-            if not kind.supports(module):
-                self.unsupported[fqn] = (
-                    f"{info.class_name} has its own forward, which the simulation does not reproduce"
-                )
-                continue
-            self.targets[fqn] = _Target(fqn, module, kind, weight.device)
+        self._init_caches()
+        self._apply_given_ranges()
+
+    def _init_caches(self) -> None:
+        """The measurements' kept state: empty until the first pass fills it."""
         #: Fake-quantized weights by (fqn, the scheme's weight facts): schemes quantizing a
         #: weight alike share one copy.
         self._weights: dict[tuple[str, WeightFacts], torch.Tensor] = {}
@@ -302,7 +282,6 @@ class ErrorAnalysis:
         self._helpers: list[nn.Module] = []
         #: Who quantizes the tensor each leaf reads (after the first range pass).
         self.dataflow: Dataflow | None = None
-        self._apply_given_ranges()
 
     def measure_schemes(self, names: Sequence[str]) -> None:
         """Measure only ``names`` (registry order kept) from the next local pass on; the schemes
@@ -683,11 +662,11 @@ class ErrorAnalysis:
 
     def _freeze(self) -> Callable[[], None]:
         """Remember training flags and ``torch.ao`` observer state (module list walked once):
-        :func:`~tui_quantreport.engine.session._freeze_model_state` with the kept lists."""
+        :func:`~tui_quantreport.engine.model_state.freeze_model_state` with the kept lists."""
         if self._all_modules is None:
             self._all_modules = list(self.model.modules())
             self._helpers = [m for m in self._all_modules if is_quant_helper(m)]
-        return _freeze_model_state(self.model, self._all_modules, self._helpers)
+        return freeze_model_state(self.model, self._all_modules, self._helpers)
 
     def _run(self, batch: Any, index: int) -> Any:
         try:

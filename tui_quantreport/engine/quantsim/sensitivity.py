@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tui_quantreport.engine.batches import first_tensor
 from tui_quantreport.engine.quantsim.error_analysis import (
     _MISSING,
     ErrorAnalysis,
@@ -53,7 +54,6 @@ from tui_quantreport.engine.quantsim.error_analysis import (
 from tui_quantreport.engine.quantsim.merged_sensitivity import MergeError, batch_rows, merge, merged_pass, refused
 from tui_quantreport.engine.quantsim.outputs import OutputsSqnr
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Sqnr
-from tui_quantreport.engine.session import first_tensor
 
 ProgressCallback = Callable[[int, int | None], None]
 

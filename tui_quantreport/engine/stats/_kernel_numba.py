@@ -1,4 +1,5 @@
-"""The numba kernel behind :mod:`.kernel` (imported only when numba is installed).
+"""The numba kernel behind :mod:`.kernel`, built by :func:`build` (numba is imported there, on
+first use: importing this module needs only NumPy).
 
 Compiled on first use and cached on disk (``cache=True``: numba's cache beside
 this file, or ``NUMBA_CACHE_DIR``), so later processes load it instead of
@@ -7,14 +8,14 @@ compiling. See :mod:`.kernel` for the algorithm and its exactness argument.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
-from numba import njit
 
 #: Ranges this short are finished by insertion sort.
 _SMALL = 16
 
 
-@njit(cache=True, nogil=True)
 def select(buf, lo, hi, k):  # pragma: no cover - compiled
     """Reorder ``buf[lo:hi]`` (no NaN) so that ``buf[k]`` is its ``(k - lo)``-th smallest; return it.
 
@@ -70,7 +71,6 @@ def select(buf, lo, hi, k):  # pragma: no cover - compiled
     return buf[k]
 
 
-@njit(cache=True, nogil=True)
 def _compact(row, count, m):  # pragma: no cover - compiled
     """Keep the ``m`` largest of ``row[:count]`` in ``row[:m]``; return the smallest kept."""
     cut = count - m
@@ -84,7 +84,6 @@ _INF = np.int32(0x7F800000)
 _FLOOR = np.int32(-2147483648)
 
 
-@njit(cache=True, nogil=True)
 def start_thresholds(bits, m, sample, threshold):  # pragma: no cover - compiled
     """Each channel's starting threshold: the key with about ``1.5 m + 3 sd`` of the channel
     above it, estimated from the same ``sample`` positions in every channel (read in memory
@@ -111,7 +110,6 @@ def start_thresholds(bits, m, sample, threshold):  # pragma: no cover - compiled
         threshold[c] = select(probe[c], 0, s, s - above)
 
 
-@njit(cache=True, nogil=True)
 def scan_runs(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: no cover - compiled
     """The one pass, channel-first: per ``(a, c)`` a contiguous run over ``b``. A vectorized
     loop takes min, max, NaNs and the count above the threshold; a second, branch-free loop over
@@ -152,7 +150,6 @@ def scan_runs(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: n
                 count[c] = k
 
 
-@njit(cache=True, nogil=True)
 def scan_rows(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: no cover - compiled
     """The one pass, channel-last: per ``(a, b)`` a contiguous row over the channels (a
     vectorized loop for min, max, NaNs and whether any value passes its channel's threshold,
@@ -185,7 +182,6 @@ def scan_rows(bits, m, limit, threshold, buf, count, lo, hi, nans):  # pragma: n
                         count[c] = k
 
 
-@njit(cache=True, nogil=True)
 def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_q, out_nan):  # pragma: no cover
     """Per channel: its min, max and ``ks`` order statistics (as keys) from the pass's state."""
     a_len, c_len, b_len = bits.shape
@@ -217,3 +213,20 @@ def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_
                 out_q[j, c] = select(row, 0, k, k - rank)
             else:
                 out_q[j, c] = _FLOOR  # only the lowest key (a NaN) was never a candidate
+
+
+#: The kernels, in the order they call each other (a kernel calls only those before it).
+_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish")
+
+
+def build() -> SimpleNamespace:
+    """Import numba and compile the kernels above (compiled, or loaded from numba's cache, on their
+    first call). The module's names are rebound to the compiled kernels, so a kernel calling another
+    (``finish`` calls ``select``) calls the compiled one; a second call returns the same kernels."""
+    from numba import njit
+
+    names = globals()
+    for name in _KERNELS:
+        if not hasattr(names[name], "py_func"):  # not compiled yet
+            names[name] = njit(cache=True, nogil=True)(names[name])
+    return SimpleNamespace(**{name: names[name] for name in _KERNELS})

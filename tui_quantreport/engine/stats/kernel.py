@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tui_quantreport.engine.stats import _kernel_numba
+
 _TORCH_FLOAT32 = torch.float32
 
 #: Which selection runs on host tensors: "auto" (the kernel where measured faster, when numba
@@ -97,9 +99,7 @@ def _kernels() -> Any:
         _failed = "numba is not installed (pip install 'tui-quantreport[fast]')"
         return None
     try:
-        from tui_quantreport.engine.stats import _kernel_numba
-
-        _compiled = _kernel_numba
+        _compiled = _kernel_numba.build()
     except Exception as exc:  # noqa: BLE001 - any failure leaves the NumPy path in place
         _failed = f"the numba kernel did not load: {type(exc).__name__}: {exc}"
         return None

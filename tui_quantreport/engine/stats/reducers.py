@@ -147,7 +147,7 @@ def reducer_from_spec(spec: dict[str, Any]) -> Reducer:
 
     Reducers register themselves when their class is defined: the detectors' reducers when
     :mod:`tui_quantreport.engine.detectors` is imported (the statistics never import the detectors;
-    whoever reads saved statistics imports them first, as :func:`~..statsfile.stats_from_state` does).
+    whoever reads saved statistics imports them first, as :mod:`~..statsfile` does).
     """
     kind = spec.get("kind")
     cls = _KINDS.get(str(kind))
