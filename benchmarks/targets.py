@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-#: The issue's targets (CPU, 1 thread), in the units the benchmarks report.
+#: The performance targets (CPU, 1 thread), in the units the benchmarks report.
 PLAN_EVAL = 1.2  # plan evaluation / plain forward over the probes
 TOGGLE_MS = 150.0  # what-if toggle, key to header, on the 2,028-module sample
 LOCAL_LARGE = 4.0  # local SQNR passes on large_generated (otherwise 1 + the number of schemes)
