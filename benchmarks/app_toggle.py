@@ -150,6 +150,25 @@ async def _run(
     return rows
 
 
+def measure(
+    model: str = "large_generated", batches: int = 8, toggles: int = 6, size: tuple[int, int] = (120, 40)
+) -> dict:
+    """Medians in ms (key to header, and its parts) of ``toggles`` toggles in the headless app; for
+    ``benchmarks.run``'s target list."""
+    engine_alone: list[float] = []
+    rows = asyncio.run(_run(model, batches, toggles, size, engine_alone))
+    totals = [r["total"] * 1e3 for r in rows]
+    return {
+        "total_ms": statistics.median(totals),
+        "min_ms": min(totals),
+        "max_ms": max(totals),
+        "engine_ms": statistics.median(r["engine"] * 1e3 for r in rows),
+        "paint_ms": statistics.median(r["paint"] * 1e3 for r in rows),
+        "engine_alone_ms": statistics.median(v * 1e3 for v in engine_alone),
+        "toggles": len(rows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="large_generated")

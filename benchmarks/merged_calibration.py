@@ -88,6 +88,12 @@ def bench(key: str, repeats: int) -> tuple[str, int, str, float, float, float, i
 
 
 def main(argv: list[str] | None = None) -> int:
+    run(argv)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> list[tuple[str, int, str, float, float, float, int, bool]]:
+    """The benchmark (printed, and its section written unless ``--no-write``); its rows."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.merged_calibration")
     parser.add_argument("--models", default=",".join(DEFAULT))
     parser.add_argument("--repeats", type=int, default=3)
@@ -100,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         "| batches folded from merged forwards | same stats |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    rows = []
     for key in [m.strip() for m in args.models.split(",") if m.strip()]:
-        key, n, shape, p, one, merged, folded, same = bench(key, args.repeats)
+        rows.append(bench(key, args.repeats))
+        key, n, shape, p, one, merged, folded, same = rows[-1]
         lines.append(
             f"| {key} | {n} | {shape} | {p:.2f} | {one:.2f} | {one / p:.2f}x | {merged:.2f} | {merged / p:.2f}x "
             f"| {folded} of {n} | {'yes' if same else 'NO'} |"
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.results_file import replace_section
 
         replace_section(RESULTS, SECTION, text)
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

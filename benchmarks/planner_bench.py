@@ -29,6 +29,7 @@ def measure(hidden: int, layers: int, batches: int, batch: int, tokens: int, mas
     cache's recording pass and the verification passes are counted on the cached sides."""
     from tests.models.tiny_llama import analysis_of, tiny_llama, token_batches
     from tui_quantreport.engine.quantsim import FLOAT
+    from tui_quantreport.engine.quantsim.plan_pass import plan_forwards
     from tui_quantreport.engine.quantsim.planner import decision_units
     from tui_quantreport.engine.quantsim.sensitivity import Item, Sensitivity
 
@@ -47,7 +48,7 @@ def measure(hidden: int, layers: int, batches: int, batch: int, tokens: int, mas
     # The quantized weights: the same work whichever way the passes run, done once before the timings.
     started = time.perf_counter()
     for item in items:
-        analysis._plan_forwards(dict.fromkeys(item.members, item.scheme))
+        plan_forwards(analysis, dict.fromkeys(item.members, item.scheme))
     weights_s = time.perf_counter() - started
     identical = True
     want: dict = {}

@@ -24,6 +24,7 @@ A benchmark is not a test: nothing here asserts on a number.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
 import os
@@ -42,15 +43,10 @@ from benchmarks.machine import cpu_model, describe
 from benchmarks.models import DEFAULT_MODELS, all_cases
 from benchmarks.reference import describe_failure, generate_report, prepare_reference, short_reason
 from benchmarks.results_file import write_results
+from benchmarks.targets import against
 from benchmarks.timing import call_batch, fmt_bytes, fmt_ms, fmt_ratio, median, timed, to_device
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-
-#: The issue's targets (CPU, 1 thread, medians). Reported, never asserted.
-TARGET_OURS_PLAIN = 1.3
-TARGET_REF_OURS = 10.0
-TARGET_REEVAL_MS = 20.0
-TARGET_LAUNCH_S = 2.0
 
 
 @dataclass
@@ -73,6 +69,8 @@ class Row:
     ref_observers: int = 0
     ref_report_ms: float | None = None
     ref_report_failure: str | None = None
+    #: A model with nn.TransformerEncoderLayer: its plain forward with the fused fast path off, x plain.
+    unfused_over_plain: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -186,6 +184,7 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
 
     n = len(batches)
     row.plain_ms = median(plain_s) / n * 1e3
+    row.unfused_over_plain = unfused_plain(model, batches, device, repeats, median(plain_s))
     if ours_s:
         row.ours_ms = median(ours_s) / n * 1e3
         row.evaluate_ms = median(eval_s) * 1e3
@@ -198,6 +197,23 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
             row.ref_report_failure = describe_failure(exc)
 
     return row  # the model, batches and session go with this frame: the caller frees the memory
+
+
+def unfused_plain(
+    model: torch.nn.Module, batches: list[Any], device: torch.device, repeats: int, plain_s: float
+) -> float | None:
+    """For a model with ``nn.TransformerEncoderLayer``: its plain forward with the fused fast path off,
+    over the plain one. Observing the layers' inner modules turns that path off, so this is what it
+    costs by itself (the transformer samples' calibration floor)."""
+    if not any(isinstance(m, torch.nn.TransformerEncoderLayer) for m in model.modules()):
+        return None
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        unfused = [timed(lambda: plain_pass(model, batches), device)[0] for _ in range(repeats)]
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+    return median(unfused) / plain_s
 
 
 def release_memory(device: torch.device) -> None:
@@ -275,30 +291,96 @@ def notes(rows: list[Row]) -> list[str]:
     return lines
 
 
-def target_lines(rows: list[Row], reeval: dict | None, launch: dict | None) -> list[str]:
-    measured = [r for r in rows if r.ours_over_plain is not None]
-    over = [f"{r.label} {fmt_ratio(r.ours_over_plain)}" for r in measured if r.ours_over_plain > TARGET_OURS_PLAIN]
-    ref_rows = [r for r in rows if r.ref_over_ours is not None]
-    under = [f"{r.label} {fmt_ratio(r.ref_over_ours)}" for r in ref_rows if r.ref_over_ours < TARGET_REF_OURS]
-    lines = [
-        f"- ours/plain <= {TARGET_OURS_PLAIN}: {len(measured) - len(over)}/{len(measured)} models"
-        + (f" (over: {'; '.join(over)})" if over else ""),
-        f"- reference/ours >= {TARGET_REF_OURS:g}: {len(ref_rows) - len(under)}/{len(ref_rows)} models the reference ran"
-        + (f" (under: {'; '.join(under)})" if under else ""),
-    ]
-    failed = [r.label for r in rows if r.ref_failure and r.ours_failure is None]
-    if failed:
-        lines.append(f"- reference fails, ours runs: {', '.join(failed)}")
-    if reeval is not None:
-        lines.append(f"- re-evaluation <= {TARGET_REEVAL_MS:g} ms: {fmt_ms(reeval['median_ms'])} ms")
-    if launch is not None and launch.get("ok"):
-        warm = launch.get("warm_seconds")
-        lines.append(
-            f"- launch to populated tree <= {TARGET_LAUNCH_S:g} s: {launch['seconds']:.2f} s the first time a model "
-            "is opened"
-            + (f"; {warm:.2f} s every later time (the tree kept from the last run)" if warm is not None else "")
-        )
-    return lines
+def run_suite(args: argparse.Namespace, device: torch.device, out: list[str]) -> dict[str, Any]:
+    """The other benchmarks of the targets, in this process: measured error (plan evaluation, what-if
+    toggle, local SQNR: ``quantsim_bench``), merged calibration batches, the app's toggle from key to
+    header on large_generated and the planner. Each writes its own section of results.md (unless
+    ``--no-write``); ``--quick`` runs the smallest of each and says what it left out."""
+    from benchmarks import merged_calibration, quantsim_bench
+    from benchmarks.targets import QUANTSIM_SAMPLES
+
+    found: dict[str, Any] = {"quantsim": {}, "merged": None, "toggle": None, "why_not": {}}
+    why_not = found["why_not"]
+    if device.type != "cpu":
+        for part in ("quantsim", "merged", "toggle"):
+            why_not[part] = "CPU benchmarks (run without --device cuda)"
+        return found
+    samples = [("drifting_mlp", 2)] if args.quick else list(QUANTSIM_SAMPLES)
+    if args.quick:
+        why_not["quantsim"] = "--quick measures drifting_mlp only (2 probes)"
+    rows = []
+    for name, k in samples:
+        log(f"measured error: {name} ({k} probes) ...")
+        t = time.perf_counter()
+        local_repeats = 1 if name == "large_generated" else None
+        try:
+            row = quantsim_bench.bench(
+                name, args.repeats, k, with_floors=False, with_advice=False, local_repeats=local_repeats
+            )
+        except Exception as exc:  # noqa: BLE001 - the list says why
+            why_not["quantsim"] = f"{name} failed: {describe_failure(exc)}"
+            continue
+        found["quantsim"][name] = row
+        rows.append(row)
+        log(f"{name} done in {time.perf_counter() - t:.1f} s")
+    command = (
+        f"python -m benchmarks.quantsim_bench --probes 4 --threads 1 --repeats {args.repeats} --no-floors --no-advice"
+    )
+    quantsim_bench.section(
+        rows, torch.get_num_threads(), args.repeats, True, command + " (from benchmarks.run)", write=not args.no_write
+    )
+
+    log("merged calibration batches ...")
+    merged_models = ("large_generated",) if args.quick else merged_calibration.DEFAULT
+    merged_argv = ["--models", ",".join(merged_models), "--repeats", str(args.repeats)] + (
+        ["--no-write"] if args.no_write else []
+    )
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            merged_rows = merged_calibration.run(merged_argv)
+    except Exception as exc:  # noqa: BLE001 - the list says why
+        why_not["merged"] = f"failed: {describe_failure(exc)}"
+        merged_rows = []
+    for key, _n, _shape, p, one, merged, _folded, same in merged_rows:
+        if key == "large_generated":
+            found["merged"] = {"plain_ms": p, "one": one / p, "merged": merged / p, "same": "yes" if same else "NO"}
+
+    if args.quick:
+        why_not["toggle"] = "not run with --quick (the app calibrates and measures large_generated first, ~1 min)"
+        why_not["planner"] = "not run with --quick"
+    else:
+        from benchmarks import app_toggle
+
+        log("app: what-if toggle on large_generated, key to header ...")
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                found["toggle"] = app_toggle.measure("large_generated", batches=8, toggles=6)
+        except Exception as exc:  # noqa: BLE001 - the list says why
+            why_not["toggle"] = f"failed: {describe_failure(exc)}"
+        log(f"app toggle: {found['toggle']}")
+        log("planner sensitivity ...")
+        try:
+            out.append(planner_line(args))
+        except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+            out.append(f"- planner sensitivity: failed: {describe_failure(exc)}")
+    return found
+
+
+def planner_line(args: argparse.Namespace) -> str:
+    """The planner's sensitivity on the tests' small LLaMA (no target; its own section of results.md)."""
+    from benchmarks import planner_bench
+
+    started = time.perf_counter()
+    planner_rows = [planner_bench.measure(64, 2, 2, 2, 16, False)]
+    text = planner_bench.render(planner_rows, 2, time.perf_counter() - started)
+    if not args.no_write:
+        planner_bench.write_section(text)
+    r = planner_rows[0]
+    return (
+        f"- planner sensitivity ({r['model']}): {r['full_s']:.1f} s uncached, {r['merged_s']:.1f} s cached and "
+        f"merged ({r['full_s'] / r['merged_s']:.1f}x, identical: {'yes' if r['identical'] else 'NO'}); "
+        "`python -m benchmarks.planner_bench --configs 64x2:2x16` (no target)"
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -421,6 +503,21 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cpu":
             log("app launch (subprocess) ...")
             launch = extras.app_launch()
+    suite_lines: list[str] = []
+    if args.skip_extras:
+        skipped = "--skip-extras runs the calibration table only"
+        suite: dict[str, Any] = {
+            "quantsim": {},
+            "merged": None,
+            "toggle": None,
+            "why_not": dict.fromkeys(("quantsim", "merged", "toggle", "extras"), skipped),
+        }
+    else:
+        suite = run_suite(args, device, suite_lines)
+    models_left = {
+        "calibration:" + m: f"not in --models ({', '.join(args.models)})" for m in all_cases() if m not in args.models
+    }
+    suite["why_not"].update(models_left)
 
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     machine_line = "; ".join(f"{k}: {v}" for k, v in machine.items())
@@ -472,6 +569,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
         else:
             out.append(f"- app: not measured ({launch.get('reason', 'unknown reason')})")
+        out += suite_lines
+        if device.type == "cpu":
+            out.append(
+                "- measured error, merged calibration, app toggle and planner: their own sections of "
+                "`benchmarks/results.md` (`quantsim: cpu`, `merged calibration: cpu`, `planner: cpu`), "
+                "measured in this run" + (" (not written: --no-write)" if args.no_write else "")
+            )
         out.append("")
     out += [
         "### Against the targets (CPU, 1 thread)"
@@ -479,7 +583,26 @@ def main(argv: list[str] | None = None) -> int:
         else "### Against the CPU targets (for reference)",
         "",
     ]
-    out += target_lines(rows, reeval, launch)
+    lines = against(
+        calibration={
+            r.key: {
+                "ours_over_plain": r.ours_over_plain,
+                "ref_over_ours": r.ref_over_ours,
+                "unfused_over_plain": r.unfused_over_plain,
+                "failure": r.ours_failure,
+            }
+            for r in rows
+        },
+        quantsim=suite["quantsim"],
+        merged=suite["merged"],
+        toggle=suite["toggle"],
+        reeval=reeval,
+        launch=launch,
+        device=device.type,
+        why_not=suite["why_not"],
+        repeats=args.repeats,
+    )
+    out += [line.render() for line in lines]
     out += ["", f"Command: `{command_line(argv)}` (total {time.perf_counter() - started:.0f} s)", ""]
 
     text = "\n".join(out)

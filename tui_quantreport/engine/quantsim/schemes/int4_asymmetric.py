@@ -22,6 +22,7 @@ from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
+from tui_quantreport.engine.quantsim.weight_recipes import hqq_proximal
 
 
 class Int4Asymmetric(TorchaoScheme):
@@ -55,8 +56,15 @@ class Int4Asymmetric(TorchaoScheme):
         w = weight.detach()
         block = (1, self.group_size)
         if self.hqq:
+            # torchao's default solver (optimize_weights_proximal_legacy), bit for bit, in buffers
             q, scale, zero, _ = _choose_qparams_and_quantize_affine_hqq(
-                w, nbits=4, group_size=self.group_size, axis=1, compute_dtype=w.dtype, device=w.device
+                w,
+                nbits=4,
+                group_size=self.group_size,
+                axis=1,
+                compute_dtype=w.dtype,
+                device=w.device,
+                optimize_weights=hqq_proximal,
             )
             q = q.to(torch.int32)
         else:

@@ -17,6 +17,7 @@ from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_tensor_extra
+from tui_quantreport.engine.quantsim.weight_recipes import nf4_dequantized
 
 BLOCK = 64
 SCALER_BLOCK = 256
@@ -36,9 +37,8 @@ class NF4(TorchaoScheme):
         return None
 
     def weight(self, weight: torch.Tensor, kind: ModuleKind) -> torch.Tensor:
-        from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import to_nf4
-
-        return to_nf4(weight.detach(), BLOCK, SCALER_BLOCK).get_original_weight().to(weight.dtype)
+        # torchao's to_nf4(...).get_original_weight(), bit for bit, without its 16x temporary
+        return nf4_dequantized(weight, BLOCK, SCALER_BLOCK).to(weight.dtype)
 
     def bits_per_weight(self, weight_shape: tuple[int, ...], kind: ModuleKind) -> float:
         return 4.0 + 8.0 / BLOCK + 32.0 / (BLOCK * SCALER_BLOCK) + per_tensor_extra(weight_shape)

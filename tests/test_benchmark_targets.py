@@ -1,0 +1,121 @@
+"""``benchmarks.run`` ends with one list of every performance target (no timing is asserted)."""
+
+from __future__ import annotations
+
+import re
+
+from benchmarks.targets import TARGET_KEYS, against
+
+
+def _listed(text: str) -> list[str]:
+    section = text.split("### Against the targets", 1)[1]
+    return re.findall(r"^- \*\*(.+?)\*\* \(", section, re.M)
+
+
+def test_nothing_measured_still_lists_every_target_with_its_command():
+    lines = against(
+        calibration={},
+        quantsim={},
+        merged=None,
+        toggle=None,
+        reeval=None,
+        launch=None,
+        device="cpu",
+        why_not={"quantsim": "not run"},
+        repeats=3,
+    )
+    assert [line.key for line in lines] == list(TARGET_KEYS)
+    for line in lines:
+        assert line.status.startswith("not measured"), line
+        assert line.command.startswith(("python -m benchmarks.", 'python -c "from benchmarks')), line
+    assert "no GPU was lent" in lines[-1].status
+
+
+def _quantsim_row(name: str, k: int) -> dict:
+    return {
+        "name": name,
+        "k": k,
+        "plan": (0.1, 1.1),
+        "plan_alone": (0.1, 1.5),
+        "toggle": (0.1, 1.0),
+        "toggle_alone": (0.1, 1.4),
+        "local": (1.0, 30.0),
+        "weights": (0.5, 10.0),
+        "merged": True,
+        "why_not": None,
+        "schemes": 23,
+        "unfused": None,
+    }
+
+
+def test_statuses_follow_the_targets():
+    lines = {
+        line.key: line
+        for line in against(
+            calibration={
+                "drifting_mlp": {"ours_over_plain": 1.2, "ref_over_ours": 14.0},
+                "convnet_per_tensor": {"ours_over_plain": 1.5, "ref_over_ours": 9.0},
+                "tiny_transformer": {"ours_over_plain": 2.5, "ref_over_ours": 17.0, "unfused_over_plain": 1.3},
+            },
+            quantsim={"drifting_mlp": _quantsim_row("drifting_mlp", 4)},
+            merged={"merged": 1.2, "one": 2.0, "same": "yes"},
+            toggle={"total_ms": 160.0, "min_ms": 150.0, "max_ms": 170.0, "engine_ms": 90.0, "paint_ms": 50.0},
+            reeval={"median_ms": 0.5},
+            launch={"ok": True, "seconds": 2.5},
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+    }
+    assert lines["plan eval: drifting_mlp"].status == "met"
+    assert lines["local SQNR: drifting_mlp"].status == "not met" and "24" in lines["local SQNR: drifting_mlp"].target
+    assert lines["what-if toggle: large_generated"].status == "not met"
+    assert lines["calibration: large_generated (merged)"].status == "met"
+    assert lines["calibration: drifting_mlp"].status == "met"
+    assert lines["calibration: convnet_per_tensor"].status == "not met"
+    assert lines["calibration: tiny_transformer"].status.startswith("floor")
+    assert lines["reference/ours"].status == "not met"  # convnet 9.0x
+    assert lines["app launch"].status == "not met"
+    assert "--models drifting_mlp --probes 4" in lines["local SQNR: drifting_mlp"].command
+
+
+def test_quick_run_lists_every_target(monkeypatch, capsys):
+    """``benchmarks.run --quick --no-write`` wiring, with every measurement replaced by a canned one
+    (the measurements themselves are benchmarks, not tests)."""
+    from benchmarks import extras, merged_calibration, quantsim_bench, run
+
+    def bench_case(key, device, repeats, n_batches, suffix):
+        row = run.Row(key, key)
+        row.plain_ms, row.ours_ms, row.ref_ms = 10.0, 12.0, 150.0
+        return row
+
+    monkeypatch.setattr(run, "bench_case", bench_case)
+    monkeypatch.setattr(
+        extras,
+        "reevaluation",
+        lambda device, runs: {
+            "median_ms": 0.5,
+            "cached_ms": 0.1,
+            "first_ms": 9.0,
+            "runs": runs,
+            "modules": 1,
+            "points": 1,
+        },
+    )
+    monkeypatch.setattr(
+        extras,
+        "stats_memory",
+        lambda device: [{"bytes": 10, "points": 1, "batches": 10}, {"bytes": 10, "points": 1, "batches": 100}],
+    )
+    monkeypatch.setattr(extras, "app_launch", lambda: {"ok": False, "reason": "not in a test"})
+    monkeypatch.setattr(quantsim_bench, "bench", lambda name, repeats, k, **kwargs: _quantsim_row(name, k))
+    monkeypatch.setattr(quantsim_bench, "section", lambda *args, **kwargs: "")
+    monkeypatch.setattr(
+        merged_calibration, "run", lambda argv: [("large_generated", 8, "8x32", 10.0, 20.0, 12.0, 7, True)]
+    )
+    assert run.main(["--quick", "--no-write", "--models", "drifting_mlp,tiny_transformer"]) == 0
+    text = capsys.readouterr().out
+    assert _listed(text) == list(TARGET_KEYS)
+    assert "what-if toggle: large_generated** (<= 150 ms key to header): - — not measured: not run with --quick" in text
+    assert "not in --models" in text  # the calibration samples left out say so
+    assert text.count("`python -m benchmarks.") >= len(TARGET_KEYS) - 1
