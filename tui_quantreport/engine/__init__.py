@@ -16,7 +16,26 @@ torch-free :func:`~tui_quantreport.engine.spec.check_spec`) does not pay for
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names' own types for type checkers (at run time they load on first use)
+    from tui_quantreport.engine.apply.targets import NAMES as NAMES
+    from tui_quantreport.engine.apply.targets import TARGETS as TARGETS
+    from tui_quantreport.engine.detectors import short_names as short_names
+    from tui_quantreport.engine.evaluation import evaluate as evaluate
+    from tui_quantreport.engine.export import FORMATS as FORMATS
+    from tui_quantreport.engine.export import check_writable as check_writable
+    from tui_quantreport.engine.export import install_sigterm_cleanup as install_sigterm_cleanup
+    from tui_quantreport.engine.export import render as render
+    from tui_quantreport.engine.export import write_atomic as write_atomic
+    from tui_quantreport.engine.graph_file import trust_pickle as trust_pickle
+    from tui_quantreport.engine.kept_plan import read_plan_file as read_plan_file
+    from tui_quantreport.engine.settings import Settings as Settings
+    from tui_quantreport.engine.spec import BATCHES_FACTORY as BATCHES_FACTORY
+    from tui_quantreport.engine.spec import check_spec as check_spec
+    from tui_quantreport.engine.spec import default_sample as default_sample
+    from tui_quantreport.engine.spec import list_samples as list_samples
+    from tui_quantreport.engine.spec import source_path as source_path
 
 _EXPORTS = {
     "Settings": "settings",
@@ -60,6 +79,16 @@ _EXPORTS = {
     "list_samples": "spec",
     "load_model": "spec",
     "open_batches": "spec",
+    # What the command line reads before (or instead of) loading torch: torch-free modules.
+    "BATCHES_FACTORY": "spec",
+    "source_path": "spec",
+    "trust_pickle": "graph_file",
+    "check_writable": "export",
+    "install_sigterm_cleanup": "export",
+    "read_plan_file": "kept_plan",
+    "TARGETS": "apply.targets",
+    "NAMES": "apply.targets",  # every name --target accepts: the targets, then their old names
+    "short_names": "detectors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -228,7 +228,7 @@ class ExportController(MainState):
 
     @work(thread=True, exclusive=True, group="apply", exit_on_error=False, description="apply the plan")
     def _apply(self, kind: str, target: str, path: str | None, plan: Plan | None, source: str) -> None:
-        from tui_quantreport.engine.apply.api import apply_in_app
+        from tui_quantreport.engine.pipeline import apply_in_app
 
         worker = get_current_worker()
         model = self.model
