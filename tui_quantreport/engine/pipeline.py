@@ -13,6 +13,10 @@ workers and the recommended plan of ``apply`` all go through here, so a stage ch
 Only this module sees the whole engine: the front ends (``cli/``, ``tui/``) import it (inside
 their commands and workers: it imports torch) and the torch-free core, nothing else. Every stage
 takes ``progress(done, total)`` and ``should_cancel()`` where it runs the model.
+
+Beside the stages, the names the front ends use of the layers below (stats files, torchrun's
+world, the planner, the apply entry points) are re-exported here (``__all__``), under names that
+say what they are, so that a front end never imports an engine module other than this one.
 """
 
 from __future__ import annotations
