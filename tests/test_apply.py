@@ -20,9 +20,9 @@ import pytest
 
 from sample_models import SAMPLES as ALL_SAMPLES
 from tui_quantreport.cli import main
-from tui_quantreport.engine.apply.api import load_subject, verify_plan
 from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled
+from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
 pytest.importorskip("torchao", reason="the exports run torchao")
 try:
@@ -71,12 +71,10 @@ def _plan_file(sample: str, directory: Path) -> Path:
         }
         plan = PlanFile(catalog.class_name, catalog.fingerprint, modules, None, 1, "", {"backend": "x86"})
     else:
-        from tui_quantreport.engine.apply.quantsim_bridge import recommended_plan_file
-        from tui_quantreport.engine.modules import ModelCatalog
+        from tui_quantreport.engine.pipeline import recommended_plan_file
         from tui_quantreport.engine.spec import load_model
 
-        loaded = load_model(sample)
-        plan = recommended_plan_file(loaded, ModelCatalog.build(loaded.model), "torchao-cpu")
+        plan = recommended_plan_file(load_model(sample), target="torchao-cpu")
     path.write_text(json.dumps(plan.to_json_data()), encoding="utf-8")
     return path
 

@@ -45,13 +45,15 @@ def test_defaults_are_torch_free():
 
 
 def test_every_layer_reads_the_defaults():
-    from tui_quantreport.engine import quantsim
-    from tui_quantreport.engine.apply import api, qconfig_target, quantsim_bridge
+    import inspect
+
+    from tui_quantreport.engine import pipeline, quantsim
+    from tui_quantreport.engine.apply import api, qconfig_target
     from tui_quantreport.engine.detectors.per_channel import BACKEND_DEFAULT_PER_CHANNEL
     from tui_quantreport.engine.quantsim import error_analysis
 
     assert quantsim.DEFAULT_PROBE_BATCHES == api.DEFAULT_PROBE_BATCHES == defaults.PROBE_BATCHES
-    assert quantsim_bridge.DEFAULT_PROBES == defaults.PROBE_BATCHES
+    assert inspect.signature(pipeline.calibrated_analysis).parameters["probes"].default == defaults.PROBE_BATCHES
     assert error_analysis.DEFAULT_MIN_GAIN_DB == defaults.MIN_GAIN_DB
     assert tuple(qconfig_target.BACKEND_ENGINE) == defaults.BACKENDS
     assert set(BACKEND_DEFAULT_PER_CHANNEL) == set(defaults.BACKENDS)  # a fact for every backend

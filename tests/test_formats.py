@@ -359,7 +359,7 @@ def test_facts_not_names():
 
 @pytest.fixture(scope="module")
 def transformer_subject():
-    from tui_quantreport.engine.apply.api import load_subject
+    from tui_quantreport.engine.pipeline import load_subject
 
     return load_subject("tiny_transformer", None)
 
@@ -459,12 +459,11 @@ LLAMA = ("tests/format_models.py:build_llama", "tests/format_models.py:batches_l
 
 
 def _calibrated(spec: str, calibration: str | None):
-    from tui_quantreport.engine.apply.api import load_subject
-    from tui_quantreport.engine.apply.quantsim_bridge import calibrated_analysis
+    from tui_quantreport.engine.pipeline import calibrated_analysis, load_subject
 
     subject = load_subject(spec, None, calibration)
     assert subject.target is not None and subject.target.name == "torchao-cpu"
-    return subject, calibrated_analysis(subject.loaded, subject.catalog, subject.target)
+    return subject, calibrated_analysis(subject.loaded, subject.target)
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def test_torch_ao_dynamic_linear_on_btf_inputs_is_predicted_within_half_a_db(nam
 
 
 def test_pt2e_dynamic_is_per_tensor_and_predicted_within_half_a_db():
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec, calibration = spec("token_linear")
     result = verify_plan(load_subject(model_spec, None, calibration, target="pt2e-x86-dynamic"))
@@ -160,9 +160,9 @@ def test_pt2e_dynamic_is_per_tensor_and_predicted_within_half_a_db():
 def test_torchao_linear_on_4d_inputs_is_quantized_per_token(tmp_path):
     """torchao's dynamic config takes one scale per token for inputs of rank >= 3 (4-D included),
     and so does the simulation for torchao-cpu: predicted = achieved."""
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
     from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
     from tui_quantreport.engine.spec import load_model
 
     model_spec, calibration = spec("linear_4d")
@@ -188,7 +188,7 @@ def test_torchao_linear_on_4d_inputs_is_quantized_per_token(tmp_path):
 
 @pytest.mark.parametrize("case", ["pool", "relu", "relu_module"])
 def test_pt2e_static_is_predicted_within_1_db_of_verify(case):
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec, calibration = spec(case)
     subject = load_subject(model_spec, None, calibration, target="pt2e-x86-static")
@@ -203,8 +203,8 @@ def test_pt2e_static_is_predicted_within_1_db_of_verify(case):
 def test_pt2e_pooling_on_its_inputs_grid_is_what_makes_the_prediction_right():
     import dataclasses
 
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
     from tui_quantreport.engine.apply.quantsim_bridge import predict_export
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec, calibration = spec("pool")
     subject = load_subject(model_spec, None, calibration, target="pt2e-x86-static")
@@ -228,7 +228,7 @@ def test_pt2e_static_on_the_samples_achieves_the_prediction_within_1_db(model, w
     """PT2E's X86InductorQuantizer (global config, per-channel weights) quantizes a conv + nn.ReLU
     output on the range after the ReLU where an int8 op (pooling, flatten, cat) reads it, and all
     of torch.cat's inputs with one observer; without modeling them the prediction is 2-3 dB high."""
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     subject = load_subject(model, None, None, target="pt2e-x86-static")
     result = verify_plan(subject)
@@ -241,8 +241,8 @@ def test_torch_ao_fused_relu_range_after_a_functional_relu():
     fused ReLU ranges the prediction is the achieved SQNR; without, more than 1 dB low."""
     import dataclasses
 
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
     from tui_quantreport.engine.apply.quantsim_bridge import predict_export
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec, calibration = spec("relu")
     subject = load_subject(model_spec, None, calibration, target="qconfig-x86")
@@ -309,7 +309,7 @@ def test_verify_on_the_showcase_for_torchao_cpu_achieves_the_prediction(capsys):
 
 def test_verify_on_a_small_transformers_model_for_torchao_cpu_achieves_the_prediction():
     pytest.importorskip("transformers")
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec, calibration = spec("tiny_llama")
     subject = load_subject(model_spec, None, calibration)
@@ -360,8 +360,8 @@ def test_pt2e_folds_batchnorm_into_the_conv_before_quantizing_its_weight():
     (the target's recipe) and lands on verify's achieved SQNR; unfolded it is far too high."""
     import dataclasses
 
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
     from tui_quantreport.engine.apply.quantsim_bridge import predict_export
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     model_spec = str(Path(__file__).parent / "format_models.py")
     subject = load_subject(

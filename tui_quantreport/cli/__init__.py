@@ -13,6 +13,11 @@
 ``calibrate`` also runs under ``torchrun`` (one share of the batches per rank).
 
 Bad input prints one line naming the cause and exits with status 2.
+
+This module is the program's entry point (``tui-quantreport``, ``python -m tui_quantreport``): the
+one place that sees both front ends, choosing the headless commands (``cli/``'s other modules) or
+the app (``tui/``). It is a layer of its own above them (tests/test_layers.py), so the commands
+never import the app and the app never imports the commands.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from tui_quantreport.cli.app import app_options, build_app_parser, build_samples_parser, run_app, run_samples
+from tui_quantreport.cli.app import app_options, build_app_parser, build_samples_parser, checked_app_spec, run_samples
 from tui_quantreport.cli.apply import build_config_parser, build_verify_parser, run_config, run_verify
 from tui_quantreport.cli.calibrate import build_calibrate_parser, build_merge_parser, run_calibrate, run_merge
 from tui_quantreport.cli.common import Progress, model_output_to_stderr
@@ -57,6 +62,21 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argpa
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     """The app's, ``report``'s and ``samples``' parsers."""
     return build_app_parser(), build_report_parser(), build_samples_parser()
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """``tui-quantreport [MODEL]``: check the options (one line and exit 2 before the UI starts),
+    then run the app until it quits."""
+    spec = checked_app_spec(args)
+    from tui_quantreport.engine import install_sigterm_cleanup
+    from tui_quantreport.tui.app import QuantReportApp
+
+    install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
+    app = QuantReportApp(spec=spec, options=args)
+    app.run()
+    if app.error_line:  # a bad option found while loading: one line, as the headless commands say it
+        print(f"{PROG}: error: {app.error_line}", file=sys.stderr)
+    return app.return_code or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

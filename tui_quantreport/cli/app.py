@@ -1,9 +1,11 @@
-"""The app (``tui-quantreport [MODEL]``) and ``samples``."""
+"""The app's options (``tui-quantreport [MODEL]``, checked before it starts) and ``samples``.
+
+The app itself is started by the program's entry point (``cli/__init__.py``), the one module that
+sees both front ends."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tui_quantreport.cli.options import (
     MODEL_HELP,
@@ -64,11 +66,13 @@ def run_samples() -> int:
     return 0
 
 
-def run_app(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine.spec import BATCHES_FACTORY, check_spec, default_sample
+def checked_app_spec(args: argparse.Namespace) -> str:
+    """The model (or stats file) the app opens, with its options checked before the UI starts:
+    a bad one is one line and exit 2, never a half-started app. Torch-free."""
+    from tui_quantreport.engine import BATCHES_FACTORY, check_spec, default_sample
     from tui_quantreport.engine.stats_path import StatsFileError, is_stats_path
 
-    spec = args.model or default_sample()
+    spec: str = args.model or default_sample()
     if is_stats_path(spec):
         # Checked before the UI starts: the file must exist; everything else is read by the loader.
         _open_stats_quickly(spec)
@@ -82,18 +86,10 @@ def run_app(args: argparse.Namespace) -> int:
     if args.stats:
         _open_stats_quickly(args.stats)
     if args.plan:
-        from tui_quantreport.engine.kept_plan import read_plan_file
+        from tui_quantreport.engine import read_plan_file
 
         read_plan_file(args.plan)  # one line and exit 2 before the UI starts; the app reads it again
-    from tui_quantreport.engine.export import install_sigterm_cleanup
-    from tui_quantreport.tui.app import QuantReportApp
-
-    install_sigterm_cleanup()  # the app writes in worker threads: SIGTERM removes their temporary files
-    app = QuantReportApp(spec=spec, options=args)
-    app.run()
-    if app.error_line:  # a bad option found while loading: one line, as the headless commands say it
-        print(f"{PROG}: error: {app.error_line}", file=sys.stderr)
-    return app.return_code or 0
+    return spec
 
 
 def _open_stats_quickly(path: str) -> None:

@@ -72,15 +72,14 @@ def build_verify_parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine.apply.api import export_plan, load_subject
     from tui_quantreport.engine.errors import UserError
     from tui_quantreport.engine.escape import printable
 
     named = None
     if args.target:
-        from tui_quantreport.engine.apply.targets import resolve
+        from tui_quantreport.engine.pipeline import resolve_target
 
-        named = resolve(args.target)
+        named = resolve_target(args.target)
     sidecars = SIDECARS.get(named.library, ()) if named is not None else ()
     if sidecars and args.output.endswith(sidecars):
         raise UserError(
@@ -90,7 +89,7 @@ def run_config(args: argparse.Namespace) -> int:
     if not args.force:  # before the slow load and export: the side-cars the user did not name
         from pathlib import Path
 
-        from tui_quantreport.engine.apply.common import is_own_sidecar, sidecar_path
+        from tui_quantreport.engine.pipeline import is_own_sidecar, sidecar_path
 
         for suffix in sidecars:
             sidecar = sidecar_path(Path(args.output).expanduser(), suffix)
@@ -99,6 +98,8 @@ def run_config(args: argparse.Namespace) -> int:
                     f"cannot write the {named.name if named else ''} configuration: {printable(str(sidecar))} exists "
                     "and would be replaced; move it, choose another --output, or pass --force"
                 )
+    from tui_quantreport.engine.pipeline import export_plan, load_subject
+
     subject = load_subject(
         args.model, args.plan, args.calibration, args.backend, args.target, output_key=args.output_key
     )
@@ -117,7 +118,7 @@ def run_config(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     import json
 
-    from tui_quantreport.engine.apply.api import load_subject, verify_plan
+    from tui_quantreport.engine.pipeline import load_subject, verify_plan
 
     with model_output_to_stderr():  # the model's prints must not corrupt the JSON or text on stdout
         subject = load_subject(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tui_quantreport.cli.common import Progress, check_output, input_files
 from tui_quantreport.cli.options import (
@@ -18,7 +19,12 @@ from tui_quantreport.cli.options import (
     non_negative_int,
     settings_from,
 )
-from tui_quantreport.engine.defaults import DEFAULT_BACKEND, MIN_GAIN_DB
+from tui_quantreport.engine.defaults import MIN_GAIN_DB
+
+if TYPE_CHECKING:  # engine types only: importing them at run time loads torch
+    from tui_quantreport.engine.pipeline import Measured, Pipeline, SplitSensitivity, StatsFile, World
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.stats import Stats
 
 
 def build_calibrate_parser() -> argparse.ArgumentParser:
@@ -71,80 +77,68 @@ def build_merge_parser() -> argparse.ArgumentParser:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Calibrate headless (one process, or one rank under torchrun) and write a stats file."""
-    from tui_quantreport.engine import distributed
     from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.pipeline import from_environment, start, stop
 
     if args.sensitivity and not args.probe_batches:
         raise UserError("--sensitivity needs measurement: give --probe-batches 1 or more")
-    world = distributed.from_environment()
+    world = from_environment()
     if world is None or (world.size == 1 and args.dist_backend is None):
         stats_file, started, measure = _calibrate_here(args, None)
         return _write_stats(args, measure(stats_file), time.perf_counter() - started)
-    world = distributed.start(world, args.dist_backend)
+    world = start(world, args.dist_backend)
     try:
         return _calibrate_distributed(args, world)
     finally:
-        distributed.stop()
+        stop()
 
 
-def _calibrate_here(args: argparse.Namespace, world):
-    """Load, calibrate this process's batches; (StatsFile, when its first batch started)."""
-    from tui_quantreport.engine import (
-        Session,
-        distributed,
-        load_model,
-        open_batches,
-        statsfile,
-    )
+def _calibrate_here(args: argparse.Namespace, world: World | None) -> tuple[StatsFile, float, Callable[..., Any]]:
+    """Load, calibrate this process's batches; (StatsFile, when its first batch started, what
+    measures its error)."""
+    from tui_quantreport.engine.pipeline import Pipeline, make_stats_file, open_shard
 
     main_rank = world is None or world.is_main
     if main_rank:
         check_output(args.output, "stats file", input_files(args.model, args.calibration))  # before calibrating
     settings = settings_from(args)
-    loaded = load_model(args.model, args.calibration)
-    session = Session(loaded.model, label=loaded.spec)
+    pipe = Pipeline.load(args.model, args.calibration)
     label = "calibrating" if world is None else f"calibrating (rank 0 of {world.size})"
     progress = Progress(label) if main_rank else None
     started = time.perf_counter()
-    recorder = None
     try:
         if world is None:
-            batches = open_batches(loaded)
-            if args.probe_batches:
-                from tui_quantreport.engine.quantsim import ProbeRecorder
-
-                batches = recorder = ProbeRecorder(batches, args.probe_batches)
-            stats = session.calibrate(batches, settings, max_batches=args.batches, progress=progress)
+            run = pipe.calibrate(
+                settings, max_batches=args.batches, probe_batches=args.probe_batches, progress=progress
+            )
         else:
-            shard: Any = distributed.open_shard(loaded, world, args.batches)
-            stats = session.calibrate(shard, settings, progress=progress)
+            shard: Any = open_shard(pipe.loaded, world, args.batches)
+            run = pipe.calibrate(settings, progress=progress, batches=shard)
     finally:
         if progress is not None:
             progress.close()
     extra = {} if world is None else {"world_size": world.size, "backend": world.backend}
 
-    def measure(stats_file):
+    def measure(stats_file: StatsFile) -> StatsFile:
         """``stats_file`` with the measured error of its (merged) statistics, when asked for. Under
         torchrun on the probe batches a 1-process run takes; with --sensitivity every rank takes part
         (the modules split across them)."""
         from dataclasses import replace
 
-        from tui_quantreport.engine.quantsim import Sqnr, take_probes
+        from tui_quantreport.engine.pipeline import SplitSensitivity, Sqnr, probe_digest
 
         # Under torchrun: the probe batches a 1-process run takes, read by every rank that measures.
         count = args.probe_batches if args.batches is None else min(args.probe_batches, args.batches)
         if world is not None and args.probe_batches and not args.sensitivity:
             if not world.is_main:
                 return stats_file
-            measured = _measure_error(
-                args, session, stats_file.stats, settings, take_probes(open_batches(loaded), count)
-            )
+            measured = _measure_error(args, pipe, stats_file.stats, settings, pipe.probes(count))
         elif world is not None and args.probe_batches:
-            split = distributed.SplitSensitivity(world, Sqnr)
+            split = SplitSensitivity(world, Sqnr)
             try:
-                probes = take_probes(open_batches(loaded), count)
-                split.digest = distributed.probe_digest(probes)
-                measured = _measure_error(args, session, stats_file.stats, settings, probes, split)
+                probes = pipe.probes(count)
+                split.digest = probe_digest(probes)
+                measured = _measure_error(args, pipe, stats_file.stats, settings, probes, split)
             finally:
                 split.close()
             for note in split.notes:
@@ -152,38 +146,43 @@ def _calibrate_here(args: argparse.Namespace, world):
             if split.measured_by:
                 shares = ", ".join(f"rank {r}: {n}" for r, n in sorted(split.measured_by.items()))
                 print(f"sensitivity split across {world.size} ranks ({shares} modules)", file=sys.stderr)
-        elif recorder is None:
+        elif run.probes is None:
             return stats_file
         else:
-            measured = _measure_error(args, session, stats_file.stats, settings, recorder.probes)
+            measured = _measure_error(args, pipe, stats_file.stats, settings, run.probes)
         return stats_file if measured is None else replace(stats_file, measured=measured)
 
-    return statsfile.make(loaded.spec, session.catalog, stats, settings, **extra), started, measure
+    return make_stats_file(pipe.spec, pipe.catalog, run.stats, settings, **extra), started, measure
 
 
-def _measure_error(args: argparse.Namespace, session, stats, settings, probes, split=None):
+def _measure_error(
+    args: argparse.Namespace,
+    pipe: Pipeline,
+    stats: Stats,
+    settings: Settings,
+    probes: list[Any],
+    split: SplitSensitivity | None = None,
+) -> Measured | None:
     """The measured error (local SQNR, the recommended plan and its SQNR, sensitivity when asked)
     of ``stats`` on the ``probes``, as the app measures it; None (said) when the model cannot be
     simulated. With ``split`` (torchrun), ranks other than 0 measure their share of the
     sensitivity and return None; rank 0 gathers it."""
-    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
-    from tui_quantreport.engine.severity import measure
+    from tui_quantreport.engine.pipeline import measure
 
     main_rank = split is None or split.world.is_main
-    unsupported = unavailable_reason(session)
+    unsupported = pipe.measurement_unavailable()
     if unsupported:
         if main_rank:
-            print(f"{PROG}: note: no measured error kept: {unavailable_note(unsupported)}", file=sys.stderr)
+            print(f"{PROG}: note: no measured error kept: {unsupported}", file=sys.stderr)
         return None
-    backend = settings.params.get("per_channel_detector", {}).get("backend", DEFAULT_BACKEND)
     started = time.perf_counter()
-    analysis = analysis_for(session, probes, stats, backend)
+    analysis = pipe.analysis(stats, probes, settings)
     if split is not None:
         split.analysis = analysis
         if not main_rank:
             split.share()
             return None
-    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain, sensitivity_of=split)
+    measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain, sensitivity_of=split).error
     plan_db = f"{measured.plan_sqnr_db:.1f} dB" if measured.plan_sqnr_db is not None else measured.plan_reason
     print(
         f"measured the error on {len(probes)} probe batches in {time.perf_counter() - started:.1f} s: "
@@ -193,11 +192,11 @@ def _measure_error(args: argparse.Namespace, session, stats, settings, probes, s
     return measured
 
 
-def _calibrate_distributed(args: argparse.Namespace, world) -> int:
+def _calibrate_distributed(args: argparse.Namespace, world: World) -> int:
     from dataclasses import replace
 
-    from tui_quantreport.engine import distributed
     from tui_quantreport.engine.errors import UserError
+    from tui_quantreport.engine.pipeline import check_same_model, combine, settle
 
     error = None
     stats_file = None
@@ -211,10 +210,10 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
         text = str(exc).strip().splitlines()
         error = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
     try:
-        distributed.settle(world, error)  # raises RankFailed on every rank if any rank failed
+        settle(world, error)  # raises RankFailed on every rank if any rank failed
         assert stats_file is not None  # this rank succeeded, or settle raised
-        distributed.check_same_model(world, stats_file.catalog)  # one model on every rank, or no file
-        merged = distributed.combine(world, stats_file.stats)
+        check_same_model(world, stats_file.catalog)  # one model on every rank, or no file
+        merged = combine(world, stats_file.stats)
     except UserError as exc:
         if not world.is_main:
             return EXIT_USAGE  # rank 0 says it, once
@@ -232,10 +231,10 @@ def _calibrate_distributed(args: argparse.Namespace, world) -> int:
     return _write_stats(args, measured, time.perf_counter() - started)
 
 
-def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
-    from tui_quantreport.engine import statsfile
+def _write_stats(args: argparse.Namespace, stats_file: StatsFile, seconds: float) -> int:
+    from tui_quantreport.engine.pipeline import save_stats_file
 
-    path = statsfile.save(args.output, stats_file, inputs=input_files(args.model, args.calibration))
+    path = save_stats_file(args.output, stats_file, inputs=input_files(args.model, args.calibration))
     world = stats_file.provenance.get("world_size")
     ranks = f" on {world} ranks" if world else ""
     print(
@@ -247,14 +246,15 @@ def _write_stats(args: argparse.Namespace, stats_file, seconds: float) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine import statsfile
     from tui_quantreport.engine.escape import printable
+    from tui_quantreport.engine.pipeline import load_stats_file, merge_stats_files, save_stats_file
+    from tui_quantreport.engine.stats_path import StatsFileError
 
     if len(args.inputs) < 2:
-        raise statsfile.StatsFileError("merge needs at least two stats files")
+        raise StatsFileError("merge needs at least two stats files")
     check_output(args.output, "stats file", args.inputs)  # never over one of its inputs
-    files = [statsfile.load(path) for path in args.inputs]
-    merged = statsfile.merge(files, args.inputs)
-    path = statsfile.save(args.output, merged, inputs=args.inputs)
+    files = [load_stats_file(path) for path in args.inputs]
+    merged = merge_stats_files(files, args.inputs)
+    path = save_stats_file(args.output, merged, inputs=args.inputs)
     print(f"merged {len(files)} files ({merged.stats.batches:,} batches) into {printable(str(path))}", file=sys.stderr)
     return 0

@@ -8,11 +8,16 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # engine types only: importing them at run time loads torch
+    from tui_quantreport.engine.pipeline import StatsFile
+    from tui_quantreport.engine.settings import Settings
 
 
 def input_files(*given: str | None) -> list[str]:
     """The files this command reads (model and calibration sources, plan, stats files): never written over."""
-    from tui_quantreport.engine.spec import source_path
+    from tui_quantreport.engine import source_path
     from tui_quantreport.engine.stats_path import is_stats_path
 
     files = []
@@ -30,7 +35,7 @@ def input_files(*given: str | None) -> list[str]:
 def check_output(output: str, what: str = "", inputs: Sequence[str] = ()) -> None:
     """Refuse an output that cannot be written before the (slow) model load and export or
     calibration; ``what`` names it ("stats file"); ``inputs`` are files the command reads."""
-    from tui_quantreport.engine.export import check_writable
+    from tui_quantreport.engine import check_writable
 
     check_writable(output, what or "output", inputs)
 
@@ -100,21 +105,22 @@ class Progress:
             self.drawn = False
 
 
-def open_stats(path: str, args: argparse.Namespace):
+def open_stats(path: str, args: argparse.Namespace) -> StatsFile:
     """A stats file named as MODEL; options that need the model are refused."""
-    from tui_quantreport.engine import statsfile
+    from tui_quantreport.engine.pipeline import load_stats_file
+    from tui_quantreport.engine.stats_path import StatsFileError
 
     for option, value in (("--calibration", args.calibration), ("--batches", args.batches), ("--stats", args.stats)):
         if value:
-            raise statsfile.StatsFileError(f"{option} needs the model, and {path} is a stats file (it holds no model)")
-    return statsfile.load(path)
+            raise StatsFileError(f"{option} needs the model, and {path} is a stats file (it holds no model)")
+    return load_stats_file(path)
 
 
-def stats_settings(sf, args: argparse.Namespace, source: str):
+def stats_settings(sf: StatsFile, args: argparse.Namespace, source: str) -> Settings:
     """The stats file's settings with the command line's options over them; refused when they need new data."""
-    from tui_quantreport.engine import statsfile
+    from tui_quantreport.engine.pipeline import stats_file_settings
 
-    return statsfile.settings_for(
+    settings: Settings = stats_file_settings(
         sf,
         source,
         detectors=args.detectors,
@@ -123,3 +129,4 @@ def stats_settings(sf, args: argparse.Namespace, source: str):
         backend=args.backend,
         ch_axis=args.ch_axis,
     )
+    return settings

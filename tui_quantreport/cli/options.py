@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def format_help(self) -> str:
-        from tui_quantreport.engine.detectors import short_names
+        from tui_quantreport.engine import short_names
 
         for action in self._actions:
             if action.dest == "detectors":
@@ -92,7 +92,7 @@ def trust_pickle_option(parser: argparse.ArgumentParser) -> None:
 def trusting(args: argparse.Namespace) -> argparse.Namespace:
     """Record ``--trust-pickle`` for the loader, then hand the options on."""
     if getattr(args, "trust_pickle", False):
-        from tui_quantreport.engine.graph_file import trust_pickle
+        from tui_quantreport.engine import trust_pickle
 
         trust_pickle()
     return args
@@ -119,7 +119,7 @@ STATS_HELP = "reuse the statistics in this stats file (.qstats) when it was cali
 
 def target_option(parser: argparse.ArgumentParser, help_text: str, required: bool = False) -> None:
     """``--target NAME``: a deployment target of the registry (engine/apply/targets), or an old name."""
-    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+    from tui_quantreport.engine import NAMES, TARGETS
 
     parser.add_argument(
         "--target",
@@ -132,7 +132,7 @@ def target_option(parser: argparse.ArgumentParser, help_text: str, required: boo
 
 
 def _target_name(text: str) -> str:
-    from tui_quantreport.engine.apply.targets import NAMES, TARGETS
+    from tui_quantreport.engine import NAMES, TARGETS
 
     if text not in NAMES:
         shown = text if len(text) <= 40 else text[:40] + "…"
@@ -259,7 +259,7 @@ def min_gain_option(parser: argparse.ArgumentParser, default: float | None) -> N
 
 def schemes_option(value: str) -> tuple[str, ...]:
     """``--schemes``: names read from the scheme registry (argparse turns a ValueError into one line)."""
-    from tui_quantreport.engine.quantsim.schemes import select_schemes
+    from tui_quantreport.engine.pipeline import select_schemes
 
     try:
         return select_schemes(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from tui_quantreport.cli.common import (
     Progress,
@@ -26,7 +27,13 @@ from tui_quantreport.cli.options import (
     settings_from,
     target_option,
 )
-from tui_quantreport.engine.defaults import DEFAULT_BACKEND, MIN_GAIN_DB, PROBE_BATCHES
+from tui_quantreport.engine.defaults import MIN_GAIN_DB, PROBE_BATCHES
+
+if TYPE_CHECKING:  # engine types only: importing them at run time loads torch
+    from tui_quantreport.engine.pipeline import Budget, Pipeline
+    from tui_quantreport.engine.report import Report
+    from tui_quantreport.engine.settings import Settings
+    from tui_quantreport.engine.stats import Stats
 
 
 def build_report_parser() -> argparse.ArgumentParser:
@@ -76,19 +83,13 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from tui_quantreport.engine import (
-        Evaluator,
-        Session,
-        load_model,
-        open_batches,
-        render,
-        statsfile,
-        write_atomic,
-    )
+    from tui_quantreport.engine import render, write_atomic
     from tui_quantreport.engine.errors import UserError
     from tui_quantreport.engine.escape import printable
+    from tui_quantreport.engine.pipeline import Pipeline, assess
+    from tui_quantreport.engine.stats_path import StatsFileError, is_stats_path
 
-    if statsfile.is_stats_path(args.model):
+    if is_stats_path(args.model):
         # No model: the report is judged from the file; measured error needs the model's forward.
         sf = open_stats(args.model, args)
         for option, given in (
@@ -97,14 +98,14 @@ def run_report(args: argparse.Namespace) -> int:
             (_budget_option(args), _budget(args) is not None),
         ):
             if given:
-                raise statsfile.StatsFileError(
+                raise StatsFileError(
                     f"{option} measures the model, and {args.model} is a stats file (it holds no model); "
                     f"use: {PROG} report {sf.spec} --stats {args.model} {option}"
                 )
-        report = Evaluator(sf.catalog).evaluate(sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
-        if sf.measured is not None:  # measured before it was saved (in the app): severities from that
-            from tui_quantreport.engine.severity import assess
+        from tui_quantreport.engine import evaluate
 
+        report = evaluate(sf.catalog, sf.stats, stats_settings(sf, args, args.model), spec=sf.spec)
+        if sf.measured is not None:  # measured before it was saved (in the app): severities from that
             report = assess(report, sf.measured, args.min_gain)
         elif args.probe_batches:
             print(f"{PROG}: note: no measured SQNR: {args.model} holds statistics, not the model", file=sys.stderr)
@@ -117,39 +118,30 @@ def run_report(args: argparse.Namespace) -> int:
         if args.sensitivity_cache_mb < 0:
             raise UserError(f"--sensitivity-cache-mb must be 0 or more, not {args.sensitivity_cache_mb:g}")
         with model_output_to_stderr():  # the model's prints must not mix with the report on stdout
-            loaded = load_model(args.model, args.calibration)
-            session = Session(loaded.model, label=loaded.spec)
-            probes = None
+            pipe = Pipeline.load(args.model, args.calibration)
             if args.stats:  # reuse the file's statistics; probe batches (if any) are read afresh
-                sf = statsfile.load(args.stats)
-                sf.check_model(session.catalog, args.stats)
+                from tui_quantreport.engine.pipeline import load_stats_file
+
+                sf = load_stats_file(args.stats)
+                sf.check_model(pipe.catalog, args.stats)
                 settings = stats_settings(sf, args, args.stats)
                 stats = sf.stats
-                if args.probe_batches:
-                    from tui_quantreport.engine.quantsim.probes import take_probes
-
-                    probes = take_probes(open_batches(loaded), args.probe_batches)
+                probes = pipe.probes(args.probe_batches) if args.probe_batches else None
             else:
-                batches = open_batches(loaded)
-                recorder = None
-                if args.probe_batches:
-                    from tui_quantreport.engine.quantsim import ProbeRecorder
-
-                    batches = recorder = ProbeRecorder(batches, args.probe_batches)
-                stats = session.calibrate(
-                    batches,
+                run = pipe.calibrate(
                     settings,
                     max_batches=args.batches,
+                    probe_batches=args.probe_batches,
                     rerun_failures=not args.no_rerun,
                 )
-                probes = recorder.probes if recorder is not None else None
-                if recorder is not None and recorder.mutated:
-                    from tui_quantreport.engine.quantsim.probes import MUTATION_NOTE
+                stats, probes = run.stats, run.probes
+                if run.probes_mutated:
+                    from tui_quantreport.engine.pipeline import MUTATION_NOTE
 
                     print(f"{PROG}: note: {MUTATION_NOTE}", file=sys.stderr)
-            report = Evaluator(session.catalog).evaluate(stats, settings, spec=loaded.spec)
+            report = pipe.evaluate(stats, settings)
             if probes is not None:
-                report = _measure(args, session, stats, settings, probes, report)
+                report = _measure(args, pipe, stats, settings, probes, report)
     text = render(report, args.format)
     if args.output and args.output != "-":
         path = write_atomic(args.output, text, inputs=input_files(args.model, args.calibration, args.stats))
@@ -159,31 +151,27 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(args, session, stats, settings, probes, report):
+def _measure(
+    args: argparse.Namespace, pipe: Pipeline, stats: Stats, settings: Settings, probes: list[Any], report: Report
+) -> Report:
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
     from tui_quantreport.engine.escape import printable
-    from tui_quantreport.engine.quantsim import Plan, SimulationError
-    from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
-    from tui_quantreport.engine.severity import assess, measure
+    from tui_quantreport.engine.pipeline import Plan, SimulationError, assess, measure
 
-    unsupported = unavailable_reason(session)
+    unsupported = pipe.measurement_unavailable()
     if unsupported:
-        print(f"{PROG}: note: {unavailable_note(unsupported)}", file=sys.stderr)
+        print(f"{PROG}: note: {unsupported}", file=sys.stderr)
         return report
-    backend = settings.params.get("per_channel_detector", {}).get("backend", DEFAULT_BACKEND)
     # a graph: a copy with its Linear/Conv as modules
-    analysis = analysis_for(session, probes, stats, backend, args.target, output_key=args.output_key)
-    rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
-    if rows is not None:  # the same threshold as the under-calibrated finding
-        analysis.min_rows = int(rows)
-    if getattr(args, "schemes", None) is not None:
-        analysis.measure_schemes(args.schemes)
+    analysis = pipe.analysis(
+        stats, probes, settings, args.target, output_key=args.output_key, schemes=getattr(args, "schemes", None)
+    )
     try:
         if args.sensitivity:
             analysis.local_measurements()
             plan = analysis.recommended_plan(args.min_gain)
             print(f"sensitivity: {len(plan.quantized)} modules, {analysis.cost('sensitivity', plan)}", file=sys.stderr)
-        measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain)
+        measured = measure(analysis, sensitivity=args.sensitivity, min_gain_db=args.min_gain).error
     except SimulationError as exc:  # the calibration's report stands without the measured error
         if args.plan_out:
             raise
@@ -192,7 +180,7 @@ def _measure(args, session, stats, settings, probes, report):
     budget = _budget(args)
     plan_data = measured.plan_data
     if budget is not None:
-        from tui_quantreport.engine.quantsim.planner import Planner, planned_measured
+        from tui_quantreport.engine.pipeline import Planner, planned_measured
 
         planner = Planner(analysis, cache_mb=args.sensitivity_cache_mb)
         units = planner.units()
@@ -216,7 +204,7 @@ def _measure(args, session, stats, settings, probes, report):
         if result.chosen is not None:
             plan_data = result.chosen.plan.to_json_data()
     else:
-        from tui_quantreport.engine.quantsim.planner import recommended_warning
+        from tui_quantreport.engine.pipeline import recommended_warning
 
         measured = recommended_warning(measured, args.warn_below)
     if args.plan_out:
@@ -227,9 +215,9 @@ def _measure(args, session, stats, settings, probes, report):
     return assess(report, measured, args.min_gain)
 
 
-def _budget(args: argparse.Namespace):
+def _budget(args: argparse.Namespace) -> Budget | None:
     """The planner's budget from --budget-bpw / --budget-mb / --min-sqnr (None: no budget)."""
-    from tui_quantreport.engine.quantsim.planner import Budget
+    from tui_quantreport.engine.pipeline import Budget
 
     for kind, value in (("bpw", args.budget_bpw), ("mb", args.budget_mb), ("sqnr", args.min_sqnr)):
         if value is not None:

@@ -18,8 +18,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:  # the names' own types for type checkers (at run time they load on first use)
+    from tui_quantreport.engine.apply.targets import NAMES as NAMES
+    from tui_quantreport.engine.apply.targets import TARGETS as TARGETS
+    from tui_quantreport.engine.detectors import short_names as short_names
+    from tui_quantreport.engine.evaluation import evaluate as evaluate
+    from tui_quantreport.engine.export import FORMATS as FORMATS
+    from tui_quantreport.engine.export import check_writable as check_writable
+    from tui_quantreport.engine.export import install_sigterm_cleanup as install_sigterm_cleanup
+    from tui_quantreport.engine.export import render as render
+    from tui_quantreport.engine.export import write_atomic as write_atomic
+    from tui_quantreport.engine.graph_file import trust_pickle as trust_pickle
+    from tui_quantreport.engine.kept_plan import read_plan_file as read_plan_file
+    from tui_quantreport.engine.settings import Settings as Settings
+    from tui_quantreport.engine.spec import BATCHES_FACTORY as BATCHES_FACTORY
+    from tui_quantreport.engine.spec import check_spec as check_spec
+    from tui_quantreport.engine.spec import default_sample as default_sample
+    from tui_quantreport.engine.spec import list_samples as list_samples
+    from tui_quantreport.engine.spec import source_path as source_path
+
 if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each loads on first use)
-    from .apply.api import apply_in_app as apply_in_app
     from .apply.api import not_eager as not_eager
     from .apply.targets import TARGETS as TARGETS
     from .apply.targets import TargetError as TargetError
@@ -42,6 +60,7 @@ if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each 
     from .layers import layer_rows as layer_rows
     from .layers import limiting_candidates as limiting_candidates
     from .layers import sort_rows as sort_layer_rows  # noqa: F401 - a public name (in __all__)
+    from .pipeline import apply_in_app as apply_in_app
     from .planner_report import PREDICTION_WORDS as PREDICTION_WORDS
     from .planner_report import FrontierRow as FrontierRow
     from .planner_report import frontier_rows as frontier_rows
@@ -154,13 +173,20 @@ _EXPORTS = {
     "costliest": "quantsim.planner",
     "low_sqnr_warning": "quantsim.planner",
     "noise_of": "quantsim.planner",
-    "apply_in_app": "apply.api",
+    "apply_in_app": "pipeline",
     "not_eager": "apply.api",
     "TARGETS": "apply.targets",
     "TargetError": "apply.targets",
     "default_target": "apply.targets",
     "model_device": "apply.targets",
     "resolve_target": "apply.targets:resolve",
+    # What the command line reads before (or instead of) loading torch: torch-free modules.
+    "BATCHES_FACTORY": "spec",
+    "trust_pickle": "graph_file",
+    "check_writable": "export",
+    "install_sigterm_cleanup": "export",
+    "NAMES": "apply.targets",  # every name --target accepts: the targets, then their old names
+    "short_names": "detectors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -127,9 +127,9 @@ class ModelSession:
         Raises :class:`~tui_quantreport.engine.errors.UserError` (one clear sentence) when the
         options, the model spec or the model's factory are wrong.
         """
-        from tui_quantreport.engine import DETECTORS, Session, Settings, Stats, load_model, load_stats_file
-        from tui_quantreport.engine import stats_settings_for as settings_for
+        from tui_quantreport.engine import DETECTORS, Settings, Stats
         from tui_quantreport.engine.errors import ParamError, UserError
+        from tui_quantreport.engine.pipeline import Pipeline, load_stats_file, stats_file_settings
         from tui_quantreport.engine.stats_path import is_stats_path
         from tui_quantreport.tui import user_settings
 
@@ -147,18 +147,17 @@ class ModelSession:
         ) as exc:  # a saved value no longer valid: the command line alone decides
             settings = Settings.from_options(**_setting_options(options))
             notice = f"ignored saved settings {user_settings.settings_path()}: {exc}"
-        loaded_model = load_model(spec, _option(options, "calibration"))
-        session = Session(loaded_model.model, label=loaded_model.spec)
+        pipe = Pipeline.load(spec, _option(options, "calibration"))
         stats = Stats.empty()
         status = None
         stats_path = _option(options, "stats")
         if stats_path:  # reuse a stats file taken on this model
             sf = load_stats_file(stats_path)
-            sf.check_model(session.catalog, stats_path)
-            settings = settings_for(sf, stats_path, **_setting_options(options))
+            sf.check_model(pipe.catalog, stats_path)
+            settings = stats_file_settings(sf, stats_path, **_setting_options(options))
             stats = sf.stats
             status = f"Statistics of {stats.batches:,} batches from {stats_path}; press c to calibrate again."
-        model = cls(loaded_model, session)
+        model = cls(pipe.loaded, pipe.session)
         model.rerun_failures = not _option(options, "no_rerun")
         model.target = _option(options, "target")
         min_gain = _min_gain(options, saved)
@@ -179,12 +178,12 @@ class ModelSession:
     @classmethod
     def load_stats_file(cls, path: str, options: Namespace | None) -> Loaded:
         """A session on a stats file: its catalog, statistics and settings, and no model."""
-        from tui_quantreport.engine import DETECTORS, load_stats_file
-        from tui_quantreport.engine import stats_settings_for as settings_for
+        from tui_quantreport.engine import DETECTORS
+        from tui_quantreport.engine.pipeline import load_stats_file, stats_file_settings
         from tui_quantreport.tui import user_settings
 
         sf = load_stats_file(path)
-        settings = settings_for(sf, path, **_setting_options(options))
+        settings = stats_file_settings(sf, path, **_setting_options(options))
         reason = (
             f"opened from the stats file {path}, without the model: to calibrate again, run "
             f"tui-quantreport {sf.spec} --stats {path}"
@@ -217,7 +216,7 @@ class ModelSession:
     ) -> Report:
         """The report for ``stats`` judged with ``settings`` (with severities from the measured
         ``error`` of the same stats, when given, minor below ``min_gain_db``): pure, never touches the model."""
-        from tui_quantreport.engine import assess
+        from tui_quantreport.engine.pipeline import assess
 
         report = self.evaluator.evaluate(stats, settings, spec=self.spec)
         error = error if error is not None else self.restored_error(stats)
@@ -241,12 +240,12 @@ class ModelSession:
     @property
     def measurement_unavailable(self) -> str | None:
         """Why the quantization error cannot be measured on this model (a sentence), or None."""
-        from tui_quantreport.engine import unavailable_note, unavailable_reason
+        from tui_quantreport.engine.pipeline import Pipeline
 
-        if self.session is None:
+        if self.session is None or self.loaded_model is None:
             return None  # no model at all: said by ``unavailable``
-        what = unavailable_reason(self.session)
-        return unavailable_note(what).capitalize() + "." if what else None
+        note = Pipeline(self.loaded_model, self.session).measurement_unavailable()
+        return note.capitalize() + "." if note else None
 
     def restored_error(self, stats: Stats) -> MeasuredError | None:
         """The measured error read from the stats file, when ``stats`` are the statistics it came with."""
@@ -255,7 +254,8 @@ class ModelSession:
     def save_stats(self, stats: Stats, settings: Settings, path: str, error: MeasuredError | None = None) -> str:
         """Write ``stats`` (taken with ``settings``, with their measured ``error`` when given) to a
         stats file at ``path``, atomically."""
-        from tui_quantreport.engine import make_stats_file, save_stats_file, source_path
+        from tui_quantreport.engine import source_path
+        from tui_quantreport.engine.pipeline import make_stats_file, save_stats_file
 
         error = error if error is not None else self.restored_error(stats)
         inputs = [p for p in (source_path(self.spec),) if p]
@@ -274,21 +274,20 @@ class ModelSession:
         module, the cause), :class:`~tui_quantreport.engine.errors.SpecError` (no or bad
         calibration data) or :class:`~tui_quantreport.engine.errors.CalibrationCancelled`.
         """
-        from tui_quantreport.engine import open_batches
         from tui_quantreport.engine.errors import UserError
+        from tui_quantreport.engine.pipeline import Pipeline
 
         if self.unavailable is not None or self.session is None or self.loaded_model is None:
             raise UserError(f"Calibration is unavailable: {self.unavailable}")
-        stats = self.session.calibrate(
-            open_batches(self.loaded_model),  # sized when the model's batches are: the bar shows done / total
+        run = Pipeline(self.loaded_model, self.session).calibrate(
             settings,
             max_batches=max_batches,
-            progress=progress,
+            progress=progress,  # sized when the model's batches are: the bar shows done / total
             should_cancel=should_cancel,
             rerun_failures=self.rerun_failures,
         )
-        report = self.evaluate(stats, settings)
-        return Calibrated(stats, report, settings)
+        report = self.evaluate(run.stats, settings)
+        return Calibrated(run.stats, report, settings)
 
 
 def leave_a_core_to_the_ui() -> None:
@@ -387,20 +386,26 @@ def measure(
     """Local SQNR per module and scheme on the first ``probe_batches`` batches, the recommended
     plan (schemes within ``min_gain_db`` of the best) and its end-to-end SQNR (torch work: call
     from a worker)."""
-    from tui_quantreport.engine import analysis_for, measure_error, open_batches, take_probes
+    from tui_quantreport.engine.pipeline import Pipeline
+    from tui_quantreport.engine.pipeline import measure as measure_error
 
     assert session.loaded_model is not None and session.session is not None  # measured only with a model
-    probes = take_probes(open_batches(session.loaded_model), probe_batches)
-    backend = settings.params.get("per_channel_detector", {}).get("backend", "x86")
-    analysis = analysis_for(session.session, probes, stats, backend, session.target)  # a graph: a converted copy
-    min_rows = settings.params.get("under_calibrated_detector", {}).get("min_rows")
-    if min_rows is not None:  # the plan trusts a static range from as many rows as the finding does
-        analysis.min_rows = int(min_rows)
-    local = analysis.local_sqnr(progress, should_cancel)
-    plan = analysis.recommended_plan() if min_gain_db is None else analysis.recommended_plan(min_gain_db)
-    sqnr = analysis.plan_sqnr(plan, should_cancel)
-    error = measure_error(analysis, plan=plan, should_cancel=should_cancel)  # reuses the kept measurements
-    return Measured(analysis, local, plan.with_prediction(sqnr.db, len(probes)), sqnr, len(probes), error)
+    pipe = Pipeline(session.loaded_model, session.session)
+    probes = pipe.probes(probe_batches)
+    # a graph: a converted copy; a static range trusted from as many rows as the finding asks
+    analysis = pipe.analysis(stats, probes, settings, session.target)
+
+    def local_progress(stage: str, done: int, total: int | None) -> None:
+        if stage == "local":  # the bar follows the local pass (the plan's is one pass more)
+            progress(done, total)
+
+    m = measure_error(
+        analysis,
+        min_gain_db=MIN_GAIN_DB if min_gain_db is None else min_gain_db,
+        progress=local_progress,
+        should_cancel=should_cancel,
+    )
+    return Measured(m.analysis, m.local, m.plan, m.plan_sqnr, len(probes), m.error)
 
 
 def restored_measurement(error: MeasuredError) -> Measured:

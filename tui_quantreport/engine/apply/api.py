@@ -11,7 +11,7 @@ from typing import Any
 
 from tui_quantreport.engine.apply import quantsim_bridge as bridge
 from tui_quantreport.engine.apply.common import Export
-from tui_quantreport.engine.apply.plan import PlanFile, check_plan
+from tui_quantreport.engine.apply.plan import PlanError, PlanFile, check_plan
 from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
 from tui_quantreport.engine.apply.verify import (
     ProgressCallback,
@@ -26,6 +26,9 @@ from tui_quantreport.engine.modules import ModelCatalog
 from tui_quantreport.engine.spec import load_model, open_batches, source_path
 
 DEFAULT_PROBE_BATCHES = PROBE_BATCHES
+
+#: ``recommend(loaded, catalog, target, output_key)``: the plan file measured for a model that has none.
+Recommend = Callable[[Any, Any, Target, str | None], PlanFile]
 
 
 @dataclass
@@ -60,9 +63,11 @@ def load_subject(
     target: str | None = None,
     *,
     output_key: str | None = None,
+    recommend: Recommend | None = None,
 ) -> Subject:
-    """The model a spec names and the plan to apply: the file's, or the plan recommended for
-    ``target`` (default: the plan file's target, else torchao on the model's device).
+    """The model a spec names and the plan to apply: the file's, or the plan ``recommend``
+    measures for ``target`` (default: the plan file's target, else torchao on the model's device;
+    the pipeline passes it: ``engine/pipeline.py``'s ``load_subject``).
     ``backend`` is kept for old callers: the target's recipe decides the activation grid."""
     plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
     chosen = check_target(target, plan) if target else None  # a bad target fails before the model loads
@@ -74,7 +79,9 @@ def load_subject(
             resolve(plan.target) if plan is not None and plan.target else default_target(model_device(loaded.model))
         )
     if plan is None:
-        plan = recommended_plan(loaded, catalog, chosen, output_key)
+        if recommend is None:
+            raise PlanError("no plan to apply: pass --plan plan.json")
+        plan = recommend(loaded, catalog, chosen, output_key)
     check_plan(plan, catalog, spec)
     return Subject(spec, loaded.model, catalog, plan, loaded, calibration, output_key=output_key, target=chosen)
 
@@ -97,11 +104,6 @@ def check_eager(model: Any, spec: str) -> None:
     reason = not_eager(model, spec)
     if reason is not None:
         raise UserError(reason)
-
-
-def recommended_plan(loaded: Any, catalog: Any, target: Target, output_key: str | None = None) -> PlanFile:
-    """Calibrate and take the measured-error engine's plan recommended for ``target``."""
-    return bridge.recommended_plan_file(loaded, catalog, target, output_key)
 
 
 def export_plan(subject: Subject, target: str | Target | None = None) -> Export:
@@ -184,29 +186,20 @@ def apply_in_app(
     path: str | None,
     loaded: Any,
     catalog: Any,
-    plan: Any | None,
+    plan_file: PlanFile,
     *,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     source: str = "",
     on_result: Callable[[Any], None] | None = None,
 ) -> tuple[str | None, str | None, str]:
-    """The app's ``e`` (a configuration target) and ``v``: (title, text to show, one-line note).
+    """The app's ``e`` (a configuration target) and ``v`` of ``plan_file``: (title, text to show,
+    one-line note). The pipeline's ``apply_in_app`` turns the app's plan (or the recommended one,
+    measured first) into that file (``engine/pipeline.py``).
 
-    ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here);
     ``source`` says which plan it is (``edited in the app``), in the exported files and the result;
     ``on_result`` is handed the verification's result (``v`` only: its achieved SQNR for the title).
     """
-    chosen = check_target(target)
-    check_eager(loaded.model, loaded.spec)
-    if plan is None:
-        analysis = bridge.calibrated_analysis(loaded, catalog, chosen, progress=progress, should_cancel=should_cancel)
-        recommended = analysis.recommended_plan()
-        plan_file = bridge.plan_file_from(
-            recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes)), target=chosen.name
-        )
-    else:
-        plan_file = bridge.plan_file_from(plan, source)
     check_plan(plan_file, catalog, loaded.spec)
     chosen = check_target(target, plan_file)
     subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded, None, target=chosen)

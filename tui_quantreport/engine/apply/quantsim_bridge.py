@@ -1,7 +1,7 @@
-"""Where the export meets the measured-error engine (``engine/quantsim``): the
-recommended plan when no plan file is given, and the prediction for the plan
-as a target actually applies it (modules it had to change, and the target's
-own activation grid). Importing this module fails when quantsim is absent."""
+"""Where the export meets the measured-error engine (``engine/quantsim``): plan files to and
+from the simulation's plans, and the prediction for the plan as a target actually applies it
+(modules it had to change, and the target's own activation grid). The recommended plan when no
+plan file is given is measured by the pipeline (``engine/pipeline.py``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,7 @@ from typing import Any
 import numpy as np
 
 from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
-from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
-from tui_quantreport.engine.quantsim.probes import ProbeRecorder
-
-DEFAULT_PROBES = PROBE_BATCHES
 
 
 def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:
@@ -45,54 +41,6 @@ def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
         plan.predicted_sqnr_db,
         plan.target or "",
     )
-
-
-def analysis_options(target: Any) -> dict[str, Any]:
-    """The ErrorAnalysis options that make it simulate ``target`` (a Target): its recipe and what it runs."""
-    return {"target": target}
-
-
-def calibrated_analysis(
-    loaded: Any,
-    catalog: Any,
-    target: Any,
-    probes: int = DEFAULT_PROBES,
-    progress: Any = None,
-    should_cancel: Any = None,
-    output_key: str | None = None,
-) -> ErrorAnalysis:
-    """Calibrate (the project's default settings) and measure on the first ``probes`` batches,
-    simulating ``target`` (a Target)."""
-    from tui_quantreport.engine.session import Session
-    from tui_quantreport.engine.settings import Settings
-    from tui_quantreport.engine.spec import open_batches
-
-    session = Session(loaded.model, label=loaded.spec)
-    recorder = ProbeRecorder(open_batches(loaded), probes)
-    stats = session.calibrate(recorder, Settings.build(), progress=progress, should_cancel=should_cancel)
-    return ErrorAnalysis.from_stats(
-        loaded.model,
-        session.catalog,
-        recorder.probes,
-        stats,
-        target.recipe.backend,
-        output_key=output_key,
-        **analysis_options(target),
-    )
-
-
-def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_key: str | None = None) -> PlanFile:
-    """The plan recommended for ``target`` (a Target or its name; default torchao on the model's
-    device), with its predicted SQNR and the target's name."""
-    from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
-
-    if not isinstance(target, Target):
-        target = resolve(target) if target else default_target(model_device(loaded.model))
-    analysis = calibrated_analysis(loaded, catalog, target, output_key=output_key)
-    analysis.measure_schemes(())  # the recommended plan reads only the schemes it chooses among
-    plan = analysis.recommended_plan()
-    sqnr = analysis.plan_sqnr(plan)
-    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "", target.name)
 
 
 def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
