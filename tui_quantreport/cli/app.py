@@ -82,7 +82,7 @@ def run_app(args: argparse.Namespace) -> int:
     if args.stats:
         _open_stats_quickly(args.stats)
     if args.plan:
-        from tui_quantreport.engine.kept_plan import read_plan_file
+        from tui_quantreport.engine.plan import read_plan_file
 
         read_plan_file(args.plan)  # one line and exit 2 before the UI starts; the app reads it again
     from tui_quantreport.engine.export import install_sigterm_cleanup

@@ -161,8 +161,10 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _measure(args, session, stats, settings, probes, report):
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
+    from tui_quantreport.engine import write_atomic
     from tui_quantreport.engine.escape import printable
-    from tui_quantreport.engine.quantsim import Plan, SimulationError
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import SimulationError
     from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
     from tui_quantreport.engine.severity import assess, measure
 
@@ -220,8 +222,11 @@ def _measure(args, session, stats, settings, probes, report):
 
         measured = recommended_warning(measured, args.warn_below)
     if args.plan_out:
-        path = Plan.from_json_data(plan_data).save(
-            args.plan_out, inputs=input_files(args.model, args.calibration, args.stats)
+        path = write_atomic(
+            args.plan_out,
+            Plan.from_json_data(plan_data).to_json(),
+            what="plan",
+            inputs=input_files(args.model, args.calibration, args.stats),
         )
         print(f"wrote plan to {printable(str(path))}", file=sys.stderr)
     return assess(report, measured, args.min_gain)

@@ -67,7 +67,7 @@ class QuantReportApp(App[None]):
         plan = None
         if getattr(self.options, "plan", None):
             from tui_quantreport.engine.errors import UserError
-            from tui_quantreport.engine.kept_plan import read_plan_file
+            from tui_quantreport.engine.plan import read_plan_file
 
             try:
                 plan = read_plan_file(self.options.plan)  # type: ignore[union-attr]

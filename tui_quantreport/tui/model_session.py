@@ -24,7 +24,8 @@ from tui_quantreport.engine.report import PLAN_EDITED, Report
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
     from tui_quantreport.engine.detectors import Detector
     from tui_quantreport.engine.modules import ModelCatalog
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, Sqnr
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings
@@ -415,7 +416,8 @@ def measure(
 def restored_measurement(error: MeasuredError) -> Measured:
     """The panes' view of a measured error read back from a stats file: local SQNR per scheme, the
     plan that was recommended with its end-to-end SQNR (as the live session showed them); no analysis."""
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
 
     def sqnr(db: float | None, reason: str) -> Sqnr:
         return Sqnr(db) if db is not None else Sqnr(None, reason or "SQNR undefined: not measured")
@@ -481,7 +483,7 @@ def adopt_plan(measured: Measured, data: Any, source: str) -> Plan:
     :class:`~tui_quantreport.engine.errors.UserError` (one line naming ``source``) when it is not
     a plan, was made for another model, or names modules this model lacks."""
     from tui_quantreport.engine.errors import UserError
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.plan import Plan
 
     loaded = Plan.from_json_data(data, source=source)
     recommended = measured.recommended

@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Static
 
 from tui_quantreport.engine.errors import UserError
-from tui_quantreport.engine.kept_plan import read_plan_file
+from tui_quantreport.engine.plan import read_plan_file
 
 
 class PlanLoadDialog(ModalScreen[tuple[dict[str, Any], str] | None]):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tui_quantreport.engine.apply.common import Export
-from tui_quantreport.engine.apply.plan import PlanError, PlanFile, check_plan
+from tui_quantreport.engine.apply.plan import check_plan
 from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
 from tui_quantreport.engine.apply.verify import (
     ProgressCallback,
@@ -19,6 +19,7 @@ from tui_quantreport.engine.apply.verify import (
 from tui_quantreport.engine.defaults import PROBE_BATCHES
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.model_lock import model_lock
+from tui_quantreport.engine.plan import Plan, PlanError
 
 DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 
@@ -30,7 +31,7 @@ class Subject:
     spec: str
     model: Any
     catalog: Any
-    plan: PlanFile
+    plan: Plan
     loaded: Any  # spec.LoadedModel
     calibration: str | None = None
     #: The model output every end-to-end SQNR reads (None: all of them, combined).
@@ -44,7 +45,7 @@ class Subject:
         return list(itertools.islice(open_batches(self.loaded), count)) if count else list(open_batches(self.loaded))
 
 
-def check_target(target: str | Target, plan: PlanFile | None = None) -> Target:
+def check_target(target: str | Target, plan: Plan | None = None) -> Target:
     """The :class:`Target` a name (or old alias) selects; one line naming the choices when none does."""
     return target if isinstance(target, Target) else resolve(target, plan)
 
@@ -64,7 +65,7 @@ def load_subject(
     from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.spec import load_model
 
-    plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
+    plan = Plan.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
     chosen = check_target(target, plan) if target else None  # a bad target fails before the model loads
     loaded = load_model(spec, calibration)
     check_eager(loaded.model, spec)
@@ -103,7 +104,7 @@ def check_eager(model: Any, spec: str) -> None:
         raise UserError(reason)
 
 
-def recommended_plan(loaded: Any, catalog: Any, target: Target, output_key: str | None = None) -> PlanFile:
+def recommended_plan(loaded: Any, catalog: Any, target: Target, output_key: str | None = None) -> Plan:
     """Calibrate and take the measured-error engine's plan recommended for ``target``."""
     try:
         from tui_quantreport.engine import quantsim  # noqa: F401
@@ -213,7 +214,7 @@ def apply_in_app(
 ) -> tuple[str | None, str | None, str]:
     """The app's ``e`` (a configuration target) and ``v``: (title, text to show, one-line note).
 
-    ``plan`` is the app's quantsim Plan, or None for the recommended plan (measured here);
+    ``plan`` is the app's plan, or None for the recommended plan (measured here);
     ``source`` says which plan it is (``edited in the app``), in the exported files and the result;
     ``on_result`` is handed the verification's result (``v`` only: its achieved SQNR for the title).
     """
@@ -224,14 +225,13 @@ def apply_in_app(
     if plan is None:
         analysis = bridge.calibrated_analysis(loaded, catalog, chosen, progress=progress, should_cancel=should_cancel)
         recommended = analysis.recommended_plan()
-        plan_file = bridge.plan_file_from(
-            recommended.with_prediction(analysis.plan_sqnr(recommended).db, len(analysis.probes)), target=chosen.name
-        )
+        sqnr = analysis.plan_sqnr(recommended)
+        plan = replace(recommended.with_prediction(sqnr.db, len(analysis.probes)), target=chosen.name)
     else:
-        plan_file = bridge.plan_file_from(plan, source)
-    check_plan(plan_file, catalog, loaded.spec)
-    chosen = check_target(target, plan_file)
-    subject = Subject(loaded.spec, loaded.model, catalog, plan_file, loaded, None, target=chosen)
+        plan = replace(plan, source=source)
+    check_plan(plan, catalog, loaded.spec)
+    chosen = check_target(target, plan)
+    subject = Subject(loaded.spec, loaded.model, catalog, plan, loaded, None, target=chosen)
     if kind == "export":
         if not path:
             raise UserError("give a path for the configuration file")

@@ -25,11 +25,12 @@ from tui_quantreport.engine.apply.common import (
 )
 from tui_quantreport.engine.apply.facts import module_facts
 from tui_quantreport.engine.apply.library import require_torchao, torchao_version
-from tui_quantreport.engine.apply.plan import FLOAT, STATIC_SCHEMES, PlanFile, int8_per_tensor_or_channel
+from tui_quantreport.engine.apply.plan import STATIC_SCHEMES, int8_per_tensor_or_channel
 from tui_quantreport.engine.apply.recipes import call, pt2e_quantize, pt2e_quantizer, source
+from tui_quantreport.engine.plan import FLOAT, Plan
 
 
-def choose_mode(plan: PlanFile) -> str:
+def choose_mode(plan: Plan) -> str:
     counts = Counter("static" if s in STATIC_SCHEMES else s for s in plan.quantized.values())
     return "static" if counts["static"] > counts["dynamic"] else "dynamic"
 
@@ -52,7 +53,7 @@ def export_for_target(target: Any, subject: Any) -> Export:
 
 def export_pt2e(
     model: nn.Module,
-    plan: PlanFile,
+    plan: Plan,
     spec: str,
     first_batch: Any | None,
     calibration: str | None = None,
@@ -94,7 +95,7 @@ def export_pt2e(
             per_tensor.append(fqn)
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
     if reduce_range is None:
-        reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
+        reduce_range = next((qp.reduce_range for qp in plan.static_activation.values()), True)
     mixed = [c for c in changes if "mix static and dynamic" in c.reason]
     extra = [
         f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",

@@ -5,46 +5,17 @@ own activation grid). Importing this module fails when quantsim is absent."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
 from tui_quantreport.engine.defaults import PROBE_BATCHES
-from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
+from tui_quantreport.engine.plan import Plan
+from tui_quantreport.engine.quantsim import ErrorAnalysis
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder
 
 DEFAULT_PROBES = PROBE_BATCHES
-
-
-def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:
-    modules = {
-        fqn: PlanEntry(scheme, plan.activation.get(fqn) if needs_activation(scheme) else None)
-        for fqn, scheme in plan.modules.items()
-    }
-    return PlanFile(
-        plan.model_class,
-        plan.fingerprint,
-        modules,
-        plan.predicted_sqnr_db,
-        plan.probe_batches,
-        source,
-        {"backend": plan.backend, **({"target": target or plan.target} if (target or plan.target) else {})},
-    )
-
-
-def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
-    activation = {fqn: e.activation for fqn, e in plan.modules.items() if e.activation is not None}
-    return Plan(
-        {fqn: e.scheme for fqn, e in plan.modules.items()},
-        plan.model_class,
-        plan.fingerprint,
-        backend or plan.backend,
-        activation,
-        plan.probe_batches or 0,
-        plan.predicted_sqnr_db,
-        plan.target or "",
-    )
 
 
 def analysis_options(target: Any) -> dict[str, Any]:
@@ -81,7 +52,7 @@ def calibrated_analysis(
     )
 
 
-def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_key: str | None = None) -> PlanFile:
+def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_key: str | None = None) -> Plan:
     """The plan recommended for ``target`` (a Target or its name; default torchao on the model's
     device), with its predicted SQNR and the target's name."""
     from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
@@ -92,7 +63,7 @@ def recommended_plan_file(loaded: Any, catalog: Any, target: Any = None, output_
     analysis.measure_schemes(())  # the recommended plan reads only the schemes it chooses among
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan)
-    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "", target.name)
+    return replace(plan.with_prediction(sqnr.db, len(analysis.probes)), target=target.name)
 
 
 def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
@@ -109,13 +80,10 @@ def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
     return ranges_from_stats(stats)[0]
 
 
-def plan_ranges(plan: PlanFile) -> dict[str, tuple[float, float]]:
+def plan_ranges(plan: Plan) -> dict[str, tuple[float, float]]:
     """The input ranges the plan's static qparams stand for (float32, as torch computes them)."""
     ranges = {}
-    for fqn, entry in plan.modules.items():
-        qp = entry.activation
-        if qp is None:
-            continue
+    for fqn, qp in plan.static_activation.items():
         scale = np.float32(qp.scale)
         ranges[fqn] = (
             float(np.float32(qp.quant_min - qp.zero_point) * scale),
@@ -128,8 +96,8 @@ def predict_export(subject: Any, export: Any, target: Any, probes: list[Any]) ->
     """Simulated end-to-end SQNR of the plan as ``target`` (a Target) applies it: the modules it
     changed, and its activation recipe (grid, per-token or per-tensor dynamic, output steps,
     pooling on its input's grid, fused ReLU ranges). Also: what differs from the plan."""
-    plan: PlanFile = subject.plan
-    exported: PlanFile = export.exported_plan or plan
+    plan: Plan = subject.plan
+    exported: Plan = export.exported_plan or plan
     notes = []
     recipe = target.recipe
     planned_bits = 7 if plan.backend in ("x86", "fbgemm") else 8
@@ -151,7 +119,7 @@ def predict_export(subject: Any, export: Any, target: Any, probes: list[Any]) ->
         target=target,
         output_key=getattr(subject, "output_key", None),
     )
-    modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
+    modules = {fqn: scheme for fqn, scheme in exported.modules.items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)
     return sqnr.db, "; ".join(notes) if sqnr.db is not None else f"{sqnr.reason}"

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.apply.common import Change, Export
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.model_outputs import output_tensors, select
+from tui_quantreport.engine.plan import FLOAT, Plan
 from tui_quantreport.engine.session import call_batch
 
 GAP_DB = 1.0
@@ -212,7 +212,7 @@ def _db(signal: float, noise: float) -> tuple[float | None, str]:
 
 def verify_export(
     model: nn.Module,
-    plan: PlanFile,
+    plan: Plan,
     export: Export,
     apply: Callable[[nn.Module], nn.Module],
     probes: Sequence[Any],

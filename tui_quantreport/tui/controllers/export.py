@@ -23,7 +23,7 @@ from tui_quantreport.tui.export_dialog import ConfigRequest, ExportDialog, Expor
 from tui_quantreport.tui.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats

@@ -19,6 +19,7 @@ from tui_quantreport.engine.apply.targets import (
 )
 from tui_quantreport.engine.apply.targets.base import Target, module_class
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.plan import register_targets
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -39,6 +40,7 @@ ALIASES: dict[str, str] = {alias: t.name for t in TARGETS.values() for alias in 
 
 #: Every name ``--target`` accepts: the targets, then the old names.
 NAMES: tuple[str, ...] = (*TARGETS, *ALIASES, PT2E_ALIAS)
+register_targets(NAMES)  # the names a plan may record
 
 
 class TargetError(UserError):
@@ -47,7 +49,7 @@ class TargetError(UserError):
 
 def resolve(name: str, plan: Any = None) -> Target:
     """The target ``name`` (or an old alias) selects. ``pt2e`` is the static PT2E target when the
-    plan (a ``PlanFile``) has at least as many static modules as dynamic ones, else the dynamic one."""
+    plan (a ``Plan``) has at least as many static modules as dynamic ones, else the dynamic one."""
     if name in TARGETS:
         return TARGETS[name]
     if name in ALIASES:

@@ -6,6 +6,7 @@ and one line in :data:`SCHEMES`. Everything outside this folder reads the facts.
 
 from __future__ import annotations
 
+from tui_quantreport.engine.plan import FLOAT, register_schemes
 from tui_quantreport.engine.quantsim.schemes.base import (
     ExportContext,
     InputContext,
@@ -25,9 +26,6 @@ from tui_quantreport.engine.quantsim.schemes.nvfp4 import NVFP4
 from tui_quantreport.engine.quantsim.schemes.static_per_channel import StaticPerChannel
 from tui_quantreport.engine.quantsim.schemes.static_per_tensor import StaticPerTensor
 from tui_quantreport.engine.quantsim.schemes.weight_only import WeightOnly
-
-#: Modules kept in float in a plan.
-FLOAT = "float"
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s
@@ -57,6 +55,7 @@ SCHEMES: dict[str, Scheme] = {
         NF4(),
     )
 }
+register_schemes({name: scheme.needs_range for name, scheme in SCHEMES.items()})  # the plan reads names here
 
 #: The schemes the recommended plan chooses among, in its order of preference.
 PREFERENCE: tuple[str, ...] = tuple(

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tui_quantreport.engine.apply.plan import ActivationQParams
+from tui_quantreport.engine.plan import ActivationQParams
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
