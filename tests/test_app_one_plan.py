@@ -171,7 +171,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
         field = from_file.screen.query_one("#plan-load-path", Input)
         field.value = str(tmp_path / "missing.plan.json")
         await pilot.press("enter")
-        assert "cannot read the plan" in text_of(from_file.screen.query_one("#plan-load-error"))
+        assert "does not exist" in text_of(from_file.screen.query_one("#plan-load-error"))
         field.value = str(plan_file)
         await pilot.press("enter")
         await plan_settled(from_file, pilot)
@@ -181,7 +181,7 @@ async def test_plan_edits_undo_redo_survive_a_relaunch_and_load_from_a_file(tmp_
 
     assert cli.main(["showcase", "--plan", str(tmp_path / "missing.plan.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot read the plan" in err
+    assert len(err.splitlines()) == 1 and "does not exist" in err
 
 
 async def test_a_stats_file_from_calibrate_with_probe_batches_opens_with_the_measured_plan(

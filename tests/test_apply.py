@@ -20,9 +20,9 @@ import pytest
 
 from sample_models import SAMPLES as ALL_SAMPLES
 from tui_quantreport.cli import main
-from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
 from tui_quantreport.engine.errors import CalibrationCancelled
 from tui_quantreport.engine.pipeline import load_subject, verify_plan
+from tui_quantreport.engine.plan import Plan
 
 pytest.importorskip("torchao", reason="the exports run torchao")
 try:
@@ -66,10 +66,10 @@ def _plan_file(sample: str, directory: Path) -> Path:
 
         catalog = ModelCatalog.build(load_model(sample).model)
         modules = {
-            f: PlanEntry("dynamic" if i % 3 else "weight_only")
+            f: "dynamic" if i % 3 else "weight_only"
             for i, f in enumerate(f for f, m in catalog.modules.items() if m.is_weighted and m.class_name == "Linear")
         }
-        plan = PlanFile(catalog.class_name, catalog.fingerprint, modules, None, 1, "", {"backend": "x86"})
+        plan = Plan(modules, catalog.class_name, catalog.fingerprint, "x86", probe_batches=1)
     else:
         from tui_quantreport.engine.pipeline import recommended_plan_file
         from tui_quantreport.engine.spec import load_model
@@ -172,7 +172,7 @@ def test_conv_modules_are_findings_with_their_cause(exported, tmp_path):
     subject, _, result = exported["showcase"]
     convs = [f for f, m in subject.catalog.modules.items() if m.class_name == "Conv2d"]
     # The torchao-cpu plan keeps the Conv2d modules float (torchao 0.18 leaves them float): nothing to find.
-    assert convs and all(subject.plan.schemes()[f] == "float" for f in convs)
+    assert convs and all(subject.plan.modules[f] == "float" for f in convs)
     assert not [f for f in result.findings if f.kind == "not_quantized"]
     # A plan that quantizes them anyway (edited, or made for another target): each is a finding with its cause.
     plan_path = tmp_path / "plan.json"
@@ -402,7 +402,7 @@ def test_missing_or_old_torchao_is_one_line(version, small_plan, tmp_path, capsy
 
 def test_torchao_is_imported_only_for_an_export_or_verify():
     code = (
-        "import sys, tui_quantreport.cli, tui_quantreport.engine.apply.api, tui_quantreport.engine.apply.plan; "
+        "import sys, tui_quantreport.cli, tui_quantreport.engine.apply.api, tui_quantreport.engine.plan; "
         "print('torchao' in sys.modules)"
     )
     done = _run(["-c", code], cwd=ROOT)

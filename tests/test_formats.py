@@ -47,7 +47,7 @@ def _ctx(scheme, x) -> tuple[InputContext, ExportContext]:
     static = StaticInput.from_range(float(x.min()), float(x.max()), 0, 255)
     qp = None
     if scheme.facts.needs_range:
-        from tui_quantreport.engine.apply.plan import ActivationQParams
+        from tui_quantreport.engine.plan import ActivationQParams
 
         qp = ActivationQParams(static.scale, static.zero_point, "quint8", 0, 255)
     return InputContext(static, 0, 255), ExportContext("", "Linear", None, x.dim(), qp, (512, 1024))
@@ -279,7 +279,7 @@ def test_fp8_per_tensor_on_a_128_by_128_weight_is_a_reason_not_an_assertion_erro
     fails on the first call: the scheme says so up front."""
     from torchao.quantization import quantize_
 
-    from tui_quantreport.engine.apply.plan import ActivationQParams
+    from tui_quantreport.engine.plan import ActivationQParams
 
     scheme = SCHEMES["fp8_static"]
     reason = scheme.eligible(LINEAR, (128, 128))
@@ -481,8 +481,9 @@ def _verify_every_module(subject, analysis, name):
     """Plan ``name`` on every module the target runs it on (the others float, each with its
     reason), verify it with torchao, and return (quantized modules, refused, predicted, result)."""
 
+    from dataclasses import replace
+
     from tui_quantreport.engine.apply.api import verify_plan
-    from tui_quantreport.engine.apply.quantsim_bridge import plan_file_from
 
     target, scheme = subject.target, SCHEMES[name]
     modules, refused = {}, {}
@@ -494,7 +495,7 @@ def _verify_every_module(subject, analysis, name):
             refused[fqn] = why
     plan = analysis.plan(modules)
     predicted = analysis.plan_sqnr(plan).db
-    plan_file = plan_file_from(plan, subject.plan.source, target.name)
+    plan_file = replace(plan, source=subject.plan.source, target=target.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = verify_plan(dataclasses.replace(subject, plan=plan_file), probe_batches=4)

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from cli_helpers import one_line, run  # noqa: E402
 
-from tui_quantreport.engine.quantsim import Plan  # noqa: E402
+from tui_quantreport.engine.plan import Plan  # noqa: E402
 
 MODEL = str(Path(__file__).parent / "models" / "tiny_llama.py")
 FAST = ("--batches", "2", "--probe-batches", "2")

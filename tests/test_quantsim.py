@@ -23,13 +23,13 @@ from tui_quantreport.engine import (
     open_batches,
 )
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.export import write_atomic
+from tui_quantreport.engine.plan import Plan, PlanError
 from tui_quantreport.engine.quantsim import (
     FLOAT,
     SCHEMES,
     ErrorAnalysis,
     MeasurementCancelled,
-    Plan,
-    PlanError,
     Sqnr,
     sqnr_db,
 )
@@ -347,7 +347,7 @@ def test_plan_json_round_trip_and_errors(tmp_path, showcase):
     analysis = ErrorAnalysis.from_stats(model, catalog, probes, stats)
     plan = analysis.recommended_plan()
     plan = plan.with_prediction(analysis.plan_sqnr(plan).db, len(probes))
-    path = plan.save(tmp_path / "plan.json")
+    path = write_atomic(tmp_path / "plan.json", plan.to_json(), what="plan")
     data = json.loads(path.read_text())
     assert data["format"] == "tui-quantreport.plan/1"
     assert data["model"] == {"class": catalog.class_name, "fingerprint": catalog.fingerprint}

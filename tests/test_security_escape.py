@@ -56,8 +56,8 @@ def test_stats_mismatch_line_is_printable(tmp_path, capsys):
 
 def test_config_lines_are_printable(tmp_path, capsys):
     pytest.importorskip("torchao")
-    from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.spec import load_model
 
     model = tmp_path / "hostile.py"
@@ -68,8 +68,8 @@ def test_config_lines_are_printable(tmp_path, capsys):
     )
     catalog = ModelCatalog.build(load_model(str(model)).model)
     plan = tmp_path / "plan.json"
-    entry = {"c" + ESC: PlanEntry("dynamic")}
-    plan.write_text(json.dumps(PlanFile(catalog.class_name, catalog.fingerprint, entry).to_json_data()))
+    entry = {"c" + ESC: "dynamic"}
+    plan.write_text(json.dumps(Plan(entry, catalog.class_name, catalog.fingerprint).to_json_data()))
     out = tmp_path / f"out{ESC}.py"
     code, _, err = run(capsys, "config", model, "--plan", plan, "--target", "torchao", "--output", out)
     assert code == 0, err

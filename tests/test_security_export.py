@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_quantreport.engine.apply.plan import ActivationQParams, PlanEntry, PlanFile
+from tui_quantreport.engine.plan import ActivationQParams, Plan
 
 pytest.importorskip("torchao", reason="the exports need torchao")
 
@@ -79,14 +79,12 @@ def _model_file(directory: Path, names: list[str]) -> Path:
     return path
 
 
-def _plan(names: list[str], model_class: str, source: str) -> PlanFile:
+def _plan(names: list[str], model_class: str, source: str) -> Plan:
     schemes = ["dynamic", "static_per_tensor", "weight_only", "static_per_channel", "float"]
     qparams = ActivationQParams(0.02, 3, "quint8", 0, 127)
-    modules = {}
-    for i, name in enumerate(names):
-        scheme = schemes[i % len(schemes)]
-        modules[f"blocks.{name}"] = PlanEntry(scheme, qparams if scheme.startswith("static") else None)
-    return PlanFile(model_class, "0" * 16, modules, 12.5, 2, source, {"backend": "x86"})
+    modules = {f"blocks.{name}": schemes[i % len(schemes)] for i, name in enumerate(names)}
+    activation = {fqn: qparams for fqn, scheme in modules.items() if scheme.startswith("static")}
+    return Plan(modules, model_class, "0" * 16, "x86", activation, 2, 12.5, source=source)
 
 
 def _export(target: str, directory: Path, names: list[str], model_class: str, source: str):

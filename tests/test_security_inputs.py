@@ -121,18 +121,19 @@ def test_an_older_stats_file_is_checked_the_old_way(tiny_stats, tmp_path, capsys
 
 
 def test_a_plan_for_another_class_or_a_weightless_module_is_refused():
-    from tui_quantreport.engine.apply.plan import PlanEntry, PlanError, PlanFile, check_plan
+    from tui_quantreport.engine.apply.plan import check_plan
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.plan import Plan, PlanError
     from tui_quantreport.engine.spec import load_model
 
     catalog = ModelCatalog.build(load_model(str(TINY)).model)
-    good = PlanFile(catalog.class_name, catalog.fingerprint, {"3": PlanEntry("dynamic")})
+    good = Plan({"3": "dynamic"}, catalog.class_name, catalog.fingerprint)
     check_plan(good, catalog, "tiny")
-    check_plan(PlanFile(catalog.class_name, catalog.legacy_fingerprint, {"3": PlanEntry("dynamic")}), catalog, "tiny")
+    check_plan(Plan({"3": "dynamic"}, catalog.class_name, catalog.legacy_fingerprint), catalog, "tiny")
     with pytest.raises(PlanError, match="made for"):
-        check_plan(PlanFile("Evil\nClass", catalog.fingerprint, {"3": PlanEntry("dynamic")}), catalog, "tiny")
+        check_plan(Plan({"3": "dynamic"}, "Evil\nClass", catalog.fingerprint), catalog, "tiny")
     with pytest.raises(PlanError, match="no weight to quantize"):
-        check_plan(PlanFile(catalog.class_name, catalog.fingerprint, {"4": PlanEntry("dynamic")}), catalog, "tiny")
+        check_plan(Plan({"4": "dynamic"}, catalog.class_name, catalog.fingerprint), catalog, "tiny")
 
 
 # Bounded readers ------------------------------------------------------------------------------
@@ -304,13 +305,13 @@ def test_verify_json_stdout_is_only_json_when_the_model_prints(tmp_path, capsys)
     pytest.importorskip("torchao")
     noisy = _variant(tmp_path, "def build_model():\n", "def build_model():\n    print('hello from the model')\n")
     shutil.copy(TINY, tmp_path / "unused.py")
-    from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.spec import load_model
 
     catalog = ModelCatalog.build(load_model(str(noisy)).model)
     plan = tmp_path / "plan.json"
-    data = PlanFile(catalog.class_name, catalog.fingerprint, {"3": PlanEntry("dynamic")}, None, 2).to_json_data()
+    data = Plan({"3": "dynamic"}, catalog.class_name, catalog.fingerprint, probe_batches=2).to_json_data()
     plan.write_text(json.dumps(data))
     capsys.readouterr()
     code, out, err = run(capsys, "verify", noisy, "--plan", plan, "--format", "json")

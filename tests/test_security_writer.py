@@ -21,13 +21,12 @@ TINY = Path(__file__).parent / "models" / "tiny.py"
 
 
 def _tiny_plan(directory: Path) -> Path:
-    from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
     from tui_quantreport.engine.modules import ModelCatalog
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.spec import load_model
 
     catalog = ModelCatalog.build(load_model(str(TINY)).model)
-    modules = {"3": PlanEntry("dynamic"), "5": PlanEntry("weight_only")}
-    plan = PlanFile(catalog.class_name, catalog.fingerprint, modules, None, 1, "", {"backend": "x86"})
+    plan = Plan({"3": "dynamic", "5": "weight_only"}, catalog.class_name, catalog.fingerprint, "x86", probe_batches=1)
     path = directory / "plan.json"
     path.write_text(json.dumps(plan.to_json_data()), encoding="utf-8")
     return path

@@ -10,7 +10,8 @@ import pytest
 from tui_quantreport.cli import main
 from tui_quantreport.engine import Session, Settings, evaluate, load_model, open_batches
 from tui_quantreport.engine.export import to_json_data, to_markdown
-from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis, Plan, ProbeRecorder
+from tui_quantreport.engine.plan import Plan
+from tui_quantreport.engine.quantsim import SCHEMES, ErrorAnalysis, ProbeRecorder
 from tui_quantreport.engine.report import Level, Measured, ModuleError, Status
 from tui_quantreport.engine.severity import ADVICE, assess, measure, top_findings
 

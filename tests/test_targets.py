@@ -22,6 +22,7 @@ from target_models import batches_token_linear, build_token_linear
 from torch import nn
 
 from tui_quantreport.engine.apply.targets import NAMES, TARGETS, TargetError, default_target, resolve
+from tui_quantreport.engine.plan import Plan, PlanError
 
 MODELS = Path(__file__).parent / "target_models.py"
 TINY = str(Path(__file__).parent / "models" / "tiny.py")
@@ -160,16 +161,14 @@ def test_pt2e_dynamic_is_per_tensor_and_predicted_within_half_a_db():
 def test_torchao_linear_on_4d_inputs_is_quantized_per_token(tmp_path):
     """torchao's dynamic config takes one scale per token for inputs of rank >= 3 (4-D included),
     and so does the simulation for torchao-cpu: predicted = achieved."""
-    from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile
     from tui_quantreport.engine.modules import ModelCatalog
     from tui_quantreport.engine.pipeline import load_subject, verify_plan
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.spec import load_model
 
     model_spec, calibration = spec("linear_4d")
     catalog = ModelCatalog.build(load_model(model_spec, calibration).model)
-    plan = PlanFile(
-        catalog.class_name, catalog.fingerprint, {"fc": PlanEntry("dynamic")}, None, 4, "", {"target": "torchao-cpu"}
-    )
+    plan = Plan({"fc": "dynamic"}, catalog.class_name, catalog.fingerprint, probe_batches=4, target="torchao-cpu")
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan.to_json_data()))
     subject = load_subject(model_spec, str(path), calibration)
@@ -324,20 +323,17 @@ def test_verify_on_a_small_transformers_model_for_torchao_cpu_achieves_the_predi
 
 
 def test_the_plan_file_records_its_target_and_old_plans_still_read(tmp_path):
-    from tui_quantreport.engine.apply.plan import PlanFile
-    from tui_quantreport.engine.quantsim import Plan
-
     plan = Plan({"fc": "dynamic"}, "M", "abc", "qnnpack", target="torchao-cpu")
     data = plan.to_json_data()
     assert data["target"] == "torchao-cpu"
-    assert Plan.from_json_data(data).target == "torchao-cpu" and PlanFile.from_json_data(data).target == "torchao-cpu"
+    assert Plan.from_json_data(data).target == "torchao-cpu"
     old = dict(data)
     del old["target"]
-    assert Plan.from_json_data(old).target == "" and PlanFile.from_json_data(old).target is None
+    assert Plan.from_json_data(old).target == ""
     assert "target" not in Plan.from_json_data(old).to_json_data()
     bad = dict(data, target="tpu")
-    with pytest.raises(Exception, match="unknown target 'tpu'"):
-        PlanFile.from_json_data(bad)
+    with pytest.raises(PlanError, match="unknown target 'tpu'"):
+        Plan.from_json_data(bad)
 
 
 @pytest.mark.parametrize(

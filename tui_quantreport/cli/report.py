@@ -155,6 +155,7 @@ def _measure(
     args: argparse.Namespace, pipe: Pipeline, stats: Stats, settings: Settings, probes: list[Any], report: Report
 ) -> Report:
     """Attach measured error (local SQNR, the recommended plan, severities) to ``report``."""
+    from tui_quantreport.engine import write_atomic
     from tui_quantreport.engine.escape import printable
     from tui_quantreport.engine.pipeline import Plan, SimulationError, assess, measure
 
@@ -208,8 +209,11 @@ def _measure(
 
         measured = recommended_warning(measured, args.warn_below)
     if args.plan_out:
-        path = Plan.from_json_data(plan_data).save(
-            args.plan_out, inputs=input_files(args.model, args.calibration, args.stats)
+        path = write_atomic(
+            args.plan_out,
+            Plan.from_json_data(plan_data).to_json(),
+            what="plan",
+            inputs=input_files(args.model, args.calibration, args.stats),
         )
         print(f"wrote plan to {printable(str(path))}", file=sys.stderr)
     return assess(report, measured, args.min_gain)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the names' own types for type checkers (at run time they lo
     from tui_quantreport.engine.export import render as render
     from tui_quantreport.engine.export import write_atomic as write_atomic
     from tui_quantreport.engine.graph_file import trust_pickle as trust_pickle
-    from tui_quantreport.engine.kept_plan import read_plan_file as read_plan_file
+    from tui_quantreport.engine.plan import read_plan_file as read_plan_file
     from tui_quantreport.engine.settings import Settings as Settings
     from tui_quantreport.engine.spec import BATCHES_FACTORY as BATCHES_FACTORY
     from tui_quantreport.engine.spec import check_spec as check_spec
@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each 
     from .export import write_atomic as write_atomic
     from .kept_plan import forget as forget_kept_plan  # noqa: F401 - a public name (in __all__)
     from .kept_plan import read as read_kept_plan  # noqa: F401 - a public name (in __all__)
-    from .kept_plan import read_plan_file as read_plan_file
     from .kept_plan import write as write_kept_plan  # noqa: F401 - a public name (in __all__)
     from .launch_tree import read as read_launch_tree  # noqa: F401 - a public name (in __all__)
     from .launch_tree import write as write_launch_tree  # noqa: F401 - a public name (in __all__)
@@ -61,12 +60,12 @@ if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each 
     from .layers import limiting_candidates as limiting_candidates
     from .layers import sort_rows as sort_layer_rows  # noqa: F401 - a public name (in __all__)
     from .pipeline import apply_in_app as apply_in_app
+    from .plan import Plan as Plan
     from .planner_report import PREDICTION_WORDS as PREDICTION_WORDS
     from .planner_report import FrontierRow as FrontierRow
     from .planner_report import frontier_rows as frontier_rows
     from .planner_report import plot_lines as plot_lines
     from .quantsim import SCHEMES as SCHEMES
-    from .quantsim import Plan as Plan
     from .quantsim import Sqnr as Sqnr
     from .quantsim import take_probes as take_probes
     from .quantsim.availability import analysis_for as analysis_for
@@ -137,7 +136,7 @@ _EXPORTS = {
     "open_batches": "spec",
     # What the app reads (it goes through this facade and the torch-free core only):
     "source_path": "spec",
-    "read_plan_file": "kept_plan",
+    "read_plan_file": "plan",
     "read_kept_plan": "kept_plan:read",
     "write_kept_plan": "kept_plan:write",
     "forget_kept_plan": "kept_plan:forget",
@@ -161,7 +160,7 @@ _EXPORTS = {
     "frontier_rows": "planner_report",
     "plot_lines": "planner_report",
     "SCHEMES": "quantsim",
-    "Plan": "quantsim",
+    "Plan": "plan",
     "Sqnr": "quantsim",
     "take_probes": "quantsim",
     "analysis_for": "quantsim.availability",

@@ -1,5 +1,5 @@
 """The plan the user edited in the app, kept between runs (relaunching on the same model brings
-the edits back), and reading a plan file for the app (``--plan``, the palette's "Load a plan file").
+the edits back).
 
 Keyed like the kept tree (:mod:`.launch_tree`): the spec and the model file's path, size and
 modification time (a bundled sample: its file), under ``$XDG_CACHE_HOME/tui-quantreport/plans/``.
@@ -19,31 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport.engine import launch_tree
-from tui_quantreport.engine.errors import UserError
 
 FORMAT = "tui-quantreport.kept-plan/1"
-#: The plan file's format tag (the plan file written by the app's ``e`` and ``report --plan-out``).
-PLAN_FORMAT = "tui-quantreport.plan/1"
-
-
-def read_plan_file(text: str) -> tuple[dict[str, Any], str]:
-    """The plan file at ``text`` (a path) as parsed JSON, and its absolute path. Raises
-    :class:`~.errors.UserError` (one sentence) when it cannot be read or is not a plan file; the
-    checks against the model come when the app adopts it."""
-    if not text.strip():
-        raise UserError("give the path of a plan file (.plan.json)")
-    path = Path(text.strip()).expanduser()
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read the plan {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise UserError(f"the plan {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-        raise UserError(f'{path} is not a tui-quantreport plan (expected "format": "{PLAN_FORMAT}")')
-    return data, str(path.resolve())
 
 
 def cache_dir() -> Path:

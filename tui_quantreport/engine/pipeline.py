@@ -22,14 +22,12 @@ say what they are, so that a front end never imports an engine module other than
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tui_quantreport.engine.apply import api
 from tui_quantreport.engine.apply.api import Subject, VerifyResult, check_eager, check_target, export_plan, verify_plan
 from tui_quantreport.engine.apply.common import Export, is_own_sidecar, sidecar_path
-from tui_quantreport.engine.apply.plan import PlanFile
-from tui_quantreport.engine.apply.quantsim_bridge import plan_file_from
 from tui_quantreport.engine.apply.targets import Target, default_target, model_device
 from tui_quantreport.engine.apply.targets import resolve as resolve_target
 from tui_quantreport.engine.defaults import DEFAULT_BACKEND, MIN_GAIN_DB, PROBE_BATCHES
@@ -48,7 +46,8 @@ from tui_quantreport.engine.distributed import (
 )
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.evaluation import Evaluator
-from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, SimulationError, Sqnr
+from tui_quantreport.engine.plan import Plan
+from tui_quantreport.engine.quantsim import ErrorAnalysis, SimulationError, Sqnr
 from tui_quantreport.engine.quantsim.availability import analysis_for, unavailable_note, unavailable_reason
 from tui_quantreport.engine.quantsim.planner import Budget, Planner, planned_measured, recommended_warning
 from tui_quantreport.engine.quantsim.probes import MUTATION_NOTE, ProbeRecorder, take_probes
@@ -238,7 +237,7 @@ def recommended_plan_file(
     output_key: str | None = None,
     progress: Progress | None = None,
     should_cancel: Cancel | None = None,
-) -> PlanFile:
+) -> Plan:
     """The plan recommended for ``target`` (a Target or its name; default torchao on the model's
     device), with its predicted SQNR and the target's name, as a plan file (``catalog`` is unused:
     kept for the callers that pass it)."""
@@ -251,7 +250,7 @@ def recommended_plan_file(
     analysis.measure_schemes(())  # the recommended plan reads only the schemes it chooses among
     plan = analysis.recommended_plan()
     sqnr = analysis.plan_sqnr(plan, should_cancel)
-    return plan_file_from(plan.with_prediction(sqnr.db, len(analysis.probes)), "", chosen.name)
+    return replace(plan.with_prediction(sqnr.db, len(analysis.probes)), target=chosen.name)
 
 
 def load_subject(
@@ -292,7 +291,7 @@ def apply_in_app(
     if plan is None:
         plan_file = recommended_plan_file(loaded, target=chosen, progress=progress, should_cancel=should_cancel)
     else:
-        plan_file = plan_file_from(plan, source)
+        plan_file = replace(plan, source=source)
     return api.apply_in_app(
         kind,
         target,
@@ -316,7 +315,6 @@ __all__ = [
     "Measurement",
     "Pipeline",
     "Plan",
-    "PlanFile",
     "Planner",
     "SimulationError",
     "Sqnr",

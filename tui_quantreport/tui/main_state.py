@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from tui_quantreport.engine.layers import LayerRow
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
     from tui_quantreport.engine.quantsim.planner import Planner
     from tui_quantreport.engine.report import Report
     from tui_quantreport.engine.settings import Settings

@@ -18,7 +18,8 @@ from tui_quantreport.tui.model_session import Calibrated, Loaded, Measured
 if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loads torch)
     from collections.abc import Mapping
 
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
     from tui_quantreport.engine.quantsim.planner import PlannerResult, PlanPoint
 
 # Worker -> app ---------------------------------------------------------------

@@ -25,7 +25,8 @@ from tui_quantreport.engine.report import PLAN_EDITED, Report
 if TYPE_CHECKING:  # the engine's types, for type checkers only: importing them at run time loads torch
     from tui_quantreport.engine.detectors import Detector
     from tui_quantreport.engine.modules import ModelCatalog
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import ErrorAnalysis, Sqnr
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.session import Session
     from tui_quantreport.engine.settings import Settings

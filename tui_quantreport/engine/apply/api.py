@@ -11,7 +11,7 @@ from typing import Any
 
 from tui_quantreport.engine.apply import quantsim_bridge as bridge
 from tui_quantreport.engine.apply.common import Export
-from tui_quantreport.engine.apply.plan import PlanError, PlanFile, check_plan
+from tui_quantreport.engine.apply.plan import check_plan
 from tui_quantreport.engine.apply.targets import Target, default_target, model_device, resolve
 from tui_quantreport.engine.apply.verify import (
     ProgressCallback,
@@ -23,12 +23,13 @@ from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.graph import is_exported_graph
 from tui_quantreport.engine.model_lock import model_lock
 from tui_quantreport.engine.modules import ModelCatalog
+from tui_quantreport.engine.plan import Plan, PlanError
 from tui_quantreport.engine.spec import load_model, open_batches, source_path
 
 DEFAULT_PROBE_BATCHES = PROBE_BATCHES
 
 #: ``recommend(loaded, catalog, target, output_key)``: the plan file measured for a model that has none.
-Recommend = Callable[[Any, Any, Target, str | None], PlanFile]
+Recommend = Callable[[Any, Any, Target, str | None], Plan]
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Subject:
     spec: str
     model: Any
     catalog: Any
-    plan: PlanFile
+    plan: Plan
     loaded: Any  # spec.LoadedModel
     calibration: str | None = None
     #: The model output every end-to-end SQNR reads (None: all of them, combined).
@@ -50,7 +51,7 @@ class Subject:
         return list(itertools.islice(open_batches(self.loaded), count)) if count else list(open_batches(self.loaded))
 
 
-def check_target(target: str | Target, plan: PlanFile | None = None) -> Target:
+def check_target(target: str | Target, plan: Plan | None = None) -> Target:
     """The :class:`Target` a name (or old alias) selects; one line naming the choices when none does."""
     return target if isinstance(target, Target) else resolve(target, plan)
 
@@ -69,7 +70,7 @@ def load_subject(
     measures for ``target`` (default: the plan file's target, else torchao on the model's device;
     the pipeline passes it: ``engine/pipeline.py``'s ``load_subject``).
     ``backend`` is kept for old callers: the target's recipe decides the activation grid."""
-    plan = PlanFile.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
+    plan = Plan.load(plan_path) if plan_path else None  # a bad plan file fails before the model loads
     chosen = check_target(target, plan) if target else None  # a bad target fails before the model loads
     loaded = load_model(spec, calibration)
     check_eager(loaded.model, spec)
@@ -186,7 +187,7 @@ def apply_in_app(
     path: str | None,
     loaded: Any,
     catalog: Any,
-    plan_file: PlanFile,
+    plan_file: Plan,
     *,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from tui_quantreport import __version__
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.core.recipes import import_model_code, source
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.export import write_files
+from tui_quantreport.engine.plan import Plan
 from tui_quantreport.engine.spec import BATCHES_FACTORY, MODEL_FACTORY, locate
 
 
@@ -48,7 +48,7 @@ class Export:
     text: str
     sidecars: dict[str, bytes] = field(default_factory=dict)  # suffix (".json") -> content
     changes: list[Change] = field(default_factory=list)
-    exported_plan: PlanFile | None = None  # the plan as the target applies it
+    exported_plan: Plan | None = None  # the plan as the target applies it
     notes: list[str] = field(default_factory=list)
     #: The keyword arguments of the target's function in ``engine/core/recipes.py`` that applies the export
     #: (the same data the file holds as literals): verify applies it through the library API.
@@ -102,7 +102,7 @@ def sidecar_path(main: Path, suffix: str) -> Path:
     return main.with_name(main.stem + suffix)
 
 
-def header(title: str, spec: str, plan: PlanFile, changes: list[Change], extra: Sequence[str] = ()) -> str:
+def header(title: str, spec: str, plan: Plan, changes: list[Change], extra: Sequence[str] = ()) -> str:
     """The comment block every exported file starts with. Every line is made printable (a name
     with a newline or an escape sequence cannot end the comment or move a terminal)."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -189,8 +189,8 @@ def _import_root(module_name: str) -> str | None:
     return str(top.resolve())
 
 
-def float_count(plan: PlanFile) -> int:
-    return sum(1 for e in plan.modules.values() if e.scheme == FLOAT)
+def float_count(plan: Plan) -> int:
+    return len(plan.kept_float)
 
 
 def quietly(failure: str, run: Any) -> Any:

@@ -24,13 +24,14 @@ from tui_quantreport.engine.apply.common import (
     quietly,
 )
 from tui_quantreport.engine.apply.facts import module_facts
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
+from tui_quantreport.engine.apply.plan import int8_per_tensor_or_channel
 from tui_quantreport.engine.core.library import require_torchao, torchao_version
 from tui_quantreport.engine.core.recipes import call, pt2e_quantize, pt2e_quantizer, source
 from tui_quantreport.engine.core.targets import pt2e_mode
+from tui_quantreport.engine.plan import FLOAT, Plan
 
 
-def choose_mode(plan: PlanFile) -> str:
+def choose_mode(plan: Plan) -> str:
     """The one mode of X86InductorQuantizer this plan is exported with: "static" or "dynamic"."""
     return pt2e_mode(plan.quantized.values())
 
@@ -53,7 +54,7 @@ def export_for_target(target: Any, subject: Any) -> Export:
 
 def export_pt2e(
     model: nn.Module,
-    plan: PlanFile,
+    plan: Plan,
     spec: str,
     first_batch: Any | None,
     calibration: str | None = None,
@@ -68,7 +69,7 @@ def export_pt2e(
     changes, per_tensor = _changes(plan, module_facts(model, plan.quantized, None), mode)
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
     if reduce_range is None:
-        reduce_range = next((e.activation.reduce_range for e in plan.modules.values() if e.activation), True)
+        reduce_range = next((qp.reduce_range for qp in plan.static_activation.values()), True)
     mixed = [c for c in changes if "mix static and dynamic" in c.reason]
     extra = [
         f"Mode: {mode} (global config), reduce_range={reduce_range}; activations observed with MinMaxObserver.",
@@ -90,7 +91,7 @@ def export_pt2e(
     return Export("pt2e", text, {}, changes, exported_plan, [extra[0]] if mixed else [], recipe)
 
 
-def _changes(plan: PlanFile, facts: dict[str, Any], mode: str) -> tuple[list[Change], list[str]]:
+def _changes(plan: Plan, facts: dict[str, Any], mode: str) -> tuple[list[Change], list[str]]:
     """What the export changes from the plan (each with why), and the modules whose weights stay
     per tensor; ``facts`` are the planned modules' (kind, parent class)."""
     changes: list[Change] = []
@@ -124,7 +125,7 @@ def _changes(plan: PlanFile, facts: dict[str, Any], mode: str) -> tuple[list[Cha
 
 
 def _snippet(
-    spec: str, plan: PlanFile, changes: list[Change], extra: list[str], recipe: dict[str, Any], calibration: str | None
+    spec: str, plan: Plan, changes: list[Change], extra: list[str], recipe: dict[str, Any], calibration: str | None
 ) -> str:
     """The snippet's text: the header, the recipe as constants, and the functions that apply it."""
     return (

@@ -21,9 +21,10 @@ from tui_quantreport.engine.apply.common import (
     quietly,
 )
 from tui_quantreport.engine.apply.facts import module_facts
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile, int8_per_tensor_or_channel
+from tui_quantreport.engine.apply.plan import int8_per_tensor_or_channel
 from tui_quantreport.engine.core.recipes import call, fx_qconfig_mapping, fx_quantize, source
 from tui_quantreport.engine.defaults import BACKENDS, DEFAULT_BACKEND
+from tui_quantreport.engine.plan import FLOAT, Plan
 from tui_quantreport.engine.quantsim.qparams import activation_range
 
 BACKEND_ENGINE = {backend: backend for backend in BACKENDS}  # each backend is the torch engine of its name
@@ -40,7 +41,7 @@ def export_for_target(target: Any, subject: Any) -> Export:
 
 def export_qconfig_mapping(
     model: nn.Module,
-    plan: PlanFile,
+    plan: Plan,
     spec: str,
     first_batch: Any | None,
     calibration: str | None = None,
@@ -74,7 +75,7 @@ def export_qconfig_mapping(
         assigned[fqn] = exported
     keep_float = [*plan.kept_float, *(c.fqn for c in changes if c.exported == FLOAT)]
     if backend is None:
-        act = next((e.activation for e in plan.modules.values() if e.activation), None)
+        act = next(iter(plan.static_activation.values()), None)
         qmin, qmax = (act.quant_min, act.quant_max) if act else (0, 127)
         backend = plan.backend
     else:

@@ -9,47 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from tui_quantreport.engine.apply.plan import PlanEntry, PlanFile, needs_activation
-from tui_quantreport.engine.quantsim import ErrorAnalysis, Plan
-
-
-def plan_file_from(plan: Plan, source: str = "", target: str | None = None) -> PlanFile:
-    modules = {
-        fqn: PlanEntry(scheme, plan.activation.get(fqn) if needs_activation(scheme) else None)
-        for fqn, scheme in plan.modules.items()
-    }
-    return PlanFile(
-        plan.model_class,
-        plan.fingerprint,
-        modules,
-        plan.predicted_sqnr_db,
-        plan.probe_batches,
-        source,
-        {"backend": plan.backend, **({"target": target or plan.target} if (target or plan.target) else {})},
-    )
-
-
-def plan_from_file(plan: PlanFile, backend: str | None = None) -> Plan:
-    activation = {fqn: e.activation for fqn, e in plan.modules.items() if e.activation is not None}
-    return Plan(
-        {fqn: e.scheme for fqn, e in plan.modules.items()},
-        plan.model_class,
-        plan.fingerprint,
-        backend or plan.backend,
-        activation,
-        plan.probe_batches or 0,
-        plan.predicted_sqnr_db,
-        plan.target or "",
-    )
+from tui_quantreport.engine.plan import Plan
+from tui_quantreport.engine.quantsim import ErrorAnalysis, ranges_from_stats
+from tui_quantreport.engine.session import Session
+from tui_quantreport.engine.settings import Settings
+from tui_quantreport.engine.spec import open_batches
 
 
 def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
     """Input (min, max) of every weighted module over all calibration batches (what the targets calibrate on)."""
-    from tui_quantreport.engine.quantsim import ranges_from_stats
-    from tui_quantreport.engine.session import Session
-    from tui_quantreport.engine.settings import Settings
-    from tui_quantreport.engine.spec import open_batches
-
     if subject.loaded.batches_factory is None:
         return {}
     session = Session(subject.model, label=subject.spec)
@@ -57,13 +25,10 @@ def calibrated_ranges(subject: Any) -> dict[str, tuple[float, float]]:
     return ranges_from_stats(stats)[0]
 
 
-def plan_ranges(plan: PlanFile) -> dict[str, tuple[float, float]]:
+def plan_ranges(plan: Plan) -> dict[str, tuple[float, float]]:
     """The input ranges the plan's static qparams stand for (float32, as torch computes them)."""
     ranges = {}
-    for fqn, entry in plan.modules.items():
-        qp = entry.activation
-        if qp is None:
-            continue
+    for fqn, qp in plan.static_activation.items():
         scale = np.float32(qp.scale)
         ranges[fqn] = (
             float(np.float32(qp.quant_min - qp.zero_point) * scale),
@@ -76,8 +41,8 @@ def predict_export(subject: Any, export: Any, target: Any, probes: list[Any]) ->
     """Simulated end-to-end SQNR of the plan as ``target`` (a Target) applies it: the modules it
     changed, and its activation recipe (grid, per-token or per-tensor dynamic, output steps,
     pooling on its input's grid, fused ReLU ranges). Also: what differs from the plan."""
-    plan: PlanFile = subject.plan
-    exported: PlanFile = export.exported_plan or plan
+    plan: Plan = subject.plan
+    exported: Plan = export.exported_plan or plan
     notes = []
     recipe = target.recipe
     planned_bits = 7 if plan.backend in ("x86", "fbgemm") else 8
@@ -99,7 +64,7 @@ def predict_export(subject: Any, export: Any, target: Any, probes: list[Any]) ->
         target=target,
         output_key=getattr(subject, "output_key", None),
     )
-    modules = {fqn: scheme for fqn, scheme in exported.schemes().items() if fqn in analysis.targets}
+    modules = {fqn: scheme for fqn, scheme in exported.modules.items() if fqn in analysis.targets}
     sim_plan = analysis.plan(modules)
     sqnr = analysis.plan_sqnr(sim_plan)
     return sqnr.db, "; ".join(notes) if sqnr.db is not None else f"{sqnr.reason}"

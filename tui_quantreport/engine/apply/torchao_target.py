@@ -36,7 +36,6 @@ from tui_quantreport.engine.apply.common import (
     model_loader_code,
 )
 from tui_quantreport.engine.apply.facts import ModuleFacts, module_facts
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.core.library import require_torchao, torchao_version
 from tui_quantreport.engine.core.recipes import (
     call,
@@ -46,17 +45,18 @@ from tui_quantreport.engine.core.recipes import (
     torchao_quantize,
 )
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.plan import FLOAT, Plan
 from tui_quantreport.engine.quantsim.kinds import kind_of
 from tui_quantreport.engine.quantsim.schemes import SCHEMES, ExportContext, Scheme
 
 JSON_FORMAT = "tui-quantreport.torchao-config/1"
 
 
-def _context(facts: ModuleFacts, plan: PlanFile, model: nn.Module) -> ExportContext:
+def _context(facts: ModuleFacts, plan: Plan, model: nn.Module) -> ExportContext:
     weight = getattr(model.get_submodule(facts.fqn), "weight", None)
     shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
     return ExportContext(
-        facts.fqn, facts.kind, facts.parent_class, facts.input_ndim, plan.modules[facts.fqn].activation, shape
+        facts.fqn, facts.kind, facts.parent_class, facts.input_ndim, plan.activation_of(facts.fqn), shape
     )
 
 
@@ -90,7 +90,7 @@ def _unsupported(scheme: Scheme, ctx: ExportContext, model: nn.Module) -> str | 
 
 
 def export_torchao(
-    model: nn.Module, plan: PlanFile, spec: str, first_batch: Any | None, calibration: str | None = None
+    model: nn.Module, plan: Plan, spec: str, first_batch: Any | None, calibration: str | None = None
 ) -> Export:
     require_torchao("the torchao export")
     facts = module_facts(model, plan.quantized, first_batch)
@@ -185,7 +185,7 @@ def applier(target: Any, export: Export, subject: Any, probe_count: int):
     return apply, f"torchao {torchao_version()}", None
 
 
-def _json_and_tensors(config: Any, plan: PlanFile, spec: str, version: str | None) -> tuple[bytes, bytes]:
+def _json_and_tensors(config: Any, plan: Plan, spec: str, version: str | None) -> tuple[bytes, bytes]:
     import dataclasses
 
     from safetensors.torch import save

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from tui_quantreport.engine.apply.common import Change, Export
-from tui_quantreport.engine.apply.plan import FLOAT, PlanFile
 from tui_quantreport.engine.batches import call_batch
 from tui_quantreport.engine.errors import CalibrationCancelled, UserError
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.model_outputs import output_tensors, select
+from tui_quantreport.engine.plan import FLOAT, Plan
 from tui_quantreport.engine.quantsim.reference import FLOAT_MODEL, float_reference
 
 GAP_DB = 1.0
@@ -213,7 +213,7 @@ def _db(signal: float, noise: float) -> tuple[float | None, str]:
 
 def verify_export(
     model: nn.Module,
-    plan: PlanFile,
+    plan: Plan,
     export: Export,
     apply: Callable[[nn.Module], nn.Module],
     probes: Sequence[Any],
@@ -264,7 +264,7 @@ def verify_export(
 
 
 def _weight_findings(
-    plan: PlanFile, export: Export, states: dict[str, tuple[bool, str]], library: str
+    plan: Plan, export: Export, states: dict[str, tuple[bool, str]], library: str
 ) -> tuple[dict[str, str], list[str], list[str], list[VerifyFinding]]:
     """(each planned module's weight type, the planned modules quantized, the kept-float modules
     left float, what differs from the plan) read from the applied model's weight ``states``."""

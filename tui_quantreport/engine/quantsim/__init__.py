@@ -28,7 +28,6 @@ from tui_quantreport.engine.quantsim.error_analysis import (
     ranges_from_stats,
 )
 from tui_quantreport.engine.quantsim.kinds import SIMULATED, ModuleKind, kind_of
-from tui_quantreport.engine.quantsim.plan import PLAN_FORMAT, Plan, PlanError
 from tui_quantreport.engine.quantsim.probes import ProbeRecorder, take_probes
 from tui_quantreport.engine.quantsim.qparams import (
     REDUCE_RANGE,
@@ -43,7 +42,6 @@ __all__ = [
     "DEFAULT_MIN_GAIN_DB",
     "DEFAULT_PROBE_BATCHES",
     "FLOAT",
-    "PLAN_FORMAT",
     "REDUCE_RANGE",
     "SCHEMES",
     "SIMULATED",
@@ -53,8 +51,6 @@ __all__ = [
     "LocalMeasurement",
     "MeasurementCancelled",
     "ModuleKind",
-    "Plan",
-    "PlanError",
     "ProbeRecorder",
     "QParams",
     "Scheme",

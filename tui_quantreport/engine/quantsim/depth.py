@@ -22,8 +22,8 @@ from tui_quantreport.engine.quantsim.analysis_base import _check_cancel
 from tui_quantreport.engine.quantsim.sqnr import Sqnr, SqnrAccumulator
 
 if TYPE_CHECKING:
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
-    from tui_quantreport.engine.quantsim.plan import Plan
 
 
 def depth_sqnr(analysis: ErrorAnalysis, plan: Plan, should_cancel: Callable[[], bool] | None = None) -> dict[str, Sqnr]:

@@ -50,6 +50,7 @@ from tui_quantreport.engine.model_lock import model_lock
 from tui_quantreport.engine.model_state import freeze_model_state
 from tui_quantreport.engine.module_info import is_expert
 from tui_quantreport.engine.modules import ModelCatalog, is_quant_helper
+from tui_quantreport.engine.plan import Plan
 from tui_quantreport.engine.quantsim.analysis_base import (
     _MISSING,
     CLIPPED,
@@ -89,7 +90,6 @@ from tui_quantreport.engine.quantsim.measurer import _measurer
 from tui_quantreport.engine.quantsim.merged_probes import Segments, merge_check
 from tui_quantreport.engine.quantsim.outputs import output_tensors, select
 from tui_quantreport.engine.quantsim.outputs import prepared as prepared_outputs
-from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.plan_pass import simulate, swapped
 from tui_quantreport.engine.quantsim.probes import MergedProbes, copy_batch
 from tui_quantreport.engine.quantsim.qparams import (

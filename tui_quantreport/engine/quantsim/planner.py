@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.plan import Plan
 from tui_quantreport.engine.quantsim.error_analysis import ErrorAnalysis
 from tui_quantreport.engine.quantsim.knapsack import (
     Choice,
@@ -53,7 +54,6 @@ from tui_quantreport.engine.quantsim.knapsack import (
     within_bits,
     within_noise,
 )
-from tui_quantreport.engine.quantsim.plan import Plan
 from tui_quantreport.engine.quantsim.schemes import FLOAT
 from tui_quantreport.engine.quantsim.sensitivity import (
     DEFAULT_CACHE_MB,

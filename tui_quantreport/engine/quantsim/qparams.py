@@ -32,8 +32,8 @@ import struct
 import numpy as np
 import torch
 
-from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.errors import ParamError
+from tui_quantreport.engine.plan import ActivationQParams
 from tui_quantreport.engine.quantsim import fused
 from tui_quantreport.engine.quantsim.hostsync import host_reads
 

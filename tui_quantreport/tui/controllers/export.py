@@ -23,7 +23,7 @@ from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
 from tui_quantreport.tui.screens.verify_screen import VerifyScreen
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.report import Measured as MeasuredError
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats

@@ -31,7 +31,8 @@ from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 from tui_quantreport.tui.screens.frontier_screen import FrontierScreen
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
     from tui_quantreport.engine.settings import Settings
     from tui_quantreport.engine.stats import Stats
 

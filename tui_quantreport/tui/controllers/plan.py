@@ -30,7 +30,7 @@ from tui_quantreport.tui.panes.module_tree import ModuleTree
 from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim import Plan
+    from tui_quantreport.engine.plan import Plan
     from tui_quantreport.engine.report import Report
 
 

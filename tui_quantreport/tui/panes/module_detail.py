@@ -31,7 +31,8 @@ from tui_quantreport.tui.panes.sqnr_panel import SqnrPanel
 from tui_quantreport.tui.panes.stats_table import StatsTable
 
 if TYPE_CHECKING:  # engine types for type checkers only (importing quantsim loads torch)
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
 
 RANGE_TITLE = "input min and max per channel"
 

@@ -17,7 +17,8 @@ from textual.widgets import Static
 from tui_quantreport.tui.model_session import Measured
 
 if TYPE_CHECKING:
-    from tui_quantreport.engine.quantsim import Plan, Sqnr
+    from tui_quantreport.engine.plan import Plan
+    from tui_quantreport.engine.quantsim import Sqnr
 
 FLOAT = "float"
 #: Rows that are not schemes: the simulated advice of the outlier and equalization detectors.

@@ -43,7 +43,7 @@ TARGETS: dict[str, Target] = {name: Target.of(facts, *EXPORTERS[name]) for name,
 
 def resolve(name: str, plan: Any = None) -> Target:
     """The target ``name`` (or an old alias) selects. ``pt2e`` is the static PT2E target when the
-    plan (a ``PlanFile``) has more static modules than dynamic ones, else the dynamic one."""
+    plan (a ``Plan``) has more static modules than dynamic ones, else the dynamic one."""
     return TARGETS[target_name(name, plan.quantized.values() if plan is not None else None)]
 
 

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from tui_quantreport.engine.apply.plan import ActivationQParams
 from tui_quantreport.engine.core.recipes import torchao_config_from_spec
 from tui_quantreport.engine.core.scheme_facts import SchemeFacts, WeightFacts
+from tui_quantreport.engine.plan import ActivationQParams
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
     fake_quantize_float32,
