@@ -81,12 +81,14 @@ def test_the_targets_and_schemes_facts_are_one_torch_free_registry_under_the_sam
     """The facts (core) and what exports, applies and simulates them (apply, quantsim) are
     registered under the same names, in the same order, and the facts are the very objects the
     apply layer and the simulation use; the facts load without torch."""
-    from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
+    from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS, SCHEME_TITLES
     from tui_quantreport.engine.core.targets import TARGET_FACTS, TargetFacts, resolve_facts
     from tui_quantreport.engine.quantsim.schemes import SCHEMES
 
     assert list(SCHEMES) == list(SCHEME_FACTS)
     assert all(scheme.facts is SCHEME_FACTS[name] for name, scheme in SCHEMES.items())
+    assert list(SCHEME_TITLES) == list(SCHEME_FACTS)  # every scheme has its words, torch-free
+    assert all(scheme.title == SCHEME_TITLES[name] for name, scheme in SCHEMES.items())
     assert list(TARGETS) == list(TARGET_FACTS)
     for name, target in TARGETS.items():
         facts = TARGET_FACTS[name]

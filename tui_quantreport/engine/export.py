@@ -26,12 +26,11 @@ from typing import Any
 
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.escape import markdown_code, markdown_text, printable
+from tui_quantreport.engine.measured_render import measured_markdown, measured_text
 from tui_quantreport.engine.report import NOT_CALIBRATED, Finding, Report, Status, verdict_caveat
 from tui_quantreport.engine.severity import (
     finding_json,
     measured_json,
-    measured_markdown,
-    measured_text,
     signed_db,
 )
 

@@ -214,6 +214,33 @@ SCHEME_FACTS: dict[str, SchemeFacts] = {
     ),
 }
 
+#: Each scheme in words (the reports, the app's picker), by name, in the order of :data:`SCHEME_FACTS`.
+SCHEME_TITLES: dict[str, str] = {
+    "static_per_tensor": "static, per-tensor weights",
+    "static_per_channel": "static, per-channel weights",
+    "dynamic": "dynamic",
+    "weight_only": "weight-only",
+    "int8_weight_only_per_group": "int8 weight-only, group 128",
+    "int4_asym_g32": "int4 asymmetric, group 32",
+    "int4_asym_g64": "int4 asymmetric, group 64",
+    "int4_asym_g128": "int4 asymmetric, group 128",
+    "int4_hqq_g128": "int4 HQQ, group 128",
+    "int4_sym_g32": "int4 symmetric, group 32",
+    "int4_sym_g128": "int4 symmetric, group 128",
+    "int4_sym_per_channel": "int4 symmetric, per channel",
+    "8da4w_g32": "int8 dynamic + int4 weights, group 32",
+    "fp8_weight_only": "fp8 weight-only",
+    "fp8_dynamic_per_row": "fp8 dynamic, per row",
+    "fp8_dynamic_per_tensor": "fp8 dynamic, per tensor",
+    "fp8_static": "fp8 static",
+    "mxfp8": "MXFP8",
+    "mxfp4": "MXFP4",
+    "mxfp4_weight_only": "MXFP4 weight-only",
+    "nvfp4_weight_only": "NVFP4 weight-only",
+    "nvfp4": "NVFP4",
+    "nf4": "NF4",
+}
+
 #: The schemes the recommended plan chooses among, in its order of preference.
 PREFERENCE: tuple[str, ...] = tuple(
     name

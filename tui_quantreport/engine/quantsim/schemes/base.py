@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from tui_quantreport.engine.core.recipes import torchao_config_from_spec
-from tui_quantreport.engine.core.scheme_facts import SchemeFacts, WeightFacts
+from tui_quantreport.engine.core.scheme_facts import SCHEME_TITLES, SchemeFacts, WeightFacts
 from tui_quantreport.engine.plan import ActivationQParams
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.qparams import (
@@ -126,9 +126,13 @@ class Scheme:
     """One way of quantizing a weighted module (registered in :data:`SCHEMES`)."""
 
     name: str
-    title: str
     description: str
     facts: SchemeFacts
+
+    @property
+    def title(self) -> str:
+        """The scheme in words (torch-free, with its facts: :data:`~.core.scheme_facts.SCHEME_TITLES`)."""
+        return SCHEME_TITLES[self.name]
 
     # Facts, as the older attributes read them.
 

@@ -18,7 +18,6 @@ from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Schem
 
 class Dynamic(Int8Scheme):
     name = "dynamic"
-    title = "dynamic"
     description = (
         "int8 activations quantized with each batch's own range (per token or per tensor, as the target does) "
         "and int8 per-channel weights"

@@ -53,13 +53,13 @@ class Float8(TorchaoScheme):
         self.per_row = per_row
         granularity = "per_row" if per_row else "per_tensor"
         if activation == "none":
-            self.name, self.title = "fp8_weight_only", "fp8 weight-only"
+            self.name = "fp8_weight_only"
             self.description = "fp8 e4m3 weights with a float32 scale per output row, float activations"
             self.facts = SCHEME_FACTS[self.name]
             self.torchao_imports = (("torchao.quantization", "Float8WeightOnlyConfig"),)
             self.dims_multiple = 0
         elif activation == "dynamic":
-            self.name, self.title = f"fp8_dynamic_{granularity}", f"fp8 dynamic, {granularity.replace('_', ' ')}"
+            self.name = f"fp8_dynamic_{granularity}"
             self.description = (
                 f"fp8 e4m3 activations scaled {granularity.replace('_', ' ')} (per token / whole tensor) at run "
                 "time and fp8 weights alike"
@@ -70,7 +70,7 @@ class Float8(TorchaoScheme):
                 ("torchao.quantization", "PerRow" if per_row else "PerTensor"),
             )
         else:
-            self.name, self.title = "fp8_static", "fp8 static"
+            self.name = "fp8_static"
             self.description = (
                 "fp8 e4m3 activations with a calibrated per-tensor scale (amax / 448), fp8 per-tensor weights"
             )

@@ -32,7 +32,6 @@ class Int4Asymmetric(TorchaoScheme):
         self.group_size = group_size
         self.hqq = hqq
         self.name = f"int4_hqq_g{group_size}" if hqq else f"int4_asym_g{group_size}"
-        self.title = f"int4 {'HQQ' if hqq else 'asymmetric'}, group {group_size}"
         self.description = (
             f"int4 asymmetric weights with a bfloat16 scale and zero point per group of {group_size} "
             f"in-features{' chosen by HQQ' if hqq else ''} (tinygemm layout), float activations"

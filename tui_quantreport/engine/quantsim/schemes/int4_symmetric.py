@@ -49,9 +49,7 @@ class Int4Symmetric(TorchaoScheme):
 
     def __init__(self, group_size: int | None):
         self.group_size = group_size
-        where = f"group {group_size}" if group_size else "per channel"
         self.name = f"int4_sym_g{group_size}" if group_size else "int4_sym_per_channel"
-        self.title = f"int4 symmetric, {where}"
         self.description = (
             f"int4 symmetric weights with a scale per {'group of ' + str(group_size) + ' in-features' if group_size else 'output channel'} "
             "(torchao intx; Linear and Conv2d), float activations"

@@ -22,7 +22,6 @@ from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, 
 
 class Int8DynamicInt4(TorchaoScheme):
     name = "8da4w_g32"
-    title = "int8 dynamic + int4 weights, group 32"
     description = "int8 asymmetric per-token dynamic activations and int4 symmetric weights per group of 32"
     group_size = 32
     facts = SCHEME_FACTS[name]

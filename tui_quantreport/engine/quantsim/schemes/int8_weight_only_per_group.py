@@ -20,7 +20,6 @@ from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, 
 
 class Int8WeightOnlyPerGroup(TorchaoScheme):
     name = "int8_weight_only_per_group"
-    title = "int8 weight-only, group 128"
     description = "int8 symmetric weights with a float32 scale per group of 128 in-features, float activations"
     group_size = 128
     facts = SCHEME_FACTS[name]

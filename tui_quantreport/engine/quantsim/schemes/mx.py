@@ -47,7 +47,6 @@ class MX(TorchaoScheme):
         self.weight_only_ = weight_only
         dtype = "mxfp8" if bits == 8 else "mxfp4"
         self.name = f"{dtype}_weight_only" if weight_only else dtype
-        self.title = f"{dtype.upper()}{' weight-only' if weight_only else ''}"
         self.description = (
             f"{'fp8 e4m3' if bits == 8 else 'fp4 e2m1'} elements with an e8m0 scale per block of 32, "
             + ("weights only, float activations" if weight_only else "weights and activations")

@@ -25,7 +25,6 @@ SCALER_BLOCK = 256
 
 class NF4(TorchaoScheme):
     name = "nf4"
-    title = "NF4"
     description = "4-bit NormalFloat weights with double-quantized absmax scalers per block of 64, float activations"
     block = BLOCK
     facts = SCHEME_FACTS[name]

@@ -50,7 +50,6 @@ class NVFP4(TorchaoScheme):
     def __init__(self, weight_only: bool):
         self.weight_only_ = weight_only
         self.name = "nvfp4_weight_only" if weight_only else "nvfp4"
-        self.title = "NVFP4 weight-only" if weight_only else "NVFP4"
         self.description = "fp4 e2m1 elements with an e4m3 scale per block of 16 and a float32 scale per tensor, " + (
             "weights only, float activations" if weight_only else "weights and activations"
         )

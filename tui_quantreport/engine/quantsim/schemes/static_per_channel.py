@@ -12,7 +12,6 @@ from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Schem
 
 class StaticPerChannel(Int8Scheme):
     name = "static_per_channel"
-    title = "static, per-channel weights"
     description = (
         "int8 activations with qparams from the calibrated min/max (MinMaxObserver, the backend's "
         "reduce_range) and int8 per-output-channel symmetric weights (PerChannelMinMaxObserver)"

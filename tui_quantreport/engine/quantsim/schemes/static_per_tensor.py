@@ -12,7 +12,6 @@ from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Schem
 
 class StaticPerTensor(Int8Scheme):
     name = "static_per_tensor"
-    title = "static, per-tensor weights"
     description = (
         "int8 activations with qparams from the calibrated min/max (MinMaxObserver, the backend's "
         "reduce_range) and int8 per-tensor symmetric weights"

@@ -10,7 +10,6 @@ from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Schem
 
 class WeightOnly(Int8Scheme):
     name = "weight_only"
-    title = "weight-only"
     description = "int8 per-channel symmetric weights, float activations"
     facts = SCHEME_FACTS["weight_only"]
     per_channel_weights = True
