@@ -168,6 +168,11 @@ class PlanController(MainState):
             self._undo.append(self.plan)
             self._redo.clear()
         self._keep_plan(plan)
+        # What was being measured for the plan replaced (the module limiting it, its depth plot) is
+        # stale: cancelled, so the new plan's evaluation does not wait for the model behind it.
+        for group in ("limit", "depth"):
+            self.app.workers.cancel_group(self, group)
+        self._limit_plan = self._depth_plan = None  # measured again for whichever plan comes back
         with self.app.batch_update():  # the panes and the header follow in one repaint
             self.plan = plan
             if self.sensitivity is not None:  # measured for another plan (assigning None again redraws)
