@@ -143,3 +143,13 @@ async def export_to(app, pilot, path: Path, target: str | None = None) -> None:
     await pilot.press("enter")
     await settle(app, pilot)
     assert path.exists(), f"{path} was not written"
+
+
+async def set_tolerance(pilot, app, text: str) -> None:
+    """Type ``text`` into the dynamic-vs-static tolerance field, press Enter, wait for the work it starts."""
+    field = app.query_one(TOLERANCE_INPUT, Input)
+    field.focus()
+    await pilot.pause()
+    field.value = ""
+    await pilot.press(*text, "enter")
+    await settle(app, pilot)

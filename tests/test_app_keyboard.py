@@ -9,21 +9,13 @@ from app_helpers import (
     TOLERANCE_INPUT,
     calibrate,
     make_app,
+    set_tolerance,
     settle,
 )
 from textual.widgets import Input
 
 from tui_quantreport.tui.panes.module_detail import ModuleDetail
 from tui_quantreport.tui.panes.module_tree import ModuleTree
-
-
-async def set_tolerance(pilot, app, text: str) -> None:
-    field = app.query_one(TOLERANCE_INPUT, Input)
-    field.focus()
-    await pilot.pause()
-    field.value = ""
-    await pilot.press(*text, "enter")
-    await settle(app, pilot)
 
 
 async def test_keyboard_habits_enter_esc_jk_g_zoom_and_copy() -> None:

@@ -10,20 +10,12 @@ from app_helpers import (
     SIZE,
     TOLERANCE_INPUT,
     make_app,
+    set_tolerance,
     settle,
 )
 from textual.widgets import Input
 
 from tui_quantreport.tui import user_settings
-
-
-async def set_tolerance(pilot, app, text: str) -> None:
-    field = app.query_one(TOLERANCE_INPUT, Input)
-    field.focus()
-    await pilot.pause()
-    field.value = ""
-    await pilot.press(*text, "enter")
-    await settle(app, pilot)
 
 
 async def test_settings_persist_per_user_and_reset() -> None:

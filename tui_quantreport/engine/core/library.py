@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
 from tui_quantreport.engine.errors import UserError
@@ -49,6 +51,18 @@ def require_torchao(purpose: str) -> ModuleType:
         raise LibraryError(
             f"{purpose} needs torchao {TORCHAO_RANGE}, found {found}: pip install 'torchao{TORCHAO_RANGE}'"
         )
+    try:
+        with quietly_importing():
+            importlib.import_module("torchao.quantization")
+            return importlib.import_module("torchao")
+    except Exception as exc:  # noqa: BLE001 - a broken install is reported in one line
+        raise LibraryError(f"{purpose} needs torchao, which failed to import: {type(exc).__name__}: {exc}") from None
+
+
+@contextlib.contextmanager
+def quietly_importing() -> Iterator[None]:
+    """Import torchao's modules without their load-time warnings and log lines (its optional
+    kernels, pytree registrations): they are not the report's output."""
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:
@@ -56,10 +70,7 @@ def require_torchao(purpose: str) -> ModuleType:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            importlib.import_module("torchao.quantization")
-            return importlib.import_module("torchao")
-    except Exception as exc:  # noqa: BLE001 - a broken install is reported in one line
-        raise LibraryError(f"{purpose} needs torchao, which failed to import: {type(exc).__name__}: {exc}") from None
+            yield
     finally:
-        for log, level in zip(quiet, levels):
+        for log, level in zip(quiet, levels, strict=True):
             log.setLevel(level)

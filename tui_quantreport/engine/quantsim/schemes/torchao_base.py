@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import math
-import warnings
 
 import torch
 
-from tui_quantreport.engine.core.library import require_torchao
+from tui_quantreport.engine.core.library import quietly_importing, require_torchao
 from tui_quantreport.engine.errors import UserError
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import LINEAR_KINDS, InputContext, Scheme
@@ -29,20 +27,12 @@ def torchao_missing() -> str | None:
         require_torchao("measuring torchao's number formats")
     except UserError as exc:
         return str(exc)
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quietly_importing():
             for module in PROTOTYPE_MODULES:  # they register their enums with torch's pytree on import
                 importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - a broken install is a reason, in one line
         return f"torchao's prototype formats failed to import: {type(exc).__name__}: {exc}"
-    finally:
-        for log, level in zip(quiet, levels, strict=True):
-            log.setLevel(level)
     return None
 
 
