@@ -253,6 +253,11 @@ class ErrorAnalysis:
         #: Fake-quantized weights by (fqn, the scheme's weight facts): schemes quantizing a
         #: weight alike share one copy.
         self._weights: dict[tuple[str, WeightFacts], torch.Tensor] = {}
+        #: :meth:`plan_size`'s reads of the model, made once.
+        self._size_layout_cache: tuple[list[tuple[str, _Target, int, int, float]], list[tuple[int, float]]] | None = (
+            None
+        )
+        self._scheme_bits_cache: dict[tuple[str, str], float | None] = {}
         #: (fqn, scheme) whose weight recipe raised, with the reason.
         self._failed: dict[tuple[str, str], str] = {}
         self._reference: list[dict[str, torch.Tensor]] | None = None
@@ -466,29 +471,59 @@ class ErrorAnalysis:
 
     def plan_size(self, plan: Plan) -> PlanSize:
         """The model's parameter size under ``plan``: each quantized weight at its scheme's deployed
-        bits per weight, every other parameter (biases, norms, float modules) at its dtype's."""
+        bits per weight, every other parameter (biases, norms, float modules) at its dtype's.
+
+        The app asks on every header redraw: the model's parameters (and each module's bits under
+        each scheme) are read once, and each call only adds them up, in the same order as ever."""
+        targets, parameters = self._size_layout()
         quantized = plan.quantized
         bits = float_bits = 0.0
         weight_bits = weight_numel = 0.0
         planned: dict[int, float] = {}
-        for fqn, target in self.targets.items():
-            w = target.module.weight
-            native = w.numel() * w.element_size() * 8.0
+        for fqn, target, wid, numel, native in targets:
             name = quantized.get(fqn)
-            shape = tuple(w.shape)
-            if name is not None and self._ineligible(target, SCHEMES[name]) is None:
-                planned[id(w)] = SCHEMES[name].bits_per_weight(shape, target.kind) * w.numel()
-            weight_bits += planned.get(id(w), native)
-            weight_numel += w.numel()
-        seen: set[int] = set()
-        for p in self.model.parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            native = p.numel() * p.element_size() * 8.0
+            if name is not None:
+                scheme_bits = self._scheme_bits(fqn, target, name)
+                if scheme_bits is not None:
+                    planned[wid] = scheme_bits
+            weight_bits += planned.get(wid, native)
+            weight_numel += numel
+        for pid, native in parameters:
             float_bits += native
-            bits += planned.get(id(p), native)
+            bits += planned.get(pid, native)
         return PlanSize(bits / 8e6, float_bits / 8e6, weight_bits / weight_numel if weight_numel else None)
+
+    def _size_layout(self) -> tuple[list[tuple[str, _Target, int, int, float]], list[tuple[int, float]]]:
+        """For :meth:`plan_size`, read once: each target's (fqn, target, weight id, numel, bits in its
+        dtype) and each distinct parameter's (id, bits in its dtype), in the model's order."""
+        layout = self._size_layout_cache
+        if layout is None:
+            targets = []
+            for fqn, target in self.targets.items():
+                w = target.module.weight
+                targets.append((fqn, target, id(w), w.numel(), w.numel() * w.element_size() * 8.0))
+            seen: set[int] = set()
+            parameters = []
+            for p in self.model.parameters():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                parameters.append((id(p), p.numel() * p.element_size() * 8.0))
+            layout = self._size_layout_cache = (targets, parameters)
+        return layout
+
+    def _scheme_bits(self, fqn: str, target: _Target, name: str) -> float | None:
+        """The deployed bits of ``fqn``'s weight under scheme ``name`` (None where it cannot take it)."""
+        key = (fqn, name)
+        if key not in self._scheme_bits_cache:
+            w = target.module.weight
+            scheme = SCHEMES[name]
+            self._scheme_bits_cache[key] = (
+                None
+                if self._ineligible(target, scheme) is not None
+                else scheme.bits_per_weight(tuple(w.shape), target.kind) * w.numel()
+            )
+        return self._scheme_bits_cache[key]
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
         """The cheapest scheme within ``min_gain_db`` of the best, by local SQNR

@@ -280,7 +280,9 @@ class PlanController(MainState):
             with self.app.batch_update():  # the header and the panes in one repaint
                 self.plan_pending = False
                 self.plan_sqnr = message.sqnr
-            self.request_limit()
+            # Once the header is painted: the measurement of what limits the plan would otherwise
+            # share the interpreter with that repaint.
+            self.call_after_refresh(self.request_limit)
 
     def _plan_targets(self, purpose: str) -> tuple[Plan, Measured, str, list[str]] | None:
         """The plan, the measurement, the selected module and the quantizable modules of its subtree
