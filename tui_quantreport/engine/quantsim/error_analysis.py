@@ -108,6 +108,7 @@ from tui_quantreport.engine.quantsim.schemes import (
     StaticInput,
     WeightFacts,
 )
+from tui_quantreport.engine.quantsim.sizes import plan_size
 from tui_quantreport.engine.quantsim.sqnr import PreparedReference, Sqnr
 from tui_quantreport.engine.quantsim.tracers import PASS_THROUGH_TYPES, Dataflow, passes_through_class
 
@@ -470,60 +471,9 @@ class ErrorAnalysis:
         return result
 
     def plan_size(self, plan: Plan) -> PlanSize:
-        """The model's parameter size under ``plan``: each quantized weight at its scheme's deployed
-        bits per weight, every other parameter (biases, norms, float modules) at its dtype's.
-
-        The app asks on every header redraw: the model's parameters (and each module's bits under
-        each scheme) are read once, and each call only adds them up, in the same order as ever."""
-        targets, parameters = self._size_layout()
-        quantized = plan.quantized
-        bits = float_bits = 0.0
-        weight_bits = weight_numel = 0.0
-        planned: dict[int, float] = {}
-        for fqn, target, wid, numel, native in targets:
-            name = quantized.get(fqn)
-            if name is not None:
-                scheme_bits = self._scheme_bits(fqn, target, name)
-                if scheme_bits is not None:
-                    planned[wid] = scheme_bits
-            weight_bits += planned.get(wid, native)
-            weight_numel += numel
-        for pid, native in parameters:
-            float_bits += native
-            bits += planned.get(pid, native)
-        return PlanSize(bits / 8e6, float_bits / 8e6, weight_bits / weight_numel if weight_numel else None)
-
-    def _size_layout(self) -> tuple[list[tuple[str, _Target, int, int, float]], list[tuple[int, float]]]:
-        """For :meth:`plan_size`, read once: each target's (fqn, target, weight id, numel, bits in its
-        dtype) and each distinct parameter's (id, bits in its dtype), in the model's order."""
-        layout = self._size_layout_cache
-        if layout is None:
-            targets = []
-            for fqn, target in self.targets.items():
-                w = target.module.weight
-                targets.append((fqn, target, id(w), w.numel(), w.numel() * w.element_size() * 8.0))
-            seen: set[int] = set()
-            parameters = []
-            for p in self.model.parameters():
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                parameters.append((id(p), p.numel() * p.element_size() * 8.0))
-            layout = self._size_layout_cache = (targets, parameters)
-        return layout
-
-    def _scheme_bits(self, fqn: str, target: _Target, name: str) -> float | None:
-        """The deployed bits of ``fqn``'s weight under scheme ``name`` (None where it cannot take it)."""
-        key = (fqn, name)
-        if key not in self._scheme_bits_cache:
-            w = target.module.weight
-            scheme = SCHEMES[name]
-            self._scheme_bits_cache[key] = (
-                None
-                if self._ineligible(target, scheme) is not None
-                else scheme.bits_per_weight(tuple(w.shape), target.kind) * w.numel()
-            )
-        return self._scheme_bits_cache[key]
+        """The model's parameter size under ``plan`` (:func:`.sizes.plan_size`: each quantized weight at
+        its scheme's deployed bits per weight, every other parameter at its dtype's)."""
+        return plan_size(self, plan)
 
     def recommended_scheme(self, fqn: str, min_gain_db: float = DEFAULT_MIN_GAIN_DB) -> str:
         """The cheapest scheme within ``min_gain_db`` of the best, by local SQNR
