@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, make_app, settle, text_of
+from app_helpers import SHOWCASE_BATCHES, SIZE, calibrate, make_app, plan_settled, settle, text_of
 from textual.app import App, ComposeResult
 from textual.widgets import Input
 
@@ -16,16 +16,6 @@ from tui_quantreport.engine.planner_report import FrontierRow
 from tui_quantreport.tui.dialogs.export_dialog import ExportDialog
 from tui_quantreport.tui.screens.frontier_plot import FrontierPlot
 from tui_quantreport.tui.screens.frontier_screen import FrontierScreen
-
-
-async def _plan_settled(app, pilot) -> None:
-    for _ in range(400):
-        if not app.main.plan_pending:
-            break
-        await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-    await pilot.pause()
-    assert not app.main.plan_pending
 
 
 async def test_picking_a_frontier_point_makes_it_the_plan(tmp_path: Path) -> None:
@@ -53,7 +43,7 @@ async def test_picking_a_frontier_point_makes_it_the_plan(tmp_path: Path) -> Non
         assert plot.cursor == target
         point = frontier.point(plot.rows[target])
         await pilot.press("enter")
-        await _plan_settled(app, pilot)
+        await plan_settled(app, pilot)
         assert not isinstance(app.screen, FrontierScreen)
         assert dict(main.plan.modules) == dict(point.plan.modules)
         assert main.plan_sqnr == point.simulated

@@ -88,7 +88,6 @@ if TYPE_CHECKING:  # the names' real types, for type checkers (at run time each 
     from .statsfile import load as load_stats_file  # noqa: F401 - a public name (in __all__)
     from .statsfile import make as make_stats_file  # noqa: F401 - a public name (in __all__)
     from .statsfile import save as save_stats_file  # noqa: F401 - a public name (in __all__)
-    from .statsfile import settings_for as stats_settings_for  # noqa: F401 - a public name (in __all__)
 
 #: Public name -> the module (under ``engine``) that defines it; ``"module:attr"`` where the public
 #: name differs from the module's own (a module's generic ``read``/``write`` named for what it reads).
@@ -145,7 +144,6 @@ _EXPORTS = {
     "load_stats_file": "statsfile:load",
     "save_stats_file": "statsfile:save",
     "make_stats_file": "statsfile:make",
-    "stats_settings_for": "statsfile:settings_for",
     "assess": "severity",
     "measure_error": "severity:measure",
     "signed_db": "severity",
