@@ -18,22 +18,26 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
+from tui_quantreport.engine.quantsim.activation_recipes import MX_BLOCK, mx_dequantized
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme, per_group_bits
 
-BLOCK = 32
+BLOCK = MX_BLOCK
 
 
 def fake_quantize_mx(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``x`` through torchao's MX quantization along its last axis (fp8 e4m3 or fp4 e2m1 elements)."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).contiguous()
+    if x.dtype in (torch.float32, torch.bfloat16) and shape[-1] % BLOCK == 0:
+        # The same bits without the tensor subclass and torchao's fp4 bit twiddling.
+        return mx_dequantized(flat, bits).reshape(shape)
     from torchao.prototype.mx_formats.config import ScaleCalculationMode
     from torchao.prototype.mx_formats.mx_tensor import MXTensor
 
     elem = torch.float8_e4m3fn if bits == 8 else torch.float4_e2m1fn_x2
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1]).contiguous()
-    mx = MXTensor.to_mx(flat, elem, BLOCK, scaling_mode=ScaleCalculationMode.RCEIL)
+    mx = MXTensor.to_mx(flat, elem, BLOCK, scaling_mode=ScaleCalculationMode.RCEIL)  # torchao's refusal
     return mx.dequantize(x.dtype).reshape(shape)
 
 

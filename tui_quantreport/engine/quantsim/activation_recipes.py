@@ -1,0 +1,111 @@
+"""Exact, faster forms of torchao's fp4 casts and its int8 per-token activation recipe.
+
+The dynamic schemes run these on every input of every module, per probe batch, so their cost is
+per element. Each gives the bits torchao's own path gives (``tests/test_activation_recipes.py``
+holds them equal with ``torch.equal`` on the raw bits: float32 and bfloat16, NaN, infinities,
+signed zeros, all-zero blocks and rows, values halfway between two codes, subnormal and huge
+scales):
+
+- :func:`e2m1_values`: torchao's ``f4_unpacked_to_f32(f32_to_f4_unpacked(v))`` for the values its
+  fp4 recipes cast (already clamped to ``[-6, 6]``). torchao encodes each value with ~20 integer
+  ops on its bits (a magic adder for round to nearest even, masks for the subnormal and the
+  saturated case), packs two codes a byte, unpacks and decodes them again with ~15 more. The e2m1
+  grid is ``0, 0.5, 1, 1.5`` (step 1/2), ``2, 3`` (step 1) and ``4, 6`` (step 2): rounding ``|v|``
+  to its step with ``torch.round`` (half to even) is round to nearest even on the fp4 code too,
+  since an even multiple of the step is exactly a code with an even mantissa. The sign is copied
+  back (``-0.0`` too). NaN stays NaN, where torchao makes some code of its bits: both recipes
+  below only cast NaN where the value is multiplied by a NaN scale afterwards (MX), or check
+  first (NVFP4).
+- :func:`mx_dequantized`: ``MXTensor.to_mx(x, dtype, 32, RCEIL).dequantize(x.dtype)``: torchao's
+  own scale (``_to_mx_rceil``) and ``get_fp_scale``; only the fp4 cast is :func:`e2m1_values`, and
+  the tensor subclass is not built.
+- :func:`nvfp4_dequantized`: ``NVFP4Tensor.to_nvfp4(x, per_tensor_scale=s).dequantize(x.dtype)``
+  (``nvfp4_quantize``'s two-level scaling, the same ops), with :func:`e2m1_values` as the cast where
+  no value can be NaN before the cast: a finite per-tensor scale and finite reciprocal block scales
+  (read back once per call, on the host only). Elsewhere, and off the host, torchao's path.
+- :func:`int8_per_token_asym_dequantized`: torchao's ``_apply_int8_act_asym_per_token_quant_dequant``
+  (``choose_qparams_affine`` asymmetric on ``[-128, 127]`` per row of the last axis, quantize,
+  dequantize: the same ops in the same dtype) without its int8 round trip, which is the identity
+  on the clamped integers when every scale is finite (then every value is). Checked per call on
+  the host; elsewhere torchao's own function.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tui_quantreport.engine.quantsim.hostsync import host_reads
+
+E2M1_MAX = 6.0
+#: torchao's MX block.
+MX_BLOCK = 32
+#: torchao's NVFP4 block.
+NVFP4_BLOCK = 16
+
+
+def e2m1_values(v: torch.Tensor) -> torch.Tensor:
+    """float32 ``v`` in ``[-6, 6]`` (or NaN) rounded to the nearest fp4 e2m1 value, ties to even."""
+    a = v.abs()
+    step_inverse = torch.where(a < 2.0, 2.0, torch.where(a >= 4.0, 0.5, 1.0))
+    rounded = torch.round(a * step_inverse).div_(step_inverse)
+    return rounded.copysign_(v)
+
+
+def mx_dequantized(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x`` (float32 or bfloat16, last axis a multiple of 32) through torchao's MX recipe (RCEIL
+    scales; e4m3 for 8 bits, e2m1 for 4), dequantized to ``x.dtype``."""
+    from torchao.prototype.mx_formats.mx_tensor import _to_mx_rceil, get_fp_scale
+
+    shape = x.shape
+    blocks = x.reshape(-1, shape[-1] // MX_BLOCK, MX_BLOCK)
+    max_abs = torch.amax(torch.abs(blocks), -1).unsqueeze(-1)
+    max_pos = 448.0 if bits == 8 else E2M1_MAX
+    exponent, scaled = _to_mx_rceil(blocks.to(torch.float32), max_abs.to(torch.float32), max_pos)
+    if bits == 8:
+        elements = scaled.to(torch.float8_e4m3fn).to(x.dtype)
+    else:
+        elements = e2m1_values(scaled).to(x.dtype)
+    scale = get_fp_scale(exponent.squeeze(-1)).reshape(-1, 1).to(x.dtype)
+    return (elements.reshape(-1, MX_BLOCK) * scale).reshape(shape)
+
+
+def nvfp4_dequantized(x: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.Tensor:
+    """``NVFP4Tensor.to_nvfp4(x, per_tensor_scale=...).dequantize(x.dtype)`` for a contiguous 2-D or
+    3-D ``x`` (float32 or bfloat16, last axis a multiple of 16); ``per_tensor_scale`` a 0-d tensor,
+    or ``(S, 1, 1)`` for a 3-D ``x``."""
+    from torchao.prototype.mx_formats.nvfp4_tensor import E4M3_EPS, F8E4M3_MAX, NVFP4Tensor
+
+    shape = x.shape
+    data = x.float().reshape(shape[0], -1, NVFP4_BLOCK)
+    block_scale = torch.amax(torch.abs(data), dim=-1) / E2M1_MAX
+    outer = per_tensor_scale.squeeze(-1) if per_tensor_scale.dim() == 3 else per_tensor_scale
+    block_fp8 = torch.clamp(block_scale.to(torch.float32) / outer, min=E4M3_EPS, max=F8E4M3_MAX).to(torch.float8_e4m3fn)
+    reciprocal = (1.0 / outer) / block_fp8.to(torch.float32)
+    if not (host_reads(x) and bool(torch.isfinite(per_tensor_scale).all()) and bool(torch.isfinite(reciprocal).all())):
+        # A NaN before the cast (torchao casts it to a code of its bits): torchao's own path.
+        return NVFP4Tensor.to_nvfp4(x, per_tensor_scale=per_tensor_scale).dequantize(x.dtype)
+    scaled = torch.clamp(data * reciprocal.unsqueeze(-1), -E2M1_MAX, E2M1_MAX).view(shape)
+    elements = e2m1_values(scaled).view(*shape[:-1], shape[-1] // NVFP4_BLOCK, NVFP4_BLOCK)
+    hp_scale = per_tensor_scale * block_fp8.to(torch.float).view(*shape[:-1], shape[-1] // NVFP4_BLOCK)
+    return (elements * hp_scale.unsqueeze(-1)).view(shape).to(x.dtype)
+
+
+def int8_per_token_asym_dequantized(x: torch.Tensor) -> torch.Tensor:
+    """torchao's ``_apply_int8_act_asym_per_token_quant_dequant(x)``, bit for bit."""
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+        _apply_int8_act_asym_per_token_quant_dequant,
+    )
+
+    if not host_reads(x) or x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or x.dim() == 0:
+        return _apply_int8_act_asym_per_token_quant_dequant(x)
+    qmin, qmax = -128, 127
+    zero = torch.zeros((), dtype=x.dtype)
+    min_neg = torch.minimum(torch.amin(x, dim=-1, keepdim=True), zero)
+    max_pos = torch.maximum(torch.amax(x, dim=-1, keepdim=True), zero)
+    scale = torch.clamp((max_pos - min_neg) / float(qmax - qmin), min=torch.finfo(x.dtype).smallest_normal)
+    if not bool(torch.isfinite(scale).all()):
+        # A non-finite value or range: torchao's int8 cast of NaN decides the values.
+        return _apply_int8_act_asym_per_token_quant_dequant(x)
+    zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax)
+    quantized = torch.round(x * (1.0 / scale)).add_(zero_point).clamp_(qmin, qmax)
+    return quantized.sub_(zero_point).mul_(scale)
