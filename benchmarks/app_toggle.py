@@ -10,7 +10,9 @@ the new plan set, its redraws included), debounce (until the worker starts: :dat
 for changes in quick succession, none for a single one), engine (the plan evaluation in the
 worker), header (the result message handled, the header's text set) and paint (until the next screen
 update: the header on screen).
-It also times the engine alone on the same kind of plan with the UI idle, for comparison. A benchmark,
+It also times the engine alone on the same kind of plan with the UI idle, for comparison, and the
+floor under it: the float model's plain forward over the same probe rows (merged as the evaluation
+runs them), which any evaluation of a new plan must at least run. A benchmark,
 not a test: prints a table, asserts nothing.
 """
 
@@ -98,6 +100,7 @@ async def _run(
     size: tuple[int, int],
     engine_alone: list[float],
     profile=None,
+    plain_forward: list[float] | None = None,
 ) -> list[dict[str, float]]:
     from textual import events
 
@@ -182,7 +185,29 @@ async def _run(
             t0 = time.perf_counter()
             real_plan_sqnr(plan)
             engine_alone.append(time.perf_counter() - t0)
+        if plain_forward is not None:
+            plain_forward.extend(_plain_forwards(main.measured.analysis, toggles))
     return rows
+
+
+def _plain_forwards(analysis, times: int) -> list[float]:
+    """The floor under the engine: the float model's plain forward over the same probe rows, as the
+    evaluation runs them (one merged batch where the probes merge), nothing simulated, no SQNR."""
+    import torch
+
+    from tui_quantreport.engine.batches import call_batch
+    from tui_quantreport.engine.model_lock import model_lock
+
+    merged = analysis._merged_probes()
+    batches = [merged.batch] if merged is not None else list(analysis.probes)
+    seconds = []
+    with model_lock(analysis.model), torch.no_grad():
+        for _ in range(times + 1):
+            t0 = time.perf_counter()
+            for batch in batches:
+                call_batch(analysis.model, batch)
+            seconds.append(time.perf_counter() - t0)
+    return seconds[1:]  # after one warm-up
 
 
 def measure(
@@ -191,7 +216,8 @@ def measure(
     """Medians in ms (key to header, and its parts) of ``toggles`` toggles in the headless app; for
     ``benchmarks.run``'s target list."""
     engine_alone: list[float] = []
-    rows = asyncio.run(_run(model, batches, toggles, size, engine_alone))
+    plain: list[float] = []
+    rows = asyncio.run(_run(model, batches, toggles, size, engine_alone, plain_forward=plain))
     totals = [r["total"] * 1e3 for r in rows]
     return {
         "total_ms": statistics.median(totals),
@@ -200,6 +226,7 @@ def measure(
         "engine_ms": statistics.median(r["engine"] * 1e3 for r in rows),
         "paint_ms": statistics.median(r["paint"] * 1e3 for r in rows),
         "engine_alone_ms": statistics.median(v * 1e3 for v in engine_alone),
+        "plain_forward_ms": statistics.median(v * 1e3 for v in plain),
         "toggles": len(rows),
     }
 
@@ -234,7 +261,8 @@ def main() -> None:
         import cProfile
 
         profile = cProfile.Profile()
-    rows = asyncio.run(_run(args.model, args.batches, args.toggles, (width, height), engine_alone, profile))
+    plain: list[float] = []
+    rows = asyncio.run(_run(args.model, args.batches, args.toggles, (width, height), engine_alone, profile, plain))
     keys = ("total", "key", "debounce", "engine", "header", "paint")
     print(f"\n{'module':<40} " + " ".join(f"{k:>8}" for k in keys) + "  (ms)")
     for r in rows:
@@ -246,6 +274,10 @@ def main() -> None:
     print(
         f"engine alone (plan_sqnr, UI idle): median {statistics.median(alone):.0f} ms "
         f"(min {min(alone):.0f}, max {max(alone):.0f})"
+    )
+    print(
+        f"plain forward over the same probes (float model, nothing simulated): median "
+        f"{statistics.median(plain) * 1e3:.0f} ms (min {min(plain) * 1e3:.0f}, max {max(plain) * 1e3:.0f})"
     )
     if profile is not None:
         import pstats
