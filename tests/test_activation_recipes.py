@@ -9,6 +9,7 @@ import torch
 
 from tui_quantreport.engine.quantsim.activation_recipes import (
     e2m1_values,
+    float8_dequantized,
     int8_per_token_asym_dequantized,
     mx_dequantized,
     nvfp4_dequantized,
@@ -156,7 +157,33 @@ def test_int8_per_token_equals_torchao(dtype):
             assert _same(int8_per_token_asym_dequantized(x), theirs), name
 
 
-@pytest.mark.parametrize("name", ["mxfp4", "mxfp8", "nvfp4", "8da4w_g32"])
+def _float8_torchao(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None) -> torch.Tensor:
+    from torchao.quantization.quant_primitives import (
+        _choose_scale_float8,
+        _dequantize_affine_float8,
+        _quantize_affine_float8,
+    )
+
+    if scale is None:
+        block = [1] * (x.dim() - 1) + [x.shape[-1]] if per_row and x.dim() else list(x.shape)
+        scale = _choose_scale_float8(x, block_size=block, float8_dtype=torch.float8_e4m3fn)
+    return _dequantize_affine_float8(_quantize_affine_float8(x, scale, torch.float8_e4m3fn), scale, x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per_row", [True, False])
+def test_float8_equals_torchao_primitives(dtype, per_row):
+    cases = dict(_int8_cases(torch.float32))
+    cases["halfway between e4m3 values"] = torch.tensor([448.0, 1.0625, 1.1875, -1.0625, 2.0**-7 * 1.5, 2.0**-10])
+    cases["a scalar"] = torch.tensor(3.0)
+    for name, x in cases.items():
+        x = x.to(dtype)
+        assert _same(float8_dequantized(x, per_row), _float8_torchao(x, per_row, None)), name
+        static = torch.tensor(0.0123, dtype=torch.float32)  # a calibrated per-tensor scale
+        assert _same(float8_dequantized(x, per_row, static), _float8_torchao(x, per_row, static)), name
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8", "nvfp4", "8da4w_g32", "fp8_dynamic_per_row"])
 def test_schemes_quantize_inputs_and_weights_as_torchao_does(name):
     """The schemes route through the faster forms and still give torchao's values."""
     from torch import nn
@@ -186,6 +213,11 @@ def test_schemes_quantize_inputs_and_weights_as_torchao_does(name):
         def theirs(t):
             flat = t.reshape(-1, t.shape[-1]).contiguous()
             return _nvfp4_torchao(flat, per_tensor_amax_to_scale(torch.max(torch.abs(flat))))
+
+    elif name == "fp8_dynamic_per_row":
+
+        def theirs(t):
+            return _float8_torchao(t, True, None)
 
     else:
         from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (

@@ -23,6 +23,11 @@ scales):
   (``nvfp4_quantize``'s two-level scaling, the same ops), with :func:`e2m1_values` as the cast where
   no value can be NaN before the cast: a finite per-tensor scale and finite reciprocal block scales
   (read back once per call, on the host only). Elsewhere, and off the host, torchao's path.
+- :func:`float8_dequantized`: torchao's ``_choose_scale_float8`` (``amax / 448`` per row of the
+  last axis or per tensor, in the input's dtype, then float32), ``_quantize_affine_float8`` and
+  ``_dequantize_affine_float8``: the same ops without the custom-op wrappers and the scale's
+  expansion to the tensor's shape (a broadcast gives the same values), which cost more than the
+  arithmetic on an activation of a few thousand values.
 - :func:`int8_per_token_asym_dequantized`: torchao's ``_apply_int8_act_asym_per_token_quant_dequant``
   (``choose_qparams_affine`` asymmetric on ``[-128, 127]`` per row of the last axis, quantize,
   dequantize: the same ops in the same dtype) without its int8 round trip, which is the identity
@@ -88,6 +93,20 @@ def nvfp4_dequantized(x: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.
     elements = e2m1_values(scaled).view(*shape[:-1], shape[-1] // NVFP4_BLOCK, NVFP4_BLOCK)
     hp_scale = per_tensor_scale * block_fp8.to(torch.float).view(*shape[:-1], shape[-1] // NVFP4_BLOCK)
     return (elements * hp_scale.unsqueeze(-1)).view(shape).to(x.dtype)
+
+
+FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
+
+
+def float8_dequantized(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """e4m3 fake quantization with torchao's float8 primitives' arithmetic: a float32 scale per row
+    of the last axis or per tensor (``amax / 448``), or the given ``scale``; in ``x``'s dtype."""
+    if scale is None:
+        magnitude = x.abs()
+        amax = magnitude.amax(dim=-1, keepdim=True) if per_row and x.dim() else magnitude.amax()
+        scale = (amax / FP8_MAX).to(torch.float32)
+    scaled = torch.clamp(x.to(torch.float32) / scale, min=-FP8_MAX, max=FP8_MAX)
+    return (scaled.to(torch.float8_e4m3fn).to(torch.float32) * scale).to(x.dtype)
 
 
 def int8_per_token_asym_dequantized(x: torch.Tensor) -> torch.Tensor:

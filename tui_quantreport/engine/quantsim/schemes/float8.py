@@ -6,7 +6,7 @@ calibrated per-tensor activation scale ``amax / 448``).
 
 Recipe: torchao's ``_choose_scale_float8`` (``s = amax / 448`` per row or per tensor,
 float32) and ``_quantize_affine_float8`` (``(x / s).clamp(±448).to(float8_e4m3fn)``),
-dequantized as ``q * s``; the activations alike with the row being a token. Deployed:
+dequantized as ``q * s`` (``activation_recipes.float8_dequantized``: the same bits); the activations alike with the row being a token. Deployed:
 fp8 values plus one float32 scale per row (``8 + 32 / K``) or per tensor.
 torchao leaves a weight whose dims are not multiples of 16 in float (logged at INFO):
 ineligible here, with that reason; so is a per-tensor-scaled weight of exactly 128 x 128, which
@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
+from tui_quantreport.engine.quantsim.activation_recipes import FP8_MAX, float8_dequantized
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
 
-FP8_MAX = 448.0
 #: The block of torchao's 128 x 128 block-scaled fp8 weights.
 BLOCKWISE = 128
 
@@ -33,17 +33,7 @@ BLOCKWISE = 128
 def fake_quantize_float8(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` through e4m3 fake quantization with torchao's primitives: a float32 scale per row
     of the last axis or per tensor (``amax / 448``), or the given ``scale``; in ``x``'s dtype."""
-    from torchao.quantization.quant_primitives import (
-        _choose_scale_float8,
-        _dequantize_affine_float8,
-        _quantize_affine_float8,
-    )
-
-    if scale is None:
-        block = [1] * (x.dim() - 1) + [x.shape[-1]] if per_row and x.dim() else list(x.shape)
-        scale = _choose_scale_float8(x, block_size=block, float8_dtype=torch.float8_e4m3fn)
-    q = _quantize_affine_float8(x, scale, torch.float8_e4m3fn)
-    return _dequantize_affine_float8(q, scale, x.dtype)
+    return float8_dequantized(x, per_row, scale)  # torchao's primitives' bits, faster
 
 
 class Float8(TorchaoScheme):
