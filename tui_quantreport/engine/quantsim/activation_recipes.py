@@ -17,8 +17,8 @@ scales):
   below only cast NaN where the value is multiplied by a NaN scale afterwards (MX), or check
   first (NVFP4).
 - :func:`mx_dequantized`: ``MXTensor.to_mx(x, dtype, 32, RCEIL).dequantize(x.dtype)``: torchao's
-  own scale (``_to_mx_rceil``) and ``get_fp_scale``; only the fp4 cast is :func:`e2m1_values`, and
-  the tensor subclass is not built.
+  scale (``_to_mx_rceil``'s eager ops, without its per-call check for a compiled graph) and its
+  ``get_fp_scale``; the fp4 cast is :func:`e2m1_values`, and the tensor subclass is not built.
 - :func:`nvfp4_dequantized`: ``NVFP4Tensor.to_nvfp4(x, per_tensor_scale=s).dequantize(x.dtype)``
   (``nvfp4_quantize``'s two-level scaling, the same ops), with :func:`e2m1_values` as the cast where
   no value can be NaN before the cast: a finite per-tensor scale and finite reciprocal block scales
@@ -44,6 +44,8 @@ from tui_quantreport.engine.quantsim.hostsync import host_reads
 E2M1_MAX = 6.0
 #: torchao's MX block.
 MX_BLOCK = 32
+#: The e8m0 exponent bias (torchao's ``E8M0_EXPONENT_BIAS``).
+_E8M0_BIAS = 127
 #: torchao's NVFP4 block.
 NVFP4_BLOCK = 16
 
@@ -59,19 +61,46 @@ def e2m1_values(v: torch.Tensor) -> torch.Tensor:
 def mx_dequantized(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``x`` (float32 or bfloat16, last axis a multiple of 32) through torchao's MX recipe (RCEIL
     scales; e4m3 for 8 bits, e2m1 for 4), dequantized to ``x.dtype``."""
-    from torchao.prototype.mx_formats.mx_tensor import _to_mx_rceil, get_fp_scale
+    from torchao.prototype.mx_formats.mx_tensor import get_fp_scale
 
     shape = x.shape
     blocks = x.reshape(-1, shape[-1] // MX_BLOCK, MX_BLOCK)
     max_abs = torch.amax(torch.abs(blocks), -1).unsqueeze(-1)
     max_pos = 448.0 if bits == 8 else E2M1_MAX
-    exponent, scaled = _to_mx_rceil(blocks.to(torch.float32), max_abs.to(torch.float32), max_pos)
+    exponent, scaled = _rceil(blocks.to(torch.float32), max_abs.to(torch.float32), max_pos)
     if bits == 8:
         elements = scaled.to(torch.float8_e4m3fn).to(x.dtype)
     else:
         elements = e2m1_values(scaled).to(x.dtype)
     scale = get_fp_scale(exponent.squeeze(-1)).reshape(-1, 1).to(x.dtype)
     return (elements.reshape(-1, MX_BLOCK) * scale).reshape(shape)
+
+
+def _rceil(data: torch.Tensor, max_abs: torch.Tensor, max_pos: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchao's ``_to_mx_rceil`` as it runs in eager mode off Blackwell GPUs (its fallback branch,
+    the same ops), without its check for a compiled graph or a fake tensor (~0.2 ms a call)."""
+    descale = max_abs / max_pos
+    exponent = torch.where(
+        torch.isnan(descale),
+        255,
+        torch.where(
+            torch.isinf(descale),
+            254,
+            (torch.clamp(torch.ceil(torch.log2(descale)), min=-_E8M0_BIAS, max=_E8M0_BIAS) + _E8M0_BIAS).to(
+                torch.uint8
+            ),
+        ),
+    )
+    reciprocal = torch.where(
+        exponent == 255,
+        descale,
+        torch.where(
+            exponent == 254,
+            2**-127,
+            torch.where(exponent == 0, 1.0, torch.exp2(_E8M0_BIAS - exponent.to(torch.float32))),
+        ),
+    )
+    return exponent, torch.clamp(data * reciprocal, min=-max_pos, max=max_pos)
 
 
 def nvfp4_dequantized(x: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.Tensor:
