@@ -215,8 +215,63 @@ def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_
                 out_q[j, c] = _FLOOR  # only the lowest key (a NaN) was never a candidate
 
 
+#: Channels per block of :func:`top_rows` (its running top lists stay in the L1 cache).
+_BLOCK = 256
+
+
+def top_rows(bits, m, top, lo, hi, nans):  # pragma: no cover - compiled
+    """Per channel of ``bits`` ``(T, P, C)`` (int32 views of float32, C-contiguous; channel ``(t,
+    c)`` holds ``bits[t, :, c]``): the ``m`` largest order keys, ascending, into ``top[:, t*C + c]``
+    (so ``top[0]`` is the ``m``-th largest), and the min key, max key and NaN count.
+
+    For short rows with ``m`` small (the top few percent of a few hundred values), vectorised
+    across channels: each row's keys are merged into the channels' sorted top lists with the
+    branch-free rule ``top'[i] = max(top[i], min(key, top[i + 1]))``, ``top'[m-1] = max(top[m-1],
+    key)`` (the list with ``key`` inserted and its smallest dropped; min and max select, never
+    compute, so the result is the values' own keys). No transposed copy, no sort.
+    """
+    t_len, p_len, c_len = bits.shape
+    keys = np.empty(_BLOCK, np.int32)
+    run = np.empty((m, _BLOCK), np.int32)
+    low = np.empty(_BLOCK, np.int32)
+    high = np.empty(_BLOCK, np.int32)
+    nan = np.empty(_BLOCK, np.int32)
+    for t in range(t_len):
+        for c0 in range(0, c_len, _BLOCK):
+            w = min(c_len, c0 + _BLOCK) - c0
+            low[:] = np.int32(0x7FFFFFFF)
+            high[:] = _FLOOR
+            nan[:] = 0
+            run[:, :] = _FLOOR
+            for p in range(p_len):
+                row = bits[t, p, c0 : c0 + w]
+                for c in range(w):
+                    v = row[c]
+                    key = v ^ ((v >> 31) & _MASK)
+                    keys[c] = key
+                    low[c] = min(low[c], key)
+                    high[c] = max(high[c], key)
+                    nan[c] += np.int32((v & _MASK) > _INF)
+                for i in range(m - 1):
+                    below = run[i]
+                    above = run[i + 1]
+                    for c in range(w):
+                        below[c] = max(below[c], min(keys[c], above[c]))
+                last = run[m - 1]
+                for c in range(w):
+                    last[c] = max(last[c], keys[c])
+            out = t * c_len + c0
+            for c in range(w):
+                lo[out + c] = low[c]
+                hi[out + c] = high[c]
+                nans[out + c] = nan[c]
+            for i in range(m):
+                for c in range(w):
+                    top[i, out + c] = run[i, c]
+
+
 #: The kernels, in the order they call each other (a kernel calls only those before it).
-_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish")
+_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish", "top_rows")
 
 
 def build() -> SimpleNamespace:

@@ -73,6 +73,66 @@ def use_kernel(x3: Any) -> bool:
     return available()
 
 
+#: "auto" selects the top ``m = n - k`` values of channel-last rows (:func:`top_stats`) with the
+#: kernel up to this ``m``: its work grows with ``m`` (about ``2m`` vectorised min/max per value),
+#: the NumPy path's (a transposed copy and a sort) does not (measured, see benchmarks/README.md
+#: "Short rows").
+TOP_MAX_M = 32
+
+
+def use_top(x3: Any, ks: list[int]) -> np.ndarray | None:
+    """The ``(1, P, C)`` int32 view :func:`top_stats` reads when "auto" (or "numba") should
+    select on the host float32 tensor ``x3`` ``(A, C, B)`` with it, else None.
+
+    Only where each of the ``A * B`` positions holds every channel side by side (channel-last
+    memory: ``B == 1``, or a channels-last layout), so the view needs no copy.
+    """
+    a, c, b = x3.shape
+    if not top_applies(x3.dtype, c, a * b, ks):
+        return None
+    positions = x3.transpose(1, 2)
+    if not positions.is_contiguous():
+        return None
+    return positions.reshape(1, a * b, c).numpy().view(np.int32)
+
+
+def top_applies(dtype: Any, channels: int, n: int, ks: list[int]) -> bool:
+    """Whether :func:`top_stats` should select ``ks`` among ``n`` values in each of ``channels``
+    side-by-side channels of ``dtype`` (the rule behind :func:`use_top`)."""
+    if not ks or dtype != _TORCH_FLOAT32 or channels < 2 or n - min(ks) > TOP_MAX_M:
+        return False
+    return mode() != "torch" and available()
+
+
+def top_stats(bits: np.ndarray, n: int, ks: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """``(channel_min, channel_max, {k: k-th smallest per channel})`` from ``bits`` ``(T, P, C)``
+    (int32 views of float32, C-contiguous; channel ``(t, c)`` holds ``bits[t, :, c]``, ``P == n``),
+    flattened over ``(t, c)``. Every ``k`` must be at least ``n - TOP_MAX_M``-ish: the kernel keeps
+    the ``n - min(ks)`` largest values of each channel. A channel holding NaN has NaN everywhere
+    (as in :func:`channel_stats`)."""
+    k = _kernels()
+    if k is None:
+        raise RuntimeError(_failed)
+    t, p, c = bits.shape
+    low = min(ks)
+    if p != n or low < 0 or max(ks) >= n:
+        raise ValueError(f"order statistics {ks} out of range for {n} values per channel")
+    m = n - low
+    top = np.empty((m, t * c), np.int32)
+    lo = np.empty(t * c, np.int32)
+    hi = np.empty(t * c, np.int32)
+    nans = np.empty(t * c, np.int32)
+    k.top_rows(bits, m, top, lo, hi, nans)
+    out_min, out_max = _floats(lo), _floats(hi)
+    picked = {kk: _floats(top[kk - low]) for kk in ks}
+    nan = nans > 0
+    if nan.any():
+        out_min[nan] = out_max[nan] = np.nan
+        for q in picked.values():
+            q[nan] = np.nan
+    return out_min, out_max, picked
+
+
 def mode() -> str:
     value = os.environ.get(ENV, "auto").strip().lower()
     return value if value in ("auto", "numba", "torch") else "auto"
