@@ -82,6 +82,8 @@ def _compact(row, count, m):  # pragma: no cover - compiled
 _MASK = np.int32(0x7FFFFFFF)
 _INF = np.int32(0x7F800000)
 _FLOOR = np.int32(-2147483648)
+#: The bits of float32 NaN (what ``np.float32("nan")`` holds).
+_NAN = np.int32(0x7FC00000)
 
 
 def start_thresholds(bits, m, sample, threshold):  # pragma: no cover - compiled
@@ -219,16 +221,18 @@ def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_
 _BLOCK = 256
 
 
-def top_rows(bits, m, top, lo, hi, nans):  # pragma: no cover - compiled
+def top_rows(bits, m, offsets, out_min, out_max, out_q):  # pragma: no cover - compiled
     """Per channel of ``bits`` ``(T, P, C)`` (int32 views of float32, C-contiguous; channel ``(t,
-    c)`` holds ``bits[t, :, c]``): the ``m`` largest order keys, ascending, into ``top[:, t*C + c]``
-    (so ``top[0]`` is the ``m``-th largest), and the min key, max key and NaN count.
+    c)`` holds ``bits[t, :, c]``, output column ``t*C + c``): its min, max and, for each ``j``, the
+    ``offsets[j]``-th of its ``m`` largest values (ascending: offset 0 is the ``m``-th largest), as
+    float32 bit patterns into the int32 arrays ``out_min``, ``out_max`` ``(T*C,)`` and ``out_q``
+    ``(len(offsets), T*C)``. A channel holding NaN gets NaN everywhere.
 
     For short rows with ``m`` small (the top few percent of a few hundred values), vectorised
-    across channels: each row's keys are merged into the channels' sorted top lists with the
+    across channels: each row's order keys are merged into the channels' sorted top lists with the
     branch-free rule ``top'[i] = max(top[i], min(key, top[i + 1]))``, ``top'[m-1] = max(top[m-1],
     key)`` (the list with ``key`` inserted and its smallest dropped; min and max select, never
-    compute, so the result is the values' own keys). No transposed copy, no sort.
+    compute, so every result is one of the values). No transposed copy, no sort.
     """
     t_len, p_len, c_len = bits.shape
     keys = np.empty(_BLOCK, np.int32)
@@ -262,12 +266,19 @@ def top_rows(bits, m, top, lo, hi, nans):  # pragma: no cover - compiled
                     last[c] = max(last[c], keys[c])
             out = t * c_len + c0
             for c in range(w):
-                lo[out + c] = low[c]
-                hi[out + c] = high[c]
-                nans[out + c] = nan[c]
-            for i in range(m):
-                for c in range(w):
-                    top[i, out + c] = run[i, c]
+                if nan[c] > 0:
+                    out_min[out + c] = _NAN
+                    out_max[out + c] = _NAN
+                    for j in range(len(offsets)):
+                        out_q[j, out + c] = _NAN
+                    continue
+                key = low[c]
+                out_min[out + c] = key ^ ((key >> 31) & _MASK)
+                key = high[c]
+                out_max[out + c] = key ^ ((key >> 31) & _MASK)
+                for j in range(len(offsets)):
+                    key = run[offsets[j], c]
+                    out_q[j, out + c] = key ^ ((key >> 31) & _MASK)
 
 
 #: The kernels, in the order they call each other (a kernel calls only those before it).

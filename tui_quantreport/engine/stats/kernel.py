@@ -107,9 +107,8 @@ def top_applies(dtype: Any, channels: int, n: int, ks: list[int]) -> bool:
 def top_stats(bits: np.ndarray, n: int, ks: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     """``(channel_min, channel_max, {k: k-th smallest per channel})`` from ``bits`` ``(T, P, C)``
     (int32 views of float32, C-contiguous; channel ``(t, c)`` holds ``bits[t, :, c]``, ``P == n``),
-    flattened over ``(t, c)``. Every ``k`` must be at least ``n - TOP_MAX_M``-ish: the kernel keeps
-    the ``n - min(ks)`` largest values of each channel. A channel holding NaN has NaN everywhere
-    (as in :func:`channel_stats`)."""
+    flattened over ``(t, c)``. The kernel keeps the ``n - min(ks)`` largest values of each channel
+    (see :data:`TOP_MAX_M`). A channel holding NaN has NaN everywhere (as in :func:`channel_stats`)."""
     k = _kernels()
     if k is None:
         raise RuntimeError(_failed)
@@ -117,20 +116,13 @@ def top_stats(bits: np.ndarray, n: int, ks: list[int]) -> tuple[np.ndarray, np.n
     low = min(ks)
     if p != n or low < 0 or max(ks) >= n:
         raise ValueError(f"order statistics {ks} out of range for {n} values per channel")
-    m = n - low
-    top = np.empty((m, t * c), np.int32)
-    lo = np.empty(t * c, np.int32)
-    hi = np.empty(t * c, np.int32)
-    nans = np.empty(t * c, np.int32)
-    k.top_rows(bits, m, top, lo, hi, nans)
-    out_min, out_max = _floats(lo), _floats(hi)
-    picked = {kk: _floats(top[kk - low]) for kk in ks}
-    nan = nans > 0
-    if nan.any():
-        out_min[nan] = out_max[nan] = np.nan
-        for q in picked.values():
-            q[nan] = np.nan
-    return out_min, out_max, picked
+    order = sorted(set(ks))
+    out_min = np.empty(t * c, np.float32)
+    out_max = np.empty(t * c, np.float32)
+    out_q = np.empty((len(order), t * c), np.float32)
+    offsets = np.array([kk - low for kk in order], np.int64)
+    k.top_rows(bits, n - low, offsets, out_min.view(np.int32), out_max.view(np.int32), out_q.view(np.int32))
+    return out_min, out_max, {kk: out_q[i] for i, kk in enumerate(order)}
 
 
 def mode() -> str:
