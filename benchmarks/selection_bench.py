@@ -161,12 +161,14 @@ start = time.perf_counter()
 x = np.random.default_rng(0).standard_normal((64, 8, 512)).astype(np.float32)
 kernel.channel_stats(x, [31000])
 kernel.channel_stats(np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(32768, 8, 1)[:, :, :1], [31000])
+kernel.top_stats(x[:1, :, :].reshape(1, 8, 512).transpose(0, 2, 1).copy().view(np.int32), 512, [500])
 print(time.perf_counter() - start)
 """
 
 
 def first_call() -> tuple[float, float] | None:
-    """Seconds for a fresh process's first kernel calls (both layouts): compiling, then cached."""
+    """Seconds for a fresh process's first kernel calls (both layouts, and the top-m kernel):
+    compiling, then cached."""
     from tui_quantreport.engine.stats import kernel
 
     if not kernel.available():
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         first = first_call()
         if first is not None:
             print(
-                f"\nkernel first call in a fresh process (import numba, both layouts): {first[0]:.2f} s with an empty "
+                f"\nkernels' first calls in a fresh process (import numba, both layouts, top-m): {first[0]:.2f} s with an empty "
                 f"cache (compiling), {first[1]:.2f} s with it cached (cache=True)"
             )
     return 0

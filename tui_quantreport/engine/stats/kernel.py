@@ -28,6 +28,12 @@ threshold that was too high (fewer than ``m`` values above it) is detected at
 the end and that channel is selected in full. NaN is never a candidate: a
 channel holding NaN gets NaN for min, max and every order statistic, as the
 NumPy path gives.
+
+A second kernel, :func:`top_stats`, serves channel-last short rows where only the
+top few values are wanted (``m = n - k <= TOP_MAX_M``, e.g. the 97.5th percentile of
+256 or 1,024 values): it merges each row into per-channel sorted top lists,
+vectorised across channels, with no transposed copy and no sort (see
+``_kernel_numba.top_rows``).
 """
 
 from __future__ import annotations
