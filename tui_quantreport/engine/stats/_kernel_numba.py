@@ -241,13 +241,11 @@ def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma
     pair_hi = np.empty(_BLOCK, np.int32)
     run = np.empty((m, _BLOCK), np.int32)
     low = np.empty(_BLOCK, np.int32)
-    high = np.empty(_BLOCK, np.int32)
     nan = np.empty(_BLOCK, np.int32)
     for t in range(t_len):
         for c0 in range(0, c_len, _BLOCK):
             w = min(c_len, c0 + _BLOCK) - c0
             low[:] = np.int32(0x7FFFFFFF)
-            high[:] = _FLOOR
             nan[:] = 0
             run[:, :] = _FLOOR
             # Two rows at a time: their keys as a sorted pair (a <= b) merge into the lists with
@@ -266,7 +264,6 @@ def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma
                     nan[c] += np.int32((v & _MASK) > _INF) + np.int32((u & _MASK) > _INF)
                 for c in range(w):
                     low[c] = min(low[c], pair_lo[c])
-                    high[c] = max(high[c], pair_hi[c])
                 for i in range(m - 2):
                     below = run[i]
                     above = run[i + 1]
@@ -288,7 +285,6 @@ def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma
                     key = v ^ ((v >> 31) & _MASK)
                     pair_hi[c] = key
                     low[c] = min(low[c], key)
-                    high[c] = max(high[c], key)
                     nan[c] += np.int32((v & _MASK) > _INF)
                 for i in range(m - 1):
                     below = run[i]
@@ -308,7 +304,7 @@ def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma
                     continue
                 key = low[c]
                 out_min[out + c] = key ^ ((key >> 31) & _MASK)
-                key = high[c]
+                key = run[m - 1, c]  # the largest key: the top list's last
                 out_max[out + c] = key ^ ((key >> 31) & _MASK)
                 for j in range(len(offsets)):
                     key = run[offsets[j], c]
