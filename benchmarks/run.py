@@ -43,7 +43,7 @@ from benchmarks.machine import cpu_model, describe
 from benchmarks.models import DEFAULT_MODELS, all_cases
 from benchmarks.reference import describe_failure, generate_report, prepare_reference, short_reason
 from benchmarks.results_file import write_results
-from benchmarks.targets import against
+from benchmarks.targets import CALIBRATION_PLAIN, against
 from benchmarks.timing import call_batch, fmt_bytes, fmt_ms, fmt_ratio, median, timed, to_device
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -71,6 +71,9 @@ class Row:
     ref_report_failure: str | None = None
     #: A model with nn.TransformerEncoderLayer: its plain forward with the fused fast path off, x plain.
     unfused_over_plain: float | None = None
+    #: The MLP and conv samples: our calibration without the outlier detector (no exact per-channel
+    #: percentile, every other statistic kept), x plain: what the rest costs, the selection aside.
+    no_percentiles_over_plain: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -185,6 +188,7 @@ def bench_case(key: str, device: torch.device, repeats: int, n_batches: int | No
     n = len(batches)
     row.plain_ms = median(plain_s) / n * 1e3
     row.unfused_over_plain = unfused_plain(model, batches, device, repeats, median(plain_s))
+    row.no_percentiles_over_plain = without_percentiles(row, model, batches, device, repeats)
     if ours_s:
         row.ours_ms = median(ours_s) / n * 1e3
         row.evaluate_ms = median(eval_s) * 1e3
@@ -214,6 +218,27 @@ def unfused_plain(
     finally:
         torch.backends.mha.set_fastpath_enabled(enabled)
     return median(unfused) / plain_s
+
+
+def without_percentiles(
+    row: Row, model: torch.nn.Module, batches: list[Any], device: torch.device, repeats: int
+) -> float | None:
+    """For the MLP and conv calibration samples: our calibration without the outlier detector (the only
+    one that asks for exact per-channel percentiles), over the plain forward timed in the same rounds
+    (alternated; median of the per-round ratios): their floor is the selection on top of it. None for
+    other models, or where our calibration failed."""
+    from tui_quantreport.engine import Session, Settings
+
+    if row.key not in CALIBRATION_PLAIN or row.ours_failure is not None:
+        return None
+    session = Session(model)
+    settings = Settings.build(tuple(d for d in REFERENCE_DETECTORS if d != "outlier"))
+    session.calibrate(batches, settings)  # warm-up
+    ratios = []
+    for _ in range(max(repeats, 3)):
+        plain = timed(lambda: plain_pass(model, batches), device)[0]
+        ratios.append(timed(lambda: session.calibrate(batches, settings), device)[0] / plain)
+    return median(ratios)
 
 
 def release_memory(device: torch.device) -> None:
@@ -589,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ours_over_plain": r.ours_over_plain,
                 "ref_over_ours": r.ref_over_ours,
                 "unfused_over_plain": r.unfused_over_plain,
+                "no_percentiles_over_plain": r.no_percentiles_over_plain,
                 "failure": r.ours_failure,
             }
             for r in rows

@@ -14,6 +14,10 @@ of the tensor, each computing per channel min, max and the exact k-th smallest
 - **numpy path**: the engine's default host path (one transposed copy, NumPy's introselect or
   sort: SIMD-accelerated in NumPy 2.x);
 - **kthvalue**, **topk**: torch on the transposed rows (+ ``amin``/``amax``);
+- **top-m kernel**: the optional numba kernel for channel-last rows when only the top ``m = n - k``
+  values are wanted (``kernel.top_stats``; "auto" uses it up to ``kernel.TOP_MAX_M``): merged row by
+  row into per-channel top lists, vectorised across channels, no copy, no sort (``--top-grid`` adds
+  synthetic tensors around that limit);
 - **kernel**: the optional numba kernel (:mod:`tui_quantreport.engine.stats.kernel`) in one read
   of the tensor where it lies: partial selection with a sampled threshold (as shipped),
   without the sample (threshold from compactions only), and a full one-pass introselect.
@@ -89,6 +93,21 @@ def synthetic() -> list[tuple[str, torch.Tensor, int]]:
     ]
 
 
+#: The top-m kernel is measured on channel-last tensors up to this m = n - k (past its "auto" limit,
+#: ``kernel.TOP_MAX_M``, to show where it stops paying).
+TOP_BENCH_M = 128
+
+
+def top_grid() -> list[tuple[str, torch.Tensor, int]]:
+    """Channel-last (N, C) tensors around the top-m kernel's limit: m = n - k from 8 to 52."""
+    gen = torch.Generator().manual_seed(1)
+    return [
+        (f"synthetic (N, C), m = {n - int(np.float32(Q) * np.float32(n - 1))}", torch.randn(n, c, generator=gen), 1)
+        for n in (256, 512, 1024, 1536, 2048)
+        for c in (64, 1024)
+    ]
+
+
 def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
     fn()
     times = []
@@ -127,6 +146,11 @@ def contenders(x3: torch.Tensor, k: int) -> dict[str, Callable[[], np.ndarray]]:
         found["kernel (sample)"] = lambda: kernel.channel_stats(x, [k])[2][0]
         found["kernel (no sample)"] = lambda: kernel.channel_stats(x, [k], sample=0)[2][0]
         found["kernel (full)"] = lambda: kernel.channel_stats(x, [k], full=True)[2][0]
+        positions = x3.transpose(1, 2)
+        n = x3.shape[0] * x3.shape[2]
+        if positions.is_contiguous() and n - k <= TOP_BENCH_M:  # measured past the kernel's TOP_MAX_M
+            bits = positions.reshape(1, n, c).numpy().view(np.int32)
+            found["top-m kernel"] = lambda: kernel.top_stats(bits, n, [k])[2][k]
     return found
 
 
@@ -137,12 +161,14 @@ start = time.perf_counter()
 x = np.random.default_rng(0).standard_normal((64, 8, 512)).astype(np.float32)
 kernel.channel_stats(x, [31000])
 kernel.channel_stats(np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(32768, 8, 1)[:, :, :1], [31000])
+kernel.top_stats(x[:1, :, :].reshape(1, 8, 512).transpose(0, 2, 1).copy().view(np.int32), 512, [500])
 print(time.perf_counter() - start)
 """
 
 
 def first_call() -> tuple[float, float] | None:
-    """Seconds for a fresh process's first kernel calls (both layouts): compiling, then cached."""
+    """Seconds for a fresh process's first kernel calls (both layouts, and the top-m kernel):
+    compiling, then cached."""
     from tui_quantreport.engine.stats import kernel
 
     if not kernel.available():
@@ -166,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--no-first-call", action="store_true")
+    parser.add_argument("--top-grid", action="store_true", help="add channel-last tensors around the top-m limit")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from tui_quantreport.engine.stats import kernel
@@ -176,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     tensors = capture(tuple(m for m in args.models.split(",") if m))
     if not args.no_synthetic:
         tensors += synthetic()
+    if args.top_grid:
+        tensors += top_grid()
     print(
         f"CPU: {cpu_model()}; threads: 1; torch {torch.__version__}; numpy {np.__version__}; kernel: "
         + ("numba " + __import__("numba").__version__ if kernel.available() else str(kernel.unavailable_reason()))
@@ -190,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         found = contenders(x3, k)
         if header is None:
             header = list(found)
+            if kernel.available() and "top-m kernel" not in header:
+                header.append("top-m kernel")
             print("\n| tensor | shape, axis | values per channel | zeros | " + " | ".join(header) + " |")
             print("|---|---|---:|---:|" + "---:|" * len(header))
         repeats = args.repeats if x.numel() < 1 << 22 else max(1, args.repeats // 2)
         cells = []
         for name in header:
-            fn = found[name]
+            fn = found.get(name)
+            if fn is None:
+                cells.append("-")
+                continue
             exact = np.array_equal(np.asarray(fn(), np.float32).view(np.int32), expected)
             ns = best_seconds(fn, repeats) / x.numel() * 1e9
             cells.append(f"{ns:.2f}" + ("" if exact else " (not exact)"))
@@ -210,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         first = first_call()
         if first is not None:
             print(
-                f"\nkernel first call in a fresh process (import numba, both layouts): {first[0]:.2f} s with an empty "
+                f"\nkernels' first calls in a fresh process (import numba, both layouts, top-m): {first[0]:.2f} s with an empty "
                 f"cache (compiling), {first[1]:.2f} s with it cached (cache=True)"
             )
     return 0

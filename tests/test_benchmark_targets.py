@@ -79,6 +79,26 @@ def test_statuses_follow_the_targets():
     assert "--models drifting_mlp --probes 4" in lines["local SQNR: drifting_mlp"].command
 
 
+def test_calibration_floor_is_the_selection_measured_in_the_run():
+    def status(rest):
+        lines = against(
+            calibration={"convnet_per_tensor": {"ours_over_plain": 1.5, "no_percentiles_over_plain": rest}},
+            quantsim={},
+            merged=None,
+            toggle=None,
+            reeval=None,
+            launch=None,
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+        return next(line.status for line in lines if line.key == "calibration: convnet_per_tensor")
+
+    assert status(1.2).startswith("floor") and "1.20x" in status(1.2)
+    assert status(1.4).startswith("not met (without")  # the rest is over the target by itself: no floor
+    assert status(None) == "not met"
+
+
 def test_quick_run_lists_every_target(monkeypatch, capsys):
     """``benchmarks.run --quick --no-write`` wiring, with every measurement replaced by a canned one
     (the measurements themselves are benchmarks, not tests)."""

@@ -12,6 +12,7 @@ from torch import nn
 from tui_quantreport.engine import Session, Settings
 from tui_quantreport.engine.stats import kernel, summarize
 from tui_quantreport.engine.stats.accumulator import as_channels
+from tui_quantreport.engine.stats.grouped import summarize_group
 from tui_quantreport.engine.stats.selection import lower_quantile_index
 
 needs_numba = pytest.mark.skipif(not kernel.available(), reason=f"{kernel.unavailable_reason()}")
@@ -253,3 +254,162 @@ def test_auto_uses_the_kernel_only_on_big_tensors(monkeypatch):
     assert not kernel.use_kernel(torch.zeros(64, 16, 4096))
     monkeypatch.setenv(kernel.ENV, "numba")
     assert kernel.use_kernel(torch.zeros(2, 3, 4))
+
+
+# The kernel's top-m path: channel-last rows where only the top few values are wanted.
+
+
+def assert_same_numbers(got, expected) -> None:
+    """Bit for bit, except that a zero may carry either sign: the replaced path's sort (NumPy's SIMD
+    sort, as torch's) leaves -0.0 and +0.0 in no defined order, so its own sign of a zero is arbitrary."""
+    got, expected = np.asarray(got, np.float32), np.asarray(expected, np.float32)
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got[~nan], expected[~nan])  # -0.0 == 0.0
+    nonzero = ~nan & (expected != 0)
+    assert np.array_equal(bits(got)[nonzero], bits(expected)[nonzero])
+
+
+def top_quantiles(n: int) -> tuple[float, ...]:
+    """Percentiles whose order statistic lies within the kernel's reach of the top (and 0.975)."""
+    qs = {0.975, 1.0} | {k / (n - 1) for k in range(n - kernel.TOP_MAX_M, n)}
+    return tuple(sorted(q for q in qs if n - lower_quantile_index(q, n) <= kernel.TOP_MAX_M))
+
+
+def summaries(x: torch.Tensor, axis: int, qs: tuple[float, ...], monkeypatch, mode: str, spy: list[int]):
+    monkeypatch.setenv(kernel.ENV, mode)
+    before = spy[0]
+    s = summarize(x, axis, qs)
+    return s, spy[0] > before
+
+
+@pytest.fixture
+def top_calls(monkeypatch) -> list[int]:
+    calls = [0]
+    real = kernel.top_stats
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "top_stats", counted)
+    return calls
+
+
+TOP_SHAPES = {
+    "mlp": ((256, 300), 1),  # (N, C): more channels than one block of the kernel
+    "tokens": ((4, 64, 40), 2),  # (B, T, C)
+    "short": ((33, 5), 1),  # every value is within reach of the top
+    "odd_rows": ((257, 260), 1),  # the kernel merges two rows at a time: one left over
+}
+
+
+@needs_numba
+@pytest.mark.parametrize("shape_name", sorted(TOP_SHAPES))
+@pytest.mark.parametrize("kind", ["normal", "repeats", "relu_sparse", "relu", "constant", "heavy_tail"])
+def test_top_path_equals_the_numpy_path(monkeypatch, top_calls, shape_name, kind):
+    shape, axis = TOP_SHAPES[shape_name]
+    x = data(kind, shape, seed=len(kind) + shape[0])
+    n = x.numel() // shape[axis]
+    qs = top_quantiles(n)
+    expected, used = summaries(x, axis, qs, monkeypatch, "torch", top_calls)
+    assert not used
+    got, used = summaries(x, axis, qs, monkeypatch, "auto", top_calls)
+    assert used
+    rows = x.movedim(axis, 0).reshape(shape[axis], -1)
+    assert_bits_equal(got.channel_min, rows.amin(dim=1))
+    assert_bits_equal(got.channel_max, rows.amax(dim=1))
+    for q in qs:
+        assert_bits_equal(got.percentiles[q], expected.percentiles[q])
+        truth = torch.quantile(rows, q, dim=1, interpolation="lower")
+        assert torch.equal(torch.from_numpy(got.percentiles[q]), truth)
+    assert_bits_equal(got.channel_min, expected.channel_min)
+    assert_bits_equal(got.channel_max, expected.channel_max)
+    assert got.call_min == expected.call_min and got.call_max == expected.call_max
+
+
+@needs_numba
+def test_top_path_special_values(monkeypatch, top_calls):
+    x = torch.randn(200, 12)
+    x[7, 0] = float("nan")  # a channel holding NaN: NaN min, max and percentiles
+    x[:, 1] = float("nan")
+    x[3, 2] = float("inf")
+    x[:, 3] = float("-inf")
+    x[:190, 4] = float("inf")  # the top values are +inf
+    x[5, 5] = float("-inf")
+    x[:, 6] = torch.tensor([1.0, 2.0, 3.0, 3.0, 3.0]).repeat(40)  # ties at the percentile
+    x[:, 7] = -x[:, 6]
+    x[:, 8] = torch.where(torch.arange(200) % 2 == 0, 0.0, -0.0)  # only zeros, both signs
+    x[:195, 9] = 0.0
+    x[195:, 9] = -0.0
+    x[:100, 10] = -0.0  # zeros at the percentile, both signs, above negative values
+    x[100:, 10] = -1.0
+    x[0, 10] = 0.0
+    x[0, 11] = float("nan")
+    x[1:, 11] = float("inf")
+    qs = top_quantiles(200)
+    expected, _ = summaries(x, 1, qs, monkeypatch, "torch", top_calls)
+    got, used = summaries(x, 1, qs, monkeypatch, "auto", top_calls)
+    assert used
+    assert_same_numbers(got.channel_min, expected.channel_min)
+    assert_same_numbers(got.channel_max, expected.channel_max)
+    for q in qs:
+        assert_same_numbers(got.percentiles[q], expected.percentiles[q])
+    assert np.isnan(got.channel_max[[0, 1, 11]]).all() and np.isnan(got.channel_min[[0, 1, 11]]).all()
+    # Where zeros of both signs tie, the kernel's order is total (-0.0 below +0.0): the minimum of a
+    # channel holding -0.0 is -0.0 and its maximum +0.0 when it holds one (the sort's is either).
+    assert np.signbit(got.channel_min[8]) and not np.signbit(got.channel_max[8])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_top_path_on_half_precision_inputs(monkeypatch, top_calls, dtype):
+    x = (torch.randn(128, 64) * 30).to(dtype)  # many equal values after rounding
+    x[5, 3] = float("nan")
+    x[:, 4] = float("inf")
+    qs = top_quantiles(128)
+    expected, _ = summaries(x, 1, qs, monkeypatch, "torch", top_calls)
+    got, used = summaries(x, 1, qs, monkeypatch, "auto", top_calls)
+    assert used
+    assert_bits_equal(got.channel_min, expected.channel_min)
+    assert_bits_equal(got.channel_max, expected.channel_max)
+    for q in qs:
+        assert_bits_equal(got.percentiles[q], expected.percentiles[q])
+
+
+@needs_numba
+def test_top_path_in_grouped_summaries(monkeypatch, top_calls):
+    gen = torch.Generator().manual_seed(4)
+    tensors = [torch.randn(40, 24, generator=gen) for _ in range(5)]
+    tensors[2][3, 1] = float("nan")
+    tensors[4][:, 2] = 1.0
+    qs = top_quantiles(40)
+    monkeypatch.setenv(kernel.ENV, "torch")
+    expected = summarize_group(tensors, 1, qs)
+    assert top_calls[0] == 0
+    monkeypatch.setenv(kernel.ENV, "auto")
+    got = summarize_group(tensors, 1, qs)
+    assert top_calls[0] == 1
+    for name in ("channel_min", "channel_max", "call_min", "call_max"):
+        assert_bits_equal(getattr(got, name), getattr(expected, name))
+    for q in qs:
+        assert_bits_equal(got.percentiles[q], expected.percentiles[q])
+        for i, t in enumerate(tensors):  # row i is the tensor's own summary
+            assert_bits_equal(got.percentiles[q][i], summarize(t, 1, qs).percentiles[q])
+
+
+def test_top_path_rule(monkeypatch):
+    monkeypatch.setattr(kernel, "available", lambda: True)
+    monkeypatch.setenv(kernel.ENV, "auto")
+    n = 256
+    near_top = [lower_quantile_index(0.975, n)]
+    assert kernel.use_top(as_channels(torch.zeros(n, 64), 1), near_top) is not None
+    assert kernel.use_top(as_channels(torch.zeros(4, 64, 64), 2), near_top) is not None  # (B, T, C)
+    assert kernel.use_top(as_channels(torch.zeros(n, 64), 1), [lower_quantile_index(0.5, n)]) is None
+    assert kernel.use_top(as_channels(torch.zeros(n, 1), 1), near_top) is None  # one channel
+    assert kernel.use_top(as_channels(torch.zeros(n, 64, dtype=torch.float64), 1), near_top) is None
+    assert kernel.use_top(as_channels(torch.zeros(16, 64, 16), 1), near_top) is None  # channel-first runs
+    channels_last = torch.zeros(4, 64, 8, 8).to(memory_format=torch.channels_last)
+    assert kernel.use_top(as_channels(channels_last, 1), near_top) is not None
+    monkeypatch.setenv(kernel.ENV, "torch")
+    assert kernel.use_top(as_channels(torch.zeros(n, 64), 1), near_top) is None

@@ -82,6 +82,8 @@ def _compact(row, count, m):  # pragma: no cover - compiled
 _MASK = np.int32(0x7FFFFFFF)
 _INF = np.int32(0x7F800000)
 _FLOOR = np.int32(-2147483648)
+#: The bits of float32 NaN (what ``np.float32("nan")`` holds).
+_NAN = np.int32(0x7FC00000)
 
 
 def start_thresholds(bits, m, sample, threshold):  # pragma: no cover - compiled
@@ -215,8 +217,102 @@ def finish(bits, ks, threshold, buf, count, lo, hi, nans, out_min, out_max, out_
                 out_q[j, c] = _FLOOR  # only the lowest key (a NaN) was never a candidate
 
 
+#: Channels per block of :func:`top_rows` (its running top lists stay in the L1 cache).
+_BLOCK = 256
+
+
+def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma: no cover - compiled
+    """Per channel of ``bits`` ``(T, P, C)`` (int32 views of float32, C-contiguous; channel ``(t,
+    c)`` holds ``bits[t, :, c]``, output column ``t*C + c``): its min, max and, for each ``j``, the
+    ``offsets[j]``-th of its ``m`` largest values (ascending: offset 0 is the ``m``-th largest), as
+    float32 bit patterns into the int32 arrays ``out_min``, ``out_max`` ``(T*C,)`` and ``out_q``
+    ``(len(offsets), T*C)``. A channel holding NaN gets NaN everywhere.
+
+    For short rows with ``m`` small (the top few percent of a few hundred values), vectorised
+    across channels: each row's order keys are merged into the channels' sorted top lists with the
+    branch-free rule ``top'[i] = max(top[i], min(key, top[i + 1]))``, ``top'[m-1] = max(top[m-1],
+    key)`` (the list with ``key`` inserted and its smallest dropped; min and max select, never
+    compute, so every result is one of the values), two rows per pass over the lists (see below). No
+    transposed copy, no sort. (One function: numba vectorises these loops only when they are not
+    split into calls.)
+    """
+    t_len, p_len, c_len = bits.shape
+    pair_lo = np.empty(_BLOCK, np.int32)
+    pair_hi = np.empty(_BLOCK, np.int32)
+    run = np.empty((m, _BLOCK), np.int32)
+    low = np.empty(_BLOCK, np.int32)
+    nan = np.empty(_BLOCK, np.int32)
+    for t in range(t_len):
+        for c0 in range(0, c_len, _BLOCK):
+            w = min(c_len, c0 + _BLOCK) - c0
+            low[:] = np.int32(0x7FFFFFFF)
+            nan[:] = 0
+            run[:, :] = _FLOOR
+            # Two rows at a time: their keys as a sorted pair (a <= b) merge into the lists with
+            # top'[i] = max(top[i], min(b, top[i + 1]), min(a, top[i + 2])) (top[m] = top[m + 1] =
+            # +inf): the lists with both inserted and their two smallest dropped, in one pass.
+            for p in range(0, p_len - 1, 2):
+                first = bits[t, p, c0 : c0 + w]
+                second = bits[t, p + 1, c0 : c0 + w]
+                for c in range(w):
+                    v = first[c]
+                    u = second[c]
+                    key = v ^ ((v >> 31) & _MASK)
+                    other = u ^ ((u >> 31) & _MASK)
+                    pair_lo[c] = min(key, other)
+                    pair_hi[c] = max(key, other)
+                    nan[c] += np.int32((v & _MASK) > _INF) + np.int32((u & _MASK) > _INF)
+                for c in range(w):
+                    low[c] = min(low[c], pair_lo[c])
+                for i in range(m - 2):
+                    below = run[i]
+                    above = run[i + 1]
+                    top2 = run[i + 2]
+                    for c in range(w):
+                        below[c] = max(below[c], max(min(pair_hi[c], above[c]), min(pair_lo[c], top2[c])))
+                if m >= 2:
+                    below = run[m - 2]
+                    above = run[m - 1]
+                    for c in range(w):
+                        below[c] = max(below[c], max(min(pair_hi[c], above[c]), pair_lo[c]))
+                last = run[m - 1]
+                for c in range(w):
+                    last[c] = max(last[c], pair_hi[c])
+            if p_len % 2:  # the last row alone: top'[i] = max(top[i], min(key, top[i + 1]))
+                row = bits[t, p_len - 1, c0 : c0 + w]
+                for c in range(w):
+                    v = row[c]
+                    key = v ^ ((v >> 31) & _MASK)
+                    pair_hi[c] = key
+                    low[c] = min(low[c], key)
+                    nan[c] += np.int32((v & _MASK) > _INF)
+                for i in range(m - 1):
+                    below = run[i]
+                    above = run[i + 1]
+                    for c in range(w):
+                        below[c] = max(below[c], min(pair_hi[c], above[c]))
+                last = run[m - 1]
+                for c in range(w):
+                    last[c] = max(last[c], pair_hi[c])
+            out = t * c_len + c0
+            for c in range(w):
+                if nan[c] > 0:
+                    out_min[out + c] = _NAN
+                    out_max[out + c] = _NAN
+                    for j in range(len(offsets)):
+                        out_q[j, out + c] = _NAN
+                    continue
+                key = low[c]
+                out_min[out + c] = key ^ ((key >> 31) & _MASK)
+                key = run[m - 1, c]  # the largest key: the top list's last
+                out_max[out + c] = key ^ ((key >> 31) & _MASK)
+                for j in range(len(offsets)):
+                    key = run[offsets[j], c]
+                    out_q[j, out + c] = key ^ ((key >> 31) & _MASK)
+
+
 #: The kernels, in the order they call each other (a kernel calls only those before it).
-_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish")
+_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish", "top_rows")
 
 
 def build() -> SimpleNamespace:

@@ -141,6 +141,12 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: 
         return TensorSummary.on_host(x3.amin(dim=(0, 2)).numpy(), x3.amax(dim=(0, 2)).numpy(), {})
     n = x3.shape[0] * x3.shape[2]
     ks = [lower_quantile_index(p, n) for p in percentiles]
+    bits = kernel.use_top(x3, ks)
+    if bits is not None:
+        # Channel-last short rows, only the top few values wanted (the optional numba kernel):
+        # no transposed copy, no sort; same numbers.
+        channel_min, channel_max, by_k = kernel.top_stats(bits, n, ks)
+        return TensorSummary.on_host(channel_min, channel_max, by_percentile(percentiles, ks, by_k))
     if kernel.use_kernel(x3):
         # One read of the tensor where it lies (the optional numba kernel): same numbers.
         channel_min, channel_max, values = kernel.channel_stats(x3.numpy(), ks)
@@ -165,6 +171,16 @@ def _summarize_on_host(x3: torch.Tensor, percentiles: tuple[float, ...], known: 
         for q in picked.values():
             q[nan] = np.nan
     return TensorSummary.on_host(channel_min, channel_max, picked)
+
+
+def by_percentile(percentiles: tuple[float, ...], ks: list[int], by_k: dict[int, Any]) -> dict[float, Any]:
+    """Each percentile's array from the arrays by order statistic (a copy where two share one)."""
+    picked: dict[float, Any] = {}
+    taken: set[int] = set()
+    for p, k in zip(percentiles, ks):
+        picked[p] = by_k[k].copy() if k in taken else by_k[k]
+        taken.add(k)
+    return picked
 
 
 def _summarize_on_device(

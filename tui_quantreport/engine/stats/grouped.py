@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tui_quantreport.engine.stats.accumulator import TensorSummary
+from tui_quantreport.engine.stats import kernel
+from tui_quantreport.engine.stats.accumulator import TensorSummary, by_percentile
 from tui_quantreport.engine.stats.reducers import HOST_OPS, Reducer
 from tui_quantreport.engine.stats.selection import lower_quantile_index, order_rows
 
@@ -106,6 +107,11 @@ def summarize_group(tensors: list[torch.Tensor], axis: int, percentiles: tuple[f
         channel_min, channel_max = ordered[0].copy(), ordered[-1].copy()
         picked = {p: ordered[k].copy() for p, k in zip(percentiles, ks)}
         return _finish(channel_min, channel_max, picked, t, c)
+    if b == 1 and kernel.top_applies(x.dtype, c, n, ks):
+        # Channel-last short rows, only the top few values wanted (the optional numba kernel):
+        # no transposed copy, no sort; same numbers (the stacked copy is contiguous).
+        channel_min, channel_max, by_k = kernel.top_stats(x4.reshape(t, a, c).numpy().view(np.int32), n, ks)
+        return _finish(channel_min, channel_max, by_percentile(percentiles, ks, by_k), t, c)
     rows = x4.transpose(1, 2).contiguous().numpy().reshape(t * c, n)
     if order_rows(rows, ks):
         channel_min, channel_max = rows[:, 0].copy(), rows[:, -1].copy()

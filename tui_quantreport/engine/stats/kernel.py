@@ -28,6 +28,12 @@ threshold that was too high (fewer than ``m`` values above it) is detected at
 the end and that channel is selected in full. NaN is never a candidate: a
 channel holding NaN gets NaN for min, max and every order statistic, as the
 NumPy path gives.
+
+A second kernel, :func:`top_stats`, serves channel-last short rows where only the
+top few values are wanted (``m = n - k <= TOP_MAX_M``, e.g. the 97.5th percentile of
+256 or 1,024 values): it merges each row into per-channel sorted top lists,
+vectorised across channels, with no transposed copy and no sort (see
+``_kernel_numba.top_rows``).
 """
 
 from __future__ import annotations
@@ -71,6 +77,58 @@ def use_kernel(x3: Any) -> bool:
     if chosen == "auto" and (x3.numel() < AUTO_MIN_NUMEL or x3.shape[1] < 2):
         return False
     return available()
+
+
+#: "auto" selects the top ``m = n - k`` values of channel-last rows (:func:`top_stats`) with the
+#: kernel up to this ``m``: its work grows with ``m`` (about ``2m`` vectorised min/max per value),
+#: the NumPy path's (a transposed copy and a sort) does not (measured, see benchmarks/README.md
+#: "Short rows").
+TOP_MAX_M = 32
+
+
+def use_top(x3: Any, ks: list[int]) -> np.ndarray | None:
+    """The ``(1, P, C)`` int32 view :func:`top_stats` reads when "auto" (or "numba") should
+    select on the host float32 tensor ``x3`` ``(A, C, B)`` with it, else None.
+
+    Only where each of the ``A * B`` positions holds every channel side by side (channel-last
+    memory: ``B == 1``, or a channels-last layout), so the view needs no copy.
+    """
+    a, c, b = x3.shape
+    if not top_applies(x3.dtype, c, a * b, ks):
+        return None
+    positions = x3.transpose(1, 2)
+    if not positions.is_contiguous():
+        return None
+    return positions.reshape(1, a * b, c).numpy().view(np.int32)
+
+
+def top_applies(dtype: Any, channels: int, n: int, ks: list[int]) -> bool:
+    """Whether :func:`top_stats` should select ``ks`` among ``n`` values in each of ``channels``
+    side-by-side channels of ``dtype`` (the rule behind :func:`use_top`)."""
+    if not ks or dtype != _TORCH_FLOAT32 or channels < 2 or n - min(ks) > TOP_MAX_M:
+        return False
+    return mode() != "torch" and available()
+
+
+def top_stats(bits: np.ndarray, n: int, ks: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """``(channel_min, channel_max, {k: k-th smallest per channel})`` from ``bits`` ``(T, P, C)``
+    (int32 views of float32, C-contiguous; channel ``(t, c)`` holds ``bits[t, :, c]``, ``P == n``),
+    flattened over ``(t, c)``. The kernel keeps the ``n - min(ks)`` largest values of each channel
+    (see :data:`TOP_MAX_M`). A channel holding NaN has NaN everywhere (as in :func:`channel_stats`)."""
+    k = _kernels()
+    if k is None:
+        raise RuntimeError(_failed)
+    t, p, c = bits.shape
+    low = min(ks)
+    if p != n or low < 0 or max(ks) >= n:
+        raise ValueError(f"order statistics {ks} out of range for {n} values per channel")
+    order = sorted(set(ks))
+    out_min = np.empty(t * c, np.float32)
+    out_max = np.empty(t * c, np.float32)
+    out_q = np.empty((len(order), t * c), np.float32)
+    offsets = np.array([kk - low for kk in order], np.int64)
+    k.top_rows(bits, n - low, offsets, out_min.view(np.int32), out_max.view(np.int32), out_q.view(np.int32))
+    return out_min, out_max, {kk: out_q[i] for i, kk in enumerate(order)}
 
 
 def mode() -> str:
