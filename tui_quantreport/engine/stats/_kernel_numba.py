@@ -294,25 +294,31 @@ def top_rows(bits, m, offsets, out_min, out_max, out_q):  # noqa: C901  # pragma
                 last = run[m - 1]
                 for c in range(w):
                     last[c] = max(last[c], pair_hi[c])
-            out = t * c_len + c0
-            for c in range(w):
-                if nan[c] > 0:
-                    out_min[out + c] = _NAN
-                    out_max[out + c] = _NAN
-                    for j in range(len(offsets)):
-                        out_q[j, out + c] = _NAN
-                    continue
-                key = low[c]
-                out_min[out + c] = key ^ ((key >> 31) & _MASK)
-                key = run[m - 1, c]  # the largest key: the top list's last
-                out_max[out + c] = key ^ ((key >> 31) & _MASK)
-                for j in range(len(offsets)):
-                    key = run[offsets[j], c]
-                    out_q[j, out + c] = key ^ ((key >> 31) & _MASK)
+            top_write(run, low, nan, w, t * c_len + c0, offsets, out_min, out_max, out_q)
+
+
+def top_write(run, low, nan, w, out, offsets, out_min, out_max, out_q):  # pragma: no cover - compiled
+    """:func:`top_rows`'s results for one block of ``w`` channels from column ``out`` on: the keys
+    back to float32 bit patterns (NaN for a channel that held NaN)."""
+    m = run.shape[0]
+    for c in range(w):
+        if nan[c] > 0:
+            out_min[out + c] = _NAN
+            out_max[out + c] = _NAN
+            for j in range(len(offsets)):
+                out_q[j, out + c] = _NAN
+            continue
+        key = low[c]
+        out_min[out + c] = key ^ ((key >> 31) & _MASK)
+        key = run[m - 1, c]  # the largest key: the top list's last
+        out_max[out + c] = key ^ ((key >> 31) & _MASK)
+        for j in range(len(offsets)):
+            key = run[offsets[j], c]
+            out_q[j, out + c] = key ^ ((key >> 31) & _MASK)
 
 
 #: The kernels, in the order they call each other (a kernel calls only those before it).
-_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish", "top_rows")
+_KERNELS = ("select", "_compact", "start_thresholds", "scan_runs", "scan_rows", "finish", "top_write", "top_rows")
 
 
 def build() -> SimpleNamespace:
