@@ -197,7 +197,8 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
         ratio = row["ours_over_plain"]
         status = _status(ratio, CALIBRATION)
         rest = row.get("no_percentiles_over_plain")
-        if status == "not met" and not transformer and rest is not None:
+        unfused = row.get("unfused_over_plain")
+        if status == "not met" and rest is not None and (not transformer or unfused is None):
             without = (
                 f"without the outlier detector's exact per-channel 97.5th percentile (every other statistic "
                 f"kept) it is {rest:.2f}x plain, measured here"
@@ -209,7 +210,6 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
                 else f"not met ({without})"
             )
         elif status == "not met" and transformer:
-            unfused = row.get("unfused_over_plain")
             status = (
                 f"floor: the fused encoder path off (the layer's inner modules observed) is {unfused:.2f}x plain by "
                 "itself, measured here"
