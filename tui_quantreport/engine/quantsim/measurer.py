@@ -121,6 +121,12 @@ def _measurer(
             groups.append((v.weight, [v.input_key]))
     bias = module.bias.detach() if linear and module.bias is not None else None
     groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
+    # Small Linear modules (most of a big model's): every variant in one batched matmul.
+    batched = (
+        tuple(v.weight for v in variants)
+        if linear and len(groups) > 1 and len(variants) * module.weight.numel() <= BATCHED_WEIGHT_ELEMENTS
+        else None
+    )
     conv = (
         kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
     )
@@ -153,7 +159,10 @@ def _measurer(
             return
         quantized = inputs(x)
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
-            _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
+            if batched is None or not _batched_variants(
+                quantized, x, y, variants, batched, groups_t, bias, acc, scratch
+            ):
+                _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             _conv_variants(quantized, y, groups, run, acc, scratch)
@@ -205,6 +214,68 @@ def _linear_variants(
         row += g
     out.sub_(y.reshape(1, m, n_out))
     acc.add_norms(y, out.view(count, -1), None, kept)
+
+
+#: A float32 Linear's variants run as one batched matmul (:func:`_batched_variants`) while their weights,
+#: laid end to end, hold at most this many elements (where Python's cost per matmul call is what counts).
+BATCHED_WEIGHT_ELEMENTS = 1 << 18
+
+#: {(rows, in, out, variants, bias, threads, device): whether ``torch.baddbmm`` gave, element for element,
+#: the bits ``torch.addmm`` gives for each variant}: checked on the first call of each key, process-wide.
+_BATCHED_EXACT: dict[tuple, bool] = {}
+
+
+def _batched_variants(
+    quantized: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    variants: Sequence[_Variant],
+    weights: tuple[torch.Tensor, ...],
+    groups_t: list[tuple[torch.Tensor, list[str]]],
+    bias: torch.Tensor | None,
+    acc: SharedReference,
+    scratch: Scratch,
+) -> bool:
+    """A float32 Linear's variants as one ``torch.baddbmm`` over their quantized inputs and weights stacked
+    (variant i: input ``quantized[input_key]``, weight ``weights[i]``): the output of each variant in one
+    call, not one ``addmm`` per weight. Taken only where the batched kernel gives every element the bits
+    :func:`_linear_variants` gives (checked once per shape and thread count: on the first call both run and
+    the results are compared bit for bit); False (nothing added) where it does not."""
+    count, k, n_out = len(variants), x.shape[-1], y.shape[-1]
+    m = y.numel() // n_out if n_out else 0
+    key = (m, k, n_out, count, bias is not None, torch.get_num_threads(), y.device)
+    exact = _BATCHED_EXACT.get(key)
+    if exact is False or m == 0:
+        return False
+    # Stacked as they are (a reshape per input costs more than the copy), then seen as (count, m, k).
+    rows = torch.stack(
+        [quantized[v.input_key] for v in variants],
+        out=scratch.buffer("batched_rows", (count, *x.shape), torch.float32, y.device),
+    ).view(count, m, k)
+    stacked = torch.stack(weights, out=scratch.buffer("batched_weights", (count, n_out, k), torch.float32, y.device))
+    out = scratch.buffer("out", (count, m, n_out), torch.float32, y.device)
+    if bias is not None:
+        torch.baddbmm(bias, rows, stacked.transpose(1, 2), out=out)
+    else:
+        torch.bmm(rows, stacked.transpose(1, 2), out=out)
+    if exact is None:
+        check = torch.empty_like(out)
+        row = 0
+        for weight_t, keys in groups_t:
+            g = len(keys)
+            parts = torch.cat([quantized[key].reshape(-1, k) for key in keys]) if g > 1 else quantized[keys[0]]
+            target = check[row : row + g].view(-1, n_out)
+            if bias is not None:
+                torch.addmm(bias, parts.reshape(-1, k), weight_t, out=target)
+            else:
+                torch.mm(parts.reshape(-1, k), weight_t, out=target)
+            row += g
+        exact = _BATCHED_EXACT[key] = torch.equal(out.view(torch.int32), check.view(torch.int32))
+        if not exact:
+            return False
+    out.sub_(y.reshape(1, m, n_out))
+    acc.add_norms(y, out.view(count, -1), None, scratch)
+    return True
 
 
 def _conv_variants(
