@@ -1,5 +1,5 @@
 """Where the local SQNR's time goes, per scheme: ``python -m benchmarks.local_profile [--models a,b]
-[--repeats 3] [--probes 4] [--top 8] [--no-write]``.
+[--repeats 3] [--probes 4] [--top 8] [--schemes a,b] [--no-write]``.
 
 Per sample (default drifting_mlp and tiny_transformer), 1 thread, in one process, in plain forward
 passes over the same probes (the median of the plain passes run just before and after each
@@ -12,6 +12,9 @@ measurement: the machine is shared):
 - **before / after** for the recipes given exact faster forms (``engine/quantsim/weight_recipes.py``):
   torchao's own path and the new one, alternated round by round in this process;
 - the top functions (cProfile, tottime) and torch ops (torch.profiler, self CPU) of the whole local pass.
+
+``--schemes`` limits the per-scheme rows to those named (the whole pass still runs every scheme): a
+big model (large_generated: 602 quantizable modules) takes minutes for all 23 one at a time.
 
 Writes the section ``local profile: cpu`` of ``benchmarks/results.md``. A benchmark: asserts nothing.
 """
@@ -78,7 +81,7 @@ def torchao_recipes() -> Iterator[None]:
 REPLACED = ("nf4", "int4_hqq_g128")
 
 
-def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
+def profile_sample(name: str, repeats: int, k: int, top: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
     from tui_quantreport.engine import Session, Settings, load_model, open_batches
     from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder
     from tui_quantreport.engine.quantsim.local_pass import prepare_weights
@@ -103,7 +106,7 @@ def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
     plain()
     unit = statistics.median(_seconds(plain) for _ in range(5))
     rows = []
-    for scheme in SCHEMES:
+    for scheme in only or tuple(SCHEMES):
         fresh((scheme,)).local_sqnr(advice=False)  # warm-up (imports, first calls)
 
         def weights(scheme: str = scheme) -> None:
@@ -204,15 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--schemes", default="", help="per-scheme rows for these schemes only (default: all)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    only = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    unknown = [s for s in only if s not in SCHEMES]
+    if unknown:
+        print(f"unknown scheme(s): {', '.join(unknown)} (known: {', '.join(SCHEMES)})", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     results = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        results.append(profile_sample(name, args.repeats, args.probes, args.top))
+        results.append(profile_sample(name, args.repeats, args.probes, args.top, only))
     shown = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.local_profile" + (f" {' '.join(shown)}" if shown else "")
     text = render(results, command, time.perf_counter() - started)

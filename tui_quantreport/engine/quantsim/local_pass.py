@@ -32,7 +32,6 @@ from tui_quantreport.engine.quantsim.qparams import (
 from tui_quantreport.engine.quantsim.schemes import (
     SCHEMES,
     InputContext,
-    Scheme,
     StaticInput,
 )
 from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference, Sqnr
@@ -267,11 +266,49 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
 
 
 def stack_weights(analysis: ErrorAnalysis, refused: dict[str, dict[str, str | None]] | None = None) -> None:
-    """Every scheme's weight recipe run on same-shaped weights together (:func:`quantize_weights`)."""
+    """Every scheme's weight recipe run on same-shaped weights together: the targets grouped by weight
+    shape, dtype, device and kind once, each group's weights stacked once (in stacks of at most
+    :data:`WEIGHT_STACK_ELEMENTS`) and that stack handed to every scheme with a stacked form
+    (:meth:`Scheme.weights`; the stack's weights that a scheme refuses or already has, left out).
+    A scheme without a stacked form, or that refuses the stack, quantizes each weight when its
+    variant is built (a failure is then that weight's reason)."""
     refused = refusals(analysis) if refused is None else refused
-    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
-        name = next(n for n in analysis.schemes if SCHEMES[n].weight_key == key)
-        quantize_weights(analysis, SCHEMES[name], {fqn: reasons[name] for fqn, reasons in refused.items()})
+    schemes = [
+        (name, SCHEMES[name])
+        for name in dict.fromkeys(
+            next(n for n in analysis.schemes if SCHEMES[n].weight_key == key)
+            for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes)
+        )
+    ]
+    groups: dict[tuple, list[str]] = {}
+    for fqn, target in analysis.targets.items():
+        w = target.module.weight
+        groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
+    cached = analysis._weights
+    for (shape, _dtype, _device, kind), fqns in groups.items():
+        per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
+        for start in range(0, len(fqns), per_stack):
+            chunk = fqns[start : start + per_stack]
+            if len(chunk) < 2:
+                continue
+            stack: torch.Tensor | None = None
+            for name, scheme in schemes:
+                key = scheme.weight_key
+                todo = [i for i, f in enumerate(chunk) if refused[f][name] is None and (f, key) not in cached]
+                if len(todo) < 2:
+                    continue
+                if stack is None:
+                    stack = torch.stack([analysis.targets[f].module.weight.detach() for f in chunk])
+                part = stack if len(todo) == len(chunk) else stack[todo]
+                try:
+                    with torch.no_grad():
+                        quantized = scheme.weights(part, kind)
+                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
+                    quantized = None
+                if quantized is None:
+                    continue
+                for i, q in zip(todo, quantized.unbind(0)):
+                    cached[(chunk[i], key)] = q
 
 
 def prepare_weights(analysis: ErrorAnalysis) -> None:
@@ -281,33 +318,3 @@ def prepare_weights(analysis: ErrorAnalysis) -> None:
     stack_weights(analysis, refused)
     for fqn, target in analysis.targets.items():
         variants_of(analysis, target, False, refused[fqn])
-
-
-def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme, refused: dict[str, str | None] | None = None) -> None:
-    """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
-    facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
-    together, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`."""
-    groups: dict[tuple, list[str]] = {}
-    for fqn, target in analysis.targets.items():
-        w = target.module.weight
-        why = refused[fqn] if refused is not None else analysis._ineligible(target, scheme)
-        if (fqn, scheme.weight_key) in analysis._weights or why is not None:
-            continue
-        groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
-    for (shape, _dtype, _device, kind), fqns in groups.items():
-        per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
-        for start in range(0, len(fqns), per_stack):
-            chunk = fqns[start : start + per_stack]
-            quantized = None
-            if len(chunk) > 1:
-                try:
-                    with torch.no_grad():
-                        quantized = scheme.weights(
-                            torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind
-                        )
-                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
-                    quantized = None
-            if quantized is None:
-                continue  # each weight is quantized when its variant is built (a failure is its reason)
-            for i, fqn in enumerate(chunk):
-                analysis._weights[(fqn, scheme.weight_key)] = quantized[i]
