@@ -112,7 +112,7 @@ def test_batched_norms_equal_the_per_weight_ones_bit_for_bit(monkeypatch, bias, 
     measurer_module._linear_variants(inputs, x, y, len(variants), groups_t, b, per_weight, Scratch())
     weights = tuple(v.weight for v in variants)
     for _ in range(2):  # the first call checks the kernel, the second takes its answer
-        taken = measurer_module._batched_variants(inputs, x, y, variants, weights, groups_t, b, batched, Scratch())
+        taken = measurer_module._batched_variants(inputs, x, y, variants, weights, groups, b, batched, Scratch())
         if not taken:  # this machine's batched kernel sums in another order: nothing was added
             assert batched.calls == 0
             return

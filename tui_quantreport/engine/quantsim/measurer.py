@@ -120,13 +120,14 @@ def _measurer(
         else:
             groups.append((v.weight, [v.input_key]))
     bias = module.bias.detach() if linear and module.bias is not None else None
-    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
     # Small Linear modules (most of a big model's): every variant in one batched matmul.
     batched = (
         tuple(v.weight for v in variants)
         if linear and len(groups) > 1 and len(variants) * module.weight.numel() <= BATCHED_WEIGHT_ELEMENTS
         else None
     )
+    # The transposed weights of one matmul per weight (made on first use where the batched form runs).
+    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear and batched is None else []
     conv = (
         kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
     )
@@ -159,10 +160,13 @@ def _measurer(
             return
         quantized = inputs(x)
         if linear and x.dtype == torch.float32 and x.dim() >= 1:
-            if batched is None or not _batched_variants(
-                quantized, x, y, variants, batched, groups_t, bias, acc, scratch
+            if batched is not None and _batched_variants(
+                quantized, x, y, variants, batched, groups, bias, acc, scratch
             ):
-                _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
+                return
+            if not groups_t:
+                groups_t.extend((weight.t(), keys) for weight, keys in groups)
+            _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
             return
         if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
             _conv_variants(quantized, y, groups, run, acc, scratch)
@@ -231,7 +235,7 @@ def _batched_variants(
     y: torch.Tensor,
     variants: Sequence[_Variant],
     weights: tuple[torch.Tensor, ...],
-    groups_t: list[tuple[torch.Tensor, list[str]]],
+    groups: list[tuple[torch.Tensor, list[str]]],
     bias: torch.Tensor | None,
     acc: SharedReference,
     scratch: Scratch,
@@ -261,8 +265,8 @@ def _batched_variants(
     if exact is None:
         check = torch.empty_like(out)
         row = 0
-        for weight_t, keys in groups_t:
-            g = len(keys)
+        for weight, keys in groups:
+            g, weight_t = len(keys), weight.t()
             parts = torch.cat([quantized[key].reshape(-1, k) for key in keys]) if g > 1 else quantized[keys[0]]
             target = check[row : row + g].view(-1, n_out)
             if bias is not None:
