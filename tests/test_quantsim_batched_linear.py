@@ -121,3 +121,17 @@ def test_batched_norms_equal_the_per_weight_ones_bit_for_bit(monkeypatch, bias, 
         assert torch.equal(got.isnan(), per_weight._raw_noise[0].isnan())
         assert torch.equal(got.nan_to_num(), per_weight._raw_noise[0].nan_to_num())
     assert all(torch.equal(got, per_weight._raw_signal[0]) for got in batched._raw_signal)
+
+
+def test_the_batched_form_is_left_to_host_tensors(monkeypatch):
+    """Its first call reads the result back (the check): on an accelerator the per-weight matmuls run."""
+    from tui_quantreport.engine.quantsim.hostsync import device_path
+
+    torch.manual_seed(14)
+    model = _Blocks().eval()
+    probes = [torch.randn(8, 32) for _ in range(2)]
+    monkeypatch.setattr(measurer_module, "_BATCHED_EXACT", {})
+    with device_path():
+        on_device = _analysis(model, probes).local_measurements(advice=False)
+    assert measurer_module._BATCHED_EXACT == {}
+    assert on_device == _analysis(model, probes).local_measurements(advice=False)

@@ -16,6 +16,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     _Target,
     first_tensor,
 )
+from tui_quantreport.engine.quantsim.hostsync import host_reads
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference
@@ -245,6 +246,8 @@ def _batched_variants(
     call, not one ``addmm`` per weight. Taken only where the batched kernel gives every element the bits
     :func:`_linear_variants` gives (checked once per shape and thread count: on the first call both run and
     the results are compared bit for bit); False (nothing added) where it does not."""
+    if not host_reads(y):  # the first call's check reads the result back: host tensors only
+        return False
     count, k, n_out = len(variants), x.shape[-1], y.shape[-1]
     m = y.numel() // n_out if n_out else 0
     key = (m, k, n_out, count, bias is not None, torch.get_num_threads(), y.device)
