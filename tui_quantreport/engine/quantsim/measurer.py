@@ -114,12 +114,7 @@ def _measurer(
         and module.weight.dtype == torch.float32
         and all(v.weight.dtype == torch.float32 for v in variants)
     )
-    groups: list[tuple[torch.Tensor, list[str]]] = []
-    for v in variants:
-        if groups and groups[-1][0] is v.weight:
-            groups[-1][1].append(v.input_key)
-        else:
-            groups.append((v.weight, [v.input_key]))
+    groups = _weight_groups(variants)
     bias = module.bias.detach() if linear and module.bias is not None else None
     # Small Linear modules (most of a big model's): every variant in one batched matmul.
     batched = (
@@ -133,20 +128,7 @@ def _measurer(
         kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
     )
 
-    quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
-    shares: dict[str, Hashable | None] = {}
-    for v in variants:
-        quantizers.setdefault(v.input_key, v.quantize)
-        shares.setdefault(v.input_key, v.share)
-    steps = tuple(quantizers.items())
-    shared_steps = tuple((key, shares[key], quantize) for key, quantize in steps)
-
-    def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not x.is_floating_point():
-            return dict.fromkeys(quantizers, x)
-        if last is None:
-            return {key: x if quantize is None else quantize(x) for key, quantize in steps}
-        return last.inputs(x, shared_steps)
+    inputs = _inputs(variants, last)
 
     def measure(x: torch.Tensor, y: torch.Tensor) -> None:
         if not names:
@@ -177,6 +159,39 @@ def _measurer(
         acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
 
     return measure
+
+
+def _weight_groups(variants: Sequence[_Variant]) -> list[tuple[torch.Tensor, list[str]]]:
+    """The variants' weights in order (those sharing one adjacent, :func:`_grouped`), each with the input
+    keys it runs on."""
+    groups: list[tuple[torch.Tensor, list[str]]] = []
+    for v in variants:
+        if groups and groups[-1][0] is v.weight:
+            groups[-1][1].append(v.input_key)
+        else:
+            groups.append((v.weight, [v.input_key]))
+    return groups
+
+
+def _inputs(variants: Sequence[_Variant], last: LastInput | None) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``inputs(x)``: {input key: ``x`` quantized} for the variants' input keys (through ``last``, when
+    given, which shares them with the previous reader of the same tensor)."""
+    quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
+    shares: dict[str, Hashable | None] = {}
+    for v in variants:
+        quantizers.setdefault(v.input_key, v.quantize)
+        shares.setdefault(v.input_key, v.share)
+    steps = tuple(quantizers.items())
+    shared_steps = tuple((key, shares[key], quantize) for key, quantize in steps)
+
+    def inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not x.is_floating_point():
+            return dict.fromkeys(quantizers, x)
+        if last is None:
+            return {key: x if quantize is None else quantize(x) for key, quantize in steps}
+        return last.inputs(x, shared_steps)
+
+    return inputs
 
 
 def _linear_variants(
