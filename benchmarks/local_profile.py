@@ -1,5 +1,5 @@
 """Where the local SQNR's time goes, per scheme: ``python -m benchmarks.local_profile [--models a,b]
-[--repeats 3] [--probes 4] [--top 8] [--no-write]``.
+[--repeats 3] [--probes 4] [--top 8] [--schemes a,b] [--no-tops] [--no-write]``.
 
 Per sample (default drifting_mlp and tiny_transformer), 1 thread, in one process, in plain forward
 passes over the same probes (the median of the plain passes run just before and after each
@@ -12,6 +12,11 @@ measurement: the machine is shared):
 - **before / after** for the recipes given exact faster forms (``engine/quantsim/weight_recipes.py``):
   torchao's own path and the new one, alternated round by round in this process;
 - the top functions (cProfile, tottime) and torch ops (torch.profiler, self CPU) of the whole local pass.
+
+``--schemes`` limits the per-scheme rows to those named (the whole pass still runs every scheme) and
+``--no-tops`` leaves out the cProfile / torch.profiler runs: a big model (large_generated, 602
+quantizable modules) takes minutes for all 23 schemes one at a time, and the profilers' own cost per
+op multiplies its many small ops.
 
 Writes the section ``local profile: cpu`` of ``benchmarks/results.md``. A benchmark: asserts nothing.
 """
@@ -78,7 +83,9 @@ def torchao_recipes() -> Iterator[None]:
 REPLACED = ("nf4", "int4_hqq_g128")
 
 
-def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
+def profile_sample(
+    name: str, repeats: int, k: int, top: int, only: tuple[str, ...] = (), tops: bool = True
+) -> dict[str, Any]:
     from tui_quantreport.engine import Session, Settings, load_model, open_batches
     from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder
     from tui_quantreport.engine.quantsim.local_pass import prepare_weights
@@ -103,7 +110,7 @@ def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
     plain()
     unit = statistics.median(_seconds(plain) for _ in range(5))
     rows = []
-    for scheme in SCHEMES:
+    for scheme in only or tuple(SCHEMES):
         fresh((scheme,)).local_sqnr(advice=False)  # warm-up (imports, first calls)
 
         def weights(scheme: str = scheme) -> None:
@@ -133,25 +140,10 @@ def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
     everything = _ratio(lambda: fresh().local_sqnr(advice=False), plain, repeats)
     all_weights = _ratio(lambda: prepare_weights(fresh()), plain, repeats)
 
-    profiler = cProfile.Profile()
     torch_ops: list[tuple[str, float, int]] = []
-    from torch.profiler import ProfilerActivity, profile
-
-    profiler.enable()
-    fresh().local_sqnr(advice=False)
-    profiler.disable()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fresh().local_sqnr(advice=False)
-    total_us = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1.0
-    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]:
-        torch_ops.append((e.key, e.self_cpu_time_total / total_us, e.count))
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
-    functions = [
-        line.strip()
-        for line in text.getvalue().splitlines()
-        if line.strip() and line.strip()[0].isdigit() and "{" not in line[:10]
-    ][:top]
+    functions: list[str] = []
+    if tops:
+        torch_ops, functions = _tops(lambda: fresh().local_sqnr(advice=False), top)
     return {
         "name": name,
         "probes": len(probes),
@@ -163,6 +155,31 @@ def profile_sample(name: str, repeats: int, k: int, top: int) -> dict[str, Any]:
         "torch_ops": torch_ops,
         "functions": functions,
     }
+
+
+def _tops(run: Callable[[], Any], top: int) -> tuple[list[tuple[str, float, int]], list[str]]:
+    """The top torch ops (torch.profiler, self CPU share, calls) and functions (cProfile, tottime) of ``run``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    total_us = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1.0
+    torch_ops = [
+        (e.key, e.self_cpu_time_total / total_us, e.count)
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    ]
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    functions = [
+        line.strip()
+        for line in text.getvalue().splitlines()
+        if line.strip() and line.strip()[0].isdigit() and "{" not in line[:10]
+    ][:top]
+    return torch_ops, functions
 
 
 def render(results: list[dict[str, Any]], command: str, took: float) -> str:
@@ -191,9 +208,12 @@ def render(results: list[dict[str, Any]], command: str, took: float) -> str:
         for row in sorted(r["rows"], key=lambda row: -row["weights"]):
             change = f"{row['torchao']:.2f} -> {row['exact']:.2f}" if "torchao" in row else ""
             lines.append(f"| {row['scheme']} | {row['weights']:.2f} | {change} | {row['per_probe']:.2f} |")
-        lines += ["", "Top torch ops of the whole local pass (torch.profiler, self CPU share, calls):", ""]
-        lines += [f"- `{key}` {share:.0%} ({count:,})" for key, share, count in r["torch_ops"]]
-        lines += ["", "Top functions (cProfile, tottime):", "", "```", *r["functions"], "```", ""]
+        if r["torch_ops"]:
+            lines += ["", "Top torch ops of the whole local pass (torch.profiler, self CPU share, calls):", ""]
+            lines += [f"- `{key}` {share:.0%} ({count:,})" for key, share, count in r["torch_ops"]]
+        if r["functions"]:
+            lines += ["", "Top functions (cProfile, tottime):", "", "```", *r["functions"], "```"]
+        lines.append("")
     lines += [f"Command: `{command}` (total {took:.0f} s)", f"<!-- end section: {SECTION} -->", ""]
     return "\n".join(lines)
 
@@ -204,15 +224,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--schemes", default="", help="per-scheme rows for these schemes only (default: all)")
+    parser.add_argument("--no-tops", action="store_true", help="leave out the cProfile / torch.profiler runs")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES
+
+    only = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    unknown = [s for s in only if s not in SCHEMES]
+    if unknown:
+        print(f"unknown scheme(s): {', '.join(unknown)} (known: {', '.join(SCHEMES)})", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     results = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        results.append(profile_sample(name, args.repeats, args.probes, args.top))
+        results.append(profile_sample(name, args.repeats, args.probes, args.top, only, not args.no_tops))
     shown = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.local_profile" + (f" {' '.join(shown)}" if shown else "")
     text = render(results, command, time.perf_counter() - started)

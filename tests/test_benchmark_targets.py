@@ -139,3 +139,25 @@ def test_quick_run_lists_every_target(monkeypatch, capsys):
     assert "what-if toggle: large_generated** (<= 150 ms key to header): - — not measured: not run with --quick" in text
     assert "not in --models" in text  # the calibration samples left out say so
     assert text.count("`python -m benchmarks.") >= len(TARGET_KEYS) - 1
+
+
+def test_local_sqnr_is_a_floor_only_where_the_weight_recipes_alone_pass_the_bound():
+    def status(local: float, weights: float) -> str:
+        row = _quantsim_row("drifting_mlp", 4) | {"local": (1.0, local), "weights": (0.5, weights)}
+        lines = against(
+            calibration={},
+            quantsim={"drifting_mlp": row},
+            merged=None,
+            toggle=None,
+            reeval=None,
+            launch=None,
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+        return next(line for line in lines if line.key == "local SQNR: drifting_mlp").status
+
+    assert status(20.0, 10.0) == "met"
+    assert status(30.0, 10.0) == "not met"  # the weights leave room: the rest is over
+    floor = status(60.0, 45.0)
+    assert floor.startswith("floor") and "1 + 45.0" in floor

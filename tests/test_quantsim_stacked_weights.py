@@ -161,3 +161,43 @@ class _NoShare:
 
     def clear(self) -> None:
         pass
+
+
+class _SameShapes(nn.Module):
+    """Same-shaped Linear modules (one stack of weights for every scheme) and one of another shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 64)
+        self.b = nn.Linear(64, 64)
+        self.c = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 8)
+
+    def forward(self, x):
+        return self.head(self.c(torch.relu(self.b(self.a(x)))))
+
+
+def test_one_stack_shared_by_every_scheme_gives_each_weight_alone():
+    from tui_quantreport.engine import ModelCatalog
+    from tui_quantreport.engine.quantsim.local_pass import stack_weights
+
+    torch.manual_seed(6)
+    model = _SameShapes().eval()
+    with torch.no_grad():
+        model.b.weight[3] = 0.0  # an all-zero row
+        model.c.weight[:, :5] = 1e4  # an outlier run
+    analysis = ErrorAnalysis(model, ModelCatalog.build(model), [torch.randn(4, 64)])
+    analysis._weights[("b", SCHEMES["static_per_tensor"].weight_key)] = model.b.weight.detach().clone()  # kept
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    stack_weights(analysis)
+    assert all(_same(p, before[name]) for name, p in model.named_parameters())  # the model untouched
+    stacked = {key for key in analysis._weights if key[0] in ("a", "b", "c")}
+    assert any(key[1] == SCHEMES[name].weight_key for key in stacked for name in _stacked_schemes())
+    for name in analysis.schemes:
+        scheme = SCHEMES[name]
+        for fqn in ("a", "b", "c"):
+            kept = analysis._weights.get((fqn, scheme.weight_key))
+            if kept is None or (fqn == "b" and scheme.weight_key == SCHEMES["static_per_tensor"].weight_key):
+                continue
+            target = analysis.targets[fqn]
+            assert _same(kept, scheme.weight(target.module.weight.detach(), target.kind)), (name, fqn)

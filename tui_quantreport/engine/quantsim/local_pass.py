@@ -32,7 +32,6 @@ from tui_quantreport.engine.quantsim.qparams import (
 from tui_quantreport.engine.quantsim.schemes import (
     SCHEMES,
     InputContext,
-    Scheme,
     StaticInput,
 )
 from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference, Sqnr
@@ -51,10 +50,11 @@ def measure_pass(
     last = LastInput()  # the previous module's input, quantized: the next reader of it takes them
     saved: list[tuple[nn.Module, Any]] = []
     outputs: list[dict[str, torch.Tensor]] = []
-    stack_weights(analysis)
+    refused = refusals(analysis)
+    stack_weights(analysis, refused)
     try:
         for fqn, target in analysis.targets.items():
-            variants = _grouped(variants_of(analysis, target, advice))
+            variants = _grouped(variants_of(analysis, target, advice, refused[fqn]))
             accs[fqn] = SharedReference([v.name for v in variants])
             module = target.module
             saved.append((module, module.__dict__.get("forward", _MISSING)))
@@ -73,6 +73,7 @@ def measure_pass(
         _restore_forwards(saved)
     if analysis._reference is None:
         analysis._reference = outputs
+    SharedReference.finish_all(accs.values())
     result: dict[str, LocalMeasurement] = {}
     for fqn, target in analysis.targets.items():
         why = analysis.measure_failures.get(fqn)
@@ -89,7 +90,7 @@ def measure_pass(
                 target.rows,
             )
             continue
-        result[fqn] = local_result(analysis, target, accs[fqn], advice)
+        result[fqn] = local_result(analysis, target, accs[fqn], advice, refused[fqn])
     for fqn, why in analysis.unsupported.items():
         undefined = Sqnr.undefined(why)
         result[fqn] = LocalMeasurement(fqn, "unsupported", {s: undefined for s in analysis.schemes})
@@ -103,15 +104,36 @@ def failure_noter(analysis: ErrorAnalysis, fqn: str) -> Callable[[Exception], No
     return failed
 
 
-def variants_of(analysis: ErrorAnalysis, target: _Target, advice: bool) -> list[_Variant]:
+def refusals(analysis: ErrorAnalysis) -> dict[str, dict[str, str | None]]:
+    """{target: {scheme: why it cannot take the target, or None}} for every target and measured scheme.
+
+    ``ErrorAnalysis._ineligible`` is a function of the target's kind, weight shape and dtype: asked
+    once per distinct triple, not once per module and scheme (a big model repeats a few shapes)."""
+    memo: dict[tuple, dict[str, str | None]] = {}
+    result: dict[str, dict[str, str | None]] = {}
+    for fqn, target in analysis.targets.items():
+        w = target.module.weight
+        key = (target.kind, tuple(w.shape), w.dtype)
+        reasons = memo.get(key)
+        if reasons is None:
+            reasons = memo[key] = {name: analysis._ineligible(target, SCHEMES[name]) for name in analysis.schemes}
+        result[fqn] = reasons
+    return result
+
+
+def variants_of(
+    analysis: ErrorAnalysis, target: _Target, advice: bool, refused: dict[str, str | None] | None = None
+) -> list[_Variant]:
     """What the measure pass simulates for ``target``: every scheme it can run, then (with
-    ``advice``) the clipped input range and input-weight equalization."""
+    ``advice``) the clipped input range and input-weight equalization. ``refused``: the target's
+    row of :func:`refusals` (asked here when not given)."""
     kind = target.kind
     ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max, analysis.per_token_min_ndim)
     variants: list[_Variant] = []
     for name in analysis.schemes:
         scheme = SCHEMES[name]
-        if analysis._ineligible(target, scheme) is not None or (scheme.needs_range and target.static is None):
+        why = refused[name] if refused is not None else analysis._ineligible(target, scheme)
+        if why is not None or (scheme.needs_range and target.static is None):
             continue
         try:
             wq = analysis.quantized_weight(target.fqn, scheme)
@@ -171,7 +193,13 @@ def equalizer(analysis: ErrorAnalysis, target: _Target) -> _Variant | None:
     return _Variant(EQUALIZED, EQUALIZED, quantize, wq)
 
 
-def local_result(analysis: ErrorAnalysis, target: _Target, accs: SharedReference, advice: bool) -> LocalMeasurement:
+def local_result(
+    analysis: ErrorAnalysis,
+    target: _Target,
+    accs: SharedReference,
+    advice: bool,
+    refused: dict[str, str | None] | None = None,
+) -> LocalMeasurement:
     calls = accs.calls
     sqnr: dict[str, Sqnr] = {}
     beyond = None
@@ -180,7 +208,9 @@ def local_result(analysis: ErrorAnalysis, target: _Target, accs: SharedReference
         beyond = widest if widest > F32_MAX else None
     for name in analysis.schemes:
         scheme = SCHEMES[name]
-        why = analysis._ineligible(target, scheme) or analysis._failed.get((target.fqn, name))
+        why = (refused[name] if refused is not None else analysis._ineligible(target, scheme)) or analysis._failed.get(
+            (target.fqn, name)
+        )
         if why is not None:
             sqnr[name] = Sqnr.undefined(why)
         elif beyond is not None and not scheme.facts.weight_only:
@@ -235,44 +265,56 @@ def _scale_weight_inputs(weight: torch.Tensor, factor: torch.Tensor, kind: Modul
     return (w * f).reshape(weight.shape)
 
 
-def stack_weights(analysis: ErrorAnalysis) -> None:
-    """Every scheme's weight recipe run on same-shaped weights together (:func:`quantize_weights`)."""
-    for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes):
-        quantize_weights(analysis, next(SCHEMES[n] for n in analysis.schemes if SCHEMES[n].weight_key == key))
+def stack_weights(analysis: ErrorAnalysis, refused: dict[str, dict[str, str | None]] | None = None) -> None:
+    """Every scheme's weight recipe run on same-shaped weights together: the targets grouped by weight
+    shape, dtype, device and kind once, each group's weights stacked once (in stacks of at most
+    :data:`WEIGHT_STACK_ELEMENTS`) and that stack handed to every scheme with a stacked form
+    (:meth:`Scheme.weights`; the stack's weights that a scheme refuses or already has, left out).
+    A scheme without a stacked form, or that refuses the stack, quantizes each weight when its
+    variant is built (a failure is then that weight's reason)."""
+    refused = refusals(analysis) if refused is None else refused
+    schemes = [
+        (name, SCHEMES[name])
+        for name in dict.fromkeys(
+            next(n for n in analysis.schemes if SCHEMES[n].weight_key == key)
+            for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes)
+        )
+    ]
+    groups: dict[tuple, list[str]] = {}
+    for fqn, target in analysis.targets.items():
+        w = target.module.weight
+        groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
+    cached = analysis._weights
+    for (shape, _dtype, _device, kind), fqns in groups.items():
+        per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
+        for start in range(0, len(fqns), per_stack):
+            chunk = fqns[start : start + per_stack]
+            if len(chunk) < 2:
+                continue
+            stack: torch.Tensor | None = None
+            for name, scheme in schemes:
+                key = scheme.weight_key
+                todo = [i for i, f in enumerate(chunk) if refused[f][name] is None and (f, key) not in cached]
+                if len(todo) < 2:
+                    continue
+                if stack is None:
+                    stack = torch.stack([analysis.targets[f].module.weight.detach() for f in chunk])
+                part = stack if len(todo) == len(chunk) else stack[todo]
+                try:
+                    with torch.no_grad():
+                        quantized = scheme.weights(part, kind)
+                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
+                    quantized = None
+                if quantized is None:
+                    continue
+                for i, q in zip(todo, quantized.unbind(0)):
+                    cached[(chunk[i], key)] = q
 
 
 def prepare_weights(analysis: ErrorAnalysis) -> None:
     """Every weight the local pass runs, fake-quantized and kept (what the pass does before its float
     pass; the benchmark times it apart: it is paid once per model, whatever the number of probes)."""
-    stack_weights(analysis)
-    for target in analysis.targets.values():
-        variants_of(analysis, target, advice=False)
-
-
-def quantize_weights(analysis: ErrorAnalysis, scheme: Scheme) -> None:
-    """Fake-quantize every eligible target's weight not yet cached under ``scheme``'s weight
-    facts; where the scheme has a stacked form (:meth:`Scheme.weights`), same-shaped weights
-    together, in stacks of at most :data:`WEIGHT_STACK_ELEMENTS`."""
-    groups: dict[tuple, list[str]] = {}
+    refused = refusals(analysis)
+    stack_weights(analysis, refused)
     for fqn, target in analysis.targets.items():
-        w = target.module.weight
-        if (fqn, scheme.weight_key) in analysis._weights or analysis._ineligible(target, scheme) is not None:
-            continue
-        groups.setdefault((tuple(w.shape), w.dtype, w.device, target.kind), []).append(fqn)
-    for (shape, _dtype, _device, kind), fqns in groups.items():
-        per_stack = max(1, WEIGHT_STACK_ELEMENTS // max(1, math.prod(shape)))
-        for start in range(0, len(fqns), per_stack):
-            chunk = fqns[start : start + per_stack]
-            quantized = None
-            if len(chunk) > 1:
-                try:
-                    with torch.no_grad():
-                        quantized = scheme.weights(
-                            torch.stack([analysis.targets[f].module.weight.detach() for f in chunk]), kind
-                        )
-                except Exception:  # noqa: BLE001 - one at a time instead: a refusal is then that weight's reason
-                    quantized = None
-            if quantized is None:
-                continue  # each weight is quantized when its variant is built (a failure is its reason)
-            for i, fqn in enumerate(chunk):
-                analysis._weights[(fqn, scheme.weight_key)] = quantized[i]
+        variants_of(analysis, target, False, refused[fqn])

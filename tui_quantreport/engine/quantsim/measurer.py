@@ -16,6 +16,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     _Target,
     first_tensor,
 )
+from tui_quantreport.engine.quantsim.hostsync import host_reads
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
 from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference
@@ -113,18 +114,68 @@ def _measurer(
         and module.weight.dtype == torch.float32
         and all(v.weight.dtype == torch.float32 for v in variants)
     )
+    groups = _weight_groups(variants)
+    bias = module.bias.detach() if linear and module.bias is not None else None
+    # Small Linear modules (most of a big model's): every variant in one batched matmul.
+    batched = (
+        tuple(v.weight for v in variants)
+        if linear and len(groups) > 1 and len(variants) * module.weight.numel() <= BATCHED_WEIGHT_ELEMENTS
+        else None
+    )
+    # The transposed weights of one matmul per weight (made on first use where the batched form runs).
+    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear and batched is None else []
+    conv = (
+        kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
+    )
+
+    inputs = _inputs(variants, last)
+
+    def measure(x: torch.Tensor, y: torch.Tensor) -> None:
+        if not names:
+            acc.add_norms(y.detach(), None, None, scratch)
+            return
+        y = y.detach()
+        if y.dtype != torch.float32:
+            y = acc.add_reference(y)
+            quantized = inputs(x)
+            for v in variants:
+                acc.add(v.name, y, run(quantized[v.input_key], v.weight))
+            return
+        quantized = inputs(x)
+        if linear and x.dtype == torch.float32 and x.dim() >= 1:
+            if batched is not None and _batched_variants(
+                quantized, x, y, variants, batched, groups, bias, acc, scratch
+            ):
+                return
+            if not groups_t:
+                groups_t.extend((weight.t(), keys) for weight, keys in groups)
+            _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
+            return
+        if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
+            _conv_variants(quantized, y, groups, run, acc, scratch)
+            return
+        out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
+        out.sub_(y)
+        acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
+
+    return measure
+
+
+def _weight_groups(variants: Sequence[_Variant]) -> list[tuple[torch.Tensor, list[str]]]:
+    """The variants' weights in order (those sharing one adjacent, :func:`_grouped`), each with the input
+    keys it runs on."""
     groups: list[tuple[torch.Tensor, list[str]]] = []
     for v in variants:
         if groups and groups[-1][0] is v.weight:
             groups[-1][1].append(v.input_key)
         else:
             groups.append((v.weight, [v.input_key]))
-    bias = module.bias.detach() if linear and module.bias is not None else None
-    groups_t = [(weight.t(), keys) for weight, keys in groups] if linear else []
-    conv = (
-        kind.call is _conv_call and isinstance(module, nn.modules.conv._ConvNd) and module.weight.dtype == torch.float32
-    )
+    return groups
 
+
+def _inputs(variants: Sequence[_Variant], last: LastInput | None) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``inputs(x)``: {input key: ``x`` quantized} for the variants' input keys (through ``last``, when
+    given, which shares them with the previous reader of the same tensor)."""
     quantizers: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
     shares: dict[str, Hashable | None] = {}
     for v in variants:
@@ -140,29 +191,7 @@ def _measurer(
             return {key: x if quantize is None else quantize(x) for key, quantize in steps}
         return last.inputs(x, shared_steps)
 
-    def measure(x: torch.Tensor, y: torch.Tensor) -> None:
-        if not names:
-            acc.add_norms(y.detach(), None, None, scratch)
-            return
-        y = y.detach()
-        if y.dtype != torch.float32:
-            y = acc.add_reference(y)
-            quantized = inputs(x)
-            for v in variants:
-                acc.add(v.name, y, run(quantized[v.input_key], v.weight))
-            return
-        quantized = inputs(x)
-        if linear and x.dtype == torch.float32 and x.dim() >= 1:
-            _linear_variants(quantized, x, y, len(names), groups_t, bias, acc, scratch)
-            return
-        if conv and x.dim() == module.weight.dim() and x.dtype == torch.float32:
-            _conv_variants(quantized, y, groups, run, acc, scratch)
-            return
-        out = torch.stack([run(quantized[v.input_key], v.weight) for v in variants])
-        out.sub_(y)
-        acc.add_norms(y, out.reshape(len(names), -1), None, scratch)
-
-    return measure
+    return inputs
 
 
 def _linear_variants(
@@ -205,6 +234,70 @@ def _linear_variants(
         row += g
     out.sub_(y.reshape(1, m, n_out))
     acc.add_norms(y, out.view(count, -1), None, kept)
+
+
+#: A float32 Linear's variants run as one batched matmul (:func:`_batched_variants`) while their weights,
+#: laid end to end, hold at most this many elements (where Python's cost per matmul call is what counts).
+BATCHED_WEIGHT_ELEMENTS = 1 << 18
+
+#: {(rows, in, out, variants, bias, threads, device): whether ``torch.baddbmm`` gave, element for element,
+#: the bits ``torch.addmm`` gives for each variant}: checked on the first call of each key, process-wide.
+_BATCHED_EXACT: dict[tuple, bool] = {}
+
+
+def _batched_variants(
+    quantized: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    variants: Sequence[_Variant],
+    weights: tuple[torch.Tensor, ...],
+    groups: list[tuple[torch.Tensor, list[str]]],
+    bias: torch.Tensor | None,
+    acc: SharedReference,
+    scratch: Scratch,
+) -> bool:
+    """A float32 Linear's variants as one ``torch.baddbmm`` over their quantized inputs and weights stacked
+    (variant i: input ``quantized[input_key]``, weight ``weights[i]``): the output of each variant in one
+    call, not one ``addmm`` per weight. Taken only where the batched kernel gives every element the bits
+    :func:`_linear_variants` gives (checked once per shape and thread count: on the first call both run and
+    the results are compared bit for bit); False (nothing added) where it does not."""
+    if not host_reads(y):  # the first call's check reads the result back: host tensors only
+        return False
+    count, k, n_out = len(variants), x.shape[-1], y.shape[-1]
+    m = y.numel() // n_out if n_out else 0
+    key = (m, k, n_out, count, bias is not None, torch.get_num_threads(), y.device)
+    exact = _BATCHED_EXACT.get(key)
+    if exact is False or m == 0:
+        return False
+    # Stacked as they are (a reshape per input costs more than the copy), then seen as (count, m, k).
+    rows = torch.stack(
+        [quantized[v.input_key] for v in variants],
+        out=scratch.buffer("batched_rows", (count, *x.shape), torch.float32, y.device),
+    ).view(count, m, k)
+    stacked = torch.stack(weights, out=scratch.buffer("batched_weights", (count, n_out, k), torch.float32, y.device))
+    out = scratch.buffer("out", (count, m, n_out), torch.float32, y.device)
+    if bias is not None:
+        torch.baddbmm(bias, rows, stacked.transpose(1, 2), out=out)
+    else:
+        torch.bmm(rows, stacked.transpose(1, 2), out=out)
+    if exact is None:
+        check = torch.empty_like(out)
+        row = 0
+        for weight, keys in groups:
+            g, weight_t = len(keys), weight.t()
+            parts = torch.cat([quantized[key].reshape(-1, k) for key in keys]) if g > 1 else quantized[keys[0]]
+            target = check[row : row + g].view(-1, n_out)
+            if bias is not None:
+                torch.addmm(bias, parts.reshape(-1, k), weight_t, out=target)
+            else:
+                torch.mm(parts.reshape(-1, k), weight_t, out=target)
+            row += g
+        exact = _BATCHED_EXACT[key] = torch.equal(out.view(torch.int32), check.view(torch.int32))
+        if not exact:
+            return False
+    out.sub_(y.reshape(1, m, n_out))
+    acc.add_norms(y, out.view(count, -1), None, scratch)
+    return True
 
 
 def _conv_variants(
