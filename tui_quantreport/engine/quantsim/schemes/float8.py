@@ -74,8 +74,14 @@ class Float8(TorchaoScheme):
         return fake_quantize_float8(weight.detach(), self.per_row)
 
     def weights(self, stacked: torch.Tensor, kind: ModuleKind) -> torch.Tensor | None:
-        # A scale per row: a stack of weights is one weight of more rows (per tensor: none).
-        return by_rows(lambda w: fake_quantize_float8(w, True), stacked) if self.per_row else None
+        # A scale per row: a stack of weights is one weight of more rows; per tensor, a scale per
+        # weight of the stack (each its own amax / 448, as alone).
+        if self.per_row:
+            return by_rows(lambda w: fake_quantize_float8(w, True), stacked)
+        if stacked.dim() < 2:
+            return None
+        amax = stacked.detach().abs().amax(dim=tuple(range(1, stacked.dim())), keepdim=True)
+        return fake_quantize_float8(stacked.detach(), False, (amax / FP8_MAX).to(torch.float32))
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         if self.facts.activation == "static":
