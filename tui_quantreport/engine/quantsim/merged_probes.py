@@ -58,15 +58,22 @@ class NotSegmented(Exception):
 
 
 def per_segment(
-    quantize: Callable[[torch.Tensor], torch.Tensor], segments: Segments
+    quantize: Callable[[torch.Tensor], torch.Tensor],
+    segments: Segments,
+    together: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor | None] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``quantize`` applied to each probe's rows alone while a merged batch runs (the same values
-    as each probe quantized on its own), to the whole tensor otherwise."""
+    as each probe quantized on its own), to the whole tensor otherwise. ``together(x, sizes)``, where
+    given, does all the segments in one go (the same values) or returns None (then one by one)."""
 
     def segmented(x: torch.Tensor) -> torch.Tensor:
         sizes = segments.sizes
         if sizes is None:
             return quantize(x)
+        if together is not None:
+            out = together(x, sizes)
+            if out is not None:
+                return out
         pieces = split_rows(x, sizes)
         if pieces is None:
             raise NotSegmented

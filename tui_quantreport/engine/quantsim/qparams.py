@@ -251,6 +251,61 @@ def fake_quantize_dynamic(x: torch.Tensor, qmin: int, qmax: int, per_token: bool
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
+def fake_quantize_dynamic_segments(
+    x: torch.Tensor, sizes: tuple[int, ...], qmin: int, qmax: int
+) -> torch.Tensor | None:
+    """``torch.cat([fake_quantize_dynamic(piece, qmin, qmax, False) for piece in x's row segments])``
+    (``sizes`` rows each on dim 0: a merged batch's probes) in one reduction and one kernel call, or None
+    where this form does not apply: off the host, segments of unequal or large size (there each piece
+    alone takes the fused path), a tensor not float32 and contiguous, or a segment whose range or scale
+    is not finite (NaN and infinities: the pieces one by one).
+
+    The same values: each segment's extremes (min and max select, so they do not depend on the
+    reduction's shape), the same cached host qparams, and :func:`fake_quantize_float32`'s ops (the
+    per-tensor kernel's values where nothing is NaN) with one scale per segment: ``x * inv``, round,
+    ``+ 0.0`` (the kernel's zero is +0.0), clamp to ``[qmin - zp, qmax - zp]``, ``* scale`` in
+    float32. Held equal, bit for bit, to the pieces one by one by ``tests/test_merged_probe_segments.py``."""
+    k = len(sizes)
+    if (
+        k < 2
+        or not host_reads(x)
+        or x.dtype != torch.float32
+        or not x.is_contiguous()
+        or x.dim() == 0
+        or x.shape[0] != sum(sizes)
+        or any(size != sizes[0] for size in sizes)
+        or x.numel() == 0
+        or x.numel() // k >= FAST_FAKE_QUANT_MIN
+    ):
+        return None
+    segments = x.view(k, -1)
+    key = (tuple(segments.amin(dim=1).tolist()), tuple(segments.amax(dim=1).tolist()), qmin, qmax)
+    qparams = _SEGMENT_QPARAMS.get(key)
+    if qparams is None:
+        params = [_dynamic_qparams(lo, hi, qmin, qmax) for lo, hi in zip(key[0], key[1])]
+        if not all(math.isfinite(scale) for scale, _zp, _inv in params):  # NaN or infinite extremes too
+            return None
+        if len(_SEGMENT_QPARAMS) >= _DYNAMIC_QPARAMS_MAX:
+            _SEGMENT_QPARAMS.clear()
+        qparams = _SEGMENT_QPARAMS[key] = tuple(
+            torch.tensor(column, dtype=torch.float32).unsqueeze(1)
+            for column in zip(*((inv, qmin - zp, qmax - zp, scale) for scale, zp, inv in params))
+        )
+    inverse, low, high, scale = qparams
+    # fake_quantize_float32's ops with a scale per segment (torch's kernel's values, no NaN here), and
+    # +0.0 for a -0.0 the rounding gives (the kernel's integer zero point arithmetic gives +0.0).
+    y = torch.mul(segments, inverse)
+    y.round_().add_(0.0)
+    y.clamp_(min=low, max=high)
+    return y.mul_(scale).view_as(x)
+
+
+#: :func:`fake_quantize_dynamic_segments`'s per-segment (``1.0f / scale``, ``qmin - zp``, ``qmax - zp``,
+#: scale) columns by the segments' extremes: a dynamic module's input has the same extremes in every plan that leaves the modules
+#: before it alone (a what-if toggle's), and building two small tensors costs more than the kernel.
+_SEGMENT_QPARAMS: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
 #: :func:`scalar_affine_qparams` and :func:`inverse_scale` by (min, max, qmin, qmax): the same
 #: probes give the same extremes at a dynamic module's input in every plan that leaves the
 #: modules before it alone, and the scalar arithmetic costs as much as the tiny tensors' ops.

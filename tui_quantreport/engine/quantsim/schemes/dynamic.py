@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
-from tui_quantreport.engine.quantsim.qparams import fake_quantize_dynamic
+from tui_quantreport.engine.quantsim.qparams import fake_quantize_dynamic, fake_quantize_dynamic_segments
 from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
 
 
@@ -27,3 +27,8 @@ class Dynamic(Int8Scheme):
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=ctx.per_token(x))
+
+    def input_segments(self, x: torch.Tensor, ctx: InputContext, sizes: tuple[int, ...]) -> torch.Tensor | None:
+        if ctx.per_token(x):
+            return None
+        return fake_quantize_dynamic_segments(x, sizes, ctx.quant_min, ctx.quant_max)
