@@ -43,7 +43,7 @@ from benchmarks.machine import cpu_model, describe
 from benchmarks.models import DEFAULT_MODELS, all_cases
 from benchmarks.reference import describe_failure, generate_report, prepare_reference, short_reason
 from benchmarks.results_file import write_results
-from benchmarks.targets import CALIBRATION_PLAIN, against
+from benchmarks.targets import CALIBRATION_PLAIN, CALIBRATION_TRANSFORMERS, against
 from benchmarks.timing import call_batch, fmt_bytes, fmt_ms, fmt_ratio, median, timed, to_device
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -223,14 +223,13 @@ def unfused_plain(
 def without_percentiles(
     row: Row, model: torch.nn.Module, batches: list[Any], device: torch.device, repeats: int
 ) -> float | None:
-    """For the MLP and conv calibration samples and the LLaMA decoder (no fused path to measure there):
-    our calibration without the outlier detector (the only
+    """For the MLP, conv and transformer calibration samples: our calibration without the outlier detector (the only
     one that asks for exact per-channel percentiles), over the plain forward timed in the same rounds
     (alternated; median of the per-round ratios): their floor is the selection on top of it. None for
     other models, or where our calibration failed."""
     from tui_quantreport.engine import Session, Settings
 
-    if row.key not in (*CALIBRATION_PLAIN, "hf_llama_decoder") or row.ours_failure is not None:
+    if row.key not in (*CALIBRATION_PLAIN, *CALIBRATION_TRANSFORMERS) or row.ours_failure is not None:
         return None
     session = Session(model)
     settings = Settings.build(tuple(d for d in REFERENCE_DETECTORS if d != "outlier"))

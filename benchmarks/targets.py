@@ -205,6 +205,8 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
         status = _status(ratio, CALIBRATION)
         rest = row.get("no_percentiles_over_plain")
         unfused = row.get("unfused_over_plain")
+        if unfused is not None and unfused <= CALIBRATION:
+            unfused = None  # below the target by itself: no floor there
         if status == "not met" and rest is not None and (not transformer or unfused is None):
             without = (
                 f"without the outlier detector's exact per-channel 97.5th percentile (every other statistic "
@@ -217,11 +219,14 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
                 else f"not met ({without})"
             )
         elif status == "not met" and transformer:
+            measured = row.get("unfused_over_plain")
             status = (
                 f"floor: the fused encoder path off (the layer's inner modules observed) is {unfused:.2f}x plain by "
                 "itself, measured here"
                 if unfused is not None
                 else "not met (no floor measured for this model)"
+                if measured is None
+                else f"not met (the fused encoder path off costs {measured:.2f}x plain by itself, measured here)"
             )
         lines.append(Line(f"calibration: {name}", target, f"{ratio:.2f}x", status, command))
 

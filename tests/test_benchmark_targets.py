@@ -55,7 +55,7 @@ def test_statuses_follow_the_targets():
             calibration={
                 "drifting_mlp": {"ours_over_plain": 1.2, "ref_over_ours": 14.0},
                 "convnet_per_tensor": {"ours_over_plain": 1.5, "ref_over_ours": 9.0},
-                "tiny_transformer": {"ours_over_plain": 2.5, "ref_over_ours": 17.0, "unfused_over_plain": 1.3},
+                "tiny_transformer": {"ours_over_plain": 2.5, "ref_over_ours": 17.0, "unfused_over_plain": 2.08},
             },
             quantsim={"drifting_mlp": _quantsim_row("drifting_mlp", 4)},
             merged={"merged": 1.2, "one": 2.0, "same": "yes"},
@@ -161,3 +161,25 @@ def test_local_sqnr_is_a_floor_only_where_the_weight_recipes_alone_pass_the_boun
     assert status(30.0, 10.0) == "not met"  # the weights leave room: the rest is over
     floor = status(60.0, 45.0)
     assert floor.startswith("floor") and "1 + 45.0" in floor
+
+
+def test_a_transformer_floor_is_one_only_over_the_target():
+    def status(unfused, rest=None):
+        row = {"ours_over_plain": 2.5, "unfused_over_plain": unfused, "no_percentiles_over_plain": rest}
+        lines = against(
+            calibration={"tiny_transformer": row},
+            quantsim={},
+            merged=None,
+            toggle=None,
+            reeval=None,
+            launch=None,
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+        return next(line.status for line in lines if line.key == "calibration: tiny_transformer")
+
+    assert status(2.08).startswith("floor: the fused encoder path off")
+    # The fused path off costs less than the target by itself: not a floor, and it says what it measured.
+    assert status(0.85) == "not met (the fused encoder path off costs 0.85x plain by itself, measured here)"
+    assert status(0.85, rest=1.1).startswith("floor: without the outlier detector")
