@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 
 from benchmarks.local_profile import _ratio, _seconds
+from benchmarks.results_file import command_of, each_model, emit
+from benchmarks.timing import calibrated_sample
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "activation casts: cpu"
@@ -105,17 +106,11 @@ def torchao_activations() -> Iterator[None]:
 
 
 def bench_sample(name: str, repeats: int, k: int) -> dict[str, Any]:
-    from tui_quantreport.engine import Session, Settings, load_model, open_batches
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
     from tui_quantreport.engine.quantsim.local_pass import prepare_weights
     from tui_quantreport.engine.session import call_batch
 
-    loaded = load_model(name)
-    model = loaded.model
-    session = Session(model)
-    recorder = ProbeRecorder(open_batches(loaded), k)
-    stats = session.calibrate(recorder, Settings.build())
-    probes = recorder.probes
+    model, session, stats, probes = calibrated_sample(name, k)
 
     def plain() -> None:
         with torch.no_grad():
@@ -199,18 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    results = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        results.append(bench_sample(name, args.repeats, args.probes))
-    shown = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.activation_bench" + (f" {' '.join(shown)}" if shown else "")
-    text = render(results, command, time.perf_counter() - started)
-    print(text)
-    if not args.no_write:
-        from benchmarks.results_file import replace_section
-
-        replace_section(RESULTS, SECTION, text)
+    results = each_model(args.models, lambda name: bench_sample(name, args.repeats, args.probes))
+    text = render(results, command_of("benchmarks.activation_bench", argv), time.perf_counter() - started)
+    emit(RESULTS, SECTION, text, not args.no_write)
     return 0
 
 

@@ -39,6 +39,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.results_file import command_of, each_model, emit
+from benchmarks.timing import calibrated_sample
+
 RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "local profile: cpu"
 DEFAULT = ("drifting_mlp", "tiny_transformer")
@@ -86,18 +89,12 @@ REPLACED = ("nf4", "int4_hqq_g128")
 def profile_sample(
     name: str, repeats: int, k: int, top: int, only: tuple[str, ...] = (), tops: bool = True
 ) -> dict[str, Any]:
-    from tui_quantreport.engine import Session, Settings, load_model, open_batches
-    from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder
+    from tui_quantreport.engine.quantsim import ErrorAnalysis
     from tui_quantreport.engine.quantsim.local_pass import prepare_weights
     from tui_quantreport.engine.quantsim.schemes import SCHEMES
     from tui_quantreport.engine.session import call_batch
 
-    loaded = load_model(name)
-    model = loaded.model
-    session = Session(model)
-    recorder = ProbeRecorder(open_batches(loaded), k)
-    stats = session.calibrate(recorder, Settings.build())
-    probes = recorder.probes
+    model, session, stats, probes = calibrated_sample(name, k)
 
     def plain() -> None:
         with torch.no_grad():
@@ -238,18 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    results = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        results.append(profile_sample(name, args.repeats, args.probes, args.top, only, not args.no_tops))
-    shown = argv if argv is not None else sys.argv[1:]
-    command = "python -m benchmarks.local_profile" + (f" {' '.join(shown)}" if shown else "")
-    text = render(results, command, time.perf_counter() - started)
-    print(text)
-    if not args.no_write:
-        from benchmarks.results_file import replace_section
-
-        replace_section(RESULTS, SECTION, text)
+    results = each_model(
+        args.models, lambda name: profile_sample(name, args.repeats, args.probes, args.top, only, not args.no_tops)
+    )
+    text = render(results, command_of("benchmarks.local_profile", argv), time.perf_counter() - started)
+    emit(RESULTS, SECTION, text, not args.no_write)
     return 0
 
 

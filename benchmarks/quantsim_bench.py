@@ -42,6 +42,7 @@ import torch
 from benchmarks.machine import describe
 from benchmarks.results_file import write_results
 from benchmarks.targets import quantsim_command
+from benchmarks.timing import calibrated_sample
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 DEFAULT = ("drifting_mlp", "showcase", "outlier_channels", "tiny_transformer", "convnet_per_tensor", "large_generated")
@@ -159,16 +160,10 @@ def bench(
 ) -> dict:
     """One sample's row. ``local_repeats``: the local pass measured that many times with no warm-up of its
     own (the weights' and the plan's runs warm it; for a sample whose local pass takes long)."""
-    from tui_quantreport.engine import Session, Settings, load_model, open_batches
-    from tui_quantreport.engine.quantsim import FLOAT, ErrorAnalysis, ProbeRecorder
+    from tui_quantreport.engine.quantsim import FLOAT, ErrorAnalysis
     from tui_quantreport.engine.session import call_batch
 
-    loaded = load_model(name)
-    model = loaded.model
-    session = Session(model)
-    recorder = ProbeRecorder(open_batches(loaded), k)
-    stats = session.calibrate(recorder, Settings.build())
-    probes = recorder.probes
+    model, session, stats, probes = calibrated_sample(name, k)
 
     def plain():
         with torch.no_grad():

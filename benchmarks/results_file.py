@@ -8,7 +8,10 @@ replaces only its own device's section.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TITLE = "# tui-quantreport performance benchmark"
 INTRO = (
@@ -73,3 +76,25 @@ def replace_section(path: Path, section: str, text: str) -> None:
     else:
         current = current.rstrip("\n") + "\n\n" + text
     path.write_text(current, encoding="utf-8")
+
+
+def each_model(spec: str, run: Callable[[str], Any]) -> list[Any]:
+    """``run(name)`` for each name of a comma-separated ``--models`` value, saying which on stderr."""
+    results = []
+    for name in [m.strip() for m in spec.split(",") if m.strip()]:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results.append(run(name))
+    return results
+
+
+def command_of(prog: str, argv: list[str] | None) -> str:
+    """The command line that reproduces a run: ``python -m PROG`` and the arguments it was given."""
+    shown = argv if argv is not None else sys.argv[1:]
+    return f"python -m {prog}" + (f" {' '.join(shown)}" if shown else "")
+
+
+def emit(path: Path, section: str, text: str, write: bool) -> None:
+    """Print a benchmark's section and, unless ``--no-write``, put it in ``path`` in place of its last run."""
+    print(text)
+    if write:
+        replace_section(path, section, text)

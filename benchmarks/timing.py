@@ -88,3 +88,16 @@ def fmt_bytes(n: int) -> str:
     if n >= 1 << 10:
         return f"{n / (1 << 10):.1f} KiB"
     return f"{n} B"
+
+
+def calibrated_sample(name: str, k: int) -> tuple[torch.nn.Module, Any, Any, list[Any]]:
+    """``(model, session, stats, probes)``: a sample loaded and calibrated on its first ``k`` batches (the
+    probes the measured-error benchmarks run), all four detectors."""
+    from tui_quantreport.engine import Session, Settings, load_model, open_batches
+    from tui_quantreport.engine.quantsim import ProbeRecorder
+
+    loaded = load_model(name)
+    session = Session(loaded.model)
+    recorder = ProbeRecorder(open_batches(loaded), k)
+    stats = session.calibrate(recorder, Settings.build())
+    return loaded.model, session, stats, recorder.probes

@@ -79,20 +79,29 @@ def test_statuses_follow_the_targets():
     assert "--models drifting_mlp --probes 4" in lines["local SQNR: drifting_mlp"].command
 
 
+def _status_of(key: str, calibration: dict | None = None, quantsim: dict | None = None) -> str:
+    """The status ``against`` gives the target ``key`` from these rows, nothing else measured."""
+    lines = against(
+        calibration=calibration or {},
+        quantsim=quantsim or {},
+        merged=None,
+        toggle=None,
+        reeval=None,
+        launch=None,
+        device="cpu",
+        why_not={},
+        repeats=1,
+    )
+    return next(line.status for line in lines if line.key == key)
+
+
+def _calibration_status(name: str, row: dict) -> str:
+    return _status_of(f"calibration: {name}", calibration={name: row})
+
+
 def test_calibration_floor_is_the_selection_measured_in_the_run():
     def status(rest):
-        lines = against(
-            calibration={"convnet_per_tensor": {"ours_over_plain": 1.5, "no_percentiles_over_plain": rest}},
-            quantsim={},
-            merged=None,
-            toggle=None,
-            reeval=None,
-            launch=None,
-            device="cpu",
-            why_not={},
-            repeats=1,
-        )
-        return next(line.status for line in lines if line.key == "calibration: convnet_per_tensor")
+        return _calibration_status("convnet_per_tensor", {"ours_over_plain": 1.5, "no_percentiles_over_plain": rest})
 
     assert status(1.2).startswith("floor") and "1.20x" in status(1.2)
     assert status(1.4).startswith("not met (without")  # the rest is over the target by itself: no floor
@@ -144,18 +153,7 @@ def test_quick_run_lists_every_target(monkeypatch, capsys):
 def test_local_sqnr_is_a_floor_only_where_the_weight_recipes_alone_pass_the_bound():
     def status(local: float, weights: float) -> str:
         row = _quantsim_row("drifting_mlp", 4) | {"local": (1.0, local), "weights": (0.5, weights)}
-        lines = against(
-            calibration={},
-            quantsim={"drifting_mlp": row},
-            merged=None,
-            toggle=None,
-            reeval=None,
-            launch=None,
-            device="cpu",
-            why_not={},
-            repeats=1,
-        )
-        return next(line for line in lines if line.key == "local SQNR: drifting_mlp").status
+        return _status_of("local SQNR: drifting_mlp", quantsim={"drifting_mlp": row})
 
     assert status(20.0, 10.0) == "met"
     assert status(30.0, 10.0) == "not met"  # the weights leave room: the rest is over
@@ -166,18 +164,7 @@ def test_local_sqnr_is_a_floor_only_where_the_weight_recipes_alone_pass_the_boun
 def test_a_transformer_floor_is_one_only_over_the_target():
     def status(unfused, rest=None):
         row = {"ours_over_plain": 2.5, "unfused_over_plain": unfused, "no_percentiles_over_plain": rest}
-        lines = against(
-            calibration={"tiny_transformer": row},
-            quantsim={},
-            merged=None,
-            toggle=None,
-            reeval=None,
-            launch=None,
-            device="cpu",
-            why_not={},
-            repeats=1,
-        )
-        return next(line.status for line in lines if line.key == "calibration: tiny_transformer")
+        return _calibration_status("tiny_transformer", row)
 
     assert status(2.08).startswith("floor: the fused encoder path off")
     # The fused path off costs less than the target by itself: not a floor, and it says what it measured.

@@ -99,12 +99,7 @@ def test_batched_norms_equal_the_per_weight_ones_bit_for_bit(monkeypatch, bias, 
     variants, inputs = _variants(x, n_out)
     b = torch.randn(n_out) if bias else None
     y = torch.nn.functional.linear(x, variants[0].weight, b)
-    groups: list[tuple[torch.Tensor, list[str]]] = []
-    for v in variants:
-        if groups and groups[-1][0] is v.weight:
-            groups[-1][1].append(v.input_key)
-        else:
-            groups.append((v.weight, [v.input_key]))
+    groups = measurer_module._weight_groups(variants)
     groups_t = [(w.t(), keys) for w, keys in groups]
     names = [v.name for v in variants]
     monkeypatch.setattr(measurer_module, "_BATCHED_EXACT", {})
