@@ -71,6 +71,37 @@ def _status(value: float, target: float) -> str:
     return "met" if value <= target else "not met"
 
 
+def _calibration_status(ratio: float, row: dict[str, Any], transformer: bool) -> str:
+    """met / not met / floor for one calibration row: a floor is a cost measured in the run that is over
+    the target by itself (a transformer's fused path off), or the exact percentile's selection where our
+    calibration without it is within the target."""
+    if ratio <= CALIBRATION:
+        return "met"
+    unfused = row.get("unfused_over_plain")
+    if transformer and unfused is not None and unfused > CALIBRATION:
+        return (
+            f"floor: the fused encoder path off (the layer's inner modules observed) is {unfused:.2f}x plain by "
+            "itself, measured here"
+        )
+    rest = row.get("no_percentiles_over_plain")
+    if rest is not None:
+        without = (
+            f"without the outlier detector's exact per-channel 97.5th percentile (every other statistic "
+            f"kept) it is {rest:.2f}x plain, measured here"
+        )
+        if rest <= CALIBRATION:
+            return (
+                f"floor: {without}; the selection, at its measured fastest (benchmarks/README.md, "
+                "calibration floors), is the rest"
+            )
+        return f"not met ({without})"
+    if not transformer:
+        return "not met"
+    if unfused is None:
+        return "not met (no floor measured for this model)"
+    return f"not met (the fused encoder path off costs {unfused:.2f}x plain by itself, measured here)"
+
+
 def against(
     *,
     calibration: dict[str, Any],
@@ -202,32 +233,7 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
             lines.append(Line(f"calibration: {name}", target, "-", _not(why), command))
             continue
         ratio = row["ours_over_plain"]
-        status = _status(ratio, CALIBRATION)
-        rest = row.get("no_percentiles_over_plain")
-        unfused = row.get("unfused_over_plain")
-        if unfused is not None and unfused <= CALIBRATION:
-            unfused = None  # below the target by itself: no floor there
-        if status == "not met" and rest is not None and (not transformer or unfused is None):
-            without = (
-                f"without the outlier detector's exact per-channel 97.5th percentile (every other statistic "
-                f"kept) it is {rest:.2f}x plain, measured here"
-            )
-            status = (
-                f"floor: {without}; the selection, at its measured fastest (benchmarks/README.md, "
-                "calibration floors), is the rest"
-                if rest <= CALIBRATION
-                else f"not met ({without})"
-            )
-        elif status == "not met" and transformer:
-            measured = row.get("unfused_over_plain")
-            status = (
-                f"floor: the fused encoder path off (the layer's inner modules observed) is {unfused:.2f}x plain by "
-                "itself, measured here"
-                if unfused is not None
-                else "not met (no floor measured for this model)"
-                if measured is None
-                else f"not met (the fused encoder path off costs {measured:.2f}x plain by itself, measured here)"
-            )
+        status = _calibration_status(ratio, row, transformer)
         lines.append(Line(f"calibration: {name}", target, f"{ratio:.2f}x", status, command))
 
     ref = {k: v["ref_over_ours"] for k, v in calibration.items() if v.get("ref_over_ours") is not None}

@@ -127,13 +127,17 @@ def nvfp4_dequantized(x: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 
 
+def float8_scale(amax: torch.Tensor) -> torch.Tensor:
+    """torchao's ``_choose_scale_float8`` from an ``amax`` (in the input's dtype): ``amax / 448`` in float32."""
+    return (amax / FP8_MAX).to(torch.float32)
+
+
 def float8_dequantized(x: torch.Tensor, per_row: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
     """e4m3 fake quantization with torchao's float8 primitives' arithmetic: a float32 scale per row
     of the last axis or per tensor (``amax / 448``), or the given ``scale``; in ``x``'s dtype."""
     if scale is None:
         magnitude = x.abs()
-        amax = magnitude.amax(dim=-1, keepdim=True) if per_row and x.dim() else magnitude.amax()
-        scale = (amax / FP8_MAX).to(torch.float32)
+        scale = float8_scale(magnitude.amax(dim=-1, keepdim=True) if per_row and x.dim() else magnitude.amax())
     scaled = torch.clamp(x.to(torch.float32) / scale, min=-FP8_MAX, max=FP8_MAX)
     return (scaled.to(torch.float8_e4m3fn).to(torch.float32) * scale).to(x.dtype)
 
@@ -147,9 +151,10 @@ def int8_per_token_asym_dequantized(x: torch.Tensor) -> torch.Tensor:
     if not host_reads(x) or x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or x.dim() == 0:
         return _apply_int8_act_asym_per_token_quant_dequant(x)
     qmin, qmax = -128, 127
-    zero = torch.zeros((), dtype=x.dtype)
-    min_neg = torch.minimum(torch.amin(x, dim=-1, keepdim=True), zero)
-    max_pos = torch.maximum(torch.amax(x, dim=-1, keepdim=True), zero)
+    # torchao's min(·, 0) / max(·, 0) against a zeros tensor; a zero's sign changes neither the
+    # width nor the zero point, and NaN propagates either way.
+    min_neg = torch.amin(x, dim=-1, keepdim=True).clamp_(max=0.0)
+    max_pos = torch.amax(x, dim=-1, keepdim=True).clamp_(min=0.0)
     scale = torch.clamp((max_pos - min_neg) / float(qmax - qmin), min=torch.finfo(x.dtype).smallest_normal)
     if not bool(torch.isfinite(scale).all()):
         # A non-finite value or range: torchao's int8 cast of NaN decides the values.

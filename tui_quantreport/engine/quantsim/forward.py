@@ -65,7 +65,7 @@ def _input_quantizer(
     elif not scheme.facts.weight_only:  # weight-only keeps its input as it is
         dynamic: Callable[[torch.Tensor], torch.Tensor] = partial(scheme.input, ctx=ctx)
         if segments is not None and scheme.facts.activation != "static":
-            dynamic = per_segment(dynamic, segments, lambda x, sizes: scheme.input_segments(x, ctx, sizes))
+            dynamic = per_segment(dynamic, segments, scheme.segments_function(ctx))
 
         def quantize_other(x):
             return dynamic(x) if x.is_floating_point() else x

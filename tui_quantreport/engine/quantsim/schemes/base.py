@@ -199,10 +199,13 @@ class Scheme:
         """The fake-quantized input."""
         raise NotImplementedError
 
-    def input_segments(self, x: torch.Tensor, ctx: InputContext, sizes: tuple[int, ...]) -> torch.Tensor | None:
-        """:meth:`input` of each segment of ``x``'s rows on dim 0 (``sizes``: a merged batch's probes),
-        each quantized as it would be alone, in one go; None where the scheme has no such form (the
-        segments are then quantized one by one)."""
+    def segments_function(
+        self, ctx: InputContext
+    ) -> Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor | None] | None:
+        """``(x, sizes) ->`` :meth:`input` of each segment of ``x``'s rows on dim 0 (``sizes``: a
+        merged batch's probes), each quantized as it would be alone, in one go (None for an ``x`` it
+        does not take); None when the scheme has no such form (the segments are then quantized one
+        by one)."""
         return None
 
     def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:

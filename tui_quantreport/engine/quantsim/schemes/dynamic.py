@@ -9,6 +9,8 @@ activation grid as the static schemes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
@@ -28,7 +30,10 @@ class Dynamic(Int8Scheme):
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=ctx.per_token(x))
 
-    def input_segments(self, x: torch.Tensor, ctx: InputContext, sizes: tuple[int, ...]) -> torch.Tensor | None:
-        if ctx.per_token(x):
-            return None
-        return fake_quantize_dynamic_segments(x, sizes, ctx.quant_min, ctx.quant_max)
+    def segments_function(self, ctx: InputContext) -> Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor | None]:
+        def segments(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor | None:
+            if ctx.per_token(x):  # rows quantized alone already
+                return None
+            return fake_quantize_dynamic_segments(x, sizes, ctx.quant_min, ctx.quant_max)
+
+        return segments

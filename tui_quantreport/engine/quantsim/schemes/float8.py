@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
-from tui_quantreport.engine.quantsim.activation_recipes import FP8_MAX, float8_dequantized
+from tui_quantreport.engine.quantsim.activation_recipes import FP8_MAX, float8_dequantized, float8_scale
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.schemes.base import ExportContext, InputContext, by_rows
 from tui_quantreport.engine.quantsim.schemes.torchao_base import TorchaoScheme
@@ -81,7 +81,7 @@ class Float8(TorchaoScheme):
         if stacked.dim() < 2:
             return None
         amax = stacked.detach().abs().amax(dim=tuple(range(1, stacked.dim())), keepdim=True)
-        return fake_quantize_float8(stacked.detach(), False, (amax / FP8_MAX).to(torch.float32))
+        return fake_quantize_float8(stacked.detach(), False, float8_scale(amax))
 
     def input(self, x: torch.Tensor, ctx: InputContext) -> torch.Tensor:
         if self.facts.activation == "static":
