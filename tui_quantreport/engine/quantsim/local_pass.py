@@ -122,18 +122,17 @@ def refusals(analysis: ErrorAnalysis) -> dict[str, dict[str, str | None]]:
 
 
 def variants_of(
-    analysis: ErrorAnalysis, target: _Target, advice: bool, refused: dict[str, str | None] | None = None
+    analysis: ErrorAnalysis, target: _Target, advice: bool, refused: dict[str, str | None]
 ) -> list[_Variant]:
     """What the measure pass simulates for ``target``: every scheme it can run, then (with
     ``advice``) the clipped input range and input-weight equalization. ``refused``: the target's
-    row of :func:`refusals` (asked here when not given)."""
+    row of :func:`refusals`."""
     kind = target.kind
     ctx = InputContext(target.static, analysis.quant_min, analysis.quant_max, analysis.per_token_min_ndim)
     variants: list[_Variant] = []
     for name in analysis.schemes:
         scheme = SCHEMES[name]
-        why = refused[name] if refused is not None else analysis._ineligible(target, scheme)
-        if why is not None or (scheme.needs_range and target.static is None):
+        if refused[name] is not None or (scheme.needs_range and target.static is None):
             continue
         try:
             wq = analysis.quantized_weight(target.fqn, scheme)
@@ -198,7 +197,7 @@ def local_result(
     target: _Target,
     accs: SharedReference,
     advice: bool,
-    refused: dict[str, str | None] | None = None,
+    refused: dict[str, str | None],
 ) -> LocalMeasurement:
     calls = accs.calls
     sqnr: dict[str, Sqnr] = {}
@@ -208,9 +207,7 @@ def local_result(
         beyond = widest if widest > F32_MAX else None
     for name in analysis.schemes:
         scheme = SCHEMES[name]
-        why = (refused[name] if refused is not None else analysis._ineligible(target, scheme)) or analysis._failed.get(
-            (target.fqn, name)
-        )
+        why = refused[name] or analysis._failed.get((target.fqn, name))
         if why is not None:
             sqnr[name] = Sqnr.undefined(why)
         elif beyond is not None and not scheme.facts.weight_only:
@@ -273,13 +270,12 @@ def stack_weights(analysis: ErrorAnalysis, refused: dict[str, dict[str, str | No
     A scheme without a stacked form, or that refuses the stack, quantizes each weight when its
     variant is built (a failure is then that weight's reason)."""
     refused = refusals(analysis) if refused is None else refused
-    schemes = [
-        (name, SCHEMES[name])
-        for name in dict.fromkeys(
-            next(n for n in analysis.schemes if SCHEMES[n].weight_key == key)
-            for key in dict.fromkeys(SCHEMES[name].weight_key for name in analysis.schemes)
-        )
-    ]
+    first: dict[
+        Any, str
+    ] = {}  # the first measured scheme of each weight recipe (schemes sharing one share its weights)
+    for name in analysis.schemes:
+        first.setdefault(SCHEMES[name].weight_key, name)
+    schemes = [(name, SCHEMES[name]) for name in first.values()]
     groups: dict[tuple, list[str]] = {}
     for fqn, target in analysis.targets.items():
         w = target.module.weight
