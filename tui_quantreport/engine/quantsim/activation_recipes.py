@@ -21,8 +21,8 @@ scales):
   ``get_fp_scale``; the fp4 cast is :func:`e2m1_values`, and the tensor subclass is not built.
 - :func:`nvfp4_dequantized`: ``NVFP4Tensor.to_nvfp4(x, per_tensor_scale=s).dequantize(x.dtype)``
   (``nvfp4_quantize``'s two-level scaling, the same ops), with :func:`e2m1_values` as the cast where
-  no value can be NaN before the cast: a finite per-tensor scale and finite reciprocal block scales
-  (read back once per call, on the host only). Elsewhere, and off the host, torchao's path.
+  no value can be NaN before the cast: finite reciprocal block scales, which a NaN, infinite or zero
+  per-tensor scale never gives (read back once per call, on the host only). Elsewhere, and off the host, torchao's path.
 - :func:`float8_dequantized`: torchao's ``_choose_scale_float8`` (``amax / 448`` per row of the
   last axis or per tensor, in the input's dtype, then float32), ``_quantize_affine_float8`` and
   ``_dequantize_affine_float8``: the same ops without the custom-op wrappers and the scale's
@@ -115,7 +115,9 @@ def nvfp4_dequantized(x: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.
     outer = per_tensor_scale.squeeze(-1) if per_tensor_scale.dim() == 3 else per_tensor_scale
     block_fp8 = torch.clamp(block_scale.to(torch.float32) / outer, min=E4M3_EPS, max=F8E4M3_MAX).to(torch.float8_e4m3fn)
     reciprocal = (1.0 / outer) / block_fp8.to(torch.float32)
-    if not (host_reads(x) and bool(torch.isfinite(per_tensor_scale).all()) and bool(torch.isfinite(reciprocal).all())):
+    # One read: a NaN per-tensor scale makes every reciprocal NaN, an infinite one the reciprocal of
+    # the block holding the infinity (inf / inf), a zero one every reciprocal infinite.
+    if not (host_reads(x) and bool(torch.isfinite(reciprocal).all())):
         # A NaN before the cast (torchao casts it to a code of its bits): torchao's own path.
         return NVFP4Tensor.to_nvfp4(x, per_tensor_scale=per_tensor_scale).dequantize(x.dtype)
     scaled = torch.clamp(data * reciprocal.unsqueeze(-1), -E2M1_MAX, E2M1_MAX).view(shape)
