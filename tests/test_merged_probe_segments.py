@@ -1,12 +1,14 @@
-"""A dynamic per-tensor input under a merged batch: every probe segment quantized in one reduction and
-one per-channel kernel call gives, bit for bit, each segment quantized alone (the per-tensor path it
-replaces), and the cases it does not take fall back to the pieces one by one."""
+"""A dynamic per-tensor input under a merged batch: every probe segment quantized in one call (the fused
+rows kernel where numba is installed, else one reduction and torch's ops with a scale per segment) gives,
+bit for bit, each segment quantized alone (the per-tensor path it replaces), and the cases it does not
+take fall back to the pieces one by one. Each case runs on both paths."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from tui_quantreport.engine.quantsim import fused, qparams
 from tui_quantreport.engine.quantsim.hostsync import device_path
 from tui_quantreport.engine.quantsim.merged_probes import Segments, per_segment
 from tui_quantreport.engine.quantsim.qparams import (
@@ -16,6 +18,18 @@ from tui_quantreport.engine.quantsim.qparams import (
 )
 
 QMIN, QMAX = 0, 255
+
+
+@pytest.fixture(params=["fused", "torch"])
+def path(request, monkeypatch):
+    """Which one-call form runs: numba's rows kernel (skipped without numba) or torch's ops."""
+    if request.param == "fused":
+        if fused.kernels() is None:
+            pytest.skip(f"fused kernels: {fused.unavailable_reason()}")
+        monkeypatch.setattr(qparams, "_FUSED", True)
+    else:
+        monkeypatch.setattr(qparams, "_FUSED", False)
+    return request.param
 
 
 def _alone(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -41,18 +55,40 @@ def _cases():
     )
     yield "3-D rows", torch.randn(4 * 2, 5, 7, generator=g)
     yield "subnormal", torch.randn(16, 16, generator=g) * 1e-40
+    yield (
+        "negative zeros on a one-signed segment",
+        torch.cat([-torch.rand(8, 32, generator=g), torch.full((8, 32), -0.0)] * 2),
+    )
+
+
+def _large_case():
+    return torch.randn(4 * FAST_FAKE_QUANT_MIN // 16, 16, generator=torch.Generator().manual_seed(11)) * 3
 
 
 @pytest.mark.parametrize("name", [c[0] for c in _cases()])
-def test_segments_in_one_call_equal_each_alone(name):
+@pytest.mark.parametrize("qrange", [(QMIN, QMAX), (-128, 127)])
+def test_segments_in_one_call_equal_each_alone(name, qrange, path):
     x = next(c for c in _cases() if c[0] == name)[1]
     sizes = (x.shape[0] // 4,) * 4
-    ours = fake_quantize_dynamic_segments(x, sizes, QMIN, QMAX)
+    ours = fake_quantize_dynamic_segments(x, sizes, *qrange)
     assert ours is not None, "this case takes the one-call form"
-    assert torch.equal(_bits(ours), _bits(_alone(x, sizes)))
+    alone = torch.cat([fake_quantize_dynamic(p, *qrange, per_token=False) for p in torch.split(x, list(sizes))])
+    assert torch.equal(_bits(ours), _bits(alone))
 
 
-def test_per_segment_takes_the_one_call_form_and_gives_the_same_values():
+def test_segments_past_the_small_size_take_the_fused_kernel_alone(path):
+    """Segments of FAST_FAKE_QUANT_MIN elements and more: numba's kernel takes them in one call (the
+    same bits as each alone); torch's ops leave them to the pieces (each alone takes its faster path)."""
+    x = _large_case()
+    sizes = (x.shape[0] // 4,) * 4
+    ours = fake_quantize_dynamic_segments(x, sizes, QMIN, QMAX)
+    if path == "torch":
+        assert ours is None
+    else:
+        assert ours is not None and torch.equal(_bits(ours), _bits(_alone(x, sizes)))
+
+
+def test_per_segment_takes_the_one_call_form_and_gives_the_same_values(path):
     x = next(_cases())[1]
     sizes = (8, 8, 8, 8)
     segments = Segments()
@@ -68,7 +104,7 @@ def test_per_segment_takes_the_one_call_form_and_gives_the_same_values():
     assert calls == [sizes]
 
 
-def test_what_it_does_not_take_falls_back_to_the_pieces():
+def test_what_it_does_not_take_falls_back_to_the_pieces(path):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(32, 32, generator=g)
     sizes = (8, 8, 8, 8)
@@ -83,12 +119,13 @@ def test_what_it_does_not_take_falls_back_to_the_pieces():
     nan[3, 3] = float("nan")
     inf = x.clone()
     inf[20, 1] = float("inf")
-    big = torch.randn(4 * FAST_FAKE_QUANT_MIN // 16, 16, generator=g)
+    big = _large_case()
+    big[5, 5] = float("nan")
     refused = {
         "NaN": (nan, sizes),
         "infinity": (inf, sizes),
         "unequal segments": (x, (8, 8, 10, 6)),
-        "segments past the fused path's size": (big, (big.shape[0] // 4,) * 4),
+        "NaN in segments past the small size": (big, (big.shape[0] // 4,) * 4),
         "bfloat16": (x.bfloat16(), sizes),
         "not contiguous": (x.t(), sizes),
     }
@@ -103,7 +140,7 @@ def test_what_it_does_not_take_falls_back_to_the_pieces():
         assert fake_quantize_dynamic_segments(x, sizes, QMIN, QMAX) is None
 
 
-def test_a_merged_plan_evaluation_takes_the_one_call_form(monkeypatch):
+def test_a_merged_plan_evaluation_takes_the_one_call_form(monkeypatch, path):
     """The plan's dynamic Linear inputs under a merged batch go through the one-call form (not a
     fallback to the probes one at a time), and the SQNR is the same double as one probe at a time."""
     from torch import nn

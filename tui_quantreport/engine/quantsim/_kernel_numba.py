@@ -27,11 +27,16 @@ def fake_quantize(x, out, scale, inv_scale, low, high):  # pragma: no cover - co
         out[i] = q * scale
 
 
-def fake_quantize_rows(rows, out, width, eps):  # pragma: no cover - compiled
+def fake_quantize_rows(rows, out, width, eps, zero_sign):  # pragma: no cover - compiled
     """Each row of a 2-D float32 ``rows`` quantized with the affine qparams of its own range
     (``qparams._fake_quantize_dynamic_rows``'s fast path, op for op). Returns False, writing
     nothing, when some row's scale is not finite (NaN, infinity, or a width beyond float32):
-    the caller then takes the general path."""
+    the caller then takes the general path.
+
+    ``zero_sign`` is added to each rounded value: ``-0.0`` leaves every value as it is (the
+    per-channel kernel's rounding, a ``-0.0`` kept), ``+0.0`` turns a ``-0.0`` into ``+0.0`` and
+    leaves the rest (the per-tensor kernel's integer zero point arithmetic, for each row taken as
+    a tensor of its own: a merged batch's probe segments)."""
     n, k = rows.shape
     scales = np.empty(n, dtype=np.float32)
     lows = np.empty(n, dtype=np.float32)
@@ -64,7 +69,7 @@ def fake_quantize_rows(rows, out, width, eps):  # pragma: no cover - compiled
         low = lows[r]
         high = low + width
         for j in range(k):
-            q = np.rint(rows[r, j] * inv)
+            q = np.rint(rows[r, j] * inv) + zero_sign
             if q < low:
                 q = low
             elif q > high:

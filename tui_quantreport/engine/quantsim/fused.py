@@ -96,17 +96,53 @@ def fake_quantize(
     return out
 
 
-def fake_quantize_rows(rows: torch.Tensor, qmin: int, qmax: int, eps: float) -> torch.Tensor | None:
+_KEEP_ZERO_SIGN = _F32(-0.0)
+_POSITIVE_ZERO = _F32(0.0)
+
+
+def fake_quantize_rows(
+    rows: torch.Tensor, qmin: int, qmax: int, eps: float, *, per_tensor: bool = False
+) -> torch.Tensor | None:
     """Each row of a contiguous float32 host ``rows`` (2-D) through affine fake quantization with
     its own range's qparams, in two passes; None where the kernel does not apply or a row's scale
-    is not finite (the caller's general path handles those)."""
+    is not finite (the caller's general path handles those). The values of torch's per-channel
+    kernel (a rounded ``-0.0`` kept), or with ``per_tensor`` those of its per-tensor kernel on each
+    row alone (a rounded ``-0.0`` is ``+0.0`` there)."""
     k = _compiled if _compiled is not None else kernels()
     if k is None or not _fits(rows) or rows.dim() != 2 or rows.shape[1] == 0:
         return None
     out = torch.empty_like(rows)
-    if not k.fake_quantize_rows(rows.numpy(), out.numpy(), _F32(qmax - qmin), _F32(eps)):
+    zero_sign = _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN
+    if not k.fake_quantize_rows(rows.numpy(), out.numpy(), _F32(qmax - qmin), _F32(eps), zero_sign):
         return None
     return out
+
+
+def fake_quantize_segments(
+    x: torch.Tensor, segments: int, qmin: int, qmax: int, eps: float, *, per_tensor: bool
+) -> torch.Tensor | None:
+    """:func:`fake_quantize_rows` over ``x`` (contiguous, float32, on the host, ``x.shape[0]`` a
+    multiple of ``segments``) as ``segments`` rows, in ``x``'s shape: a merged batch's probe
+    segments, each quantized with its own range. This runs once per dynamic module and batch, so
+    it goes through NumPy's views (cheaper than torch's) and allocates its output there."""
+    k = _compiled if _compiled is not None else kernels()
+    if k is None or x.requires_grad:
+        return None
+    rows = x.numpy().reshape(segments, -1)
+    if rows.shape[1] == 0:
+        return None
+    out = np.empty_like(rows)
+    width = _WIDTHS.get((qmin, qmax))
+    if width is None:
+        width = _WIDTHS[(qmin, qmax)] = _F32(qmax - qmin)
+    zero_sign = _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN
+    if not k.fake_quantize_rows(rows, out, width, _F32(eps), zero_sign):  # eps: one float32 scalar
+        return None
+    return torch.from_numpy(out.reshape(x.shape))
+
+
+#: ``qmax - qmin`` as a float32, by (qmin, qmax).
+_WIDTHS: dict[tuple[int, int], np.float32] = {}
 
 
 #: Running sums torch's float64 norm keeps (its SIMD width in doubles), found by :func:`_norm_lanes`.

@@ -26,6 +26,7 @@ the observers side by side).
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 
@@ -256,29 +257,41 @@ def fake_quantize_dynamic_segments(
 ) -> torch.Tensor | None:
     """``torch.cat([fake_quantize_dynamic(piece, qmin, qmax, False) for piece in x's row segments])``
     (``sizes`` rows each on dim 0: a merged batch's probes) in one reduction and one kernel call, or None
-    where this form does not apply: off the host, segments of unequal or large size (there each piece
-    alone takes the fused path), a tensor not float32 and contiguous, or a segment whose range or scale
-    is not finite (NaN and infinities: the pieces one by one).
+    where this form does not apply: off the host, segments of unequal size, a tensor not float32 and
+    contiguous, or a segment whose range or scale is not finite (NaN and infinities: the pieces one by
+    one). With the fused kernels (numba), one call of :func:`fused.fake_quantize_rows` over the
+    segments as rows (per-tensor zeros); without them, torch's ops below, for segments under
+    :data:`FAST_FAKE_QUANT_MIN` elements (larger ones: None, each piece alone takes the faster path).
 
     The same values: each segment's extremes (min and max select, so they do not depend on the
     reduction's shape), the same cached host qparams, and :func:`fake_quantize_float32`'s ops (the
     per-tensor kernel's values where nothing is NaN) with one scale per segment: ``x * inv``, round,
     ``+ 0.0`` (the kernel's zero is +0.0), clamp to ``[qmin - zp, qmax - zp]``, ``* scale`` in
     float32. Held equal, bit for bit, to the pieces one by one by ``tests/test_merged_probe_segments.py``."""
-    k = len(sizes)
+    k = _equal_segments(sizes)
     if (
-        k < 2
-        or not host_reads(x)
-        or x.dtype != torch.float32
-        or not x.is_contiguous()
+        not k
+        or x.dtype is not torch.float32
         or x.dim() == 0
-        or x.shape[0] != sum(sizes)
-        or any(size != sizes[0] for size in sizes)
+        or x.shape[0] != k * sizes[0]
+        or not host_reads(x)
+        or not x.is_contiguous()
         or x.numel() == 0
-        or x.numel() // k >= FAST_FAKE_QUANT_MIN
     ):
         return None
+    small = x.numel() // k < FAST_FAKE_QUANT_MIN
+    if _FUSED:
+        # One call: each segment's range, its qparams and its values (a segment whose scale is not
+        # finite: None, the pieces one by one). A small piece alone takes torch's per-tensor kernel
+        # (a rounded -0.0 is +0.0 there), a large one fake_quantize_float32's ops (kept -0.0).
+        fused_out = fused.fake_quantize_segments(x, k, qmin, qmax, _EPS32, per_tensor=small)
+        if fused_out is not None:
+            return fused_out
+    if not small:
+        return None
     segments = x.view(k, -1)
+    if not small:
+        return None
     key = (tuple(segments.amin(dim=1).tolist()), tuple(segments.amax(dim=1).tolist()), qmin, qmax)
     qparams = _SEGMENT_QPARAMS.get(key)
     if qparams is None:
@@ -298,6 +311,12 @@ def fake_quantize_dynamic_segments(
     y.round_().add_(0.0)
     y.clamp_(min=low, max=high)
     return y.mul_(scale).view_as(x)
+
+
+@functools.lru_cache(maxsize=64)
+def _equal_segments(sizes: tuple[int, ...]) -> int:
+    """The number of segments where there are at least two, all of one size; else 0."""
+    return len(sizes) if len(sizes) >= 2 and all(size == sizes[0] for size in sizes) else 0
 
 
 #: :func:`fake_quantize_dynamic_segments`'s per-segment (``1.0f / scale``, ``qmin - zp``, ``qmax - zp``,
