@@ -124,21 +124,24 @@ def fake_quantize_segments(
     """:func:`fake_quantize_rows` over ``x`` (contiguous, float32, on the host, ``x.shape[0]`` a
     multiple of ``segments``) as ``segments`` rows, in ``x``'s shape: a merged batch's probe
     segments, each quantized with its own range. This runs once per dynamic module and batch, so
-    it goes through NumPy's views (cheaper than torch's) and allocates its output there."""
+    it reshapes through NumPy's views (cheaper than torch's)."""
     k = _compiled if _compiled is not None else kernels()
     if k is None or x.requires_grad:
         return None
     rows = x.numpy().reshape(segments, -1)
     if rows.shape[1] == 0:
         return None
-    out = np.empty_like(rows)
+    # torch's allocator (its alignment: a matmul reading the result takes the path it takes on any
+    # tensor torch made), written through a NumPy view.
+    result = torch.empty_like(x)
+    out = result.numpy().reshape(segments, -1)
     width = _WIDTHS.get((qmin, qmax))
     if width is None:
         width = _WIDTHS[(qmin, qmax)] = _F32(qmax - qmin)
     zero_sign = _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN
     if not k.fake_quantize_rows(rows, out, width, _F32(eps), zero_sign):  # eps: one float32 scalar
         return None
-    return torch.from_numpy(out.reshape(x.shape))
+    return result
 
 
 #: ``qmax - qmin`` as a float32, by (qmin, qmax).
