@@ -170,3 +170,22 @@ def test_a_merged_plan_evaluation_takes_the_one_call_form(monkeypatch, path):
     analysis._plan_cache.clear()
     alone = analysis.plan_sqnr(plan)
     assert merged == alone and merged.defined
+
+
+@pytest.mark.parametrize("shape", [(4 * 3, 5, 64), (4 * 2, 16, 40), (4 * 8, 33)])
+def test_a_per_token_input_is_quantized_whole_with_each_segment_s_values(shape, path):
+    """Per-token dynamic inputs (rank >= 3 under torchao's recipe, or every rank with
+    ``per_token_min_ndim=2``): each row of the last axis has its own qparams and no row crosses a
+    probe segment, so the merged tensor quantized at once is, bit for bit, each probe's alone."""
+    from tui_quantreport.engine.quantsim.schemes import SCHEMES, InputContext
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(*shape, generator=g) * torch.rand(shape[-1], generator=g) * 5
+    x[0, ...] = -0.0
+    ctx = InputContext(None, -128, 127, 3 if len(shape) == 3 else 2)
+    assert ctx.per_token(x)
+    scheme = SCHEMES["dynamic"]
+    sizes = (shape[0] // 4,) * 4
+    together = scheme.segments_function(ctx)(x, sizes)
+    alone = torch.cat([scheme.input(p, ctx) for p in torch.split(x, list(sizes))])
+    assert together is not None and torch.equal(_bits(together), _bits(alone))

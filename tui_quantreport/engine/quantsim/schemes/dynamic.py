@@ -32,8 +32,10 @@ class Dynamic(Int8Scheme):
 
     def segments_function(self, ctx: InputContext) -> Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor | None]:
         def segments(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor | None:
-            if ctx.per_token(x):  # rows quantized alone already
-                return None
+            if ctx.per_token(x):
+                # Each row of the last axis quantized alone: no row crosses a segment (the probes
+                # are on dim 0), so the whole tensor at once gives each segment's values.
+                return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=True)
             return fake_quantize_dynamic_segments(x, sizes, ctx.quant_min, ctx.quant_max)
 
         return segments
