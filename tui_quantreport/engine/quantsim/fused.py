@@ -112,10 +112,7 @@ def fake_quantize_rows(
     if k is None or not _fits(rows) or rows.dim() != 2 or rows.shape[1] == 0:
         return None
     out = torch.empty_like(rows)
-    zero_sign = _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN
-    if not k.fake_quantize_rows(rows.numpy(), out.numpy(), _F32(qmax - qmin), _F32(eps), zero_sign):
-        return None
-    return out
+    return out if _quantize_rows(k, rows.numpy(), out.numpy(), qmin, qmax, eps, per_tensor) else None
 
 
 def fake_quantize_segments(
@@ -135,13 +132,17 @@ def fake_quantize_segments(
     # tensor torch made), written through a NumPy view.
     result = torch.empty_like(x)
     out = result.numpy().reshape(segments, -1)
+    return result if _quantize_rows(k, rows, out, qmin, qmax, eps, per_tensor) else None
+
+
+def _quantize_rows(
+    k: Any, rows: np.ndarray, out: np.ndarray, qmin: int, qmax: int, eps: float, per_tensor: bool
+) -> bool:
+    """The rows kernel's call, its float32 arguments made (``qmax - qmin`` kept by range)."""
     width = _WIDTHS.get((qmin, qmax))
     if width is None:
         width = _WIDTHS[(qmin, qmax)] = _F32(qmax - qmin)
-    zero_sign = _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN
-    if not k.fake_quantize_rows(rows, out, width, _F32(eps), zero_sign):  # eps: one float32 scalar
-        return None
-    return result
+    return bool(k.fake_quantize_rows(rows, out, width, _F32(eps), _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN))
 
 
 #: ``qmax - qmin`` as a float32, by (qmin, qmax).

@@ -259,9 +259,10 @@ def fake_quantize_dynamic_segments(
     (``sizes`` rows each on dim 0: a merged batch's probes) in one reduction and one kernel call, or None
     where this form does not apply: off the host, segments of unequal size, a tensor not float32 and
     contiguous, or a segment whose range or scale is not finite (NaN and infinities: the pieces one by
-    one). With the fused kernels (numba), one call of :func:`fused.fake_quantize_rows` over the
-    segments as rows (per-tensor zeros); without them, torch's ops below, for segments under
-    :data:`FAST_FAKE_QUANT_MIN` elements (larger ones: None, each piece alone takes the faster path).
+    one). With the fused kernels (numba), one call of :func:`fused.fake_quantize_segments` over the
+    segments as rows (with the sign of zero each piece alone gets); without them, torch's ops below,
+    for segments under :data:`FAST_FAKE_QUANT_MIN` elements (larger ones: None, each piece alone
+    takes the faster path).
 
     The same values: each segment's extremes (min and max select, so they do not depend on the
     reduction's shape), the same cached host qparams, and :func:`fake_quantize_float32`'s ops (the
@@ -290,8 +291,6 @@ def fake_quantize_dynamic_segments(
     if not small:
         return None
     segments = x.view(k, -1)
-    if not small:
-        return None
     key = (tuple(segments.amin(dim=1).tolist()), tuple(segments.amax(dim=1).tolist()), qmin, qmax)
     qparams = _SEGMENT_QPARAMS.get(key)
     if qparams is None:
