@@ -170,3 +170,16 @@ def test_a_transformer_floor_is_one_only_over_the_target():
     # The fused path off costs less than the target by itself: not a floor, and it says what it measured.
     assert status(0.85) == "not met (the fused encoder path off costs 0.85x plain by itself, measured here)"
     assert status(0.85, rest=1.1).startswith("floor: without the outlier detector")
+
+
+def test_a_plan_evaluation_is_a_floor_only_over_the_unfused_pass_plus_the_allowance():
+    def status(ratio, unfused):
+        row = {**_quantsim_row("tiny_transformer", 4), "plan": (0.1, ratio), "unfused": unfused}
+        return _status_of("plan eval: tiny_transformer", quantsim={"tiny_transformer": row})
+
+    assert status(1.21, 1.24).startswith("floor") and "1.24x" in status(1.21, 1.24)
+    assert status(1.40, 1.24).startswith("floor")  # the simulation adds 0.16: within the 0.2 allowed
+    assert status(1.50, 1.24).startswith("not met; of it")  # adds 0.26: more than the target allows
+    assert status(1.30, 1.15).startswith("not met; of it")  # the unfused pass alone is within the target
+    assert status(1.30, None) == "not met"
+    assert status(1.10, 1.24) == "met"
