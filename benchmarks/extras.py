@@ -120,7 +120,25 @@ def app_launch(spec: str = "large_generated", min_nodes: int = 2000, timeout_s: 
         cold["warm_seconds"], cold["warm_loaded_seconds"] = warm["seconds"], warm.get("loaded_seconds")
     else:
         cold["warm_reason"] = warm.get("reason", "unknown")
+    torch_import = torch_import_seconds()
+    if torch_import is not None:
+        cold["torch_import_seconds"] = torch_import
     return cold
+
+
+def torch_import_seconds(timeout_s: float = 120.0) -> float | None:
+    """Seconds a fresh interpreter takes from its spawn to the end of ``import torch``, nothing else
+    (what the first launch of a model cannot do without: the model is built by torch code); None if
+    it fails. The same clock as :func:`_launch_once`."""
+    code = "import os, time, torch; print(time.perf_counter() - float(os.environ['T0']))"
+    env = dict(os.environ, T0=repr(time.perf_counter()))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 def _launch_once(spec: str, min_nodes: int, timeout_s: float, env: dict[str, str]) -> dict[str, Any]:

@@ -592,6 +592,11 @@ def main(argv: list[str] | None = None) -> int:
                     "first launch, read before `import torch`) was shown; the model itself had loaded at "
                     f"{launch.get('warm_loaded_seconds') or float('nan'):.2f} s"
                 )
+            if launch.get("torch_import_seconds") is not None:
+                out.append(
+                    f"- a fresh interpreter's `import torch` alone (spawn to imported, nothing else): "
+                    f"{launch['torch_import_seconds']:.2f} s"
+                )
         else:
             out.append(f"- app: not measured ({launch.get('reason', 'unknown reason')})")
         out += suite_lines

@@ -259,6 +259,22 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
     return lines
 
 
+def _launch_status(launch: dict[str, Any]) -> str:
+    """met / not met, with what bounds the first launch of a model: ``import torch`` alone in a fresh
+    interpreter (the model is built by torch code), and whether later launches (the kept tree shown
+    before torch loads) are within the target."""
+    if launch["seconds"] <= LAUNCH_S:
+        return "met"
+    torch_import, warm = launch.get("torch_import_seconds"), launch.get("warm_seconds")
+    later = "" if warm is None else ("; later launches met" if warm <= LAUNCH_S else "; later launches not met")
+    if torch_import is not None and torch_import > LAUNCH_S:
+        return (
+            f"not met the first time, and cannot be on this machine: a fresh interpreter's `import torch` alone "
+            f"takes {torch_import:.2f} s, measured here (the model is built by torch code){later}"
+        )
+    return f"not met{later}"
+
+
 def _other_lines(reeval: dict[str, Any] | None, launch: dict[str, Any] | None, device: str, missing: Any) -> list[Line]:
     lines: list[Line] = []
     command = "python -m benchmarks.run --models drifting_mlp"
@@ -279,13 +295,7 @@ def _other_lines(reeval: dict[str, Any] | None, launch: dict[str, Any] | None, d
             f", {warm:.2f} s later times" if warm is not None else ""
         )
         lines.append(
-            Line(
-                "app launch",
-                f"<= {LAUNCH_S:g} s to a populated tree",
-                value,
-                _status(launch["seconds"], LAUNCH_S),
-                command,
-            )
+            Line("app launch", f"<= {LAUNCH_S:g} s to a populated tree", value, _launch_status(launch), command)
         )
 
     command = "python -m benchmarks.run --device cuda"

@@ -183,3 +183,27 @@ def test_a_plan_evaluation_is_a_floor_only_over_the_unfused_pass_plus_the_allowa
     assert status(1.30, 1.15).startswith("not met; of it")  # the unfused pass alone is within the target
     assert status(1.30, None) == "not met"
     assert status(1.10, 1.24) == "met"
+
+
+def test_the_first_launch_says_what_bounds_it_and_how_later_launches_do():
+    def status(**launch):
+        lines = against(
+            calibration={},
+            quantsim={},
+            merged=None,
+            toggle=None,
+            reeval=None,
+            launch={"ok": True, **launch},
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+        return next(line.status for line in lines if line.key == "app launch")
+
+    assert status(seconds=1.5) == "met"
+    bound = status(seconds=8.0, warm_seconds=1.8, torch_import_seconds=3.5)
+    assert bound.startswith("not met the first time, and cannot be") and "3.50 s" in bound
+    assert bound.endswith("later launches met")
+    assert status(seconds=8.0, warm_seconds=2.5, torch_import_seconds=3.5).endswith("later launches not met")
+    assert status(seconds=8.0, warm_seconds=1.8, torch_import_seconds=1.5) == "not met; later launches met"
+    assert status(seconds=8.0) == "not met"
