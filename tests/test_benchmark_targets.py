@@ -79,7 +79,9 @@ def test_statuses_follow_the_targets():
     assert "--models drifting_mlp --probes 4" in lines["local SQNR: drifting_mlp"].command
 
 
-def _status_of(key: str, calibration: dict | None = None, quantsim: dict | None = None) -> str:
+def _status_of(
+    key: str, calibration: dict | None = None, quantsim: dict | None = None, launch: dict | None = None
+) -> str:
     """The status ``against`` gives the target ``key`` from these rows, nothing else measured."""
     lines = against(
         calibration=calibration or {},
@@ -87,7 +89,7 @@ def _status_of(key: str, calibration: dict | None = None, quantsim: dict | None 
         merged=None,
         toggle=None,
         reeval=None,
-        launch=None,
+        launch=launch,
         device="cpu",
         why_not={},
         repeats=1,
@@ -187,18 +189,7 @@ def test_a_plan_evaluation_is_a_floor_only_over_the_unfused_pass_plus_the_allowa
 
 def test_the_first_launch_says_what_bounds_it_and_how_later_launches_do():
     def status(**launch):
-        lines = against(
-            calibration={},
-            quantsim={},
-            merged=None,
-            toggle=None,
-            reeval=None,
-            launch={"ok": True, **launch},
-            device="cpu",
-            why_not={},
-            repeats=1,
-        )
-        return next(line.status for line in lines if line.key == "app launch")
+        return _status_of("app launch", launch={"ok": True, **launch})
 
     assert status(seconds=1.5) == "met"
     bound = status(seconds=8.0, warm_seconds=1.8, torch_import_seconds=3.5)
