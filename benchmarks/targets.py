@@ -15,6 +15,9 @@ from typing import Any
 PLAN_EVAL = 1.2  # plan evaluation / plain forward over the probes
 TOGGLE_MS = 150.0  # what-if toggle, key to header, on the 2,028-module sample
 LOCAL_LARGE = 4.0  # local SQNR passes on large_generated (otherwise 1 + the number of schemes)
+#: The schemes the large_generated bound was written for (the issue's prototype: "local, 4 schemes"), the
+#: four int8 schemes; large_generated's local pass is also measured with these alone.
+LOCAL_LARGE_SCHEMES = ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
 CALIBRATION = 1.3  # ours / plain
 REFERENCE = 10.0  # reference / ours
 REEVAL_MS = 20.0  # re-evaluation after a threshold change
@@ -184,28 +187,41 @@ def against(
             target = f"<= {LOCAL_LARGE:g} passes" if name == "large_generated" else "<= 1 + schemes passes"
             lines.append(Line(f"local SQNR: {name}", target, "-", _not(missing("quantsim")), command))
             continue
-        bound = LOCAL_LARGE if name == "large_generated" else 1.0 + r["schemes"]
-        target = (
-            f"<= {LOCAL_LARGE:g} passes (written for 4 schemes; all {r['schemes']} measured)"
-            if name == "large_generated"
-            else f"<= 1 + {r['schemes']} = {bound:g} passes"
-        )
-        local = r["local"][1]
-        value = f"{local:.1f} passes"
-        status = _status(local, bound)
-        if "weights" in r:
-            weights = r["weights"][1]
-            value += f" (of which the weights, once per model: {weights:.1f}; the rest {local - weights:.1f})"
-            if status == "not met" and 1.0 + weights > bound:
-                status = (
-                    f"floor: the float pass and the schemes' weight recipes (torchao's arithmetic, exact; once per "
-                    f"model) are 1 + {weights:.1f} passes by themselves, measured here (benchmarks/README.md)"
-                )
-        lines.append(Line(f"local SQNR: {name}", target, value, status, command))
+        lines.append(_local_line(name, r, command))
 
     lines += _calibration_lines(calibration, merged, missing)
     lines += _other_lines(reeval, launch, device, missing)
     return lines
+
+
+def _local_line(name: str, r: dict[str, Any], command: str) -> Line:
+    """A sample's local-SQNR target: <= 1 + its schemes passes (all registered schemes measured), or on
+    large_generated <= 4, judged on the four int8 schemes it was written for where the run measured them."""
+    local = r["local"][1]
+    value = f"{local:.1f} passes"
+    subset = r.get("local_subset")
+    if name == "large_generated":
+        bound = LOCAL_LARGE
+        if subset is not None:
+            target = f"<= {LOCAL_LARGE:g} passes with the {len(LOCAL_LARGE_SCHEMES)} int8 schemes it was written for"
+            status = _status(subset[1], bound)
+            value = f"{subset[1]:.1f} passes with {', '.join(LOCAL_LARGE_SCHEMES)}; {value} with all {r['schemes']}"
+        else:
+            target = f"<= {LOCAL_LARGE:g} passes (written for 4 schemes; all {r['schemes']} measured)"
+            status = _status(local, bound)
+    else:
+        bound = 1.0 + r["schemes"]
+        target = f"<= 1 + {r['schemes']} = {bound:g} passes"
+        status = _status(local, bound)
+    if "weights" in r:
+        weights = r["weights"][1]
+        value += f" (of which the weights, once per model: {weights:.1f}; the rest {local - weights:.1f})"
+        if status == "not met" and subset is None and 1.0 + weights > bound:
+            status = (
+                f"floor: the float pass and the schemes' weight recipes (torchao's arithmetic, exact; once per "
+                f"model) are 1 + {weights:.1f} passes by themselves, measured here (benchmarks/README.md)"
+            )
+    return Line(f"local SQNR: {name}", target, value, status, command)
 
 
 def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | None, missing: Any) -> list[Line]:

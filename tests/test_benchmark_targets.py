@@ -198,3 +198,32 @@ def test_the_first_launch_says_what_bounds_it_and_how_later_launches_do():
     assert status(seconds=8.0, warm_seconds=2.5, torch_import_seconds=3.5).endswith("later launches not met")
     assert status(seconds=8.0, warm_seconds=1.8, torch_import_seconds=1.5) == "not met; later launches met"
     assert status(seconds=8.0) == "not met"
+
+
+def test_large_generated_local_bound_is_judged_on_the_schemes_it_was_written_for():
+    from benchmarks.targets import LOCAL_LARGE_SCHEMES
+
+    def line(**extra):
+        row = {**_quantsim_row("large_generated", 2), "local": (1.0, 26.0), **extra}
+        lines = against(
+            calibration={},
+            quantsim={"large_generated": row},
+            merged=None,
+            toggle=None,
+            reeval=None,
+            launch=None,
+            device="cpu",
+            why_not={},
+            repeats=1,
+        )
+        return next(x for x in lines if x.key == "local SQNR: large_generated")
+
+    measured = line(local_subset=(0.1, 3.5))
+    assert measured.status == "met" and "with the 4 int8 schemes" in measured.target
+    assert (
+        "3.5 passes with " + ", ".join(LOCAL_LARGE_SCHEMES) in measured.value
+        and "26.0 passes with all 23" in measured.value
+    )
+    assert line(local_subset=(0.1, 5.4)).status == "not met"  # all schemes' weights are no floor for four
+    old = line(weights=(0.5, 2.0))  # a row measured without the subset: judged on all schemes, as before
+    assert old.status == "not met" and "written for 4 schemes" in old.target
