@@ -268,7 +268,8 @@ def _calibration_lines(calibration: dict[str, Any], merged: dict[str, Any] | Non
     if not ref:
         lines.append(Line("reference/ours", f">= {REFERENCE:g}x", "-", _not(missing("calibration")), command))
     else:
-        value = ", ".join(f"{k} {v:.1f}x" for k, v in ref.items())
+        # One decimal, or two where one would round a ratio under the target up to it (9.98x, not 10.0x).
+        value = ", ".join(f"{k} {v:.2f}x" if v < REFERENCE <= round(v, 1) else f"{k} {v:.1f}x" for k, v in ref.items())
         status = _status(-min(ref.values()), -REFERENCE)
         lines.append(Line("reference/ours", f">= {REFERENCE:g}x where the reference runs", value, status, command))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from benchmarks.targets import TARGET_KEYS, against
+from benchmarks.targets import TARGET_KEYS, Line, against
 
 
 def _listed(text: str) -> list[str]:
@@ -79,10 +79,13 @@ def test_statuses_follow_the_targets():
     assert "--models drifting_mlp --probes 4" in lines["local SQNR: drifting_mlp"].command
 
 
-def _status_of(
-    key: str, calibration: dict | None = None, quantsim: dict | None = None, launch: dict | None = None
-) -> str:
-    """The status ``against`` gives the target ``key`` from these rows, nothing else measured."""
+def _line_of(
+    key: str,
+    calibration: dict | None = None,
+    quantsim: dict | None = None,
+    launch: dict | None = None,
+) -> Line:
+    """The line ``against`` gives the target ``key`` from these rows, nothing else measured."""
     lines = against(
         calibration=calibration or {},
         quantsim=quantsim or {},
@@ -94,7 +97,13 @@ def _status_of(
         why_not={},
         repeats=1,
     )
-    return next(line.status for line in lines if line.key == key)
+    return next(line for line in lines if line.key == key)
+
+
+def _status_of(
+    key: str, calibration: dict | None = None, quantsim: dict | None = None, launch: dict | None = None
+) -> str:
+    return _line_of(key, calibration, quantsim, launch).status
 
 
 def _calibration_status(name: str, row: dict) -> str:
@@ -205,18 +214,7 @@ def test_large_generated_local_bound_is_judged_on_the_schemes_it_was_written_for
 
     def line(**extra):
         row = {**_quantsim_row("large_generated", 2), "local": (1.0, 26.0), **extra}
-        lines = against(
-            calibration={},
-            quantsim={"large_generated": row},
-            merged=None,
-            toggle=None,
-            reeval=None,
-            launch=None,
-            device="cpu",
-            why_not={},
-            repeats=1,
-        )
-        return next(x for x in lines if x.key == "local SQNR: large_generated")
+        return _line_of("local SQNR: large_generated", quantsim={"large_generated": row})
 
     measured = line(local_subset=(0.1, 3.5))
     assert measured.status == "met" and "with the 4 int8 schemes" in measured.target
@@ -227,3 +225,9 @@ def test_large_generated_local_bound_is_judged_on_the_schemes_it_was_written_for
     assert line(local_subset=(0.1, 5.4)).status == "not met"  # all schemes' weights are no floor for four
     old = line(weights=(0.5, 2.0))  # a row measured without the subset: judged on all schemes, as before
     assert old.status == "not met" and "written for 4 schemes" in old.target
+
+
+def test_a_reference_ratio_just_under_the_target_is_not_shown_rounded_up_to_it():
+    rows = {"resnet_style": {"ours_over_plain": 1.8, "ref_over_ours": 9.98}, "drifting_mlp": {"ref_over_ours": 12.96}}
+    line = _line_of("reference/ours", calibration=rows)
+    assert line.value == "resnet_style 9.98x, drifting_mlp 13.0x" and line.status == "not met"
