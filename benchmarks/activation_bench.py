@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.local_profile import _ratio, _seconds
-from benchmarks.results_file import command_of, each_model, emit
+from benchmarks.results_file import command_of, each_model, emit, section_end
 from benchmarks.timing import calibrated_sample
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -180,7 +180,7 @@ def render(results: list[dict[str, Any]], command: str, took: float) -> str:
                 f"{'yes' if row['identical'] else 'NO'} |"
             )
         lines.append("")
-    lines += [f"Command: `{command}` (total {took:.0f} s)", f"<!-- end section: {SECTION} -->", ""]
+    lines += [*section_end(SECTION, command, took), ""]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.results_file import replace_section, section_end
 from tui_quantreport.engine.quantsim import fused, qparams
 from tui_quantreport.engine.quantsim.sqnr import Scratch
 
@@ -136,13 +137,11 @@ def main() -> None:
             "",
             *lines,
             "",
-            f"Command: `.venv/bin/python -m benchmarks.fused_bench` (total {took:.0f} s)",
-            f"<!-- end section: {SECTION} -->",
+            *section_end(SECTION, ".venv/bin/python -m benchmarks.fused_bench", took),
             "",
         ]
     )
     print(text)
-    from benchmarks.results_file import replace_section
 
     replace_section(RESULTS, SECTION, text)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.results_file import command_of, each_model, emit
+from benchmarks.results_file import command_of, each_model, emit, section_end
 from benchmarks.timing import calibrated_sample
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -211,7 +211,7 @@ def render(results: list[dict[str, Any]], command: str, took: float) -> str:
         if r["functions"]:
             lines += ["", "Top functions (cProfile, tottime):", "", "```", *r["functions"], "```"]
         lines.append("")
-    lines += [f"Command: `{command}` (total {took:.0f} s)", f"<!-- end section: {SECTION} -->", ""]
+    lines += [*section_end(SECTION, command, took), ""]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.models import all_cases
+from benchmarks.results_file import replace_section, section_end
 from benchmarks.timing import call_batch, median, timed
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -135,15 +136,12 @@ def run(argv: list[str] | None = None) -> list[tuple[str, int, str, float, float
             "",
             *lines,
             "",
-            f"Command: `{command}` (total {took:.0f} s)",
-            f"<!-- end section: {SECTION} -->",
+            *section_end(SECTION, command, took),
             "",
         ]
     )
     print(text)
     if not args.no_write:
-        from benchmarks.results_file import replace_section
-
         replace_section(RESULTS, SECTION, text)
     return rows
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import cpu_model
+from benchmarks.results_file import replace_section, section_end
 
 RESULTS = Path(__file__).parent / "results.md"
 SECTION = "planner: cpu"
@@ -136,15 +137,12 @@ def render(rows: list[dict], batches: int, seconds: float) -> str:
         "outside the blocks is never skipped). Merging pays because at these sizes a pass is mostly Python "
         "per-op overhead: one pass over schemes x batches rows costs little more than one pass over one batch.",
         "",
-        f"Command: `.venv/bin/python -m benchmarks.planner_bench` (total {seconds:.0f} s; each row is one run)",
-        f"<!-- end section: {SECTION} -->",
+        *section_end(SECTION, ".venv/bin/python -m benchmarks.planner_bench", seconds, "; each row is one run"),
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_section(text: str) -> None:
-    from benchmarks.results_file import replace_section
-
     replace_section(RESULTS, SECTION, text)
 
 

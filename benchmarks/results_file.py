@@ -93,6 +93,12 @@ def command_of(prog: str, argv: list[str] | None) -> str:
     return f"python -m {prog}" + (f" {' '.join(shown)}" if shown else "")
 
 
+def section_end(section: str, command: str, seconds: float, note: str = "") -> list[str]:
+    """A benchmark section's last lines: the command that reproduces it, the run's total seconds (and
+    ``note``, inside the parentheses), the section's end marker."""
+    return [f"Command: `{command}` (total {seconds:.0f} s{note})", f"<!-- end section: {section} -->"]
+
+
 def emit(path: Path, section: str, text: str, write: bool) -> None:
     """Print a benchmark's section and, unless ``--no-write``, put it in ``path`` in place of its last run."""
     print(text)

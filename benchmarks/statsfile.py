@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import replace_section, section_end
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.md"
 SECTION = "statsfile"
@@ -164,15 +166,12 @@ def render(io: dict, rows: list[tuple], repeats: int, seconds: float) -> str:
             "(rank 0; the combine waits for every rank)."
         ),
         "",
-        f"Command: `.venv/bin/python -m benchmarks.statsfile` (total {seconds:.0f} s)",
-        f"<!-- end section: {SECTION} -->",
+        *section_end(SECTION, ".venv/bin/python -m benchmarks.statsfile", seconds),
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_section(text: str) -> None:
-    from benchmarks.results_file import replace_section
-
     replace_section(RESULTS, SECTION, text)
 
 
