@@ -138,15 +138,15 @@ def fake_quantize_segments(
 def _quantize_rows(
     k: Any, rows: np.ndarray, out: np.ndarray, qmin: int, qmax: int, eps: float, per_tensor: bool
 ) -> bool:
-    """The rows kernel's call, its float32 arguments made (``qmax - qmin`` kept by range)."""
-    width = _WIDTHS.get((qmin, qmax))
-    if width is None:
-        width = _WIDTHS[(qmin, qmax)] = _F32(qmax - qmin)
-    return bool(k.fake_quantize_rows(rows, out, width, _F32(eps), _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN))
+    """The rows kernel's call, its float32 arguments made once per (qmin, qmax, eps)."""
+    args = _ROWS_ARGS.get((qmin, qmax, eps))
+    if args is None:
+        args = _ROWS_ARGS[(qmin, qmax, eps)] = (_F32(qmax - qmin), _F32(eps))
+    return bool(k.fake_quantize_rows(rows, out, *args, _POSITIVE_ZERO if per_tensor else _KEEP_ZERO_SIGN))
 
 
-#: ``qmax - qmin`` as a float32, by (qmin, qmax).
-_WIDTHS: dict[tuple[int, int], np.float32] = {}
+#: ``(qmax - qmin, eps)`` as float32 scalars, by (qmin, qmax, eps): this runs per dynamic module and batch.
+_ROWS_ARGS: dict[tuple[int, int, float], tuple[np.float32, np.float32]] = {}
 
 
 #: Running sums torch's float64 norm keeps (its SIMD width in doubles), found by :func:`_norm_lanes`.
