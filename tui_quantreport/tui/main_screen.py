@@ -28,8 +28,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Input
 
+from tui_quantreport.tui.panes.app_header import AppHeader
 from tui_quantreport.tui.panes.badge_legend import BadgeLegend
 from tui_quantreport.tui.panes.calibration_bar import CalibrationBar
 from tui_quantreport.tui.panes.detector_sidebar import DetectorSidebar
@@ -305,7 +306,7 @@ class MainScreen(
     # Layout -----------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield AppHeader()
         with Horizontal(id="main"):
             with Vertical(id="tree-pane"):
                 yield FilterInput(id="filter")

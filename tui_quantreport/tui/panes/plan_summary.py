@@ -25,6 +25,7 @@ from textual.widgets import Static
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.tui.model_session import Measured
 from tui_quantreport.tui.panes.channel_plot import plot_column
+from tui_quantreport.tui.panes.in_place import update_in_place
 from tui_quantreport.tui.panes.sqnr_panel import FLOAT, sqnr_text
 
 LAYERS_SHOWN = 24
@@ -110,7 +111,7 @@ class PlanSummary(Static):
         else:
             lines.append(Content.styled("Keep float: none (every quantizable module is quantized).", "dim"))
         lines += [Content(""), *self._plot(measured, plan.modules)]
-        self.update(Content("\n").join(lines))
+        update_in_place(self, Content("\n").join(lines))
 
     def _limit_sentence(self, plan: Any) -> list[Content]:
         """``X limits the plan; keeping it float gives Y dB`` (measured for the plan on screen)."""

@@ -15,6 +15,7 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from tui_quantreport.tui.model_session import Measured
+from tui_quantreport.tui.panes.in_place import update_in_place
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.plan import Plan
@@ -129,4 +130,4 @@ class SqnrPanel(Static):
             )
         elif chosen != FLOAT:
             lines.append(Content.styled("  S measures each module's sensitivity (one pass per module).", "dim"))
-        self.update(Content("\n").join(lines))
+        update_in_place(self, Content("\n").join(lines))
