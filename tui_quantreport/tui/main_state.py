@@ -183,6 +183,8 @@ class MainState(Screen[None]):
         self._pending_fqn = ""
         self._plan_timer: Timer | None = None
         self._last_plan_change = float("-inf")
+        #: The last plan's size (plan, measurement, size): the header asks for it on each redraw.
+        self._plan_size_of: tuple[Plan, object, tuple[float, float | None, float | None] | None] | None = None
         self._measure_cancel = threading.Event()
         #: The planner's frontier for the current measurement (``F``), and the size of each plan picked from it.
         self._frontier: FrontierMeasured | None = None

@@ -137,8 +137,15 @@ class PlanController(MainState):
         if measured is None:
             return None
         if measured.analysis is not None:
+            # Kept for the last plan: the header asks on each redraw (pending, then its SQNR), and
+            # summing 600 modules' sizes is ~2 ms of the UI thread.
+            kept = self._plan_size_of
+            if kept is not None and kept[0] is plan and kept[1] is measured:
+                return kept[2]
             size = measured.analysis.plan_size(plan)
-            return size.mb, size.float_mb, size.bits_per_weight
+            result = size.mb, size.float_mb, size.bits_per_weight
+            self._plan_size_of = (plan, measured, result)
+            return result
         error = measured.error
         if error is not None and error.plan_size_mb is not None and dict(plan.modules) == dict(error.plan):
             return error.plan_size_mb, error.float_size_mb, error.plan_bits_per_weight
@@ -193,17 +200,17 @@ class PlanController(MainState):
         measured = self.measured
         if measured is None or measured.analysis is None:
             return
-        data = None if plan == measured.recommended else {**plan.to_json_data(), "origin": PLAN_EDITED}
-        self._write_kept_plan(data)
+        self._write_kept_plan(None if plan == measured.recommended else plan)
 
     @work(thread=True, exclusive=True, group="keep-plan", exit_on_error=False, description="keep the plan")
-    def _write_kept_plan(self, data: dict[str, object] | None) -> None:
+    def _write_kept_plan(self, plan: Plan | None) -> None:
+        """Write ``plan`` (its data made here, off the UI thread) or forget the kept one (None)."""
         from tui_quantreport.engine import forget_kept_plan, write_kept_plan
 
-        if data is None:
+        if plan is None:
             forget_kept_plan(self.spec)
         else:
-            write_kept_plan(self.spec, data)
+            write_kept_plan(self.spec, {**plan.to_json_data(), "origin": PLAN_EDITED})
 
     def action_undo_plan(self) -> None:
         """Undo the last change to the plan (``U`` redoes it)."""
