@@ -17,7 +17,7 @@ from textual.reactive import Reactive
 
 from tui_quantreport.engine.escape import printable
 from tui_quantreport.engine.report import Report
-from tui_quantreport.tui import user_settings
+from tui_quantreport.tui import heap, user_settings
 from tui_quantreport.tui.commands import QuantReportCommands
 from tui_quantreport.tui.main_screen import PROBE_BATCHES, MainScreen, default_export_path
 from tui_quantreport.tui.model_session import ModelSession
@@ -66,6 +66,9 @@ class QuantReportApp(App[None]):
         saved, _ = user_settings.load()
         if saved.theme in self.available_themes:
             self.theme = saved.theme
+
+    def on_unmount(self) -> None:
+        heap.unsettled()  # what the session held is the collector's again (a test runs many apps)
 
     def get_default_screen(self) -> MainScreen:
         max_batches = getattr(self.options, "batches", None)

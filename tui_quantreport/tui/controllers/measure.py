@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.worker import get_current_worker
 
+from tui_quantreport.tui import heap
 from tui_quantreport.tui.dialogs.confirm_dialog import ConfirmDialog
 from tui_quantreport.tui.messages import (
     FrontierMeasured,
@@ -126,6 +127,7 @@ class MeasureController(MainState):
             f"{calibrated_on(batches)}; recommended plan: {sqnr_text(measured.recommended_sqnr)} end to end."
         )
         self._adopt_waiting_plan(measured)
+        heap.settled()  # before the next worker starts: the measurement's objects live until replaced
         self.request_limit()
 
     @on(MeasurementFailed)

@@ -12,7 +12,7 @@ from textual import on, work
 from textual.worker import get_current_worker
 
 from tui_quantreport.engine.errors import UserError
-from tui_quantreport.tui import user_settings
+from tui_quantreport.tui import heap, user_settings
 from tui_quantreport.tui.messages import (
     CalibrateRequested,
     CalibrationFailed,
@@ -176,6 +176,7 @@ class SessionController(MainState):
             self.detail_fqn = self.query_one(ModuleTree).current_fqn
         self.query_one(CalibrationBar).say(loaded.status or NOT_CALIBRATED)
         self.loaded = True
+        heap.settled()  # the model and its tree live for the session
         if loaded.notice:
             self.notify(loaded.notice, title="Settings", severity="warning", markup=False)
         if self._calibrate_when_loaded:
@@ -324,6 +325,7 @@ class SessionController(MainState):
             return
         self.calibrating = True
         self._cancel.clear()
+        heap.unsettled()  # the old statistics and measurement are replaced: scanned again
         self.query_one(CalibrationBar).start("Calibrating: running the first batch…")
         self._calibrate(self.settings, self.max_batches)
 
