@@ -50,6 +50,28 @@ _E8M0_BIAS = 127
 NVFP4_BLOCK = 16
 
 
+#: torch's own float32 value of each of the 256 e4m3fn codes (made on first use).
+_E4M3_TABLE: torch.Tensor | None = None
+#: From this many elements the table is faster than torch's conversion on the host (measured:
+#: 48 vs 62 us at 8,192, 77 vs 119 at 16,384, 400 vs 595 us for a (64, 1024) fp8 row recipe; below
+#: ~4,096 its own ops cost more than they save).
+E4M3_TABLE_MIN = 8192
+
+
+def e4m3_to_float32(codes: torch.Tensor) -> torch.Tensor:
+    """``codes.to(torch.float32)`` for a float8_e4m3fn tensor, the same bits (NaN codes included):
+    on the host from :data:`E4M3_TABLE_MIN` elements, each code looked up in a table of torch's own
+    conversion of all 256 codes (torch's CPU conversion from e4m3fn runs ~7 ns an element, scalar;
+    the lookup ~1.4 ns at 65K elements); otherwise torch's conversion."""
+    global _E4M3_TABLE
+    if codes.device.type != "cpu" or codes.numel() < E4M3_TABLE_MIN:
+        return codes.to(torch.float32)
+    table = _E4M3_TABLE
+    if table is None:
+        table = _E4M3_TABLE = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+    return table.index_select(0, codes.reshape(-1).view(torch.uint8).to(torch.int32)).view(codes.shape)
+
+
 def e2m1_values(v: torch.Tensor) -> torch.Tensor:
     """float32 ``v`` in ``[-6, 6]`` (or NaN) rounded to the nearest fp4 e2m1 value, ties to even."""
     a = v.abs()
@@ -69,7 +91,8 @@ def mx_dequantized(x: torch.Tensor, bits: int) -> torch.Tensor:
     max_pos = 448.0 if bits == 8 else E2M1_MAX
     exponent, scaled = _rceil(blocks.to(torch.float32), max_abs.to(torch.float32), max_pos)
     if bits == 8:
-        elements = scaled.to(torch.float8_e4m3fn).to(x.dtype)
+        codes = scaled.to(torch.float8_e4m3fn)
+        elements = e4m3_to_float32(codes) if x.dtype is torch.float32 else codes.to(x.dtype)
     else:
         elements = e2m1_values(scaled).to(x.dtype)
     scale = get_fp_scale(exponent.squeeze(-1)).reshape(-1, 1).to(x.dtype)
@@ -141,7 +164,7 @@ def float8_dequantized(x: torch.Tensor, per_row: bool, scale: torch.Tensor | Non
         magnitude = x.abs()
         scale = float8_scale(magnitude.amax(dim=-1, keepdim=True) if per_row and x.dim() else magnitude.amax())
     scaled = torch.clamp(x.to(torch.float32) / scale, min=-FP8_MAX, max=FP8_MAX)
-    return (scaled.to(torch.float8_e4m3fn).to(torch.float32) * scale).to(x.dtype)
+    return (e4m3_to_float32(scaled.to(torch.float8_e4m3fn)) * scale).to(x.dtype)
 
 
 def int8_per_token_asym_dequantized(x: torch.Tensor) -> torch.Tensor:
