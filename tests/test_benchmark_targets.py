@@ -55,7 +55,7 @@ def test_statuses_follow_the_targets():
             calibration={
                 "drifting_mlp": {"ours_over_plain": 1.2, "ref_over_ours": 14.0},
                 "convnet_per_tensor": {"ours_over_plain": 1.5, "ref_over_ours": 9.0},
-                "tiny_transformer": {"ours_over_plain": 2.5, "ref_over_ours": 17.0, "unfused_over_plain": 2.08},
+                "tiny_transformer": {"ours_over_plain": 2.5, "ref_over_ours": 17.0, "unfused_over_plain": 2.3},
             },
             quantsim={"drifting_mlp": _quantsim_row("drifting_mlp", 4)},
             merged={"merged": 1.2, "one": 2.0, "same": "yes"},
@@ -177,7 +177,17 @@ def test_a_transformer_floor_is_one_only_over_the_target():
         row = {"ours_over_plain": 2.5, "unfused_over_plain": unfused, "no_percentiles_over_plain": rest}
         return _calibration_status("tiny_transformer", row)
 
-    assert status(2.08).startswith("floor: the fused encoder path off")
+    # Over the target by itself, and the observation adds at most the 0.3 allowed on top: a floor.
+    floor = status(2.3)
+    assert floor.startswith("floor: the fused encoder path off") and "the observation adds 0.20" in floor
+    assert status(1.49, rest=1.7).startswith("floor: the fused encoder path off")
+    assert "the observation without the percentile adds 0.21" in status(1.49, rest=1.7)
+    # Over by itself, but the observation adds more than the allowance on top of it: not met, with both.
+    assert status(2.08) == (
+        "not met; of it, the fused encoder path off (the layer's inner modules observed) is 2.08x plain by "
+        "itself, measured here, and the observation adds 0.42 to it (<= 0.3 allowed)"
+    )
+    assert status(1.49, rest=2.5).startswith("not met; of it, the fused encoder path off")
     # The fused path off costs less than the target by itself: not a floor, and it says what it measured.
     assert status(0.85) == "not met (the fused encoder path off costs 0.85x plain by itself, measured here)"
     assert status(0.85, rest=1.1).startswith("floor: without the outlier detector")
