@@ -80,9 +80,13 @@ class SqnrPanel(Static):
             for s in local
             if s in bits and bits[s] is None and s in SCHEMES and SCHEMES[s].facts.preference is None and s != chosen
         ]
-        for scheme, sqnr in local.items():
-            if scheme in ADVICE_ROWS or scheme in ineligible:
-                continue
+        rows = [
+            (scheme, sqnr) for scheme, sqnr in local.items() if scheme not in ADVICE_ROWS and scheme not in ineligible
+        ]
+        # The name column as wide as the longest name shown (not every scheme's): at 80 columns the
+        # pane is ~45 wide, and a row must fit in it whole.
+        name_width = max((len(scheme) for scheme, _ in rows), default=0)
+        for scheme, sqnr in rows:
             marks: list[tuple[str, str]] = []
             if scheme == chosen:
                 marks.append(("◀ plan", "bold $accent"))
@@ -90,7 +94,7 @@ class SqnrPanel(Static):
                 marks.append(("recommended", "dim"))
             size = bits.get(scheme)
             parts: list[str | tuple[str, str]] = [
-                f"  {scheme:<26} ",
+                f"  {scheme:<{name_width}} ",
                 (f"{size:5.2f} b/w  " if size is not None else " " * 9, "dim"),
                 (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
             ]
@@ -114,7 +118,7 @@ class SqnrPanel(Static):
             if key in local:
                 lines.append(
                     Content.assemble(
-                        f"  {title:<26} " + " " * 9,
+                        f"  {title}: ",
                         sqnr_text(local[key]),
                         ("  (the detectors' advice, simulated)", "dim"),
                     )
