@@ -213,6 +213,34 @@ def test_big_tensors_are_not_merged_and_a_passed_check_is_remembered(monkeypatch
         _assert_identical(Session(model).calibrate(small, settings), again)
 
 
+def test_a_refused_check_is_remembered(monkeypatch):
+    """A model that breaks the rule is not tried again by the next calibration alike (the first
+    batch alone and the group's merged forward, thrown away each time); other batches are."""
+    torch.manual_seed(7)
+    model = _SeqFirst().eval()
+    batches = [torch.randn(4, 3, 6) * (i + 1) for i in range(6)]
+    calls = []
+    real = Session._record
+
+    def spy(self, observer, batch):
+        calls.append(tuple(batch.shape))
+        return real(self, observer, batch)
+
+    monkeypatch.setattr(Session, "_record", spy)
+    session, settings = Session(model), Settings.build()
+    session.calibrate(batches, settings)
+    assert session.merged_batches == 0 and calls  # tried once: refused
+    calls.clear()
+    again = session.calibrate(batches, settings)
+    assert calls == [] and session.merged_batches == 0  # not tried again
+    with monkeypatch.context() as m:
+        m.setenv(mb.ENV, "0")
+        _assert_identical(Session(model).calibrate(batches, settings), again)
+    other = [torch.randn(5, 3, 6) for _ in range(6)]  # another batch shape: checked again
+    session.calibrate(other, settings)
+    assert calls and session.merged_batches == 0
+
+
 def test_no_merging_in_a_model_with_torch_ao_fake_quantize_modules(monkeypatch):
     from torch.ao.quantization import FakeQuantize
 

@@ -97,6 +97,9 @@ class Session:
         self.merged_batches = 0
         #: A merge check that passed: (a batch's signature, the plan).
         self._merge_known: tuple[Any, Mapping[Point, PointRequest]] | None = None
+        #: A merge check that failed, likewise: the next calibration alike does not try again (the
+        #: check costs the first batch alone plus the group's merged forward, both thrown away).
+        self._merge_refused: tuple[Any, Mapping[Point, PointRequest]] | None = None
         #: Whether the model holds torch.ao fake-quantize modules (then no merging).
         self._helpers: bool | None = None
 
@@ -303,6 +306,9 @@ class Session:
             known = self._merge_known
             if known is not None and known[0] == signature and known[1] is merge.plan:
                 merge.checked = signature  # checked by an earlier calibration
+            refused = self._merge_refused
+            if refused is not None and refused[0] == signature and refused[1] is merge.plan:
+                merge.off = True  # refused by an earlier calibration: one batch at a time at once
         if merge.size < 2:  # small groups do not pay: one batch at a time
             merge.off = True
         group = [batch]
@@ -319,6 +325,7 @@ class Session:
             if len(group) > 1:  # the group broke the rule: one batch at a time from now on
                 merge.off = True
                 self._merge_known = None
+                self._merge_refused = (signature, merge.plan) if signature is not None else None
             for i, item in enumerate(group):
                 if i and merge.should_cancel is not None and merge.should_cancel():
                     raise CalibrationCancelled()
@@ -327,6 +334,7 @@ class Session:
             return
         if signature is not None:
             self._merge_known = (signature, merge.plan)
+            self._merge_refused = None
         for i, (item, share) in enumerate(zip(group, shares)):
             if i and merge.should_cancel is not None and merge.should_cancel():
                 raise CalibrationCancelled()
