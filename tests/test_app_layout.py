@@ -11,6 +11,7 @@ from textual.widgets._header import HeaderTitle
 
 from tui_quantreport.tui.main_screen import MainScreen
 from tui_quantreport.tui.panes.module_tree import ModuleTree
+from tui_quantreport.tui.panes.sqnr_panel import SqnrPanel
 from tui_quantreport.tui.screens.help_screen import HelpScreen
 
 DEEP_MODEL = str(MODELS / "deep_model.py")
@@ -160,3 +161,21 @@ async def test_the_running_strip_is_one_line_and_keeps_esc_cancels_visible(size)
         bar.stop("Calibrated on 8 batches.")
         await pilot.pause()
         assert not hint.display
+
+
+async def test_the_measured_error_rows_fit_the_pane_at_80x24() -> None:
+    """Each scheme's row (name, size, SQNR) on one line of the detail pane at 80 columns: the name
+    column as wide as the names shown, a name too long for the pane cut with "…"."""
+    app = make_app(batches=SHOWCASE_BATCHES)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await calibrate(app, pilot)
+        await settle(app, pilot)
+        await walk_to(app, pilot, "thermal_proj")  # int8_weight_only_per_group: 26 characters
+        await settle(app, pilot)
+        panel = app.query_one(SqnrPanel)
+        lines = [panel.render_line(y).text.rstrip() for y in range(panel.size.height)]
+        rows = [line for line in lines if "b/w" in line]
+        assert len(rows) >= 4, lines
+        assert all(" dB" in row and len(row) <= panel.content_region.width for row in rows), lines
+        assert any("…" in row for row in rows)  # the longest name gave way
+        assert not any(line.strip().startswith("dB") for line in lines), lines  # no dB alone on a line

@@ -35,6 +35,17 @@ def sqnr_text(sqnr: Sqnr | None) -> str:
     return "exact (no error)" if sqnr.infinite else sqnr.reason
 
 
+#: A row's size and SQNR columns (" 8.25 b/w  " and "101.2 dB" at most); the name column gets the rest.
+NUMBERS_WIDTH = len(" 8.25 b/w  ") + len("101.2 dB")
+#: The name column is never cut below this.
+MIN_NAME_WIDTH = 12
+
+
+def _fitted(name: str, width: int) -> str:
+    """``name`` in at most ``width`` columns, ending in "…" where cut."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 class SqnrPanel(Static):
     """Local SQNR per scheme for the module ``fqn``, marking the plan's scheme; its sensitivity."""
 
@@ -54,6 +65,9 @@ class SqnrPanel(Static):
 
     def watch_fqn(self) -> None:
         self._redraw()
+
+    def on_resize(self) -> None:
+        self._redraw()  # the name column follows the pane's width
 
     def _redraw(self) -> None:
         measured, fqn = self.measured, self.fqn
@@ -83,9 +97,13 @@ class SqnrPanel(Static):
         rows = [
             (scheme, sqnr) for scheme, sqnr in local.items() if scheme not in ADVICE_ROWS and scheme not in ineligible
         ]
-        # The name column as wide as the longest name shown (not every scheme's): at 80 columns the
-        # pane is ~45 wide, and a row must fit in it whole.
+        # The name column as wide as the longest name shown (not every scheme's), and at most what
+        # leaves the size and the SQNR room on the row (a longer name ends in "…"): at 80 columns
+        # the pane is ~42 wide, and a row must fit in it whole.
+        room = self.content_size.width - len("  ") - len(" ") - NUMBERS_WIDTH if self.content_size.width else None
         name_width = max((len(scheme) for scheme, _ in rows), default=0)
+        if room is not None:
+            name_width = max(MIN_NAME_WIDTH, min(name_width, room))
         for scheme, sqnr in rows:
             marks: list[tuple[str, str]] = []
             if scheme == chosen:
@@ -94,7 +112,7 @@ class SqnrPanel(Static):
                 marks.append(("recommended", "dim"))
             size = bits.get(scheme)
             parts: list[str | tuple[str, str]] = [
-                f"  {scheme:<{name_width}} ",
+                f"  {_fitted(scheme, name_width):<{name_width}} ",
                 (f"{size:5.2f} b/w  " if size is not None else " " * 9, "dim"),
                 (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
             ]
