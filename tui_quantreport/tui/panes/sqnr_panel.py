@@ -97,28 +97,7 @@ class SqnrPanel(Static):
         rows = [
             (scheme, sqnr) for scheme, sqnr in local.items() if scheme not in ADVICE_ROWS and scheme not in ineligible
         ]
-        # The name column as wide as the longest name shown (not every scheme's), and at most what
-        # leaves the size and the SQNR room on the row (a longer name ends in "…"): at 80 columns
-        # the pane is ~42 wide, and a row must fit in it whole.
-        room = self.content_size.width - len("  ") - len(" ") - NUMBERS_WIDTH if self.content_size.width else None
-        name_width = max((len(scheme) for scheme, _ in rows), default=0)
-        if room is not None:
-            name_width = max(MIN_NAME_WIDTH, min(name_width, room))
-        for scheme, sqnr in rows:
-            marks: list[tuple[str, str]] = []
-            if scheme == chosen:
-                marks.append(("◀ plan", "bold $accent"))
-            if scheme == recommended and scheme != chosen:
-                marks.append(("recommended", "dim"))
-            size = bits.get(scheme)
-            parts: list[str | tuple[str, str]] = [
-                f"  {_fitted(scheme, name_width):<{name_width}} ",
-                (f"{size:5.2f} b/w  " if size is not None else " " * 9, "dim"),
-                (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
-            ]
-            for mark in marks:
-                parts += [" ", mark]
-            lines.append(Content.assemble(*parts))
+        lines += self._scheme_rows(rows, bits, chosen, recommended)
         if ineligible:
             lines.append(
                 Content.styled(
@@ -153,3 +132,32 @@ class SqnrPanel(Static):
         elif chosen != FLOAT:
             lines.append(Content.styled("  S measures each module's sensitivity (one pass per module).", "dim"))
         update_in_place(self, Content("\n").join(lines))
+
+    def _scheme_rows(
+        self, rows: list[tuple[str, Any]], bits: Mapping[str, float | None], chosen: str, recommended: str | None
+    ) -> list[Content]:
+        """One line per scheme: its name, its size in bits per weight, its SQNR and its marks."""
+        # The name column as wide as the longest name shown (not every scheme's), and at most what
+        # leaves the size and the SQNR room on the row (a longer name ends in "…"): at 80 columns
+        # the pane is ~42 wide, and a row must fit in it whole.
+        room = self.content_size.width - len("  ") - len(" ") - NUMBERS_WIDTH if self.content_size.width else None
+        name_width = max((len(scheme) for scheme, _ in rows), default=0)
+        if room is not None:
+            name_width = max(MIN_NAME_WIDTH, min(name_width, room))
+        lines: list[Content] = []
+        for scheme, sqnr in rows:
+            marks: list[tuple[str, str]] = []
+            if scheme == chosen:
+                marks.append(("◀ plan", "bold $accent"))
+            if scheme == recommended and scheme != chosen:
+                marks.append(("recommended", "dim"))
+            size = bits.get(scheme)
+            parts: list[str | tuple[str, str]] = [
+                f"  {_fitted(scheme, name_width):<{name_width}} ",
+                (f"{size:5.2f} b/w  " if size is not None else " " * 9, "dim"),
+                (sqnr_text(sqnr), "bold" if scheme == chosen else ""),
+            ]
+            for mark in marks:
+                parts += [" ", mark]
+            lines.append(Content.assemble(*parts))
+        return lines
