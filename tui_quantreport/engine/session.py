@@ -95,11 +95,10 @@ class Session:
         self._layouts: _Layouts | None = None
         #: How many batches the last calibration folded in from merged forwards (see merged_batches).
         self.merged_batches = 0
-        #: A merge check that passed: (a batch's signature, the plan).
-        self._merge_known: tuple[Any, Mapping[Point, PointRequest]] | None = None
-        #: A merge check that failed, likewise: the next calibration alike does not try again (the
-        #: check costs the first batch alone plus the group's merged forward, both thrown away).
-        self._merge_refused: tuple[Any, Mapping[Point, PointRequest]] | None = None
+        #: The last merge check: (a batch's signature, the plan, whether it passed). A calibration
+        #: alike takes its verdict: merged without the first-batch-alone check, or one batch at a
+        #: time without trying (the check costs the first batch alone and the group's merged forward).
+        self._merge_check: tuple[Any, Mapping[Point, PointRequest], bool] | None = None
         #: Whether the model holds torch.ao fake-quantize modules (then no merging).
         self._helpers: bool | None = None
 
@@ -303,12 +302,12 @@ class Session:
         if merge.size is None:  # the first group: its size from the first batch's observed tensors
             merge.size = merged_batches.group_size(observer.sizes or {})
             observer.sizes = None
-            known = self._merge_known
-            if known is not None and known[0] == signature and known[1] is merge.plan:
-                merge.checked = signature  # checked by an earlier calibration
-            refused = self._merge_refused
-            if refused is not None and refused[0] == signature and refused[1] is merge.plan:
-                merge.off = True  # refused by an earlier calibration: one batch at a time at once
+            last = self._merge_check
+            if last is not None and last[0] == signature and last[1] is merge.plan:
+                if last[2]:
+                    merge.checked = signature  # passed in an earlier calibration
+                else:
+                    merge.off = True  # refused in an earlier calibration: one batch at a time at once
         if merge.size < 2:  # small groups do not pay: one batch at a time
             merge.off = True
         group = [batch]
@@ -324,8 +323,7 @@ class Session:
         if shares is None:
             if len(group) > 1:  # the group broke the rule: one batch at a time from now on
                 merge.off = True
-                self._merge_known = None
-                self._merge_refused = (signature, merge.plan) if signature is not None else None
+                self._merge_check = (signature, merge.plan, False) if signature is not None else None
             for i, item in enumerate(group):
                 if i and merge.should_cancel is not None and merge.should_cancel():
                     raise CalibrationCancelled()
@@ -333,8 +331,7 @@ class Session:
                 tick()
             return
         if signature is not None:
-            self._merge_known = (signature, merge.plan)
-            self._merge_refused = None
+            self._merge_check = (signature, merge.plan, True)
         for i, (item, share) in enumerate(zip(group, shares)):
             if i and merge.should_cancel is not None and merge.should_cancel():
                 raise CalibrationCancelled()
