@@ -14,17 +14,17 @@ from textual.widgets import Header
 # Not exported by textual.widgets; textual is pinned to 8.2 (pyproject), where it is this class.
 from textual.widgets._header import HeaderTitle
 
-from tui_quantreport.tui.panes.in_place import size_may_change
+from tui_quantreport.tui.panes.in_place import update_in_place
 
 
 class InPlaceTitle(HeaderTitle):
     """The header's title (its styles, its place), laid out again only if its height changes."""
 
     def update(self, content: VisualType = "", *, layout: bool = True) -> None:
-        before = self.content_size
-        super().update(content, layout=False)
-        if layout and size_may_change(self, before):
-            self.refresh(layout=True)
+        if layout:
+            update_in_place(self, content)
+        else:
+            super().update(content, layout=False)
 
 
 class AppHeader(Header):

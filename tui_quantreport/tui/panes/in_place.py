@@ -29,8 +29,9 @@ def size_may_change(widget: Static, before: Size) -> bool:
 
 
 def update_in_place(widget: Static, content: VisualType) -> None:
-    """``widget.update(content)``, laying out the screen only where :func:`size_may_change`."""
+    """``widget.update(content)``, laying out the screen only where :func:`size_may_change`.
+    (``Static.update`` itself, so a subclass's ``update`` may call this.)"""
     before = widget.content_size
-    widget.update(content, layout=False)
+    Static.update(widget, content, layout=False)
     if size_may_change(widget, before):
         widget.refresh(layout=True)
