@@ -53,6 +53,8 @@ class SqnrPanel(Static):
     plan: var[Any] = var(None, always_update=True)
     sensitivity: var[Mapping[str, Any] | None] = var(None, always_update=True)
     fqn: var[str | None] = var(None)
+    #: The pane's width the rows were last fitted to (0: not laid out then).
+    _fitted_width = 0
 
     def watch_measured(self) -> None:
         self._redraw()
@@ -67,7 +69,10 @@ class SqnrPanel(Static):
         self._redraw()
 
     def on_resize(self) -> None:
-        self._redraw()  # the name column follows the pane's width
+        # The name column follows the pane's width; a new height alone (the pane's own redraw laid
+        # out) changes nothing in the rows.
+        if self.content_size.width != self._fitted_width:
+            self._redraw()
 
     def _redraw(self) -> None:
         measured, fqn = self.measured, self.fqn
@@ -140,6 +145,7 @@ class SqnrPanel(Static):
         # The name column as wide as the longest name shown (not every scheme's), and at most what
         # leaves the size and the SQNR room on the row (a longer name ends in "…"): at 80 columns
         # the pane is ~42 wide, and a row must fit in it whole.
+        self._fitted_width = self.content_size.width
         room = self.content_size.width - len("  ") - len(" ") - NUMBERS_WIDTH if self.content_size.width else None
         name_width = max((len(scheme) for scheme, _ in rows), default=0)
         if room is not None:
