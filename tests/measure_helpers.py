@@ -10,16 +10,19 @@ from tui_quantreport.engine import Session, Settings, load_model, open_batches
 from tui_quantreport.engine.quantsim import ErrorAnalysis, ProbeRecorder
 
 
-def sample_measurer(sample: str, *, advice: bool) -> Callable[[], dict[str, Any]]:
+def sample_measurer(
+    sample: str, *, advice: bool, schemes: tuple[str, ...] | None = None
+) -> Callable[[], dict[str, Any]]:
     """``measure()``: a fresh :class:`ErrorAnalysis` of ``sample`` (2 probe batches, the calibration
-    done once here) and its local measurements (``advice``: the clipped and equalized variants too)."""
+    done once here) and its local measurements (``advice``: the clipped and equalized variants too;
+    ``schemes``: those measured, default all)."""
     loaded = load_model(sample)
     session = Session(loaded.model)
     recorder = ProbeRecorder(open_batches(loaded), 2)
     stats = session.calibrate(recorder, Settings.build())
 
     def measure() -> dict[str, Any]:
-        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats)
+        analysis = ErrorAnalysis.from_stats(loaded.model, session.catalog, recorder.probes, stats, schemes=schemes)
         return analysis.local_measurements(advice=advice)
 
     return measure

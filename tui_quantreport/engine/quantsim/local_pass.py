@@ -23,6 +23,7 @@ from tui_quantreport.engine.quantsim.analysis_base import (
     _restore_forwards,
     _Target,
 )
+from tui_quantreport.engine.quantsim.deferred import Deferred
 from tui_quantreport.engine.quantsim.kinds import ModuleKind
 from tui_quantreport.engine.quantsim.measurer import LastInput, _grouped, _measurer, _measuring_forward, _Variant
 from tui_quantreport.engine.quantsim.qparams import (
@@ -31,6 +32,7 @@ from tui_quantreport.engine.quantsim.qparams import (
 )
 from tui_quantreport.engine.quantsim.schemes import (
     SCHEMES,
+    BatchInput,
     InputContext,
     StaticInput,
 )
@@ -48,6 +50,7 @@ def measure_pass(
     accs: dict[str, SharedReference] = {}
     scratch = Scratch()  # one module runs at a time: its temporaries are the next one's
     last = LastInput()  # the previous module's input, quantized: the next reader of it takes them
+    deferred = Deferred()  # small Linear modules' calls, measured together at the end of each probe
     saved: list[tuple[nn.Module, Any]] = []
     outputs: list[dict[str, torch.Tensor]] = []
     refused = refusals(analysis)
@@ -58,14 +61,16 @@ def measure_pass(
             accs[fqn] = SharedReference([v.name for v in variants])
             module = target.module
             saved.append((module, module.__dict__.get("forward", _MISSING)))
+            noter = failure_noter(analysis, fqn)
             module.__dict__["forward"] = _measuring_forward(
-                module.forward, _measurer(target, variants, accs[fqn], scratch, last), failure_noter(analysis, fqn)
+                module.forward, _measurer(target, variants, accs[fqn], scratch, last, deferred, noter), noter
             )
         started = time.perf_counter()
         with analysis._float_mode():
             for i, batch in enumerate(analysis.probes):
                 _check_cancel(should_cancel)
                 outputs.append(analysis._outputs(analysis._run(batch, i)))
+                deferred.flush()
                 progress(i + 1, len(analysis.probes))
         analysis._note_pass(time.perf_counter() - started)
     finally:
@@ -140,14 +145,18 @@ def variants_of(
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             analysis._failed[(target.fqn, name)] = f"{name}'s weight recipe failed: {type(exc).__name__}: {detail}"
             continue
-        variants.append(_Variant(name, scheme.input_key, scheme.input_function(ctx), wq, (scheme.input_key, ctx)))
+        variants.append(
+            _Variant(
+                name, scheme.input_key, scheme.input_function(ctx), wq, (scheme.input_key, ctx), scheme.batch_input(ctx)
+            )
+        )
     if not advice or not kind.quantizes_input:
         return variants
     wq = analysis.quantized_weight(target.fqn, True)
     if target.clip_range is not None:
         lo, hi = target.clip_range
         clip = StaticInput.from_range(lo, hi, analysis.quant_min, analysis.quant_max)
-        variants.append(_Variant(CLIPPED, CLIPPED, clip.apply, wq))
+        variants.append(_Variant(CLIPPED, CLIPPED, clip.apply, wq, form=BatchInput("static", clip)))
     equalize = equalizer(analysis, target)
     if equalize is not None:
         variants.append(equalize)
@@ -189,7 +198,9 @@ def equalizer(analysis: ErrorAnalysis, target: _Target) -> _Variant | None:
         scaled = (x.to(torch.float32) * scale.view(shape)).to(x.dtype)
         return static.apply(scaled)
 
-    return _Variant(EQUALIZED, EQUALIZED, quantize, wq)
+    # On the last axis (a Linear's input): the same product as data, for the deferred measurements.
+    form = BatchInput("static", static, multiplier=scale) if kind.input_last_axis else None
+    return _Variant(EQUALIZED, EQUALIZED, quantize, wq, form=form)
 
 
 def local_result(

@@ -4,29 +4,30 @@ normed against the float output as the float pass runs."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from tui_quantreport.engine.errors import UserError
+from tui_quantreport.engine.quantsim import deferred as deferred_module
 from tui_quantreport.engine.quantsim.analysis_base import (
     MeasurementCancelled,
     _Target,
     first_tensor,
 )
+from tui_quantreport.engine.quantsim.deferred import Deferred, DeferredModule, deferrable
 from tui_quantreport.engine.quantsim.hostsync import host_reads
 from tui_quantreport.engine.quantsim.kinds import _conv as _conv_call
 from tui_quantreport.engine.quantsim.kinds import _linear as _linear_call
+from tui_quantreport.engine.quantsim.schemes.base import BatchInput
 from tui_quantreport.engine.quantsim.sqnr import Scratch, SharedReference
 
 
-@dataclass(frozen=True)
-class _Variant:
+class _Variant(NamedTuple):
     """One simulated form of a module in the measure pass: how its input is quantized
     (``input_key`` names the quantized input, shared by variants that quantize it alike)
-    and the fake-quantized weight it runs with."""
+    and the fake-quantized weight it runs with. (A named tuple: a big model makes thousands.)"""
 
     name: str
     input_key: str
@@ -36,6 +37,8 @@ class _Variant:
     #: Equal for variants of any module whose ``quantize`` is the same function of the input
     #: (a scheme's input key with the module's input context); None: this module's own (advice).
     share: Hashable | None = None
+    #: ``quantize`` as data (many modules' inputs quantized in one go: :mod:`.deferred`); None: none.
+    form: BatchInput | None = None
 
 
 class LastInput:
@@ -92,8 +95,61 @@ def _measurer(
     acc: SharedReference,
     scratch: Scratch | None = None,
     last: LastInput | None = None,
+    deferred: Deferred | None = None,
+    failed: Callable[[Exception], None] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float output ``y``.
+    """``measure(x, y)``: every variant's output from the float input ``x``, compared with the float
+    output ``y``: :func:`_measure_now`, or, given ``deferred``, for a small float32 ``nn.Linear`` whose
+    variants all have an input form, its calls kept to be measured with other modules' alike
+    (:mod:`.deferred`; the same values; ``failed`` hears a failure found then)."""
+    module = target.module
+    if (
+        deferred is None
+        or not deferred_module.ENABLED
+        or not _float32_linear(target, variants)
+        or not deferrable(variants, module)
+    ):
+        return _measure_now(target, variants, acc, scratch, last)
+    bias = module.bias.detach() if module.bias is not None else None
+    now: list[Callable[[torch.Tensor, torch.Tensor], None]] = []
+
+    def one(x: torch.Tensor, y: torch.Tensor) -> None:
+        if not now:  # built on first use: most such modules never measure a call alone
+            now.append(_measure_now(target, variants, acc, scratch, last))
+        now[0](x, y)
+
+    part = DeferredModule(variants, _weight_groups(variants), acc, bias, one, failed)
+
+    def measure_later(x: torch.Tensor, y: torch.Tensor) -> None:
+        if part.broken:
+            return
+        if deferred.keep(part, x, y):
+            return
+        deferred.settle(part)  # its kept calls first: its calls reach the accumulator in order
+        one(x, y)
+
+    return measure_later
+
+
+def _float32_linear(target: _Target, variants: Sequence[_Variant]) -> bool:
+    """A float32 ``nn.Linear`` whose variants' weights are float32 (one matmul per weight serves them)."""
+    module = target.module
+    return (
+        target.kind.call is _linear_call
+        and isinstance(module, nn.Linear)
+        and module.weight.dtype == torch.float32
+        and all(v.weight.dtype == torch.float32 for v in variants)
+    )
+
+
+def _measure_now(
+    target: _Target,
+    variants: Sequence[_Variant],
+    acc: SharedReference,
+    scratch: Scratch | None = None,
+    last: LastInput | None = None,
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``measure(x, y)`` measuring each call as it comes.
 
     ``variants`` must be :func:`_grouped` (``acc`` names them in that order). A float32
     ``nn.Linear`` runs the variants that share a weight as one matmul over their
@@ -108,12 +164,7 @@ def _measurer(
     scratch = scratch if scratch is not None else Scratch()
     run = kind.bind(module)
     names = tuple(v.name for v in variants)
-    linear = (
-        kind.call is _linear_call
-        and isinstance(module, nn.Linear)
-        and module.weight.dtype == torch.float32
-        and all(v.weight.dtype == torch.float32 for v in variants)
-    )
+    linear = _float32_linear(target, variants)
     groups = _weight_groups(variants)
     bias = module.bias.detach() if linear and module.bias is not None else None
     # Small Linear modules (most of a big model's): every variant in one batched matmul.

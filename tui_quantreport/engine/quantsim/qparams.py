@@ -303,13 +303,59 @@ def fake_quantize_dynamic_segments(
             torch.tensor(column, dtype=torch.float32).unsqueeze(1)
             for column in zip(*((inv, qmin - zp, qmax - zp, scale) for scale, zp, inv in params))
         )
-    inverse, low, high, scale = qparams
-    # fake_quantize_float32's ops with a scale per segment (torch's kernel's values, no NaN here), and
-    # +0.0 for a -0.0 the rounding gives (the kernel's integer zero point arithmetic gives +0.0).
+    return _segment_ops(segments, *qparams, positive_zero=True).view_as(x)
+
+
+def _segment_ops(
+    segments: torch.Tensor,
+    inverse: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    positive_zero: bool,
+) -> torch.Tensor:
+    """:func:`fake_quantize_float32`'s ops with one scale per segment (row of ``segments``; the
+    columns ``1.0f / scale``, ``qmin - zp``, ``qmax - zp`` and ``scale`` broadcast against them):
+    ``x * inv``, round, clamp, ``* scale`` in float32. ``positive_zero``: a -0.0 the rounding gives
+    becomes +0.0, as in torch's per-tensor kernel (its integer zero point arithmetic), which
+    :func:`fake_quantize_float32` takes below :data:`FAST_FAKE_QUANT_MIN` elements."""
     y = torch.mul(segments, inverse)
-    y.round_().add_(0.0)
+    y.round_()
+    if positive_zero:
+        y.add_(0.0)
     y.clamp_(min=low, max=high)
-    return y.mul_(scale).view_as(x)
+    return y.mul_(scale)
+
+
+def fake_quantize_static_segments(
+    x: torch.Tensor, scales: list[float], zero_points: list[int], inverses: list[float], qmin: int, qmax: int
+) -> torch.Tensor | None:
+    """``torch.stack([fake_quantize_float32(x[i], scales[i], zero_points[i], qmin, qmax, inverses[i])
+    for i ...])``: segment i (``x[i]``, dim 0) quantized with its own fixed qparams, in one chain of
+    ops, the same values. None where it does not apply: off the host, ``x`` not float32 and
+    contiguous, a scale not finite and positive. A segment under :data:`FAST_FAKE_QUANT_MIN` elements
+    takes torch's per-tensor kernel there (a NaN aside: the kernel turns it into a number, this
+    keeps it NaN), a larger one the same ops as here. Held equal, bit for bit, by
+    ``tests/test_deferred_measure.py``."""
+    if (
+        x.dtype is not torch.float32
+        or x.dim() == 0
+        or len(scales) != x.shape[0]
+        or not host_reads(x)
+        or not x.is_contiguous()
+        or not all(math.isfinite(s) and s > 0 for s in scales)
+        or not all(math.isfinite(i) for i in inverses)
+    ):
+        return None
+    n = x.shape[0]
+    segments = x.view(n, -1)
+    columns = [
+        torch.tensor(column, dtype=torch.float32).unsqueeze(1)
+        for column in (inverses, [qmin - zp for zp in zero_points], [qmax - zp for zp in zero_points], scales)
+    ]
+    small = segments.shape[1] < FAST_FAKE_QUANT_MIN
+    return _segment_ops(segments, *columns, positive_zero=small).view_as(x)
 
 
 @functools.lru_cache(maxsize=64)

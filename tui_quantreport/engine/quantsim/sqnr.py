@@ -241,6 +241,16 @@ class Scratch:
         return torch.linalg.vector_norm(buf, dim=dim)
 
 
+def norm64_rows(t: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.vector_norm(t, dim=1, dtype=torch.float64)`` of a 2-D float32 ``t``: the same
+    values, through the fused kernel where it runs (no float64 copy)."""
+    if _FUSED and t.is_contiguous():
+        out = fused.norm64(t, 1)
+        if out is not None:
+            return out
+    return torch.linalg.vector_norm(t, dim=1, dtype=torch.float64)
+
+
 class SharedReference:
     """One reference, several approximations of it, over calls.
 
@@ -287,6 +297,13 @@ class SharedReference:
             )
         elif norms is not None:
             self._raw_noise.append(norms)
+        self._sums = None
+
+    def add_taken(self, signal: torch.Tensor, noise: torch.Tensor) -> None:
+        """One call's float64 norms, taken elsewhere as :meth:`add_norms` takes them: ``||y||`` (0-d)
+        and ``||y - y_hat||`` per name (1-d, in :attr:`names` order)."""
+        self._raw_signal.append(signal)
+        self._raw_noise.append(noise)
         self._sums = None
 
     def add_reference(self, reference: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from tui_quantreport.engine.core.scheme_facts import (
     select_schemes,
 )
 from tui_quantreport.engine.quantsim.schemes.base import (
+    BatchInput,
     ExportContext,
     InputContext,
     Scheme,
@@ -68,6 +69,7 @@ __all__ = [
     "PREFERENCE",
     "SCHEMES",
     "SCHEME_FACTS",
+    "BatchInput",
     "ExportContext",
     "InputContext",
     "Scheme",

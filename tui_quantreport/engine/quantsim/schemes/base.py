@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -82,6 +82,27 @@ class InputContext:
 
     def per_token(self, x: torch.Tensor) -> bool:
         return self.per_token_min_ndim is not None and x.dim() >= max(2, self.per_token_min_ndim)
+
+
+class BatchInput(NamedTuple):
+    """A module's input quantization as data, so that many modules' inputs can be quantized in one
+    go (the local pass's deferred measurements, :mod:`..deferred`): the same values as the scheme's
+    :meth:`Scheme.input_function` on each input alone.
+
+    ``kind``: "float" (the input as it is), "static" (``static``'s fixed per-tensor qparams, after
+    the input's last axis is multiplied by ``multiplier`` where one is given: equalization) or
+    "dynamic" (per tensor from the input's own range, or per token: ``per_token_min_ndim`` as in
+    :class:`InputContext`, on the activation grid ``quant_min``..``quant_max``)."""
+
+    kind: str
+    static: StaticInput | None = None
+    quant_min: int = 0
+    quant_max: int = 255
+    per_token_min_ndim: int | None = None
+    multiplier: torch.Tensor | None = None
+
+    def per_token(self, ndim: int) -> bool:
+        return self.per_token_min_ndim is not None and ndim >= max(2, self.per_token_min_ndim)
 
 
 @dataclass(frozen=True)
@@ -206,6 +227,11 @@ class Scheme:
         merged batch's probes), each quantized as it would be alone, in one go (None for an ``x`` it
         does not take); None when the scheme has no such form (the segments are then quantized one
         by one)."""
+        return None
+
+    def batch_input(self, ctx: InputContext) -> BatchInput | None:
+        """:meth:`input_function` as data (:class:`BatchInput`), for measuring many modules' inputs
+        together; None when the scheme has no such form (its inputs are quantized one by one)."""
         return None
 
     def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:

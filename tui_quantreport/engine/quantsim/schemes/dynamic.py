@@ -15,7 +15,7 @@ import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
 from tui_quantreport.engine.quantsim.qparams import fake_quantize_dynamic, fake_quantize_dynamic_segments
-from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
+from tui_quantreport.engine.quantsim.schemes.base import BatchInput, InputContext, Int8Scheme
 
 
 class Dynamic(Int8Scheme):
@@ -39,3 +39,6 @@ class Dynamic(Int8Scheme):
             return fake_quantize_dynamic_segments(x, sizes, ctx.quant_min, ctx.quant_max)
 
         return segments
+
+    def batch_input(self, ctx: InputContext) -> BatchInput:
+        return BatchInput("dynamic", None, ctx.quant_min, ctx.quant_max, ctx.per_token_min_ndim)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
-from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
+from tui_quantreport.engine.quantsim.schemes.base import BatchInput, InputContext, Int8Scheme
 
 
 class StaticPerChannel(Int8Scheme):
@@ -26,3 +26,6 @@ class StaticPerChannel(Int8Scheme):
     def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
         assert ctx.static is not None, "static schemes are only run where a range is known"
         return ctx.static.apply
+
+    def batch_input(self, ctx: InputContext) -> BatchInput | None:
+        return BatchInput("static", ctx.static) if ctx.static is not None else None
