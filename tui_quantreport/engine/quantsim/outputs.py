@@ -32,8 +32,9 @@ class OutputsSqnr:
                     f"the quantized model's output '{name}' is {got}, the float model's {tuple(ref.reference.shape)}"
                 )
                 continue
-            acc.add_prepared(ref, out)
-            self.combined.add_prepared(ref, out)
+            terms = SqnrAccumulator.prepared_terms(ref, out)  # one output's share of both: taken once
+            acc.append(*terms)
+            self.combined.append(*terms)
 
     def result(self) -> Sqnr:
         """The combined SQNR (undefined, with the reason, when an output did not match)."""

@@ -114,6 +114,22 @@ class SqnrAccumulator:
         self.calls = 0
 
     def add(self, reference: torch.Tensor, approx: torch.Tensor) -> None:
+        self.append(*self.terms(reference, approx))
+
+    def add_prepared(self, reference: PreparedReference, approx: torch.Tensor) -> None:
+        """:meth:`add` for a reference folded in before (:meth:`prepared_terms`)."""
+        self.append(*self.prepared_terms(reference, approx))
+
+    def append(self, signal: torch.Tensor, noise: torch.Tensor) -> None:
+        """One call's ``ln ||y||`` and ``ln ||y - y_hat||`` (:meth:`terms`: two accumulators of the same
+        reference and approximation share them)."""
+        self.signal.append(signal)
+        self.noise.append(noise)
+        self.calls += 1
+
+    @staticmethod
+    def terms(reference: torch.Tensor, approx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`add` folds in: ``ln ||y||`` and ``ln ||y - y_hat||`` (0-d float64)."""
         y = reference.detach().to(torch.float64)
         yhat = approx.detach().to(torch.float64)
         m = torch.maximum(y.abs().amax(), yhat.abs().amax()) if y.numel() else y.new_zeros(())
@@ -121,31 +137,27 @@ class SqnrAccumulator:
         ok = torch.isfinite(m) & (m > 0)
         m = torch.where(ok, m, torch.ones_like(m))
         log_m = torch.log(m)
-        self.signal.append(log_m + log_norm(y / m))
-        self.noise.append(log_m + log_norm(y / m - yhat / m))
-        self.calls += 1
+        return log_m + log_norm(y / m), log_m + log_norm(y / m - yhat / m)
 
-    def add_prepared(self, reference: PreparedReference, approx: torch.Tensor) -> None:
-        """:meth:`add` for a reference folded in before (the float output of a probe batch,
-        compared with many plans): the same operations on the same values, so the same sums,
+    @staticmethod
+    def prepared_terms(reference: PreparedReference, approx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`terms` for a reference folded in before (the float output of a probe batch,
+        compared with many plans): the same operations on the same values, so the same terms,
         without redoing the reference's share of them on every call.
 
         On the CPU only (it reads the two extremes back to the host to pick the scale);
-        elsewhere, or for empty tensors, it is :meth:`add`.
+        elsewhere, or for empty tensors, it is :meth:`terms`.
         """
         y = reference.reference
         if not host_reads(y) or not host_reads(approx) or not y.numel() or y.shape != approx.shape:
-            self.add(y, approx)
-            return
+            return SqnrAccumulator.terms(y, approx)
         yhat = approx.detach().to(torch.float64)
         fresh = yhat is not approx and yhat.data_ptr() != approx.data_ptr()
         m = torch.maximum(reference.abs_max, yhat.abs().amax())
         scaled = reference.scaled(m)
         log_m = scaled.log_m
         yhat = yhat.div_(scaled.m) if fresh else yhat / scaled.m
-        self.signal.append(scaled.signal)
-        self.noise.append(log_m + log_norm(torch.sub(scaled.y, yhat, out=yhat) if fresh else scaled.y - yhat))
-        self.calls += 1
+        return scaled.signal, log_m + log_norm(torch.sub(scaled.y, yhat, out=yhat) if fresh else scaled.y - yhat)
 
     def result(self, what: str = "output") -> Sqnr:
         if self.calls == 0:
