@@ -51,7 +51,13 @@ def _same(a, b) -> bool:
     return True
 
 
-def bench(key: str, repeats: int) -> tuple[str, int, str, float, float, float, int, bool]:
+Row = tuple[str, int, str, float, float, float, int, bool, float, float]
+
+
+def bench(key: str, repeats: int) -> Row:
+    """(model, batches, batch shape, plain / one at a time / merged ms per batch, batches folded,
+    same stats, one at a time / plain, merged / plain): the ratios are medians of each round's
+    calibration against the plain forwards just before and after it (a passing load moves both)."""
     from tui_quantreport.engine import Session, Settings
     from tui_quantreport.engine import merged_batches as mb
 
@@ -76,16 +82,22 @@ def bench(key: str, repeats: int) -> tuple[str, int, str, float, float, float, i
     first = {mode: ours(mode) for mode in sessions}  # warm-up: each session's first calibration
     same = _same(first["0"], first["1"])
     times: dict[str, list[float]] = {"plain": [], "0": [], "1": []}
+    ratios: dict[str, list[float]] = {"0": [], "1": []}
     for _ in range(repeats):
-        times["plain"].append(timed(plain, device)[0])
+        before = timed(plain, device)[0]
+        times["plain"].append(before)
         for mode in sessions:
             seconds, stats = timed(lambda mode=mode: ours(mode), device)
             times[mode].append(seconds)
+            after = timed(plain, device)[0]
+            ratios[mode].append(seconds / ((before + after) / 2))
+            before = after
     os.environ.pop(mb.ENV, None)
     n = len(batches)
     p, one, merged = (median(times[k]) / n * 1e3 for k in ("plain", "0", "1"))
     shape = "x".join(str(s) for s in batches[0].shape) if isinstance(batches[0], torch.Tensor) else "-"
-    return key, n, shape, p, one, merged, sessions["1"].merged_batches, same
+    folded = sessions["1"].merged_batches
+    return key, n, shape, p, one, merged, folded, same, median(ratios["0"]), median(ratios["1"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(argv: list[str] | None = None) -> list[tuple[str, int, str, float, float, float, int, bool]]:
+def run(argv: list[str] | None = None) -> list[Row]:
     """The benchmark (printed, and its section written unless ``--no-write``); its rows."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.merged_calibration")
     parser.add_argument("--models", default=",".join(DEFAULT))
@@ -110,9 +122,9 @@ def run(argv: list[str] | None = None) -> list[tuple[str, int, str, float, float
     rows = []
     for key in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows.append(bench(key, args.repeats))
-        key, n, shape, p, one, merged, folded, same = rows[-1]
+        key, n, shape, p, one, merged, folded, same, r_one, r_merged = rows[-1]
         lines.append(
-            f"| {key} | {n} | {shape} | {p:.2f} | {one:.2f} | {one / p:.2f}x | {merged:.2f} | {merged / p:.2f}x "
+            f"| {key} | {n} | {shape} | {p:.2f} | {one:.2f} | {r_one:.2f}x | {merged:.2f} | {r_merged:.2f}x "
             f"| {folded} of {n} | {'yes' if same else 'NO'} |"
         )
         print(lines[-1], flush=True)
@@ -128,9 +140,12 @@ def run(argv: list[str] | None = None) -> list[tuple[str, int, str, float, float
             "",
             f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; "
             f"shared with other work (load moves absolute times; compare the ratios). Date: {date}. "
-            f"Medians of {args.repeats} alternated rounds after a warm-up; ratio: ours / plain forward. "
-            "Merging: after the first batch, up to 8 batches run as one forward and are folded in batch by "
-            "batch (`engine/merged_batches.py`); 'same stats': every tensor of the two calibrations' stats "
+            f"Medians of {args.repeats} alternated rounds after a warm-up; ratio: the median over the rounds of "
+            "ours / the plain forwards run just before and after it. Merging: up to 8 batches run as one forward "
+            "and are folded in batch by batch (`engine/merged_batches.py`); the first batch alone in a session's "
+            "first calibration (its tensors size the groups, it checks the rule), merged too in the repeats "
+            "(timed here, as in the main table) when the layouts and the check are kept; 'same stats': every "
+            "tensor of the two calibrations' stats "
             "bit for bit. Where no batch was folded from a merged forward, both columns run the same code: "
             "their difference is this run's noise.",
             "",

@@ -151,7 +151,7 @@ def test_quick_run_lists_every_target(monkeypatch, capsys):
     monkeypatch.setattr(quantsim_bench, "bench", lambda name, repeats, k, **kwargs: _quantsim_row(name, k))
     monkeypatch.setattr(quantsim_bench, "section", lambda *args, **kwargs: "")
     monkeypatch.setattr(
-        merged_calibration, "run", lambda argv: [("large_generated", 8, "8x32", 10.0, 20.0, 12.0, 7, True)]
+        merged_calibration, "run", lambda argv: [("large_generated", 8, "8x32", 10.0, 20.0, 12.0, 7, True, 2.0, 1.2)]
     )
     assert run.main(["--quick", "--no-write", "--models", "drifting_mlp,tiny_transformer"]) == 0
     text = capsys.readouterr().out

@@ -64,6 +64,26 @@ def test_merged_batches_give_the_stats_of_one_batch_at_a_time(monkeypatch, sampl
     _assert_identical(alone, merged)
 
 
+@pytest.mark.parametrize("sample,count", [("large_generated", 6), ("convnet_per_tensor", 11), ("tiny_transformer", 11)])
+def test_a_calibration_alike_merges_from_its_first_batch_with_the_same_stats(monkeypatch, sample, count):
+    """The second calibration of a session, its batches like the first's: the layouts and the passed
+    check are kept, so the first batch merges too; every statistic is still what one batch at a time gives."""
+    monkeypatch.setattr(mb, "MERGED_TENSOR_BYTES", 1 << 30)
+    module = importlib.import_module(f"sample_models.{sample}")
+    torch.manual_seed(0)
+    model = module.build_model().eval()
+    batches = module.calibration_batches()[:count]
+    settings = Settings.build()
+    session = Session(model)
+    session.calibrate(batches, settings)
+    assert session.merged_batches == count - 1  # the first batch alone: it sizes the groups and checks the rule
+    again = session.calibrate(batches, settings)
+    assert session.merged_batches == count  # the first batch merged too
+    with monkeypatch.context() as m:
+        m.setenv(mb.ENV, "0")
+        _assert_identical(Session(model).calibrate(batches, settings), again)
+
+
 class _BatchMean(nn.Module):
     """Mixes batch items: each row minus the batch's mean (a merged batch has another mean)."""
 
@@ -207,7 +227,8 @@ def test_big_tensors_are_not_merged_and_a_passed_check_is_remembered(monkeypatch
     assert calls == [4, 16]  # the check: batch 2 alone, then batches 2-5 as one
     calls.clear()
     again = session.calibrate(small, settings)
-    assert calls == [16]  # the check passed before: batches 2-5 as one, no batch alone
+    # The check passed before and the layouts are known: all five batches as one (the first too), no batch alone.
+    assert calls == [20] and session.merged_batches == 5
     with monkeypatch.context() as m:
         m.setenv(mb.ENV, "0")
         _assert_identical(Session(model).calibrate(small, settings), again)

@@ -95,10 +95,11 @@ class Session:
         self._layouts: _Layouts | None = None
         #: How many batches the last calibration folded in from merged forwards (see merged_batches).
         self.merged_batches = 0
-        #: The last merge check: (a batch's signature, the plan, whether it passed). A calibration
-        #: alike takes its verdict: merged without the first-batch-alone check, or one batch at a
-        #: time without trying (the check costs the first batch alone and the group's merged forward).
-        self._merge_check: tuple[Any, Mapping[Point, PointRequest], bool] | None = None
+        #: The last merge check: (a batch's signature, the plan, whether it passed, the group size).
+        #: A calibration alike takes its verdict: merged without the first-batch-alone check, from its
+        #: first batch on where its layouts are known too, or one batch at a time without trying
+        #: (the check costs the first batch alone and the group's merged forward).
+        self._merge_check: tuple[Any, Mapping[Point, PointRequest], bool, int] | None = None
         #: Whether the model holds torch.ao fake-quantize modules (then no merging).
         self._helpers: bool | None = None
 
@@ -203,7 +204,9 @@ class Session:
                 # never where a batch must not run twice (rerun_failures off: side effects).
                 merge = _Merge(should_cancel, plan) if self._may_merge(rerun_failures) else None
                 if merge is not None:
-                    observer.sizes = {}
+                    # Known layouts and a check passed alike: the first batch merges too (nothing
+                    # to learn from it alone); else it runs alone and its tensors size the groups.
+                    observer.sizes = None if known and merge.resume(self._merge_check, signature) else {}
 
                 def tick() -> None:
                     nonlocal done
@@ -220,7 +223,7 @@ class Session:
                         break
                     if should_cancel is not None and should_cancel():
                         raise CalibrationCancelled()
-                    if merge is not None and done > 0 and not merge.off:
+                    if merge is not None and (done > 0 or merge.from_first) and not merge.off:
                         room = None if max_batches is None else max_batches - done
                         self._calibrate_merged(observer, merge, batch, iterator, room, done + 1, tick)
                         continue
@@ -323,7 +326,7 @@ class Session:
         if shares is None:
             if len(group) > 1:  # the group broke the rule: one batch at a time from now on
                 merge.off = True
-                self._merge_check = (signature, merge.plan, False) if signature is not None else None
+                self._merge_check = (signature, merge.plan, False, merge.size) if signature is not None else None
             for i, item in enumerate(group):
                 if i and merge.should_cancel is not None and merge.should_cancel():
                     raise CalibrationCancelled()
@@ -331,7 +334,7 @@ class Session:
                 tick()
             return
         if signature is not None:
-            self._merge_check = (signature, merge.plan, True)
+            self._merge_check = (signature, merge.plan, True, merge.size)
         for i, (item, share) in enumerate(zip(group, shares)):
             if i and merge.should_cancel is not None and merge.should_cancel():
                 raise CalibrationCancelled()
@@ -602,6 +605,18 @@ class _Merge:
         self.folded = 0
         #: A batch pulled to end a group (another shape): the next one to calibrate.
         self.pending: Any = _END
+        #: Whether the first batch merges too (:meth:`resume`).
+        self.from_first = False
+
+    def resume(self, last: tuple[Any, Mapping[Point, PointRequest], bool, int] | None, signature: Any) -> bool:
+        """Take an earlier calibration's passed check for batches like ``signature`` and this plan (its
+        group size, no first-batch-alone check): the first batch merges too. False when there is none."""
+        if signature is None or last is None or last[0] != signature or last[1] is not self.plan or not last[2]:
+            return False
+        if last[3] < 2:
+            return False
+        self.size, self.checked, self.from_first = last[3], signature, True
+        return True
 
     def take(self, iterator: Iterator[Any]) -> Any:
         """The next batch: the one that ended the last group, else the iterator's next."""
