@@ -203,9 +203,7 @@ class Session:
                 # Batches after the first may run several as one forward (see merged_batches):
                 # never where a batch must not run twice (rerun_failures off: side effects).
                 merge = _Merge(should_cancel, plan) if self._may_merge(rerun_failures) else None
-                if merge is not None:
-                    # Known layouts and a check passed alike: the first batch merges too (nothing
-                    # to learn from it alone); else it runs alone and its tensors size the groups.
+                if merge is not None:  # the first batch alone sizes the groups, unless known (resume)
                     observer.sizes = None if known and merge.resume(self._merge_check, signature) else {}
 
                 def tick() -> None:
