@@ -23,8 +23,10 @@ batch-major. The rule, fixed and checked, never timed:
   :data:`MEMORY_CAP` bytes (the recording keeps them alive until the group is folded in) and
   :data:`MERGED_TENSOR_BYTES` on average (merging pays for small tensors only), all from the
   first batch's sizes;
-- a session remembers a check that passed, for calibrations whose first batch looks alike
-  (shapes, dtypes) with the same observed points; a group that breaks the rule forgets it;
+- a session remembers a check that passed (and the group size), for calibrations whose first batch
+  looks alike (shapes, dtypes) with the same observed points; such a calibration, its layouts known
+  too, merges from its first batch (which otherwise runs alone: its tensors size the groups); a
+  group that breaks the rule forgets it;
 - a merged forward the model rejects is run again batch by batch (which names the batch).
 
 Never where a batch must not run twice (``--no-rerun``), nor in a model holding ``torch.ao``
