@@ -44,8 +44,14 @@ class _Small(nn.Module):
 INT8 = ("static_per_tensor", "static_per_channel", "dynamic", "weight_only")
 
 
-def _measure(model: nn.Module, probes: list[torch.Tensor], advice: bool, per_token_min_ndim: int | None = 3) -> dict:
-    analysis = ErrorAnalysis(model, ModelCatalog.build(model), probes, schemes=INT8)
+def _measure(
+    model: nn.Module,
+    probes: list[torch.Tensor],
+    advice: bool,
+    per_token_min_ndim: int | None = 3,
+    schemes: tuple[str, ...] | None = INT8,
+) -> dict:
+    analysis = ErrorAnalysis(model, ModelCatalog.build(model), probes, schemes=schemes)
     analysis.per_token_min_ndim = per_token_min_ndim  # None: per tensor on every rank (torch.ao's targets)
     return analysis.local_measurements(advice=advice)
 
@@ -88,9 +94,38 @@ def test_calls_measured_together_give_the_doubles_of_one_at_a_time(monkeypatch, 
     assert all(m.sqnr["dynamic"].db is not None for m in together.values())
 
 
-@pytest.mark.parametrize("advice", [False, True])
-def test_the_large_generated_sample_gives_the_same_doubles(monkeypatch, advice):
-    measure = sample_measurer("large_generated", advice=advice, schemes=INT8)
+#: The int8 four and every weight-only scheme (their input is used as it is: a form for all).
+WEIGHT_ONLY = (*INT8, "int8_weight_only_per_group", "int4_asym_g32", "int4_hqq_g128", "int4_sym_g32", "fp8_weight_only",
+               "mxfp4_weight_only", "nvfp4_weight_only", "nf4")  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(6, 32), (3, 4, 32)])
+def test_weight_only_schemes_wait_too_and_give_the_same_doubles(monkeypatch, shape):
+    torch.manual_seed(9)
+    model = nn.Sequential(
+        *(nn.Linear(32, 32) for _ in range(4)), nn.ReLU(), nn.Linear(32, 64), nn.Linear(64, 32)
+    ).eval()
+    probes = [torch.randn(*shape) * (1 + i) for i in range(2)]
+    together, one_by_one, groups = _both(monkeypatch, lambda: _measure(model, probes, True, schemes=WEIGHT_ONLY))
+    assert groups and max(groups) >= 4
+    assert together == one_by_one
+    assert all(
+        m.sqnr["int4_asym_g32"].db is not None and m.sqnr["fp8_weight_only"].db is not None for m in together.values()
+    )
+
+
+def test_a_module_with_a_scheme_without_an_input_form_is_measured_as_each_call_comes(monkeypatch):
+    torch.manual_seed(10)
+    model = nn.Sequential(*(nn.Linear(32, 32) for _ in range(4))).eval()  # 32 inputs: MX blocks fit
+    probes = [torch.randn(6, 32) for _ in range(2)]
+    together, one_by_one, groups = _both(monkeypatch, lambda: _measure(model, probes, False, schemes=(*INT8, "mxfp8")))
+    assert groups == []  # mxfp8 quantizes its input with torchao's recipe: no form, no call kept
+    assert together == one_by_one
+
+
+@pytest.mark.parametrize("advice,schemes", [(False, INT8), (True, INT8), (False, WEIGHT_ONLY)])
+def test_the_large_generated_sample_gives_the_same_doubles(monkeypatch, advice, schemes):
+    measure = sample_measurer("large_generated", advice=advice, schemes=schemes)
     together, one_by_one, groups = _both(monkeypatch, measure)
     assert sum(groups) >= 2 * 600  # its 602 Linear modules, 2 probes: (nearly) every call measured together
     assert together == one_by_one

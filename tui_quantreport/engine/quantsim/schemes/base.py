@@ -231,8 +231,9 @@ class Scheme:
 
     def batch_input(self, ctx: InputContext) -> BatchInput | None:
         """:meth:`input_function` as data (:class:`BatchInput`), for measuring many modules' inputs
-        together; None when the scheme has no such form (its inputs are quantized one by one)."""
-        return None
+        together; None when the scheme has no such form (its inputs are quantized one by one).
+        A weight-only scheme's input is used as it is."""
+        return BatchInput("float") if self.facts.activation == "none" else None
 
     def input_function(self, ctx: InputContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """``x -> self.input(x, ctx)`` bound once for a module (the per-call path of the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tui_quantreport.engine.core.scheme_facts import SCHEME_FACTS
-from tui_quantreport.engine.quantsim.schemes.base import BatchInput, InputContext, Int8Scheme
+from tui_quantreport.engine.quantsim.schemes.base import InputContext, Int8Scheme
 
 
 class WeightOnly(Int8Scheme):
@@ -19,6 +19,3 @@ class WeightOnly(Int8Scheme):
 
     def input_function(self, ctx: InputContext) -> None:
         return None
-
-    def batch_input(self, ctx: InputContext) -> BatchInput:
-        return BatchInput("float")
