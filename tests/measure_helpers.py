@@ -26,3 +26,20 @@ def sample_measurer(
         return analysis.local_measurements(advice=advice)
 
     return measure
+
+
+def failing_for(real: Callable[..., Any], fqn: str, message: str) -> Callable[..., Any]:
+    """``real`` (a builder of a module's measurement, its target first) with the measurement of the
+    module ``fqn`` raising ``RuntimeError(message)`` on every call."""
+
+    def builder(target: Any, *args: Any) -> Any:
+        measure = real(target, *args)
+        if target.fqn != fqn:
+            return measure
+
+        def broken(x: Any, y: Any) -> None:
+            raise RuntimeError(message)
+
+        return broken
+
+    return builder

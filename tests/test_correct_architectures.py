@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from measure_helpers import failing_for
 from torch import nn
 
 from tests.cli_helpers import one_line, run
@@ -86,18 +87,7 @@ def test_convnext_reports_finite_sqnr(capsys):
 
 
 def test_a_module_whose_measurement_fails_is_undefined_and_the_rest_stands(monkeypatch):
-    real = local_pass_module._measurer
-
-    def failing(target, variants, acc, *rest):
-        measure = real(target, variants, acc, *rest)
-        if target.fqn != "4":
-            return measure
-
-        def broken(x, y):
-            raise RuntimeError("simulated kernel failure")
-
-        return broken
-
+    failing = failing_for(local_pass_module._measurer, "4", "simulated kernel failure")
     monkeypatch.setattr(local_pass_module, "_measurer", failing)
     analysis = _analysis(_conv_net(), _images())
     local = analysis.local_sqnr()

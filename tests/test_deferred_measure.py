@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from measure_helpers import sample_measurer
+from measure_helpers import failing_for, sample_measurer
 from torch import nn
 
 from tui_quantreport.engine import ModelCatalog
@@ -178,19 +178,7 @@ def test_a_module_whose_measurement_fails_is_that_modules_reason_alone(monkeypat
     model = _Small().eval()
     probes = [torch.randn(6, 16) for _ in range(2)]
     good = _measure(model, probes, False)
-    real = measurer_module._measure_now
-
-    def failing_gate(target, *args):
-        measure = real(target, *args)
-        if target.fqn != "gate":
-            return measure
-
-        def boom(x, y):
-            raise RuntimeError("boom")
-
-        return boom
-
-    monkeypatch.setattr(measurer_module, "_measure_now", failing_gate)
+    monkeypatch.setattr(measurer_module, "_measure_now", failing_for(measurer_module._measure_now, "gate", "boom"))
     monkeypatch.setattr(deferred, "measure_together", lambda *args: None)  # every group call by call
     analysis = ErrorAnalysis(model, ModelCatalog.build(model), probes, schemes=INT8)
     measured = analysis.local_measurements(advice=False)
