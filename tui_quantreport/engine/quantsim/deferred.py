@@ -45,7 +45,7 @@ from tui_quantreport.engine.quantsim.sqnr import norm64_rows
 
 if TYPE_CHECKING:
     from tui_quantreport.engine.quantsim.measurer import _Variant
-    from tui_quantreport.engine.quantsim.sqnr import SharedReference  # noqa: F401
+    from tui_quantreport.engine.quantsim.sqnr import SharedReference
 
 #: Whether the local pass keeps small modules' calls to measure them together (tests switch it off
 #: to hold the two paths equal).
@@ -252,8 +252,8 @@ STACKS_MAX_BYTES = 64 << 20
 def stack_parts(parts: Sequence[DeferredModule]) -> Stacks:
     """The weights (and biases) of ``parts``' calls, stacked for :func:`measure_together`."""
     weights = tuple(torch.stack([part.weights[j] for part in parts]) for j in range(len(parts[0].weights)))
-    bias = torch.stack([part.bias for part in parts]).unsqueeze(1) if parts[0].bias is not None else None  # type: ignore[misc]
-    return weights, bias
+    biases = [part.bias for part in parts if part.bias is not None]
+    return weights, torch.stack(biases).unsqueeze(1) if biases else None
 
 
 def measure_together(
@@ -297,16 +297,15 @@ def quantize_together(x: torch.Tensor, forms: Sequence[BatchInput], ndim: int) -
     if form.kind == "float":
         return x
     if form.kind == "static":
-        if form.multiplier is not None:
-            x = x * torch.stack([f.multiplier for f in forms]).unsqueeze(1)  # type: ignore[misc]
-        statics = [f.static for f in forms]
+        statics = [f.static for f in forms if f.static is not None]
+        multipliers = [f.multiplier for f in forms if f.multiplier is not None]
+        if len(statics) != len(forms) or len(multipliers) not in (0, len(forms)):
+            return None
+        if multipliers:
+            x = x * torch.stack(multipliers).unsqueeze(1)
+        scales, zero_points, inverses = ([getattr(s, a) for s in statics] for a in ("scale", "zero_point", "inv_scale"))
         return fake_quantize_static_segments(
-            x,
-            [s.scale for s in statics],  # type: ignore[union-attr]
-            [s.zero_point for s in statics],  # type: ignore[union-attr]
-            [s.inv_scale for s in statics],  # type: ignore[union-attr]
-            statics[0].quant_min,  # type: ignore[union-attr]
-            statics[0].quant_max,  # type: ignore[union-attr]
+            x, scales, zero_points, inverses, statics[0].quant_min, statics[0].quant_max
         )
     if form.kind == "dynamic":
         if form.per_token(ndim):
