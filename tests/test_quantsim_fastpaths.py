@@ -1,6 +1,6 @@
 """The simulation's fast paths equal the paths they replace, value for value.
 
-- :meth:`SqnrAccumulator.add_prepared` (the reference folded in once) equals :meth:`SqnrAccumulator.add`;
+- :meth:`SqnrAccumulator.prepared_terms` (the reference folded in once) equals :meth:`SqnrAccumulator.terms`;
 - the in-place fake quantization of a fresh output equals the out-of-place one;
 - the dynamic per-tensor qparams, remembered, equal the scalar arithmetic they skip;
 - a plan's simulated forward equals its input, weight and output quantization written out, and the
@@ -75,7 +75,7 @@ def test_add_prepared_equals_add(case):
         a = approx * factor if factor != 1.0 else approx
         before = a.clone()
         plain.add(reference, a)
-        fast.add_prepared(prepared, a)
+        fast.append(*SqnrAccumulator.prepared_terms(prepared, a))
         assert _same(a, before)  # the approximation is not modified
     assert len(plain.signal) == len(fast.signal) == 4
     for p, f in zip(plain.signal + plain.noise, fast.signal + fast.noise):

@@ -139,7 +139,8 @@ def _form_layout(form: BatchInput) -> tuple:
     if form.kind == "static":
         assert form.static is not None
         return ("static", form.static.quant_min, form.static.quant_max, form.multiplier is not None)
-    return (form.kind, form.quant_min, form.quant_max, form.per_token_min_ndim)
+    ctx = form.ctx
+    return (form.kind,) if ctx is None else (form.kind, ctx.quant_min, ctx.quant_max, ctx.per_token_min_ndim)
 
 
 class _Group:
@@ -258,8 +259,8 @@ def stack_parts(parts: Sequence[DeferredModule]) -> Stacks:
 
 def measure_together(
     parts: Sequence[DeferredModule],
-    xs: Sequence[torch.Tensor],
-    ys: Sequence[torch.Tensor],
+    xs: list[torch.Tensor],
+    ys: list[torch.Tensor],
     stacks: Stacks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(float64 ``||y||`` per call, float64 ``||y_hat - y||`` per call and variant) for calls of one
@@ -270,8 +271,8 @@ def measure_together(
     if k == 0 or n == 0:
         return None
     m = xs[0].numel() // k
-    x = torch.stack(list(xs)).view(count, m, k)
-    y = torch.stack(list(ys)).view(count, m * n)
+    x = torch.stack(xs).view(count, m, k)
+    y = torch.stack(ys).view(count, m * n)
     quantized: dict[str, torch.Tensor] = {}
     for key in first.forms:
         q = quantize_together(x, [part.forms[key] for part in parts], xs[0].dim())
@@ -303,16 +304,19 @@ def quantize_together(x: torch.Tensor, forms: Sequence[BatchInput], ndim: int) -
             return None
         if multipliers:
             x = x * torch.stack(multipliers).unsqueeze(1)
-        scales, zero_points, inverses = ([getattr(s, a) for s in statics] for a in ("scale", "zero_point", "inv_scale"))
+        scales = [s.scale for s in statics]
+        zero_points = [s.zero_point for s in statics]
+        inverses = [s.inv_scale for s in statics]
         return fake_quantize_static_segments(
             x, scales, zero_points, inverses, statics[0].quant_min, statics[0].quant_max
         )
-    if form.kind == "dynamic":
-        if form.per_token(ndim):
+    ctx = form.ctx
+    if form.kind == "dynamic" and ctx is not None:
+        if ctx.per_token_rank(ndim):
             # One scale per row of the last axis: each row is quantized alone, stacked or not.
-            return fake_quantize_dynamic(x, form.quant_min, form.quant_max, per_token=True)
+            return fake_quantize_dynamic(x, ctx.quant_min, ctx.quant_max, per_token=True)
         count, m, k = x.shape
-        out = fake_quantize_dynamic_segments(x.view(count * m, k), (m,) * count, form.quant_min, form.quant_max)
+        out = fake_quantize_dynamic_segments(x.view(count * m, k), (m,) * count, ctx.quant_min, ctx.quant_max)
         return out.view(count, m, k) if out is not None else None
     return None
 

@@ -262,7 +262,7 @@ class ErrorAnalysis:
         #: (fqn, scheme) whose weight recipe raised, with the reason.
         self._failed: dict[tuple[str, str], str] = {}
         self._reference: list[dict[str, torch.Tensor]] | None = None
-        #: The reference outputs prepared for :meth:`SqnrAccumulator.add_prepared` (with the list they came from).
+        #: The reference outputs prepared for :meth:`SqnrAccumulator.prepared_terms` (with the list they came from).
         self._prepared: tuple[list, list[dict[str, PreparedReference]]] | None = None
         #: Per-output end-to-end SQNR of the plans measured, by plan key (see :meth:`plan_output_sqnr`).
         self._plan_outputs: dict[tuple, dict[str, Sqnr]] = {}

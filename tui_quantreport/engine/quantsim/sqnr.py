@@ -116,10 +116,6 @@ class SqnrAccumulator:
     def add(self, reference: torch.Tensor, approx: torch.Tensor) -> None:
         self.append(*self.terms(reference, approx))
 
-    def add_prepared(self, reference: PreparedReference, approx: torch.Tensor) -> None:
-        """:meth:`add` for a reference folded in before (:meth:`prepared_terms`)."""
-        self.append(*self.prepared_terms(reference, approx))
-
     def append(self, signal: torch.Tensor, noise: torch.Tensor) -> None:
         """One call's ``ln ||y||`` and ``ln ||y - y_hat||`` (:meth:`terms`: two accumulators of the same
         reference and approximation share them)."""
@@ -176,7 +172,7 @@ class _Scaled:
 
 
 class PreparedReference:
-    """One float output, kept for :meth:`SqnrAccumulator.add_prepared`: in float64, its max abs,
+    """One float output, kept for :meth:`SqnrAccumulator.prepared_terms`: in float64, its max abs,
     and (for the last scale used, which is its own max abs whenever the quantized output does
     not exceed it) its scaled copy and ``ln ||y||`` term."""
 

@@ -81,7 +81,11 @@ class InputContext:
     per_token_min_ndim: int | None = 3
 
     def per_token(self, x: torch.Tensor) -> bool:
-        return self.per_token_min_ndim is not None and x.dim() >= max(2, self.per_token_min_ndim)
+        return self.per_token_rank(x.dim())
+
+    def per_token_rank(self, ndim: int) -> bool:
+        """Whether an input of rank ``ndim`` is quantized per token."""
+        return self.per_token_min_ndim is not None and ndim >= max(2, self.per_token_min_ndim)
 
 
 class BatchInput(NamedTuple):
@@ -91,18 +95,12 @@ class BatchInput(NamedTuple):
 
     ``kind``: "float" (the input as it is), "static" (``static``'s fixed per-tensor qparams, after
     the input's last axis is multiplied by ``multiplier`` where one is given: equalization) or
-    "dynamic" (per tensor from the input's own range, or per token: ``per_token_min_ndim`` as in
-    :class:`InputContext`, on the activation grid ``quant_min``..``quant_max``)."""
+    "dynamic" (per tensor from the input's own range, or per token, as ``ctx`` says)."""
 
     kind: str
     static: StaticInput | None = None
-    quant_min: int = 0
-    quant_max: int = 255
-    per_token_min_ndim: int | None = None
+    ctx: InputContext | None = None
     multiplier: torch.Tensor | None = None
-
-    def per_token(self, ndim: int) -> bool:
-        return self.per_token_min_ndim is not None and ndim >= max(2, self.per_token_min_ndim)
 
 
 @dataclass(frozen=True)

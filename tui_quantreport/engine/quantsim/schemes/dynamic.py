@@ -41,4 +41,4 @@ class Dynamic(Int8Scheme):
         return segments
 
     def batch_input(self, ctx: InputContext) -> BatchInput:
-        return BatchInput("dynamic", None, ctx.quant_min, ctx.quant_max, ctx.per_token_min_ndim)
+        return BatchInput("dynamic", ctx=ctx)
