@@ -145,11 +145,10 @@ class SqnrPanel(Static):
         # The name column as wide as the longest name shown (not every scheme's), and at most what
         # leaves the size and the SQNR room on the row (a longer name ends in "…"): at 80 columns
         # the pane is ~42 wide, and a row must fit in it whole.
-        self._fitted_width = self.content_size.width
-        room = self.content_size.width - len("  ") - len(" ") - NUMBERS_WIDTH if self.content_size.width else None
+        width = self._fitted_width = self.content_size.width
         name_width = max((len(scheme) for scheme, _ in rows), default=0)
-        if room is not None:
-            name_width = max(MIN_NAME_WIDTH, min(name_width, room))
+        if width:  # laid out: the room the row leaves the name
+            name_width = max(MIN_NAME_WIDTH, min(name_width, width - len("  ") - len(" ") - NUMBERS_WIDTH))
         lines: list[Content] = []
         for scheme, sqnr in rows:
             marks: list[tuple[str, str]] = []
